@@ -1,0 +1,109 @@
+// The Raft engine on Node's own libuv loop, exposed to JS as the internal `Engine`
+// class. lib/raft-node.ts wraps it in the public, typed RaftNode.
+#pragma once
+#include <napi.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "uv_handle.h"
+
+namespace prevail {
+
+class Engine;
+
+// A request whose completion arrives from the engine inside a libuv callback. It is
+// queued there and settled later from the check phase, inside a callback scope, so
+// that promise continuations never run in the middle of the engine's own callbacks.
+struct Completion {
+  explicit Completion(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
+  virtual ~Completion() = default;
+  virtual void Settle(Napi::Env env) = 0;
+  virtual bool IsClose() const { return false; }
+  Napi::Promise::Deferred deferred;
+  int status = 0;
+  Engine* engine = nullptr;
+};
+
+class Engine : public Napi::ObjectWrap<Engine> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit Engine(const Napi::CallbackInfo& info);
+  ~Engine() override;
+
+  // Used by completions and engine callbacks.
+  void Enqueue(Completion* completion);
+  Napi::Error EngineError(Napi::Env env, int rv, const std::string& what);
+
+ private:
+  // JS-facing methods.
+  Napi::Value Start(const Napi::CallbackInfo& info);
+  Napi::Value Apply(const Napi::CallbackInfo& info);
+  Napi::Value Barrier(const Napi::CallbackInfo& info);
+  Napi::Value Add(const Napi::CallbackInfo& info);
+  Napi::Value Assign(const Napi::CallbackInfo& info);
+  Napi::Value Remove(const Napi::CallbackInfo& info);
+  Napi::Value Transfer(const Napi::CallbackInfo& info);
+  Napi::Value Status(const Napi::CallbackInfo& info);
+  Napi::Value SetSnapshotThreshold(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  // Engine (FSM) callbacks; they run on the JS thread.
+  static int FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void** result);
+  static int FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n_bufs);
+  static int FsmSnapshotFinalize(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n_bufs);
+  static int FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf);
+  static void OnRaftClosed(struct raft* r);
+
+  void OnCheck();
+  bool Usable(Napi::Env env, Napi::Promise::Deferred& deferred);
+  void TearDown();  // closes our own handles once the engine is closed
+
+  Napi::Env env_;
+  Napi::FunctionReference apply_fn_;
+  Napi::FunctionReference snapshot_fn_;
+  Napi::FunctionReference restore_fn_;
+  Napi::FunctionReference state_fn_;
+  napi_async_context async_context_ = nullptr;
+
+  uv_loop_t* loop_ = nullptr;
+  struct raft raft_ {};
+  struct raft_io io_ {};
+  struct raft_uv_transport transport_ {};
+  struct raft_fsm fsm_ {};
+  bool transport_ready_ = false;
+  bool io_ready_ = false;
+  bool raft_ready_ = false;  // raft_init succeeded: raft_close is needed
+  bool started_ = false;     // raft_start succeeded
+  bool closing_ = false;
+  bool closed_ = false;
+  bool in_apply_ = false;
+  std::string address_;
+  std::string last_fsm_error_;
+  Napi::Reference<Napi::Value> last_fsm_exception_;
+
+  UvHandlePtr<uv_check_t> check_;
+  UvHandlePtr<uv_idle_t> idle_;
+  std::vector<std::unique_ptr<Completion>> completions_;
+  std::unique_ptr<Completion> close_completion_;
+
+  // Proposals of this process by log index; only these get a result kept.
+  std::unordered_map<raft_index, struct ApplyRequest*> pending_;
+  // Keeps the JS buffers of the snapshot being written alive until finalize.
+  std::vector<Napi::Reference<Napi::Value>> snapshot_refs_;
+
+  // Last role/leader/term reported to JS, to emit changes.
+  int reported_state_ = -1;
+  raft_id reported_leader_ = 0;
+  raft_term reported_term_ = 0;
+
+  friend struct ApplyRequest;
+  friend struct TransferRequest;
+};
+
+}  // namespace prevail

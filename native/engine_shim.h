@@ -1,0 +1,13 @@
+#pragma once
+#include <raft.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+raft_index prevail_snapshot_index(struct raft *r);
+raft_term prevail_snapshot_term(struct raft *r);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Fetch the Raft engine (raft 0.22.1, the cowsql fork of canonical/raft) as Debian's
+# source package, verify it against the checksums in its .dsc, and unpack it into
+# third_party/raft (git-ignored). The addon build (binding.gyp) compiles it from there.
+#
+# Offline builds: RAFT_TARBALL=/path/to/raft_0.22.1.orig.tar.gz skips apt entirely;
+# the tarball is still checked against the pinned SHA-256 below.
+#
+# The mirror is read from this machine's apt configuration; no host is named here.
+set -euo pipefail
+
+RAFT_VERSION=0.22.1
+RAFT_SUITE=${RAFT_SUITE:-trixie}
+# SHA-256 of raft_0.22.1.orig.tar.gz as listed in Debian's raft_0.22.1-1.dsc.
+RAFT_ORIG_SHA256=7e45b6f24f3671c9bfd5b146814493f87cb2e560712bd469c1f5969a4b94291a
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+third=$root/third_party
+dest=$third/raft
+cache=$third/cache
+stamp=$dest/.prevail-engine-$RAFT_VERSION
+
+if [[ -f $stamp && -z ${RAFT_FORCE:-} ]]; then
+  echo "engine: raft $RAFT_VERSION already unpacked in $dest"
+  exit 0
+fi
+mkdir -p "$cache"
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# Print the first Debian mirror URI named in the machine's apt sources (deb822 or
+# one-line format), skipping security mirrors.
+apt_mirror() {
+  local f uri
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [[ -f $f ]] || continue
+    uri=$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }' "$f" | grep -v -- '-security' | head -n1 || true)
+    [[ -n $uri ]] && { echo "$uri"; return; }
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [[ -f $f ]] || continue
+    uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; break } }' "$f" | grep -v -- '-security' | head -n1 || true)
+    [[ -n $uri ]] && { echo "$uri"; return; }
+  done
+  return 1
+}
+
+tarball=${RAFT_TARBALL:-}
+if [[ -z $tarball ]]; then
+  command -v apt-get >/dev/null || { echo "engine: apt-get not found; set RAFT_TARBALL to an already-downloaded raft_${RAFT_VERSION}.orig.tar.gz" >&2; exit 1; }
+  mirror=$(apt_mirror) || { echo "engine: no Debian mirror found in /etc/apt; set RAFT_TARBALL" >&2; exit 1; }
+  # A private apt state directory: the machine's own sources and lists stay untouched.
+  apt_dir=$cache/apt
+  mkdir -p "$apt_dir/sources.d" "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+  cat > "$apt_dir/sources.d/raft-src.sources" <<SRC
+Types: deb-src
+URIs: $mirror
+Suites: $RAFT_SUITE
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/none.list" -o "Dir::Etc::SourceParts=$apt_dir/sources.d"
+            -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir"
+            -o "APT::Sandbox::User=root" -o "Debug::NoLocking=1")
+  touch "$apt_dir/none.list"
+  echo "engine: fetching raft $RAFT_VERSION source from $RAFT_SUITE (deb-src, $mirror)"
+  apt-get "${apt_opts[@]}" -qq update
+  (cd "$cache" && apt-get "${apt_opts[@]}" -qq source --download-only raft)
+  dsc=$(ls "$cache"/raft_"$RAFT_VERSION"-*.dsc | sort | tail -n1)
+  # Verify every file the .dsc lists against its Checksums-Sha256 section.
+  awk '/^Checksums-Sha256:/ { on = 1; next } /^[^ ]/ { on = 0 } on && NF == 3 { print $1, $3 }' "$dsc" |
+    while read -r sum file; do
+      got=$(sha256_of "$cache/$file")
+      [[ $got == "$sum" ]] || { echo "engine: checksum mismatch for $file ($got != $sum)" >&2; exit 1; }
+      echo "engine: sha256 ok  $file"
+    done
+  tarball=$cache/raft_${RAFT_VERSION}.orig.tar.gz
+fi
+
+[[ -f $tarball ]] || { echo "engine: tarball not found: $tarball" >&2; exit 1; }
+got=$(sha256_of "$tarball")
+[[ $got == "$RAFT_ORIG_SHA256" ]] || { echo "engine: $tarball has sha256 $got, expected $RAFT_ORIG_SHA256" >&2; exit 1; }
+
+rm -rf "$dest" "$dest.tmp"
+mkdir -p "$dest.tmp"
+tar -xzf "$tarball" -C "$dest.tmp" --strip-components=1
+# configure would generate include/raft.h; we build without autotools, so do the one
+# substitution it makes (the legacy v0 API, which the addon uses, stays enabled).
+# Its ABI static asserts take sizeof of anonymous structs, which C++ rejects: they stay
+# in force for the engine's own C compilation and are skipped when the addon includes it.
+sed 's/@enable_v0@/yes/' "$dest.tmp/include/raft.h.in" |
+  perl -0pe 's/#if defined\(RAFT__LEGACY_no\)\n(#define RAFT__ASSERT_COMPATIBILITY)/#if defined(RAFT__LEGACY_no) || defined(__cplusplus)\n$1/' \
+  > "$dest.tmp/include/raft.h"
+grep -q 'defined(RAFT__LEGACY_no) || defined(__cplusplus)' "$dest.tmp/include/raft.h" ||
+  { echo "engine: could not adapt include/raft.h for C++" >&2; exit 1; }
+mv "$dest.tmp" "$dest"
+touch "$stamp"
+echo "engine: raft $RAFT_VERSION unpacked in $dest"
