@@ -1,6 +1,6 @@
 // The addon's only export surface: the internal Engine class and version facts.
 #include <napi.h>
-#include <raft.h>
+#include "raft_c.h"
 #include <uv.h>
 
 #include "engine.h"

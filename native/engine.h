@@ -2,8 +2,7 @@
 // class. lib/raft-node.ts wraps it in the public, typed RaftNode.
 #pragma once
 #include <napi.h>
-#include <raft.h>
-#include <raft/uv.h>
+#include "raft_c.h"
 #include <uv.h>
 
 #include <memory>

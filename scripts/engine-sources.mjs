@@ -1,17 +1,17 @@
-// Lists the engine's C sources for binding.gyp, from the manifest shipped in the
-// engine's own tarball (amalgamation.json), minus its in-memory test fixture.
-import { readFileSync } from 'node:fs';
+// Lists the engine's C sources for binding.gyp: every src/*.c of the unpacked engine
+// except its in-memory test fixture. (The tarball's amalgamation.json is stale: it
+// misses trail.c, random.c and recv_timeout_now.c.)
+import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const manifest = join(root, 'third_party', 'raft', 'amalgamation.json');
-let sources;
+let files;
 try {
-  sources = JSON.parse(readFileSync(manifest, 'utf8')).sources;
+  files = readdirSync(join(root, 'third_party', 'raft', 'src'));
 } catch (err) {
   console.error(`engine sources not found (${err.message}); run scripts/fetch-engine.sh first`);
   process.exit(1);
 }
-console.log(sources.filter((s) => s.endsWith('.c') && !s.endsWith('/fixture.c'))
-  .map((s) => `third_party/raft/${s}`).join(' '));
+console.log(files.filter((f) => f.endsWith('.c') && f !== 'fixture.c').sort()
+  .map((f) => `third_party/raft/src/${f}`).join(' '));

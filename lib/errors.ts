@@ -1,0 +1,138 @@
+/**
+ * Every error prevail raises is an `Error` with a stable `code`. Compare by `code`
+ * (Jest's vm contexts break `instanceof` for errors made in native code).
+ */
+export const ErrorCodes = {
+  /** An option or argument has the wrong type or value. */
+  INVALID_ARGUMENT: 'PREVAIL_INVALID_ARGUMENT',
+  /** This node is not the leader; `leader` holds `{ id, address }` when known. */
+  NOT_LEADER: 'PREVAIL_NOT_LEADER',
+  /** Leadership was lost while the request was in flight; `mayHaveApplied` is true. */
+  LEADERSHIP_LOST: 'PREVAIL_LEADERSHIP_LOST',
+  /** The node is closed or closing; in-flight requests cut off by close carry `mayHaveApplied`. */
+  CLOSED: 'PREVAIL_CLOSED',
+  /** The caller's AbortSignal fired; a proposal already submitted may still apply. */
+  ABORTED: 'PREVAIL_ABORTED',
+  /** A request was made from inside `fsm.apply`, which must be synchronous and self-contained. */
+  REENTRANT: 'PREVAIL_REENTRANT',
+  /** The raft address (host:port) is already bound by another process. */
+  ADDRESS_IN_USE: 'PREVAIL_ADDRESS_IN_USE',
+  /** The data directory belongs to another node id. */
+  DATADIR_MISMATCH: 'PREVAIL_DATADIR_MISMATCH',
+  /** The data directory is in use by another RaftNode (in this or another process). */
+  DATADIR_LOCKED: 'PREVAIL_DATADIR_LOCKED',
+  /** A membership change is already in progress (one at a time). */
+  MEMBERSHIP_BUSY: 'PREVAIL_MEMBERSHIP_BUSY',
+  /** A member id/address is unknown, duplicated, or not allowed for this operation. */
+  BAD_MEMBER: 'PREVAIL_BAD_MEMBER',
+  /** Leadership transfer did not complete within the election timeout. */
+  TRANSFER_FAILED: 'PREVAIL_TRANSFER_FAILED',
+  /** A snapshot could not be read (not prevail's, newer format, truncated, or restore threw). */
+  SNAPSHOT_UNREADABLE: 'PREVAIL_SNAPSHOT_UNREADABLE',
+  /** A log entry is not a prevail entry (corruption). */
+  CORRUPT_ENTRY: 'PREVAIL_CORRUPT_ENTRY',
+  /** A command is too large. */
+  TOO_LARGE: 'PREVAIL_TOO_LARGE',
+  /** The disk is full. */
+  NO_SPACE: 'PREVAIL_NO_SPACE',
+  /** A disk read or write failed. */
+  IO: 'PREVAIL_IO',
+  /** The engine reported an error not covered above; `raftName` says which. */
+  ENGINE: 'PREVAIL_ENGINE',
+  /** The call is not valid in the node's current state. */
+  INVALID_STATE: 'PREVAIL_INVALID_STATE',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export interface MemberRef {
+  id: number;
+  address: string;
+}
+
+export interface PrevailErrorFields {
+  /** For NOT_LEADER: the current leader, when known. */
+  leader?: MemberRef | null;
+  /** True when a submitted command may still be (or have been) applied. */
+  mayHaveApplied?: boolean;
+  /** The engine's own error name (e.g. `NOTLEADER`) when the engine raised it. */
+  raftName?: string;
+  /** The log index involved, when known. */
+  index?: number;
+  cause?: unknown;
+}
+
+export class PrevailError extends Error implements PrevailErrorFields {
+  readonly code: ErrorCode;
+  leader?: MemberRef | null;
+  mayHaveApplied?: boolean;
+  raftName?: string;
+  index?: number;
+
+  constructor(code: ErrorCode, message: string, fields: PrevailErrorFields = {}) {
+    super(message, fields.cause === undefined ? undefined : { cause: fields.cause });
+    this.name = 'PrevailError';
+    this.code = code;
+    if (fields.leader !== undefined) this.leader = fields.leader;
+    if (fields.mayHaveApplied !== undefined) this.mayHaveApplied = fields.mayHaveApplied;
+    if (fields.raftName !== undefined) this.raftName = fields.raftName;
+    if (fields.index !== undefined) this.index = fields.index;
+  }
+}
+
+export function isPrevailError(err: unknown, code?: ErrorCode): err is PrevailError {
+  return (
+    typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'string' &&
+    (err as { code: string }).code.startsWith('PREVAIL_') && (code === undefined || (err as { code: string }).code === code)
+  );
+}
+
+const byRaftName: Record<string, ErrorCode> = {
+  NOTLEADER: ErrorCodes.NOT_LEADER,
+  LEADERSHIPLOST: ErrorCodes.LEADERSHIP_LOST,
+  CANTCHANGE: ErrorCodes.MEMBERSHIP_BUSY,
+  BADID: ErrorCodes.BAD_MEMBER,
+  DUPLICATEID: ErrorCodes.BAD_MEMBER,
+  DUPLICATEADDRESS: ErrorCodes.BAD_MEMBER,
+  BADROLE: ErrorCodes.BAD_MEMBER,
+  NOTFOUND: ErrorCodes.BAD_MEMBER,
+  NOSPACE: ErrorCodes.NO_SPACE,
+  IOERR: ErrorCodes.IO,
+  CORRUPT: ErrorCodes.CORRUPT_ENTRY,
+  TOOBIG: ErrorCodes.TOO_LARGE,
+};
+
+interface NativeError {
+  message: string;
+  code?: string;
+  raftName?: string;
+  leaderId?: number;
+  leaderAddress?: string;
+  index?: number;
+  cause?: unknown;
+}
+
+/** Turns an error raised by the addon into a PrevailError with a precise code. */
+export function fromNative(err: unknown, context?: { submitted?: boolean }): PrevailError {
+  if (err instanceof PrevailError) return err;
+  const e = err as NativeError;
+  let code = (e?.code ?? ErrorCodes.ENGINE) as ErrorCode;
+  if (code === ErrorCodes.ENGINE && e.raftName !== undefined && byRaftName[e.raftName] !== undefined) {
+    code = byRaftName[e.raftName]!;
+  }
+  const fields: PrevailErrorFields = {};
+  if (e.raftName !== undefined) fields.raftName = e.raftName;
+  if (e.index !== undefined) fields.index = e.index;
+  if (e.cause !== undefined) fields.cause = e.cause;
+  if (code === ErrorCodes.NOT_LEADER) {
+    fields.leader = e.leaderId ? { id: e.leaderId, address: e.leaderAddress ?? '' } : null;
+  }
+  if (context?.submitted && (code === ErrorCodes.LEADERSHIP_LOST || code === ErrorCodes.CLOSED)) {
+    fields.mayHaveApplied = true;
+  }
+  let message = String(e?.message ?? err);
+  if (code === ErrorCodes.NOT_LEADER) {
+    message = fields.leader ? `not the leader; the leader is ${fields.leader.id} at ${fields.leader.address}` : 'not the leader; no leader is known';
+  }
+  return new PrevailError(code, message, fields);
+}

@@ -1,0 +1,61 @@
+// Loads the addon: prebuilds/<platform>-<arch>/ or build/Release, via node-gyp-build.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeStatus {
+  state: 'leader' | 'follower' | 'candidate' | 'unavailable' | 'closing' | 'closed' | 'unstarted';
+  term?: number;
+  leaderId?: number;
+  leaderAddress?: string | null;
+  commitIndex?: number;
+  appliedIndex?: number;
+  lastIndex?: number;
+  snapshotIndex?: number;
+  snapshotTerm?: number;
+  members?: { id: number; address: string; role: 'voter' | 'standby' | 'spare'; matchIndex?: number }[];
+}
+
+export interface NativeCallbacks {
+  apply(payload: Buffer, index: number, term: number, mine: boolean): unknown;
+  snapshot(): Uint8Array | Uint8Array[];
+  restore(payload: Buffer): void;
+  state(state: string, term: number, leaderId: number, leaderAddress: string | null): void;
+}
+
+export interface NativeStartOptions {
+  id: number;
+  address: string;
+  dataDir: string;
+  electionTimeoutMs: number;
+  heartbeatMs: number;
+  snapshotThreshold: number;
+  snapshotTrailing: number;
+  preVote: boolean;
+  bootstrap?: { id: number; address: string }[];
+}
+
+export interface NativeEngine {
+  start(options: NativeStartOptions): Promise<void>;
+  apply(command: Uint8Array): Promise<[index: number, result: unknown]>;
+  barrier(): Promise<number>;
+  add(id: number, address: string): Promise<void>;
+  assign(id: number, role: string): Promise<void>;
+  remove(id: number): Promise<void>;
+  transfer(id: number): Promise<number>;
+  status(): NativeStatus;
+  setSnapshotThreshold(n: number): void;
+  close(): Promise<void>;
+}
+
+interface Addon {
+  Engine: new (callbacks: NativeCallbacks) => NativeEngine;
+  uvVersion: string;
+  raftVersion: number;
+}
+
+const require = createRequire(import.meta.url);
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const load = require('node-gyp-build') as (dir: string) => unknown;
+
+export const addon = load(root) as Addon;

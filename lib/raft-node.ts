@@ -1,0 +1,489 @@
+import { EventEmitter } from 'node:events';
+import { mkdirSync, readFileSync, writeFileSync, openSync, closeSync, unlinkSync, fsyncSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { debuglog } from 'node:util';
+
+import { ErrorCodes, PrevailError, fromNative, type MemberRef } from './errors.js';
+import { addon, type NativeEngine, type NativeStatus } from './native.js';
+
+const debug = debuglog('prevail');
+
+/** Facts about the log entry being applied. */
+export interface ApplyMeta {
+  /** The entry's log index (1-based, strictly increasing). */
+  index: number;
+  /** The term of the leader that appended the entry. */
+  term: number;
+}
+
+/**
+ * The replicated state machine. All three methods run on the JS thread and must be
+ * deterministic: given the same entries in the same order, every replica must reach
+ * the same state (no `Date.now()`, `Math.random()`, or I/O).
+ */
+export interface Fsm<R = unknown> {
+  /** Applies one committed command, in log order, on every node (also on replay after restart). */
+  apply(command: Uint8Array, meta: ApplyMeta): R;
+  /**
+   * Captures the state as of the last applied entry. Must capture synchronously; the
+   * returned bytes are then written to disk on the threadpool while applies go on,
+   * so they must not be mutated afterwards. Return several chunks to avoid a concat.
+   */
+  snapshot(): Uint8Array | Uint8Array[];
+  /** Replaces the whole state with a snapshot's bytes (on restart and on snapshot install). */
+  restore(data: Uint8Array): void;
+}
+
+export type MemberRole = 'voter' | 'standby' | 'spare';
+
+export interface Member extends MemberRef {
+  role: MemberRole;
+  /** On the leader: the highest log index known to be replicated on this member. */
+  matchIndex?: number;
+}
+
+export type NodeRole = 'leader' | 'follower' | 'candidate' | 'unavailable' | 'closed';
+
+export interface RaftNodeStatus {
+  id: number;
+  role: NodeRole;
+  term: number;
+  leader: MemberRef | null;
+  commitIndex: number;
+  appliedIndex: number;
+  lastIndex: number;
+  members: Member[];
+  snapshot: { index: number; term: number };
+}
+
+export interface RaftNodeOptions<R = unknown> {
+  /** This node's id: a positive integer, unique in the cluster. Required. */
+  id: number;
+  /** `host:port` the raft transport listens on and peers dial. Required. */
+  address: string;
+  /** Directory for the log, snapshots and metadata; created if missing. Required. */
+  dataDir: string;
+  /**
+   * The initial members, used only to bootstrap an empty `dataDir` (give every initial
+   * member the same list). Default: `[{ id, address }]`, a single-node cluster.
+   */
+  cluster?: MemberRef[];
+  /** The state machine. Required. */
+  fsm: Fsm<R>;
+  /** Election timeout in ms. Default 300: a kill -9'd leader is replaced in ~0.5 s on loopback. */
+  electionTimeoutMs?: number;
+  /** Heartbeat interval in ms (must be below the election timeout). Default 50. */
+  heartbeatMs?: number;
+  /** Take a snapshot after this many entries since the last one. Default 8192. */
+  snapshotThreshold?: number;
+  /** Entries kept in the log after a snapshot, so slightly-behind followers need no snapshot. Default 2048. */
+  snapshotTrailing?: number;
+  /** Pre-vote (Raft thesis §9.6): a partitioned node can't disrupt the cluster on rejoin. Default true. */
+  preVote?: boolean;
+}
+
+export interface CloseOptions {
+  /** On the leader, hand leadership to another voter before closing. Default false. */
+  transferLeadership?: boolean;
+  /** How long to wait for in-flight proposals to apply before cutting them off. Default 5000 ms. */
+  drainTimeoutMs?: number;
+}
+
+export interface ProposeOptions {
+  /** Aborting rejects the promise with PREVAIL_ABORTED; a submitted command may still apply. */
+  signal?: AbortSignal;
+}
+
+/** Wraps a handler's exception so it travels back to the proposer as a rejection. */
+class ApplyFailure {
+  constructor(readonly error: unknown) {}
+}
+
+const openDirs = new Set<string>();
+
+function invalid(message: string): PrevailError {
+  return new PrevailError(ErrorCodes.INVALID_ARGUMENT, message);
+}
+
+function checkPositiveInt(name: string, value: unknown, max = 2 ** 31 - 1): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > max) {
+    throw invalid(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function checkAddress(name: string, value: unknown): string {
+  if (typeof value !== 'string') throw invalid(`${name} must be a "host:port" string, got ${JSON.stringify(value)}`);
+  const m = /^(.+):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[2]) : 0;
+  if (!m || port < 1 || port > 65535 || /\s/.test(value)) {
+    throw invalid(`${name} must be "host:port" with a port in 1..65535, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * One member of a Raft cluster, running the engine on Node's own event loop.
+ * Create with `RaftNode.start()`.
+ */
+export class RaftNode<R = unknown> extends EventEmitter {
+  readonly id: number;
+  readonly address: string;
+  readonly dataDir: string;
+  readonly electionTimeoutMs: number;
+
+  #engine: NativeEngine;
+  #fsm: Fsm<R>;
+  #closing = false;
+  #closed: Promise<void> | null = null;
+  #inflight = new Set<Promise<unknown>>();
+  #role: NodeRole = 'unavailable';
+  #leader: MemberRef | null = null;
+  #term = 0;
+  #lockFile: string;
+
+  private constructor(options: Required<Omit<RaftNodeOptions<R>, 'cluster'>>) {
+    super();
+    this.id = options.id;
+    this.address = options.address;
+    this.dataDir = options.dataDir;
+    this.electionTimeoutMs = options.electionTimeoutMs;
+    this.#fsm = options.fsm;
+    this.#lockFile = join(this.dataDir, 'prevail.lock');
+    this.#engine = new addon.Engine({
+      apply: (payload, index, term, mine) => this.#apply(payload, index, term, mine),
+      snapshot: () => this.#fsm.snapshot(),
+      restore: (payload) => this.#fsm.restore(payload),
+      state: (state, term, leaderId, leaderAddress) => this.#onState(state, term, leaderId, leaderAddress),
+    });
+  }
+
+  /** Validates the options, opens (or bootstraps) the data directory and starts the engine. */
+  static async start<R = unknown>(options: RaftNodeOptions<R>): Promise<RaftNode<R>> {
+    if (typeof options !== 'object' || options === null) throw invalid('RaftNode.start() needs an options object');
+    const id = checkPositiveInt('id', options.id);
+    const address = checkAddress('address', options.address);
+    if (typeof options.dataDir !== 'string' || options.dataDir === '') throw invalid('dataDir must be a non-empty string');
+    const fsm = options.fsm;
+    if (typeof fsm !== 'object' || fsm === null || typeof fsm.apply !== 'function' ||
+        typeof fsm.snapshot !== 'function' || typeof fsm.restore !== 'function') {
+      throw invalid('fsm must be an object with apply(), snapshot() and restore() methods');
+    }
+    const electionTimeoutMs = checkPositiveInt('electionTimeoutMs', options.electionTimeoutMs ?? 300);
+    const heartbeatMs = checkPositiveInt('heartbeatMs', options.heartbeatMs ?? 50);
+    if (heartbeatMs >= electionTimeoutMs) throw invalid('heartbeatMs must be below electionTimeoutMs');
+    const snapshotThreshold = checkPositiveInt('snapshotThreshold', options.snapshotThreshold ?? 8192);
+    const snapshotTrailing = checkPositiveInt('snapshotTrailing', options.snapshotTrailing ?? 2048);
+    const preVote = options.preVote ?? true;
+    if (typeof preVote !== 'boolean') throw invalid('preVote must be a boolean');
+    const cluster = options.cluster ?? [{ id, address }];
+    if (!Array.isArray(cluster) || cluster.length === 0) throw invalid('cluster must be a non-empty array of { id, address }');
+    const ids = new Set<number>();
+    const addresses = new Set<string>();
+    for (const [i, m] of cluster.entries()) {
+      if (typeof m !== 'object' || m === null) throw invalid(`cluster[${i}] must be { id, address }`);
+      checkPositiveInt(`cluster[${i}].id`, m.id);
+      checkAddress(`cluster[${i}].address`, m.address);
+      if (ids.has(m.id)) throw invalid(`cluster has duplicate id ${m.id}`);
+      if (addresses.has(m.address)) throw invalid(`cluster has duplicate address ${m.address}`);
+      ids.add(m.id);
+      addresses.add(m.address);
+    }
+    const self = cluster.find((m) => m.id === id);
+    if (self && self.address !== address) {
+      throw invalid(`cluster lists id ${id} at ${self.address}, but address is ${address}`);
+    }
+
+    const dataDir = resolve(options.dataDir);
+    mkdirSync(dataDir, { recursive: true });
+    const node = new RaftNode<R>({ id, address, dataDir, fsm, electionTimeoutMs, heartbeatMs, snapshotThreshold,
+      snapshotTrailing, preVote });
+    node.#lock();
+    try {
+      node.#checkIdentity();
+      await node.#engine.start({ id, address, dataDir, electionTimeoutMs, heartbeatMs, snapshotThreshold,
+        snapshotTrailing, preVote, bootstrap: cluster.map((m) => ({ id: m.id, address: m.address })) });
+    } catch (err) {
+      node.#unlock();
+      throw fromNative(err);
+    }
+    debug('node %d started at %s in %s', id, address, dataDir);
+    return node;
+  }
+
+  /**
+   * Appends a command to the log. Settles with `fsm.apply`'s return value on this node
+   * once the entry is committed and applied here; rejects with the handler's error if
+   * `apply` threw. On a follower it rejects with PREVAIL_NOT_LEADER (and `leader`).
+   */
+  propose(command: Uint8Array, options: ProposeOptions = {}): Promise<R> {
+    return this.proposeWithIndex(command, options).then((r) => r.result);
+  }
+
+  /** Like `propose`, but also gives the entry's log index (for read-your-writes). */
+  proposeWithIndex(command: Uint8Array, options: ProposeOptions = {}): Promise<{ index: number; result: R }> {
+    if (this.#closing) return Promise.reject(new PrevailError(ErrorCodes.CLOSED, 'the node is closed'));
+    if (!(command instanceof Uint8Array)) {
+      return Promise.reject(invalid('a command must be a Uint8Array'));
+    }
+    const signal = options.signal;
+    if (signal?.aborted) {
+      return Promise.reject(new PrevailError(ErrorCodes.ABORTED, 'aborted before it was proposed', { cause: signal.reason }));
+    }
+    const applied = this.#engine.apply(command).then(
+      ([index, value]) => {
+        if (value instanceof ApplyFailure) throw value.error;
+        return { index, result: value as R };
+      },
+      (err: unknown) => {
+        throw fromNative(err, { submitted: true });
+      },
+    );
+    this.#track(applied);
+    if (!signal) return applied;
+    return new Promise((resolvePromise, reject) => {
+      const onAbort = () =>
+        reject(new PrevailError(ErrorCodes.ABORTED, 'aborted while in flight; the command may still apply', {
+          mayHaveApplied: true, cause: signal.reason }));
+      signal.addEventListener('abort', onAbort, { once: true });
+      applied.then(resolvePromise, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
+  }
+
+  /**
+   * Resolves with an index once every entry committed before the call is applied on
+   * this node. Leader only (the basis of linearizable reads).
+   */
+  barrier(): Promise<number> {
+    if (this.#closing) return Promise.reject(new PrevailError(ErrorCodes.CLOSED, 'the node is closed'));
+    const done = this.#engine.barrier().catch((err: unknown) => {
+      throw fromNative(err);
+    });
+    this.#track(done);
+    return done;
+  }
+
+  /** A snapshot of this node's view of the cluster. */
+  status(): RaftNodeStatus {
+    const s: NativeStatus = this.#engine.status();
+    if (s.term === undefined) {
+      return { id: this.id, role: 'closed', term: this.#term, leader: null, commitIndex: 0, appliedIndex: 0,
+        lastIndex: 0, members: [], snapshot: { index: 0, term: 0 } };
+    }
+    return {
+      id: this.id,
+      role: s.state as NodeRole,
+      term: s.term,
+      leader: s.leaderId ? { id: s.leaderId, address: s.leaderAddress ?? '' } : null,
+      commitIndex: s.commitIndex!,
+      appliedIndex: s.appliedIndex!,
+      lastIndex: s.lastIndex!,
+      members: s.members!,
+      snapshot: { index: s.snapshotIndex!, term: s.snapshotTerm! },
+    };
+  }
+
+  /** This node's role as last reported by the engine. */
+  get role(): NodeRole {
+    return this.#role;
+  }
+
+  /** The leader as last reported by the engine, or null. */
+  get leader(): MemberRef | null {
+    return this.#leader;
+  }
+
+  get isLeader(): boolean {
+    return this.#role === 'leader';
+  }
+
+  /**
+   * Adds a member (leader only). It joins as a spare, then (for `voter` or `standby`)
+   * is promoted once it has caught up with the log, so it never votes while behind.
+   */
+  async addMember(member: MemberRef, role: MemberRole = 'voter'): Promise<void> {
+    checkPositiveInt('member.id', member?.id);
+    checkAddress('member.address', member?.address);
+    if (!['voter', 'standby', 'spare'].includes(role)) throw invalid(`role must be voter, standby or spare, got ${role}`);
+    await this.#call(this.#engine.add(member.id, member.address));
+    if (role !== 'spare') await this.assignRole(member.id, role);
+  }
+
+  /** Changes a member's role (leader only); promoting to voter waits for catch-up. */
+  async assignRole(id: number, role: MemberRole): Promise<void> {
+    checkPositiveInt('id', id);
+    if (!['voter', 'standby', 'spare'].includes(role)) throw invalid(`role must be voter, standby or spare, got ${role}`);
+    await this.#call(this.#engine.assign(id, role));
+  }
+
+  /** Removes a member from the configuration (leader only). */
+  async removeMember(id: number): Promise<void> {
+    checkPositiveInt('id', id);
+    await this.#call(this.#engine.remove(id));
+  }
+
+  /**
+   * Hands leadership to `id` (or to the most up-to-date voter when omitted) and
+   * resolves with the new leader; rejects with PREVAIL_TRANSFER_FAILED if no new
+   * leader emerged within the election timeout.
+   */
+  async transferLeadership(id?: number): Promise<MemberRef> {
+    if (id !== undefined) checkPositiveInt('id', id);
+    const leaderId = await this.#call(this.#engine.transfer(id ?? 0));
+    const s = this.status();
+    if (leaderId === 0 || leaderId === this.id || (id !== undefined && leaderId !== id)) {
+      throw new PrevailError(ErrorCodes.TRANSFER_FAILED,
+        `leadership transfer${id ? ` to ${id}` : ''} did not complete (leader now ${leaderId || 'unknown'})`);
+    }
+    return s.leader ?? { id: leaderId, address: '' };
+  }
+
+  /**
+   * Stops taking proposals, waits (bounded) for in-flight ones to apply, optionally
+   * hands leadership over, then closes the engine and all its handles so the process
+   * can exit. Requests still pending at the cut-off reject with PREVAIL_CLOSED and
+   * `mayHaveApplied: true`. Idempotent.
+   */
+  close(options: CloseOptions = {}): Promise<void> {
+    if (this.#closed) return this.#closed;
+    this.#closing = true;
+    this.#closed = this.#close(options);
+    return this.#closed;
+  }
+
+  async #close(options: CloseOptions): Promise<void> {
+    const drainTimeoutMs = options.drainTimeoutMs ?? 5000;
+    if (this.#inflight.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...this.#inflight]),
+        new Promise((r) => { timer = setTimeout(r, drainTimeoutMs); }),
+      ]);
+      clearTimeout(timer);
+    }
+    if (options.transferLeadership && this.#role === 'leader' &&
+        this.status().members.filter((m) => m.role === 'voter').length > 1) {
+      try {
+        const to = await this.#call(this.#engine.transfer(0));
+        debug('node %d handed leadership to %d before closing', this.id, to);
+      } catch (err) {
+        debug('node %d: leadership hand-off failed: %s', this.id, (err as Error).message);
+      }
+    }
+    await this.#engine.close().catch((err: unknown) => {
+      throw fromNative(err);
+    });
+    this.#unlock();
+    this.#onState('closed', this.#term, 0, null);
+    debug('node %d closed', this.id);
+  }
+
+  #call<T>(p: Promise<T>): Promise<T> {
+    const tracked = p.catch((err: unknown) => {
+      throw fromNative(err);
+    });
+    this.#track(tracked);
+    return tracked;
+  }
+
+  #track(p: Promise<unknown>): void {
+    this.#inflight.add(p);
+    const done = () => this.#inflight.delete(p);
+    p.then(done, done);
+  }
+
+  #apply(payload: Buffer, index: number, term: number, mine: boolean): unknown {
+    try {
+      return this.#fsm.apply(payload, { index, term });
+    } catch (err) {
+      if (!mine) debug('node %d: apply threw at index %d: %s', this.id, index, (err as Error)?.message);
+      return mine ? new ApplyFailure(err) : undefined;
+    }
+  }
+
+  #onState(state: string, term: number, leaderId: number, leaderAddress: string | null): void {
+    const role = state as NodeRole;
+    const leader = leaderId ? { id: leaderId, address: leaderAddress ?? '' } : null;
+    const roleChanged = role !== this.#role;
+    const leaderChanged = leader?.id !== this.#leader?.id;
+    this.#role = role;
+    this.#leader = leader;
+    this.#term = term;
+    if (roleChanged) {
+      debug('node %d is now %s (term %d)', this.id, role, term);
+      this.emit('role', { role, term, leader });
+    }
+    if (leaderChanged) this.emit('leader', { leader, term });
+  }
+
+  // The data directory is this node's alone: one process at a time, one node id forever.
+  #lock(): void {
+    if (openDirs.has(this.dataDir)) {
+      throw new PrevailError(ErrorCodes.DATADIR_LOCKED, `${this.dataDir} is already open in this process`);
+    }
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fd = openSync(this.#lockFile, 'wx');
+        writeFileSync(fd, `${process.pid}\n`);
+        closeSync(fd);
+        openDirs.add(this.dataDir);
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        const pid = Number(readFileSync(this.#lockFile, 'utf8').trim());
+        if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
+          throw new PrevailError(ErrorCodes.DATADIR_LOCKED, `${this.dataDir} is in use by process ${pid}`);
+        }
+        unlinkSync(this.#lockFile);  // left by a process that died
+      }
+    }
+    throw new PrevailError(ErrorCodes.DATADIR_LOCKED, `cannot lock ${this.dataDir}`);
+  }
+
+  #unlock(): void {
+    openDirs.delete(this.dataDir);
+    try {
+      unlinkSync(this.#lockFile);
+    } catch {
+      // already gone
+    }
+  }
+
+  #checkIdentity(): void {
+    const file = join(this.dataDir, 'prevail-node.json');
+    let existing: { id?: unknown } | null = null;
+    try {
+      existing = JSON.parse(readFileSync(file, 'utf8')) as { id?: unknown };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new PrevailError(ErrorCodes.DATADIR_MISMATCH, `${file} is unreadable: ${(err as Error).message}`);
+      }
+    }
+    if (existing) {
+      if (existing.id !== this.id) {
+        throw new PrevailError(ErrorCodes.DATADIR_MISMATCH,
+          `${this.dataDir} belongs to node ${String(existing.id)}, not node ${this.id}`);
+      }
+      return;
+    }
+    const fd = openSync(file, 'w');
+    writeFileSync(fd, JSON.stringify({ id: this.id, address: this.address, format: 1 }) + '\n');
+    fsyncSync(fd);
+    closeSync(fd);
+  }
+}
+
+/** Versions of what is linked in, for diagnostics. */
+export const versions = {
+  raft: `${Math.floor(addon.raftVersion / 10000)}.${Math.floor(addon.raftVersion / 100) % 100}.${addon.raftVersion % 100}`,
+  uv: addon.uvVersion,
+};
