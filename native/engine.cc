@@ -87,8 +87,6 @@ Napi::Error CodedError(Napi::Env env, const char* code, const std::string& messa
   return err;
 }
 
-Napi::Reference<Napi::Value> Keep(Napi::Value value) { return Napi::Reference<Napi::Value>::New(value, 1); }
-
 Napi::Value Rejected(Napi::Env env, const Napi::Error& err) {
   auto deferred = Napi::Promise::Deferred::New(env);
   deferred.Reject(err.Value());
@@ -115,7 +113,7 @@ struct ApplyRequest : Completion {
   struct raft_apply req {};
   raft_index index = 0;
   bool fired = false;
-  Napi::Reference<Napi::Value> result;
+  Held result;
 
   static void Cb(struct raft_apply* req, int status, void* /*result*/) {
     auto* self = static_cast<ApplyRequest*>(req->data);
@@ -128,7 +126,7 @@ struct ApplyRequest : Completion {
     if (status == 0) {
       auto pair = Napi::Array::New(env, 2);
       pair.Set(uint32_t(0), Napi::Number::New(env, static_cast<double>(index)));
-      pair.Set(uint32_t(1), result.IsEmpty() ? env.Undefined() : result.Value());
+      pair.Set(uint32_t(1), result.IsEmpty() ? env.Undefined() : result.Get());
       deferred.Resolve(pair);
     } else {
       auto err = engine->EngineError(env, status, "apply");
@@ -190,13 +188,13 @@ struct TransferRequest : Completion {
 // engine must be closed before its port and files are free again).
 struct CloseRequest : Completion {
   using Completion::Completion;
-  Napi::Reference<Napi::Value> error;
+  Held error;
   bool IsClose() const override { return true; }
   void Settle(Napi::Env env) override {
     if (error.IsEmpty())
       deferred.Resolve(env.Undefined());
     else
-      deferred.Reject(error.Value());
+      deferred.Reject(error.Get());
   }
 };
 
@@ -347,14 +345,14 @@ Napi::Value Engine::Start(const Napi::CallbackInfo& info) {
     Napi::Error err = CodedError(env, code, message);
     err.Set("raftCode", Napi::Number::New(env, rv));
     err.Set("raftName", Napi::String::New(env, RaftCodeName(rv)));
-    if (!last_fsm_exception_.IsEmpty()) err.Set("cause", last_fsm_exception_.Value());
+    if (!last_fsm_exception_.IsEmpty()) err.Set("cause", last_fsm_exception_.Get());
     if (raft_ready_) {
       // The engine must close (asynchronously) before its files and port are free.
       closing_ = true;
       Ref();
       auto* request = new CloseRequest(env);
       request->engine = this;
-      request->error = Keep(err.Value());
+      request->error.Set(err.Value());
       close_completion_.reset(request);
       Napi::Value promise = request->deferred.Promise();
       raft_close(&raft_, &Engine::OnRaftClosed);
@@ -442,7 +440,7 @@ int Engine::FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void**
     Napi::Value value = self->apply_fn_.Call({payload, Napi::Number::New(env, static_cast<double>(index)),
                                               Napi::Number::New(env, static_cast<double>(term)),
                                               Napi::Boolean::New(env, mine != nullptr)});
-    if (mine != nullptr) mine->result = Keep(value);
+    if (mine != nullptr) mine->result.Set(value);
   } catch (const Napi::Error& err) {
     // The JS adapter turns handler errors into results; an error here means the
     // adapter itself failed, and skipping the entry would let replicas diverge.
@@ -504,7 +502,8 @@ int Engine::FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsign
     GetBytes(parts[i], &data, &len);
     out[i + 1].base = const_cast<uint8_t*>(data);
     out[i + 1].len = len;
-    self->snapshot_refs_.push_back(Keep(parts[i]));
+    self->snapshot_refs_.emplace_back();
+    self->snapshot_refs_.back().Set(parts[i]);
   }
   *bufs = out;
   *n_bufs = static_cast<unsigned>(parts.size() + 1);
@@ -551,7 +550,7 @@ int Engine::FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf) {
   if (!problem.empty()) {
     self->last_fsm_error_ = problem;
     if (error.IsEmpty()) error = CodedError(env, "PREVAIL_SNAPSHOT_UNREADABLE", problem).Value();
-    self->last_fsm_exception_ = Keep(error);
+    self->last_fsm_exception_.Set(error);
     if (self->started_) napi_fatal_exception(env, error);  // installed from the leader while running
     return RAFT_MALFORMED;
   }

@@ -16,6 +16,23 @@ namespace prevail {
 
 class Engine;
 
+// Keeps any JS value alive across loop turns. N-API (before version 10) can only
+// reference objects, so a value is held inside a one-property box object.
+class Held {
+ public:
+  void Set(Napi::Value value) {
+    Napi::Object box = Napi::Object::New(value.Env());
+    box.Set("v", value);
+    box_ = Napi::Persistent(box);
+  }
+  Napi::Value Get() const { return box_.Value().Get("v"); }
+  bool IsEmpty() const { return box_.IsEmpty(); }
+  void Reset() { box_.Reset(); }
+
+ private:
+  Napi::ObjectReference box_;
+};
+
 // A request whose completion arrives from the engine inside a libuv callback. It is
 // queued there and settled later from the check phase, inside a callback scope, so
 // that promise continuations never run in the middle of the engine's own callbacks.
@@ -84,7 +101,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   bool in_apply_ = false;
   std::string address_;
   std::string last_fsm_error_;
-  Napi::Reference<Napi::Value> last_fsm_exception_;
+  Held last_fsm_exception_;
 
   UvHandlePtr<uv_check_t> check_;
   UvHandlePtr<uv_idle_t> idle_;
@@ -94,7 +111,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   // Proposals of this process by log index; only these get a result kept.
   std::unordered_map<raft_index, struct ApplyRequest*> pending_;
   // Keeps the JS buffers of the snapshot being written alive until finalize.
-  std::vector<Napi::Reference<Napi::Value>> snapshot_refs_;
+  std::vector<Held> snapshot_refs_;
 
   // Last role/leader/term reported to JS, to emit changes.
   int reported_state_ = -1;

@@ -1,0 +1,215 @@
+// Spawns RaftNodes in child processes (test/fixtures/node-process.mjs) and drives them
+// over IPC. Every wait is bounded; every child is killed by pid in stop().
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const fixture = join(process.cwd(), 'test', 'fixtures', 'node-process.mjs');
+
+/** Free TCP ports on 127.0.0.1 (bound once by the OS, then released). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<import('node:net').Server>((resolve, reject) => {
+      const s = createServer();
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', () => resolve(s));
+    })),
+  );
+  const ports = servers.map((s) => (s.address() as import('node:net').AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+export function tempDir(prefix = 'prevail-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 10_000, intervalMs = 25): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined && value !== false) return value;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+export interface NodeSpec {
+  id: number;
+  address: string;
+  dataDir: string;
+}
+
+export class NodeProcess {
+  child: ChildProcess;
+  exited: Promise<number | null>;
+  events: { event: string; [k: string]: unknown }[] = [];
+  #next = 1;
+  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
+  ready: Promise<unknown>;
+
+  constructor(readonly spec: NodeSpec, options: Record<string, unknown>) {
+    this.child = fork(fixture, [JSON.stringify({ ...spec, ...options })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
+    let readyResolve!: (v: unknown) => void;
+    let readyReject!: (e: unknown) => void;
+    this.ready = new Promise((res, rej) => { readyResolve = res; readyReject = rej; });
+    this.child.on('message', (msg: { id?: number; event?: string; result?: unknown; error?: unknown }) => {
+      if (msg.event) {
+        this.events.push(msg as { event: string });
+        if (msg.event === 'ready') readyResolve(msg);
+        return;
+      }
+      const waiter = msg.id !== undefined ? this.#pending.get(msg.id) : undefined;
+      if (!waiter) return;
+      this.#pending.delete(msg.id!);
+      if (msg.error) waiter.reject(Object.assign(new Error((msg.error as { message: string }).message), msg.error));
+      else waiter.resolve(msg.result);
+    });
+    void this.exited.then((code) => {
+      readyReject(new Error(`node ${spec.id} exited with ${code} before it was ready`));
+      for (const w of this.#pending.values()) w.reject(new Error(`node ${spec.id} exited`));
+      this.#pending.clear();
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  get alive(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  call<T = unknown>(cmd: string, args?: unknown, timeoutMs = 20_000): Promise<T> {
+    const id = this.#next++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new Error(`node ${this.spec.id}: ${cmd} timed out`));
+      }, timeoutMs);
+      this.#pending.set(id, {
+        resolve: (v) => { clearTimeout(timer); resolve(v as T); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      });
+      if (!this.alive || !this.child.connected) {
+        clearTimeout(timer);
+        this.#pending.delete(id);
+        reject(new Error(`node ${this.spec.id} is not running`));
+        return;
+      }
+      this.child.send({ id, cmd, args });
+    });
+  }
+
+  /** kill -9, then wait (bounded) for the exit. */
+  async kill(): Promise<void> {
+    if (this.alive) this.child.kill('SIGKILL');
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.exited, new Promise((r) => { timer = setTimeout(r, 5000); })]);
+    clearTimeout(timer);
+  }
+}
+
+export interface Status {
+  id: number;
+  role: string;
+  term: number;
+  leader: { id: number; address: string } | null;
+  commitIndex: number;
+  appliedIndex: number;
+  lastIndex: number;
+  members: { id: number; address: string; role: string; matchIndex?: number }[];
+  snapshot: { index: number; term: number };
+}
+
+export interface FsmState {
+  hash: string;
+  applied: number;
+  size: number;
+  restores: number;
+  keys: string[];
+}
+
+export class Cluster {
+  nodes = new Map<number, NodeProcess>();
+  specs: NodeSpec[] = [];
+  root = tempDir('prevail-cluster-');
+
+  constructor(readonly options: Record<string, unknown> = {}) {}
+
+  static async create(size: number, options: Record<string, unknown> = {}): Promise<Cluster> {
+    const cluster = new Cluster(options);
+    const ports = await freePorts(size);
+    cluster.specs = ports.map((port, i) => ({ id: i + 1, address: `127.0.0.1:${port}`, dataDir: join(cluster.root, `n${i + 1}`) }));
+    await Promise.all(cluster.specs.map((s) => cluster.start(s.id)));
+    return cluster;
+  }
+
+  get initialMembers(): { id: number; address: string }[] {
+    return this.specs.map(({ id, address }) => ({ id, address }));
+  }
+
+  async start(id: number, extra: Record<string, unknown> = {}): Promise<NodeProcess> {
+    const spec = this.specs.find((s) => s.id === id)!;
+    const node = new NodeProcess(spec, { cluster: this.initialMembers, ...this.options, ...extra });
+    this.nodes.set(id, node);
+    await node.ready;
+    return node;
+  }
+
+  /** Adds a spec for a new node id (not started, not a member yet). */
+  async addSpec(id: number): Promise<NodeSpec> {
+    const [port] = await freePorts(1);
+    const spec = { id, address: `127.0.0.1:${port}`, dataDir: join(this.root, `n${id}`) };
+    this.specs.push(spec);
+    return spec;
+  }
+
+  node(id: number): NodeProcess {
+    return this.nodes.get(id)!;
+  }
+
+  running(): NodeProcess[] {
+    return [...this.nodes.values()].filter((n) => n.alive);
+  }
+
+  /** Waits until the running nodes agree on one leader, and returns it. */
+  async leader(timeoutMs = 10_000, exclude: number[] = []): Promise<NodeProcess> {
+    return waitFor('a leader', async () => {
+      const statuses = await Promise.all(this.running().map((n) => n.call<Status>('status', undefined, 2000)));
+      const leaders = statuses.filter((s) => s.role === 'leader' && !exclude.includes(s.id));
+      if (leaders.length !== 1) return undefined;
+      return this.node(leaders[0]!.id);
+    }, timeoutMs);
+  }
+
+  async states(): Promise<Map<number, FsmState>> {
+    const out = new Map<number, FsmState>();
+    for (const n of this.running()) out.set(n.spec.id, await n.call<FsmState>('state'));
+    return out;
+  }
+
+  /** Waits until every running node has applied at least `index`. */
+  async converge(index: number, timeoutMs = 15_000): Promise<Map<number, FsmState>> {
+    return waitFor(`all nodes to apply ${index}`, async () => {
+      const states = await this.states();
+      return [...states.values()].every((s) => s.applied >= index) ? states : undefined;
+    }, timeoutMs);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.nodes.values()].map((n) => n.kill()));
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
