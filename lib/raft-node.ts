@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { mkdirSync, readFileSync, writeFileSync, openSync, closeSync, unlinkSync, fsyncSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { debuglog } from 'node:util';
 
@@ -122,6 +123,18 @@ function checkAddress(name: string, value: unknown): string {
   return value;
 }
 
+/** True when host:port can't be bound because something else holds it. */
+function addressInUse(address: string): Promise<boolean> {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = Number(address.slice(i + 1));
+  return new Promise((resolvePromise) => {
+    const server = createServer();
+    server.once('error', (err: NodeJS.ErrnoException) => resolvePromise(err.code === 'EADDRINUSE'));
+    server.listen(port, host, () => server.close(() => resolvePromise(false)));
+  });
+}
+
 function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -214,7 +227,12 @@ export class RaftNode<R = unknown> extends EventEmitter {
         snapshotTrailing, preVote, bootstrap: cluster.map((m) => ({ id: m.id, address: m.address })) });
     } catch (err) {
       node.#unlock();
-      throw fromNative(err);
+      const error = fromNative(err);
+      // The engine reports a failed listen as a bare I/O error; name the cause.
+      if (error.code === ErrorCodes.IO && (await addressInUse(address))) {
+        throw new PrevailError(ErrorCodes.ADDRESS_IN_USE, `address ${address} is already in use`, { cause: error });
+      }
+      throw error;
     }
     debug('node %d started at %s in %s', id, address, dataDir);
     return node;

@@ -339,9 +339,13 @@ Napi::Value Engine::Start(const Napi::CallbackInfo& info) {
   auto fail = [&](int rv, const std::string& what, const char* detail) -> Napi::Value {
     std::string message = what + ": " + raft_strerror(rv);
     if (detail != nullptr && detail[0] != '\0') message += " (" + std::string(detail) + ")";
+    if (io_ready_ && io_.errmsg[0] != '\0' && (detail == nullptr || strcmp(detail, io_.errmsg) != 0)) {
+      message += " (" + std::string(io_.errmsg) + ")";
+    }
     if (!last_fsm_error_.empty()) message += " (" + last_fsm_error_ + ")";
     const char* code = "PREVAIL_ENGINE";
-    if (rv == RAFT_IOERR && message.find("ddress already in use") != std::string::npos) code = "PREVAIL_ADDRESS_IN_USE";
+    if (message.find("ddress already in use") != std::string::npos) code = "PREVAIL_ADDRESS_IN_USE";
+    if (!last_fsm_error_.empty()) code = "PREVAIL_SNAPSHOT_UNREADABLE";
     Napi::Error err = CodedError(env, code, message);
     err.Set("raftCode", Napi::Number::New(env, rv));
     err.Set("raftName", Napi::String::New(env, RaftCodeName(rv)));

@@ -1,0 +1,295 @@
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+
+import { RaftNode, versions, type Fsm } from '../lib/index.js';
+import { addon } from '../lib/native.js';
+import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
+
+/** A test FSM: a log of every applied command with a running hash; throws on demand. */
+class RecordingFsm implements Fsm<{ index: number; length: number }> {
+  hash = '';
+  count = 0;
+  applies = 0;
+  restores = 0;
+  payloads: Uint8Array[] = [];
+
+  apply(command: Uint8Array, meta: { index: number; term: number }) {
+    this.applies++;
+    if (command.length === 3 && command[0] === 0xff) throw new Error('handler refused');
+    this.hash = createHash('sha256').update(this.hash).update(command).digest('hex');
+    this.count++;
+    this.payloads.push(new Uint8Array(command));
+    return { index: meta.index, length: command.length };
+  }
+
+  snapshot() {
+    const body = Buffer.concat(this.payloads.map((p) => {
+      const len = Buffer.alloc(4);
+      len.writeUInt32LE(p.length);
+      return Buffer.concat([len, p]);
+    }));
+    const head = Buffer.from(JSON.stringify({ hash: this.hash, count: this.count }) + '\n');
+    return [head, body];
+  }
+
+  restore(data: Uint8Array) {
+    this.restores++;
+    const buf = Buffer.from(data);
+    const nl = buf.indexOf(10);
+    const head = JSON.parse(buf.subarray(0, nl).toString()) as { hash: string; count: number };
+    this.hash = head.hash;
+    this.count = head.count;
+    this.payloads = [];
+    for (let at = nl + 1; at < buf.length;) {
+      const len = buf.readUInt32LE(at);
+      this.payloads.push(new Uint8Array(buf.subarray(at + 4, at + 4 + len)));
+      at += 4 + len;
+    }
+  }
+}
+
+const bytes = (n: number, fill = 1) => new Uint8Array(n).fill(fill);
+
+describe('RaftNode, single node', () => {
+  let dir: string;
+  let address: string;
+  const open: RaftNode<unknown>[] = [];
+
+  async function start(fsm: Fsm<unknown>, extra: Record<string, unknown> = {}) {
+    const node = await RaftNode.start({ id: 1, address, dataDir: dir, fsm, ...extra });
+    open.push(node);
+    return node;
+  }
+
+  beforeEach(async () => {
+    dir = tempDir();
+    address = `127.0.0.1:${(await freePorts(1))[0]}`;
+  });
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((n) => n.close()));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('exactly one libuv in the process: the addon uses node\'s own', () => {
+    expect(addon.uvVersion).toBe(process.versions.uv);
+    expect(versions.raft).toBe('0.22.1');
+    const maps = readFileSync('/proc/self/maps', 'utf8');
+    expect(maps).toContain('prevail.node');
+    expect(maps).not.toMatch(/libuv\.so/);
+  });
+
+  test('bootstraps, becomes leader, and reports status and role events', async () => {
+    const fsm = new RecordingFsm();
+    const roles: string[] = [];
+    const node = await start(fsm);
+    node.on('role', (e: { role: string }) => roles.push(e.role));
+    await waitFor('leadership', () => node.isLeader);
+    const s = node.status();
+    expect(s).toMatchObject({ id: 1, role: 'leader', leader: { id: 1, address } });
+    expect(s.members).toEqual([{ id: 1, address, role: 'voter', matchIndex: s.lastIndex }]);
+    expect(s.commitIndex).toBe(s.appliedIndex);
+  });
+
+  test('thousands in flight: all apply, in order, each result from its own entry', async () => {
+    const fsm = new RecordingFsm();
+    const node = await start(fsm);
+    const n = 5000;
+    const results = await Promise.all(Array.from({ length: n }, (_, i) => node.proposeWithIndex(bytes(i % 50, i % 251))));
+    for (let i = 0; i < n; i++) {
+      expect(results[i]!.result).toEqual({ index: results[i]!.index, length: i % 50 });
+      if (i > 0) expect(results[i]!.index).toBe(results[i - 1]!.index + 1);
+    }
+    expect(fsm.count).toBe(n);
+    expect(node.status().appliedIndex).toBe(results[n - 1]!.index);
+  });
+
+  test('a throwing handler rejects its own proposal only; the log stays consistent', async () => {
+    const fsm = new RecordingFsm();
+    const node = await start(fsm);
+    const outcomes = await Promise.allSettled([
+      node.propose(bytes(5)),
+      node.propose(Uint8Array.from([0xff, 0, 0])),
+      node.propose(bytes(6)),
+    ]);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(((outcomes[1] as PromiseRejectedResult).reason as Error).message).toBe('handler refused');
+    expect(fsm.count).toBe(2);
+    const before = fsm.hash;
+    await node.close();
+    const again = new RecordingFsm();
+    await start(again);
+    expect(again.hash).toBe(before);  // the failing entry replays to the same (failed) outcome
+    expect(again.count).toBe(2);
+  });
+
+  test('restart on the same dataDir replays to the same state, odd payload lengths intact', async () => {
+    const fsm = new RecordingFsm();
+    const node = await start(fsm);
+    const lengths = [0, 1, 7, 8, 9, 15, 17, 100_003];
+    for (const len of lengths) await node.propose(bytes(len, len % 256));
+    await node.close();
+    const again = new RecordingFsm();
+    await start(again);
+    expect(again.hash).toBe(fsm.hash);
+    expect(again.payloads.map((p) => p.length)).toEqual(lengths);
+    expect(again.payloads[7]![100_002]).toBe(100_003 % 256);
+    expect(again.restores).toBe(0);
+  });
+
+  test('snapshot + restart restores from the snapshot plus the tail', async () => {
+    const fsm = new RecordingFsm();
+    const node = await start(fsm, { snapshotThreshold: 64, snapshotTrailing: 8 });
+    for (let round = 0; round < 10; round++) {
+      await Promise.all(Array.from({ length: 30 }, (_, i) => node.propose(bytes((round * 30 + i) % 13, round))));
+    }
+    await waitFor('a snapshot', () => node.status().snapshot.index > 0);
+    const { snapshot, appliedIndex } = node.status();
+    expect(snapshot.term).toBe(node.status().term);
+    await node.close();
+    const again = new RecordingFsm();
+    const restarted = await start(again, { snapshotThreshold: 64, snapshotTrailing: 8 });
+    expect(again.restores).toBe(1);
+    expect(again.applies).toBeLessThan(300);  // only the tail after the snapshot replays
+    expect(again.hash).toBe(fsm.hash);
+    expect(again.count).toBe(300);
+    expect(restarted.status().appliedIndex).toBe(appliedIndex);
+  });
+
+  test('barrier resolves once everything before it is applied', async () => {
+    const fsm = new RecordingFsm();
+    const node = await start(fsm);
+    const pending = Array.from({ length: 100 }, () => node.propose(bytes(3)));
+    const index = await node.barrier();
+    expect(fsm.count).toBe(100);
+    expect(node.status().appliedIndex).toBeGreaterThanOrEqual(index);
+    await Promise.all(pending);
+  });
+
+  test('close settles everything in flight and further calls get PREVAIL_CLOSED', async () => {
+    const fsm = new RecordingFsm();
+    const node = await start(fsm);
+    const inflight = Array.from({ length: 3000 }, (_, i) => node.propose(bytes(i % 9)));
+    const closed = node.close();
+    const outcomes = await Promise.allSettled(inflight);
+    await closed;
+    for (const o of outcomes) {
+      if (o.status === 'rejected') expect(o.reason).toMatchObject({ code: 'PREVAIL_CLOSED', mayHaveApplied: true });
+    }
+    expect(outcomes.filter((o) => o.status === 'fulfilled').length).toBe(fsm.count);
+    await expect(node.propose(bytes(1))).rejects.toMatchObject({ code: 'PREVAIL_CLOSED' });
+    await expect(node.barrier()).rejects.toMatchObject({ code: 'PREVAIL_CLOSED' });
+    expect(node.status().role).toBe('closed');
+    await node.close();  // idempotent
+  });
+
+  test('an AbortSignal rejects with PREVAIL_ABORTED', async () => {
+    const node = await start(new RecordingFsm());
+    const controller = new AbortController();
+    controller.abort();
+    await expect(node.propose(bytes(1), { signal: controller.signal })).rejects.toMatchObject({ code: 'PREVAIL_ABORTED' });
+    const live = new AbortController();
+    await expect(node.propose(bytes(1), { signal: live.signal })).resolves.toBeDefined();
+  });
+
+  test('proposing from inside apply is refused with PREVAIL_REENTRANT', async () => {
+    let node!: RaftNode<unknown>;
+    let inner: Promise<unknown> | undefined;
+    const fsm: Fsm<unknown> = {
+      apply(cmd) {
+        if (cmd.length === 1 && !inner) inner = node.propose(bytes(2));
+        return cmd.length;
+      },
+      snapshot: () => new Uint8Array(0),
+      restore: () => {},
+    };
+    node = await start(fsm);
+    await node.propose(bytes(1));
+    await expect(inner).rejects.toMatchObject({ code: 'PREVAIL_REENTRANT' });
+  });
+
+  describe('bad input gets a coded error', () => {
+    const fsm = new RecordingFsm();
+    test.each([
+      ['id 0', { id: 0 }],
+      ['id as string', { id: '1' }],
+      ['fractional id', { id: 1.5 }],
+      ['address without port', { address: '127.0.0.1' }],
+      ['address port out of range', { address: '127.0.0.1:70000' }],
+      ['address not a string', { address: 7001 }],
+      ['dataDir missing', { dataDir: undefined }],
+      ['fsm missing', { fsm: undefined }],
+      ['fsm without restore', { fsm: { apply() {}, snapshot() { return new Uint8Array(0); } } }],
+      ['heartbeat >= election', { heartbeatMs: 500, electionTimeoutMs: 300 }],
+      ['negative snapshotThreshold', { snapshotThreshold: -1 }],
+      ['preVote not boolean', { preVote: 'yes' }],
+      ['duplicate ids', { cluster: [{ id: 1, address: '127.0.0.1:1' }, { id: 1, address: '127.0.0.1:2' }] }],
+      ['duplicate addresses', { cluster: [{ id: 1, address: '127.0.0.1:1' }, { id: 2, address: '127.0.0.1:1' }] }],
+      ['empty cluster', { cluster: [] }],
+      ['self at another address', { cluster: [{ id: 1, address: '127.0.0.1:9' }] }],
+    ])('%s', async (_name, override) => {
+      const options = { id: 1, address, dataDir: dir, fsm, ...override } as unknown as Parameters<typeof RaftNode.start>[0];
+      await expect(RaftNode.start(options)).rejects.toMatchObject({ code: 'PREVAIL_INVALID_ARGUMENT' });
+    });
+
+    test('an address in use', async () => {
+      const port = Number(address.split(':')[1]);
+      const server: Server = createServer();
+      await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+      try {
+        await expect(start(new RecordingFsm())).rejects.toMatchObject({ code: 'PREVAIL_ADDRESS_IN_USE' });
+      } finally {
+        await new Promise((r) => server.close(r));
+      }
+      // the failed start released everything: the same dir and address work now
+      const node = await start(new RecordingFsm());
+      await expect(node.propose(bytes(1))).resolves.toBeDefined();
+    });
+
+    test('a dataDir that belongs to another node id', async () => {
+      const node = await start(new RecordingFsm());
+      await node.close();
+      await expect(RaftNode.start({ id: 2, address, dataDir: dir, fsm: new RecordingFsm(), cluster: [{ id: 2, address }] }))
+        .rejects.toMatchObject({ code: 'PREVAIL_DATADIR_MISMATCH' });
+    });
+
+    test('a dataDir already open', async () => {
+      await start(new RecordingFsm());
+      const [port] = await freePorts(1);
+      await expect(RaftNode.start({ id: 1, address: `127.0.0.1:${port}`, dataDir: dir, fsm: new RecordingFsm(),
+        cluster: [{ id: 1, address: `127.0.0.1:${port}` }] })).rejects.toMatchObject({ code: 'PREVAIL_DATADIR_LOCKED' });
+    });
+
+    test('a command that is not bytes', async () => {
+      const node = await start(new RecordingFsm());
+      await expect(node.propose('text' as unknown as Uint8Array)).rejects.toMatchObject({ code: 'PREVAIL_INVALID_ARGUMENT' });
+    });
+
+    test('membership calls with bad arguments', async () => {
+      const node = await start(new RecordingFsm());
+      await expect(node.addMember({ id: -1, address: '127.0.0.1:1' })).rejects.toMatchObject({ code: 'PREVAIL_INVALID_ARGUMENT' });
+      await expect(node.removeMember(42)).rejects.toMatchObject({ code: 'PREVAIL_BAD_MEMBER' });
+      await expect(node.transferLeadership()).rejects.toMatchObject({ code: 'PREVAIL_BAD_MEMBER' });
+      await expect(node.assignRole(1, 'boss' as 'voter')).rejects.toMatchObject({ code: 'PREVAIL_INVALID_ARGUMENT' });
+    });
+
+    test('a snapshot in an unknown format: coded error naming it, nothing overwritten', async () => {
+      const fsm = new RecordingFsm();
+      const node = await start(fsm, { snapshotThreshold: 16, snapshotTrailing: 4 });
+      for (let i = 0; i < 40; i++) await node.propose(bytes(i % 5));
+      await waitFor('a snapshot', () => node.status().snapshot.index > 0);
+      await node.close();
+      const snap = readdirSync(dir).filter((f) => /^snapshot-\d+-\d+-\d+$/.test(f))
+        .sort((a, b) => Number(a.split('-')[2]) - Number(b.split('-')[2])).pop()!;
+      const file = join(dir, snap);
+      const data = readFileSync(file);
+      data.writeUInt32LE(99, 4);  // the format version in prevail's snapshot header
+      writeFileSync(file, data);
+      const before = readdirSync(dir).sort();
+      await expect(start(new RecordingFsm())).rejects.toMatchObject({ code: 'PREVAIL_SNAPSHOT_UNREADABLE' });
+      expect(readdirSync(dir).sort()).toEqual(before);
+      expect(readFileSync(file).equals(data)).toBe(true);
+    });
+  });
+});
