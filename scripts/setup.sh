@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine to build and test prevail: the few apt packages the
+# build needs (only those missing), npm dependencies, the engine source, the addon and
+# the TypeScript output. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in g++ make python3 ca-certificates; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  echo "setup: installing ${need[*]}"
+  SUDO=; [[ $(id -u) -eq 0 ]] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+# node-gyp must build against the installed Node headers (no download): machines of
+# this kind have nodedir=/usr in npm's config; say it explicitly for the others.
+if [[ -z ${npm_config_nodedir:-} && -f /usr/include/node/node_api.h ]]; then
+  export npm_config_nodedir=/usr
+fi
+
+npm ci --no-audit --no-fund
+npm run build
