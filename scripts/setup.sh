@@ -22,5 +22,6 @@ if [[ -z ${npm_config_nodedir:-} && -f /usr/include/node/node_api.h ]]; then
   export npm_config_nodedir=/usr
 fi
 
+# npm ci's install step (node-gyp-build) fetches the engine and builds the addon.
 npm ci --no-audit --no-fund
-npm run build
+npm run build:ts
