@@ -461,8 +461,10 @@ int Engine::FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsign
   Napi::Env env = self->env_;
   Napi::HandleScope scope(env);
   std::vector<Napi::Value> parts;
+  self->in_apply_ = true;  // the FSM must not call back into the engine
   try {
     Napi::Value value = self->snapshot_fn_.Call({});
+    self->in_apply_ = false;
     if (value.IsArray()) {
       auto array = value.As<Napi::Array>();
       for (uint32_t i = 0; i < array.Length(); i++) parts.push_back(array.Get(i));
@@ -470,6 +472,7 @@ int Engine::FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsign
       parts.push_back(value);
     }
   } catch (const Napi::Error& err) {
+    self->in_apply_ = false;
     self->last_fsm_error_ = "snapshot failed: " + err.Message();
     napi_fatal_exception(env, err.Value());
     return RAFT_INVALID;
@@ -544,9 +547,12 @@ int Engine::FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf) {
   if (problem.empty()) {
     // A copy, so the engine's buffer can be freed and JS may keep what it restores.
     auto payload = Napi::Buffer<uint8_t>::Copy(env, bytes + kHeaderSize, buf->len - kHeaderSize);
+    self->in_apply_ = true;
     try {
       self->restore_fn_.Call({payload});
+      self->in_apply_ = false;
     } catch (const Napi::Error& err) {
+      self->in_apply_ = false;
       problem = "fsm.restore() threw: " + err.Message();
       error = err.Value();
     }
