@@ -1,7 +1,9 @@
 #include "engine.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <new>
 
 #include "engine_shim.h"
 
@@ -104,7 +106,66 @@ bool GetBytes(Napi::Value value, const uint8_t** data, size_t* len) {
   return true;
 }
 
+// ---- the engine's heap: a workaround for its failed-listen path -----------------
+//
+// When bind/listen fails (e.g. the port is taken), raft 0.22.1's TCP transport
+// (uvTcpListenOnMultipleIP) uv_close()s its listener handles and raft_free()s their
+// memory right away, before libuv has finished closing them: libuv then reads and
+// writes the freed handles in its closing phase (use-after-free, found by valgrind
+// in scripts/leak-check.sh). The engine allocates through raft_heap, so the addon
+// installs a heap that is plain malloc/free except that, while the transport's listen
+// runs on this thread, frees are held back (Engine::TransportListen) and released
+// only after the engine has closed (TearDown), when libuv is long done with them.
+struct HeldFrees {
+  void* ptrs[16];
+  size_t n = 0;
+};
+thread_local HeldFrees* t_held_frees = nullptr;
+thread_local Engine* t_starting = nullptr;  // the engine inside raft_start on this thread
+int (*tcp_listen)(struct raft_uv_transport* t, raft_uv_accept_cb cb) = nullptr;  // the engine's own
+
+void* HeapMalloc(void*, size_t size) { return malloc(size); }
+void HeapFree(void*, void* ptr) {
+  HeldFrees* held = t_held_frees;
+  if (held != nullptr && ptr != nullptr && held->n < sizeof(held->ptrs) / sizeof(held->ptrs[0])) {
+    held->ptrs[held->n++] = ptr;
+  } else {
+    free(ptr);
+  }
+}
+void* HeapCalloc(void*, size_t n, size_t size) { return calloc(n, size); }
+void* HeapRealloc(void*, void* ptr, size_t size) { return realloc(ptr, size); }
+void* HeapAlignedAlloc(void*, size_t alignment, size_t size) { return aligned_alloc(alignment, size); }
+void HeapAlignedFree(void*, size_t, void* ptr) { free(ptr); }
+
+struct raft_heap engine_heap = {nullptr, HeapMalloc, HeapFree, HeapCalloc, HeapRealloc, HeapAlignedAlloc,
+                                HeapAlignedFree};
+
 }  // namespace
+
+int Engine::TransportListen(struct raft_uv_transport* t, raft_uv_accept_cb cb) {
+  Engine* self = t_starting;
+  if (self == nullptr) return tcp_listen(t, cb);  // not expected: the engine listens only in raft_start
+  HeldFrees held;
+  t_held_frees = &held;
+  int rv = tcp_listen(t, cb);
+  t_held_frees = nullptr;
+  if (rv == 0) {
+    for (size_t i = 0; i < held.n; i++) free(held.ptrs[i]);  // nothing was closed: safe now
+    return rv;
+  }
+  try {
+    self->held_frees_.insert(self->held_frees_.end(), held.ptrs, held.ptrs + held.n);
+  } catch (const std::bad_alloc&) {
+    // Out of memory: leaking these few bytes beats a use-after-free.
+  }
+  return rv;
+}
+
+void Engine::ReleaseHeldFrees() {
+  for (void* ptr : held_frees_) free(ptr);
+  held_frees_.clear();
+}
 
 // ---- requests -------------------------------------------------------------------
 
@@ -201,6 +262,7 @@ struct CloseRequest : Completion {
 // ---- class setup ----------------------------------------------------------------
 
 Napi::Function Engine::Define(Napi::Env env) {
+  raft_heap_set(&engine_heap);  // before any engine allocation; same value on every call
   return DefineClass(env, "Engine",
                      {
                          InstanceMethod<&Engine::Start>("start"),
@@ -248,6 +310,7 @@ Engine::~Engine() {
   // Reached only when the engine never started or has fully closed (a started
   // engine holds a reference to itself until close completes).
   if (async_context_ != nullptr) napi_async_destroy(env_, async_context_);
+  ReleaseHeldFrees();
 }
 
 Napi::Error Engine::EngineError(Napi::Env env, int rv, const std::string& what) {
@@ -408,7 +471,11 @@ Napi::Value Engine::Start(const Napi::CallbackInfo& info) {
     if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) return fail(rv, "bootstrap", raft_errmsg(&raft_));
   }
 
+  tcp_listen = transport_.listen;  // the same function for every engine
+  transport_.listen = &Engine::TransportListen;
+  t_starting = this;
   rv = raft_start(&raft_);
+  t_starting = nullptr;
   if (rv != 0) return fail(rv, "start", raft_errmsg(&raft_));
   started_ = true;
   Ref();  // stay alive (and reachable from the loop) until close completes
@@ -803,6 +870,7 @@ void Engine::OnRaftClosed(struct raft* r) {
 }
 
 void Engine::TearDown() {
+  ReleaseHeldFrees();  // the engine has closed: libuv is done with those handles
   check_.reset();
   idle_.reset();
   apply_fn_.Reset();

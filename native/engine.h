@@ -75,6 +75,9 @@ class Engine : public Napi::ObjectWrap<Engine> {
   static int FsmSnapshotFinalize(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n_bufs);
   static int FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf);
   static void OnRaftClosed(struct raft* r);
+  // Wraps the TCP transport's listen; see "the engine's heap" in engine.cc.
+  static int TransportListen(struct raft_uv_transport* t, raft_uv_accept_cb cb);
+  void ReleaseHeldFrees();
 
   void OnCheck();
   bool Usable(Napi::Env env, Napi::Promise::Deferred& deferred);
@@ -99,6 +102,8 @@ class Engine : public Napi::ObjectWrap<Engine> {
   bool closing_ = false;
   bool closed_ = false;
   bool in_apply_ = false;
+  // Engine memory freed during a failed listen, released once the engine has closed.
+  std::vector<void*> held_frees_;
   std::string address_;
   std::string last_fsm_error_;
   Held last_fsm_exception_;
