@@ -1,0 +1,414 @@
+// Raft proposal throughput and latency, printed next to the disk's fdatasync floor
+// measured in the same run, on the same filesystem (see /work/shared/notes/anchors.md:
+// claims are ratios against an anchor run side by side, never absolute times).
+//
+//   node bench/raft.js                      full run (~1 min on 2 cores)
+//   node bench/raft.js --quick              shorter windows (~20 s)
+//   node bench/raft.js --concurrency=1,64   choose the in-flight levels
+//   BENCH_CONCURRENCY=1,16 node bench/raft.js
+//   node bench/raft.js --duration=3000 --warmup=1000   window lengths in ms
+//   node bench/raft.js --snapshot-threshold=1000000     override the library default (8192)
+//   node bench/raft.js --skip=fsync,1,1child,3          leave setups out
+//
+// Setups:
+//   fdatasync append      4 KiB write + fdatasync, file growing (the anchor)
+//   fdatasync overwrite   rewrite one preallocated 4 KiB block + fdatasync
+//   1 node, in-process    RaftNode in this process, trivial FSM (counter), 8-byte payloads
+//   1 node, child         test/fixtures/node-process.mjs, load run inside that process
+//   3 nodes, child        three fixture processes on loopback, load run inside the leader
+// The fixture FSM does JSON.parse + sha256 + Map.set per entry (~50-byte JSON commands);
+// the two "child" rows share it, so their ratio isolates replication.
+// This is a measurement, not a test: it never fails on a number.
+import { fork } from 'node:child_process';
+import {
+  closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync,
+} from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+
+import { RaftNode, versions } from '../dist/index.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const fixture = join(here, '..', 'test', 'fixtures', 'node-process.mjs');
+
+// ---------------------------------------------------------------- options
+const argv = process.argv.slice(2);
+function arg(name) {
+  const hit = argv.find((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+  if (!hit) return undefined;
+  return hit.includes('=') ? hit.slice(hit.indexOf('=') + 1) : true;
+}
+if (arg('help')) {
+  console.log('usage: node bench/raft.js [--quick] [--concurrency=1,16,256,1024] [--duration=ms] [--warmup=ms]\n' +
+    '       [--skip=fsync,1,1child,3] [--snapshot-threshold=N]   (env: BENCH_CONCURRENCY, BENCH_DURATION_MS, BENCH_WARMUP_MS)');
+  process.exit(0);
+}
+const quick = Boolean(arg('quick')) || process.env.BENCH_QUICK === '1';
+const concurrencies = String(arg('concurrency') ?? process.env.BENCH_CONCURRENCY ?? '1,16,256,1024')
+  .split(',').map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0);
+if (concurrencies.length === 0) throw new Error('no valid concurrency given');
+const durationMs = Number(arg('duration') ?? process.env.BENCH_DURATION_MS ?? (quick ? 600 : 3000));
+const warmupMs = Number(arg('warmup') ?? process.env.BENCH_WARMUP_MS ?? (quick ? 200 : 500));
+const fsyncMs = quick ? 700 : 2000;
+// Passed to every RaftNode when given (default: the library's, 8192 entries).
+const snapshotThreshold = arg('snapshot-threshold') ? Number(arg('snapshot-threshold')) : undefined;
+const nodeOptions = snapshotThreshold ? { snapshotThreshold } : {};
+const skip = new Set(String(arg('skip') ?? '').split(',').filter(Boolean));
+
+// ---------------------------------------------------------------- helpers
+const root = mkdtempSync(join(tmpdir(), 'prevail-bench-'));
+const children = new Set();   // ChildProcess objects still to be killed
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function killChildren() {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) {
+      try { process.kill(child.pid, 'SIGKILL'); } catch { /* already gone */ }
+    }
+    children.delete(child);
+  }
+}
+process.on('exit', () => {
+  killChildren();
+  try { rmSync(root, { recursive: true, force: true }); } catch { /* best effort */ }
+});
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => { killChildren(); process.exit(130); });
+}
+
+function percentile(sorted, q) {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}
+
+function summarize(latencies, elapsedMs, failed = 0) {
+  const sorted = Float64Array.from(latencies).sort();
+  return {
+    ops: latencies.length,
+    opsPerSec: latencies.length / (elapsedMs / 1000),
+    p50: percentile(sorted, 0.5),
+    p99: percentile(sorted, 0.99),
+    failed,
+  };
+}
+
+async function freePorts(n) {
+  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => resolve(s));
+  })));
+  const ports = servers.map((s) => s.address().port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+async function waitFor(what, probe, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v) return v;
+    } catch { /* retry */ }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+function progress(msg) {
+  process.stderr.write(`  ${msg}\n`);
+}
+
+// ---------------------------------------------------------------- anchor: fdatasync
+function fsyncLoop(label, prepare, writeOne) {
+  const dir = mkdtempSync(join(root, 'fsync-'));
+  const file = join(dir, 'data');
+  const fd = openSync(file, 'w+');
+  const block = Buffer.alloc(4096, 0xab);
+  try {
+    prepare(fd, block);
+    // warm-up
+    const warmEnd = performance.now() + Math.min(300, fsyncMs / 4);
+    let pos = 0;
+    while (performance.now() < warmEnd) pos = writeOne(fd, block, pos);
+    const latencies = [];
+    const started = performance.now();
+    const end = started + fsyncMs;
+    let now = started;
+    while (now < end) {
+      pos = writeOne(fd, block, pos);
+      const after = performance.now();
+      latencies.push(after - now);
+      now = after;
+    }
+    return summarize(latencies, now - started);
+  } finally {
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+    progress(`${label} done`);
+  }
+}
+
+function fsyncAppend() {
+  return fsyncLoop('fdatasync append', () => {}, (fd, block, pos) => {
+    writeSync(fd, block, 0, block.length, pos);
+    fdatasyncSync(fd);
+    return pos + block.length;
+  });
+}
+
+function fsyncOverwrite() {
+  return fsyncLoop('fdatasync overwrite', (fd, block) => {
+    writeSync(fd, block, 0, block.length, 0);
+    fdatasyncSync(fd);
+  }, (fd, block) => {
+    writeSync(fd, block, 0, block.length, 0);
+    fdatasyncSync(fd);
+    return 0;
+  });
+}
+
+// ---------------------------------------------------------------- 1 node, in-process
+async function inProcessLoad(node, concurrency, ms) {
+  const payload = new Uint8Array(8).fill(0x61);
+  const latencies = [];
+  let failed = 0;
+  const started = performance.now();
+  const deadline = started + ms;
+  async function worker() {
+    while (performance.now() < deadline) {
+      const t0 = performance.now();
+      try {
+        await node.propose(payload);
+        latencies.push(performance.now() - t0);
+      } catch {
+        failed++;
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return summarize(latencies, performance.now() - started, failed);
+}
+
+async function benchInProcess() {
+  const [port] = await freePorts(1);
+  const dataDir = mkdtempSync(join(root, 'inproc-'));
+  let counter = 0;
+  const fsm = {
+    apply() { counter++; return counter; },
+    snapshot() { const b = new Uint8Array(8); new DataView(b.buffer).setFloat64(0, counter); return b; },
+    restore(data) { counter = new DataView(data.buffer, data.byteOffset, data.byteLength).getFloat64(0); },
+  };
+  const node = await RaftNode.start({ id: 1, address: `127.0.0.1:${port}`, dataDir, fsm, ...nodeOptions });
+  const rows = [];
+  try {
+    await waitFor('the single node to lead', () => node.isLeader);
+    for (const c of concurrencies) {
+      await inProcessLoad(node, c, warmupMs);
+      const r = await inProcessLoad(node, c, durationMs);
+      rows.push({ setup: '1 node, in-process', inflight: c, ...r });
+      progress(`1 node in-process @${c}: ${Math.round(r.opsPerSec)}/s`);
+    }
+  } finally {
+    await node.close({ drainTimeoutMs: 2000 });
+  }
+  return rows;
+}
+
+// ---------------------------------------------------------------- child-process clusters
+class Child {
+  constructor(spec, options) {
+    this.spec = spec;
+    this.next = 1;
+    this.pending = new Map();
+    this.child = fork(fixture, [JSON.stringify({ ...spec, ...options })],
+      { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    children.add(this.child);
+    this.ready = new Promise((resolve, reject) => {
+      this.child.on('message', (msg) => {
+        if (msg.event) {
+          if (msg.event === 'ready') resolve(msg);
+          return;
+        }
+        const w = this.pending.get(msg.id);
+        if (!w) return;
+        this.pending.delete(msg.id);
+        if (msg.error) w.reject(Object.assign(new Error(msg.error.message), msg.error));
+        else w.resolve(msg.result);
+      });
+      this.child.once('exit', (code, signal) => {
+        const err = new Error(`node ${spec.id} exited (${code ?? signal})`);
+        reject(err);
+        for (const w of this.pending.values()) w.reject(err);
+        this.pending.clear();
+      });
+    });
+    this.ready.catch(() => {});
+  }
+
+  call(cmd, args, timeoutMs = 60_000) {
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      if (!this.child.connected) { reject(new Error(`node ${this.spec.id} is not running`)); return; }
+      const timer = setTimeout(() => { this.pending.delete(id); reject(new Error(`node ${this.spec.id}: ${cmd} timed out`)); },
+        timeoutMs);
+      this.pending.set(id, {
+        resolve: (v) => { clearTimeout(timer); resolve(v); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      });
+      this.child.send({ id, cmd, args });
+    });
+  }
+}
+
+async function benchChildren(n) {
+  const label = n === 1 ? '1 node, child' : `${n} nodes, child`;
+  const ports = await freePorts(n);
+  const specs = ports.map((port, i) => ({
+    id: i + 1, address: `127.0.0.1:${port}`, dataDir: mkdtempSync(join(root, `node${i + 1}-`)),
+  }));
+  const cluster = specs.map(({ id, address }) => ({ id, address }));
+  const nodes = specs.map((spec) => new Child(spec, { cluster, ...nodeOptions }));
+  const rows = [];
+  try {
+    await Promise.all(nodes.map((p) => p.ready));
+    const leader = await waitFor(`a leader among ${n}`, async () => {
+      const statuses = await Promise.all(nodes.map((p) => p.call('status', {}, 5000)));
+      const i = statuses.findIndex((s) => s.role === 'leader');
+      if (i < 0) return undefined;
+      // every node agrees on it and the others are followers
+      if (!statuses.every((s) => s.leader?.id === statuses[i].id)) return undefined;
+      return nodes[i];
+    });
+    let rate = 2000;   // proposals/s guess, refined by each warm-up
+    for (const c of concurrencies) {
+      // Warm up for at least warmupMs, in rounds that also calibrate the rate, so the
+      // measured round (a fixed count, as the fixture takes) lasts about durationMs.
+      let warmed = 0;
+      while (warmed < warmupMs) {
+        const warmCount = Math.max(c * 2, Math.round(rate * Math.max(50, warmupMs - warmed) / 1000));
+        const warm = await leader.call('load', { count: warmCount, concurrency: c, prefix: 'k', valueSize: 8 });
+        rate = Math.max(100, warm.latencies.length / (warm.elapsedMs / 1000));
+        warmed += warm.elapsedMs;
+      }
+      const count = Math.max(c * 4, Math.round(rate * durationMs / 1000));
+      const res = await leader.call('load', { count, concurrency: c, prefix: 'k', valueSize: 8 });
+      const r = summarize(res.latencies, res.elapsedMs, res.failed);
+      rate = r.opsPerSec;
+      rows.push({ setup: label, inflight: c, ...r });
+      progress(`${label} @${c}: ${Math.round(r.opsPerSec)}/s (${count} proposals, ${res.failed} failed)`);
+    }
+  } finally {
+    // No clean close is needed for a benchmark: kill -9 by pid, always, and wait (bounded).
+    const exits = nodes.map((p) => new Promise((r) => {
+      if (p.child.exitCode !== null || p.child.signalCode !== null) r();
+      else p.child.once('exit', r);
+    }));
+    for (const p of nodes) {
+      if (p.child.exitCode === null && p.child.signalCode === null) {
+        try { process.kill(p.child.pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+    }
+    await Promise.race([Promise.all(exits), sleep(5000)]);
+    for (const p of nodes) children.delete(p.child);
+  }
+  return rows;
+}
+
+// ---------------------------------------------------------------- report
+const fmtInt = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '-');
+const fmtMs = (x) => (Number.isFinite(x) ? (x < 1 ? x.toFixed(3) : x < 10 ? x.toFixed(2) : x.toFixed(1)) : '-');
+const fmtRatio = (x) => (Number.isFinite(x) ? (x < 10 ? x.toFixed(2) : x.toFixed(1)) : '-');
+
+async function main() {
+  const started = performance.now();
+  process.stderr.write(`prevail bench: raft ${versions.raft}, node ${process.version}, ${cpus().length} CPUs, ` +
+    `temp dir ${root}\n  concurrencies ${concurrencies.join(',')}, window ${durationMs} ms, warm-up ${warmupMs} ms` +
+    `${quick ? ' (quick)' : ''}\n`);
+
+  const rows = [];
+  let append;
+  let overwrite;
+  if (!skip.has('fsync')) {
+    append = fsyncAppend();
+    overwrite = fsyncOverwrite();
+    rows.push({ setup: 'fdatasync append 4 KiB (growing file)', inflight: 1, ...append });
+    rows.push({ setup: 'fdatasync overwrite 4 KiB (preallocated)', inflight: 1, ...overwrite });
+  }
+  const inproc = skip.has('1') ? [] : await benchInProcess();
+  const child1 = skip.has('1child') ? [] : await benchChildren(1);
+  const child3 = skip.has('3') ? [] : await benchChildren(3);
+  rows.push(...inproc, ...child1, ...child3);
+  // The anchor again at the end: machines are shared, so show how much the floor moved
+  // while the raft rows ran. Ratios below use the start anchor; the end one bounds drift.
+  let appendEnd;
+  if (!skip.has('fsync')) {
+    appendEnd = fsyncAppend();
+    rows.push({ setup: 'fdatasync append 4 KiB (growing file), again at the end', inflight: 1, ...appendEnd });
+  }
+
+  const out = [];
+  out.push('| setup | in flight | proposals/s | p50 ms | p99 ms |');
+  out.push('|---|---:|---:|---:|---:|');
+  for (const r of rows) {
+    const failed = r.failed ? ` (${r.failed} failed)` : '';
+    out.push(`| ${r.setup} | ${r.inflight} | ${fmtInt(r.opsPerSec)}${failed} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} |`);
+  }
+  out.push('');
+  out.push('(fdatasync rows: ops/s in the proposals/s column, one synchronous write at a time.)');
+  out.push('');
+
+  const at = (list, c) => list.find((r) => r.inflight === c);
+  const ratios = [];
+  const one = at(inproc, 1);
+  if (append && appendEnd) {
+    ratios.push(`- anchor drift: fdatasync-append p50 end / start = ${fmtRatio(appendEnd.p50 / append.p50)}` +
+      ` (ratios below use the start anchor)`);
+  }
+  if (one && append) {
+    ratios.push(`- 1 node in-process, in flight 1: p50 / fdatasync-append p50 = ${fmtRatio(one.p50 / append.p50)}` +
+      ` (${fmtMs(one.p50)} ms / ${fmtMs(append.p50)} ms); proposals/s / fdatasync-append ops/s = ` +
+      `${fmtRatio(one.opsPerSec / append.opsPerSec)}`);
+  }
+  if (one && overwrite) {
+    ratios.push(`- 1 node in-process, in flight 1: p50 / fdatasync-overwrite p50 = ${fmtRatio(one.p50 / overwrite.p50)}`);
+  }
+  const childOne = at(child1, 1);
+  if (childOne && append) {
+    ratios.push(`- 1 node child (fixture FSM), in flight 1: p50 / fdatasync-append p50 = ${fmtRatio(childOne.p50 / append.p50)}`);
+  }
+  for (const c of concurrencies) {
+    const a = at(child1, c);
+    const b = at(child3, c);
+    if (a && b) {
+      ratios.push(`- in flight ${c}: 3 nodes / 1 node (both child, fixture FSM): proposals/s ${fmtRatio(b.opsPerSec / a.opsPerSec)},` +
+        ` p50 ${fmtRatio(b.p50 / a.p50)}x`);
+    }
+  }
+  for (const c of concurrencies) {
+    const a = at(inproc, c);
+    if (a && append) {
+      ratios.push(`- in flight ${c}: 1 node in-process proposals/s / fdatasync-append ops/s = ${fmtRatio(a.opsPerSec / append.opsPerSec)}`);
+    }
+  }
+  if (ratios.length) {
+    out.push('Ratios (same run):');
+    out.push(...ratios);
+    out.push('');
+  }
+  out.push(`raft ${versions.raft}, libuv ${versions.uv}, node ${process.version}, ${cpus().length} CPUs; ` +
+    `window ${durationMs} ms after ${warmupMs} ms warm-up; total ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  console.log(out.join('\n'));
+}
+
+try {
+  await main();
+} catch (err) {
+  console.error(err);
+  process.exitCode = 1;
+} finally {
+  killChildren();
+}
