@@ -69,6 +69,13 @@ export interface RaftNodeOptions<R = unknown> {
    * member the same list). Default: `[{ id, address }]`, a single-node cluster.
    */
   cluster?: MemberRef[];
+  /**
+   * Join an existing cluster instead of bootstrapping one: an empty `dataDir` starts
+   * with no configuration (`cluster` is not used) and receives it from the leader once
+   * a member calls `addMember` for this node. Without it, an empty `dataDir` bootstraps
+   * `cluster` (by default a single-node cluster of its own). Default false.
+   */
+  join?: boolean;
   /** The state machine. Required. */
   fsm: Fsm<R>;
   /** Election timeout in ms. Default 300: a kill -9'd leader is replaced in ~0.5 s on loopback. */
@@ -164,7 +171,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
   #term = 0;
   #lockFile: string;
 
-  private constructor(options: Required<Omit<RaftNodeOptions<R>, 'cluster'>>) {
+  private constructor(options: Required<Omit<RaftNodeOptions<R>, 'cluster' | 'join'>>) {
     super();
     this.id = options.id;
     this.address = options.address;
@@ -224,7 +231,8 @@ export class RaftNode<R = unknown> extends EventEmitter {
     try {
       node.#checkIdentity();
       await node.#engine.start({ id, address, dataDir, electionTimeoutMs, heartbeatMs, snapshotThreshold,
-        snapshotTrailing, preVote, bootstrap: cluster.map((m) => ({ id: m.id, address: m.address })) });
+        snapshotTrailing, preVote,
+        bootstrap: options.join ? undefined : cluster.map((m) => ({ id: m.id, address: m.address })) });
     } catch (err) {
       node.#unlock();
       const error = fromNative(err);
