@@ -112,6 +112,17 @@ export class NodeProcess {
     });
   }
 
+  /** Waits (bounded) for the process to exit by itself; resolves with its exit code, or 'timeout'. */
+  async waitExit(timeoutMs = 10_000): Promise<number | null | 'timeout'> {
+    let timer: NodeJS.Timeout | undefined;
+    const result = await Promise.race([
+      this.exited,
+      new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), timeoutMs); }),
+    ]);
+    clearTimeout(timer);
+    return result;
+  }
+
   /** kill -9, then wait (bounded) for the exit. */
   async kill(): Promise<void> {
     if (this.alive) this.child.kill('SIGKILL');
@@ -133,12 +144,20 @@ export interface Status {
   snapshot: { index: number; term: number };
 }
 
+export interface RawRecord {
+  index: number;
+  length: number;
+  digest: string;
+}
+
 export interface FsmState {
   hash: string;
   applied: number;
   size: number;
   restores: number;
   keys: string[];
+  /** Raw (non-JSON) commands applied, in log order. */
+  raw: RawRecord[];
 }
 
 export class Cluster {
@@ -194,16 +213,16 @@ export class Cluster {
     }, timeoutMs);
   }
 
-  async states(): Promise<Map<number, FsmState>> {
+  async states(nodes: NodeProcess[] = this.running()): Promise<Map<number, FsmState>> {
     const out = new Map<number, FsmState>();
-    for (const n of this.running()) out.set(n.spec.id, await n.call<FsmState>('state'));
+    for (const n of nodes) out.set(n.spec.id, await n.call<FsmState>('state'));
     return out;
   }
 
-  /** Waits until every running node has applied at least `index`. */
-  async converge(index: number, timeoutMs = 15_000): Promise<Map<number, FsmState>> {
-    return waitFor(`all nodes to apply ${index}`, async () => {
-      const states = await this.states();
+  /** Waits until every given node (default: every running node) has applied at least `index`. */
+  async converge(index: number, timeoutMs = 15_000, nodes?: NodeProcess[]): Promise<Map<number, FsmState>> {
+    return waitFor(`nodes ${(nodes ?? this.running()).map((n) => n.spec.id).join(',')} to apply ${index}`, async () => {
+      const states = await this.states(nodes ?? this.running());
       return [...states.values()].every((s) => s.applied >= index) ? states : undefined;
     }, timeoutMs);
   }
