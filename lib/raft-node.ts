@@ -78,9 +78,13 @@ export interface RaftNodeOptions<R = unknown> {
   join?: boolean;
   /** The state machine. Required. */
   fsm: Fsm<R>;
-  /** Election timeout in ms. Default 300: a kill -9'd leader is replaced in ~0.5 s on loopback. */
+  /**
+   * Election timeout in ms (randomised by the engine between this and twice this). Default 200:
+   * a kill -9'd leader is replaced in ~0.35 s (p99 ~0.45 s) on loopback. Raise it where event-loop
+   * stalls or network delays approach it, or followers will start needless elections.
+   */
   electionTimeoutMs?: number;
-  /** Heartbeat interval in ms (must be below the election timeout). Default 50. */
+  /** Heartbeat interval in ms (must be below the election timeout). Default 40. */
   heartbeatMs?: number;
   /** Take a snapshot after this many entries since the last one. Default 8192. */
   snapshotThreshold?: number;
@@ -198,11 +202,12 @@ export class RaftNode<R = unknown> extends EventEmitter {
         typeof fsm.snapshot !== 'function' || typeof fsm.restore !== 'function') {
       throw invalid('fsm must be an object with apply(), snapshot() and restore() methods');
     }
-    const electionTimeoutMs = checkPositiveInt('electionTimeoutMs', options.electionTimeoutMs ?? 300);
-    const heartbeatMs = checkPositiveInt('heartbeatMs', options.heartbeatMs ?? 50);
+    const electionTimeoutMs = checkPositiveInt('electionTimeoutMs', options.electionTimeoutMs ?? 200);
+    const heartbeatMs = checkPositiveInt('heartbeatMs', options.heartbeatMs ?? 40);
     if (heartbeatMs >= electionTimeoutMs) throw invalid('heartbeatMs must be below electionTimeoutMs');
     const snapshotThreshold = checkPositiveInt('snapshotThreshold', options.snapshotThreshold ?? 8192);
     const snapshotTrailing = checkPositiveInt('snapshotTrailing', options.snapshotTrailing ?? 2048);
+    if (options.join !== undefined && typeof options.join !== 'boolean') throw invalid('join must be a boolean');
     const preVote = options.preVote ?? true;
     if (typeof preVote !== 'boolean') throw invalid('preVote must be a boolean');
     const cluster = options.cluster ?? [{ id, address }];

@@ -224,6 +224,7 @@ describe('RaftNode, single node', () => {
       ['heartbeat >= election', { heartbeatMs: 500, electionTimeoutMs: 300 }],
       ['negative snapshotThreshold', { snapshotThreshold: -1 }],
       ['preVote not boolean', { preVote: 'yes' }],
+      ['join not boolean', { join: 1 }],
       ['duplicate ids', { cluster: [{ id: 1, address: '127.0.0.1:1' }, { id: 1, address: '127.0.0.1:2' }] }],
       ['duplicate addresses', { cluster: [{ id: 1, address: '127.0.0.1:1' }, { id: 2, address: '127.0.0.1:1' }] }],
       ['empty cluster', { cluster: [] }],
