@@ -39,6 +39,14 @@ export const ErrorCodes = {
   IO: 'PREVAIL_IO',
   /** The engine reported an error not covered above; `raftName` says which. */
   ENGINE: 'PREVAIL_ENGINE',
+  /** A store command name that this code does not define (fatal when found in the log). */
+  UNKNOWN_COMMAND: 'PREVAIL_UNKNOWN_COMMAND',
+  /** A unique index already holds the key. */
+  UNIQUE_VIOLATION: 'PREVAIL_UNIQUE_VIOLATION',
+  /** State was changed outside a command handler. */
+  OUTSIDE_COMMAND: 'PREVAIL_OUTSIDE_COMMAND',
+  /** No object with that id. */
+  NOT_FOUND: 'PREVAIL_NOT_FOUND',
   /** The call is not valid in the node's current state. */
   INVALID_STATE: 'PREVAIL_INVALID_STATE',
 } as const;

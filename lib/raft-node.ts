@@ -436,6 +436,9 @@ export class RaftNode<R = unknown> extends EventEmitter {
     try {
       return this.#fsm.apply(payload, { index, term });
     } catch (err) {
+      // A fatal error (e.g. an entry this code can't decode) must stop this replica:
+      // treating it as a failed command would let it silently diverge.
+      if ((err as { fatal?: unknown } | null)?.fatal === true) throw err;
       if (!mine) debug('node %d: apply threw at index %d: %s', this.id, index, (err as Error)?.message);
       return mine ? new ApplyFailure(err) : undefined;
     }
