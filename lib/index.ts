@@ -12,3 +12,27 @@ export type {
 } from './raft-node.js';
 export { ErrorCodes, PrevailError, isPrevailError } from './errors.js';
 export type { ErrorCode, MemberRef } from './errors.js';
+export { Store, open, collection, defineSchema } from './store.js';
+export type {
+  ArgsOf,
+  CollectionDef,
+  CollectionReader,
+  CollectionWriter,
+  CommandContext,
+  HashIndexReader,
+  IndexBuilder,
+  IndexDef,
+  IndexKind,
+  PersistentIndexReader,
+  RangeOptions,
+  ResultOf,
+  Schema,
+  SortedIndexReader,
+  StateOf,
+  Stored,
+  StoreOptions,
+  UniqueIndexReader,
+  ViewOf,
+} from './store.js';
+export { SortedIndex, PersistentSortedIndex, compareKeys } from './sorted-index.js';
+export type { IndexKey, Id } from './sorted-index.js';

@@ -1,0 +1,755 @@
+// The object store: plain objects in this process, changed only by named commands that
+// go through the Raft log. Reads are synchronous calls on in-memory maps and indices.
+import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { createServer } from 'node:net';
+import { debuglog } from 'node:util';
+import { Packr } from 'msgpackr';
+
+import { ErrorCodes, PrevailError, type MemberRef } from './errors.js';
+import { RaftNode, type CloseOptions, type RaftNodeStatus } from './raft-node.js';
+import { SortedIndex, PersistentSortedIndex, type IndexKey, type Id, type OrderedIndex } from './sorted-index.js';
+
+const debug = debuglog('prevail');
+
+// Self-contained encoding: no structures shared between messages, so an entry decodes
+// the same on every replica, after restart and after a snapshot install.
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true });
+const ENTRY_FORMAT = 1;
+const SNAPSHOT_FORMAT = 1;
+
+// ---- schema ------------------------------------------------------------------------
+
+export type IndexKind = 'unique' | 'hash' | 'sorted' | 'persistent';
+
+export interface IndexDef<T, K extends IndexKind = IndexKind> {
+  /** unique: one object per key; hash: many, unordered; sorted: ordered, range queries;
+   *  persistent: sorted with structural sharing, `view()` gives a cheap consistent copy. */
+  kind: K;
+  /** The key of an object; `undefined` leaves the object out of this index. Arrays are compound keys. */
+  key: (obj: T) => IndexKey | undefined;
+}
+
+/** Makes index definitions for objects of type T (so keys are typed). */
+export interface IndexBuilder<T> {
+  unique(key: (obj: Stored<T>) => IndexKey | undefined): IndexDef<T, 'unique'>;
+  hash(key: (obj: Stored<T>) => IndexKey | undefined): IndexDef<T, 'hash'>;
+  sorted(key: (obj: Stored<T>) => IndexKey | undefined): IndexDef<T, 'sorted'>;
+  persistent(key: (obj: Stored<T>) => IndexKey | undefined): IndexDef<T, 'persistent'>;
+}
+
+const indexBuilder: IndexBuilder<any> = {
+  unique: (key) => ({ kind: 'unique', key }),
+  hash: (key) => ({ kind: 'hash', key }),
+  sorted: (key) => ({ kind: 'sorted', key }),
+  persistent: (key) => ({ kind: 'persistent', key }),
+};
+
+export interface CollectionDef<T, I extends Record<string, IndexDef<T>>> {
+  /** Schema version of this collection's objects. Default 1. */
+  version?: number;
+  /** The indexes: `(ix) => ({ byEmail: ix.unique((u) => u.email), byAge: ix.sorted((u) => u.age) })`. */
+  indexes?: (ix: IndexBuilder<T>) => I;
+  /** Upgrades an object written at `fromVersion` (from a snapshot) to `version`. Must be deterministic. */
+  migrate?: (obj: Record<string, unknown>, fromVersion: number) => Omit<T, 'id'>;
+}
+
+/** An object as stored: frozen, with the id the store gave it. */
+export type Stored<T> = Readonly<T> & { readonly id: Id };
+
+export interface CollectionSpec<T = unknown, I extends Record<string, IndexDef<T>> = Record<string, IndexDef<T>>> {
+  readonly def: CollectionDef<T, I>;
+  readonly __type?: T;
+}
+
+/** Declares a collection of objects of type T: `collection<User>()({ indexes: {...} })`. */
+export function collection<T extends object>() {
+  return <I extends Record<string, IndexDef<T>> = Record<string, never>>(def: CollectionDef<T, I> = {}): CollectionSpec<T, I> => ({ def });
+}
+
+export type Collections = Record<string, CollectionSpec<any, any>>;
+
+export interface CommandContext {
+  /** The entry's log index. */
+  readonly index: number;
+  /** The term of the leader that appended it. */
+  readonly term: number;
+  /** The leader's clock when it proposed the entry (ms), never decreasing along the log. Use instead of Date.now(). */
+  readonly timestamp: number;
+  /** A unique, deterministic id: the same on every replica. Use instead of random ids. */
+  id(): string;
+  /** A deterministic random number in [0, 1), the same on every replica. Use instead of Math.random(). */
+  random(): number;
+}
+
+type IndexReaderOf<T, D> = D extends { kind: 'unique' } ? UniqueIndexReader<T>
+  : D extends { kind: 'hash' } ? HashIndexReader<T>
+  : D extends { kind: 'persistent' } ? PersistentIndexReader<T>
+  : SortedIndexReader<T>;
+
+export type CollectionReaderOf<S> = S extends CollectionSpec<infer T, infer I>
+  ? CollectionReader<T> & { readonly [K in keyof I]: IndexReaderOf<T, I[K]> }
+  : never;
+export type CollectionWriterOf<S> = S extends CollectionSpec<infer T, infer I>
+  ? CollectionWriter<T> & { readonly [K in keyof I]: IndexReaderOf<T, I[K]> }
+  : never;
+
+/** What a command handler gets: every collection, writable. */
+export type StateOf<C extends Collections> = { readonly [K in keyof C]: CollectionWriterOf<C[K]> };
+/** What readers outside commands get: every collection, read-only. */
+export type ViewOf<C extends Collections> = { readonly [K in keyof C]: CollectionReaderOf<C[K]> };
+
+export type Handler<C extends Collections> = (state: StateOf<C>, args: any, ctx: CommandContext) => unknown;
+export type Commands<C extends Collections> = Record<string, Handler<C>>;
+
+export interface Schema<C extends Collections, H extends Commands<C>> {
+  collections: C;
+  commands: H;
+}
+
+/**
+ * Declares the state machine: collections and the commands that change them. Handlers
+ * are typed from the collections; `store.propose` is typed from the handlers.
+ */
+export function defineSchema<C extends Collections, H extends Commands<C>>(schema: { collections: C; commands: H }): Schema<C, H> {
+  return schema;
+}
+
+export type ArgsOf<F> = F extends (state: any, args: infer A, ctx: any) => unknown ? A : never;
+export type ResultOf<F> = F extends (...a: any[]) => infer R ? Awaited<R> : never;
+
+// ---- readers and writers -------------------------------------------------------------
+
+export interface CollectionReader<T> {
+  get(id: Id): Stored<T> | undefined;
+  has(id: Id): boolean;
+  readonly size: number;
+  /** Every object, in insertion order. */
+  values(): IterableIterator<Stored<T>>;
+}
+
+export interface CollectionWriter<T> extends CollectionReader<T> {
+  /** Inserts a new object; the store assigns `id` (deterministic, per collection). */
+  insert(obj: Omit<T, 'id'>): Stored<T>;
+  /** Replaces fields of an object (a shallow merge) or, with a function, the whole object. */
+  update(id: Id, patch: Partial<Omit<T, 'id'>> | ((obj: Stored<T>) => Omit<T, 'id'>)): Stored<T>;
+  delete(id: Id): boolean;
+}
+
+export interface UniqueIndexReader<T> {
+  get(key: IndexKey): Stored<T> | undefined;
+  has(key: IndexKey): boolean;
+}
+export interface HashIndexReader<T> {
+  get(key: IndexKey): Stored<T>[];
+  count(key: IndexKey): number;
+}
+export interface RangeOptions {
+  gte?: IndexKey; gt?: IndexKey; lte?: IndexKey; lt?: IndexKey;
+  prefix?: IndexKey[]; reverse?: boolean; limit?: number;
+}
+export interface SortedIndexReader<T> {
+  get(key: IndexKey): Stored<T>[];
+  range(options?: RangeOptions): IterableIterator<Stored<T>>;
+  first(): Stored<T> | undefined;
+  last(): Stored<T> | undefined;
+}
+export interface PersistentIndexReader<T> extends SortedIndexReader<T> {
+  /** A consistent view as of now; later commands do not change it. O(1). Resolves ids to the objects of that moment. */
+  view(): SortedIndexReader<T>;
+}
+
+// ---- the store ---------------------------------------------------------------------
+
+export interface StoreOptions<C extends Collections, H extends Commands<C>> {
+  schema: Schema<C, H>;
+  /** Where the log and snapshots live. Required. */
+  dataDir: string;
+  /** This node's id. Default 1. */
+  id?: number;
+  /** The raft address. Default: 127.0.0.1 on a free port (fine for a single node). */
+  address?: string;
+  /** The cluster members; omit for the embedded single node. */
+  cluster?: MemberRef[];
+  /** Join an existing cluster (see RaftNodeOptions.join). Default false. */
+  join?: boolean;
+  electionTimeoutMs?: number;
+  heartbeatMs?: number;
+  /** Entries between engine snapshots. Default 8192. */
+  snapshotThreshold?: number;
+  /** Entries kept after a snapshot. Default 2048. */
+  snapshotTrailing?: number;
+  /** Start a background state capture after this many entries. Default snapshotThreshold / 2. */
+  captureEvery?: number;
+  /** Objects serialised per slice of the background capture. Default 2000. */
+  captureSliceSize?: number;
+}
+
+interface TailEntry { index: number; term: number; payload: Uint8Array }
+
+interface IndexImpl {
+  name: string;
+  kind: IndexKind;
+  key: (obj: any) => IndexKey | undefined;
+  unique?: Map<string, Id>;
+  hash?: Map<string, Set<Id>>;
+  sorted?: SortedIndex;
+  persistent?: PersistentSortedIndex;
+}
+
+interface CollectionImpl {
+  name: string;
+  version: number;
+  migrate?: (obj: Record<string, unknown>, from: number) => unknown;
+  objects: Map<Id, any>;
+  indexes: IndexImpl[];
+  nextId: number;
+  /** Live persistent-index views: each keeps the pre-change version of objects changed after it was taken. */
+  views: Set<WeakRef<Map<Id, any>>>;
+}
+
+type Undo = { c: CollectionImpl; id: Id; prev: any } | { c: CollectionImpl; nextId: number };
+
+interface Capture {
+  index: number;
+  saved: Map<CollectionImpl, Map<Id, any>>;
+}
+
+const ABSENT = Symbol('absent');
+
+function keyString(key: IndexKey): string {
+  // A stable, type-tagged encoding, so 1 and '1' differ.
+  return typeof key === 'bigint' ? `b${key}` : JSON.stringify(key);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value as object)) deepFreeze(v);
+  }
+  return value;
+}
+
+// A small deterministic PRNG (splitmix-style mixing of the entry index and a counter).
+function mix(seed: number, n: number): number {
+  let h = (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(n + 1, 0xc2b2ae35)) | 0;
+  h ^= h >>> 16; h = Math.imul(h, 0x7feb352d);
+  h ^= h >>> 15; h = Math.imul(h, 0x846ca68b);
+  h ^= h >>> 16;
+  return (h >>> 0) / 4294967296;
+}
+
+export class Store<C extends Collections, H extends Commands<C>> extends EventEmitter {
+  readonly node: RaftNode<unknown>;
+  /** Read-only access to every collection and its indexes. */
+  readonly view: ViewOf<C>;
+
+  #collections = new Map<string, CollectionImpl>();
+  #handlers: H;
+  #tx: Undo[] | null = null;
+  #lastTimestamp = 0;
+  #base: { index: number; chunks: Uint8Array[] } = { index: 0, chunks: [] };
+  #tail: TailEntry[] = [];
+  #capture: Capture | null = null;
+  #captureEvery: number;
+  #sliceSize: number;
+  #appliedIndex = 0;
+  #writers: StateOf<C>;
+
+  private constructor(schema: Schema<C, H>, captureEvery: number, sliceSize: number, node: RaftNode<unknown> | null) {
+    super();
+    this.#handlers = schema.commands;
+    this.#captureEvery = captureEvery;
+    this.#sliceSize = sliceSize;
+    const view: Record<string, unknown> = {};
+    const writers: Record<string, unknown> = {};
+    for (const [name, spec] of Object.entries(schema.collections)) {
+      const def = spec.def as CollectionDef<any, any>;
+      const c: CollectionImpl = {
+        name, version: def.version ?? 1, objects: new Map(), nextId: 1, views: new Set(),
+        indexes: Object.entries(def.indexes ? def.indexes(indexBuilder) : {}).map(([iname, idef]) => this.#makeIndex(iname, idef as IndexDef<any>)),
+      };
+      if (def.migrate) c.migrate = def.migrate;
+      this.#collections.set(name, c);
+      view[name] = this.#reader(c, false);
+      writers[name] = this.#reader(c, true);
+    }
+    this.view = view as ViewOf<C>;
+    this.#writers = writers as StateOf<C>;
+    this.node = node as RaftNode<unknown>;
+  }
+
+  /**
+   * Opens the store: a durable single node by default; with `cluster`, one member of a
+   * replicated store. Replays the last snapshot and the log before resolving.
+   */
+  static async open<C extends Collections, H extends Commands<C>>(options: StoreOptions<C, H>): Promise<Store<C, H>> {
+    const { schema } = options;
+    if (!schema || typeof schema.collections !== 'object' || typeof schema.commands !== 'object') {
+      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'schema must come from defineSchema({ collections, commands })');
+    }
+    const snapshotThreshold = options.snapshotThreshold ?? 8192;
+    const captureEvery = options.captureEvery ?? Math.max(1, Math.floor(snapshotThreshold / 2));
+    const store = new Store<C, H>(schema, captureEvery, options.captureSliceSize ?? 2000, null);
+    const id = options.id ?? 1;
+    const address = options.address ?? `127.0.0.1:${await freePort()}`;
+    const node = await RaftNode.start<unknown>({
+      id, address, dataDir: options.dataDir,
+      ...(options.cluster ? { cluster: options.cluster } : {}),
+      ...(options.join !== undefined ? { join: options.join } : {}),
+      ...(options.electionTimeoutMs !== undefined ? { electionTimeoutMs: options.electionTimeoutMs } : {}),
+      ...(options.heartbeatMs !== undefined ? { heartbeatMs: options.heartbeatMs } : {}),
+      snapshotThreshold,
+      ...(options.snapshotTrailing !== undefined ? { snapshotTrailing: options.snapshotTrailing } : {}),
+      fsm: {
+        apply: (command, meta) => store.#applyEntry(command, meta.index, meta.term),
+        snapshot: () => store.#snapshotBytes(),
+        restore: (data) => store.#restore(data),
+      },
+    });
+    (store as { node: RaftNode<unknown> }).node = node;
+    node.on('role', (e) => store.emit('role', e));
+    return store;
+  }
+
+  /** Proposes a command; resolves with the handler's result once committed and applied here. */
+  async propose<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, options: { signal?: AbortSignal } = {}): Promise<ResultOf<H[K]>> {
+    return (await this.proposeWithIndex(name, args, options)).result;
+  }
+
+  /** Like propose, also giving the entry's log index (for read-your-writes). */
+  async proposeWithIndex<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, options: { signal?: AbortSignal } = {}):
+    Promise<{ index: number; result: ResultOf<H[K]> }> {
+    if (typeof this.#handlers[name] !== 'function') {
+      throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
+    }
+    let payload: Uint8Array;
+    try {
+      payload = packr.pack([ENTRY_FORMAT, name, args, Date.now()]);
+    } catch (err) {
+      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `arguments of ${name} can't be encoded: ${(err as Error).message}`);
+    }
+    const { index, result } = await this.node.proposeWithIndex(payload, options);
+    return { index, result: result as ResultOf<H[K]> };
+  }
+
+  /** Starts a background capture of the whole state now (snapshots otherwise follow log growth). */
+  captureNow(): Promise<number> {
+    return this.#startCapture();
+  }
+
+  status(): RaftNodeStatus & { capture: { baseIndex: number; tail: number; running: boolean } } {
+    return { ...this.node.status(), capture: { baseIndex: this.#base.index, tail: this.#tail.length, running: this.#capture !== null } };
+  }
+
+  close(options?: CloseOptions): Promise<void> {
+    return this.node.close(options);
+  }
+
+  /** A hash of the whole state (objects and ids), equal on replicas that applied the same entries. */
+  stateHash(): string {
+    const h = createHash('sha256');
+    for (const c of [...this.#collections.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      h.update(`${c.name}:${c.nextId}:`);
+      const ids = [...c.objects.keys()].sort((a, b) => (String(a) < String(b) ? -1 : String(a) > String(b) ? 1 : 0));
+      for (const id of ids) h.update(packr.pack([id, c.objects.get(id)]));
+    }
+    return h.digest('hex');
+  }
+
+  // ---- apply ----------------------------------------------------------------------
+
+  #applyEntry(payload: Uint8Array, index: number, term: number): unknown {
+    this.#tail.push({ index, term, payload });
+    this.#appliedIndex = index;
+    const result = this.#run(payload, index, term);
+    if (this.#capture === null && this.#tail.length >= this.#captureEvery) void this.#startCapture();
+    return result;
+  }
+
+  #run(payload: Uint8Array, index: number, term: number): unknown {
+    let decoded: unknown;
+    try {
+      decoded = packr.unpack(payload);
+    } catch (err) {
+      throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} can't be decoded: ${(err as Error).message}`);
+    }
+    if (!Array.isArray(decoded) || decoded[0] !== ENTRY_FORMAT || typeof decoded[1] !== 'string') {
+      throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} is not a store command (format ${JSON.stringify(Array.isArray(decoded) ? decoded[0] : typeof decoded)})`);
+    }
+    const [, name, args, proposedAt] = decoded as [number, string, unknown, number];
+    const handler = this.#handlers[name];
+    if (typeof handler !== 'function') {
+      throw fatal(ErrorCodes.UNKNOWN_COMMAND, `entry ${index} names command ${JSON.stringify(name)}, which this code does not define; stopping rather than diverging`);
+    }
+    this.#lastTimestamp = Math.max(this.#lastTimestamp, typeof proposedAt === 'number' ? proposedAt : 0);
+    let n = 0;
+    let r = 0;
+    const ctx: CommandContext = {
+      index, term, timestamp: this.#lastTimestamp,
+      id: () => `${index.toString(36)}.${(n++).toString(36)}`,
+      random: () => mix(index, r++),
+    };
+    const undo: Undo[] = [];
+    this.#tx = undo;
+    try {
+      return handler(this.#writers, args, ctx);
+    } catch (err) {
+      this.#rollback(undo);
+      throw err;
+    } finally {
+      this.#tx = null;
+    }
+  }
+
+  #rollback(undo: Undo[]): void {
+    for (let i = undo.length - 1; i >= 0; i--) {
+      const u = undo[i]!;
+      if ('nextId' in u) u.c.nextId = u.nextId;
+      else this.#write(u.c, u.id, u.prev);
+    }
+  }
+
+  // The only place objects change: maps, indices and the capture's copy-on-write.
+  #write(c: CollectionImpl, id: Id, next: any): void {
+    const prev = c.objects.get(id);
+    if (this.#capture) {
+      let saved = this.#capture.saved.get(c);
+      if (!saved) this.#capture.saved.set(c, (saved = new Map()));
+      if (!saved.has(id)) saved.set(id, prev === undefined ? ABSENT : prev);
+    }
+    for (const ref of c.views) {
+      const saved = ref.deref();
+      if (!saved) c.views.delete(ref);
+      else if (!saved.has(id)) saved.set(id, prev);
+    }
+    for (const ix of c.indexes) {
+      const before = prev === undefined ? undefined : ix.key(prev);
+      const after = next === undefined ? undefined : ix.key(next);
+      if (before !== undefined && (after === undefined || keyString(before) !== keyString(after))) removeFromIndex(ix, before, id);
+    }
+    for (const ix of c.indexes) {
+      const before = prev === undefined ? undefined : ix.key(prev);
+      const after = next === undefined ? undefined : ix.key(next);
+      if (after !== undefined && (before === undefined || keyString(before) !== keyString(after))) addToIndex(ix, after, id);
+    }
+    if (next === undefined) c.objects.delete(id);
+    else c.objects.set(id, next);
+  }
+
+  #checkUnique(c: CollectionImpl, id: Id, next: any): void {
+    for (const ix of c.indexes) {
+      if (!ix.unique) continue;
+      const key = ix.key(next);
+      if (key === undefined) continue;
+      const holder = ix.unique.get(keyString(key));
+      if (holder !== undefined && holder !== id) {
+        throw new PrevailError(ErrorCodes.UNIQUE_VIOLATION, `${c.name}.${ix.name}: key ${keyString(key)} is already used by ${String(holder)}`);
+      }
+    }
+  }
+
+  #makeIndex(name: string, def: IndexDef<any>): IndexImpl {
+    const ix: IndexImpl = { name, kind: def.kind, key: def.key };
+    if (def.kind === 'unique') ix.unique = new Map();
+    else if (def.kind === 'hash') ix.hash = new Map();
+    else if (def.kind === 'sorted') ix.sorted = new SortedIndex();
+    else if (def.kind === 'persistent') ix.persistent = new PersistentSortedIndex();
+    else throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `index ${name}: kind must be unique, hash, sorted or persistent`);
+    return ix;
+  }
+
+  #reader(c: CollectionImpl, writable: boolean): unknown {
+    const store = this;
+    const mustWrite = (what: string) => {
+      if (!writable || store.#tx === null) {
+        throw new PrevailError(ErrorCodes.OUTSIDE_COMMAND, `${c.name}.${what}() changes state: call it inside a command handler`);
+      }
+      return store.#tx;
+    };
+    const reader: Record<string, unknown> = {
+      get: (id: Id) => c.objects.get(id),
+      has: (id: Id) => c.objects.has(id),
+      get size() { return c.objects.size; },
+      values: () => c.objects.values(),
+      insert: (obj: object) => {
+        const undo = mustWrite('insert');
+        if (typeof obj !== 'object' || obj === null) throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `${c.name}.insert() needs an object`);
+        const id = c.nextId;
+        const stored = deepFreeze({ ...obj, id });
+        store.#checkUnique(c, id, stored);
+        undo.push({ c, nextId: c.nextId });
+        c.nextId++;
+        undo.push({ c, id, prev: undefined });
+        store.#write(c, id, stored);
+        return stored;
+      },
+      update: (id: Id, patch: object | ((o: any) => object)) => {
+        const undo = mustWrite('update');
+        const prev = c.objects.get(id);
+        if (prev === undefined) throw new PrevailError(ErrorCodes.NOT_FOUND, `${c.name}: no object ${String(id)}`);
+        const body = typeof patch === 'function' ? patch(prev) : { ...prev, ...patch };
+        const stored = deepFreeze({ ...body, id });
+        store.#checkUnique(c, id, stored);
+        undo.push({ c, id, prev });
+        store.#write(c, id, stored);
+        return stored;
+      },
+      delete: (id: Id) => {
+        const undo = mustWrite('delete');
+        const prev = c.objects.get(id);
+        if (prev === undefined) return false;
+        undo.push({ c, id, prev });
+        store.#write(c, id, undefined);
+        return true;
+      },
+    };
+    for (const ix of c.indexes) reader[ix.name] = indexReader(ix, c);
+    return Object.freeze(reader);
+  }
+
+  // ---- snapshots ------------------------------------------------------------------
+
+  /** Starts (or joins) a background capture of the state at the current applied index. */
+  #startCapture(): Promise<number> {
+    if (this.#capture) return this.#captureDone!;
+    const capture: Capture = { index: this.#appliedIndex, saved: new Map() };
+    this.#capture = capture;
+    const started = performance.now();
+    // Key lists are the O(n) part of capture (a copy of ids, not objects); every later
+    // change saves the object's pre-capture version the first time it is touched.
+    const lists = [...this.#collections.values()].map((c) => ({ c, ids: [...c.objects.keys()], nextId: c.nextId }));
+    const meta = packr.pack({ t: 'meta', format: SNAPSHOT_FORMAT, baseIndex: capture.index, lastTimestamp: this.#lastTimestamp,
+      collections: Object.fromEntries(lists.map(({ c, nextId }) => [c.name, { version: c.version, nextId }])) });
+    const chunks: Uint8Array[] = [frame(meta)];
+    this.#captureDone = new Promise<number>((resolve, reject) => {
+      let li = 0;
+      let at = 0;
+      const slice = () => {
+        try {
+          let budget = this.#sliceSize;
+          while (li < lists.length && budget > 0) {
+            const { c, ids } = lists[li]!;
+            const saved = capture.saved.get(c);
+            const items: unknown[] = [];
+            while (at < ids.length && budget-- > 0) {
+              const id = ids[at++]!;
+              const v = saved?.has(id) ? saved.get(id) : c.objects.get(id);
+              if (v !== undefined && v !== ABSENT) items.push(v);
+            }
+            if (items.length) chunks.push(frame(packr.pack({ t: 'objs', c: c.name, items })));
+            if (at >= ids.length) { li++; at = 0; }
+          }
+          if (li < lists.length) { setImmediate(slice); return; }
+          this.#base = { index: capture.index, chunks };
+          this.#tail = this.#tail.filter((e) => e.index > capture.index);
+          this.#capture = null;
+          this.#captureDone = null;
+          const ms = performance.now() - started;
+          debug('captured state at index %d in %d ms (%d chunks)', capture.index, Math.round(ms), chunks.length);
+          this.emit('capture', { index: capture.index, durationMs: ms });
+          resolve(capture.index);
+        } catch (err) {
+          this.#capture = null;
+          this.#captureDone = null;
+          reject(err);
+        }
+      };
+      setImmediate(slice);
+    });
+    return this.#captureDone;
+  }
+
+  #captureDone: Promise<number> | null = null;
+
+  // The engine's snapshot: the last completed capture plus the entries after it.
+  // O(tail): the heavy serialisation already happened in slices.
+  #snapshotBytes(): Uint8Array[] {
+    const tail = this.#tail.filter((e) => e.index > this.#base.index).map((e) => [e.index, e.term, e.payload]);
+    const base = this.#base.chunks.length ? this.#base.chunks
+      : [frame(packr.pack({ t: 'meta', format: SNAPSHOT_FORMAT, baseIndex: 0, lastTimestamp: 0, collections: {} }))];
+    return [...base, frame(packr.pack({ t: 'tail', entries: tail }))];
+  }
+
+  #restore(data: Uint8Array): void {
+    const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    for (const c of this.#collections.values()) {
+      c.objects.clear();
+      c.nextId = 1;
+      for (const ix of c.indexes) clearIndex(ix);
+    }
+    this.#tail = [];
+    this.#capture = null;
+    this.#lastTimestamp = 0;
+    const baseChunks: Uint8Array[] = [];
+    let baseIndex = 0;
+    let tail: [number, number, Uint8Array][] = [];
+    const versions = new Map<string, number>();
+    let migrated = false;
+    for (let at = 0; at < buf.length;) {
+      const len = buf.readUInt32LE(at);
+      const bytes = buf.subarray(at + 4, at + 4 + len);
+      at += 4 + len;
+      const rec = packr.unpack(bytes) as { t: string; [k: string]: any };
+      if (rec.t === 'meta') {
+        if (rec.format > SNAPSHOT_FORMAT) {
+          throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `store snapshot format ${rec.format} is newer than this code (${SNAPSHOT_FORMAT})`);
+        }
+        baseIndex = rec.baseIndex;
+        this.#lastTimestamp = rec.lastTimestamp;
+        for (const [name, info] of Object.entries(rec.collections as Record<string, { version: number; nextId: number }>)) {
+          const c = this.#collections.get(name);
+          if (!c) throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `snapshot has collection ${name}, which this code does not define`);
+          if (info.version > c.version) {
+            throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `snapshot has ${name} at version ${info.version}; this code reads up to ${c.version}`);
+          }
+          versions.set(name, info.version);
+          c.nextId = info.nextId;
+        }
+        baseChunks.push(frame(bytes));
+      } else if (rec.t === 'objs') {
+        const c = this.#collections.get(rec.c)!;
+        const from = versions.get(c.name) ?? c.version;
+        for (let obj of rec.items as any[]) {
+          if (from < c.version) {
+            if (!c.migrate) throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `${c.name} objects are at version ${from} and there is no migrate()`);
+            obj = { ...(c.migrate(obj, from) as object), id: obj.id };
+          }
+          deepFreeze(obj);
+          c.objects.set(obj.id, obj);
+          for (const ix of c.indexes) {
+            const key = ix.key(obj);
+            if (key !== undefined) addToIndex(ix, key, obj.id);
+          }
+        }
+        if (from < c.version) migrated = true;
+        baseChunks.push(frame(bytes));
+      } else if (rec.t === 'tail') {
+        tail = rec.entries;
+      }
+    }
+    // A migrated base is re-serialised at once, so later snapshots carry current versions.
+    this.#base = { index: baseIndex, chunks: migrated ? this.#serializeAll(baseIndex) : baseChunks };
+    this.#appliedIndex = baseIndex;
+    for (const [index, term, payload] of tail) {
+      this.#tail.push({ index, term, payload });
+      this.#appliedIndex = index;
+      try {
+        this.#run(payload, index, term);
+      } catch (err) {
+        if ((err as { fatal?: boolean }).fatal) throw err;
+        // a handler that threw when the entry was first applied throws again: rolled back
+      }
+    }
+  }
+
+  #serializeAll(index: number): Uint8Array[] {
+    const chunks = [frame(packr.pack({ t: 'meta', format: SNAPSHOT_FORMAT, baseIndex: index, lastTimestamp: this.#lastTimestamp,
+      collections: Object.fromEntries([...this.#collections.values()].map((c) => [c.name, { version: c.version, nextId: c.nextId }])) }))];
+    for (const c of this.#collections.values()) {
+      const all = [...c.objects.values()];
+      for (let i = 0; i < all.length; i += this.#sliceSize) {
+        chunks.push(frame(packr.pack({ t: 'objs', c: c.name, items: all.slice(i, i + this.#sliceSize) })));
+      }
+    }
+    return chunks;
+  }
+}
+
+function frame(bytes: Uint8Array): Uint8Array {
+  const out = Buffer.allocUnsafe(4 + bytes.length);
+  out.writeUInt32LE(bytes.length, 0);
+  out.set(bytes, 4);
+  return out;
+}
+
+function fatal(code: (typeof ErrorCodes)[keyof typeof ErrorCodes], message: string): PrevailError {
+  const err = new PrevailError(code, message);
+  (err as { fatal?: boolean }).fatal = true;
+  return err;
+}
+
+function addToIndex(ix: IndexImpl, key: IndexKey, id: Id): void {
+  if (ix.unique) ix.unique.set(keyString(key), id);
+  else if (ix.hash) {
+    const k = keyString(key);
+    let set = ix.hash.get(k);
+    if (!set) ix.hash.set(k, (set = new Set()));
+    set.add(id);
+  } else if (ix.sorted) ix.sorted.add(key, id);
+  else if (ix.persistent) ix.persistent = ix.persistent.add(key, id);
+}
+
+function removeFromIndex(ix: IndexImpl, key: IndexKey, id: Id): void {
+  if (ix.unique) {
+    const k = keyString(key);
+    if (ix.unique.get(k) === id) ix.unique.delete(k);
+  } else if (ix.hash) {
+    const k = keyString(key);
+    const set = ix.hash.get(k);
+    if (set) { set.delete(id); if (set.size === 0) ix.hash.delete(k); }
+  } else if (ix.sorted) ix.sorted.remove(key, id);
+  else if (ix.persistent) ix.persistent = ix.persistent.remove(key, id);
+}
+
+function clearIndex(ix: IndexImpl): void {
+  ix.unique?.clear();
+  ix.hash?.clear();
+  ix.sorted?.clear();
+  if (ix.persistent) ix.persistent = new PersistentSortedIndex();
+}
+
+function sortedReader(index: () => OrderedIndex, resolve: (id: Id) => any) {
+  return {
+    get: (key: IndexKey) => index().get(key).map(resolve),
+    *range(options: RangeOptions = {}) {
+      for (const [, id] of index().range(options)) yield resolve(id);
+    },
+    first: () => { const f = index().first(); return f ? resolve(f[1]) : undefined; },
+    last: () => { const l = index().last(); return l ? resolve(l[1]) : undefined; },
+  };
+}
+
+function indexReader(ix: IndexImpl, c: CollectionImpl): unknown {
+  const resolve = (id: Id) => c.objects.get(id);
+  if (ix.unique) {
+    return Object.freeze({
+      get: (key: IndexKey) => { const id = ix.unique!.get(keyString(key)); return id === undefined ? undefined : resolve(id); },
+      has: (key: IndexKey) => ix.unique!.has(keyString(key)),
+    });
+  }
+  if (ix.hash) {
+    return Object.freeze({
+      get: (key: IndexKey) => [...(ix.hash!.get(keyString(key)) ?? [])].map(resolve),
+      count: (key: IndexKey) => ix.hash!.get(keyString(key))?.size ?? 0,
+    });
+  }
+  if (ix.sorted) return Object.freeze(sortedReader(() => ix.sorted!, resolve));
+  return Object.freeze({
+    ...sortedReader(() => ix.persistent!, resolve),
+    view: () => {
+      // O(1): this version of the index, and the objects as of now — an object changed
+      // later is saved into this view's map the first time it changes (copy-on-write).
+      const version = ix.persistent!;
+      const saved = new Map<Id, unknown>();
+      c.views.add(new WeakRef(saved));
+      return Object.freeze(sortedReader(() => version, (id) => (saved.has(id) ? saved.get(id) : c.objects.get(id))));
+    },
+  });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as import('node:net').AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Opens a store; see Store.open. */
+export function open<C extends Collections, H extends Commands<C>>(options: StoreOptions<C, H>): Promise<Store<C, H>> {
+  return Store.open(options);
+}

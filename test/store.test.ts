@@ -1,0 +1,273 @@
+import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+
+import fc from 'fast-check';
+
+import { collection, defineSchema, open, type Store } from '../lib/store.js';
+import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
+
+interface Item {
+  name: string;
+  owner: string;
+  price: number;
+  tags: string[];
+}
+
+const schema = defineSchema({
+  collections: {
+    items: collection<Item>()({
+      indexes: (ix) => ({
+        byName: ix.unique((i) => i.name),
+        byOwner: ix.hash((i) => i.owner),
+        byPrice: ix.sorted((i) => i.price),
+        byOwnerPrice: ix.sorted((i) => [i.owner, i.price]),
+        history: ix.persistent((i) => i.price),
+      }),
+    }),
+  },
+  commands: {
+    add(s, a: { name: string; owner: string; price: number }, ctx) {
+      return s.items.insert({ ...a, tags: [ctx.id()] }).id;
+    },
+    reprice(s, a: { name: string; price: number }) {
+      const item = s.items.byName.get(a.name);
+      if (!item) throw new Error(`no item ${a.name}`);
+      return s.items.update(item.id, { price: a.price }).price;
+    },
+    remove(s, a: { name: string }) {
+      const item = s.items.byName.get(a.name);
+      return item ? s.items.delete(item.id) : false;
+    },
+    // Changes several objects, then throws: none of it may remain.
+    addThenFail(s, a: { names: string[] }) {
+      for (const name of a.names) s.items.insert({ name, owner: 'x', price: 1, tags: [] });
+      const first = s.items.values().next().value;
+      if (first) s.items.update(first.id, { price: -1 });
+      throw new Error('changed my mind');
+    },
+    stamp(_s, _a: Record<string, never>, ctx) {
+      return { index: ctx.index, timestamp: ctx.timestamp, r: ctx.random(), id: ctx.id() };
+    },
+  },
+});
+
+type S = Store<typeof schema.collections, typeof schema.commands>;
+
+const commandArb = fc.oneof(
+  fc.record({ op: fc.constant('add' as const), name: fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f'), owner: fc.constantFrom('u1', 'u2', 'u3'), price: fc.integer({ min: 0, max: 20 }) }),
+  fc.record({ op: fc.constant('reprice' as const), name: fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f', 'zz'), price: fc.integer({ min: 0, max: 20 }) }),
+  fc.record({ op: fc.constant('remove' as const), name: fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f') }),
+  fc.record({ op: fc.constant('addThenFail' as const), names: fc.array(fc.constantFrom('g', 'h', 'a'), { maxLength: 3 }) }),
+);
+type Cmd = typeof commandArb extends fc.Arbitrary<infer T> ? T : never;
+
+async function run(store: S, cmds: Cmd[]): Promise<void> {
+  for (const c of cmds) {
+    try {
+      if (c.op === 'add') await store.propose('add', { name: c.name, owner: c.owner, price: c.price });
+      else if (c.op === 'reprice') await store.propose('reprice', { name: c.name, price: c.price });
+      else if (c.op === 'remove') await store.propose('remove', { name: c.name });
+      else await store.propose('addThenFail', { names: c.names });
+    } catch {
+      // unique violations, missing items and deliberate failures are part of the model
+    }
+  }
+}
+
+/** Every index agrees with a brute-force scan of the objects. */
+function checkIndexes(store: S): void {
+  const all = [...store.view.items.values()];
+  for (const item of all) {
+    expect(store.view.items.byName.get(item.name)).toBe(item);
+    expect(store.view.items.get(item.id)).toBe(item);
+  }
+  expect(new Set(all.map((i) => i.name)).size).toBe(all.length);
+  for (const owner of ['u1', 'u2', 'u3', 'x']) {
+    const brute = all.filter((i) => i.owner === owner).map((i) => i.id).sort();
+    expect(store.view.items.byOwner.get(owner).map((i) => i.id).sort()).toEqual(brute);
+    expect(store.view.items.byOwner.count(owner)).toBe(brute.length);
+  }
+  const byPrice = [...store.view.items.byPrice.range()].map((i) => [i.price, i.id]);
+  expect(byPrice).toEqual(all.map((i) => [i.price, i.id] as [number, number]).sort((x, y) => x[0] - y[0] || x[1] - y[1]));
+  const mid = [...store.view.items.byPrice.range({ gte: 5, lt: 12 })].map((i) => i.id).sort();
+  expect(mid).toEqual(all.filter((i) => i.price >= 5 && i.price < 12).map((i) => i.id).sort());
+  const u2 = [...store.view.items.byOwnerPrice.range({ prefix: ['u2'] })].map((i) => i.price);
+  expect(u2).toEqual(all.filter((i) => i.owner === 'u2').map((i) => i.price).sort((x, y) => x - y));
+  expect([...store.view.items.history.range()].length).toBe(all.length);
+  for (const item of all) expect(item.price).toBeGreaterThanOrEqual(0);  // addThenFail's -1 never stays
+  expect(all.some((i) => i.owner === 'x')).toBe(false);  // nor its inserts
+}
+
+describe('object store', () => {
+  const dirs: string[] = [];
+  const stores: S[] = [];
+  const newDir = () => { const d = tempDir('prevail-store-'); dirs.push(d); return d; };
+  async function openStore(dataDir: string, extra: Record<string, unknown> = {}): Promise<S> {
+    const store = await open({ schema, dataDir, ...extra });
+    stores.push(store);
+    return store;
+  }
+  afterEach(async () => {
+    await Promise.all(stores.splice(0).map((s) => s.close().catch(() => {})));
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+
+  test('random command sequences: indices always agree with a brute-force scan', async () => {
+    const store = await openStore(newDir());
+    await fc.assert(fc.asyncProperty(fc.array(commandArb, { maxLength: 25 }), async (cmds) => {
+      await run(store, cmds);
+      checkIndexes(store);
+    }), { numRuns: 40 });
+  });
+
+  test('the same sequence gives one state hash: live, replayed after restart, restored from a snapshot', async () => {
+    let restoredFromSnapshot = 0;
+    await fc.assert(fc.asyncProperty(fc.array(commandArb, { minLength: 20, maxLength: 80 }), async (cmds) => {
+      const dir = newDir();
+      const store = await openStore(dir, { snapshotThreshold: 16, snapshotTrailing: 4, captureEvery: 6, captureSliceSize: 3 });
+      await run(store, cmds);
+      const live = store.stateHash();
+      checkIndexes(store);
+      await store.close();
+      const again = await openStore(dir, { snapshotThreshold: 16, snapshotTrailing: 4, captureEvery: 6, captureSliceSize: 3 });
+      expect(again.stateHash()).toBe(live);
+      checkIndexes(again);
+      if (again.node.status().snapshot.index > 0) restoredFromSnapshot++;
+      await again.close();
+    }), { numRuns: 12 });
+    expect(restoredFromSnapshot).toBeGreaterThan(0);
+  });
+
+  test('three replicas applying the same commands reach the same state hash', async () => {
+    const ports = await freePorts(3);
+    const cluster = ports.map((p, i) => ({ id: i + 1, address: `127.0.0.1:${p}` }));
+    const replicas = await Promise.all(cluster.map((m) => openStore(newDir(), {
+      id: m.id, address: m.address, cluster, electionTimeoutMs: 1000, heartbeatMs: 100,
+      snapshotThreshold: 32, snapshotTrailing: 8, captureEvery: 10,
+    })));
+    const leader = await waitFor('a leader', () => replicas.find((r) => r.node.isLeader));
+    const cmds = fc.sample(fc.array(commandArb, { minLength: 150, maxLength: 150 }), { numRuns: 1, seed: 42 })[0]!;
+    await run(leader, cmds);
+    const index = await leader.node.barrier();
+    await waitFor('replicas to apply', () => replicas.every((r) => r.node.status().appliedIndex >= index));
+    const hashes = new Set(replicas.map((r) => r.stateHash()));
+    expect(hashes.size).toBe(1);
+    for (const r of replicas) checkIndexes(r);
+  });
+
+  test('a throwing handler leaves no trace, and its error reaches the proposer', async () => {
+    const store = await openStore(newDir());
+    await store.propose('add', { name: 'a', owner: 'u1', price: 3 });
+    const before = store.stateHash();
+    await expect(store.propose('addThenFail', { names: ['g', 'h'] })).rejects.toThrow('changed my mind');
+    expect(store.stateHash()).toBe(before);
+    await expect(store.propose('add', { name: 'a', owner: 'u2', price: 1 })).rejects.toMatchObject({ code: 'PREVAIL_UNIQUE_VIOLATION' });
+    expect(store.stateHash()).toBe(before);
+    // ids are not consumed by rolled-back inserts
+    const id = await store.propose('add', { name: 'b', owner: 'u1', price: 4 });
+    expect(id).toBe(2);
+  });
+
+  test('mutations outside commands throw a coded error; stored objects are frozen', async () => {
+    const store = await openStore(newDir());
+    await store.propose('add', { name: 'a', owner: 'u1', price: 3 });
+    const items = store.view.items as unknown as { insert(o: unknown): unknown; update(id: number, p: unknown): unknown; delete(id: number): unknown };
+    expect(() => items.insert({ name: 'z' })).toThrow(expect.objectContaining({ code: 'PREVAIL_OUTSIDE_COMMAND' }));
+    expect(() => items.update(1, { price: 9 })).toThrow(expect.objectContaining({ code: 'PREVAIL_OUTSIDE_COMMAND' }));
+    expect(() => items.delete(1)).toThrow(expect.objectContaining({ code: 'PREVAIL_OUTSIDE_COMMAND' }));
+    const item = store.view.items.byName.get('a')!;
+    expect(Object.isFrozen(item)).toBe(true);
+    expect(Object.isFrozen(item.tags)).toBe(true);
+    expect(() => { (item as { price: number }).price = 0; }).toThrow(TypeError);
+    await expect(store.propose('nope' as 'add', {} as never)).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND' });
+  });
+
+  test('ctx gives the index, a monotonic leader timestamp, deterministic ids and randoms', async () => {
+    const dir = newDir();
+    const store = await openStore(dir);
+    const a = await store.propose('stamp', {});
+    const b = await store.propose('stamp', {});
+    expect(b.index).toBe(a.index + 1);
+    expect(b.timestamp).toBeGreaterThanOrEqual(a.timestamp);
+    expect(a.r).toBeGreaterThanOrEqual(0);
+    expect(a.r).toBeLessThan(1);
+    expect(a.id).not.toBe(b.id);
+  });
+
+  test('a persistent index view stays consistent while commands go on', async () => {
+    const store = await openStore(newDir());
+    for (const [name, price] of [['a', 1], ['b', 2], ['c', 3]] as const) await store.propose('add', { name, owner: 'u1', price });
+    const view = store.view.items.history.view();
+    await store.propose('reprice', { name: 'a', price: 10 });
+    await store.propose('remove', { name: 'b' });
+    await store.propose('add', { name: 'd', owner: 'u1', price: 0 });
+    expect([...view.range()].map((i) => [i.name, i.price])).toEqual([['a', 1], ['b', 2], ['c', 3]]);
+    expect([...store.view.items.history.range()].map((i) => i.name)).toEqual(['d', 'c', 'a']);
+  });
+
+  test('a snapshot of an older collection version is migrated on restore; a newer one is refused', async () => {
+    const dir = newDir();
+    const v1 = defineSchema({
+      collections: { people: collection<{ name: string }>()({ version: 1 }) },
+      commands: { add(s, a: { name: string }) { return s.people.insert(a).id; } },
+    });
+    const s1 = await open({ schema: v1, dataDir: dir, snapshotThreshold: 4, snapshotTrailing: 1, captureEvery: 2 });
+    stores.push(s1 as unknown as S);
+    for (const name of ['Ada Lovelace', 'Alan Turing', 'Grace Hopper', 'Edsger Dijkstra', 'Barbara Liskov', 'Ken Thompson']) {
+      await s1.propose('add', { name });
+    }
+    await waitFor('an engine snapshot', () => s1.node.status().snapshot.index > 2);
+    await s1.close();
+    const v2 = defineSchema({
+      collections: {
+        people: collection<{ first: string; last: string }>()({
+          version: 2,
+          indexes: (ix) => ({ byLast: ix.sorted((p) => p.last) }),
+          migrate: (old) => {
+            const [first, ...rest] = String(old.name).split(' ');
+            return { first: first!, last: rest.join(' ') };
+          },
+        }),
+      },
+      commands: { add(s, a: { first: string; last: string }) { return s.people.insert(a).id; } },
+    });
+    // Entries after the snapshot still carry v1 arguments: this v2 handler takes them as they are.
+    const s2 = await open({ schema: v2, dataDir: dir });
+    stores.push(s2 as unknown as S);
+    const lasts = [...s2.view.people.byLast.range()].map((p) => p.last).filter(Boolean);
+    expect(lasts.length).toBeGreaterThan(0);
+    expect(lasts).toEqual([...lasts].sort());
+    expect(s2.view.people.get(1)).toMatchObject({ first: 'Ada', last: 'Lovelace' });
+    await s2.close();
+    // a snapshot written at version 2 can't be read by version-1 code: coded error, nothing lost
+    const s3 = await open({ schema: v2, dataDir: dir, snapshotThreshold: 2, snapshotTrailing: 1, captureEvery: 1 });
+    stores.push(s3 as unknown as S);
+    const opened = s3.node.status().appliedIndex;
+    for (let i = 0; i < 6; i++) await s3.propose('add', { first: `F${i}`, last: `L${i}` });
+    await waitFor('a snapshot written by v2 code', () => s3.node.status().snapshot.index > opened);
+    const hash = s3.stateHash();
+    await s3.close();
+    await expect(open({ schema: v1, dataDir: dir })).rejects.toMatchObject({ code: 'PREVAIL_SNAPSHOT_UNREADABLE' });
+    const s4 = await open({ schema: v2, dataDir: dir });
+    stores.push(s4 as unknown as S);
+    expect(s4.stateHash()).toBe(hash);
+    await s4.close();
+  });
+});
+
+test('an entry this code cannot decode stops the replica loudly instead of diverging', () => {
+  const dir = tempDir('prevail-store-');
+  const script = `
+    import { open, defineSchema, collection } from './dist/index.js';
+    const schema = defineSchema({ collections: { c: collection()() }, commands: { ok: () => 1 } });
+    const store = await open({ schema, dataDir: ${JSON.stringify(dir)} });
+    await store.propose('ok', {});
+    await store.node.propose(new Uint8Array([1, 2, 3]));
+    console.log('NOT REACHED');
+  `;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: process.cwd(), encoding: 'utf8', timeout: 20_000 });
+  rmSync(dir, { recursive: true, force: true });
+  expect(r.status).not.toBe(0);
+  expect(r.stdout).not.toContain('NOT REACHED');
+  expect(r.stderr).toContain('PREVAIL_CORRUPT_ENTRY');
+});
