@@ -292,7 +292,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     const captureEvery = options.captureEvery ?? Math.max(1, Math.floor(snapshotThreshold / 2));
     const store = new Store<C, H>(schema, captureEvery, options.captureSliceSize ?? 2000, null);
     const id = options.id ?? 1;
-    const address = options.address ?? `127.0.0.1:${await freePort()}`;
+    const address = options.address ?? options.cluster?.find((m) => m.id === id)?.address ?? `127.0.0.1:${await freePort()}`;
     const node = await RaftNode.start<unknown>({
       id, address, dataDir: options.dataDir,
       ...(options.cluster ? { cluster: options.cluster } : {}),
@@ -363,7 +363,13 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     this.#tail.push({ index, term, payload });
     this.#appliedIndex = index;
     const result = this.#run(payload, index, term);
-    if (this.#capture === null && this.#tail.length >= this.#captureEvery) void this.#startCapture();
+    if (this.#capture === null && this.#tail.length >= this.#captureEvery) {
+      this.#startCapture().catch((err: unknown) => {
+        // The previous capture stays the base; the tail keeps growing until one succeeds.
+        debug('background capture failed: %s', (err as Error)?.message);
+        this.emit('captureError', err);
+      });
+    }
     return result;
   }
 
