@@ -164,6 +164,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
   readonly address: string;
   readonly dataDir: string;
   readonly electionTimeoutMs: number;
+  #snapshotThreshold: number;
 
   #engine: NativeEngine;
   #fsm: Fsm<R>;
@@ -181,6 +182,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
     this.address = options.address;
     this.dataDir = options.dataDir;
     this.electionTimeoutMs = options.electionTimeoutMs;
+    this.#snapshotThreshold = options.snapshotThreshold;
     this.#fsm = options.fsm;
     this.#lockFile = join(this.dataDir, 'prevail.lock');
     this.#engine = new addon.Engine({
@@ -301,6 +303,28 @@ export class RaftNode<R = unknown> extends EventEmitter {
     });
     this.#track(done);
     return done;
+  }
+
+  /**
+   * Takes an engine snapshot now (leader only: it appends a barrier so there is an
+   * entry to snapshot at) and resolves with its index and term once it is on disk.
+   */
+  async snapshot(timeoutMs = 10_000): Promise<{ index: number; term: number }> {
+    this.#engine.setSnapshotThreshold(1);
+    try {
+      const index = await this.barrier();
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const snap = this.status().snapshot;
+        if (snap.index >= index) return snap;
+        if (this.#closing || Date.now() > deadline) {
+          throw new PrevailError(this.#closing ? ErrorCodes.CLOSED : ErrorCodes.IO, `no snapshot at ${index} within ${timeoutMs} ms`);
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    } finally {
+      if (!this.#closing) this.#engine.setSnapshotThreshold(this.#snapshotThreshold);
+    }
   }
 
   /** A snapshot of this node's view of the cluster. */

@@ -338,6 +338,12 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     return this.#startCapture();
   }
 
+  /** Captures the state and has the engine write a snapshot of it now (leader only). */
+  async snapshot(): Promise<{ index: number; term: number }> {
+    await this.#startCapture();
+    return this.node.snapshot();
+  }
+
   status(): RaftNodeStatus & { capture: { baseIndex: number; tail: number; running: boolean } } {
     return { ...this.node.status(), capture: { baseIndex: this.#base.index, tail: this.#tail.length, running: this.#capture !== null } };
   }

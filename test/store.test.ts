@@ -182,6 +182,23 @@ describe('object store', () => {
     await expect(store.propose('nope' as 'add', {} as never)).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND' });
   });
 
+  test('snapshot on demand: captured, written, and restored from on restart', async () => {
+    const dir = newDir();
+    const store = await openStore(dir);
+    for (let i = 0; i < 30; i++) await store.propose('add', { name: `n${i}`, owner: 'u1', price: i });
+    expect(store.node.status().snapshot.index).toBe(0);
+    const snap = await store.snapshot();
+    expect(snap.index).toBeGreaterThan(30);
+    expect(store.status().capture.baseIndex).toBeGreaterThan(0);
+    await store.propose('add', { name: 'after', owner: 'u2', price: 99 });
+    const hash = store.stateHash();
+    await store.close();
+    const again = await openStore(dir);
+    expect(again.node.status().snapshot.index).toBe(snap.index);
+    expect(again.stateHash()).toBe(hash);
+    checkIndexes(again);
+  });
+
   test('ctx gives the index, a monotonic leader timestamp, deterministic ids and randoms', async () => {
     const dir = newDir();
     const store = await openStore(dir);
