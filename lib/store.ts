@@ -151,6 +151,8 @@ export interface RangeOptions {
 export interface SortedIndexReader<T> {
   get(key: IndexKey): Stored<T>[];
   range(options?: RangeOptions): IterableIterator<Stored<T>>;
+  /** Like range, with each object's key (for cursors). */
+  entries(options?: RangeOptions): IterableIterator<[IndexKey, Stored<T>]>;
   first(): Stored<T> | undefined;
   last(): Stored<T> | undefined;
 }
@@ -716,6 +718,9 @@ function sortedReader(index: () => OrderedIndex, resolve: (id: Id) => any) {
     get: (key: IndexKey) => index().get(key).map(resolve),
     *range(options: RangeOptions = {}) {
       for (const [, id] of index().range(options)) yield resolve(id);
+    },
+    *entries(options: RangeOptions = {}) {
+      for (const [key, id] of index().range(options)) yield [key, resolve(id)];
     },
     first: () => { const f = index().first(); return f ? resolve(f[1]) : undefined; },
     last: () => { const l = index().last(); return l ? resolve(l[1]) : undefined; },

@@ -92,6 +92,7 @@ function checkIndexes(store: S): void {
   const mid = [...store.view.items.byPrice.range({ gte: 5, lt: 12 })].map((i) => i.id).sort();
   expect(mid).toEqual(all.filter((i) => i.price >= 5 && i.price < 12).map((i) => i.id).sort());
   const u2 = [...store.view.items.byOwnerPrice.range({ prefix: ['u2'] })].map((i) => i.price);
+  for (const [key, item] of store.view.items.byOwnerPrice.entries({ prefix: ['u1'], limit: 3 })) expect(key).toEqual([item.owner, item.price]);
   expect(u2).toEqual(all.filter((i) => i.owner === 'u2').map((i) => i.price).sort((x, y) => x - y));
   expect([...store.view.items.history.range()].length).toBe(all.length);
   for (const item of all) expect(item.price).toBeGreaterThanOrEqual(0);  // addThenFail's -1 never stays
