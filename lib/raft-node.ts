@@ -333,6 +333,12 @@ export class RaftNode<R = unknown> extends EventEmitter {
     }
   }
 
+  /** Changes how many entries the engine lets accumulate before it takes a snapshot. */
+  setSnapshotThreshold(entries: number): void {
+    this.#snapshotThreshold = checkPositiveInt('entries', entries);
+    if (!this.#closing) this.#engine.setSnapshotThreshold(entries);
+  }
+
   /** A snapshot of this node's view of the cluster. */
   status(): RaftNodeStatus {
     const s: NativeStatus = this.#engine.status();

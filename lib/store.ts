@@ -8,7 +8,7 @@ import { Packr } from 'msgpackr';
 
 import { ErrorCodes, PrevailError, type MemberRef } from './errors.js';
 import { RaftNode, type CloseOptions, type RaftNodeStatus } from './raft-node.js';
-import { SortedIndex, PersistentSortedIndex, type IndexKey, type Id, type OrderedIndex } from './sorted-index.js';
+import { SortedIndex, PersistentSortedIndex, compareKeys, type IndexKey, type Id, type OrderedIndex } from './sorted-index.js';
 
 const debug = debuglog('prevail');
 
@@ -193,8 +193,8 @@ interface IndexImpl {
   name: string;
   kind: IndexKind;
   key: (obj: any) => IndexKey | undefined;
-  unique?: Map<string, Id>;
-  hash?: Map<string, Set<Id>>;
+  unique?: KeyMap<any>;  // key → the object itself (point reads need one lookup)
+  hash?: KeyMap<Set<Id>>;
   sorted?: SortedIndex;
   persistent?: PersistentSortedIndex;
 }
@@ -218,10 +218,41 @@ interface Capture {
 }
 
 const ABSENT = Symbol('absent');
+const EMPTY: (IndexKey | undefined)[] = [];
 
-function keyString(key: IndexKey): string {
-  // A stable, type-tagged encoding, so 1 and '1' differ.
-  return typeof key === 'bigint' ? `b${key}` : JSON.stringify(key);
+/** A map from index keys: primitives as themselves, compound (array) keys by an encoding. */
+class KeyMap<V> {
+  #prim = new Map<unknown, V>();
+  #comp = new Map<string, V>();
+  static encode(key: IndexKey[]): string {
+    return JSON.stringify(key, (_k, v: unknown) => (typeof v === 'bigint' ? { $bigint: v.toString() } : v));
+  }
+  get(key: IndexKey): V | undefined {
+    return Array.isArray(key) ? this.#comp.get(KeyMap.encode(key)) : this.#prim.get(key);
+  }
+  has(key: IndexKey): boolean {
+    return Array.isArray(key) ? this.#comp.has(KeyMap.encode(key)) : this.#prim.has(key);
+  }
+  set(key: IndexKey, value: V): void {
+    if (Array.isArray(key)) this.#comp.set(KeyMap.encode(key), value);
+    else this.#prim.set(key, value);
+  }
+  delete(key: IndexKey): void {
+    if (Array.isArray(key)) this.#comp.delete(KeyMap.encode(key));
+    else this.#prim.delete(key);
+  }
+  clear(): void {
+    this.#prim.clear();
+    this.#comp.clear();
+  }
+}
+
+function sameKey(a: IndexKey, b: IndexKey): boolean {
+  return a === b || ((Array.isArray(a) || Array.isArray(b)) && compareKeys(a, b) === 0);
+}
+
+function describeKey(key: IndexKey): string {
+  return typeof key === 'bigint' ? `${key}n` : Array.isArray(key) ? KeyMap.encode(key) : JSON.stringify(key);
 }
 
 function deepFreeze<T>(value: T): T {
@@ -257,11 +288,17 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #sliceSize: number;
   #appliedIndex = 0;
   #writers: StateOf<C>;
+  #snapshotThreshold = 8192;
+  // Capturing re-serialises the whole state, so its interval grows with the state
+  // (amortised, like an append-only-file rewrite at 100% growth): entries between
+  // captures ≥ objects/4, and the engine's snapshot interval ≥ objects/2.
+  #captureInterval = 0;
 
   private constructor(schema: Schema<C, H>, captureEvery: number, sliceSize: number, node: RaftNode<unknown> | null) {
     super();
     this.#handlers = schema.commands;
     this.#captureEvery = captureEvery;
+    this.#captureInterval = captureEvery;
     this.#sliceSize = sliceSize;
     const view: Record<string, unknown> = {};
     const writers: Record<string, unknown> = {};
@@ -293,6 +330,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     const snapshotThreshold = options.snapshotThreshold ?? 8192;
     const captureEvery = options.captureEvery ?? Math.max(1, Math.floor(snapshotThreshold / 2));
     const store = new Store<C, H>(schema, captureEvery, options.captureSliceSize ?? 2000, null);
+    store.#snapshotThreshold = snapshotThreshold;
     const id = options.id ?? 1;
     const address = options.address ?? options.cluster?.find((m) => m.id === id)?.address ?? `127.0.0.1:${await freePort()}`;
     const node = await RaftNode.start<unknown>({
@@ -310,6 +348,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       },
     });
     (store as { node: RaftNode<unknown> }).node = node;
+    store.#adaptIntervals();
     node.on('role', (e) => store.emit('role', e));
     return store;
   }
@@ -371,7 +410,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     this.#tail.push({ index, term, payload });
     this.#appliedIndex = index;
     const result = this.#run(payload, index, term);
-    if (this.#capture === null && this.#tail.length >= this.#captureEvery) {
+    if (this.#capture === null && this.#tail.length >= this.#captureInterval) {
       this.#startCapture().catch((err: unknown) => {
         // The previous capture stays the base; the tail keeps growing until one succeeds.
         debug('background capture failed: %s', (err as Error)?.message);
@@ -437,15 +476,22 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       if (!saved) c.views.delete(ref);
       else if (!saved.has(id)) saved.set(id, prev);
     }
-    for (const ix of c.indexes) {
-      const before = prev === undefined ? undefined : ix.key(prev);
-      const after = next === undefined ? undefined : ix.key(next);
-      if (before !== undefined && (after === undefined || keyString(before) !== keyString(after))) removeFromIndex(ix, before, id);
+    const n = c.indexes.length;
+    const befores = n ? new Array<IndexKey | undefined>(n) : EMPTY;
+    const afters = n ? new Array<IndexKey | undefined>(n) : EMPTY;
+    for (let i = 0; i < n; i++) {
+      const ix = c.indexes[i]!;
+      const before = (befores[i] = prev === undefined ? undefined : ix.key(prev));
+      const after = (afters[i] = next === undefined ? undefined : ix.key(next));
+      if (before !== undefined && (after === undefined || !sameKey(before, after))) removeFromIndex(ix, before, id);
     }
-    for (const ix of c.indexes) {
-      const before = prev === undefined ? undefined : ix.key(prev);
-      const after = next === undefined ? undefined : ix.key(next);
-      if (after !== undefined && (before === undefined || keyString(before) !== keyString(after))) addToIndex(ix, after, id);
+    for (let i = 0; i < n; i++) {
+      const ix = c.indexes[i]!;
+      const before = befores[i];
+      const after = afters[i];
+      if (after === undefined) continue;
+      if (before === undefined || !sameKey(before, after)) addToIndex(ix, after, id, next);
+      else if (ix.unique) ix.unique.set(after, next);  // same key, new version of the object
     }
     if (next === undefined) c.objects.delete(id);
     else c.objects.set(id, next);
@@ -456,17 +502,17 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       if (!ix.unique) continue;
       const key = ix.key(next);
       if (key === undefined) continue;
-      const holder = ix.unique.get(keyString(key));
-      if (holder !== undefined && holder !== id) {
-        throw new PrevailError(ErrorCodes.UNIQUE_VIOLATION, `${c.name}.${ix.name}: key ${keyString(key)} is already used by ${String(holder)}`);
+      const holder = ix.unique.get(key);
+      if (holder !== undefined && holder.id !== id) {
+        throw new PrevailError(ErrorCodes.UNIQUE_VIOLATION, `${c.name}.${ix.name}: key ${describeKey(key)} is already used by ${String(holder.id)}`);
       }
     }
   }
 
   #makeIndex(name: string, def: IndexDef<any>): IndexImpl {
     const ix: IndexImpl = { name, kind: def.kind, key: def.key };
-    if (def.kind === 'unique') ix.unique = new Map();
-    else if (def.kind === 'hash') ix.hash = new Map();
+    if (def.kind === 'unique') ix.unique = new KeyMap();
+    else if (def.kind === 'hash') ix.hash = new KeyMap();
     else if (def.kind === 'sorted') ix.sorted = new SortedIndex();
     else if (def.kind === 'persistent') ix.persistent = new PersistentSortedIndex();
     else throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `index ${name}: kind must be unique, hash, sorted or persistent`);
@@ -490,7 +536,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         const undo = mustWrite('insert');
         if (typeof obj !== 'object' || obj === null) throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `${c.name}.insert() needs an object`);
         const id = c.nextId;
-        const stored = deepFreeze({ ...obj, id });
+        const stored = { id, ...obj } as { id: Id };  // id first: V8 lays such objects out compactly
+        if (stored.id !== id) stored.id = id;  // the store assigns ids
+        deepFreeze(stored);
         store.#checkUnique(c, id, stored);
         undo.push({ c, nextId: c.nextId });
         c.nextId++;
@@ -503,7 +551,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         const prev = c.objects.get(id);
         if (prev === undefined) throw new PrevailError(ErrorCodes.NOT_FOUND, `${c.name}: no object ${String(id)}`);
         const body = typeof patch === 'function' ? patch(prev) : { ...prev, ...patch };
-        const stored = deepFreeze({ ...body, id });
+        const stored = { id, ...body } as { id: Id };
+        if (stored.id !== id) stored.id = id;  // keeps the compact id-first layout
+        deepFreeze(stored);
         store.#checkUnique(c, id, stored);
         undo.push({ c, id, prev });
         store.#write(c, id, stored);
@@ -541,12 +591,14 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       let at = 0;
       const slice = () => {
         try {
+          // At most sliceSize objects or ~2 ms per turn of the loop, so commits keep flowing.
           let budget = this.#sliceSize;
-          while (li < lists.length && budget > 0) {
+          const until = performance.now() + 2;
+          while (li < lists.length && budget > 0 && performance.now() < until) {
             const { c, ids } = lists[li]!;
             const saved = capture.saved.get(c);
             const items: unknown[] = [];
-            while (at < ids.length && budget-- > 0) {
+            while (at < ids.length && budget-- > 0 && ((budget & 255) !== 0 || performance.now() < until)) {
               const id = ids[at++]!;
               const v = saved?.has(id) ? saved.get(id) : c.objects.get(id);
               if (v !== undefined && v !== ABSENT) items.push(v);
@@ -559,6 +611,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
           this.#tail = this.#tail.filter((e) => e.index > capture.index);
           this.#capture = null;
           this.#captureDone = null;
+          this.#adaptIntervals();
           const ms = performance.now() - started;
           debug('captured state at index %d in %d ms (%d chunks)', capture.index, Math.round(ms), chunks.length);
           this.emit('capture', { index: capture.index, durationMs: ms });
@@ -578,6 +631,13 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
 
   // The engine's snapshot: the last completed capture plus the entries after it.
   // O(tail): the heavy serialisation already happened in slices.
+  #adaptIntervals(): void {
+    let objects = 0;
+    for (const c of this.#collections.values()) objects += c.objects.size;
+    this.#captureInterval = Math.max(this.#captureEvery, Math.floor(objects / 4));
+    this.node?.setSnapshotThreshold(Math.max(this.#snapshotThreshold, Math.floor(objects / 2)));
+  }
+
   #snapshotBytes(): Uint8Array[] {
     const tail = this.#tail.filter((e) => e.index > this.#base.index).map((e) => [e.index, e.term, e.payload]);
     const base = this.#base.chunks.length ? this.#base.chunks
@@ -633,7 +693,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
           c.objects.set(obj.id, obj);
           for (const ix of c.indexes) {
             const key = ix.key(obj);
-            if (key !== undefined) addToIndex(ix, key, obj.id);
+            if (key !== undefined) addToIndex(ix, key, obj.id, obj);
           }
         }
         if (from < c.version) migrated = true;
@@ -683,12 +743,11 @@ function fatal(code: (typeof ErrorCodes)[keyof typeof ErrorCodes], message: stri
   return err;
 }
 
-function addToIndex(ix: IndexImpl, key: IndexKey, id: Id): void {
-  if (ix.unique) ix.unique.set(keyString(key), id);
+function addToIndex(ix: IndexImpl, key: IndexKey, id: Id, obj: unknown): void {
+  if (ix.unique) ix.unique.set(key, obj);
   else if (ix.hash) {
-    const k = keyString(key);
-    let set = ix.hash.get(k);
-    if (!set) ix.hash.set(k, (set = new Set()));
+    let set = ix.hash.get(key);
+    if (!set) ix.hash.set(key, (set = new Set()));
     set.add(id);
   } else if (ix.sorted) ix.sorted.add(key, id);
   else if (ix.persistent) ix.persistent = ix.persistent.add(key, id);
@@ -696,12 +755,10 @@ function addToIndex(ix: IndexImpl, key: IndexKey, id: Id): void {
 
 function removeFromIndex(ix: IndexImpl, key: IndexKey, id: Id): void {
   if (ix.unique) {
-    const k = keyString(key);
-    if (ix.unique.get(k) === id) ix.unique.delete(k);
+    if (ix.unique.get(key)?.id === id) ix.unique.delete(key);
   } else if (ix.hash) {
-    const k = keyString(key);
-    const set = ix.hash.get(k);
-    if (set) { set.delete(id); if (set.size === 0) ix.hash.delete(k); }
+    const set = ix.hash.get(key);
+    if (set) { set.delete(id); if (set.size === 0) ix.hash.delete(key); }
   } else if (ix.sorted) ix.sorted.remove(key, id);
   else if (ix.persistent) ix.persistent = ix.persistent.remove(key, id);
 }
@@ -730,15 +787,16 @@ function sortedReader(index: () => OrderedIndex, resolve: (id: Id) => any) {
 function indexReader(ix: IndexImpl, c: CollectionImpl): unknown {
   const resolve = (id: Id) => c.objects.get(id);
   if (ix.unique) {
+    const unique = ix.unique;
     return Object.freeze({
-      get: (key: IndexKey) => { const id = ix.unique!.get(keyString(key)); return id === undefined ? undefined : resolve(id); },
-      has: (key: IndexKey) => ix.unique!.has(keyString(key)),
+      get: (key: IndexKey) => unique.get(key),
+      has: (key: IndexKey) => unique.has(key),
     });
   }
   if (ix.hash) {
     return Object.freeze({
-      get: (key: IndexKey) => [...(ix.hash!.get(keyString(key)) ?? [])].map(resolve),
-      count: (key: IndexKey) => ix.hash!.get(keyString(key))?.size ?? 0,
+      get: (key: IndexKey) => [...(ix.hash!.get(key) ?? [])].map(resolve),
+      count: (key: IndexKey) => ix.hash!.get(key)?.size ?? 0,
     });
   }
   if (ix.sorted) return Object.freeze(sortedReader(() => ix.sorted!, resolve));
