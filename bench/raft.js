@@ -20,9 +20,7 @@
 // the two "child" rows share it, so their ratio isolates replication.
 // This is a measurement, not a test: it never fails on a number.
 import { fork } from 'node:child_process';
-import {
-  closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync,
-} from 'node:fs';
+import { fdatasyncSync, mkdtempSync, rmSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -30,25 +28,21 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
 import { RaftNode, versions } from '../dist/index.js';
+import {
+  arg, concurrencyArg, fmtInt, fmtMs, fmtRatio, fsyncAppend, fsyncLoop, progress, quick, run, skip,
+  sleep, summarize, waitFor,
+} from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const fixture = join(here, '..', 'test', 'fixtures', 'node-process.mjs');
 
 // ---------------------------------------------------------------- options
-const argv = process.argv.slice(2);
-function arg(name) {
-  const hit = argv.find((a) => a === `--${name}` || a.startsWith(`--${name}=`));
-  if (!hit) return undefined;
-  return hit.includes('=') ? hit.slice(hit.indexOf('=') + 1) : true;
-}
 if (arg('help')) {
   console.log('usage: node bench/raft.js [--quick] [--concurrency=1,16,256,1024] [--duration=ms] [--warmup=ms]\n' +
     '       [--skip=fsync,1,1child,3] [--snapshot-threshold=N]   (env: BENCH_CONCURRENCY, BENCH_DURATION_MS, BENCH_WARMUP_MS)');
   process.exit(0);
 }
-const quick = Boolean(arg('quick')) || process.env.BENCH_QUICK === '1';
-const concurrencies = String(arg('concurrency') ?? process.env.BENCH_CONCURRENCY ?? '1,16,256,1024')
-  .split(',').map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0);
+const concurrencies = concurrencyArg(process.env.BENCH_CONCURRENCY ?? '1,16,256,1024');
 if (concurrencies.length === 0) throw new Error('no valid concurrency given');
 const durationMs = Number(arg('duration') ?? process.env.BENCH_DURATION_MS ?? (quick ? 600 : 3000));
 const warmupMs = Number(arg('warmup') ?? process.env.BENCH_WARMUP_MS ?? (quick ? 200 : 500));
@@ -56,12 +50,10 @@ const fsyncMs = quick ? 700 : 2000;
 // Passed to every RaftNode when given (default: the library's, 8192 entries).
 const snapshotThreshold = arg('snapshot-threshold') ? Number(arg('snapshot-threshold')) : undefined;
 const nodeOptions = snapshotThreshold ? { snapshotThreshold } : {};
-const skip = new Set(String(arg('skip') ?? '').split(',').filter(Boolean));
 
 // ---------------------------------------------------------------- helpers
 const root = mkdtempSync(join(tmpdir(), 'prevail-bench-'));
 const children = new Set();   // ChildProcess objects still to be killed
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function killChildren() {
   for (const child of children) {
@@ -79,22 +71,6 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => { killChildren(); process.exit(130); });
 }
 
-function percentile(sorted, q) {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-}
-
-function summarize(latencies, elapsedMs, failed = 0) {
-  const sorted = Float64Array.from(latencies).sort();
-  return {
-    ops: latencies.length,
-    opsPerSec: latencies.length / (elapsedMs / 1000),
-    p50: percentile(sorted, 0.5),
-    p99: percentile(sorted, 0.99),
-    failed,
-  };
-}
-
 async function freePorts(n) {
   const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => {
     const s = createServer();
@@ -106,62 +82,12 @@ async function freePorts(n) {
   return ports;
 }
 
-async function waitFor(what, probe, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch { /* retry */ }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
-
-function progress(msg) {
-  process.stderr.write(`  ${msg}\n`);
-}
-
 // ---------------------------------------------------------------- anchor: fdatasync
-function fsyncLoop(label, prepare, writeOne) {
-  const dir = mkdtempSync(join(root, 'fsync-'));
-  const file = join(dir, 'data');
-  const fd = openSync(file, 'w+');
-  const block = Buffer.alloc(4096, 0xab);
-  try {
-    prepare(fd, block);
-    // warm-up
-    const warmEnd = performance.now() + Math.min(300, fsyncMs / 4);
-    let pos = 0;
-    while (performance.now() < warmEnd) pos = writeOne(fd, block, pos);
-    const latencies = [];
-    const started = performance.now();
-    const end = started + fsyncMs;
-    let now = started;
-    while (now < end) {
-      pos = writeOne(fd, block, pos);
-      const after = performance.now();
-      latencies.push(after - now);
-      now = after;
-    }
-    return summarize(latencies, now - started);
-  } finally {
-    closeSync(fd);
-    rmSync(dir, { recursive: true, force: true });
-    progress(`${label} done`);
-  }
-}
-
-function fsyncAppend() {
-  return fsyncLoop('fdatasync append', () => {}, (fd, block, pos) => {
-    writeSync(fd, block, 0, block.length, pos);
-    fdatasyncSync(fd);
-    return pos + block.length;
-  });
-}
+// Both anchors run for fsyncMs after a warm-up of a quarter of that (at most 300 ms).
+const anchor = { parent: root, ms: fsyncMs, warmupMs: Math.min(300, fsyncMs / 4) };
 
 function fsyncOverwrite() {
-  return fsyncLoop('fdatasync overwrite', (fd, block) => {
+  return fsyncLoop({ ...anchor, label: 'fdatasync overwrite' }, (fd, block) => {
     writeSync(fd, block, 0, block.length, 0);
     fdatasyncSync(fd);
   }, (fd, block) => {
@@ -319,10 +245,6 @@ async function benchChildren(n) {
 }
 
 // ---------------------------------------------------------------- report
-const fmtInt = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '-');
-const fmtMs = (x) => (Number.isFinite(x) ? (x < 1 ? x.toFixed(3) : x < 10 ? x.toFixed(2) : x.toFixed(1)) : '-');
-const fmtRatio = (x) => (Number.isFinite(x) ? (x < 10 ? x.toFixed(2) : x.toFixed(1)) : '-');
-
 async function main() {
   const started = performance.now();
   process.stderr.write(`prevail bench: raft ${versions.raft}, node ${process.version}, ${cpus().length} CPUs, ` +
@@ -333,7 +255,7 @@ async function main() {
   let append;
   let overwrite;
   if (!skip.has('fsync')) {
-    append = fsyncAppend();
+    append = fsyncAppend({ ...anchor, label: 'fdatasync append' });
     overwrite = fsyncOverwrite();
     rows.push({ setup: 'fdatasync append 4 KiB (growing file)', inflight: 1, ...append });
     rows.push({ setup: 'fdatasync overwrite 4 KiB (preallocated)', inflight: 1, ...overwrite });
@@ -346,7 +268,7 @@ async function main() {
   // while the raft rows ran. Ratios below use the start anchor; the end one bounds drift.
   let appendEnd;
   if (!skip.has('fsync')) {
-    appendEnd = fsyncAppend();
+    appendEnd = fsyncAppend({ ...anchor, label: 'fdatasync append' });
     rows.push({ setup: 'fdatasync append 4 KiB (growing file), again at the end', inflight: 1, ...appendEnd });
   }
 
@@ -404,11 +326,4 @@ async function main() {
   console.log(out.join('\n'));
 }
 
-try {
-  await main();
-} catch (err) {
-  console.error(err);
-  process.exitCode = 1;
-} finally {
-  killChildren();
-}
+await run(main, killChildren);

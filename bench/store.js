@@ -26,9 +26,7 @@
 //               each in a fresh child process run with --expose-gc.
 // This is a measurement, not a test: it never fails on a number.
 import { spawnSync } from 'node:child_process';
-import {
-  closeSync, fdatasyncSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, writeSync,
-} from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,32 +36,27 @@ import { fileURLToPath } from 'node:url';
 import { Packr } from 'msgpackr';
 
 import { collection, defineSchema, open, versions } from '../dist/index.js';
+import {
+  arg, concurrencyArg, fmtInt, fmtMs, fmtRatio, fsyncAppend, progress, quick, run, skip, sleep, summarize,
+  waitFor,
+} from './common.js';
 
 const require = createRequire(import.meta.url);
 const Database = require('better-sqlite3');
 
 // ---------------------------------------------------------------- options
-const argv = process.argv.slice(2);
-function arg(name) {
-  const hit = argv.find((a) => a === `--${name}` || a.startsWith(`--${name}=`));
-  if (!hit) return undefined;
-  return hit.includes('=') ? hit.slice(hit.indexOf('=') + 1) : true;
-}
 if (arg('help')) {
   console.log('usage: node bench/store.js [--quick] [--objects=N] [--concurrency=1,16,64,256] [--duration=ms] [--warmup=ms]\n' +
     '       [--skip=commits,bare,reads,restart,stall,heap,heap-restored]');
   process.exit(0);
 }
-const quick = Boolean(arg('quick')) || process.env.BENCH_QUICK === '1';
 const N = Number(arg('objects') ?? (quick ? 100_000 : 1_000_000));
-const concurrencies = String(arg('concurrency') ?? '1,16,64,256')
-  .split(',').map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0);
+const concurrencies = concurrencyArg('1,16,64,256');
 const durationMs = Number(arg('duration') ?? (quick ? 1000 : 3000));
 const warmupMs = Number(arg('warmup') ?? (quick ? 200 : 500));
 const readMs = quick ? 500 : 1500;
 const stallMs = quick ? 2000 : 5000;
 const BULK = 1000;             // objects per bulk command / SQLite transaction
-const skip = new Set(String(arg('skip') ?? '').split(',').filter(Boolean));
 
 // ---------------------------------------------------------------- data
 // The same rows on both sides: a small deterministic PRNG, so a run is repeatable.
@@ -108,24 +101,7 @@ function openSqlite(file, extra = []) {
 }
 
 // ---------------------------------------------------------------- helpers
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.now();
-const progress = (msg) => process.stderr.write(`  ${msg}\n`);
-
-function percentile(sorted, q) {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-}
-function summarize(latencies, elapsedMs, failed = 0) {
-  const sorted = Float64Array.from(latencies).sort();
-  return {
-    ops: latencies.length, opsPerSec: latencies.length / (elapsedMs / 1000),
-    p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted[sorted.length - 1] ?? NaN, failed,
-  };
-}
-const fmtInt = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '-');
-const fmtMs = (x) => (Number.isFinite(x) ? (x < 1 ? x.toFixed(3) : x < 10 ? x.toFixed(2) : x.toFixed(1)) : '-');
-const fmtRatio = (x) => (Number.isFinite(x) ? (x < 10 ? x.toFixed(2) : x.toFixed(1)) : '-');
 const fmtMB = (b) => `${(b / 1048576).toFixed(1)} MB`;
 
 function dirBytes(dir) {
@@ -137,15 +113,8 @@ function dirBytes(dir) {
   return total;
 }
 
-async function waitFor(what, probe, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(1);
-  }
-}
+// Waits for the store(s) to lead, polling every 1 ms: section 3 times open() through it.
+const leadership = (probe) => waitFor('leadership', probe, { pollMs: 1 });
 
 // Keeps results alive so loops that only read are not optimised away.
 let sink = 0;
@@ -169,7 +138,7 @@ async function heapChild(kind, n) {
   if (kind === 'store' || kind === 'store-restored') {
     dir = mkdtempSync(join(tmpdir(), 'prevail-bench-heap-'));
     const store = await open({ schema, dataDir: dir, snapshotThreshold: 1e9, captureEvery: 1e9 });
-    await waitFor('leadership', () => store.node.isLeader);
+    await leadership(() => store.node.isLeader);
     await store.propose('addUser', makeUser(-1, rng(1)));   // warm every path once
     await fullGc();
     const before = process.memoryUsage();
@@ -243,25 +212,7 @@ process.on('exit', () => { try { rmSync(root, { recursive: true, force: true });
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
 
 // ---------------------------------------------------------------- anchor: fdatasync
-function fsyncAppend(ms) {
-  const dir = mkdtempSync(join(root, 'fsync-'));
-  const fd = openSync(join(dir, 'data'), 'w+');
-  const block = Buffer.alloc(4096, 0xab);
-  let pos = 0;
-  const one = () => { writeSync(fd, block, 0, block.length, pos); fdatasyncSync(fd); pos += block.length; };
-  try {
-    const warmEnd = now() + 200;
-    while (now() < warmEnd) one();
-    const latencies = [];
-    const started = now();
-    let t = started;
-    while (t < started + ms) { one(); const a = now(); latencies.push(a - t); t = a; }
-    return summarize(latencies, t - started);
-  } finally {
-    closeSync(fd);
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+const anchor = () => fsyncAppend({ parent: root, ms: quick ? 500 : 1000, warmupMs: 200 });
 
 // ---------------------------------------------------------------- 1: durable commits
 let nextUser = 10_000_000;   // section-1 users: unique emails, disjoint from the loaded set
@@ -308,7 +259,7 @@ async function benchCommits() {
   // and snapshots off (thresholds at 1e9: its log would grow without bound).
   const store = await open({ schema, dataDir: join(dir, 'store') });
   const bare = await open({ schema, dataDir: join(dir, 'bare'), snapshotThreshold: 1e9, captureEvery: 1e9 });
-  await waitFor('leadership', () => store.node.isLeader && bare.node.isLeader);
+  await leadership(() => store.node.isLeader && bare.node.isLeader);
   const db = openSqlite(join(dir, 'commits.db'));
   db.exec(SQL_SCHEMA);
   const insert = db.prepare('INSERT INTO users (name, email, age, score) VALUES (@name, @email, @age, @score)');
@@ -478,7 +429,7 @@ async function benchDataset() {
   // without background work and the snapshot below is one we know about.
   const manual = { schema, dataDir, snapshotThreshold: 1e9, captureEvery: 1e9 };
   let store = await open(manual);
-  await waitFor('leadership', () => store.node.isLeader);
+  await leadership(() => store.node.isLeader);
   const dbFile = join(dir, 'users.db');
   const db = openSqlite(dbFile);
   db.exec(SQL_SCHEMA);
@@ -523,7 +474,7 @@ async function benchDataset() {
       const t1 = now();
       store = await open(manual);
       const opened = now();
-      await waitFor('leadership', () => store.node.isLeader);
+      await leadership(() => store.node.isLeader);
       await store.propose('addUser', makeUser(6_000_000, rand));
       const firstWrite = now();
       if (store.view.users.size !== objects + 1 || !store.view.users.byEmail.get(email(N - 1))) {
@@ -562,7 +513,7 @@ async function benchDataset() {
       const t3 = now();
       store = await open({ schema, dataDir });
       out.restart2Ms = now() - t3;
-      await waitFor('leadership', () => store.node.isLeader);
+      await leadership(() => store.node.isLeader);
       const captures = [];
       store.on('capture', (e) => captures.push(e.durationMs));
       const snapBefore = store.status().snapshot.index;
@@ -602,7 +553,7 @@ async function main() {
   const out = [];
   const ratios = [];
 
-  const append = fsyncAppend(quick ? 500 : 1000);
+  const append = anchor();
   let commits;
   if (!skip.has('commits')) commits = await benchCommits();
   let ds;
@@ -619,7 +570,7 @@ async function main() {
     if (restored) progress(`heap, store after restart: ${fmtInt(restored.heapUsed / restored.n)} B/object`);
     heap = { map, spread, store, restored };
   }
-  const appendEnd = fsyncAppend(quick ? 500 : 1000);
+  const appendEnd = anchor();
 
   out.push(`Disk anchor: fdatasync append 4 KiB ${fmtInt(append.opsPerSec)}/s (p50 ${fmtMs(append.p50)} ms) at the start, ` +
     `${fmtInt(appendEnd.opsPerSec)}/s (p50 ${fmtMs(appendEnd.p50)} ms) at the end.`);
@@ -742,9 +693,4 @@ async function main() {
   console.log(out.join('\n'));
 }
 
-try {
-  await main();
-} catch (err) {
-  console.error(err);
-  process.exitCode = 1;
-}
+await run(main);
