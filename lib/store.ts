@@ -641,9 +641,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       let at = 0;
       const slice = () => {
         try {
-          // At most sliceSize objects or ~2 ms per turn of the loop, so commits keep flowing.
+          // At most sliceSize objects or ~1 ms per turn of the loop, so commits keep flowing.
           let budget = this.#sliceSize;
-          const until = performance.now() + 2;
+          const until = performance.now() + 1;
           while (li < lists.length && budget > 0 && performance.now() < until) {
             const { c, ids } = lists[li]!;
             const saved = capture.saved.get(c);
