@@ -776,77 +776,84 @@ function checkFanout(opts: SortedIndexOptions | undefined): number {
 // ---------------------------------------------------------------------------------------------
 // Public classes
 
+/** The read side both index classes share: one B+tree state and the queries over it. */
+abstract class TreeIndex implements OrderedIndex {
+  protected t: TreeState;
+  protected readonly max: number;
+
+  /** `mods` counts changes so iterators over a mutable tree can detect them; null when immutable. */
+  protected constructor(options: SortedIndexOptions | undefined, root: Node, protected readonly mods: ModCount | null) {
+    this.max = checkFanout(options);
+    this.t = { root, size: 0 };
+  }
+
+  get size(): number {
+    return this.t.size;
+  }
+
+  has(key: IndexKey, id: Id): boolean {
+    return treeHas(this.t.root, key, id);
+  }
+
+  get(key: IndexKey): Id[] {
+    return treeGet(this.t.root, key);
+  }
+
+  first(): IndexEntry | undefined {
+    return treeFirst(this.t);
+  }
+
+  last(): IndexEntry | undefined {
+    return treeLast(this.t);
+  }
+
+  range(opts?: RangeOptions): IterableIterator<IndexEntry> {
+    return new RangeIterator(this.t.root, opts, this.mods);
+  }
+
+  [Symbol.iterator](): IterableIterator<IndexEntry> {
+    return new RangeIterator(this.t.root, undefined, this.mods);
+  }
+
+  /** Verifies the B+tree invariants (ordering, separators, occupancy, balance, size); throws if broken. O(n). */
+  checkInvariants(): void {
+    treeCheck(this.t, this.max);
+  }
+}
+
 /**
  * A mutable ordered multimap of (key, id) pairs (a B+tree, fanout 64 by default).
  *
  * Keys are stored by reference: do not mutate an array after adding it as a key. Mutating the
  * index while a `range` iterator over it is unfinished makes that iterator throw on its next step.
  */
-export class SortedIndex implements OrderedIndex {
-  #t: TreeState;
-  readonly #max: number;
-  readonly #mods: ModCount = { mods: 0 };
-
+export class SortedIndex extends TreeIndex {
   constructor(options?: SortedIndexOptions) {
-    this.#max = checkFanout(options);
-    this.#t = { root: new Node([], [], null), size: 0 };
-  }
-
-  get size(): number {
-    return this.#t.size;
+    super(options, new Node([], [], null), { mods: 0 });
   }
 
   /** Adds the pair; a no-op when it is already present. */
   add(key: IndexKey, id: Id): void {
-    const t = treeAdd(this.#t, key, id, true, this.#max);
+    const t = treeAdd(this.t, key, id, true, this.max);
     if (t !== null) {
-      this.#t = t;
-      this.#mods.mods++;
+      this.t = t;
+      this.mods!.mods++;
     }
   }
 
   /** Removes the pair; returns whether it was present. */
   remove(key: IndexKey, id: Id): boolean {
-    const t = treeRemove(this.#t, key, id, true, this.#max >>> 1);
+    const t = treeRemove(this.t, key, id, true, this.max >>> 1);
     if (t === null) return false;
-    this.#t = t;
-    this.#mods.mods++;
+    this.t = t;
+    this.mods!.mods++;
     return true;
   }
 
   /** Removes every pair. */
   clear(): void {
-    this.#t = { root: new Node([], [], null), size: 0 };
-    this.#mods.mods++;
-  }
-
-  has(key: IndexKey, id: Id): boolean {
-    return treeHas(this.#t.root, key, id);
-  }
-
-  get(key: IndexKey): Id[] {
-    return treeGet(this.#t.root, key);
-  }
-
-  first(): IndexEntry | undefined {
-    return treeFirst(this.#t);
-  }
-
-  last(): IndexEntry | undefined {
-    return treeLast(this.#t);
-  }
-
-  range(opts?: RangeOptions): IterableIterator<IndexEntry> {
-    return new RangeIterator(this.#t.root, opts, this.#mods);
-  }
-
-  [Symbol.iterator](): IterableIterator<IndexEntry> {
-    return new RangeIterator(this.#t.root, undefined, this.#mods);
-  }
-
-  /** Verifies the B+tree invariants (ordering, separators, occupancy, balance, size); throws if broken. O(n). */
-  checkInvariants(): void {
-    treeCheck(this.#t, this.#max);
+    this.t = { root: new Node([], [], null), size: 0 };
+    this.mods!.mods++;
   }
 }
 
@@ -857,14 +864,10 @@ const EMPTY_LEAF = new Node([], [], null);
  * shares all untouched nodes with this one; this version never changes. Keys are stored by
  * reference: do not mutate an array after adding it as a key.
  */
-export class PersistentSortedIndex implements OrderedIndex {
-  #t: TreeState;
-  readonly #max: number;
-
+export class PersistentSortedIndex extends TreeIndex {
   /** An empty index. */
   constructor(options?: SortedIndexOptions) {
-    this.#max = checkFanout(options);
-    this.#t = { root: EMPTY_LEAF, size: 0 };
+    super(options, EMPTY_LEAF, null);
   }
 
   /** Builds an index from pairs (duplicates are kept once), without intermediate versions. */
@@ -872,59 +875,26 @@ export class PersistentSortedIndex implements OrderedIndex {
     const v = new PersistentSortedIndex(options);
     // The fresh tree is owned by nobody else yet, so it may be built in place.
     let t: TreeState = { root: new Node([], [], null), size: 0 };
-    for (const [k, id] of entries) t = treeAdd(t, k, id, true, v.#max) ?? t;
-    v.#t = t;
+    for (const [k, id] of entries) t = treeAdd(t, k, id, true, v.max) ?? t;
+    v.t = t;
     return v;
   }
 
   #derive(t: TreeState): PersistentSortedIndex {
-    const v = new PersistentSortedIndex({ fanout: this.#max });
-    v.#t = t;
+    const v = new PersistentSortedIndex({ fanout: this.max });
+    v.t = t;
     return v;
-  }
-
-  get size(): number {
-    return this.#t.size;
   }
 
   /** A version with the pair added (this very version when it is already present). */
   add(key: IndexKey, id: Id): PersistentSortedIndex {
-    const t = treeAdd(this.#t, key, id, false, this.#max);
+    const t = treeAdd(this.t, key, id, false, this.max);
     return t === null ? this : this.#derive(t);
   }
 
   /** A version without the pair (this very version when it is absent). */
   remove(key: IndexKey, id: Id): PersistentSortedIndex {
-    const t = treeRemove(this.#t, key, id, false, this.#max >>> 1);
+    const t = treeRemove(this.t, key, id, false, this.max >>> 1);
     return t === null ? this : this.#derive(t);
-  }
-
-  has(key: IndexKey, id: Id): boolean {
-    return treeHas(this.#t.root, key, id);
-  }
-
-  get(key: IndexKey): Id[] {
-    return treeGet(this.#t.root, key);
-  }
-
-  first(): IndexEntry | undefined {
-    return treeFirst(this.#t);
-  }
-
-  last(): IndexEntry | undefined {
-    return treeLast(this.#t);
-  }
-
-  range(opts?: RangeOptions): IterableIterator<IndexEntry> {
-    return new RangeIterator(this.#t.root, opts, null);
-  }
-
-  [Symbol.iterator](): IterableIterator<IndexEntry> {
-    return new RangeIterator(this.#t.root, undefined, null);
-  }
-
-  /** Verifies the B+tree invariants (ordering, separators, occupancy, balance, size); throws if broken. O(n). */
-  checkInvariants(): void {
-    treeCheck(this.#t, this.#max);
   }
 }
