@@ -106,6 +106,14 @@ export interface ProposeOptions {
   signal?: AbortSignal;
 }
 
+/** The defaults of the tunable options (documented on RaftNodeOptions). */
+export const defaults = {
+  electionTimeoutMs: 200,
+  heartbeatMs: 40,
+  snapshotThreshold: 8192,
+  snapshotTrailing: 2048,
+} as const;
+
 /** Wraps a handler's exception so it travels back to the proposer as a rejection. */
 class ApplyFailure {
   constructor(readonly error: unknown) {}
@@ -210,11 +218,11 @@ export class RaftNode<R = unknown> extends EventEmitter {
         typeof fsm.snapshot !== 'function' || typeof fsm.restore !== 'function') {
       throw invalid('fsm must be an object with apply(), snapshot() and restore() methods');
     }
-    const electionTimeoutMs = checkPositiveInt('electionTimeoutMs', options.electionTimeoutMs ?? 200);
-    const heartbeatMs = checkPositiveInt('heartbeatMs', options.heartbeatMs ?? 40);
+    const electionTimeoutMs = checkPositiveInt('electionTimeoutMs', options.electionTimeoutMs ?? defaults.electionTimeoutMs);
+    const heartbeatMs = checkPositiveInt('heartbeatMs', options.heartbeatMs ?? defaults.heartbeatMs);
     if (heartbeatMs >= electionTimeoutMs) throw invalid('heartbeatMs must be below electionTimeoutMs');
-    const snapshotThreshold = checkPositiveInt('snapshotThreshold', options.snapshotThreshold ?? 8192);
-    const snapshotTrailing = checkPositiveInt('snapshotTrailing', options.snapshotTrailing ?? 2048);
+    const snapshotThreshold = checkPositiveInt('snapshotThreshold', options.snapshotThreshold ?? defaults.snapshotThreshold);
+    const snapshotTrailing = checkPositiveInt('snapshotTrailing', options.snapshotTrailing ?? defaults.snapshotTrailing);
     if (options.join !== undefined && typeof options.join !== 'boolean') throw invalid('join must be a boolean');
     const preVote = options.preVote ?? true;
     if (typeof preVote !== 'boolean') throw invalid('preVote must be a boolean');

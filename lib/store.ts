@@ -7,7 +7,7 @@ import { debuglog } from 'node:util';
 import { Packr } from 'msgpackr';
 
 import { ErrorCodes, PrevailError, type MemberRef } from './errors.js';
-import { RaftNode, type CloseOptions, type RaftNodeStatus } from './raft-node.js';
+import { RaftNode, defaults, type CloseOptions, type RaftNodeStatus } from './raft-node.js';
 import { SortedIndex, PersistentSortedIndex, compareKeys, type IndexKey, type Id, type OrderedIndex } from './sorted-index.js';
 
 const debug = debuglog('prevail');
@@ -206,19 +206,21 @@ interface CollectionImpl {
   objects: ObjectTable;
   indexes: IndexImpl[];
   nextId: number;
-  /** Live persistent-index views: each keeps the pre-change version of objects changed after it was taken. */
-  views: Set<WeakRef<Map<Id, any>>>;
+  /**
+   * Copy-on-write overlays: each keeps the version an object had when the overlay was
+   * made, saved the first time the object changes after that (undefined: it did not
+   * exist). Captures hold theirs strongly until done; index views weakly, for as long
+   * as the caller keeps the view.
+   */
+  overlays: Set<Map<Id, any> | WeakRef<Map<Id, any>>>;
 }
 
 type Undo = { c: CollectionImpl; id: Id; prev: any } | { c: CollectionImpl; nextId: number };
 
-interface Capture {
-  index: number;
-  saved: Map<CollectionImpl, Map<Id, any>>;
+/** The value of `id` as of when `overlay` was made. */
+function asOf(c: CollectionImpl, overlay: Map<Id, any>, id: Id): any {
+  return overlay.has(id) ? overlay.get(id) : c.objects.get(id);
 }
-
-const ABSENT = Symbol('absent');
-const EMPTY: (IndexKey | undefined)[] = [];
 
 /**
  * A collection's objects by id. Ids are the store's own sequential integers, so a dense
@@ -323,7 +325,7 @@ function mix(seed: number, n: number): number {
 }
 
 export class Store<C extends Collections, H extends Commands<C>> extends EventEmitter {
-  readonly node: RaftNode<unknown>;
+  readonly node!: RaftNode<unknown>;
   /** Read-only access to every collection and its indexes. */
   readonly view: ViewOf<C>;
 
@@ -331,22 +333,23 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #handlers: H;
   #tx: Undo[] | null = null;
   #lastTimestamp = 0;
-  #base: { index: number; chunks: Uint8Array[] } = { index: 0, chunks: [] };
+  #base: { index: number; chunks: Uint8Array[] };
   #tail: TailEntry[] = [];
-  #capture: Capture | null = null;
+  #captureDone: Promise<number> | null = null;
   #captureEvery: number;
   #sliceSize: number;
   #appliedIndex = 0;
   #writers: StateOf<C>;
-  #snapshotThreshold = 8192;
+  #snapshotThreshold: number;
   // Capturing re-serialises the whole state, so its interval grows with the state
   // (amortised, like an append-only-file rewrite at 100% growth): entries between
   // captures ≥ objects/4, and the engine's snapshot interval ≥ objects/2.
-  #captureInterval = 0;
+  #captureInterval: number;
 
-  private constructor(schema: Schema<C, H>, captureEvery: number, sliceSize: number, node: RaftNode<unknown> | null) {
+  private constructor(schema: Schema<C, H>, snapshotThreshold: number, captureEvery: number, sliceSize: number) {
     super();
     this.#handlers = schema.commands;
+    this.#snapshotThreshold = snapshotThreshold;
     this.#captureEvery = captureEvery;
     this.#captureInterval = captureEvery;
     this.#sliceSize = sliceSize;
@@ -355,7 +358,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     for (const [name, spec] of Object.entries(schema.collections)) {
       const def = spec.def as CollectionDef<any, any>;
       const c: CollectionImpl = {
-        name, version: def.version ?? 1, objects: new ObjectTable(), nextId: 1, views: new Set(),
+        name, version: def.version ?? 1, objects: new ObjectTable(), nextId: 1, overlays: new Set(),
         indexes: Object.entries(def.indexes ? def.indexes(indexBuilder) : {}).map(([iname, idef]) => this.#makeIndex(iname, idef as IndexDef<any>)),
       };
       if (def.migrate) c.migrate = def.migrate;
@@ -365,7 +368,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     }
     this.view = view as ViewOf<C>;
     this.#writers = writers as StateOf<C>;
-    this.node = node as RaftNode<unknown>;
+    // The state at index 0: empty, every collection at its first id.
+    this.#base = { index: 0, chunks: [this.#metaFrame(0)] };
   }
 
   /**
@@ -377,20 +381,14 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     if (!schema || typeof schema.collections !== 'object' || typeof schema.commands !== 'object') {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'schema must come from defineSchema({ collections, commands })');
     }
-    const snapshotThreshold = options.snapshotThreshold ?? 8192;
+    const snapshotThreshold = options.snapshotThreshold ?? defaults.snapshotThreshold;
     const captureEvery = options.captureEvery ?? Math.max(1, Math.floor(snapshotThreshold / 2));
-    const store = new Store<C, H>(schema, captureEvery, options.captureSliceSize ?? 2000, null);
-    store.#snapshotThreshold = snapshotThreshold;
+    const store = new Store<C, H>(schema, snapshotThreshold, captureEvery, options.captureSliceSize ?? 2000);
     const id = options.id ?? 1;
     const address = options.address ?? options.cluster?.find((m) => m.id === id)?.address ?? `127.0.0.1:${await freePort()}`;
+    const { cluster, join, electionTimeoutMs, heartbeatMs, snapshotTrailing } = options;
     const node = await RaftNode.start<unknown>({
-      id, address, dataDir: options.dataDir,
-      ...(options.cluster ? { cluster: options.cluster } : {}),
-      ...(options.join !== undefined ? { join: options.join } : {}),
-      ...(options.electionTimeoutMs !== undefined ? { electionTimeoutMs: options.electionTimeoutMs } : {}),
-      ...(options.heartbeatMs !== undefined ? { heartbeatMs: options.heartbeatMs } : {}),
-      snapshotThreshold,
-      ...(options.snapshotTrailing !== undefined ? { snapshotTrailing: options.snapshotTrailing } : {}),
+      id, address, dataDir: options.dataDir, cluster, join, electionTimeoutMs, heartbeatMs, snapshotThreshold, snapshotTrailing,
       fsm: {
         apply: (command, meta) => store.#applyEntry(command, meta.index, meta.term),
         snapshot: () => store.#snapshotBytes(),
@@ -436,7 +434,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   }
 
   status(): RaftNodeStatus & { capture: { baseIndex: number; tail: number; running: boolean } } {
-    return { ...this.node.status(), capture: { baseIndex: this.#base.index, tail: this.#tail.length, running: this.#capture !== null } };
+    return { ...this.node.status(), capture: { baseIndex: this.#base.index, tail: this.#tail.length, running: this.#captureDone !== null } };
   }
 
   close(options?: CloseOptions): Promise<void> {
@@ -448,8 +446,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     const h = createHash('sha256');
     for (const c of [...this.#collections.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
       h.update(`${c.name}:${c.nextId}:`);
-      const ids = [...c.objects.keys()].sort((a, b) => (String(a) < String(b) ? -1 : String(a) > String(b) ? 1 : 0));
-      for (const id of ids) h.update(packr.pack([id, c.objects.get(id)]));
+      for (const obj of c.objects.values()) h.update(packr.pack(obj));  // id order; ids are in the objects
     }
     return h.digest('hex');
   }
@@ -460,7 +457,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     this.#tail.push({ index, term, payload });
     this.#appliedIndex = index;
     const result = this.#run(payload, index, term);
-    if (this.#capture === null && this.#tail.length >= this.#captureInterval) {
+    if (this.#captureDone === null && this.#tail.length >= this.#captureInterval) {
       this.#startCapture().catch((err: unknown) => {
         // The previous capture stays the base; the tail keeps growing until one succeeds.
         debug('background capture failed: %s', (err as Error)?.message);
@@ -513,35 +510,23 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     }
   }
 
-  // The only place objects change: maps, indices and the capture's copy-on-write.
+  // The only place objects change: maps, indices and copy-on-write overlays.
   #write(c: CollectionImpl, id: Id, next: any): void {
     const prev = c.objects.get(id);
-    if (this.#capture) {
-      let saved = this.#capture.saved.get(c);
-      if (!saved) this.#capture.saved.set(c, (saved = new Map()));
-      if (!saved.has(id)) saved.set(id, prev === undefined ? ABSENT : prev);
+    for (const entry of c.overlays) {
+      const overlay = entry instanceof WeakRef ? entry.deref() : entry;
+      if (!overlay) c.overlays.delete(entry);
+      else if (!overlay.has(id)) overlay.set(id, prev);
     }
-    for (const ref of c.views) {
-      const saved = ref.deref();
-      if (!saved) c.views.delete(ref);
-      else if (!saved.has(id)) saved.set(id, prev);
-    }
-    const n = c.indexes.length;
-    const befores = n ? new Array<IndexKey | undefined>(n) : EMPTY;
-    const afters = n ? new Array<IndexKey | undefined>(n) : EMPTY;
-    for (let i = 0; i < n; i++) {
-      const ix = c.indexes[i]!;
-      const before = (befores[i] = prev === undefined ? undefined : ix.key(prev));
-      const after = (afters[i] = next === undefined ? undefined : ix.key(next));
-      if (before !== undefined && (after === undefined || !sameKey(before, after))) removeFromIndex(ix, before, id);
-    }
-    for (let i = 0; i < n; i++) {
-      const ix = c.indexes[i]!;
-      const before = befores[i];
-      const after = afters[i];
-      if (after === undefined) continue;
-      if (before === undefined || !sameKey(before, after)) addToIndex(ix, after, id, next);
-      else if (ix.unique) ix.unique.set(after, next);  // same key, new version of the object
+    for (const ix of c.indexes) {
+      const before = prev === undefined ? undefined : ix.key(prev);
+      const after = next === undefined ? undefined : ix.key(next);
+      if (before !== undefined && after !== undefined && sameKey(before, after)) {
+        if (ix.unique) ix.unique.set(after, next);  // same key, new version of the object
+        continue;
+      }
+      if (before !== undefined) removeFromIndex(ix, before, id);
+      if (after !== undefined) addToIndex(ix, after, id, next);
     }
     if (next === undefined) c.objects.delete(id);
     else c.objects.set(id, next);
@@ -626,16 +611,21 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
 
   /** Starts (or joins) a background capture of the state at the current applied index. */
   #startCapture(): Promise<number> {
-    if (this.#capture) return this.#captureDone!;
-    const capture: Capture = { index: this.#appliedIndex, saved: new Map() };
-    this.#capture = capture;
+    if (this.#captureDone) return this.#captureDone;
+    const index = this.#appliedIndex;
     const started = performance.now();
-    // Key lists are the O(n) part of capture (a copy of ids, not objects); every later
-    // change saves the object's pre-capture version the first time it is touched.
-    const lists = [...this.#collections.values()].map((c) => ({ c, ids: [...c.objects.keys()], nextId: c.nextId }));
-    const meta = packr.pack({ t: 'meta', format: SNAPSHOT_FORMAT, baseIndex: capture.index, lastTimestamp: this.#lastTimestamp,
-      collections: Object.fromEntries(lists.map(({ c, nextId }) => [c.name, { version: c.version, nextId }])) });
-    const chunks: Uint8Array[] = [frame(meta)];
+    // Id lists are the O(n) part of capture (a copy of ids, not objects); every later
+    // change saves the object's pre-capture version in the overlay the first time.
+    const lists = [...this.#collections.values()].map((c) => {
+      const overlay = new Map<Id, any>();
+      c.overlays.add(overlay);
+      return { c, overlay, ids: [...c.objects.keys()] };
+    });
+    const chunks: Uint8Array[] = [this.#metaFrame(index)];
+    const finish = () => {
+      for (const { c, overlay } of lists) c.overlays.delete(overlay);
+      this.#captureDone = null;
+    };
     this.#captureDone = new Promise<number>((resolve, reject) => {
       let li = 0;
       let at = 0;
@@ -645,30 +635,26 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
           let budget = this.#sliceSize;
           const until = performance.now() + 1;
           while (li < lists.length && budget > 0 && performance.now() < until) {
-            const { c, ids } = lists[li]!;
-            const saved = capture.saved.get(c);
+            const { c, overlay, ids } = lists[li]!;
             const items: unknown[] = [];
             while (at < ids.length && budget-- > 0 && ((budget & 255) !== 0 || performance.now() < until)) {
-              const id = ids[at++]!;
-              const v = saved?.has(id) ? saved.get(id) : c.objects.get(id);
-              if (v !== undefined && v !== ABSENT) items.push(v);
+              const v = asOf(c, overlay, ids[at++]!);
+              if (v !== undefined) items.push(v);
             }
-            if (items.length) chunks.push(frame(packr.pack({ t: 'objs', c: c.name, items })));
+            if (items.length) chunks.push(objsFrame(c, items));
             if (at >= ids.length) { li++; at = 0; }
           }
           if (li < lists.length) { setImmediate(slice); return; }
-          this.#base = { index: capture.index, chunks };
-          this.#tail = this.#tail.filter((e) => e.index > capture.index);
-          this.#capture = null;
-          this.#captureDone = null;
+          finish();
+          this.#base = { index, chunks };
+          this.#tail = this.#tail.filter((e) => e.index > index);
           this.#adaptIntervals();
           const ms = performance.now() - started;
-          debug('captured state at index %d in %d ms (%d chunks)', capture.index, Math.round(ms), chunks.length);
-          this.emit('capture', { index: capture.index, durationMs: ms });
-          resolve(capture.index);
+          debug('captured state at index %d in %d ms (%d chunks)', index, Math.round(ms), chunks.length);
+          this.emit('capture', { index, durationMs: ms });
+          resolve(index);
         } catch (err) {
-          this.#capture = null;
-          this.#captureDone = null;
+          finish();
           reject(err);
         }
       };
@@ -677,10 +663,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     return this.#captureDone;
   }
 
-  #captureDone: Promise<number> | null = null;
-
-  // The engine's snapshot: the last completed capture plus the entries after it.
-  // O(tail): the heavy serialisation already happened in slices.
+  // Capture and engine-snapshot intervals follow the state's size (see #captureInterval).
   #adaptIntervals(): void {
     let objects = 0;
     for (const c of this.#collections.values()) objects += c.objects.size;
@@ -688,11 +671,17 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     this.node?.setSnapshotThreshold(Math.max(this.#snapshotThreshold, Math.floor(objects / 2)));
   }
 
+  // The engine's snapshot: the last completed capture plus the entries after it (the
+  // tail holds only those). O(tail): the heavy serialisation already happened in slices.
   #snapshotBytes(): Uint8Array[] {
-    const tail = this.#tail.filter((e) => e.index > this.#base.index).map((e) => [e.index, e.term, e.payload]);
-    const base = this.#base.chunks.length ? this.#base.chunks
-      : [frame(packr.pack({ t: 'meta', format: SNAPSHOT_FORMAT, baseIndex: 0, lastTimestamp: 0, collections: {} }))];
-    return [...base, frame(packr.pack({ t: 'tail', entries: tail }))];
+    const tail = this.#tail.map((e) => [e.index, e.term, e.payload]);
+    return [...this.#base.chunks, frame(packr.pack({ t: 'tail', entries: tail }))];
+  }
+
+  /** The snapshot header for the state now: as of `index`, with each collection's version and next id. */
+  #metaFrame(index: number): Uint8Array {
+    const collections = Object.fromEntries([...this.#collections.values()].map((c) => [c.name, { version: c.version, nextId: c.nextId }]));
+    return frame(packr.pack({ t: 'meta', format: SNAPSHOT_FORMAT, baseIndex: index, lastTimestamp: this.#lastTimestamp, collections }));
   }
 
   #restore(data: Uint8Array): void {
@@ -703,7 +692,6 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       for (const ix of c.indexes) clearIndex(ix);
     }
     this.#tail = [];
-    this.#capture = null;
     this.#lastTimestamp = 0;
     const baseChunks: Uint8Array[] = [];
     let baseIndex = 0;
@@ -712,7 +700,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     let migrated = false;
     for (let at = 0; at < buf.length;) {
       const len = buf.readUInt32LE(at);
-      const bytes = buf.subarray(at + 4, at + 4 + len);
+      const framed = buf.subarray(at, at + 4 + len);  // kept as is for the next snapshot: no copy
+      const bytes = framed.subarray(4);
       at += 4 + len;
       const rec = packr.unpack(bytes) as { t: string; [k: string]: any };
       if (rec.t === 'meta') {
@@ -730,7 +719,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
           versions.set(name, info.version);
           c.nextId = info.nextId;
         }
-        baseChunks.push(frame(bytes));
+        baseChunks.push(framed);
       } else if (rec.t === 'objs') {
         const c = this.#collections.get(rec.c)!;
         const from = versions.get(c.name) ?? c.version;
@@ -747,7 +736,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
           }
         }
         if (from < c.version) migrated = true;
-        baseChunks.push(frame(bytes));
+        baseChunks.push(framed);
       } else if (rec.t === 'tail') {
         tail = rec.entries;
       }
@@ -768,16 +757,17 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   }
 
   #serializeAll(index: number): Uint8Array[] {
-    const chunks = [frame(packr.pack({ t: 'meta', format: SNAPSHOT_FORMAT, baseIndex: index, lastTimestamp: this.#lastTimestamp,
-      collections: Object.fromEntries([...this.#collections.values()].map((c) => [c.name, { version: c.version, nextId: c.nextId }])) }))];
+    const chunks = [this.#metaFrame(index)];
     for (const c of this.#collections.values()) {
       const all = [...c.objects.values()];
-      for (let i = 0; i < all.length; i += this.#sliceSize) {
-        chunks.push(frame(packr.pack({ t: 'objs', c: c.name, items: all.slice(i, i + this.#sliceSize) })));
-      }
+      for (let i = 0; i < all.length; i += this.#sliceSize) chunks.push(objsFrame(c, all.slice(i, i + this.#sliceSize)));
     }
     return chunks;
   }
+}
+
+function objsFrame(c: CollectionImpl, items: unknown[]): Uint8Array {
+  return frame(packr.pack({ t: 'objs', c: c.name, items }));
 }
 
 function frame(bytes: Uint8Array): Uint8Array {
@@ -856,9 +846,9 @@ function indexReader(ix: IndexImpl, c: CollectionImpl): unknown {
       // O(1): this version of the index, and the objects as of now — an object changed
       // later is saved into this view's map the first time it changes (copy-on-write).
       const version = ix.persistent!;
-      const saved = new Map<Id, unknown>();
-      c.views.add(new WeakRef(saved));
-      return Object.freeze(sortedReader(() => version, (id) => (saved.has(id) ? saved.get(id) : c.objects.get(id))));
+      const overlay = new Map<Id, unknown>();
+      c.overlays.add(new WeakRef(overlay));
+      return Object.freeze(sortedReader(() => version, (id) => asOf(c, overlay, id)));
     },
   });
 }
