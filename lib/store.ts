@@ -336,6 +336,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #base: { index: number; chunks: Uint8Array[] };
   #tail: TailEntry[] = [];
   #captureDone: Promise<number> | null = null;
+  // Bumped by every restore: a capture started before it describes a state that is gone.
+  #generation = 0;
   #captureEvery: number;
   #sliceSize: number;
   #appliedIndex = 0;
@@ -613,6 +615,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #startCapture(): Promise<number> {
     if (this.#captureDone) return this.#captureDone;
     const index = this.#appliedIndex;
+    const generation = this.#generation;
     const started = performance.now();
     // Id lists are the O(n) part of capture (a copy of ids, not objects); every later
     // change saves the object's pre-capture version in the overlay the first time.
@@ -624,12 +627,17 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     const chunks: Uint8Array[] = [this.#metaFrame(index)];
     const finish = () => {
       for (const { c, overlay } of lists) c.overlays.delete(overlay);
-      this.#captureDone = null;
+      if (generation === this.#generation) this.#captureDone = null;
     };
     this.#captureDone = new Promise<number>((resolve, reject) => {
       let li = 0;
       let at = 0;
       const slice = () => {
+        if (generation !== this.#generation) {
+          finish();
+          reject(new PrevailError(ErrorCodes.INVALID_STATE, `capture at ${index} superseded by a snapshot restore`));
+          return;
+        }
         try {
           // At most sliceSize objects or ~1 ms per turn of the loop, so commits keep flowing.
           let budget = this.#sliceSize;
@@ -693,6 +701,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     }
     this.#tail = [];
     this.#lastTimestamp = 0;
+    this.#generation++;
+    this.#captureDone = null;
     const baseChunks: Uint8Array[] = [];
     let baseIndex = 0;
     let tail: [number, number, Uint8Array][] = [];
