@@ -347,7 +347,7 @@ bool Engine::Usable(Napi::Env env, Napi::Promise::Deferred& deferred) {
     deferred.Reject(CodedError(env, "PREVAIL_CLOSED", "the node is closed").Value());
     return false;
   }
-  if (in_apply_) {
+  if (in_fsm_) {
     deferred.Reject(CodedError(env, "PREVAIL_REENTRANT",
                                "a request was made from inside apply(); apply must be synchronous and self-contained")
                         .Value());
@@ -406,9 +406,8 @@ Napi::Value Engine::Start(const Napi::CallbackInfo& info) {
       message += " (" + std::string(io_.errmsg) + ")";
     }
     if (!last_fsm_error_.empty()) message += " (" + last_fsm_error_ + ")";
-    const char* code = "PREVAIL_ENGINE";
-    if (message.find("ddress already in use") != std::string::npos) code = "PREVAIL_ADDRESS_IN_USE";
-    if (!last_fsm_error_.empty()) code = "PREVAIL_SNAPSHOT_UNREADABLE";
+    // A failed listen is a bare IOERR here; lib/raft-node.ts probes the address and names it.
+    const char* code = last_fsm_error_.empty() ? "PREVAIL_ENGINE" : "PREVAIL_SNAPSHOT_UNREADABLE";
     Napi::Error err = CodedError(env, code, message);
     err.Set("raftCode", Napi::Number::New(env, rv));
     err.Set("raftName", Napi::String::New(env, RaftCodeName(rv)));
@@ -506,20 +505,17 @@ int Engine::FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void**
   ApplyRequest* mine = it != self->pending_.end() ? it->second : nullptr;
   // A copy: the engine frees the entry's memory later, and JS may keep the bytes.
   auto payload = Napi::Buffer<uint8_t>::Copy(env, bytes + kHeaderSize, length);
-  self->in_apply_ = true;
   try {
-    Napi::Value value = self->apply_fn_.Call({payload, Napi::Number::New(env, static_cast<double>(index)),
-                                              Napi::Number::New(env, static_cast<double>(term)),
-                                              Napi::Boolean::New(env, mine != nullptr)});
+    Napi::Value value = self->CallFsm(self->apply_fn_, {payload, Napi::Number::New(env, static_cast<double>(index)),
+                                                        Napi::Number::New(env, static_cast<double>(term)),
+                                                        Napi::Boolean::New(env, mine != nullptr)});
     if (mine != nullptr) mine->result.Set(value);
   } catch (const Napi::Error& err) {
     // The JS adapter turns handler errors into results; an error here means the
     // adapter itself failed, and skipping the entry would let replicas diverge.
-    self->in_apply_ = false;
     napi_fatal_exception(env, err.Value());
     return RAFT_INVALID;
   }
-  self->in_apply_ = false;
   return 0;
 }
 
@@ -528,10 +524,8 @@ int Engine::FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsign
   Napi::Env env = self->env_;
   Napi::HandleScope scope(env);
   std::vector<Napi::Value> parts;
-  self->in_apply_ = true;  // the FSM must not call back into the engine
   try {
-    Napi::Value value = self->snapshot_fn_.Call({});
-    self->in_apply_ = false;
+    Napi::Value value = self->CallFsm(self->snapshot_fn_, {});
     if (value.IsArray()) {
       auto array = value.As<Napi::Array>();
       for (uint32_t i = 0; i < array.Length(); i++) parts.push_back(array.Get(i));
@@ -539,7 +533,6 @@ int Engine::FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsign
       parts.push_back(value);
     }
   } catch (const Napi::Error& err) {
-    self->in_apply_ = false;
     self->last_fsm_error_ = "snapshot failed: " + err.Message();
     napi_fatal_exception(env, err.Value());
     return RAFT_INVALID;
@@ -614,12 +607,9 @@ int Engine::FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf) {
   if (problem.empty()) {
     // A copy, so the engine's buffer can be freed and JS may keep what it restores.
     auto payload = Napi::Buffer<uint8_t>::Copy(env, bytes + kHeaderSize, buf->len - kHeaderSize);
-    self->in_apply_ = true;
     try {
-      self->restore_fn_.Call({payload});
-      self->in_apply_ = false;
+      self->CallFsm(self->restore_fn_, {payload});
     } catch (const Napi::Error& err) {
-      self->in_apply_ = false;
       problem = "fsm.restore() threw: " + err.Message();
       error = err.Value();
     }
@@ -633,6 +623,17 @@ int Engine::FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf) {
   }
   raft_free(buf->base);  // on success the FSM owns the buffer
   return 0;
+}
+
+// While an FSM callback runs, Usable() refuses requests: the engine is mid-callback and
+// must not be re-entered. The flag is reset however the call ends.
+Napi::Value Engine::CallFsm(const Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) {
+  struct Reset {
+    bool& flag;
+    ~Reset() { flag = false; }
+  } reset{in_fsm_};
+  in_fsm_ = true;
+  return fn.Call(args);
 }
 
 // ---- requests from JS ---------------------------------------------------------------

@@ -79,6 +79,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   static int TransportListen(struct raft_uv_transport* t, raft_uv_accept_cb cb);
   void ReleaseHeldFrees();
 
+  Napi::Value CallFsm(const Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args);
   void OnCheck();
   bool Usable(Napi::Env env, Napi::Promise::Deferred& deferred);
   void TearDown();  // closes our own handles once the engine is closed
@@ -101,7 +102,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   bool started_ = false;     // raft_start succeeded
   bool closing_ = false;
   bool closed_ = false;
-  bool in_apply_ = false;
+  bool in_fsm_ = false;  // an FSM callback is running (see CallFsm)
   // Engine memory freed during a failed listen, released once the engine has closed.
   std::vector<void*> held_frees_;
   std::string address_;
