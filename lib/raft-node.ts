@@ -132,6 +132,13 @@ function checkPositiveInt(name: string, value: unknown, max = 2 ** 31 - 1): numb
   return value;
 }
 
+function checkRole(role: unknown): MemberRole {
+  if (role !== 'voter' && role !== 'standby' && role !== 'spare') {
+    throw invalid(`role must be voter, standby or spare, got ${String(role)}`);
+  }
+  return role;
+}
+
 function checkAddress(name: string, value: unknown): string {
   if (typeof value !== 'string') throw invalid(`${name} must be a "host:port" string, got ${JSON.stringify(value)}`);
   const m = /^(.+):(\d{1,5})$/.exec(value);
@@ -312,11 +319,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
    */
   barrier(): Promise<number> {
     if (this.#closing) return Promise.reject(new PrevailError(ErrorCodes.CLOSED, 'the node is closed'));
-    const done = this.#engine.barrier().catch((err: unknown) => {
-      throw fromNative(err);
-    });
-    this.#track(done);
-    return done;
+    return this.#call(this.#engine.barrier());
   }
 
   /**
@@ -388,7 +391,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
   async addMember(member: MemberRef, role: MemberRole = 'voter'): Promise<void> {
     checkPositiveInt('member.id', member?.id);
     checkAddress('member.address', member?.address);
-    if (!['voter', 'standby', 'spare'].includes(role)) throw invalid(`role must be voter, standby or spare, got ${role}`);
+    checkRole(role);
     await this.#call(this.#engine.add(member.id, member.address));
     if (role !== 'spare') await this.assignRole(member.id, role);
   }
@@ -396,8 +399,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
   /** Changes a member's role (leader only); promoting to voter waits for catch-up. */
   async assignRole(id: number, role: MemberRole): Promise<void> {
     checkPositiveInt('id', id);
-    if (!['voter', 'standby', 'spare'].includes(role)) throw invalid(`role must be voter, standby or spare, got ${role}`);
-    await this.#call(this.#engine.assign(id, role));
+    await this.#call(this.#engine.assign(id, checkRole(role)));
   }
 
   /** Removes a member from the configuration (leader only). */
@@ -462,6 +464,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
     debug('node %d closed', this.id);
   }
 
+  // Tracks an engine request (close drains it) and turns its errors into coded ones.
   #call<T>(p: Promise<T>): Promise<T> {
     const tracked = p.catch((err: unknown) => {
       throw fromNative(err);
