@@ -1,19 +1,26 @@
-// Helpers shared by bench/raft.js and bench/store.js: option parsing, statistics, number
-// formatting, polling, and the fdatasync anchor both print their numbers against.
+// Helpers shared by the bench scripts: option parsing, statistics, number formatting,
+// polling, closed-loop load, fixture child processes, and the fdatasync anchor the
+// benches print their numbers against.
+import { fork } from 'node:child_process';
 import {
   closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { createServer } from 'node:net';
+import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 
 // ---------------------------------------------------------------- options
 const argv = process.argv.slice(2);
 
-// `--name=value` gives 'value', a bare `--name` gives true, absent gives undefined.
+// `--name=value` and `--name value` give 'value', a bare `--name` gives true, absent gives undefined.
 export function arg(name) {
-  const hit = argv.find((a) => a === `--${name}` || a.startsWith(`--${name}=`));
-  if (!hit) return undefined;
-  return hit.includes('=') ? hit.slice(hit.indexOf('=') + 1) : true;
+  const i = argv.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+  if (i < 0) return undefined;
+  const hit = argv[i];
+  if (hit.includes('=')) return hit.slice(hit.indexOf('=') + 1);
+  const next = argv[i + 1];
+  return next !== undefined && !next.startsWith('--') ? next : true;
 }
 
 export const quick = Boolean(arg('quick')) || process.env.BENCH_QUICK === '1';
@@ -58,6 +65,115 @@ export async function run(main, cleanup = () => {}) {
     process.exitCode = 1;
   } finally {
     cleanup();
+  }
+}
+
+// Free TCP ports on 127.0.0.1 (bound once by the OS, then released).
+export async function freePorts(n) {
+  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => resolve(s));
+  })));
+  const ports = servers.map((s) => s.address().port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+// Closed-loop load: `concurrency` loops, each running op(makeArg()) back to back for ms;
+// only op is timed. Returns summarize() of the latencies, with failures counted.
+export async function closedLoop(concurrency, ms, makeArg, op) {
+  const latencies = [];
+  let failed = 0;
+  const started = performance.now();
+  const deadline = started + ms;
+  async function worker() {
+    while (performance.now() < deadline) {
+      const a = makeArg();
+      const t0 = performance.now();
+      try {
+        await op(a);
+        latencies.push(performance.now() - t0);
+      } catch {
+        failed++;
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return summarize(latencies, performance.now() - started, failed);
+}
+
+// ---------------------------------------------------------------- fixture child processes
+const fixture = join(dirname(fileURLToPath(import.meta.url)), '..', 'test', 'fixtures', 'node-process.mjs');
+const children = new Set();   // ChildProcess objects still to be killed
+
+// kill -9 by pid every fixture child still running (benches need no clean close).
+export function killChildren() {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) {
+      try { process.kill(child.pid, 'SIGKILL'); } catch { /* already gone */ }
+    }
+    children.delete(child);
+  }
+}
+
+// A RaftNode in a child process (test/fixtures/node-process.mjs), driven over IPC.
+export class Child {
+  constructor(spec, options) {
+    this.spec = spec;
+    this.next = 1;
+    this.pending = new Map();
+    this.child = fork(fixture, [JSON.stringify({ ...spec, ...options })],
+      { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    children.add(this.child);
+    this.exited = new Promise((r) => this.child.once('exit', r));
+    this.ready = new Promise((resolve, reject) => {
+      this.child.on('message', (msg) => {
+        if (msg.event) {
+          if (msg.event === 'ready') resolve(msg);
+          return;
+        }
+        const w = this.pending.get(msg.id);
+        if (!w) return;
+        this.pending.delete(msg.id);
+        if (msg.error) w.reject(Object.assign(new Error(msg.error.message), msg.error));
+        else w.resolve(msg.result);
+      });
+      this.child.once('exit', (code, signal) => {
+        const err = new Error(`node ${spec.id} exited (${code ?? signal})`);
+        reject(err);
+        for (const w of this.pending.values()) w.reject(err);
+        this.pending.clear();
+      });
+    });
+    this.ready.catch(() => {});
+  }
+
+  get running() {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  call(cmd, args, timeoutMs = 60_000) {
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      if (!this.child.connected) { reject(new Error(`node ${this.spec.id} is not running`)); return; }
+      const timer = setTimeout(() => { this.pending.delete(id); reject(new Error(`node ${this.spec.id}: ${cmd} timed out`)); },
+        timeoutMs);
+      this.pending.set(id, {
+        resolve: (v) => { clearTimeout(timer); resolve(v); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      });
+      this.child.send({ id, cmd, args });
+    });
+  }
+
+  // kill -9 by pid, then wait (bounded) for the exit.
+  async kill() {
+    if (this.running) {
+      try { process.kill(this.child.pid, 'SIGKILL'); } catch { /* gone */ }
+    }
+    await Promise.race([this.exited, sleep(5000)]);
+    children.delete(this.child);
   }
 }
 

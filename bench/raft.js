@@ -19,22 +19,16 @@
 // The fixture FSM does JSON.parse + sha256 + Map.set per entry (~50-byte JSON commands);
 // the two "child" rows share it, so their ratio isolates replication.
 // This is a measurement, not a test: it never fails on a number.
-import { fork } from 'node:child_process';
 import { fdatasyncSync, mkdtempSync, rmSync, writeSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 
 import { RaftNode, versions } from '../dist/index.js';
 import {
-  arg, concurrencyArg, fmtInt, fmtMs, fmtRatio, fsyncAppend, fsyncLoop, progress, quick, run, skip,
-  sleep, summarize, waitFor,
+  Child, arg, closedLoop, concurrencyArg, fmtInt, fmtMs, fmtRatio, freePorts, fsyncAppend, fsyncLoop, killChildren,
+  progress, quick, run, skip, summarize, waitFor,
 } from './common.js';
-
-const here = dirname(fileURLToPath(import.meta.url));
-const fixture = join(here, '..', 'test', 'fixtures', 'node-process.mjs');
 
 // ---------------------------------------------------------------- options
 if (arg('help')) {
@@ -53,33 +47,12 @@ const nodeOptions = snapshotThreshold ? { snapshotThreshold } : {};
 
 // ---------------------------------------------------------------- helpers
 const root = mkdtempSync(join(tmpdir(), 'prevail-bench-'));
-const children = new Set();   // ChildProcess objects still to be killed
-
-function killChildren() {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null) {
-      try { process.kill(child.pid, 'SIGKILL'); } catch { /* already gone */ }
-    }
-    children.delete(child);
-  }
-}
 process.on('exit', () => {
   killChildren();
   try { rmSync(root, { recursive: true, force: true }); } catch { /* best effort */ }
 });
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => { killChildren(); process.exit(130); });
-}
-
-async function freePorts(n) {
-  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => resolve(s));
-  })));
-  const ports = servers.map((s) => s.address().port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
 }
 
 // ---------------------------------------------------------------- anchor: fdatasync
@@ -98,25 +71,9 @@ function fsyncOverwrite() {
 }
 
 // ---------------------------------------------------------------- 1 node, in-process
-async function inProcessLoad(node, concurrency, ms) {
+function inProcessLoad(node, concurrency, ms) {
   const payload = new Uint8Array(8).fill(0x61);
-  const latencies = [];
-  let failed = 0;
-  const started = performance.now();
-  const deadline = started + ms;
-  async function worker() {
-    while (performance.now() < deadline) {
-      const t0 = performance.now();
-      try {
-        await node.propose(payload);
-        latencies.push(performance.now() - t0);
-      } catch {
-        failed++;
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  return summarize(latencies, performance.now() - started, failed);
+  return closedLoop(concurrency, ms, () => payload, (p) => node.propose(p));
 }
 
 async function benchInProcess() {
@@ -145,51 +102,6 @@ async function benchInProcess() {
 }
 
 // ---------------------------------------------------------------- child-process clusters
-class Child {
-  constructor(spec, options) {
-    this.spec = spec;
-    this.next = 1;
-    this.pending = new Map();
-    this.child = fork(fixture, [JSON.stringify({ ...spec, ...options })],
-      { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    children.add(this.child);
-    this.ready = new Promise((resolve, reject) => {
-      this.child.on('message', (msg) => {
-        if (msg.event) {
-          if (msg.event === 'ready') resolve(msg);
-          return;
-        }
-        const w = this.pending.get(msg.id);
-        if (!w) return;
-        this.pending.delete(msg.id);
-        if (msg.error) w.reject(Object.assign(new Error(msg.error.message), msg.error));
-        else w.resolve(msg.result);
-      });
-      this.child.once('exit', (code, signal) => {
-        const err = new Error(`node ${spec.id} exited (${code ?? signal})`);
-        reject(err);
-        for (const w of this.pending.values()) w.reject(err);
-        this.pending.clear();
-      });
-    });
-    this.ready.catch(() => {});
-  }
-
-  call(cmd, args, timeoutMs = 60_000) {
-    const id = this.next++;
-    return new Promise((resolve, reject) => {
-      if (!this.child.connected) { reject(new Error(`node ${this.spec.id} is not running`)); return; }
-      const timer = setTimeout(() => { this.pending.delete(id); reject(new Error(`node ${this.spec.id}: ${cmd} timed out`)); },
-        timeoutMs);
-      this.pending.set(id, {
-        resolve: (v) => { clearTimeout(timer); resolve(v); },
-        reject: (e) => { clearTimeout(timer); reject(e); },
-      });
-      this.child.send({ id, cmd, args });
-    });
-  }
-}
-
 async function benchChildren(n) {
   const label = n === 1 ? '1 node, child' : `${n} nodes, child`;
   const ports = await freePorts(n);
@@ -229,17 +141,7 @@ async function benchChildren(n) {
     }
   } finally {
     // No clean close is needed for a benchmark: kill -9 by pid, always, and wait (bounded).
-    const exits = nodes.map((p) => new Promise((r) => {
-      if (p.child.exitCode !== null || p.child.signalCode !== null) r();
-      else p.child.once('exit', r);
-    }));
-    for (const p of nodes) {
-      if (p.child.exitCode === null && p.child.signalCode === null) {
-        try { process.kill(p.child.pid, 'SIGKILL'); } catch { /* gone */ }
-      }
-    }
-    await Promise.race([Promise.all(exits), sleep(5000)]);
-    for (const p of nodes) children.delete(p.child);
+    await Promise.all(nodes.map((p) => p.kill()));
   }
   return rows;
 }

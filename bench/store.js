@@ -37,7 +37,7 @@ import { Packr } from 'msgpackr';
 
 import { collection, defineSchema, open, versions } from '../dist/index.js';
 import {
-  arg, concurrencyArg, fmtInt, fmtMs, fmtRatio, fsyncAppend, progress, quick, run, skip, sleep, summarize,
+  arg, closedLoop, concurrencyArg, fmtInt, fmtMs, fmtRatio, fsyncAppend, progress, quick, run, skip, sleep, summarize,
   waitFor,
 } from './common.js';
 
@@ -217,39 +217,17 @@ const anchor = () => fsyncAppend({ parent: root, ms: quick ? 500 : 1000, warmupM
 // ---------------------------------------------------------------- 1: durable commits
 let nextUser = 10_000_000;   // section-1 users: unique emails, disjoint from the loaded set
 
-async function storeCommits(store, concurrency, ms) {
+function storeCommits(store, concurrency, ms) {
   const rand = rng(nextUser);
-  const latencies = [];
-  let failed = 0;
-  const started = now();
-  const deadline = started + ms;
-  async function worker() {
-    while (now() < deadline) {
-      const u = makeUser(nextUser++, rand);
-      const t0 = now();
-      try { await store.propose('addUser', u); latencies.push(now() - t0); } catch { failed++; }
-    }
-  }
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  return summarize(latencies, now() - started, failed);
+  return closedLoop(concurrency, ms, () => makeUser(nextUser++, rand), (u) => store.propose('addUser', u));
 }
 
-async function sqliteCommits(insert, concurrency, ms) {
+function sqliteCommits(insert, concurrency, ms) {
   const rand = rng(nextUser);
-  const latencies = [];
-  let failed = 0;
-  const started = now();
-  const deadline = started + ms;
-  async function worker() {
-    while (now() < deadline) {
-      const u = makeUser(nextUser++, rand);
-      const t0 = now();
-      await new Promise(setImmediate);   // wait for this requester's turn
-      try { insert.run(u); latencies.push(now() - t0); } catch { failed++; }
-    }
-  }
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  return summarize(latencies, now() - started, failed);
+  return closedLoop(concurrency, ms, () => makeUser(nextUser++, rand), async (u) => {
+    await new Promise(setImmediate);   // wait for this requester's turn
+    insert.run(u);
+  });
 }
 
 async function benchCommits() {
