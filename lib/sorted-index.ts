@@ -505,12 +505,12 @@ class Cursor {
   /** False once the cursor ran off either end. */
   ok = false;
 
-  /** Positions on the first pair not below `lower`. */
-  seekFirst(root: Node, lower: Bound[]): boolean {
+  /** Walks from the root to a leaf, taking child `pick(keys)` at each level; records the path. */
+  #descend(root: Node, pick: (keys: IndexKey[]) => number): Node {
     let n = root;
     let d = 0;
     while (n.children !== null) {
-      const j = firstNotBelow(n.keys, lower);
+      const j = pick(n.keys);
       this.nodes[d] = n;
       this.idx[d] = j;
       n = n.children[j]!;
@@ -518,6 +518,13 @@ class Cursor {
     }
     this.leaf = d;
     this.nodes[d] = n;
+    return n;
+  }
+
+  /** Positions on the first pair not below `lower`. */
+  seekFirst(root: Node, lower: Bound[]): boolean {
+    const n = this.#descend(root, (keys) => firstNotBelow(keys, lower));
+    const d = this.leaf;
     const i = firstNotBelow(n.keys, lower);
     if (i < n.keys.length) {
       this.idx[d] = i;
@@ -558,17 +565,8 @@ class Cursor {
 
   /** Positions on the last pair not above `upper`. */
   seekLast(root: Node, upper: Bound[]): boolean {
-    let n = root;
-    let d = 0;
-    while (n.children !== null) {
-      const j = firstAbove(n.keys, upper);
-      this.nodes[d] = n;
-      this.idx[d] = j;
-      n = n.children[j]!;
-      d++;
-    }
-    this.leaf = d;
-    this.nodes[d] = n;
+    const n = this.#descend(root, (keys) => firstAbove(keys, upper));
+    const d = this.leaf;
     const i = firstAbove(n.keys, upper) - 1;
     if (i >= 0) {
       this.idx[d] = i;
