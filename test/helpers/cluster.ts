@@ -126,9 +126,7 @@ export class NodeProcess {
   /** kill -9, then wait (bounded) for the exit. */
   async kill(): Promise<void> {
     if (this.alive) this.child.kill('SIGKILL');
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.exited, new Promise((r) => { timer = setTimeout(r, 5000); })]);
-    clearTimeout(timer);
+    await this.waitExit(5000);
   }
 }
 
