@@ -49,6 +49,12 @@ export const ErrorCodes = {
   NOT_FOUND: 'PREVAIL_NOT_FOUND',
   /** The call is not valid in the node's current state. */
   INVALID_STATE: 'PREVAIL_INVALID_STATE',
+  /** A bounded wait (a read's `minIndex`, a forwarded request) ran out of time; writes carry `mayHaveApplied`. */
+  TIMEOUT: 'PREVAIL_TIMEOUT',
+  /** No leader is known or reachable right now (elections, partitions); retry. `leader` holds the hint when known. */
+  UNAVAILABLE: 'PREVAIL_UNAVAILABLE',
+  /** This node is not caught up with the leader (readiness). */
+  NOT_READY: 'PREVAIL_NOT_READY',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
