@@ -6,14 +6,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in g++ make python3 ca-certificates; do
+# chromium: Debian's browser, driven headless by playwright-core in test/admin.test.ts.
+for pkg in g++ make python3 ca-certificates chromium; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   SUDO=; [[ $(id -u) -eq 0 ]] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+  # dpkg prints a line per unpacked package (chromium pulls in ~130): keep it in a log, shown on failure.
+  log=$(mktemp)
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >"$log" 2>&1 \
+    || { cat "$log"; rm -f "$log"; exit 1; }
+  rm -f "$log"
 fi
 
 # node-gyp must build against the installed Node headers (no download): machines of
