@@ -14,8 +14,10 @@ const debug = debuglog('prevail');
 
 // Self-contained encoding: no structures shared between messages, so an entry decodes
 // the same on every replica, after restart and after a snapshot install.
-const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true });
-const ENTRY_FORMAT = 1;
+/** The msgpackr options of entries and snapshot frames (shared with `prevail inspect`). */
+export const packrOptions = { useRecords: false, mapsAsObjects: true, variableMapSize: true };
+const packr = new Packr(packrOptions);
+export const ENTRY_FORMAT = 1;
 const SNAPSHOT_FORMAT = 1;
 
 // ---- schema ------------------------------------------------------------------------
@@ -401,6 +403,34 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     store.#adaptIntervals();
     node.on('role', (e) => store.emit('role', e));
     return store;
+  }
+
+  /**
+   * The state machine alone, without a node: for reading a data dir offline (`prevail
+   * inspect`). `restore` takes a snapshot's store payload; `apply` runs one command entry
+   * (a handler's error is returned as `{ error }`, as the log would; fatal ones throw).
+   */
+  static offline<C extends Collections, H extends Commands<C>>(schema: Schema<C, H>): {
+    restore(data: Uint8Array): void;
+    apply(payload: Uint8Array, index: number, term: number): { result?: unknown; error?: unknown };
+    readonly view: ViewOf<C>;
+    stateHash(): string;
+  } {
+    // No captures: the interval is never reached.
+    const store = new Store<C, H>(schema, defaults.snapshotThreshold, Number.MAX_SAFE_INTEGER, 2000);
+    return {
+      restore: (data) => store.#restore(data),
+      apply: (payload, index, term) => {
+        try {
+          return { result: store.#applyEntry(payload, index, term) };
+        } catch (error) {
+          if ((error as { fatal?: boolean } | null)?.fatal) throw error;
+          return { error };
+        }
+      },
+      view: store.view,
+      stateHash: () => store.stateHash(),
+    };
   }
 
   /** Proposes a command; resolves with the handler's result once committed and applied here. */
