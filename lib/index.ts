@@ -36,3 +36,4 @@ export type {
 } from './store.js';
 export { SortedIndex, PersistentSortedIndex, compareKeys } from './sorted-index.js';
 export type { IndexKey, Id } from './sorted-index.js';
+export { adminHandler, type AdminHandler, type AdminMember, type AdminOptions, type AdminSource, type AdminStatus, type LeaderChange } from './admin.js';
