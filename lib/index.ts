@@ -37,3 +37,4 @@ export type {
 export { SortedIndex, PersistentSortedIndex, compareKeys } from './sorted-index.js';
 export type { IndexKey, Id } from './sorted-index.js';
 export { adminHandler, type AdminHandler, type AdminMember, type AdminOptions, type AdminSource, type AdminStatus, type LeaderChange } from './admin.js';
+export { inspectDataDir, runInspect } from './inspect.js';
