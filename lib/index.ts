@@ -34,6 +34,7 @@ export type {
   UniqueIndexReader,
   ViewOf,
 } from './store.js';
+export type { Consistency, Health, LinkOptions, ReadOptions, WriteOptions } from './cluster-link.js';
 export { SortedIndex, PersistentSortedIndex, compareKeys } from './sorted-index.js';
 export type { IndexKey, Id } from './sorted-index.js';
 export { adminHandler, type AdminHandler, type AdminMember, type AdminOptions, type AdminSource, type AdminStatus, type LeaderChange } from './admin.js';

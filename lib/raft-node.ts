@@ -415,6 +415,8 @@ export class RaftNode<R = unknown> extends EventEmitter {
    */
   async transferLeadership(id?: number): Promise<MemberRef> {
     if (id !== undefined) checkPositiveInt('id', id);
+    // Lease readers must stop trusting this node's lease before the target's election starts.
+    this.emit('transferring', { to: id ?? null });
     const leaderId = await this.#call(this.#engine.transfer(id ?? 0));
     const s = this.status();
     if (leaderId === 0 || leaderId === this.id || (id !== undefined && leaderId !== id)) {
@@ -450,6 +452,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
     if (options.transferLeadership && this.#role === 'leader' &&
         this.status().members.filter((m) => m.role === 'voter').length > 1) {
       try {
+        this.emit('transferring', { to: null });
         const to = await this.#call(this.#engine.transfer(0));
         debug('node %d handed leadership to %d before closing', this.id, to);
       } catch (err) {

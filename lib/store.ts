@@ -8,6 +8,7 @@ import { Packr } from 'msgpackr';
 
 import { ErrorCodes, PrevailError, type MemberRef } from './errors.js';
 import { RaftNode, defaults, type CloseOptions, type RaftNodeStatus } from './raft-node.js';
+import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster-link.js';
 import { SortedIndex, PersistentSortedIndex, compareKeys, type IndexKey, type Id, type OrderedIndex } from './sorted-index.js';
 
 const debug = debuglog('prevail');
@@ -18,6 +19,8 @@ const debug = debuglog('prevail');
 export const packrOptions = { useRecords: false, mapsAsObjects: true, variableMapSize: true };
 const packr = new Packr(packrOptions);
 export const ENTRY_FORMAT = 1;
+// The store's own entries (not user commands): [SYSTEM_FORMAT, kind, data, timestamp].
+const SYSTEM_FORMAT = 2;
 const SNAPSHOT_FORMAT = 1;
 
 // ---- schema ------------------------------------------------------------------------
@@ -165,7 +168,7 @@ export interface PersistentIndexReader<T> extends SortedIndexReader<T> {
 
 // ---- the store ---------------------------------------------------------------------
 
-export interface StoreOptions<C extends Collections, H extends Commands<C>> {
+export interface StoreOptions<C extends Collections, H extends Commands<C>> extends LinkOptions {
   schema: Schema<C, H>;
   /** Where the log and snapshots live. Required. */
   dataDir: string;
@@ -343,6 +346,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #captureEvery: number;
   #sliceSize: number;
   #appliedIndex = 0;
+  #link!: ClusterLink;
+  // Replicated: each node's peer-channel address, as announced by it when it led.
+  #peers = new Map<number, string>();
   #writers: StateOf<C>;
   #snapshotThreshold: number;
   // Capturing re-serialises the whole state, so its interval grows with the state
@@ -394,12 +400,33 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     const node = await RaftNode.start<unknown>({
       id, address, dataDir: options.dataDir, cluster, join, electionTimeoutMs, heartbeatMs, snapshotThreshold, snapshotTrailing,
       fsm: {
-        apply: (command, meta) => store.#applyEntry(command, meta.index, meta.term),
+        apply: (command, meta) => {
+          try {
+            return store.#applyEntry(command, meta.index, meta.term);
+          } finally {
+            store.#link?.onApplied(meta.index);
+          }
+        },
         snapshot: () => store.#snapshotBytes(),
-        restore: (data) => store.#restore(data),
+        restore: (data) => {
+          store.#restore(data);
+          store.#link?.onApplied(store.#appliedIndex);
+        },
       },
     });
     (store as { node: RaftNode<unknown> }).node = node;
+    try {
+      store.#link = await ClusterLink.start({
+        node,
+        appliedIndex: () => store.#appliedIndex,
+        proposeLocal: (name, args, signal) => store.#proposeLocal(name, args, signal),
+        announce: (peerId, channel) => node.propose(packr.pack([SYSTEM_FORMAT, 'peer', { id: peerId, channel }, Date.now()])),
+        peers: () => store.#peers,
+      }, options);
+    } catch (err) {
+      await node.close();
+      throw err;
+    }
     store.#adaptIntervals();
     node.on('role', (e) => store.emit('role', e));
     return store;
@@ -433,25 +460,54 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     };
   }
 
-  /** Proposes a command; resolves with the handler's result once committed and applied here. */
-  async propose<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, options: { signal?: AbortSignal } = {}): Promise<ResultOf<H[K]>> {
+  /**
+   * Proposes a command; resolves with the handler's result once committed and applied here.
+   * On a follower it is forwarded to the leader (unless `forward: false`).
+   */
+  async propose<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, options: WriteOptions = {}): Promise<ResultOf<H[K]>> {
     return (await this.proposeWithIndex(name, args, options)).result;
   }
 
-  /** Like propose, also giving the entry's log index (for read-your-writes). */
-  async proposeWithIndex<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, options: { signal?: AbortSignal } = {}):
+  /** Like propose, also giving the entry's log index (for read-your-writes: `read({ minIndex })`). */
+  async proposeWithIndex<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, options: WriteOptions = {}):
     Promise<{ index: number; result: ResultOf<H[K]> }> {
     if (typeof this.#handlers[name] !== 'function') {
       throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
     }
+    return this.#link.propose(name, args, options) as Promise<{ index: number; result: ResultOf<H[K]> }>;
+  }
+
+  /**
+   * Resolves with this node's applied index once reading `view` (synchronously, right after
+   * the await) is consistent at the requested level; see ReadOptions.
+   */
+  read(options?: ReadOptions): Promise<number> {
+    return this.#link.read(options);
+  }
+
+  /** Leader and readiness, for load-balancer health checks. */
+  health(): Health {
+    return this.#link.health();
+  }
+
+  /** The address of this node's peer channel (forwarding, read indices). */
+  get channelAddress(): string {
+    return this.#link.channelAddress;
+  }
+
+  // On this node only (the leader): the timestamp is this node's clock, carried in the entry.
+  async #proposeLocal(name: string, args: unknown, signal?: AbortSignal): Promise<{ index: number; result: unknown }> {
+    if (typeof this.#handlers[name] !== 'function') {
+      throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
+    }
+    const options = signal ? { signal } : {};
     let payload: Uint8Array;
     try {
       payload = packr.pack([ENTRY_FORMAT, name, args, Date.now()]);
     } catch (err) {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `arguments of ${name} can't be encoded: ${(err as Error).message}`);
     }
-    const { index, result } = await this.node.proposeWithIndex(payload, options);
-    return { index, result: result as ResultOf<H[K]> };
+    return this.node.proposeWithIndex(payload, options);
   }
 
   /** Starts a background capture of the whole state now (snapshots otherwise follow log growth). */
@@ -469,8 +525,13 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     return { ...this.node.status(), capture: { baseIndex: this.#base.index, tail: this.#tail.length, running: this.#captureDone !== null } };
   }
 
-  close(options?: CloseOptions): Promise<void> {
-    return this.node.close(options);
+  async close(options?: CloseOptions): Promise<void> {
+    // The node drains first: forwarded proposals in flight on a leader get their answers.
+    try {
+      await this.node.close(options);
+    } finally {
+      await this.#link.close();
+    }
   }
 
   /** A hash of the whole state (objects and ids), equal on replicas that applied the same entries. */
@@ -506,6 +567,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     } catch (err) {
       throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} can't be decoded: ${(err as Error).message}`);
     }
+    if (Array.isArray(decoded) && decoded[0] === SYSTEM_FORMAT) return this.#runSystem(decoded, index);
     if (!Array.isArray(decoded) || decoded[0] !== ENTRY_FORMAT || typeof decoded[1] !== 'string') {
       throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} is not a store command (format ${JSON.stringify(Array.isArray(decoded) ? decoded[0] : typeof decoded)})`);
     }
@@ -532,6 +594,12 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     } finally {
       this.#tx = null;
     }
+  }
+
+  #runSystem(decoded: unknown[], index: number): void {
+    const [, kind, data] = decoded as [number, string, { id: number; channel: string }];
+    if (kind === 'peer') this.#peers.set(data.id, data.channel);
+    else throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} is a store entry of unknown kind ${JSON.stringify(kind)}`);
   }
 
   #rollback(undo: Undo[]): void {
@@ -719,7 +787,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   /** The snapshot header for the state now: as of `index`, with each collection's version and next id. */
   #metaFrame(index: number): Uint8Array {
     const collections = Object.fromEntries([...this.#collections.values()].map((c) => [c.name, { version: c.version, nextId: c.nextId }]));
-    return frame(packr.pack({ t: 'meta', format: SNAPSHOT_FORMAT, baseIndex: index, lastTimestamp: this.#lastTimestamp, collections }));
+    return frame(packr.pack({ t: 'meta', format: SNAPSHOT_FORMAT, baseIndex: index, lastTimestamp: this.#lastTimestamp, collections,
+      peers: [...this.#peers] }));
   }
 
   #restore(data: Uint8Array): void {
@@ -750,6 +819,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         }
         baseIndex = rec.baseIndex;
         this.#lastTimestamp = rec.lastTimestamp;
+        this.#peers = new Map(rec.peers ?? []);
         for (const [name, info] of Object.entries(rec.collections as Record<string, { version: number; nextId: number }>)) {
           const c = this.#collections.get(name);
           if (!c) throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `snapshot has collection ${name}, which this code does not define`);

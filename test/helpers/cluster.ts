@@ -6,7 +6,11 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const fixture = join(process.cwd(), 'test', 'fixtures', 'node-process.mjs');
+/** The child-process programs: a bare RaftNode (default) or a Store (the object store). */
+export const fixtures = {
+  raftNode: join(process.cwd(), 'test', 'fixtures', 'node-process.mjs'),
+  store: join(process.cwd(), 'test', 'fixtures', 'store-process.mjs'),
+};
 
 /** Free TCP ports on 127.0.0.1 (bound once by the OS, then released). */
 export async function freePorts(n: number): Promise<number[]> {
@@ -58,7 +62,7 @@ export class NodeProcess {
   #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
   ready: Promise<unknown>;
 
-  constructor(readonly spec: NodeSpec, options: Record<string, unknown>) {
+  constructor(readonly spec: NodeSpec, options: Record<string, unknown>, fixture = fixtures.raftNode) {
     this.child = fork(fixture, [JSON.stringify({ ...spec, ...options })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
     let readyResolve!: (v: unknown) => void;
@@ -163,10 +167,10 @@ export class Cluster {
   specs: NodeSpec[] = [];
   root = tempDir('prevail-cluster-');
 
-  constructor(readonly options: Record<string, unknown> = {}) {}
+  constructor(readonly options: Record<string, unknown> = {}, readonly fixture = fixtures.raftNode) {}
 
-  static async create(size: number, options: Record<string, unknown> = {}): Promise<Cluster> {
-    const cluster = new Cluster(options);
+  static async create(size: number, options: Record<string, unknown> = {}, fixture = fixtures.raftNode): Promise<Cluster> {
+    const cluster = new Cluster(options, fixture);
     const ports = await freePorts(size);
     cluster.specs = ports.map((port, i) => ({ id: i + 1, address: `127.0.0.1:${port}`, dataDir: join(cluster.root, `n${i + 1}`) }));
     await Promise.all(cluster.specs.map((s) => cluster.start(s.id)));
@@ -179,7 +183,7 @@ export class Cluster {
 
   async start(id: number, extra: Record<string, unknown> = {}): Promise<NodeProcess> {
     const spec = this.specs.find((s) => s.id === id)!;
-    const node = new NodeProcess(spec, { cluster: this.initialMembers, ...this.options, ...extra });
+    const node = new NodeProcess(spec, { cluster: this.initialMembers, ...this.options, ...extra }, this.fixture);
     this.nodes.set(id, node);
     await node.ready;
     return node;

@@ -1,0 +1,390 @@
+// What makes a store usable from any node of a cluster: write forwarding to the leader,
+// linearizable / lease / stale reads, waiting for an index (read-your-writes), readiness.
+// It talks to peers over the library's own channel (peer-channel.ts); the leader's
+// channel address is replicated through the log, so any node can find it.
+import { performance } from 'node:perf_hooks';
+import { debuglog } from 'node:util';
+
+import { ErrorCodes, PrevailError, isPrevailError } from './errors.js';
+import { PeerClient, PeerServer } from './peer-channel.js';
+import type { RaftNode } from './raft-node.js';
+
+const debug = debuglog('prevail');
+
+export type Consistency = 'linearizable' | 'lease' | 'stale';
+
+export interface ReadOptions {
+  /**
+   * `linearizable` (default): the leader confirms it still leads by committing a barrier issued
+   * after the call, and this node waits until it has applied that index — never stale.
+   * `lease`: the leader skips the barrier while its lease holds (see docs: assumes clocks advance
+   * at rates within 10% of each other); followers still ask the leader for its index.
+   * `stale`: this node's state as it is (fastest; may lag the leader).
+   */
+  consistency?: Consistency;
+  /** Also wait until this node has applied at least this index (read-your-writes). */
+  minIndex?: number;
+  /** Give up after this many ms with PREVAIL_TIMEOUT. Default 5000. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface WriteOptions {
+  signal?: AbortSignal;
+  /** Bound for finding a leader, forwarding and applying here. Default 10000 ms. */
+  timeoutMs?: number;
+}
+
+export interface Health {
+  /** This node leads (what a leader-only load balancer check wants). */
+  leader: boolean;
+  /** This node knows a leader and has applied within `readyMaxLag` entries of its commit index. */
+  ready: boolean;
+  appliedIndex: number;
+  /** The leader's commit index as last learned (on the leader: its own); null when unknown. */
+  leaderCommitIndex: number | null;
+  /** leaderCommitIndex − appliedIndex, or null when unknown. */
+  lag: number | null;
+}
+
+export interface LinkOptions {
+  /** host:port of the peer channel. Default: the raft address's host, any free port. */
+  channelAddress?: string;
+  /** Forward writes on followers to the leader. Default true; false: PREVAIL_NOT_LEADER with `leader`. */
+  forward?: boolean;
+  /** Readiness: the most entries a ready node may be behind the leader's commit index. Default 1000. */
+  readyMaxLag?: number;
+}
+
+/** What the link needs from the store. */
+export interface LinkHost {
+  readonly node: RaftNode<unknown>;
+  appliedIndex(): number;
+  /** Proposes on this node (which must be the leader); no forwarding. */
+  proposeLocal(name: string, args: unknown, signal?: AbortSignal): Promise<{ index: number; result: unknown }>;
+  /** Proposes the replicated "node id's channel is at address" entry. */
+  announce(id: number, address: string): Promise<unknown>;
+  /** The replicated channel addresses, by node id. */
+  peers(): ReadonlyMap<number, string>;
+}
+
+interface Waiter { index: number; resolve: (applied: number) => void; reject: (err: Error) => void; cleanup: () => void }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const LEASE_FRACTION = 0.9;
+
+export class ClusterLink {
+  readonly #host: LinkHost;
+  readonly #node: RaftNode<unknown>;
+  readonly #forward: boolean;
+  readonly #readyMaxLag: number;
+  #server!: PeerServer;
+  #clients = new Map<string, PeerClient>();
+  #waiters: Waiter[] = [];  // sorted by index
+  #timer: NodeJS.Timeout | null = null;
+  #closed = false;
+  // Leader lease: reads may skip the barrier until this (performance.now() ms).
+  #leaseUntil = 0;
+  #leaseTerm = -1;
+  // Coalesced barriers for linearizable reads: one in flight, at most one queued behind it.
+  #barrier: Promise<number> | null = null;
+  #nextBarrier: Promise<number> | null = null;
+  // Follower readiness: the leader's commit index and when we learned it.
+  #leaderCommit: { index: number; at: number; leader: number } | null = null;
+  #announcing = false;
+
+  private constructor(host: LinkHost, options: LinkOptions) {
+    this.#host = host;
+    this.#node = host.node;
+    this.#forward = options.forward ?? true;
+    this.#readyMaxLag = options.readyMaxLag ?? 1000;
+  }
+
+  static async start(host: LinkHost, options: LinkOptions = {}): Promise<ClusterLink> {
+    if (options.forward !== undefined && typeof options.forward !== 'boolean') {
+      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'forward must be a boolean');
+    }
+    const link = new ClusterLink(host, options);
+    const raftHost = host.node.address.slice(0, host.node.address.lastIndexOf(':'));
+    link.#server = await PeerServer.listen(options.channelAddress ?? `${raftHost}:0`, (type, body) => link.#serve(type, body));
+    const onRole = () => {
+      link.#leaseUntil = 0;
+      link.#maintain();
+    };
+    host.node.on('role', onRole);
+    host.node.on('leader', onRole);
+    host.node.on('transferring', () => { link.#leaseUntil = 0; link.#leaseTerm = -1; });
+    link.#timer = setInterval(() => link.#maintain(), 100);
+    link.#timer.unref();
+    link.#maintain();
+    debug('node %d: peer channel on %s', host.node.id, link.#server.address);
+    return link;
+  }
+
+  /** The address this node's peer channel listens on. */
+  get channelAddress(): string {
+    return this.#server.address;
+  }
+
+  // ---- writes --------------------------------------------------------------------------
+
+  async propose(name: string, args: unknown, options: WriteOptions = {}): Promise<{ index: number; result: unknown }> {
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    const deadline = performance.now() + timeoutMs;
+    const signal = options.signal;
+    for (;;) {
+      if (this.#node.isLeader || !this.#forward) {
+        const t0 = performance.now();
+        const term = this.#node.status().term;
+        try {
+          const r = await this.#host.proposeLocal(name, args, signal);
+          this.#renewLease(t0, term);
+          return r;
+        } catch (err) {
+          // Not the leader after all: nothing was appended, so forwarding it is safe.
+          if (!this.#forward || !isPrevailError(err, ErrorCodes.NOT_LEADER)) throw err;
+        }
+      }
+      const channel = await this.#leaderChannel(deadline, signal);
+      let reply: { index: number; result: unknown };
+      try {
+        reply = await this.#client(channel).request('propose', { name, args }, Math.max(1, deadline - performance.now())) as
+          { index: number; result: unknown };
+      } catch (err) {
+        // Retry only what certainly did not apply: a node that is not (or no longer) the
+        // leader, one that is closing, or a connection that failed before the request left.
+        const retry = isPrevailError(err, ErrorCodes.NOT_LEADER) ||
+          ((isPrevailError(err, ErrorCodes.UNAVAILABLE) || isPrevailError(err, ErrorCodes.CLOSED)) && !(err as PrevailError).mayHaveApplied);
+        if (!retry || performance.now() >= deadline) throw err;
+        await sleep(10);
+        continue;
+      }
+      // Read-your-writes on this node: settle once the entry is applied here too.
+      await this.waitApplied(reply.index, Math.max(1, deadline - performance.now()), signal);
+      return reply;
+    }
+  }
+
+  // ---- reads ---------------------------------------------------------------------------
+
+  async read(options: ReadOptions = {}): Promise<number> {
+    const consistency = options.consistency ?? 'linearizable';
+    if (consistency !== 'linearizable' && consistency !== 'lease' && consistency !== 'stale') {
+      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `consistency must be linearizable, lease or stale, got ${String(consistency)}`);
+    }
+    const minIndex = options.minIndex ?? 0;
+    if (typeof minIndex !== 'number' || !Number.isInteger(minIndex) || minIndex < 0) {
+      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `minIndex must be a non-negative integer, got ${String(minIndex)}`);
+    }
+    const timeoutMs = options.timeoutMs ?? 5000;
+    const deadline = performance.now() + timeoutMs;
+    const { signal } = options;
+    if (signal?.aborted) throw new PrevailError(ErrorCodes.ABORTED, 'aborted', { cause: signal.reason });
+    let index = minIndex;
+    if (consistency !== 'stale') {
+      for (;;) {
+        try {
+          index = Math.max(index, await this.#readIndex(consistency, deadline, signal));
+          break;
+        } catch (err) {
+          const retry = isPrevailError(err, ErrorCodes.NOT_LEADER) || isPrevailError(err, ErrorCodes.LEADERSHIP_LOST) ||
+            isPrevailError(err, ErrorCodes.UNAVAILABLE) || (isPrevailError(err, ErrorCodes.CLOSED) && !this.#closed);
+          if (!retry || performance.now() >= deadline) throw err;
+          await sleep(10);
+        }
+      }
+    }
+    return this.waitApplied(index, Math.max(0, deadline - performance.now()), signal);
+  }
+
+  // The index a read must see: on the leader from its own barrier or lease, elsewhere from the leader.
+  async #readIndex(consistency: 'linearizable' | 'lease', deadline: number, signal?: AbortSignal): Promise<number> {
+    if (this.#node.isLeader) return this.#leaderReadIndex(consistency);
+    if (!this.#forward) {
+      throw new PrevailError(ErrorCodes.NOT_LEADER, `${consistency} reads need the leader (forwarding is off)`, { leader: this.#node.leader });
+    }
+    const channel = await this.#leaderChannel(deadline, signal);
+    return await this.#client(channel).request('readIndex', { consistency }, Math.max(1, deadline - performance.now())) as number;
+  }
+
+  // The answer is the index of the last state-machine entry applied here once the leader's
+  // position is confirmed (barrier entries don't reach the state machine, so followers wait
+  // for that entry, not for the barrier's own index).
+  async #leaderReadIndex(consistency: 'linearizable' | 'lease'): Promise<number> {
+    if (consistency === 'lease' && performance.now() < this.#leaseUntil) {
+      const s = this.#node.status();
+      if (s.role === 'leader' && s.term === this.#leaseTerm && s.appliedIndex >= s.commitIndex) return this.#host.appliedIndex();
+    }
+    await this.#coalescedBarrier();
+    return this.#host.appliedIndex();
+  }
+
+  // A read may only use a barrier issued after it started; reads that arrive while one is in
+  // flight share the next one, so a burst of reads costs two log entries, not one each.
+  #coalescedBarrier(): Promise<number> {
+    if (!this.#barrier) {
+      const t0 = performance.now();
+      const term = this.#node.status().term;
+      const p: Promise<number> = this.#node.barrier().then((index) => {
+        this.#renewLease(t0, term);
+        return index;
+      }).finally(() => {
+        if (this.#barrier === p) this.#barrier = null;
+      });
+      this.#barrier = p;
+      return p;
+    }
+    if (!this.#nextBarrier) {
+      const next = this.#barrier.then(() => undefined, () => undefined).then(() => {
+        this.#nextBarrier = null;
+        return this.#coalescedBarrier();
+      });
+      this.#nextBarrier = next;
+    }
+    return this.#nextBarrier;
+  }
+
+  // A committed entry proposed at t0 in `term` means a majority heard from us after t0, and
+  // none of them will vote for another leader until an election timeout after that.
+  #renewLease(t0: number, term: number): void {
+    if (!this.#node.isLeader || this.#node.status().term !== term) return;
+    const until = t0 + this.#node.electionTimeoutMs * LEASE_FRACTION;
+    if (term !== this.#leaseTerm || until > this.#leaseUntil) {
+      this.#leaseUntil = until;
+      this.#leaseTerm = term;
+    }
+  }
+
+  /** Resolves with the applied index once this node has applied `index`. */
+  waitApplied(index: number, timeoutMs: number, signal?: AbortSignal): Promise<number> {
+    const applied = this.#host.appliedIndex();
+    if (applied >= index) return Promise.resolve(applied);
+    if (this.#closed) return Promise.reject(new PrevailError(ErrorCodes.CLOSED, 'the store is closed'));
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        waiter.cleanup();
+        reject(new PrevailError(ErrorCodes.ABORTED, `aborted waiting for index ${index}`, { cause: signal!.reason }));
+      };
+      const timer = setTimeout(() => {
+        waiter.cleanup();
+        reject(new PrevailError(ErrorCodes.TIMEOUT,
+          `index ${index} not applied on node ${this.#node.id} within ${timeoutMs} ms (applied ${this.#host.appliedIndex()})`, { index }));
+      }, timeoutMs);
+      const waiter: Waiter = {
+        index, resolve, reject,
+        cleanup: () => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
+          const i = this.#waiters.indexOf(waiter);
+          if (i >= 0) this.#waiters.splice(i, 1);
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      let at = this.#waiters.length;
+      while (at > 0 && this.#waiters[at - 1]!.index > index) at--;
+      this.#waiters.splice(at, 0, waiter);
+    });
+  }
+
+  /** Called by the store after every apply and restore. */
+  onApplied(applied: number): void {
+    while (this.#waiters.length > 0 && this.#waiters[0]!.index <= applied) {
+      const w = this.#waiters.shift()!;
+      w.cleanup();
+      w.resolve(applied);
+    }
+  }
+
+  // ---- health --------------------------------------------------------------------------
+
+  health(): Health {
+    const s = this.#node.status();
+    const appliedIndex = this.#host.appliedIndex();
+    let leaderCommitIndex: number | null = null;
+    if (s.role === 'leader') leaderCommitIndex = s.commitIndex;
+    else if (this.#leaderCommit && s.leader?.id === this.#leaderCommit.leader && performance.now() - this.#leaderCommit.at < 2000) {
+      leaderCommitIndex = this.#leaderCommit.index;
+    }
+    const lag = leaderCommitIndex === null ? null : Math.max(0, leaderCommitIndex - appliedIndex);
+    return { leader: s.role === 'leader', ready: s.leader !== null && lag !== null && lag <= this.#readyMaxLag, appliedIndex, leaderCommitIndex, lag };
+  }
+
+  // ---- the channel -----------------------------------------------------------------------
+
+  async #serve(type: string, body: unknown): Promise<unknown> {
+    if (this.#closed) throw new PrevailError(ErrorCodes.CLOSED, `node ${this.#node.id} is closing`);
+    if (type === 'commitIndex') return this.#node.status().commitIndex;
+    if (!this.#node.isLeader) {
+      throw new PrevailError(ErrorCodes.NOT_LEADER, `node ${this.#node.id} is not the leader`, { leader: this.#node.leader });
+    }
+    if (type === 'propose') {
+      const { name, args } = body as { name: string; args: unknown };
+      const t0 = performance.now();
+      const term = this.#node.status().term;
+      const r = await this.#host.proposeLocal(name, args);
+      this.#renewLease(t0, term);
+      return r;
+    }
+    if (type === 'readIndex') return this.#leaderReadIndex((body as { consistency: 'linearizable' | 'lease' }).consistency);
+    throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `unknown peer request ${type}`);
+  }
+
+  // The leader's channel address, waiting (bounded) while there is no leader or it has not announced itself yet.
+  async #leaderChannel(deadline: number, signal?: AbortSignal): Promise<string> {
+    for (;;) {
+      if (signal?.aborted) throw new PrevailError(ErrorCodes.ABORTED, 'aborted', { cause: signal.reason });
+      if (this.#closed) throw new PrevailError(ErrorCodes.CLOSED, 'the store is closed');
+      const leader = this.#node.leader;
+      const channel = leader && leader.id !== this.#node.id ? this.#host.peers().get(leader.id) : undefined;
+      if (channel) return channel;
+      if (performance.now() >= deadline) {
+        throw new PrevailError(ErrorCodes.UNAVAILABLE, leader ? `leader ${leader.id} is not reachable yet` : 'no leader is known',
+          { leader, mayHaveApplied: false });
+      }
+      await sleep(10);
+    }
+  }
+
+  #client(address: string): PeerClient {
+    let c = this.#clients.get(address);
+    if (!c) {
+      c = new PeerClient(address);
+      this.#clients.set(address, c);
+    }
+    return c;
+  }
+
+  // Periodic: the leader makes sure its channel address is in the replicated state; followers
+  // learn the leader's commit index (readiness).
+  #maintain(): void {
+    if (this.#closed) return;
+    const node = this.#node;
+    if (node.isLeader) {
+      const mine = this.#server.address;
+      if (!this.#announcing && this.#host.peers().get(node.id) !== mine && node.status().members.length > 1) {
+        this.#announcing = true;
+        this.#host.announce(node.id, mine).catch((err: unknown) => debug('node %d: announce failed: %s', node.id, (err as Error).message))
+          .finally(() => { this.#announcing = false; });
+      }
+      return;
+    }
+    const leader = node.leader;
+    const channel = leader ? this.#host.peers().get(leader.id) : undefined;
+    if (!leader || !channel || leader.id === node.id) return;
+    this.#client(channel).request('commitIndex', null, 1000).then((index) => {
+      this.#leaderCommit = { index: index as number, at: performance.now(), leader: leader.id };
+    }, () => undefined);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+    for (const w of [...this.#waiters]) {
+      w.cleanup();
+      w.reject(new PrevailError(ErrorCodes.CLOSED, `the store closed before index ${w.index} was applied`));
+    }
+    for (const c of this.#clients.values()) c.close();
+    await this.#server.close();
+  }
+}
