@@ -1,0 +1,315 @@
+#!/usr/bin/env node
+// The `prevail` command: `serve` runs one node of the key-value service (lib/service.ts);
+// `status`, `members`, `transfer` and `snapshot` talk to a running node over its HTTP API.
+import { parseArgs } from 'node:util';
+
+import { isPrevailError, type MemberRef } from './errors.js';
+import { kvSchema, startService } from './service.js';
+
+const USAGE = `Usage: prevail <command> [options]
+
+Commands:
+  serve                          run one node of the replicated key-value service
+  status                         print a node's status (JSON)
+  members add ID HOST:PORT       add a member (it catches up as a non-voter, then votes)
+      [--role voter|standby|spare]
+  members remove ID              remove a member
+  transfer [ID]                  hand leadership to ID, or to the most up-to-date voter
+  snapshot                       have the leader write a snapshot now
+  inspect DIR [options]          read a data dir offline (prevail inspect --help)
+
+serve options:
+  --data DIR                     data directory (required; one node id per directory)
+  --id N                         this node's id (default 1)
+  --raft HOST:PORT               raft address (default: this id's entry in --cluster)
+  --http HOST:PORT               HTTP address (default 127.0.0.1:8001)
+  --cluster "1=HOST:PORT,2=..."  the initial members; read only when DIR is empty
+  --join                         start empty and wait to be added (prevail members add)
+  --election-timeout MS          default 200
+  --heartbeat MS                 default 40
+  --no-forward                   answer writes on a follower with 503 and the leader
+                                 instead of forwarding them
+  --max-body BYTES               largest request body (default 1048576)
+
+client options (status, members, transfer, snapshot):
+  --node URL[,URL...]            the node(s) to ask (default $PREVAIL_NODE or
+                                 http://127.0.0.1:8001); leader-only commands try
+                                 each in turn until the leader answers
+  --timeout MS                   give up after this long (default 60000)
+
+Exit status: 0 done, 1 the request or the node failed, 2 bad usage.
+SIGTERM or SIGINT stops serve gracefully (the leader hands over first) with status 0.
+`;
+
+/** How long a SIGTERM'd serve may take to drain and close before it exits anyway. */
+const CLOSE_DEADLINE_MS = 30_000;
+
+class UsageError extends Error {}
+
+function fail(message: string): never {
+  throw new UsageError(message);
+}
+
+function positiveInt(flag: string, value: string | undefined, fallback?: number): number | undefined {
+  if (value === undefined) return fallback;
+  const n = /^\d{1,10}$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n <= 0) fail(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+function hostPort(flag: string, value: string): string {
+  const m = /^(\[[^\]]+\]|[^:\s,=]+):(\d{1,5})$/.exec(value);
+  if (!m || Number(m[2]) > 65535) fail(`${flag} must be HOST:PORT, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** "1=127.0.0.1:7001,2=127.0.0.1:7002" → [{ id: 1, address: '127.0.0.1:7001' }, …] */
+function parseCluster(value: string): MemberRef[] {
+  const members = value.split(',').map((part) => part.trim()).filter((p) => p !== '').map((part) => {
+    const eq = part.indexOf('=');
+    if (eq < 0) fail(`--cluster entries are ID=HOST:PORT, got ${JSON.stringify(part)}`);
+    return { id: positiveInt('a --cluster id', part.slice(0, eq))!, address: hostPort('a --cluster address', part.slice(eq + 1)) };
+  });
+  if (members.length === 0) fail('--cluster is empty');
+  if (new Set(members.map((m) => m.id)).size !== members.length) fail('--cluster lists an id twice');
+  return members;
+}
+
+async function serve(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args, allowPositionals: true, strict: true,
+    options: {
+      data: { type: 'string' }, id: { type: 'string' }, raft: { type: 'string' }, http: { type: 'string' },
+      cluster: { type: 'string' }, join: { type: 'boolean' },
+      'election-timeout': { type: 'string' }, heartbeat: { type: 'string' },
+      'no-forward': { type: 'boolean' }, 'max-body': { type: 'string' },
+    },
+  });
+  if (positionals.length) fail(`serve takes no arguments, got ${JSON.stringify(positionals.join(' '))}`);
+  if (!values.data) fail('serve needs --data DIR');
+  const id = positiveInt('--id', values.id, 1)!;
+  const cluster = values.cluster !== undefined ? parseCluster(values.cluster) : undefined;
+  if (values.join && cluster) fail('--join and --cluster exclude each other: a joining node gets the configuration from the leader');
+  const listed = cluster?.find((m) => m.id === id)?.address;
+  const raft = values.raft !== undefined ? hostPort('--raft', values.raft) : listed;
+  if (raft === undefined) fail(cluster ? `--cluster does not list id ${id}; give --raft HOST:PORT` : 'serve needs --raft HOST:PORT (or --cluster listing this --id)');
+  if (listed !== undefined && listed !== raft) fail(`--cluster lists id ${id} at ${listed}, but --raft is ${raft}`);
+  if (cluster && !listed) fail(`--cluster does not list id ${id}`);
+  const http = hostPort('--http', values.http ?? '127.0.0.1:8001');
+  const electionTimeoutMs = positiveInt('--election-timeout', values['election-timeout']);
+  const heartbeatMs = positiveInt('--heartbeat', values.heartbeat);
+  if ((heartbeatMs ?? 40) >= (electionTimeoutMs ?? 200)) fail('--heartbeat must be below --election-timeout');
+
+  const service = await startService({
+    dataDir: values.data, id, raftAddress: raft, httpAddress: http,
+    ...(cluster ? { cluster } : {}), ...(values.join ? { join: true } : {}),
+    ...(electionTimeoutMs !== undefined ? { electionTimeoutMs } : {}),
+    ...(heartbeatMs !== undefined ? { heartbeatMs } : {}),
+    ...(values['no-forward'] ? { forward: false } : {}),
+    ...(values['max-body'] !== undefined ? { maxBodyBytes: positiveInt('--max-body', values['max-body'])! } : {}),
+  });
+  console.log(`prevail: node ${id} serving ${service.url} (raft ${raft}, data ${values.data})`);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      console.error(`prevail: ${signal} again: exiting without waiting`);
+      process.exit(1);
+    }
+    stopping = true;
+    console.error(`prevail: ${signal}: closing (node ${id}, ${service.store.status().role})`);
+    // A close that cannot finish (an engine call that never settles) must not keep a
+    // stopped service around forever; the log makes a hard stop as safe as a crash.
+    setTimeout(() => {
+      console.error(`prevail: node ${id} did not close within ${CLOSE_DEADLINE_MS} ms; exiting`);
+      process.exit(1);
+    }, CLOSE_DEADLINE_MS).unref();
+    service.close({ transferLeadership: true }).then(() => {
+      console.error(`prevail: node ${id} closed`);
+      process.exit(0);
+    }, (err: unknown) => {
+      console.error(`prevail: close failed:`, err);
+      process.exit(1);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+// ---- client commands -------------------------------------------------------------------
+
+interface Client {
+  nodes: string[];
+  timeoutMs: number;
+}
+
+function clientOptions(args: string[], extra: Record<string, { type: 'string' }> = {}) {
+  const { values, positionals } = parseArgs({
+    args, allowPositionals: true, strict: true,
+    options: { node: { type: 'string' }, timeout: { type: 'string' }, ...extra },
+  });
+  const nodes = (values.node ?? process.env.PREVAIL_NODE ?? 'http://127.0.0.1:8001')
+    .split(',').map((u) => u.trim()).filter((u) => u !== '').map((u) => {
+      const withScheme = /^https?:\/\//.test(u) ? u : `http://${u}`;
+      try {
+        return new URL(withScheme).origin;
+      } catch {
+        return fail(`--node must be a URL such as http://127.0.0.1:8001, got ${JSON.stringify(u)}`);
+      }
+    });
+  if (nodes.length === 0) fail('--node is empty');
+  const client: Client = { nodes, timeoutMs: positiveInt('--timeout', values.timeout as string | undefined, 60_000)! };
+  return { client, values: values as Record<string, string | undefined>, positionals };
+}
+
+class RequestFailed extends Error {
+  constructor(message: string, readonly body?: unknown) {
+    super(message);
+  }
+}
+
+interface Answer { status: number; body: any }
+
+async function request(client: Client, node: string, method: string, path: string, body?: unknown): Promise<Answer> {
+  let res: Response;
+  try {
+    res = await fetch(`${node}${path}`, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      body: body === undefined ? null : JSON.stringify(body),
+      signal: AbortSignal.timeout(client.timeoutMs),
+    });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+    throw new RequestFailed(`${node}: ${method} ${path} failed: ${cause ?? (err as Error).message}`);
+  }
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // not JSON: keep the text
+  }
+  return { status: res.status, body: parsed };
+}
+
+function describeError(node: string, answer: Answer): string {
+  const e = answer.body?.error;
+  if (!e) return `${node}: HTTP ${answer.status}`;
+  const leader = e.leader ? ` (the leader is node ${e.leader.id} at raft address ${e.leader.address})` : '';
+  return `${node}: ${e.code}: ${e.message}${leader}`;
+}
+
+/** Sends a leader-only request to each node in turn until one answers other than NOT_LEADER. */
+async function onLeader(client: Client, method: string, path: string, body?: unknown): Promise<unknown> {
+  const failures: string[] = [];
+  for (const node of client.nodes) {
+    let answer: Answer;
+    try {
+      answer = await request(client, node, method, path, body);
+    } catch (err) {
+      failures.push((err as Error).message);
+      continue;
+    }
+    if (answer.status === 200) return answer.body;
+    failures.push(describeError(node, answer));
+    const code = answer.body?.error?.code;
+    if (code !== 'PREVAIL_NOT_LEADER' && code !== 'PREVAIL_UNAVAILABLE') break;
+  }
+  throw new RequestFailed(failures.join('\n'));
+}
+
+function print(value: unknown): void {
+  console.log(JSON.stringify(value, null, 2));
+}
+
+async function status(args: string[]): Promise<void> {
+  const { client, positionals } = clientOptions(args);
+  if (positionals.length) fail('status takes no arguments');
+  const node = client.nodes[0]!;
+  const answer = await request(client, node, 'GET', '/status');
+  if (answer.status !== 200) throw new RequestFailed(describeError(node, answer));
+  print(answer.body);
+}
+
+async function members(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  if (sub === 'add') {
+    const { client, values, positionals } = clientOptions(rest, { role: { type: 'string' } });
+    if (positionals.length !== 2) fail('usage: prevail members add ID HOST:PORT [--role voter|standby|spare]');
+    const role = values.role ?? 'voter';
+    if (!['voter', 'standby', 'spare'].includes(role)) fail(`--role must be voter, standby or spare, got ${JSON.stringify(role)}`);
+    const id = positiveInt('ID', positionals[0])!;
+    print(await onLeader(client, 'POST', '/admin/members', { id, address: hostPort('HOST:PORT', positionals[1]!), role }));
+  } else if (sub === 'remove') {
+    const { client, positionals } = clientOptions(rest);
+    if (positionals.length !== 1) fail('usage: prevail members remove ID');
+    print(await onLeader(client, 'DELETE', `/admin/members/${positiveInt('ID', positionals[0])}`));
+  } else {
+    fail(`members needs add or remove, got ${JSON.stringify(sub ?? '')}`);
+  }
+}
+
+async function transfer(args: string[]): Promise<void> {
+  const { client, positionals } = clientOptions(args);
+  if (positionals.length > 1) fail('usage: prevail transfer [ID]');
+  const id = positiveInt('ID', positionals[0]);
+  print(await onLeader(client, 'POST', '/admin/transfer', id === undefined ? {} : { id }));
+}
+
+async function snapshot(args: string[]): Promise<void> {
+  const { client, positionals } = clientOptions(args);
+  if (positionals.length) fail('snapshot takes no arguments');
+  print(await onLeader(client, 'POST', '/admin/snapshot'));
+}
+
+// ---- main ------------------------------------------------------------------------------
+
+const commands: Record<string, (args: string[]) => Promise<void>> = {
+  serve, status, members, transfer, snapshot,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...args] = argv;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(USAGE);
+    return command === undefined ? 2 : 0;
+  }
+  if (command !== 'inspect' && (args.includes('--help') || args.includes('-h'))) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (command === 'inspect') {
+    const { runInspect } = await import('./inspect.js');
+    return runInspect(args, process.stdout, { defaultSchema: kvSchema });
+  }
+  const run = commands[command];
+  if (!run) {
+    console.error(`prevail: unknown command ${JSON.stringify(command)}; see prevail --help`);
+    return 2;
+  }
+  try {
+    await run(args);
+    return 0;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (err instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
+      console.error(`prevail ${command}: ${(err as Error).message}; see prevail --help`);
+      return 2;
+    }
+    if (err instanceof RequestFailed) {
+      console.error(`prevail ${command}: ${err.message}`);
+      return 1;
+    }
+    if (isPrevailError(err)) {
+      console.error(`prevail ${command}: ${err.code}: ${err.message}`);
+      return 1;
+    }
+    console.error(`prevail ${command}:`, err);
+    return 1;
+  }
+}
+
+const exitCode = await main(process.argv.slice(2));
+// A running serve keeps the loop open until a signal ends it; anything else ends here.
+if (exitCode !== 0) process.exit(exitCode);

@@ -1,0 +1,556 @@
+// The reference service: a replicated key-value store over HTTP, built only on the object
+// store. `prevail serve` (lib/cli.ts) runs one node of it; `startService()` runs it in-process.
+//
+//   PUT    /kv/:key                   body = the value (raw bytes, UTF-8)   → 200 { index }
+//   GET    /kv/:key?consistency=linearizable|lease|stale&minIndex=n      → 200 { value, index } | 404
+//   POST   /kv/:key/cas               { expect: string | null, value }    → 200 { index } | 409
+//   DELETE /kv/:key                                                       → 200 { index, deleted }
+//   GET    /status, /health/leader, /health/ready
+//   POST   /admin/members { id, address, role? }, DELETE /admin/members/:id,
+//   POST   /admin/transfer { id? }, POST /admin/snapshot                  (leader only)
+//
+// Every error is JSON: { "error": { "code": "PREVAIL_…", "message": "…", leader?, mayHaveApplied? } }.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { debuglog } from 'node:util';
+
+import { adminHandler } from './admin.js';
+import { ErrorCodes, PrevailError, isPrevailError, type MemberRef } from './errors.js';
+import type { MemberRole } from './raft-node.js';
+import { collection, defineSchema, open, type Store } from './store.js';
+
+const debug = debuglog('prevail');
+
+// ---- the state machine ---------------------------------------------------------------
+
+export interface KvEntry {
+  key: string;
+  value: string;
+}
+
+/** Where a key's bytes may go: non-empty, at most this many bytes of UTF-8. */
+export const MAX_KEY_BYTES = 1024;
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
+function checkKey(key: unknown): string {
+  if (typeof key !== 'string' || key === '') throw invalid('the key must be a non-empty string');
+  if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) throw invalid(`the key is longer than ${MAX_KEY_BYTES} bytes of UTF-8`);
+  return key;
+}
+
+function checkValue(value: unknown, what = 'value'): string {
+  if (typeof value !== 'string') throw invalid(`${what} must be a string`);
+  return value;
+}
+
+/**
+ * The key-value schema: one collection `kv` of `{ key, value }` with a unique index on the
+ * key, and three commands. Handlers check their arguments too, so a bad entry fails the
+ * same way on every replica.
+ */
+export const kvSchema = defineSchema({
+  collections: {
+    kv: collection<KvEntry>()({ indexes: (ix) => ({ byKey: ix.unique((e) => e.key) }) }),
+  },
+  commands: {
+    /** Sets a key. Result: whether the key was new. */
+    put: (s, args: { key: string; value: string }) => {
+      const key = checkKey(args?.key);
+      const value = checkValue(args.value);
+      const current = s.kv.byKey.get(key);
+      if (current) s.kv.update(current.id, { value });
+      else s.kv.insert({ key, value });
+      return { created: current === undefined };
+    },
+    /** Sets a key only if its value is `expect` (null: the key is absent). Result: ok, and the value found. */
+    cas: (s, args: { key: string; expect: string | null; value: string }) => {
+      const key = checkKey(args?.key);
+      const value = checkValue(args.value);
+      if (args.expect !== null) checkValue(args.expect, 'expect');
+      const current = s.kv.byKey.get(key);
+      const found = current ? current.value : null;
+      if (found !== args.expect) return { ok: false, current: found };
+      if (current) s.kv.update(current.id, { value });
+      else s.kv.insert({ key, value });
+      return { ok: true, current: found };
+    },
+    /** Deletes a key. Result: whether it existed. */
+    del: (s, args: { key: string }) => {
+      const key = checkKey(args?.key);
+      const current = s.kv.byKey.get(key);
+      if (!current) return { deleted: false };
+      s.kv.delete(current.id);
+      return { deleted: true };
+    },
+  },
+});
+
+export type KvStore = Store<typeof kvSchema.collections, typeof kvSchema.commands>;
+
+// ---- reads and health (the store's API) ------------------------------------------------
+
+export type Consistency = 'linearizable' | 'lease' | 'stale';
+
+export interface ReadOptions {
+  consistency?: Consistency;
+  minIndex?: number;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface Health {
+  leader: boolean;
+  ready: boolean;
+  appliedIndex: number;
+  leaderCommitIndex: number | null;
+  lag: number | null;
+}
+
+/** What the service needs from the store beyond propose/view/status. */
+interface ReadApi {
+  read(options?: ReadOptions): Promise<number>;
+  health(): Health;
+}
+
+function readApi(store: KvStore): ReadApi {
+  const s = store as unknown as Partial<ReadApi>;
+  if (typeof s.read === 'function' && typeof s.health === 'function') {
+    return { read: (o) => s.read!.call(store, o), health: () => s.health!.call(store) };
+  }
+  return interimReadApi(store);
+}
+
+// TEMPORARY until Store.read()/health() land: leader-only linearizable reads through a
+// barrier, stale reads anywhere, readiness from this node's own view of the commit index.
+function interimReadApi(store: KvStore): ReadApi {
+  const READY_LAG = 100;
+  return {
+    async read(o = {}) {
+      const deadline = Date.now() + (o.timeoutMs ?? 5000);
+      if ((o.consistency ?? 'linearizable') !== 'stale') {
+        const st = store.status();
+        if (st.role !== 'leader') {
+          throw new PrevailError(st.leader ? ErrorCodes.NOT_LEADER : ErrorCodes.UNAVAILABLE, 'reads at this level are served by the leader', { leader: st.leader });
+        }
+        await store.node.barrier();
+      }
+      while (store.status().appliedIndex < (o.minIndex ?? 0)) {
+        if (o.signal?.aborted) throw new PrevailError(ErrorCodes.ABORTED, 'aborted');
+        if (Date.now() > deadline) throw new PrevailError(ErrorCodes.TIMEOUT, `index ${o.minIndex} not applied in time`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      return store.status().appliedIndex;
+    },
+    health() {
+      const st = store.status();
+      const leader = st.role === 'leader';
+      const leaderCommitIndex = leader || st.leader ? st.commitIndex : null;
+      const lag = leaderCommitIndex === null ? null : Math.max(0, leaderCommitIndex - st.appliedIndex);
+      return { leader, ready: lag !== null && lag <= READY_LAG, appliedIndex: st.appliedIndex, leaderCommitIndex, lag };
+    },
+  };
+}
+
+// ---- HTTP ----------------------------------------------------------------------------
+
+/** The HTTP status for each error code; anything else is a 500. */
+export const httpStatusOf: Readonly<Record<string, number>> = Object.freeze({
+  [ErrorCodes.INVALID_ARGUMENT]: 400,
+  [ErrorCodes.TOO_LARGE]: 413,
+  [ErrorCodes.NOT_FOUND]: 404,
+  [ErrorCodes.BAD_MEMBER]: 409,
+  [ErrorCodes.MEMBERSHIP_BUSY]: 409,
+  [ErrorCodes.UNIQUE_VIOLATION]: 409,
+  [ErrorCodes.NOT_LEADER]: 503,
+  [ErrorCodes.UNAVAILABLE]: 503,
+  [ErrorCodes.NOT_READY]: 503,
+  [ErrorCodes.CLOSED]: 503,
+  [ErrorCodes.LEADERSHIP_LOST]: 503,
+  [ErrorCodes.TRANSFER_FAILED]: 503,
+  [ErrorCodes.TIMEOUT]: 504,
+  [ErrorCodes.NO_SPACE]: 507,
+});
+
+/** The code of a refused compare-and-set (409). Not a library error, so not in ErrorCodes. */
+export const CAS_CONFLICT = 'PREVAIL_CAS_CONFLICT';
+/** No such route (404) and a method the route doesn't take (405). */
+const NO_ROUTE = 'PREVAIL_NOT_FOUND';
+const BAD_METHOD = 'PREVAIL_METHOD_NOT_ALLOWED';
+
+class HttpError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string,
+    readonly extra: Record<string, unknown> = {}, readonly headers: Record<string, string> = {}) {
+    super(message);
+  }
+}
+
+function invalid(message: string): PrevailError {
+  return new PrevailError(ErrorCodes.INVALID_ARGUMENT, message);
+}
+
+export interface ServiceOptions {
+  /** Where the log and snapshots live. Required. */
+  dataDir: string;
+  /** This node's id. Default 1. */
+  id?: number;
+  /** The raft address (host:port). Default: this id's entry in `cluster`, else 127.0.0.1 on a free port. */
+  raftAddress?: string;
+  /** The initial members (bootstrap only). Default: this node alone. */
+  cluster?: MemberRef[];
+  /** Start empty and wait to be added by the leader (`prevail members add`). */
+  join?: boolean;
+  /** Where HTTP listens: host:port. Default 127.0.0.1:0 (a free port). */
+  httpAddress?: string;
+  electionTimeoutMs?: number;
+  heartbeatMs?: number;
+  snapshotThreshold?: number;
+  snapshotTrailing?: number;
+  /** Forward writes made on a follower to the leader. Default true; false answers 503 with the leader. */
+  forward?: boolean;
+  /** Largest request body. Default 1 MiB; beyond it: 413. */
+  maxBodyBytes?: number;
+  /** How long a read may wait (for the leader, or for `minIndex`) before 504. Default 5000 ms. */
+  readTimeoutMs?: number;
+  /** On close, how long requests in progress get before their connections are cut. Default 10000 ms. */
+  drainTimeoutMs?: number;
+}
+
+export interface Service {
+  store: KvStore;
+  server: Server;
+  /** http://host:port */
+  url: string;
+  /** Stops taking requests, lets those in progress finish (bounded), closes the store handing leadership over. Idempotent. */
+  close(options?: { transferLeadership?: boolean }): Promise<void>;
+}
+
+/** Parses "host:port" (IPv6 hosts in brackets). */
+export function parseHostPort(value: string, what: string): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:\s]+):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[2]) : -1;
+  if (!m || port > 65535) throw invalid(`${what} must be host:port, got ${JSON.stringify(value)}`);
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+/** Opens the store and serves the key-value API. Resolves once HTTP listens. */
+export async function startService(options: ServiceOptions): Promise<Service> {
+  const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const readTimeoutMs = options.readTimeoutMs ?? 5000;
+  const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
+  const { host, port } = parseHostPort(options.httpAddress ?? '127.0.0.1:0', 'the HTTP address');
+  const storeOptions: Parameters<typeof open<typeof kvSchema.collections, typeof kvSchema.commands>>[0] & { forward?: boolean } = {
+    schema: kvSchema, dataDir: options.dataDir,
+  };
+  if (options.id !== undefined) storeOptions.id = options.id;
+  if (options.raftAddress !== undefined) storeOptions.address = options.raftAddress;
+  if (options.cluster !== undefined) storeOptions.cluster = options.cluster;
+  if (options.join !== undefined) storeOptions.join = options.join;
+  if (options.electionTimeoutMs !== undefined) storeOptions.electionTimeoutMs = options.electionTimeoutMs;
+  if (options.heartbeatMs !== undefined) storeOptions.heartbeatMs = options.heartbeatMs;
+  if (options.snapshotThreshold !== undefined) storeOptions.snapshotThreshold = options.snapshotThreshold;
+  if (options.snapshotTrailing !== undefined) storeOptions.snapshotTrailing = options.snapshotTrailing;
+  if (options.forward !== undefined) storeOptions.forward = options.forward;
+  const store = await open(storeOptions);
+  const reads = readApi(store);
+  // The admin page (GET /admin, /admin/status.json, /admin/events) comes before the API routes.
+  const admin = adminHandler(store, { basePath: '/admin' });
+
+  let closing: Promise<void> | null = null;
+  const active = new Set<ServerResponse>();
+
+  const leaderHint = (): MemberRef | null => store.status().leader;
+
+  // Membership calls on a non-leader must never reach the engine: raft 0.22.1's raft_add
+  // and raft_remove assert leadership (the process aborts) instead of returning NOTLEADER.
+  // No await may come between this check and the call it guards.
+  const requireLeader = (what: string): void => {
+    const st = store.node.status();
+    if (st.role !== 'leader') {
+      throw new PrevailError(st.leader ? ErrorCodes.NOT_LEADER : ErrorCodes.UNAVAILABLE,
+        `${what} is done by the leader; this node is ${st.role}`, { leader: st.leader });
+    }
+  };
+
+  // ---- routes ----------------------------------------------------------------------
+
+  async function putKey(req: IncomingMessage, key: string): Promise<unknown> {
+    const value = decodeUtf8(await readBody(req, maxBody));
+    const { index } = await store.proposeWithIndex('put', { key, value });
+    return { index };
+  }
+
+  async function getKey(url: URL, key: string, signal: AbortSignal): Promise<[number, unknown]> {
+    const consistency = url.searchParams.get('consistency') ?? 'linearizable';
+    if (consistency !== 'linearizable' && consistency !== 'lease' && consistency !== 'stale') {
+      throw invalid(`consistency must be linearizable, lease or stale, got ${JSON.stringify(consistency)}`);
+    }
+    const readOptions: ReadOptions = { consistency, timeoutMs: readTimeoutMs, signal };
+    const minIndex = url.searchParams.get('minIndex');
+    if (minIndex !== null) {
+      const n = /^\d{1,15}$/.test(minIndex) ? Number(minIndex) : NaN;
+      if (!Number.isSafeInteger(n)) throw invalid(`minIndex must be a non-negative integer, got ${JSON.stringify(minIndex)}`);
+      readOptions.minIndex = n;
+    }
+    const index = await reads.read(readOptions);
+    // Safe to read the view synchronously now, at the level asked for.
+    const entry = store.view.kv.byKey.get(key);
+    if (!entry) return [404, { error: { code: ErrorCodes.NOT_FOUND, message: `no key ${JSON.stringify(key)}` }, index }];
+    return [200, { value: entry.value, index }];
+  }
+
+  async function casKey(req: IncomingMessage, key: string): Promise<[number, unknown]> {
+    const body = parseJson(await readBody(req, maxBody));
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalid('the body must be a JSON object { expect, value }');
+    const { expect, value } = body as { expect?: unknown; value?: unknown };
+    if (expect === undefined) throw invalid('expect is required: the current value, or null for an absent key');
+    if (expect !== null && typeof expect !== 'string') throw invalid('expect must be a string or null');
+    if (typeof value !== 'string') throw invalid('value must be a string');
+    const { index, result } = await store.proposeWithIndex('cas', { key, expect, value });
+    if (result.ok) return [200, { index }];
+    return [409, {
+      error: { code: CAS_CONFLICT, message: `the value of ${JSON.stringify(key)} is not the expected one` },
+      current: result.current, index,
+    }];
+  }
+
+  async function deleteKey(key: string): Promise<unknown> {
+    const { index, result } = await store.proposeWithIndex('del', { key });
+    return { index, deleted: result.deleted };
+  }
+
+  function status(): unknown {
+    const s = store.status();
+    return {
+      id: s.id, role: s.role, term: s.term, leader: s.leader,
+      commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lastIndex: s.lastIndex,
+      members: s.members, snapshot: s.snapshot, health: reads.health(),
+    };
+  }
+
+  function healthLeader(): [number, unknown] {
+    const h = reads.health();
+    if (h.leader) return [200, { leader: true, id: store.status().id }];
+    throw new PrevailError(ErrorCodes.NOT_LEADER, 'this node is not the leader', { leader: leaderHint() });
+  }
+
+  function healthReady(): [number, unknown] {
+    const h = reads.health();
+    if (h.ready) return [200, { ready: true, appliedIndex: h.appliedIndex, leaderCommitIndex: h.leaderCommitIndex, lag: h.lag }];
+    throw new HttpError(503, ErrorCodes.NOT_READY, h.leaderCommitIndex === null
+      ? 'not ready: no leader is known'
+      : `not ready: ${h.lag ?? '?'} entries behind the leader's commit index ${h.leaderCommitIndex}`,
+    { leader: leaderHint(), appliedIndex: h.appliedIndex, leaderCommitIndex: h.leaderCommitIndex, lag: h.lag });
+  }
+
+  async function addMember(req: IncomingMessage): Promise<unknown> {
+    const body = parseJson(await readBody(req, maxBody)) as { id?: unknown; address?: unknown; role?: unknown } | null;
+    if (typeof body !== 'object' || body === null) throw invalid('the body must be a JSON object { id, address, role? }');
+    const role = (body.role ?? 'voter') as MemberRole;
+    requireLeader('adding a member');
+    await store.node.addMember({ id: body.id as number, address: body.address as string }, role);
+    return { members: store.status().members };
+  }
+
+  async function removeMember(id: string): Promise<unknown> {
+    const n = /^\d{1,10}$/.test(id) ? Number(id) : NaN;
+    if (!Number.isSafeInteger(n) || n <= 0) throw invalid(`a member id is a positive integer, got ${JSON.stringify(id)}`);
+    requireLeader('removing a member');
+    await store.node.removeMember(n);
+    return { members: store.status().members };
+  }
+
+  async function transfer(req: IncomingMessage): Promise<unknown> {
+    const raw = await readBody(req, maxBody);
+    const body = raw.length === 0 ? {} : parseJson(raw) as { id?: unknown } | null;
+    if (typeof body !== 'object' || body === null) throw invalid('the body must be a JSON object { id? }');
+    const id = body.id ?? undefined;
+    if (id !== undefined && typeof id !== 'number') throw invalid('id must be a number');
+    requireLeader('a leadership transfer');
+    const leader = await store.node.transferLeadership(id);
+    return { leader };
+  }
+
+  async function snapshot(): Promise<unknown> {
+    requireLeader('a snapshot on demand');
+    return store.snapshot();
+  }
+
+  type Route = [method: string, pattern: RegExp, run: (m: string[], req: IncomingMessage, url: URL, signal: AbortSignal) => unknown];
+  const routes: Route[] = [
+    ['PUT', /^\/kv\/([^/]*)$/, ([k], req) => putKey(req, pathKey(k!))],
+    ['GET', /^\/kv\/([^/]*)$/, ([k], _req, url, signal) => getKey(url, pathKey(k!), signal)],
+    ['DELETE', /^\/kv\/([^/]*)$/, ([k]) => deleteKey(pathKey(k!))],
+    ['POST', /^\/kv\/([^/]*)\/cas$/, ([k], req) => casKey(req, pathKey(k!))],
+    ['GET', /^\/status$/, () => status()],
+    ['GET', /^\/health\/leader$/, () => healthLeader()],
+    ['GET', /^\/health\/ready$/, () => healthReady()],
+    ['POST', /^\/admin\/members$/, (_m, req) => addMember(req)],
+    ['DELETE', /^\/admin\/members\/([^/]+)$/, ([id]) => removeMember(id!)],
+    ['POST', /^\/admin\/transfer$/, (_m, req) => transfer(req)],
+    ['POST', /^\/admin\/snapshot$/, () => snapshot()],
+  ];
+
+  async function route(req: IncomingMessage, signal: AbortSignal): Promise<[number, unknown]> {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const allowed: string[] = [];
+    for (const [method, pattern, run] of routes) {
+      const m = pattern.exec(url.pathname);
+      if (!m) continue;
+      if (method !== req.method) { allowed.push(method); continue; }
+      const out = await run(m.slice(1), req, url, signal);
+      return Array.isArray(out) ? out as [number, unknown] : [200, out];
+    }
+    if (allowed.length) throw new HttpError(405, BAD_METHOD, `${req.method} is not allowed here`, {}, { allow: allowed.join(', ') });
+    throw new HttpError(404, NO_ROUTE, `no route for ${req.method} ${url.pathname}`);
+  }
+
+  function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+    if (res.headersSent) { res.destroy(); return; }
+    const text = JSON.stringify(body);
+    res.writeHead(status, {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(text),
+      'cache-control': 'no-store',
+      ...(closing ? { connection: 'close' } : {}),
+      ...headers,
+    });
+    res.end(text);
+  }
+
+  function sendError(res: ServerResponse, err: unknown, req: IncomingMessage): void {
+    if (err instanceof HttpError) {
+      send(res, err.status, { error: { code: err.code, message: err.message, ...err.extra } },
+        err.status === 503 ? { 'retry-after': '1', ...err.headers } : err.headers);
+      return;
+    }
+    if (isPrevailError(err)) {
+      const status = httpStatusOf[err.code] ?? 500;
+      const error: Record<string, unknown> = { code: err.code, message: err.message };
+      if (status === 503) error.leader = err.leader ?? leaderHint();
+      else if (err.leader !== undefined) error.leader = err.leader;
+      if (err.mayHaveApplied !== undefined) error.mayHaveApplied = err.mayHaveApplied;
+      if (status === 500) console.error(`${req.method} ${req.url}:`, err);
+      send(res, status, { error }, status === 503 ? { 'retry-after': '1' } : {});
+      return;
+    }
+    // A command handler's own error (a bad argument that got past the checks above), or a bug.
+    console.error(`${req.method} ${req.url}:`, err);
+    send(res, 500, { error: { code: 'PREVAIL_INTERNAL', message: 'the server failed on this request; the error is in its log' } });
+  }
+
+  const server = createServer((req, res) => {
+    if (admin(req, res)) return;
+    if (closing) {
+      req.resume();
+      send(res, 503, { error: { code: ErrorCodes.CLOSED, message: 'this node is shutting down', leader: null } }, { 'retry-after': '1' });
+      return;
+    }
+    active.add(res);
+    const aborter = new AbortController();
+    res.once('close', () => {
+      active.delete(res);
+      if (!res.writableFinished) aborter.abort(new Error('the client went away'));
+      if (closing) server.closeIdleConnections();
+    });
+    route(req, aborter.signal).then(([status, body]) => send(res, status, body), (err) => {
+      if (err instanceof HttpError && err.status === 413) res.setHeader('connection', 'close');
+      sendError(res, err, req);
+    });
+  });
+  server.headersTimeout = 20_000;
+  server.requestTimeout = 120_000;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => { server.off('error', reject); resolve(); });
+    });
+  } catch (err) {
+    admin.close();
+    await store.close();
+    throw err;
+  }
+  const bound = server.address() as AddressInfo;
+  const url = `http://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
+  debug('service: node %d serving %s', store.status().id, url);
+
+  return {
+    store, server, url,
+    close({ transferLeadership = true } = {}) {
+      closing ??= (async () => {
+        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+        admin.close();  // its event streams would hold server.close() open
+        server.closeIdleConnections();
+        // Requests in progress finish (their writes are acknowledged only once applied);
+        // whatever is still open after the drain time is cut.
+        const force = setTimeout(() => server.closeAllConnections(), drainTimeoutMs);
+        force.unref();
+        await stopped;
+        clearTimeout(force);
+        debug('service: HTTP closed; closing the store (transferLeadership %s)', transferLeadership);
+        await store.close({ transferLeadership });
+        debug('service: store closed');
+      })();
+      return closing;
+    },
+  };
+}
+
+// ---- request helpers -------------------------------------------------------------------
+
+/** The key in a path segment: percent-decoded, non-empty, at most MAX_KEY_BYTES. */
+function pathKey(segment: string): string {
+  let key: string;
+  try {
+    key = decodeURIComponent(segment);
+  } catch {
+    throw invalid('the key is not valid percent-encoding');
+  }
+  return checkKey(key);
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+function decodeUtf8(bytes: Buffer): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    throw invalid('the body is not valid UTF-8');
+  }
+}
+
+function parseJson(bytes: Buffer): unknown {
+  try {
+    return JSON.parse(decodeUtf8(bytes));
+  } catch (err) {
+    if (isPrevailError(err)) throw err;
+    throw invalid(`the body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Reads the body, at most `limit` bytes. Past the limit it keeps reading and discarding
+ * (up to a bound) so the client can finish sending and then see the 413.
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const tooLarge = () => new HttpError(413, ErrorCodes.TOO_LARGE, `the body is larger than ${limit} bytes`);
+  const declared = Number(req.headers['content-length'] ?? 0);
+  const discardUpTo = Math.max(limit * 4, 4 * 1024 * 1024);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = declared > limit;
+    if (over && declared > discardUpTo) {
+      req.resume();
+      reject(tooLarge());
+      return;
+    }
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) chunks.push(chunk);
+      else if (!over) { over = true; chunks.length = 0; }
+      if (size > discardUpTo) { req.removeAllListeners('data'); req.resume(); reject(tooLarge()); }
+    });
+    req.once('end', () => (over ? reject(tooLarge()) : resolve(Buffer.concat(chunks, size))));
+    req.once('error', reject);
+  });
+}
