@@ -9,6 +9,7 @@ import { Packr } from 'msgpackr';
 import { ErrorCodes, PrevailError, type MemberRef } from './errors.js';
 import { RaftNode, defaults, type CloseOptions, type RaftNodeStatus } from './raft-node.js';
 import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster-link.js';
+import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metrics.js';
 import { SortedIndex, PersistentSortedIndex, compareKeys, type IndexKey, type Id, type OrderedIndex } from './sorted-index.js';
 
 const debug = debuglog('prevail');
@@ -190,6 +191,8 @@ export interface StoreOptions<C extends Collections, H extends Commands<C>> exte
   captureEvery?: number;
   /** Objects serialised per slice of the background capture. Default 2000. */
   captureSliceSize?: number;
+  /** An apply slower than this (ms) is published on `prevail:slow-apply` and logged (NODE_DEBUG=prevail). Default 50. */
+  slowApplyMs?: number;
 }
 
 interface TailEntry { index: number; term: number; payload: Uint8Array }
@@ -347,6 +350,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #sliceSize: number;
   #appliedIndex = 0;
   #link!: ClusterLink;
+  readonly [kMetrics] = new StoreMetrics();
   // Replicated: each node's peer-channel address, as announced by it when it led.
   #peers = new Map<number, string>();
   #writers: StateOf<C>;
@@ -397,13 +401,20 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     const id = options.id ?? 1;
     const address = options.address ?? options.cluster?.find((m) => m.id === id)?.address ?? `127.0.0.1:${await freePort()}`;
     const { cluster, join, electionTimeoutMs, heartbeatMs, snapshotTrailing } = options;
+    const slowApplyMs = options.slowApplyMs ?? 50;
+    const metrics = store[kMetrics];
     const node = await RaftNode.start<unknown>({
       id, address, dataDir: options.dataDir, cluster, join, electionTimeoutMs, heartbeatMs, snapshotThreshold, snapshotTrailing,
       fsm: {
         apply: (command, meta) => {
+          const t0 = performance.now();
           try {
             return store.#applyEntry(command, meta.index, meta.term);
           } finally {
+            const ms = performance.now() - t0;
+            metrics.applied++;
+            metrics.applyMs.observe(ms);
+            if (ms >= slowApplyMs) store.#slowApply(id, command, meta.index, ms);
             store.#link?.onApplied(meta.index);
           }
         },
@@ -422,6 +433,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         proposeLocal: (name, args, signal) => store.#proposeLocal(name, args, signal),
         announce: (peerId, channel) => node.propose(packr.pack([SYSTEM_FORMAT, 'peer', { id: peerId, channel }, Date.now()])),
         peers: () => store.#peers,
+        metrics,
       }, options);
     } catch (err) {
       await node.close();
@@ -429,6 +441,10 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     }
     store.#adaptIntervals();
     node.on('role', (e) => store.emit('role', e));
+    store.on('capture', ({ index, durationMs }: { index: number; durationMs: number }) => {
+      metrics.snapshotMs.observe(durationMs);
+      if (channels.snapshot.hasSubscribers) channels.snapshot.publish({ id, kind: 'capture', index, durationMs });
+    });
     return store;
   }
 
@@ -488,6 +504,29 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   /** Leader and readiness, for load-balancer health checks. */
   health(): Health {
     return this.#link.health();
+  }
+
+  /** Counters, latency histograms and the node's position, for dashboards (see also registerPrometheus). */
+  metrics(): MetricsSnapshot {
+    const m = this[kMetrics];
+    const s = this.node.status();
+    return {
+      proposals: m.proposals, proposalsFailed: m.proposalsFailed, forwarded: m.forwarded, applied: m.applied, reads: m.reads,
+      proposeMs: m.proposeMs.snapshot(), applyMs: m.applyMs.snapshot(), snapshotMs: m.snapshotMs.snapshot(),
+      role: s.role, term: s.term, commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lag: this.#link.health().lag,
+    };
+  }
+
+  #slowApply(id: number, command: Uint8Array, index: number, durationMs: number): void {
+    let name = '?';
+    try {
+      const decoded = packr.unpack(command) as unknown[];
+      if (Array.isArray(decoded) && typeof decoded[1] === 'string') name = decoded[1];
+    } catch {
+      // reported by apply itself
+    }
+    debug('node %d: slow apply of %s at index %d: %d ms', id, name, index, Math.round(durationMs));
+    if (channels.slowApply.hasSubscribers) channels.slowApply.publish({ id, index, durationMs, command: name });
   }
 
   /** The address of this node's peer channel (forwarding, read indices). */
