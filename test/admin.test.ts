@@ -1,0 +1,378 @@
+// The admin page (lib/admin.ts): its JSON and SSE endpoints over plain HTTP against an
+// in-process store, then the page itself in Debian's chromium (driven by playwright-core)
+// against 3 store processes, with the leader killed (-9) while the page watches.
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import { createServer, get, request, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+
+import { chromium, type Browser } from 'playwright-core';
+
+import { adminHandler, type AdminSource, type AdminStatus } from '../lib/admin.js';
+import { collection, defineSchema, open, type Store } from '../lib/store.js';
+import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
+
+const fixture = join(process.cwd(), 'test', 'fixtures', 'admin-node.mjs');
+const artifacts = join(process.cwd(), 'test-artifacts');
+
+const schema = defineSchema({
+  collections: { notes: collection<{ text: string }>()() },
+  commands: { add: (s, { text }: { text: string }) => s.notes.insert({ text }).id },
+});
+
+interface Reply { status: number; headers: IncomingMessage['headers']; body: string }
+
+function http(url: string, method = 'GET'): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method, timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => { body += c; });
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${url} timed out`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** An open SSE connection: its `data:` messages as they arrive, parsed. */
+class EventStream {
+  messages: AdminStatus[] = [];
+  ended = false;
+  headers: IncomingMessage['headers'] = {};
+  retry: number | undefined;
+  readonly opened: Promise<void>;
+  #req: ReturnType<typeof get>;
+  #buffer = '';
+
+  constructor(url: string) {
+    this.opened = new Promise((resolve, reject) => {
+      this.#req = get(url, (res) => {
+        this.headers = res.headers;
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => this.#feed(chunk));
+        res.on('end', () => { this.ended = true; });
+        res.on('close', () => { this.ended = true; });
+        resolve();
+      });
+      this.#req.on('error', (err) => { this.ended = true; reject(err); });
+    });
+  }
+
+  #feed(chunk: string): void {
+    this.#buffer += chunk;
+    let cut: number;
+    while ((cut = this.#buffer.indexOf('\n\n')) >= 0) {
+      const block = this.#buffer.slice(0, cut);
+      this.#buffer = this.#buffer.slice(cut + 2);
+      const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+      const retry = /^retry: (\d+)$/m.exec(block);
+      if (retry) this.retry = Number(retry[1]);
+      if (data) this.messages.push(JSON.parse(data) as AdminStatus);
+    }
+  }
+
+  close(): void {
+    this.#req.destroy();
+  }
+}
+
+async function listen(handler: (req: IncomingMessage, res: import('node:http').ServerResponse) => boolean): Promise<{ server: Server; base: string }> {
+  const server = createServer((req, res) => {
+    if (handler(req, res)) return;
+    res.writeHead(404, { 'Content-Type': 'text/plain' });
+    res.end('app 404\n');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, base: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
+describe('admin handler over HTTP', () => {
+  let store: Store<typeof schema.collections, typeof schema.commands>;
+  let dir: string;
+  const servers: Server[] = [];
+
+  beforeAll(async () => {
+    dir = tempDir('prevail-admin-');
+    store = await open({ schema, dataDir: dir });
+    // Log entries through the RaftNode (barriers), independent of the store's command path.
+    for (let i = 0; i < 3; i++) await store.node.barrier();
+  });
+
+  afterAll(async () => {
+    for (const s of servers) s.closeAllConnections();
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('serves the page, status.json and nothing else', async () => {
+    const admin = adminHandler(store);
+    const { server, base } = await listen(admin);
+    servers.push(server);
+    try {
+      const json = await http(`${base}/admin/status.json?x=1`);
+      expect(json.status).toBe(200);
+      expect(json.headers['content-type']).toBe('application/json');
+      const s = JSON.parse(json.body) as AdminStatus;
+      expect(s).toMatchObject({ id: 1, role: 'leader', lagKnown: true, leader: { id: 1 } });
+      expect(s.address).toBe(s.leader!.address);
+      expect(s.commitIndex).toBeGreaterThanOrEqual(4);
+      expect(s.members).toEqual([{ id: 1, address: s.address, role: 'voter', leader: true, self: true, matchIndex: expect.any(Number), lag: expect.any(Number) }]);
+      expect(s.members[0]!.lag).toBe(Math.max(0, s.commitIndex - s.members[0]!.matchIndex!));
+      expect(s.snapshot).toEqual({ index: expect.any(Number), term: expect.any(Number) });
+      // The leader already known when the handler was made.
+      expect(s.leaderChanges).toEqual([{ time: expect.any(Number), term: s.term, leader: s.leader, initial: true }]);
+
+      for (const path of ['/admin', '/admin/']) {
+        const page = await http(`${base}${path}`);
+        expect(page.status).toBe(200);
+        expect(page.headers['content-type']).toBe('text/html; charset=utf-8');
+        expect(page.headers['content-security-policy']).toMatch(/default-src 'none'; script-src 'sha256-/);
+        expect(page.body).toContain('<h1>prevail admin</h1>');
+        expect(page.body).toContain('{"basePath":"/admin"}');
+        // Self-contained: no external scripts, styles, images or fonts.
+        expect(page.body).not.toMatch(/\b(src|href)=["']?(https?:)?\/\//i);
+        expect(page.body).not.toMatch(/<link\b|@import|url\(/i);
+      }
+      const head = await http(`${base}/admin`, 'HEAD');
+      expect(head.status).toBe(200);
+      expect(head.body).toBe('');
+
+      expect((await http(`${base}/admin/status.json`, 'POST')).status).toBe(405);
+      // Paths it does not serve are the app's.
+      for (const path of ['/', '/admin/members', '/adminx', '/admin/status.json/x', '/other']) {
+        const r = await http(`${base}${path}`);
+        expect([path, r.status, r.body]).toEqual([path, 404, 'app 404\n']);
+      }
+    } finally {
+      admin.close();
+    }
+  });
+
+  test('basePath: served where asked, validated', async () => {
+    const admin = adminHandler(store, { basePath: '/ops/raft' });
+    const { server, base } = await listen(admin);
+    servers.push(server);
+    try {
+      expect((await http(`${base}/ops/raft`)).body).toContain('{"basePath":"/ops/raft"}');
+      expect(JSON.parse((await http(`${base}/ops/raft/status.json`)).body)).toMatchObject({ id: 1 });
+      expect((await http(`${base}/admin`)).status).toBe(404);
+    } finally {
+      admin.close();
+    }
+    // Root mount: the page at '/', its endpoints beside it.
+    const root = adminHandler(store, { basePath: '/' });
+    try {
+      const fake = (url: string) => root({ url, method: 'GET', socket: {} } as IncomingMessage,
+        { writeHead: () => undefined, end: () => undefined } as unknown as import('node:http').ServerResponse);
+      expect([fake('/'), fake('/status.json'), fake('/x'), fake('/admin')]).toEqual([true, true, false, false]);
+    } finally {
+      root.close();
+    }
+    for (const bad of ['admin', '/admin/', '/a<b', '/a"b', '/a b', '//x', '/a?b']) {
+      expect(() => adminHandler(store, { basePath: bad })).toThrow(TypeError);
+    }
+  });
+
+  test('the event stream pushes the status, and stops when the client goes', async () => {
+    // Count status() calls to see that a gone client leaves no timer behind.
+    let calls = 0;
+    const source: AdminSource = {
+      status: () => { calls++; return store.status(); },
+      on: (e, l) => store.on(e, l),
+      off: (e, l) => store.off(e, l),
+      node: store.node,
+    };
+    const roleListeners = store.listenerCount('role');
+    const leaderListeners = store.node.listenerCount('leader');
+    const admin = adminHandler(source, { intervalMs: 100 });
+    expect(store.listenerCount('role')).toBe(roleListeners + 1);
+    expect(store.node.listenerCount('leader')).toBe(leaderListeners + 1);
+    const { server, base } = await listen(admin);
+    servers.push(server);
+
+    const stream = new EventStream(`${base}/admin/events`);
+    try {
+      await stream.opened;
+      expect(stream.headers['content-type']).toBe('text/event-stream; charset=utf-8');
+      expect(stream.headers['cache-control']).toBe('no-store');
+      const first = await waitFor('the first pushed status', () => stream.messages[0]);
+      expect(stream.retry).toBe(1000);
+      expect(first).toMatchObject({ id: 1, role: 'leader', lagKnown: true });
+      expect(first.members).toHaveLength(1);
+      // New entries show up in later pushes.
+      const before = first.commitIndex;
+      await store.node.barrier();
+      await waitFor('a push with the new commit index', () => stream.messages.find((m) => m.commitIndex > before));
+    } finally {
+      stream.close();
+    }
+    await waitFor('the stream to close', () => stream.ended);
+    // Give the server side a moment to see the close, then: no more status() calls.
+    await new Promise((r) => setTimeout(r, 300));
+    const settled = calls;
+    await new Promise((r) => setTimeout(r, 500));
+    expect(calls).toBe(settled);
+
+    // close() ends open streams and drops its store listeners.
+    const second = new EventStream(`${base}/admin/events`);
+    await second.opened;
+    await waitFor('a push on the second stream', () => second.messages[0]);
+    admin.close();
+    await waitFor('close() to end the stream', () => second.ended);
+    expect(store.listenerCount('role')).toBe(roleListeners);
+    expect(store.node.listenerCount('leader')).toBe(leaderListeners);
+    // After close() an events request gets an empty, ended stream.
+    const late = await http(`${base}/admin/events`);
+    expect([late.status, late.body]).toEqual([200, '']);
+  });
+});
+
+/** A store member serving the admin page, in a child process (test/fixtures/admin-node.mjs). */
+class AdminNode {
+  readonly child: ChildProcess;
+  readonly exited: Promise<void>;
+  readonly ready: Promise<string>;
+  #next = 1;
+  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+
+  constructor(readonly id: number, options: Record<string, unknown>) {
+    this.child = fork(fixture, [JSON.stringify({ id, ...options })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.exited = new Promise((resolve) => this.child.once('exit', () => resolve()));
+    this.ready = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`node ${id} not ready within 20 s`)), 20_000);
+      this.child.on('message', (msg: { event?: string; url?: string; id?: number; result?: unknown; error?: { message: string } }) => {
+        if (msg.event === 'ready') {
+          clearTimeout(timer);
+          resolve(msg.url!);
+          return;
+        }
+        const waiter = msg.id === undefined ? undefined : this.#pending.get(msg.id);
+        if (!waiter) return;
+        this.#pending.delete(msg.id!);
+        if (msg.error) waiter.reject(new Error(msg.error.message));
+        else waiter.resolve(msg.result);
+      });
+      void this.exited.then(() => {
+        clearTimeout(timer);
+        reject(new Error(`node ${id} exited before it was ready`));
+        for (const w of this.#pending.values()) w.reject(new Error(`node ${id} exited`));
+        this.#pending.clear();
+      });
+    });
+  }
+
+  get alive(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  call<T>(cmd: string, args: unknown, timeoutMs = 15_000): Promise<T> {
+    const id = this.#next++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => { this.#pending.delete(id); reject(new Error(`node ${this.id}: ${cmd} timed out`)); }, timeoutMs);
+      this.#pending.set(id, {
+        resolve: (v) => { clearTimeout(timer); resolve(v as T); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      });
+      this.child.send({ id, cmd, args });
+    });
+  }
+
+  /** kill -9, then wait (bounded) for the exit. */
+  async kill(): Promise<void> {
+    if (this.alive) this.child.kill('SIGKILL');
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.exited, new Promise((r) => { timer = setTimeout(r, 5000); })]);
+    clearTimeout(timer);
+  }
+}
+
+describe('admin page in a browser', () => {
+  test('a follower\'s page shows the members and the leader, then the new leader after kill -9', async () => {
+    const root = tempDir('prevail-admin-cluster-');
+    const ports = await freePorts(6);
+    const cluster = [1, 2, 3].map((id) => ({ id, address: `127.0.0.1:${ports[id - 1]}` }));
+    const nodes = new Map<number, AdminNode>();
+    let browser: Browser | undefined;
+    try {
+      for (const { id, address } of cluster) {
+        nodes.set(id, new AdminNode(id, { address, dataDir: join(root, `n${id}`), cluster, httpPort: ports[id + 2] }));
+      }
+      const urls = new Map<number, string>();
+      for (const [id, node] of nodes) urls.set(id, await node.ready);
+
+      const statusOf = async (id: number) => JSON.parse((await http(`${urls.get(id)}/status.json`)).body) as AdminStatus;
+      const agreedLeader = (ids: number[], not?: number) => waitFor('the nodes to agree on a leader', async () => {
+        const statuses = await Promise.all(ids.map(statusOf));
+        const leaderId = statuses[0]!.leader?.id;
+        const agree = leaderId !== undefined && leaderId !== not && statuses.every((s) => s.leader?.id === leaderId)
+          && statuses.some((s) => s.id === leaderId && s.role === 'leader');
+        return agree ? leaderId : undefined;
+      }, 20_000, 50);
+
+      const leaderId = await agreedLeader([1, 2, 3]);
+      await nodes.get(leaderId)!.call('add', { count: 5 });
+      const followerId = [1, 2, 3].find((id) => id !== leaderId)!;
+
+      browser = await chromium.launch({
+        executablePath: '/usr/bin/chromium',
+        headless: true,
+        args: ['--no-sandbox', '--disable-background-networking', '--disable-dev-shm-usage'],
+      });
+      const page = await browser.newPage({ viewport: { width: 1100, height: 760 } });
+      const pageErrors: string[] = [];
+      page.on('pageerror', (err) => pageErrors.push(err.message));
+      page.on('console', (msg) => { if (msg.type() === 'error') pageErrors.push(msg.text()); });
+
+      await page.goto(urls.get(followerId)!, { timeout: 15_000 });
+      await page.waitForFunction((expected) => document.querySelectorAll('#members tr').length === 3
+        && document.getElementById('leader')!.dataset.leaderId === String(expected)
+        && document.getElementById('conn')!.textContent === 'live', leaderId, { timeout: 15_000, polling: 100 });
+      expect(await page.textContent('#role')).toBe('follower');
+      expect(await page.$$eval('#members tr', (rows) => rows.map((r) => (r as HTMLElement).dataset.memberId))).toEqual(['1', '2', '3']);
+      expect(await page.textContent(`#members tr[data-member-id="${leaderId}"]`)).toContain('leader');
+      expect(await page.textContent(`#members tr[data-member-id="${followerId}"]`)).toContain('this node');
+      // A follower knows no match indices: it says so and names the leader.
+      expect(await page.textContent('#lag-note')).toContain(`node ${leaderId} (${cluster[leaderId - 1]!.address})`);
+      const changesBefore = await page.$$eval('#changes li', (items) => items.length);
+
+      await nodes.get(leaderId)!.kill();
+
+      // Bounded: polls the DOM until the page shows another leader and a new change naming it.
+      const handle = await page.waitForFunction((old) => {
+        const now = document.getElementById('leader')!.dataset.leaderId;
+        if (!now || now === String(old)) return undefined;
+        const change = document.querySelector(`#changes li[data-leader-id="${now}"]`);
+        return change ? Number(now) : undefined;
+      }, leaderId, { timeout: 20_000, polling: 100 });
+      const newLeaderId = (await handle.jsonValue()) as number;
+      expect(newLeaderId).not.toBe(leaderId);
+      expect(await page.$$eval('#changes li', (items) => items.length)).toBeGreaterThan(changesBefore);
+      // Newest first: the top entry names the new leader.
+      expect(await page.getAttribute('#changes li:first-child', 'data-leader-id')).toBe(String(newLeaderId));
+      expect(await page.$$eval('#members tr', (rows) => rows.length)).toBe(3);
+
+      mkdirSync(artifacts, { recursive: true });
+      await page.screenshot({ path: join(artifacts, 'admin-page.png'), fullPage: true });
+
+      // The new leader's own page has the lag figures.
+      if (newLeaderId !== followerId) await agreedLeader([followerId, newLeaderId], leaderId);
+      const leaderPage = await browser.newPage();
+      await leaderPage.goto(urls.get(newLeaderId)!, { timeout: 15_000 });
+      await leaderPage.waitForFunction(() => document.getElementById('role')!.textContent === 'leader'
+        && [...document.querySelectorAll('#members tr td:last-child')].filter((td) => /^\d+$/.test(td.textContent!)).length === 3,
+      undefined, { timeout: 15_000, polling: 100 });
+      expect(await leaderPage.textContent('#lag-note')).toMatch(/^Lag = /);
+      await leaderPage.screenshot({ path: join(artifacts, 'admin-page-leader.png'), fullPage: true });
+
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await browser?.close().catch(() => {});
+      await Promise.all([...nodes.values()].map((n) => n.kill()));
+      rmSync(root, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
