@@ -95,7 +95,9 @@ export interface InspectedEntry {
   framing?: { length: number; term: number } | null;
   /** A store command. */
   command?: { name: string; args: unknown; timestamp: number };
-  /** A payload that is not a store command. */
+  /** One of the store's own entries (not a user command), e.g. `peer` (a member's channel address). */
+  store?: { format: number; kind: string; data: unknown; timestamp: number };
+  /** A payload that is neither. */
   payload?: { length: number; hex: string; truncated: boolean };
   /** The members, for a configuration change. */
   configuration?: InspectedMember[];
@@ -404,6 +406,9 @@ function decodeCommand(entry: InspectedEntry, data: Buffer): Buffer | null {
   }
   if (Array.isArray(decoded) && decoded[0] === ENTRY_FORMAT && typeof decoded[1] === 'string') {
     entry.command = { name: decoded[1], args: decoded[2], timestamp: typeof decoded[3] === 'number' ? decoded[3] : 0 };
+  } else if (Array.isArray(decoded) && decoded.length === 4 && Number.isInteger(decoded[0]) && typeof decoded[1] === 'string') {
+    // The store's own entries ([format, kind, data, timestamp], e.g. a peer announcing its channel).
+    entry.store = { format: decoded[0] as number, kind: decoded[1], data: decoded[2], timestamp: typeof decoded[3] === 'number' ? decoded[3] : 0 };
   } else {
     entry.payload = { length, ...hex(payload) };
   }
@@ -775,6 +780,7 @@ function describeEntry(e: InspectedEntry): string {
     const failed = e.handlerError ? `  [handler threw: ${e.handlerError}]` : '';
     return `${e.command.name} ${clip(toJson(e.command.args) ?? 'undefined')}${when}${failed}`;
   }
+  if (e.store) return `store entry ${e.store.kind} ${clip(toJson(e.store.data) ?? 'undefined')} (format ${e.store.format})`;
   const body = e.payload ? `${e.payload.length} bytes: ${e.payload.hex.slice(0, 64)}${e.payload.truncated || e.payload.hex.length > 64 ? '…' : ''}` : '';
   return e.problem ? `${e.problem}; ${body}` : `payload ${body}`;
 }
