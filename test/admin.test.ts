@@ -1,7 +1,8 @@
 // The admin page (lib/admin.ts): its JSON and SSE endpoints over plain HTTP against an
 // in-process store, then the page itself in Debian's chromium (driven by playwright-core)
-// against 3 store processes, with the leader killed (-9) while the page watches.
-import { fork, type ChildProcess } from 'node:child_process';
+// on a 3-node cluster of the reference service (`node dist/cli.js serve`, which mounts it
+// at /admin), with the leader killed (-9) while the page watches.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { createServer, get, request, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -13,7 +14,7 @@ import { adminHandler, type AdminSource, type AdminStatus } from '../lib/admin.j
 import { collection, defineSchema, open, type Store } from '../lib/store.js';
 import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
 
-const fixture = join(process.cwd(), 'test', 'fixtures', 'admin-node.mjs');
+const cli = join(process.cwd(), 'dist', 'cli.js');
 const artifacts = join(process.cwd(), 'test-artifacts');
 
 const schema = defineSchema({
@@ -23,7 +24,7 @@ const schema = defineSchema({
 
 interface Reply { status: number; headers: IncomingMessage['headers']; body: string }
 
-function http(url: string, method = 'GET'): Promise<Reply> {
+function http(url: string, method = 'GET', body?: string): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method, timeout: 5000 }, (res) => {
       let body = '';
@@ -33,7 +34,7 @@ function http(url: string, method = 'GET'): Promise<Reply> {
     });
     req.on('timeout', () => req.destroy(new Error(`${method} ${url} timed out`)));
     req.on('error', reject);
-    req.end();
+    req.end(body);
   });
 }
 
@@ -231,54 +232,34 @@ describe('admin handler over HTTP', () => {
   });
 });
 
-/** A store member serving the admin page, in a child process (test/fixtures/admin-node.mjs). */
-class AdminNode {
+/** One node of the reference service (`node dist/cli.js serve`), which mounts the admin page at /admin. */
+class ServeNode {
   readonly child: ChildProcess;
   readonly exited: Promise<void>;
+  /** Resolves with the node's HTTP base URL once it says it is serving. */
   readonly ready: Promise<string>;
-  #next = 1;
-  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  output = '';
 
-  constructor(readonly id: number, options: Record<string, unknown>) {
-    this.child = fork(fixture, [JSON.stringify({ id, ...options })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  constructor(readonly id: number, args: string[]) {
+    this.child = spawn(process.execPath, [cli, 'serve', '--id', String(id), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.exited = new Promise((resolve) => this.child.once('exit', () => resolve()));
     this.ready = new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`node ${id} not ready within 20 s`)), 20_000);
-      this.child.on('message', (msg: { event?: string; url?: string; id?: number; result?: unknown; error?: { message: string } }) => {
-        if (msg.event === 'ready') {
-          clearTimeout(timer);
-          resolve(msg.url!);
-          return;
-        }
-        const waiter = msg.id === undefined ? undefined : this.#pending.get(msg.id);
-        if (!waiter) return;
-        this.#pending.delete(msg.id!);
-        if (msg.error) waiter.reject(new Error(msg.error.message));
-        else waiter.resolve(msg.result);
+      const timer = setTimeout(() => reject(new Error(`node ${id} not serving within 20 s:\n${this.output}`)), 20_000);
+      this.child.stdout!.on('data', (chunk: Buffer) => {
+        this.output += chunk.toString();
+        const m = / serving (http:\/\/\S+?)\/? /.exec(this.output);
+        if (m) { clearTimeout(timer); resolve(m[1]!); }
       });
+      this.child.stderr!.on('data', (chunk: Buffer) => { this.output += chunk.toString(); });
       void this.exited.then(() => {
         clearTimeout(timer);
-        reject(new Error(`node ${id} exited before it was ready`));
-        for (const w of this.#pending.values()) w.reject(new Error(`node ${id} exited`));
-        this.#pending.clear();
+        reject(new Error(`node ${id} exited before it was serving:\n${this.output}`));
       });
     });
   }
 
   get alive(): boolean {
     return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  call<T>(cmd: string, args: unknown, timeoutMs = 15_000): Promise<T> {
-    const id = this.#next++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => { this.#pending.delete(id); reject(new Error(`node ${this.id}: ${cmd} timed out`)); }, timeoutMs);
-      this.#pending.set(id, {
-        resolve: (v) => { clearTimeout(timer); resolve(v as T); },
-        reject: (e) => { clearTimeout(timer); reject(e); },
-      });
-      this.child.send({ id, cmd, args });
-    });
   }
 
   /** kill -9, then wait (bounded) for the exit. */
@@ -295,14 +276,15 @@ describe('admin page in a browser', () => {
     const root = tempDir('prevail-admin-cluster-');
     const ports = await freePorts(6);
     const cluster = [1, 2, 3].map((id) => ({ id, address: `127.0.0.1:${ports[id - 1]}` }));
-    const nodes = new Map<number, AdminNode>();
+    const nodes = new Map<number, ServeNode>();
     let browser: Browser | undefined;
     try {
-      for (const { id, address } of cluster) {
-        nodes.set(id, new AdminNode(id, { address, dataDir: join(root, `n${id}`), cluster, httpPort: ports[id + 2] }));
+      const clusterArg = cluster.map((m) => `${m.id}=${m.address}`).join(',');
+      for (const { id } of cluster) {
+        nodes.set(id, new ServeNode(id, ['--data', join(root, `n${id}`), '--cluster', clusterArg, '--http', `127.0.0.1:${ports[id + 2]}`]));
       }
       const urls = new Map<number, string>();
-      for (const [id, node] of nodes) urls.set(id, await node.ready);
+      for (const [id, node] of nodes) urls.set(id, `${await node.ready}/admin`);
 
       const statusOf = async (id: number) => JSON.parse((await http(`${urls.get(id)}/status.json`)).body) as AdminStatus;
       const agreedLeader = (ids: number[], not?: number) => waitFor('the nodes to agree on a leader', async () => {
@@ -314,7 +296,9 @@ describe('admin page in a browser', () => {
       }, 20_000, 50);
 
       const leaderId = await agreedLeader([1, 2, 3]);
-      await nodes.get(leaderId)!.call('add', { count: 5 });
+      // A few writes through the service's API, so the log has moved.
+      const api = urls.get(leaderId)!.replace(/\/admin$/, '');
+      for (let i = 0; i < 5; i++) expect((await http(`${api}/kv/k${i}`, 'PUT', `v${i}`)).status).toBe(200);
       const followerId = [1, 2, 3].find((id) => id !== leaderId)!;
 
       browser = await chromium.launch({
