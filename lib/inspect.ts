@@ -207,6 +207,18 @@ function decodeConfiguration(buf: Buffer, fail: (offset: number, what: string) =
   return members;
 }
 
+/** The offset of the next 8-byte aligned position from `from` where a batch with a valid header checksum starts, or -1. */
+function nextValidBatch(buf: Buffer, from: number): number {
+  let last = buf.length - 1;
+  while (last >= from && buf[last] === 0) last--;
+  for (let p = from + ((8 - (from % 8)) % 8); p + 32 <= last + 1; p += 8) {
+    const n = u64(buf, p + 8);
+    if (n === 0 || n > MAX_BATCH_ENTRIES || p + 16 + 16 * n > buf.length) continue;
+    if (crc32(buf.subarray(p + 8, p + 16 + 16 * n)) === buf.readUInt32LE(p)) return p;
+  }
+  return -1;
+}
+
 interface RawEntry {
   index: number;
   term: number;
@@ -243,40 +255,42 @@ function parseSegment(path: string, file: string, buf: Buffer, open: boolean, fi
   let at = 8;
   let index = firstIndex;
   // In an open segment a damaged batch ends the log: the engine truncates there on start.
-  // Zeros after it are a write that never finished (normal after a crash); anything else
-  // is reported, except while a live node may be writing.
-  const damagedOpen = (batchAt: number, extent: number, what: string): boolean => {
+  // If nothing that checks out as a batch follows, it is the last write, left unfinished
+  // by a crash (normal; reported as a warning). A valid batch after it means damage in
+  // the middle of the log: reported as corruption (unless a live node may be writing).
+  const damagedOpen = (batchAt: number, what: string): boolean => {
     if (!open) throw corrupt(path, batchAt, what);
-    if (batchAt >= buf.length || allZero(buf, batchAt)) return true;  // the zero-filled rest
-    if (live || allZero(buf, Math.min(buf.length, extent))) {
-      warnings.push(`${path}: at byte ${batchAt}: ${what}; an unfinished write — the engine drops this batch and what follows on start`);
+    if (allZero(buf, batchAt)) return true;  // the zero-filled rest of a preallocated segment
+    const after = nextValidBatch(buf, batchAt + 8);
+    if (live || after < 0) {
+      warnings.push(`${path}: at byte ${batchAt}: ${what}; an unfinished last write — the engine drops it on start`);
       return true;
     }
-    throw corrupt(path, batchAt, `${what} (data follows it: not a torn write)`);
+    throw corrupt(path, batchAt, `${what} (a valid batch follows at byte ${after}: not an unfinished write)`);
   };
   while (at < buf.length) {
     const batchAt = at;
     if (at + 16 > buf.length) {
-      if (damagedOpen(batchAt, buf.length, `truncated batch preamble (${buf.length - at} bytes left, 16 needed)`)) break;
+      if (damagedOpen(batchAt, `truncated batch preamble (${buf.length - at} bytes left, 16 needed)`)) break;
     }
     const headerCrc = buf.readUInt32LE(at);
     const dataCrc = buf.readUInt32LE(at + 4);
     const n = u64(buf, at + 8);
     if (n === 0) {
-      if (damagedOpen(batchAt, batchAt + 16, 'batch with zero entries')) break;
+      if (damagedOpen(batchAt, 'batch with zero entries')) break;
     }
     if (n > MAX_BATCH_ENTRIES) {
-      if (damagedOpen(batchAt, batchAt + 16, `batch claims ${n} entries`)) break;
+      if (damagedOpen(batchAt, `batch claims ${n} entries`)) break;
     }
     const headerLen = 8 + 16 * n;
     const headerEnd = at + 8 + headerLen;
     if (headerEnd > buf.length) {
-      if (damagedOpen(batchAt, buf.length, `truncated batch header: ${headerLen} bytes needed, ${buf.length - at - 8} left`)) break;
+      if (damagedOpen(batchAt, `truncated batch header: ${headerLen} bytes needed, ${buf.length - at - 8} left`)) break;
     }
     const header = buf.subarray(at + 8, headerEnd);
     const headerActual = crc32(header);
     if (headerActual !== headerCrc) {
-      if (damagedOpen(batchAt, headerEnd, `batch header checksum mismatch (stored ${headerCrc.toString(16)}, computed ${headerActual.toString(16)})`)) break;
+      if (damagedOpen(batchAt, `batch header checksum mismatch (stored ${headerCrc.toString(16)}, computed ${headerActual.toString(16)})`)) break;
     }
     const heads: { term: number; type: number; len: number }[] = [];
     let dataLen = 0;
@@ -291,16 +305,16 @@ function parseSegment(path: string, file: string, buf: Buffer, open: boolean, fi
       dataLen += len;
     }
     if (badType >= 0) {
-      if (damagedOpen(batchAt, headerEnd, `entry type ${badType} is not command, barrier or configuration`)) break;
+      if (damagedOpen(batchAt, `entry type ${badType} is not command, barrier or configuration`)) break;
     }
     const dataEnd = headerEnd + dataLen;
     if (dataEnd > buf.length) {
-      if (damagedOpen(batchAt, buf.length, `truncated batch data: ${dataLen} bytes needed, ${buf.length - headerEnd} left`)) break;
+      if (damagedOpen(batchAt, `truncated batch data: ${dataLen} bytes needed, ${buf.length - headerEnd} left`)) break;
     }
     const data = buf.subarray(headerEnd, dataEnd);
     const dataActual = crc32(data);
     if (dataActual !== dataCrc) {
-      if (damagedOpen(batchAt, dataEnd, `batch data checksum mismatch (stored ${dataCrc.toString(16)}, computed ${dataActual.toString(16)})`)) break;
+      if (damagedOpen(batchAt, `batch data checksum mismatch (stored ${dataCrc.toString(16)}, computed ${dataActual.toString(16)})`)) break;
     }
     let cursor = headerEnd;
     for (const h of heads) {

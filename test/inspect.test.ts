@@ -1,4 +1,5 @@
 // prevail inspect: a data dir written by a real store, read back offline.
+import { spawnSync } from 'node:child_process';
 import { cpSync, openSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -294,7 +295,7 @@ describe('prevail inspect', () => {
     expect(errOut.text()).toContain(snapshot.file);
   });
 
-  test('a live node: warned about the lock, open segments read, nothing fails', async () => {
+  test('a live node: warned about the lock; a copy of it reads clean; an unfinished last write is a warning, damage before it an error', async () => {
     const dir = newDir();
     const store = await openStore(dir);
     const indices = await run(store, commands(12, 3));
@@ -303,7 +304,41 @@ describe('prevail inspect', () => {
     expect(r.warnings.join('\n')).toMatch(/tail may be in flux/);
     expect(r.segments.some((g) => g.open)).toBe(true);
     for (const index of indices) if (index !== null) expect(r.entries.find((e) => e.index === index)?.type).toBe('command');
+
+    // A copy, as a node killed now would leave it: open segments, a lock held by a dead process.
+    const copy = newDir();
+    cpSync(dir, copy, { recursive: true });
+    const deadPid = spawnSync(process.execPath, ['-e', '']).pid!;
+    writeFileSync(join(copy, 'prevail.lock'), `${deadPid}\n`);
+    const hash = store.stateHash();
+    const last = store.node.status().lastIndex;
     await store.close();
+    const c = await inspectDataDir(copy, { at: last, schema });
+    expect(c.lock).toEqual({ pid: deadPid, live: false });
+    expect(c.warnings).toEqual([]);
+    expect(c.lastIndex).toBe(last);
+    expect(c.state!.stateHash).toBe(hash);
+    const seg = c.segments.find((g) => g.open && g.batches >= 2)!;
+    expect(seg).toBeDefined();
+    expect(seg.usedBytes).toBeLessThan(seg.size);  // preallocated, zero-filled after the batches
+
+    // An unfinished last write (non-zero bytes after the last batch, zeros after them): a warning.
+    const torn = newDir();
+    cpSync(copy, torn, { recursive: true });
+    const fd = openSync(join(torn, seg.file), 'r+');
+    writeSync(fd, Buffer.alloc(40, 0xab), 0, 40, seg.usedBytes);
+    closeSync(fd);
+    const t = await inspectDataDir(torn);
+    expect(t.lastIndex).toBe(last);
+    expect(t.warnings.join('\n')).toMatch(new RegExp(`${seg.file}: at byte ${seg.usedBytes}: .*unfinished`));
+
+    // Damage in an earlier batch, with valid batches after it: corruption.
+    const bad = newDir();
+    cpSync(copy, bad, { recursive: true });
+    flipByte(join(bad, seg.file), 8 + 16 + 4);  // the first batch's first entry header
+    const err = await expectCode(inspectDataDir(bad), 'PREVAIL_CORRUPT_ENTRY');
+    expect(err.message).toContain(join(bad, seg.file));
+    expect(err.message).toMatch(/at byte 8: .*a valid batch follows/);
   });
 
   test('payloads that are not store commands are shown as hex; a raw snapshot has no store summary', async () => {
