@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { debuglog } from 'node:util';
 
 import { ErrorCodes, PrevailError, isPrevailError } from './errors.js';
+import type { StoreMetrics } from './metrics.js';
 import { PeerClient, PeerServer } from './peer-channel.js';
 import type { RaftNode } from './raft-node.js';
 
@@ -66,6 +67,7 @@ export interface LinkHost {
   announce(id: number, address: string): Promise<unknown>;
   /** The replicated channel addresses, by node id. */
   peers(): ReadonlyMap<number, string>;
+  readonly metrics: StoreMetrics;
 }
 
 interface Waiter { index: number; resolve: (applied: number) => void; reject: (err: Error) => void; cleanup: () => void }
@@ -129,11 +131,27 @@ export class ClusterLink {
   // ---- writes --------------------------------------------------------------------------
 
   async propose(name: string, args: unknown, options: WriteOptions = {}): Promise<{ index: number; result: unknown }> {
+    const m = this.#host.metrics;
+    const t0 = performance.now();
+    m.proposals++;
+    try {
+      const r = await this.#propose(name, args, options);
+      m.proposeMs.observe(performance.now() - t0);
+      return r;
+    } catch (err) {
+      m.proposalsFailed++;
+      throw err;
+    }
+  }
+
+  async #propose(name: string, args: unknown, options: WriteOptions): Promise<{ index: number; result: unknown }> {
     const timeoutMs = options.timeoutMs ?? 10_000;
     const deadline = performance.now() + timeoutMs;
     const signal = options.signal;
     for (;;) {
-      if (this.#node.isLeader || !this.#forward) {
+      // Always try here first: the engine refuses at once (nothing appended) if this node
+      // doesn't lead, and its view is fresher than the role events this process has seen.
+      {
         const t0 = performance.now();
         const term = this.#node.status().term;
         try {
@@ -146,6 +164,7 @@ export class ClusterLink {
         }
       }
       const channel = await this.#leaderChannel(deadline, signal);
+      this.#host.metrics.forwarded++;
       let reply: { index: number; result: unknown };
       try {
         reply = await this.#client(channel).request('propose', { name, args }, Math.max(1, deadline - performance.now())) as
@@ -179,6 +198,7 @@ export class ClusterLink {
     const timeoutMs = options.timeoutMs ?? 5000;
     const deadline = performance.now() + timeoutMs;
     const { signal } = options;
+    this.#host.metrics.reads++;
     if (signal?.aborted) throw new PrevailError(ErrorCodes.ABORTED, 'aborted', { cause: signal.reason });
     let index = minIndex;
     if (consistency !== 'stale') {
@@ -199,7 +219,7 @@ export class ClusterLink {
 
   // The index a read must see: on the leader from its own barrier or lease, elsewhere from the leader.
   async #readIndex(consistency: 'linearizable' | 'lease', deadline: number, signal?: AbortSignal): Promise<number> {
-    if (this.#node.isLeader) return this.#leaderReadIndex(consistency);
+    if (this.#leads()) return this.#leaderReadIndex(consistency);
     if (!this.#forward) {
       throw new PrevailError(ErrorCodes.NOT_LEADER, `${consistency} reads need the leader (forwarding is off)`, { leader: this.#node.leader });
     }
@@ -247,7 +267,7 @@ export class ClusterLink {
   // A committed entry proposed at t0 in `term` means a majority heard from us after t0, and
   // none of them will vote for another leader until an election timeout after that.
   #renewLease(t0: number, term: number): void {
-    if (!this.#node.isLeader || this.#node.status().term !== term) return;
+    if (this.#node.status().role !== 'leader' || this.#node.status().term !== term) return;
     const until = t0 + this.#node.electionTimeoutMs * LEASE_FRACTION;
     if (term !== this.#leaseTerm || until > this.#leaseUntil) {
       this.#leaseUntil = until;
@@ -295,11 +315,16 @@ export class ClusterLink {
     }
   }
 
+  // The engine's own view (the 'role' events this process has handled may lag it).
+  #leads(): boolean {
+    return this.#node.status().role === 'leader';
+  }
+
   // ---- health --------------------------------------------------------------------------
 
   health(): Health {
     const s = this.#node.status();
-    const appliedIndex = this.#host.appliedIndex();
+    const appliedIndex = s.appliedIndex;  // the engine's: counts barriers and configuration entries too
     let leaderCommitIndex: number | null = null;
     if (s.role === 'leader') leaderCommitIndex = s.commitIndex;
     else if (this.#leaderCommit && s.leader?.id === this.#leaderCommit.leader && performance.now() - this.#leaderCommit.at < 2000) {
@@ -314,7 +339,7 @@ export class ClusterLink {
   async #serve(type: string, body: unknown): Promise<unknown> {
     if (this.#closed) throw new PrevailError(ErrorCodes.CLOSED, `node ${this.#node.id} is closing`);
     if (type === 'commitIndex') return this.#node.status().commitIndex;
-    if (!this.#node.isLeader) {
+    if (!this.#leads()) {
       throw new PrevailError(ErrorCodes.NOT_LEADER, `node ${this.#node.id} is not the leader`, { leader: this.#node.leader });
     }
     if (type === 'propose') {
@@ -359,7 +384,7 @@ export class ClusterLink {
   #maintain(): void {
     if (this.#closed) return;
     const node = this.#node;
-    if (node.isLeader) {
+    if (this.#leads()) {
       const mine = this.#server.address;
       if (!this.#announcing && this.#host.peers().get(node.id) !== mine && node.status().members.length > 1) {
         this.#announcing = true;

@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { debuglog } from 'node:util';
 
 import { ErrorCodes, PrevailError, fromNative, type MemberRef } from './errors.js';
+import { channels } from './metrics.js';
 import { addon, type NativeEngine, type NativeStatus } from './native.js';
 
 const debug = debuglog('prevail');
@@ -208,7 +209,14 @@ export class RaftNode<R = unknown> extends EventEmitter {
     this.#lockFile = join(this.dataDir, 'prevail.lock');
     this.#engine = new addon.Engine({
       apply: (payload, index, term, mine) => this.#apply(payload, index, term, mine),
-      snapshot: () => this.#fsm.snapshot(),
+      snapshot: () => {
+        const t0 = performance.now();
+        const chunks = this.#fsm.snapshot();
+        if (channels.snapshot.hasSubscribers) {
+          channels.snapshot.publish({ id: this.id, kind: 'engine', index: this.#engine.status().appliedIndex, durationMs: performance.now() - t0 });
+        }
+        return chunks;
+      },
       restore: (payload) => this.#fsm.restore(payload),
       state: (state, term, leaderId, leaderAddress) => this.#onState(state, term, leaderId, leaderAddress),
     });
@@ -504,6 +512,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
     this.#term = term;
     if (roleChanged) {
       debug('node %d is now %s (term %d)', this.id, role, term);
+      if (channels.role.hasSubscribers) channels.role.publish({ id: this.id, role, term, leader });
       this.emit('role', { role, term, leader });
     }
     if (leaderChanged) this.emit('leader', { leader, term });

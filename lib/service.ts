@@ -17,6 +17,7 @@ import { debuglog } from 'node:util';
 import { adminHandler } from './admin.js';
 import { ErrorCodes, PrevailError, isPrevailError, type MemberRef } from './errors.js';
 import type { MemberRole } from './raft-node.js';
+import type { ReadOptions } from './cluster-link.js';
 import { collection, defineSchema, open, type Store } from './store.js';
 
 const debug = debuglog('prevail');
@@ -86,70 +87,6 @@ export const kvSchema = defineSchema({
 });
 
 export type KvStore = Store<typeof kvSchema.collections, typeof kvSchema.commands>;
-
-// ---- reads and health (the store's API) ------------------------------------------------
-
-export type Consistency = 'linearizable' | 'lease' | 'stale';
-
-export interface ReadOptions {
-  consistency?: Consistency;
-  minIndex?: number;
-  timeoutMs?: number;
-  signal?: AbortSignal;
-}
-
-export interface Health {
-  leader: boolean;
-  ready: boolean;
-  appliedIndex: number;
-  leaderCommitIndex: number | null;
-  lag: number | null;
-}
-
-/** What the service needs from the store beyond propose/view/status. */
-interface ReadApi {
-  read(options?: ReadOptions): Promise<number>;
-  health(): Health;
-}
-
-function readApi(store: KvStore): ReadApi {
-  const s = store as unknown as Partial<ReadApi>;
-  if (typeof s.read === 'function' && typeof s.health === 'function') {
-    return { read: (o) => s.read!.call(store, o), health: () => s.health!.call(store) };
-  }
-  return interimReadApi(store);
-}
-
-// TEMPORARY until Store.read()/health() land: leader-only linearizable reads through a
-// barrier, stale reads anywhere, readiness from this node's own view of the commit index.
-function interimReadApi(store: KvStore): ReadApi {
-  const READY_LAG = 100;
-  return {
-    async read(o = {}) {
-      const deadline = Date.now() + (o.timeoutMs ?? 5000);
-      if ((o.consistency ?? 'linearizable') !== 'stale') {
-        const st = store.status();
-        if (st.role !== 'leader') {
-          throw new PrevailError(st.leader ? ErrorCodes.NOT_LEADER : ErrorCodes.UNAVAILABLE, 'reads at this level are served by the leader', { leader: st.leader });
-        }
-        await store.node.barrier();
-      }
-      while (store.status().appliedIndex < (o.minIndex ?? 0)) {
-        if (o.signal?.aborted) throw new PrevailError(ErrorCodes.ABORTED, 'aborted');
-        if (Date.now() > deadline) throw new PrevailError(ErrorCodes.TIMEOUT, `index ${o.minIndex} not applied in time`);
-        await new Promise((r) => setTimeout(r, 5));
-      }
-      return store.status().appliedIndex;
-    },
-    health() {
-      const st = store.status();
-      const leader = st.role === 'leader';
-      const leaderCommitIndex = leader || st.leader ? st.commitIndex : null;
-      const lag = leaderCommitIndex === null ? null : Math.max(0, leaderCommitIndex - st.appliedIndex);
-      return { leader, ready: lag !== null && lag <= READY_LAG, appliedIndex: st.appliedIndex, leaderCommitIndex, lag };
-    },
-  };
-}
 
 // ---- HTTP ----------------------------------------------------------------------------
 
@@ -238,7 +175,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const readTimeoutMs = options.readTimeoutMs ?? 5000;
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
   const { host, port } = parseHostPort(options.httpAddress ?? '127.0.0.1:0', 'the HTTP address');
-  const storeOptions: Parameters<typeof open<typeof kvSchema.collections, typeof kvSchema.commands>>[0] & { forward?: boolean } = {
+  const storeOptions: Parameters<typeof open<typeof kvSchema.collections, typeof kvSchema.commands>>[0] = {
     schema: kvSchema, dataDir: options.dataDir,
   };
   if (options.id !== undefined) storeOptions.id = options.id;
@@ -251,7 +188,6 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   if (options.snapshotTrailing !== undefined) storeOptions.snapshotTrailing = options.snapshotTrailing;
   if (options.forward !== undefined) storeOptions.forward = options.forward;
   const store = await open(storeOptions);
-  const reads = readApi(store);
   // The admin page (GET /admin, /admin/status.json, /admin/events) comes before the API routes.
   const admin = adminHandler(store, { basePath: '/admin' });
 
@@ -291,7 +227,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
       if (!Number.isSafeInteger(n)) throw invalid(`minIndex must be a non-negative integer, got ${JSON.stringify(minIndex)}`);
       readOptions.minIndex = n;
     }
-    const index = await reads.read(readOptions);
+    const index = await store.read(readOptions);
     // Safe to read the view synchronously now, at the level asked for.
     const entry = store.view.kv.byKey.get(key);
     if (!entry) return [404, { error: { code: ErrorCodes.NOT_FOUND, message: `no key ${JSON.stringify(key)}` }, index }];
@@ -323,18 +259,18 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     return {
       id: s.id, role: s.role, term: s.term, leader: s.leader,
       commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lastIndex: s.lastIndex,
-      members: s.members, snapshot: s.snapshot, health: reads.health(),
+      members: s.members, snapshot: s.snapshot, health: store.health(),
     };
   }
 
   function healthLeader(): [number, unknown] {
-    const h = reads.health();
+    const h = store.health();
     if (h.leader) return [200, { leader: true, id: store.status().id }];
     throw new PrevailError(ErrorCodes.NOT_LEADER, 'this node is not the leader', { leader: leaderHint() });
   }
 
   function healthReady(): [number, unknown] {
-    const h = reads.health();
+    const h = store.health();
     if (h.ready) return [200, { ready: true, appliedIndex: h.appliedIndex, leaderCommitIndex: h.leaderCommitIndex, lag: h.lag }];
     throw new HttpError(503, ErrorCodes.NOT_READY, h.leaderCommitIndex === null
       ? 'not ready: no leader is known'

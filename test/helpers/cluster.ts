@@ -1,6 +1,7 @@
-// Spawns RaftNodes in child processes (test/fixtures/node-process.mjs) and drives them
-// over IPC. Every wait is bounded; every child is killed by pid in stop().
-import { fork, type ChildProcess } from 'node:child_process';
+// Spawns RaftNodes (test/fixtures/node-process.mjs, or the store fixture) in child processes
+// and drives them over IPC, and `prevail serve` nodes (ServiceCluster) over HTTP. Every wait
+// is bounded; every child is killed by pid in stop().
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -233,4 +234,190 @@ export class Cluster {
     await Promise.all([...this.nodes.values()].map((n) => n.kill()));
     rmSync(this.root, { recursive: true, force: true });
   }
+}
+
+// ---- the reference service: `node dist/cli.js serve` children, spoken to over HTTP ----------
+
+const cli = join(process.cwd(), 'dist', 'cli.js');
+
+export interface ServeSpec extends NodeSpec {
+  /** host:port of the node's HTTP API. */
+  http: string;
+}
+
+export interface HttpAnswer<T = any> {
+  status: number;
+  body: T;
+  headers: Headers;
+}
+
+/** One HTTP request to a node; the body is parsed as JSON when it is JSON. Bounded by `timeoutMs`. */
+export async function httpRequest<T = any>(url: string, method = 'GET', body?: string | Uint8Array | object,
+  timeoutMs = 20_000): Promise<HttpAnswer<T>> {
+  const raw = body === undefined || typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body);
+  const res = await fetch(url, { method, body: raw ?? null, signal: AbortSignal.timeout(timeoutMs) });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // not JSON
+  }
+  return { status: res.status, body: parsed as T, headers: res.headers };
+}
+
+/** A `prevail serve` child process. Its output is kept (and shown when it fails to start). */
+export class ServeProcess {
+  child: ChildProcess;
+  output = '';
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(readonly spec: ServeSpec, args: string[]) {
+    this.child = spawn(process.execPath, [cli, 'serve', '--id', String(spec.id), '--raft', spec.address, '--http', spec.http,
+      '--data', spec.dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const keep = (chunk: Buffer) => { this.output += chunk.toString(); };
+    this.child.stdout!.on('data', keep);
+    this.child.stderr!.on('data', keep);
+    this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  get url(): string {
+    return `http://${this.spec.http}`;
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  get alive(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  request<T = any>(method: string, path: string, body?: string | Uint8Array | object, timeoutMs?: number): Promise<HttpAnswer<T>> {
+    return httpRequest<T>(`${this.url}${path}`, method, body, timeoutMs);
+  }
+
+  /** Waits (bounded) until the node answers GET /status. */
+  async ready(timeoutMs = 15_000): Promise<void> {
+    await waitFor(`node ${this.spec.id} to serve HTTP`, async () => {
+      if (!this.alive) throw new Error(`node ${this.spec.id} exited:\n${this.output}`);
+      return (await this.request('GET', '/status', undefined, 2000)).status === 200;
+    }, timeoutMs, 50);
+  }
+
+  /** Waits (bounded) for the process to exit by itself. */
+  async waitExit(timeoutMs = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'timeout'> {
+    let timer: NodeJS.Timeout | undefined;
+    const result = await Promise.race([
+      this.exited,
+      new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), timeoutMs); }),
+    ]);
+    clearTimeout(timer);
+    return result;
+  }
+
+  /** SIGTERM and wait (bounded) for the exit. */
+  async terminate(timeoutMs = 20_000): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'timeout'> {
+    if (this.alive) process.kill(this.pid, 'SIGTERM');
+    return this.waitExit(timeoutMs);
+  }
+
+  /** kill -9 by pid, then wait (bounded) for the exit. */
+  async kill(): Promise<void> {
+    if (this.alive) process.kill(this.pid, 'SIGKILL');
+    await this.waitExit(5000);
+  }
+}
+
+/** Nodes of the reference service, each a `prevail serve` child with its own data dir and ports. */
+export class ServiceCluster {
+  nodes = new Map<number, ServeProcess>();
+  specs: ServeSpec[] = [];
+  root = tempDir('prevail-service-');
+
+  constructor(readonly args: string[] = []) {}
+
+  static async create(size: number, args: string[] = []): Promise<ServiceCluster> {
+    const cluster = new ServiceCluster(args);
+    const ports = await freePorts(size * 2);
+    cluster.specs = Array.from({ length: size }, (_, i) => ({
+      id: i + 1, address: `127.0.0.1:${ports[2 * i]}`, http: `127.0.0.1:${ports[2 * i + 1]}`, dataDir: join(cluster.root, `n${i + 1}`),
+    }));
+    cluster.clusterFlag = cluster.specs.map((s) => `${s.id}=${s.address}`).join(',');
+    try {
+      await Promise.all(cluster.specs.map((s) => cluster.start(s.id)));
+    } catch (err) {
+      await cluster.stop();
+      throw err;
+    }
+    return cluster;
+  }
+
+  /** The --cluster flag: the members the cluster was created with. */
+  clusterFlag = '';
+
+  /** Starts (or restarts) node `id` and waits until it serves HTTP; with `--join` in `extra`, without --cluster. */
+  async start(id: number, extra: string[] = []): Promise<ServeProcess> {
+    const spec = this.specs.find((s) => s.id === id)!;
+    const membership = extra.includes('--join') ? [] : ['--cluster', this.clusterFlag];
+    const node = new ServeProcess(spec, [...membership, ...this.args, ...extra]);
+    this.nodes.set(id, node);
+    await node.ready();
+    return node;
+  }
+
+  /** A spec (ports, data dir) for a new node id: not started, not a member. */
+  async addSpec(id: number): Promise<ServeSpec> {
+    const [raft, http] = await freePorts(2);
+    const spec = { id, address: `127.0.0.1:${raft}`, http: `127.0.0.1:${http}`, dataDir: join(this.root, `n${id}`) };
+    this.specs.push(spec);
+    return spec;
+  }
+
+  node(id: number): ServeProcess {
+    return this.nodes.get(id)!;
+  }
+
+  running(): ServeProcess[] {
+    return [...this.nodes.values()].filter((n) => n.alive);
+  }
+
+  /** Every running node's URL, comma-separated (the CLI's --node). */
+  get urls(): string {
+    return this.running().map((n) => n.url).join(',');
+  }
+
+  /** Waits until exactly one running node (not in `exclude`) answers /health/leader with 200, and returns it. */
+  async leader(timeoutMs = 15_000, exclude: number[] = []): Promise<ServeProcess> {
+    return waitFor('one leader', async () => {
+      const nodes = this.running().filter((n) => !exclude.includes(n.spec.id));
+      const answers = await Promise.all(nodes.map((n) => n.request('GET', '/health/leader', undefined, 2000).catch(() => null)));
+      const leaders = nodes.filter((_, i) => answers[i]?.status === 200);
+      return leaders.length === 1 ? leaders[0] : undefined;
+    }, timeoutMs, 50);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.nodes.values()].map((n) => n.kill()));
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+/** Runs `node dist/cli.js ...args` to completion (killed by pid after `timeoutMs`). */
+export function runCli(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (c: Buffer) => { stdout += c.toString(); });
+    child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
+    const timer = setTimeout(() => {
+      stderr += `\n(killed after ${timeoutMs} ms)`;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
 }
