@@ -734,9 +734,10 @@ const USAGE = 'usage: prevail inspect DIR [--at N] [--from N] [--to N] [--json] 
 class UsageError extends Error {}
 
 function toJson(value: unknown, space?: number): string {
-  return JSON.stringify(value, (_k, v: unknown) => {
+  return JSON.stringify(value, function (this: Record<string, unknown>, k: string, v: unknown) {
+    const raw = this[k];  // before toJSON (a Buffer's would give { type, data })
+    if (raw instanceof Uint8Array) return { $bytes: Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('hex') };
     if (typeof v === 'bigint') return `${v}n`;
-    if (v instanceof Uint8Array) return { $bytes: Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('hex') };
     if (v instanceof Map) return Object.fromEntries(v);
     if (v instanceof Set) return [...v];
     return v;

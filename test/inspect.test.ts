@@ -377,6 +377,7 @@ describe('prevail inspect', () => {
     const indices = await run(store, cmds);
     const snap = await store.snapshot();
     await run(store, commands(3, 8));
+    const blobAt = (await store.proposeWithIndex('note', { text: 'bytes', tags: [], blob: new Uint8Array([1, 2, 255]), big: 2n ** 62n } as never)).index;
     const hash = store.stateHash();
     const last = store.node.status().lastIndex;
     await store.close();
@@ -397,6 +398,10 @@ describe('prevail inspect', () => {
     const json = JSON.parse(out.text()) as InspectResult;
     expect(json.entries.map((e) => e.index)).toEqual([2, 3, 4, 5, 6]);
     expect(json.entries.find((e) => e.command)!.command).toMatchObject({ name: cmds[0]!.name, args: cmds[0]!.args });
+
+    out = sink();
+    expect(await runInspect([dir, '--json', '--from', String(blobAt), '--to', String(blobAt)], out, { err })).toBe(0);
+    expect((JSON.parse(out.text()) as InspectResult).entries[0]!.command!.args).toEqual({ text: 'bytes', tags: [], blob: { $bytes: '0102ff' }, big: `${2n ** 62n}n` });
 
     const moduleDir = newDir('prevail-inspect-schema-');
     const modulePath = join(moduleDir, 'bank.mjs');
