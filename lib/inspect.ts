@@ -791,7 +791,8 @@ function describeEntry(e: InspectedEntry): string {
   if (e.type === 'barrier') return `barrier (${e.length} bytes)`;
   if (e.type === 'configuration') return e.configuration ? `configuration: ${members(e.configuration)}` : `configuration, undecodable: ${e.problem}`;
   if (e.command) {
-    const when = e.command.timestamp ? ` @ ${new Date(e.command.timestamp).toISOString()}` : '';
+    const date = new Date(e.command.timestamp);
+    const when = e.command.timestamp && Number.isFinite(date.getTime()) ? ` @ ${date.toISOString()}` : '';
     const failed = e.handlerError ? `  [handler threw: ${e.handlerError}]` : '';
     return `${e.command.name} ${clip(toJson(e.command.args) ?? 'undefined')}${when}${failed}`;
   }
