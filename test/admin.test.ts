@@ -239,10 +239,14 @@ class ServeNode {
   /** Resolves with the node's HTTP base URL once it says it is serving. */
   readonly ready: Promise<string>;
   output = '';
+  exitedWith: number | string | null = null;
 
   constructor(readonly id: number, args: string[]) {
     this.child = spawn(process.execPath, [cli, 'serve', '--id', String(id), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.exited = new Promise((resolve) => this.child.once('exit', () => resolve()));
+    this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => {
+      this.exitedWith = signal ?? code;
+      resolve();
+    }));
     this.ready = new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`node ${id} not serving within 20 s:\n${this.output}`)), 20_000);
       this.child.stdout!.on('data', (chunk: Buffer) => {
@@ -253,9 +257,11 @@ class ServeNode {
       this.child.stderr!.on('data', (chunk: Buffer) => { this.output += chunk.toString(); });
       void this.exited.then(() => {
         clearTimeout(timer);
-        reject(new Error(`node ${id} exited before it was serving:\n${this.output}`));
+        reject(new Error(`node ${id} exited (${this.exitedWith}) before it was serving:\n${this.output}`));
       });
     });
+    // Awaited later (or not at all when another node failed first): never an unhandled rejection.
+    this.ready.catch(() => {});
   }
 
   get alive(): boolean {
@@ -284,7 +290,7 @@ describe('admin page in a browser', () => {
         nodes.set(id, new ServeNode(id, ['--data', join(root, `n${id}`), '--cluster', clusterArg, '--http', `127.0.0.1:${ports[id + 2]}`]));
       }
       const urls = new Map<number, string>();
-      for (const [id, node] of nodes) urls.set(id, `${await node.ready}/admin`);
+      await Promise.all([...nodes].map(async ([id, node]) => urls.set(id, `${await node.ready}/admin`)));
 
       const statusOf = async (id: number) => JSON.parse((await http(`${urls.get(id)}/status.json`)).body) as AdminStatus;
       const agreedLeader = (ids: number[], not?: number) => waitFor('the nodes to agree on a leader', async () => {
