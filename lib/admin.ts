@@ -372,6 +372,7 @@ if (typeof EventSource === "function") {
   events.onopen = () => connection("live", "live");
   events.onmessage = (e) => { connection("live", "live"); render(JSON.parse(e.data)); };
   events.onerror = () => connection("disconnected, retrying\\u2026", "down");
+  events.addEventListener("failure", (e) => connection("the node could not report its status: " + JSON.parse(e.data).message, "down"));
 } else {
   setInterval(() => fetch(base + "/status.json", { cache: "no-store" }).then((r) => r.json()).then(render).catch(() => connection("disconnected", "down")), 1000);
 }

@@ -41,6 +41,8 @@ function http(url: string, method = 'GET', body?: string): Promise<Reply> {
 /** An open SSE connection: its `data:` messages as they arrive, parsed. */
 class EventStream {
   messages: AdminStatus[] = [];
+  /** Messages with an `event:` name. */
+  others: { event: string; data: unknown }[] = [];
   ended = false;
   headers: IncomingMessage['headers'] = {};
   retry: number | undefined;
@@ -71,7 +73,9 @@ class EventStream {
       const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
       const retry = /^retry: (\d+)$/m.exec(block);
       if (retry) this.retry = Number(retry[1]);
-      if (data) this.messages.push(JSON.parse(data) as AdminStatus);
+      const event = /^event: (.+)$/m.exec(block)?.[1];
+      if (data && event) this.others.push({ event, data: JSON.parse(data) });
+      else if (data) this.messages.push(JSON.parse(data) as AdminStatus);
     }
   }
 
@@ -212,10 +216,12 @@ describe('admin handler over HTTP', () => {
       stream.close();
     }
     await waitFor('the stream to close', () => stream.ended);
-    // Give the server side a moment to see the close, then: no more status() calls.
-    await new Promise((r) => setTimeout(r, 300));
+    // Once the server has seen the client go, no more status() calls: its timer is gone.
+    await waitFor('the server to drop the connection', () => new Promise<boolean | undefined>((resolve) =>
+      server.getConnections((err, n) => resolve(!err && n === 0 ? true : undefined))));
+    await new Promise((r) => setImmediate(r));
     const settled = calls;
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, 500));  // five intervals
     expect(calls).toBe(settled);
 
     // close() ends open streams and drops its store listeners.
@@ -229,6 +235,34 @@ describe('admin handler over HTTP', () => {
     // After close() an events request gets an empty, ended stream.
     const late = await http(`${base}/admin/events`);
     expect([late.status, late.body]).toEqual([200, '']);
+  });
+
+  test('a status() that throws: 503 from status.json, a failure event on the stream', async () => {
+    let broken = false;
+    const source: AdminSource = {
+      status: () => { if (broken) throw new Error('engine <gone>'); return store.status(); },
+      on: (e, l) => store.on(e, l),
+      off: (e, l) => store.off(e, l),
+      node: store.node,
+    };
+    const admin = adminHandler(source, { intervalMs: 50 });
+    const { server, base } = await listen(admin);
+    servers.push(server);
+    const stream = new EventStream(`${base}/admin/events`);
+    try {
+      await stream.opened;
+      await waitFor('a first push', () => stream.messages[0]);
+      broken = true;
+      const reply = await http(`${base}/admin/status.json`);
+      expect([reply.status, JSON.parse(reply.body)]).toEqual([503, { error: 'engine <gone>' }]);
+      expect(await waitFor('a failure event', () => stream.others[0])).toEqual({ event: 'failure', data: { message: 'engine <gone>' } });
+      broken = false;
+      const n = stream.messages.length;
+      await waitFor('statuses again', () => stream.messages.length > n);
+    } finally {
+      stream.close();
+      admin.close();
+    }
   });
 });
 
