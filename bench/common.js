@@ -1,10 +1,11 @@
 // Helpers shared by the bench scripts: option parsing, statistics, number formatting,
-// polling, closed-loop load, fixture child processes, and the fdatasync anchor the
-// benches print their numbers against.
+// polling, closed-loop load, fixture and other child processes, an HTTP client, and the
+// fdatasync anchor the benches print their numbers against.
 import { fork } from 'node:child_process';
 import {
-  closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync,
+  closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync,
 } from 'node:fs';
+import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -175,6 +176,57 @@ export class Child {
     await Promise.race([this.exited, sleep(5000)]);
     children.delete(this.child);
   }
+}
+
+// Registers a child process the bench started itself (spawn, execFile) so that
+// killChildren() kills it too. Returns the child.
+export function trackChild(child) {
+  children.add(child);
+  return child;
+}
+
+// kill -9 a tracked child by pid, then wait (bounded) for its exit.
+export async function killChild(child, timeoutMs = 5000) {
+  const exited = new Promise((r) => child.once('exit', r));
+  if (child.exitCode === null && child.signalCode === null) {
+    try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ }
+    await Promise.race([exited, sleep(timeoutMs)]);
+  }
+  children.delete(child);
+}
+
+// CPU time (user + system, ms) a process has used so far, from /proc/<pid>/stat (Linux;
+// NaN elsewhere or once the process is gone). Clock ticks are taken as 100 per second.
+export function processCpuMs(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');   // fields from 3 (state) on
+    return (Number(fields[11]) + Number(fields[12])) * 10;              // utime (14) + stime (15)
+  } catch {
+    return NaN;
+  }
+}
+
+// ---------------------------------------------------------------- HTTP client
+// One HTTP/1.1 request through `agent` (give a keep-alive http.Agent to reuse connections).
+// Resolves { status, body } (body as a string) whatever the status; rejects on a network
+// error, or when no full answer came within timeoutMs (the request is then destroyed).
+export function httpRequest(agent, { host, port, method = 'GET', path, headers = {}, body, timeoutMs = 10_000 }) {
+  return new Promise((resolve, reject) => {
+    const allHeaders = body === undefined ? headers : { 'content-length': Buffer.byteLength(body), ...headers };
+    const req = request({ agent, host, port, method, path, headers: allHeaders }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.once('end', () => {
+        clearTimeout(timer);
+        resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() });
+      });
+      res.once('error', (err) => { clearTimeout(timer); reject(err); });
+    });
+    const timer = setTimeout(() => req.destroy(new Error(`${method} ${path}: no answer in ${timeoutMs} ms`)), timeoutMs);
+    req.once('error', (err) => { clearTimeout(timer); reject(err); });
+    req.end(body);
+  });
 }
 
 // ---------------------------------------------------------------- statistics

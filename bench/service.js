@@ -1,0 +1,545 @@
+// The reference service (`prevail serve`, 3 nodes) against etcd 3.4 (3 members), both on
+// loopback, both driven by the same HTTP load generator in this process, printed next to
+// the disk's fdatasync floor measured in the same run (see /work/shared/notes/anchors.md:
+// claims are ratios against an anchor run side by side, never absolute times).
+//
+//   node bench/service.js                          full run (~6 min on 2 cores)
+//   node bench/service.js --quick                  shorter windows, 5 failover runs (~1.5 min)
+//   node bench/service.js --concurrency=1,64       choose the in-flight levels
+//   node bench/service.js --duration=5000 --warmup=1000   window lengths in ms
+//   node bench/service.js --runs=20                failover repetitions per system
+//   node bench/service.js --failover-concurrency=4 the steady load's loops during failover
+//   node bench/service.js --skip=throughput,leader,failover,fsync,etcd,prevail   leave parts out
+//                                                  (leader: the leader-only diagnostic rows)
+//
+// Needs dist/ (npx tsc -p .) and, for the etcd rows, etcd on the PATH
+// (Debian 12: apt-get install -y etcd-server, 3.4.23). Without etcd only prevail runs.
+// This is a measurement, not a test: it never fails on a number. Not part of CI.
+//
+// Writes: PUT /kv/<key> with the 100-byte value as the raw body (prevail), and
+// POST /v3/kv/put {"key": b64, "value": b64} through etcd's JSON gateway. Every key is new.
+// Requests go round-robin over the 3 nodes, so 2 in 3 arrive at a follower: prevail
+// forwards them to its leader over its peer channel, etcd over its own raft transport.
+// Both systems keep their defaults, and both sync their log to disk before acknowledging
+// a write (prevail: O_DIRECT + RWF_DSYNC writes; etcd: fdatasync of its WAL), batching
+// concurrent writes into one sync.
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { Agent } from 'node:http';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+
+import {
+  arg, closedLoop, concurrencyArg, fmtInt, fmtMs, fmtRatio, freePorts, fsyncAppend, httpRequest, killChild,
+  killChildren, percentile, processCpuMs, progress, quick, run, skip, sleep, trackChild, waitFor,
+} from './common.js';
+
+// ---------------------------------------------------------------- options
+if (arg('help')) {
+  console.log('usage: node bench/service.js [--quick] [--concurrency=1,16,64,256] [--duration=ms] [--warmup=ms]\n' +
+    '       [--runs=20] [--failover-concurrency=4] [--skip=throughput,leader,failover,fsync,etcd,prevail]');
+  process.exit(0);
+}
+const concurrencies = concurrencyArg('1,16,64,256');
+if (concurrencies.length === 0) throw new Error('no valid concurrency given');
+const durationMs = Number(arg('duration') ?? (quick ? 1500 : 5000));
+const warmupMs = Number(arg('warmup') ?? (quick ? 500 : 1000));
+const runs = Number(arg('runs') ?? (quick ? 5 : 20));
+const failoverConcurrency = Number(arg('failover-concurrency') ?? 4);
+const fsyncMs = quick ? 700 : 2000;
+const VALUE_BYTES = 100;
+// During failover: a fresh write goes to a survivor every PROBE_EVERY_MS (alternating).
+const PROBE_EVERY_MS = 10;
+const PROBE_TIMEOUT_MS = 3000;
+const LOAD_TIMEOUT_MS = 2000;      // the steady load's per-request client timeout
+const FAILOVER_GIVE_UP_MS = 15_000;
+// The throughput rows: writes round-robin over the 3 nodes (the comparison), then, as a
+// diagnostic, to the leader alone (no forwarding).
+const targetsToRun = skip.has('leader') ? ['all'] : ['all', 'leader'];
+
+const here = dirname(fileURLToPath(import.meta.url));
+const cliPath = join(here, '..', 'dist', 'cli.js');
+
+// ---------------------------------------------------------------- temp dir and cleanup
+const root = mkdtempSync(join(tmpdir(), 'prevail-bench-service-'));
+function cleanup() {
+  killChildren();
+  try { rmSync(root, { recursive: true, force: true }); } catch { /* best effort */ }
+}
+process.on('exit', cleanup);
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => { cleanup(); process.exit(130); });
+}
+
+// ---------------------------------------------------------------- the value and keys
+const value = Buffer.from(Array.from({ length: VALUE_BYTES }, (_, i) => 97 + ((i * 7) % 26)));
+const valueB64 = value.toString('base64');
+let keySeq = 0;
+const nextKey = (prefix) => `${prefix}-${(keySeq++).toString(36)}`;
+
+// ---------------------------------------------------------------- processes
+// Starts a command with its output in a log file under `dir`; the child is tracked, so
+// killChildren() (on exit, SIGINT and in the final cleanup) kills it.
+function startProcess(cmd, args, logPath) {
+  const fd = openSync(logPath, 'a');
+  try {
+    const child = trackChild(spawn(cmd, args, { stdio: ['ignore', fd, fd] }));
+    child.on('error', () => { /* reported through exitCode / the log */ });
+    child.logPath = logPath;
+    return child;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function logTail(child, lines = 15) {
+  try {
+    return readFileSync(child.logPath, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+function checkRunning(members, what) {
+  for (const m of members) {
+    if (m.proc.exitCode !== null || m.proc.signalCode !== null) {
+      throw new Error(`${what}: ${m.name} exited (${m.proc.exitCode ?? m.proc.signalCode}); its log ends:\n${logTail(m.proc)}`);
+    }
+  }
+}
+
+const jsonOf = (text) => { try { return JSON.parse(text); } catch { return undefined; } };
+
+// ---------------------------------------------------------------- systems
+// A system starts a 3-member cluster and knows how to write to it and find its leader.
+// cluster = { members: [{ name, host, port, proc }], agentFor, stop() }.
+
+const prevail = {
+  name: 'prevail',
+  defaults: 'election timeout 200 ms, heartbeat 40 ms (`prevail serve` defaults)',
+
+  available() {
+    if (!existsSync(cliPath)) return `dist/cli.js is missing: build it with \`npx tsc -p .\``;
+    if (!readFileSync(cliPath, 'utf8').includes('serve')) return 'dist/cli.js has no `serve` command: rebuild dist (npx tsc -p .)';
+    return null;
+  },
+
+  async start(label) {
+    const dir = mkdtempSync(join(root, `${label}-`));
+    const ports = await freePorts(6);
+    const members = [1, 2, 3].map((id) => ({
+      id, name: `prevail node ${id}`, host: '127.0.0.1', port: ports[2 + id], raft: `127.0.0.1:${ports[id - 1]}`,
+      dataDir: join(dir, `n${id}`),
+    }));
+    const clusterArg = members.map((m) => `${m.id}=${m.raft}`).join(',');
+    for (const m of members) {
+      mkdirSync(m.dataDir);
+      m.proc = startProcess(process.execPath, [cliPath, 'serve', '--id', String(m.id), '--raft', m.raft,
+        '--http', `${m.host}:${m.port}`, '--data', m.dataDir, '--cluster', clusterArg], join(dir, `n${m.id}.log`));
+    }
+    return { dir, members };
+  },
+
+  write(agent, m, key, timeoutMs) {
+    return httpRequest(agent, {
+      host: m.host, port: m.port, method: 'PUT', path: `/kv/${key}`,
+      headers: { 'content-type': 'application/octet-stream' }, body: value, timeoutMs,
+    });
+  },
+
+  // The index of the member that says it leads (GET /health/leader → 200), once every
+  // member's GET /status names that same leader; else -1.
+  async leader(agent, members) {
+    const answers = await Promise.all(members.map(async (m) => {
+      const [health, status] = await Promise.all([
+        httpRequest(agent, { host: m.host, port: m.port, path: '/health/leader', timeoutMs: 1000 }),
+        httpRequest(agent, { host: m.host, port: m.port, path: '/status', timeoutMs: 1000 }),
+      ]);
+      return { lead: health.status === 200, leaderId: jsonOf(status.body)?.leader?.id };
+    }).map((p) => p.catch(() => ({ lead: false, leaderId: undefined }))));
+    const i = answers.findIndex((a) => a.lead);
+    if (i < 0 || !answers.every((a) => a.leaderId === members[i].id)) return -1;
+    return i;
+  },
+};
+
+const etcd = {
+  name: 'etcd',
+  defaults: 'election timeout 1000 ms, heartbeat 100 ms (etcd defaults)',
+  version: null,
+
+  available() {
+    const r = spawnSync('etcd', ['--version'], { encoding: 'utf8' });
+    if (r.error || r.status !== 0) {
+      return 'etcd is not installed: `apt-get install -y etcd-server` (Debian 12: 3.4.23) to get the etcd rows';
+    }
+    this.version = /etcd Version: (\S+)/.exec(r.stdout)?.[1] ?? r.stdout.split('\n')[0];
+    return null;
+  },
+
+  async start(label) {
+    const dir = mkdtempSync(join(root, `${label}-`));
+    const ports = await freePorts(6);
+    const members = [1, 2, 3].map((i) => ({
+      name: `etcd member e${i}`, etcdName: `e${i}`, host: '127.0.0.1', port: ports[2 + i],
+      peerUrl: `http://127.0.0.1:${ports[i - 1]}`, dataDir: join(dir, `e${i}`),
+    }));
+    const initialCluster = members.map((m) => `${m.etcdName}=${m.peerUrl}`).join(',');
+    const token = `bench-${process.pid}-${label}`;
+    for (const m of members) {
+      const clientUrl = `http://${m.host}:${m.port}`;
+      m.proc = startProcess('etcd', [
+        '--name', m.etcdName, '--data-dir', m.dataDir,
+        '--listen-peer-urls', m.peerUrl, '--initial-advertise-peer-urls', m.peerUrl,
+        '--listen-client-urls', clientUrl, '--advertise-client-urls', clientUrl,
+        '--initial-cluster', initialCluster, '--initial-cluster-state', 'new', '--initial-cluster-token', token,
+        '--logger', 'zap', '--log-level', 'error',
+      ], join(dir, `${m.etcdName}.log`));
+    }
+    return { dir, members };
+  },
+
+  write(agent, m, key, timeoutMs) {
+    return httpRequest(agent, {
+      host: m.host, port: m.port, method: 'POST', path: '/v3/kv/put',
+      headers: { 'content-type': 'application/json' },
+      body: `{"key":"${Buffer.from(key).toString('base64')}","value":"${valueB64}"}`, timeoutMs,
+    });
+  },
+
+  // POST /v3/maintenance/status on every member: the leader is the member whose own id is
+  // the leader id all of them report; else -1.
+  async leader(agent, members) {
+    const answers = await Promise.all(members.map((m) =>
+      httpRequest(agent, { host: m.host, port: m.port, method: 'POST', path: '/v3/maintenance/status', body: '{}', timeoutMs: 1000 })
+        .then((r) => (r.status === 200 ? jsonOf(r.body) : undefined), () => undefined)));
+    const leaderId = answers[0]?.leader;
+    if (!leaderId || leaderId === '0' || !answers.every((a) => a?.leader === leaderId)) return -1;
+    return answers.findIndex((a) => a.header?.member_id === leaderId);
+  },
+};
+
+// One write that counts only when acknowledged (200).
+async function writeOk(system, agent, m, key, timeoutMs) {
+  const r = await system.write(agent, m, key, timeoutMs);
+  if (r.status !== 200) throw new Error(`${m.name}: HTTP ${r.status} ${r.body.slice(0, 200)}`);
+}
+
+// Starts a cluster and waits until it has a leader every member agrees on and a write
+// through each member has been acknowledged (so forwarding works from every member).
+async function startCluster(system, label) {
+  const cluster = await system.start(label);
+  const agent = new Agent({ keepAlive: true });
+  try {
+    await waitFor(`a ${system.name} leader`, async () => {
+      checkRunning(cluster.members, `${system.name} start`);
+      return (await system.leader(agent, cluster.members)) >= 0;
+    }, { timeoutMs: 30_000, pollMs: 50 });
+    for (const m of cluster.members) {
+      await waitFor(`a write through ${m.name}`, async () => {
+        checkRunning(cluster.members, `${system.name} start`);
+        await writeOk(system, agent, m, nextKey('ready'), 2000);
+        return true;
+      }, { timeoutMs: 30_000, pollMs: 50 });
+    }
+  } catch (err) {
+    agent.destroy();
+    await stopCluster(cluster);
+    throw err;
+  }
+  agent.destroy();
+  return cluster;
+}
+
+// No clean close is needed for a benchmark: kill -9 by pid (bounded waits), remove the dirs.
+async function stopCluster(cluster) {
+  await Promise.all(cluster.members.map((m) => killChild(m.proc)));
+  rmSync(cluster.dir, { recursive: true, force: true });
+}
+
+// ---------------------------------------------------------------- throughput
+// A closed loop of `concurrency` writers, requests round-robin over `targets` (all the
+// members, or the leader alone), for ms. Also measures the CPU this process (the load
+// generator) and all the members used.
+async function writeLoad(system, cluster, targets, concurrency, ms, errors) {
+  const agent = new Agent({ keepAlive: true });
+  const members = cluster.members;
+  let next = 0;
+  const prefix = `${system.name[0]}${concurrency}`;
+  const cpu0 = process.cpuUsage();
+  const nodes0 = members.map((m) => processCpuMs(m.proc.pid));
+  const t0 = performance.now();
+  try {
+    const r = await closedLoop(concurrency, ms, () => targets[next++ % targets.length], async (m) => {
+      try {
+        await writeOk(system, agent, m, nextKey(prefix), 10_000);
+      } catch (err) {
+        if (errors.length < 5) errors.push(err.message);
+        throw err;
+      }
+    });
+    const wall = performance.now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    const nodesMs = members.reduce((sum, m, i) => sum + processCpuMs(m.proc.pid) - nodes0[i], 0);
+    return { ...r, clientCpu: (cpu.user + cpu.system) / 1000 / wall, nodesCpu: nodesMs / wall };
+  } finally {
+    agent.destroy();
+  }
+}
+
+async function benchThroughput(systems) {
+  const clusters = new Map();
+  const rows = [];
+  try {
+    for (const s of systems) {
+      progress(`starting 3 ${s.name} nodes`);
+      clusters.set(s, await startCluster(s, `${s.name}-tput`));
+    }
+    // Both clusters stay up for the whole section (the idle one only heartbeats); the
+    // systems alternate at each level, in turn order swapped from one level to the next.
+    for (const [level, c] of concurrencies.entries()) {
+      const order = level % 2 === 0 ? systems : [...systems].reverse();
+      for (const s of order) {
+        const cluster = clusters.get(s);
+        for (const target of targetsToRun) {
+          let targets = cluster.members;
+          if (target === 'leader') {
+            const agent = new Agent({ keepAlive: true });
+            const i = await waitFor(`the ${s.name} leader`, async () => (await s.leader(agent, cluster.members)) + 1)
+              .finally(() => agent.destroy());
+            targets = [cluster.members[i - 1]];
+          }
+          const errors = [];
+          await writeLoad(s, cluster, targets, c, warmupMs, errors);
+          errors.length = 0;
+          const r = await writeLoad(s, cluster, targets, c, durationMs, errors);
+          checkRunning(cluster.members, `${s.name} @${c}`);
+          rows.push({ system: s.name, target, concurrency: c, ...r });
+          progress(`${s.name} @${c} (${target === 'leader' ? 'leader only' : 'round-robin'}): ${Math.round(r.opsPerSec)} writes/s, ` +
+            `p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms${r.failed ? `, ${r.failed} failed (${errors[0]})` : ''}`);
+        }
+      }
+    }
+  } finally {
+    for (const cluster of clusters.values()) await stopCluster(cluster);
+  }
+  return rows;
+}
+
+// ---------------------------------------------------------------- failover
+// One repetition on a fresh cluster: a steady load of `failoverConcurrency` writers
+// (round-robin over the members, LOAD_TIMEOUT_MS client timeout, 10 ms pause after a
+// failure) runs for a second; then the leader is killed with SIGKILL and, from that moment,
+// a fresh write goes to one of the two survivors every PROBE_EVERY_MS (alternating). The
+// failover time is from the kill to the first acknowledged write sent after it, probe or
+// steady load, whichever comes first. Writes in flight at the kill don't count (one the
+// old leader committed could be acknowledged after the kill).
+async function failoverOnce(system, rep) {
+  const cluster = await startCluster(system, `${system.name}-failover${rep}`);
+  const agent = new Agent({ keepAlive: true });
+  const members = cluster.members;
+  let killedAt = Infinity;
+  let firstAck = Infinity;          // performance.now() of the first ack of a write sent after the kill
+  let firstLoadAck = Infinity;      // the same, steady-load writes only
+  let stop = false;
+  const outstanding = new Set();
+  const track = (p) => { outstanding.add(p); p.finally(() => outstanding.delete(p)); return p; };
+  try {
+    let next = 0;
+    let loadAcks = 0;
+    const loops = Array.from({ length: failoverConcurrency }, async () => {
+      while (!stop) {
+        const m = members[next++ % members.length];
+        const sentAt = performance.now();
+        try {
+          await writeOk(system, agent, m, nextKey('load'), LOAD_TIMEOUT_MS);
+          loadAcks++;
+          if (sentAt >= killedAt) {
+            const now = performance.now();
+            firstLoadAck = Math.min(firstLoadAck, now);
+            firstAck = Math.min(firstAck, now);
+          }
+        } catch {
+          await sleep(10);
+        }
+      }
+    });
+    await sleep(1000);
+    if (loadAcks === 0) throw new Error(`${system.name}: no write acknowledged in the second before the kill`);
+    const leaderIndex = await waitFor(`the ${system.name} leader`, async () => {
+      const i = await system.leader(agent, members);
+      return i >= 0 ? i + 1 : 0;
+    }, { timeoutMs: 10_000 }) - 1;
+    const leader = members[leaderIndex];
+    const survivors = members.filter((m) => m !== leader);
+
+    killedAt = performance.now();
+    try { process.kill(leader.proc.pid, 'SIGKILL'); } catch { /* already gone */ }
+    let probes = 0;
+    while (firstAck === Infinity && performance.now() - killedAt < FAILOVER_GIVE_UP_MS) {
+      const m = survivors[probes++ % survivors.length];
+      track(writeOk(system, agent, m, nextKey('probe'), PROBE_TIMEOUT_MS)
+        .then(() => { firstAck = Math.min(firstAck, performance.now()); }, () => {}));
+      await sleep(PROBE_EVERY_MS);
+    }
+    // Give the steady load a bounded chance to see its own first ack, for the second column.
+    const loadDeadline = performance.now() + LOAD_TIMEOUT_MS + 500;
+    while (firstLoadAck === Infinity && performance.now() < loadDeadline) await sleep(10);
+    stop = true;
+    await Promise.race([Promise.all([...loops, ...outstanding]), sleep(PROBE_TIMEOUT_MS + 1000)]);
+    return {
+      ms: firstAck - killedAt,
+      loadMs: firstLoadAck - killedAt,
+      killed: leader.name,
+    };
+  } finally {
+    stop = true;
+    agent.destroy();
+    await stopCluster(cluster);
+  }
+}
+
+async function benchFailover(systems) {
+  const results = new Map(systems.map((s) => [s, []]));
+  for (let rep = 1; rep <= runs; rep++) {
+    for (const s of rep % 2 === 1 ? systems : [...systems].reverse()) {
+      const r = await failoverOnce(s, rep);
+      results.get(s).push(r);
+      progress(`failover ${s.name} run ${rep}/${runs}: ${Number.isFinite(r.ms) ? `${r.ms.toFixed(0)} ms` : 'no write acknowledged'}` +
+        ` (steady load: ${Number.isFinite(r.loadMs) ? `${r.loadMs.toFixed(0)} ms` : '-'}; killed ${r.killed})`);
+    }
+  }
+  return systems.map((s) => {
+    const list = results.get(s);
+    const sorted = list.map((r) => r.ms).sort((a, b) => a - b);
+    const loadSorted = list.map((r) => r.loadMs).sort((a, b) => a - b);
+    return {
+      system: s.name, defaults: s.defaults, runs: list.length,
+      p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted.at(-1), min: sorted[0],
+      loadP50: percentile(loadSorted, 0.5), loadP99: percentile(loadSorted, 0.99),
+      noAck: sorted.filter((x) => !Number.isFinite(x)).length,
+    };
+  });
+}
+
+// ---------------------------------------------------------------- report
+function percentileRankName(n) {
+  const rank = Math.min(n, Math.max(1, Math.ceil(0.99 * n)));
+  return rank === n ? 'maximum' : `${n - rank + 1}th largest`;
+}
+
+async function main() {
+  const started = performance.now();
+  const notes = [];
+  const systems = [];
+  for (const s of [prevail, etcd]) {
+    if (skip.has(s.name)) continue;
+    const missing = s.available();
+    if (missing) {
+      notes.push(`- ${s.name} not run: ${missing}`);
+      progress(`${s.name} not run: ${missing}`);
+      continue;
+    }
+    systems.push(s);
+  }
+  if (!systems.length) throw new Error(`nothing to run:\n${notes.join('\n')}`);
+  const versions = (await import('../dist/index.js')).versions ?? {};
+  const load0 = loadavg()[0];
+  process.stderr.write(`prevail bench: service vs etcd, node ${process.version}, ${cpus().length} CPUs, temp dir ${root}\n` +
+    `  systems ${systems.map((s) => s.name).join(', ')}; concurrencies ${concurrencies.join(',')}, window ${durationMs} ms, ` +
+    `warm-up ${warmupMs} ms; failover runs ${runs}${quick ? ' (quick)' : ''}\n`);
+
+  const anchor = { parent: root, ms: fsyncMs, warmupMs: Math.min(300, fsyncMs / 4), label: 'fdatasync append' };
+  const appendStart = skip.has('fsync') ? undefined : fsyncAppend(anchor);
+  const tput = skip.has('throughput') ? [] : await benchThroughput(systems);
+  const failover = skip.has('failover') ? [] : await benchFailover(systems);
+  const appendEnd = skip.has('fsync') ? undefined : fsyncAppend(anchor);
+
+  const out = [];
+  if (appendStart) {
+    out.push(`Disk anchor (fdatasync append 4 KiB, growing file, same filesystem): ${fmtInt(appendStart.opsPerSec)}/s ` +
+      `(p50 ${fmtMs(appendStart.p50)} ms, p99 ${fmtMs(appendStart.p99)} ms) at the start, ${fmtInt(appendEnd.opsPerSec)}/s ` +
+      `(p50 ${fmtMs(appendEnd.p50)} ms, p99 ${fmtMs(appendEnd.p99)} ms) at the end.`);
+    out.push('');
+  }
+  const at = (name, c, target = 'all') => tput.find((r) => r.system === name && r.concurrency === c && r.target === target);
+  const table = (target, title) => {
+    const rows = tput.filter((r) => r.target === target);
+    if (!rows.length) return;
+    out.push(title);
+    out.push('');
+    out.push('| system | concurrency | writes/s | p50 ms | p99 ms | failed | load generator CPU | 3 nodes CPU | prevail / etcd writes/s |');
+    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const r of rows) {
+      const other = at('etcd', r.concurrency, target);
+      const ratio = r.system === 'prevail' && other ? `**${fmtRatio(r.opsPerSec / other.opsPerSec)}×**` : '';
+      out.push(`| ${r.system} | ${r.concurrency} | ${fmtInt(r.opsPerSec)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${r.failed} | ` +
+        `${Math.round(r.clientCpu * 100)} % | ${Math.round(r.nodesCpu * 100)} % | ${ratio} |`);
+    }
+    out.push('');
+  };
+  table('all', `Writes, ${VALUE_BYTES}-byte values, new keys, 3 nodes on loopback, requests round-robin over the 3 nodes ` +
+    `(${fmtMs(warmupMs / 1000)} s warm-up, ${fmtMs(durationMs / 1000)} s window per row):`);
+  table('leader', 'Diagnostic: the same load sent to the leader alone (no forwarding):');
+  if (tput.length) {
+    out.push(`(CPU: % of one core over the window, this process / the 3 nodes together; the machine has ${cpus().length} cores.)`);
+    out.push('');
+  }
+  if (failover.length) {
+    out.push(`Failover: fresh 3-node cluster per run, ${failoverConcurrency} writers of steady load, the leader killed with ` +
+      `SIGKILL; time from the kill to the first acknowledged write sent after it (a write goes to a survivor every ` +
+      `${PROBE_EVERY_MS} ms, alternating). "steady load" is the same for the ${failoverConcurrency} writers' own writes ` +
+      `(round-robin over all 3 nodes, ${LOAD_TIMEOUT_MS} ms client timeout):`);
+    out.push('');
+    out.push('| system | election / heartbeat | runs | p50 ms | p99 ms | max ms | steady load p50 / p99 ms |');
+    out.push('|---|---|---:|---:|---:|---:|---:|');
+    for (const f of failover) {
+      const none = f.noAck ? ` (${f.noAck} without an ack in ${FAILOVER_GIVE_UP_MS / 1000} s)` : '';
+      out.push(`| ${f.system} | ${f.defaults} | ${f.runs}${none} | ${fmtInt(f.p50)} | ${fmtInt(f.p99)} | ${fmtInt(f.max)} | ` +
+        `${fmtInt(f.loadP50)} / ${fmtInt(f.loadP99)} |`);
+    }
+    out.push('');
+    out.push(`(Nearest-rank percentiles: with ${runs} runs, p99 is the ${percentileRankName(runs)}.)`);
+    out.push('');
+  }
+  const ratios = [];
+  if (appendStart && appendEnd) {
+    ratios.push(`- anchor drift: fdatasync-append p50 end / start = ${fmtRatio(appendEnd.p50 / appendStart.p50)}`);
+  }
+  for (const c of concurrencies) {
+    const p = at('prevail', c);
+    const e = at('etcd', c);
+    if (p && e) {
+      ratios.push(`- concurrency ${c}: prevail / etcd writes/s = ${fmtRatio(p.opsPerSec / e.opsPerSec)}, ` +
+        `p50 etcd / prevail = ${fmtRatio(e.p50 / p.p50)}, p99 etcd / prevail = ${fmtRatio(e.p99 / p.p99)}`);
+    }
+  }
+  for (const c of concurrencies) {
+    const p = at('prevail', c, 'leader');
+    const e = at('etcd', c, 'leader');
+    if (p && e) ratios.push(`- leader only, concurrency ${c}: prevail / etcd writes/s = ${fmtRatio(p.opsPerSec / e.opsPerSec)}`);
+  }
+  const pOne = at('prevail', 1);
+  const eOne = at('etcd', 1);
+  if (appendStart && pOne) ratios.push(`- prevail p50 at concurrency 1 / fdatasync-append p50 = ${fmtRatio(pOne.p50 / appendStart.p50)}`);
+  if (appendStart && eOne) ratios.push(`- etcd p50 at concurrency 1 / fdatasync-append p50 = ${fmtRatio(eOne.p50 / appendStart.p50)}`);
+  const fp = failover.find((f) => f.system === 'prevail');
+  const fe = failover.find((f) => f.system === 'etcd');
+  if (fp && fe) {
+    ratios.push(`- failover p50 etcd / prevail = ${fmtRatio(fe.p50 / fp.p50)}, p99 etcd / prevail = ${fmtRatio(fe.p99 / fp.p99)}`);
+  }
+  if (ratios.length) {
+    out.push('Ratios (same run):');
+    out.push(...ratios);
+    out.push('');
+  }
+  out.push(...notes);
+  out.push(`prevail (raft ${versions.raft ?? '?'}) vs etcd ${etcd.version ?? '(not run)'}; both sync every commit (defaults); ` +
+    `node ${process.version}, ${cpus().length} CPUs, load average ${load0.toFixed(2)} at the start, ` +
+    `${loadavg()[0].toFixed(2)} at the end; total ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  console.log(out.join('\n'));
+}
+
+await run(main, cleanup);
