@@ -23,6 +23,8 @@ serve options:
   --id N                         this node's id (default 1)
   --raft HOST:PORT               raft address (default: this id's entry in --cluster)
   --http HOST:PORT               HTTP address (default 127.0.0.1:8001)
+  --channel HOST:PORT            peer channel for forwarded writes and reads (default:
+                                 the --raft host, any free port)
   --cluster "1=HOST:PORT,2=..."  the initial members; read only when DIR is empty
   --join                         start empty and wait to be added (prevail members add)
   --election-timeout MS          default 200
@@ -79,7 +81,7 @@ async function serve(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true, strict: true,
     options: {
-      data: { type: 'string' }, id: { type: 'string' }, raft: { type: 'string' }, http: { type: 'string' },
+      data: { type: 'string' }, id: { type: 'string' }, raft: { type: 'string' }, http: { type: 'string' }, channel: { type: 'string' },
       cluster: { type: 'string' }, join: { type: 'boolean' },
       'election-timeout': { type: 'string' }, heartbeat: { type: 'string' },
       'no-forward': { type: 'boolean' }, 'max-body': { type: 'string' },
@@ -96,13 +98,14 @@ async function serve(args: string[]): Promise<void> {
   if (listed !== undefined && listed !== raft) fail(`--cluster lists id ${id} at ${listed}, but --raft is ${raft}`);
   if (cluster && !listed) fail(`--cluster does not list id ${id}`);
   const http = hostPort('--http', values.http ?? '127.0.0.1:8001');
+  const channel = values.channel !== undefined ? hostPort('--channel', values.channel) : undefined;
   const electionTimeoutMs = positiveInt('--election-timeout', values['election-timeout']);
   const heartbeatMs = positiveInt('--heartbeat', values.heartbeat);
   if ((heartbeatMs ?? 40) >= (electionTimeoutMs ?? 200)) fail('--heartbeat must be below --election-timeout');
 
   const service = await startService({
     dataDir: values.data, id, raftAddress: raft, httpAddress: http,
-    ...(cluster ? { cluster } : {}), ...(values.join ? { join: true } : {}),
+    ...(cluster ? { cluster } : {}), ...(values.join ? { join: true } : {}), ...(channel ? { channelAddress: channel } : {}),
     ...(electionTimeoutMs !== undefined ? { electionTimeoutMs } : {}),
     ...(heartbeatMs !== undefined ? { heartbeatMs } : {}),
     ...(values['no-forward'] ? { forward: false } : {}),

@@ -136,6 +136,8 @@ export interface ServiceOptions {
   cluster?: MemberRef[];
   /** Start empty and wait to be added by the leader (`prevail members add`). */
   join?: boolean;
+  /** host:port of the store's peer channel (forwarding, read indexes). Default: the raft host, any free port. */
+  channelAddress?: string;
   /** Where HTTP listens: host:port. Default 127.0.0.1:0 (a free port). */
   httpAddress?: string;
   electionTimeoutMs?: number;
@@ -187,6 +189,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   if (options.snapshotThreshold !== undefined) storeOptions.snapshotThreshold = options.snapshotThreshold;
   if (options.snapshotTrailing !== undefined) storeOptions.snapshotTrailing = options.snapshotTrailing;
   if (options.forward !== undefined) storeOptions.forward = options.forward;
+  if (options.channelAddress !== undefined) storeOptions.channelAddress = options.channelAddress;
   const store = await open(storeOptions);
   // The admin page (GET /admin, /admin/status.json, /admin/events) comes before the API routes.
   const admin = adminHandler(store, { basePath: '/admin' });

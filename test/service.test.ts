@@ -1,6 +1,9 @@
 // The reference service (lib/service.ts) and the prevail CLI (lib/cli.ts), end to end: every
 // node is a real `node dist/cli.js serve` child process with its own data dir, on loopback
 // ports. Waits are bounded; nothing asserts on timing; every child is killed by pid in afterAll.
+import { cpSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
 import { ServeProcess, ServiceCluster, runCli, waitFor, type HttpAnswer } from './helpers/cluster.js';
 
 /** Well above the defaults: these tests share two cores with other suites (see cluster.test.ts). */
@@ -374,4 +377,54 @@ describe('rolling restart', () => {
       expect({ node: n.spec.id, lost }).toEqual({ node: n.spec.id, lost: [] });
     }
   }, 180_000);
+});
+
+describe('backup and restore (docs/operations.md)', () => {
+  let cluster: ServiceCluster;
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  test('a stopped follower\'s data dir restores the whole cluster after every node lost its disk', async () => {
+    cluster = await ServiceCluster.create(3, timing);
+    const leader = await cluster.leader();
+    for (let i = 0; i < 30; i++) expect((await leader.request('PUT', kv(`b${i}`), `v${i}`)).status).toBe(200);
+    expect((await runCli(['snapshot', '--node', leader.url])).code).toBe(0);
+    let last = 0;
+    for (let i = 30; i < 40; i++) last = (await leader.request('PUT', kv(`b${i}`), `v${i}`)).body.index;
+
+    // Backup: stop a follower, copy its data dir, start it again.
+    const follower = cluster.running().find((n) => n !== leader)!;
+    await waitFor('the follower to apply every write', async () =>
+      (await follower.request('GET', `${kv('b39')}?consistency=stale&minIndex=${last}`)).status === 200);
+    expect(await follower.terminate()).toEqual({ code: 0, signal: null });
+    const backup = join(cluster.root, 'backup');
+    cpSync(follower.spec.dataDir, backup, { recursive: true });
+    await cluster.start(follower.spec.id);
+    expect((await leader.request('PUT', kv('after-backup'), 'x')).status).toBe(200);
+
+    // Every node loses its disk.
+    for (const n of cluster.running()) await n.kill();
+    for (const spec of cluster.specs) rmSync(spec.dataDir, { recursive: true, force: true });
+
+    // Restore: the backup on its own node, with one empty node beside it (which can't win an
+    // election against the restored log); the rest once the restored node leads.
+    cpSync(backup, follower.spec.dataDir, { recursive: true });
+    const restored = await cluster.start(follower.spec.id);
+    const others = cluster.specs.filter((s) => s.id !== follower.spec.id);
+    await cluster.start(others[0]!.id);
+    expect((await cluster.leader(20_000)).spec.id).toBe(follower.spec.id);
+    await cluster.start(others[1]!.id);
+
+    for (const n of cluster.running()) {
+      await waitFor(`node ${n.spec.id} ready`, async () => (await n.request('GET', '/health/ready')).status === 200, 20_000);
+      for (let i = 0; i < 40; i++) {
+        const got = await n.request('GET', kv(`b${i}`));
+        expect({ node: n.spec.id, key: `b${i}`, value: got.body.value }).toEqual({ node: n.spec.id, key: `b${i}`, value: `v${i}` });
+      }
+      expectError(await n.request('GET', kv('after-backup')), 404, 'PREVAIL_NOT_FOUND');  // written after the copy
+    }
+    expect((await cluster.node(others[1]!.id).request('PUT', kv('restored'), 'yes')).status).toBe(200);
+    expect((await restored.request('GET', kv('restored'))).body.value).toBe('yes');
+  }, 120_000);
 });
