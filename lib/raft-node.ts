@@ -425,7 +425,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
     if (id !== undefined) checkPositiveInt('id', id);
     // Lease readers must stop trusting this node's lease before the target's election starts.
     this.emit('transferring', { to: id ?? null });
-    const leaderId = await this.#call(this.#engine.transfer(id ?? 0));
+    const leaderId = await this.#transfer(id ?? 0);
     const s = this.status();
     if (leaderId === 0 || leaderId === this.id || (id !== undefined && leaderId !== id)) {
       throw new PrevailError(ErrorCodes.TRANSFER_FAILED,
@@ -461,7 +461,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
         this.status().members.filter((m) => m.role === 'voter').length > 1) {
       try {
         this.emit('transferring', { to: null });
-        const to = await this.#call(this.#engine.transfer(0));
+        const to = await this.#transfer(0);
         debug('node %d handed leadership to %d before closing', this.id, to);
       } catch (err) {
         debug('node %d: leadership hand-off failed: %s', this.id, (err as Error).message);
@@ -473,6 +473,24 @@ export class RaftNode<R = unknown> extends EventEmitter {
     this.#unlock();
     this.#onState('closed', this.#term, 0, null);
     debug('node %d closed', this.id);
+  }
+
+  // The engine settles a transfer only once some node leads: if this one steps down and no
+  // leader emerges (the others are gone), it would wait forever. Bounded here.
+  async #transfer(id: number): Promise<number> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeoutMs = this.electionTimeoutMs * 4;
+    try {
+      return await Promise.race([
+        this.#call(this.#engine.transfer(id)),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new PrevailError(ErrorCodes.TRANSFER_FAILED,
+            `no new leader within ${timeoutMs} ms of the leadership transfer`)), timeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   // Tracks an engine request (close drains it) and turns its errors into coded ones.

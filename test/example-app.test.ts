@@ -7,7 +7,7 @@ import { rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 
-import { freePorts, tempDir } from './helpers/cluster.js';
+import { consecutiveFreePorts, freePorts, tempDir } from './helpers/cluster.js';
 
 const script = join(process.cwd(), 'examples', 'app', 'server.mjs');
 
@@ -429,6 +429,66 @@ describe('example app', () => {
     expect(exit).toEqual({ code: 0, signal: null });
   });
 });
+
+test('npm run cluster: 3 app nodes; writes on any node; kill -9 of the leader, the others go on, the dead one is restarted and catches up', async () => {
+  const root = tempDir('prevail-app-cluster-');
+  // The launcher numbers each node's ports from a base: three consecutive free ports each.
+  const httpBase = await consecutiveFreePorts(3);
+  let raftBase = await consecutiveFreePorts(3);
+  while (Math.abs(raftBase - httpBase) < 3) raftBase = await consecutiveFreePorts(3);
+  const launcher = spawn(process.execPath, [join(process.cwd(), 'examples', 'app', 'cluster.mjs')], {
+    env: { ...process.env, HTTP_PORT: String(httpBase), RAFT_PORT: String(raftBase), DATA_DIR: root, RESTART_MS: '500' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  launcher.stdout!.on('data', (c: Buffer) => { output += c.toString(); });
+  launcher.stderr!.on('data', (c: Buffer) => { output += c.toString(); });
+  const exited = new Promise<number | null>((res) => launcher.once('exit', (code) => res(code)));
+  const pids = () => [...output.matchAll(/node \d+: pid (\d+)/g)].map((m) => Number(m[1]));
+  const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+  const until = async (what: string, probe: () => boolean | Promise<boolean>, ms = 20_000) => {
+    const deadline = Date.now() + ms;
+    while (!(await probe())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${output}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  const url = (id: number) => `http://127.0.0.1:${httpBase + id - 1}`;
+  try {
+    await until('3 nodes listening and a leader', () => (output.match(/listening on/g) ?? []).length >= 3 && /leader: node \d/.test(output));
+    const leaderOf = () => Number([...output.matchAll(/leader: node (\d+) \(pid (\d+)/g)].at(-1)![1]);
+    const leader = leaderOf();
+    const leaderPid = Number([...output.matchAll(/leader: node (\d+) \(pid (\d+)/g)].at(-1)![2]);
+    const followers = [1, 2, 3].filter((id) => id !== leader);
+    // A write on a follower (forwarded), visible on the other follower once it applied it.
+    let r = await http(url(followers[0]!), 'POST', '/users', { handle: 'ada', name: 'Ada', email: 'ada@example.com' });
+    expect(r).toMatchObject({ status: 303, location: '/u/ada' });
+    await until('the write on every node', async () =>
+      (await Promise.all([1, 2, 3].map(async (id) => userRows((await http(url(id), 'GET', '/users')).body).includes('ada')))).every(Boolean));
+    // kill -9 the leader: the survivors elect another and take writes.
+    process.kill(leaderPid, 'SIGKILL');
+    await until('a new leader', () => leaderOf() !== leader);
+    for (const id of followers) {
+      r = await http(url(id), 'POST', '/users', { handle: `after${id}`, name: 'After', email: `after${id}@example.com` });
+      expect(r.status).toBe(303);
+    }
+    // The launcher restarts the dead node, which catches up from the others.
+    await until('the old leader back with every write', async () => {
+      try {
+        return userRows((await http(url(leader), 'GET', '/users')).body).join() === ['ada', ...followers.map((id) => `after${id}`)].sort().join();
+      } catch {
+        return false;
+      }
+    });
+    launcher.kill('SIGTERM');
+    expect(await Promise.race([exited, new Promise((r) => setTimeout(() => r('timeout'), 15_000))])).toBe(0);
+    await until('every node process gone', () => pids().every((pid) => !alive(pid)), 15_000);
+  } finally {
+    for (const pid of pids()) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    if (launcher.exitCode === null) launcher.kill('SIGKILL');
+    rmSync(root, { recursive: true, force: true });
+  }
+}, 90_000);
 
 test('closure registry: links expire after the TTL, the least recently used go beyond the maximum, revoke kills one', async () => {
   type Registry = {

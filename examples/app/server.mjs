@@ -10,7 +10,7 @@ import { realpathSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { pathToFileURL } from 'node:url';
 
-import { ErrorCodes, open } from '../../dist/index.js';
+import { ErrorCodes, adminHandler, open } from '../../dist/index.js';
 import { ClosureRegistry } from './closures.mjs';
 import { issueKeys, schema } from './schema.mjs';
 import * as views from './views.mjs';
@@ -36,8 +36,12 @@ class HttpError extends Error {
 export async function startApp({
   port = 3000, dataDir = './data', raftAddress = '127.0.0.1:7001', host = '127.0.0.1',
   closureTtlMs = 30 * 60_000, maxClosures = 10_000,
+  // Cluster mode: this node's id and every member's { id, address } (the same list on each node).
+  id = 1, cluster = undefined,
 } = {}) {
-  const store = await open({ schema, dataDir, address: raftAddress });
+  const store = await open({ schema, dataDir, address: raftAddress, id, cluster });
+  // The cluster's admin page, mounted as any app would (members, leader, lag, live).
+  const admin = adminHandler(store);
   const closures = new ClosureRegistry({ ttlMs: closureTtlMs, maxEntries: maxClosures });
   const view = store.view;
 
@@ -75,7 +79,12 @@ export async function startApp({
     } catch (err) {
       if (err?.name === 'AppError') return { error: err };
       if (err?.code === ErrorCodes.UNIQUE_VIOLATION) return { error: { message: 'That is already taken.', field: null, status: 422 } };
-      if (err?.code === ErrorCodes.CLOSED || err?.code === ErrorCodes.NOT_LEADER || err?.code === ErrorCodes.LEADERSHIP_LOST) {
+      if (err?.mayHaveApplied) {
+        throw new HttpError(503, 'Not confirmed', 'The cluster changed leader while saving this; it may or may not have been saved. Check before trying again.',
+          { headers: { 'retry-after': '1' } });
+      }
+      if (err?.code === ErrorCodes.CLOSED || err?.code === ErrorCodes.NOT_LEADER || err?.code === ErrorCodes.LEADERSHIP_LOST ||
+          err?.code === ErrorCodes.UNAVAILABLE || err?.code === ErrorCodes.TIMEOUT) {
         throw new HttpError(503, 'Not available', 'This server is shutting down or not the leader; nothing was saved for sure. Try again in a moment.',
           { headers: { 'retry-after': '1' } });
       }
@@ -304,6 +313,7 @@ export async function startApp({
   }
 
   const server = createServer((req, res) => {
+    if (admin(req, res)) return;
     handle(req, res).then(({ response, headers }) => send(res, response, headers), (err) => {
       if (!(err instanceof HttpError)) {
         console.error(`${req.method} ${req.url}:`, err);
@@ -325,6 +335,7 @@ export async function startApp({
     });
   } catch (err) {
     closures.close();
+    admin.close();
     await store.close();
     throw err;
   }
@@ -337,6 +348,7 @@ export async function startApp({
     closures,
     close() {
       closing ??= (async () => {
+        admin.close();  // ends the admin page's event streams, which would hold server.close() open
         const stopped = new Promise((resolve) => server.close(resolve));
         server.closeIdleConnections();
         // Requests in progress get a moment to finish; then their connections are cut.
@@ -345,7 +357,7 @@ export async function startApp({
         await stopped;
         clearTimeout(force);
         closures.close();
-        await store.close();
+        await store.close({ transferLeadership: true });
       })();
       return closing;
     },
@@ -437,7 +449,14 @@ if (isMain()) {
     process.exit(2);
   }
   const dataDir = process.env.DATA_DIR ?? './data';
-  const app = await startApp({ port, dataDir, raftAddress: process.env.RAFT_ADDRESS ?? '127.0.0.1:7001' });
+  // Cluster mode (npm run cluster sets these): NODE_ID=2 CLUSTER="1=127.0.0.1:7011,2=127.0.0.1:7012,3=127.0.0.1:7013"
+  const cluster = process.env.CLUSTER?.split(',').map((m) => {
+    const [id, address] = m.split('=');
+    return { id: Number(id), address };
+  });
+  const id = Number(process.env.NODE_ID ?? 1);
+  const raftAddress = process.env.RAFT_ADDRESS || (cluster?.find((m) => m.id === id)?.address ?? '127.0.0.1:7001');
+  const app = await startApp({ port, dataDir, raftAddress, id, cluster });
   console.log(`prevail issues listening on ${app.url}/ (data in ${dataDir})`);
   for (const signal of ['SIGINT', 'SIGTERM']) {
     process.once(signal, () => {

@@ -27,6 +27,23 @@ export async function freePorts(n: number): Promise<number[]> {
   return ports;
 }
 
+/** The first of `n` consecutive TCP ports on 127.0.0.1 that are free right now. */
+export async function consecutiveFreePorts(n: number): Promise<number> {
+  const canBind = (port: number) => new Promise<boolean>((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const [first] = await freePorts(1);
+    if (first! + n > 65536) continue;
+    let ok = true;
+    for (let d = 1; d < n && ok; d++) ok = await canBind(first! + d);
+    if (ok) return first!;
+  }
+  throw new Error(`no ${n} consecutive free ports found`);
+}
+
 export function tempDir(prefix = 'prevail-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
