@@ -274,28 +274,173 @@ class ObjectTable {
 
 /** A map from index keys: primitives as themselves, compound (array) keys by an encoding. */
 class KeyMap<V> {
+  #str = new StringTable<V>();
   #prim = new Map<unknown, V>();
   #comp = new Map<string, V>();
   static encode(key: IndexKey[]): string {
     return JSON.stringify(key, (_k, v: unknown) => (typeof v === 'bigint' ? { $bigint: v.toString() } : v));
   }
   get(key: IndexKey): V | undefined {
-    return Array.isArray(key) ? this.#comp.get(KeyMap.encode(key)) : this.#prim.get(key);
+    return typeof key === 'string' ? this.#str.get(key) : Array.isArray(key) ? this.#comp.get(KeyMap.encode(key)) : this.#prim.get(key);
   }
   has(key: IndexKey): boolean {
-    return Array.isArray(key) ? this.#comp.has(KeyMap.encode(key)) : this.#prim.has(key);
+    return typeof key === 'string' ? this.#str.has(key) : Array.isArray(key) ? this.#comp.has(KeyMap.encode(key)) : this.#prim.has(key);
   }
   set(key: IndexKey, value: V): void {
-    if (Array.isArray(key)) this.#comp.set(KeyMap.encode(key), value);
+    if (typeof key === 'string') this.#str.set(key, value);
+    else if (Array.isArray(key)) this.#comp.set(KeyMap.encode(key), value);
     else this.#prim.set(key, value);
   }
   delete(key: IndexKey): void {
-    if (Array.isArray(key)) this.#comp.delete(KeyMap.encode(key));
+    if (typeof key === 'string') this.#str.delete(key);
+    else if (Array.isArray(key)) this.#comp.delete(KeyMap.encode(key));
     else this.#prim.delete(key);
   }
+  /** Makes room for `n` string keys at once (restore knows how many objects come). */
+  reserve(n: number): void {
+    this.#str.reserve(n);
+  }
   clear(): void {
+    this.#str.clear();
     this.#prim.clear();
     this.#comp.clear();
+  }
+}
+
+/**
+ * A hash table of string keys for the unique and hash indexes: open addressing with linear
+ * probing over a typed array of [hash, entry] pairs (at most 3/4 full), the entries (key,
+ * value) appended to one array in insertion order. Against a Map it keeps each key's hash
+ * in the probe table, so inserting a million keys compares hashes there instead of reading
+ * each colliding key string (a cache miss each), and growing moves stored hashes instead of
+ * reading every key again. Appending entries in order (rather than storing them at their
+ * hashed slot) keeps the GC's old-to-young slots together, as a Map's are. Lookups cost
+ * about what a Map's do. Internal; exported for tests.
+ */
+export class StringTable<V> {
+  #slots = new Int32Array(32);  // slot i: [2i] the hash (0: empty; hash() is never 0), [2i + 1] the entry
+  #mask = 15;
+  #kv: unknown[] = [];          // entry e: [2e] its key, [2e + 1] its value
+
+  get size(): number {
+    return this.#kv.length >> 1;
+  }
+
+  /** FNV-1a over the UTF-16 code units, then a final avalanche; never 0. */
+  static hash(s: string): number {
+    let h = 0x811c9dc5 | 0;
+    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+    h ^= h >>> 16;
+    h = Math.imul(h, 0x85ebca6b);
+    h ^= h >>> 13;
+    h = Math.imul(h, 0xc2b2ae35);
+    h ^= h >>> 16;
+    return h === 0 ? 1 : h;
+  }
+
+  /** The slot holding `key` (hashed `h`), or -1 - the empty slot where it would go. */
+  #find(key: string, h: number): number {
+    const slots = this.#slots;
+    const mask = this.#mask;
+    for (let i = h & mask; ; i = (i + 1) & mask) {
+      const x = slots[i << 1]!;
+      if (x === 0) return -1 - i;
+      if (x === h && this.#kv[slots[(i << 1) + 1]! << 1] === key) return i;
+    }
+  }
+
+  get(key: string): V | undefined {
+    const i = this.#find(key, StringTable.hash(key));
+    return i < 0 ? undefined : (this.#kv[(this.#slots[(i << 1) + 1]! << 1) + 1] as V);
+  }
+
+  has(key: string): boolean {
+    return this.#find(key, StringTable.hash(key)) >= 0;
+  }
+
+  set(key: string, value: V): void {
+    const h = StringTable.hash(key);
+    let i = this.#find(key, h);
+    if (i >= 0) {
+      this.#kv[(this.#slots[(i << 1) + 1]! << 1) + 1] = value;
+      return;
+    }
+    const e = this.#kv.length >> 1;
+    if ((e + 1) * 4 > (this.#mask + 1) * 3) {
+      this.#rehash((this.#mask + 1) * 2);
+      i = this.#find(key, h);
+    }
+    i = -1 - i;
+    this.#slots[i << 1] = h;
+    this.#slots[(i << 1) + 1] = e;
+    this.#kv.push(key, value);
+  }
+
+  delete(key: string): boolean {
+    let i = this.#find(key, StringTable.hash(key));
+    if (i < 0) return false;
+    const slots = this.#slots;
+    const mask = this.#mask;
+    const e = slots[(i << 1) + 1]!;
+    // Backward-shift deletion: slots after the hole whose home is not between the hole and
+    // themselves move into it, so every probe sequence stays unbroken.
+    for (let j = (i + 1) & mask; slots[j << 1] !== 0; j = (j + 1) & mask) {
+      const home = slots[j << 1]! & mask;
+      if (((j - home) & mask) >= ((j - i) & mask)) {
+        slots[i << 1] = slots[j << 1]!;
+        slots[(i << 1) + 1] = slots[(j << 1) + 1]!;
+        i = j;
+      }
+    }
+    slots[i << 1] = 0;
+    // The last entry moves into the freed one.
+    const kv = this.#kv;
+    const last = (kv.length >> 1) - 1;
+    if (e !== last) {
+      const lastKey = kv[last << 1] as string;
+      kv[e << 1] = lastKey;
+      kv[(e << 1) + 1] = kv[(last << 1) + 1];
+      let j = StringTable.hash(lastKey) & mask;
+      while (slots[(j << 1) + 1] !== last || slots[j << 1] === 0) j = (j + 1) & mask;
+      slots[(j << 1) + 1] = e;
+    }
+    kv.length = last << 1;
+    return true;
+  }
+
+  clear(): void {
+    this.#slots = new Int32Array(32);
+    this.#mask = 15;
+    this.#kv = [];
+  }
+
+  /** Makes room for `n` keys now, so that adding them does not grow the table again. */
+  reserve(n: number): void {
+    let cap = this.#mask + 1;
+    while (n * 4 > cap * 3) cap *= 2;
+    if (cap > this.#mask + 1) this.#rehash(cap);
+  }
+
+  /** Every [key, value], in insertion order (until a delete moves the last entry). */
+  *entries(): IterableIterator<[string, V]> {
+    const kv = this.#kv;
+    for (let e = 0; e < kv.length; e += 2) yield [kv[e] as string, kv[e + 1] as V];
+  }
+
+  #rehash(cap: number): void {
+    const old = this.#slots;
+    const slots = new Int32Array(cap * 2);
+    const mask = cap - 1;
+    for (let j = 0; j < old.length; j += 2) {
+      const h = old[j]!;
+      if (h === 0) continue;
+      let i = h & mask;
+      while (slots[i << 1] !== 0) i = (i + 1) & mask;
+      slots[i << 1] = h;
+      slots[(i << 1) + 1] = old[j + 1]!;
+    }
+    this.#slots = slots;
+    this.#mask = mask;
   }
 }
 
@@ -305,6 +450,53 @@ function sameKey(a: IndexKey, b: IndexKey): boolean {
 
 function describeKey(key: IndexKey): string {
   return typeof key === 'bigint' ? `${key}n` : Array.isArray(key) ? KeyMap.encode(key) : JSON.stringify(key);
+}
+
+// msgpackr decodes the strings of a large buffer as slices of one long string (V8
+// SlicedStrings, for lengths >= 13): each keeps the whole buffer's text alive, and comparing
+// one takes a slow path (a Map lookup on a unique index key ran at half speed). Stored
+// objects get flat copies instead: a two-part concatenation, flattened at once, which the
+// GC then replaces by its flat string.
+const SLICED_MIN = 13;
+function flat(s: string): string {
+  const c = s[0] + s.slice(1);
+  c.charCodeAt(0);
+  return c;
+}
+
+/**
+ * Freezes a stored object, first replacing its long string values by flat copies (see
+ * flat()); with `nested`, at every depth (objects fresh from the decoder), else only on the
+ * object itself (the store built it; what it refers to may be anyone's), nested ones frozen as they are.
+ */
+function freezeStored<T extends object>(value: T, nested: boolean): T {
+  if (Object.isFrozen(value)) return value;
+  const rec = value as Record<string, unknown>;
+  let objects = false;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      if (typeof v === 'string') { if (v.length >= SLICED_MIN) value[i] = flat(v); }
+      else if (typeof v === 'object' && v !== null) objects = true;
+    }
+  } else {
+    for (const k in rec) {
+      const v = rec[k];
+      if (typeof v === 'string') { if (v.length >= SLICED_MIN && Object.hasOwn(rec, k)) rec[k] = flat(v); }
+      else if (typeof v === 'object' && v !== null) objects = true;
+    }
+  }
+  Object.freeze(value);
+  if (objects) {
+    for (const k in rec) {
+      const v = rec[k];
+      if (typeof v === 'object' && v !== null) {
+        if (nested) freezeStored(v, true);
+        else deepFreeze(v);
+      }
+    }
+  }
+  return value;
 }
 
 function deepFreeze<T>(value: T): T {
@@ -712,7 +904,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         const id = c.nextId;
         const stored = { id, ...obj } as { id: Id };  // id first: V8 lays such objects out compactly
         if (stored.id !== id) stored.id = id;  // the store assigns ids
-        deepFreeze(stored);
+        freezeStored(stored, false);
         store.#checkUnique(c, id, stored);
         undo.push({ c, nextId: c.nextId });
         c.nextId++;
@@ -727,7 +919,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         const body = typeof patch === 'function' ? patch(prev) : { ...prev, ...patch };
         const stored = { id, ...body } as { id: Id };
         if (stored.id !== id) stored.id = id;  // keeps the compact id-first layout
-        deepFreeze(stored);
+        freezeStored(stored, false);
         store.#checkUnique(c, id, stored);
         undo.push({ c, id, prev });
         store.#write(c, id, stored);
@@ -825,7 +1017,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
 
   /** The snapshot header for the state now: as of `index`, with each collection's version and next id. */
   #metaFrame(index: number): Uint8Array {
-    const collections = Object.fromEntries([...this.#collections.values()].map((c) => [c.name, { version: c.version, nextId: c.nextId }]));
+    // `size` (objects in the collection) lets restore size its tables up front; optional.
+    const collections = Object.fromEntries([...this.#collections.values()].map((c) => [c.name, { version: c.version, nextId: c.nextId, size: c.objects.size }]));
     return frame(packr.pack({ t: 'meta', format: SNAPSHOT_FORMAT, baseIndex: index, lastTimestamp: this.#lastTimestamp, collections,
       peers: [...this.#peers] }));
   }
@@ -846,6 +1039,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     let tail: [number, number, Uint8Array][] = [];
     const versions = new Map<string, number>();
     let migrated = false;
+    // The (key, id) pairs of each sorted and persistent index, built bottom-up after the last frame.
+    const pending = new Map<IndexImpl, { keys: IndexKey[]; ids: Id[] }>();
+    const started = performance.now();
     for (let at = 0; at < buf.length;) {
       const len = buf.readUInt32LE(at);
       const framed = buf.subarray(at, at + 4 + len);  // kept as is for the next snapshot: no copy
@@ -859,7 +1055,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         baseIndex = rec.baseIndex;
         this.#lastTimestamp = rec.lastTimestamp;
         this.#peers = new Map(rec.peers ?? []);
-        for (const [name, info] of Object.entries(rec.collections as Record<string, { version: number; nextId: number }>)) {
+        for (const [name, info] of Object.entries(rec.collections as Record<string, { version: number; nextId: number; size?: number }>)) {
           const c = this.#collections.get(name);
           if (!c) throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `snapshot has collection ${name}, which this code does not define`);
           if (info.version > c.version) {
@@ -867,21 +1063,32 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
           }
           versions.set(name, info.version);
           c.nextId = info.nextId;
+          if (typeof info.size === 'number') for (const ix of c.indexes) ix.unique?.reserve(info.size);
         }
         baseChunks.push(framed);
       } else if (rec.t === 'objs') {
         const c = this.#collections.get(rec.c)!;
         const from = versions.get(c.name) ?? c.version;
-        for (let obj of rec.items as any[]) {
+        if (from < c.version && !c.migrate) {
+          throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `${c.name} objects are at version ${from} and there is no migrate()`);
+        }
+        const items = rec.items as any[];
+        for (let i = 0; i < items.length; i++) {
+          let obj = items[i];
           if (from < c.version) {
-            if (!c.migrate) throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `${c.name} objects are at version ${from} and there is no migrate()`);
-            obj = { ...(c.migrate(obj, from) as object), id: obj.id };
-          }
-          deepFreeze(obj);
+            obj = items[i] = freezeStored({ ...(c.migrate!(obj, from) as object), id: obj.id }, false);
+          } else freezeStored(obj, true);
           c.objects.set(obj.id, obj);
-          for (const ix of c.indexes) {
+        }
+        for (const ix of c.indexes) {
+          // Ordered indexes are built in one go at the end (see pending); the others now.
+          const pairs = (ix.sorted || ix.persistent) ? pending.get(ix) ?? pending.set(ix, { keys: [], ids: [] }).get(ix)! : null;
+          for (let i = 0; i < items.length; i++) {
+            const obj = items[i];
             const key = ix.key(obj);
-            if (key !== undefined) addToIndex(ix, key, obj.id, obj);
+            if (key === undefined) continue;
+            if (pairs) { pairs.keys.push(key); pairs.ids.push(obj.id); }
+            else addToIndex(ix, key, obj.id, obj);
           }
         }
         if (from < c.version) migrated = true;
@@ -890,6 +1097,13 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         tail = rec.entries;
       }
     }
+    for (const [ix, { keys, ids }] of pending) {
+      if (ix.sorted) ix.sorted = SortedIndex.fromPairs(keys, ids);
+      else ix.persistent = PersistentSortedIndex.fromPairs(keys, ids);
+    }
+    let objects = 0;
+    for (const c of this.#collections.values()) objects += c.objects.size;
+    debug('restored %d objects of the snapshot at index %d in %d ms', objects, baseIndex, Math.round(performance.now() - started));
     // A migrated base is re-serialised at once, so later snapshots carry current versions.
     this.#base = { index: baseIndex, chunks: migrated ? this.#serializeAll(baseIndex) : baseChunks };
     this.#appliedIndex = baseIndex;

@@ -289,6 +289,46 @@ describe('SortedIndex and PersistentSortedIndex against a model', () => {
     );
   });
 
+  test('fromPairs builds the same index as one add per pair, and it stays usable', () => {
+    const pairs = fc.array(fc.tuple(key, id), { maxLength: 300 });
+    fc.assert(
+      fc.property(fanout, pairs, ops, (f, input, later) => {
+        const model = new Model();
+        const inserted = new SortedIndex({ fanout: f });
+        for (const [k, i] of input) {
+          model.add(k, i);
+          inserted.add(k, i);
+        }
+        const keys = input.map((p) => p[0]);
+        const ids = input.map((p) => p[1]);
+        const mut = SortedIndex.fromPairs(keys, ids, { fanout: f });
+        let pers = PersistentSortedIndex.fromPairs(keys, ids, { fanout: f });
+        for (const ix of [mut, pers]) {
+          ix.checkInvariants();
+          expectEntries([...ix], [...inserted]);  // same pairs, same key representations (first one kept)
+          expectSameContents(ix, model);
+        }
+        for (const o of later) {
+          const r = resolve(o, model);
+          if (r.op === 'add') {
+            model.add(r.key, r.id);
+            mut.add(r.key, r.id);
+            pers = pers.add(r.key, r.id);
+          } else {
+            model.remove(r.key, r.id);
+            mut.remove(r.key, r.id);
+            pers = pers.remove(r.key, r.id);
+          }
+        }
+        mut.checkInvariants();
+        pers.checkInvariants();
+        expectSameContents(mut, model);
+        expectSameContents(pers, model);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   test('old persistent versions are unchanged by later updates', () => {
     fc.assert(
       fc.property(fanout, ops, (f, seq) => {
@@ -372,6 +412,36 @@ describe('larger trees (default fanout 64)', () => {
     expect([...ix]).toEqual([]);
     expect(ix.first()).toBeUndefined();
     ix.checkInvariants();
+  });
+
+  test('fromPairs on 50k pairs: numeric keys with ascending ids, sorted input, strings, mixed', () => {
+    const rand = rng(11);
+    const n = 50_000;
+    const ids = Array.from({ length: n }, (_, i) => i + 1);
+    const cases: [string, IndexKey[], Id[]][] = [
+      ['few numbers, ids ascending', ids.map(() => Math.floor(rand() * 90) - 45 + (rand() < 0.01 ? -0 : 0)), ids],
+      ['distinct floats, ids ascending', ids.map(() => rand() * 1e6), ids],
+      ['numbers, ids descending', ids.map(() => Math.floor(rand() * 500)), ids.slice().reverse()],
+      ['already sorted', ids.map((i) => Math.floor(i / 7)), ids],
+      ['strings', ids.map(() => `k${Math.floor(rand() * 5000)}`), ids],
+      ['mixed, with duplicate pairs', ids.map((i) => (i % 3 === 0 ? [i % 11, 'x'] : i % 3 === 1 ? BigInt(i % 13) : i % 17)), ids.map((i) => i % 20_000)],
+    ];
+    for (const [, keys, theIds] of cases) {
+      const inserted = new SortedIndex();
+      for (let i = 0; i < n; i++) inserted.add(keys[i]!, theIds[i]!);
+      const bulk = SortedIndex.fromPairs(keys, theIds);
+      bulk.checkInvariants();
+      expect(bulk.size).toBe(inserted.size);
+      expectEntries([...bulk], [...inserted]);
+      const pers = PersistentSortedIndex.fromPairs(keys, theIds);
+      pers.checkInvariants();
+      expectEntries([...pers], [...inserted]);
+    }
+    expect(() => SortedIndex.fromPairs([1, NaN], [1, 2])).toThrow('NaN');
+    expect(() => SortedIndex.fromPairs([1, {} as IndexKey], [1, 2])).toThrow(TypeError);
+    expect(() => SortedIndex.fromPairs([1, 2], [1, NaN])).toThrow(TypeError);
+    expect(() => SortedIndex.fromPairs([1, 2], [1])).toThrow(RangeError);
+    expect(SortedIndex.fromPairs([], []).size).toBe(0);
   });
 
   test('persistent: a version survives 20k later updates unchanged', () => {

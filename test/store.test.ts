@@ -3,7 +3,7 @@ import { rmSync } from 'node:fs';
 
 import fc from 'fast-check';
 
-import { collection, defineSchema, open, type Store } from '../lib/store.js';
+import { collection, defineSchema, open, StringTable, type Store } from '../lib/store.js';
 import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
 
 interface Item {
@@ -200,6 +200,47 @@ describe('object store', () => {
     checkIndexes(again);
   });
 
+  test('restore keeps long strings, nested values and frozenness of objects inserted in bulk', async () => {
+    // A bulk command's payload is large enough for msgpackr to decode its strings as slices
+    // of one string; stored objects get flat copies: values must be unchanged.
+    const bulk = defineSchema({
+      collections: {
+        docs: collection<{ title: string; meta: { tags: string[]; note: string } }>()({
+          indexes: (ix) => ({ byTitle: ix.unique((d) => d.title), byNote: ix.hash((d) => d.meta.note), byTag: ix.sorted((d) => d.meta.tags[0]) }),
+        }),
+      },
+      commands: {
+        addMany(s, a: { docs: { title: string; meta: { tags: string[]; note: string } }[] }) { for (const d of a.docs) s.docs.insert(d); },
+        retitle(s, a: { id: number; title: string }) { return s.docs.update(a.id, { title: a.title }).title; },
+      },
+    });
+    const docs = Array.from({ length: 300 }, (_, i) => ({
+      title: `a long title number ${i} \u00e9\u{1F600}`,
+      meta: { tags: [`tag-${i % 7}-with-a-long-name`, 'short'], note: `note ${i % 5} long enough to be sliced` },
+    }));
+    const dir = newDir();
+    const s1 = await open({ schema: bulk, dataDir: dir });
+    stores.push(s1 as unknown as S);
+    await s1.propose('addMany', { docs });
+    await s1.propose('retitle', { id: 5, title: 'a retitled document, long' });
+    await s1.snapshot();
+    const hash = s1.stateHash();
+    await s1.close();
+    const s2 = await open({ schema: bulk, dataDir: dir });
+    stores.push(s2 as unknown as S);
+    expect(s2.node.status().snapshot.index).toBeGreaterThan(0);
+    expect(s2.stateHash()).toBe(hash);
+    const all = [...s2.view.docs.values()];
+    expect(all.map((d) => ({ title: d.title, meta: d.meta }))).toEqual(docs.map((d, i) => (i === 4 ? { ...d, title: 'a retitled document, long' } : d)));
+    for (const d of all) {
+      expect(Object.isFrozen(d) && Object.isFrozen(d.meta) && Object.isFrozen(d.meta.tags)).toBe(true);
+      expect(s2.view.docs.byTitle.get(d.title)).toBe(d);
+    }
+    expect(s2.view.docs.byTitle.get(docs[4]!.title)).toBeUndefined();
+    expect(s2.view.docs.byNote.count('note 3 long enough to be sliced')).toBe(60);
+    expect(s2.view.docs.byTag.get('tag-2-with-a-long-name').map((d) => d.id)).toEqual(all.filter((d) => d.meta.tags[0] === 'tag-2-with-a-long-name').map((d) => d.id));
+  });
+
   test('ctx gives the index, a monotonic leader timestamp, deterministic ids and randoms', async () => {
     const dir = newDir();
     const store = await openStore(dir);
@@ -270,6 +311,54 @@ describe('object store', () => {
     stores.push(s4 as unknown as S);
     expect(s4.stateHash()).toBe(hash);
     await s4.close();
+  });
+});
+
+describe('StringTable (string keys of unique and hash indexes)', () => {
+  test('behaves like a Map under random set/delete sequences', () => {
+    const keyArb = fc.oneof(fc.constantFrom('', 'a', 'b', 'ab', '\u{1F600}', 'x'.repeat(40)), fc.string({ maxLength: 3 }), fc.nat(300).map((n) => `key-${n}`));
+    const opArb = fc.oneof(
+      fc.record({ op: fc.constant('set' as const), key: keyArb, value: fc.nat() }),
+      fc.record({ op: fc.constant('delete' as const), key: keyArb }),
+    );
+    fc.assert(fc.property(fc.array(opArb, { maxLength: 400 }), fc.nat(200), (ops, reserve) => {
+      const table = new StringTable<number>();
+      const model = new Map<string, number>();
+      if (reserve % 3 === 0) table.reserve(reserve);
+      for (const o of ops) {
+        if (o.op === 'set') {
+          table.set(o.key, o.value);
+          model.set(o.key, o.value);
+        } else {
+          expect(table.delete(o.key)).toBe(model.delete(o.key));
+        }
+        expect(table.get(o.key)).toBe(model.get(o.key));
+      }
+      expect(table.size).toBe(model.size);
+      expect(new Map(table.entries())).toEqual(model);
+      for (const k of [...model.keys(), 'absent', '']) {
+        expect(table.has(k)).toBe(model.has(k));
+        expect(table.get(k)).toBe(model.get(k));
+      }
+    }), { numRuns: 300 });
+  });
+
+  test('50k keys: growth, deletion of every other key (probe chains wrap around), reinsertion, clear', () => {
+    const table = new StringTable<number>();
+    const n = 50_000;
+    for (let i = 0; i < n; i++) table.set(`user${i}@example.com`, i);
+    expect(table.size).toBe(n);
+    for (let i = 0; i < n; i += 2) expect(table.delete(`user${i}@example.com`)).toBe(true);
+    expect(table.size).toBe(n / 2);
+    let wrong = 0;
+    for (let i = 0; i < n; i++) if (table.get(`user${i}@example.com`) !== (i % 2 ? i : undefined)) wrong++;
+    for (let i = 0; i < n; i += 2) table.set(`user${i}@example.com`, -i);
+    for (let i = 0; i < n; i++) if (table.get(`user${i}@example.com`) !== (i % 2 ? i : -i)) wrong++;
+    expect(wrong).toBe(0);
+    expect(table.size).toBe(n);
+    table.clear();
+    expect(table.size).toBe(0);
+    expect(table.get('user1@example.com')).toBeUndefined();
   });
 });
 
