@@ -3,7 +3,7 @@
 // the disk's fdatasync floor measured in the same run (see /work/shared/notes/anchors.md:
 // claims are ratios against an anchor run side by side, never absolute times).
 //
-//   node bench/service.js                          full run (~6 min on 2 cores)
+//   node bench/service.js                          full run (~5 min on 2 cores)
 //   node bench/service.js --quick                  shorter windows, 5 failover runs (~1.5 min)
 //   node bench/service.js --concurrency=1,64       choose the in-flight levels
 //   node bench/service.js --duration=5000 --warmup=1000   window lengths in ms
