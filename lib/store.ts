@@ -221,6 +221,12 @@ interface CollectionImpl {
    * as the caller keeps the view.
    */
   overlays: Set<Map<Id, any> | WeakRef<Map<Id, any>>>;
+  /**
+   * The snapshot frame of each chunk of ids (chunk k: ids [k * chunkSize, (k + 1) *
+   * chunkSize)) as the last capture made it, reused by the next capture while no object
+   * of the chunk changes. undefined: to be serialised; null: the chunk had no objects.
+   */
+  frames: (Uint8Array | null | undefined)[];
 }
 
 type Undo = { c: CollectionImpl; id: Id; prev: any } | { c: CollectionImpl; nextId: number };
@@ -240,6 +246,10 @@ class ObjectTable {
   #size = 0;
   get size(): number {
     return this.#size;
+  }
+  /** Every id in use is below this. */
+  get limit(): number {
+    return this.#slots.length;
   }
   get(id: Id): any {
     return typeof id === 'number' ? this.#slots[id] : undefined;
@@ -540,6 +550,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #generation = 0;
   #captureEvery: number;
   #sliceSize: number;
+  // Ids per snapshot frame (see CollectionImpl.frames).
+  #chunkSize: number;
   #appliedIndex = 0;
   #link!: ClusterLink;
   readonly [kMetrics] = new StoreMetrics();
@@ -559,12 +571,13 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     this.#captureEvery = captureEvery;
     this.#captureInterval = captureEvery;
     this.#sliceSize = sliceSize;
+    this.#chunkSize = Math.max(1, Math.min(512, sliceSize));
     const view: Record<string, unknown> = {};
     const writers: Record<string, unknown> = {};
     for (const [name, spec] of Object.entries(schema.collections)) {
       const def = spec.def as CollectionDef<any, any>;
       const c: CollectionImpl = {
-        name, version: def.version ?? 1, objects: new ObjectTable(), nextId: 1, overlays: new Set(),
+        name, version: def.version ?? 1, objects: new ObjectTable(), nextId: 1, overlays: new Set(), frames: [],
         indexes: Object.entries(def.indexes ? def.indexes(indexBuilder) : {}).map(([iname, idef]) => this.#makeIndex(iname, idef as IndexDef<any>)),
       };
       if (def.migrate) c.migrate = def.migrate;
@@ -844,6 +857,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   // The only place objects change: maps, indices and copy-on-write overlays.
   #write(c: CollectionImpl, id: Id, next: any): void {
     const prev = c.objects.get(id);
+    const k = Math.floor((id as number) / this.#chunkSize);
+    if (k < c.frames.length) c.frames[k] = undefined;  // the chunk's frame is stale
     for (const entry of c.overlays) {
       const overlay = entry instanceof WeakRef ? entry.deref() : entry;
       if (!overlay) c.overlays.delete(entry);
@@ -940,27 +955,40 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
 
   // ---- snapshots ------------------------------------------------------------------
 
-  /** Starts (or joins) a background capture of the state at the current applied index. */
+  /**
+   * Starts (or joins) a background capture of the state at the current applied index.
+   * Incremental: a chunk of ids whose objects did not change since the last capture keeps
+   * its frame; only changed chunks are serialised again, in slices of ~1 ms (or
+   * captureSliceSize objects) per turn of the event loop, so commits keep flowing.
+   */
   #startCapture(): Promise<number> {
     if (this.#captureDone) return this.#captureDone;
     const index = this.#appliedIndex;
     const generation = this.#generation;
     const started = performance.now();
-    // Id lists are the O(n) part of capture (a copy of ids, not objects); every later
-    // change saves the object's pre-capture version in the overlay the first time.
+    const chunk = this.#chunkSize;
+    // Every later change saves the object's pre-capture version in the overlay the first time.
     const lists = [...this.#collections.values()].map((c) => {
       const overlay = new Map<Id, any>();
       c.overlays.add(overlay);
-      return { c, overlay, ids: [...c.objects.keys()] };
+      const limit = c.objects.limit;
+      const out: (Uint8Array | null | undefined)[] = [];
+      const work: number[] = [];
+      for (let k = 0; k * chunk < limit; k++) {
+        out.push(c.frames[k]);
+        if (c.frames[k] === undefined) work.push(k);
+      }
+      return { c, overlay, limit, out, work };
     });
-    const chunks: Uint8Array[] = [this.#metaFrame(index)];
+    const meta = this.#metaFrame(index);
+    let serialised = 0;
     const finish = () => {
       for (const { c, overlay } of lists) c.overlays.delete(overlay);
       if (generation === this.#generation) this.#captureDone = null;
     };
     this.#captureDone = new Promise<number>((resolve, reject) => {
       let li = 0;
-      let at = 0;
+      let wi = 0;
       const slice = () => {
         if (generation !== this.#generation) {
           finish();
@@ -968,27 +996,38 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
           return;
         }
         try {
-          // At most sliceSize objects or ~1 ms per turn of the loop, so commits keep flowing.
           let budget = this.#sliceSize;
           const until = performance.now() + 1;
           while (li < lists.length && budget > 0 && performance.now() < until) {
-            const { c, overlay, ids } = lists[li]!;
+            const { c, overlay, limit, out, work } = lists[li]!;
+            if (wi >= work.length) { li++; wi = 0; continue; }
+            const k = work[wi++]!;
             const items: unknown[] = [];
-            while (at < ids.length && budget-- > 0 && ((budget & 255) !== 0 || performance.now() < until)) {
-              const v = asOf(c, overlay, ids[at++]!);
+            const end = Math.min(limit, (k + 1) * chunk);
+            for (let id = k * chunk; id < end; id++) {
+              const v = overlay.size === 0 ? c.objects.get(id) : asOf(c, overlay, id);
               if (v !== undefined) items.push(v);
             }
-            if (items.length) chunks.push(objsFrame(c, items));
-            if (at >= ids.length) { li++; at = 0; }
+            out[k] = items.length ? objsFrame(c, items) : null;
+            budget -= end - k * chunk;
+            serialised += items.length;
           }
           if (li < lists.length) { setImmediate(slice); return; }
           finish();
+          const chunks: Uint8Array[] = [meta];
+          for (const { c, overlay, out, work } of lists) {
+            // Keep the new frames of chunks no command touched meanwhile (the rest are stale again).
+            const touched = new Set<number>();
+            for (const id of overlay.keys()) touched.add(Math.floor((id as number) / chunk));
+            for (const k of work) if (!touched.has(k)) c.frames[k] = out[k];
+            for (const f of out) if (f) chunks.push(f);
+          }
           this.#base = { index, chunks };
           this.#tail = this.#tail.filter((e) => e.index > index);
           this.#adaptIntervals();
           const ms = performance.now() - started;
-          debug('captured state at index %d in %d ms (%d chunks)', index, Math.round(ms), chunks.length);
-          this.emit('capture', { index, durationMs: ms });
+          debug('captured state at index %d in %d ms (%d frames, %d objects serialised)', index, Math.round(ms), chunks.length, serialised);
+          this.emit('capture', { index, durationMs: ms, serialised });
           resolve(index);
         } catch (err) {
           finish();
@@ -1027,6 +1066,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     for (const c of this.#collections.values()) {
       c.objects.clear();
+      c.frames = [];
       c.nextId = 1;
       for (const ix of c.indexes) clearIndex(ix);
     }
@@ -1041,6 +1081,11 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     let migrated = false;
     // The (key, id) pairs of each sorted and persistent index, built bottom-up after the last frame.
     const pending = new Map<IndexImpl, { keys: IndexKey[]; ids: Id[] }>();
+    // Frames that hold exactly one chunk of ids (as captures write them) are kept as that
+    // chunk's frame, so the next capture need not serialise it again; a chunk spread over
+    // several frames (older snapshots group objects by count) is serialised again.
+    const spread = new Map<CollectionImpl, Set<number>>();
+    const chunk = this.#chunkSize;
     const started = performance.now();
     for (let at = 0; at < buf.length;) {
       const len = buf.readUInt32LE(at);
@@ -1079,6 +1124,18 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
             obj = items[i] = freezeStored({ ...(c.migrate!(obj, from) as object), id: obj.id }, false);
           } else freezeStored(obj, true);
           c.objects.set(obj.id, obj);
+        }
+        if (items.length && from === c.version) {
+          let lo = Infinity;
+          let hi = -1;
+          for (let i = 0; i < items.length; i++) {
+            const k = Math.floor(items[i].id / chunk);
+            if (k < lo) lo = k;
+            if (k > hi) hi = k;
+          }
+          const spreadHere = spread.get(c) ?? spread.set(c, new Set()).get(c)!;
+          if (lo === hi && c.frames[hi] === undefined && !spreadHere.has(hi)) c.frames[hi] = framed;
+          else for (let k = lo; k <= hi; k++) { spreadHere.add(k); c.frames[k] = undefined; }
         }
         for (const ix of c.indexes) {
           // Ordered indexes are built in one go at the end (see pending); the others now.
@@ -1119,11 +1176,22 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     }
   }
 
+  /** The whole state as of now, serialised at once (restore, after migrating objects). */
   #serializeAll(index: number): Uint8Array[] {
     const chunks = [this.#metaFrame(index)];
+    const chunk = this.#chunkSize;
     for (const c of this.#collections.values()) {
-      const all = [...c.objects.values()];
-      for (let i = 0; i < all.length; i += this.#sliceSize) chunks.push(objsFrame(c, all.slice(i, i + this.#sliceSize)));
+      c.frames = [];
+      for (let k = 0; k * chunk < c.objects.limit; k++) {
+        const items: unknown[] = [];
+        for (let id = k * chunk; id < Math.min(c.objects.limit, (k + 1) * chunk); id++) {
+          const v = c.objects.get(id);
+          if (v !== undefined) items.push(v);
+        }
+        const f = items.length ? objsFrame(c, items) : null;
+        c.frames[k] = f;
+        if (f) chunks.push(f);
+      }
     }
     return chunks;
   }

@@ -241,6 +241,41 @@ describe('object store', () => {
     expect(s2.view.docs.byTag.get('tag-2-with-a-long-name').map((d) => d.id)).toEqual(all.filter((d) => d.meta.tags[0] === 'tag-2-with-a-long-name').map((d) => d.id));
   });
 
+  test('captures are incremental: unchanged chunks keep their frames, changed ones (also during a capture) are redone', async () => {
+    const dir = newDir();
+    const opts = { captureSliceSize: 10, snapshotThreshold: 1e9, captureEvery: 1e9 };  // chunks of 10 ids
+    const store = await openStore(dir, opts);
+    const serialised: number[] = [];
+    store.on('capture', (e: { serialised: number }) => serialised.push(e.serialised));
+    for (let i = 0; i < 100; i++) await store.propose('add', { name: `n${i}`, owner: 'u1', price: i });
+    await store.captureNow();
+    expect(serialised.pop()).toBe(100);
+    await store.propose('reprice', { name: 'n4', price: 1000 });   // id 5: chunk 0 (ids 1-9)
+    await store.propose('remove', { name: 'n55' });                // id 56: chunk 5 (ids 50-59)
+    await store.captureNow();
+    expect(serialised.pop()).toBe(9 + 9);
+    await store.captureNow();
+    expect(serialised.pop()).toBe(0);
+    // Writes while a capture runs: the capture describes the state at its start, and the
+    // chunks they touched are serialised again by the next one.
+    const running = store.captureNow();
+    const during = [store.propose('reprice', { name: 'n20', price: 2000 }), store.propose('add', { name: 'late', owner: 'u2', price: 7 })];
+    await Promise.all([running, ...during]);
+    await store.captureNow();
+    expect(serialised.pop()).toBe(10 + 2);  // chunk 2 (ids 20-29) and chunk 10 (ids 100, 101: the new object)
+    await store.node.snapshot();
+    await store.propose('reprice', { name: 'n30', price: 31 });   // in the log tail
+    const hash = store.stateHash();
+    await store.close();
+    const again = await openStore(dir, opts);
+    expect(again.stateHash()).toBe(hash);
+    checkIndexes(again);
+    const after: number[] = [];
+    again.on('capture', (e: { serialised: number }) => after.push(e.serialised));
+    await again.captureNow();
+    expect(after).toEqual([10]);  // restored frames are reused; only the tail's chunk (ids 30-39) is redone
+  });
+
   test('ctx gives the index, a monotonic leader timestamp, deterministic ids and randoms', async () => {
     const dir = newDir();
     const store = await openStore(dir);
