@@ -153,7 +153,7 @@ export class ClusterLink {
       // doesn't lead, and its view is fresher than the role events this process has seen.
       {
         const t0 = performance.now();
-        const term = this.#node.status().term;
+        const term = this.#node.term;
         try {
           const r = await this.#host.proposeLocal(name, args, signal);
           this.#renewLease(t0, term);
@@ -244,7 +244,7 @@ export class ClusterLink {
   #coalescedBarrier(): Promise<number> {
     if (!this.#barrier) {
       const t0 = performance.now();
-      const term = this.#node.status().term;
+      const term = this.#node.term;
       const p: Promise<number> = this.#node.barrier().then((index) => {
         this.#renewLease(t0, term);
         return index;
@@ -265,9 +265,10 @@ export class ClusterLink {
   }
 
   // A committed entry proposed at t0 in `term` means a majority heard from us after t0, and
-  // none of them will vote for another leader until an election timeout after that.
+  // none of them will vote for another leader until an election timeout after that. (`term`
+  // is the one this process had seen at t0; if that lagged, the read side's term check fails
+  // and the read takes a barrier instead.)
   #renewLease(t0: number, term: number): void {
-    if (this.#node.status().role !== 'leader' || this.#node.status().term !== term) return;
     const until = t0 + this.#node.electionTimeoutMs * LEASE_FRACTION;
     if (term !== this.#leaseTerm || until > this.#leaseUntil) {
       this.#leaseUntil = until;
@@ -339,19 +340,30 @@ export class ClusterLink {
   async #serve(type: string, body: unknown): Promise<unknown> {
     if (this.#closed) throw new PrevailError(ErrorCodes.CLOSED, `node ${this.#node.id} is closing`);
     if (type === 'commitIndex') return this.#node.status().commitIndex;
-    if (!this.#leads()) {
-      throw new PrevailError(ErrorCodes.NOT_LEADER, `node ${this.#node.id} is not the leader`, { leader: this.#node.leader });
-    }
+    // A node that doesn't lead refuses these in the engine (PREVAIL_NOT_LEADER with the hint).
     if (type === 'propose') {
       const { name, args } = body as { name: string; args: unknown };
       const t0 = performance.now();
-      const term = this.#node.status().term;
+      const term = this.#node.term;
       const r = await this.#host.proposeLocal(name, args);
       this.#renewLease(t0, term);
+      this.#pushCommit();
       return r;
     }
-    if (type === 'readIndex') return this.#leaderReadIndex((body as { consistency: 'linearizable' | 'lease' }).consistency);
+    if (type === 'readIndex') {
+      const index = await this.#leaderReadIndex((body as { consistency: 'linearizable' | 'lease' }).consistency);
+      this.#pushCommit();
+      return index;
+    }
     throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `unknown peer request ${type}`);
+  }
+
+  // The asking follower will wait to apply an index that is committed here, but the engine
+  // tells followers the commit index only with its next append (a new entry, or a heartbeat
+  // up to heartbeatMs later). A barrier is such an entry: coalesced, at most one queued.
+  #pushCommit(): void {
+    if (this.#nextBarrier) return;
+    this.#coalescedBarrier().catch(() => undefined);
   }
 
   // The leader's channel address, waiting (bounded) while there is no leader or it has not announced itself yet.

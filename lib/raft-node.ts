@@ -383,6 +383,11 @@ export class RaftNode<R = unknown> extends EventEmitter {
     return this.#role;
   }
 
+  /** The term as last reported by the engine (cheap; `status().term` asks the engine). */
+  get term(): number {
+    return this.#term;
+  }
+
   /** The leader as last reported by the engine, or null. */
   get leader(): MemberRef | null {
     return this.#leader;
