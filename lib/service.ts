@@ -406,6 +406,9 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   } catch (err) {
     admin.close();
     await store.close();
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new PrevailError(ErrorCodes.ADDRESS_IN_USE, `HTTP address ${host}:${port} is already in use`, { cause: err });
+    }
     throw err;
   }
   const bound = server.address() as AddressInfo;
