@@ -110,8 +110,7 @@ export const httpStatusOf: Readonly<Record<string, number>> = Object.freeze({
 
 /** The code of a refused compare-and-set (409). Not a library error, so not in ErrorCodes. */
 export const CAS_CONFLICT = 'PREVAIL_CAS_CONFLICT';
-/** No such route (404) and a method the route doesn't take (405). */
-const NO_ROUTE = 'PREVAIL_NOT_FOUND';
+/** A method the route doesn't take (405). */
 const BAD_METHOD = 'PREVAIL_METHOD_NOT_ALLOWED';
 
 class HttpError extends Error {
@@ -177,25 +176,16 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const readTimeoutMs = options.readTimeoutMs ?? 5000;
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
   const { host, port } = parseHostPort(options.httpAddress ?? '127.0.0.1:0', 'the HTTP address');
-  const storeOptions: Parameters<typeof open<typeof kvSchema.collections, typeof kvSchema.commands>>[0] = {
-    schema: kvSchema, dataDir: options.dataDir,
-  };
-  if (options.id !== undefined) storeOptions.id = options.id;
-  if (options.raftAddress !== undefined) storeOptions.address = options.raftAddress;
-  if (options.cluster !== undefined) storeOptions.cluster = options.cluster;
-  if (options.join !== undefined) storeOptions.join = options.join;
-  if (options.electionTimeoutMs !== undefined) storeOptions.electionTimeoutMs = options.electionTimeoutMs;
-  if (options.heartbeatMs !== undefined) storeOptions.heartbeatMs = options.heartbeatMs;
-  if (options.snapshotThreshold !== undefined) storeOptions.snapshotThreshold = options.snapshotThreshold;
-  if (options.snapshotTrailing !== undefined) storeOptions.snapshotTrailing = options.snapshotTrailing;
-  if (options.forward !== undefined) storeOptions.forward = options.forward;
-  if (options.channelAddress !== undefined) storeOptions.channelAddress = options.channelAddress;
-  const store = await open(storeOptions);
+  const store = await open({
+    schema: kvSchema, dataDir: options.dataDir, id: options.id, address: options.raftAddress, cluster: options.cluster,
+    join: options.join, channelAddress: options.channelAddress, forward: options.forward,
+    electionTimeoutMs: options.electionTimeoutMs, heartbeatMs: options.heartbeatMs,
+    snapshotThreshold: options.snapshotThreshold, snapshotTrailing: options.snapshotTrailing,
+  });
   // The admin page (GET /admin, /admin/status.json, /admin/events) comes before the API routes.
   const admin = adminHandler(store, { basePath: '/admin' });
 
   let closing: Promise<void> | null = null;
-  const active = new Set<ServerResponse>();
 
   const leaderHint = (): MemberRef | null => store.status().leader;
 
@@ -340,7 +330,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
       return Array.isArray(out) ? out as [number, unknown] : [200, out];
     }
     if (allowed.length) throw new HttpError(405, BAD_METHOD, `${req.method} is not allowed here`, {}, { allow: allowed.join(', ') });
-    throw new HttpError(404, NO_ROUTE, `no route for ${req.method} ${url.pathname}`);
+    throw new HttpError(404, ErrorCodes.NOT_FOUND, `no route for ${req.method} ${url.pathname}`);
   }
 
   function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -384,10 +374,8 @@ export async function startService(options: ServiceOptions): Promise<Service> {
       send(res, 503, { error: { code: ErrorCodes.CLOSED, message: 'this node is shutting down', leader: null } }, { 'retry-after': '1' });
       return;
     }
-    active.add(res);
     const aborter = new AbortController();
     res.once('close', () => {
-      active.delete(res);
       if (!res.writableFinished) aborter.abort(new Error('the client went away'));
       if (closing) server.closeIdleConnections();
     });
