@@ -241,6 +241,9 @@ describe('three nodes', () => {
 
     const spec = await cluster.addSpec(4);
     const joiner = await cluster.start(4, ['--join', ...timing]);
+    // Not a member yet: no leader known, so neither leader nor ready.
+    expectError(await joiner.request('GET', '/health/ready'), 503, 'PREVAIL_NOT_READY');
+    expect(expectError(await joiner.request('GET', '/health/leader'), 503, 'PREVAIL_NOT_LEADER').leader).toBeNull();
     // Leader-only commands sent only to a follower are refused with the leader's id (and the follower lives on).
     const refused = await runCli(['members', 'add', '4', spec.address, '--node', follower.url]);
     expect(refused.code).toBe(1);

@@ -349,6 +349,8 @@ export class ServeProcess {
 /** Nodes of the reference service, each a `prevail serve` child with its own data dir and ports. */
 export class ServiceCluster {
   nodes = new Map<number, ServeProcess>();
+  /** Every process ever started, restarted ones included: stop() kills them all. */
+  #spawned: ServeProcess[] = [];
   specs: ServeSpec[] = [];
   root = tempDir('prevail-service-');
 
@@ -378,6 +380,7 @@ export class ServiceCluster {
     const spec = this.specs.find((s) => s.id === id)!;
     const membership = extra.includes('--join') ? [] : ['--cluster', this.clusterFlag];
     const node = new ServeProcess(spec, [...membership, ...this.args, ...extra]);
+    this.#spawned.push(node);
     this.nodes.set(id, node);
     await node.ready();
     return node;
@@ -415,7 +418,7 @@ export class ServiceCluster {
   }
 
   async stop(): Promise<void> {
-    await Promise.all([...this.nodes.values()].map((n) => n.kill()));
+    await Promise.all(this.#spawned.map((n) => n.kill()));
     rmSync(this.root, { recursive: true, force: true });
   }
 }
