@@ -207,7 +207,8 @@ export class ClusterLink {
           index = Math.max(index, await this.#readIndex(consistency, deadline, signal));
           break;
         } catch (err) {
-          const retry = isPrevailError(err, ErrorCodes.NOT_LEADER) || isPrevailError(err, ErrorCodes.LEADERSHIP_LOST) ||
+          // Without forwarding, NOT_LEADER is the answer (with the hint), not something to wait out.
+          const retry = (this.#forward && isPrevailError(err, ErrorCodes.NOT_LEADER)) || isPrevailError(err, ErrorCodes.LEADERSHIP_LOST) ||
             isPrevailError(err, ErrorCodes.UNAVAILABLE) || (isPrevailError(err, ErrorCodes.CLOSED) && !this.#closed);
           if (!retry || performance.now() >= deadline) throw err;
           await sleep(10);

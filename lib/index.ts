@@ -41,3 +41,5 @@ export { SortedIndex, PersistentSortedIndex, compareKeys } from './sorted-index.
 export type { IndexKey, Id } from './sorted-index.js';
 export { adminHandler, type AdminHandler, type AdminMember, type AdminOptions, type AdminSource, type AdminStatus, type LeaderChange } from './admin.js';
 export { inspectDataDir, runInspect } from './inspect.js';
+export { kvSchema, startService } from './service.js';
+export type { KvStore, Service, ServiceOptions } from './service.js';

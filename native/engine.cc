@@ -342,6 +342,16 @@ void Engine::Enqueue(Completion* completion) {
   if (idle_) uv_idle_start(idle_.get(), [](uv_idle_t*) {});
 }
 
+bool Engine::UsableAsLeader(Napi::Env env, Napi::Promise::Deferred& deferred, const char* what) {
+  if (!Usable(env, deferred)) return false;
+  // raft_add/raft_assign/raft_remove assert (abort the process) on a non-leader in 0.22.1.
+  if (raft_state(&raft_) != RAFT_LEADER) {
+    deferred.Reject(EngineError(env, RAFT_NOTLEADER, what).Value());
+    return false;
+  }
+  return true;
+}
+
 bool Engine::Usable(Napi::Env env, Napi::Promise::Deferred& deferred) {
   if (!started_ || closing_) {
     deferred.Reject(CodedError(env, "PREVAIL_CLOSED", "the node is closed").Value());
@@ -723,7 +733,7 @@ Napi::Value Engine::Add(const Napi::CallbackInfo& info) {
   std::string address = info[1].As<Napi::String>().Utf8Value();
   return StartChange(this, info.Env(), "add member",
                      [&](struct raft_change* req) { return raft_add(&raft_, req, id, address.c_str(), &ChangeRequest::Cb); },
-                     [this](Napi::Env env, Napi::Promise::Deferred& d) { return Usable(env, d); });
+                     [this](Napi::Env env, Napi::Promise::Deferred& d) { return UsableAsLeader(env, d, "membership change"); });
 }
 
 Napi::Value Engine::Assign(const Napi::CallbackInfo& info) {
@@ -734,14 +744,14 @@ Napi::Value Engine::Assign(const Napi::CallbackInfo& info) {
                      [&](struct raft_change* req) {
                        return code < 0 ? RAFT_BADROLE : raft_assign(&raft_, req, id, code, &ChangeRequest::Cb);
                      },
-                     [this](Napi::Env env, Napi::Promise::Deferred& d) { return Usable(env, d); });
+                     [this](Napi::Env env, Napi::Promise::Deferred& d) { return UsableAsLeader(env, d, "membership change"); });
 }
 
 Napi::Value Engine::Remove(const Napi::CallbackInfo& info) {
   raft_id id = static_cast<raft_id>(info[0].As<Napi::Number>().DoubleValue());
   return StartChange(this, info.Env(), "remove member",
                      [&](struct raft_change* req) { return raft_remove(&raft_, req, id, &ChangeRequest::Cb); },
-                     [this](Napi::Env env, Napi::Promise::Deferred& d) { return Usable(env, d); });
+                     [this](Napi::Env env, Napi::Promise::Deferred& d) { return UsableAsLeader(env, d, "membership change"); });
 }
 
 Napi::Value Engine::Transfer(const Napi::CallbackInfo& info) {

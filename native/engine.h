@@ -82,6 +82,8 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value CallFsm(const Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args);
   void OnCheck();
   bool Usable(Napi::Env env, Napi::Promise::Deferred& deferred);
+  // Usable, and this node leads: the engine asserts leadership in membership changes.
+  bool UsableAsLeader(Napi::Env env, Napi::Promise::Deferred& deferred, const char* what);
   void TearDown();  // closes our own handles once the engine is closed
 
   Napi::Env env_;

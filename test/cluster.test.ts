@@ -157,6 +157,13 @@ describe('three nodes in child processes', () => {
     const leader = await cluster.leader();
     await proposeAll(leader, keys('a', 100));
     const spec = await cluster.addSpec(4);
+    // On a follower a membership change is refused with a coded error (the engine itself
+    // would abort the process: it asserts leadership), and the follower keeps running.
+    const follower = others(cluster, leader)[0]!;
+    for (const [cmd, args] of [['addMember', { member: { id: 4, address: spec.address } }], ['removeMember', { id: leader.spec.id }]] as const) {
+      await expect(follower.call(cmd, args)).rejects.toMatchObject({ code: 'PREVAIL_NOT_LEADER', leader: { id: leader.spec.id } });
+    }
+    expect((await follower.call<Status>('status')).role).toBe('follower');
     // join: no bootstrap, so the new node starts with no configuration at all.
     const joiner = await cluster.start(4, { join: true });
     const fresh = await joiner.call<Status>('status');
