@@ -958,7 +958,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   /**
    * Starts (or joins) a background capture of the state at the current applied index.
    * Incremental: a chunk of ids whose objects did not change since the last capture keeps
-   * its frame; only changed chunks are serialised again, in slices of ~1 ms (or
+   * its frame; only changed chunks are serialised again, in slices of ~0.25 ms (or
    * captureSliceSize objects) per turn of the event loop, so commits keep flowing.
    */
   #startCapture(): Promise<number> {
@@ -989,6 +989,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     this.#captureDone = new Promise<number>((resolve, reject) => {
       let li = 0;
       let wi = 0;
+      let applied = this.#appliedIndex;
       const slice = () => {
         if (generation !== this.#generation) {
           finish();
@@ -997,7 +998,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         }
         try {
           let budget = this.#sliceSize;
-          const until = performance.now() + 1;
+          const until = performance.now() + SLICE_MS;
           while (li < lists.length && budget > 0 && performance.now() < until) {
             const { c, overlay, limit, out, work } = lists[li]!;
             if (wi >= work.length) { li++; wi = 0; continue; }
@@ -1012,7 +1013,15 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
             budget -= end - k * chunk;
             serialised += items.length;
           }
-          if (li < lists.length) { setImmediate(slice); return; }
+          if (li < lists.length) {
+            // While commands are being applied, the next slice waits for a timer (>= 1 ms),
+            // so commits get most of the loop; when idle, it runs right away.
+            if (this.#appliedIndex !== applied) {
+              applied = this.#appliedIndex;
+              setTimeout(slice, 1);
+            } else setImmediate(slice);
+            return;
+          }
           finish();
           const chunks: Uint8Array[] = [meta];
           for (const { c, overlay, out, work } of lists) {
@@ -1196,6 +1205,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     return chunks;
   }
 }
+
+// Longest run of capture work per turn of the event loop (ms).
+const SLICE_MS = 0.25;
 
 function objsFrame(c: CollectionImpl, items: unknown[]): Uint8Array {
   return frame(packr.pack({ t: 'objs', c: c.name, items }));
