@@ -16,12 +16,14 @@
 //               latency includes the wait behind the other requesters, as the store's does.
 //   2 reads     point reads on a unique index and a range (age in [x, x+3), limit 100) over
 //               the same objects in both; SQLite with its default cache and with a 1 GiB
-//               cache + mmap (the favourable setting for it), plus a plain Map.get ceiling.
+//               cache + mmap (the favourable setting for it), plus two plain Map.get ceilings:
+//               by integer id, and by the same email strings (Map<string, object>).
 //   3 restart   open() to resolved (and to the first committed write) on a data dir holding
 //               the loaded objects: a capture + engine snapshot, then a short log tail.
 //   4 stall     a steady write load (16 in flight): event-loop stall, longest gap between
 //               commits and write p99, without any capture/snapshot, with back-to-back
-//               captureNow(), and with the library's default capture/snapshot cadence.
+//               captureNow() (incremental), with back-to-back full captures (every object
+//               changed first), and with the library's default capture/snapshot cadence.
 //   5 heap      heapUsed per object after gc, the store vs the same objects in a plain Map,
 //               each in a fresh child process run with --expose-gc.
 // This is a measurement, not a test: it never fails on a number.
@@ -86,6 +88,10 @@ const schema = defineSchema({
   commands: {
     addUser(s, u) { return s.users.insert(u).id; },
     addUsers(s, a) { for (const u of a.users) s.users.insert(u); return a.users.length; },
+    // Section 4: one update per `step` ids, so that every part of the state changes.
+    touch(s, { from, step, n }) {
+      for (let id = from, k = 0; k < n; id += step, k++) if (s.users.get(id)) s.users.update(id, { score: 0 });
+    },
   },
 });
 
@@ -102,6 +108,13 @@ function openSqlite(file, extra = []) {
 
 // ---------------------------------------------------------------- helpers
 const now = () => performance.now();
+
+// Capture durations: each one when there are few, else the count, median and max.
+function fmtCaptures(times) {
+  if (times.length <= 6) return times.length ? `${times.length} (${times.map((t) => fmtInt(t)).join(', ')})` : '0';
+  const sorted = Float64Array.from(times).sort();
+  return `${fmtInt(times.length)} (median ${fmtMs(sorted[sorted.length >> 1])}, max ${fmtInt(sorted[sorted.length - 1])}; first ${fmtInt(times[0])})`;
+}
 const fmtMB = (b) => `${(b / 1048576).toFixed(1)} MB`;
 
 function dirBytes(dir) {
@@ -308,7 +321,7 @@ function timed(ms, fn) {
   return i / ((t - started) / 1000);
 }
 
-function benchReads(store, dbDefault, dbBig, plainMap) {
+function benchReads(store, dbDefault, dbBig, plainMap, emailMap) {
   const rand = rng(7);
   const MASK = (1 << 17) - 1;
   const keys = Array.from({ length: MASK + 1 }, () => email(Math.floor(rand() * N)));
@@ -337,8 +350,10 @@ function benchReads(store, dbDefault, dbBig, plainMap) {
     sqliteDefault: timed(readMs, (i) => pointDefault.get(keys[i & MASK])),
     sqliteBig: timed(readMs, (i) => pointBig.get(keys[i & MASK])),
     map: timed(readMs, (i) => plainMap.get(ids[i & MASK])),
+    emailMap: timed(readMs, (i) => emailMap.get(keys[i & MASK])),
   };
-  progress(`point reads: store ${fmtInt(point.store)}/s, sqlite ${fmtInt(point.sqliteDefault)}/s / ${fmtInt(point.sqliteBig)}/s`);
+  progress(`point reads: store ${fmtInt(point.store)}/s, sqlite ${fmtInt(point.sqliteDefault)}/s / ${fmtInt(point.sqliteBig)}/s, ` +
+    `Map<string> ${fmtInt(point.emailMap)}/s, Map<int> ${fmtInt(point.map)}/s`);
   const range = {
     store: timed(readMs, (i) => Array.from(byAge.range({ gte: lows[i & MASK], lt: lows[i & MASK] + 3, limit: 100 })).length),
     sqliteDefault: timed(readMs, (i) => rangeDefault.all(lows[i & MASK], lows[i & MASK] + 3).length),
@@ -351,7 +366,10 @@ function benchReads(store, dbDefault, dbBig, plainMap) {
 // ---------------------------------------------------------------- 4: stalls under capture
 // A steady write load at `inflight`; measures the event loop (histogram max and the max gap
 // between ticks of a 1 ms interval), the longest gap between two commits, and latencies.
-async function steadyLoad(store, inflight, ms, { captures = false } = {}) {
+// With `full`, before each capture one object per 256 ids is updated (in commands of 500
+// updates), so that the capture serialises every object again (captures are incremental:
+// parts of the state without changes keep their serialised form).
+async function steadyLoad(store, inflight, ms, { captures = false, full = false } = {}) {
   const rand = rng(nextUser);
   const hist = monitorEventLoopDelay({ resolution: 1 });
   let lastTick = now();
@@ -363,6 +381,10 @@ async function steadyLoad(store, inflight, ms, { captures = false } = {}) {
   if (captures) {
     captureLoop = (async () => {
       while (!stopCaptures) {
+        if (full) {
+          const size = store.view.users.size + 1000;
+          for (let from = 1; from < size; from += 256 * 500) await store.propose('touch', { from, step: 256, n: 500 });
+        }
         const t = now();
         await store.captureNow();
         captureTimes.push(now() - t);
@@ -423,10 +445,14 @@ async function benchDataset() {
       const dbBig = openSqlite(dbFile, ['cache_size = -1048576', 'mmap_size = 1073741824']);
       // A plain Map of the same objects, for a ceiling (shares the store's objects).
       const plainMap = new Map();
-      for (const u of store.view.users.values()) plainMap.set(u.id, u);
+      const emailMap = new Map();
+      for (const u of store.view.users.values()) {
+        plainMap.set(u.id, u);
+        emailMap.set(u.email, u);
+      }
       dbBig.prepare('SELECT count(*), sum(age) FROM users INDEXED BY users_age').get();   // warm its cache
       dbBig.prepare("SELECT count(*) FROM users WHERE email > ''").get();
-      out.reads = benchReads(store, db, dbBig, plainMap);
+      out.reads = benchReads(store, db, dbBig, plainMap, emailMap);
       dbBig.close();
     }
 
@@ -483,7 +509,10 @@ async function benchDataset() {
       progress(`no capture: p99 ${fmtMs(out.quiet.p99)} ms, loop max ${fmtMs(out.quiet.loopMax)} ms`);
       out.capturing = await steadyLoad(store, inflight, stallMs, { captures: true });
       progress(`captures: p99 ${fmtMs(out.capturing.p99)} ms, loop max ${fmtMs(out.capturing.loopMax)} ms, ` +
-        `${out.capturing.captureTimes.length} captures (${out.capturing.captureTimes.map((t) => Math.round(t)).join(', ')} ms)`);
+        `captures ${fmtCaptures(out.capturing.captureTimes)} ms`);
+      out.full = await steadyLoad(store, inflight, stallMs, { captures: true, full: true });
+      progress(`full captures: p99 ${fmtMs(out.full.p99)} ms, loop max ${fmtMs(out.full.loopMax)} ms, ` +
+        `captures ${fmtCaptures(out.full.captureTimes)} ms`);
       await store.close();
       store = null;
 
@@ -597,8 +626,10 @@ async function main() {
       out.push(`| range, age in [x, x+3), limit 100 | ${fmtInt(range.store)} | ${fmtInt(range.sqliteDefault)} | ${fmtInt(range.sqliteBig)} | ` +
         `**${fmtRatio(range.store / range.sqliteDefault)}×** | **${fmtRatio(range.store / range.sqliteBig)}×** |`);
       out.push('');
-      out.push(`Ceiling: plain \`Map.get\` by integer id on the same objects ${fmtInt(point.map)}/s ` +
-        `(store point read / Map.get = ${fmtRatio(point.store / point.map)}).`);
+      out.push(`Ceilings on the same objects and keys: a plain \`Map<string, object>\` keyed by their email strings ` +
+        `${fmtInt(point.emailMap)}/s (${fmtRatio(point.emailMap / point.sqliteDefault)}× SQLite default cache; ` +
+        `store / this Map = ${fmtRatio(point.store / point.emailMap)}); \`Map.get\` by integer id ${fmtInt(point.map)}/s ` +
+        `(store / it = ${fmtRatio(point.store / point.map)}).`);
       out.push('');
       ratios.push(`- point reads, store / SQLite: **${fmtRatio(point.store / point.sqliteDefault)}×** default cache, ` +
         `**${fmtRatio(point.store / point.sqliteBig)}×** 1 GiB cache + mmap (goal ≥ 20×)`);
@@ -623,19 +654,24 @@ async function main() {
     if (ds.quiet) {
       out.push(`### 4. Stalls under a steady write load (16 in flight) with ${fmtInt(ds.restart?.objects ?? N)} objects`);
       out.push('');
-      out.push('| background work | commits/s | p50 ms | p99 ms | max ms | event-loop delay max ms | max 1 ms-tick gap ms | longest gap between commits ms (objects then) | captures (ms each) |');
+      out.push('| background work | commits/s | p50 ms | p99 ms | max ms | event-loop delay max ms | max 1 ms-tick gap ms | longest gap between commits ms (objects then) | captures (ms) |');
       out.push('|---|---:|---:|---:|---:|---:|---:|---:|---|');
       const row = (label, r) => `| ${label} | ${fmtInt(r.opsPerSec)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${fmtMs(r.max)} | ` +
         `${fmtMs(r.loopMax)} | ${fmtMs(r.tickMax)} | ${fmtMs(r.maxCommitGap)} (${fmtInt(r.sizeAtGap)}) | ` +
-        `${r.captureTimes.length ? `${r.captureTimes.length} (${r.captureTimes.map((t) => fmtInt(t)).join(', ')})` : '0'} |`;
+        `${fmtCaptures(r.captureTimes)} |`;
       out.push(row('none (captures and snapshots off)', ds.quiet));
-      out.push(row('back-to-back `captureNow()`', ds.capturing));
+      out.push(row('back-to-back `captureNow()` (incremental: the chunks new objects went to)', ds.capturing));
+      if (ds.full) out.push(row('back-to-back full captures (1 update per 256 ids before each: every object re-serialised)', ds.full));
       if (ds.defaults) {
         out.push(row(`library defaults (capture / 4096, snapshot / 8192 entries${ds.defaults.snapshotAdvanced ? '; snapshots taken' : '; no snapshot finished'})`, ds.defaults));
       }
       out.push('');
-      ratios.push(`- under captures: event-loop stall max ${fmtMs(ds.capturing.loopMax)} ms (goal ≤ 50 ms), ` +
+      ratios.push(`- under back-to-back captures: event-loop stall max ${fmtMs(ds.capturing.loopMax)} ms (goal ≤ 50 ms), ` +
         `write p99 ${fmtRatio(ds.capturing.p99 / ds.quiet.p99)}× the no-capture p99 (goal ≤ 2×)`);
+      if (ds.full) {
+        ratios.push(`- under back-to-back full captures (${fmtInt(ds.restart?.objects ?? N)}+ objects each): event-loop stall max ` +
+          `${fmtMs(ds.full.loopMax)} ms, write p99 ${fmtRatio(ds.full.p99 / ds.quiet.p99)}× the no-capture p99`);
+      }
       if (ds.defaults) {
         ratios.push(`- library defaults: event-loop stall max ${fmtMs(ds.defaults.loopMax)} ms, ` +
           `write p99 ${fmtRatio(ds.defaults.p99 / ds.quiet.p99)}× the no-capture p99`);
