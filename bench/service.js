@@ -9,7 +9,7 @@
 //   node bench/service.js --duration=5000 --warmup=1000   window lengths in ms
 //   node bench/service.js --runs=20                failover repetitions per system
 //   node bench/service.js --failover-concurrency=4 the steady load's loops during failover
-//   node bench/service.js --skip=throughput,leader,failover,fsync,etcd,prevail   leave parts out
+//   node bench/service.js --skip=throughput,leader,failover,rolling,fsync,etcd,prevail   leave parts out
 //                                                  (leader: the leader-only diagnostic rows)
 //
 // Needs dist/ (npx tsc -p .) and, for the etcd rows, etcd on the PATH
@@ -136,10 +136,16 @@ const prevail = {
     const clusterArg = members.map((m) => `${m.id}=${m.raft}`).join(',');
     for (const m of members) {
       mkdirSync(m.dataDir);
-      m.proc = startProcess(process.execPath, [cliPath, 'serve', '--id', String(m.id), '--raft', m.raft,
-        '--http', `${m.host}:${m.port}`, '--data', m.dataDir, '--cluster', clusterArg], join(dir, `n${m.id}.log`));
+      m.args = [cliPath, 'serve', '--id', String(m.id), '--raft', m.raft,
+        '--http', `${m.host}:${m.port}`, '--data', m.dataDir, '--cluster', clusterArg];
+      m.proc = startProcess(process.execPath, m.args, join(dir, `n${m.id}.log`));
     }
     return { dir, members };
+  },
+
+  // Starts a stopped member again on its data dir.
+  restart(cluster, m) {
+    m.proc = startProcess(process.execPath, m.args, join(cluster.dir, `n${m.id}.log`));
   },
 
   write(agent, m, key, timeoutMs) {
@@ -424,6 +430,94 @@ async function benchFailover(systems) {
   });
 }
 
+// ---------------------------------------------------------------- rolling restart
+// prevail only: a steady write load (round-robin over the nodes whose GET /health/ready
+// said 200 at the last poll, every 100 ms, as a load balancer would; a failed request moves
+// on to the next node at once) while each node in turn gets SIGTERM (the leader last: it hands over,
+// drains and closes), exits, is started again and becomes ready. Reports the longest gap
+// between two acknowledged writes (the stall) and checks every acknowledged key is
+// readable afterwards (linearizable reads).
+async function benchRolling() {
+  const cluster = await startCluster(prevail, 'rolling');
+  const agent = new Agent({ keepAlive: true });
+  const members = cluster.members;
+  const acked = [];
+  const ackTimes = [];
+  let failed = 0;
+  let stop = false;
+  const steps = [];
+  let ready = [...members];
+  const poller = (async () => {
+    while (!stop) {
+      const ok = await Promise.all(members.map((m) =>
+        httpRequest(agent, { host: m.host, port: m.port, path: '/health/ready', timeoutMs: 200 }).then((r) => r.status === 200, () => false)));
+      ready = members.filter((_, i) => ok[i]);
+      await sleep(100);
+    }
+  })();
+  try {
+    let next = 0;
+    const loops = Array.from({ length: failoverConcurrency }, async () => {
+      while (!stop) {
+        const pool = ready.length ? ready : members;
+        const m = pool[next++ % pool.length];
+        const key = nextKey('roll');
+        try {
+          await writeOk(prevail, agent, m, key, LOAD_TIMEOUT_MS);
+          acked.push(key);
+          ackTimes.push(performance.now());
+        } catch {
+          failed++;
+        }
+      }
+    });
+    await sleep(1000);
+    const leaderIndex = await waitFor('the leader', async () => {
+      const i = await prevail.leader(agent, members);
+      return i >= 0 ? i + 1 : 0;
+    }, { timeoutMs: 10_000 }) - 1;
+    const order = [...members.filter((_, i) => i !== leaderIndex), members[leaderIndex]];
+    for (const m of order) {
+      const t0 = performance.now();
+      m.proc.kill('SIGTERM');
+      const code = await Promise.race([
+        new Promise((r) => (m.proc.exitCode !== null ? r(m.proc.exitCode) : m.proc.once('exit', (c) => r(c)))),
+        sleep(30_000).then(() => 'timeout'),
+      ]);
+      const exited = performance.now();
+      prevail.restart(cluster, m);
+      await waitFor(`${m.name} ready`, async () => {
+        const r = await httpRequest(agent, { host: m.host, port: m.port, path: '/health/ready', timeoutMs: 500 }).catch(() => null);
+        return r?.status === 200;
+      }, { timeoutMs: 30_000, pollMs: 20 });
+      steps.push({ name: m.name, wasLeader: m === members[leaderIndex], exit: code, stopMs: exited - t0, readyMs: performance.now() - exited, at: t0 });
+      await sleep(1000);
+    }
+    stop = true;
+    await Promise.race([Promise.all([...loops, poller]), sleep(LOAD_TIMEOUT_MS + 1000)]);
+    let maxGap = 0;
+    let gapEnd = 0;
+    for (let i = 1; i < ackTimes.length; i++) {
+      if (ackTimes[i] - ackTimes[i - 1] > maxGap) { maxGap = ackTimes[i] - ackTimes[i - 1]; gapEnd = ackTimes[i]; }
+    }
+    // Which step the stall belongs to: the last SIGTERM sent before the gap ended.
+    const during = [...steps].reverse().find((st) => st.at <= gapEnd);
+    if (during) during.stall = true;
+    // Every acknowledged write must be there.
+    let lost = 0;
+    const reader = members[0];
+    for (const key of acked) {
+      const r = await httpRequest(agent, { host: reader.host, port: reader.port, path: `/kv/${key}`, timeoutMs: 5000 });
+      if (r.status !== 200) lost++;
+    }
+    return { steps, maxGap, acked: acked.length, failed, lost };
+  } finally {
+    stop = true;
+    agent.destroy();
+    await stopCluster(cluster);
+  }
+}
+
 // ---------------------------------------------------------------- report
 function percentileRankName(n) {
   const rank = Math.min(n, Math.max(1, Math.ceil(0.99 * n)));
@@ -455,6 +549,7 @@ async function main() {
   const appendStart = skip.has('fsync') ? undefined : fsyncAppend(anchor);
   const tput = skip.has('throughput') ? [] : await benchThroughput(systems);
   const failover = skip.has('failover') ? [] : await benchFailover(systems);
+  const rolling = skip.has('rolling') || !systems.includes(prevail) ? null : await benchRolling();
   const appendEnd = skip.has('fsync') ? undefined : fsyncAppend(anchor);
 
   const out = [];
@@ -502,6 +597,22 @@ async function main() {
     }
     out.push('');
     out.push(`(Nearest-rank percentiles: with ${runs} runs, p99 is the ${percentileRankName(runs)}.)`);
+    out.push('');
+  }
+  if (rolling) {
+    out.push(`Rolling restart of prevail serve (${failoverConcurrency} writers, round-robin over the nodes that answered ` +
+      'GET /health/ready with 200 at the last 100 ms poll, a failed request moves to the next node; ' +
+      'each node gets SIGTERM in turn, the leader last, and is started again once it exited; 1 s between nodes):');
+    out.push('');
+    out.push('| node | was leader | exit code | SIGTERM → exit ms | start → ready ms | longest stall in this step |');
+    out.push('|---|---|---:|---:|---:|---|');
+    for (const st of rolling.steps) {
+      out.push(`| ${st.name} | ${st.wasLeader ? 'yes' : 'no'} | ${st.exit} | ${fmtInt(st.stopMs)} | ${fmtInt(st.readyMs)} | ${st.stall ? 'yes' : ''} |`);
+    }
+    out.push('');
+    out.push(`Longest gap between two acknowledged writes: **${fmtInt(rolling.maxGap)} ms** (goal < 1 s); ` +
+      `${fmtInt(rolling.acked)} writes acknowledged, ${fmtInt(rolling.failed)} requests refused or failed (and retried elsewhere), ` +
+      `**${rolling.lost} acknowledged writes missing** afterwards.`);
     out.push('');
   }
   const ratios = [];

@@ -351,6 +351,11 @@ export class ClusterLink {
       this.#pushCommit();
       return r;
     }
+    if (type === 'announce') {
+      const { id, channel } = body as { id: number; channel: string };
+      if (this.#host.peers().get(id) !== channel) await this.#host.announce(id, channel);
+      return null;
+    }
     if (type === 'readIndex') {
       const index = await this.#leaderReadIndex((body as { consistency: 'linearizable' | 'lease' }).consistency);
       this.#pushCommit();
@@ -409,6 +414,14 @@ export class ClusterLink {
     const leader = node.leader;
     const channel = leader ? this.#host.peers().get(leader.id) : undefined;
     if (!leader || !channel || leader.id === node.id) return;
+    // Followers get their own address recorded too (through the leader), so that whichever
+    // of them leads next is reachable at once, without an announcement of its own first.
+    if (!this.#announcing && this.#host.peers().get(node.id) !== this.#server.address) {
+      this.#announcing = true;
+      this.#client(channel).request('announce', { id: node.id, channel: this.#server.address }, 2000)
+        .catch((err: unknown) => debug('node %d: announce through the leader failed: %s', node.id, (err as Error).message))
+        .finally(() => { this.#announcing = false; });
+    }
     this.#client(channel).request('commitIndex', null, 1000).then((index) => {
       this.#leaderCommit = { index: index as number, at: performance.now(), leader: leader.id };
     }, () => undefined);
