@@ -274,6 +274,20 @@ describe('object store', () => {
     again.on('capture', (e: { serialised: number }) => after.push(e.serialised));
     await again.captureNow();
     expect(after).toEqual([10]);  // restored frames are reused; only the tail's chunk (ids 30-39) is redone
+    await again.close();
+    // Frames that do not match this store's chunks (another slice size, or older snapshots,
+    // which grouped objects by count) are restored as they are and serialised again.
+    const other = await openStore(dir, { ...opts, captureSliceSize: 25 });
+    expect(other.stateHash()).toBe(hash);
+    const redone: number[] = [];
+    other.on('capture', (e: { serialised: number }) => redone.push(e.serialised));
+    await other.snapshot();
+    // All but ids 100-101: their old frame still holds exactly the objects of one new chunk (100-124).
+    expect(redone).toEqual([other.view.items.size - 2]);
+    await other.close();
+    const last = await openStore(dir, { ...opts, captureSliceSize: 25 });
+    expect(last.stateHash()).toBe(hash);
+    checkIndexes(last);
   });
 
   test('ctx gives the index, a monotonic leader timestamp, deterministic ids and randoms', async () => {
