@@ -31,6 +31,7 @@ export interface NativeStartOptions {
   heartbeatMs: number;
   snapshotThreshold: number;
   snapshotTrailing: number;
+  maxInflightEntries: number;
   preVote: boolean;
   bootstrap?: { id: number; address: string }[];
 }

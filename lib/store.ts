@@ -187,6 +187,8 @@ export interface StoreOptions<C extends Collections, H extends Commands<C>> exte
   snapshotThreshold?: number;
   /** Entries kept after a snapshot. Default 2048. */
   snapshotTrailing?: number;
+  /** Entries the leader pipelines to a follower before hearing back (see RaftNodeOptions). Default 1024. */
+  maxInflightEntries?: number;
   /** Start a background state capture after this many entries. Default snapshotThreshold / 2. */
   captureEvery?: number;
   /** Objects serialised per slice of the background capture. Default 2000. */
@@ -605,11 +607,11 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     const store = new Store<C, H>(schema, snapshotThreshold, captureEvery, options.captureSliceSize ?? 2000);
     const id = options.id ?? 1;
     const address = options.address ?? options.cluster?.find((m) => m.id === id)?.address ?? `127.0.0.1:${await freePort()}`;
-    const { cluster, join, electionTimeoutMs, heartbeatMs, snapshotTrailing } = options;
+    const { cluster, join, electionTimeoutMs, heartbeatMs, snapshotTrailing, maxInflightEntries } = options;
     const slowApplyMs = options.slowApplyMs ?? 50;
     const metrics = store[kMetrics];
     const node = await RaftNode.start<unknown>({
-      id, address, dataDir: options.dataDir, cluster, join, electionTimeoutMs, heartbeatMs, snapshotThreshold, snapshotTrailing,
+      id, address, dataDir: options.dataDir, cluster, join, electionTimeoutMs, heartbeatMs, snapshotThreshold, snapshotTrailing, maxInflightEntries,
       fsm: {
         apply: (command, meta) => {
           const t0 = performance.now();

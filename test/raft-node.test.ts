@@ -222,6 +222,7 @@ describe('RaftNode, single node', () => {
       ['fsm missing', { fsm: undefined }],
       ['fsm without restore', { fsm: { apply() {}, snapshot() { return new Uint8Array(0); } } }],
       ['heartbeat >= election', { heartbeatMs: 500, electionTimeoutMs: 300 }],
+      ['maxInflightEntries 0', { maxInflightEntries: 0 }],
       ['negative snapshotThreshold', { snapshotThreshold: -1 }],
       ['preVote not boolean', { preVote: 'yes' }],
       ['join not boolean', { join: 1 }],
