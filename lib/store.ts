@@ -10,6 +10,7 @@ import { ErrorCodes, PrevailError, type MemberRef } from './errors.js';
 import { RaftNode, defaults, type CloseOptions, type RaftNodeStatus } from './raft-node.js';
 import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster-link.js';
 import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metrics.js';
+import { LeaderJobs, type LeaderJob, type LeaderJobHandle, type LeaderJobOptions, type Schedule } from './jobs.js';
 import { SortedIndex, PersistentSortedIndex, compareKeys, type IndexKey, type Id, type OrderedIndex } from './sorted-index.js';
 
 const debug = debuglog('prevail');
@@ -22,6 +23,8 @@ const packr = new Packr(packrOptions);
 export const ENTRY_FORMAT = 1;
 // The store's own entries (not user commands): [SYSTEM_FORMAT, kind, data, timestamp].
 const SYSTEM_FORMAT = 2;
+// How system entries travel through propose/forwarding (user command names can't start with it).
+const SYSTEM_PREFIX = 'prevail:';
 const SNAPSHOT_FORMAT = 1;
 
 // ---- schema ------------------------------------------------------------------------
@@ -86,6 +89,8 @@ export interface CommandContext {
   id(): string;
   /** A deterministic random number in [0, 1), the same on every replica. Use instead of Math.random(). */
   random(): number;
+  /** Set when the command runs because a schedule fell due: its id and the due time it fired for. */
+  readonly scheduled?: { readonly id: string; readonly due: number };
 }
 
 type IndexReaderOf<T, D> = D extends { kind: 'unique' } ? UniqueIndexReader<T>
@@ -308,9 +313,10 @@ class KeyMap<V> {
     else if (Array.isArray(key)) this.#comp.delete(KeyMap.encode(key));
     else this.#prim.delete(key);
   }
-  /** Makes room for `n` string keys at once (restore knows how many objects come). */
-  reserve(n: number): void {
-    this.#str.reserve(n);
+  /** Adds string keys in bulk (see StringTable.load); one at a time when the table is not empty or a key repeats. */
+  loadStrings(hashes: Int32Array, keys: string[], values: V[]): void {
+    if (this.#str.size === 0 && this.#str.load(hashes, keys, values)) return;
+    for (let i = 0; i < keys.length; i++) this.#str.set(keys[i]!, values[i]!);
   }
   clear(): void {
     this.#str.clear();
@@ -426,11 +432,73 @@ export class StringTable<V> {
     this.#kv = [];
   }
 
-  /** Makes room for `n` keys now, so that adding them does not grow the table again. */
-  reserve(n: number): void {
-    let cap = this.#mask + 1;
+  /**
+   * Fills an empty table with keys[i] -> values[i] (hashes[i] = hash(keys[i])) in one pass:
+   * the entries sorted by home slot (a radix sort), then laid into the probe table in slot
+   * order, so the table is written front to back instead of at a random slot per key (a
+   * cache miss each, at a million keys). Returns false, changing nothing, when a key repeats.
+   */
+  load(hashes: Int32Array, keys: string[], values: V[]): boolean {
+    const n = keys.length;
+    if (this.#kv.length !== 0) throw new Error('StringTable.load needs an empty table');
+    let cap = 16;
     while (n * 4 > cap * 3) cap *= 2;
-    if (cap > this.#mask + 1) this.#rehash(cap);
+    const mask = cap - 1;
+    // Entries by home slot (stable: equal homes keep entry order): 11 bits per pass.
+    let order = new Uint32Array(n);
+    let tmp = new Uint32Array(n);
+    for (let e = 0; e < n; e++) order[e] = e;
+    const bits = Math.log2(cap);
+    for (let shift = 0; shift < bits; shift += 11) {
+      const count = new Uint32Array(2049);
+      for (let j = 0; j < n; j++) count[(((hashes[order[j]!]! & mask) >>> shift) & 2047) + 1]!++;
+      for (let b = 0; b < 2048; b++) count[b + 1]! += count[b]!;
+      for (let j = 0; j < n; j++) {
+        const e = order[j]!;
+        tmp[count[((hashes[e]! & mask) >>> shift) & 2047]!++] = e;
+      }
+      const t = order;
+      order = tmp;
+      tmp = t;
+    }
+    // Lay them out: each at its home or the first free slot after the previous one; those
+    // pushed past the end wrap around to the front afterwards.
+    const slots = new Int32Array(cap * 2);
+    let next = 0;
+    let groupStart = 0;  // first position in `order` of the current home
+    let wrapped = 0;
+    for (let j = 0; j < n; j++) {
+      const e = order[j]!;
+      const h = hashes[e]!;
+      const home = h & mask;
+      if (j === 0 || home !== (hashes[order[j - 1]!]! & mask)) groupStart = j;
+      // A repeated key has the same home: compare with the entries of this home before it.
+      for (let g = groupStart; g < j; g++) if (hashes[order[g]!] === h && keys[order[g]!] === keys[e]) return false;
+      const at = home > next ? home : next;
+      if (at >= cap) {
+        tmp[wrapped++] = e;
+        continue;
+      }
+      slots[at << 1] = h;
+      slots[(at << 1) + 1] = e;
+      next = at + 1;
+    }
+    for (let w = 0; w < wrapped; w++) {
+      const e = tmp[w]!;
+      let i = hashes[e]! & mask;
+      while (slots[i << 1] !== 0) {
+        if (slots[i << 1] === hashes[e] && keys[slots[(i << 1) + 1]!] === keys[e]) return false;
+        i = (i + 1) & mask;
+      }
+      slots[i << 1] = hashes[e]!;
+      slots[(i << 1) + 1] = e;
+    }
+    const kv: unknown[] = [];
+    for (let e = 0; e < n; e++) kv.push(keys[e], values[e]);
+    this.#slots = slots;
+    this.#mask = mask;
+    this.#kv = kv;
+    return true;
   }
 
   /** Every [key, value], in insertion order (until a delete moves the last entry). */
@@ -556,6 +624,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #chunkSize: number;
   #appliedIndex = 0;
   #link!: ClusterLink;
+  #jobs!: LeaderJobs<Store<C, H>>;
+  // Replicated: scheduled commands by id (see schedule()).
+  #schedules = new Map<string, Schedule>();
   readonly [kMetrics] = new StoreMetrics();
   // Replicated: each node's peer-channel address, as announced by it when it led.
   #peers = new Map<number, string>();
@@ -646,6 +717,16 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       await node.close();
       throw err;
     }
+    store.#jobs = new LeaderJobs<Store<C, H>>({
+      node, store, events: store,
+      schedules: () => store.#schedules.values(),
+      fire: async (scheduleId, due, signal) => {
+        const r = await store.#link.propose(`${SYSTEM_PREFIX}fire`, { id: scheduleId, due }, { signal, timeoutMs: 5000 });
+        const fired = r.result as { fired: boolean; name?: string; error?: unknown };
+        if (fired.error !== undefined) store.emit('scheduleError', { id: scheduleId, due, name: fired.name, error: fired.error });
+        return fired;
+      },
+    });
     store.#adaptIntervals();
     node.on('role', (e) => store.emit('role', e));
     store.on('capture', ({ index, durationMs }: { index: number; durationMs: number }) => {
@@ -741,8 +822,54 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     return this.#link.channelAddress;
   }
 
+  /**
+   * Runs `job` on the leader only: it starts when this node becomes leader, and its `signal`
+   * aborts the moment it stops leading (step-down, transfer, close). A job that throws is
+   * reported (`'jobError'` event, NODE_DEBUG=prevail) and restarted with backoff; it never
+   * brings the node down. A job that returns runs again at the next leadership.
+   */
+  onLeader(job: LeaderJob<Store<C, H>>, options?: LeaderJobOptions): LeaderJobHandle {
+    return this.#jobs.add(job, options);
+  }
+
+  /**
+   * Schedules a command: the leader proposes `name(args)` when `at` (ms since the epoch, or a
+   * Date) comes, with its clock as the command's timestamp; `every` (ms) repeats it. Stored in
+   * the replicated state, so it fires once across failovers and restarts — late rather than
+   * twice. Resolves with the schedule's id (`id` to choose it; scheduling an existing id replaces it).
+   */
+  async schedule<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, at: number | Date,
+    options: { every?: number; id?: string } & WriteOptions = {}): Promise<string> {
+    if (typeof this.#handlers[name] !== 'function') {
+      throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
+    }
+    const due = at instanceof Date ? at.getTime() : at;
+    if (typeof due !== 'number' || !Number.isFinite(due)) throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'at must be a time in ms or a Date');
+    const { every, id } = options;
+    if (every !== undefined && (typeof every !== 'number' || !Number.isFinite(every) || every < 1)) {
+      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'every must be a period in ms (≥ 1)');
+    }
+    if (id !== undefined && (typeof id !== 'string' || id === '')) throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'id must be a non-empty string');
+    const r = await this.#link.propose(`${SYSTEM_PREFIX}schedule`, { id, name, args, at: due, every }, options);
+    return r.result as string;
+  }
+
+  /** Removes a schedule; resolves with whether it existed. */
+  async unschedule(id: string, options: WriteOptions = {}): Promise<boolean> {
+    return (await this.#link.propose(`${SYSTEM_PREFIX}unschedule`, { id }, options)).result as boolean;
+  }
+
+  /** The schedules in the replicated state, soonest first. */
+  schedules(): Schedule[] {
+    return [...this.#schedules.values()].map((s) => ({ ...s })).sort((a, b) => a.at - b.at || (a.id < b.id ? -1 : 1));
+  }
+
   // On this node only (the leader): the timestamp is this node's clock, carried in the entry.
   async #proposeLocal(name: string, args: unknown, signal?: AbortSignal): Promise<{ index: number; result: unknown }> {
+    if (name.startsWith(SYSTEM_PREFIX)) {
+      return this.node.proposeWithIndex(packr.pack([SYSTEM_FORMAT, name.slice(SYSTEM_PREFIX.length), args, Date.now()]),
+        signal ? { signal } : {});
+    }
     if (typeof this.#handlers[name] !== 'function') {
       throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
     }
@@ -772,6 +899,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   }
 
   async close(options?: CloseOptions): Promise<void> {
+    await this.#jobs?.close();
     // The node drains first: forwarded proposals in flight on a leader get their answers.
     try {
       await this.node.close(options);
@@ -813,22 +941,28 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     } catch (err) {
       throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} can't be decoded: ${(err as Error).message}`);
     }
-    if (Array.isArray(decoded) && decoded[0] === SYSTEM_FORMAT) return this.#runSystem(decoded, index);
+    if (Array.isArray(decoded) && decoded[0] === SYSTEM_FORMAT) return this.#runSystem(decoded, index, term);
     if (!Array.isArray(decoded) || decoded[0] !== ENTRY_FORMAT || typeof decoded[1] !== 'string') {
       throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} is not a store command (format ${JSON.stringify(Array.isArray(decoded) ? decoded[0] : typeof decoded)})`);
     }
     const [, name, args, proposedAt] = decoded as [number, string, unknown, number];
+    this.#lastTimestamp = Math.max(this.#lastTimestamp, typeof proposedAt === 'number' ? proposedAt : 0);
+    return this.#execute(name, args, index, term);
+  }
+
+  // Runs a user command's handler atomically (its changes are undone if it throws).
+  #execute(name: string, args: unknown, index: number, term: number, scheduled?: { id: string; due: number }): unknown {
     const handler = this.#handlers[name];
     if (typeof handler !== 'function') {
       throw fatal(ErrorCodes.UNKNOWN_COMMAND, `entry ${index} names command ${JSON.stringify(name)}, which this code does not define; stopping rather than diverging`);
     }
-    this.#lastTimestamp = Math.max(this.#lastTimestamp, typeof proposedAt === 'number' ? proposedAt : 0);
     let n = 0;
     let r = 0;
     const ctx: CommandContext = {
       index, term, timestamp: this.#lastTimestamp,
       id: () => `${index.toString(36)}.${(n++).toString(36)}`,
       random: () => mix(index, r++),
+      ...(scheduled ? { scheduled } : {}),
     };
     const undo: Undo[] = [];
     this.#tx = undo;
@@ -842,10 +976,53 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     }
   }
 
-  #runSystem(decoded: unknown[], index: number): void {
-    const [, kind, data] = decoded as [number, string, { id: number; channel: string }];
-    if (kind === 'peer') this.#peers.set(data.id, data.channel);
-    else throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} is a store entry of unknown kind ${JSON.stringify(kind)}`);
+  #runSystem(decoded: unknown[], index: number, term: number): unknown {
+    const [, kind, data, proposedAt] = decoded as [number, string, any, number];
+    this.#lastTimestamp = Math.max(this.#lastTimestamp, typeof proposedAt === 'number' ? proposedAt : 0);
+    switch (kind) {
+      case 'peer':
+        this.#peers.set(data.id, data.channel);
+        return undefined;
+      case 'schedule': {
+        if (typeof this.#handlers[data.name] !== 'function') {
+          throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(data.name)}`);  // nothing changed
+        }
+        const id: string = data.id ?? `s${index.toString(36)}`;
+        const s: Schedule = { id, name: data.name, args: data.args, at: data.at };
+        if (data.every !== undefined && data.every !== null) s.every = data.every;
+        this.#schedules.set(id, s);
+        this.emit('schedules');
+        return id;
+      }
+      case 'unschedule': {
+        const existed = this.#schedules.delete(data.id);
+        if (existed) this.emit('schedules');
+        return existed;
+      }
+      case 'fire': {
+        // Exactly once per due time: a fire proposed twice (two leaders, a retry) finds the
+        // schedule already moved on, and does nothing.
+        const s = this.#schedules.get(data.id);
+        if (!s || s.at !== data.due) return { fired: false };
+        if (s.every) {
+          // Recurring: the next due time after this entry's timestamp (missed periods are skipped).
+          const behind = Math.max(0, this.#lastTimestamp - s.at);
+          s.at += s.every * (Math.floor(behind / s.every) + 1);
+        } else {
+          this.#schedules.delete(s.id);
+        }
+        this.emit('schedules');
+        try {
+          return { fired: true, name: s.name, result: this.#execute(s.name, s.args, index, term, { id: s.id, due: data.due }) };
+        } catch (err) {
+          if ((err as { fatal?: boolean })?.fatal) throw err;
+          // The command's own changes are undone; the schedule has still fired (no retry loop).
+          return { fired: true, name: s.name, error: { message: String((err as Error)?.message ?? err), code: (err as { code?: unknown })?.code } };
+        }
+      }
+      default:
+        throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} is a store entry of unknown kind ${JSON.stringify(kind)}`);
+    }
   }
 
   #rollback(undo: Undo[]): void {
@@ -1070,7 +1247,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     // `size` (objects in the collection) lets restore size its tables up front; optional.
     const collections = Object.fromEntries([...this.#collections.values()].map((c) => [c.name, { version: c.version, nextId: c.nextId, size: c.objects.size }]));
     return frame(packr.pack({ t: 'meta', format: SNAPSHOT_FORMAT, baseIndex: index, lastTimestamp: this.#lastTimestamp, collections,
-      peers: [...this.#peers] }));
+      peers: [...this.#peers], schedules: [...this.#schedules.values()] }));
   }
 
   #restore(data: Uint8Array): void {
@@ -1092,6 +1269,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     let migrated = false;
     // The (key, id) pairs of each sorted and persistent index, built bottom-up after the last frame.
     const pending = new Map<IndexImpl, { keys: IndexKey[]; ids: Id[] }>();
+    // Likewise the string keys of unique indexes, with their hashes (taken while the strings are fresh).
+    const pendingStrings = new Map<IndexImpl, { hashes: Int32Array; n: number; keys: string[]; values: unknown[] }>();
     // Frames that hold exactly one chunk of ids (as captures write them) are kept as that
     // chunk's frame, so the next capture need not serialise it again; a chunk spread over
     // several frames (older snapshots group objects by count) is serialised again.
@@ -1111,6 +1290,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         baseIndex = rec.baseIndex;
         this.#lastTimestamp = rec.lastTimestamp;
         this.#peers = new Map(rec.peers ?? []);
+        this.#schedules = new Map((rec.schedules ?? []).map((s: Schedule) => [s.id, s]));
+        this.emit('schedules');
         for (const [name, info] of Object.entries(rec.collections as Record<string, { version: number; nextId: number; size?: number }>)) {
           const c = this.#collections.get(name);
           if (!c) throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `snapshot has collection ${name}, which this code does not define`);
@@ -1119,7 +1300,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
           }
           versions.set(name, info.version);
           c.nextId = info.nextId;
-          if (typeof info.size === 'number') for (const ix of c.indexes) ix.unique?.reserve(info.size);
+          for (const ix of c.indexes) {
+            if (ix.unique) pendingStrings.set(ix, { hashes: new Int32Array(Math.max(16, typeof info.size === 'number' ? info.size : 0)), n: 0, keys: [], values: [] });
+          }
         }
         baseChunks.push(framed);
       } else if (rec.t === 'objs') {
@@ -1151,12 +1334,22 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         for (const ix of c.indexes) {
           // Ordered indexes are built in one go at the end (see pending); the others now.
           const pairs = (ix.sorted || ix.persistent) ? pending.get(ix) ?? pending.set(ix, { keys: [], ids: [] }).get(ix)! : null;
+          const strings = ix.unique ? pendingStrings.get(ix) : undefined;
           for (let i = 0; i < items.length; i++) {
             const obj = items[i];
             const key = ix.key(obj);
             if (key === undefined) continue;
             if (pairs) { pairs.keys.push(key); pairs.ids.push(obj.id); }
-            else addToIndex(ix, key, obj.id, obj);
+            else if (strings && typeof key === 'string') {
+              if (strings.n === strings.hashes.length) {
+                const grown = new Int32Array(strings.n * 2);
+                grown.set(strings.hashes);
+                strings.hashes = grown;
+              }
+              strings.hashes[strings.n++] = StringTable.hash(key);
+              strings.keys.push(key);
+              strings.values.push(obj);
+            } else addToIndex(ix, key, obj.id, obj);
           }
         }
         if (from < c.version) migrated = true;
@@ -1165,6 +1358,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         tail = rec.entries;
       }
     }
+    for (const [ix, { hashes, n, keys, values }] of pendingStrings) ix.unique!.loadStrings(hashes.subarray(0, n), keys, values);
     for (const [ix, { keys, ids }] of pending) {
       if (ix.sorted) ix.sorted = SortedIndex.fromPairs(keys, ids);
       else ix.persistent = PersistentSortedIndex.fromPairs(keys, ids);

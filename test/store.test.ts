@@ -370,10 +370,13 @@ describe('StringTable (string keys of unique and hash indexes)', () => {
       fc.record({ op: fc.constant('set' as const), key: keyArb, value: fc.nat() }),
       fc.record({ op: fc.constant('delete' as const), key: keyArb }),
     );
-    fc.assert(fc.property(fc.array(opArb, { maxLength: 400 }), fc.nat(200), (ops, reserve) => {
+    fc.assert(fc.property(fc.array(opArb, { maxLength: 400 }), fc.uniqueArray(keyArb, { maxLength: 60 }), (ops, initial) => {
       const table = new StringTable<number>();
       const model = new Map<string, number>();
-      if (reserve % 3 === 0) table.reserve(reserve);
+      // Bulk-loaded first (restore's path), then changed one key at a time.
+      expect(table.load(Int32Array.from(initial, (k) => StringTable.hash(k)), initial, initial.map((_, i) => i))).toBe(true);
+      initial.forEach((k, i) => model.set(k, i));
+      expect(new Map(table.entries())).toEqual(model);
       for (const o of ops) {
         if (o.op === 'set') {
           table.set(o.key, o.value);
@@ -390,6 +393,20 @@ describe('StringTable (string keys of unique and hash indexes)', () => {
         expect(table.get(k)).toBe(model.get(k));
       }
     }), { numRuns: 300 });
+  });
+
+  test('load refuses repeated keys and leaves the table empty', () => {
+    const table = new StringTable<number>();
+    const keys = ['a', 'b', 'a'];
+    expect(table.load(Int32Array.from(keys, (k) => StringTable.hash(k)), keys, [1, 2, 3])).toBe(false);
+    expect(table.size).toBe(0);
+    expect(table.get('a')).toBeUndefined();
+    const many = Array.from({ length: 20_000 }, (_, i) => `k${i}`);
+    expect(table.load(Int32Array.from(many, (k) => StringTable.hash(k)), many, many.map((_, i) => i))).toBe(true);
+    let wrong = 0;
+    for (let i = 0; i < many.length; i++) if (table.get(`k${i}`) !== i) wrong++;
+    expect(wrong).toBe(0);
+    expect(() => table.load(new Int32Array(0), [], [])).toThrow('empty');
   });
 
   test('50k keys: growth, deletion of every other key (probe chains wrap around), reinsertion, clear', () => {
