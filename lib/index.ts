@@ -36,6 +36,7 @@ export type {
 } from './store.js';
 export { channels, registerPrometheus, BUCKETS_MS } from './metrics.js';
 export type { HistogramSnapshot, MetricsSnapshot, PromClientLike } from './metrics.js';
+export type { LeaderJob, LeaderJobContext, LeaderJobHandle, LeaderJobOptions, Schedule } from './jobs.js';
 export type { Consistency, Health, LinkOptions, ReadOptions, WriteOptions } from './cluster-link.js';
 export { SortedIndex, PersistentSortedIndex, compareKeys } from './sorted-index.js';
 export type { IndexKey, Id } from './sorted-index.js';

@@ -123,6 +123,11 @@ export interface Schema<C extends Collections, H extends Commands<C>> {
  * are typed from the collections; `store.propose` is typed from the handlers.
  */
 export function defineSchema<C extends Collections, H extends Commands<C>>(schema: { collections: C; commands: H }): Schema<C, H> {
+  for (const name of Object.keys(schema?.commands ?? {})) {
+    if (name.startsWith('prevail:')) {
+      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `command ${JSON.stringify(name)}: names starting with "prevail:" are the store's own`);
+    }
+  }
   return schema;
 }
 
@@ -915,6 +920,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       h.update(`${c.name}:${c.nextId}:`);
       for (const obj of c.objects.values()) h.update(packr.pack(obj));  // id order; ids are in the objects
     }
+    h.update(packr.pack(this.schedules()));
     return h.digest('hex');
   }
 
