@@ -405,6 +405,29 @@ describe('example app', () => {
     expect(Number(/\/issues\/(\d+)$/.exec(r.location ?? '')?.[1])).toBeGreaterThan(Math.max(...after));
   });
 
+  test('background work on the leader: a recurring schedule closes stale issues, a job records a digest', async () => {
+    const dataDir = tempDir('prevail-app-');
+    dirs.push(dataDir);
+    const [port, raftPort] = await freePorts(2);
+    const { url } = await startApp({
+      PORT: String(port), DATA_DIR: dataDir, RAFT_ADDRESS: `127.0.0.1:${raftPort}`,
+      STALE_AFTER_MS: '400', STALE_CHECK_EVERY_MS: '100', DIGEST_EVERY_MS: '100',
+    });
+    expect((await http(url, 'POST', '/users', { handle: 'ada', name: 'Ada', email: 'ada@example.com' })).status).toBe(303);
+    const r = await http(url, 'POST', '/issues', { title: 'Left alone', author: 'ada', priority: 2 });
+    const path = r.location!;
+    expect(statusOf((await http(url, 'GET', path)).body)).toBe('open');
+    const deadline = Date.now() + 20_000;
+    let page = '';
+    while (Date.now() < deadline) {
+      page = (await http(url, 'GET', path)).body;
+      if (statusOf(page) === 'closed' && /0 open, 1 closed, 1 people/.test(page)) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(statusOf(page)).toBe('closed');              // closed by the scheduled closeStale
+    expect(page).toMatch(/0 open, 1 closed, 1 people/);  // the digest job saw it
+  });
+
   test('limits and errors: 413, 415, 404, 405, and SIGTERM exits by itself', async () => {
     const dataDir = tempDir('prevail-app-');
     dirs.push(dataDir);

@@ -35,6 +35,7 @@ export const issueKeys = {
   byStatusCreated: (i) => [i.status, i.createdAt, i.id],
   byPriority: (i) => [i.priority, i.createdAt, i.id],
   byStatusPriority: (i) => [i.status, i.priority, i.createdAt, i.id],
+  byStatusUpdated: (i) => [i.status, i.updatedAt, i.id],
 };
 
 const users = collection()({
@@ -53,8 +54,12 @@ const issues = collection()({
     byStatusCreated: ix.sorted(issueKeys.byStatusCreated),
     byPriority: ix.sorted(issueKeys.byPriority),
     byStatusPriority: ix.sorted(issueKeys.byStatusPriority),
+    byStatusUpdated: ix.sorted(issueKeys.byStatusUpdated),  // stale open issues, oldest first
   }),
 });
+
+// One object: the latest digest (counts), written by a leader job.
+const digests = collection()({});
 
 const comments = collection()({
   indexes: (ix) => ({
@@ -106,7 +111,7 @@ function unchangedSince(issue, rev) {
 }
 
 export const schema = defineSchema({
-  collections: { users, issues, comments },
+  collections: { users, issues, comments, digests },
   commands: {
     createUser(state, args, ctx) {
       const handle = text(args.handle, 'handle', 'Handle', { min: 2, max: LIMITS.handle }).toLowerCase();
@@ -161,6 +166,29 @@ export const schema = defineSchema({
       for (const c of state.comments.byIssue.get(issue.id)) state.comments.delete(c.id);
       state.issues.delete(issue.id);
       return issue;
+    },
+
+    /**
+     * Closes open issues not updated for `olderThanMs` (by the entry's timestamp), at most
+     * `limit` per run: run by a recurring schedule that the leader keeps (server.mjs).
+     */
+    closeStale(state, args, ctx) {
+      const cutoff = ctx.timestamp - Number(args.olderThanMs);
+      const stale = [...state.issues.byStatusUpdated.range({ gte: ['open'], lt: ['open', cutoff], limit: args.limit ?? 100 })];
+      for (const issue of stale) {
+        state.issues.update(issue.id, { status: 'closed', closedAsStale: true, updatedAt: ctx.timestamp, rev: issue.rev + 1 });
+      }
+      return stale.length;
+    },
+
+    /** Records the current counts: proposed every few seconds by a leader job (server.mjs). */
+    recordDigest(state, _args, ctx) {
+      const digest = {
+        at: ctx.timestamp, users: state.users.size,
+        open: state.issues.byStatus.count('open'), closed: state.issues.byStatus.count('closed'),
+      };
+      const current = state.digests.values().next().value;
+      return current ? state.digests.update(current.id, digest) : state.digests.insert(digest);
     },
 
     addComment(state, args, ctx) {

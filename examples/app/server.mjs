@@ -38,10 +38,33 @@ export async function startApp({
   closureTtlMs = 30 * 60_000, maxClosures = 10_000,
   // Cluster mode: this node's id and every member's { id, address } (the same list on each node).
   id = 1, cluster = undefined,
+  // Background work, on the leader only: open issues untouched this long are closed by a
+  // recurring scheduled command (checked every staleCheckEveryMs); a digest of the counts is
+  // recorded every digestEveryMs by a leader job.
+  staleAfterMs = 30 * 24 * 3600_000, staleCheckEveryMs = 60_000, digestEveryMs = 60_000,
 } = {}) {
   const store = await open({ schema, dataDir, address: raftAddress, id, cluster });
   // The cluster's admin page, mounted as any app would (members, leader, lag, live).
   const admin = adminHandler(store);
+
+  // The schedule lives in the replicated state; whichever node leads makes sure it exists
+  // (once per leadership), and the store's scheduler proposes it when due, exactly once.
+  store.onLeader(async function keepStaleSchedule() {
+    const current = store.schedules().find((s) => s.id === 'close-stale');
+    if (current?.every === staleCheckEveryMs && current.args?.olderThanMs === staleAfterMs) return;
+    await store.schedule('closeStale', { olderThanMs: staleAfterMs }, Date.now() + staleCheckEveryMs,
+      { every: staleCheckEveryMs, id: 'close-stale' });
+  });
+  // A job: runs while this node leads, stops the moment it doesn't; state only through commands.
+  store.onLeader(async function digest({ signal }) {
+    while (!signal.aborted) {
+      await store.propose('recordDigest', {}, { signal });
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, digestEveryMs);
+        signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+      });
+    }
+  });
   const closures = new ClosureRegistry({ ttlMs: closureTtlMs, maxEntries: maxClosures });
   const view = store.view;
 
@@ -51,7 +74,8 @@ export async function startApp({
   const redirect = (location) => ({ status: 303, location });
   const footer = () => {
     const s = store.status();
-    return views.footer({ nodeId: s.id, role: s.role, appliedIndex: s.appliedIndex, ttlMinutes: Math.round(closures.ttlMs / 60_000) });
+    return views.footer({ nodeId: s.id, role: s.role, appliedIndex: s.appliedIndex, ttlMinutes: Math.round(closures.ttlMs / 60_000),
+      digest: view.digests.values().next().value });
   };
 
   function send(res, r, extraHeaders = {}) {
@@ -456,7 +480,11 @@ if (isMain()) {
   });
   const id = Number(process.env.NODE_ID ?? 1);
   const raftAddress = process.env.RAFT_ADDRESS || (cluster?.find((m) => m.id === id)?.address ?? '127.0.0.1:7001');
-  const app = await startApp({ port, dataDir, raftAddress, id, cluster });
+  const ms = (name) => (process.env[name] === undefined ? undefined : Number(process.env[name]));
+  const app = await startApp({
+    port, dataDir, raftAddress, id, cluster,
+    staleAfterMs: ms('STALE_AFTER_MS'), staleCheckEveryMs: ms('STALE_CHECK_EVERY_MS'), digestEveryMs: ms('DIGEST_EVERY_MS'),
+  });
   console.log(`prevail issues listening on ${app.url}/ (data in ${dataDir})`);
   for (const signal of ['SIGINT', 'SIGTERM']) {
     process.once(signal, () => {

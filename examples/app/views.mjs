@@ -53,8 +53,11 @@ ${render(body)}
 </body></html>`;
 }
 
-export function footer({ nodeId, role, appliedIndex, ttlMinutes }) {
-  return html`node ${nodeId} · ${role} · applied log index ${appliedIndex}.
+export function footer({ nodeId, role, appliedIndex, ttlMinutes, digest }) {
+  const counts = digest
+    ? html` · digest ${when(digest.at)}: <span class="digest">${digest.open} open, ${digest.closed} closed, ${digest.users} people</span>`
+    : '';
+  return html`node ${nodeId} · ${role} · applied log index ${appliedIndex}${counts}.
 Every change is a command in the Raft log, saved before the page answers.
 Action links (<code>/c/…</code>) are closures held in this server process's memory:
 they work on this node only, for ${ttlMinutes} minutes, and vanish when the server restarts.`;
