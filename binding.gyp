@@ -31,7 +31,9 @@
       'sources': ['native/addon.cc', 'native/engine.cc', 'native/engine_shim.c'],
       'cflags': ['-fvisibility=hidden', '-O2'],
       'cflags_cc': ['-std=c++17', '-fvisibility=hidden', '-O2'],
-      'ldflags': ['-Wl,--exclude-libs,ALL'],
+      # Only the N-API entry points are exported (native/exports.map); prebuilds are
+      # stripped by prebuildify --strip (npm run prebuild).
+      'ldflags': ['-Wl,--exclude-libs,ALL', '-Wl,--version-script=<(module_root_dir)/native/exports.map'],
     },
   ],
 }
