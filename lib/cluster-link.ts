@@ -68,6 +68,10 @@ export interface LinkHost {
   /** The replicated channel addresses, by node id. */
   peers(): ReadonlyMap<number, string>;
   readonly metrics: StoreMetrics;
+  /** Recent (index, effects hash) checkpoints of this replica. */
+  checkpoints(): readonly (readonly [number, string])[];
+  /** Called on the leader when a replica's checkpoint differs from its own at the same index. */
+  onDivergence(info: { index: number; node: number; expected: string; actual: string }): void;
 }
 
 interface Waiter { index: number; resolve: (applied: number) => void; reject: (err: Error) => void; cleanup: () => void }
@@ -94,6 +98,8 @@ export class ClusterLink {
   // Follower readiness: the leader's commit index and when we learned it.
   #leaderCommit: { index: number; at: number; leader: number } | null = null;
   #announcing = false;
+  #lastCompare = 0;
+  #diverged = new Set<number>();  // replicas already reported (once each)
 
   private constructor(host: LinkHost, options: LinkOptions) {
     this.#host = host;
@@ -351,6 +357,7 @@ export class ClusterLink {
       this.#pushCommit();
       return r;
     }
+    if (type === 'checkpoints') return this.#host.checkpoints();
     if (type === 'announce') {
       const { id, channel } = body as { id: number; channel: string };
       if (this.#host.peers().get(id) !== channel) await this.#host.announce(id, channel);
@@ -403,6 +410,10 @@ export class ClusterLink {
     if (this.#closed) return;
     const node = this.#node;
     if (this.#leads()) {
+      if (performance.now() - this.#lastCompare > 1000) {
+        this.#lastCompare = performance.now();
+        this.#compareReplicas();
+      }
       const mine = this.#server.address;
       if (!this.#announcing && this.#host.peers().get(node.id) !== mine && node.status().members.length > 1) {
         this.#announcing = true;
@@ -425,6 +436,24 @@ export class ClusterLink {
     this.#client(channel).request('commitIndex', null, 1000).then((index) => {
       this.#leaderCommit = { index: index as number, at: performance.now(), leader: leader.id };
     }, () => undefined);
+  }
+
+  // The divergence detector, on the leader: each replica's recent checkpoints against ours.
+  #compareReplicas(): void {
+    const mine = new Map(this.#host.checkpoints());
+    if (mine.size === 0) return;
+    for (const [id, channel] of this.#host.peers()) {
+      if (id === this.#node.id || this.#diverged.has(id)) continue;
+      this.#client(channel).request('checkpoints', null, 1000).then((theirs) => {
+        for (const [index, hash] of theirs as [number, string][]) {
+          const expected = mine.get(index);
+          if (expected !== undefined && expected !== hash && !this.#diverged.has(id)) {
+            this.#diverged.add(id);
+            this.#host.onDivergence({ index, node: id, expected, actual: hash });
+          }
+        }
+      }, () => undefined);
+    }
   }
 
   async close(): Promise<void> {

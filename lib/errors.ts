@@ -55,6 +55,8 @@ export const ErrorCodes = {
   UNAVAILABLE: 'PREVAIL_UNAVAILABLE',
   /** This node is not caught up with the leader (readiness). */
   NOT_READY: 'PREVAIL_NOT_READY',
+  /** A replica's applied effects differ from the leader's at the same index: a command handler is not deterministic. */
+  DIVERGED: 'PREVAIL_DIVERGED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

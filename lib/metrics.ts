@@ -13,6 +13,8 @@ export const channels = {
   snapshot: diagnostics_channel.channel('prevail:snapshot'),
   /** `{ id, index, durationMs, command }` when one apply took longer than `slowApplyMs`. */
   slowApply: diagnostics_channel.channel('prevail:slow-apply'),
+  /** `{ id, node, index, expected, actual }` on the leader when a replica's effects hash differs from its own. */
+  divergence: diagnostics_channel.channel('prevail:divergence'),
 };
 
 /** Upper bounds (ms) of the latency histograms' buckets. */

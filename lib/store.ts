@@ -600,6 +600,30 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+// The divergence detector's running hash of every command's effects: two 32-bit lanes,
+// multiply-xorshift per byte. Not cryptographic; it only has to make an accidental match of
+// two different histories unlikely.
+type EffectsHash = [number, number];
+const CHECKPOINT_EVERY = 64;   // entries between the (index, hash) pairs replicas compare
+const CHECKPOINTS_KEPT = 64;
+function foldBytes(h: EffectsHash, bytes: Uint8Array): void {
+  let a = h[0];
+  let b = h[1];
+  for (let i = 0; i < bytes.length; i++) {
+    a = Math.imul(a ^ bytes[i]!, 0x01000193);
+    b = Math.imul(b ^ bytes[i]!, 0x5bd1e995);
+    b ^= b >>> 15;
+  }
+  h[0] = a;
+  h[1] = b;
+}
+function foldNumber(h: EffectsHash, n: number): void {
+  h[0] = Math.imul(h[0] ^ (n | 0), 0x85ebca6b) ^ Math.floor(n / 4294967296);
+  h[1] = Math.imul(h[1] ^ (h[0] >>> 13), 0xc2b2ae35) ^ (n | 0);
+}
+const hexOf = (h: EffectsHash) => (h[0] >>> 0).toString(16).padStart(8, '0') + (h[1] >>> 0).toString(16).padStart(8, '0');
+const textEncoder = new TextEncoder();
+
 // A small deterministic PRNG (splitmix-style mixing of the entry index and a counter).
 function mix(seed: number, n: number): number {
   let h = (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(n + 1, 0xc2b2ae35)) | 0;
@@ -632,6 +656,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #jobs!: LeaderJobs<Store<C, H>>;
   // Replicated: scheduled commands by id (see schedule()).
   #schedules = new Map<string, Schedule>();
+  // The running hash of applied effects, and recent (index, hash) checkpoints to compare.
+  #effects: EffectsHash = [0x811c9dc5, 0x9747b28c];
+  #checkpoints: [number, string][] = [];
   readonly [kMetrics] = new StoreMetrics();
   // Replicated: each node's peer-channel address, as announced by it when it led.
   #peers = new Map<number, string>();
@@ -717,6 +744,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         announce: (peerId, channel) => node.propose(packr.pack([SYSTEM_FORMAT, 'peer', { id: peerId, channel }, Date.now()])),
         peers: () => store.#peers,
         metrics,
+        checkpoints: () => store.#checkpoints,
+        onDivergence: (info) => store.#diverged(info),
       }, options);
     } catch (err) {
       await node.close();
@@ -810,6 +839,17 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     };
   }
 
+  // A replica's effects differ from the leader's at the same index: some command is not
+  // deterministic (Date.now(), Math.random(), I/O, iteration order of something unordered…).
+  #diverged(info: { index: number; node: number; expected: string; actual: string }): void {
+    const err = new PrevailError(ErrorCodes.DIVERGED,
+      `replica ${info.node} diverged from the leader (node ${this.node.id}) by index ${info.index}: effects hash ${info.actual}, ` +
+      `leader ${info.expected}. A command handler is not deterministic.`, { index: info.index });
+    process.emitWarning(err.message, { code: ErrorCodes.DIVERGED });
+    if (channels.divergence.hasSubscribers) channels.divergence.publish({ id: this.node.id, ...info });
+    this.emit('divergence', Object.assign(err, { node: info.node, expected: info.expected, actual: info.actual }));
+  }
+
   #slowApply(id: number, command: Uint8Array, index: number, durationMs: number): void {
     let name = '?';
     try {
@@ -899,8 +939,12 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     return this.node.snapshot();
   }
 
-  status(): RaftNodeStatus & { capture: { baseIndex: number; tail: number; running: boolean } } {
-    return { ...this.node.status(), capture: { baseIndex: this.#base.index, tail: this.#tail.length, running: this.#captureDone !== null } };
+  status(): RaftNodeStatus & { capture: { baseIndex: number; tail: number; running: boolean }; effects: { index: number; hash: string } } {
+    return {
+      ...this.node.status(),
+      capture: { baseIndex: this.#base.index, tail: this.#tail.length, running: this.#captureDone !== null },
+      effects: { index: this.#appliedIndex, hash: hexOf(this.#effects) },
+    };
   }
 
   async close(options?: CloseOptions): Promise<void> {
@@ -941,6 +985,18 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   }
 
   #run(payload: Uint8Array, index: number, term: number): unknown {
+    foldNumber(this.#effects, index);
+    try {
+      return this.#decodeAndRun(payload, index, term);
+    } finally {
+      if (index % CHECKPOINT_EVERY === 0) {
+        this.#checkpoints.push([index, hexOf(this.#effects)]);
+        if (this.#checkpoints.length > CHECKPOINTS_KEPT) this.#checkpoints.shift();
+      }
+    }
+  }
+
+  #decodeAndRun(payload: Uint8Array, index: number, term: number): unknown {
     let decoded: unknown;
     try {
       decoded = packr.unpack(payload);
@@ -973,7 +1029,14 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     const undo: Undo[] = [];
     this.#tx = undo;
     try {
-      return handler(this.#writers, args, ctx);
+      const result = handler(this.#writers, args, ctx);
+      // The divergence detector: what this command did, as every replica must have done it.
+      for (const u of undo) {
+        foldBytes(this.#effects, textEncoder.encode(u.c.name));
+        if ('nextId' in u) foldNumber(this.#effects, u.c.nextId);
+        else foldBytes(this.#effects, packr.pack([u.id, u.c.objects.get(u.id) ?? null]));
+      }
+      return result;
     } catch (err) {
       this.#rollback(undo);
       throw err;
@@ -985,6 +1048,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #runSystem(decoded: unknown[], index: number, term: number): unknown {
     const [, kind, data, proposedAt] = decoded as [number, string, any, number];
     this.#lastTimestamp = Math.max(this.#lastTimestamp, typeof proposedAt === 'number' ? proposedAt : 0);
+    foldBytes(this.#effects, textEncoder.encode(kind));
     switch (kind) {
       case 'peer':
         this.#peers.set(data.id, data.channel);
@@ -1252,7 +1316,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #metaFrame(index: number): Uint8Array {
     // `size` (objects in the collection) lets restore size its tables up front; optional.
     const collections = Object.fromEntries([...this.#collections.values()].map((c) => [c.name, { version: c.version, nextId: c.nextId, size: c.objects.size }]));
-    return frame(packr.pack({ t: 'meta', format: SNAPSHOT_FORMAT, baseIndex: index, lastTimestamp: this.#lastTimestamp, collections,
+    return frame(packr.pack({ t: 'meta', format: SNAPSHOT_FORMAT, baseIndex: index, lastTimestamp: this.#lastTimestamp, collections, effects: [...this.#effects],
       peers: [...this.#peers], schedules: [...this.#schedules.values()] }));
   }
 
@@ -1295,6 +1359,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         }
         baseIndex = rec.baseIndex;
         this.#lastTimestamp = rec.lastTimestamp;
+        this.#effects = Array.isArray(rec.effects) ? [rec.effects[0], rec.effects[1]] : [0x811c9dc5, 0x9747b28c];
+        this.#checkpoints = [];
         this.#peers = new Map(rec.peers ?? []);
         this.#schedules = new Map((rec.schedules ?? []).map((s: Schedule) => [s.id, s]));
         this.emit('schedules');

@@ -174,3 +174,29 @@ describe('forwarding turned off', () => {
     expect(s.ok!.value).toBe('1');
   });
 });
+
+describe('the divergence detector', () => {
+  let cluster: Cluster;
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  test('a nondeterministic command is caught: the leader raises PREVAIL_DIVERGED naming the replica and the index', async () => {
+    cluster = await Cluster.create(3, timing, fixtures.store);
+    const leader = await cluster.leader();
+    // Deterministic commands first: replicas agree, so no alarm.
+    for (let i = 0; i < 70; i++) await leader.call<Write>('propose', { name: 'put', args: { key: `d${i}`, value: 'same' } });
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(leader.events.filter((e) => e.event === 'divergence')).toEqual([]);
+    const statuses = await Promise.all(cluster.running().map((n) => n.call<{ effects: { index: number; hash: string } }>('status')));
+    expect(statuses.every((s) => typeof s.effects.hash === 'string' && s.effects.index > 0)).toBe(true);
+    // Then one command that isn't, and enough after it to reach the next checkpoint.
+    await leader.call<Write>('propose', { name: 'nondet', args: { key: 'random' } });
+    for (let i = 0; i < 70; i++) await leader.call<Write>('propose', { name: 'put', args: { key: `e${i}`, value: 'same' } });
+    const alarm = await waitFor('the divergence alarm', () => leader.events.find((e) => e.event === 'divergence'), 15_000, 50);
+    expect(alarm).toMatchObject({ code: 'PREVAIL_DIVERGED' });
+    expect(cluster.running().map((n) => n.spec.id)).toContain(alarm.node);
+    expect(alarm.node).not.toBe(leader.spec.id);
+    expect(alarm.index as number).toBeGreaterThan(70);
+  });
+});
