@@ -75,6 +75,8 @@ export interface PrevailErrorFields {
   raftName?: string;
   /** The log index involved, when known. */
   index?: number;
+  /** The data file involved (a damaged segment or snapshot), when known. */
+  file?: string;
   cause?: unknown;
 }
 
@@ -84,6 +86,7 @@ export class PrevailError extends Error implements PrevailErrorFields {
   mayHaveApplied?: boolean;
   raftName?: string;
   index?: number;
+  file?: string;
 
   constructor(code: ErrorCode, message: string, fields: PrevailErrorFields = {}) {
     super(message, fields.cause === undefined ? undefined : { cause: fields.cause });
@@ -93,6 +96,7 @@ export class PrevailError extends Error implements PrevailErrorFields {
     if (fields.mayHaveApplied !== undefined) this.mayHaveApplied = fields.mayHaveApplied;
     if (fields.raftName !== undefined) this.raftName = fields.raftName;
     if (fields.index !== undefined) this.index = fields.index;
+    if (fields.file !== undefined) this.file = fields.file;
   }
 }
 

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { mkdirSync, readFileSync, writeFileSync, openSync, closeSync, unlinkSync, fsyncSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync, openSync, closeSync, unlinkSync, fsyncSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { debuglog } from 'node:util';
@@ -168,6 +168,38 @@ function addressInUse(address: string): Promise<boolean> {
   });
 }
 
+/**
+ * A start that failed on damaged data names the file: the engine's message names a segment;
+ * a snapshot that fails to restore is the newest one on disk. A short read of a segment is
+ * damage (a cut file), not an I/O failure.
+ */
+function damagedFile(dataDir: string, error: PrevailError): PrevailError {
+  const segment = /load (?:closed|open) segment ([\w.-]+)/.exec(error.message)?.[1];
+  if (segment && (error.code === ErrorCodes.IO || error.code === ErrorCodes.CORRUPT_ENTRY)) {
+    const file = join(dataDir, segment);
+    return new PrevailError(ErrorCodes.CORRUPT_ENTRY, `${file} is damaged: ${error.message}. The node can't start on it; ` +
+      'see docs/operations.md (a damaged data dir) to rejoin it from its peers.', { file, cause: error });
+  }
+  if (error.code === ErrorCodes.SNAPSHOT_UNREADABLE) {
+    let newest: { file: string; index: number; ts: number } | null = null;
+    try {
+      for (const name of readdirSync(dataDir)) {
+        const m = /^snapshot-\d+-(\d+)-(\d+)$/.exec(name);
+        if (m && (!newest || Number(m[1]) > newest.index || (Number(m[1]) === newest.index && Number(m[2]) > newest.ts))) {
+          newest = { file: join(dataDir, name), index: Number(m[1]), ts: Number(m[2]) };
+        }
+      }
+    } catch {
+      // unreadable dir: keep the engine's message
+    }
+    if (newest) {
+      return new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `${newest.file} can't be restored: ${error.message}. Nothing was changed; ` +
+        'see docs/operations.md (a damaged data dir).', { file: newest.file, cause: error });
+    }
+  }
+  return error;
+}
+
 function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -203,6 +235,11 @@ export class RaftNode<R = unknown> extends EventEmitter {
   #leader: MemberRef | null = null;
   #term = 0;
   #lockFile: string;
+  // The highest index applied here, written to prevail-applied every second: a log that ends
+  // below it at the next start has lost a segment (removed or cut), and the node refuses it.
+  #appliedMark = 0;
+  #markWritten = 0;
+  #markTimer: NodeJS.Timeout | null = null;
 
   private constructor(options: Required<Omit<RaftNodeOptions<R>, 'cluster' | 'join'>>) {
     super();
@@ -283,8 +320,20 @@ export class RaftNode<R = unknown> extends EventEmitter {
       if (error.code === ErrorCodes.IO && (await addressInUse(address))) {
         throw new PrevailError(ErrorCodes.ADDRESS_IN_USE, `address ${address} is already in use`, { cause: error });
       }
-      throw error;
+      throw damagedFile(dataDir, error);
     }
+    const mark = node.#readMark();
+    const lastIndex = node.#engine.status().lastIndex ?? 0;
+    if (lastIndex < mark) {
+      await node.#engine.close().catch(() => undefined);
+      node.#unlock();
+      throw new PrevailError(ErrorCodes.CORRUPT_ENTRY, `${dataDir}: the log ends at index ${lastIndex}, but this node had ` +
+        `applied up to ${mark}: a log segment is missing or cut. The node can't start on it; see docs/operations.md ` +
+        '(a damaged data dir) to rejoin it from its peers.', { file: dataDir, index: mark });
+    }
+    node.#appliedMark = node.#markWritten = mark;
+    node.#markTimer = setInterval(() => node.#writeMark(), 1000);
+    node.#markTimer.unref();
     debug('node %d started at %s in %s', id, address, dataDir);
     return node;
   }
@@ -482,6 +531,8 @@ export class RaftNode<R = unknown> extends EventEmitter {
     await this.#engine.close().catch((err: unknown) => {
       throw fromNative(err);
     });
+    if (this.#markTimer) clearInterval(this.#markTimer);
+    this.#writeMark();
     this.#unlock();
     this.#onState('closed', this.#term, 0, null);
     debug('node %d closed', this.id);
@@ -521,6 +572,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
   }
 
   #apply(payload: Buffer, index: number, term: number, mine: boolean): unknown {
+    this.#appliedMark = index;
     try {
       return this.#fsm.apply(payload, { index, term });
     } catch (err) {
@@ -581,6 +633,27 @@ export class RaftNode<R = unknown> extends EventEmitter {
     }
   }
 
+  #readMark(): number {
+    try {
+      const n = Number(readFileSync(join(this.dataDir, 'prevail-applied'), 'utf8').trim());
+      return Number.isSafeInteger(n) && n > 0 ? n : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  #writeMark(): void {
+    if (this.#appliedMark <= this.#markWritten) return;
+    try {
+      const tmp = join(this.dataDir, 'prevail-applied.tmp');
+      writeFileSync(tmp, `${this.#appliedMark}\n`);
+      renameSync(tmp, join(this.dataDir, 'prevail-applied'));  // never a torn file; a stale one is only lower
+      this.#markWritten = this.#appliedMark;
+    } catch (err) {
+      debug('node %d: cannot write prevail-applied: %s', this.id, (err as Error).message);
+    }
+  }
+
   #checkIdentity(): void {
     const file = join(this.dataDir, 'prevail-node.json');
     let existing: { id?: unknown } | null = null;
@@ -595,6 +668,15 @@ export class RaftNode<R = unknown> extends EventEmitter {
       if (existing.id !== this.id) {
         throw new PrevailError(ErrorCodes.DATADIR_MISMATCH,
           `${this.dataDir} belongs to node ${String(existing.id)}, not node ${this.id}`);
+      }
+      // The engine keeps term and vote in metadata1/metadata2; a log without them has lost them
+      // (starting anyway could vote twice in a term).
+      const names = readdirSync(this.dataDir);
+      const hasLog = names.some((n) => /^(\d+-\d+|open-\d+|snapshot-\d+-\d+-\d+)$/.test(n));
+      if (hasLog && !existsSync(join(this.dataDir, 'metadata1')) && !existsSync(join(this.dataDir, 'metadata2'))) {
+        const missing = join(this.dataDir, 'metadata1');
+        throw new PrevailError(ErrorCodes.CORRUPT_ENTRY, `${missing} (and metadata2) are missing, but the log is there: the node ` +
+          'can\'t start without its term and vote; see docs/operations.md (a damaged data dir).', { file: missing });
       }
       return;
     }
