@@ -3,7 +3,9 @@ import { rmSync } from 'node:fs';
 
 import fc from 'fast-check';
 
-import { collection, defineSchema, open, StringTable, type Store } from '../lib/store.js';
+import { Packr } from 'msgpackr';
+
+import { collection, defineSchema, open, packrOptions, Store, StringTable } from '../lib/store.js';
 import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
 
 interface Item {
@@ -288,6 +290,62 @@ describe('object store', () => {
     const last = await openStore(dir, { ...opts, captureSliceSize: 25 });
     expect(last.stateHash()).toBe(hash);
     checkIndexes(last);
+  });
+
+  test('snapshot rows: objects of many shapes and odd keys come back equal; format-1 snapshots (one map per object) are still read', async () => {
+    const free = defineSchema({
+      collections: { things: collection<Record<string, unknown>>()({ indexes: (ix) => ({ byK: ix.sorted((t) => (typeof t.k === 'number' ? t.k : undefined)) }) }) },
+      commands: {
+        put(s, a: { things: Record<string, unknown>[] }) { for (const t of a.things) s.things.insert(t); },
+        // msgpackr renames a decoded "__proto__" key; JSON.parse keeps it as an own property.
+        putJson(s, a: { json: string }) { s.things.insert(JSON.parse(a.json) as Record<string, unknown>); },
+      },
+    });
+    const things: Record<string, unknown>[] = [
+      { k: 1, a: 'x' }, { a: 'y', k: 2 }, { k: 3, a: 'z' }, { k: 4 }, {},
+      JSON.parse('{"__proto__": {"polluted": true}, "k": 5}') as Record<string, unknown>,
+      { 0: 'zero', 10: 'ten', k: 6, 'a b': [1, { deep: 'a long nested string value' }], 'quote"s': null, u: undefined },
+      { constructor: 'c', toString: 't', k: 7, big: 2n ** 60n, when: new Date(0) },
+      ...Array.from({ length: 40 }, (_, i) => ({ [`key${i}`]: i, k: 100 + i, text: `a long string value number ${i}` })),
+    ];
+    const dir = newDir();
+    const s1 = await open({ schema: free, dataDir: dir, captureSliceSize: 16 });
+    stores.push(s1 as unknown as S);
+    await s1.propose('put', { things });
+    await s1.propose('putJson', { json: '{"__proto__": {"polluted": true}, "k": 8, "x": "an own __proto__ key"}' });
+    await s1.snapshot();
+    const live = [...s1.view.things.values()];
+    const hash = s1.stateHash();
+    await s1.close();
+    const s2 = await open({ schema: free, dataDir: dir, captureSliceSize: 16 });
+    stores.push(s2 as unknown as S);
+    expect(s2.node.status().snapshot.index).toBeGreaterThan(0);
+    expect(s2.stateHash()).toBe(hash);
+    const back = [...s2.view.things.values()];
+    expect(back).toEqual(live);
+    for (let i = 0; i < back.length; i++) {
+      expect(Object.keys(back[i]!)).toEqual(Object.keys(live[i]!));
+      expect(Object.getPrototypeOf(back[i])).toBe(Object.prototype);
+      expect(Object.isFrozen(back[i])).toBe(true);
+    }
+    const own = back.find((t) => t.k === 8)!;
+    expect(Object.hasOwn(own, '__proto__')).toBe(true);
+    expect(Object.getPrototypeOf(own)).toBe(Object.prototype);
+    expect(({} as { polluted?: boolean }).polluted).toBeUndefined();
+    expect(s2.view.things.byK.get(5).length).toBe(1);
+
+    // Format 1, as earlier versions wrote it: a meta frame, then one map per object.
+    const packr = new Packr(packrOptions);
+    const framed = (v: unknown) => { const b = packr.pack(v); const f = Buffer.alloc(4 + b.length); f.writeUInt32LE(b.length, 0); f.set(b, 4); return f; };
+    const old = Buffer.concat([
+      framed({ t: 'meta', format: 1, baseIndex: 7, lastTimestamp: 5, collections: { things: { version: 1, nextId: 4 } } }),
+      framed({ t: 'objs', c: 'things', items: [{ id: 1, k: 10, a: 'a long string in an old frame' }, { id: 3, k: 30 }] }),
+      framed({ t: 'tail', entries: [] }),
+    ]);
+    const offline = Store.offline(free);
+    offline.restore(old);
+    expect([...offline.view.things.values()]).toEqual([{ id: 1, k: 10, a: 'a long string in an old frame' }, { id: 3, k: 30 }]);
+    expect(offline.view.things.byK.get(30).map((t) => t.id)).toEqual([3]);
   });
 
   test('ctx gives the index, a monotonic leader timestamp, deterministic ids and randoms', async () => {
