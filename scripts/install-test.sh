@@ -2,8 +2,8 @@
 # The install test: what a user on Linux gets from `npm install prevail`.
 #
 #  1. the prebuilt addon for this platform (built by scripts/prebuild.sh if missing);
-#  2. publint on the package, then `npm pack`, and the tarball's file list checked
-#     against what may ship (dist, prebuilds, the source-build fallback, licences);
+#  2. `npm pack`; publint and arethetypeswrong (attw) on the tarball, and its file list
+#     checked against what may ship (dist, prebuilds, the source-build fallback, licences);
 #  3. a new empty project in a temp dir installs the tarball with a PATH holding only
 #     node, npm and a shell: no cc, c++, make or python, and no raft headers anywhere,
 #     so a source build cannot happen and a missing prebuild fails the install;
@@ -32,6 +32,8 @@ tarball=$(npm pack --silent --pack-destination "$work" 2>/dev/null | tail -n1)
 tarball=$work/$tarball
 [[ -f $tarball ]] || { echo "install-test: npm pack made no tarball" >&2; exit 1; }
 npx --no-install publint run --strict "$tarball"
+# Are the types right for every resolution mode (node10, node16 from CJS and from ESM, bundler)?
+npx --no-install attw --format ascii --no-emoji "$tarball" | grep -v '^$'
 
 files=$(tar -tzf "$tarball" | sed 's|^package/||' | sort)
 allowed='^(package\.json|README\.md|LICENSE|NOTICE|licenses/raft/(LICENSE|GPL-3\.0)|dist/(cjs/)?[a-z-]+\.(js|d\.ts)|dist/cjs/package\.json|prebuilds/[a-z0-9]+-[a-z0-9]+/prevail(\.[a-z]+)?\.node|binding\.gyp|native/[a-z_]+\.(cc|c|h|map)|scripts/(fetch-engine\.sh|engine-sources\.mjs))$'
