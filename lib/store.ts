@@ -626,6 +626,37 @@ function foldNumber(h: EffectsHash, n: number): void {
 const hexOf = (h: EffectsHash) => (h[0] >>> 0).toString(16).padStart(8, '0') + (h[1] >>> 0).toString(16).padStart(8, '0');
 const textEncoder = new TextEncoder();
 
+/**
+ * Why `value` can't travel in a log entry, or null. msgpack would turn functions and symbols
+ * into nothing without a word; cycles make it throw (reported as well).
+ */
+function unencodable(value: unknown, path: string, seen = new Set<object>()): string | null {
+  if (typeof value === 'function') return `${path} is a function`;
+  if (typeof value === 'symbol') return `${path} is a symbol`;
+  if (typeof value !== 'object' || value === null || ArrayBuffer.isView(value) || value instanceof Date) return null;
+  if (seen.has(value)) return `${path} refers back to itself (a cycle)`;
+  seen.add(value);
+  if (value instanceof Map) {
+    for (const [k, v] of value) {
+      const bad = unencodable(v, `${path}.get(${String(k)})`, seen);
+      if (bad) return bad;
+    }
+  } else if (Array.isArray(value) || value instanceof Set) {
+    let i = 0;
+    for (const v of value) {
+      const bad = unencodable(v, `${path}[${i++}]`, seen);
+      if (bad) return bad;
+    }
+  } else {
+    for (const k of Object.keys(value)) {
+      const bad = unencodable((value as Record<string, unknown>)[k], `${path}.${k}`, seen);
+      if (bad) return bad;
+    }
+  }
+  seen.delete(value);
+  return null;
+}
+
 // A small deterministic PRNG (splitmix-style mixing of the entry index and a counter).
 function mix(seed: number, n: number): number {
   let h = (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(n + 1, 0xc2b2ae35)) | 0;
@@ -814,6 +845,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     if (typeof this.#handlers[name] !== 'function') {
       throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
     }
+    const bad = unencodable(args, 'args');
+    if (bad) throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `arguments of ${name} can't be sent: ${bad}`);
     return this.#link.propose(name, args, options) as Promise<{ index: number; result: ResultOf<H[K]> }>;
   }
 
