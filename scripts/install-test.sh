@@ -36,7 +36,7 @@ npx --no-install publint run --strict "$tarball"
 npx --no-install attw --format ascii --no-emoji "$tarball" | grep -v '^$'
 
 files=$(tar -tzf "$tarball" | sed 's|^package/||' | sort)
-allowed='^(package\.json|README\.md|LICENSE|NOTICE|licenses/raft/(LICENSE|GPL-3\.0)|dist/(cjs/)?[a-z-]+\.(js|d\.ts)|dist/cjs/package\.json|prebuilds/[a-z0-9]+-[a-z0-9]+/prevail(\.[a-z]+)?\.node|binding\.gyp|native/[a-z_]+\.(cc|c|h|map)|scripts/(fetch-engine\.sh|engine-sources\.mjs))$'
+allowed='^(package\.json|README\.md|LICENSE|NOTICE|licenses/raft/(LICENSE|GPL-3\.0)|dist/(cjs/)?([a-z0-9-]+/)*[a-z0-9-]+\.(js|d\.ts)|dist/cjs/package\.json|prebuilds/[a-z0-9]+-[a-z0-9]+/prevail(\.[a-z]+)?\.node|binding\.gyp|native/[a-z_]+\.(cc|c|h|map)|scripts/(fetch-engine\.sh|engine-sources\.mjs))$'
 unexpected=$(grep -v -E "$allowed" <<<"$files" || true)
 if [[ -n $unexpected ]]; then
   echo "install-test: the tarball holds files it should not:" >&2
