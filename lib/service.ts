@@ -253,6 +253,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
       id: s.id, role: s.role, term: s.term, leader: s.leader,
       commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lastIndex: s.lastIndex,
       members: s.members, snapshot: s.snapshot, health: store.health(),
+      effects: s.effects,  // the divergence detector's running hash at this node's applied index
     };
   }
 
