@@ -1,0 +1,313 @@
+// Nemeses for the verification harness: faults injected on a seeded schedule while the clients
+// run, each recorded as a FaultWindow. Every fault has its own undo, run when its hold time is
+// over and again (idempotently) by healAll() at the end of a run.
+//
+//   kill        kill -9 a node (a random one, or the leader on purpose), restart it after 1–4 s
+//   pause       SIGSTOP a node (random or the leader) for 3–12 election timeouts, then SIGCONT
+//   partition   blackhole routes between namespaces (lib/verify/netns.ts): majority/minority,
+//               an isolated leader, an isolated random node, or a bridge (one node sees both
+//               halves, the halves can't see each other); healed after 2–7 s
+//   membership  DELETE /admin/members/:id on the leader, kill the node, wipe its data dir,
+//               restart it with --join, and after 2–5 s POST /admin/members to add it back
+//   snapshot    POST /admin/snapshot on the leader, while other faults are active
+//
+// Rounds: a quiet gap (0.5–3 s), then one fault, or with probability 0.4 two at once (different
+// kinds, different nodes), held, then undone. Snapshots are forced inside rounds.
+import type { FaultWindow } from './history.js';
+import { request, sleep, VerifyCluster } from './cluster.js';
+import { partitionPairs } from './netns.js';
+import type { Rng } from './rng.js';
+
+export const NEMESES = ['kill', 'pause', 'partition', 'membership', 'snapshot'] as const;
+export type NemesisName = typeof NEMESES[number];
+
+export interface NemesisContext {
+  cluster: VerifyCluster;
+  rng: Rng;
+  enabled: Set<NemesisName>;
+  electionTimeoutMs: number;
+  /** ms since the run started */
+  clock: () => number;
+  log: (line: string) => void;
+}
+
+interface Active {
+  window: FaultWindow;
+  nodes: number[];
+  undo: () => Promise<void>;
+  /** Settles when the fault has been undone (after its own hold time, or by healAll). */
+  done: Promise<void>;
+}
+
+export class Nemesis {
+  readonly faults: FaultWindow[] = [];
+  /** What did not go as planned (a restart that failed, a membership change refused...). */
+  readonly notes: string[] = [];
+  readonly counts = new Map<string, number>();
+  #active: Active[] = [];
+  #stopped = false;
+
+  constructor(readonly ctx: NemesisContext) {}
+
+  #count(kind: string): void {
+    this.counts.set(kind, (this.counts.get(kind) ?? 0) + 1);
+  }
+
+  #note(line: string): void {
+    this.notes.push(`${(this.ctx.clock() / 1000).toFixed(1)} s: ${line}`);
+    this.ctx.log(`nemesis: ${line}`);
+  }
+
+  /** Nodes that are up and not touched by an active fault. */
+  #free(): number[] {
+    const busy = new Set(this.#active.flatMap((a) => a.nodes));
+    return this.ctx.cluster.ids.filter((id) => !busy.has(id) && this.ctx.cluster.state.get(id) === 'running' && this.ctx.cluster.alive(id));
+  }
+
+  /** Records a fault that has just been injected; it is undone after `holdMs` (or earlier by healAll). */
+  #open(kind: string, detail: string, nodes: number[], holdMs: number, undo: () => Promise<void>): Active {
+    const window: FaultWindow = { kind, startMs: this.ctx.clock(), endMs: Number.NaN, detail };
+    const active: Active = { window, nodes, undo, done: Promise.resolve() };
+    this.#active.push(active);
+    this.faults.push(window);
+    this.#count(kind);
+    this.ctx.log(`nemesis: start ${kind}: ${detail}`);
+    active.done = sleep(holdMs).then(() => this.#close(active));
+    return active;
+  }
+
+  async #close(active: Active): Promise<void> {
+    if (!this.#active.includes(active)) return;
+    this.#active = this.#active.filter((a) => a !== active);
+    try {
+      await active.undo();
+    } catch (err) {
+      this.#note(`undoing ${active.window.kind} (${active.window.detail}) failed: ${(err as Error).message}`);
+    }
+    active.window.endMs = this.ctx.clock();
+    this.ctx.log(`nemesis: end ${active.window.kind}: ${active.window.detail}`);
+  }
+
+  /** Runs rounds until `endMs` (run clock). */
+  async run(endMs: number): Promise<void> {
+    const { rng, enabled } = this.ctx;
+    const kinds = (['kill', 'pause', 'partition', 'membership'] as NemesisName[]).filter((k) => enabled.has(k));
+    while (!this.#stopped && this.ctx.clock() < endMs - 3000) {
+      await sleep(rng.int(500, 3000));
+      if (this.#stopped || this.ctx.clock() >= endMs - 3000) break;
+      if (kinds.length === 0) {
+        if (enabled.has('snapshot')) await this.snapshot('no other fault');
+        continue;
+      }
+      const first = rng.pick(kinds);
+      const second = kinds.length > 1 && rng.next() < 0.4 ? rng.pick(kinds.filter((k) => k !== first)) : null;
+      // Partitions and membership changes last the round; kills and pauses have their own times.
+      const hold = Math.round(Math.max(500, Math.min(rng.int(2000, 7000), endMs - this.ctx.clock() - 1500)));
+      const started: Active[] = [];
+      for (const kind of second ? [first, second] : [first]) {
+        const a = await this.#start(kind, hold);
+        if (a) started.push(a);
+      }
+      if (enabled.has('snapshot') && rng.next() < 0.6) {
+        await sleep(rng.int(0, hold / 2));
+        await this.snapshot(started.map((a) => a.window.kind).join('+') || 'quiet');
+      }
+      await Promise.all(started.map((a) => a.done));
+    }
+  }
+
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  async #start(kind: NemesisName, holdMs: number): Promise<Active | null> {
+    switch (kind) {
+      case 'kill': return this.#kill();
+      case 'pause': return this.#pause();
+      case 'partition': return this.#partition(holdMs);
+      case 'membership': return this.#membership(holdMs);
+      default: return null;
+    }
+  }
+
+  async #target(): Promise<{ id: number; leader: boolean } | null> {
+    const free = this.#free();
+    if (free.length === 0) return null;
+    if (this.ctx.rng.next() < 0.5) {
+      const leader = await this.ctx.cluster.leader();
+      if (leader !== null && free.includes(leader)) return { id: leader, leader: true };
+    }
+    return { id: this.ctx.rng.pick(free), leader: false };
+  }
+
+  async #kill(): Promise<Active | null> {
+    const t = await this.#target();
+    if (!t) return null;
+    const { cluster, rng } = this.ctx;
+    await cluster.kill(t.id);
+    const downMs = rng.int(1000, 4000);
+    return this.#open('kill', `kill -9 node ${t.id}${t.leader ? ' (the leader)' : ''}, restart after ${downMs} ms`, [t.id], downMs,
+      () => this.#restart(t.id));
+  }
+
+  async #restart(id: number): Promise<void> {
+    const { cluster } = this.ctx;
+    if (cluster.alive(id) || cluster.state.get(id) === 'removed') return;
+    try {
+      await cluster.start(id, false, 20_000);
+    } catch (err) {
+      this.#note(`restart of node ${id} failed: ${(err as Error).message}`);
+    }
+  }
+
+  async #pause(): Promise<Active | null> {
+    const t = await this.#target();
+    if (!t) return null;
+    const { cluster, rng, electionTimeoutMs } = this.ctx;
+    const ms = Math.max(1000, rng.int(3, 12) * electionTimeoutMs);
+    if (!cluster.pause(t.id)) return null;
+    return this.#open('pause', `SIGSTOP node ${t.id}${t.leader ? ' (the leader)' : ''} for ${ms} ms`, [t.id], ms,
+      async () => cluster.resume(t.id));
+  }
+
+  async #partition(holdMs: number): Promise<Active | null> {
+    const { cluster, rng } = this.ctx;
+    const net = cluster.net;
+    if (!net) return null;
+    if (this.#active.some((a) => a.window.kind === 'partition')) return null;
+    const ids = rng.shuffle(cluster.ids.filter((id) => cluster.state.get(id) !== 'removed'));
+    const shape = rng.pick(['halves', 'isolate-leader', 'isolate', 'bridge'] as const);
+    let plan: { pairs: [number, number][]; describe: string };
+    if (shape === 'isolate-leader') {
+      const leader = await cluster.leader();
+      plan = partitionPairs('isolate', ids, leader ?? ids[0]);
+      if (leader !== null) plan.describe += ' (the leader)';
+    } else {
+      plan = partitionPairs(shape, ids);
+    }
+    if (plan.pairs.length === 0) return null;
+    await net.partition(plan.pairs);
+    // Partitions don't stop nodes: other faults may still pick any node.
+    return this.#open('partition', `${shape}: ${plan.describe}`, [], holdMs, () => net.heal());
+  }
+
+  async #membership(holdMs: number): Promise<Active | null> {
+    const { cluster, rng } = this.ctx;
+    if (this.#active.some((a) => a.window.kind === 'membership')) return null;
+    const leader = await cluster.waitLeader(3000);
+    if (leader === null) { this.#note('membership: no leader, skipped'); return null; }
+    const candidates = this.#free().filter((id) => id !== leader);
+    if (candidates.length === 0) return null;
+    const id = rng.pick(candidates);
+    const startedAt = this.ctx.clock();
+    const removed = await this.#removeMember(leader, id);
+    if (!removed) return null;
+    cluster.state.set(id, 'removed');
+    await cluster.kill(id);
+    cluster.wipe(id);
+    try {
+      cluster.spawn(id, true);
+      cluster.state.set(id, 'removed');
+      await cluster.waitServing(id, 20_000);
+    } catch (err) {
+      this.#note(`membership: node ${id} did not start with --join: ${(err as Error).message}`);
+    }
+    const active = this.#open('membership', `remove node ${id} (leader ${leader}), wipe it, restart with --join, re-add after ${holdMs} ms`, [id], holdMs,
+      async () => { await this.readd(id, 30_000); });
+    active.window.startMs = startedAt;
+    return active;
+  }
+
+  async #removeMember(leader: number, id: number): Promise<boolean> {
+    const { cluster } = this.ctx;
+    try {
+      const a = await request(`${cluster.url(leader)}/admin/members/${id}`, 'DELETE', undefined, 15_000);
+      if (a.status === 200) return true;
+      this.#note(`membership: removing node ${id} on leader ${leader} answered ${a.status} ${a.body?.error?.code ?? ''}`);
+    } catch (err) {
+      this.#note(`membership: removing node ${id} on leader ${leader}: ${(err as Error).message}`);
+    }
+    // Unknown outcome: look at the members as the current leader sees them.
+    const now = await cluster.waitLeader(5000);
+    const st = now === null ? null : await cluster.status(now);
+    return !!st && !st.members.some((m: { id: number }) => m.id === id);
+  }
+
+  /** Adds node id back (it must be running with --join, or is restarted so), retrying until `timeoutMs`. */
+  async readd(id: number, timeoutMs: number): Promise<boolean> {
+    const { cluster } = this.ctx;
+    const spec = cluster.specs.get(id)!;
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (!cluster.alive(id)) {
+        // A node removed and wiped is restarted empty, waiting to join.
+        cluster.wipe(id);
+        try {
+          cluster.spawn(id, true);
+          cluster.state.set(id, 'removed');
+          await cluster.waitServing(id, Math.max(1000, deadline - Date.now()));
+        } catch (err) {
+          this.#note(`membership: restarting node ${id} with --join: ${(err as Error).message}`);
+          await sleep(500);
+          continue;
+        }
+      }
+      const leader = await cluster.waitLeader(Math.min(5000, Math.max(100, deadline - Date.now())));
+      if (leader === null) continue;
+      const st = await cluster.status(leader);
+      if (st?.members.some((m: { id: number; role: string }) => m.id === id && m.role === 'voter')) {
+        cluster.state.set(id, 'running');
+        return true;
+      }
+      try {
+        const a = await request(`${cluster.url(leader)}/admin/members`, 'POST', JSON.stringify({ id, address: spec.raft }),
+          Math.max(1000, Math.min(20_000, deadline - Date.now())));
+        if (a.status === 200) {
+          cluster.state.set(id, 'running');
+          return true;
+        }
+        this.#note(`membership: adding node ${id} on leader ${leader} answered ${a.status} ${a.body?.error?.code ?? ''}`);
+      } catch (err) {
+        this.#note(`membership: adding node ${id} on leader ${leader}: ${(err as Error).message}`);
+      }
+      await sleep(500);
+    }
+    return false;
+  }
+
+  /** POST /admin/snapshot on the leader (an instant fault window). */
+  async snapshot(during: string): Promise<void> {
+    const { cluster } = this.ctx;
+    const leader = await cluster.leader();
+    if (leader === null) return;
+    const at = this.ctx.clock();
+    let detail = `leader ${leader} during ${during}`;
+    try {
+      const a = await request(`${cluster.url(leader)}/admin/snapshot`, 'POST', undefined, 10_000);
+      detail += a.status === 200 ? `: index ${a.body?.index ?? '?'}` : `: ${a.status} ${a.body?.error?.code ?? ''}`;
+    } catch (err) {
+      detail += `: ${(err as Error).message}`;
+    }
+    this.faults.push({ kind: 'snapshot', startMs: at, endMs: this.ctx.clock(), detail });
+    this.#count('snapshot');
+    this.ctx.log(`nemesis: snapshot ${detail}`);
+  }
+
+  /** Undoes every active fault, heals the network, resumes and restarts every node, re-adds removed ones. */
+  async healAll(): Promise<void> {
+    this.stop();
+    for (const a of [...this.#active]) await this.#close(a);
+    const { cluster } = this.ctx;
+    await cluster.net?.heal();
+    for (const id of cluster.ids) {
+      if (cluster.alive(id)) cluster.resume(id);
+    }
+    for (const id of cluster.ids) {
+      if (cluster.state.get(id) === 'removed') {
+        if (!(await this.readd(id, 30_000))) this.#note(`heal: node ${id} could not be added back`);
+      } else if (!cluster.alive(id)) {
+        await this.#restart(id);
+      }
+    }
+  }
+}
