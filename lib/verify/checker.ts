@@ -1,0 +1,814 @@
+// Checkers for the verification harness (issue 5): linearizability of each key's history as a
+// single register, and the end-of-run checks (acknowledged writes visible, replicas equal).
+//
+// The linearizability search is Wing & Gong's depth-first search with Lowe's memoisation,
+// written from the published algorithm:
+//
+//   - the history is a list of call and return events in time order;
+//   - an op may be linearized next iff its call comes before the first return event still in
+//     the list (no other unlinearized op returned before it was invoked);
+//   - linearizing an op removes its call and return from the list (restored on backtrack);
+//   - if the first remaining event is a return, the op that returned there cannot be placed:
+//     backtrack;
+//   - a cache of (set of linearized ops, register value) prunes configurations already seen.
+//
+// Indeterminate (info) ops return at +infinity, so they never force a backtrack, and the
+// search succeeds once every op that must be linearized is; an info op that is never
+// linearized is an op that never took effect.
+import { CAS_CONFLICT, type Op } from './history.js';
+
+// ---- public types ------------------------------------------------------------------------
+
+export interface CheckOptions {
+  /** Wall-clock budget for the search of one key (default 10 000 ms). */
+  timeoutMs?: number;
+  /** Budget of distinct (linearized set, value) configurations per key (default 1 000 000). */
+  maxStates?: number;
+  /** Shrink an invalid key's history to a minimal failing sub-history (default true). */
+  shrink?: boolean;
+  /** Wall-clock budget for the shrinking of one key (default: timeoutMs). */
+  shrinkTimeoutMs?: number;
+}
+
+export interface Anomaly {
+  reason: string;
+  /** A sub-history that is still not linearizable (and whose failure implies the whole key's),
+   *  from which no single op can be dropped keeping it so; in invoke order; the original Ops. */
+  minimalSubhistory: Op[];
+}
+
+export interface KeyResult {
+  key: string;
+  valid: true | false | 'unknown';
+  /** Ops that entered the search (after dropping the ones that carry no information). */
+  opsChecked: number;
+  /** Distinct (linearized set, value) configurations the search cached. */
+  statesExplored: number;
+  elapsedMs: number;
+  /** Why the result is 'unknown' (which budget ran out). */
+  note?: string;
+  anomaly?: Anomaly;
+}
+
+export interface HistoryResult {
+  valid: true | false | 'unknown';
+  keys: KeyResult[];
+  opsChecked: number;
+  statesExplored: number;
+  elapsedMs: number;
+}
+
+// ---- preparation: from Ops to search entries ----------------------------------------------
+
+const READ = 0;
+const WRITE = 1; // write and delete (delete writes null)
+const CAS = 2;
+const CAS_FAILED = 3; // a cas refused with PREVAIL_CAS_CONFLICT: observed value !== expect
+
+interface Entry {
+  op: Op;
+  kind: number;
+  /** READ: the value read; WRITE/CAS: the value written (interned; 0 = null). */
+  value: number;
+  /** CAS/CAS_FAILED: the expected value (interned). */
+  expect: number;
+  /** ok ops (and cas conflicts) must be linearized; info ops may be. */
+  required: boolean;
+  call: number;
+  ret: number; // Infinity for info ops and ok ops without a completion
+  /** Optional ops: their class of interchangeable ops (-1: none, tracked on its own). */
+  cls: number;
+}
+
+class Interner {
+  private readonly ids = new Map<string, number>();
+  /** names[id] is the value interned as id (names[0] = null). */
+  readonly names: (string | null)[] = [null];
+  id(value: string | null | undefined): number {
+    if (value === null || value === undefined) return 0;
+    let id = this.ids.get(value);
+    if (id === undefined) {
+      id = this.names.length;
+      this.ids.set(value, id);
+      this.names.push(value);
+    }
+    return id;
+  }
+}
+
+/** Whether an op carries information for the linearizability check (see the rules in prepare). */
+function isRelevant(op: Op): boolean {
+  if (op.type === 'read') return op.outcome === 'ok';
+  if (op.outcome === 'fail') return op.type === 'cas' && op.error === CAS_CONFLICT;
+  return true;
+}
+
+/**
+ * The rules:
+ *   read    ok → observed value (undefined counts as null); info/fail → dropped (no information).
+ *   write   ok → must take effect in [invoke, complete]; info → may take effect any time after
+ *           invoke, or never; fail → dropped (certainly did not happen).
+ *   delete  as write, with the value null.
+ *   cas     ok → must take effect in [invoke, complete], legal only when value === expect;
+ *           info → may take effect after invoke (only where value === expect), or never;
+ *           fail with error PREVAIL_CAS_CONFLICT → a required observation in [invoke, complete]
+ *           that the value !== expect; other fails → dropped.
+ * Then two reductions that change no verdict:
+ *   - info writes/cas whose value can never be observed are dropped: nothing reads it, no cas
+ *     expects it, and no cas conflict could be linearized after it. Such a write, if linearized
+ *     in a valid order, can be taken out of it and the order stays valid (every op up to the next
+ *     write is indifferent to it).
+ *   - all written values that no op observes (no read returns them, no cas expects them) are
+ *     one value: every op behaves the same on any of them.
+ * And the optional (info) ops are put into classes of equal effect (kind, expect, value): once
+ * invoked, two members of a class are interchangeable, so the search state records how many of
+ * each class were linearized, not which (see search()). This is what keeps histories with many
+ * timed-out writes (never applied, so never read) tractable.
+ */
+function prepare(ops: readonly Op[]): Entry[] {
+  return prepareNamed(ops).entries;
+}
+
+function prepareNamed(ops: readonly Op[], canonical = true): { entries: Entry[]; names: (string | null)[] } {
+  const interner = new Interner();
+  const entries: Entry[] = [];
+  for (const op of ops) {
+    if (!isRelevant(op)) continue;
+    const call = op.invokeMs;
+    const finite = op.completeMs !== null && op.completeMs !== undefined && Number.isFinite(op.completeMs);
+    const complete = finite ? Math.max(op.completeMs as number, call) : Infinity;
+    const required = op.outcome !== 'info';
+    const ret = required ? complete : Infinity;
+    const base = { op, required, call, ret, cls: -1 };
+    switch (op.type) {
+      case 'read':
+        entries.push({ ...base, kind: READ, value: interner.id(op.value), expect: 0, required: true });
+        break;
+      case 'write':
+        entries.push({ ...base, kind: WRITE, value: interner.id(op.value), expect: 0 });
+        break;
+      case 'delete':
+        entries.push({ ...base, kind: WRITE, value: 0, expect: 0 });
+        break;
+      case 'cas':
+        if (op.outcome === 'fail') {
+          entries.push({ ...base, kind: CAS_FAILED, value: 0, expect: interner.id(op.expect), required: true });
+        } else {
+          const value = interner.id(op.value);
+          entries.push({ ...base, kind: CAS, value, expect: interner.id(op.expect) });
+        }
+        break;
+    }
+  }
+  const observed = new Set<number>();
+  let lastCasFailedRet = -Infinity;
+  for (const e of entries) {
+    if (e.kind === READ) observed.add(e.value);
+    if (e.kind === CAS || e.kind === CAS_FAILED) observed.add(e.expect);
+    if (e.kind === CAS_FAILED) lastCasFailedRet = Math.max(lastCasFailedRet, e.ret);
+  }
+  const kept = entries.filter((e) => e.required || observed.has(e.value) || lastCasFailedRet >= e.call);
+  if (canonical) {
+    const unobserved = interner.names.length;
+    interner.names.push('(a value no op observed)');
+    const classes = new Map<string, number>();
+    for (const e of kept) {
+      if ((e.kind === WRITE || e.kind === CAS) && !observed.has(e.value)) e.value = unobserved;
+      if (!e.required) {
+        const id = `${e.kind}:${e.expect}:${e.value}`;
+        let cls = classes.get(id);
+        if (cls === undefined) classes.set(id, (cls = classes.size));
+        e.cls = cls;
+      }
+    }
+  }
+  return { entries: kept, names: interner.names };
+}
+
+// ---- the search ------------------------------------------------------------------------------
+
+interface SearchOutcome {
+  valid: true | false | 'unknown';
+  states: number;
+  note?: string;
+  /** Deepest point of a failed search: how many ops were linearized, the value then, and
+   *  the op whose return could not be passed. */
+  deepest?: { linearized: number; value: number; blocked: Entry };
+  /** Failed search: the time of the latest return it had to stop at. Ops invoked after it
+   *  were never candidates, so the search of the history without them fails the same way. */
+  horizon?: number;
+}
+
+/** Exact set of (bitset, value) configurations: hashed, with the bitsets kept for comparison. */
+class ConfigCache {
+  private pool: Uint32Array;
+  private used = 0; // records in the pool
+  private readonly stride: number;
+  private readonly buckets = new Map<number, number | number[]>();
+
+  constructor(private readonly words: number) {
+    this.stride = words + 1;
+    this.pool = new Uint32Array(this.stride * 1024);
+  }
+
+  get size(): number {
+    return this.used;
+  }
+
+  /** Adds the configuration; false when it was already there. */
+  add(bits: Uint32Array, value: number, hash: number): boolean {
+    const key = (hash ^ Math.imul(value + 1, 0x9e3779b1)) >>> 0;
+    const bucket = this.buckets.get(key);
+    if (bucket !== undefined) {
+      if (typeof bucket === 'number') {
+        if (this.equals(bucket, bits, value)) return false;
+      } else {
+        for (const r of bucket) if (this.equals(r, bits, value)) return false;
+      }
+    }
+    const record = this.store(bits, value);
+    if (bucket === undefined) this.buckets.set(key, record);
+    else if (typeof bucket === 'number') this.buckets.set(key, [bucket, record]);
+    else bucket.push(record);
+    return true;
+  }
+
+  private equals(record: number, bits: Uint32Array, value: number): boolean {
+    const base = record * this.stride;
+    const pool = this.pool;
+    if (pool[base + this.words] !== value) return false;
+    for (let w = 0; w < this.words; w++) if (pool[base + w] !== bits[w]) return false;
+    return true;
+  }
+
+  private store(bits: Uint32Array, value: number): number {
+    if ((this.used + 1) * this.stride > this.pool.length) {
+      const bigger = new Uint32Array(this.pool.length * 2);
+      bigger.set(this.pool);
+      this.pool = bigger;
+    }
+    const base = this.used * this.stride;
+    this.pool.set(bits, base);
+    this.pool[base + this.words] = value;
+    return this.used++;
+  }
+}
+
+/** Deterministic 32-bit hash codes per op (Zobrist hashing of the linearized set). */
+function zobrist(n: number): Int32Array {
+  const codes = new Int32Array(n);
+  let s = 0x2545f491;
+  for (let i = 0; i < n; i++) {
+    // xorshift32
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    codes[i] = s;
+  }
+  return codes;
+}
+
+function search(entries: Entry[], deadline: number, maxStates: number): SearchOutcome {
+  const n = entries.length;
+  let remaining = 0;
+  for (const e of entries) if (e.required) remaining++;
+  if (remaining === 0) return { valid: true, states: 0 };
+
+  // Events: 2i = call of entry i, 2i + 1 = its return. Sorted by time; at equal times calls
+  // come first, so ops that touch at a millisecond count as concurrent (never a false alarm
+  // from clock granularity).
+  const order: number[] = [];
+  for (let i = 0; i < n; i++) order.push(2 * i, 2 * i + 1);
+  const time = (ev: number) => ((ev & 1) === 0 ? entries[ev >> 1]!.call : entries[ev >> 1]!.ret);
+  order.sort((a, b) => time(a) - time(b) || (a & 1) - (b & 1) || a - b);
+  const head = 2 * n;
+  const next = new Int32Array(2 * n + 1);
+  const prev = new Int32Array(2 * n + 1);
+  let last = head;
+  for (const ev of order) {
+    next[last] = ev;
+    prev[ev] = last;
+    last = ev;
+  }
+  next[last] = -1;
+
+  const lift = (i: number) => {
+    for (const ev of [2 * i, 2 * i + 1]) {
+      next[prev[ev]!] = next[ev]!;
+      if (next[ev] !== -1) prev[next[ev]!] = prev[ev]!;
+    }
+  };
+  const unlift = (i: number) => {
+    for (const ev of [2 * i + 1, 2 * i]) {
+      next[prev[ev]!] = ev;
+      if (next[ev] !== -1) prev[next[ev]!] = ev;
+    }
+  };
+
+  // Bit positions in the linearized set: one per required op; for a class of optional ops, one
+  // per member, and the k-th linearized member (whichever it is) takes the class's k-th bit.
+  // Linearized members were all invoked before the current frontier (the frontier only moves
+  // forward), and the unlinearized ones that were are available from now on with the same
+  // effect, so configurations with equal counts have the same futures.
+  const ownPos = new Int32Array(n);
+  const classSlots: number[][] = [];
+  let positions = 0;
+  for (let i = 0; i < n; i++) {
+    const c = entries[i]!.cls;
+    if (c < 0) ownPos[i] = positions++;
+    else (classSlots[c] ??= []).push(positions++);
+  }
+  const classCount = new Int32Array(classSlots.length);
+  const posOf = (i: number, c: number) => (c < 0 ? ownPos[i]! : classSlots[c]![classCount[c]!]!);
+
+  const words = Math.max(1, Math.ceil(n / 32));
+  const bits = new Uint32Array(words);
+  const codes = zobrist(n);
+  const cache = new ConfigCache(words);
+  let hash = 0;
+  const stackEntry = new Int32Array(n);
+  const stackValue = new Int32Array(n);
+  let sp = 0;
+  let value = 0;
+  let steps = 0;
+  let deepest: SearchOutcome['deepest'];
+  let horizon = -Infinity;
+
+  /** The value after linearizing entry e now, or -1 when it is not legal now. */
+  const apply = (e: Entry): number => {
+    switch (e.kind) {
+      case READ:
+        return value === e.value ? value : -1;
+      case WRITE:
+        return e.value;
+      case CAS:
+        return value === e.expect ? e.value : -1;
+      default: // CAS_FAILED
+        return value !== e.expect ? value : -1;
+    }
+  };
+  /** Pushes entry i (legal, giving `after`) unless its configuration was seen; false if seen. */
+  const push = (i: number, after: number, isForced: boolean): boolean => {
+    const e = entries[i]!;
+    const pos = posOf(i, e.cls);
+    bits[pos >> 5]! ^= 1 << (pos & 31);
+    hash ^= codes[pos]!;
+    if (!cache.add(bits, after, hash)) {
+      bits[pos >> 5]! ^= 1 << (pos & 31);
+      hash ^= codes[pos]!;
+      return false;
+    }
+    if (e.cls >= 0) classCount[e.cls]!++;
+    stackEntry[sp] = i;
+    stackValue[sp] = value;
+    forced[sp] = isForced ? 1 : 0;
+    sp++;
+    value = after;
+    lift(i);
+    if (e.required) remaining--;
+    return true;
+  };
+  /** Undoes the last push; returns the entry. */
+  const pop = (): number => {
+    const i = stackEntry[--sp]!;
+    value = stackValue[sp]!;
+    unlift(i);
+    const c = entries[i]!.cls;
+    if (c >= 0) classCount[c]!--;
+    const pos = posOf(i, c);
+    bits[pos >> 5]! ^= 1 << (pos & 31);
+    hash ^= codes[pos]!;
+    if (entries[i]!.required) remaining++;
+    return i;
+  };
+  const forced = new Uint8Array(n);
+  // Per level, the classes already tried: any other member would give the same configuration.
+  const levelId = new Int32Array(n + 1);
+  const triedAt = new Int32Array(classSlots.length).fill(-1);
+  let levels = 0;
+
+  // `cur` walks the callable ops of the current level; -2 = a fresh level.
+  let cur = -2;
+  let levelFails = false;
+  for (;;) {
+    if (remaining === 0) return { valid: true, states: cache.size };
+    if (cur === -2 && !levelFails) {
+      // An observation (a read, a refused cas) that is callable and legal now goes first without
+      // branching: any valid order of the rest can be rearranged to start with it (nothing had
+      // to come before it, and it changes no value). If that fails, the whole level fails.
+      // (Not a write of the current value: elsewhere in the order it may change the value.)
+      let f = -1;
+      for (let ev = next[head]!; ev !== -1 && (ev & 1) === 0; ev = next[ev]!) {
+        const e = entries[ev >> 1]!;
+        if ((e.kind === READ || e.kind === CAS_FAILED) && apply(e) !== -1) {
+          f = ev >> 1;
+          break;
+        }
+      }
+      if (f >= 0) {
+        if (push(f, value, true)) {
+          if ((++steps & 255) === 0 && budgetExhausted()) return exhausted();
+          continue;
+        }
+        levelFails = true;
+        continue;
+      }
+      cur = next[head]!;
+      levelId[sp] = levels++;
+    }
+    if (!levelFails && cur !== -1 && (cur & 1) === 0) {
+      const i = cur >> 1;
+      const e = entries[i]!;
+      if (e.cls >= 0) {
+        if (triedAt[e.cls] === levelId[sp]) {
+          cur = next[cur]!;
+          continue;
+        }
+        triedAt[e.cls] = levelId[sp]!;
+      }
+      const after = apply(e);
+      // An optional op that would change nothing is never worth taking: left out, it stays
+      // available for later.
+      if (after !== -1 && (e.required || after !== value) && push(i, after, false)) {
+        cur = -2;
+        if ((++steps & 255) === 0 && budgetExhausted()) return exhausted();
+        continue;
+      }
+      cur = next[cur]!;
+      continue;
+    }
+    // A return (or the end) was reached: the op that returned there was not linearized; or the
+    // level failed as a whole. Backtrack.
+    if (!levelFails && cur !== -1) {
+      if (deepest === undefined || sp > deepest.linearized) deepest = { linearized: sp, value, blocked: entries[cur >> 1]! };
+      horizon = Math.max(horizon, entries[cur >> 1]!.ret);
+    }
+    levelFails = false;
+    if (sp === 0) return { valid: false, states: cache.size, deepest, horizon };
+    const wasForced = forced[sp - 1] === 1;
+    const i = pop();
+    if (wasForced) {
+      levelFails = true; // the level it was forced at has no other way
+      continue;
+    }
+    cur = next[2 * i]!;
+  }
+
+  function budgetExhausted(): boolean {
+    return cache.size > maxStates || Date.now() > deadline;
+  }
+  function exhausted(): SearchOutcome {
+    const note = cache.size > maxStates ? `state budget of ${maxStates} exhausted` : 'time budget exhausted';
+    return { valid: 'unknown', states: cache.size, note };
+  }
+}
+
+// ---- shrinking ----------------------------------------------------------------------------
+
+function isMutation(op: Op): boolean {
+  return op.type !== 'read' && op.outcome !== 'fail';
+}
+
+function mutatedValue(op: Op): string | null {
+  return op.type === 'delete' ? null : (op.value ?? null);
+}
+
+/**
+ * Whether dropping `removed` from a history keeps this true: if the smaller history (`kept`) is
+ * not linearizable, neither is the larger one. Dropping a read or a cas conflict always does
+ * (an observation less only allows more). Dropping a mutation M of value v does when nothing
+ * left can tell v apart from the value before it: no read of v, no cas expecting v, and no cas
+ * conflict that could take effect after M's invoke — then any valid order of the larger history,
+ * minus M, is a valid order of the smaller one. Without this rule the shrinking would invent
+ * anomalies (drop a delete and a later read of null looks stale).
+ */
+function isSafeRemoval(kept: readonly Op[], removed: readonly Op[]): boolean {
+  let mutations = false;
+  for (const op of removed) if (isMutation(op)) mutations = true;
+  if (!mutations) return true;
+  const observed = new Set<string | null>();
+  let lastConflictReturn = -Infinity;
+  for (const op of kept) {
+    if (op.type === 'read') observed.add(op.value ?? null);
+    else if (op.type === 'cas') {
+      if (op.outcome === 'fail') lastConflictReturn = Math.max(lastConflictReturn, op.completeMs ?? Infinity);
+      else observed.add(op.expect ?? null);
+    }
+  }
+  for (const op of removed) {
+    if (!isMutation(op)) continue;
+    if (observed.has(mutatedValue(op)) || lastConflictReturn >= op.invokeMs) return false;
+  }
+  return true;
+}
+
+/**
+ * Grows a set of ops to drop until dropping it is safe (isSafeRemoval): the reads and cas that
+ * observe a dropped mutation's value, and the cas conflicts that could follow it, are dropped
+ * too (a dropped ok/info cas is itself a mutation, so this repeats).
+ */
+function closeRemoval(ops: readonly Op[], drop: Set<Op>): void {
+  for (let grew = true; grew; ) {
+    grew = false;
+    const values = new Set<string | null>();
+    let firstInvoke = Infinity;
+    for (const op of drop) {
+      if (isMutation(op)) {
+        values.add(mutatedValue(op));
+        firstInvoke = Math.min(firstInvoke, op.invokeMs);
+      }
+    }
+    if (values.size === 0) return;
+    for (const op of ops) {
+      if (drop.has(op)) continue;
+      const observes =
+        op.type === 'read'
+          ? values.has(op.value ?? null)
+          : op.type === 'cas' &&
+            (op.outcome === 'fail' ? (op.completeMs ?? Infinity) >= firstInvoke : values.has(op.expect ?? null));
+      if (observes) {
+        drop.add(op);
+        grew = true;
+      }
+    }
+  }
+}
+
+/**
+ * Shrinking, in two steps; every sub-history on the way still fails, and fails because the
+ * original does (see isSafeRemoval):
+ *   1. cut what the failed search never looked at: ops invoked after the latest return it had to
+ *      stop at (keeping the writers of values the rest observes — they are never candidates
+ *      either, so the search fails the same way; checked again anyway);
+ *   2. delta-debugging: try dropping contiguous chunks (halves, quarters, ... single ops), each
+ *      grown by closeRemoval, keeping a drop whenever the rest still fails, until no single op
+ *      (with what observes it) can be dropped.
+ * A search that runs out of budget counts as "does not fail" (the op is kept).
+ */
+function shrink(ops: Op[], horizon: number | undefined, deadline: number, maxStates: number): Op[] {
+  const subBudget = Math.min(maxStates, 200_000);
+  const fails = (candidate: Op[]) => candidate.length > 0 && search(prepare(candidate), deadline, subBudget).valid === false;
+  let current = ops;
+
+  if (horizon !== undefined && Number.isFinite(horizon)) {
+    const late = new Set(ops.filter((op) => op.invokeMs > horizon));
+    if (late.size > 0) {
+      // Keep (take out of `late`) the mutations the earlier ops need, repeatedly.
+      for (let grew = true; grew; ) {
+        grew = false;
+        const kept = ops.filter((op) => !late.has(op));
+        for (const m of late) {
+          if (isMutation(m) && !isSafeRemoval(kept, [m])) {
+            late.delete(m);
+            grew = true;
+          }
+        }
+      }
+      const candidate = ops.filter((op) => !late.has(op));
+      if (late.size > 0 && fails(candidate)) current = candidate;
+    }
+  }
+
+  let chunk = Math.max(1, Math.floor(current.length / 2));
+  for (;;) {
+    let changed = false;
+    for (let start = 0; start < current.length; ) {
+      if (Date.now() > deadline) return current;
+      const drop = new Set(current.slice(start, start + chunk));
+      closeRemoval(current, drop);
+      const candidate = current.filter((op) => !drop.has(op));
+      if (fails(candidate)) {
+        current = candidate;
+        changed = true;
+      } else {
+        start += chunk;
+      }
+    }
+    if (chunk > 1) chunk = Math.max(1, Math.floor(chunk / 2));
+    else if (!changed) return current;
+  }
+}
+
+// ---- explaining --------------------------------------------------------------------------
+
+function show(value: string | null | undefined): string {
+  return value === null || value === undefined ? 'null' : JSON.stringify(value);
+}
+
+export function describeOp(op: Op): string {
+  switch (op.type) {
+    case 'read':
+      return `read → ${show(op.value)}`;
+    case 'write':
+      return `write ${show(op.value)}`;
+    case 'delete':
+      return 'delete';
+    case 'cas':
+      return `cas ${show(op.expect)} → ${show(op.value)}`;
+  }
+}
+
+function explain(minimal: Op[], all: readonly Op[]): string {
+  const writers = new Set<string>();
+  const failedWriters = new Set<string>();
+  for (const op of all) {
+    if ((op.type === 'write' || op.type === 'cas') && typeof op.value === 'string') {
+      if (op.outcome === 'fail') failedWriters.add(op.value);
+      else writers.add(op.value);
+    }
+  }
+  for (const op of minimal) {
+    if (op.type === 'read' && typeof op.value === 'string' && !writers.has(op.value)) {
+      return failedWriters.has(op.value)
+        ? `op ${op.id} (${describeOp(op)}) read a value only written by ops that failed (certainly did not take effect)`
+        : `op ${op.id} (${describeOp(op)}) read a value that no write or cas on this key ever wrote`;
+    }
+  }
+  // Small enough to search with every value named (no merging of unobserved values).
+  const { entries, names } = prepareNamed(minimal, minimal.length > 40);
+  const outcome = search(entries, Date.now() + 2_000, 200_000);
+  const lead = `no order of these ${minimal.length} ops is consistent with one register and with real time`;
+  if (outcome.deepest === undefined) return lead;
+  const d = outcome.deepest;
+  const why =
+    d.blocked.kind === READ
+      ? `the value was ${show(names[d.value])} by then`
+      : d.blocked.kind === CAS
+        ? `the value was ${show(names[d.value])}, not the expected one`
+        : d.blocked.kind === CAS_FAILED
+          ? `the value was the expected one, yet the cas was refused`
+          : 'it could not be placed';
+  return `${lead}: at best ${d.linearized} of them fit, then op ${d.blocked.op.id} (${describeOp(d.blocked.op)}, process ${d.blocked.op.process}) had to take effect before its return and could not — ${why}`;
+}
+
+// ---- the checks ---------------------------------------------------------------------------
+
+const byInvoke = (a: Op, b: Op) => a.invokeMs - b.invokeMs || a.id - b.id;
+
+/** Checks one key's history (all ops should have the same key) as a linearizable register. */
+export function checkKey(ops: Op[], options: CheckOptions = {}): KeyResult {
+  const started = Date.now();
+  const key = ops[0]?.key ?? '';
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const maxStates = options.maxStates ?? 1_000_000;
+  const entries = prepare([...ops].sort(byInvoke));
+  const outcome = search(entries, started + timeoutMs, maxStates);
+  const result: KeyResult = {
+    key,
+    valid: outcome.valid,
+    opsChecked: entries.length,
+    statesExplored: outcome.states,
+    elapsedMs: 0,
+  };
+  if (outcome.note) result.note = outcome.note;
+  if (outcome.valid === false) {
+    const relevant = ops.filter(isRelevant).sort(byInvoke);
+    const minimal =
+      options.shrink === false
+        ? relevant
+        : shrink(relevant, outcome.horizon, Date.now() + (options.shrinkTimeoutMs ?? timeoutMs), maxStates);
+    result.anomaly = { reason: explain(minimal, ops), minimalSubhistory: minimal };
+  }
+  result.elapsedMs = Date.now() - started;
+  return result;
+}
+
+/** Groups the history by key and checks each key (options apply per key). */
+export function checkHistory(ops: Op[], options: CheckOptions = {}): HistoryResult {
+  const started = Date.now();
+  const groups = new Map<string, Op[]>();
+  for (const op of ops) {
+    let group = groups.get(op.key);
+    if (!group) groups.set(op.key, (group = []));
+    group.push(op);
+  }
+  const keys = [...groups.keys()].sort().map((key) => checkKey(groups.get(key)!, options));
+  return {
+    valid: keys.some((k) => k.valid === false) ? false : keys.some((k) => k.valid === 'unknown') ? 'unknown' : true,
+    keys,
+    opsChecked: keys.reduce((s, k) => s + k.opsChecked, 0),
+    statesExplored: keys.reduce((s, k) => s + k.statesExplored, 0),
+    elapsedMs: Date.now() - started,
+  };
+}
+
+// ---- the final checks -----------------------------------------------------------------------
+
+export type KeyValues = Record<string, string | null> | Map<string, string | null>;
+
+export interface ReplicaState {
+  node: number;
+  /** The replica's key → value map, or a hash of its state. */
+  state: KeyValues | string;
+}
+
+export interface FinalViolation {
+  kind: 'lost-write' | 'unexpected-final-value' | 'replica-divergence';
+  key?: string;
+  message: string;
+  /** lost-write: the acknowledged mutations one of which should have been visible. */
+  ops?: Op[];
+  nodes?: number[];
+}
+
+function lookup(values: KeyValues, key: string): string | null | undefined {
+  return values instanceof Map ? values.get(key) : Object.prototype.hasOwnProperty.call(values, key) ? values[key] : undefined;
+}
+
+function keysOf(values: KeyValues): string[] {
+  return values instanceof Map ? [...values.keys()] : Object.keys(values);
+}
+
+/**
+ * The end-of-run checks, after healing and after every client stopped.
+ *
+ * `history` should be the whole history (all outcomes): the acknowledged writes are picked from
+ * it, and info ops are needed to know what else may have happened. With only the acknowledged
+ * writes the check is stricter than it should be.
+ *
+ * Final value rule, per key. A mutation is a write, delete (value null) or cas that is ok or
+ * info (fail ops and cas conflicts never changed anything). Mutation M is "superseded" when an
+ * ok mutation was invoked after M completed: that one took effect after M, so M's value can only
+ * be final if some op wrote it again. The final value must be the value of some mutation that is
+ * not superseded (info mutations never are: they may have been applied at any time), or null
+ * when the key has no ok mutation (the initial value). Anything else is a lost write: every
+ * acknowledged mutation that is not superseded is reported. This is sound (a linearizable run
+ * always passes it: the last mutation in the linearization cannot be superseded) but not
+ * complete; appending the final reads to the history as ok reads and running checkHistory is the
+ * precise check.
+ *
+ * `finalReads`: key → value read after healing (a linearizable read); a key of the history that
+ * is missing counts as absent (null). `replicaStates`: all must be equal — maps compared key by
+ * key (a missing key equals null), hashes as strings.
+ */
+export function checkFinal(history: Op[], finalReads: KeyValues, replicaStates: ReplicaState[] = []): FinalViolation[] {
+  const violations: FinalViolation[] = [];
+  const byKey = new Map<string, Op[]>();
+  for (const op of history) {
+    if (op.type === 'read') continue;
+    if (op.outcome === 'fail') continue;
+    let list = byKey.get(op.key);
+    if (!list) byKey.set(op.key, (list = []));
+    list.push(op);
+  }
+  for (const key of [...new Set([...byKey.keys(), ...keysOf(finalReads)])].sort()) {
+    const mutations = byKey.get(key) ?? [];
+    const ok = mutations.filter((m) => m.outcome === 'ok');
+    const latestOkInvoke = ok.reduce((t, m) => Math.max(t, m.invokeMs), -Infinity);
+    const superseded = (m: Op) => m.outcome === 'ok' && m.completeMs !== null && latestOkInvoke > m.completeMs;
+    const live = mutations.filter((m) => !superseded(m));
+    const allowed = new Set<string | null>(live.map(mutatedValue));
+    if (ok.length === 0) allowed.add(null);
+    const actual = lookup(finalReads, key) ?? null;
+    if (allowed.has(actual)) continue;
+    const lost = live.filter((m) => m.outcome === 'ok');
+    if (lost.length > 0) {
+      violations.push({
+        kind: 'lost-write',
+        key,
+        message: `key ${JSON.stringify(key)} reads ${show(actual)} after healing, but the last acknowledged ${
+          lost.length === 1 ? 'write was' : 'writes were (any one of)'
+        } ${lost.map((m) => `op ${m.id} (${describeOp(m)})`).join(', ')}`,
+        ops: lost,
+      });
+    } else {
+      violations.push({
+        kind: 'unexpected-final-value',
+        key,
+        message: `key ${JSON.stringify(key)} reads ${show(actual)} after healing, which no acknowledged or indeterminate op could have left there`,
+      });
+    }
+  }
+
+  if (replicaStates.length > 1) {
+    const [first, ...rest] = replicaStates;
+    for (const other of rest) {
+      const a = first!.state;
+      const b = other.state;
+      if (typeof a === 'string' || typeof b === 'string') {
+        if (a !== b) {
+          violations.push({
+            kind: 'replica-divergence',
+            message: `node ${other.node}'s state ${typeof b === 'string' ? `hash ${b}` : '(a map)'} differs from node ${first!.node}'s ${typeof a === 'string' ? `hash ${a}` : '(a map)'}`,
+            nodes: [first!.node, other.node],
+          });
+        }
+        continue;
+      }
+      const differing: string[] = [];
+      for (const key of new Set([...keysOf(a), ...keysOf(b)])) {
+        if ((lookup(a, key) ?? null) !== (lookup(b, key) ?? null)) differing.push(key);
+      }
+      if (differing.length > 0) {
+        differing.sort();
+        const shown = differing.slice(0, 5).map((k) => `${JSON.stringify(k)}: ${show(lookup(a, k))} vs ${show(lookup(b, k))}`);
+        violations.push({
+          kind: 'replica-divergence',
+          message: `node ${other.node} differs from node ${first!.node} on ${differing.length} key(s): ${shown.join('; ')}${differing.length > 5 ? '; …' : ''}`,
+          nodes: [first!.node, other.node],
+        });
+      }
+    }
+  }
+  return violations;
+}
