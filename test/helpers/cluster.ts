@@ -2,7 +2,7 @@
 // and drives them over IPC, and `prevail serve` nodes (ServiceCluster) over HTTP. Every wait
 // is bounded; every child is killed by pid in stop().
 import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,27 +13,44 @@ export const fixtures = {
   store: join(process.cwd(), 'test', 'fixtures', 'store-process.mjs'),
 };
 
-/** Free TCP ports on 127.0.0.1 (bound once by the OS, then released). */
+// Ports for nodes come from below the kernel's ephemeral range, so that a node restarted on
+// its old port can't find it taken by some process's outgoing connection or port-0 listener
+// (our own peer channels listen on port 0) in the meantime.
+const [ephemeralLow] = (() => {
+  try {
+    return readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  } catch {
+    return [32768];
+  }
+})();
+const PORT_LOW = 20000;
+const PORT_HIGH = Math.max(PORT_LOW + 1000, Math.min(ephemeralLow ?? 32768, 32768));
+const handedOut = new Set<number>();
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+/** Free TCP ports on 127.0.0.1, outside the ephemeral range, not handed out before by this process. */
 export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<import('node:net').Server>((resolve, reject) => {
-      const s = createServer();
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as import('node:net').AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  const ports: number[] = [];
+  for (let attempt = 0; ports.length < n; attempt++) {
+    if (attempt > 10_000) throw new Error(`no ${n} free ports in ${PORT_LOW}..${PORT_HIGH}`);
+    // Jest runs test files in parallel workers: start from a random point so they rarely collide.
+    const port = PORT_LOW + Math.floor(Math.random() * (PORT_HIGH - PORT_LOW));
+    if (handedOut.has(port) || !(await canBind(port))) continue;
+    handedOut.add(port);
+    ports.push(port);
+  }
   return ports;
 }
 
 /** The first of `n` consecutive TCP ports on 127.0.0.1 that are free right now. */
 export async function consecutiveFreePorts(n: number): Promise<number> {
-  const canBind = (port: number) => new Promise<boolean>((resolve) => {
-    const s = createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
   for (let attempt = 0; attempt < 100; attempt++) {
     const [first] = await freePorts(1);
     if (first! + n > 65536) continue;
