@@ -457,6 +457,11 @@ function bruteForce(ops: Op[]): boolean {
   return go();
 }
 
+/** VERIFY_ORACLE_RUNS / VERIFY_ORACLE_OPS run it longer (e.g. 100000 / 7) when changing the search. */
+const TINY_RUNS = Number(process.env.VERIFY_ORACLE_RUNS ?? 1500);
+const TINY_MAX = Number(process.env.VERIFY_ORACLE_OPS ?? 6);
+const MEDIUM_RUNS = Number(process.env.VERIFY_ORACLE_RUNS ?? 1500) / 5;
+
 test('agrees with a brute-force search on tiny random histories', () => {
   const tinyOp = fc.record({
     process: fc.nat(3),
@@ -472,7 +477,7 @@ test('agrees with a brute-force search on tiny random histories', () => {
   let invalid = 0;
   let validCount = 0;
   fc.assert(
-    fc.property(fc.array(tinyOp, { minLength: 1, maxLength: 6 }), (raw) => {
+    fc.property(fc.array(tinyOp, { minLength: 1, maxLength: TINY_MAX }), (raw) => {
       const ops: Op[] = raw.map((r, i) => {
         const op: Op = { id: i + 1, process: r.process, type: r.type, key: 'k', invokeMs: r.invokeMs, completeMs: r.invokeMs + r.len, outcome: r.outcome };
         if (r.type === 'read' || r.type === 'write' || r.type === 'cas') op.value = r.type === 'write' || r.type === 'cas' ? (r.value ?? 'a') : r.value;
@@ -490,10 +495,80 @@ test('agrees with a brute-force search on tiny random histories', () => {
         expect(bruteForce(result.anomaly!.minimalSubhistory)).toBe(false);
       }
     }),
-    { numRuns: 1500 },
+    { numRuns: TINY_RUNS },
   );
-  expect(invalid).toBeGreaterThan(100);
-  expect(validCount).toBeGreaterThan(100);
+  expect(invalid).toBeGreaterThan(TINY_RUNS / 15);
+  expect(validCount).toBeGreaterThan(TINY_RUNS / 15);
+});
+
+/** The plain search, without the checker's reductions (forced observations, classes of info
+ *  ops, merged unobserved values, dropped unobservable writes): a differential oracle for
+ *  medium-sized histories. Memoised on (linearized set, value). */
+function plainSearch(ops: Op[]): boolean {
+  type E = { op: Op; required: boolean; call: number; ret: number };
+  const es: E[] = [];
+  for (const op of ops) {
+    if (op.type === 'read' && op.outcome !== 'ok') continue;
+    if (op.outcome === 'fail' && !(op.type === 'cas' && op.error === CAS_CONFLICT)) continue;
+    const required = op.outcome !== 'info';
+    es.push({ op, required, call: op.invokeMs, ret: required && op.completeMs !== null ? op.completeMs : Infinity });
+  }
+  const done = new Array<boolean>(es.length).fill(false);
+  const seen = new Set<string>();
+  const step = (v: string | null, e: E): string | null | undefined => {
+    const op = e.op;
+    if (op.type === 'read') return (op.value ?? null) === v ? v : undefined;
+    if (op.type === 'write') return op.value ?? null;
+    if (op.type === 'delete') return null;
+    if (op.outcome === 'fail') return (op.expect ?? null) !== v ? v : undefined;
+    return (op.expect ?? null) === v ? (op.value ?? null) : undefined;
+  };
+  const go = (v: string | null): boolean => {
+    if (es.every((e, i) => done[i] || !e.required)) return true;
+    const key = done.map((d) => (d ? 1 : 0)).join('') + '|' + String(v);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    let minRet = Infinity;
+    es.forEach((e, i) => {
+      if (!done[i]) minRet = Math.min(minRet, e.ret);
+    });
+    for (let i = 0; i < es.length; i++) {
+      if (done[i] || es[i]!.call > minRet) continue;
+      const after = step(v, es[i]!);
+      if (after === undefined) continue;
+      done[i] = true;
+      const ok = go(after);
+      done[i] = false;
+      if (ok) return true;
+    }
+    return false;
+  };
+  return go(null);
+}
+
+test('agrees with the plain search on medium random histories with many info ops and corrupted reads', () => {
+  const counts = { valid: 0, invalid: 0 };
+  fc.assert(
+    fc.property(
+      fc.array(specArb, { minLength: 5, maxLength: 40 }),
+      fc.integer({ min: 2, max: 6 }),
+      fc.array(fc.tuple(fc.nat(), fc.nat()), { maxLength: 2 }),
+      (specs, processes, corruptions) => {
+        const { ops } = simulate(specs, processes, 1, 30);
+        const reads = ops.filter((o) => o.type === 'read' && o.outcome === 'ok');
+        const values = [null, ...ops.filter((o) => o.type === 'write' || o.type === 'cas').map((o) => o.value!)];
+        for (const [a, b] of corruptions) if (reads.length) reads[a % reads.length]!.value = values[b % values.length]!;
+        const expected = plainSearch(ops);
+        const result = checkKey(ops, { timeoutMs: 5_000 });
+        expect(result.valid).toBe(expected);
+        counts[expected ? 'valid' : 'invalid']++;
+        if (!expected) expect(plainSearch(result.anomaly!.minimalSubhistory)).toBe(false);
+      },
+    ),
+    { numRuns: MEDIUM_RUNS },
+  );
+  expect(counts.invalid).toBeGreaterThan(MEDIUM_RUNS / 10);
+  expect(counts.valid).toBeGreaterThan(MEDIUM_RUNS / 10);
 });
 
 // ---- the report -------------------------------------------------------------------------------------

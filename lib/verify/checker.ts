@@ -199,12 +199,21 @@ interface SearchOutcome {
   horizon?: number;
 }
 
-/** Exact set of (bitset, value) configurations: hashed, with the bitsets kept for comparison. */
+/**
+ * The configurations the search has reached: (set of linearized ops tracked one by one, value,
+ * how many of each class of optional ops were linearized). Hashed on the first two, with the
+ * sets kept for comparison. A configuration is pruned when it was reached before, or when a
+ * finished (fully explored, so failed) configuration with the same set and value had linearized
+ * no more of any class: that one had every option this one has, and more.
+ */
 class ConfigCache {
   private pool: Uint32Array;
-  private used = 0; // records in the pool
+  private used = 0; // records
   private readonly stride: number;
   private readonly buckets = new Map<number, number | number[]>();
+  /** Per record: the class counts, as (class, count) pairs; null when none. */
+  private readonly counts: (Int32Array | null)[] = [];
+  private finished = new Uint8Array(1024);
 
   constructor(private readonly words: number) {
     this.stride = words + 1;
@@ -215,41 +224,73 @@ class ConfigCache {
     return this.used;
   }
 
-  /** Adds the configuration; false when it was already there. */
-  add(bits: Uint32Array, value: number, hash: number): boolean {
+  /**
+   * Adds the configuration (bits, value, classCount restricted to `active`, the classes with a
+   * non-zero count); returns its record, or -1 when it is pruned.
+   */
+  add(bits: Uint32Array, value: number, hash: number, active: readonly number[], classCount: Int32Array): number {
     const key = (hash ^ Math.imul(value + 1, 0x9e3779b1)) >>> 0;
     const bucket = this.buckets.get(key);
     if (bucket !== undefined) {
       if (typeof bucket === 'number') {
-        if (this.equals(bucket, bits, value)) return false;
+        if (this.covers(bucket, bits, value, active, classCount)) return -1;
       } else {
-        for (const r of bucket) if (this.equals(r, bits, value)) return false;
+        for (const r of bucket) if (this.covers(r, bits, value, active, classCount)) return -1;
       }
     }
-    const record = this.store(bits, value);
+    const record = this.store(bits, value, active, classCount);
     if (bucket === undefined) this.buckets.set(key, record);
     else if (typeof bucket === 'number') this.buckets.set(key, [bucket, record]);
     else bucket.push(record);
-    return true;
+    return record;
   }
 
-  private equals(record: number, bits: Uint32Array, value: number): boolean {
+  /** The record's configuration was fully explored (and failed). */
+  finish(record: number): void {
+    this.finished[record] = 1;
+  }
+
+  private covers(record: number, bits: Uint32Array, value: number, active: readonly number[], classCount: Int32Array): boolean {
     const base = record * this.stride;
     const pool = this.pool;
     if (pool[base + this.words] !== value) return false;
     for (let w = 0; w < this.words; w++) if (pool[base + w] !== bits[w]) return false;
-    return true;
+    const counts = this.counts[record];
+    const pairs = counts === null ? 0 : counts.length >> 1;
+    let equal = pairs === active.length;
+    let dominated = this.finished[record] === 1;
+    for (let j = 0; j < pairs && (equal || dominated); j++) {
+      const have = classCount[counts![2 * j]!]!;
+      const had = counts![2 * j + 1]!;
+      if (have !== had) equal = false;
+      if (have < had) dominated = false;
+    }
+    return equal || dominated;
   }
 
-  private store(bits: Uint32Array, value: number): number {
+  private store(bits: Uint32Array, value: number, active: readonly number[], classCount: Int32Array): number {
     if ((this.used + 1) * this.stride > this.pool.length) {
       const bigger = new Uint32Array(this.pool.length * 2);
       bigger.set(this.pool);
       this.pool = bigger;
     }
+    if (this.used >= this.finished.length) {
+      const bigger = new Uint8Array(this.finished.length * 2);
+      bigger.set(this.finished);
+      this.finished = bigger;
+    }
     const base = this.used * this.stride;
     this.pool.set(bits, base);
     this.pool[base + this.words] = value;
+    if (active.length === 0) this.counts.push(null);
+    else {
+      const counts = new Int32Array(active.length * 2);
+      active.forEach((c, j) => {
+        counts[2 * j] = c;
+        counts[2 * j + 1] = classCount[c]!;
+      });
+      this.counts.push(counts);
+    }
     return this.used++;
   }
 }
@@ -305,34 +346,47 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
     }
   };
 
-  // Bit positions in the linearized set: one per required op; for a class of optional ops, one
-  // per member, and the k-th linearized member (whichever it is) takes the class's k-th bit.
-  // Linearized members were all invoked before the current frontier (the frontier only moves
-  // forward), and the unlinearized ones that were are available from now on with the same
-  // effect, so configurations with equal counts have the same futures.
-  const ownPos = new Int32Array(n);
-  const classSlots: number[][] = [];
+  // The linearized set: a bit per op tracked one by one (required ops, and optional ops without
+  // a class), and a count per class of optional ops. Linearized members of a class were all
+  // invoked before the current frontier (the frontier only moves forward), and the members not
+  // linearized that were are available from now on with the same effect: configurations with
+  // equal counts have the same futures, and fewer linearized leaves at least the same options.
+  const ownPos = new Int32Array(n).fill(-1);
+  let classes = 0;
   let positions = 0;
   for (let i = 0; i < n; i++) {
     const c = entries[i]!.cls;
     if (c < 0) ownPos[i] = positions++;
-    else (classSlots[c] ??= []).push(positions++);
+    else classes = Math.max(classes, c + 1);
   }
-  const classCount = new Int32Array(classSlots.length);
-  const posOf = (i: number, c: number) => (c < 0 ? ownPos[i]! : classSlots[c]![classCount[c]!]!);
+  const classCount = new Int32Array(classes);
+  const active: number[] = []; // classes with a non-zero count, in the order they became so
 
-  const words = Math.max(1, Math.ceil(n / 32));
+  const words = Math.max(1, Math.ceil(positions / 32));
   const bits = new Uint32Array(words);
-  const codes = zobrist(n);
+  const codes = zobrist(Math.max(1, positions));
   const cache = new ConfigCache(words);
   let hash = 0;
   const stackEntry = new Int32Array(n);
   const stackValue = new Int32Array(n);
+  const stackRecord = new Int32Array(n);
   let sp = 0;
   let value = 0;
   let steps = 0;
   let deepest: SearchOutcome['deepest'];
   let horizon = -Infinity;
+
+  const mark = (i: number, c: number, on: boolean) => {
+    if (c < 0) {
+      const pos = ownPos[i]!;
+      bits[pos >> 5]! ^= 1 << (pos & 31);
+      hash ^= codes[pos]!;
+    } else if (on) {
+      if (classCount[c]!++ === 0) active.push(c);
+    } else if (--classCount[c]! === 0) {
+      active.pop(); // LIFO: the last class to become non-zero is the first to go back
+    }
+  };
 
   /** The value after linearizing entry e now, or -1 when it is not legal now. */
   const apply = (e: Entry): number => {
@@ -347,20 +401,18 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
         return value !== e.expect ? value : -1;
     }
   };
-  /** Pushes entry i (legal, giving `after`) unless its configuration was seen; false if seen. */
+  /** Pushes entry i (legal, giving `after`) unless its configuration is pruned; false if so. */
   const push = (i: number, after: number, isForced: boolean): boolean => {
     const e = entries[i]!;
-    const pos = posOf(i, e.cls);
-    bits[pos >> 5]! ^= 1 << (pos & 31);
-    hash ^= codes[pos]!;
-    if (!cache.add(bits, after, hash)) {
-      bits[pos >> 5]! ^= 1 << (pos & 31);
-      hash ^= codes[pos]!;
+    mark(i, e.cls, true);
+    const record = cache.add(bits, after, hash, active, classCount);
+    if (record < 0) {
+      mark(i, e.cls, false);
       return false;
     }
-    if (e.cls >= 0) classCount[e.cls]!++;
     stackEntry[sp] = i;
     stackValue[sp] = value;
+    stackRecord[sp] = record;
     forced[sp] = isForced ? 1 : 0;
     sp++;
     value = after;
@@ -368,27 +420,32 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
     if (e.required) remaining--;
     return true;
   };
-  /** Undoes the last push; returns the entry. */
+  /** Undoes the last push (its configuration is then fully explored); returns the entry. */
   const pop = (): number => {
     const i = stackEntry[--sp]!;
+    cache.finish(stackRecord[sp]!);
     value = stackValue[sp]!;
     unlift(i);
-    const c = entries[i]!.cls;
-    if (c >= 0) classCount[c]!--;
-    const pos = posOf(i, c);
-    bits[pos >> 5]! ^= 1 << (pos & 31);
-    hash ^= codes[pos]!;
+    mark(i, entries[i]!.cls, false);
     if (entries[i]!.required) remaining++;
     return i;
   };
   const forced = new Uint8Array(n);
   // Per level, the classes already tried: any other member would give the same configuration.
   const levelId = new Int32Array(n + 1);
-  const triedAt = new Int32Array(classSlots.length).fill(-1);
+  const triedAt = new Int32Array(classes).fill(-1);
+  // Per level: which values some callable op needs and cannot have now (a read of it, a cas
+  // expecting it), and whether a callable refused cas needs the value to change.
+  const needValues: number[][] = [];
+  const needChange = new Uint8Array(n + 1);
   let levels = 0;
 
   // `cur` walks the callable ops of the current level; -2 = a fresh level.
   let cur = -2;
+  // Each level is scanned twice: required ops first, then optional ones. Not taking an optional
+  // op leaves more options, so the configurations reached without it, explored (and finished)
+  // first, prune the ones with it (see ConfigCache).
+  let optionalPass = false;
   let levelFails = false;
   for (;;) {
     if (remaining === 0) return { valid: true, states: cache.size };
@@ -398,12 +455,17 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
       // to come before it, and it changes no value). If that fails, the whole level fails.
       // (Not a write of the current value: elsewhere in the order it may change the value.)
       let f = -1;
+      const needs: number[] = [];
+      let change = 0;
       for (let ev = next[head]!; ev !== -1 && (ev & 1) === 0; ev = next[ev]!) {
         const e = entries[ev >> 1]!;
         if ((e.kind === READ || e.kind === CAS_FAILED) && apply(e) !== -1) {
           f = ev >> 1;
           break;
         }
+        if (e.kind === CAS_FAILED) change = 1; // refused, expecting the current value
+        else if (e.kind === READ) needs.push(e.value);
+        else if (e.kind === CAS && e.expect !== value) needs.push(e.expect);
       }
       if (f >= 0) {
         if (push(f, value, true)) {
@@ -414,11 +476,18 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
         continue;
       }
       cur = next[head]!;
+      optionalPass = false;
       levelId[sp] = levels++;
+      needValues[sp] = needs;
+      needChange[sp] = change;
     }
     if (!levelFails && cur !== -1 && (cur & 1) === 0) {
       const i = cur >> 1;
       const e = entries[i]!;
+      if (e.required === optionalPass) {
+        cur = next[cur]!;
+        continue;
+      }
       if (e.cls >= 0) {
         if (triedAt[e.cls] === levelId[sp]) {
           cur = next[cur]!;
@@ -427,14 +496,26 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
         triedAt[e.cls] = levelId[sp]!;
       }
       const after = apply(e);
-      // An optional op that would change nothing is never worth taking: left out, it stays
-      // available for later.
-      if (after !== -1 && (e.required || after !== value) && push(i, after, false)) {
+      // An optional op is only worth taking right before an op it enables: a callable op that
+      // is not legal now and would be right after it (a read of its value, a cas expecting its
+      // value, a refused cas expecting the current one). In any valid order an optional op can
+      // be moved later, up to the first op that needs it, or left out when none does: the ops
+      // in between see the same value either way.
+      if (
+        after !== -1 &&
+        (e.required || (after !== value && (needChange[sp] === 1 || needValues[sp]!.includes(after)))) &&
+        push(i, after, false)
+      ) {
         cur = -2;
         if ((++steps & 255) === 0 && budgetExhausted()) return exhausted();
         continue;
       }
       cur = next[cur]!;
+      continue;
+    }
+    if (!levelFails && !optionalPass) {
+      optionalPass = true;
+      cur = next[head]!;
       continue;
     }
     // A return (or the end) was reached: the op that returned there was not linearized; or the
@@ -451,6 +532,7 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
       levelFails = true; // the level it was forced at has no other way
       continue;
     }
+    optionalPass = !entries[i]!.required;
     cur = next[2 * i]!;
   }
 
