@@ -201,19 +201,29 @@ interface SearchOutcome {
 
 /**
  * The configurations the search has reached: (set of linearized ops tracked one by one, value,
- * how many of each class of optional ops were linearized). Hashed on the first two, with the
- * sets kept for comparison. A configuration is pruned when it was reached before, or when a
- * finished (fully explored, so failed) configuration with the same set and value had linearized
- * no more of any class: that one had every option this one has, and more.
+ * how many of each class of optional ops were linearized). A configuration is pruned when it
+ * was reached before, or when a finished (fully explored, so failed) configuration with the
+ * same set and value had linearized no more of any class: that one had every option this one
+ * has, and more. Records with the same set and value form a group; within it, exact matches are
+ * found by a hash of the counts, and dominance is checked against the group's most recently
+ * finished records (a bounded scan: pruning less is always safe).
  */
+interface Group {
+  record: number; // a record holding the group's set and value
+  exact: Map<number, number | number[]>;
+  finished: number[];
+}
+
+const DOMINANCE_SCAN = 48;
+
 class ConfigCache {
   private pool: Uint32Array;
   private used = 0; // records
   private readonly stride: number;
-  private readonly buckets = new Map<number, number | number[]>();
+  private readonly buckets = new Map<number, Group | Group[]>();
   /** Per record: the class counts, as (class, count) pairs; null when none. */
   private readonly counts: (Int32Array | null)[] = [];
-  private finished = new Uint8Array(1024);
+  private readonly groupOf: Group[] = [];
 
   constructor(private readonly words: number) {
     this.stride = words + 1;
@@ -226,46 +236,80 @@ class ConfigCache {
 
   /**
    * Adds the configuration (bits, value, classCount restricted to `active`, the classes with a
-   * non-zero count); returns its record, or -1 when it is pruned.
+   * non-zero count; countHash a hash of those counts); returns its record, or -1 if pruned.
    */
-  add(bits: Uint32Array, value: number, hash: number, active: readonly number[], classCount: Int32Array): number {
+  add(bits: Uint32Array, value: number, hash: number, active: readonly number[], classCount: Int32Array, countHash: number): number {
     const key = (hash ^ Math.imul(value + 1, 0x9e3779b1)) >>> 0;
     const bucket = this.buckets.get(key);
+    let group: Group | undefined;
     if (bucket !== undefined) {
-      if (typeof bucket === 'number') {
-        if (this.covers(bucket, bits, value, active, classCount)) return -1;
+      if (!Array.isArray(bucket)) {
+        if (this.sameSet(bucket.record, bits, value)) group = bucket;
       } else {
-        for (const r of bucket) if (this.covers(r, bits, value, active, classCount)) return -1;
+        for (const g of bucket) {
+          if (this.sameSet(g.record, bits, value)) {
+            group = g;
+            break;
+          }
+        }
+      }
+    }
+    if (group !== undefined) {
+      const same = group.exact.get(countHash);
+      if (same !== undefined) {
+        if (typeof same === 'number') {
+          if (this.sameCounts(same, active, classCount)) return -1;
+        } else {
+          for (const r of same) if (this.sameCounts(r, active, classCount)) return -1;
+        }
+      }
+      const finished = group.finished;
+      for (let j = finished.length - 1, stop = Math.max(0, finished.length - DOMINANCE_SCAN); j >= stop; j--) {
+        if (this.fewer(finished[j]!, classCount)) return -1;
       }
     }
     const record = this.store(bits, value, active, classCount);
-    if (bucket === undefined) this.buckets.set(key, record);
-    else if (typeof bucket === 'number') this.buckets.set(key, [bucket, record]);
-    else bucket.push(record);
+    if (group === undefined) {
+      group = { record, exact: new Map(), finished: [] };
+      if (bucket === undefined) this.buckets.set(key, group);
+      else if (!Array.isArray(bucket)) this.buckets.set(key, [bucket, group]);
+      else bucket.push(group);
+    }
+    const same = group.exact.get(countHash);
+    if (same === undefined) group.exact.set(countHash, record);
+    else if (typeof same === 'number') group.exact.set(countHash, [same, record]);
+    else same.push(record);
+    this.groupOf.push(group);
     return record;
   }
 
   /** The record's configuration was fully explored (and failed). */
   finish(record: number): void {
-    this.finished[record] = 1;
+    this.groupOf[record]!.finished.push(record);
   }
 
-  private covers(record: number, bits: Uint32Array, value: number, active: readonly number[], classCount: Int32Array): boolean {
+  private sameSet(record: number, bits: Uint32Array, value: number): boolean {
     const base = record * this.stride;
     const pool = this.pool;
     if (pool[base + this.words] !== value) return false;
     for (let w = 0; w < this.words; w++) if (pool[base + w] !== bits[w]) return false;
+    return true;
+  }
+
+  private sameCounts(record: number, active: readonly number[], classCount: Int32Array): boolean {
     const counts = this.counts[record];
     const pairs = counts === null ? 0 : counts.length >> 1;
-    let equal = pairs === active.length;
-    let dominated = this.finished[record] === 1;
-    for (let j = 0; j < pairs && (equal || dominated); j++) {
-      const have = classCount[counts![2 * j]!]!;
-      const had = counts![2 * j + 1]!;
-      if (have !== had) equal = false;
-      if (have < had) dominated = false;
-    }
-    return equal || dominated;
+    if (pairs !== active.length) return false;
+    for (let j = 0; j < pairs; j++) if (classCount[counts![2 * j]!] !== counts![2 * j + 1]) return false;
+    return true;
+  }
+
+  /** Whether the record had linearized no more of any class than classCount. */
+  private fewer(record: number, classCount: Int32Array): boolean {
+    const counts = this.counts[record];
+    if (counts === null) return true;
+    for (let j = 0; j < counts.length; j += 2) if (classCount[counts[j]!]! < counts[j + 1]!) return false;
+    return true;
   }
 
   private store(bits: Uint32Array, value: number, active: readonly number[], classCount: Int32Array): number {
@@ -273,11 +317,6 @@ class ConfigCache {
       const bigger = new Uint32Array(this.pool.length * 2);
       bigger.set(this.pool);
       this.pool = bigger;
-    }
-    if (this.used >= this.finished.length) {
-      const bigger = new Uint8Array(this.finished.length * 2);
-      bigger.set(this.finished);
-      this.finished = bigger;
     }
     const base = this.used * this.stride;
     this.pool.set(bits, base);
@@ -376,16 +415,21 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
   let deepest: SearchOutcome['deepest'];
   let horizon = -Infinity;
 
+  let countHash = 0;
+  const countCode = (c: number, k: number) => (k === 0 ? 0 : Math.imul((c + 1) * 0x9e3779b1 + k, 0x85ebca6b) ^ (k * 0x27d4eb2f));
   const mark = (i: number, c: number, on: boolean) => {
     if (c < 0) {
       const pos = ownPos[i]!;
       bits[pos >> 5]! ^= 1 << (pos & 31);
       hash ^= codes[pos]!;
-    } else if (on) {
-      if (classCount[c]!++ === 0) active.push(c);
-    } else if (--classCount[c]! === 0) {
-      active.pop(); // LIFO: the last class to become non-zero is the first to go back
+      return;
     }
+    const k = classCount[c]!;
+    const k2 = on ? k + 1 : k - 1;
+    countHash ^= countCode(c, k) ^ countCode(c, k2);
+    classCount[c] = k2;
+    if (on && k === 0) active.push(c);
+    if (!on && k2 === 0) active.pop(); // LIFO: the last class to become non-zero goes first
   };
 
   /** The value after linearizing entry e now, or -1 when it is not legal now. */
@@ -405,7 +449,7 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
   const push = (i: number, after: number, isForced: boolean): boolean => {
     const e = entries[i]!;
     mark(i, e.cls, true);
-    const record = cache.add(bits, after, hash, active, classCount);
+    const record = cache.add(bits, after, hash, active, classCount, countHash);
     if (record < 0) {
       mark(i, e.cls, false);
       return false;

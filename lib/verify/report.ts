@@ -252,14 +252,20 @@ export function renderLatencySvg(ops: Op[], faults: FaultWindow[], size: { width
   const kinds = [...new Set(faults.map((f) => f.kind))];
   const colourOf = (kind: string) => FAULT_COLOURS[kinds.indexOf(kind) % FAULT_COLOURS.length]!;
   out.push('<g class="faults">');
-  for (const f of faults) {
+  // Labels go in up to three rows above the plot, each in the first row where it does not
+  // overlap the previous label (about 6.5 px per character at font-size 11).
+  const rowEnds = [-Infinity, -Infinity, -Infinity];
+  for (const f of [...faults].sort((a, b) => a.startMs - b.startMs)) {
     const x0 = x(f.startMs);
     const w = Math.max(1, x(f.endMs) - x0);
     const label = f.detail ? `${f.kind}: ${f.detail}` : f.kind;
     out.push(
       `<rect class="fault" data-kind="${esc(f.kind)}" x="${num(x0)}" y="${top}" width="${num(w)}" height="${plotH}" fill="${colourOf(f.kind)}" fill-opacity="0.15"><title>${esc(label)} (${ms(f.startMs)}–${ms(f.endMs)} ms)</title></rect>`,
     );
-    out.push(`<text class="fault-label" x="${num(x0 + 2)}" y="${top - 4}" fill="${colourOf(f.kind)}">${esc(f.kind)}</text>`);
+    let row = rowEnds.findIndex((end) => end < x0);
+    if (row < 0) row = rowEnds.indexOf(Math.min(...rowEnds));
+    rowEnds[row] = x0 + 2 + f.kind.length * 6.5 + 4;
+    out.push(`<text class="fault-label" x="${num(x0 + 2)}" y="${top - 4 - row * 11}" fill="${colourOf(f.kind)}">${esc(f.kind)}</text>`);
   }
   out.push('</g>');
 
