@@ -146,6 +146,21 @@ describe('known-bad histories', () => {
     expect(valid(new H().w(1, 'a', 0, 10).r(2, 'b', 20, 30).w(3, 'b', 40, null, 'info'))).toBe(false);
   });
 
+  test('stale reads recorded by the harness (npm run verify -- --reads stale, seed 8), shrunk', () => {
+    const real: Op[] = [
+      { id: 422, process: 14, type: 'write', key: 'k3', value: '6.21', invokeMs: 7343.4, completeMs: 8614.4, outcome: 'ok', node: 3 },
+      { id: 449, process: 21, type: 'cas', key: 'k3', expect: '6.21', value: '8.16', invokeMs: 8735.1, completeMs: 8740, outcome: 'ok', node: 3 },
+      { id: 452, process: 20, type: 'write', key: 'k3', value: '4.21', invokeMs: 8767.4, completeMs: 8769.7, outcome: 'ok', node: 1 },
+      { id: 458, process: 19, type: 'read', key: 'k3', value: '8.16', invokeMs: 8812, completeMs: 8812.5, outcome: 'ok', node: 3 },
+    ];
+    const result = checkKey(real);
+    expect(result.valid).toBe(false);
+    expect(result.anomaly!.minimalSubhistory).toHaveLength(4);
+    expect(result.anomaly!.reason).toMatch(/op 458 \(read → "8\.16".*the value was "4\.21"/);
+    // The same read a few ms earlier, overlapping the write of 4.21, is fine.
+    expect(checkKey(real.map((o) => (o.id === 458 ? { ...o, invokeMs: 8768, completeMs: 8768.5 } : o))).valid).toBe(true);
+  });
+
   test('checkHistory groups by key: one bad key fails the history', () => {
     const good = new H('good').w(1, 'x', 0, 10).r(2, 'x', 20, 30);
     const bad = new H('bad').w(1, 'a', 0, 10).w(2, 'b', 20, 30).r(3, 'a', 40, 50);

@@ -15,6 +15,16 @@
 // Indeterminate (info) ops return at +infinity, so they never force a backtrack, and the
 // search succeeds once every op that must be linearized is; an info op that is never
 // linearized is an op that never took effect.
+//
+// On top of that, reductions that keep the verdict exact (each argued where it is made, and
+// tested against a brute-force search and a plain memoised search):
+//   - prepare(): info writes nobody can observe are dropped; values nobody observes are merged;
+//     info ops of equal effect form classes, tracked by count;
+//   - search(): a callable observation (read, refused cas) that is legal now is taken without
+//     branching; an info op is taken only right before an op it enables; required ops are
+//     tried before info ops; a configuration is pruned when a finished one with the same set
+//     and value had used no more info ops of any class.
+// Invalid keys are shrunk to a minimal failing sub-history (shrink()).
 import { CAS_CONFLICT, type Op } from './history.js';
 
 // ---- public types ------------------------------------------------------------------------
@@ -22,7 +32,8 @@ import { CAS_CONFLICT, type Op } from './history.js';
 export interface CheckOptions {
   /** Wall-clock budget for the search of one key (default 10 000 ms). */
   timeoutMs?: number;
-  /** Budget of distinct (linearized set, value) configurations per key (default 1 000 000). */
+  /** Budget of configurations the search may cache per key (default 1 000 000; the search also
+   *  stops when the cache holds 256 MB, which comes first for long histories). */
   maxStates?: number;
   /** Shrink an invalid key's history to a minimal failing sub-history (default true). */
   shrink?: boolean;
@@ -33,7 +44,8 @@ export interface CheckOptions {
 export interface Anomaly {
   reason: string;
   /** A sub-history that is still not linearizable (and whose failure implies the whole key's),
-   *  from which no single op can be dropped keeping it so; in invoke order; the original Ops. */
+   *  from which no single op (with the ops that observe it) can be dropped keeping it so — unless
+   *  the shrinking ran out of time; in invoke order; the original Ops. */
   minimalSubhistory: Op[];
 }
 
@@ -42,7 +54,7 @@ export interface KeyResult {
   valid: true | false | 'unknown';
   /** Ops that entered the search (after dropping the ones that carry no information). */
   opsChecked: number;
-  /** Distinct (linearized set, value) configurations the search cached. */
+  /** Configurations (linearized set, value) the search cached. */
   statesExplored: number;
   elapsedMs: number;
   /** Why the result is 'unknown' (which budget ran out). */
@@ -209,20 +221,32 @@ interface SearchOutcome {
  * finished records (a bounded scan: pruning less is always safe).
  */
 interface Group {
-  record: number; // a record holding the group's set and value
-  exact: Map<number, number | number[]>;
-  finished: number[];
+  /** The group's first record (it holds the set and value). */
+  record: number;
+  recordHash: number;
+  /** Once there is more than one record: records by count hash (a record, or a list). */
+  exact: Map<number, number | number[]> | null;
+  finished: number[] | null;
 }
 
 const DOMINANCE_SCAN = 48;
+const MAX_CACHE_BYTES = 2 ** 28;
+
+function growInt32(a: Int32Array<ArrayBuffer>, need: number): Int32Array<ArrayBuffer> {
+  if (need <= a.length) return a;
+  const bigger = new Int32Array(Math.max(need, Math.ceil(a.length * 1.5)));
+  bigger.set(a);
+  return bigger;
+}
 
 class ConfigCache {
   private pool: Uint32Array;
   private used = 0; // records
   private readonly stride: number;
   private readonly buckets = new Map<number, Group | Group[]>();
-  /** Per record: the class counts, as (class, count) pairs; null when none. */
-  private readonly counts: (Int32Array | null)[] = [];
+  /** Class counts of record r: countPool[countOff[r] .. countOff[r + 1]) as (class, count) pairs. */
+  private countPool = new Int32Array(4096);
+  private countOff = new Int32Array(1024);
   private readonly groupOf: Group[] = [];
 
   constructor(private readonly words: number) {
@@ -232,6 +256,11 @@ class ConfigCache {
 
   get size(): number {
     return this.used;
+  }
+
+  /** Bytes held by the records (sets, values, counts), roughly. */
+  get bytes(): number {
+    return this.used * (this.stride * 4 + 48) + (this.countOff[this.used] ?? 0) * 4;
   }
 
   /**
@@ -255,37 +284,47 @@ class ConfigCache {
       }
     }
     if (group !== undefined) {
-      const same = group.exact.get(countHash);
-      if (same !== undefined) {
-        if (typeof same === 'number') {
-          if (this.sameCounts(same, active, classCount)) return -1;
-        } else {
-          for (const r of same) if (this.sameCounts(r, active, classCount)) return -1;
+      if (group.exact === null) {
+        if (group.recordHash === countHash && this.sameCounts(group.record, active, classCount)) return -1;
+      } else {
+        const same = group.exact.get(countHash);
+        if (same !== undefined) {
+          if (typeof same === 'number') {
+            if (this.sameCounts(same, active, classCount)) return -1;
+          } else {
+            for (const r of same) if (this.sameCounts(r, active, classCount)) return -1;
+          }
         }
       }
       const finished = group.finished;
-      for (let j = finished.length - 1, stop = Math.max(0, finished.length - DOMINANCE_SCAN); j >= stop; j--) {
-        if (this.fewer(finished[j]!, classCount)) return -1;
+      if (finished !== null) {
+        for (let j = finished.length - 1, stop = Math.max(0, finished.length - DOMINANCE_SCAN); j >= stop; j--) {
+          if (this.fewer(finished[j]!, classCount)) return -1;
+        }
       }
     }
     const record = this.store(bits, value, active, classCount);
     if (group === undefined) {
-      group = { record, exact: new Map(), finished: [] };
+      group = { record, recordHash: countHash, exact: null, finished: null };
       if (bucket === undefined) this.buckets.set(key, group);
       else if (!Array.isArray(bucket)) this.buckets.set(key, [bucket, group]);
       else bucket.push(group);
+    } else {
+      group.exact ??= new Map([[group.recordHash, group.record]]);
+      const same = group.exact.get(countHash);
+      if (same === undefined) group.exact.set(countHash, record);
+      else if (typeof same === 'number') group.exact.set(countHash, [same, record]);
+      else same.push(record);
     }
-    const same = group.exact.get(countHash);
-    if (same === undefined) group.exact.set(countHash, record);
-    else if (typeof same === 'number') group.exact.set(countHash, [same, record]);
-    else same.push(record);
     this.groupOf.push(group);
     return record;
   }
 
   /** The record's configuration was fully explored (and failed). */
   finish(record: number): void {
-    this.groupOf[record]!.finished.push(record);
+    const group = this.groupOf[record]!;
+    if (group.exact === null && group.record === record) return; // alone: nothing to dominate
+    (group.finished ??= []).push(record);
   }
 
   private sameSet(record: number, bits: Uint32Array, value: number): boolean {
@@ -297,39 +336,39 @@ class ConfigCache {
   }
 
   private sameCounts(record: number, active: readonly number[], classCount: Int32Array): boolean {
-    const counts = this.counts[record];
-    const pairs = counts === null ? 0 : counts.length >> 1;
-    if (pairs !== active.length) return false;
-    for (let j = 0; j < pairs; j++) if (classCount[counts![2 * j]!] !== counts![2 * j + 1]) return false;
+    const from = this.countOff[record]!;
+    const to = this.countOff[record + 1]!;
+    if (to - from !== active.length * 2) return false;
+    for (let j = from; j < to; j += 2) if (classCount[this.countPool[j]!] !== this.countPool[j + 1]) return false;
     return true;
   }
 
   /** Whether the record had linearized no more of any class than classCount. */
   private fewer(record: number, classCount: Int32Array): boolean {
-    const counts = this.counts[record];
-    if (counts === null) return true;
-    for (let j = 0; j < counts.length; j += 2) if (classCount[counts[j]!]! < counts[j + 1]!) return false;
+    const to = this.countOff[record + 1]!;
+    for (let j = this.countOff[record]!; j < to; j += 2) if (classCount[this.countPool[j]!]! < this.countPool[j + 1]!) return false;
     return true;
   }
 
   private store(bits: Uint32Array, value: number, active: readonly number[], classCount: Int32Array): number {
     if ((this.used + 1) * this.stride > this.pool.length) {
-      const bigger = new Uint32Array(this.pool.length * 2);
+      const bigger = new Uint32Array(Math.ceil(this.pool.length * 1.5 / this.stride) * this.stride);
       bigger.set(this.pool);
       this.pool = bigger;
     }
-    const base = this.used * this.stride;
+    const r = this.used;
+    const base = r * this.stride;
     this.pool.set(bits, base);
     this.pool[base + this.words] = value;
-    if (active.length === 0) this.counts.push(null);
-    else {
-      const counts = new Int32Array(active.length * 2);
-      active.forEach((c, j) => {
-        counts[2 * j] = c;
-        counts[2 * j + 1] = classCount[c]!;
-      });
-      this.counts.push(counts);
+    this.countOff = growInt32(this.countOff, r + 2);
+    const from = this.countOff[r]!;
+    this.countPool = growInt32(this.countPool, from + active.length * 2);
+    for (let j = 0; j < active.length; j++) {
+      const c = active[j]!;
+      this.countPool[from + 2 * j] = c;
+      this.countPool[from + 2 * j + 1] = classCount[c]!;
     }
+    this.countOff[r + 1] = from + active.length * 2;
     return this.used++;
   }
 }
@@ -581,10 +620,15 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
   }
 
   function budgetExhausted(): boolean {
-    return cache.size > maxStates || Date.now() > deadline;
+    return cache.size > maxStates || cache.bytes > MAX_CACHE_BYTES || Date.now() > deadline;
   }
   function exhausted(): SearchOutcome {
-    const note = cache.size > maxStates ? `state budget of ${maxStates} exhausted` : 'time budget exhausted';
+    const note =
+      cache.size > maxStates
+        ? `state budget of ${maxStates} exhausted`
+        : cache.bytes > MAX_CACHE_BYTES
+          ? `memory budget of ${MAX_CACHE_BYTES >> 20} MB exhausted after ${cache.size} states`
+          : 'time budget exhausted';
     return { valid: 'unknown', states: cache.size, note };
   }
 }
@@ -776,8 +820,8 @@ export function checkKey(ops: Op[], options: CheckOptions = {}): KeyResult {
   const started = Date.now();
   const key = ops[0]?.key ?? '';
   const timeoutMs = options.timeoutMs ?? 10_000;
-  const maxStates = options.maxStates ?? 1_000_000;
   const entries = prepare([...ops].sort(byInvoke));
+  const maxStates = options.maxStates ?? 1_000_000;
   const outcome = search(entries, started + timeoutMs, maxStates);
   const result: KeyResult = {
     key,
