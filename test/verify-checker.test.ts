@@ -625,10 +625,13 @@ describe('report', () => {
     expect(json.anomalies).toHaveLength(1);
     expect(JSON.parse(JSON.stringify(json)).anomalies[0].minimalSubhistory).toHaveLength(3);
 
-    const pass = renderReport({ results: checkHistory(good.ops), ops: good.ops, faults: [] });
-    expect(pass.text.split('\n')[0]).toMatch(/^VERDICT: PASS/);
-    const unknown = renderReport({ results: { ...checkHistory(good.ops), valid: 'unknown' }, ops: good.ops, faults: [] });
+    const pass = renderReport({ results: checkHistory(good.ops), ops: good.ops, faults: [], final: [] });
+    expect(pass.text.split('\n')[0]).toBe('VERDICT: PASS — 1 key linearizable, acknowledged writes visible, replicas equal');
+    const unchecked = renderReport({ results: checkHistory(good.ops), ops: good.ops, faults: [] });
+    expect(unchecked.json.summary).toContain('final state not checked');
+    const unknown = renderReport({ results: { valid: 'unknown', keys: [], opsChecked: 0, statesExplored: 0, elapsedMs: 0 }, ops: good.ops, faults: [] });
     expect(unknown.json.verdict).toBe('UNKNOWN');
+    expect(unknown.json.summary).toBe('linearizability not established');
   });
 
   test('the latency SVG is well formed and shades the fault windows', () => {

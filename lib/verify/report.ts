@@ -104,7 +104,13 @@ export function renderReport(input: ReportInput): { text: string; json: ReportJs
   if (invalid.length) parts.push(`${invalid.length} of ${results.keys.length} keys not linearizable`);
   if (unknown.length) parts.push(`${unknown.length} of ${results.keys.length} keys undecided (search budget exhausted)`);
   if (final.length) parts.push(`${final.length} final-state violation${final.length === 1 ? '' : 's'}`);
-  if (!parts.length) parts.push(`${results.keys.length} keys linearizable, acknowledged writes visible, replicas equal`);
+  if (!parts.length && results.valid === 'unknown') parts.push('linearizability not established');
+  if (!parts.length) {
+    parts.push(
+      `${results.keys.length} key${results.keys.length === 1 ? '' : 's'} linearizable, ` +
+        (input.final === undefined ? 'final state not checked' : 'acknowledged writes visible, replicas equal'),
+    );
+  }
   const summary = parts.join('; ');
 
   const lines: string[] = [];
