@@ -129,7 +129,8 @@ export class VerifyCluster {
       let host = '127.0.0.1';
       let ports: number[];
       if (net) {
-        host = (await net.addNode(id)).address;
+        // Namespaces outlive a schedule: the next one reuses them (fresh data dirs, same addresses).
+        host = (net.nodes.get(id) ?? await net.addNode(id)).address;
         ports = [7001, 8001, 9001];
       } else {
         ports = [await freePort(host), await freePort(host), await freePort(host)];

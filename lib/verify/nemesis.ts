@@ -53,8 +53,19 @@ export class Nemesis {
     this.counts.set(kind, (this.counts.get(kind) ?? 0) + 1);
   }
 
+  #lastNote = { line: '', count: 0, at: '' };
+
+  /** A note for the report; the same line again right after is counted, not repeated. */
   #note(line: string): void {
-    this.notes.push(`${(this.ctx.clock() / 1000).toFixed(1)} s: ${line}`);
+    const at = `${(this.ctx.clock() / 1000).toFixed(1)} s`;
+    const last = this.#lastNote;
+    if (line === last.line && this.notes.length > 0) {
+      last.count++;
+      this.notes[this.notes.length - 1] = `${last.at}–${at}: ${line} (×${last.count})`;
+      return;
+    }
+    this.#lastNote = { line, count: 1, at };
+    this.notes.push(`${at}: ${line}`);
     this.ctx.log(`nemesis: ${line}`);
   }
 
@@ -227,10 +238,28 @@ export class Nemesis {
     } catch (err) {
       this.#note(`membership: removing node ${id} on leader ${leader}: ${(err as Error).message}`);
     }
-    // Unknown outcome: look at the members as the current leader sees them.
-    const now = await cluster.waitLeader(5000);
-    const st = now === null ? null : await cluster.status(now);
-    return !!st && !st.members.some((m: { id: number }) => m.id === id);
+    // Unknown outcome: the node counts as removed only when a leader's configuration leaves it
+    // out and that configuration is committed (the same leader, in the same term, has committed
+    // past the last index it had when it showed the configuration). Wiping a node whose removal
+    // could still be rolled back would be wiping a voter: a fault of the harness, not the system.
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      const now = await cluster.waitLeader(Math.max(100, deadline - Date.now()));
+      const st = now === null ? null : await cluster.status(now);
+      if (!st) continue;
+      if (st.members.some((m: { id: number }) => m.id === id)) return false;
+      while (Date.now() < deadline) {
+        const again = await cluster.status(now!);
+        if (!again || again.term !== st.term || again.role !== 'leader') break;
+        if (again.commitIndex >= st.lastIndex) {
+          this.#note(`membership: node ${id} is out of leader ${now}'s committed configuration (term ${st.term}, commit ${again.commitIndex} ≥ ${st.lastIndex})`);
+          return true;
+        }
+        await sleep(100);
+      }
+    }
+    this.#note(`membership: could not tell whether node ${id} was removed; leaving it alone`);
+    return false;
   }
 
   /** Adds node id back (it must be running with --join, or is restarted so), retrying until `timeoutMs`. */
@@ -238,6 +267,8 @@ export class Nemesis {
     const { cluster } = this.ctx;
     const spec = cluster.specs.get(id)!;
     const deadline = Date.now() + timeoutMs;
+    let busySince: number | undefined;
+    let busyExplained = false;
     while (Date.now() < deadline) {
       if (!cluster.alive(id)) {
         // A node removed and wiped is restarted empty, waiting to join.
@@ -255,9 +286,21 @@ export class Nemesis {
       const leader = await cluster.waitLeader(Math.min(5000, Math.max(100, deadline - Date.now())));
       if (leader === null) continue;
       const st = await cluster.status(leader);
-      if (st?.members.some((m: { id: number; role: string }) => m.id === id && m.role === 'voter')) {
+      const member = st?.members.find((m: { id: number; role: string }) => m.id === id) as { role: string } | undefined;
+      if (member?.role === 'voter') {
         cluster.state.set(id, 'running');
         return true;
+      }
+      if (member) {
+        // Added, but its promotion to voter was cut short (a leader change): remove it and add it again.
+        try {
+          const a = await request(`${cluster.url(leader)}/admin/members/${id}`, 'DELETE', undefined, 10_000);
+          this.#note(`membership: node ${id} was left a ${member.role}; removing it to add it again: ${a.status} ${a.body?.error?.code ?? ''}`);
+        } catch (err) {
+          this.#note(`membership: removing ${member.role} node ${id}: ${(err as Error).message}`);
+        }
+        await sleep(500);
+        continue;
       }
       try {
         const a = await request(`${cluster.url(leader)}/admin/members`, 'POST', JSON.stringify({ id, address: spec.raft }),
@@ -267,6 +310,12 @@ export class Nemesis {
           return true;
         }
         this.#note(`membership: adding node ${id} on leader ${leader} answered ${a.status} ${a.body?.error?.code ?? ''}`);
+        if (a.body?.error?.code === 'PREVAIL_MEMBERSHIP_BUSY') busySince ??= Date.now();
+        if (busySince !== undefined && Date.now() - busySince > 10_000 && !busyExplained) {
+          busyExplained = true;
+          this.#note(`membership: leader ${leader} has refused every change for 10 s with no change in flight: the engine's stuck ` +
+            'uncommitted-configuration index (see docs/verification.md, findings)');
+        }
       } catch (err) {
         this.#note(`membership: adding node ${id} on leader ${leader}: ${(err as Error).message}`);
       }
@@ -308,6 +357,18 @@ export class Nemesis {
       } else if (!cluster.alive(id)) {
         await this.#restart(id);
       }
+    }
+    // A removal the harness could not confirm may have gone through after all: a node that a
+    // leader's committed configuration leaves out is wiped and added back.
+    const leader = await cluster.waitLeader(10_000);
+    const st = leader === null ? null : await cluster.status(leader);
+    for (const id of cluster.ids) {
+      if (!st || st.members.some((m: { id: number }) => m.id === id) || cluster.state.get(id) === 'removed') continue;
+      if (!(await this.#removeMember(leader!, id))) continue;
+      this.#note(`heal: node ${id} was removed after all; wiping it and adding it back`);
+      cluster.state.set(id, 'removed');
+      await cluster.kill(id);
+      if (!(await this.readd(id, 30_000))) this.#note(`heal: node ${id} could not be added back`);
     }
   }
 }

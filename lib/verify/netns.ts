@@ -15,7 +15,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const IP_TIMEOUT_MS = 10_000;
-const MARKERS = join(tmpdir(), 'prevail-verify-netns');
+/** Where each live network's marker file (owner pid, what it created) is kept. */
+export const MARKERS = join(tmpdir(), 'prevail-verify-netns');
 
 export interface IpResult { code: number; stdout: string; stderr: string }
 
@@ -48,12 +49,18 @@ export async function netnsAvailable(): Promise<{ ok: true } | { ok: false; reas
   return { ok: true };
 }
 
+/** Whether pid is a live process (a zombie, killed but not yet reaped, is not). */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
   }
 }
 
@@ -77,7 +84,13 @@ export async function sweepStale(): Promise<string[]> {
       continue;
     }
     if (alive(m.pid)) continue;
-    for (const ns of m.namespaces) if ((await ip(['netns', 'del', ns])).code === 0) swept.push(ns);
+    for (const ns of m.namespaces) {
+      // A harness killed with SIGKILL leaves its nodes running inside: they die with it here.
+      for (const pid of (await ip(['netns', 'pids', ns])).stdout.split(/\s+/).filter((p) => /^\d+$/.test(p))) {
+        try { process.kill(Number(pid), 'SIGKILL'); swept.push(`pid ${pid} in ${ns}`); } catch { /* gone */ }
+      }
+      if ((await ip(['netns', 'del', ns])).code === 0) swept.push(ns);
+    }
     for (const link of m.links) if ((await ip(['link', 'del', link])).code === 0) swept.push(link);
     rmSync(path, { force: true });
   }
@@ -95,12 +108,15 @@ export class NetnsNetwork {
   readonly nodes = new Map<number, NetnsNode>();
   /** Cut pairs "a-b" (a < b) currently blackholed. */
   readonly cuts = new Set<string>();
+  /** What create() swept from earlier runs that died without cleaning up. */
+  swept: string[] = [];
   #marker: string;
 
   private constructor(readonly run: number) {
     this.#marker = join(MARKERS, `${run}.json`);
   }
 
+  get markerPath(): string { return this.#marker; }
   get bridge(): string { return `pvbr${this.run}`; }
   get subnet(): string { return `10.77.${this.run}.0/24`; }
   get bridgeAddress(): string { return `10.77.${this.run}.254`; }
@@ -108,13 +124,14 @@ export class NetnsNetwork {
   nsOf(id: number): string { return `pv-${this.run}-${id}`; }
 
   static async create(preferredRun?: number): Promise<NetnsNetwork> {
-    await sweepStale();
+    const swept = await sweepStale();
     const used = await ip(['-4', '-o', 'addr', 'show']);
     const start = preferredRun ?? (1 + (process.pid % 200));
     for (let k = 0; k < 250; k++) {
       const run = 1 + ((start - 1 + k) % 250);
       if (used.stdout.includes(` 10.77.${run}.`)) continue;
       const net = new NetnsNetwork(run);
+      net.swept = swept;
       if ((await ip(['link', 'add', net.bridge, 'type', 'bridge'])).code !== 0) continue;
       try {
         net.#writeMarker();

@@ -146,6 +146,10 @@ async function cleanupAll(): Promise<void> {
   }
 }
 
+// Output piped into something that goes away (| head) must not kill the run before it cleans up.
+process.stdout.on('error', () => {});
+process.stderr.on('error', () => {});
+
 let interrupted = false;
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
@@ -287,21 +291,27 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
     // Stale reads and appliedIndex of every node, retried until all nodes stand at the same index
     // before and after the reads (an entry may commit in between: the followers learn it with the
     // next heartbeat).
+    // Only members are replicas: a node left out of the configuration (a re-add that failed)
+    // holds nothing by design, and is reported instead.
+    const leaderNow = await cluster.waitLeader(10_000);
+    const config = leaderNow === null ? null : (await cluster.status(leaderNow))?.members as { id: number }[] | undefined;
+    const replicas = config ? cluster.ids.filter((id) => config.some((m) => m.id === id)) : cluster.ids;
+    for (const id of cluster.ids) if (!replicas.includes(id)) notes.push(`node ${id} is not a member at the end: left out of the replica comparison`);
     let replicaStates: { node: number; state: Map<string, string | null> }[] = [];
     let applied: Record<number, number | null> = {};
     for (let attempt = 0; attempt < 20; attempt++) {
-      const before = await appliedIndexes(cluster);
+      const before = await appliedIndexes(cluster, replicas);
       replicaStates = [];
-      for (const id of cluster.ids) {
+      for (const id of replicas) {
         const state = await staleState(cluster, id, opts.keys);
         if (state) replicaStates.push({ node: id, state });
       }
-      applied = await appliedIndexes(cluster);
+      applied = await appliedIndexes(cluster, replicas);
       const same = new Set([...Object.values(before), ...Object.values(applied)]);
-      if (same.size === 1 && !same.has(null) && replicaStates.length === cluster.ids.length) break;
+      if (same.size === 1 && !same.has(null) && replicaStates.length === replicas.length) break;
       await sleep(250);
     }
-    for (const id of cluster.ids) {
+    for (const id of replicas) {
       if (!replicaStates.some((r) => r.node === id)) notes.push(`node ${id}: stale reads incomplete, left out of the replica comparison`);
     }
     meta.finalAppliedIndex = applied;
@@ -309,11 +319,11 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
     final = checkFinal(ops, finalReads, replicaStates);
     const indexes = new Set(Object.values(applied));
     if (indexes.size !== 1 || indexes.has(null)) {
-      final.push({ kind: 'replica-divergence', message: `appliedIndex differs after convergence: ${JSON.stringify(applied)}`, nodes: cluster.ids });
+      final.push({ kind: 'replica-divergence', message: `appliedIndex differs after convergence: ${JSON.stringify(applied)}`, nodes: replicas });
     }
-    if (replicaStates.length < cluster.ids.length) {
+    if (replicaStates.length < replicas.length) {
       // Not a proof of divergence, but the run can't claim the replicas are equal.
-      error = `only ${replicaStates.length} of ${cluster.ids.length} replicas could be compared`;
+      error = `only ${replicaStates.length} of ${replicas.length} replicas could be compared`;
     }
     if (!converged2.ok) error ??= `no convergence: ${converged2.why}`;
   } catch (err) {
@@ -366,9 +376,9 @@ async function converge(cluster: VerifyCluster, timeoutMs: number): Promise<{ ok
   return { ok: false, why: `after ${timeoutMs} ms: ${why}` };
 }
 
-async function appliedIndexes(cluster: VerifyCluster): Promise<Record<number, number | null>> {
+async function appliedIndexes(cluster: VerifyCluster, ids: number[]): Promise<Record<number, number | null>> {
   const out: Record<number, number | null> = {};
-  for (const id of cluster.ids) out[id] = (await cluster.status(id, 3000))?.appliedIndex ?? null;
+  for (const id of ids) out[id] = (await cluster.status(id, 3000))?.appliedIndex ?? null;
   return out;
 }
 
@@ -432,6 +442,7 @@ async function main(): Promise<number> {
       const avail = await netnsAvailable();
       if (avail.ok) {
         net = await NetnsNetwork.create();
+        if (net.swept.length) log(`swept what an earlier run left behind: ${net.swept.join(', ')}`);
         const n = net;
         cleanups.push(async () => {
           const problems = await n.destroy();
@@ -469,6 +480,7 @@ function destroyNetnsSync(net: NetnsNetwork): void {
     try { execFileSync('ip', ['netns', 'del', net.nsOf(id)], { timeout: 5000, stdio: 'ignore' }); } catch { /* gone */ }
   }
   try { execFileSync('ip', ['link', 'del', net.bridge], { timeout: 5000, stdio: 'ignore' }); } catch { /* gone */ }
+  rmSync(net.markerPath, { force: true });
 }
 
 main().then((code) => process.exit(code), async (err) => {
