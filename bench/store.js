@@ -6,6 +6,7 @@
 //   node bench/store.js --quick         100k objects, shorter windows (~40 s)
 //   node bench/store.js --objects=300000 --duration=2000 --warmup=300
 //   node bench/store.js --concurrency=1,64
+//   node bench/store.js --settle=0       no idle time before the restart child (default 2000 ms)
 //   node bench/store.js --skip=commits,bare,reads,restart,stall,heap,heap-restored
 //
 // Sections:
@@ -49,7 +50,7 @@ const Database = require('better-sqlite3');
 
 // ---------------------------------------------------------------- options
 if (arg('help')) {
-  console.log('usage: node bench/store.js [--quick] [--objects=N] [--concurrency=1,16,64,256] [--duration=ms] [--warmup=ms]\n' +
+  console.log('usage: node bench/store.js [--quick] [--objects=N] [--concurrency=1,16,64,256] [--duration=ms] [--warmup=ms] [--settle=ms]\n' +
     '       [--skip=commits,bare,reads,restart,stall,heap,heap-restored]');
   process.exit(0);
 }
@@ -60,6 +61,7 @@ const warmupMs = Number(arg('warmup') ?? (quick ? 200 : 500));
 const readMs = quick ? 500 : 1500;
 const stallMs = quick ? 2000 : 5000;
 const BULK = 1000;             // objects per bulk command / SQLite transaction
+const settleMs = Number(arg('settle') ?? 2000);   // idle time before the restart child starts
 
 // ---------------------------------------------------------------- data
 // The same rows on both sides: a small deterministic PRNG, so a run is repeatable.
@@ -499,6 +501,9 @@ async function benchDataset() {
       // A restart proper: a fresh process (as a restarted server), then, for comparison,
       // open() again in this process right after (whose heap still holds the closed store's
       // objects for a few ms after close(), and everything this bench made before).
+      // Let this process's background GC (sweeping the closed store's million objects)
+      // finish first, so that its threads do not share the 2 cores with the restarted one.
+      await sleep(settleMs);
       const script = fileURLToPath(import.meta.url);
       const child = spawnSync(process.execPath, [script, '--child=restart', `--dir=${dataDir}`],
         { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 300_000 });
