@@ -346,6 +346,15 @@ describe('object store', () => {
     offline.restore(old);
     expect([...offline.view.things.values()]).toEqual([{ id: 1, k: 10, a: 'a long string in an old frame' }, { id: 3, k: 30 }]);
     expect(offline.view.things.byK.get(30).map((t) => t.id)).toEqual([3]);
+    // The first rows layout (format 2 as first written): each item [shape, ...values].
+    const rows = Buffer.concat([
+      framed({ t: 'meta', format: 2, baseIndex: 7, lastTimestamp: 5, collections: { things: { version: 1, nextId: 5 } } }),
+      framed({ t: 'objs', c: 'things', shapes: [['id', 'k'], ['id', 'a', 'k']], items: [[0, 1, 10], [1, 4, 'a long string in a rows frame', 40]] }),
+      framed({ t: 'tail', entries: [] }),
+    ]);
+    const offline2 = Store.offline(free);
+    offline2.restore(rows);
+    expect([...offline2.view.things.values()]).toEqual([{ id: 1, k: 10 }, { id: 4, a: 'a long string in a rows frame', k: 40 }]);
   });
 
   test('ctx gives the index, a monotonic leader timestamp, deterministic ids and randoms', async () => {
