@@ -623,8 +623,48 @@ function foldNumber(h: EffectsHash, n: number): void {
   h[0] = Math.imul(h[0] ^ (n | 0), 0x85ebca6b) ^ Math.floor(n / 4294967296);
   h[1] = Math.imul(h[1] ^ (h[0] >>> 13), 0xc2b2ae35) ^ (n | 0);
 }
+function foldString(h: EffectsHash, str: string): void {
+  let a = h[0] ^ str.length;
+  let b = h[1];
+  for (let i = 0; i < str.length; i++) {
+    const c = str.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995);
+  }
+  h[0] = a;
+  h[1] = b ^ (b >>> 15);
+}
+// Folds a stored value (plain data: frozen objects, arrays, primitives, Dates, byte arrays)
+// without serialising it: a type tag, then the contents, keys in their (deterministic) order.
+function foldValue(h: EffectsHash, v: unknown): void {
+  switch (typeof v) {
+    case 'string': foldNumber(h, 1); foldString(h, v); return;
+    case 'number': foldNumber(h, 2); foldNumber(h, v); if (!Number.isInteger(v)) foldString(h, String(v)); return;
+    case 'boolean': foldNumber(h, v ? 3 : 4); return;
+    case 'bigint': foldNumber(h, 5); foldString(h, v.toString()); return;
+    case 'undefined': foldNumber(h, 6); return;
+    default:
+  }
+  if (v === null) { foldNumber(h, 7); return; }
+  if (Array.isArray(v)) {
+    foldNumber(h, 8);
+    foldNumber(h, v.length);
+    for (let i = 0; i < v.length; i++) foldValue(h, v[i]);
+  } else if (ArrayBuffer.isView(v)) {
+    foldNumber(h, 9);
+    foldBytes(h, new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+  } else if (v instanceof Date) {
+    foldNumber(h, 10);
+    foldNumber(h, v.getTime());
+  } else {
+    foldNumber(h, 11);
+    for (const k in v as object) {
+      foldString(h, k);
+      foldValue(h, (v as Record<string, unknown>)[k]);
+    }
+  }
+}
 const hexOf = (h: EffectsHash) => (h[0] >>> 0).toString(16).padStart(8, '0') + (h[1] >>> 0).toString(16).padStart(8, '0');
-const textEncoder = new TextEncoder();
 
 /**
  * Why `value` can't travel in a log entry, or null. msgpack would turn functions and symbols
@@ -1068,9 +1108,13 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       const result = handler(this.#writers, args, ctx);
       // The divergence detector: what this command did, as every replica must have done it.
       for (const u of undo) {
-        foldBytes(this.#effects, textEncoder.encode(u.c.name));
-        if ('nextId' in u) foldNumber(this.#effects, u.c.nextId);
-        else foldBytes(this.#effects, packr.pack([u.id, u.c.objects.get(u.id) ?? null]));
+        foldString(this.#effects, u.c.name);
+        if ('nextId' in u) {
+          foldNumber(this.#effects, u.c.nextId);
+        } else {
+          foldValue(this.#effects, u.id);
+          foldValue(this.#effects, u.c.objects.get(u.id) ?? null);
+        }
       }
       return result;
     } catch (err) {
@@ -1084,7 +1128,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #runSystem(decoded: unknown[], index: number, term: number): unknown {
     const [, kind, data, proposedAt] = decoded as [number, string, any, number];
     this.#lastTimestamp = Math.max(this.#lastTimestamp, typeof proposedAt === 'number' ? proposedAt : 0);
-    foldBytes(this.#effects, textEncoder.encode(kind));
+    foldString(this.#effects, kind);
     switch (kind) {
       case 'peer':
         this.#peers.set(data.id, data.channel);
