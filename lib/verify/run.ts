@@ -226,6 +226,7 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
     nemeses: [...nemesisSet].join(',') || 'none', reads: opts.reads,
   };
   let error: string | null = null;
+  let nemesisRef: Nemesis | null = null;
   try {
     await cluster.init();
     for (const id of cluster.ids) cluster.spawn(id);
@@ -244,7 +245,9 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
     const workload = new Workload({
       cluster, clients: opts.clients, keys: opts.keys, rate: opts.rate, timeoutMs: opts.timeoutMs, rng: rng.fork(1), clock, reads: opts.reads,
     });
+    ops = workload.ops;  // the same array: a run cut short by an error still reports what it recorded
     const nemesis = new Nemesis({ cluster, rng: rng.fork(2), enabled: nemesisSet, electionTimeoutMs: opts.electionTimeoutMs, clock, log: schedLog });
+    nemesisRef = nemesis;
     cleanups.push(async () => { nemesis.stop(); await cluster.net?.heal(); });
     const start = clock();
     const end = start + opts.durationMs;
@@ -337,8 +340,15 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
   }
 
   // ---- report --------------------------------------------------------------------------
+  // Cut short by an error: still check what was recorded (an op still in flight counts as info).
+  if (!results && ops.length > 0) results = checkHistory([...ops], { timeoutMs: 30_000 });
   if (!results) results = { valid: 'unknown', keys: [], opsChecked: 0, statesExplored: 0, elapsedMs: 0 };
   if (error) notes.push(`harness error: ${error.split('\n')[0]}`);
+  if (faults.length === 0 && nemesisRef) {
+    const n: Nemesis = nemesisRef;
+    faults = n.faults.map((f) => ({ ...f, endMs: Number.isFinite(f.endMs) ? f.endMs : clock() }));
+    if (!notes.some((x) => n.notes.includes(x))) notes.push(...n.notes);
+  }
   const { text, json } = renderReport({ results, ops, faults, meta, final });
   let verdict = json.verdict;
   // A run that could not finish its checks proves nothing.
