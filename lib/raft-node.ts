@@ -235,8 +235,10 @@ export class RaftNode<R = unknown> extends EventEmitter {
   #leader: MemberRef | null = null;
   #term = 0;
   #lockFile: string;
-  // The highest index applied here, written to prevail-applied every second: a log that ends
-  // below it at the next start has lost a segment (removed or cut), and the node refuses it.
+  // The highest index applied here, written to prevail-applied every second while this node is
+  // the only voter: a log that ends below it at the next start has lost a segment (removed or
+  // cut), and the node refuses it. Only then: a follower may apply an entry the leader reports
+  // committed before its own copy is on disk (a clean close can leave its log one entry short).
   #appliedMark = 0;
   #markWritten = 0;
   #markTimer: NodeJS.Timeout | null = null;
@@ -528,11 +530,11 @@ export class RaftNode<R = unknown> extends EventEmitter {
         debug('node %d: leadership hand-off failed: %s', this.id, (err as Error).message);
       }
     }
+    if (this.#markTimer) clearInterval(this.#markTimer);
+    this.#writeMark();  // while the engine still answers status()
     await this.#engine.close().catch((err: unknown) => {
       throw fromNative(err);
     });
-    if (this.#markTimer) clearInterval(this.#markTimer);
-    this.#writeMark();
     this.#unlock();
     this.#onState('closed', this.#term, 0, null);
     debug('node %d closed', this.id);
@@ -645,6 +647,8 @@ export class RaftNode<R = unknown> extends EventEmitter {
   #writeMark(): void {
     if (this.#appliedMark <= this.#markWritten) return;
     try {
+      const voters = this.#engine.status().members?.filter((m) => m.role === 'voter').length ?? 0;
+      if (voters !== 1) return;
       const tmp = join(this.dataDir, 'prevail-applied.tmp');
       writeFileSync(tmp, `${this.#appliedMark}\n`);
       renameSync(tmp, join(this.dataDir, 'prevail-applied'));  // never a torn file; a stale one is only lower
