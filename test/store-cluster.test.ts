@@ -154,6 +154,35 @@ describe('a store cluster (3 processes)', () => {
   });
 });
 
+describe('followers closed and restarted under write load', () => {
+  let cluster: Cluster;
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  // A follower may apply an entry its leader reports committed before its own copy is on
+  // disk; a clean close can then leave its log an entry short of what it applied. Restarting
+  // must work. (An earlier high-water check refused such a node; the rolling-restart bench hit it
+  // about once in three runs. This test did not reproduce that timing when tried against the old
+  // check: it guards restarts under load in general, not that exact race.)
+  test('each restart starts, catches up, and loses nothing acknowledged', async () => {
+    cluster = await Cluster.create(3, timing, fixtures.store);
+    const leader = await cluster.leader();
+    for (let round = 0; round < 8; round++) {
+      const follower = cluster.running().filter((n) => n !== leader)[round % 2]!;
+      const writing = leader.call<Write[]>('writeMany', { prefix: `r${round}-`, count: 3000, concurrency: 128 }, 60_000);
+      await new Promise((r) => setTimeout(r, 50 + round * 20));
+      await follower.call('close');
+      await follower.waitExit(10_000);
+      const restarted = await cluster.start(follower.spec.id);
+      const outcomes = await writing;
+      expect(outcomes.filter((o) => o.error)).toEqual([]);
+      const r = await restarted.call<Read>('read', { key: `r${round}-2999`, consistency: 'linearizable', timeoutMs: 10_000 });
+      expect(r.ok?.value).toBe('2999');
+    }
+  });
+});
+
 describe('forwarding turned off', () => {
   let cluster: Cluster;
   afterAll(async () => {
