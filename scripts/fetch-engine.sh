@@ -18,7 +18,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 third=$root/third_party
 dest=$third/raft
 cache=$third/cache
-stamp=$dest/.prevail-engine-$RAFT_VERSION
+# The stamp names the version and our patch level, so a checkout with an older unpack re-unpacks.
+stamp=$dest/.prevail-engine-$RAFT_VERSION-p1
 
 if [[ -f $stamp && -z ${RAFT_FORCE:-} ]]; then
   echo "engine: raft $RAFT_VERSION already unpacked in $dest"
@@ -93,6 +94,15 @@ sed 's/@enable_v0@/yes/' "$dest.tmp/include/raft.h.in" |
   > "$dest.tmp/include/raft.h"
 grep -q 'defined(RAFT__LEGACY_no) || defined(__cplusplus)' "$dest.tmp/include/raft.h" ||
   { echo "engine: could not adapt include/raft.h for C++" >&2; exit 1; }
+# p1, a one-token fix of our own (found by npm run verify; docs/internals.md): a follower
+# records a configuration entry that arrives inside a batch at the batch's first index
+# instead of its own (replicationAppend in src/replication.c; the leader's path in client.c
+# uses index + i). The uncommitted change is then never cleared, and once that node leads it
+# refuses every membership change (RAFT_CANTCHANGE) until it restarts.
+perl -0pi -e 's/(if \(entry->type == RAFT_CHANGE\) \{\n\s+rv = membershipUncommittedChange\(r, index)(, entry\);)/$1 + i$2/' \
+  "$dest.tmp/src/replication.c"
+grep -q 'membershipUncommittedChange(r, index + i, entry);' "$dest.tmp/src/replication.c" ||
+  { echo "engine: could not apply the replication.c fix (p1)" >&2; exit 1; }
 mv "$dest.tmp" "$dest"
 touch "$stamp"
 echo "engine: raft $RAFT_VERSION unpacked in $dest"

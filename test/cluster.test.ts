@@ -203,6 +203,25 @@ describe('three nodes in child processes', () => {
     expect(states.get(4)!.size).toBe(350);
   });
 
+  // Engine fix p1 (scripts/fetch-engine.sh): a configuration entry that reached a follower in
+  // the middle of a batch was recorded at the batch's first index, never cleared, and that
+  // node, once leader, refused every membership change. Found by npm run verify.
+  test('a follower that caught up over a configuration change can change membership once it leads', async () => {
+    cluster = await Cluster.create(3, timing);
+    const leader = await cluster.leader();
+    const lagging = others(cluster, leader)[0]!;
+    await lagging.kill();
+    await proposeAll(leader, keys('before', 5));
+    await leader.call('addMember', { member: { id: 4, address: '127.0.0.1:9' }, role: 'spare' }, 30_000);
+    const last = await proposeAll(leader, keys('after', 5));
+    const back = await cluster.start(lagging.spec.id);  // receives the missing entries, the change inside a batch
+    await cluster.converge(last, 15_000, [back]);
+    await leader.call('transfer', { id: back.spec.id });
+    await waitFor('the caught-up node to lead', async () => (await back.call<Status>('status')).role === 'leader');
+    await back.call('removeMember', { id: 4 }, 30_000);  // MEMBERSHIP_BUSY before the fix
+    expect((await back.call<Status>('status')).members.map((m) => m.id).sort()).toEqual([1, 2, 3]);
+  });
+
   test('transferLeadership hands the lead to the chosen follower, which then takes proposals', async () => {
     cluster = await Cluster.create(3, timing);
     const leader = await cluster.leader();
