@@ -200,7 +200,8 @@ function damagedFile(dataDir: string, error: PrevailError): PrevailError {
   return error;
 }
 
-function pidAlive(pid: number): boolean {
+/** Whether `pid` is a live process (a zombie, killed but not yet reaped, is not). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch (err) {

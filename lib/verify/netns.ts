@@ -14,6 +14,8 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { pidAlive } from '../raft-node.js';
+
 const IP_TIMEOUT_MS = 10_000;
 /** Where each live network's marker file (owner pid, what it created) is kept. */
 export const MARKERS = join(tmpdir(), 'prevail-verify-netns');
@@ -49,20 +51,6 @@ export async function netnsAvailable(): Promise<{ ok: true } | { ok: false; reas
   return { ok: true };
 }
 
-/** Whether pid is a live process (a zombie, killed but not yet reaped, is not). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 interface Marker { pid: number; run: number; namespaces: string[]; links: string[] }
 
@@ -83,7 +71,7 @@ export async function sweepStale(): Promise<string[]> {
     } catch {
       continue;
     }
-    if (alive(m.pid)) continue;
+    if (pidAlive(m.pid)) continue;
     for (const ns of m.namespaces) {
       // A harness killed with SIGKILL leaves its nodes running inside: they die with it here.
       for (const pid of (await ip(['netns', 'pids', ns])).stdout.split(/\s+/).filter((p) => /^\d+$/.test(p))) {
