@@ -152,6 +152,7 @@ export class PeerClient {
   #connected = false;
   #nextId = 1;
   #pending = new Map<number, Pending>();
+  #unsent: (() => void)[] = [];  // requests made while connecting; sent on connect
   #closed = false;
 
   constructor(address: string) {
@@ -180,7 +181,7 @@ export class PeerClient {
         writeFrame(socket, [id, type, body]);
       };
       if (this.#connected) send();
-      else socket.once('connect', send);
+      else this.#unsent.push(send);
     });
   }
 
@@ -190,7 +191,12 @@ export class PeerClient {
     const socket = connect({ host, port });
     this.#socket = socket;
     socket.setNoDelay(true);
-    socket.on('connect', () => { this.#connected = true; });
+    socket.on('connect', () => {
+      this.#connected = true;
+      const unsent = this.#unsent;
+      this.#unsent = [];
+      for (const send of unsent) send();
+    });
     frameReader(socket, (frame) => {
       if (!Array.isArray(frame)) return;
       const [id, ok, body] = frame as [number, boolean, unknown];
@@ -205,6 +211,7 @@ export class PeerClient {
       if (this.#socket !== socket) return;
       this.#socket = null;
       this.#connected = false;
+      this.#unsent = [];  // their requests are failed below
       for (const [id, p] of this.#pending) {
         this.#pending.delete(id);
         clearTimeout(p.timer);
