@@ -504,7 +504,9 @@ test('npm run cluster: 3 app nodes; writes on any node; kill -9 of the leader, t
       }
     });
     launcher.kill('SIGTERM');
-    expect(await Promise.race([exited, new Promise((r) => setTimeout(() => r('timeout'), 15_000))])).toBe(0);
+    let timer: NodeJS.Timeout | undefined;
+    expect(await Promise.race([exited, new Promise((r) => { timer = setTimeout(() => r('timeout'), 15_000); })])).toBe(0);
+    clearTimeout(timer);
     await until('every node process gone', () => pids().every((pid) => !alive(pid)), 15_000);
   } finally {
     for (const pid of pids()) if (alive(pid)) process.kill(pid, 'SIGKILL');
