@@ -588,7 +588,8 @@ function freezeStored<T extends object>(value: T, nested: boolean): T {
 
 function deepFreeze<T>(value: T): T {
   // Loops rather than Object.values: restore freezes millions of objects.
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+  // Byte arrays can't be frozen (V8 refuses views with elements): they are stored as they are.
+  if (typeof value === 'object' && value !== null && !ArrayBuffer.isView(value) && !Object.isFrozen(value)) {
     Object.freeze(value);
     if (Array.isArray(value)) {
       for (let i = 0; i < value.length; i++) if (typeof value[i] === 'object' && value[i] !== null) deepFreeze(value[i]);

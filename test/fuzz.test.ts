@@ -116,6 +116,9 @@ test('arguments that cannot travel get a coded error and change nothing', async 
     await expect(store.propose('prevail:peer' as 'put', { v: 1 })).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND' });
     expect(store.view.x.size).toBe(0);
     expect(await store.propose('put', { v: 'fine' })).toBe(1);
+    // Byte arrays are fine (they can't be frozen, so they are stored as they are).
+    const id = await store.propose('put', { v: new Uint8Array([1, 2, 3]) });
+    expect([...(store.view.x.get(id)!.v as Uint8Array)]).toEqual([1, 2, 3]);
   } finally {
     await store.close();
     rmSync(dir, { recursive: true, force: true });
