@@ -11,6 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { Packr } from 'msgpackr';
 
 import { ErrorCodes, PrevailError, isPrevailError, type ErrorCode } from './errors.js';
+import { pidAlive } from './raft-node.js';
 import { ENTRY_FORMAT, Store, packrOptions, type Schema } from './store.js';
 
 const packr = new Packr(packrOptions);
@@ -427,15 +428,6 @@ function decodeCommand(entry: InspectedEntry, data: Buffer): Buffer | null {
     entry.payload = { length, ...hex(payload) };
   }
   return payload;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function readOrNull(path: string): Promise<Buffer | null> {
