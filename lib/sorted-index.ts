@@ -211,32 +211,28 @@ function nodeSize(n: Node): number {
   return n.children === null ? n.keys.length : n.children.length;
 }
 
-/** First index whose pair is >= (key, id). */
-function lowerBound(keys: IndexKey[], ids: Id[], key: IndexKey, id: Id): number {
+/** First index whose pair is >= (key, id), or with `after`, > (key, id). */
+function searchPairs(keys: IndexKey[], ids: Id[], key: IndexKey, id: Id, after: boolean): number {
   let lo = 0;
   let hi = keys.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
     let c = compareKeys(keys[mid]!, key);
     if (c === 0) c = compareKeys(ids[mid]!, id);
-    if (c < 0) lo = mid + 1;
+    if (c < 0 || (after && c === 0)) lo = mid + 1;
     else hi = mid;
   }
   return lo;
 }
 
+/** First index whose pair is >= (key, id). */
+function lowerBound(keys: IndexKey[], ids: Id[], key: IndexKey, id: Id): number {
+  return searchPairs(keys, ids, key, id, false);
+}
+
 /** The child of an inner node that holds (key, id): the number of separators <= it. */
 function childIndex(keys: IndexKey[], ids: Id[], key: IndexKey, id: Id): number {
-  let lo = 0;
-  let hi = keys.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    let c = compareKeys(keys[mid]!, key);
-    if (c === 0) c = compareKeys(ids[mid]!, id);
-    if (c <= 0) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
+  return searchPairs(keys, ids, key, id, true);
 }
 
 function isAt(leaf: Node, pos: number, key: IndexKey, id: Id): boolean {
