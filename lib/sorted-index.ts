@@ -774,7 +774,7 @@ class Cursor {
     for (; l < d; l++) {
       const c = nodes[l]!.children![idx[l]!]!;
       nodes[l + 1] = c;
-      idx[l + 1] = (c.children === null ? c.keys.length : c.children.length) - 1;
+      idx[l + 1] = nodeSize(c) - 1;
     }
     return true;
   }
