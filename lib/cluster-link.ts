@@ -5,6 +5,7 @@
 import { performance } from 'node:perf_hooks';
 import { debuglog } from 'node:util';
 
+import { joinAddress, splitAddress } from './address.js';
 import { ErrorCodes, PrevailError, isPrevailError } from './errors.js';
 import type { StoreMetrics } from './metrics.js';
 import { PeerClient, PeerServer } from './peer-channel.js';
@@ -113,8 +114,8 @@ export class ClusterLink {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'forward must be a boolean');
     }
     const link = new ClusterLink(host, options);
-    const raftHost = host.node.address.slice(0, host.node.address.lastIndexOf(':'));
-    link.#server = await PeerServer.listen(options.channelAddress ?? `${raftHost}:0`, (type, body) => link.#serve(type, body));
+    const channelAddress = options.channelAddress ?? joinAddress(splitAddress(host.node.address).host, 0);
+    link.#server = await PeerServer.listen(channelAddress, (type, body) => link.#serve(type, body));
     const onRole = () => {
       link.#leaseUntil = 0;
       link.#maintain();

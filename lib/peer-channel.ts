@@ -6,6 +6,7 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { Packr } from 'msgpackr';
 
+import { joinAddress, splitAddress } from './address.js';
 import { ErrorCodes, PrevailError, type ErrorCode } from './errors.js';
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
@@ -74,11 +75,6 @@ function writeFrame(socket: Socket, value: unknown): void {
   socket.write(body);
 }
 
-function splitAddress(address: string): { host: string; port: number } {
-  const i = address.lastIndexOf(':');
-  return { host: address.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(address.slice(i + 1)) };
-}
-
 /** Accepts peers' requests and answers each with the handler's result or error. */
 export class PeerServer {
   readonly #server: Server;
@@ -131,7 +127,7 @@ export class PeerServer {
           `peer channel can't listen on ${address}: ${err.message}`)));
       server.#server.listen(port, host, () => {
         const bound = server.#server.address();
-        if (bound && typeof bound === 'object') server.address = `${host.includes(':') ? `[${host}]` : host}:${bound.port}`;
+        if (bound && typeof bound === 'object') server.address = joinAddress(host, bound.port);
         resolve(server);
       });
     });

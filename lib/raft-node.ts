@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { debuglog } from 'node:util';
 
+import { splitAddress } from './address.js';
 import { ErrorCodes, PrevailError, fromNative, type MemberRef } from './errors.js';
 import { channels } from './metrics.js';
 import { addon, type NativeEngine, type NativeStatus } from './native.js';
@@ -158,9 +159,7 @@ function checkAddress(name: string, value: unknown): string {
 
 /** True when host:port can't be bound because something else holds it. */
 function addressInUse(address: string): Promise<boolean> {
-  const i = address.lastIndexOf(':');
-  const host = address.slice(0, i).replace(/^\[|\]$/g, '');
-  const port = Number(address.slice(i + 1));
+  const { host, port } = splitAddress(address);
   return new Promise((resolvePromise) => {
     const server = createServer();
     server.once('error', (err: NodeJS.ErrnoException) => resolvePromise(err.code === 'EADDRINUSE'));
