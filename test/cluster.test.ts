@@ -34,10 +34,6 @@ function sameState(states: Map<number, FsmState>): string {
  */
 const timing = { electionTimeoutMs: 1000, heartbeatMs: 100 };
 
-function others(cluster: Cluster, node: NodeProcess): NodeProcess[] {
-  return cluster.running().filter((n) => n !== node);
-}
-
 describe('three nodes in child processes', () => {
   let cluster: Cluster;
   afterEach(async () => {
@@ -57,7 +53,7 @@ describe('three nodes in child processes', () => {
     expect(hashes.size).toBe(1);
     expect([...states.values()].every((s) => s.size === 200)).toBe(true);
     // a follower refuses with the leader's address
-    const follower = cluster.running().find((n) => n !== leader)!;
+    const follower = cluster.others(leader)[0]!;
     const [refused] = await follower.call<ProposeResult[]>('propose', { commands: [set('x')] });
     expect(refused!.error!.code).toBe('PREVAIL_NOT_LEADER');
     const st = await follower.call<Status>('status');
@@ -88,7 +84,7 @@ describe('three nodes in child processes', () => {
     expect(newLeader.spec.id).not.toBe(leader.spec.id);
     const last = await proposeAll(newLeader, keys('after-', 100));
     const states = await cluster.converge(last);
-    expect([...states.keys()].sort()).toEqual(others(cluster, leader).map((n) => n.spec.id).sort());
+    expect([...states.keys()].sort()).toEqual(cluster.others(leader).map((n) => n.spec.id).sort());
     sameState(states);
     for (const s of states.values()) {
       const present = new Set(s.keys);
@@ -101,7 +97,7 @@ describe('three nodes in child processes', () => {
     cluster = await Cluster.create(3, timing);
     const leader = await cluster.leader();
     await cluster.converge(await proposeAll(leader, keys('a', 100)));
-    const follower = others(cluster, leader)[0]!;
+    const follower = cluster.others(leader)[0]!;
     const id = follower.spec.id;
     await follower.kill();
     for (let b = 0; b < 3; b++) await proposeAll(leader, keys(`b${b}-`, 100));
@@ -129,7 +125,7 @@ describe('three nodes in child processes', () => {
     cluster = await Cluster.create(3, { ...timing, snapshotThreshold: 64, snapshotTrailing: 16 });
     const leader = await cluster.leader();
     await cluster.converge(await proposeAll(leader, keys('a', 20)));
-    const follower = others(cluster, leader)[0]!;
+    const follower = cluster.others(leader)[0]!;
     const id = follower.spec.id;
     const before = await follower.call<Status>('status');
     expect(before.snapshot.index).toBe(0); // it has no snapshot of its own
@@ -159,7 +155,7 @@ describe('three nodes in child processes', () => {
     const spec = await cluster.addSpec(4);
     // On a follower a membership change is refused with a coded error (the engine itself
     // would abort the process: it asserts leadership), and the follower keeps running.
-    const follower = others(cluster, leader)[0]!;
+    const follower = cluster.others(leader)[0]!;
     for (const [cmd, args] of [['addMember', { member: { id: 4, address: spec.address } }], ['removeMember', { id: leader.spec.id }]] as const) {
       await expect(follower.call(cmd, args)).rejects.toMatchObject({ code: 'PREVAIL_NOT_LEADER', leader: { id: leader.spec.id } });
     }
@@ -183,7 +179,7 @@ describe('three nodes in child processes', () => {
     expect(joined.leader?.id).toBe(leader.spec.id);
     expect(joined.members.map((m) => m.id).sort()).toEqual([1, 2, 3, 4]);
 
-    const [victim, keeper] = others(cluster, leader).filter((n) => n !== joiner);
+    const [victim, keeper] = cluster.others(leader).filter((n) => n !== joiner);
     await leader.call('removeMember', { id: victim!.spec.id }, 30_000);
     members = (await leader.call<Status>('status')).members;
     expect(members.map((m) => m.id).sort()).toEqual([leader.spec.id, keeper!.spec.id, 4].sort());
@@ -209,7 +205,7 @@ describe('three nodes in child processes', () => {
   test('a follower that caught up over a configuration change can change membership once it leads', async () => {
     cluster = await Cluster.create(3, timing);
     const leader = await cluster.leader();
-    const lagging = others(cluster, leader)[0]!;
+    const lagging = cluster.others(leader)[0]!;
     await lagging.kill();
     await proposeAll(leader, keys('before', 5));
     await leader.call('addMember', { member: { id: 4, address: '127.0.0.1:9' }, role: 'spare' }, 30_000);
@@ -226,7 +222,7 @@ describe('three nodes in child processes', () => {
     cluster = await Cluster.create(3, timing);
     const leader = await cluster.leader();
     await cluster.converge(await proposeAll(leader, keys('a', 50)));
-    const target = others(cluster, leader)[1]!;
+    const target = cluster.others(leader)[1]!;
     const to = await leader.call<{ id: number; address: string }>('transfer', { id: target.spec.id }, 15_000);
     expect(to.id).toBe(target.spec.id);
 
@@ -317,7 +313,7 @@ describe('three nodes in child processes', () => {
     for (const s of states.values()) expect(s.restores).toBe(0);
 
     // A follower misses odd payloads and enough entries for the leader to snapshot past it.
-    const follower = others(cluster, leader)[0]!;
+    const follower = cluster.others(leader)[0]!;
     const id = follower.spec.id;
     const before = await follower.call<Status>('status');
     await follower.kill();

@@ -49,7 +49,7 @@ describe('leader jobs and schedules (3 processes)', () => {
     for (const n of cluster.running()) expect(running(n)).toBe(n === leader);
 
     // A transfer: the old leader's job is aborted, the target's starts.
-    const target = cluster.running().find((n) => n !== leader)!;
+    const target = cluster.others(leader)[0]!;
     await leader.call('transfer', { id: target.spec.id });
     await waitFor('the job to move', () => running(target) && !running(leader));
     expect(jobEvents(leader).at(-1)).toBe('abort');
@@ -62,7 +62,7 @@ describe('leader jobs and schedules (3 processes)', () => {
   test('scheduled commands fire once each through a kill -9 of the leader; a recurring one never twice for a due time', async () => {
     cluster = await Cluster.create(3, { ...timing, job: false }, fixtures.store);
     const leader = await cluster.leader();
-    const follower = cluster.running().find((n) => n !== leader)!;
+    const follower = cluster.others(leader)[0]!;
     const now = Date.now();
     // One-shots spread over the next 1.5 s, scheduled through a follower (forwarded).
     for (let i = 0; i < 6; i++) {

@@ -189,12 +189,10 @@ describe('three nodes', () => {
     await cluster?.stop();
   });
 
-  const followersOf = (leader: ServeProcess) => cluster.running().filter((n) => n !== leader);
-
   test('health: /health/leader only on the leader, followers give its id; every node becomes ready', async () => {
     const leader = await cluster.leader();
     expect((await leader.request('GET', '/health/leader')).status).toBe(200);
-    for (const f of followersOf(leader)) {
+    for (const f of cluster.others(leader)) {
       const answer = await f.request('GET', '/health/leader');
       expect(expectError(answer, 503, 'PREVAIL_NOT_LEADER').leader?.id).toBe(leader.spec.id);
       expect(answer.headers.get('retry-after')).toBe('1');
@@ -205,13 +203,13 @@ describe('three nodes', () => {
     const status = (await leader.request('GET', '/status')).body;
     expect(status.members.map((m: { id: number }) => m.id).sort()).toEqual([1, 2, 3]);
     expect(status.members.every((m: { matchIndex?: number }) => typeof m.matchIndex === 'number')).toBe(true);
-    const fstatus = (await followersOf(leader)[0]!.request('GET', '/status')).body;
+    const fstatus = (await cluster.others(leader)[0]!.request('GET', '/status')).body;
     expect(fstatus).toMatchObject({ role: 'follower', leader: { id: leader.spec.id } });
   });
 
   test('writes on followers are forwarded; every node reads them at every level', async () => {
     const leader = await cluster.leader();
-    const [f1, f2] = followersOf(leader);
+    const [f1, f2] = cluster.others(leader);
     const put = await f1!.request('PUT', kv('fwd'), 'from a follower');
     expect(put.status).toBe(200);
     // Read-your-writes on the node that took the write, without waiting.
@@ -234,7 +232,7 @@ describe('three nodes', () => {
 
   test('CLI against the cluster: status, members add (join) and remove, transfer, snapshot', async () => {
     const leader = await cluster.leader();
-    const follower = followersOf(leader)[0]!;
+    const follower = cluster.others(leader)[0]!;
     const status = await runCli(['status', '--node', follower.url]);
     expect(status.code).toBe(0);
     expect(JSON.parse(status.stdout)).toMatchObject({ id: follower.spec.id, role: 'follower', leader: { id: leader.spec.id } });
@@ -287,7 +285,7 @@ describe('three nodes', () => {
 
   test('--no-forward: a follower answers writes and leader-level reads with 503 and the leader', async () => {
     const leader = await cluster.leader();
-    const follower = followersOf(leader)[0]!;
+    const follower = cluster.others(leader)[0]!;
     expect(await follower.terminate()).toEqual({ code: 0, signal: null });
     const restarted = await cluster.start(follower.spec.id, ['--no-forward']);
     await waitFor('the restarted node knows the leader', async () =>
@@ -355,7 +353,7 @@ describe('rolling restart', () => {
     load = new WriteLoad(() => cluster.running());
     await load.progress(20);
 
-    const order = [first.spec.id, ...cluster.running().filter((n) => n !== first).map((n) => n.spec.id)];
+    const order = [first.spec.id, ...cluster.others(first).map((n) => n.spec.id)];
     for (const id of order) {
       const node = cluster.node(id);
       expect({ id, exit: await node.terminate() }).toEqual({ id, exit: { code: 0, signal: null } });
@@ -397,7 +395,7 @@ describe('backup and restore (docs/operations.md)', () => {
     for (let i = 30; i < 40; i++) last = (await leader.request('PUT', kv(`b${i}`), `v${i}`)).body.index;
 
     // Backup: stop a follower, copy its data dir, start it again.
-    const follower = cluster.running().find((n) => n !== leader)!;
+    const follower = cluster.others(leader)[0]!;
     await waitFor('the follower to apply every write', async () =>
       (await follower.request('GET', `${kv('b39')}?consistency=stale&minIndex=${last}`)).status === 200);
     expect(await follower.terminate()).toEqual({ code: 0, signal: null });

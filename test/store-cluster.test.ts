@@ -11,12 +11,8 @@ interface Health { leader: boolean; ready: boolean; appliedIndex: number; leader
 
 const timing = { electionTimeoutMs: 1000, heartbeatMs: 100 };
 
-async function followers(cluster: Cluster, leader: NodeProcess): Promise<NodeProcess[]> {
-  return cluster.running().filter((n) => n !== leader);
-}
-
 /** Waits until a follower knows the leader's peer channel (announced through the log). */
-async function forwardingReady(cluster: Cluster, node: NodeProcess): Promise<void> {
+async function forwardingReady(node: NodeProcess): Promise<void> {
   await waitFor('the leader to announce its channel', async () => {
     const r = await node.call<Read>('read', { key: 'none', consistency: 'linearizable', timeoutMs: 500 });
     return r.ok !== undefined;
@@ -31,8 +27,8 @@ describe('a store cluster (3 processes)', () => {
   beforeAll(async () => {
     cluster = await Cluster.create(3, timing, fixtures.store);
     leader = await cluster.leader();
-    [follower] = await followers(cluster, leader);
-    await forwardingReady(cluster, follower!);
+    [follower] = cluster.others(leader);
+    await forwardingReady(follower!);
   });
   afterAll(async () => {
     await cluster?.stop();
@@ -97,7 +93,7 @@ describe('a store cluster (3 processes)', () => {
   });
 
   test('kill -9 of the leader during forwarded writes: every write settles, every acknowledged one survives', async () => {
-    const writer = (await followers(cluster, leader))[0]!;
+    const writer = cluster.others(leader)[0]!;
     const writing = writer.call<Write[]>('writeMany', { prefix: 'k', count: 400, concurrency: 8, timeoutMs: 8000 }, 60_000);
     await new Promise((r) => setTimeout(r, 150));
     const old = leader;
@@ -112,7 +108,7 @@ describe('a store cluster (3 processes)', () => {
     }
     expect(acked.length).toBeGreaterThan(0);
     leader = await cluster.leader(15_000);
-    const survivor = cluster.running().find((n) => n !== leader)!;
+    const survivor = cluster.others(leader)[0]!;
     const keys = new Map(await survivor.call<[string, string][]>('keys'));
     // The survivor may be a little behind: a linearizable read first.
     await survivor.call<Read>('read', { key: 'k0', consistency: 'linearizable' });
@@ -133,7 +129,7 @@ describe('a store cluster (3 processes)', () => {
     const paused = leader;
     paused.child.kill('SIGSTOP');
     try {
-      const others = cluster.running().filter((n) => n !== paused);
+      const others = cluster.others(paused);
       const next = await waitFor('a new leader', async () => {
         for (const n of others) if ((await n.call<Status>('status', undefined, 2000)).role === 'leader') return n;
         return undefined;
@@ -169,7 +165,7 @@ describe('followers closed and restarted under write load', () => {
     cluster = await Cluster.create(3, timing, fixtures.store);
     const leader = await cluster.leader();
     for (let round = 0; round < 8; round++) {
-      const follower = cluster.running().filter((n) => n !== leader)[round % 2]!;
+      const follower = cluster.others(leader)[round % 2]!;
       const writing = leader.call<Write[]>('writeMany', { prefix: `r${round}-`, count: 3000, concurrency: 128 }, 60_000);
       await new Promise((r) => setTimeout(r, 50 + round * 20));
       await follower.call('close');
@@ -192,7 +188,7 @@ describe('forwarding turned off', () => {
   test('a follower refuses writes and linearizable reads with PREVAIL_NOT_LEADER and the leader hint; stale reads work', async () => {
     cluster = await Cluster.create(3, { ...timing, forward: false }, fixtures.store);
     const leader = await cluster.leader();
-    const follower = cluster.running().find((n) => n !== leader)!;
+    const follower = cluster.others(leader)[0]!;
     await waitFor('the follower to know the leader', async () => (await follower.call<Status>('status')).leader?.id === leader.spec.id);
     const w = await follower.call<Write>('propose', { name: 'put', args: { key: 'a', value: '1' } });
     expect(w.error).toMatchObject({ code: 'PREVAIL_NOT_LEADER', leader: { id: leader.spec.id } });

@@ -197,12 +197,41 @@ export interface FsmState {
   raw: RawRecord[];
 }
 
-export class Cluster {
-  nodes = new Map<number, NodeProcess>();
-  specs: NodeSpec[] = [];
-  root = tempDir('prevail-cluster-');
+/** What Cluster and ServiceCluster share: node specs under one temp root, the current process per id. */
+abstract class Nodes<S extends NodeSpec, P extends { spec: S; alive: boolean }> {
+  nodes = new Map<number, P>();
+  specs: S[] = [];
 
-  constructor(readonly options: Record<string, unknown> = {}, readonly fixture = fixtures.raftNode) {}
+  constructor(readonly root: string) {}
+
+  protected spec(id: number): S {
+    return this.specs.find((s) => s.id === id)!;
+  }
+
+  /** Records the spec of a new node id (not started, not a member yet). */
+  protected pushSpec(spec: S): S {
+    this.specs.push(spec);
+    return spec;
+  }
+
+  node(id: number): P {
+    return this.nodes.get(id)!;
+  }
+
+  running(): P[] {
+    return [...this.nodes.values()].filter((n) => n.alive);
+  }
+
+  /** The running nodes other than `node`. */
+  others(node: P): P[] {
+    return this.running().filter((n) => n !== node);
+  }
+}
+
+export class Cluster extends Nodes<NodeSpec, NodeProcess> {
+  constructor(readonly options: Record<string, unknown> = {}, readonly fixture = fixtures.raftNode) {
+    super(tempDir('prevail-cluster-'));
+  }
 
   static async create(size: number, options: Record<string, unknown> = {}, fixture = fixtures.raftNode): Promise<Cluster> {
     const cluster = new Cluster(options, fixture);
@@ -217,8 +246,7 @@ export class Cluster {
   }
 
   async start(id: number, extra: Record<string, unknown> = {}): Promise<NodeProcess> {
-    const spec = this.specs.find((s) => s.id === id)!;
-    const node = new NodeProcess(spec, { cluster: this.initialMembers, ...this.options, ...extra }, this.fixture);
+    const node = new NodeProcess(this.spec(id), { cluster: this.initialMembers, ...this.options, ...extra }, this.fixture);
     this.nodes.set(id, node);
     await node.ready;
     return node;
@@ -227,17 +255,7 @@ export class Cluster {
   /** Adds a spec for a new node id (not started, not a member yet). */
   async addSpec(id: number): Promise<NodeSpec> {
     const [port] = await freePorts(1);
-    const spec = { id, address: `127.0.0.1:${port}`, dataDir: join(this.root, `n${id}`) };
-    this.specs.push(spec);
-    return spec;
-  }
-
-  node(id: number): NodeProcess {
-    return this.nodes.get(id)!;
-  }
-
-  running(): NodeProcess[] {
-    return [...this.nodes.values()].filter((n) => n.alive);
+    return this.pushSpec({ id, address: `127.0.0.1:${port}`, dataDir: join(this.root, `n${id}`) });
   }
 
   /** Waits until the running nodes agree on one leader, and returns it. */
@@ -364,14 +382,13 @@ export class ServeProcess {
 }
 
 /** Nodes of the reference service, each a `prevail serve` child with its own data dir and ports. */
-export class ServiceCluster {
-  nodes = new Map<number, ServeProcess>();
+export class ServiceCluster extends Nodes<ServeSpec, ServeProcess> {
   /** Every process ever started, restarted ones included: stop() kills them all. */
   #spawned: ServeProcess[] = [];
-  specs: ServeSpec[] = [];
-  root = tempDir('prevail-service-');
 
-  constructor(readonly args: string[] = []) {}
+  constructor(readonly args: string[] = []) {
+    super(tempDir('prevail-service-'));
+  }
 
   static async create(size: number, args: string[] = []): Promise<ServiceCluster> {
     const cluster = new ServiceCluster(args);
@@ -394,9 +411,8 @@ export class ServiceCluster {
 
   /** Starts (or restarts) node `id` and waits until it serves HTTP; with `--join` in `extra`, without --cluster. */
   async start(id: number, extra: string[] = []): Promise<ServeProcess> {
-    const spec = this.specs.find((s) => s.id === id)!;
     const membership = extra.includes('--join') ? [] : ['--cluster', this.clusterFlag];
-    const node = new ServeProcess(spec, [...membership, ...this.args, ...extra]);
+    const node = new ServeProcess(this.spec(id), [...membership, ...this.args, ...extra]);
     this.#spawned.push(node);
     this.nodes.set(id, node);
     await node.ready();
@@ -406,17 +422,7 @@ export class ServiceCluster {
   /** A spec (ports, data dir) for a new node id: not started, not a member. */
   async addSpec(id: number): Promise<ServeSpec> {
     const [raft, http] = await freePorts(2);
-    const spec = { id, address: `127.0.0.1:${raft}`, http: `127.0.0.1:${http}`, dataDir: join(this.root, `n${id}`) };
-    this.specs.push(spec);
-    return spec;
-  }
-
-  node(id: number): ServeProcess {
-    return this.nodes.get(id)!;
-  }
-
-  running(): ServeProcess[] {
-    return [...this.nodes.values()].filter((n) => n.alive);
+    return this.pushSpec({ id, address: `127.0.0.1:${raft}`, http: `127.0.0.1:${http}`, dataDir: join(this.root, `n${id}`) });
   }
 
   /** Every running node's URL, comma-separated (the CLI's --node). */
