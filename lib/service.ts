@@ -187,7 +187,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
 
   let closing: Promise<void> | null = null;
 
-  const leaderHint = (): MemberRef | null => store.status().leader;
+  const leaderHint = (): MemberRef | null => store.node.status().leader;
 
   // Membership calls on a non-leader must never reach the engine: raft 0.22.1's raft_add
   // and raft_remove assert leadership (the process aborts) instead of returning NOTLEADER.
@@ -259,7 +259,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
 
   function healthLeader(): [number, unknown] {
     const h = store.health();
-    if (h.leader) return [200, { leader: true, id: store.status().id }];
+    if (h.leader) return [200, { leader: true, id: store.node.id }];
     throw new PrevailError(ErrorCodes.NOT_LEADER, 'this node is not the leader', { leader: leaderHint() });
   }
 
@@ -278,7 +278,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     const role = (body.role ?? 'voter') as MemberRole;
     requireLeader('adding a member');
     await store.node.addMember({ id: body.id as number, address: body.address as string }, role);
-    return { members: store.status().members };
+    return { members: store.node.status().members };
   }
 
   async function removeMember(id: string): Promise<unknown> {
@@ -286,7 +286,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     if (!Number.isSafeInteger(n) || n <= 0) throw invalid(`a member id is a positive integer, got ${JSON.stringify(id)}`);
     requireLeader('removing a member');
     await store.node.removeMember(n);
-    return { members: store.status().members };
+    return { members: store.node.status().members };
   }
 
   async function transfer(req: IncomingMessage): Promise<unknown> {
@@ -402,7 +402,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   }
   const bound = server.address() as AddressInfo;
   const url = `http://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
-  debug('service: node %d serving %s', store.status().id, url);
+  debug('service: node %d serving %s', store.node.id, url);
 
   return {
     store, server, url,
