@@ -641,6 +641,18 @@ function firstNotBelow(keys: IndexKey[], lower: Bound[]): number {
   return lo;
 }
 
+/** First index in `keys` whose key is >= `key`. */
+function firstKeyNotBelow(keys: IndexKey[], key: IndexKey): number {
+  let lo = 0;
+  let hi = keys.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareKeys(keys[mid]!, key) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /** First index in `keys` above the upper bounds. */
 function firstAbove(keys: IndexKey[], upper: Bound[]): number {
   let lo = 0;
@@ -683,41 +695,24 @@ class Cursor {
 
   /** Positions on the first pair not below `lower`. */
   seekFirst(root: Node, lower: Bound[]): boolean {
-    const n = this.#descend(root, (keys) => firstNotBelow(keys, lower));
+    return this.#seekFirstBy(root, (keys) => firstNotBelow(keys, lower));
+  }
+
+  /** Positions on the first pair whose key is >= `key` (`seekFirst` with one `gte` bound, faster). */
+  seekKey(root: Node, key: IndexKey): boolean {
+    return this.#seekFirstBy(root, (keys) => firstKeyNotBelow(keys, key));
+  }
+
+  /** Positions on the first pair at or after where `pick` (a lower-bound search) leads. */
+  #seekFirstBy(root: Node, pick: (keys: IndexKey[]) => number): boolean {
+    const n = this.#descend(root, pick);
     const d = this.leaf;
-    const i = firstNotBelow(n.keys, lower);
+    const i = pick(n.keys);
     if (i < n.keys.length) {
       this.idx[d] = i;
       return (this.ok = true);
     }
     if (n.keys.length === 0) return (this.ok = false); // empty tree
-    this.idx[d] = n.keys.length - 1;
-    this.ok = true;
-    return this.next();
-  }
-
-  /** Positions on the first pair whose key is >= `key` (`seekFirst` with one `gte` bound, faster). */
-  seekKey(root: Node, key: IndexKey): boolean {
-    let n = root;
-    let d = 0;
-    for (;;) {
-      const keys = n.keys;
-      let lo = 0;
-      let hi = keys.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        if (compareKeys(keys[mid]!, key) < 0) lo = mid + 1;
-        else hi = mid;
-      }
-      this.nodes[d] = n;
-      this.idx[d] = lo;
-      if (n.children === null) break;
-      n = n.children[lo]!;
-      d++;
-    }
-    this.leaf = d;
-    if (this.idx[d]! < n.keys.length) return (this.ok = true);
-    if (n.keys.length === 0) return (this.ok = false);
     this.idx[d] = n.keys.length - 1;
     this.ok = true;
     return this.next();
