@@ -98,6 +98,22 @@ function resolve(o: Op, model: Model): { op: 'add' | 'remove'; key: IndexKey; id
   return e === undefined ? { op: 'remove', key: 0, id: 0 } : { op: 'remove', key: e[0], id: e[1] };
 }
 
+/**
+ * Applies `seq` to `model` and, through the callbacks, to the indexes under test. `remove` also
+ * gets whether the model held the pair.
+ */
+function replay(seq: Op[], model: Model, add: (key: IndexKey, id: Id) => void, remove: (key: IndexKey, id: Id, had: boolean) => void): void {
+  for (const o of seq) {
+    const r = resolve(o, model);
+    if (r.op === 'add') {
+      model.add(r.key, r.id);
+      add(r.key, r.id);
+    } else {
+      remove(r.key, r.id, model.remove(r.key, r.id));
+    }
+  }
+}
+
 /** Structural identity of keys (Object.is on leaves, so 0/-0 and 1/1n differ), much cheaper than toEqual. */
 function sameKey(a: IndexKey, b: IndexKey): boolean {
   if (Array.isArray(a)) return Array.isArray(b) && a.length === b.length && a.every((x, i) => sameKey(x, b[i]!));
@@ -228,20 +244,20 @@ describe('SortedIndex and PersistentSortedIndex against a model', () => {
         const model = new Model();
         const mut = new SortedIndex({ fanout: f });
         let pers = new PersistentSortedIndex({ fanout: f });
-        for (const o of seq) {
-          const r = resolve(o, model);
-          if (r.op === 'add') {
-            model.add(r.key, r.id);
-            mut.add(r.key, r.id);
-            pers = pers.add(r.key, r.id);
-          } else {
-            const had = model.remove(r.key, r.id);
-            expect(mut.remove(r.key, r.id)).toBe(had);
-            const next = pers.remove(r.key, r.id);
+        replay(
+          seq,
+          model,
+          (k, i) => {
+            mut.add(k, i);
+            pers = pers.add(k, i);
+          },
+          (k, i, had) => {
+            expect(mut.remove(k, i)).toBe(had);
+            const next = pers.remove(k, i);
             expect(next !== pers).toBe(had);
             pers = next;
-          }
-        }
+          },
+        );
         mut.checkInvariants();
         pers.checkInvariants();
         expectSameContents(mut, model);
@@ -257,16 +273,7 @@ describe('SortedIndex and PersistentSortedIndex against a model', () => {
       fc.property(fanout, ops, fc.array(rangeOpts, { maxLength: 15 }), fc.array(key, { maxLength: 10 }), (f, seq, queries, probes) => {
         const model = new Model();
         const mut = new SortedIndex({ fanout: f });
-        for (const o of seq) {
-          const r = resolve(o, model);
-          if (r.op === 'add') {
-            model.add(r.key, r.id);
-            mut.add(r.key, r.id);
-          } else {
-            model.remove(r.key, r.id);
-            mut.remove(r.key, r.id);
-          }
-        }
+        replay(seq, model, (k, i) => mut.add(k, i), (k, i) => void mut.remove(k, i));
         const pers = PersistentSortedIndex.from(model.entries, { fanout: f });
         pers.checkInvariants();
         for (const q of queries) {
@@ -308,18 +315,18 @@ describe('SortedIndex and PersistentSortedIndex against a model', () => {
           expectEntries([...ix], [...inserted]);  // same pairs, same key representations (first one kept)
           expectSameContents(ix, model);
         }
-        for (const o of later) {
-          const r = resolve(o, model);
-          if (r.op === 'add') {
-            model.add(r.key, r.id);
-            mut.add(r.key, r.id);
-            pers = pers.add(r.key, r.id);
-          } else {
-            model.remove(r.key, r.id);
-            mut.remove(r.key, r.id);
-            pers = pers.remove(r.key, r.id);
-          }
-        }
+        replay(
+          later,
+          model,
+          (k, i) => {
+            mut.add(k, i);
+            pers = pers.add(k, i);
+          },
+          (k, i) => {
+            mut.remove(k, i);
+            pers = pers.remove(k, i);
+          },
+        );
         mut.checkInvariants();
         pers.checkInvariants();
         expectSameContents(mut, model);
@@ -336,17 +343,18 @@ describe('SortedIndex and PersistentSortedIndex against a model', () => {
         const versions: { v: PersistentSortedIndex; want: IndexEntry[] }[] = [];
         let v = new PersistentSortedIndex({ fanout: f });
         versions.push({ v, want: [] });
-        for (const o of seq) {
-          const r = resolve(o, model);
-          if (r.op === 'add') {
-            model.add(r.key, r.id);
-            v = v.add(r.key, r.id);
-          } else {
-            model.remove(r.key, r.id);
-            v = v.remove(r.key, r.id);
-          }
-          versions.push({ v, want: model.entries.slice() });
-        }
+        replay(
+          seq,
+          model,
+          (k, i) => {
+            v = v.add(k, i);
+            versions.push({ v, want: model.entries.slice() });
+          },
+          (k, i) => {
+            v = v.remove(k, i);
+            versions.push({ v, want: model.entries.slice() });
+          },
+        );
         for (const { v: old, want } of versions) {
           expect(old.size).toBe(want.length);
           expectEntries([...old], want);
