@@ -158,17 +158,11 @@ export class ClusterLink {
     for (;;) {
       // Always try here first: the engine refuses at once (nothing appended) if this node
       // doesn't lead, and its view is fresher than the role events this process has seen.
-      {
-        const t0 = performance.now();
-        const term = this.#node.term;
-        try {
-          const r = await this.#host.proposeLocal(name, args, signal);
-          this.#renewLease(t0, term);
-          return r;
-        } catch (err) {
-          // Not the leader after all: nothing was appended, so forwarding it is safe.
-          if (!this.#forward || !isPrevailError(err, ErrorCodes.NOT_LEADER)) throw err;
-        }
+      try {
+        return await this.#leased(() => this.#host.proposeLocal(name, args, signal));
+      } catch (err) {
+        // Not the leader after all: nothing was appended, so forwarding it is safe.
+        if (!this.#forward || !isPrevailError(err, ErrorCodes.NOT_LEADER)) throw err;
       }
       const channel = await this.#leaderChannel(deadline, signal);
       this.#host.metrics.forwarded++;
@@ -251,12 +245,7 @@ export class ClusterLink {
   // flight share the next one, so a burst of reads costs two log entries, not one each.
   #coalescedBarrier(): Promise<number> {
     if (!this.#barrier) {
-      const t0 = performance.now();
-      const term = this.#node.term;
-      const p: Promise<number> = this.#node.barrier().then((index) => {
-        this.#renewLease(t0, term);
-        return index;
-      }).finally(() => {
+      const p: Promise<number> = this.#leased(() => this.#node.barrier()).finally(() => {
         if (this.#barrier === p) this.#barrier = null;
       });
       this.#barrier = p;
@@ -270,6 +259,15 @@ export class ClusterLink {
       this.#nextBarrier = next;
     }
     return this.#nextBarrier;
+  }
+
+  // Runs a proposal (or barrier) here; once it commits, the lease is renewed from its start.
+  async #leased<T>(submit: () => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    const term = this.#node.term;
+    const result = await submit();
+    this.#renewLease(t0, term);
+    return result;
   }
 
   // A committed entry proposed at t0 in `term` means a majority heard from us after t0, and
@@ -351,10 +349,7 @@ export class ClusterLink {
     // A node that doesn't lead refuses these in the engine (PREVAIL_NOT_LEADER with the hint).
     if (type === 'propose') {
       const { name, args } = body as { name: string; args: unknown };
-      const t0 = performance.now();
-      const term = this.#node.term;
-      const r = await this.#host.proposeLocal(name, args);
-      this.#renewLease(t0, term);
+      const r = await this.#leased(() => this.#host.proposeLocal(name, args));
       this.#pushCommit();
       return r;
     }
@@ -410,33 +405,32 @@ export class ClusterLink {
   #maintain(): void {
     if (this.#closed) return;
     const node = this.#node;
-    if (this.#leads()) {
+    const status = node.status();
+    // Our channel address must be in the replicated state: the leader proposes it itself,
+    // followers get it recorded through the leader, so that whichever of them leads next is
+    // reachable at once, without an announcement of its own first.
+    const announced = this.#announcing || this.#host.peers().get(node.id) === this.#server.address;
+    if (status.role === 'leader') {
       if (performance.now() - this.#lastCompare > 1000) {
         this.#lastCompare = performance.now();
         this.#compareReplicas();
       }
-      const mine = this.#server.address;
-      if (!this.#announcing && this.#host.peers().get(node.id) !== mine && node.status().members.length > 1) {
-        this.#announcing = true;
-        this.#host.announce(node.id, mine).catch((err: unknown) => debug('node %d: announce failed: %s', node.id, (err as Error).message))
-          .finally(() => { this.#announcing = false; });
-      }
+      if (!announced && status.members.length > 1) this.#announce(this.#host.announce(node.id, this.#server.address));
       return;
     }
     const leader = node.leader;
     const channel = leader ? this.#host.peers().get(leader.id) : undefined;
     if (!leader || !channel || leader.id === node.id) return;
-    // Followers get their own address recorded too (through the leader), so that whichever
-    // of them leads next is reachable at once, without an announcement of its own first.
-    if (!this.#announcing && this.#host.peers().get(node.id) !== this.#server.address) {
-      this.#announcing = true;
-      this.#client(channel).request('announce', { id: node.id, channel: this.#server.address }, 2000)
-        .catch((err: unknown) => debug('node %d: announce through the leader failed: %s', node.id, (err as Error).message))
-        .finally(() => { this.#announcing = false; });
-    }
+    if (!announced) this.#announce(this.#client(channel).request('announce', { id: node.id, channel: this.#server.address }, 2000));
     this.#client(channel).request('commitIndex', null, 1000).then((index) => {
       this.#leaderCommit = { index: index as number, at: performance.now(), leader: leader.id };
     }, () => undefined);
+  }
+
+  #announce(done: Promise<unknown>): void {
+    this.#announcing = true;
+    done.catch((err: unknown) => debug('node %d: announcing its channel failed: %s', this.#node.id, (err as Error).message))
+      .finally(() => { this.#announcing = false; });
   }
 
   // The divergence detector, on the leader: each replica's recent checkpoints against ours.
