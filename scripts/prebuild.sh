@@ -30,6 +30,8 @@ while (($#)); do
   esac
 done
 platform=$(node -p process.platform)
+musl=   # set on a musl libc Linux (Alpine)
+if [[ $platform == linux ]] && { ldd --version 2>&1 | grep -qi musl; }; then musl=1; fi
 
 bash scripts/fetch-engine.sh
 # The engine's licence ships in the package (licenses/raft/LICENSE, committed): it must
@@ -65,7 +67,7 @@ if [[ $arch != "$host_arch" ]]; then
   apt_install g++-$cross qemu-user-static
   export CC=$cross-gcc CXX=$cross-g++ AR=$cross-ar LINK=$cross-g++ PREBUILD_STRIP_BIN=$cross-strip
   args+=(--arch "$arch")
-elif [[ $platform == linux ]] && { ldd --version 2>&1 | grep -qi musl; }; then
+elif [[ -n $musl ]]; then
   args+=(--tag-libc)
 fi
 
@@ -95,7 +97,7 @@ if grep -q -e libraft -e libuv <<<"$needed"; then
 fi
 # The oldest Linux it loads on: the newest glibc / libstdc++ symbol versions it needs.
 # docs/install.md states glibc >= 2.28 and GCC 11's libstdc++ (GLIBCXX_3.4.29).
-if [[ $platform == linux ]] && ! { ldd --version 2>&1 | grep -qi musl; }; then
+if [[ $platform == linux && -z $musl ]]; then
   versions=$(readelf -V "$node_file" | grep -o -E 'GLIBC(XX)?_[0-9.]+' | sort -u -V)
   glibc=$(grep '^GLIBC_' <<<"$versions" | tail -n1); glibcxx=$(grep '^GLIBCXX_' <<<"$versions" | tail -n1)
   echo "prebuild: needs $needed; newest symbol versions $glibc, ${glibcxx:-no libstdc++}"
