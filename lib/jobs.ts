@@ -64,15 +64,18 @@ export interface JobHost<S> {
   fire(id: string, due: number, signal: AbortSignal): Promise<unknown>;
 }
 
-const abortable = (ms: number, signal: AbortSignal) => new Promise<void>((resolve) => {
+/** Waits `ms`, or less if `signal` aborts or `wakeOn` emits `event`. */
+const abortable = (ms: number, signal: AbortSignal, wakeOn?: { emitter: EventEmitter; event: string }) => new Promise<void>((resolve) => {
   if (signal.aborted) { resolve(); return; }
   const timer = setTimeout(done, ms);
   function done() {
     clearTimeout(timer);
     signal.removeEventListener('abort', done);
+    wakeOn?.emitter.off(wakeOn.event, done);
     resolve();
   }
   signal.addEventListener('abort', done, { once: true });
+  wakeOn?.emitter.on(wakeOn.event, done);
 });
 
 export class LeaderJobs<S> {
@@ -169,17 +172,7 @@ export class LeaderJobs<S> {
       }
       if (next === 0) continue;
       // Sleep until the next due time, or until the schedules change.
-      await new Promise<void>((resolve) => {
-        const wake = () => {
-          clearTimeout(timer);
-          this.#host.events.off('schedules', wake);
-          signal.removeEventListener('abort', wake);
-          resolve();
-        };
-        const timer = setTimeout(wake, Math.min(Math.max(0, next - Date.now()), 60_000));
-        this.#host.events.on('schedules', wake);
-        signal.addEventListener('abort', wake, { once: true });
-      });
+      await abortable(Math.min(Math.max(0, next - Date.now()), 60_000), signal, { emitter: this.#host.events, event: 'schedules' });
     }
   }
 
