@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 
 import { isPrevailError, type MemberRef } from './errors.js';
-import { kvSchema, startService } from './service.js';
+import { kvSchema, parseHostPort, startService } from './service.js';
 
 const USAGE = `Usage: prevail <command> [options]
 
@@ -59,9 +59,15 @@ function positiveInt(flag: string, value: string | undefined, fallback?: number)
   return n;
 }
 
+/** HOST:PORT by the service's own grammar (parseHostPort), and without the separators of --cluster. */
 function hostPort(flag: string, value: string): string {
-  const m = /^(\[[^\]]+\]|[^:\s,=]+):(\d{1,5})$/.exec(value);
-  if (!m || Number(m[2]) > 65535) fail(`${flag} must be HOST:PORT, got ${JSON.stringify(value)}`);
+  const bad = () => fail(`${flag} must be HOST:PORT, got ${JSON.stringify(value)}`);
+  if (/[,=]/.test(value)) bad();
+  try {
+    parseHostPort(value, flag);
+  } catch {
+    bad();
+  }
   return value;
 }
 
