@@ -284,13 +284,13 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return command === undefined ? 2 : 0;
   }
-  if (command !== 'inspect' && (args.includes('--help') || args.includes('-h'))) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
   if (command === 'inspect') {
     const { runInspect } = await import('./inspect.js');
     return runInspect(args, process.stdout, { defaultSchema: kvSchema });
+  }
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(USAGE);
+    return 0;
   }
   const run = commands[command];
   if (!run) {
