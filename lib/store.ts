@@ -884,9 +884,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   /** Like propose, also giving the entry's log index (for read-your-writes: `read({ minIndex })`). */
   async proposeWithIndex<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, options: WriteOptions = {}):
     Promise<{ index: number; result: ResultOf<H[K]> }> {
-    if (typeof this.#handlers[name] !== 'function') {
-      throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
-    }
+    this.#checkCommand(name);
     const bad = unencodable(args, 'args');
     if (bad) throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `arguments of ${name} can't be sent: ${bad}`);
     return this.#link.propose(name, args, options) as Promise<{ index: number; result: ResultOf<H[K]> }>;
@@ -962,9 +960,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
    */
   async schedule<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, at: number | Date,
     options: { every?: number; id?: string } & WriteOptions = {}): Promise<string> {
-    if (typeof this.#handlers[name] !== 'function') {
-      throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
-    }
+    this.#checkCommand(name);
     const due = at instanceof Date ? at.getTime() : at;
     if (typeof due !== 'number' || !Number.isFinite(due)) throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'at must be a time in ms or a Date');
     const { every, id } = options;
@@ -986,15 +982,19 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     return [...this.#schedules.values()].map((s) => ({ ...s })).sort((a, b) => a.at - b.at || (a.id < b.id ? -1 : 1));
   }
 
+  #checkCommand(name: string): void {
+    if (typeof this.#handlers[name] !== 'function') {
+      throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
+    }
+  }
+
   // On this node only (the leader): the timestamp is this node's clock, carried in the entry.
   async #proposeLocal(name: string, args: unknown, signal?: AbortSignal): Promise<{ index: number; result: unknown }> {
     if (name.startsWith(SYSTEM_PREFIX)) {
       return this.node.proposeWithIndex(packr.pack([SYSTEM_FORMAT, name.slice(SYSTEM_PREFIX.length), args, Date.now()]),
         signal ? { signal } : {});
     }
-    if (typeof this.#handlers[name] !== 'function') {
-      throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
-    }
+    this.#checkCommand(name);
     const options = signal ? { signal } : {};
     let payload: Uint8Array;
     try {
@@ -1135,9 +1135,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         this.#peers.set(data.id, data.channel);
         return undefined;
       case 'schedule': {
-        if (typeof this.#handlers[data.name] !== 'function') {
-          throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(data.name)}`);  // nothing changed
-        }
+        this.#checkCommand(data.name);  // nothing changed yet
         const id: string = data.id ?? `s${index.toString(36)}`;
         const s: Schedule = { id, name: data.name, args: data.args, at: data.at };
         if (data.every !== undefined && data.every !== null) s.every = data.every;
