@@ -126,8 +126,8 @@ export interface Schema<C extends Collections, H extends Commands<C>> {
  */
 export function defineSchema<C extends Collections, H extends Commands<C>>(schema: { collections: C; commands: H }): Schema<C, H> {
   for (const name of Object.keys(schema?.commands ?? {})) {
-    if (name.startsWith('prevail:')) {
-      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `command ${JSON.stringify(name)}: names starting with "prevail:" are the store's own`);
+    if (name.startsWith(SYSTEM_PREFIX)) {
+      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `command ${JSON.stringify(name)}: names starting with "${SYSTEM_PREFIX}" are the store's own`);
     }
   }
   return schema;
