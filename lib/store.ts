@@ -609,6 +609,8 @@ function deepFreeze<T>(value: T): T {
 type EffectsHash = [number, number];
 const CHECKPOINT_EVERY = 64;   // entries between the (index, hash) pairs replicas compare
 const CHECKPOINTS_KEPT = 64;
+/** The effects hash of the empty history (a new store, or a snapshot from before effects were kept). */
+const initialEffects = (): EffectsHash => [0x811c9dc5, 0x9747b28c];
 function foldBytes(h: EffectsHash, bytes: Uint8Array): void {
   let a = h[0];
   let b = h[1];
@@ -732,7 +734,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   // Replicated: scheduled commands by id (see schedule()).
   #schedules = new Map<string, Schedule>();
   // The running hash of applied effects, and recent (index, hash) checkpoints to compare.
-  #effects: EffectsHash = [0x811c9dc5, 0x9747b28c];
+  #effects: EffectsHash = initialEffects();
   #checkpoints: [number, string][] = [];
   readonly [kMetrics] = new StoreMetrics();
   // Replicated: each node's peer-channel address, as announced by it when it led.
@@ -1446,7 +1448,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         }
         baseIndex = rec.baseIndex;
         this.#lastTimestamp = rec.lastTimestamp;
-        this.#effects = Array.isArray(rec.effects) ? [rec.effects[0], rec.effects[1]] : [0x811c9dc5, 0x9747b28c];
+        this.#effects = Array.isArray(rec.effects) ? [rec.effects[0], rec.effects[1]] : initialEffects();
         this.#checkpoints = [];
         this.#peers = new Map(rec.peers ?? []);
         this.#schedules = new Map((rec.schedules ?? []).map((s: Schedule) => [s.id, s]));
