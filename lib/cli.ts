@@ -3,7 +3,7 @@
 // `status`, `members`, `transfer` and `snapshot` talk to a running node over its HTTP API.
 import { parseArgs } from 'node:util';
 
-import { isPrevailError, type MemberRef } from './errors.js';
+import { ErrorCodes, isPrevailError, type MemberRef } from './errors.js';
 import { kvSchema, parseHostPort, startService } from './service.js';
 
 const USAGE = `Usage: prevail <command> [options]
@@ -223,7 +223,7 @@ async function onLeader(client: Client, method: string, path: string, body?: unk
     if (answer.status === 200) return answer.body;
     failures.push(describeError(node, answer));
     const code = answer.body?.error?.code;
-    if (code !== 'PREVAIL_NOT_LEADER' && code !== 'PREVAIL_UNAVAILABLE') break;
+    if (code !== ErrorCodes.NOT_LEADER && code !== ErrorCodes.UNAVAILABLE) break;
   }
   throw new RequestFailed(failures.join('\n'));
 }
