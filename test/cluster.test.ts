@@ -307,7 +307,7 @@ describe('three nodes in child processes', () => {
 
     // Restart every node from its own disk (log replay, no snapshot yet).
     for (const n of cluster.running()) await n.kill();
-    await Promise.all(cluster.specs.map((s) => cluster.start(s.id)));
+    await cluster.startAll();
     leader = await cluster.leader(15_000);
     let states = await verify(await proposeAll(leader, ['restarted']));
     for (const s of states.values()) expect(s.restores).toBe(0);
@@ -328,7 +328,7 @@ describe('three nodes in child processes', () => {
 
     // And once more, every node from disk: snapshot plus the log after it.
     for (const n of cluster.running()) await n.kill();
-    await Promise.all(cluster.specs.map((s) => cluster.start(s.id)));
+    await cluster.startAll();
     leader = await cluster.leader(15_000);
     states = await verify(await proposeAll(leader, ['restarted-again']));
     expect(states.get(id)!.size).toBe(5 + 1 + 300 + 1);

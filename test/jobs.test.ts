@@ -103,7 +103,7 @@ describe('leader jobs and schedules (3 processes)', () => {
     for (const n of cluster.running()) await n.call('close');
     await Promise.all([...cluster.nodes.values()].map((n) => n.waitExit(10_000)));
     await new Promise((r) => setTimeout(r, Math.max(0, at - Date.now()) + 200));  // it falls due while all are down
-    await Promise.all(cluster.specs.map((s) => cluster.start(s.id)));
+    await cluster.startAll();
     const next = await cluster.leader(15_000);
     await waitFor('the late fire', async () => (await counts(next)).has('late'), 20_000, 100);
     await new Promise((r) => setTimeout(r, 500));

@@ -237,7 +237,7 @@ export class Cluster extends Nodes<NodeSpec, NodeProcess> {
     const cluster = new Cluster(options, fixture);
     const ports = await freePorts(size);
     cluster.specs = ports.map((port, i) => ({ id: i + 1, address: `127.0.0.1:${port}`, dataDir: join(cluster.root, `n${i + 1}`) }));
-    await Promise.all(cluster.specs.map((s) => cluster.start(s.id)));
+    await cluster.startAll();
     return cluster;
   }
 
@@ -250,6 +250,11 @@ export class Cluster extends Nodes<NodeSpec, NodeProcess> {
     this.nodes.set(id, node);
     await node.ready;
     return node;
+  }
+
+  /** Starts every node of `specs` (first start, or a restart of them all) and waits until each is ready. */
+  async startAll(): Promise<void> {
+    await Promise.all(this.specs.map((s) => this.start(s.id)));
   }
 
   /** Adds a spec for a new node id (not started, not a member yet). */
