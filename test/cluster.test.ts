@@ -118,7 +118,6 @@ describe('three nodes in child processes', () => {
       return statuses.length === 3 && leaders.size === 1 && !leaders.has(undefined) &&
         statuses.filter((s) => s.role === 'leader').length === 1 && statuses.some((s) => s.id === id && s.role === 'follower');
     });
-    void restarted;
   });
 
   test('a follower far behind a truncated log is brought up to date by a snapshot install', async () => {
