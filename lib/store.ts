@@ -1385,10 +1385,15 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
 
   // Capture and engine-snapshot intervals follow the state's size (see #captureInterval).
   #adaptIntervals(): void {
-    let objects = 0;
-    for (const c of this.#collections.values()) objects += c.objects.size;
+    const objects = this.#objectCount();
     this.#captureInterval = Math.max(this.#captureEvery, Math.floor(objects / 4));
     this.node?.setSnapshotThreshold(Math.max(this.#snapshotThreshold, Math.floor(objects / 2)));
+  }
+
+  #objectCount(): number {
+    let objects = 0;
+    for (const c of this.#collections.values()) objects += c.objects.size;
+    return objects;
   }
 
   // The engine's snapshot: the last completed capture plus the entries after it (the
@@ -1524,9 +1529,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       if (ix.sorted) ix.sorted = SortedIndex.fromPairs(keys, ids);
       else ix.persistent = PersistentSortedIndex.fromPairs(keys, ids);
     }
-    let objects = 0;
-    for (const c of this.#collections.values()) objects += c.objects.size;
-    debug('restored %d objects of the snapshot at index %d in %d ms', objects, baseIndex, Math.round(performance.now() - started));
+    debug('restored %d objects of the snapshot at index %d in %d ms', this.#objectCount(), baseIndex, Math.round(performance.now() - started));
     // A migrated base is re-serialised at once, so later snapshots carry current versions.
     this.#base = { index: baseIndex, chunks: migrated ? this.#serializeAll(baseIndex) : baseChunks };
     this.#appliedIndex = baseIndex;
