@@ -1,6 +1,7 @@
 // The verification report (issue 5, "Output"): a verdict, op counts by type and outcome, the
 // anomalies with their minimal failing sub-histories, and a latency-over-time plot (SVG) with
 // the fault windows shaded. No dependencies.
+import { escapeHtml } from '../admin.js';
 import { describeOp, type FinalViolation, type HistoryResult } from './checker.js';
 import { CAS_CONFLICT, type FaultWindow, type Op, type OpType, type Outcome } from './history.js';
 
@@ -187,10 +188,6 @@ export function renderReport(input: ReportInput): { text: string; json: ReportJs
 
 // ---- the latency plot ------------------------------------------------------------------------
 
-function esc(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-}
-
 const OUTCOME_COLOURS: Record<Outcome, string> = { ok: '#2b8a3e', fail: '#e67700', info: '#c92a2a' };
 const FAULT_COLOURS = ['#4263eb', '#ae3ec9', '#1098ad', '#f08c00', '#5c940d', '#e64980', '#868e96'];
 
@@ -266,12 +263,12 @@ export function renderLatencySvg(ops: Op[], faults: FaultWindow[], size: { width
     const w = Math.max(1, x(f.endMs) - x0);
     const label = f.detail ? `${f.kind}: ${f.detail}` : f.kind;
     out.push(
-      `<rect class="fault" data-kind="${esc(f.kind)}" x="${num(x0)}" y="${top}" width="${num(w)}" height="${plotH}" fill="${colourOf(f.kind)}" fill-opacity="0.15"><title>${esc(label)} (${ms(f.startMs)}–${ms(f.endMs)} ms)</title></rect>`,
+      `<rect class="fault" data-kind="${escapeHtml(f.kind)}" x="${num(x0)}" y="${top}" width="${num(w)}" height="${plotH}" fill="${colourOf(f.kind)}" fill-opacity="0.15"><title>${escapeHtml(label)} (${ms(f.startMs)}–${ms(f.endMs)} ms)</title></rect>`,
     );
     let row = rowEnds.findIndex((end) => end < x0);
     if (row < 0) row = rowEnds.indexOf(Math.min(...rowEnds));
     rowEnds[row] = x0 + 2 + f.kind.length * 6.5 + 4;
-    out.push(`<text class="fault-label" x="${num(x0 + 2)}" y="${top - 4 - row * 11}" fill="${colourOf(f.kind)}">${esc(f.kind)}</text>`);
+    out.push(`<text class="fault-label" x="${num(x0 + 2)}" y="${top - 4 - row * 11}" fill="${colourOf(f.kind)}">${escapeHtml(f.kind)}</text>`);
   }
   out.push('</g>');
 
@@ -285,12 +282,12 @@ export function renderLatencySvg(ops: Op[], faults: FaultWindow[], size: { width
   out.push('</g>');
   out.push('<g class="labels" fill="#495057">');
   for (let d = lo; d <= hi * 1.0001; d *= 10) {
-    out.push(`<text x="${left - 6}" y="${num(y(d) + 4)}" text-anchor="end">${esc(formatLatency(Number(d.toPrecision(1))))}</text>`);
+    out.push(`<text x="${left - 6}" y="${num(y(d) + 4)}" text-anchor="end">${escapeHtml(formatLatency(Number(d.toPrecision(1))))}</text>`);
   }
   out.push(`<text x="${left - 6}" y="${infoY + 4}" text-anchor="end">info</text>`);
   const step = niceStep(tMax, 8);
   for (let t = 0; t <= tMax + 1e-9; t += step) {
-    out.push(`<text x="${num(x(t))}" y="${latBottom + 16}" text-anchor="middle">${esc(String(Number((t / 1000).toPrecision(6))))}</text>`);
+    out.push(`<text x="${num(x(t))}" y="${latBottom + 16}" text-anchor="middle">${escapeHtml(String(Number((t / 1000).toPrecision(6))))}</text>`);
   }
   out.push(`<text x="${left + plotW / 2}" y="${height - 8}" text-anchor="middle">time since start (s)</text>`);
   out.push(`<text transform="translate(14 ${num(top + plotH / 2)}) rotate(-90)" text-anchor="middle">latency (log scale)</text>`);
