@@ -1082,13 +1082,14 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     } catch (err) {
       throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} can't be decoded: ${(err as Error).message}`);
     }
-    if (Array.isArray(decoded) && decoded[0] === SYSTEM_FORMAT) return this.#runSystem(decoded, index, term);
-    if (!Array.isArray(decoded) || decoded[0] !== ENTRY_FORMAT || typeof decoded[1] !== 'string') {
+    const system = Array.isArray(decoded) && decoded[0] === SYSTEM_FORMAT;
+    if (!system && (!Array.isArray(decoded) || decoded[0] !== ENTRY_FORMAT || typeof decoded[1] !== 'string')) {
       throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} is not a store command (format ${JSON.stringify(Array.isArray(decoded) ? decoded[0] : typeof decoded)})`);
     }
-    const [, name, args, proposedAt] = decoded as [number, string, unknown, number];
+    // Both kinds are [format, name or kind, args or data, the proposer's clock].
+    const [, name, args, proposedAt] = decoded as [number, string, any, number];
     this.#lastTimestamp = Math.max(this.#lastTimestamp, typeof proposedAt === 'number' ? proposedAt : 0);
-    return this.#execute(name, args, index, term);
+    return system ? this.#runSystem(name, args, index, term) : this.#execute(name, args, index, term);
   }
 
   // Runs a user command's handler atomically (its changes are undone if it throws).
@@ -1128,9 +1129,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     }
   }
 
-  #runSystem(decoded: unknown[], index: number, term: number): unknown {
-    const [, kind, data, proposedAt] = decoded as [number, string, any, number];
-    this.#lastTimestamp = Math.max(this.#lastTimestamp, typeof proposedAt === 'number' ? proposedAt : 0);
+  #runSystem(kind: string, data: any, index: number, term: number): unknown {
     foldString(this.#effects, kind);
     switch (kind) {
       case 'peer':
