@@ -13,6 +13,7 @@
 //
 // Rounds: a quiet gap (0.5–3 s), then one fault, or with probability 0.4 two at once (different
 // kinds, different nodes), held, then undone. Snapshots are forced inside rounds.
+import { ErrorCodes } from '../errors.js';
 import type { FaultWindow } from './history.js';
 import { request, sleep, VerifyCluster } from './cluster.js';
 import { partitionPairs } from './netns.js';
@@ -310,7 +311,7 @@ export class Nemesis {
           return true;
         }
         this.#note(`membership: adding node ${id} on leader ${leader} answered ${a.status} ${a.body?.error?.code ?? ''}`);
-        if (a.body?.error?.code === 'PREVAIL_MEMBERSHIP_BUSY') busySince ??= Date.now();
+        if (a.body?.error?.code === ErrorCodes.MEMBERSHIP_BUSY) busySince ??= Date.now();
         if (busySince !== undefined && Date.now() - busySince > 10_000 && !busyExplained) {
           busyExplained = true;
           this.#note(`membership: leader ${leader} has refused every change for 10 s with no change in flight: the engine's stuck ` +

@@ -18,6 +18,7 @@ import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 
+import { ErrorCodes } from '../errors.js';
 import { checkFinal, checkHistory, type FinalViolation, type HistoryResult } from './checker.js';
 import type { FaultWindow, Op } from './history.js';
 import { request, sleep, VerifyCluster } from './cluster.js';
@@ -415,7 +416,7 @@ async function finalRead(cluster: VerifyCluster, id: number, key: string, opId: 
       const a = await request(`${cluster.url(id)}/kv/${key}?consistency=linearizable`, 'GET', undefined, 5000);
       const completeMs = clock();
       if (a.status === 200) return { id: opId, process, type: 'read', key, value: a.body.value, invokeMs, completeMs, outcome: 'ok', node: id, index: a.body.index };
-      if (a.status === 404 && a.body?.error?.code === 'PREVAIL_NOT_FOUND') return { id: opId, process, type: 'read', key, value: null, invokeMs, completeMs, outcome: 'ok', node: id, index: a.body.index };
+      if (a.status === 404 && a.body?.error?.code === ErrorCodes.NOT_FOUND) return { id: opId, process, type: 'read', key, value: null, invokeMs, completeMs, outcome: 'ok', node: id, index: a.body.index };
     } catch { /* retry */ }
     await sleep(500);
   }

@@ -14,6 +14,7 @@
 // after a connection error, a timeout or a 503.
 import { Agent } from 'node:http';
 
+import { ErrorCodes } from '../errors.js';
 import { CAS_CONFLICT, type Op, type OpType } from './history.js';
 import { request, RequestError, sleep, type Answer, type VerifyCluster } from './cluster.js';
 import type { Rng } from './rng.js';
@@ -139,7 +140,7 @@ export class Workload {
       return false;
     }
     op.error = error?.code ?? `HTTP ${status}`;
-    if (op.type === 'read' && status === 404 && error?.code === 'PREVAIL_NOT_FOUND') {
+    if (op.type === 'read' && status === 404 && error?.code === ErrorCodes.NOT_FOUND) {
       op.outcome = 'ok';
       op.value = null;
       delete op.error;
