@@ -415,8 +415,10 @@ async function finalRead(cluster: VerifyCluster, id: number, key: string, opId: 
     try {
       const a = await request(`${cluster.url(id)}/kv/${key}?consistency=linearizable`, 'GET', undefined, 5000);
       const completeMs = clock();
-      if (a.status === 200) return { id: opId, process, type: 'read', key, value: a.body.value, invokeMs, completeMs, outcome: 'ok', node: id, index: a.body.index };
-      if (a.status === 404 && a.body?.error?.code === ErrorCodes.NOT_FOUND) return { id: opId, process, type: 'read', key, value: null, invokeMs, completeMs, outcome: 'ok', node: id, index: a.body.index };
+      const absent = a.status === 404 && a.body?.error?.code === ErrorCodes.NOT_FOUND;
+      if (a.status === 200 || absent) {
+        return { id: opId, process, type: 'read', key, value: absent ? null : a.body.value, invokeMs, completeMs, outcome: 'ok', node: id, index: a.body.index };
+      }
     } catch { /* retry */ }
     await sleep(500);
   }
