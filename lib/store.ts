@@ -1333,14 +1333,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
             const { c, overlay, limit, out, work } = lists[li]!;
             if (wi >= work.length) { li++; wi = 0; continue; }
             const k = work[wi++]!;
-            const items: unknown[] = [];
-            const end = Math.min(limit, (k + 1) * chunk);
-            for (let id = k * chunk; id < end; id++) {
-              const v = overlay.size === 0 ? c.objects.get(id) : asOf(c, overlay, id);
-              if (v !== undefined) items.push(v);
-            }
+            const items = chunkObjects(c, k, chunk, limit, overlay);
             out[k] = items.length ? objsFrame(c, items) : null;
-            budget -= end - k * chunk;
+            budget -= Math.min(limit, (k + 1) * chunk) - k * chunk;
             serialised += items.length;
           }
           if (li < lists.length) {
@@ -1551,11 +1546,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     for (const c of this.#collections.values()) {
       c.frames = [];
       for (let k = 0; k * chunk < c.objects.limit; k++) {
-        const items: unknown[] = [];
-        for (let id = k * chunk; id < Math.min(c.objects.limit, (k + 1) * chunk); id++) {
-          const v = c.objects.get(id);
-          if (v !== undefined) items.push(v);
-        }
+        const items = chunkObjects(c, k, chunk, c.objects.limit, null);
         const f = items.length ? objsFrame(c, items) : null;
         c.frames[k] = f;
         if (f) chunks.push(f);
@@ -1563,6 +1554,17 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     }
     return chunks;
   }
+}
+
+/** The objects of chunk `k` (ids [k * chunk, (k + 1) * chunk) below `limit`), as of when `overlay` was made if given. */
+function chunkObjects(c: CollectionImpl, k: number, chunk: number, limit: number, overlay: Map<Id, any> | null): unknown[] {
+  const items: unknown[] = [];
+  const end = Math.min(limit, (k + 1) * chunk);
+  for (let id = k * chunk; id < end; id++) {
+    const v = overlay === null || overlay.size === 0 ? c.objects.get(id) : asOf(c, overlay, id);
+    if (v !== undefined) items.push(v);
+  }
+  return items;
 }
 
 // Longest run of capture work per turn of the event loop (ms).
