@@ -12,7 +12,7 @@ import { RaftNode, defaults, type CloseOptions, type RaftNodeStatus } from './ra
 import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster-link.js';
 import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metrics.js';
 import { LeaderJobs, type LeaderJob, type LeaderJobHandle, type LeaderJobOptions, type Schedule } from './jobs.js';
-import { SortedIndex, PersistentSortedIndex, compareKeys, type IndexKey, type Id, type OrderedIndex } from './sorted-index.js';
+import { SortedIndex, PersistentSortedIndex, compareKeys, type IndexKey, type Id, type OrderedIndex, type RangeOptions } from './sorted-index.js';
 
 const debug = debuglog('prevail');
 
@@ -162,10 +162,7 @@ export interface HashIndexReader<T> {
   get(key: IndexKey): Stored<T>[];
   count(key: IndexKey): number;
 }
-export interface RangeOptions {
-  gte?: IndexKey; gt?: IndexKey; lte?: IndexKey; lt?: IndexKey;
-  prefix?: IndexKey[]; reverse?: boolean; limit?: number;
-}
+export type { RangeOptions };
 export interface SortedIndexReader<T> {
   get(key: IndexKey): Stored<T>[];
   range(options?: RangeOptions): IterableIterator<Stored<T>>;
