@@ -989,12 +989,11 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
 
   // On this node only (the leader): the timestamp is this node's clock, carried in the entry.
   async #proposeLocal(name: string, args: unknown, signal?: AbortSignal): Promise<{ index: number; result: unknown }> {
+    const options = signal ? { signal } : {};
     if (name.startsWith(SYSTEM_PREFIX)) {
-      return this.node.proposeWithIndex(packr.pack([SYSTEM_FORMAT, name.slice(SYSTEM_PREFIX.length), args, Date.now()]),
-        signal ? { signal } : {});
+      return this.node.proposeWithIndex(packr.pack([SYSTEM_FORMAT, name.slice(SYSTEM_PREFIX.length), args, Date.now()]), options);
     }
     this.#checkCommand(name);
-    const options = signal ? { signal } : {};
     let payload: Uint8Array;
     try {
       payload = packr.pack([ENTRY_FORMAT, name, args, Date.now()]);
