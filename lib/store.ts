@@ -1765,7 +1765,7 @@ function indexReader(ix: IndexImpl, c: CollectionImpl): unknown {
   }
   if (ix.hash) {
     return Object.freeze({
-      get: (key: IndexKey) => [...(ix.hash!.get(key) ?? [])].map(resolve),
+      get: (key: IndexKey) => Array.from(ix.hash!.get(key) ?? [], resolve),
       count: (key: IndexKey) => ix.hash!.get(key)?.size ?? 0,
     });
   }
