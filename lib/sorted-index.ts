@@ -457,11 +457,8 @@ function sortedOrder(keys: readonly IndexKey[], ids: readonly Id[]): { order: Ui
   }
   const order = new Uint32Array(n);
   if (numbers && idsAscending) {
-    if (ascending) {
-      for (let i = 0; i < n; i++) order[i] = i;
-      return { order, distinct: true };
-    }
-    numericOrder(keys as readonly number[], order);
+    if (ascending) for (let i = 0; i < n; i++) order[i] = i;
+    else numericOrder(keys as readonly number[], order);
     return { order, distinct: true };
   }
   for (let i = 0; i < n; i++) order[i] = i;
