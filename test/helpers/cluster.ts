@@ -83,6 +83,17 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
 }
 
+/** `exited`, or 'timeout' after `timeoutMs`: how both process kinds wait (bounded) for an exit. */
+async function exitOrTimeout<T>(exited: Promise<T>, timeoutMs: number): Promise<T | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const result = await Promise.race([
+    exited,
+    new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), timeoutMs); }),
+  ]);
+  clearTimeout(timer);
+  return result;
+}
+
 export interface NodeSpec {
   id: number;
   address: string;
@@ -152,14 +163,8 @@ export class NodeProcess {
   }
 
   /** Waits (bounded) for the process to exit by itself; resolves with its exit code, or 'timeout'. */
-  async waitExit(timeoutMs = 10_000): Promise<number | null | 'timeout'> {
-    let timer: NodeJS.Timeout | undefined;
-    const result = await Promise.race([
-      this.exited,
-      new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), timeoutMs); }),
-    ]);
-    clearTimeout(timer);
-    return result;
+  waitExit(timeoutMs = 10_000): Promise<number | null | 'timeout'> {
+    return exitOrTimeout(this.exited, timeoutMs);
   }
 
   /** kill -9, then wait (bounded) for the exit. */
@@ -363,14 +368,8 @@ export class ServeProcess {
   }
 
   /** Waits (bounded) for the process to exit by itself. */
-  async waitExit(timeoutMs = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'timeout'> {
-    let timer: NodeJS.Timeout | undefined;
-    const result = await Promise.race([
-      this.exited,
-      new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), timeoutMs); }),
-    ]);
-    clearTimeout(timer);
-    return result;
+  waitExit(timeoutMs = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'timeout'> {
+    return exitOrTimeout(this.exited, timeoutMs);
   }
 
   /** SIGTERM and wait (bounded) for the exit. */
