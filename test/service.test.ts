@@ -20,6 +20,11 @@ function expectError(answer: HttpAnswer, status: number, code: string): ErrorBod
 
 const kv = (key: string) => `/kv/${encodeURIComponent(key)}`;
 
+/** Waits (bounded) until `node` answers /health/ready with 200. */
+function healthReady(node: ServeProcess, what = `node ${node.spec.id} ready`, timeoutMs?: number): Promise<boolean> {
+  return waitFor(what, async () => (await node.request('GET', '/health/ready')).status === 200, timeoutMs);
+}
+
 describe('one node', () => {
   let cluster: ServiceCluster;
   let node: ServeProcess;
@@ -198,7 +203,7 @@ describe('three nodes', () => {
       expect(answer.headers.get('retry-after')).toBe('1');
     }
     for (const n of cluster.running()) {
-      await waitFor(`node ${n.spec.id} ready`, async () => (await n.request('GET', '/health/ready')).status === 200);
+      await healthReady(n);
     }
     const status = (await leader.request('GET', '/status')).body;
     expect(status.members.map((m: { id: number }) => m.id).sort()).toEqual([1, 2, 3]);
@@ -255,7 +260,7 @@ describe('three nodes', () => {
     expect(added.stderr).toBe('');
     expect(added.code).toBe(0);
     expect(JSON.parse(added.stdout).members).toContainEqual(expect.objectContaining({ id: 4, role: 'voter' }));
-    await waitFor('node 4 ready', async () => (await joiner.request('GET', '/health/ready')).status === 200);
+    await healthReady(joiner);
     const put = await joiner.request('PUT', kv('joined'), 'yes');
     expect(put.status).toBe(200);
     expect((await leader.request('GET', kv('joined'))).body.value).toBe('yes');
@@ -363,7 +368,7 @@ describe('rolling restart', () => {
       }
       await load.progress(10);
       const back = await cluster.start(id);
-      await waitFor(`node ${id} ready after restart`, async () => (await back.request('GET', '/health/ready')).status === 200, 20_000);
+      await healthReady(back, `node ${id} ready after restart`, 20_000);
       await load.progress(10);
     }
     await load.stop();
@@ -418,7 +423,7 @@ describe('backup and restore (docs/operations.md)', () => {
     await cluster.start(others[1]!.id);
 
     for (const n of cluster.running()) {
-      await waitFor(`node ${n.spec.id} ready`, async () => (await n.request('GET', '/health/ready')).status === 200, 20_000);
+      await healthReady(n, undefined, 20_000);
       for (let i = 0; i < 40; i++) {
         const got = await n.request('GET', kv(`b${i}`));
         expect({ node: n.spec.id, key: `b${i}`, value: got.body.value }).toEqual({ node: n.spec.id, key: `b${i}`, value: `v${i}` });
