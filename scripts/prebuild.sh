@@ -31,7 +31,7 @@ while (($#)); do
 done
 platform=$(node -p process.platform)
 musl=   # set on a musl libc Linux (Alpine)
-if [[ $platform == linux ]] && { ldd --version 2>&1 | grep -qi musl; }; then musl=1; fi
+if [[ $platform == linux ]] && { { ldd --version 2>&1 || true; } | grep -qi musl; }; then musl=1; fi
 
 bash scripts/fetch-engine.sh
 # The engine's licence ships in the package (licenses/raft/LICENSE, committed): it must
