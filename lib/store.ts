@@ -210,7 +210,6 @@ interface TailEntry { index: number; term: number; payload: Uint8Array }
 
 interface IndexImpl {
   name: string;
-  kind: IndexKind;
   key: (obj: any) => IndexKey | undefined;
   unique?: KeyMap<any>;  // key → the object itself (point reads need one lookup)
   hash?: KeyMap<Set<Id>>;
@@ -1216,7 +1215,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   }
 
   #makeIndex(name: string, def: IndexDef<any>): IndexImpl {
-    const ix: IndexImpl = { name, kind: def.kind, key: def.key };
+    const ix: IndexImpl = { name, key: def.key };
     if (def.kind === 'unique') ix.unique = new KeyMap();
     else if (def.kind === 'hash') ix.hash = new KeyMap();
     else if (def.kind === 'sorted') ix.sorted = new SortedIndex();
