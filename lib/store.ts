@@ -1404,7 +1404,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
 
   #restore(data: Uint8Array): void {
     const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    verifySnapshot(buf);  // before anything is cleared: a damaged snapshot changes nothing
+    const frames = verifySnapshot(buf);  // before anything is cleared: a damaged snapshot changes nothing
     for (const c of this.#collections.values()) {
       c.objects.clear();
       c.frames = [];
@@ -1430,11 +1430,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     const spread = new Map<CollectionImpl, Set<number>>();
     const chunk = this.#chunkSize;
     const started = performance.now();
-    for (let at = 0; at < buf.length;) {
-      const len = buf.readUInt32LE(at);
-      const framed = buf.subarray(at, at + 4 + len);  // kept as is for the next snapshot: no copy
+    for (const framed of frames) {  // each kept as is for the next snapshot (no copy), its CRC known
       const bytes = framed.subarray(4);
-      at += 4 + len;
       const rec = packr.unpack(bytes) as { t: string; [k: string]: any };
       if (rec.t === 'meta') {
         if (rec.format > SNAPSHOT_FORMAT) {
@@ -1674,9 +1671,9 @@ function crcOf(framed: Uint8Array): number {
 /**
  * Checks a snapshot's frames against its closing 'end' frame (absent in snapshots written
  * before it existed: those are read unchecked). Throws PREVAIL_SNAPSHOT_UNREADABLE before
- * anything is restored.
+ * anything is restored. Returns the frames (length prefix included) for restore to read.
  */
-function verifySnapshot(buf: Buffer): void {
+function verifySnapshot(buf: Buffer): Buffer[] {
   const frames: Buffer[] = [];
   for (let at = 0; at < buf.length;) {
     if (at + 4 > buf.length) throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `store snapshot cut inside a frame header at byte ${at}`);
@@ -1692,7 +1689,7 @@ function verifySnapshot(buf: Buffer): void {
   } catch {
     end = undefined;
   }
-  if (end?.t !== 'end') return;  // an older snapshot: no checksums to check
+  if (end?.t !== 'end') return frames;  // an older snapshot: no checksums to check
   const crcs = end.crcs ?? [];
   if (crcs.length !== frames.length - 1) {
     throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `store snapshot has ${frames.length - 1} frames, its checksum list ${crcs.length}`);
@@ -1704,6 +1701,7 @@ function verifySnapshot(buf: Buffer): void {
     }
     frameCrcs.set(frames[i]!, crc);
   }
+  return frames;
 }
 
 function fatal(code: (typeof ErrorCodes)[keyof typeof ErrorCodes], message: string): PrevailError {
