@@ -453,7 +453,8 @@ function sortedOrder(keys: readonly IndexKey[], ids: readonly Id[]): { order: Ui
       checkKey(k);
       numbers = false;
     }
-    if (i > 0 && !(typeof id === 'number' && (id as number) > (ids[i - 1] as number))) idsAscending = false;
+    // Every id numeric (the first one too: `1 > '0'` would compare a string as a number).
+    if (typeof id !== 'number' || (i > 0 && id <= (ids[i - 1] as number))) idsAscending = false;
   }
   const order = new Uint32Array(n);
   if (numbers && idsAscending) {

@@ -568,3 +568,12 @@ describe('behaviour details', () => {
     expect(v.size).toBe(100);
   });
 });
+
+test('fromPairs orders a string id before a number id like insert does (no numeric fast path for mixed ids)', () => {
+  const bulk = SortedIndex.fromPairs([5, 5], ['0', 1]);
+  bulk.checkInvariants();
+  const one = new SortedIndex();
+  one.add(5, '0');
+  one.add(5, 1);
+  expect([...bulk.range()]).toEqual([...one.range()]);
+});
