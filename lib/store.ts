@@ -882,9 +882,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   /** Like propose, also giving the entry's log index (for read-your-writes: `read({ minIndex })`). */
   async proposeWithIndex<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, options: WriteOptions = {}):
     Promise<{ index: number; result: ResultOf<H[K]> }> {
-    this.#checkCommand(name);
-    const bad = unencodable(args, 'args');
-    if (bad) throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `arguments of ${name} can't be sent: ${bad}`);
+    this.#checkRequest(name, args);
     return this.#link.propose(name, args, options) as Promise<{ index: number; result: ResultOf<H[K]> }>;
   }
 
@@ -958,7 +956,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
    */
   async schedule<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, at: number | Date,
     options: { every?: number; id?: string } & WriteOptions = {}): Promise<string> {
-    this.#checkCommand(name);
+    this.#checkRequest(name, args);
     const due = at instanceof Date ? at.getTime() : at;
     if (typeof due !== 'number' || !Number.isFinite(due)) throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'at must be a time in ms or a Date');
     const { every, id } = options;
@@ -984,6 +982,14 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     if (typeof this.#handlers[name] !== 'function') {
       throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
     }
+  }
+
+  // What a caller hands in for a command (proposed now or scheduled): a defined name, and
+  // arguments that survive encoding unchanged.
+  #checkRequest(name: string, args: unknown): void {
+    this.#checkCommand(name);
+    const bad = unencodable(args, 'args');
+    if (bad) throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `arguments of ${name} can't be sent: ${bad}`);
   }
 
   // On this node only (the leader): the timestamp is this node's clock, carried in the entry.
