@@ -9,6 +9,7 @@ import { joinAddress, splitAddress } from './address.js';
 import { ErrorCodes, PrevailError, isPrevailError } from './errors.js';
 import type { StoreMetrics } from './metrics.js';
 import { PeerClient, PeerServer } from './peer-channel.js';
+import { applyPatches, patchesOf, patchesOfResult, type Patch } from './plain-data.js';
 import type { RaftNode } from './raft-node.js';
 
 const debug = debuglog('prevail');
@@ -166,10 +167,13 @@ export class ClusterLink {
       }
       const channel = await this.#leaderChannel(deadline, signal);
       this.#host.metrics.forwarded++;
-      let reply: { index: number; result: unknown };
+      let reply: { index: number; result: unknown; x?: Patch[] };
       try {
-        reply = await this.#client(channel).request('propose', { name, args }, Math.max(1, deadline - performance.now())) as
-          { index: number; result: unknown };
+        // The patches carry what msgpack alone would change (-0, lone surrogates, bytes): see plain-data.ts.
+        const x = patchesOf(args);
+        reply = await this.#client(channel).request('propose', x.length ? { name, args, x } : { name, args },
+          Math.max(1, deadline - performance.now())) as typeof reply;
+        if (reply.x) reply = { index: reply.index, result: applyPatches(reply.result, reply.x) };
       } catch (err) {
         // Retry only what certainly did not apply: a node that is not (or no longer) the
         // leader, one that is closing, or a connection that failed before the request left.
@@ -348,10 +352,11 @@ export class ClusterLink {
     if (type === 'commitIndex') return this.#node.status().commitIndex;
     // A node that doesn't lead refuses these in the engine (PREVAIL_NOT_LEADER with the hint).
     if (type === 'propose') {
-      const { name, args } = body as { name: string; args: unknown };
-      const r = await this.#leased(() => this.#host.proposeLocal(name, args));
+      const { name, args, x } = body as { name: string; args: unknown; x?: Patch[] };
+      const r = await this.#leased(() => this.#host.proposeLocal(name, x ? applyPatches(args, x) : args));
       this.#pushCommit();
-      return r;
+      const rx = patchesOfResult(r.result);
+      return rx?.length ? { ...r, x: rx } : r;
     }
     if (type === 'checkpoints') return this.#host.checkpoints();
     if (type === 'announce') {

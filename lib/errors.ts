@@ -55,6 +55,8 @@ export const ErrorCodes = {
   UNAVAILABLE: 'PREVAIL_UNAVAILABLE',
   /** This node is not caught up with the leader (readiness). */
   NOT_READY: 'PREVAIL_NOT_READY',
+  /** A value is not plain data (docs/guide.md, "Plain data"); `path` names where it is, e.g. `args.tags[2]`. */
+  NOT_PLAIN_DATA: 'PREVAIL_NOT_PLAIN_DATA',
   /** A replica's applied effects differ from the leader's at the same index: a command handler is not deterministic. */
   DIVERGED: 'PREVAIL_DIVERGED',
 } as const;
@@ -77,6 +79,8 @@ export interface PrevailErrorFields {
   index?: number;
   /** The data file involved (a damaged segment or snapshot), when known. */
   file?: string;
+  /** Where in a value (NOT_PLAIN_DATA: `args.items[2]`) or on disk the problem is. */
+  path?: string;
   cause?: unknown;
 }
 
@@ -87,6 +91,7 @@ export class PrevailError extends Error implements PrevailErrorFields {
   raftName?: string;
   index?: number;
   file?: string;
+  path?: string;
 
   constructor(code: ErrorCode, message: string, fields: PrevailErrorFields = {}) {
     super(message, fields.cause === undefined ? undefined : { cause: fields.cause });
@@ -97,6 +102,7 @@ export class PrevailError extends Error implements PrevailErrorFields {
     if (fields.raftName !== undefined) this.raftName = fields.raftName;
     if (fields.index !== undefined) this.index = fields.index;
     if (fields.file !== undefined) this.file = fields.file;
+    if (fields.path !== undefined) this.path = fields.path;
   }
 }
 

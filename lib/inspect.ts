@@ -12,7 +12,8 @@ import { Packr } from 'msgpackr';
 
 import { ErrorCodes, PrevailError, isPrevailError, type ErrorCode } from './errors.js';
 import { pidAlive } from './raft-node.js';
-import { ENTRY_FORMAT, Store, packrOptions, type Schema } from './store.js';
+import { applyPatches } from './plain-data.js';
+import { ENTRY_FORMAT, ENTRY_FORMAT_EXACT, Store, packrOptions, type Schema } from './store.js';
 
 const packr = new Packr(packrOptions);
 
@@ -418,6 +419,14 @@ function decodeCommand(entry: InspectedEntry, data: Buffer): Buffer | null {
     decoded = packr.unpack(payload);
   } catch {
     decoded = undefined;
+  }
+  // Formats 3 and 4 are 1 and 2 with patches (plain-data.ts): put the exact values back.
+  if (Array.isArray(decoded) && decoded.length === 5 && (decoded[0] === ENTRY_FORMAT_EXACT || decoded[0] === ENTRY_FORMAT_EXACT + 1)) {
+    try {
+      decoded = [decoded[0] - 2, decoded[1], applyPatches(decoded[2], decoded[4]), decoded[3]];
+    } catch {
+      decoded = undefined;
+    }
   }
   if (Array.isArray(decoded) && decoded[0] === ENTRY_FORMAT && typeof decoded[1] === 'string') {
     entry.command = { name: decoded[1], args: decoded[2], timestamp: typeof decoded[3] === 'number' ? decoded[3] : 0 };

@@ -9,7 +9,7 @@ import { Packr } from 'msgpackr';
 import { joinAddress, splitAddress } from './address.js';
 import { ErrorCodes, PrevailError, type ErrorCode } from './errors.js';
 
-const packr = new Packr({ useRecords: false, moreTypes: false });
+const packr = new Packr({ useRecords: false, moreTypes: false, useBigIntExtension: true });
 
 /** Frames above this are refused and the connection dropped (a peer gone wrong, or not a peer). */
 export const MAX_FRAME = 64 * 1024 * 1024;

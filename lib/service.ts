@@ -93,6 +93,7 @@ export type KvStore = Store<typeof kvSchema.collections, typeof kvSchema.command
 /** The HTTP status for each error code; anything else is a 500. */
 export const httpStatusOf: Readonly<Record<string, number>> = Object.freeze({
   [ErrorCodes.INVALID_ARGUMENT]: 400,
+  [ErrorCodes.NOT_PLAIN_DATA]: 400,
   [ErrorCodes.TOO_LARGE]: 413,
   [ErrorCodes.NOT_FOUND]: 404,
   [ErrorCodes.BAD_MEMBER]: 409,

@@ -8,6 +8,7 @@ import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
 
 import { ErrorCodes, PrevailError, type MemberRef } from './errors.js';
+import { applyPatches, checkPlain, freezeDeep, patchesOf, type Patch } from './plain-data.js';
 import { RaftNode, defaults, type CloseOptions, type RaftNodeStatus } from './raft-node.js';
 import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster-link.js';
 import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metrics.js';
@@ -19,15 +20,28 @@ const debug = debuglog('prevail');
 // Self-contained encoding: no structures shared between messages, so an entry decodes
 // the same on every replica, after restart and after a snapshot install.
 /** The msgpackr options of entries and snapshot frames (shared with `prevail inspect`). */
-export const packrOptions = { useRecords: false, mapsAsObjects: true, variableMapSize: true };
+// useBigIntExtension: bigints beyond 64 bits (msgpack's ints) are written as an extension
+// rather than refused; any msgpackr reads it.
+export const packrOptions = { useRecords: false, mapsAsObjects: true, variableMapSize: true, useBigIntExtension: true };
 const packr = new Packr(packrOptions);
+// Entry formats (the first element of every entry):
+// 1: a user command, [1, name, args, timestamp].
+// 2: the store's own entries (not user commands), [2, kind, data, timestamp].
+// 3 and 4: 1 and 2 with a fifth element, the patches that make args/data exact (-0, lone
+//    surrogates, byte arrays: plain-data.ts). Written only when there are patches, so
+//    older code refuses such an entry (PREVAIL_CORRUPT_ENTRY) instead of applying it wrong.
 export const ENTRY_FORMAT = 1;
-// The store's own entries (not user commands): [SYSTEM_FORMAT, kind, data, timestamp].
 const SYSTEM_FORMAT = 2;
+export const ENTRY_FORMAT_EXACT = 3;
+const SYSTEM_FORMAT_EXACT = 4;
 // How system entries travel through propose/forwarding (user command names can't start with it).
 const SYSTEM_PREFIX = 'prevail:';
 // 2: objs frames hold rows (shapes + values) instead of maps; format 1 snapshots are still read.
-const SNAPSHOT_FORMAT = 2;
+// 3: objs frames may carry `x`, [item, patches] pairs, and meta `xs`, the schedules'
+//    patches (plain-data.ts); written only when some value needs them, so older code
+//    refuses such a snapshot instead of restoring values that differ.
+const SNAPSHOT_FORMAT_ROWS = 2;
+const SNAPSHOT_FORMAT = 3;
 
 // ---- schema ------------------------------------------------------------------------
 
@@ -548,56 +562,24 @@ function flat(s: string): string {
 }
 
 /**
- * Freezes a stored object, first replacing its long string values by flat copies (see
- * flat()); with `nested`, at every depth (objects fresh from the decoder), else only on the
- * object itself (the store built it; what it refers to may be anyone's), nested ones frozen as they are.
+ * Freezes an object about to be stored (see freezeDeep), replacing long string values by
+ * flat copies (see flat()): with `nested`, at every depth (objects fresh from the
+ * decoder), else only its own (the rest is the handler's, flattened already or short-lived).
  */
 function freezeStored<T extends object>(value: T, nested: boolean): T {
-  if (Object.isFrozen(value)) return value;
+  if (nested) return freezeDeep(value, flatLong);
   const rec = value as Record<string, unknown>;
-  let objects = false;
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) {
-      const v: unknown = value[i];
-      if (typeof v === 'string') { if (v.length >= SLICED_MIN) value[i] = flat(v); }
-      else if (typeof v === 'object' && v !== null) objects = true;
-    }
-  } else {
-    for (const k in rec) {
-      const v = rec[k];
-      if (typeof v === 'string') { if (v.length >= SLICED_MIN && Object.hasOwn(rec, k)) rec[k] = flat(v); }
-      else if (typeof v === 'object' && v !== null) objects = true;
-    }
+  for (const k in rec) {
+    const v = rec[k];
+    if (typeof v === 'string' && v.length >= SLICED_MIN && Object.hasOwn(rec, k)) rec[k] = flat(v);
   }
-  Object.freeze(value);
-  if (objects) {
-    for (const k in rec) {
-      const v = rec[k];
-      if (typeof v === 'object' && v !== null) {
-        if (nested) freezeStored(v, true);
-        else deepFreeze(v);
-      }
-    }
-  }
-  return value;
+  return freezeDeep(value);
 }
+const flatLong = (s: string) => (s.length >= SLICED_MIN ? flat(s) : s);
 
-function deepFreeze<T>(value: T): T {
-  // Loops rather than Object.values: restore freezes millions of objects.
-  // Byte arrays can't be frozen (V8 refuses views with elements): they are stored as they are.
-  if (typeof value === 'object' && value !== null && !ArrayBuffer.isView(value) && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    if (Array.isArray(value)) {
-      for (let i = 0; i < value.length; i++) if (typeof value[i] === 'object' && value[i] !== null) deepFreeze(value[i]);
-    } else {
-      for (const k in value) {
-        const v = (value as Record<string, unknown>)[k];
-        if (typeof v === 'object' && v !== null) deepFreeze(v);
-      }
-    }
-  }
-  return value;
-}
+// Stored objects whose exact values need patches in a snapshot (-0, lone surrogates,
+// bytes): nearly none, so frames look them up here instead of checking every value.
+const exotic = new WeakSet<object>();
 
 // The divergence detector's running hash of every command's effects: two 32-bit lanes,
 // multiply-xorshift per byte. Not cryptographic; it only has to make an accidental match of
@@ -638,7 +620,11 @@ function foldString(h: EffectsHash, str: string): void {
 function foldValue(h: EffectsHash, v: unknown): void {
   switch (typeof v) {
     case 'string': foldNumber(h, 1); foldString(h, v); return;
-    case 'number': foldNumber(h, 2); foldNumber(h, v); if (!Number.isInteger(v)) foldString(h, String(v)); return;
+    case 'number':
+      foldNumber(h, v === 0 && 1 / v < 0 ? 12 : 2);  // -0 is not 0 to a reader (Object.is)
+      foldNumber(h, v);
+      if (!Number.isInteger(v)) foldString(h, String(v));
+      return;
     case 'boolean': foldNumber(h, v ? 3 : 4); return;
     case 'bigint': foldNumber(h, 5); foldString(h, v.toString()); return;
     case 'undefined': foldNumber(h, 6); return;
@@ -650,7 +636,7 @@ function foldValue(h: EffectsHash, v: unknown): void {
     foldNumber(h, v.length);
     for (let i = 0; i < v.length; i++) foldValue(h, v[i]);
   } else if (ArrayBuffer.isView(v)) {
-    foldNumber(h, 9);
+    foldNumber(h, Buffer.isBuffer(v) ? 13 : 9);
     foldBytes(h, new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
   } else if (v instanceof Date) {
     foldNumber(h, 10);
@@ -664,37 +650,6 @@ function foldValue(h: EffectsHash, v: unknown): void {
   }
 }
 const hexOf = (h: EffectsHash) => (h[0] >>> 0).toString(16).padStart(8, '0') + (h[1] >>> 0).toString(16).padStart(8, '0');
-
-/**
- * Why `value` can't travel in a log entry, or null. msgpack would turn functions and symbols
- * into nothing without a word; cycles make it throw (reported as well).
- */
-function unencodable(value: unknown, path: string, seen = new Set<object>()): string | null {
-  if (typeof value === 'function') return `${path} is a function`;
-  if (typeof value === 'symbol') return `${path} is a symbol`;
-  if (typeof value !== 'object' || value === null || ArrayBuffer.isView(value) || value instanceof Date) return null;
-  if (seen.has(value)) return `${path} refers back to itself (a cycle)`;
-  seen.add(value);
-  if (value instanceof Map) {
-    for (const [k, v] of value) {
-      const bad = unencodable(v, `${path}.get(${String(k)})`, seen);
-      if (bad) return bad;
-    }
-  } else if (Array.isArray(value) || value instanceof Set) {
-    let i = 0;
-    for (const v of value) {
-      const bad = unencodable(v, `${path}[${i++}]`, seen);
-      if (bad) return bad;
-    }
-  } else {
-    for (const k of Object.keys(value)) {
-      const bad = unencodable((value as Record<string, unknown>)[k], `${path}.${k}`, seen);
-      if (bad) return bad;
-    }
-  }
-  seen.delete(value);
-  return null;
-}
 
 // A small deterministic PRNG (splitmix-style mixing of the entry index and a counter).
 function mix(seed: number, n: number): number {
@@ -766,7 +721,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     this.view = view as ViewOf<C>;
     this.#writers = writers as StateOf<C>;
     // The state at index 0: empty, every collection at its first id.
-    this.#base = { index: 0, chunks: [this.#metaFrame(0)] };
+    this.#base = { index: 0, chunks: [this.#metaRecord(0)([])] };
   }
 
   /**
@@ -985,23 +940,25 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   }
 
   // What a caller hands in for a command (proposed now or scheduled): a defined name, and
-  // arguments that survive encoding unchanged.
+  // arguments that are plain data (they arrive exactly as sent: plain-data.ts).
   #checkRequest(name: string, args: unknown): void {
     this.#checkCommand(name);
-    const bad = unencodable(args, 'args');
-    if (bad) throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `arguments of ${name} can't be sent: ${bad}`);
+    checkPlain(args, 'args');
   }
 
   // On this node only (the leader): the timestamp is this node's clock, carried in the entry.
   async #proposeLocal(name: string, args: unknown, signal?: AbortSignal): Promise<{ index: number; result: unknown }> {
     const options = signal ? { signal } : {};
-    if (name.startsWith(SYSTEM_PREFIX)) {
-      return this.node.proposeWithIndex(packr.pack([SYSTEM_FORMAT, name.slice(SYSTEM_PREFIX.length), args, Date.now()]), options);
-    }
-    this.#checkCommand(name);
+    const system = name.startsWith(SYSTEM_PREFIX);
+    if (!system) this.#checkCommand(name);
+    // Checked again here: forwarded requests arrive from other processes.
+    const patches = checkPlain(args, 'args');
+    const kind = system ? name.slice(SYSTEM_PREFIX.length) : name;
     let payload: Uint8Array;
     try {
-      payload = packr.pack([ENTRY_FORMAT, name, args, Date.now()]);
+      payload = patches.length === 0
+        ? packr.pack([system ? SYSTEM_FORMAT : ENTRY_FORMAT, kind, args, Date.now()])
+        : packr.pack([system ? SYSTEM_FORMAT_EXACT : ENTRY_FORMAT_EXACT, kind, args, Date.now(), patches]);
     } catch (err) {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `arguments of ${name} can't be encoded: ${(err as Error).message}`);
     }
@@ -1042,9 +999,15 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     const h = createHash('sha256');
     for (const c of [...this.#collections.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
       h.update(`${c.name}:${c.nextId}:`);
-      for (const obj of c.objects.values()) h.update(packr.pack(obj));  // id order; ids are in the objects
+      for (const obj of c.objects.values()) {  // id order; ids are in the objects
+        h.update(packr.pack(obj));
+        if (exotic.has(obj)) h.update(packr.pack(patchesOf(obj)));  // what msgpack can't tell apart
+      }
     }
-    h.update(packr.pack(this.schedules()));
+    const schedules = this.schedules();
+    h.update(packr.pack(schedules));
+    const xs = patchesOf(schedules);
+    if (xs.length) h.update(packr.pack(xs));
     return h.digest('hex');
   }
 
@@ -1083,12 +1046,21 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     } catch (err) {
       throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} can't be decoded: ${(err as Error).message}`);
     }
-    const system = Array.isArray(decoded) && decoded[0] === SYSTEM_FORMAT;
-    if (!system && (!Array.isArray(decoded) || decoded[0] !== ENTRY_FORMAT || typeof decoded[1] !== 'string')) {
+    const format = Array.isArray(decoded) ? decoded[0] : undefined;
+    const system = format === SYSTEM_FORMAT || format === SYSTEM_FORMAT_EXACT;
+    if (!system && (format !== ENTRY_FORMAT && format !== ENTRY_FORMAT_EXACT || typeof (decoded as unknown[])[1] !== 'string')) {
       throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} is not a store command (format ${JSON.stringify(Array.isArray(decoded) ? decoded[0] : typeof decoded)})`);
     }
-    // Both kinds are [format, name or kind, args or data, the proposer's clock].
-    const [, name, args, proposedAt] = decoded as [number, string, any, number];
+    // Every kind is [format, name or kind, args or data, the proposer's clock, patches?].
+    const [, name, rawArgs, proposedAt, patches] = decoded as [number, string, any, number, Patch[] | undefined];
+    let args = rawArgs;
+    if (format === ENTRY_FORMAT_EXACT || format === SYSTEM_FORMAT_EXACT) {
+      try {
+        args = applyPatches(rawArgs, patches ?? []);
+      } catch (err) {
+        throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} has patches that don't fit its arguments: ${(err as Error).message}`);
+      }
+    }
     this.#lastTimestamp = Math.max(this.#lastTimestamp, typeof proposedAt === 'number' ? proposedAt : 0);
     return system ? this.#runSystem(name, args, index, term) : this.#execute(name, args, index, term);
   }
@@ -1208,6 +1180,13 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     else c.objects.set(id, next);
   }
 
+  // An object a handler is storing: plain data (or PREVAIL_NOT_PLAIN_DATA naming the path,
+  // before anything changed), frozen, and noted if a snapshot needs patches for it.
+  #seal(c: CollectionImpl, id: Id, stored: object): void {
+    if (checkPlain(stored, `${c.name}[${String(id)}]`).length > 0) exotic.add(stored);
+    freezeStored(stored, false);
+  }
+
   #checkUnique(c: CollectionImpl, id: Id, next: any): void {
     for (const ix of c.indexes) {
       if (!ix.unique) continue;
@@ -1249,7 +1228,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         const id = c.nextId;
         const stored = { id, ...obj } as { id: Id };  // id first: V8 lays such objects out compactly
         if (stored.id !== id) stored.id = id;  // the store assigns ids
-        freezeStored(stored, false);
+        store.#seal(c, id, stored);
         store.#checkUnique(c, id, stored);
         undo.push({ c, nextId: c.nextId });
         c.nextId++;
@@ -1264,7 +1243,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         const body = typeof patch === 'function' ? patch(prev) : { ...prev, ...patch };
         const stored = { id, ...body } as { id: Id };
         if (stored.id !== id) stored.id = id;  // keeps the compact id-first layout
-        freezeStored(stored, false);
+        store.#seal(c, id, stored);
         store.#checkUnique(c, id, stored);
         undo.push({ c, id, prev });
         store.#write(c, id, stored);
@@ -1310,7 +1289,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       }
       return { c, overlay, limit, out, work };
     });
-    const meta = this.#metaFrame(index);
+    const meta = this.#metaRecord(index);
     let serialised = 0;
     const finish = () => {
       for (const { c, overlay } of lists) c.overlays.delete(overlay);
@@ -1349,7 +1328,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
             return;
           }
           finish();
-          const chunks: Uint8Array[] = [meta];
+          const chunks: Uint8Array[] = [];
           for (const { c, overlay, out, work } of lists) {
             // Keep the new frames of chunks no command touched meanwhile (the rest are stale again).
             const touched = new Set<number>();
@@ -1357,6 +1336,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
             for (const k of work) if (!touched.has(k)) c.frames[k] = out[k];
             for (const f of out) if (f) chunks.push(f);
           }
+          chunks.unshift(meta(chunks));
           this.#base = { index, chunks };
           this.#tail = this.#tail.filter((e) => e.index > index);
           this.#adaptIntervals();
@@ -1400,12 +1380,21 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     return chunks;
   }
 
-  /** The snapshot header for the state now: as of `index`, with each collection's version and next id. */
-  #metaFrame(index: number): Uint8Array {
+  /**
+   * The snapshot header for the state now: as of `index`, with each collection's version
+   * and next id. A function of the frames that follow it: their format (metaFrame).
+   */
+  #metaRecord(index: number): (frames: Uint8Array[]) => Uint8Array {
     // `size` (objects in the collection) lets restore size its tables up front; optional.
     const collections = Object.fromEntries([...this.#collections.values()].map((c) => [c.name, { version: c.version, nextId: c.nextId, size: c.objects.size }]));
-    return frame(packr.pack({ t: 'meta', format: SNAPSHOT_FORMAT, baseIndex: index, lastTimestamp: this.#lastTimestamp, collections, effects: [...this.#effects],
-      peers: [...this.#peers], schedules: [...this.#schedules.values()] }));
+    const schedules = [...this.#schedules.values()];
+    const xs = patchesOf(schedules);
+    const rec = { t: 'meta', format: SNAPSHOT_FORMAT_ROWS, baseIndex: index, lastTimestamp: this.#lastTimestamp, collections, effects: [...this.#effects],
+      peers: [...this.#peers], schedules, ...(xs.length ? { xs } : {}) };
+    return (frames) => {
+      if (xs.length || frames.some((f) => patchedFrames.has(f))) rec.format = SNAPSHOT_FORMAT;
+      return frame(packr.pack(rec));
+    };
   }
 
   #restore(data: Uint8Array): void {
@@ -1448,7 +1437,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         this.#effects = Array.isArray(rec.effects) ? [rec.effects[0], rec.effects[1]] : initialEffects();
         this.#checkpoints = [];
         this.#peers = new Map(rec.peers ?? []);
-        this.#schedules = new Map((rec.schedules ?? []).map((s: Schedule) => [s.id, s]));
+        const schedules = (rec.xs ? applyPatches(rec.schedules, rec.xs) : rec.schedules ?? []) as Schedule[];
+        this.#schedules = new Map(schedules.map((s) => [s.id, s]));
         this.emit('schedules');
         for (const [name, info] of Object.entries(rec.collections as Record<string, { version: number; nextId: number; size?: number }>)) {
           const c = this.#collections.get(name);
@@ -1470,10 +1460,15 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
           throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `${c.name} objects are at version ${from} and there is no migrate()`);
         }
         const items = (Array.isArray(rec.shapes) ? fromRows(rec.shapes, rec.items, rec.values) : rec.items) as any[];
+        if (Array.isArray(rec.x)) {
+          for (const [i, patches] of rec.x as [number, Patch[]][]) exotic.add(items[i] = applyPatches(items[i], patches) as object);
+          patchedFrames.add(framed);
+        }
         for (let i = 0; i < items.length; i++) {
           let obj = items[i];
           if (from < c.version) {
-            obj = items[i] = freezeStored({ ...(c.migrate!(obj, from) as object), id: obj.id }, false);
+            obj = items[i] = { ...(c.migrate!(obj, from) as object), id: obj.id };
+            this.#seal(c, obj.id, obj);
           } else freezeStored(obj, true);
           c.objects.set(obj.id, obj);
         }
@@ -1539,7 +1534,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
 
   /** The whole state as of now, serialised at once (restore, after migrating objects). */
   #serializeAll(index: number): Uint8Array[] {
-    const chunks = [this.#metaFrame(index)];
+    const meta = this.#metaRecord(index);
+    const chunks: Uint8Array[] = [];
     const chunk = this.#chunkSize;
     for (const c of this.#collections.values()) {
       c.frames = [];
@@ -1550,6 +1546,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         if (f) chunks.push(f);
       }
     }
+    chunks.unshift(meta(chunks));
     return chunks;
   }
 }
@@ -1580,6 +1577,7 @@ function objsFrame(c: CollectionImpl, objects: unknown[]): Uint8Array {
   const shapeOf = new Map<string, number>();  // key list (joined) -> its index in shapes
   const items: number[] = new Array(objects.length);
   const values: unknown[] = [];
+  const x: [number, Patch[]][] = [];  // the exact values of exotic objects (plain-data.ts)
   let keys: string[] | null = null;
   let shape = -1;
   for (let i = 0; i < objects.length; i++) {
@@ -1602,9 +1600,16 @@ function objsFrame(c: CollectionImpl, objects: unknown[]): Uint8Array {
     }
     items[i] = shape;
     for (let k = 0; k < keys!.length; k++) values.push(o[keys![k]!]);
+    if (exotic.has(o)) x.push([i, patchesOf(o)]);
   }
-  return frame(packr.pack({ t: 'objs', c: c.name, shapes, items, values }));
+  if (x.length === 0) return frame(packr.pack({ t: 'objs', c: c.name, shapes, items, values }));
+  const f = frame(packr.pack({ t: 'objs', c: c.name, shapes, items, values, x }));
+  patchedFrames.add(f);
+  return f;
 }
+
+// Frames that carry patches (the snapshot then says format 3).
+const patchedFrames = new WeakSet<Uint8Array>();
 
 // Object builders by key list: `(v, at) => ({ k1: v[at], k2: v[at + 1], ... })`, compiled once
 // per shape (an object literal is the fastest way to make objects of one layout); at most

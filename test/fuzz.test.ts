@@ -110,8 +110,8 @@ test('arguments that cannot travel get a coded error and change nothing', async 
   try {
     const cyclic: Record<string, unknown> = {};
     cyclic.self = cyclic;
-    await expect(store.propose('put', { v: cyclic })).rejects.toMatchObject({ code: 'PREVAIL_INVALID_ARGUMENT' });
-    await expect(store.propose('put', { v: () => 1 })).rejects.toMatchObject({ code: 'PREVAIL_INVALID_ARGUMENT' });
+    await expect(store.propose('put', { v: cyclic })).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA' });
+    await expect(store.propose('put', { v: () => 1 })).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA' });
     await expect(store.propose('nope' as 'put', { v: 1 })).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND' });
     await expect(store.propose('prevail:peer' as 'put', { v: 1 })).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND' });
     expect(store.view.x.size).toBe(0);

@@ -34,6 +34,16 @@ describe('a store cluster (3 processes)', () => {
     await cluster?.stop();
   });
 
+  test('a forwarded write carries values msgpack alone would change (-0, lone surrogates, bytes, big bigints) exactly, both ways', async () => {
+    const r = await follower.call<{ index: number; key: string; sent: string; result: string; stored: string }>('proposeExotic');
+    expect(r.sent).toContain('-0');
+    expect({ result: r.result, stored: r.stored }).toEqual({ result: r.sent, stored: r.sent });
+    for (const n of cluster.running()) {
+      await waitFor(`node ${n.spec.id} to apply ${r.index}`, async () => ((await n.call<Status>('status')).appliedIndex >= r.index ? true : undefined));
+      expect(await n.call<string>('storedSig', { key: r.key })).toBe(r.sent);
+    }
+  });
+
   test('a write on a follower is forwarded, returns the leader\'s result and is applied there when it resolves', async () => {
     const w1 = await follower.call<Write>('propose', { name: 'put', args: { key: 'f', value: 'one' } });
     expect(w1.error).toBeUndefined();

@@ -1,0 +1,280 @@
+// The value model: what "plain data" is, the one rule for command arguments and stored
+// objects alike (docs/guide.md, "Plain data"). A value is plain data when it arrives
+// exactly as it was sent, through a log entry, a replay, a snapshot restore and a
+// forwarded request: anything else is refused where it enters, with the path to it.
+//
+// msgpack (our encoding) gets four plain values wrong on its own: -0 (written as 0), a
+// string with a lone surrogate (UTF-8 can't hold one: written as U+FFFD), and byte
+// arrays, which decode as Buffers that alias the decoded bytes. The check below notes
+// where those are ("patches"), the encoder writes the patches beside the value, and
+// applyPatches puts the exact values back after decoding. Values without them (nearly
+// all) cost nothing more than the check.
+import { ErrorCodes, PrevailError } from './errors.js';
+
+// ES2024's String.prototype.isWellFormed (in Node since 20), missing from our TS lib setting.
+type WellFormed = { isWellFormed(): boolean };
+
+/** One step into a value: an object key or an array index. */
+export type PathStep = string | number;
+
+/** What a patch puts back at its path. */
+export const PatchKind = {
+  /** The number -0. */
+  NEGATIVE_ZERO: 1,
+  /** A string with lone surrogates; data: its UTF-16 code units. */
+  UTF16: 2,
+  /** A Uint8Array (a fresh copy of the decoded bytes). */
+  BYTES: 3,
+  /** A Buffer (a fresh copy of the decoded bytes). */
+  BUFFER: 4,
+} as const;
+type PatchKindValue = (typeof PatchKind)[keyof typeof PatchKind];
+
+/** Where a value differs from what msgpack alone would give back, and what belongs there. */
+export type Patch = [path: PathStep[], kind: PatchKindValue, data?: number[]];
+
+/**
+ * Checks that `value` is plain data and returns its patches (an empty array for nearly
+ * every value). Throws PREVAIL_NOT_PLAIN_DATA naming the path (`where` is the root's
+ * name, e.g. `args`) and the reason.
+ */
+export function checkPlain(value: unknown, where: string): Patch[] {
+  const patches: Patch[] = [];
+  const path: PathStep[] = [];
+  visit(value, path, patches, new Set(), where);
+  return patches;
+}
+
+/** The patches of a value already known to be plain (a stored object, a schedule's args). */
+export function patchesOf(value: unknown): Patch[] {
+  return checkPlain(value, 'value');
+}
+
+/**
+ * The patches of a handler's result, sent back to a caller on another node; undefined
+ * when the result is not plain data (it then travels as msgpack makes it: results are
+ * not part of the replicated state, see docs/guide.md).
+ */
+export function patchesOfResult(value: unknown): Patch[] | undefined {
+  try {
+    return checkPlain(value, 'result');
+  } catch {
+    return undefined;
+  }
+}
+
+function visit(value: unknown, path: PathStep[], patches: Patch[], seen: Set<object>, where: string): void {
+  switch (typeof value) {
+    case 'string':
+      if (!(value as unknown as WellFormed).isWellFormed()) patches.push([path.slice(), PatchKind.UTF16, codeUnits(value)]);
+      return;
+    case 'number':
+      if (value === 0 && 1 / value < 0) patches.push([path.slice(), PatchKind.NEGATIVE_ZERO]);
+      return;
+    case 'boolean':
+    case 'undefined':
+    case 'bigint':
+      return;
+    case 'function':
+      throw notPlain(where, path, 'is a function');
+    case 'symbol':
+      throw notPlain(where, path, 'is a symbol');
+    default:
+  }
+  if (value === null) return;
+  const obj = value as object;
+  const proto = Object.getPrototypeOf(obj);
+  if (proto === Object.prototype) {
+    enter(obj, path, seen, where);
+    for (const key in obj) {
+      if (key === '__proto__') throw notPlain(where, path, 'has a key named "__proto__" (it can\'t be stored faithfully, and it is how prototype pollution starts)');
+      if (!(key as unknown as WellFormed).isWellFormed()) throw notPlain(where, path, `has a key with a lone surrogate (${JSON.stringify(key)}): keys must be well-formed UTF-16`);
+      path.push(key);
+      visit((obj as Record<string, unknown>)[key], path, patches, seen, where);
+      path.pop();
+    }
+    if (Object.getOwnPropertySymbols(obj).length > 0) throw notPlain(where, path, 'has symbol keys, which can\'t be sent');
+    seen.delete(obj);
+  } else if (Array.isArray(obj)) {
+    if (proto !== Array.prototype) throw notPlain(where, path, `is an instance of ${className(obj)}, not a plain array`);
+    enter(obj, path, seen, where);
+    const arr = obj as unknown[];
+    for (let i = 0; i < arr.length; i++) {
+      if (!(i in arr)) throw notPlain(where, path, `has a hole at index ${i} (a sparse array comes back with undefined there)`);
+      path.push(i);
+      visit(arr[i], path, patches, seen, where);
+      path.pop();
+    }
+    if (Object.keys(arr).length !== arr.length) throw notPlain(where, path, 'is an array with extra (non-index) properties');
+    seen.delete(obj);
+  } else if (proto === Uint8Array.prototype || proto === Buffer.prototype) {
+    patches.push([path.slice(), proto === Buffer.prototype ? PatchKind.BUFFER : PatchKind.BYTES]);
+  } else if (proto === Date.prototype) {
+    if (Object.keys(obj).length > 0) throw notPlain(where, path, 'is a Date with properties of its own');
+  } else if (proto === null) {
+    throw notPlain(where, path, 'is an object with a null prototype (it would come back as an ordinary object): copy it into {}');
+  } else if (ArrayBuffer.isView(obj)) {
+    throw notPlain(where, path, `is a ${className(obj)}: bytes are plain data as a Uint8Array only`);
+  } else {
+    throw notPlain(where, path, `is ${describeInstance(obj)}, not plain data (plain objects, arrays, strings, numbers, bigints, booleans, null, undefined, Date, Uint8Array)`);
+  }
+}
+
+function enter(obj: object, path: PathStep[], seen: Set<object>, where: string): void {
+  if (seen.has(obj)) throw notPlain(where, path, 'refers back to itself (a cycle)');
+  seen.add(obj);
+}
+
+function className(obj: object): string {
+  const name = (obj as { constructor?: { name?: unknown } }).constructor?.name;
+  return typeof name === 'string' && name ? name : 'an unnamed class';
+}
+
+function describeInstance(obj: object): string {
+  if (obj instanceof Map) return 'a Map (use a plain object, or an array of [key, value] pairs)';
+  if (obj instanceof Set) return 'a Set (use an array)';
+  return `an instance of ${className(obj)}`;
+}
+
+/** `args.items[2].name`-style text for a path. */
+export function formatPath(where: string, path: readonly PathStep[]): string {
+  let out = where;
+  for (const step of path) {
+    out += typeof step === 'number' ? `[${step}]` : /^[A-Za-z_$][\w$]*$/.test(step) ? `.${step}` : `[${JSON.stringify(step)}]`;
+  }
+  return out;
+}
+
+function notPlain(where: string, path: PathStep[], reason: string): PrevailError {
+  const at = formatPath(where, path);
+  return new PrevailError(ErrorCodes.NOT_PLAIN_DATA, `${at} ${reason}`, { path: at });
+}
+
+function codeUnits(s: string): number[] {
+  const out = new Array<number>(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/**
+ * Puts the exact values of `patches` back into a freshly decoded (still mutable) value;
+ * returns the value (a new one when a patch's path is the root). Throws a TypeError on
+ * patches that don't fit the value (a damaged entry or frame: the caller says which).
+ */
+export function applyPatches(root: unknown, patches: readonly Patch[]): unknown {
+  for (const [path, kind, data] of patches) {
+    if (path.length === 0) {
+      root = exactValue(root, kind, data);
+      continue;
+    }
+    let parent = root as Record<PathStep, unknown>;
+    for (let i = 0; i < path.length - 1; i++) parent = parent[path[i]!] as Record<PathStep, unknown>;
+    const last = path[path.length - 1]!;
+    if (typeof parent !== 'object' || parent === null) throw new TypeError(`patch path ${formatPath('', path)} does not exist`);
+    parent[last] = exactValue(parent[last], kind, data);
+  }
+  return root;
+}
+
+function exactValue(decoded: unknown, kind: number, data: number[] | undefined): unknown {
+  switch (kind) {
+    case PatchKind.NEGATIVE_ZERO:
+      return -0;
+    case PatchKind.UTF16:
+      if (!Array.isArray(data)) throw new TypeError('string patch without code units');
+      return codeUnitsToString(data);
+    case PatchKind.BYTES:
+      if (!(decoded instanceof Uint8Array)) throw new TypeError('bytes patch on a value that is not bytes');
+      return new Uint8Array(decoded);
+    case PatchKind.BUFFER:
+      if (!(decoded instanceof Uint8Array)) throw new TypeError('buffer patch on a value that is not bytes');
+      return Buffer.from(decoded);
+    default:
+      throw new TypeError(`unknown patch kind ${kind}`);
+  }
+}
+
+function codeUnitsToString(units: number[]): string {
+  let s = '';
+  for (let i = 0; i < units.length; i += 4096) s += String.fromCharCode(...units.slice(i, i + 4096));
+  return s;
+}
+
+/**
+ * Freezes a stored value at every depth so it can't change behind the log's back. Byte
+ * arrays and Dates can't be frozen (V8 refuses to freeze views with elements; a Date's
+ * time is internal): they are kept as private copies behind read-only properties that
+ * hand out a fresh copy on each read, so changing what a reader got changes nothing.
+ * `flatten`, if given, may replace each string (the store flattens long ones).
+ */
+export function freezeDeep<T>(value: T, flatten?: (s: string) => string): T {
+  if (typeof value !== 'object' || value === null || Object.isFrozen(value)) return value;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) freezeSlot(value, i, value[i], flatten);
+  } else {
+    const rec = value as Record<string, unknown>;
+    for (const k in rec) freezeSlot(rec, k, rec[k], flatten);
+  }
+  return Object.freeze(value);
+}
+
+function freezeSlot(holder: Record<PathStep, unknown> | unknown[], key: PathStep, v: unknown, flatten?: (s: string) => string): void {
+  if (typeof v === 'string') {
+    if (flatten) {
+      const f = flatten(v);
+      if (f !== v) (holder as Record<PathStep, unknown>)[key] = f;
+    }
+  } else if (typeof v === 'object' && v !== null) {
+    if (v instanceof Uint8Array || v instanceof Date) {
+      if (!Object.getOwnPropertyDescriptor(holder, key)?.get) sealCopy(holder, key, v);
+    } else if (!Object.isFrozen(v)) freezeDeep(v, flatten);
+    // Frozen by its author, not by us: bytes or Dates in it would stay writable, so it is
+    // stored as a copy (a frozen object the store made before has nothing to seal).
+    else if (hasUnsealed(v)) (holder as Record<PathStep, unknown>)[key] = freezeDeep(structuredCopy(v), flatten);
+  }
+}
+
+function hasUnsealed(v: object): boolean {
+  for (const k in v) {
+    const d = Object.getOwnPropertyDescriptor(v, k);
+    if (!d || d.get) continue;
+    const x: unknown = d.value;
+    if (x instanceof Uint8Array || x instanceof Date) return true;
+    if (typeof x === 'object' && x !== null && hasUnsealed(x)) return true;
+  }
+  return false;
+}
+
+// A mutable copy of a plain value (its byte arrays and Dates copied as themselves).
+function structuredCopy(v: object): object {
+  if (Array.isArray(v)) return v.map((x: unknown) => (typeof x === 'object' && x !== null ? copyValue(x) : x));
+  const out: Record<string, unknown> = {};
+  for (const k in v) {
+    const x = (v as Record<string, unknown>)[k];
+    out[k] = typeof x === 'object' && x !== null ? copyValue(x) : x;
+  }
+  return out;
+}
+
+function copyValue(x: object): unknown {
+  if (x instanceof Date) return new Date(x.getTime());
+  if (Buffer.isBuffer(x)) return Buffer.from(x);
+  if (x instanceof Uint8Array) return new Uint8Array(x);
+  return structuredCopy(x);
+}
+
+// A byte array or Date behind a getter that returns a fresh copy (see freezeDeep).
+function sealCopy(holder: object, key: PathStep, v: Uint8Array | Date): void {
+  let get: () => unknown;
+  if (v instanceof Date) {
+    const time = v.getTime();
+    get = () => new Date(time);
+  } else if (Buffer.isBuffer(v)) {
+    const bytes = Buffer.from(v);
+    get = () => Buffer.from(bytes);
+  } else {
+    const bytes = new Uint8Array(v);
+    get = () => new Uint8Array(bytes);
+  }
+  Object.defineProperty(holder, key, { get, enumerable: true, configurable: false });
+}
