@@ -209,29 +209,34 @@ function codeUnitsToString(units: number[]): string {
  */
 export function freezeDeep<T>(value: T, flatten?: (s: string) => string): T {
   if (typeof value !== 'object' || value === null || Object.isFrozen(value)) return value;
+  // Restore freezes millions of objects: strings are handled inline, objects out of line.
   if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) freezeSlot(value, i, value[i], flatten);
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      if (typeof v === 'object') { if (v !== null) freezeChild(value, i, v, flatten); }
+      else if (flatten !== undefined && typeof v === 'string') value[i] = flatten(v);
+    }
   } else {
     const rec = value as Record<string, unknown>;
-    for (const k in rec) freezeSlot(rec, k, rec[k], flatten);
+    for (const k in rec) {
+      const v = rec[k];
+      if (typeof v === 'object') { if (v !== null) freezeChild(rec, k, v, flatten); }
+      else if (flatten !== undefined && typeof v === 'string') {
+        const f = flatten(v);
+        if (f !== v) rec[k] = f;
+      }
+    }
   }
   return Object.freeze(value);
 }
 
-function freezeSlot(holder: Record<PathStep, unknown> | unknown[], key: PathStep, v: unknown, flatten?: (s: string) => string): void {
-  if (typeof v === 'string') {
-    if (flatten) {
-      const f = flatten(v);
-      if (f !== v) (holder as Record<PathStep, unknown>)[key] = f;
-    }
-  } else if (typeof v === 'object' && v !== null) {
-    if (v instanceof Uint8Array || v instanceof Date) {
-      if (!Object.getOwnPropertyDescriptor(holder, key)?.get) sealCopy(holder, key, v);
-    } else if (!Object.isFrozen(v)) freezeDeep(v, flatten);
-    // Frozen by its author, not by us: bytes or Dates in it would stay writable, so it is
-    // stored as a copy (a frozen object the store made before has nothing to seal).
-    else if (hasUnsealed(v)) (holder as Record<PathStep, unknown>)[key] = freezeDeep(structuredCopy(v), flatten);
-  }
+function freezeChild(holder: Record<PathStep, unknown> | unknown[], key: PathStep, v: object, flatten?: (s: string) => string): void {
+  if (v instanceof Uint8Array || v instanceof Date) {
+    if (!Object.getOwnPropertyDescriptor(holder, key)?.get) sealCopy(holder, key, v);
+  } else if (!Object.isFrozen(v)) freezeDeep(v, flatten);
+  // Frozen by its author, not by us: bytes or Dates in it would stay writable, so it is
+  // stored as a copy (a frozen object the store made before has nothing to seal).
+  else if (hasUnsealed(v)) (holder as Record<PathStep, unknown>)[key] = freezeDeep(structuredCopy(v), flatten);
 }
 
 function hasUnsealed(v: object): boolean {
