@@ -1111,7 +1111,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       case 'schedule': {
         this.#checkCommand(data.name);  // nothing changed yet
         const id: string = data.id ?? `s${index.toString(36)}`;
-        const s: Schedule = { id, name: data.name, args: data.args, at: data.at };
+        // Frozen: every firing hands the handler these same args, and schedules() shows them.
+        const s: Schedule = { id, name: data.name, args: freezeDeep(data.args), at: data.at };
         if (data.every !== undefined && data.every !== null) s.every = data.every;
         this.#schedules.set(id, s);
         this.emit('schedules');
@@ -1438,7 +1439,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         this.#checkpoints = [];
         this.#peers = new Map(rec.peers ?? []);
         const schedules = (rec.xs ? applyPatches(rec.schedules, rec.xs) : rec.schedules ?? []) as Schedule[];
-        this.#schedules = new Map(schedules.map((s) => [s.id, s]));
+        this.#schedules = new Map(schedules.map((s) => [s.id, { ...s, args: freezeDeep(s.args) }]));
         this.emit('schedules');
         for (const [name, info] of Object.entries(rec.collections as Record<string, { version: number; nextId: number; size?: number }>)) {
           const c = this.#collections.get(name);

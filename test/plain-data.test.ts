@@ -223,11 +223,13 @@ describe('the value model through a store: propose, log replay, snapshot restore
     }
   });
 
-  test('a schedule\'s exact arguments survive a snapshot', async () => {
+  test('a schedule\'s exact arguments are frozen and survive a snapshot', async () => {
     let store = await open({ schema, dataDir: dir });
     const args = { z: -0, s: 'a\udc00', b: new Uint8Array([4]) };
     try {
       await store.schedule('echo', args, Date.now() + 3_600_000);
+      // The replicated schedule can't be changed through what schedules() hands out.
+      expect(() => { (store.schedules()[0]!.args as { z: number }).z = 1; }).toThrow(TypeError);
       await store.snapshot();
     } finally {
       await store.close();
