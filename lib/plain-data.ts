@@ -45,6 +45,17 @@ export function checkPlain(value: unknown, where: string): Patch[] {
   return patches;
 }
 
+/**
+ * Checks that `value` is a plain object (what insert and update take: they copy its own
+ * fields, so a class instance or an array would be changed into something else silently).
+ */
+export function checkPlainObject(value: unknown, where: string): void {
+  if (typeof value !== 'object' || value === null || Object.getPrototypeOf(value) !== Object.prototype) {
+    const what = value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value === 'object' ? describeInstance(value) : `a ${typeof value}`;
+    throw notPlain(where, [], `is ${what}: objects are stored from a plain object ({ ...fields })`);
+  }
+}
+
 /** The patches of a value already known to be plain (a stored object, a schedule's args). */
 export function patchesOf(value: unknown): Patch[] {
   return checkPlain(value, 'value');

@@ -8,7 +8,7 @@ import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
 
 import { ErrorCodes, PrevailError, type MemberRef } from './errors.js';
-import { applyPatches, checkPlain, freezeDeep, patchesOf, type Patch } from './plain-data.js';
+import { applyPatches, checkPlain, checkPlainObject, freezeDeep, patchesOf, type Patch } from './plain-data.js';
 import { RaftNode, defaults, type CloseOptions, type RaftNodeStatus } from './raft-node.js';
 import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster-link.js';
 import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metrics.js';
@@ -1227,6 +1227,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         const undo = mustWrite('insert');
         if (typeof obj !== 'object' || obj === null) throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `${c.name}.insert() needs an object`);
         const id = c.nextId;
+        checkPlainObject(obj, `${c.name}[${String(id)}]`);
         const stored = { id, ...obj } as { id: Id };  // id first: V8 lays such objects out compactly
         if (stored.id !== id) stored.id = id;  // the store assigns ids
         store.#seal(c, id, stored);
@@ -1241,7 +1242,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         const undo = mustWrite('update');
         const prev = c.objects.get(id);
         if (prev === undefined) throw new PrevailError(ErrorCodes.NOT_FOUND, `${c.name}: no object ${String(id)}`);
+        if (typeof patch !== 'function') checkPlainObject(patch, `${c.name}[${String(id)}]`);
         const body = typeof patch === 'function' ? patch(prev) : { ...prev, ...patch };
+        checkPlainObject(body, `${c.name}[${String(id)}]`);
         const stored = { id, ...body } as { id: Id };
         if (stored.id !== id) stored.id = id;  // keeps the compact id-first layout
         store.#seal(c, id, stored);

@@ -89,6 +89,9 @@ const schema = defineSchema({
       if (a.kind === 'surrogate') return s.x.insert({ v: 'a\ud800b' }).id;
       if (a.kind === 'proto') return s.x.insert({ v: JSON.parse('{"n":{"__proto__":1}}') }).id;
       if (a.kind === 'bytes') return s.x.insert({ v: { bytes: new Uint8Array([1, 2, 3]), when: new Date(5) } }).id;
+      if (a.kind === 'instance') return s.x.insert(new (class Row { v = 1 })()).id;
+      if (a.kind === 'array') return s.x.insert([1, 2] as unknown as { v: unknown }).id;
+      if (a.kind === 'updateInstance') return s.x.update(1, () => new (class Row { v = 2 })()).id;
       return s.x.insert({ v: new Map() }).id;
     },
   },
@@ -140,6 +143,10 @@ describe('the value model through a store: propose, log replay, snapshot restore
       const before = store.view.x.size;
       await expect(store.propose('build', { kind: 'proto' })).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'x[4].v.n' });
       await expect(store.propose('build', { kind: 'map' })).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'x[4].v' });  // the same id: the failed command's insert was undone
+      // insert/update copy fields: a class instance or an array would become a plain object silently.
+      await expect(store.propose('build', { kind: 'instance' })).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'x[4]' });
+      await expect(store.propose('build', { kind: 'array' })).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'x[4]' });
+      await expect(store.propose('build', { kind: 'updateInstance' })).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'x[1]' });
       expect(store.view.x.size).toBe(before);
       await store.snapshot();
     } finally {
