@@ -8,14 +8,13 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Packr } from 'msgpackr';
 
 import { ErrorCodes, PrevailError, isPrevailError, type ErrorCode } from './errors.js';
 import { pidAlive } from './raft-node.js';
-import { applyPatches } from './plain-data.js';
-import { ENTRY_FORMAT, ENTRY_FORMAT_EXACT, Store, packrOptions, type Schema } from './store.js';
+import { decodeEntry, packr } from './format/entry.js';
+import { splitFrames } from './format/snapshot.js';
+import { Store, type Schema } from './store.js';
 
-const packr = new Packr(packrOptions);
 
 const DISK_FORMAT = 1;                           // first u64 of segments, metadata and snapshot .meta
 const MAX_BATCH_ENTRIES = (8 * 1024 * 1024) / 32; // the engine's own bound on a batch's entry count
@@ -377,12 +376,8 @@ function parseSnapshotData(path: string, buf: Buffer): { format: number; payload
 function summariseStorePayload(payload: Buffer): InspectedSnapshot['store'] {
   try {
     let summary: NonNullable<InspectedSnapshot['store']> | null = null;
-    for (let at = 0; at < payload.length;) {
-      if (at + 4 > payload.length) return null;
-      const len = payload.readUInt32LE(at);
-      if (at + 4 + len > payload.length) return null;
-      const rec = packr.unpack(payload.subarray(at + 4, at + 4 + len)) as { t?: unknown; [k: string]: any };
-      at += 4 + len;
+    for (const framed of splitFrames(payload)) {
+      const rec = packr.unpack(framed.subarray(4)) as { t?: unknown; [k: string]: any };
       if (summary === null) {
         if (rec?.t !== 'meta') return null;
         const collections: NonNullable<InspectedSnapshot['store']>['collections'] = {};
@@ -414,28 +409,11 @@ function decodeCommand(entry: InspectedEntry, data: Buffer): Buffer | null {
   const length = data.readUInt32LE(4);
   entry.framing = { length, term: u64(data, 8) };
   const payload = data.subarray(HEADER_SIZE, HEADER_SIZE + length);
-  let decoded: unknown;
-  try {
-    decoded = packr.unpack(payload);
-  } catch {
-    decoded = undefined;
-  }
-  // Formats 3 and 4 are 1 and 2 with patches (plain-data.ts): put the exact values back.
-  if (Array.isArray(decoded) && decoded.length === 5 && (decoded[0] === ENTRY_FORMAT_EXACT || decoded[0] === ENTRY_FORMAT_EXACT + 1)) {
-    try {
-      decoded = [decoded[0] - 2, decoded[1], applyPatches(decoded[2], decoded[4]), decoded[3]];
-    } catch {
-      decoded = undefined;
-    }
-  }
-  if (Array.isArray(decoded) && decoded[0] === ENTRY_FORMAT && typeof decoded[1] === 'string') {
-    entry.command = { name: decoded[1], args: decoded[2], timestamp: typeof decoded[3] === 'number' ? decoded[3] : 0 };
-  } else if (Array.isArray(decoded) && decoded.length === 4 && Number.isInteger(decoded[0]) && typeof decoded[1] === 'string') {
-    // The store's own entries ([format, kind, data, timestamp], e.g. a peer announcing its channel).
-    entry.store = { format: decoded[0] as number, kind: decoded[1], data: decoded[2], timestamp: typeof decoded[3] === 'number' ? decoded[3] : 0 };
-  } else {
-    entry.payload = { length, ...hex(payload) };
-  }
+  const decoded = decodeEntry(payload);
+  if (typeof decoded === 'string') entry.payload = { length, ...hex(payload) };
+  else if (!decoded.system) entry.command = { name: decoded.name, args: decoded.args, timestamp: decoded.proposedAt };
+  // The store's own entries (e.g. a peer announcing its channel).
+  else entry.store = { format: decoded.format, kind: decoded.name, data: decoded.args, timestamp: decoded.proposedAt };
   return payload;
 }
 

@@ -4,10 +4,10 @@ import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createServer } from 'node:net';
 import { debuglog } from 'node:util';
-import { crc32 } from 'node:zlib';
-import { Packr } from 'msgpackr';
 
 import { ErrorCodes, PrevailError, type MemberRef } from './errors.js';
+import { decodeEntry, encodeEntry, packr } from './format/entry.js';
+import { SNAPSHOT_FORMAT_READ, SnapshotFormat, crcOf, formatFor, frame, fromRows, notePatched, objsFrame, verifySnapshot } from './format/snapshot.js';
 import { applyPatches, checkPlain, checkPlainObject, freezeDeep, patchesOf, type Patch } from './plain-data.js';
 import { RaftNode, defaults, type CloseOptions, type RaftNodeStatus } from './raft-node.js';
 import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster-link.js';
@@ -17,32 +17,8 @@ import { SortedIndex, PersistentSortedIndex, compareKeys, type IndexKey, type Id
 
 const debug = debuglog('prevail');
 
-// Self-contained encoding: no structures shared between messages, so an entry decodes
-// the same on every replica, after restart and after a snapshot install.
-/** The msgpackr options of entries and snapshot frames (shared with `prevail inspect`). */
-// useBigIntExtension: bigints beyond 64 bits (msgpack's ints) are written as an extension
-// rather than refused; any msgpackr reads it.
-export const packrOptions = { useRecords: false, mapsAsObjects: true, variableMapSize: true, useBigIntExtension: true };
-const packr = new Packr(packrOptions);
-// Entry formats (the first element of every entry):
-// 1: a user command, [1, name, args, timestamp].
-// 2: the store's own entries (not user commands), [2, kind, data, timestamp].
-// 3 and 4: 1 and 2 with a fifth element, the patches that make args/data exact (-0, lone
-//    surrogates, byte arrays: plain-data.ts). Written only when there are patches, so
-//    older code refuses such an entry (PREVAIL_CORRUPT_ENTRY) instead of applying it wrong.
-export const ENTRY_FORMAT = 1;
-const SYSTEM_FORMAT = 2;
-export const ENTRY_FORMAT_EXACT = 3;
-const SYSTEM_FORMAT_EXACT = 4;
 // How system entries travel through propose/forwarding (user command names can't start with it).
 const SYSTEM_PREFIX = 'prevail:';
-// 2: objs frames hold rows (shapes + values) instead of maps; format 1 snapshots are still read.
-// 3: objs frames may carry `x`, [item, patches] pairs, and meta `xs`, the schedules'
-//    patches (plain-data.ts); written only when some value needs them, so older code
-//    refuses such a snapshot instead of restoring values that differ.
-const SNAPSHOT_FORMAT_ROWS = 2;
-const SNAPSHOT_FORMAT = 3;
-
 // ---- schema ------------------------------------------------------------------------
 
 export type IndexKind = 'unique' | 'hash' | 'sorted' | 'persistent';
@@ -580,6 +556,7 @@ const flatLong = (s: string) => (s.length >= SLICED_MIN ? flat(s) : s);
 // Stored objects whose exact values need patches in a snapshot (-0, lone surrogates,
 // bytes): nearly none, so frames look them up here instead of checking every value.
 const exotic = new WeakSet<object>();
+const exoticPatches = (o: object) => (exotic.has(o) ? patchesOf(o) : null);
 
 // The divergence detector's running hash of every command's effects: two 32-bit lanes,
 // multiply-xorshift per byte. Not cryptographic; it only has to make an accidental match of
@@ -769,7 +746,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         node,
         appliedIndex: () => store.#appliedIndex,
         proposeLocal: (name, args, signal) => store.#proposeLocal(name, args, signal),
-        announce: (peerId, channel) => node.propose(packr.pack([SYSTEM_FORMAT, 'peer', { id: peerId, channel }, Date.now()])),
+        announce: (peerId, channel) => node.propose(encodeEntry(true, 'peer', { id: peerId, channel }, Date.now())),
         peers: () => store.#peers,
         metrics,
         checkpoints: () => store.#checkpoints,
@@ -877,13 +854,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   }
 
   #slowApply(id: number, command: Uint8Array, index: number, durationMs: number): void {
-    let name = '?';
-    try {
-      const decoded = packr.unpack(command) as unknown[];
-      if (Array.isArray(decoded) && typeof decoded[1] === 'string') name = decoded[1];
-    } catch {
-      // reported by apply itself
-    }
+    const entry = decodeEntry(command);  // a problem with it is reported by apply itself
+    const name = typeof entry === 'string' ? '?' : entry.name;
     debug('node %d: slow apply of %s at index %d: %d ms', id, name, index, Math.round(durationMs));
     if (channels.slowApply.hasSubscribers) channels.slowApply.publish({ id, index, durationMs, command: name });
   }
@@ -951,15 +923,12 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     const options = signal ? { signal } : {};
     const system = name.startsWith(SYSTEM_PREFIX);
     if (!system) this.#checkCommand(name);
-    // Checked again here: forwarded requests arrive from other processes.
-    const patches = checkPlain(args, 'args');
-    const kind = system ? name.slice(SYSTEM_PREFIX.length) : name;
     let payload: Uint8Array;
     try {
-      payload = patches.length === 0
-        ? packr.pack([system ? SYSTEM_FORMAT : ENTRY_FORMAT, kind, args, Date.now()])
-        : packr.pack([system ? SYSTEM_FORMAT_EXACT : ENTRY_FORMAT_EXACT, kind, args, Date.now(), patches]);
+      // Checks args again (NOT_PLAIN_DATA): forwarded requests arrive from other processes.
+      payload = encodeEntry(system, system ? name.slice(SYSTEM_PREFIX.length) : name, args, Date.now());
     } catch (err) {
+      if ((err as PrevailError).code === ErrorCodes.NOT_PLAIN_DATA) throw err;
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `arguments of ${name} can't be encoded: ${(err as Error).message}`);
     }
     return this.node.proposeWithIndex(payload, options);
@@ -1040,29 +1009,10 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   }
 
   #decodeAndRun(payload: Uint8Array, index: number, term: number): unknown {
-    let decoded: unknown;
-    try {
-      decoded = packr.unpack(payload);
-    } catch (err) {
-      throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} can't be decoded: ${(err as Error).message}`);
-    }
-    const format = Array.isArray(decoded) ? decoded[0] : undefined;
-    const system = format === SYSTEM_FORMAT || format === SYSTEM_FORMAT_EXACT;
-    if (!system && (format !== ENTRY_FORMAT && format !== ENTRY_FORMAT_EXACT || typeof (decoded as unknown[])[1] !== 'string')) {
-      throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} is not a store command (format ${JSON.stringify(Array.isArray(decoded) ? decoded[0] : typeof decoded)})`);
-    }
-    // Every kind is [format, name or kind, args or data, the proposer's clock, patches?].
-    const [, name, rawArgs, proposedAt, patches] = decoded as [number, string, any, number, Patch[] | undefined];
-    let args = rawArgs;
-    if (format === ENTRY_FORMAT_EXACT || format === SYSTEM_FORMAT_EXACT) {
-      try {
-        args = applyPatches(rawArgs, patches ?? []);
-      } catch (err) {
-        throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} has patches that don't fit its arguments: ${(err as Error).message}`);
-      }
-    }
-    this.#lastTimestamp = Math.max(this.#lastTimestamp, typeof proposedAt === 'number' ? proposedAt : 0);
-    return system ? this.#runSystem(name, args, index, term) : this.#execute(name, args, index, term);
+    const entry = decodeEntry(payload);
+    if (typeof entry === 'string') throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index}: ${entry}`);
+    this.#lastTimestamp = Math.max(this.#lastTimestamp, entry.proposedAt);
+    return entry.system ? this.#runSystem(entry.name, entry.args as any, index, term) : this.#execute(entry.name, entry.args, index, term);
   }
 
   // Runs a user command's handler atomically (its changes are undone if it throws).
@@ -1318,7 +1268,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
             if (wi >= work.length) { li++; wi = 0; continue; }
             const k = work[wi++]!;
             const items = chunkObjects(c, k, chunk, limit, overlay);
-            out[k] = items.length ? objsFrame(c, items) : null;
+            out[k] = items.length ? objsFrame(c.name, items, exoticPatches) : null;
             budget -= Math.min(limit, (k + 1) * chunk) - k * chunk;
             serialised += items.length;
           }
@@ -1393,10 +1343,10 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     const collections = Object.fromEntries([...this.#collections.values()].map((c) => [c.name, { version: c.version, nextId: c.nextId, size: c.objects.size }]));
     const schedules = [...this.#schedules.values()];
     const xs = patchesOf(schedules);
-    const rec = { t: 'meta', format: SNAPSHOT_FORMAT_ROWS, baseIndex: index, lastTimestamp: this.#lastTimestamp, collections, effects: [...this.#effects],
+    const rec = { t: 'meta', format: SnapshotFormat.ROWS as number, baseIndex: index, lastTimestamp: this.#lastTimestamp, collections, effects: [...this.#effects],
       peers: [...this.#peers], schedules, ...(xs.length ? { xs } : {}) };
     return (frames) => {
-      if (xs.length || frames.some((f) => patchedFrames.has(f))) rec.format = SNAPSHOT_FORMAT;
+      rec.format = formatFor(frames, xs.length > 0);
       return frame(packr.pack(rec));
     };
   }
@@ -1433,8 +1383,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       const bytes = framed.subarray(4);
       const rec = packr.unpack(bytes) as { t: string; [k: string]: any };
       if (rec.t === 'meta') {
-        if (rec.format > SNAPSHOT_FORMAT) {
-          throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `store snapshot format ${rec.format} is newer than this code (${SNAPSHOT_FORMAT})`);
+        if (rec.format > SNAPSHOT_FORMAT_READ) {
+          throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `store snapshot format ${rec.format} is newer than this code (${SNAPSHOT_FORMAT_READ})`);
         }
         baseIndex = rec.baseIndex;
         this.#lastTimestamp = rec.lastTimestamp;
@@ -1466,7 +1416,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         const items = (Array.isArray(rec.shapes) ? fromRows(rec.shapes, rec.items, rec.values) : rec.items) as any[];
         if (Array.isArray(rec.x)) {
           for (const [i, patches] of rec.x as [number, Patch[]][]) exotic.add(items[i] = applyPatches(items[i], patches) as object);
-          patchedFrames.add(framed);
+          notePatched(framed);
         }
         for (let i = 0; i < items.length; i++) {
           let obj = items[i];
@@ -1545,7 +1495,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       c.frames = [];
       for (let k = 0; k * chunk < c.objects.limit; k++) {
         const items = chunkObjects(c, k, chunk, c.objects.limit, null);
-        const f = items.length ? objsFrame(c, items) : null;
+        const f = items.length ? objsFrame(c.name, items, exoticPatches) : null;
         c.frames[k] = f;
         if (f) chunks.push(f);
       }
@@ -1568,156 +1518,6 @@ function chunkObjects(c: CollectionImpl, k: number, chunk: number, limit: number
 
 // Longest run of capture work per turn of the event loop (ms).
 const SLICE_MS = 0.25;
-
-/**
- * A snapshot frame of objects, as rows: `shapes` lists each distinct key list once, `items`
- * gives each object's shape (so its length is the number of objects, what `prevail inspect`
- * counts) and `values` all their values, object after object. Against one map per object
- * this is a third smaller and packs 1.5-2 times and unpacks 2-3 times faster (no key strings
- * per object to write, decode and intern; two arrays per frame, not one per object).
- */
-function objsFrame(c: CollectionImpl, objects: unknown[]): Uint8Array {
-  const shapes: string[][] = [];
-  const shapeOf = new Map<string, number>();  // key list (joined) -> its index in shapes
-  const items: number[] = new Array(objects.length);
-  const values: unknown[] = [];
-  const x: [number, Patch[]][] = [];  // the exact values of exotic objects (plain-data.ts)
-  let keys: string[] | null = null;
-  let shape = -1;
-  for (let i = 0; i < objects.length; i++) {
-    const o = objects[i] as Record<string, unknown>;
-    // Usually every object has the previous one's keys: checked without allocating.
-    let same = keys !== null;
-    if (same) {
-      let n = 0;
-      for (const k in o) {
-        if (k !== keys![n++]) { same = false; break; }
-      }
-      if (n !== keys!.length) same = false;
-    }
-    if (!same) {
-      keys = Object.keys(o);
-      const sig = keys.join('\u0000');
-      const known = shapeOf.get(sig);
-      if (known === undefined) shapeOf.set(sig, (shape = shapes.push(keys) - 1));
-      else shape = known;
-    }
-    items[i] = shape;
-    for (let k = 0; k < keys!.length; k++) values.push(o[keys![k]!]);
-    if (exotic.has(o)) x.push([i, patchesOf(o)]);
-  }
-  if (x.length === 0) return frame(packr.pack({ t: 'objs', c: c.name, shapes, items, values }));
-  const f = frame(packr.pack({ t: 'objs', c: c.name, shapes, items, values, x }));
-  patchedFrames.add(f);
-  return f;
-}
-
-// Frames that carry patches (the snapshot then says format 3).
-const patchedFrames = new WeakSet<Uint8Array>();
-
-// Object builders by key list: `(v, at) => ({ k1: v[at], k2: v[at + 1], ... })`, compiled once
-// per shape (an object literal is the fastest way to make objects of one layout); at most
-// MAX_BUILDERS of them, then a generic loop.
-type Builder = (v: unknown[], at: number) => object;
-const builders = new Map<string, Builder>();
-const MAX_BUILDERS = 1000;
-
-function builderFor(keys: string[]): Builder {
-  const sig = keys.join('\u0000');
-  let build = builders.get(sig);
-  if (build) return build;
-  if (builders.size < MAX_BUILDERS && !keys.includes('__proto__')) {
-    build = new Function('v', 'at', `return { ${keys.map((k, i) => `${JSON.stringify(k)}: v[at + ${i}]`).join(', ')} };`) as Builder;
-    builders.set(sig, build);
-  } else {
-    build = (v, at) => {
-      const o: Record<string, unknown> = {};
-      for (let i = 0; i < keys.length; i++) Object.defineProperty(o, keys[i]!, { value: v[at + i], writable: true, enumerable: true, configurable: true });
-      return o;
-    };
-  }
-  return build;
-}
-
-/**
- * The objects of a rows frame (see objsFrame). Also reads the first rows layout, without
- * `values`: each item was [shape, ...its values].
- */
-function fromRows(shapes: string[][], items: unknown[], values: unknown[] | undefined): object[] {
-  const build = shapes.map(builderFor);
-  const out: object[] = new Array(items.length);
-  if (values === undefined) {
-    for (let i = 0; i < items.length; i++) {
-      const row = items[i] as unknown[];
-      out[i] = build[row[0] as number]!(row, 1);
-    }
-    return out;
-  }
-  let at = 0;
-  for (let i = 0; i < items.length; i++) {
-    const shape = items[i] as number;
-    out[i] = build[shape]!(values, at);
-    at += shapes[shape]!.length;
-  }
-  return out;
-}
-
-function frame(bytes: Uint8Array): Uint8Array {
-  const out = Buffer.allocUnsafe(4 + bytes.length);
-  out.writeUInt32LE(bytes.length, 0);
-  out.set(bytes, 4);
-  frameCrcs.set(out, crc32(out));  // now, while it is being made: snapshots then only look it up
-  return out;
-}
-
-// Each frame's CRC-32, so a snapshot can end with the list and restore can refuse a damaged
-// one (the engine checksums its log, not snapshot data). Frames are kept and reused across
-// captures, so their CRC is computed once.
-const frameCrcs = new WeakMap<Uint8Array, number>();
-function crcOf(framed: Uint8Array): number {
-  let crc = frameCrcs.get(framed);
-  if (crc === undefined) {
-    crc = crc32(framed);
-    frameCrcs.set(framed, crc);
-  }
-  return crc;
-}
-
-/**
- * Checks a snapshot's frames against its closing 'end' frame (absent in snapshots written
- * before it existed: those are read unchecked). Throws PREVAIL_SNAPSHOT_UNREADABLE before
- * anything is restored. Returns the frames (length prefix included) for restore to read.
- */
-function verifySnapshot(buf: Buffer): Buffer[] {
-  const frames: Buffer[] = [];
-  for (let at = 0; at < buf.length;) {
-    if (at + 4 > buf.length) throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `store snapshot cut inside a frame header at byte ${at}`);
-    const len = buf.readUInt32LE(at);
-    if (at + 4 + len > buf.length) throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `store snapshot frame at byte ${at} runs past the end`);
-    frames.push(buf.subarray(at, at + 4 + len));
-    at += 4 + len;
-  }
-  const last = frames.at(-1);
-  let end: { t?: string; crcs?: number[] } | undefined;
-  try {
-    end = last ? packr.unpack(last.subarray(4)) as typeof end : undefined;
-  } catch {
-    end = undefined;
-  }
-  if (end?.t !== 'end') return frames;  // an older snapshot: no checksums to check
-  const crcs = end.crcs ?? [];
-  if (crcs.length !== frames.length - 1) {
-    throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `store snapshot has ${frames.length - 1} frames, its checksum list ${crcs.length}`);
-  }
-  for (let i = 0; i < crcs.length; i++) {
-    const crc = crc32(frames[i]!);
-    if (crc !== crcs[i]) {
-      throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `store snapshot frame ${i} (at byte ${frames[i]!.byteOffset - buf.byteOffset}) fails its CRC-32: damaged`);
-    }
-    frameCrcs.set(frames[i]!, crc);
-  }
-  return frames;
-}
 
 function fatal(code: (typeof ErrorCodes)[keyof typeof ErrorCodes], message: string): PrevailError {
   const err = new PrevailError(code, message);

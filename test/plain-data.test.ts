@@ -6,7 +6,8 @@ import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 
 import { applyPatches, checkPlain } from '../lib/plain-data.js';
-import { collection, defineSchema, open, packrOptions } from '../lib/store.js';
+import { packrOptions } from '../lib/format/entry.js';
+import { collection, defineSchema, open } from '../lib/store.js';
 import { tempDir } from './helpers/cluster.js';
 
 /** A signature that tells apart everything a reader can observe of a plain value. */

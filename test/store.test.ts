@@ -5,7 +5,8 @@ import fc from 'fast-check';
 
 import { Packr } from 'msgpackr';
 
-import { collection, defineSchema, open, packrOptions, Store, StringTable } from '../lib/store.js';
+import { packrOptions } from '../lib/format/entry.js';
+import { collection, defineSchema, open, Store, StringTable } from '../lib/store.js';
 import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
 
 interface Item {

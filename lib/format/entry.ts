@@ -1,0 +1,68 @@
+// The store's log entries: what one command (or one of the store's own actions) looks like
+// inside a log entry, for the store that writes and applies them and for `prevail inspect`.
+// (The engine-level framing around it, the PVE1 header, is native/'s: docs/internals.md.)
+import { Packr } from 'msgpackr';
+
+import { applyPatches, checkPlain, type Patch } from '../plain-data.js';
+
+// Self-contained encoding: no structures shared between messages, so an entry decodes the
+// same on every replica, after a restart and after a snapshot install. useBigIntExtension:
+// bigints beyond 64 bits (msgpack's ints) are written as an extension rather than refused.
+/** The msgpackr options of entries and snapshot frames. */
+export const packrOptions = { useRecords: false, mapsAsObjects: true, variableMapSize: true, useBigIntExtension: true };
+export const packr = new Packr(packrOptions);
+
+/**
+ * Entry formats, the first element of the msgpack array every entry is:
+ * - 1: a user command, `[1, name, args, timestamp]` (since the first release).
+ * - 2: the store's own entries, `[2, kind, data, timestamp]` (peer announcements, schedules).
+ * - 3 and 4: 1 and 2 with a fifth element, the patches that make args/data exact (-0,
+ *   lone surrogates, byte arrays: plain-data.ts). Written only when there are patches, so
+ *   older code refuses such an entry (PREVAIL_CORRUPT_ENTRY) instead of applying it wrong.
+ */
+export const EntryFormat = { COMMAND: 1, SYSTEM: 2, COMMAND_EXACT: 3, SYSTEM_EXACT: 4 } as const;
+
+/** A decoded entry: a user command, or one of the store's own (`system`). */
+export interface StoreEntry {
+  /** One of EntryFormat. */
+  format: number;
+  system: boolean;
+  /** The command's name, or the system entry's kind. */
+  name: string;
+  /** The arguments (or system data), exactly as proposed. */
+  args: unknown;
+  /** The proposer's clock (ms) when it proposed the entry. */
+  proposedAt: number;
+}
+
+/** Encodes an entry; throws PREVAIL_NOT_PLAIN_DATA (path `args…`) for args that aren't plain data. */
+export function encodeEntry(system: boolean, name: string, args: unknown, proposedAt: number): Uint8Array {
+  const patches = checkPlain(args, 'args');
+  if (patches.length === 0) return packr.pack([system ? EntryFormat.SYSTEM : EntryFormat.COMMAND, name, args, proposedAt]);
+  return packr.pack([system ? EntryFormat.SYSTEM_EXACT : EntryFormat.COMMAND_EXACT, name, args, proposedAt, patches]);
+}
+
+/** Decodes an entry's payload; a string says why it is not a store entry (corruption, or not ours). */
+export function decodeEntry(payload: Uint8Array): StoreEntry | string {
+  let decoded: unknown;
+  try {
+    decoded = packr.unpack(payload);
+  } catch (err) {
+    return `it can't be decoded: ${(err as Error).message}`;
+  }
+  if (!Array.isArray(decoded) || typeof decoded[1] !== 'string') {
+    return `it is not a store entry (${Array.isArray(decoded) ? `format ${JSON.stringify(decoded[0])}` : typeof decoded})`;
+  }
+  const [format, name, rawArgs, proposedAt, patches] = decoded as [unknown, string, unknown, unknown, Patch[] | undefined];
+  const system = format === EntryFormat.SYSTEM || format === EntryFormat.SYSTEM_EXACT;
+  if (!system && format !== EntryFormat.COMMAND && format !== EntryFormat.COMMAND_EXACT) return `it is not a store entry (format ${JSON.stringify(format)})`;
+  let args = rawArgs;
+  if (format === EntryFormat.COMMAND_EXACT || format === EntryFormat.SYSTEM_EXACT) {
+    try {
+      args = applyPatches(rawArgs, patches ?? []);
+    } catch (err) {
+      return `its patches don't fit its arguments: ${(err as Error).message}`;
+    }
+  }
+  return { format: format as number, system, name, args, proposedAt: typeof proposedAt === 'number' ? proposedAt : 0 };
+}
