@@ -8,12 +8,18 @@ import { debuglog } from 'node:util';
 import { ErrorCodes, PrevailError, type MemberRef } from './errors.js';
 import { decodeEntry, encodeEntry, packr } from './format/entry.js';
 import { SNAPSHOT_FORMAT_READ, SnapshotFormat, crcOf, formatFor, frame, fromRows, notePatched, objsFrame, verifySnapshot } from './format/snapshot.js';
+import { StringTable, describeKey, sameKey } from './store/key-map.js';
+import { CHECKPOINTS_KEPT, CHECKPOINT_EVERY, foldNumber, foldString, foldValue, hexOf, initialEffects, type EffectsHash } from './store/effects.js';
+import { ObjectTable } from './store/object-table.js';
+import { addToIndex, chunkObjects, clearIndex, indexReader, makeIndex, removeFromIndex, type CollectionImpl, type IndexImpl, type Undo } from './store/collection.js';
+import { mix } from './store/random.js';
+import { exoticPatches, freezeStored, markExotic } from './store/stored.js';
 import { applyPatches, checkPlain, checkPlainObject, freezeDeep, patchesOf, type Patch } from './plain-data.js';
 import { RaftNode, defaults, type CloseOptions, type RaftNodeStatus } from './raft-node.js';
 import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster-link.js';
 import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metrics.js';
 import { LeaderJobs, type LeaderJob, type LeaderJobHandle, type LeaderJobOptions, type Schedule } from './jobs.js';
-import { SortedIndex, PersistentSortedIndex, compareKeys, type IndexKey, type Id, type OrderedIndex, type RangeOptions } from './sorted-index.js';
+import { SortedIndex, PersistentSortedIndex, type IndexKey, type Id, type RangeOptions } from './sorted-index.js';
 
 const debug = debuglog('prevail');
 
@@ -198,445 +204,6 @@ export interface StoreOptions<C extends Collections, H extends Commands<C>> exte
 
 interface TailEntry { index: number; term: number; payload: Uint8Array }
 
-interface IndexImpl {
-  name: string;
-  key: (obj: any) => IndexKey | undefined;
-  unique?: KeyMap<any>;  // key → the object itself (point reads need one lookup)
-  hash?: KeyMap<Set<Id>>;
-  sorted?: SortedIndex;
-  persistent?: PersistentSortedIndex;
-}
-
-interface CollectionImpl {
-  name: string;
-  version: number;
-  migrate?: (obj: Record<string, unknown>, from: number) => unknown;
-  objects: ObjectTable;
-  indexes: IndexImpl[];
-  nextId: number;
-  /**
-   * Copy-on-write overlays: each keeps the version an object had when the overlay was
-   * made, saved the first time the object changes after that (undefined: it did not
-   * exist). Captures hold theirs strongly until done; index views weakly, for as long
-   * as the caller keeps the view.
-   */
-  overlays: Set<Map<Id, any> | WeakRef<Map<Id, any>>>;
-  /**
-   * The snapshot frame of each chunk of ids (chunk k: ids [k * chunkSize, (k + 1) *
-   * chunkSize)) as the last capture made it, reused by the next capture while no object
-   * of the chunk changes. undefined: to be serialised; null: the chunk had no objects.
-   */
-  frames: (Uint8Array | null | undefined)[];
-}
-
-type Undo = { c: CollectionImpl; id: Id; prev: any } | { c: CollectionImpl; nextId: number };
-
-/** The value of `id` as of when `overlay` was made. */
-function asOf(c: CollectionImpl, overlay: Map<Id, any>, id: Id): any {
-  return overlay.has(id) ? overlay.get(id) : c.objects.get(id);
-}
-
-/**
- * A collection's objects by id. Ids are the store's own sequential integers, so a dense
- * array beats a Map: no hashing, no rehash as it grows (restart inserts millions), and
- * one pointer per object. Iteration is in id order.
- */
-class ObjectTable {
-  #slots: any[] = [];
-  #size = 0;
-  get size(): number {
-    return this.#size;
-  }
-  /** Every id in use is below this. */
-  get limit(): number {
-    return this.#slots.length;
-  }
-  get(id: Id): any {
-    return typeof id === 'number' ? this.#slots[id] : undefined;
-  }
-  has(id: Id): boolean {
-    return typeof id === 'number' && this.#slots[id] !== undefined;
-  }
-  set(id: Id, obj: unknown): void {
-    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) throw new TypeError(`bad object id ${String(id)}`);
-    if (this.#slots[id] === undefined) this.#size++;
-    this.#slots[id] = obj;
-  }
-  delete(id: Id): boolean {
-    if (!this.has(id)) return false;
-    this.#slots[id as number] = undefined;
-    this.#size--;
-    return true;
-  }
-  clear(): void {
-    this.#slots = [];
-    this.#size = 0;
-  }
-  *values(): IterableIterator<any> {
-    const slots = this.#slots;
-    for (let i = 0; i < slots.length; i++) if (slots[i] !== undefined) yield slots[i];
-  }
-  *keys(): IterableIterator<number> {
-    const slots = this.#slots;
-    for (let i = 0; i < slots.length; i++) if (slots[i] !== undefined) yield i;
-  }
-}
-
-/** A map from index keys: primitives as themselves, compound (array) keys by an encoding. */
-class KeyMap<V> {
-  #str = new StringTable<V>();
-  #prim = new Map<unknown, V>();
-  #comp = new Map<string, V>();
-  static encode(key: IndexKey[]): string {
-    return JSON.stringify(key, (_k, v: unknown) => (typeof v === 'bigint' ? { $bigint: v.toString() } : v));
-  }
-  get(key: IndexKey): V | undefined {
-    return typeof key === 'string' ? this.#str.get(key) : Array.isArray(key) ? this.#comp.get(KeyMap.encode(key)) : this.#prim.get(key);
-  }
-  has(key: IndexKey): boolean {
-    return typeof key === 'string' ? this.#str.has(key) : Array.isArray(key) ? this.#comp.has(KeyMap.encode(key)) : this.#prim.has(key);
-  }
-  set(key: IndexKey, value: V): void {
-    if (typeof key === 'string') this.#str.set(key, value);
-    else if (Array.isArray(key)) this.#comp.set(KeyMap.encode(key), value);
-    else this.#prim.set(key, value);
-  }
-  delete(key: IndexKey): void {
-    if (typeof key === 'string') this.#str.delete(key);
-    else if (Array.isArray(key)) this.#comp.delete(KeyMap.encode(key));
-    else this.#prim.delete(key);
-  }
-  /** Adds string keys in bulk (see StringTable.load); one at a time when the table is not empty or a key repeats. */
-  loadStrings(hashes: Int32Array, keys: string[], values: V[]): void {
-    if (this.#str.size === 0 && this.#str.load(hashes, keys, values)) return;
-    for (let i = 0; i < keys.length; i++) this.#str.set(keys[i]!, values[i]!);
-  }
-  clear(): void {
-    this.#str.clear();
-    this.#prim.clear();
-    this.#comp.clear();
-  }
-}
-
-/**
- * A hash table of string keys for the unique and hash indexes: open addressing with linear
- * probing over a typed array of [hash, entry] pairs (at most 3/4 full), the entries (key,
- * value) appended to one array in insertion order. Against a Map it keeps each key's hash
- * in the probe table, so inserting a million keys compares hashes there instead of reading
- * each colliding key string (a cache miss each), and growing moves stored hashes instead of
- * reading every key again. Appending entries in order (rather than storing them at their
- * hashed slot) keeps the GC's old-to-young slots together, as a Map's are. Lookups cost
- * about what a Map's do. Internal; exported for tests.
- */
-export class StringTable<V> {
-  #slots = new Int32Array(32);  // slot i: [2i] the hash (0: empty; hash() is never 0), [2i + 1] the entry
-  #mask = 15;
-  #kv: unknown[] = [];          // entry e: [2e] its key, [2e + 1] its value
-
-  get size(): number {
-    return this.#kv.length >> 1;
-  }
-
-  /** FNV-1a over the UTF-16 code units, then a final avalanche; never 0. */
-  static hash(s: string): number {
-    let h = 0x811c9dc5 | 0;
-    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    h ^= h >>> 16;
-    return h === 0 ? 1 : h;
-  }
-
-  /** The slot holding `key` (hashed `h`), or -1 - the empty slot where it would go. */
-  #find(key: string, h: number): number {
-    const slots = this.#slots;
-    const mask = this.#mask;
-    for (let i = h & mask; ; i = (i + 1) & mask) {
-      const x = slots[i << 1]!;
-      if (x === 0) return -1 - i;
-      if (x === h && this.#kv[slots[(i << 1) + 1]! << 1] === key) return i;
-    }
-  }
-
-  get(key: string): V | undefined {
-    const i = this.#find(key, StringTable.hash(key));
-    return i < 0 ? undefined : (this.#kv[(this.#slots[(i << 1) + 1]! << 1) + 1] as V);
-  }
-
-  has(key: string): boolean {
-    return this.#find(key, StringTable.hash(key)) >= 0;
-  }
-
-  set(key: string, value: V): void {
-    const h = StringTable.hash(key);
-    let i = this.#find(key, h);
-    if (i >= 0) {
-      this.#kv[(this.#slots[(i << 1) + 1]! << 1) + 1] = value;
-      return;
-    }
-    const e = this.#kv.length >> 1;
-    if ((e + 1) * 4 > (this.#mask + 1) * 3) {
-      this.#rehash((this.#mask + 1) * 2);
-      i = this.#find(key, h);
-    }
-    i = -1 - i;
-    this.#slots[i << 1] = h;
-    this.#slots[(i << 1) + 1] = e;
-    this.#kv.push(key, value);
-  }
-
-  delete(key: string): boolean {
-    let i = this.#find(key, StringTable.hash(key));
-    if (i < 0) return false;
-    const slots = this.#slots;
-    const mask = this.#mask;
-    const e = slots[(i << 1) + 1]!;
-    // Backward-shift deletion: slots after the hole whose home is not between the hole and
-    // themselves move into it, so every probe sequence stays unbroken.
-    for (let j = (i + 1) & mask; slots[j << 1] !== 0; j = (j + 1) & mask) {
-      const home = slots[j << 1]! & mask;
-      if (((j - home) & mask) >= ((j - i) & mask)) {
-        slots[i << 1] = slots[j << 1]!;
-        slots[(i << 1) + 1] = slots[(j << 1) + 1]!;
-        i = j;
-      }
-    }
-    slots[i << 1] = 0;
-    // The last entry moves into the freed one.
-    const kv = this.#kv;
-    const last = (kv.length >> 1) - 1;
-    if (e !== last) {
-      const lastKey = kv[last << 1] as string;
-      kv[e << 1] = lastKey;
-      kv[(e << 1) + 1] = kv[(last << 1) + 1];
-      let j = StringTable.hash(lastKey) & mask;
-      while (slots[(j << 1) + 1] !== last || slots[j << 1] === 0) j = (j + 1) & mask;
-      slots[(j << 1) + 1] = e;
-    }
-    kv.length = last << 1;
-    return true;
-  }
-
-  clear(): void {
-    this.#slots = new Int32Array(32);
-    this.#mask = 15;
-    this.#kv = [];
-  }
-
-  /**
-   * Fills an empty table with keys[i] -> values[i] (hashes[i] = hash(keys[i])) in one pass:
-   * the entries sorted by home slot (a radix sort), then laid into the probe table in slot
-   * order, so the table is written front to back instead of at a random slot per key (a
-   * cache miss each, at a million keys). Returns false, changing nothing, when a key repeats.
-   */
-  load(hashes: Int32Array, keys: string[], values: V[]): boolean {
-    const n = keys.length;
-    if (this.#kv.length !== 0) throw new Error('StringTable.load needs an empty table');
-    let cap = 16;
-    while (n * 4 > cap * 3) cap *= 2;
-    const mask = cap - 1;
-    // Entries by home slot (stable: equal homes keep entry order): 11 bits per pass.
-    let order = new Uint32Array(n);
-    let tmp = new Uint32Array(n);
-    for (let e = 0; e < n; e++) order[e] = e;
-    const bits = Math.log2(cap);
-    for (let shift = 0; shift < bits; shift += 11) {
-      const count = new Uint32Array(2049);
-      for (let j = 0; j < n; j++) count[(((hashes[order[j]!]! & mask) >>> shift) & 2047) + 1]!++;
-      for (let b = 0; b < 2048; b++) count[b + 1]! += count[b]!;
-      for (let j = 0; j < n; j++) {
-        const e = order[j]!;
-        tmp[count[((hashes[e]! & mask) >>> shift) & 2047]!++] = e;
-      }
-      const t = order;
-      order = tmp;
-      tmp = t;
-    }
-    // Lay them out: each at its home or the first free slot after the previous one; those
-    // pushed past the end wrap around to the front afterwards.
-    const slots = new Int32Array(cap * 2);
-    let next = 0;
-    let groupStart = 0;  // first position in `order` of the current home
-    let wrapped = 0;
-    for (let j = 0; j < n; j++) {
-      const e = order[j]!;
-      const h = hashes[e]!;
-      const home = h & mask;
-      if (j === 0 || home !== (hashes[order[j - 1]!]! & mask)) groupStart = j;
-      // A repeated key has the same home: compare with the entries of this home before it.
-      for (let g = groupStart; g < j; g++) if (hashes[order[g]!] === h && keys[order[g]!] === keys[e]) return false;
-      const at = home > next ? home : next;
-      if (at >= cap) {
-        tmp[wrapped++] = e;
-        continue;
-      }
-      slots[at << 1] = h;
-      slots[(at << 1) + 1] = e;
-      next = at + 1;
-    }
-    for (let w = 0; w < wrapped; w++) {
-      const e = tmp[w]!;
-      let i = hashes[e]! & mask;
-      while (slots[i << 1] !== 0) {
-        if (slots[i << 1] === hashes[e] && keys[slots[(i << 1) + 1]!] === keys[e]) return false;
-        i = (i + 1) & mask;
-      }
-      slots[i << 1] = hashes[e]!;
-      slots[(i << 1) + 1] = e;
-    }
-    const kv: unknown[] = [];
-    for (let e = 0; e < n; e++) kv.push(keys[e], values[e]);
-    this.#slots = slots;
-    this.#mask = mask;
-    this.#kv = kv;
-    return true;
-  }
-
-  /** Every [key, value], in insertion order (until a delete moves the last entry). */
-  *entries(): IterableIterator<[string, V]> {
-    const kv = this.#kv;
-    for (let e = 0; e < kv.length; e += 2) yield [kv[e] as string, kv[e + 1] as V];
-  }
-
-  #rehash(cap: number): void {
-    const old = this.#slots;
-    const slots = new Int32Array(cap * 2);
-    const mask = cap - 1;
-    for (let j = 0; j < old.length; j += 2) {
-      const h = old[j]!;
-      if (h === 0) continue;
-      let i = h & mask;
-      while (slots[i << 1] !== 0) i = (i + 1) & mask;
-      slots[i << 1] = h;
-      slots[(i << 1) + 1] = old[j + 1]!;
-    }
-    this.#slots = slots;
-    this.#mask = mask;
-  }
-}
-
-function sameKey(a: IndexKey, b: IndexKey): boolean {
-  return a === b || ((Array.isArray(a) || Array.isArray(b)) && compareKeys(a, b) === 0);
-}
-
-function describeKey(key: IndexKey): string {
-  return typeof key === 'bigint' ? `${key}n` : Array.isArray(key) ? KeyMap.encode(key) : JSON.stringify(key);
-}
-
-// msgpackr decodes the strings of a large buffer as slices of one long string (V8
-// SlicedStrings, for lengths >= 13): each keeps the whole buffer's text alive, and comparing
-// one takes a slow path (a Map lookup on a unique index key ran at half speed). Stored
-// objects get flat copies instead: a two-part concatenation, flattened at once, which the
-// GC then replaces by its flat string.
-const SLICED_MIN = 13;
-function flat(s: string): string {
-  const c = s[0] + s.slice(1);
-  c.charCodeAt(0);
-  return c;
-}
-
-/**
- * Freezes an object about to be stored (see freezeDeep), replacing long string values by
- * flat copies (see flat()): with `nested`, at every depth (objects fresh from the
- * decoder), else only its own (the rest is the handler's, flattened already or short-lived).
- */
-function freezeStored<T extends object>(value: T, nested: boolean): T {
-  if (nested) return freezeDeep(value, flatLong);
-  const rec = value as Record<string, unknown>;
-  for (const k in rec) {
-    const v = rec[k];
-    if (typeof v === 'string' && v.length >= SLICED_MIN && Object.hasOwn(rec, k)) rec[k] = flat(v);
-  }
-  return freezeDeep(value);
-}
-const flatLong = (s: string) => (s.length >= SLICED_MIN ? flat(s) : s);
-
-// Stored objects whose exact values need patches in a snapshot (-0, lone surrogates,
-// bytes): nearly none, so frames look them up here instead of checking every value.
-const exotic = new WeakSet<object>();
-const exoticPatches = (o: object) => (exotic.has(o) ? patchesOf(o) : null);
-
-// The divergence detector's running hash of every command's effects: two 32-bit lanes,
-// multiply-xorshift per byte. Not cryptographic; it only has to make an accidental match of
-// two different histories unlikely.
-type EffectsHash = [number, number];
-const CHECKPOINT_EVERY = 64;   // entries between the (index, hash) pairs replicas compare
-const CHECKPOINTS_KEPT = 64;
-/** The effects hash of the empty history (a new store, or a snapshot from before effects were kept). */
-const initialEffects = (): EffectsHash => [0x811c9dc5, 0x9747b28c];
-function foldBytes(h: EffectsHash, bytes: Uint8Array): void {
-  let a = h[0];
-  let b = h[1];
-  for (let i = 0; i < bytes.length; i++) {
-    a = Math.imul(a ^ bytes[i]!, 0x01000193);
-    b = Math.imul(b ^ bytes[i]!, 0x5bd1e995);
-    b ^= b >>> 15;
-  }
-  h[0] = a;
-  h[1] = b;
-}
-function foldNumber(h: EffectsHash, n: number): void {
-  h[0] = Math.imul(h[0] ^ (n | 0), 0x85ebca6b) ^ Math.floor(n / 4294967296);
-  h[1] = Math.imul(h[1] ^ (h[0] >>> 13), 0xc2b2ae35) ^ (n | 0);
-}
-function foldString(h: EffectsHash, str: string): void {
-  let a = h[0] ^ str.length;
-  let b = h[1];
-  for (let i = 0; i < str.length; i++) {
-    const c = str.charCodeAt(i);
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x5bd1e995);
-  }
-  h[0] = a;
-  h[1] = b ^ (b >>> 15);
-}
-// Folds a stored value (plain data: frozen objects, arrays, primitives, Dates, byte arrays)
-// without serialising it: a type tag, then the contents, keys in their (deterministic) order.
-function foldValue(h: EffectsHash, v: unknown): void {
-  switch (typeof v) {
-    case 'string': foldNumber(h, 1); foldString(h, v); return;
-    case 'number':
-      foldNumber(h, v === 0 && 1 / v < 0 ? 12 : 2);  // -0 is not 0 to a reader (Object.is)
-      foldNumber(h, v);
-      if (!Number.isInteger(v)) foldString(h, String(v));
-      return;
-    case 'boolean': foldNumber(h, v ? 3 : 4); return;
-    case 'bigint': foldNumber(h, 5); foldString(h, v.toString()); return;
-    case 'undefined': foldNumber(h, 6); return;
-    default:
-  }
-  if (v === null) { foldNumber(h, 7); return; }
-  if (Array.isArray(v)) {
-    foldNumber(h, 8);
-    foldNumber(h, v.length);
-    for (let i = 0; i < v.length; i++) foldValue(h, v[i]);
-  } else if (ArrayBuffer.isView(v)) {
-    foldNumber(h, Buffer.isBuffer(v) ? 13 : 9);
-    foldBytes(h, new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
-  } else if (v instanceof Date) {
-    foldNumber(h, 10);
-    foldNumber(h, v.getTime());
-  } else {
-    foldNumber(h, 11);
-    for (const k in v as object) {
-      foldString(h, k);
-      foldValue(h, (v as Record<string, unknown>)[k]);
-    }
-  }
-}
-const hexOf = (h: EffectsHash) => (h[0] >>> 0).toString(16).padStart(8, '0') + (h[1] >>> 0).toString(16).padStart(8, '0');
-
-// A small deterministic PRNG (splitmix-style mixing of the entry index and a counter).
-function mix(seed: number, n: number): number {
-  let h = (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(n + 1, 0xc2b2ae35)) | 0;
-  h ^= h >>> 16; h = Math.imul(h, 0x7feb352d);
-  h ^= h >>> 15; h = Math.imul(h, 0x846ca68b);
-  h ^= h >>> 16;
-  return (h >>> 0) / 4294967296;
-}
-
 export class Store<C extends Collections, H extends Commands<C>> extends EventEmitter {
   readonly node!: RaftNode<unknown>;
   /** Read-only access to every collection and its indexes. */
@@ -688,7 +255,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       const def = spec.def as CollectionDef<any, any>;
       const c: CollectionImpl = {
         name, version: def.version ?? 1, objects: new ObjectTable(), nextId: 1, overlays: new Set(), frames: [],
-        indexes: Object.entries(def.indexes ? def.indexes(indexBuilder) : {}).map(([iname, idef]) => this.#makeIndex(iname, idef as IndexDef<any>)),
+        indexes: Object.entries(def.indexes ? def.indexes(indexBuilder) : {}).map(([iname, idef]) => makeIndex(iname, idef as IndexDef<any>)),
       };
       if (def.migrate) c.migrate = def.migrate;
       this.#collections.set(name, c);
@@ -970,7 +537,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       h.update(`${c.name}:${c.nextId}:`);
       for (const obj of c.objects.values()) {  // id order; ids are in the objects
         h.update(packr.pack(obj));
-        if (exotic.has(obj)) h.update(packr.pack(patchesOf(obj)));  // what msgpack can't tell apart
+        const x = exoticPatches(obj);  // what msgpack can't tell apart
+        if (x) h.update(packr.pack(x));
       }
     }
     const schedules = this.schedules();
@@ -1134,7 +702,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   // An object a handler is storing: plain data (or PREVAIL_NOT_PLAIN_DATA naming the path,
   // before anything changed), frozen, and noted if a snapshot needs patches for it.
   #seal(c: CollectionImpl, id: Id, stored: object): void {
-    if (checkPlain(stored, `${c.name}[${String(id)}]`).length > 0) exotic.add(stored);
+    if (checkPlain(stored, `${c.name}[${String(id)}]`).length > 0) markExotic(stored);
     freezeStored(stored, false);
   }
 
@@ -1150,15 +718,6 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     }
   }
 
-  #makeIndex(name: string, def: IndexDef<any>): IndexImpl {
-    const ix: IndexImpl = { name, key: def.key };
-    if (def.kind === 'unique') ix.unique = new KeyMap();
-    else if (def.kind === 'hash') ix.hash = new KeyMap();
-    else if (def.kind === 'sorted') ix.sorted = new SortedIndex();
-    else if (def.kind === 'persistent') ix.persistent = new PersistentSortedIndex();
-    else throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `index ${name}: kind must be unique, hash, sorted or persistent`);
-    return ix;
-  }
 
   #reader(c: CollectionImpl, writable: boolean): unknown {
     const store = this;
@@ -1415,7 +974,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         }
         const items = (Array.isArray(rec.shapes) ? fromRows(rec.shapes, rec.items, rec.values) : rec.items) as any[];
         if (Array.isArray(rec.x)) {
-          for (const [i, patches] of rec.x as [number, Patch[]][]) exotic.add(items[i] = applyPatches(items[i], patches) as object);
+          for (const [i, patches] of rec.x as [number, Patch[]][]) markExotic(items[i] = applyPatches(items[i], patches) as object);
           notePatched(framed);
         }
         for (let i = 0; i < items.length; i++) {
@@ -1505,17 +1064,6 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   }
 }
 
-/** The objects of chunk `k` (ids [k * chunk, (k + 1) * chunk) below `limit`), as of when `overlay` was made if given. */
-function chunkObjects(c: CollectionImpl, k: number, chunk: number, limit: number, overlay: Map<Id, any> | null): unknown[] {
-  const items: unknown[] = [];
-  const end = Math.min(limit, (k + 1) * chunk);
-  for (let id = k * chunk; id < end; id++) {
-    const v = overlay === null || overlay.size === 0 ? c.objects.get(id) : asOf(c, overlay, id);
-    if (v !== undefined) items.push(v);
-  }
-  return items;
-}
-
 // Longest run of capture work per turn of the event loop (ms).
 const SLICE_MS = 0.25;
 
@@ -1523,76 +1071,6 @@ function fatal(code: (typeof ErrorCodes)[keyof typeof ErrorCodes], message: stri
   const err = new PrevailError(code, message);
   (err as { fatal?: boolean }).fatal = true;
   return err;
-}
-
-function addToIndex(ix: IndexImpl, key: IndexKey, id: Id, obj: unknown): void {
-  if (ix.unique) ix.unique.set(key, obj);
-  else if (ix.hash) {
-    let set = ix.hash.get(key);
-    if (!set) ix.hash.set(key, (set = new Set()));
-    set.add(id);
-  } else if (ix.sorted) ix.sorted.add(key, id);
-  else if (ix.persistent) ix.persistent = ix.persistent.add(key, id);
-}
-
-function removeFromIndex(ix: IndexImpl, key: IndexKey, id: Id): void {
-  if (ix.unique) {
-    if (ix.unique.get(key)?.id === id) ix.unique.delete(key);
-  } else if (ix.hash) {
-    const set = ix.hash.get(key);
-    if (set) { set.delete(id); if (set.size === 0) ix.hash.delete(key); }
-  } else if (ix.sorted) ix.sorted.remove(key, id);
-  else if (ix.persistent) ix.persistent = ix.persistent.remove(key, id);
-}
-
-function clearIndex(ix: IndexImpl): void {
-  ix.unique?.clear();
-  ix.hash?.clear();
-  ix.sorted?.clear();
-  if (ix.persistent) ix.persistent = new PersistentSortedIndex();
-}
-
-function sortedReader(index: () => OrderedIndex, resolve: (id: Id) => any) {
-  return {
-    get: (key: IndexKey) => index().get(key).map(resolve),
-    *range(options: RangeOptions = {}) {
-      for (const [, id] of index().range(options)) yield resolve(id);
-    },
-    *entries(options: RangeOptions = {}) {
-      for (const [key, id] of index().range(options)) yield [key, resolve(id)];
-    },
-    first: () => { const f = index().first(); return f ? resolve(f[1]) : undefined; },
-    last: () => { const l = index().last(); return l ? resolve(l[1]) : undefined; },
-  };
-}
-
-function indexReader(ix: IndexImpl, c: CollectionImpl): unknown {
-  const resolve = (id: Id) => c.objects.get(id);
-  if (ix.unique) {
-    const unique = ix.unique;
-    return Object.freeze({
-      get: (key: IndexKey) => unique.get(key),
-      has: (key: IndexKey) => unique.has(key),
-    });
-  }
-  if (ix.hash) {
-    return Object.freeze({
-      get: (key: IndexKey) => Array.from(ix.hash!.get(key) ?? [], resolve),
-      count: (key: IndexKey) => ix.hash!.get(key)?.size ?? 0,
-    });
-  }
-  if (ix.sorted) return Object.freeze(sortedReader(() => ix.sorted!, resolve));
-  return Object.freeze({
-    ...sortedReader(() => ix.persistent!, resolve),
-    view: () => {
-      // O(1): this version of the index, and the objects as of now — an object changed
-      // later is saved into this view's map the first time it changes (copy-on-write).
-      const version = ix.persistent!;
-      const overlay = new Map<Id, unknown>();
-      c.overlays.add(new WeakRef(overlay));
-      return Object.freeze(sortedReader(() => version, (id) => asOf(c, overlay, id)));
-    },
-  });
 }
 
 function freePort(): Promise<number> {

@@ -6,7 +6,8 @@ import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 
 import { packrOptions } from '../lib/format/entry.js';
-import { collection, defineSchema, open, Store, StringTable } from '../lib/store.js';
+import { collection, defineSchema, open, Store } from '../lib/store.js';
+import { StringTable } from '../lib/store/key-map.js';
 import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
 
 interface Item {
