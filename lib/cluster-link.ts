@@ -3,8 +3,8 @@
 // It talks to peers over the library's own channel (peer-channel.ts); the leader's
 // channel address is replicated through the log, so any node can find it.
 import { performance } from 'node:perf_hooks';
-import { debuglog } from 'node:util';
 
+import { debug } from './core/diagnostics.js';
 import { joinAddress, splitAddress } from './address.js';
 import { ErrorCodes, PrevailError, isPrevailError } from './errors.js';
 import type { StoreMetrics } from './metrics.js';
@@ -12,7 +12,6 @@ import { PeerClient, PeerServer } from './peer-channel.js';
 import { applyPatches, patchesOf, patchesOfResult, type Patch } from './plain-data.js';
 import type { RaftNode } from './raft-node.js';
 
-const debug = debuglog('prevail');
 
 export type Consistency = 'linearizable' | 'lease' | 'stale';
 

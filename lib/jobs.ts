@@ -2,12 +2,11 @@
 // scheduler that proposes scheduled commands when they fall due. A job changes state only
 // through commands, so the next leader picks up from replicated state, not from memory.
 import { EventEmitter } from 'node:events';
-import { debuglog } from 'node:util';
 
+import { debug } from './core/diagnostics.js';
 import { ErrorCodes, PrevailError } from './errors.js';
 import type { RaftNode } from './raft-node.js';
 
-const debug = debuglog('prevail');
 
 export interface LeaderJobContext<S> {
   /** Aborts the moment this node stops leading (step-down, transfer, close) or the job is stopped. */

@@ -1,21 +1,8 @@
-// Observability: diagnostics_channel events, in-process metrics, and a bridge to prom-client
+// Observability: in-process metrics (the diagnostics channels are core/diagnostics.ts's), and a bridge to prom-client
 // (an optional peer dependency: the caller passes the module in, so it is never bundled).
-import diagnostics_channel from 'node:diagnostics_channel';
+import { channels } from './core/diagnostics.js';
 
-/**
- * `node:diagnostics_channel` channels prevail publishes on (subscribe with
- * `diagnostics_channel.subscribe(name, fn)`); publishing costs nothing without subscribers.
- */
-export const channels = {
-  /** `{ id, role, term, leader }` when a node's role changes. */
-  role: diagnostics_channel.channel('prevail:role'),
-  /** `{ id, kind: 'capture' | 'engine', index, durationMs }` when a snapshot (capture) finishes. */
-  snapshot: diagnostics_channel.channel('prevail:snapshot'),
-  /** `{ id, index, durationMs, command }` when one apply took longer than `slowApplyMs`. */
-  slowApply: diagnostics_channel.channel('prevail:slow-apply'),
-  /** `{ id, node, index, expected, actual }` on the leader when a replica's effects hash differs from its own. */
-  divergence: diagnostics_channel.channel('prevail:divergence'),
-};
+export { channels };
 
 /** Upper bounds (ms) of the latency histograms' buckets. */
 export const BUCKETS_MS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000] as const;

@@ -2,14 +2,13 @@ import { EventEmitter } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync, openSync, closeSync, unlinkSync, fsyncSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
-import { debuglog } from 'node:util';
 
+import { debug } from './core/diagnostics.js';
 import { splitAddress } from './address.js';
 import { ErrorCodes, PrevailError, fromNative, type MemberRef } from './errors.js';
 import { channels } from './metrics.js';
 import { addon, type NativeEngine, type NativeStatus } from './native.js';
 
-const debug = debuglog('prevail');
 
 /** Facts about the log entry being applied. */
 export interface ApplyMeta {

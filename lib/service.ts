@@ -12,15 +12,14 @@
 // Every error is JSON: { "error": { "code": "PREVAIL_…", "message": "…", leader?, mayHaveApplied? } }.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { debuglog } from 'node:util';
 
+import { debug } from './core/diagnostics.js';
 import { adminHandler } from './admin.js';
 import { ErrorCodes, PrevailError, isPrevailError, type MemberRef } from './errors.js';
 import type { MemberRole } from './raft-node.js';
 import type { ReadOptions } from './cluster-link.js';
 import { collection, defineSchema, open, type Store } from './store.js';
 
-const debug = debuglog('prevail');
 
 // ---- the state machine ---------------------------------------------------------------
 

@@ -2,9 +2,9 @@
 // go through the Raft log. Reads are synchronous calls on in-memory maps and indices.
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { createServer } from 'node:net';
-import { debuglog } from 'node:util';
 
+import { debug } from './core/diagnostics.js';
+import { freePort } from './core/ports.js';
 import { ErrorCodes, PrevailError, type MemberRef } from './errors.js';
 import { decodeEntry, encodeEntry, packr } from './format/entry.js';
 import { SNAPSHOT_FORMAT_READ, SnapshotFormat, crcOf, formatFor, frame, fromRows, notePatched, objsFrame, verifySnapshot } from './format/snapshot.js';
@@ -21,7 +21,6 @@ import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metric
 import { LeaderJobs, type LeaderJob, type LeaderJobHandle, type LeaderJobOptions, type Schedule } from './jobs.js';
 import { SortedIndex, PersistentSortedIndex, type IndexKey, type Id, type RangeOptions } from './sorted-index.js';
 
-const debug = debuglog('prevail');
 
 // How system entries travel through propose/forwarding (user command names can't start with it).
 const SYSTEM_PREFIX = 'prevail:';
@@ -1073,16 +1072,6 @@ function fatal(code: (typeof ErrorCodes)[keyof typeof ErrorCodes], message: stri
   return err;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as import('node:net').AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Opens a store; see Store.open. */
 export function open<C extends Collections, H extends Commands<C>>(options: StoreOptions<C, H>): Promise<Store<C, H>> {

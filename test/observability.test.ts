@@ -51,9 +51,11 @@ test('role, slow-apply and snapshot events; metrics; a prom-client registry', as
     await store.captureNow();
 
     expect(role.events).toContainEqual(expect.objectContaining({ id: 1, role: 'leader' }));
-    expect(slow.events).toHaveLength(1);
-    expect(slow.events[0]).toMatchObject({ id: 1, command: 'slow' });
-    expect(slow.events[0].durationMs).toBeGreaterThanOrEqual(20);
+    // Only 'slow' is slow by construction; on a loaded machine any apply may pass 20 ms too.
+    const slowOnes = slow.events.filter((e) => e.command === 'slow');
+    expect(slowOnes).toHaveLength(1);
+    expect(slowOnes[0]).toMatchObject({ id: 1, command: 'slow' });
+    expect(slowOnes[0].durationMs).toBeGreaterThanOrEqual(20);
     expect(snap.events).toContainEqual(expect.objectContaining({ id: 1, kind: 'capture' }));
 
     const m = store.metrics();

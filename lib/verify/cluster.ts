@@ -5,10 +5,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { request as httpRequest, type Agent } from 'node:http';
-import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { freePort } from '../core/ports.js';
 import type { NetnsNetwork } from './netns.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -85,16 +85,6 @@ export function request(url: string, method: string, body: string | undefined, t
   });
 }
 
-async function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const port = (s.address() as import('node:net').AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export interface ClusterOptions {
   size: number;
