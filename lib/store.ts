@@ -19,7 +19,7 @@ import { RaftNode, defaults, type CloseOptions, type RaftNodeStatus } from './ra
 import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster-link.js';
 import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metrics.js';
 import { LeaderJobs, type LeaderJob, type LeaderJobHandle, type LeaderJobOptions, type Schedule } from './jobs.js';
-import { SortedIndex, PersistentSortedIndex, type IndexKey, type Id, type RangeOptions } from './sorted-index.js';
+import { SortedIndex, PersistentSortedIndex, type IndexKey, type Id, type RangeOptions } from './sorted-index/index.js';
 
 
 // How system entries travel through propose/forwarding (user command names can't start with it).

@@ -1,6 +1,6 @@
 // The unique and hash indexes' maps from index keys: strings in a StringTable, other
 // primitives in a Map, compound (array) keys by an encoding.
-import { compareKeys, type IndexKey } from '../sorted-index.js';
+import { compareKeys, type IndexKey } from '../sorted-index/index.js';
 
 /** A map from index keys: primitives as themselves, compound (array) keys by an encoding. */
 export class KeyMap<V> {

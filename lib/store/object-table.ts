@@ -1,4 +1,4 @@
-import type { Id } from '../sorted-index.js';
+import type { Id } from '../sorted-index/index.js';
 
 /**
  * A collection's objects by id. Ids are the store's own sequential integers, so a dense
