@@ -285,7 +285,7 @@ async function main(argv: string[]): Promise<number> {
     return command === undefined ? 2 : 0;
   }
   if (command === 'inspect') {
-    const { runInspect } = await import('./inspect.js');
+    const { runInspect } = await import('./inspect/index.js');
     return runInspect(args, process.stdout, { defaultSchema: kvSchema });
   }
   if (args.includes('--help') || args.includes('-h')) {

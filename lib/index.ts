@@ -41,6 +41,6 @@ export type { Consistency, Health, LinkOptions, ReadOptions, WriteOptions } from
 export { SortedIndex, PersistentSortedIndex, compareKeys } from './sorted-index/index.js';
 export type { IndexKey, Id } from './sorted-index/index.js';
 export { adminHandler, type AdminHandler, type AdminMember, type AdminOptions, type AdminSource, type AdminStatus, type LeaderChange } from './admin.js';
-export { inspectDataDir, runInspect } from './inspect.js';
+export { inspectDataDir, runInspect } from './inspect/index.js';
 export { kvSchema, startService } from './service.js';
 export type { KvStore, Service, ServiceOptions } from './service.js';
