@@ -389,10 +389,12 @@ describe('object store', () => {
     });
     const s1 = await open({ schema: v1, dataDir: dir, snapshotThreshold: 4, snapshotTrailing: 1, captureEvery: 2 });
     stores.push(s1 as unknown as S);
-    for (const name of ['Ada Lovelace', 'Alan Turing', 'Grace Hopper', 'Edsger Dijkstra', 'Barbara Liskov', 'Ken Thompson']) {
-      await s1.propose('add', { name });
-    }
-    await waitFor('an engine snapshot', () => s1.node.status().snapshot.index > 2);
+    const names = ['Ada Lovelace', 'Alan Turing', 'Grace Hopper', 'Edsger Dijkstra', 'Barbara Liskov', 'Ken Thompson'];
+    for (const name of names.slice(0, 4)) await s1.propose('add', { name });
+    // Taken on purpose: an automatic one may still hold no captured objects (the capture runs
+    // in the background), and then there is nothing to migrate (that case is issue-14 work).
+    await s1.snapshot();
+    for (const name of names.slice(4)) await s1.propose('add', { name });
     await s1.close();
     const v2 = defineSchema({
       collections: {
