@@ -77,6 +77,10 @@ export interface PrevailErrorFields {
   index?: number;
   /** The data file involved (a damaged segment or snapshot), when known. */
   file?: string;
+  /** For a failed file-system call: the path it was given (the error from Node is the `cause`). */
+  path?: string;
+  /** For a failed file-system call: which call (`mkdir`, `open`, …). */
+  syscall?: string;
   cause?: unknown;
 }
 
@@ -87,6 +91,8 @@ export class PrevailError extends Error implements PrevailErrorFields {
   raftName?: string;
   index?: number;
   file?: string;
+  path?: string;
+  syscall?: string;
 
   constructor(code: ErrorCode, message: string, fields: PrevailErrorFields = {}) {
     super(message, fields.cause === undefined ? undefined : { cause: fields.cause });
@@ -97,6 +103,8 @@ export class PrevailError extends Error implements PrevailErrorFields {
     if (fields.raftName !== undefined) this.raftName = fields.raftName;
     if (fields.index !== undefined) this.index = fields.index;
     if (fields.file !== undefined) this.file = fields.file;
+    if (fields.path !== undefined) this.path = fields.path;
+    if (fields.syscall !== undefined) this.syscall = fields.syscall;
   }
 }
 
