@@ -467,9 +467,9 @@ function parseJson(bytes: Buffer): unknown {
 }
 
 /** How much of a body over the limit is read and thrown away so the client sees its 413. */
-export const DISCARD_BYTES = 256 * 1024 * 1024;
+const DISCARD_BYTES = 256 * 1024 * 1024;
 /** How long (ms) a connection answered with 413 waits for the rest of the body before it is cut. */
-export const DISCARD_MS = 30_000;
+const DISCARD_MS = 30_000;
 
 /**
  * Reads the body, at most `limit` bytes. Over the limit (by Content-Length, or once the bytes
