@@ -79,8 +79,13 @@ export interface PrevailErrorFields {
   index?: number;
   /** The data file involved (a damaged segment or snapshot), when known. */
   file?: string;
-  /** Where in a value (NOT_PLAIN_DATA: `args.items[2]`) or on disk the problem is. */
+  /**
+   * Where the problem is: for NOT_PLAIN_DATA, in the value (`args.items[2]`); for a failed
+   * file-system call, the path it was given (the error from Node is the `cause`).
+   */
   path?: string;
+  /** For a failed file-system call: which call (`mkdir`, `open`, …). */
+  syscall?: string;
   cause?: unknown;
 }
 
@@ -92,6 +97,7 @@ export class PrevailError extends Error implements PrevailErrorFields {
   index?: number;
   file?: string;
   path?: string;
+  syscall?: string;
 
   constructor(code: ErrorCode, message: string, fields: PrevailErrorFields = {}) {
     super(message, fields.cause === undefined ? undefined : { cause: fields.cause });
@@ -103,6 +109,7 @@ export class PrevailError extends Error implements PrevailErrorFields {
     if (fields.index !== undefined) this.index = fields.index;
     if (fields.file !== undefined) this.file = fields.file;
     if (fields.path !== undefined) this.path = fields.path;
+    if (fields.syscall !== undefined) this.syscall = fields.syscall;
   }
 }
 

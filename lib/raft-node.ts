@@ -1,11 +1,11 @@
 import { EventEmitter } from 'node:events';
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync, openSync, closeSync, unlinkSync, fsyncSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync, openSync, closeSync, unlinkSync, fsyncSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 
 import { debug } from './core/diagnostics.js';
 import { splitAddress } from './address.js';
-import { ErrorCodes, PrevailError, fromNative, type MemberRef } from './errors.js';
+import { ErrorCodes, PrevailError, fromNative, isPrevailError, type MemberRef } from './errors.js';
 import { channels } from './metrics.js';
 import { addon, type NativeEngine, type NativeStatus } from './native.js';
 
@@ -167,6 +167,67 @@ function addressInUse(address: string): Promise<boolean> {
 }
 
 /**
+ * mkdir -p. Node's recursive mkdir reports some failures as ENOENT (a read-only file system,
+ * EROFS): then each missing level is made in turn, so the error is the real one.
+ */
+function makeDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    const missing: string[] = [];
+    for (let p = dir; !existsSync(p) && dirname(p) !== p; p = dirname(p)) missing.unshift(p);
+    for (const p of missing) mkdirSync(p);  // throws the real error (or, if it all works now, done)
+  }
+}
+
+/** The nearest of `dir` and its parents that exists but is not a directory, or null. */
+function fileInTheWay(dir: string): string | null {
+  for (let p = dir; ; p = dirname(p)) {
+    try {
+      return statSync(p).isDirectory() ? null : p;
+    } catch {
+      // missing, or below a file: look further up
+    }
+    if (dirname(p) === p) return null;
+  }
+}
+
+/**
+ * A data dir that can't be created, locked or written (a Node error from the file system) as
+ * a coded error naming the path, the call that failed and what to do; the Node error is `cause`.
+ */
+function dataDirError(dataDir: string, err: unknown): unknown {
+  const e = err as NodeJS.ErrnoException | null;
+  if (isPrevailError(err) || typeof e?.code !== 'string' || typeof e.syscall !== 'string') return err;
+  const path = e.path ?? dataDir;
+  const fields = { path, syscall: e.syscall, cause: err };
+  const failed = `${e.code} from ${e.syscall} ${path}`;
+  switch (e.code) {
+    case 'EEXIST':
+    case 'ENOTDIR': {
+      const file = fileInTheWay(dataDir) ?? path;
+      return new PrevailError(ErrorCodes.IO, `dataDir ${dataDir} can't be used: ${file === dataDir ? 'it' : file} is a file, ` +
+        `not a directory (${failed}). Give the path of a directory (created if missing), or move the file away.`, fields);
+    }
+    case 'EACCES':
+    case 'EPERM':
+      return new PrevailError(ErrorCodes.IO, `dataDir ${dataDir} can't be used: permission denied (${failed}). This process ` +
+        `(uid ${process.getuid?.() ?? '?'}) must be able to create and write files in it: change its owner or mode, or give ` +
+        'another dataDir.', fields);
+    case 'EROFS':
+      return new PrevailError(ErrorCodes.IO, `dataDir ${dataDir} can't be used: it is on a read-only file system (${failed}). ` +
+        'Remount it read-write, or give a dataDir on a writable file system.', fields);
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new PrevailError(ErrorCodes.NO_SPACE, `dataDir ${dataDir} can't be used: no space left (${failed}). ` +
+        'Free some space on its file system, or give another dataDir.', fields);
+    default:
+      return new PrevailError(ErrorCodes.IO, `dataDir ${dataDir} can't be used: ${e.message} (${failed}).`, fields);
+  }
+}
+
+/**
  * A start that failed on damaged data names the file: the engine's message names a segment;
  * a snapshot that fails to restore is the newest one on disk. A short read of a segment is
  * damage (a cut file), not an I/O failure.
@@ -305,12 +366,27 @@ export class RaftNode<R = unknown> extends EventEmitter {
     }
 
     const dataDir = resolve(options.dataDir);
-    mkdirSync(dataDir, { recursive: true });
+    // A file where the directory should be, no permission, a read-only file system: coded errors
+    // (PREVAIL_IO) that say what to do, before anything in the directory is changed.
+    try {
+      makeDir(dataDir);
+    } catch (err) {
+      throw dataDirError(dataDir, err);
+    }
     const node = new RaftNode<R>({ id, address, dataDir, fsm, electionTimeoutMs, heartbeatMs, snapshotThreshold,
       snapshotTrailing, maxInflightEntries, preVote });
-    node.#lock();
+    try {
+      node.#lock();
+    } catch (err) {
+      throw dataDirError(dataDir, err);
+    }
     try {
       node.#checkIdentity();
+    } catch (err) {
+      node.#unlock();
+      throw dataDirError(dataDir, err);
+    }
+    try {
       await node.#engine.start({ id, address, dataDir, electionTimeoutMs, heartbeatMs, snapshotThreshold,
         snapshotTrailing, maxInflightEntries, preVote,
         bootstrap: options.join ? undefined : cluster.map((m) => ({ id: m.id, address: m.address })) });
@@ -663,7 +739,9 @@ export class RaftNode<R = unknown> extends EventEmitter {
     try {
       existing = JSON.parse(readFileSync(file, 'utf8')) as { id?: unknown };
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (typeof code === 'string' && code !== 'ENOENT') throw err;  // can't be read (EACCES, EIO): start() makes it PREVAIL_IO
+      if (code !== 'ENOENT') {
         throw new PrevailError(ErrorCodes.DATADIR_MISMATCH, `${file} is unreadable: ${(err as Error).message}`);
       }
     }

@@ -337,14 +337,18 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
     if (res.headersSent) { res.destroy(); return; }
     const text = JSON.stringify(body);
-    res.writeHead(status, {
+    const all: Record<string, string | number> = {
       'content-type': 'application/json; charset=utf-8',
       'content-length': Buffer.byteLength(text),
       'cache-control': 'no-store',
       ...(closing ? { connection: 'close' } : {}),
       ...headers,
-    });
-    res.end(text);
+    };
+    res.writeHead(status, all);
+    // Closing the connection while the client is still sending would reset it, and the client
+    // (fetch, a raw socket) would see the reset instead of this answer: end only after the body.
+    if (all.connection === 'close' && !res.req.complete) endAfterBody(res, text);
+    else res.end(text);
   }
 
   function sendError(res: ServerResponse, err: unknown, req: IncomingMessage): void {
@@ -368,7 +372,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     send(res, 500, { error: { code: 'PREVAIL_INTERNAL', message: 'the server failed on this request; the error is in its log' } });
   }
 
-  const server = createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     if (admin(req, res)) return;
     if (closing) {
       req.resume();
@@ -380,10 +384,14 @@ export async function startService(options: ServiceOptions): Promise<Service> {
       if (!res.writableFinished) aborter.abort(new Error('the client went away'));
       if (closing) server.closeIdleConnections();
     });
-    route(req, aborter.signal).then(([status, body]) => send(res, status, body), (err) => {
-      if (err instanceof HttpError && err.status === 413) res.setHeader('connection', 'close');
-      sendError(res, err, req);
-    });
+    route(req, aborter.signal).then(([status, body]) => send(res, status, body), (err) => sendError(res, err, req));
+  };
+  const server = createServer(onRequest);
+  // A client that asks before sending its body (curl's `Expect: 100-continue`) gets the 413 at
+  // once instead of a go-ahead when the declared length is over the limit.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (!(Number(req.headers['content-length']) > maxBody)) res.writeContinue();
+    onRequest(req, res);
   });
   server.headersTimeout = 20_000;
   server.requestTimeout = 120_000;
@@ -458,30 +466,70 @@ function parseJson(bytes: Buffer): unknown {
   }
 }
 
+/** How much of a body over the limit is read and thrown away so the client sees its 413. */
+const DISCARD_BYTES = 256 * 1024 * 1024;
+/** How long (ms) a connection answered with 413 waits for the rest of the body before it is cut. */
+const DISCARD_MS = 30_000;
+
 /**
- * Reads the body, at most `limit` bytes. Past the limit it keeps reading and discarding
- * (up to a bound) so the client can finish sending and then see the 413.
+ * Reads the body, at most `limit` bytes. Over the limit (by Content-Length, or once the bytes
+ * or chunks received pass it) it rejects with a 413 at once, without waiting for the rest: the
+ * answer closes the connection, and `endAfterBody` reads and discards the rest first.
  */
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const tooLarge = () => new HttpError(413, ErrorCodes.TOO_LARGE, `the body is larger than ${limit} bytes`);
-  const declared = Number(req.headers['content-length'] ?? 0);
-  const discardUpTo = Math.max(limit * 4, 4 * 1024 * 1024);
+  const tooLarge = () => new HttpError(413, ErrorCodes.TOO_LARGE,
+    `the body is larger than the limit of ${limit} bytes (prevail serve --max-body)`, { limit }, { connection: 'close' });
+  if (Number(req.headers['content-length']) > limit) return Promise.reject(tooLarge());
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    let over = declared > limit;
-    if (over && declared > discardUpTo) {
-      req.resume();
-      reject(tooLarge());
-      return;
-    }
-    req.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size <= limit) chunks.push(chunk);
-      else if (!over) { over = true; chunks.length = 0; }
-      if (size > discardUpTo) { req.removeAllListeners('data'); req.resume(); reject(tooLarge()); }
-    });
-    req.once('end', () => (over ? reject(tooLarge()) : resolve(Buffer.concat(chunks, size))));
+      if (size <= limit) { chunks.push(chunk); return; }
+      req.off('data', onData);
+      req.off('end', onEnd);
+      chunks.length = 0;
+      reject(tooLarge());
+    };
+    const onEnd = () => resolve(Buffer.concat(chunks, size));
+    req.on('data', onData);
+    req.once('end', onEnd);
     req.once('error', reject);
   });
+}
+
+/**
+ * Sends the whole answer now, then reads and discards the rest of the request body before
+ * ending the response (which closes the connection), so the client never writes into a closed
+ * socket: it reads the answer whenever it looks (fetch and curl stop sending once they see it;
+ * a raw client that sends everything first finds it waiting). Bounded: past DISCARD_BYTES or
+ * DISCARD_MS the connection is cut.
+ */
+function endAfterBody(res: ServerResponse, text: string): void {
+  const req = res.req;
+  res.write(text);
+  let discarded = 0;
+  const done = () => {
+    clearTimeout(timer);
+    req.off('data', onData);
+    req.off('end', done);
+    res.off('close', done);
+    if (!res.writableEnded) res.end();
+  };
+  const onData = (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > DISCARD_BYTES) {
+      debug('service: %s %s: cut after discarding %d bytes of a body over the limit', req.method, req.url, discarded);
+      done();
+    }
+  };
+  const timer = setTimeout(() => {
+    debug('service: %s %s: cut after %d ms waiting for the rest of a body over the limit', req.method, req.url, DISCARD_MS);
+    done();
+  }, DISCARD_MS);
+  timer.unref();
+  req.on('data', onData);
+  req.once('end', done);
+  res.once('close', done);
+  req.resume();
 }
