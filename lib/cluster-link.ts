@@ -451,13 +451,17 @@ export class ClusterLink {
     }
   }
 
-  async close(): Promise<void> {
+  /** Stops serving peers; waits for an index reject with CLOSED, or with `failure`'s code when the node stopped on one. */
+  async close(failure?: PrevailError): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
     for (const w of [...this.#waiters]) {
       w.cleanup();
-      w.reject(new PrevailError(ErrorCodes.CLOSED, `the store closed before index ${w.index} was applied`));
+      w.reject(failure
+        ? new PrevailError(failure.code, `node ${this.#node.id} stopped before index ${w.index} was applied here: ${failure.message}`,
+          { ...(failure.index !== undefined ? { index: failure.index } : {}), cause: failure })
+        : new PrevailError(ErrorCodes.CLOSED, `the store closed before index ${w.index} was applied`));
     }
     for (const c of this.#clients.values()) c.close();
     await this.#server.close();

@@ -726,6 +726,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #lastCaptureEnd = -Infinity;
   #appliedIndex = 0;
   #link!: ClusterLink;
+  // open() has resolved: from then on a fatal apply error is reported by 'error' (see #stop).
+  #opened = false;
+  #stopping = false;
   #jobs!: LeaderJobs<Store<C, H>>;
   // Replicated: scheduled commands by id (see schedule()).
   #schedules = new Map<string, Schedule>();
@@ -809,6 +812,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       },
     });
     (store as { node: RaftNode<unknown> }).node = node;
+    // An entry this replica can't apply stops the node (RaftNode emits 'error' once closed).
+    node.on('error', (err: PrevailError) => store.#stop(err));
     try {
       store.#link = await ClusterLink.start({
         node,
@@ -822,8 +827,16 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       }, options);
     } catch (err) {
       await node.close();
-      throw err;
+      throw node.failure ?? err;
     }
+    // An entry that failed to apply before open() resolves (caught up from the leader
+    // meanwhile) fails open(), like one replayed from the local log.
+    if (node.failure) {
+      await store.#link.close(node.failure);
+      await node.close().catch(() => undefined);
+      throw node.failure;
+    }
+    store.#opened = true;
     store.#jobs = new LeaderJobs<Store<C, H>>({
       node, store, events: store,
       schedules: () => store.#schedules.values(),
@@ -908,6 +921,19 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       proposeMs: m.proposeMs.snapshot(), applyMs: m.applyMs.snapshot(), snapshotMs: m.snapshotMs.snapshot(),
       role: s.role, term: s.term, commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lag: this.#link.health().lag,
     };
+  }
+
+  // This replica can't apply an entry (the node has closed itself): stop the rest (leader
+  // jobs, the peer channel, waits for an index) and report it. Node's convention for an
+  // object that can no longer work: 'error', thrown (the process ends) if nobody listens.
+  #stop(err: PrevailError): void {
+    if (!this.#opened || this.#stopping) return;  // open() rejects with it instead
+    this.#stopping = true;
+    debug('node %d: the store stopped: %s', this.node.id, err.message);
+    void (async () => {
+      await this.#jobs.close().catch(() => undefined);
+      await this.#link.close(err).catch(() => undefined);
+    })().finally(() => process.nextTick(() => this.emit('error', err)));
   }
 
   // A replica's effects differ from the leader's at the same index: some command is not
