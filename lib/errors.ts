@@ -55,6 +55,8 @@ export const ErrorCodes = {
   UNAVAILABLE: 'PREVAIL_UNAVAILABLE',
   /** This node is not caught up with the leader (readiness). */
   NOT_READY: 'PREVAIL_NOT_READY',
+  /** A command handler is async or returned a promise (a thenable): handlers must be synchronous; its changes are undone. */
+  ASYNC_HANDLER: 'PREVAIL_ASYNC_HANDLER',
   /** A replica's applied effects differ from the leader's at the same index: a command handler is not deterministic. */
   DIVERGED: 'PREVAIL_DIVERGED',
 } as const;

@@ -112,6 +112,10 @@ export type StateOf<C extends Collections> = { readonly [K in keyof C]: Collecti
 /** What readers outside commands get: every collection, read-only. */
 export type ViewOf<C extends Collections> = { readonly [K in keyof C]: CollectionReaderOf<C[K]> };
 
+/**
+ * A command handler: synchronous, deterministic. Its changes apply only if it returns; it must
+ * not be `async` nor return a promise (the store refuses both: PREVAIL_ASYNC_HANDLER).
+ */
 export type Handler<C extends Collections> = (state: StateOf<C>, args: any, ctx: CommandContext) => unknown;
 export type Commands<C extends Collections> = Record<string, Handler<C>>;
 
@@ -124,13 +128,42 @@ export interface Schema<C extends Collections, H extends Commands<C>> {
  * Declares the state machine: collections and the commands that change them. Handlers
  * are typed from the collections; `store.propose` is typed from the handlers.
  */
-export function defineSchema<C extends Collections, H extends Commands<C>>(schema: { collections: C; commands: H }): Schema<C, H> {
+export function defineSchema<C extends Collections, H extends Commands<C> & SyncHandlers<H>>(schema: { collections: C; commands: H }): Schema<C, H> {
   for (const name of Object.keys(schema?.commands ?? {})) {
     if (name.startsWith(SYSTEM_PREFIX)) {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `command ${JSON.stringify(name)}: names starting with "${SYSTEM_PREFIX}" are the store's own`);
     }
   }
+  checkHandlers(schema?.commands ?? {});
   return schema;
+}
+
+/** Handlers whose return type is a promise (or any thenable) become `never`, so they don't type-check. */
+export type SyncHandlers<H> = {
+  [K in keyof H]: H[K] extends (...args: any[]) => infer R ? (0 extends 1 & R ? H[K] : R extends PromiseLike<unknown> ? never : H[K]) : H[K];
+};
+
+// `async function`s and async generator functions, recognisable before they run. A function
+// that returns a promise without being `async` is caught when it runs (#execute).
+function isAsyncFunction(fn: unknown): boolean {
+  if (typeof fn !== 'function') return false;
+  const tag = (fn as { [Symbol.toStringTag]?: unknown })[Symbol.toStringTag];
+  return tag === 'AsyncFunction' || tag === 'AsyncGeneratorFunction' ||
+    fn.constructor?.name === 'AsyncFunction' || fn.constructor?.name === 'AsyncGeneratorFunction';
+}
+
+function checkHandlers(commands: Record<string, unknown>): void {
+  for (const [name, handler] of Object.entries(commands)) {
+    if (isAsyncFunction(handler)) {
+      throw new PrevailError(ErrorCodes.ASYNC_HANDLER, `command ${JSON.stringify(name)}: a handler must be synchronous, not async ` +
+        '(the store applies its changes when it returns; work after an await would happen outside the command)');
+    }
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null &&
+    typeof (value as { then?: unknown }).then === 'function';
 }
 
 export type ArgsOf<F> = F extends (state: any, args: infer A, ctx: any) => unknown ? A : never;
@@ -781,6 +814,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     if (!schema || typeof schema.collections !== 'object' || typeof schema.commands !== 'object') {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'schema must come from defineSchema({ collections, commands })');
     }
+    checkHandlers(schema.commands);  // also for a schema not made by defineSchema
     const snapshotThreshold = options.snapshotThreshold ?? defaults.snapshotThreshold;
     const captureEvery = options.captureEvery ?? Math.max(1, Math.floor(snapshotThreshold / 2));
     const store = new Store<C, H>(schema, snapshotThreshold, captureEvery, options.captureSliceSize ?? 2000);
@@ -1137,6 +1171,18 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     this.#tx = undo;
     try {
       const result = handler(this.#writers, args, ctx);
+      if (isThenable(result)) {
+        // A promise: the handler went on (or will) after this entry was applied, outside the
+        // command. Refused the same way on every replica and on every replay: its changes are
+        // undone and the command fails. Its eventual rejection is nobody's to handle.
+        try {
+          Promise.resolve(result).catch(() => undefined);
+        } catch {
+          // a thenable whose `then` getter throws: nothing to attach to
+        }
+        throw new PrevailError(ErrorCodes.ASYNC_HANDLER, `command ${JSON.stringify(name)} at entry ${index} returned a promise: ` +
+          'handlers must be synchronous; its changes were undone', { index });
+      }
       // The divergence detector: what this command did, as every replica must have done it.
       for (const u of undo) {
         foldString(this.#effects, u.c.name);
