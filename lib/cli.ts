@@ -143,6 +143,16 @@ async function serve(args: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // The node stopped because it can't apply an entry (docs/operations.md): say why and exit
+  // non-zero once the service has closed. A supervisor restarting it gets the same error
+  // from open() until the code that defines the entry's command is deployed.
+  service.store.on('error', (err: Error & { code?: string }) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`prevail serve: node ${id} stopped: ${err.code ?? 'error'}: ${err.message}`);
+    setTimeout(() => process.exit(1), CLOSE_DEADLINE_MS).unref();
+    service.close({ transferLeadership: false }).finally(() => process.exit(1));
+  });
 }
 
 // ---- client commands -------------------------------------------------------------------

@@ -162,6 +162,10 @@ export interface Service {
   close(options?: { transferLeadership?: boolean }): Promise<void>;
 }
 
+// When the store stops on an entry it can't apply (its 'error' event), the service stops
+// answering too (closes HTTP) and leaves the error to the application's listener on
+// `service.store`; with none, it is rethrown (an uncaught exception ends the process).
+
 /** Parses "host:port" (IPv6 hosts in brackets). */
 export function parseHostPort(value: string, what: string): { host: string; port: number } {
   const m = /^(\[[^\]]+\]|[^:\s]+):(\d{1,5})$/.exec(value);
@@ -404,7 +408,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const url = `http://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
   debug('service: node %d serving %s', store.node.id, url);
 
-  return {
+  const service: Service = {
     store, server, url,
     close({ transferLeadership = true } = {}) {
       closing ??= (async () => {
@@ -424,6 +428,13 @@ export async function startService(options: ServiceOptions): Promise<Service> {
       return closing;
     },
   };
+  const onStoreError = (err: unknown) => {
+    debug('service: the store stopped (%s); closing HTTP', (err as Error)?.message);
+    service.close({ transferLeadership: false }).catch(() => undefined);
+    if (store.listenerCount('error') === 1) throw err;  // only this listener: nobody else will hear of it
+  };
+  store.on('error', onStoreError);
+  return service;
 }
 
 // ---- request helpers -------------------------------------------------------------------
