@@ -1196,6 +1196,12 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       return result;
     } catch (err) {
       this.#rollback(undo);
+      // Only the store's own errors stop a replica (`fatal`, see fatal()): a handler's error
+      // fails its command, whatever fields it carries — else replaying it would stop the
+      // node at every start.
+      if ((err as { fatal?: unknown } | null)?.fatal === true) {
+        throw Object.assign(new Error(String((err as Error).message)), err, { name: (err as Error).name, fatal: false });
+      }
       throw err;
     } finally {
       this.#tx = null;

@@ -156,6 +156,33 @@ describe('an entry this replica cannot apply', () => {
     }
   });
 
+  test('a handler\'s own error fails its command, whatever its fields (fatal: true included), also on replay', async () => {
+    const dir = tempDir('prevail-fatal-');
+    const throwing = defineSchema({
+      collections,
+      commands: {
+        put: (s, a: { v: number }) => s.items.insert(a).id,
+        refuse: (s, a: { v: number }) => {
+          s.items.insert(a);
+          throw Object.assign(new Error('refused'), { code: 'APP_REFUSED', fatal: true });
+        },
+      },
+    });
+    try {
+      const store = await open({ schema: throwing, dataDir: dir });
+      await expect(store.propose('refuse', { v: 1 })).rejects.toMatchObject({ message: 'refused', code: 'APP_REFUSED' });
+      await store.propose('put', { v: 2 });
+      expect(store.node.failure).toBeNull();
+      expect([...store.view.items.values()].map((o) => o.v)).toEqual([2]);
+      await store.close();
+      const again = await open({ schema: throwing, dataDir: dir });
+      expect([...again.view.items.values()].map((o) => o.v)).toEqual([2]);
+      await again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('with no error listener, the process exits non-zero with the coded error', () => {
     const dir = tempDir('prevail-fatal-');
     try {
