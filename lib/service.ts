@@ -186,6 +186,18 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     electionTimeoutMs: options.electionTimeoutMs, heartbeatMs: options.heartbeatMs,
     snapshotThreshold: options.snapshotThreshold, snapshotTrailing: options.snapshotTrailing,
   });
+  // When the store stops (see the note above Service), so does the service.
+  let service: Service | undefined;
+  let stoppedEarly: unknown;
+  store.on('error', (err: unknown) => {
+    debug('service: the store stopped (%s); closing HTTP', (err as Error)?.message);
+    if (!service) {
+      stoppedEarly = err;  // startService rejects with it
+      return;
+    }
+    service.close({ transferLeadership: false }).catch(() => undefined);
+    if (store.listenerCount('error') === 1) throw err;  // only this listener: nobody else will hear of it
+  });
   // The admin page (GET /admin, /admin/status.json, /admin/events) comes before the API routes.
   const admin = adminHandler(store, { basePath: '/admin' });
 
@@ -408,7 +420,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const url = `http://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
   debug('service: node %d serving %s', store.node.id, url);
 
-  const service: Service = {
+  service = {
     store, server, url,
     close({ transferLeadership = true } = {}) {
       closing ??= (async () => {
@@ -428,12 +440,10 @@ export async function startService(options: ServiceOptions): Promise<Service> {
       return closing;
     },
   };
-  const onStoreError = (err: unknown) => {
-    debug('service: the store stopped (%s); closing HTTP', (err as Error)?.message);
-    service.close({ transferLeadership: false }).catch(() => undefined);
-    if (store.listenerCount('error') === 1) throw err;  // only this listener: nobody else will hear of it
-  };
-  store.on('error', onStoreError);
+  if (stoppedEarly !== undefined) {
+    await service.close({ transferLeadership: false });
+    throw stoppedEarly;
+  }
   return service;
 }
 
