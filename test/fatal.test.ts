@@ -8,6 +8,8 @@ import { join } from 'node:path';
 
 import { Packr } from 'msgpackr';
 
+import { RaftNode, type Fsm } from '../lib/raft-node.js';
+import { PrevailError } from '../lib/errors.js';
 import { collection, defineSchema, open, packrOptions } from '../lib/store.js';
 import { Cluster, ServeProcess, fixtures, freePorts, tempDir, waitFor, type NodeProcess } from './helpers/cluster.js';
 
@@ -201,6 +203,58 @@ describe('an entry this replica cannot apply', () => {
       expect(r.stdout).toContain('REJECTED');
       expect(r.stdout).not.toContain('NOT REACHED');
       expect(r.stderr).toContain('PREVAIL_UNKNOWN_COMMAND');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('RaftNode: an fsm.apply error marked fatal', () => {
+  // Applies UTF-8 commands; 'bad' can't be applied (the error the store raises for an unknown command).
+  function fsm(applied: string[]): Fsm<string> {
+    return {
+      apply(command, { index }) {
+        const text = Buffer.from(command).toString();
+        if (text === 'bad') throw Object.assign(new PrevailError('PREVAIL_UNKNOWN_COMMAND', `entry ${index} is bad`), { fatal: true });
+        applied.push(text);
+        return text;
+      },
+      snapshot: () => Buffer.from(JSON.stringify(applied)),
+      restore: (data) => { applied.splice(0, applied.length, ...(JSON.parse(Buffer.from(data).toString()) as string[])); },
+    };
+  }
+
+  test('stops the running node (pending requests reject, then error), and fails start() on replay', async () => {
+    const dir = tempDir('prevail-fatal-node-');
+    const [port] = await freePorts(1);
+    const address = `127.0.0.1:${port}`;
+    try {
+      const applied: string[] = [];
+      const node = await RaftNode.start({ id: 1, address, dataDir: dir, fsm: fsm(applied) });
+      await waitFor('leadership', () => node.isLeader || undefined);
+      await node.propose(Buffer.from('a'));
+      const errors: PrevailError[] = [];
+      node.on('error', (err: PrevailError) => errors.push(err));
+      const bad = node.proposeWithIndex(Buffer.from('bad'));
+      const after = node.proposeWithIndex(Buffer.from('c'));
+      await expect(bad).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', index: 3, mayHaveApplied: true });
+      await expect(after).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', mayHaveApplied: true });
+      await waitFor('the error event', () => errors[0]);
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', index: 3 });
+      expect(node.failure).toBe(errors[0]);
+      expect(node.status().role).toBe('closed');
+      expect(applied).toEqual(['a']);  // nothing after the failed entry reached the state machine
+      await expect(node.propose(Buffer.from('d'))).rejects.toMatchObject({ code: 'PREVAIL_CLOSED' });
+      await node.close();
+
+      // Replaying the log at start meets the entry again: start() rejects, the dir is unlocked.
+      const again: string[] = [];
+      await expect(RaftNode.start({ id: 1, address, dataDir: dir, fsm: fsm(again) }))
+        .rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', index: 3 });
+      expect(again).toEqual(['a']);
+      await expect(RaftNode.start({ id: 1, address, dataDir: dir, fsm: fsm([]) }))
+        .rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', index: 3 });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
