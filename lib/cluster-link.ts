@@ -180,7 +180,14 @@ export class ClusterLink {
         continue;
       }
       // Read-your-writes on this node: settle once the entry is applied here too.
-      await this.waitApplied(reply.index, Math.max(1, deadline - performance.now()), signal);
+      try {
+        await this.waitApplied(reply.index, Math.max(1, deadline - performance.now()), signal);
+      } catch (err) {
+        // This node stopped on an entry it can't apply: the command did apply, on the leader.
+        const failure = this.#node.failure;
+        if (failure && isPrevailError(err, failure.code)) (err as PrevailError).mayHaveApplied = true;
+        throw err;
+      }
       return reply;
     }
   }
