@@ -153,6 +153,11 @@ export interface ServiceOptions {
   drainTimeoutMs?: number;
 }
 
+/**
+ * A running service. When its store stops on an entry it can't apply (the store's 'error'
+ * event), the service closes its HTTP server and leaves the error to the application's
+ * listener on `service.store`; with none, it is rethrown (an uncaught exception ends the process).
+ */
 export interface Service {
   store: KvStore;
   server: Server;
@@ -161,10 +166,6 @@ export interface Service {
   /** Stops taking requests, lets those in progress finish (bounded), closes the store handing leadership over. Idempotent. */
   close(options?: { transferLeadership?: boolean }): Promise<void>;
 }
-
-// When the store stops on an entry it can't apply (its 'error' event), the service stops
-// answering too (closes HTTP) and leaves the error to the application's listener on
-// `service.store`; with none, it is rethrown (an uncaught exception ends the process).
 
 /** Parses "host:port" (IPv6 hosts in brackets). */
 export function parseHostPort(value: string, what: string): { host: string; port: number } {
@@ -186,7 +187,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     electionTimeoutMs: options.electionTimeoutMs, heartbeatMs: options.heartbeatMs,
     snapshotThreshold: options.snapshotThreshold, snapshotTrailing: options.snapshotTrailing,
   });
-  // When the store stops (see the note above Service), so does the service.
+  // When the store stops (see Service), so does the service.
   let service: Service | undefined;
   let stoppedEarly: unknown;
   store.on('error', (err: unknown) => {
