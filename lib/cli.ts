@@ -120,6 +120,7 @@ async function serve(args: string[]): Promise<void> {
   console.log(`prevail: node ${id} serving ${service.url} (raft ${raft}, data ${values.data})`);
 
   let stopping = false;
+  let failed = false;  // the store stopped on an entry it can't apply: exit 1 whatever else happens
   const stop = (signal: string) => {
     if (stopping) {
       console.error(`prevail: ${signal} again: exiting without waiting`);
@@ -135,7 +136,7 @@ async function serve(args: string[]): Promise<void> {
     }, CLOSE_DEADLINE_MS).unref();
     service.close({ transferLeadership: true }).then(() => {
       console.error(`prevail: node ${id} closed`);
-      process.exit(0);
+      process.exit(failed ? 1 : 0);
     }, (err: unknown) => {
       console.error(`prevail: close failed:`, err);
       process.exit(1);
@@ -143,6 +144,17 @@ async function serve(args: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // The node stopped because it can't apply an entry (docs/operations.md): say why and exit
+  // non-zero once the service has closed. A supervisor restarting it gets the same error
+  // from open() until the code that defines the entry's command is deployed.
+  service.store.on('error', (err: Error & { code?: string }) => {
+    console.error(`prevail serve: node ${id} stopped: ${err.code ?? 'error'}: ${err.message}`);
+    failed = true;
+    if (stopping) return;  // a signal's close is under way; it exits with status 1 now
+    stopping = true;
+    setTimeout(() => process.exit(1), CLOSE_DEADLINE_MS).unref();
+    service.close({ transferLeadership: false }).finally(() => process.exit(1));
+  });
 }
 
 // ---- client commands -------------------------------------------------------------------

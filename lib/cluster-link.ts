@@ -183,7 +183,14 @@ export class ClusterLink {
         continue;
       }
       // Read-your-writes on this node: settle once the entry is applied here too.
-      await this.waitApplied(reply.index, Math.max(1, deadline - performance.now()), signal);
+      try {
+        await this.waitApplied(reply.index, Math.max(1, deadline - performance.now()), signal);
+      } catch (err) {
+        // This node stopped on an entry it can't apply: the command did apply, on the leader.
+        const failure = this.#node.failure;
+        if (failure && isPrevailError(err, failure.code)) (err as PrevailError).mayHaveApplied = true;
+        throw err;
+      }
       return reply;
     }
   }
@@ -455,13 +462,17 @@ export class ClusterLink {
     }
   }
 
-  async close(): Promise<void> {
+  /** Stops serving peers; waits for an index reject with CLOSED, or with `failure`'s code when the node stopped on one. */
+  async close(failure?: PrevailError): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
     for (const w of [...this.#waiters]) {
       w.cleanup();
-      w.reject(new PrevailError(ErrorCodes.CLOSED, `the store closed before index ${w.index} was applied`));
+      w.reject(failure
+        ? new PrevailError(failure.code, `node ${this.#node.id} stopped before index ${w.index} was applied here: ${failure.message}`,
+          { ...(failure.index !== undefined ? { index: failure.index } : {}), cause: failure })
+        : new PrevailError(ErrorCodes.CLOSED, `the store closed before index ${w.index} was applied`));
     }
     for (const c of this.#clients.values()) c.close();
     await this.#server.close();

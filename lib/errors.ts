@@ -57,6 +57,8 @@ export const ErrorCodes = {
   NOT_READY: 'PREVAIL_NOT_READY',
   /** A value is not plain data (docs/guide.md, "Plain data"); `path` names where it is, e.g. `args.tags[2]`. */
   NOT_PLAIN_DATA: 'PREVAIL_NOT_PLAIN_DATA',
+  /** A command handler is async or returned a promise (a thenable): handlers must be synchronous; its changes are undone. */
+  ASYNC_HANDLER: 'PREVAIL_ASYNC_HANDLER',
   /** A replica's applied effects differ from the leader's at the same index: a command handler is not deterministic. */
   DIVERGED: 'PREVAIL_DIVERGED',
 } as const;

@@ -21,6 +21,8 @@ export interface NativeCallbacks {
   snapshot(): Uint8Array | Uint8Array[];
   restore(payload: Buffer): void;
   state(state: string, term: number, leaderId: number, leaderAddress: string | null): void;
+  /** This replica can't apply an entry (apply or restore threw): it has stopped applying. Once, from the check phase. */
+  fatal?(error: unknown): void;
 }
 
 export interface NativeStartOptions {

@@ -291,6 +291,8 @@ export class RaftNode<R = unknown> extends EventEmitter {
   #closing = false;
   #closed: Promise<void> | null = null;
   #inflight = new Set<Promise<unknown>>();
+  // Why this node stopped on its own: an entry it could not apply (see #onFatal).
+  #failure: PrevailError | null = null;
   #role: NodeRole = 'unavailable';
   #leader: MemberRef | null = null;
   #term = 0;
@@ -324,6 +326,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
       },
       restore: (payload) => this.#fsm.restore(payload),
       state: (state, term, leaderId, leaderAddress) => this.#onState(state, term, leaderId, leaderAddress),
+      fatal: (error) => this.#onFatal(error),
     });
   }
 
@@ -426,7 +429,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
 
   /** Like `propose`, but also gives the entry's log index (for read-your-writes). */
   proposeWithIndex(command: Uint8Array, options: ProposeOptions = {}): Promise<{ index: number; result: R }> {
-    if (this.#closing) return Promise.reject(new PrevailError(ErrorCodes.CLOSED, 'the node is closed'));
+    if (this.#closing) return Promise.reject(this.#closedError());
     if (!(command instanceof Uint8Array)) {
       return Promise.reject(invalid('a command must be a Uint8Array'));
     }
@@ -440,7 +443,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
         return { index, result: value as R };
       },
       (err: unknown) => {
-        throw fromNative(err, { submitted: true });
+        throw this.#failure ? this.#stopped(true) : fromNative(err, { submitted: true });
       },
     );
     this.#track(applied);
@@ -459,7 +462,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
    * this node. Leader only (the basis of linearizable reads).
    */
   barrier(): Promise<number> {
-    if (this.#closing) return Promise.reject(new PrevailError(ErrorCodes.CLOSED, 'the node is closed'));
+    if (this.#closing) return Promise.reject(this.#closedError());
     return this.#call(this.#engine.barrier());
   }
 
@@ -636,7 +639,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
   // Tracks an engine request (close drains it) and turns its errors into coded ones.
   #call<T>(p: Promise<T>): Promise<T> {
     const tracked = p.catch((err: unknown) => {
-      throw fromNative(err);
+      throw this.#failure ? this.#stopped(false) : fromNative(err);
     });
     this.#track(tracked);
     return tracked;
@@ -654,11 +657,53 @@ export class RaftNode<R = unknown> extends EventEmitter {
       return this.#fsm.apply(payload, { index, term });
     } catch (err) {
       // A fatal error (e.g. an entry this code can't decode) must stop this replica:
-      // treating it as a failed command would let it silently diverge.
-      if ((err as { fatal?: unknown } | null)?.fatal === true) throw err;
+      // treating it as a failed command would let it silently diverge. The engine stops
+      // applying; start() rejects with it, or (once started) #onFatal closes the node.
+      if ((err as { fatal?: unknown } | null)?.fatal === true) {
+        if (err instanceof PrevailError && err.index === undefined) err.index = index;
+        throw err;
+      }
       if (!mine) debug('node %d: apply threw at index %d: %s', this.id, index, (err as Error)?.message);
       return mine ? new ApplyFailure(err) : undefined;
     }
+  }
+
+  /**
+   * Set when this node stopped because it could not apply an entry (see the `'error'` event):
+   * the coded error, with the entry's `index`. Null while it runs normally.
+   */
+  get failure(): PrevailError | null {
+    return this.#failure;
+  }
+
+  // The engine could not apply an entry (told from the check phase, once). The node is
+  // useless from here on: it closes, its pending requests reject with the failure, and
+  // `'error'` is emitted once it is closed (the EventEmitter convention: with no listener
+  // the error is thrown, an uncaught exception that ends the process).
+  #onFatal(err: unknown): void {
+    if (this.#failure) return;
+    const error = fromNative(err);
+    this.#failure = error;
+    debug('node %d stopped: it can\'t apply entry %s: %s', this.id, error.index ?? '?', error.message);
+    this.close({ drainTimeoutMs: 0 })
+      .catch((closeErr: unknown) => debug('node %d: close after a failed apply: %s', this.id, (closeErr as Error)?.message))
+      .finally(() => process.nextTick(() => this.emit('error', error)));
+  }
+
+  #closedError(): PrevailError {
+    const failure = this.#failure;
+    return failure ? new PrevailError(ErrorCodes.CLOSED, `the node stopped: ${failure.message}`, { cause: failure })
+      : new PrevailError(ErrorCodes.CLOSED, 'the node is closed');
+  }
+
+  // What a request pending when the node stopped rejects with: the failure's code and message.
+  #stopped(submitted: boolean): PrevailError {
+    const failure = this.#failure!;
+    return new PrevailError(failure.code, `node ${this.id} stopped: ${failure.message}`, {
+      ...(failure.index !== undefined ? { index: failure.index } : {}),
+      ...(submitted ? { mayHaveApplied: true } : {}),
+      cause: failure,
+    });
   }
 
   #onState(state: string, term: number, leaderId: number, leaderAddress: string | null): void {

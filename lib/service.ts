@@ -153,6 +153,11 @@ export interface ServiceOptions {
   drainTimeoutMs?: number;
 }
 
+/**
+ * A running service. When its store stops on an entry it can't apply (the store's 'error'
+ * event), the service closes its HTTP server and leaves the error to the application's
+ * listener on `service.store`; with none, it is rethrown (an uncaught exception ends the process).
+ */
 export interface Service {
   store: KvStore;
   server: Server;
@@ -181,6 +186,18 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     join: options.join, channelAddress: options.channelAddress, forward: options.forward,
     electionTimeoutMs: options.electionTimeoutMs, heartbeatMs: options.heartbeatMs,
     snapshotThreshold: options.snapshotThreshold, snapshotTrailing: options.snapshotTrailing,
+  });
+  // When the store stops (see Service), so does the service.
+  let service: Service | undefined;
+  let stoppedEarly: unknown;
+  store.on('error', (err: unknown) => {
+    debug('service: the store stopped (%s); closing HTTP', (err as Error)?.message);
+    if (!service) {
+      stoppedEarly = err;  // startService rejects with it
+      return;
+    }
+    service.close({ transferLeadership: false }).catch(() => undefined);
+    if (store.listenerCount('error') === 1) throw err;  // only this listener: nobody else will hear of it
   });
   // The admin page (GET /admin, /admin/status.json, /admin/events) comes before the API routes.
   const admin = adminHandler(store, { basePath: '/admin' });
@@ -412,7 +429,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const url = `http://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
   debug('service: node %d serving %s', store.node.id, url);
 
-  return {
+  service = {
     store, server, url,
     close({ transferLeadership = true } = {}) {
       closing ??= (async () => {
@@ -432,6 +449,11 @@ export async function startService(options: ServiceOptions): Promise<Service> {
       return closing;
     },
   };
+  if (stoppedEarly !== undefined) {
+    await service.close({ transferLeadership: false });
+    throw stoppedEarly;
+  }
+  return service;
 }
 
 // ---- request helpers -------------------------------------------------------------------

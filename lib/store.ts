@@ -107,6 +107,10 @@ export type StateOf<C extends Collections> = { readonly [K in keyof C]: Collecti
 /** What readers outside commands get: every collection, read-only. */
 export type ViewOf<C extends Collections> = { readonly [K in keyof C]: CollectionReaderOf<C[K]> };
 
+/**
+ * A command handler: synchronous, deterministic. Its changes apply only if it returns; it must
+ * not be `async` nor return a promise (the store refuses both: PREVAIL_ASYNC_HANDLER).
+ */
 export type Handler<C extends Collections> = (state: StateOf<C>, args: any, ctx: CommandContext) => unknown;
 export type Commands<C extends Collections> = Record<string, Handler<C>>;
 
@@ -119,13 +123,42 @@ export interface Schema<C extends Collections, H extends Commands<C>> {
  * Declares the state machine: collections and the commands that change them. Handlers
  * are typed from the collections; `store.propose` is typed from the handlers.
  */
-export function defineSchema<C extends Collections, H extends Commands<C>>(schema: { collections: C; commands: H }): Schema<C, H> {
+export function defineSchema<C extends Collections, H extends Commands<C> & SyncHandlers<H>>(schema: { collections: C; commands: H }): Schema<C, H> {
   for (const name of Object.keys(schema?.commands ?? {})) {
     if (name.startsWith(SYSTEM_PREFIX)) {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `command ${JSON.stringify(name)}: names starting with "${SYSTEM_PREFIX}" are the store's own`);
     }
   }
+  checkHandlers(schema?.commands ?? {});
   return schema;
+}
+
+/** Handlers whose return type is a promise (or any thenable) become `never`, so they don't type-check. */
+export type SyncHandlers<H> = {
+  [K in keyof H]: H[K] extends (...args: any[]) => infer R ? (0 extends 1 & R ? H[K] : R extends PromiseLike<unknown> ? never : H[K]) : H[K];
+};
+
+// `async function`s and async generator functions, recognisable before they run. A function
+// that returns a promise without being `async` is caught when it runs (#execute).
+function isAsyncFunction(fn: unknown): boolean {
+  if (typeof fn !== 'function') return false;
+  const tag = (fn as { [Symbol.toStringTag]?: unknown })[Symbol.toStringTag];
+  return tag === 'AsyncFunction' || tag === 'AsyncGeneratorFunction' ||
+    fn.constructor?.name === 'AsyncFunction' || fn.constructor?.name === 'AsyncGeneratorFunction';
+}
+
+function checkHandlers(commands: Record<string, unknown>): void {
+  for (const [name, handler] of Object.entries(commands)) {
+    if (isAsyncFunction(handler)) {
+      throw new PrevailError(ErrorCodes.ASYNC_HANDLER, `command ${JSON.stringify(name)}: a handler must be synchronous, not async ` +
+        '(the store applies its changes when it returns; work after an await would happen outside the command)');
+    }
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null &&
+    typeof (value as { then?: unknown }).then === 'function';
 }
 
 export type ArgsOf<F> = F extends (state: any, args: infer A, ctx: any) => unknown ? A : never;
@@ -224,6 +257,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #lastCaptureEnd = -Infinity;
   #appliedIndex = 0;
   #link!: ClusterLink;
+  // open() has resolved: from then on a fatal apply error is reported by 'error' (see #stop).
+  #opened = false;
+  #stopping = false;
   #jobs!: LeaderJobs<Store<C, H>>;
   // Replicated: scheduled commands by id (see schedule()).
   #schedules = new Map<string, Schedule>();
@@ -276,6 +312,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     if (!schema || typeof schema.collections !== 'object' || typeof schema.commands !== 'object') {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'schema must come from defineSchema({ collections, commands })');
     }
+    checkHandlers(schema.commands);  // also for a schema not made by defineSchema
     const snapshotThreshold = options.snapshotThreshold ?? defaults.snapshotThreshold;
     const captureEvery = options.captureEvery ?? Math.max(1, Math.floor(snapshotThreshold / 2));
     const store = new Store<C, H>(schema, snapshotThreshold, captureEvery, options.captureSliceSize ?? 2000);
@@ -307,6 +344,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       },
     });
     (store as { node: RaftNode<unknown> }).node = node;
+    // An entry this replica can't apply stops the node (RaftNode emits 'error' once closed).
+    node.on('error', (err: PrevailError) => store.#stop(err));
     try {
       store.#link = await ClusterLink.start({
         node,
@@ -320,8 +359,16 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       }, options);
     } catch (err) {
       await node.close();
-      throw err;
+      throw node.failure ?? err;
     }
+    // An entry that failed to apply before open() resolves (caught up from the leader
+    // meanwhile) fails open(), like one replayed from the local log.
+    if (node.failure) {
+      await store.#link.close(node.failure);
+      await node.close().catch(() => undefined);
+      throw node.failure;
+    }
+    store.#opened = true;
     store.#jobs = new LeaderJobs<Store<C, H>>({
       node, store, events: store,
       schedules: () => store.#schedules.values(),
@@ -406,6 +453,19 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       proposeMs: m.proposeMs.snapshot(), applyMs: m.applyMs.snapshot(), snapshotMs: m.snapshotMs.snapshot(),
       role: s.role, term: s.term, commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lag: this.#link.health().lag,
     };
+  }
+
+  // This replica can't apply an entry (the node has closed itself): stop the rest (leader
+  // jobs, the peer channel, waits for an index) and report it. Node's convention for an
+  // object that can no longer work: 'error', thrown (the process ends) if nobody listens.
+  #stop(err: PrevailError): void {
+    if (!this.#opened || this.#stopping) return;  // open() rejects with it instead
+    this.#stopping = true;
+    debug('node %d: the store stopped: %s', this.node.id, err.message);
+    void (async () => {
+      await this.#jobs.close().catch(() => undefined);
+      await this.#link.close(err).catch(() => undefined);
+    })().finally(() => process.nextTick(() => this.emit('error', err)));
   }
 
   // A replica's effects differ from the leader's at the same index: some command is not
@@ -600,6 +660,18 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     this.#tx = undo;
     try {
       const result = handler(this.#writers, args, ctx);
+      if (isThenable(result)) {
+        // A promise: the handler went on (or will) after this entry was applied, outside the
+        // command. Refused the same way on every replica and on every replay: its changes are
+        // undone and the command fails. Its eventual rejection is nobody's to handle.
+        try {
+          Promise.resolve(result).catch(() => undefined);
+        } catch {
+          // a thenable whose `then` getter throws: nothing to attach to
+        }
+        throw new PrevailError(ErrorCodes.ASYNC_HANDLER, `command ${JSON.stringify(name)} at entry ${index} returned a promise: ` +
+          'handlers must be synchronous; its changes were undone', { index });
+      }
       // The divergence detector: what this command did, as every replica must have done it.
       for (const u of undo) {
         foldString(this.#effects, u.c.name);
@@ -613,6 +685,12 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       return result;
     } catch (err) {
       this.#rollback(undo);
+      // Only the store's own errors stop a replica (`fatal`, see fatal()): a handler's error
+      // fails its command, whatever fields it carries — else replaying it would stop the
+      // node at every start.
+      if ((err as { fatal?: unknown } | null)?.fatal === true) {
+        throw Object.assign(new Error(String((err as Error).message)), err, { name: (err as Error).name, fatal: false });
+      }
       throw err;
     } finally {
       this.#tx = null;

@@ -184,7 +184,9 @@ struct ApplyRequest : Completion {
     self->engine->Enqueue(self);
   }
   void Settle(Napi::Env env) override {
-    if (status == 0) {
+    if (status == 0 && engine->FailedAt(index)) {
+      deferred.Reject(engine->FatalError(env));  // its entry (or an earlier one) could not be applied here
+    } else if (status == 0) {
       auto pair = Napi::Array::New(env, 2);
       pair.Set(uint32_t(0), Napi::Number::New(env, static_cast<double>(index)));
       pair.Set(uint32_t(1), result.IsEmpty() ? env.Undefined() : result.Get());
@@ -206,7 +208,9 @@ struct BarrierRequest : Completion {
     self->engine->Enqueue(self);
   }
   void Settle(Napi::Env env) override {
-    if (status == 0)
+    if (status == 0 && engine->FailedAt(req.index))
+      deferred.Reject(engine->FatalError(env));  // this node's state stopped short of the barrier
+    else if (status == 0)
       deferred.Resolve(Napi::Number::New(env, static_cast<double>(req.index)));
     else
       deferred.Reject(engine->EngineError(env, status, "barrier").Value());
@@ -278,7 +282,7 @@ Napi::Function Engine::Define(Napi::Env env) {
                      });
 }
 
-// new Engine({ apply(payload, index, term, mine), snapshot(), restore(payload), state(...) })
+// new Engine({ apply(payload, index, term, mine), snapshot(), restore(payload), state(...), fatal?(error) })
 Engine::Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info), env_(info.Env()) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) {
@@ -296,6 +300,7 @@ Engine::Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info),
   take("snapshot", snapshot_fn_);
   take("restore", restore_fn_);
   take("state", state_fn_);
+  if (callbacks.Get("fatal").IsFunction()) fatal_fn_ = Napi::Persistent(callbacks.Get("fatal").As<Napi::Function>());
 
   fsm_.version = 2;  // 2 = we own snapshot buffers and release them in finalize
   fsm_.data = this;
@@ -410,6 +415,29 @@ Napi::Value Engine::Start(const Napi::CallbackInfo& info) {
   idle_.reset(new uv_idle_t);
   uv_idle_init(loop_, idle_.get());
 
+  // Undoes a start that failed with `error`, then rejects with it.
+  auto reject = [&](Napi::Value error) -> Napi::Value {
+    if (raft_ready_) {
+      // The engine must close (asynchronously) before its files and port are free.
+      closing_ = true;
+      Ref();
+      auto* request = new CloseRequest(env);
+      request->engine = this;
+      request->error.Set(error);
+      close_completion_.reset(request);
+      Napi::Value promise = request->deferred.Promise();
+      raft_close(&raft_, &Engine::OnRaftClosed);
+      return promise;
+    }
+    if (io_ready_) raft_uv_close(&io_);
+    if (transport_ready_) raft_uv_tcp_close(&transport_);
+    io_ready_ = transport_ready_ = false;
+    closed_ = true;
+    TearDown();
+    auto deferred = Napi::Promise::Deferred::New(env);
+    deferred.Reject(error);
+    return deferred.Promise();
+  };
   auto fail = [&](int rv, const std::string& what, const char* detail) -> Napi::Value {
     std::string message = what + ": " + raft_strerror(rv);
     if (detail != nullptr && detail[0] != '\0') message += " (" + std::string(detail) + ")";
@@ -423,24 +451,7 @@ Napi::Value Engine::Start(const Napi::CallbackInfo& info) {
     err.Set("raftCode", Napi::Number::New(env, rv));
     err.Set("raftName", Napi::String::New(env, RaftCodeName(rv)));
     if (!last_fsm_exception_.IsEmpty()) err.Set("cause", last_fsm_exception_.Get());
-    if (raft_ready_) {
-      // The engine must close (asynchronously) before its files and port are free.
-      closing_ = true;
-      Ref();
-      auto* request = new CloseRequest(env);
-      request->engine = this;
-      request->error.Set(err.Value());
-      close_completion_.reset(request);
-      Napi::Value promise = request->deferred.Promise();
-      raft_close(&raft_, &Engine::OnRaftClosed);
-      return promise;
-    }
-    if (io_ready_) raft_uv_close(&io_);
-    if (transport_ready_) raft_uv_tcp_close(&transport_);
-    io_ready_ = transport_ready_ = false;
-    closed_ = true;
-    TearDown();
-    return Rejected(env, err);
+    return reject(err.Value());
   };
 
   transport_.version = 1;
@@ -489,6 +500,9 @@ Napi::Value Engine::Start(const Napi::CallbackInfo& info) {
   t_starting = this;
   rv = raft_start(&raft_);
   t_starting = nullptr;
+  // raft_start applies the entries it can commit alone (a single voter's whole log) and
+  // ignores the FSM's failures: an entry that could not be applied fails the start.
+  if (failed_) return reject(fatal_error_.Get());
   if (rv != 0) return fail(rv, "start", raft_errmsg(&raft_));
   started_ = true;
   Ref();  // stay alive (and reachable from the loop) until close completes
@@ -499,16 +513,25 @@ Napi::Value Engine::Start(const Napi::CallbackInfo& info) {
 
 // ---- the FSM ----------------------------------------------------------------------
 
+// An entry this replica can't apply stops it: skipping the entry would let it diverge
+// silently. raft 0.22.1 asserts (aborts the process) when the FSM fails inside a timer or
+// a received message, so once started the failure is recorded (Fail), the entry and every
+// later one are acknowledged without reaching JS, and the node is closed from JS (told
+// from the check phase). During raft_start the engine stops at the failure, and Start
+// rejects with the error.
 int Engine::FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void** result) {
   auto* self = static_cast<Engine*>(fsm->data);
   *result = nullptr;
+  const int stop = self->started_ ? 0 : RAFT_INVALID;
+  if (self->failed_) return stop;
   const raft_index index = raft_last_applied(&self->raft_) + 1;
   const auto* bytes = static_cast<const uint8_t*>(buf->base);
   if (buf->len < kHeaderSize || GetU32(bytes) != kEntryMagic || GetU32(bytes + 4) > buf->len - kHeaderSize) {
-    self->last_fsm_error_ = "entry " + std::to_string(index) + " is not a prevail entry";
     Napi::HandleScope scope(self->env_);
-    napi_fatal_exception(self->env_, CodedError(self->env_, "PREVAIL_CORRUPT_ENTRY", self->last_fsm_error_).Value());
-    return RAFT_MALFORMED;
+    Napi::Error err = CodedError(self->env_, "PREVAIL_CORRUPT_ENTRY", "entry " + std::to_string(index) + " is not a prevail entry");
+    err.Set("index", Napi::Number::New(self->env_, static_cast<double>(index)));
+    self->Fail(err.Value(), index);
+    return stop;
   }
   const uint32_t length = GetU32(bytes + 4);
   const uint64_t term = GetU64(bytes + 8);
@@ -525,16 +548,36 @@ int Engine::FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void**
                                                         Napi::Boolean::New(env, mine != nullptr)});
     if (mine != nullptr) mine->result.Set(value);
   } catch (const Napi::Error& err) {
-    // The JS adapter turns handler errors into results; an error here means the
-    // adapter itself failed, and skipping the entry would let replicas diverge.
-    napi_fatal_exception(env, err.Value());
-    return RAFT_INVALID;
+    // The JS adapter turns handler errors into results; an error here is fatal (an entry
+    // this code can't apply, or the adapter itself failed).
+    self->Fail(err.Value(), index);
+    return stop;
   }
   return 0;
 }
 
+void Engine::Fail(Napi::Value error, raft_index index) {
+  if (failed_) return;
+  failed_ = true;
+  failed_index_ = index;
+  fatal_error_.Set(error);
+  // Report it (and settle what it fails) from the check phase of this loop iteration.
+  if (idle_) uv_idle_start(idle_.get(), [](uv_idle_t*) {});
+}
+
+bool Engine::FailedAt(raft_index index) const {
+  return failed_ && index >= failed_index_;
+}
+
+Napi::Value Engine::FatalError(Napi::Env env) const {
+  return fatal_error_.IsEmpty() ? CodedError(env, "PREVAIL_CLOSED", "the node stopped").Value() : fatal_error_.Get();
+}
+
 int Engine::FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n_bufs) {
   auto* self = static_cast<Engine*>(fsm->data);
+  // After a failed apply the engine counts entries as applied that the state never saw:
+  // a snapshot now would write that lie to disk.
+  if (self->failed_) return RAFT_BUSY;
   Napi::Env env = self->env_;
   Napi::HandleScope scope(env);
   std::vector<Napi::Value> parts;
@@ -605,6 +648,10 @@ int Engine::FsmSnapshotFinalize(struct raft_fsm* fsm, struct raft_buffer* bufs[]
 
 int Engine::FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf) {
   auto* self = static_cast<Engine*>(fsm->data);
+  if (self->failed_) {
+    raft_free(buf->base);  // stopping anyway; see FsmApply
+    return 0;
+  }
   Napi::Env env = self->env_;
   Napi::HandleScope scope(env);
   const auto* bytes = static_cast<const uint8_t*>(buf->base);
@@ -632,7 +679,12 @@ int Engine::FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf) {
     self->last_fsm_error_ = problem;
     if (error.IsEmpty()) error = CodedError(env, "PREVAIL_SNAPSHOT_UNREADABLE", problem).Value();
     self->last_fsm_exception_.Set(error);
-    if (self->started_) napi_fatal_exception(env, error);  // installed from the leader while running
+    if (self->started_) {
+      // Installed from the leader while running: this replica stops (see FsmApply).
+      self->Fail(error, raft_last_applied(&self->raft_) + 1);
+      raft_free(buf->base);
+      return 0;
+    }
     return RAFT_MALFORMED;
   }
   raft_free(buf->base);  // on success the FSM owns the buffer
@@ -836,7 +888,8 @@ void Engine::OnCheck() {
     term = raft_current_term(&raft_);
     state_changed = state != reported_state_ || leader != reported_leader_ || term != reported_term_;
   }
-  if (completions_.empty() && !state_changed) return;
+  const bool report_fatal = failed_ && !fatal_reported_ && started_;
+  if (completions_.empty() && !state_changed && !report_fatal) return;
 
   Napi::HandleScope scope(env_);
   napi_callback_scope callback_scope = nullptr;
@@ -844,6 +897,19 @@ void Engine::OnCheck() {
   std::vector<std::unique_ptr<Completion>> batch;
   batch.swap(completions_);
   bool teardown = false;
+  if (report_fatal) {
+    // First, so JS knows the node has stopped before the requests it fails settle.
+    fatal_reported_ = true;
+    if (fatal_fn_.IsEmpty()) {
+      napi_fatal_exception(env_, fatal_error_.Get());
+    } else {
+      try {
+        fatal_fn_.Call({fatal_error_.Get()});
+      } catch (const Napi::Error& err) {
+        napi_fatal_exception(env_, err.Value());
+      }
+    }
+  }
   for (auto& completion : batch) {
     try {
       completion->Settle(env_);
@@ -892,6 +958,7 @@ void Engine::TearDown() {
   snapshot_fn_.Reset();
   restore_fn_.Reset();
   state_fn_.Reset();
+  fatal_fn_.Reset();
   last_fsm_exception_.Reset();
 }
 

@@ -55,6 +55,9 @@ class Engine : public Napi::ObjectWrap<Engine> {
   // Used by completions and engine callbacks.
   void Enqueue(Completion* completion);
   Napi::Error EngineError(Napi::Env env, int rv, const std::string& what);
+  // Whether a request at `index` falls at or after an entry this replica failed to apply.
+  bool FailedAt(raft_index index) const;
+  Napi::Value FatalError(Napi::Env env) const;
 
  private:
   // JS-facing methods.
@@ -85,12 +88,15 @@ class Engine : public Napi::ObjectWrap<Engine> {
   // Usable, and this node leads: the engine asserts leadership in membership changes.
   bool UsableAsLeader(Napi::Env env, Napi::Promise::Deferred& deferred, const char* what);
   void TearDown();  // closes our own handles once the engine is closed
+  // This replica can't apply an entry (the FSM threw): it stops applying (see FsmApply).
+  void Fail(Napi::Value error, raft_index index);
 
   Napi::Env env_;
   Napi::FunctionReference apply_fn_;
   Napi::FunctionReference snapshot_fn_;
   Napi::FunctionReference restore_fn_;
   Napi::FunctionReference state_fn_;
+  Napi::FunctionReference fatal_fn_;  // optional: told once when this replica can't apply an entry
   napi_async_context async_context_ = nullptr;
 
   uv_loop_t* loop_ = nullptr;
@@ -110,6 +116,12 @@ class Engine : public Napi::ObjectWrap<Engine> {
   std::string address_;
   std::string last_fsm_error_;
   Held last_fsm_exception_;
+  // Set once an entry failed to apply: from then on no entry reaches JS, no snapshot is
+  // taken, and requests at or after failed_index_ reject with fatal_error_.
+  bool failed_ = false;
+  bool fatal_reported_ = false;
+  raft_index failed_index_ = 0;
+  Held fatal_error_;
 
   UvHandlePtr<uv_check_t> check_;
   UvHandlePtr<uv_idle_t> idle_;

@@ -104,12 +104,20 @@ export class NodeProcess {
   child: ChildProcess;
   exited: Promise<number | null>;
   events: { event: string; [k: string]: unknown }[] = [];
+  /** stdout and stderr, when started with `captureOutput` (otherwise they go to this process's). */
+  output = '';
   #next = 1;
   #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
   ready: Promise<unknown>;
 
-  constructor(readonly spec: NodeSpec, options: Record<string, unknown>, fixture = fixtures.raftNode) {
-    this.child = fork(fixture, [JSON.stringify({ ...spec, ...options })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  constructor(readonly spec: NodeSpec, options: Record<string, unknown>, fixture = fixtures.raftNode, captureOutput = false) {
+    this.child = fork(fixture, [JSON.stringify({ ...spec, ...options })],
+      { stdio: ['ignore', captureOutput ? 'pipe' : 'inherit', captureOutput ? 'pipe' : 'inherit', 'ipc'] });
+    if (captureOutput) {
+      const keep = (chunk: Buffer) => { this.output += chunk.toString(); };
+      this.child.stdout!.on('data', keep);
+      this.child.stderr!.on('data', keep);
+    }
     this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
     let readyResolve!: (v: unknown) => void;
     let readyReject!: (e: unknown) => void;
@@ -250,8 +258,8 @@ export class Cluster extends Nodes<NodeSpec, NodeProcess> {
     return this.specs.map(({ id, address }) => ({ id, address }));
   }
 
-  async start(id: number, extra: Record<string, unknown> = {}): Promise<NodeProcess> {
-    const node = new NodeProcess(this.spec(id), { cluster: this.initialMembers, ...this.options, ...extra }, this.fixture);
+  async start(id: number, extra: Record<string, unknown> = {}, captureOutput = false): Promise<NodeProcess> {
+    const node = new NodeProcess(this.spec(id), { cluster: this.initialMembers, ...this.options, ...extra }, this.fixture, captureOutput);
     this.nodes.set(id, node);
     await node.ready;
     return node;

@@ -69,6 +69,34 @@ export async function main(): Promise<void> {
     },
   });
 
+  // Handlers are synchronous: one returning a promise (an async function, or not) is refused.
+  defineSchema({
+    collections: { todos: collection<Todo>()() },
+    commands: {
+      // @ts-expect-error: an async handler (its return type is a Promise)
+      later: async (s, args: { title: string }) => s.todos.insert({ title: args.title, due: 'd', done: false, created: 0 }),
+      // @ts-expect-error: a handler returning a promise
+      promised: (s) => Promise.resolve(s.todos.size),
+      // @ts-expect-error: a handler returning some other thenable
+      thenable: (_s) => ({ then(resolve: (v: number) => void) { resolve(1); } }) as PromiseLike<number>,
+      fine: (s, args: { title: string }) => s.todos.insert({ title: args.title, due: 'd', done: false, created: 0 }),
+      nothing: () => undefined,
+      anything: (_s, x: unknown): any => x,
+    },
+  });
+  // Synchronous handlers keep their types (contextual state, inferred arguments and results).
+  const mixed = defineSchema({
+    collections: { todos: collection<Todo>()() },
+    commands: {
+      add: (s, args: { title: string }) => s.todos.insert({ title: args.title, due: 'd', done: false, created: 0 }),
+    },
+  });
+  const mixedStore = await open({ schema: mixed, dataDir: './data2' });
+  const added = await mixedStore.propose('add', { title: 'x' });
+  expectType<string>(added.title);
+  // @ts-expect-error: wrong argument type
+  await mixedStore.propose('add', { title: 1 });
+
   try {
     await store.close();
   } catch (err) {
