@@ -10,7 +10,8 @@ import { Packr } from 'msgpackr';
 
 import { RaftNode, type Fsm } from '../lib/raft-node.js';
 import { PrevailError } from '../lib/errors.js';
-import { collection, defineSchema, open, packrOptions } from '../lib/store.js';
+import { packrOptions } from '../lib/format/entry.js';
+import { collection, defineSchema, open } from '../lib/store.js';
 import { Cluster, ServeProcess, fixtures, freePorts, tempDir, waitFor, type NodeProcess } from './helpers/cluster.js';
 
 const dist = join(process.cwd(), 'dist', 'index.js');
@@ -190,7 +191,7 @@ describe('an entry this replica cannot apply', () => {
     try {
       const r = runScript(`
         import { open, defineSchema, collection } from ${JSON.stringify(dist)};
-        import { packrOptions } from ${JSON.stringify(join(process.cwd(), 'dist', 'store.js'))};
+        import { packrOptions } from ${JSON.stringify(join(process.cwd(), 'dist', 'format', 'entry.js'))};
         import { Packr } from 'msgpackr';
         const schema = defineSchema({ collections: { c: collection()() }, commands: { ok: () => 1 } });
         const store = await open({ schema, dataDir: ${JSON.stringify(dir)} });
@@ -352,6 +353,9 @@ describe('a follower that cannot restore the snapshot its leader sends (3 nodes)
     const leader = await cluster.leader(20_000);
     const writes = await leader.call<{ ok?: unknown }[]>('writeMany', { prefix: 'k', count: 300, concurrency: 8 }, 60_000);
     expect(writes.filter((w) => w.ok).length).toBeGreaterThan(200);
+    // A snapshot on the leader now (not an automatic one whenever it comes): it truncates its
+    // log to the last snapshotTrailing entries, so node 3 can only catch up from a snapshot.
+    await leader.call('snapshot');
     const n3 = await cluster.start(3, { errors: true });
     const event = await waitFor('node 3 to report the error', () => n3.events.find((e) => e.event === 'error'), 20_000);
     expect(event).toMatchObject({ code: 'PREVAIL_SNAPSHOT_UNREADABLE', role: 'closed' });
