@@ -420,15 +420,32 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
    * Proposes a command; resolves with the handler's result once committed and applied here.
    * On a follower it is forwarded to the leader (unless `forward: false`).
    */
-  async propose<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, options: WriteOptions = {}): Promise<ResultOf<H[K]>> {
-    return (await this.proposeWithIndex(name, args, options)).result;
+  propose<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, options: WriteOptions = {}): Promise<ResultOf<H[K]>> {
+    this.#outsideHandler('propose');
+    return this.#proposeWithIndex(name, args, options).then((r) => r.result as ResultOf<H[K]>);
   }
 
   /** Like propose, also giving the entry's log index (for read-your-writes: `read({ minIndex })`). */
-  async proposeWithIndex<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, options: WriteOptions = {}):
+  proposeWithIndex<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, options: WriteOptions = {}):
     Promise<{ index: number; result: ResultOf<H[K]> }> {
+    this.#outsideHandler('proposeWithIndex');
+    return this.#proposeWithIndex(name, args, options) as Promise<{ index: number; result: ResultOf<H[K]> }>;
+  }
+
+  async #proposeWithIndex(name: string, args: unknown, options: WriteOptions): Promise<{ index: number; result: unknown }> {
     this.#checkRequest(name, args);
-    return this.#link.propose(name, args, options) as Promise<{ index: number; result: ResultOf<H[K]> }>;
+    return this.#link.propose(name, args, options);
+  }
+
+  // Called from inside a command handler, these start work that outlives the command, and a
+  // promise the handler drops would reject unhandled on every replay (ending the process):
+  // refused at once instead, so the handler throws and its changes are undone, the same on
+  // every replica.
+  #outsideHandler(method: string): void {
+    if (this.#tx !== null) {
+      throw new PrevailError(ErrorCodes.REENTRANT, `store.${method}() called inside a command handler: handlers are synchronous ` +
+        'and change state only through their state argument (propose follow-up work from outside the handler)');
+    }
   }
 
   /**
@@ -436,6 +453,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
    * the await) is consistent at the requested level; see ReadOptions.
    */
   read(options?: ReadOptions): Promise<number> {
+    this.#outsideHandler('read');
     return this.#link.read(options);
   }
 
@@ -507,8 +525,13 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
    * the replicated state, so it fires once across failovers and restarts — late rather than
    * twice. Resolves with the schedule's id (`id` to choose it; scheduling an existing id replaces it).
    */
-  async schedule<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, at: number | Date,
+  schedule<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, at: number | Date,
     options: { every?: number; id?: string } & WriteOptions = {}): Promise<string> {
+    this.#outsideHandler('schedule');
+    return this.#schedule(name, args, at, options);
+  }
+
+  async #schedule(name: string, args: unknown, at: number | Date, options: { every?: number; id?: string } & WriteOptions): Promise<string> {
     this.#checkRequest(name, args);
     const due = at instanceof Date ? at.getTime() : at;
     if (typeof due !== 'number' || !Number.isFinite(due)) throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'at must be a time in ms or a Date');
@@ -522,8 +545,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   }
 
   /** Removes a schedule; resolves with whether it existed. */
-  async unschedule(id: string, options: WriteOptions = {}): Promise<boolean> {
-    return (await this.#link.propose(`${SYSTEM_PREFIX}unschedule`, { id }, options)).result as boolean;
+  unschedule(id: string, options: WriteOptions = {}): Promise<boolean> {
+    this.#outsideHandler('unschedule');
+    return this.#link.propose(`${SYSTEM_PREFIX}unschedule`, { id }, options).then((r) => r.result as boolean);
   }
 
   /** The schedules in the replicated state, soonest first. */
@@ -562,13 +586,14 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
 
   /** Starts a background capture of the whole state now (snapshots otherwise follow log growth). */
   captureNow(): Promise<number> {
+    this.#outsideHandler('captureNow');
     return this.#startCapture();
   }
 
   /** Captures the state and has the engine write a snapshot of it now (leader only). */
-  async snapshot(): Promise<{ index: number; term: number }> {
-    await this.#startCapture();
-    return this.node.snapshot();
+  snapshot(): Promise<{ index: number; term: number }> {
+    this.#outsideHandler('snapshot');
+    return this.#startCapture().then(() => this.node.snapshot());
   }
 
   status(): RaftNodeStatus & { capture: { baseIndex: number; tail: number; running: boolean }; effects: { index: number; hash: string } } {
@@ -579,7 +604,12 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     };
   }
 
-  async close(options?: CloseOptions): Promise<void> {
+  close(options?: CloseOptions): Promise<void> {
+    this.#outsideHandler('close');
+    return this.#close(options);
+  }
+
+  async #close(options?: CloseOptions): Promise<void> {
     await this.#jobs?.close();
     // The node drains first: forwarded proposals in flight on a leader get their answers.
     try {

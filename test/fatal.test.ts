@@ -99,6 +99,45 @@ describe('a handler must be synchronous (PREVAIL_ASYNC_HANDLER)', () => {
   });
 });
 
+test('a handler calling back into the store (propose, read, schedule…) fails atomically with PREVAIL_REENTRANT; replay opens the data dir', async () => {
+  const dir = tempDir('prevail-reentrant-');
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+  process.on('unhandledRejection', onUnhandled);
+  // The handlers drop the promise they start: before the guard, its rejection was unhandled,
+  // and on a replay in a process of its own that ended the process.
+  const script = (dataDir: string) => `
+    import { open, defineSchema, collection } from ${JSON.stringify(dist)};
+    let store;
+    const schema = defineSchema({ collections: { items: collection()() }, commands: {
+      put: (s, a) => s.items.insert(a).id,
+      chain: (s, a) => { s.items.insert(a); void store.propose('put', { v: 99 }); return 1; },
+      reads: (s, a) => { s.items.insert(a); void store.read(); return 1; },
+      plans: (s, a) => { s.items.insert(a); void store.schedule('put', { v: 98 }, Date.now() + 1e9); return 1; },
+    } });
+    store = await open({ schema, dataDir: ${JSON.stringify(dataDir)} });
+    const codes = [];
+    await store.propose('put', { v: 1 });
+    for (const name of ['chain', 'reads', 'plans']) codes.push(await store.propose(name, { v: 2 }).then(() => 'ok', (e) => e.code));
+    await new Promise((r) => setTimeout(r, 100));
+    console.log(JSON.stringify({ codes, values: [...store.view.items.values()].map((o) => o.v), schedules: store.schedules().length }));
+    await store.close();
+  `;
+  try {
+    const first = runScript(script(dir));
+    expect(first.stderr).toBe('');
+    expect(JSON.parse(first.stdout)).toEqual({ codes: ['PREVAIL_REENTRANT', 'PREVAIL_REENTRANT', 'PREVAIL_REENTRANT'], values: [1], schedules: 0 });
+    const again = runScript(script(dir));  // replays the log above, then does it all again
+    expect(again.stderr).toBe('');
+    expect(again.status).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ values: [1, 1], schedules: 0 });
+    expect(unhandled).toEqual([]);
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 describe('an entry this replica cannot apply', () => {
   const collections = { items: collection<Item>()() };
   const newer = defineSchema({
