@@ -1,0 +1,388 @@
+// Garbage collection (and other event-loop stalls) against elections: a 3-node cluster of
+// stores (open() with a schema, one real node process each, library defaults), loaded with
+// N objects, then a sustained closed-loop write load for a while. Counts what no fault
+// caused: leader changes, terms advanced, elections started (a node turning candidate,
+// pre-vote included), leader step-downs, next to each node's longest event-loop stalls and
+// GC pauses (perf_hooks in the children, reported over IPC), write throughput and p99.
+// Every election is printed with the stalls and GC pauses around it, on every node.
+// Prints markdown tables on stdout, progress on stderr.
+//
+//   node bench/gc-elections.js                       1M objects, 5 min of writes per variant
+//   node bench/gc-elections.js --quick               100k objects, 30 s
+//   node bench/gc-elections.js --objects=300000 --duration=60000 --concurrency=32
+//   node bench/gc-elections.js --variants=default,semi64   candidate settings, each on a fresh
+//                                                    cluster in the same run (list: --help)
+//
+// The engine's timers and heartbeats run on each node's JS thread, so any stall longer than
+// the election timeout (a GC pause, a long apply, a capture slice, or the machine not giving
+// the process a CPU) can look like a dead leader. To tell these apart, the machine's CPU
+// use by other processes over the window is printed too (/proc/stat minus this bench's
+// processes). This is a measurement, not a test: it never fails on a number.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PerformanceObserver, constants as perfConstants, monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+
+import { collection, defineSchema, open, versions } from '../dist/index.js';
+import {
+  Child, arg, closedLoop, fmtInt, fmtMs, freePorts, killChildren, processCpuMs, progress, quick, run, sleep, waitFor,
+} from './common.js';
+
+// ---------------------------------------------------------------- the data
+function rng(seed) {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const makeUser = (i, rand) => ({
+  name: `User ${i}`, email: `user${i}@example.com`, age: 18 + Math.floor(rand() * 82), score: Math.round(rand() * 1e6) / 100,
+});
+
+// The same objects and indexes as bench/store.js.
+const schema = defineSchema({
+  collections: {
+    users: collection()({
+      indexes: (ix) => ({
+        byEmail: ix.unique((u) => u.email),
+        byAge: ix.sorted((u) => u.age),
+      }),
+    }),
+  },
+  commands: {
+    addUsers(s, a) { for (const u of a.users) s.users.insert(u); return a.users.length; },
+    // The sustained load: one object's age (a sorted-index move) and score.
+    setUser(s, { id, age, score }) { if (s.users.get(id)) s.users.update(id, { age, score }); },
+  },
+});
+const BULK = 1000;   // objects per load command
+
+// Candidate settings, each run on a fresh cluster. execArgv: node's flags for the three
+// node processes; options: store options.
+const VARIANTS = {
+  default: { label: 'library defaults', execArgv: [], options: {} },
+  semi16: { label: '--max-semi-space-size=16', execArgv: ['--max-semi-space-size=16'], options: {} },
+  semi64: { label: '--max-semi-space-size=64', execArgv: ['--max-semi-space-size=64'], options: {} },
+  et500: { label: 'electionTimeoutMs 500, heartbeatMs 100', execArgv: [], options: { electionTimeoutMs: 500, heartbeatMs: 100 } },
+  et1000: { label: 'electionTimeoutMs 1000, heartbeatMs 100', execArgv: [], options: { electionTimeoutMs: 1000, heartbeatMs: 100 } },
+};
+
+const now = () => performance.timeOrigin + performance.now();   // ms since the epoch, sub-ms, same clock in every process
+
+// ================================================================ child: one node
+// argv: --child=node '<json spec>'. Speaks the Child protocol of bench/common.js.
+async function nodeChild(spec) {
+  const { id, address, cluster, dataDir, options } = spec;
+  const events = [];     // { t, type: 'role' | 'leader' | 'capture', ... }
+  const gcs = [];        // pauses of 10 ms or more: { t (start), ms, kind }
+  const stalls = [];     // gaps of the 10 ms ticker of 50 ms or more: { t (end), ms }
+  const GC_KINDS = {
+    [perfConstants.NODE_PERFORMANCE_GC_MINOR]: 'scavenge',
+    [perfConstants.NODE_PERFORMANCE_GC_MAJOR]: 'mark-compact',
+    [perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+    [perfConstants.NODE_PERFORMANCE_GC_WEAKCB]: 'weak-callbacks',
+  };
+  let agg;
+  const resetAgg = () => { agg = { count: 0, totalMs: 0, byKind: {} }; };
+  resetAgg();
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const kind = GC_KINDS[e.detail?.kind ?? e.kind] ?? String(e.detail?.kind ?? e.kind);
+      agg.count++;
+      agg.totalMs += e.duration;
+      const k = (agg.byKind[kind] ??= { count: 0, totalMs: 0, maxMs: 0 });
+      k.count++;
+      k.totalMs += e.duration;
+      k.maxMs = Math.max(k.maxMs, e.duration);
+      if (e.duration >= 10) gcs.push({ t: performance.timeOrigin + e.startTime, ms: e.duration, kind });
+    }
+  }).observe({ entryTypes: ['gc'] });
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
+  let last = performance.now();
+  setInterval(() => {
+    const n = performance.now();
+    if (n - last >= 50) stalls.push({ t: performance.timeOrigin + n, ms: n - last });
+    last = n;
+  }, 10);
+
+  const store = await open({ schema, dataDir, id, address, cluster, ...options });
+  const send = (msg) => process.send?.(msg);
+  store.on('role', (e) => {
+    events.push({ t: now(), type: 'role', role: e.role, term: e.term, leader: e.leader?.id ?? null });
+    send({ event: 'role', id, role: e.role, term: e.term, leader: e.leader?.id ?? null });
+  });
+  store.node.on('leader', (e) => {
+    events.push({ t: now(), type: 'leader', term: e.term, leader: e.leader?.id ?? null });
+    send({ event: 'leader', id, term: e.term, leader: e.leader?.id ?? null });
+  });
+  store.on('capture', (e) => events.push({ t: now(), type: 'capture', ms: e.durationMs }));
+
+  const status = () => {
+    const s = store.status();
+    return { role: s.role, term: s.term, leader: s.leader?.id ?? null, commitIndex: s.commitIndex, appliedIndex: s.appliedIndex,
+      objects: store.view.users.size, heapUsed: process.memoryUsage().heapUsed };
+  };
+  let windowStart = 0;
+  const handlers = {
+    status,
+    async load({ n }) {
+      const rand = rng(42);
+      const t0 = now();
+      const pending = [];
+      for (let i = 0; i < n; i += BULK) {
+        const users = [];
+        for (let j = i; j < Math.min(n, i + BULK); j++) users.push(makeUser(j, rand));
+        pending.push(store.propose('addUsers', { users }));
+        if (pending.length >= 8) await pending.shift();
+      }
+      await Promise.all(pending);
+      return now() - t0;
+    },
+    async propose(a) {
+      await store.propose('setUser', a);
+      return 1;
+    },
+    window() {
+      windowStart = now();
+      loop.reset();
+      resetAgg();
+      return windowStart;
+    },
+    report({ from = windowStart, to = now() } = {}) {
+      const inWindow = (x) => x.t >= from && x.t <= to;
+      return {
+        status: status(),
+        events: events.filter(inWindow),
+        gcs: gcs.filter(inWindow),
+        stalls: stalls.filter(inWindow),
+        gc: agg,
+        loop: { max: loop.max / 1e6, p99: loop.percentile(99) / 1e6, mean: loop.mean / 1e6 },
+      };
+    },
+  };
+  process.on('message', async (msg) => {
+    try {
+      const result = await handlers[msg.cmd](msg.args ?? {});
+      send({ id: msg.id, result });
+    } catch (err) {
+      send({ id: msg.id, error: { message: err.message, code: err.code } });
+    }
+  });
+  send({ event: 'ready' });
+}
+
+if (arg('child') === 'node') {
+  await nodeChild(JSON.parse(process.argv[process.argv.length - 1]));
+} else {
+  await main();
+}
+
+// ================================================================ main process
+async function main() {
+  if (arg('help')) {
+    console.log('usage: node bench/gc-elections.js [--quick] [--objects=N] [--duration=ms] [--concurrency=32]\n' +
+      `       [--variants=${Object.keys(VARIANTS).join(',')}] [--settle=ms]\n` +
+      Object.entries(VARIANTS).map(([k, v]) => `         ${k}: ${v.label}`).join('\n'));
+    return;
+  }
+  const N = Number(arg('objects') ?? (quick ? 100_000 : 1_000_000));
+  const durationMs = Number(arg('duration') ?? (quick ? 30_000 : 300_000));
+  const concurrency = Number(arg('concurrency') ?? 32);
+  const settleMs = Number(arg('settle') ?? 5000);
+  const variants = String(arg('variants') ?? 'default').split(',').filter(Boolean);
+  for (const v of variants) if (!VARIANTS[v]) throw new Error(`unknown variant ${v} (see --help)`);
+
+  const root = mkdtempSync(join(tmpdir(), 'prevail-bench-gc-'));
+  const cleanup = () => { killChildren(); try { rmSync(root, { recursive: true, force: true }); } catch { /* best effort */ } };
+  process.on('exit', cleanup);
+  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { cleanup(); process.exit(130); });
+
+  const started = now();
+  process.stderr.write(`prevail bench: GC and stalls against elections, raft ${versions.raft}, node ${process.version}, ` +
+    `${cpus().length} CPUs, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}\n  ${fmtInt(N)} objects, ` +
+    `${durationMs / 1000} s of writes at ${concurrency} in flight, variants ${variants.join(', ')}\n`);
+  const results = [];
+  await run(async () => {
+    for (const v of variants) results.push(await runVariant(v, { root, N, durationMs, concurrency, settleMs }));
+  });
+  if (results.length) report(results, { N, durationMs, concurrency, started });
+}
+
+// Machine-wide busy CPU (ms, all cores) from /proc/stat; USER_HZ taken as 100.
+function machineBusyMs() {
+  try {
+    const f = readFileSync('/proc/stat', 'latin1').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+    return (total - f[3] - f[4]) * 10;   // minus idle and iowait
+  } catch {
+    return NaN;
+  }
+}
+
+async function runVariant(name, { root, N, durationMs, concurrency, settleMs }) {
+  const v = VARIANTS[name];
+  const dir = join(root, name);
+  mkdirSync(dir);
+  const ports = await freePorts(3);
+  const cluster = ports.map((port, i) => ({ id: i + 1, address: `127.0.0.1:${port}` }));
+  let leader = null;   // node id, from the children's events
+  const onEvent = (e) => {
+    if (e.event === 'role' && e.role === 'leader') leader = e.id;
+    else if (e.event === 'role' && leader === e.id) leader = e.leader;
+    else if (e.event === 'leader' && e.leader) leader = e.leader;
+  };
+  const script = fileURLToPath(import.meta.url);
+  const nodes = cluster.map((m) => new Child({ id: m.id, address: m.address, cluster, dataDir: join(dir, `n${m.id}`) },
+    { options: v.options }, { script, args: ['--child=node'], execArgv: v.execArgv, onEvent }));
+  const byId = (id) => nodes[id - 1];
+  try {
+    await Promise.all(nodes.map((n) => n.ready));
+    await waitFor('a leader', () => leader, { timeoutMs: 30_000 });
+    progress(`${name}: leader is node ${leader}; loading ${fmtInt(N)} objects`);
+    const loadMs = await byId(leader).call('load', { n: N }, 1_800_000);
+    const statuses = await Promise.all(nodes.map((n) => n.call('status')));
+    const top = Math.max(...statuses.map((s) => s.commitIndex));
+    await waitFor('followers to apply the load', async () => {
+      const s = await Promise.all(nodes.map((n) => n.call('status')));
+      return s.every((x) => x.appliedIndex >= top);
+    }, { timeoutMs: 600_000, pollMs: 200 });
+    const loaded = await Promise.all(nodes.map((n) => n.call('status')));
+    progress(`${name}: loaded in ${(loadMs / 1000).toFixed(1)} s (${fmtInt(N / (loadMs / 1000))} objects/s); heaps ` +
+      `${loaded.map((s) => `${(s.heapUsed / 1048576).toFixed(0)} MB`).join(', ')}; settling ${settleMs} ms`);
+    await sleep(settleMs);
+
+    // ---- the window: sustained writes, to the leader (a follower forwards if the pointer is stale)
+    const before = await Promise.all(nodes.map((n) => n.call('status')));
+    await Promise.all(nodes.map((n) => n.call('window')));
+    const pids = nodes.map((n) => n.child.pid);
+    const cpu0 = { machine: machineBusyMs(), nodes: pids.map(processCpuMs), self: process.cpuUsage() };
+    const t0 = now();
+    const rand = rng(7);
+    let noLeader = 0;
+    const load = await closedLoop(concurrency, durationMs,
+      () => ({ id: 1 + Math.floor(rand() * N), age: 18 + Math.floor(rand() * 82), score: Math.round(rand() * 1e6) / 100 }),
+      async (a) => {
+        const target = leader ?? 1 + Math.floor(rand() * 3);
+        if (!leader) noLeader++;
+        try {
+          await byId(target).call('propose', a, 10_000);
+        } catch (err) {
+          await sleep(10);   // no hot loop while there is no leader
+          throw err;
+        }
+      });
+    const t1 = now();
+    const self = process.cpuUsage(cpu0.self);
+    const cpu = {
+      machine: machineBusyMs() - cpu0.machine,
+      nodes: pids.map((p, i) => processCpuMs(p) - cpu0.nodes[i]),
+      self: (self.user + self.system) / 1000,
+    };
+    const reports = await Promise.all(nodes.map((n) => n.call('report', { from: t0, to: t1 })));
+    progress(`${name}: ${fmtInt(load.opsPerSec)} writes/s, p99 ${fmtMs(load.p99)} ms, ${load.failed} failed; terms ` +
+      `${before.map((s) => s.term).join('/')} -> ${reports.map((r) => r.status.term).join('/')}`);
+    return { name, v, N, loadMs, before, reports, load, noLeader, t0, t1, cpu, loadavg: loadavg() };
+  } finally {
+    await Promise.all(nodes.map((n) => n.kill()));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------- report
+function summarise(r) {
+  const nodes = r.reports.map((rep, i) => {
+    const roles = rep.events.filter((e) => e.type === 'role');
+    let prev = r.before[i].role;
+    let candidacies = 0;
+    let stepDowns = 0;
+    let wins = 0;
+    for (const e of roles) {
+      if (e.role === 'candidate' && prev !== 'candidate') candidacies++;
+      if (prev === 'leader' && e.role !== 'leader') stepDowns++;
+      if (e.role === 'leader') wins++;
+      prev = e.role;
+    }
+    const gcMax = Math.max(0, ...Object.values(rep.gc.byKind).map((k) => k.maxMs));
+    const stallMax = Math.max(0, ...rep.stalls.map((s) => s.ms));
+    const captures = rep.events.filter((e) => e.type === 'capture');
+    return { id: i + 1, termFrom: r.before[i].term, termTo: rep.status.term, candidacies, stepDowns, wins, gcMax, stallMax,
+      stalls100: rep.stalls.filter((s) => s.ms >= 100).length, stalls200: rep.stalls.filter((s) => s.ms >= 200).length,
+      gc50: rep.gcs.filter((g) => g.ms >= 50).length, gcTotal: rep.gc.totalMs, gcCount: rep.gc.count, byKind: rep.gc.byKind,
+      loop: rep.loop, captures: captures.length, captureMax: Math.max(0, ...captures.map((c) => c.ms)),
+      cpuShare: r.cpu.nodes[i] / (r.t1 - r.t0), heap: rep.status.heapUsed };
+  });
+  const wins = nodes.reduce((a, n) => a + n.wins, 0);
+  const terms = Math.max(...nodes.map((n) => n.termTo)) - Math.max(...nodes.map((n) => n.termFrom));
+  const ours = r.cpu.nodes.reduce((a, b) => a + b, 0) + r.cpu.self;
+  const others = (r.cpu.machine - ours) / (r.t1 - r.t0);   // cores' worth of CPU other processes used
+  return { nodes, wins, terms, others, machine: r.cpu.machine / (r.t1 - r.t0) };
+}
+
+// Each role change in the window, with every node's stalls and GC pauses in the 1.5 s before it.
+function timeline(r) {
+  const lines = [];
+  const rel = (t) => `+${((t - r.t0) / 1000).toFixed(2)} s`;
+  r.reports.forEach((rep, i) => {
+    for (const e of rep.events) {
+      if (e.type !== 'role') continue;
+      const near = [];
+      r.reports.forEach((other, j) => {
+        for (const s of other.stalls) {
+          if (s.t >= e.t - 1500 && s.t - s.ms <= e.t + 50) near.push(`node ${j + 1} stalled ${fmtInt(s.ms)} ms (${rel(s.t - s.ms)}..${rel(s.t)})`);
+        }
+        for (const g of other.gcs) {
+          if (g.t >= e.t - 1500 && g.t <= e.t + 50 && g.ms >= 20) near.push(`node ${j + 1} GC ${g.kind} ${fmtInt(g.ms)} ms at ${rel(g.t)}`);
+        }
+      });
+      lines.push(`- ${rel(e.t)} node ${i + 1} -> ${e.role} (term ${e.term}${e.leader ? `, leader ${e.leader}` : ''}); before it: ` +
+        `${near.length ? near.join('; ') : 'no stall ≥ 50 ms and no GC pause ≥ 20 ms on any node'}`);
+    }
+  });
+  return lines;
+}
+
+function report(results, { N, durationMs, concurrency, started }) {
+  const out = [];
+  out.push(`### GC and stalls against elections: 3 nodes, ${fmtInt(N)} objects, ${durationMs / 1000} s of writes at ${concurrency} in flight`);
+  out.push('');
+  out.push('| variant | load objects/s | writes/s | p50 ms | p99 ms | max ms | failed | leader changes | terms advanced | elections started (per node) | leader step-downs | longest stall ms (per node) | stalls ≥ 100 / ≥ 200 ms | longest GC pause ms (per node) | GC pauses ≥ 50 ms | other processes\' CPU (cores) |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|---:|---:|');
+  const sums = results.map((r) => ({ r, s: summarise(r) }));
+  for (const { r, s } of sums) {
+    const per = (f) => s.nodes.map(f).join(' / ');
+    const total = (f) => s.nodes.reduce((a, n) => a + f(n), 0);
+    out.push(`| ${r.v.label} | ${fmtInt(r.N / (r.loadMs / 1000))} | ${fmtInt(r.load.opsPerSec)} | ${fmtMs(r.load.p50)} | ${fmtMs(r.load.p99)} | ` +
+      `${fmtMs(r.load.max)} | ${fmtInt(r.load.failed)} | **${s.wins}** | **${s.terms}** | ${per((n) => n.candidacies)} | ${total((n) => n.stepDowns)} | ` +
+      `${per((n) => fmtInt(n.stallMax))} | ${total((n) => n.stalls100)} / ${total((n) => n.stalls200)} | ${per((n) => fmtInt(n.gcMax))} | ` +
+      `${total((n) => n.gc50)} | ${s.others.toFixed(2)} |`);
+  }
+  out.push('');
+  out.push('Per node (the write window): GC by kind (count, total ms, max ms), event-loop delay (perf_hooks, 10 ms resolution), captures, CPU.');
+  out.push('');
+  out.push('| variant | node | scavenge | mark-compact | incremental | GC time % | loop delay p99 / max ms | captures (max ms) | CPU (cores) | heapUsed MB |');
+  out.push('|---|---:|---|---|---|---:|---|---|---:|---:|');
+  for (const { r, s } of sums) {
+    for (const n of s.nodes) {
+      const k = (name) => { const x = n.byKind[name]; return x ? `${fmtInt(x.count)}, ${fmtInt(x.totalMs)}, ${fmtInt(x.maxMs)}` : '-'; };
+      out.push(`| ${r.v.label} | ${n.id} | ${k('scavenge')} | ${k('mark-compact')} | ${k('incremental')} | ` +
+        `${((100 * n.gcTotal) / (r.t1 - r.t0)).toFixed(1)} | ${fmtMs(n.loop.p99)} / ${fmtMs(n.loop.max)} | ${n.captures} (${fmtInt(n.captureMax)}) | ` +
+        `${n.cpuShare.toFixed(2)} | ${fmtInt(n.heap / 1048576)} |`);
+    }
+  }
+  out.push('');
+  for (const { r, s } of sums) {
+    const lines = timeline(r);
+    out.push(`Role changes in the window, ${r.v.label}: ${lines.length ? '' : 'none.'}`);
+    out.push(...lines);
+    out.push(`(machine: ${s.machine.toFixed(2)} of ${cpus().length} cores busy over the window, ${s.others.toFixed(2)} of them other processes; ` +
+      `load average at the end ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}; writes sent with no known leader: ${r.noLeader})`);
+    out.push('');
+  }
+  out.push(`raft ${versions.raft}, node ${process.version}, ${cpus().length} CPUs; total ${((now() - started) / 1000).toFixed(0)} s`);
+  console.log(out.join('\n'));
+}
