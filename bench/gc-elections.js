@@ -18,7 +18,7 @@
 // the process a CPU) can look like a dead leader. To tell these apart, the machine's CPU
 // use by other processes over the window is printed too (/proc/stat minus this bench's
 // processes). This is a measurement, not a test: it never fails on a number.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver, constants as perfConstants, monitorEventLoopDelay, performance } from 'node:perf_hooks';
@@ -54,7 +54,8 @@ const schema = defineSchema({
     }),
   },
   commands: {
-    addUsers(s, a) { for (const u of a.users) s.users.insert(u); return a.users.length; },
+    // Idempotent, so that a load cut off by a leader change can go on from a bit earlier.
+    addUsers(s, a) { for (const u of a.users) if (!s.users.byEmail.has(u.email)) s.users.insert(u); return a.users.length; },
     // The sustained load: one object's age (a sorted-index move) and score.
     setUser(s, { id, age, score }) { if (s.users.get(id)) s.users.update(id, { age, score }); },
   },
@@ -103,11 +104,28 @@ async function nodeChild(spec) {
   }).observe({ entryTypes: ['gc'] });
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
+  // The main thread's time on a CPU and waiting for one (run queue), ns, from the scheduler
+  // (Linux schedstat; zeros elsewhere): a stall's on-CPU part is this process's own work
+  // (JS, GC), its run-queue part is the machine not giving it a CPU, the rest is blocking.
+  let schedFd = -1;
+  try { schedFd = openSync(`/proc/self/task/${process.pid}/schedstat`, 'r'); } catch { /* not Linux */ }
+  const schedBuf = Buffer.alloc(128);
+  const sched = () => {
+    if (schedFd < 0) return [0, 0];
+    const n = readSync(schedFd, schedBuf, 0, 128, 0);
+    const [run, wait] = schedBuf.latin1Slice(0, n).split(' ');
+    return [Number(run) / 1e6, Number(wait) / 1e6];
+  };
   let last = performance.now();
+  let lastSched = sched();
   setInterval(() => {
     const n = performance.now();
-    if (n - last >= 50) stalls.push({ t: performance.timeOrigin + n, ms: n - last });
+    const sc = sched();
+    if (n - last >= 50) {
+      stalls.push({ t: performance.timeOrigin + n, ms: n - last, cpuMs: sc[0] - lastSched[0], waitMs: sc[1] - lastSched[1] });
+    }
     last = n;
+    lastSched = sc;
   }, 10);
 
   const store = await open({ schema, dataDir, id, address, cluster, ...options });
@@ -130,18 +148,24 @@ async function nodeChild(spec) {
   let windowStart = 0;
   const handlers = {
     status,
-    async load({ n }) {
-      const rand = rng(42);
-      const t0 = now();
+    // Proposes objects from..n-1, 8 bulk commands in flight. Returns how far it got for sure
+    // (everything below `done` committed) and the error that stopped it, if any.
+    async load({ from, n }) {
       const pending = [];
-      for (let i = 0; i < n; i += BULK) {
-        const users = [];
-        for (let j = i; j < Math.min(n, i + BULK); j++) users.push(makeUser(j, rand));
-        pending.push(store.propose('addUsers', { users }));
-        if (pending.length >= 8) await pending.shift();
+      let done = from;
+      try {
+        for (let i = from; i < n; i += BULK) {
+          const users = [];
+          for (let j = i; j < Math.min(n, i + BULK); j++) users.push(makeUser(j, rng(j)));
+          pending.push(store.propose('addUsers', { users }).then(() => i));
+          if (pending.length >= 8) done = (await pending.shift()) + BULK;
+        }
+        await Promise.all(pending);
+        return { done: n };
+      } catch (err) {
+        await Promise.allSettled(pending);
+        return { done, error: err.message };
       }
-      await Promise.all(pending);
-      return now() - t0;
     },
     async propose(a) {
       await store.propose('setUser', a);
@@ -176,11 +200,6 @@ async function nodeChild(spec) {
   send({ event: 'ready' });
 }
 
-if (arg('child') === 'node') {
-  await nodeChild(JSON.parse(process.argv[process.argv.length - 1]));
-} else {
-  await main();
-}
 
 // ================================================================ main process
 async function main() {
@@ -240,42 +259,16 @@ async function runVariant(name, { root, N, durationMs, concurrency, settleMs }) 
   const nodes = cluster.map((m) => new Child({ id: m.id, address: m.address, cluster, dataDir: join(dir, `n${m.id}`) },
     { options: v.options }, { script, args: ['--child=node'], execArgv: v.execArgv, onEvent }));
   const byId = (id) => nodes[id - 1];
-  try {
-    await Promise.all(nodes.map((n) => n.ready));
-    await waitFor('a leader', () => leader, { timeoutMs: 30_000 });
-    progress(`${name}: leader is node ${leader}; loading ${fmtInt(N)} objects`);
-    const loadMs = await byId(leader).call('load', { n: N }, 1_800_000);
-    const statuses = await Promise.all(nodes.map((n) => n.call('status')));
-    const top = Math.max(...statuses.map((s) => s.commitIndex));
-    await waitFor('followers to apply the load', async () => {
-      const s = await Promise.all(nodes.map((n) => n.call('status')));
-      return s.every((x) => x.appliedIndex >= top);
-    }, { timeoutMs: 600_000, pollMs: 200 });
-    const loaded = await Promise.all(nodes.map((n) => n.call('status')));
-    progress(`${name}: loaded in ${(loadMs / 1000).toFixed(1)} s (${fmtInt(N / (loadMs / 1000))} objects/s); heaps ` +
-      `${loaded.map((s) => `${(s.heapUsed / 1048576).toFixed(0)} MB`).join(', ')}; settling ${settleMs} ms`);
-    await sleep(settleMs);
+  const statuses = () => Promise.all(nodes.map((n) => n.call('status')));
 
-    // ---- the window: sustained writes, to the leader (a follower forwards if the pointer is stale)
-    const before = await Promise.all(nodes.map((n) => n.call('status')));
+  // One measured phase: every node's counters reset, work(), every node's report.
+  async function phase(work) {
+    const before = await statuses();
     await Promise.all(nodes.map((n) => n.call('window')));
     const pids = nodes.map((n) => n.child.pid);
     const cpu0 = { machine: machineBusyMs(), nodes: pids.map(processCpuMs), self: process.cpuUsage() };
     const t0 = now();
-    const rand = rng(7);
-    let noLeader = 0;
-    const load = await closedLoop(concurrency, durationMs,
-      () => ({ id: 1 + Math.floor(rand() * N), age: 18 + Math.floor(rand() * 82), score: Math.round(rand() * 1e6) / 100 }),
-      async (a) => {
-        const target = leader ?? 1 + Math.floor(rand() * 3);
-        if (!leader) noLeader++;
-        try {
-          await byId(target).call('propose', a, 10_000);
-        } catch (err) {
-          await sleep(10);   // no hot loop while there is no leader
-          throw err;
-        }
-      });
+    const result = await work();
     const t1 = now();
     const self = process.cpuUsage(cpu0.self);
     const cpu = {
@@ -284,9 +277,61 @@ async function runVariant(name, { root, N, durationMs, concurrency, settleMs }) 
       self: (self.user + self.system) / 1000,
     };
     const reports = await Promise.all(nodes.map((n) => n.call('report', { from: t0, to: t1 })));
-    progress(`${name}: ${fmtInt(load.opsPerSec)} writes/s, p99 ${fmtMs(load.p99)} ms, ${load.failed} failed; terms ` +
-      `${before.map((s) => s.term).join('/')} -> ${reports.map((r) => r.status.term).join('/')}`);
-    return { name, v, N, loadMs, before, reports, load, noLeader, t0, t1, cpu, loadavg: loadavg() };
+    return { ...result, before, reports, t0, t1, cpu, loadavg: loadavg() };
+  }
+
+  try {
+    await Promise.all(nodes.map((n) => n.ready));
+    await waitFor('a leader', () => leader, { timeoutMs: 30_000 });
+    progress(`${name}: leader is node ${leader}; loading ${fmtInt(N)} objects`);
+
+    // ---- load: bulk commands on the leader; after a leader change, on the new one, from a bit earlier
+    const load = await phase(async () => {
+      let done = 0;
+      let restarts = 0;
+      while (done < N) {
+        const target = await waitFor('a leader', () => leader, { timeoutMs: 60_000 });
+        const r = await byId(target).call('load', { from: done, n: N }, 1_800_000);
+        done = r.done;
+        if (r.error) {
+          restarts++;
+          progress(`${name}: load cut off at ${fmtInt(done)} objects (${r.error}); going on`);
+          done = Math.max(0, done - 8 * BULK);
+          await sleep(100);
+        }
+      }
+      const top = Math.max(...(await statuses()).map((s) => s.commitIndex));
+      await waitFor('followers to apply the load', async () => (await statuses()).every((x) => x.appliedIndex >= top),
+        { timeoutMs: 600_000, pollMs: 200 });
+      return { restarts };
+    });
+    const loaded = await statuses();
+    progress(`${name}: loaded in ${((load.t1 - load.t0) / 1000).toFixed(1)} s (${load.restarts} restarts); objects ` +
+      `${loaded.map((s) => fmtInt(s.objects)).join(', ')}; heaps ${loaded.map((s) => `${(s.heapUsed / 1048576).toFixed(0)} MB`).join(', ')}; ` +
+      `settling ${settleMs} ms`);
+    await sleep(settleMs);
+
+    // ---- sustained writes, to the leader (a follower forwards if the pointer is stale)
+    const rand = rng(7);
+    let noLeader = 0;
+    const writes = await phase(async () => ({
+      load: await closedLoop(concurrency, durationMs,
+        () => ({ id: 1 + Math.floor(rand() * N), age: 18 + Math.floor(rand() * 82), score: Math.round(rand() * 1e6) / 100 }),
+        async (a) => {
+          const target = leader ?? 1 + Math.floor(rand() * 3);
+          if (!leader) noLeader++;
+          try {
+            await byId(target).call('propose', a, 10_000);
+          } catch (err) {
+            await sleep(10);   // no hot loop while there is no leader
+            throw err;
+          }
+        }),
+    }));
+    writes.noLeader = noLeader;
+    progress(`${name}: ${fmtInt(writes.load.opsPerSec)} writes/s, p99 ${fmtMs(writes.load.p99)} ms, ${writes.load.failed} failed; terms ` +
+      `${load.before.map((s) => s.term).join('/')} -> ${writes.reports.map((r) => r.status.term).join('/')}`);
+    return { name, v, N, load, writes };
   } finally {
     await Promise.all(nodes.map((n) => n.kill()));
     rmSync(dir, { recursive: true, force: true });
@@ -323,7 +368,18 @@ function summarise(r) {
   return { nodes, wins, terms, others, machine: r.cpu.machine / (r.t1 - r.t0) };
 }
 
-// Each role change in the window, with every node's stalls and GC pauses in the 1.5 s before it.
+// What overlapped a stall on its node: GC pauses inside it (ms), a capture running.
+function explain(rep, st) {
+  const from = st.t - st.ms;
+  const gc = rep.gcs.filter((g) => g.t < st.t && g.t + g.ms > from)
+    .reduce((a, g) => a + Math.min(st.t, g.t + g.ms) - Math.max(from, g.t), 0);
+  const capture = rep.events.some((e) => e.type === 'capture' && e.t - e.ms < st.t && e.t > from);
+  return { gc, capture };
+}
+const fmtStall = (st, x) => `${fmtInt(st.ms)} ms (on CPU ${fmtInt(st.cpuMs)}, waiting for a CPU ${fmtInt(st.waitMs)}, ` +
+  `GC ≥ 10 ms inside ${fmtInt(x.gc)}${x.capture ? ', capture running' : ''})`;
+
+// Each role change in the phase, with every node's stalls and GC pauses in the 1.5 s before it.
 function timeline(r) {
   const lines = [];
   const rel = (t) => `+${((t - r.t0) / 1000).toFixed(2)} s`;
@@ -332,17 +388,30 @@ function timeline(r) {
       if (e.type !== 'role') continue;
       const near = [];
       r.reports.forEach((other, j) => {
-        for (const s of other.stalls) {
-          if (s.t >= e.t - 1500 && s.t - s.ms <= e.t + 50) near.push(`node ${j + 1} stalled ${fmtInt(s.ms)} ms (${rel(s.t - s.ms)}..${rel(s.t)})`);
-        }
-        for (const g of other.gcs) {
-          if (g.t >= e.t - 1500 && g.t <= e.t + 50 && g.ms >= 20) near.push(`node ${j + 1} GC ${g.kind} ${fmtInt(g.ms)} ms at ${rel(g.t)}`);
+        for (const st of other.stalls) {
+          if (st.t >= e.t - 1500 && st.t - st.ms <= e.t + 50) {
+            near.push(`node ${j + 1} stalled ${rel(st.t - st.ms)}..${rel(st.t)}: ${fmtStall(st, explain(other, st))}`);
+          }
         }
       });
-      lines.push(`- ${rel(e.t)} node ${i + 1} -> ${e.role} (term ${e.term}${e.leader ? `, leader ${e.leader}` : ''}); before it: ` +
-        `${near.length ? near.join('; ') : 'no stall ≥ 50 ms and no GC pause ≥ 20 ms on any node'}`);
+      lines.push(`- ${rel(e.t)} node ${i + 1} -> ${e.role} (term ${e.term}${e.leader ? `, leader ${e.leader}` : ''}); in the 1.5 s before: ` +
+        `${near.length ? near.join('; ') : 'no stall ≥ 50 ms on any node'}`);
     }
   });
+  return lines;
+}
+
+// The phase's longest stalls over all nodes, each split into on-CPU / run-queue / GC.
+function topStalls(r, k = 6) {
+  const all = r.reports.flatMap((rep, i) => rep.stalls.map((st) => ({ st, i, rep })));
+  all.sort((a, b) => b.st.ms - a.st.ms);
+  const rel = (t) => `+${((t - r.t0) / 1000).toFixed(2)} s`;
+  const sum = (f) => all.reduce((a, x) => a + f(x), 0);
+  const lines = all.slice(0, k).map(({ st, i, rep }) => `- node ${i + 1} at ${rel(st.t - st.ms)}: ${fmtStall(st, explain(rep, st))}`);
+  if (all.length) {
+    lines.push(`- all ${all.length} stalls ≥ 50 ms together: ${fmtInt(sum((x) => x.st.ms))} ms, on CPU ${fmtInt(sum((x) => x.st.cpuMs))}, ` +
+      `waiting for a CPU ${fmtInt(sum((x) => x.st.waitMs))}, GC ≥ 10 ms inside ${fmtInt(sum((x) => explain(x.rep, x.st).gc))}`);
+  }
   return lines;
 }
 
@@ -350,39 +419,56 @@ function report(results, { N, durationMs, concurrency, started }) {
   const out = [];
   out.push(`### GC and stalls against elections: 3 nodes, ${fmtInt(N)} objects, ${durationMs / 1000} s of writes at ${concurrency} in flight`);
   out.push('');
-  out.push('| variant | load objects/s | writes/s | p50 ms | p99 ms | max ms | failed | leader changes | terms advanced | elections started (per node) | leader step-downs | longest stall ms (per node) | stalls ≥ 100 / ≥ 200 ms | longest GC pause ms (per node) | GC pauses ≥ 50 ms | other processes\' CPU (cores) |');
-  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|---:|---:|');
-  const sums = results.map((r) => ({ r, s: summarise(r) }));
-  for (const { r, s } of sums) {
+  out.push('| variant | phase | rate | p50 ms | p99 ms | max ms | failed | leader changes | terms advanced | elections started (per node) | leader step-downs | longest stall ms (per node) | stalls ≥ 100 / ≥ 200 ms | longest GC pause ms (per node) | GC pauses ≥ 50 ms | other processes\' CPU (cores) |');
+  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|---:|---:|');
+  const rows = [];
+  for (const r of results) {
+    rows.push({ r, label: `load, ${BULK} objects per command`, p: r.load, s: summarise(r.load) });
+    rows.push({ r, label: 'sustained writes', p: r.writes, s: summarise(r.writes) });
+  }
+  for (const { r, label, p, s } of rows) {
     const per = (f) => s.nodes.map(f).join(' / ');
     const total = (f) => s.nodes.reduce((a, n) => a + f(n), 0);
-    out.push(`| ${r.v.label} | ${fmtInt(r.N / (r.loadMs / 1000))} | ${fmtInt(r.load.opsPerSec)} | ${fmtMs(r.load.p50)} | ${fmtMs(r.load.p99)} | ` +
-      `${fmtMs(r.load.max)} | ${fmtInt(r.load.failed)} | **${s.wins}** | **${s.terms}** | ${per((n) => n.candidacies)} | ${total((n) => n.stepDowns)} | ` +
+    const l = p.load;
+    const rate = l ? `${fmtInt(l.opsPerSec)} writes/s` : `${fmtInt(r.N / ((p.t1 - p.t0) / 1000))} objects/s`;
+    out.push(`| ${r.v.label} | ${label} | ${rate} | ${l ? fmtMs(l.p50) : '-'} | ${l ? fmtMs(l.p99) : '-'} | ${l ? fmtMs(l.max) : '-'} | ` +
+      `${l ? fmtInt(l.failed) : `${p.restarts} restarts`} | **${s.wins}** | **${s.terms}** | ${per((n) => n.candidacies)} | ${total((n) => n.stepDowns)} | ` +
       `${per((n) => fmtInt(n.stallMax))} | ${total((n) => n.stalls100)} / ${total((n) => n.stalls200)} | ${per((n) => fmtInt(n.gcMax))} | ` +
       `${total((n) => n.gc50)} | ${s.others.toFixed(2)} |`);
   }
   out.push('');
-  out.push('Per node (the write window): GC by kind (count, total ms, max ms), event-loop delay (perf_hooks, 10 ms resolution), captures, CPU.');
+  out.push('Per node: GC by kind (count, total ms, max ms), event-loop delay (perf_hooks, 10 ms resolution), captures, CPU.');
   out.push('');
-  out.push('| variant | node | scavenge | mark-compact | incremental | GC time % | loop delay p99 / max ms | captures (max ms) | CPU (cores) | heapUsed MB |');
-  out.push('|---|---:|---|---|---|---:|---|---|---:|---:|');
-  for (const { r, s } of sums) {
+  out.push('| variant | phase | node | scavenge | mark-compact | incremental | GC time % | loop delay p99 / max ms | captures (max ms) | CPU (cores) | heapUsed MB at the end |');
+  out.push('|---|---|---:|---|---|---|---:|---|---|---:|---:|');
+  for (const { r, label, p, s } of rows) {
     for (const n of s.nodes) {
       const k = (name) => { const x = n.byKind[name]; return x ? `${fmtInt(x.count)}, ${fmtInt(x.totalMs)}, ${fmtInt(x.maxMs)}` : '-'; };
-      out.push(`| ${r.v.label} | ${n.id} | ${k('scavenge')} | ${k('mark-compact')} | ${k('incremental')} | ` +
-        `${((100 * n.gcTotal) / (r.t1 - r.t0)).toFixed(1)} | ${fmtMs(n.loop.p99)} / ${fmtMs(n.loop.max)} | ${n.captures} (${fmtInt(n.captureMax)}) | ` +
+      out.push(`| ${r.v.label} | ${label} | ${n.id} | ${k('scavenge')} | ${k('mark-compact')} | ${k('incremental')} | ` +
+        `${((100 * n.gcTotal) / (p.t1 - p.t0)).toFixed(1)} | ${fmtMs(n.loop.p99)} / ${fmtMs(n.loop.max)} | ${n.captures} (${fmtInt(n.captureMax)}) | ` +
         `${n.cpuShare.toFixed(2)} | ${fmtInt(n.heap / 1048576)} |`);
     }
   }
   out.push('');
-  for (const { r, s } of sums) {
-    const lines = timeline(r);
-    out.push(`Role changes in the window, ${r.v.label}: ${lines.length ? '' : 'none.'}`);
+  for (const { r, label, p, s } of rows) {
+    const lines = timeline(p);
+    out.push(`Role changes, ${r.v.label}, ${label}: ${lines.length ? '' : 'none.'}`);
     out.push(...lines);
-    out.push(`(machine: ${s.machine.toFixed(2)} of ${cpus().length} cores busy over the window, ${s.others.toFixed(2)} of them other processes; ` +
-      `load average at the end ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}; writes sent with no known leader: ${r.noLeader})`);
+    const top = topStalls(p);
+    out.push(`Longest stalls (gaps of a 10 ms ticker), ${r.v.label}, ${label}: ${top.length ? '' : 'none ≥ 50 ms.'}`);
+    out.push(...top);
+    out.push(`(${((p.t1 - p.t0) / 1000).toFixed(0)} s; machine: ${s.machine.toFixed(2)} of ${cpus().length} cores busy, ` +
+      `${s.others.toFixed(2)} of them other processes; load average at the end ${p.loadavg.map((x) => x.toFixed(2)).join(' ')}` +
+      `${p.noLeader !== undefined ? `; writes sent with no known leader: ${p.noLeader}` : ''})`);
     out.push('');
   }
   out.push(`raft ${versions.raft}, node ${process.version}, ${cpus().length} CPUs; total ${((now() - started) / 1000).toFixed(0)} s`);
   console.log(out.join('\n'));
+}
+
+// ---------------------------------------------------------------- entry
+if (arg('child') === 'node') {
+  await nodeChild(JSON.parse(process.argv[process.argv.length - 1]));
+} else {
+  await main();
 }
