@@ -163,7 +163,9 @@ async function nodeChild(spec) {
         for (let i = from; i < n; i += BULK) {
           const users = [];
           for (let j = i; j < Math.min(n, i + BULK); j++) users.push(makeUser(j, rng(j)));
-          pending.push(store.propose('addUsers', { users }).then(() => i));
+          const p = store.propose('addUsers', { users }).then(() => i);
+          p.catch(() => {});   // handled where it is awaited; a later one may reject first
+          pending.push(p);
           if (pending.length >= 8) done = (await pending.shift()) + BULK;
         }
         await Promise.all(pending);
