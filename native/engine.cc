@@ -484,13 +484,6 @@ Napi::Value Engine::Start(const Napi::CallbackInfo& info) {
     if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) return fail(rv, "bootstrap", raft_errmsg(&raft_));
   }
 
-  // The tick after I/O (see Engine::IoStart). PREVAIL_ENGINE_TICK=timer keeps the engine's
-  // own order, for measuring the difference (bench/gc-elections.js); not an API.
-  const char* tick_mode = getenv("PREVAIL_ENGINE_TICK");
-  if (tick_mode == nullptr || strcmp(tick_mode, "timer") != 0) {
-    io_start_ = io_.start;
-    io_.start = &Engine::IoStart;
-  }
   tcp_listen = transport_.listen;  // the same function for every engine
   transport_.listen = &Engine::TransportListen;
   t_starting = this;
@@ -831,33 +824,7 @@ Napi::Value Engine::Status(const Napi::CallbackInfo& info) {
 
 // ---- loop integration and shutdown ---------------------------------------------------
 
-// The tick after I/O. The engine's periodic tick (every heartbeatMs) is where a follower
-// decides that its leader is gone and a leader that it lost its majority (check-quorum).
-// raft's libuv storage runs it from a timer, and libuv runs timers before it polls for I/O:
-// after the JS thread was stalled (a GC pause, a long apply, no CPU to be had) for longer
-// than the election timeout, the first tick judged "no word from the leader / from a
-// majority" while the heartbeats and replies that arrived during the stall were still
-// unread in the sockets, so a live leader was deposed or stepped down. Here the timer only
-// marks the tick due and keeps the poll from blocking (the idle handle); OnCheck, which
-// runs after the poll has read what arrived, ticks. In a loop that is not stalled the tick
-// moves by less than one loop iteration.
-int Engine::IoStart(struct raft_io* io, unsigned msecs, raft_io_tick_cb tick, raft_io_recv_cb recv) {
-  auto* self = static_cast<Engine*>(static_cast<struct raft*>(io->data)->data);
-  self->tick_cb_ = tick;
-  return self->io_start_(io, msecs, &Engine::DeferTick, recv);
-}
-
-void Engine::DeferTick(struct raft_io* io) {
-  auto* self = static_cast<Engine*>(static_cast<struct raft*>(io->data)->data);
-  self->tick_pending_ = true;
-  if (self->idle_) uv_idle_start(self->idle_.get(), [](uv_idle_t*) {});
-}
-
 void Engine::OnCheck() {
-  if (tick_pending_) {
-    tick_pending_ = false;
-    if (started_ && !closing_ && tick_cb_ != nullptr) tick_cb_(&io_);
-  }
   bool state_changed = false;
   int state = 0;
   raft_id leader = 0;
@@ -869,10 +836,7 @@ void Engine::OnCheck() {
     term = raft_current_term(&raft_);
     state_changed = state != reported_state_ || leader != reported_leader_ || term != reported_term_;
   }
-  if (completions_.empty() && !state_changed) {
-    if (idle_) uv_idle_stop(idle_.get());  // started for a tick or a completion: nothing more to do
-    return;
-  }
+  if (completions_.empty() && !state_changed) return;
 
   Napi::HandleScope scope(env_);
   napi_callback_scope callback_scope = nullptr;

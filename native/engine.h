@@ -75,9 +75,6 @@ class Engine : public Napi::ObjectWrap<Engine> {
   static int FsmSnapshotFinalize(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n_bufs);
   static int FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf);
   static void OnRaftClosed(struct raft* r);
-  // Wrap the storage's start and its periodic tick; see "the tick after I/O" in engine.cc.
-  static int IoStart(struct raft_io* io, unsigned msecs, raft_io_tick_cb tick, raft_io_recv_cb recv);
-  static void DeferTick(struct raft_io* io);
   // Wraps the TCP transport's listen; see "the engine's heap" in engine.cc.
   static int TransportListen(struct raft_uv_transport* t, raft_uv_accept_cb cb);
   void ReleaseHeldFrees();
@@ -113,11 +110,6 @@ class Engine : public Napi::ObjectWrap<Engine> {
   std::string address_;
   std::string last_fsm_error_;
   Held last_fsm_exception_;
-
-  // The engine's own start and tick (the tick runs from OnCheck, after the loop's I/O poll).
-  int (*io_start_)(struct raft_io*, unsigned, raft_io_tick_cb, raft_io_recv_cb) = nullptr;
-  raft_io_tick_cb tick_cb_ = nullptr;
-  bool tick_pending_ = false;
 
   UvHandlePtr<uv_check_t> check_;
   UvHandlePtr<uv_idle_t> idle_;
