@@ -1,23 +1,31 @@
 // Garbage collection (and other event-loop stalls) against elections: a 3-node cluster of
 // stores (open() with a schema, one real node process each, library defaults), loaded with
-// N objects, then a sustained closed-loop write load for a while. Counts what no fault
-// caused: leader changes, terms advanced, elections started (a node turning candidate,
-// pre-vote included), leader step-downs, next to each node's longest event-loop stalls and
-// GC pauses (perf_hooks in the children, reported over IPC), write throughput and p99.
-// Every election is printed with the stalls and GC pauses around it, on every node.
-// Prints markdown tables on stdout, progress on stderr.
+// N objects in bulk commands, then a sustained closed-loop write load for a while. Counts
+// what no fault caused: leader changes, terms advanced, elections started (a node seen as
+// candidate, pre-vote included), leader step-downs, next to each node's event-loop stalls
+// and GC pauses (perf_hooks in the children, reported over IPC), write throughput and p99.
+// Each stall is split into the main thread's time on a CPU and its time waiting for one
+// (Linux schedstat), and every role change is printed with each node's longest stall in
+// the second before it. Prints markdown tables on stdout, progress on stderr.
 //
 //   node bench/gc-elections.js                       1M objects, 5 min of writes per variant
 //   node bench/gc-elections.js --quick               100k objects, 30 s
 //   node bench/gc-elections.js --objects=300000 --duration=60000 --concurrency=32
-//   node bench/gc-elections.js --variants=default,semi64   candidate settings, each on a fresh
-//                                                    cluster in the same run (list: --help)
+//   node bench/gc-elections.js --variants=default,et500,semi64   candidate settings, each on
+//                                                    a fresh cluster in the same run (--help)
+//   node bench/gc-elections.js --objects=10000 --duration=0 --inject=450,250 --inject-count=5
+//                                                    synthetic stalls instead (a busy JS thread
+//                                                    on a follower, then on the leader, every 2 s;
+//                                                    --inject-load=N writes in flight meanwhile)
 //
 // The engine's timers and heartbeats run on each node's JS thread, so any stall longer than
 // the election timeout (a GC pause, a long apply, a capture slice, or the machine not giving
 // the process a CPU) can look like a dead leader. To tell these apart, the machine's CPU
-// use by other processes over the window is printed too (/proc/stat minus this bench's
-// processes). This is a measurement, not a test: it never fails on a number.
+// use by other processes over each phase is printed too (/proc/stat minus this bench's
+// processes). Limits: a candidacy that ends within one loop iteration (a follower's
+// pre-vote after a stall, undone by the heartbeats read next) is not seen, since roles are
+// reported once per iteration; GC pauses are wall time (a pause the thread spent waiting
+// for a CPU counts in full). This is a measurement, not a test: it never fails on a number.
 import { mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,13 +73,7 @@ const BULK = 1000;   // objects per load command
 // Candidate settings, each run on a fresh cluster. execArgv: node's flags for the three
 // node processes; env: added to their environment; options: store options.
 const VARIANTS = {
-  default: { label: 'library defaults (tick after I/O)', execArgv: [], options: {} },
-  // The engine's tick where raft's libuv storage runs it, in the timer phase before the
-  // loop reads its sockets (the addon's behaviour before the tick moved after I/O; see
-  // "the tick after I/O" in native/engine.cc). For measuring the difference only.
-  timer: { label: 'tick in the timer phase (before)', execArgv: [], env: { PREVAIL_ENGINE_TICK: 'timer' }, options: {} },
-  'timer-et500': { label: 'tick in the timer phase, electionTimeoutMs 500, heartbeatMs 100', execArgv: [],
-    env: { PREVAIL_ENGINE_TICK: 'timer' }, options: { electionTimeoutMs: 500, heartbeatMs: 100 } },
+  default: { label: 'library defaults', execArgv: [], options: {} },
   semi16: { label: '--max-semi-space-size=16', execArgv: ['--max-semi-space-size=16'], options: {} },
   semi64: { label: '--max-semi-space-size=64', execArgv: ['--max-semi-space-size=64'], options: {} },
   et500: { label: 'electionTimeoutMs 500, heartbeatMs 100', execArgv: [], options: { electionTimeoutMs: 500, heartbeatMs: 100 } },
@@ -179,6 +181,12 @@ async function nodeChild(spec) {
       await store.propose('setUser', a);
       return 1;
     },
+    // A synthetic stall (what a long GC pause is to the loop): the JS thread busy for ms.
+    block({ ms }) {
+      const end = performance.now() + ms;
+      while (performance.now() < end) { /* busy */ }
+      return ms;
+    },
     window() {
       windowStart = now();
       loop.reset();
@@ -221,6 +229,11 @@ async function main() {
   const durationMs = Number(arg('duration') ?? (quick ? 30_000 : 300_000));
   const concurrency = Number(arg('concurrency') ?? 32);
   const settleMs = Number(arg('settle') ?? 5000);
+  // --inject=F,L: a phase of synthetic stalls (the JS thread busy), F ms on a follower and
+  // L ms on the leader, alternately, every 2 s, --inject-count times each, under a light load.
+  const inject = arg('inject') ? String(arg('inject') === true ? '450,250' : arg('inject')).split(',').map(Number) : null;
+  const injectCount = Number(arg('inject-count') ?? 10);
+  const injectLoad = Number(arg('inject-load') ?? 4);   // writes in flight meanwhile (0: heartbeats only)
   const variants = String(arg('variants') ?? 'default').split(',').filter(Boolean);
   for (const v of variants) if (!VARIANTS[v]) throw new Error(`unknown variant ${v} (see --help)`);
 
@@ -235,7 +248,7 @@ async function main() {
     `${durationMs / 1000} s of writes at ${concurrency} in flight, variants ${variants.join(', ')}\n`);
   const results = [];
   await run(async () => {
-    for (const v of variants) results.push(await runVariant(v, { root, N, durationMs, concurrency, settleMs }));
+    for (const v of variants) results.push(await runVariant(v, { root, N, durationMs, concurrency, settleMs, inject, injectCount, injectLoad }));
   });
   if (results.length) report(results, { N, durationMs, concurrency, started });
 }
@@ -251,7 +264,7 @@ function machineBusyMs() {
   }
 }
 
-async function runVariant(name, { root, N, durationMs, concurrency, settleMs }) {
+async function runVariant(name, { root, N, durationMs, concurrency, settleMs, inject, injectCount, injectLoad }) {
   const v = VARIANTS[name];
   const dir = join(root, name);
   mkdirSync(dir);
@@ -322,24 +335,53 @@ async function runVariant(name, { root, N, durationMs, concurrency, settleMs }) 
     // ---- sustained writes, to the leader (a follower forwards if the pointer is stale)
     const rand = rng(7);
     let noLeader = 0;
-    const writes = await phase(async () => ({
-      load: await closedLoop(concurrency, durationMs,
-        () => ({ id: 1 + Math.floor(rand() * N), age: 18 + Math.floor(rand() * 82), score: Math.round(rand() * 1e6) / 100 }),
-        async (a) => {
-          const target = leader ?? 1 + Math.floor(rand() * 3);
-          if (!leader) noLeader++;
-          try {
-            await byId(target).call('propose', a, 10_000);
-          } catch (err) {
-            await sleep(10);   // no hot loop while there is no leader
-            throw err;
+    const writeLoop = (inFlight, ms) => closedLoop(inFlight, ms,
+      () => ({ id: 1 + Math.floor(rand() * N), age: 18 + Math.floor(rand() * 82), score: Math.round(rand() * 1e6) / 100 }),
+      async (a) => {
+        const target = leader ?? 1 + Math.floor(rand() * 3);
+        if (!leader) noLeader++;
+        try {
+          await byId(target).call('propose', a, 10_000);
+        } catch (err) {
+          await sleep(10);   // no hot loop while there is no leader
+          throw err;
+        }
+      });
+    let writes;
+    if (durationMs > 0) {
+      writes = await phase(async () => ({ load: await writeLoop(concurrency, durationMs) }));
+      writes.noLeader = noLeader;
+      progress(`${name}: ${fmtInt(writes.load.opsPerSec)} writes/s, p99 ${fmtMs(writes.load.p99)} ms, ${writes.load.failed} failed; terms ` +
+        `${load.before.map((s) => s.term).join('/')} -> ${writes.reports.map((r) => r.status.term).join('/')}`);
+    }
+
+    // ---- synthetic stalls under a light load (4 in flight): a follower, then the leader, every 2 s
+    let injected;
+    if (inject) {
+      const [followerMs, leaderMs] = inject;
+      const gapMs = 2000;
+      noLeader = 0;
+      injected = await phase(async () => {
+        const injections = [];
+        const injecting = (async () => {
+          for (let k = 0; k < injectCount; k++) {
+            for (const who of ['follower', 'leader']) {
+              await sleep(gapMs);
+              const l = leader ?? 1;
+              const target = who === 'leader' ? l : (l % 3) + 1;
+              await byId(target).call('block', { ms: who === 'leader' ? leaderMs : followerMs });
+            }
           }
-        }),
-    }));
-    writes.noLeader = noLeader;
-    progress(`${name}: ${fmtInt(writes.load.opsPerSec)} writes/s, p99 ${fmtMs(writes.load.p99)} ms, ${writes.load.failed} failed; terms ` +
-      `${load.before.map((s) => s.term).join('/')} -> ${writes.reports.map((r) => r.status.term).join('/')}`);
-    return { name, v, N, load, writes };
+        })();
+        const [l] = await Promise.all([writeLoop(injectLoad, injectCount * 2 * gapMs + 1000), injecting]);
+        return { load: l, injections };
+      });
+      injected.noLeader = noLeader;
+      injected.label = `${injectCount} × ${followerMs} ms stall on a follower + ${injectCount} × ${leaderMs} ms on the leader, ${injectLoad} writes in flight`;
+      progress(`${name}: injected stalls: terms ${injected.before.map((s) => s.term).join('/')} -> ` +
+        `${injected.reports.map((r) => r.status.term).join('/')}`);
+    }
+    return { name, v, N, load, writes, injected };
   } finally {
     await Promise.all(nodes.map((n) => n.kill()));
     rmSync(dir, { recursive: true, force: true });
@@ -430,13 +472,14 @@ function report(results, { N, durationMs, concurrency, started }) {
   const rows = [];
   for (const r of results) {
     rows.push({ r, label: `load, ${BULK} objects per command`, p: r.load, s: summarise(r.load) });
-    rows.push({ r, label: 'sustained writes', p: r.writes, s: summarise(r.writes) });
+    if (r.writes) rows.push({ r, label: 'sustained writes', p: r.writes, s: summarise(r.writes) });
+    if (r.injected) rows.push({ r, label: r.injected.label, p: r.injected, s: summarise(r.injected) });
   }
   for (const { r, label, p, s } of rows) {
     const per = (f) => s.nodes.map(f).join(' / ');
     const total = (f) => s.nodes.reduce((a, n) => a + f(n), 0);
     const l = p.load;
-    const rate = l ? `${fmtInt(l.opsPerSec)} writes/s` : `${fmtInt(r.N / ((p.t1 - p.t0) / 1000))} objects/s`;
+    const rate = l ? (l.ops ? `${fmtInt(l.opsPerSec)} writes/s` : 'no writes') : `${fmtInt(r.N / ((p.t1 - p.t0) / 1000))} objects/s`;
     out.push(`| ${r.v.label} | ${label} | ${rate} | ${l ? fmtMs(l.p50) : '-'} | ${l ? fmtMs(l.p99) : '-'} | ${l ? fmtMs(l.max) : '-'} | ` +
       `${l ? fmtInt(l.failed) : `${p.restarts} restarts`} | **${s.wins}** | **${s.terms}** | ${per((n) => n.candidacies)} | ${total((n) => n.stepDowns)} | ` +
       `${per((n) => fmtInt(n.stallMax))} | ${per((n) => fmtInt(n.cpuMax))} | ${total((n) => n.stalls100)} / ${total((n) => n.stalls200)} | ${per((n) => fmtInt(n.gcMax))} | ` +
