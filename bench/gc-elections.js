@@ -222,6 +222,7 @@ async function main() {
   if (arg('help')) {
     console.log('usage: node bench/gc-elections.js [--quick] [--objects=N] [--duration=ms] [--concurrency=32]\n' +
       `       [--variants=${Object.keys(VARIANTS).join(',')}] [--settle=ms]\n` +
+      '       [--inject=followerMs,leaderMs] [--inject-count=10] [--inject-load=4]   (synthetic stalls; --duration=0 skips the writes)\n' +
       Object.entries(VARIANTS).map(([k, v]) => `         ${k}: ${v.label}`).join('\n'));
     return;
   }
