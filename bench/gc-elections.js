@@ -88,7 +88,7 @@ async function nodeChild(spec) {
   const { id, address, cluster, dataDir, options } = spec;
   const events = [];     // { t, type: 'role' | 'leader' | 'capture', ... }
   const gcs = [];        // pauses of 10 ms or more: { t (start), ms, kind }
-  const stalls = [];     // gaps of the 10 ms ticker of 50 ms or more: { t (end), ms }
+  const stalls = [];     // gaps of the 10 ms ticker of 50 ms or more: { t (end), ms, cpuMs, waitMs }
   const GC_KINDS = {
     [perfConstants.NODE_PERFORMANCE_GC_MINOR]: 'scavenge',
     [perfConstants.NODE_PERFORMANCE_GC_MAJOR]: 'mark-compact',
@@ -112,8 +112,8 @@ async function nodeChild(spec) {
   }).observe({ entryTypes: ['gc'] });
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
-  // The main thread's time on a CPU and waiting for one (run queue), ns, from the scheduler
-  // (Linux schedstat; zeros elsewhere): a stall's on-CPU part is this process's own work
+  // The main thread's time on a CPU and waiting for one (run queue), in ms, from the
+  // scheduler (Linux schedstat, which counts ns; zeros elsewhere): a stall's on-CPU part is this process's own work
   // (JS, GC), its run-queue part is the machine not giving it a CPU, the rest is blocking.
   let schedFd = -1;
   try { schedFd = openSync(`/proc/self/task/${process.pid}/schedstat`, 'r'); } catch { /* not Linux */ }
