@@ -26,6 +26,7 @@
 // pre-vote after a stall, undone by the heartbeats read next) is not seen, since roles are
 // reported once per iteration; GC pauses are wall time (a pause the thread spent waiting
 // for a CPU counts in full). This is a measurement, not a test: it never fails on a number.
+import diagnostics_channel from 'node:diagnostics_channel';
 import { mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -147,6 +148,19 @@ async function nodeChild(spec) {
     send({ event: 'leader', id, term: e.term, leader: e.leader?.id ?? null });
   });
   store.on('capture', (e) => events.push({ t: now(), type: 'capture', ms: e.durationMs }));
+  // Long applies, engine snapshots, and snapshots installed from the leader (the engine's
+  // snapshot index moving with no snapshot of its own just taken: a restore of the state).
+  diagnostics_channel.subscribe('prevail:slow-apply', (e) => events.push({ t: now(), type: 'slow-apply', ms: e.durationMs }));
+  let ownSnapshotAt = 0;
+  diagnostics_channel.subscribe('prevail:snapshot', (e) => {
+    if (e.kind === 'engine') { ownSnapshotAt = now(); events.push({ t: ownSnapshotAt, type: 'engine-snapshot', ms: e.durationMs }); }
+  });
+  let snapIndex = store.status().snapshot.index;
+  setInterval(() => {
+    const i = store.status().snapshot.index;
+    if (i !== snapIndex && now() - ownSnapshotAt > 1000) events.push({ t: now(), type: 'install', index: i });
+    snapIndex = i;
+  }, 200);
 
   const status = () => {
     const s = store.status();
@@ -407,10 +421,13 @@ function summarise(r) {
     const stallMax = Math.max(0, ...rep.stalls.map((s) => s.ms));
     const cpuMax = Math.max(0, ...rep.stalls.map((s) => s.cpuMs));
     const captures = rep.events.filter((e) => e.type === 'capture');
+    const installs = rep.events.filter((e) => e.type === 'install').length;
+    const slowApplies = rep.events.filter((e) => e.type === 'slow-apply');
     return { id: i + 1, termFrom: r.before[i].term, termTo: rep.status.term, candidacies, stepDowns, wins, gcMax, stallMax, cpuMax,
       stalls100: rep.stalls.filter((s) => s.ms >= 100).length, stalls200: rep.stalls.filter((s) => s.ms >= 200).length,
       gc50: rep.gcs.filter((g) => g.ms >= 50).length, gcTotal: rep.gc.totalMs, gcCount: rep.gc.count, byKind: rep.gc.byKind,
-      loop: rep.loop, captures: captures.length, captureMax: Math.max(0, ...captures.map((c) => c.ms)),
+      loop: rep.loop, captures: captures.length, installs, slowApplies: slowApplies.length,
+      slowMax: Math.max(0, ...slowApplies.map((e) => e.ms)), captureMax: Math.max(0, ...captures.map((c) => c.ms)),
       cpuShare: r.cpu.nodes[i] / (r.t1 - r.t0), heap: rep.status.heapUsed };
   });
   const wins = nodes.reduce((a, n) => a + n.wins, 0);
@@ -426,10 +443,13 @@ function explain(rep, st) {
   const gc = rep.gcs.filter((g) => g.t < st.t && g.t + g.ms > from)
     .reduce((a, g) => a + Math.min(st.t, g.t + g.ms) - Math.max(from, g.t), 0);
   const capture = rep.events.some((e) => e.type === 'capture' && e.t - e.ms < st.t && e.t > from);
-  return { gc, capture };
+  const slow = rep.events.filter((e) => e.type === 'slow-apply' && e.t <= st.t + 5 && e.t >= from).reduce((a, e) => a + e.ms, 0);
+  const install = rep.events.some((e) => e.type === 'install' && e.t >= from && e.t <= st.t + 250);
+  return { gc, capture, slow, install };
 }
 const fmtStall = (st, x) => `${fmtInt(st.ms)} ms (on CPU ${fmtInt(st.cpuMs)}, waiting for a CPU ${fmtInt(st.waitMs)}, ` +
-  `GC ≥ 10 ms inside ${fmtInt(x.gc)}${x.capture ? ', capture running' : ''})`;
+  `GC ≥ 10 ms inside ${fmtInt(x.gc)}${x.slow ? `, applies ≥ 50 ms ${fmtInt(x.slow)}` : ''}${x.install ? ', snapshot installed' : ''}` +
+  `${x.capture ? ', capture running' : ''})`;
 
 // Each role change in the phase, in time order, with each node's longest stall in the
 // second before it (ending at most 50 ms after it).
@@ -489,13 +509,13 @@ function report(results, { N, durationMs, concurrency, started }) {
   out.push('');
   out.push('Per node: GC by kind (count, total ms, max ms), event-loop delay (perf_hooks, 10 ms resolution), captures, CPU.');
   out.push('');
-  out.push('| variant | phase | node | scavenge | mark-compact | incremental | GC time % | loop delay p99 / max ms | captures (max ms) | CPU (cores) | heapUsed MB at the end |');
-  out.push('|---|---|---:|---|---|---|---:|---|---|---:|---:|');
+  out.push('| variant | phase | node | scavenge | mark-compact | incremental | GC time % | loop delay p99 / max ms | captures (max ms) | snapshots installed | applies ≥ 50 ms (max ms) | CPU (cores) | heapUsed MB at the end |');
+  out.push('|---|---|---:|---|---|---|---:|---|---|---:|---|---:|---:|');
   for (const { r, label, p, s } of rows) {
     for (const n of s.nodes) {
       const k = (name) => { const x = n.byKind[name]; return x ? `${fmtInt(x.count)}, ${fmtInt(x.totalMs)}, ${fmtInt(x.maxMs)}` : '-'; };
       out.push(`| ${r.v.label} | ${label} | ${n.id} | ${k('scavenge')} | ${k('mark-compact')} | ${k('incremental')} | ` +
-        `${((100 * n.gcTotal) / (p.t1 - p.t0)).toFixed(1)} | ${fmtMs(n.loop.p99)} / ${fmtMs(n.loop.max)} | ${n.captures} (${fmtInt(n.captureMax)}) | ` +
+        `${((100 * n.gcTotal) / (p.t1 - p.t0)).toFixed(1)} | ${fmtMs(n.loop.p99)} / ${fmtMs(n.loop.max)} | ${n.captures} (${fmtInt(n.captureMax)}) | ${n.installs} | ${n.slowApplies} (${fmtInt(n.slowMax)}) | ` +
         `${n.cpuShare.toFixed(2)} | ${fmtInt(n.heap / 1048576)} |`);
     }
   }
