@@ -119,19 +119,25 @@ export function killChildren() {
 }
 
 // A RaftNode in a child process (test/fixtures/node-process.mjs), driven over IPC.
+// Another script speaking the same protocol ({ id, cmd, args } in, { id, result | error }
+// or { event } out, { event: 'ready' } once) can stand in: `script` with `args` before the
+// JSON spec, `execArgv` for node's own flags, `env` added to this process's environment;
+// onEvent(msg) sees every other event.
 export class Child {
-  constructor(spec, options) {
+  constructor(spec, options, { script = fixture, args = [], execArgv, env, onEvent } = {}) {
     this.spec = spec;
     this.next = 1;
     this.pending = new Map();
-    this.child = fork(fixture, [JSON.stringify({ ...spec, ...options })],
-      { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.child = fork(script, [...args, JSON.stringify({ ...spec, ...options })],
+      { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...(execArgv ? { execArgv } : {}),
+        ...(env ? { env: { ...process.env, ...env } } : {}) });
     children.add(this.child);
     this.exited = new Promise((r) => this.child.once('exit', r));
     this.ready = new Promise((resolve, reject) => {
       this.child.on('message', (msg) => {
         if (msg.event) {
           if (msg.event === 'ready') resolve(msg);
+          else onEvent?.(msg);
           return;
         }
         const w = this.pending.get(msg.id);
