@@ -223,10 +223,16 @@ export class Nemesis {
     return active;
   }
 
+  /** The leader's commit index (asked until one answers, 3 s at most), or null. */
   async #leaderCommit(): Promise<number | null> {
-    const leader = await this.ctx.cluster.leader();
-    const st = leader === null ? null : await this.ctx.cluster.status(leader);
-    return typeof st?.commitIndex === 'number' ? st.commitIndex : null;
+    const { cluster } = this.ctx;
+    const deadline = Date.now() + 3000;
+    while (Date.now() < deadline) {
+      const leader = await cluster.waitLeader(Math.max(100, deadline - Date.now()));
+      const st = leader === null ? null : await cluster.status(leader, 3000);
+      if (typeof st?.commitIndex === 'number') return st.commitIndex;
+    }
+    return null;
   }
 
   /** Waits (bounded) until node id has applied what the leader had committed when it was called; notes it if not. */
