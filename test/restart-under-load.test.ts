@@ -37,7 +37,7 @@ describe('followers restarted under write load (snapshotThreshold 1024, snapshot
         const node = nodes[Math.floor(Math.random() * nodes.length)]!;
         const n = sent++;
         const r = await node.call<{ ok?: unknown }>('propose', { name: 'put', args: { key: `c${c}-${n % 20}`, value: String(n) }, timeoutMs: 2000 }, 5000)
-          .catch(() => ({}));
+          .catch((): { ok?: unknown } => ({}));
         if (r.ok) acked++;
       }
     });
