@@ -29,6 +29,8 @@ serve options:
   --join                         start empty and wait to be added (prevail members add)
   --election-timeout MS          default 200
   --heartbeat MS                 default 40
+  --snapshot-threshold N         entries between snapshots (default 8192)
+  --snapshot-trailing N          entries kept after a snapshot (default 2048)
   --no-forward                   answer writes on a follower with 503 and the leader
                                  instead of forwarding them
   --max-body BYTES               largest request body (default 1048576)
@@ -90,6 +92,7 @@ async function serve(args: string[]): Promise<void> {
       data: { type: 'string' }, id: { type: 'string' }, raft: { type: 'string' }, http: { type: 'string' }, channel: { type: 'string' },
       cluster: { type: 'string' }, join: { type: 'boolean' },
       'election-timeout': { type: 'string' }, heartbeat: { type: 'string' },
+      'snapshot-threshold': { type: 'string' }, 'snapshot-trailing': { type: 'string' },
       'no-forward': { type: 'boolean' }, 'max-body': { type: 'string' },
     },
   });
@@ -108,12 +111,16 @@ async function serve(args: string[]): Promise<void> {
   const electionTimeoutMs = positiveInt('--election-timeout', values['election-timeout']);
   const heartbeatMs = positiveInt('--heartbeat', values.heartbeat);
   if ((heartbeatMs ?? 40) >= (electionTimeoutMs ?? 200)) fail('--heartbeat must be below --election-timeout');
+  const snapshotThreshold = positiveInt('--snapshot-threshold', values['snapshot-threshold']);
+  const snapshotTrailing = positiveInt('--snapshot-trailing', values['snapshot-trailing']);
 
   const service = await startService({
     dataDir: values.data, id, raftAddress: raft, httpAddress: http,
     ...(cluster ? { cluster } : {}), ...(values.join ? { join: true } : {}), ...(channel ? { channelAddress: channel } : {}),
     ...(electionTimeoutMs !== undefined ? { electionTimeoutMs } : {}),
     ...(heartbeatMs !== undefined ? { heartbeatMs } : {}),
+    ...(snapshotThreshold !== undefined ? { snapshotThreshold } : {}),
+    ...(snapshotTrailing !== undefined ? { snapshotTrailing } : {}),
     ...(values['no-forward'] ? { forward: false } : {}),
     ...(values['max-body'] !== undefined ? { maxBodyBytes: positiveInt('--max-body', values['max-body'])! } : {}),
   });

@@ -19,7 +19,7 @@ third=$root/third_party
 dest=$third/raft
 cache=$third/cache
 # The stamp names the version and our patch level, so a checkout with an older unpack re-unpacks.
-stamp=$dest/.prevail-engine-$RAFT_VERSION-p1
+stamp=$dest/.prevail-engine-$RAFT_VERSION-p3
 
 if [[ -f $stamp && -z ${RAFT_FORCE:-} ]]; then
   echo "engine: raft $RAFT_VERSION already unpacked in $dest"
@@ -103,6 +103,113 @@ perl -0pi -e 's/(if \(entry->type == RAFT_CHANGE\) \{\n\s+rv = membershipUncommi
   "$dest.tmp/src/replication.c"
 grep -q 'membershipUncommittedChange(r, index + i, entry);' "$dest.tmp/src/replication.c" ||
   { echo "engine: could not apply the replication.c fix (p1)" >&2; exit 1; }
+# Replaces the one occurrence of the literal text $2 in file $1 with $3; fails if $2 does not
+# occur exactly once (the source is not the one the patch was written for).
+replace_once() {
+  OLD=$2 NEW=$3 perl -0777 -i -pe 'BEGIN { $o = $ENV{OLD}; $n = $ENV{NEW} }
+    my $c = () = /\Q$o\E/g; die "found $c times\n" unless $c == 1; s/\Q$o\E/$n/' "$1"
+}
+
+# p2 (found restarting followers under writes with small snapshot intervals; docs/engine-patches.md):
+# replicationAppend (src/replication.c) set a follower's commit index to min(leaderCommit,
+# prevLogIndex + n) whenever leaderCommit was higher, so an AppendEntries anchored below the
+# commit index (a repeated probe, a heartbeat at the leader's snapshot index) moved it back.
+# Entries past it were applied already: the next apply or snapshot asserted
+# last_applied <= commit_index (legacy.c) and the process aborted. It now only moves forward.
+replace_once "$dest.tmp/src/replication.c" \
+'        raft_index last_new_entry = args->prev_log_index + args->n_entries;
+        r->commit_index = min(args->leader_commit, last_new_entry);
+        r->update->flags |= RAFT_UPDATE_COMMIT_INDEX;
+' \
+'        raft_index last_new_entry = args->prev_log_index + args->n_entries;
+        raft_index commit_index = min(args->leader_commit, last_new_entry);
+        /* prevail p2: the commit index never goes back (an AppendEntries may be
+         * anchored below it: a repeated probe, a heartbeat at the leader'"'"'s
+         * snapshot index). */
+        if (commit_index > r->commit_index) {
+            r->commit_index = commit_index;
+            r->update->flags |= RAFT_UPDATE_COMMIT_INDEX;
+        }
+' || { echo "engine: could not apply the replication.c fix (p2)" >&2; exit 1; }
+
+# p3 (same hunt; docs/engine-patches.md): an InstallSnapshot that arrives while the node writes a
+# snapshot of its own is held until the write completes (legacyHandleUpdateSnapshot, src/legacy.c),
+# but the core has already moved its log to the installed snapshot. takeSnapshotCb then reported
+# the older snapshot to the core (TrailSnapshot asserts: the entry is no longer in its log), and
+# read the held request after clearing the pointer to it (a NULL dereference). Now the finished
+# snapshot is dropped in favour of the held install, which starts; on close the held request is
+# freed; and nothing is applied from the old log while an install is in progress.
+replace_once "$dest.tmp/src/legacy.c" \
+'            persist = r->legacy.snapshot_pending;
+            legacyCancelPersistSnapshot(persist);
+        }
+' \
+'            persist = r->legacy.snapshot_pending;
+            legacyCancelPersistSnapshot(persist);
+            r->legacy.snapshot_pending = NULL; /* prevail p3 */
+            raft_free(persist);
+        }
+' || { echo "engine: could not apply the legacy.c fix (p3, cancel)" >&2; exit 1; }
+replace_once "$dest.tmp/src/legacy.c" \
+'    logSnapshot(r->legacy.log, metadata.index, r->legacy.snapshot_trailing);
+
+    event.type = RAFT_SNAPSHOT;
+    memset(&event.reserved, 0, sizeof event.reserved);
+    event.snapshot.metadata = metadata;
+    event.snapshot.trailing = r->legacy.snapshot_trailing;
+    LegacyForwardToRaftIo(r, &event);
+
+    if (r->legacy.snapshot_pending != NULL) {
+        struct legacyPersistSnapshot *persist;
+        int rv;
+        r->legacy.snapshot_pending = NULL;
+        persist = r->legacy.snapshot_pending;
+        rv = legacyPersistSnapshotStart(persist);
+        assert(rv == 0);
+    }
+}
+' \
+'    /* prevail p3: an InstallSnapshot arrived while this snapshot was being
+     * written, and was held (legacyHandleUpdateSnapshot). The core has already
+     * moved its log to that snapshot, which is more recent than this one:
+     * reporting this one would trip TrailSnapshot. Start the held install. */
+    if (r->legacy.snapshot_pending != NULL) {
+        struct legacyPersistSnapshot *persist = r->legacy.snapshot_pending;
+        int rv;
+        r->legacy.snapshot_pending = NULL;
+        configurationClose(&metadata.configuration);
+        rv = legacyPersistSnapshotStart(persist);
+        assert(rv == 0);
+        (void)rv;
+        return;
+    }
+
+    logSnapshot(r->legacy.log, metadata.index, r->legacy.snapshot_trailing);
+
+    event.type = RAFT_SNAPSHOT;
+    memset(&event.reserved, 0, sizeof event.reserved);
+    event.snapshot.metadata = metadata;
+    event.snapshot.trailing = r->legacy.snapshot_trailing;
+    LegacyForwardToRaftIo(r, &event);
+}
+' || { echo "engine: could not apply the legacy.c fix (p3, held install)" >&2; exit 1; }
+replace_once "$dest.tmp/src/legacy.c" \
+'        r->last_applied = commit_index;
+    }
+
+    rv = legacyApply(r, events, n_events);
+' \
+'        r->last_applied = commit_index;
+    }
+
+    /* prevail p3: while a snapshot is being installed, the entries in our log
+     * are about to be replaced by it; apply none of them. */
+    if (r->legacy.snapshot_install) {
+        return 0;
+    }
+
+    rv = legacyApply(r, events, n_events);
+' || { echo "engine: could not apply the legacy.c fix (p3, apply)" >&2; exit 1; }
 mv "$dest.tmp" "$dest"
 touch "$stamp"
 echo "engine: raft $RAFT_VERSION unpacked in $dest"

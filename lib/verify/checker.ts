@@ -873,7 +873,7 @@ export interface ReplicaState {
 }
 
 export interface FinalViolation {
-  kind: 'lost-write' | 'unexpected-final-value' | 'replica-divergence';
+  kind: 'lost-write' | 'unexpected-final-value' | 'replica-divergence' | 'node-crash';
   key?: string;
   message: string;
   /** lost-write: the acknowledged mutations one of which should have been visible. */

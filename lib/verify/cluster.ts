@@ -3,7 +3,7 @@
 // 127.0.0.1. Children are tracked by pid from spawn to exit; killAll() kills every process
 // ever started (restarts included). Every wait is bounded.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { request as httpRequest, type Agent } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -93,6 +93,9 @@ export interface ClusterOptions {
   net: NetnsNetwork | null;
   electionTimeoutMs: number;
   heartbeatMs: number;
+  /** Passed to every node (--snapshot-threshold, --snapshot-trailing) when set. */
+  snapshotThreshold?: number;
+  snapshotTrailing?: number;
   /** Milliseconds since the run started (for the node logs). */
   clock: () => number;
 }
@@ -103,6 +106,14 @@ export class VerifyCluster {
   readonly state = new Map<number, NodeState>();
   /** Every child ever spawned: killAll() kills them by pid. */
   readonly #spawned: ChildProcess[] = [];
+  /** Children the harness stopped on purpose, and how. */
+  readonly #stopping = new Map<ChildProcess, 'kill' | 'term'>();
+  /**
+   * Nodes that exited without the harness stopping them (an abort, a segfault, an exit on an
+   * error), or that failed a SIGTERM (a non-zero exit, a signal other than the one sent).
+   * Any makes the run FAIL.
+   */
+  readonly crashes: string[] = [];
   clusterFlag = '';
 
   constructor(readonly options: ClusterOptions) {}
@@ -146,7 +157,10 @@ export class VerifyCluster {
     if (old && old.exitCode === null && old.signalCode === null) throw new Error(`node ${id} is still running (pid ${old.pid})`);
     const args = [CLI, 'serve', '--id', String(id), '--data', spec.dataDir, '--raft', spec.raft, '--http', spec.http,
       '--channel', spec.channel, '--election-timeout', String(this.options.electionTimeoutMs),
-      '--heartbeat', String(this.options.heartbeatMs), ...(join ? ['--join'] : ['--cluster', this.clusterFlag])];
+      '--heartbeat', String(this.options.heartbeatMs),
+      ...(this.options.snapshotThreshold ? ['--snapshot-threshold', String(this.options.snapshotThreshold)] : []),
+      ...(this.options.snapshotTrailing ? ['--snapshot-trailing', String(this.options.snapshotTrailing)] : []),
+      ...(join ? ['--join'] : ['--cluster', this.clusterFlag])];
     const [cmd, argv] = this.net ? this.net.wrap(id, process.execPath, args) : [process.execPath, args];
     const fd = openSync(spec.log, 'a');
     let child: ChildProcess;
@@ -163,6 +177,14 @@ export class VerifyCluster {
     child.once('exit', (code, signal) => {
       if (this.procs.get(id) === child && this.state.get(id) !== 'removed') this.state.set(id, 'dead');
       this.#log(id, `pid ${child.pid} exited (${code ?? signal})`);
+      const how = this.#stopping.get(child);
+      const expected = how === 'kill' || (how === 'term' && (code === 0 || signal === 'SIGKILL'));
+      if (!expected) {
+        const what = how === 'term' ? 'after SIGTERM exited' : 'exited by itself';
+        const clue = lastProblem(spec.log);
+        this.crashes.push(`node ${id} (pid ${child.pid}) ${what} with ${code ?? signal} at ${(this.options.clock() / 1000).toFixed(1)} s` +
+          `${clue ? `: ${clue}` : ''} (log ${spec.log})`);
+      }
     });
     return child;
   }
@@ -213,8 +235,26 @@ export class VerifyCluster {
     const child = this.procs.get(id);
     if (!child || !this.alive(id)) return;
     this.#log(id, `kill -9 ${child.pid}`);
+    this.#stopping.set(child, 'kill');
     try { process.kill(child.pid!, 'SIGKILL'); } catch { /* gone */ }
     if (!(await VerifyCluster.waitExit(child, 10_000))) throw new Error(`node ${id} (pid ${child.pid}) did not exit after SIGKILL`);
+  }
+
+  /**
+   * SIGTERM by pid (serve closes and exits 0), and wait for the exit; kill -9 after `timeoutMs`.
+   * Returns false when it had to be killed.
+   */
+  async terminate(id: number, timeoutMs: number): Promise<boolean> {
+    const child = this.procs.get(id);
+    if (!child || !this.alive(id)) return true;
+    this.#log(id, `SIGTERM ${child.pid}`);
+    this.#stopping.set(child, 'term');
+    try { process.kill(child.pid!, 'SIGTERM'); } catch { /* gone */ }
+    if (await VerifyCluster.waitExit(child, timeoutMs)) return true;
+    this.#log(id, `no exit within ${timeoutMs} ms of SIGTERM: kill -9 ${child.pid}`);
+    try { process.kill(child.pid!, 'SIGKILL'); } catch { /* gone */ }
+    if (!(await VerifyCluster.waitExit(child, 10_000))) throw new Error(`node ${id} (pid ${child.pid}) did not exit after SIGKILL`);
+    return false;
   }
 
   pause(id: number): boolean {
@@ -274,6 +314,7 @@ export class VerifyCluster {
   async killAll(): Promise<void> {
     for (const child of this.#spawned) {
       if (child.exitCode === null && child.signalCode === null && child.pid) {
+        this.#stopping.set(child, 'kill');
         try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ }
       }
     }
@@ -284,8 +325,24 @@ export class VerifyCluster {
   killAllSync(): void {
     for (const child of this.#spawned) {
       if (child.exitCode === null && child.signalCode === null && child.pid) {
+        this.#stopping.set(child, 'kill');
         try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ }
       }
     }
+  }
+}
+
+/** The last line of a node log that says why a process died (an assertion, a fatal signal, a coded error), if any. */
+function lastProblem(path: string): string | null {
+  try {
+    const size = statSync(path).size;
+    const len = Math.min(size, 8192);
+    const buf = Buffer.alloc(len);
+    const fd = openSync(path, 'r');
+    try { readSync(fd, buf, 0, len, size - len); } finally { closeSync(fd); }
+    const lines = buf.toString('utf8').split('\n').filter((l) => /Assertion|Segmentation|Aborted|FATAL|PREVAIL_[A-Z_]+|Error:/.test(l));
+    return lines.length ? lines[lines.length - 1]!.trim().slice(0, 300) : null;
+  } catch {
+    return null;
   }
 }

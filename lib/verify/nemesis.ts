@@ -10,6 +10,12 @@
 //   membership  DELETE /admin/members/:id on the leader, kill the node, wipe its data dir,
 //               restart it with --join, and after 2–5 s POST /admin/members to add it back
 //   snapshot    POST /admin/snapshot on the leader, while other faults are active
+//   restart     stop a follower (SIGTERM, so it closes, or kill -9) under a burst of filler
+//               writes from --load writers, restart it after 0.3–2 s, and wait until it has
+//               caught up. With the harness's small snapshot intervals (--snapshot-threshold,
+//               --snapshot-trailing) it comes back behind the leader's trailing entries and
+//               catches up from a snapshot, while it takes snapshots of its own (engine
+//               patches p2/p3 were found this way; docs/engine-patches.md)
 //
 // Rounds: a quiet gap (0.5–3 s), then one fault, or with probability 0.4 two at once (different
 // kinds, different nodes), held, then undone. Snapshots are forced inside rounds.
@@ -18,8 +24,9 @@ import type { FaultWindow } from './history.js';
 import { request, sleep, VerifyCluster } from './cluster.js';
 import { partitionPairs } from './netns.js';
 import type { Rng } from './rng.js';
+import type { LoadGenerator } from './workload.js';
 
-export const NEMESES = ['kill', 'pause', 'partition', 'membership', 'snapshot'] as const;
+export const NEMESES = ['kill', 'pause', 'partition', 'membership', 'snapshot', 'restart'] as const;
 export type NemesisName = typeof NEMESES[number];
 
 export interface NemesisContext {
@@ -30,6 +37,8 @@ export interface NemesisContext {
   /** ms since the run started */
   clock: () => number;
   log: (line: string) => void;
+  /** The filler writes the restart nemesis runs while it restarts a follower (none: the workload alone). */
+  load?: LoadGenerator | null;
 }
 
 interface Active {
@@ -103,7 +112,7 @@ export class Nemesis {
   /** Runs rounds until `endMs` (run clock). */
   async run(endMs: number): Promise<void> {
     const { rng, enabled } = this.ctx;
-    const kinds = (['kill', 'pause', 'partition', 'membership'] as NemesisName[]).filter((k) => enabled.has(k));
+    const kinds = (['kill', 'pause', 'partition', 'membership', 'restart'] as NemesisName[]).filter((k) => enabled.has(k));
     while (!this.#stopped && this.ctx.clock() < endMs - 3000) {
       await sleep(rng.int(500, 3000));
       if (this.#stopped || this.ctx.clock() >= endMs - 3000) break;
@@ -138,6 +147,7 @@ export class Nemesis {
       case 'pause': return this.#pause();
       case 'partition': return this.#partition(holdMs);
       case 'membership': return this.#membership(holdMs);
+      case 'restart': return this.#restartFollower();
       default: return null;
     }
   }
@@ -170,6 +180,78 @@ export class Nemesis {
     } catch (err) {
       this.#note(`restart of node ${id} failed: ${(err as Error).message}`);
     }
+  }
+
+  async #restartFollower(): Promise<Active | null> {
+    const { cluster, rng, load } = this.ctx;
+    const leader = await cluster.leader();
+    if (leader === null) return null;
+    const followers = this.#free().filter((id) => id !== leader);
+    if (followers.length === 0) return null;
+    const id = rng.pick(followers);
+    const graceful = rng.next() < 0.5;
+    const downMs = rng.int(300, 2000);
+    const startedAt = this.ctx.clock();
+    load?.start();
+    try {
+      await sleep(rng.int(300, 1500));  // the write burst builds up first
+      if (graceful) {
+        if (!(await cluster.terminate(id, 15_000))) this.#note(`restart: node ${id} did not exit within 15 s of SIGTERM; killed`);
+      } else {
+        await cluster.kill(id);
+      }
+    } catch (err) {
+      await load?.stop();
+      throw err;
+    }
+    const atKill = await this.#leaderCommit();
+    const under = load ? `${load.writers} filler writers` : 'the workload alone';
+    const active = this.#open('restart', `${graceful ? 'SIGTERM' : 'kill -9'} follower ${id} (leader ${leader}) under ${under}, ` +
+      `restart after ${downMs} ms`, [id], downMs, async () => {
+      try {
+        // How far the log moved while it was down (beyond --snapshot-trailing plus what the
+        // leader kept since its last snapshot, it catches up from a snapshot).
+        const atRestart = await this.#leaderCommit();
+        if (atKill !== null && atRestart !== null) active.window.detail += `; ${atRestart - atKill} entries committed while it was down`;
+        await this.#restart(id);
+        await this.#caughtUp(id, 30_000);
+      } finally {
+        await load?.stop();
+      }
+    });
+    active.window.startMs = startedAt;
+    return active;
+  }
+
+  /** The leader's commit index (asked until one answers, 3 s at most), or null. */
+  async #leaderCommit(): Promise<number | null> {
+    const { cluster } = this.ctx;
+    const deadline = Date.now() + 3000;
+    while (Date.now() < deadline) {
+      const leader = await cluster.waitLeader(Math.max(100, deadline - Date.now()));
+      const st = leader === null ? null : await cluster.status(leader, 3000);
+      if (typeof st?.commitIndex === 'number') return st.commitIndex;
+    }
+    return null;
+  }
+
+  /** Waits (bounded) until node id has applied what the leader had committed when it was called; notes it if not. */
+  async #caughtUp(id: number, timeoutMs: number): Promise<void> {
+    const { cluster } = this.ctx;
+    const leader = await cluster.waitLeader(5000);
+    const target = leader === null ? null : (await cluster.status(leader))?.commitIndex;
+    if (typeof target !== 'number') return;
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (!cluster.alive(id)) {
+        this.#note(`restart: node ${id} exited while catching up (see the crashes below)`);
+        return;
+      }
+      const st = await cluster.status(id);
+      if (st && st.appliedIndex >= target) return;
+      await sleep(100);
+    }
+    this.#note(`restart: node ${id} had not applied ${target} (the leader's commit when it came back) within ${timeoutMs} ms`);
   }
 
   async #pause(): Promise<Active | null> {

@@ -26,7 +26,7 @@ import { Nemesis, NEMESES, type NemesisName } from './nemesis.js';
 import { NetnsNetwork, netnsAvailable } from './netns.js';
 import { renderLatencySvg, renderReport, type Verdict } from './report.js';
 import { Rng } from './rng.js';
-import { keyName, Workload } from './workload.js';
+import { keyName, LoadGenerator, Workload } from './workload.js';
 
 const USAGE = `usage: npm run verify -- [options]   (node dist/verify/run.js [options])
 
@@ -34,14 +34,20 @@ const USAGE = `usage: npm run verify -- [options]   (node dist/verify/run.js [op
   --duration 60s         workload + nemesis time per schedule (ms, s or m; default 60s)
   --schedules N          run N schedules, seeds seed, seed+1, ... (default 1)
   --seed N               first seed (default: from the clock; printed)
-  --nemesis LIST         kill,pause,partition,membership,snapshot (default: all available;
-                         "none" for a fault-free run)
+  --nemesis LIST         kill,pause,partition,membership,snapshot,restart (default: all
+                         available; "none" for a fault-free run)
   --clients N            concurrent clients (default 10)
   --keys N               keys (default 5)
   --rate N               target ops/s over all clients (default 100)
   --timeout A-B          per-client request timeout range in ms (default 1000-2000)
   --election-timeout MS  passed to every node (default 200, the serve default)
   --heartbeat MS         passed to every node (default 40)
+  --snapshot-threshold N passed to every node (default 1024: small, so that snapshots, and
+                         followers catching up from one, happen all the time; 0 = the
+                         node's own default, 8192)
+  --snapshot-trailing N  passed to every node (default 256; 0 = the node's own, 2048)
+  --load N               filler writers the restart nemesis runs while it restarts a
+                         follower (default 16; 0 = the workload alone)
   --out DIR              where history.json, report.txt/json, latency.svg and node logs go
                          (default verify-out/<seed>)
   --reads MODE           consistency of the workload's reads: linearizable (default); lease
@@ -64,6 +70,9 @@ interface Options {
   timeoutMs: [number, number];
   electionTimeoutMs: number;
   heartbeatMs: number;
+  snapshotThreshold: number;
+  snapshotTrailing: number;
+  load: number;
   out: string;
   netns: boolean;
   keep: boolean;
@@ -91,6 +100,7 @@ function parseOptions(argv: string[]): Options {
       nodes: { type: 'string' }, duration: { type: 'string' }, schedules: { type: 'string' }, seed: { type: 'string' },
       nemesis: { type: 'string' }, clients: { type: 'string' }, keys: { type: 'string' }, rate: { type: 'string' },
       timeout: { type: 'string' }, 'election-timeout': { type: 'string' }, heartbeat: { type: 'string' },
+      'snapshot-threshold': { type: 'string' }, 'snapshot-trailing': { type: 'string' }, load: { type: 'string' },
       out: { type: 'string' }, reads: { type: 'string' }, 'no-netns': { type: 'boolean' }, keep: { type: 'boolean' }, ci: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -120,10 +130,19 @@ function parseOptions(argv: string[]): Options {
   const electionTimeoutMs = values['election-timeout'] ? positive('--election-timeout', values['election-timeout']) : 200;
   const heartbeatMs = values.heartbeat ? positive('--heartbeat', values.heartbeat) : 40;
   if (heartbeatMs >= electionTimeoutMs) throw new Error('--heartbeat must be below --election-timeout');
+  const count = (flag: string, value: string | undefined, fallback: number): number => {
+    if (value === undefined) return fallback;
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new Error(`${flag} must be a non-negative integer, got ${JSON.stringify(value)}`);
+    return n;
+  };
+  const snapshotThreshold = count('--snapshot-threshold', values['snapshot-threshold'], 1024);
+  const snapshotTrailing = count('--snapshot-trailing', values['snapshot-trailing'], 256);
+  const load = count('--load', values.load, 16);
   const reads = (values.reads ?? 'linearizable') as Options['reads'];
   if (!['linearizable', 'lease', 'stale'].includes(reads)) throw new Error('--reads must be linearizable, lease or stale');
   return {
-    reads, nodes, seed, nemesis, timeoutMs, electionTimeoutMs, heartbeatMs, ci,
+    reads, nodes, seed, nemesis, timeoutMs, electionTimeoutMs, heartbeatMs, ci, snapshotThreshold, snapshotTrailing, load,
     durationMs: values.duration ? duration(values.duration) : ci ? 90_000 : 60_000,
     schedules: values.schedules ? positive('--schedules', values.schedules) : 1,
     clients: values.clients ? positive('--clients', values.clients) : 10,
@@ -204,6 +223,8 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
   const cluster = new VerifyCluster({
     size: opts.nodes, root, logDir: join(dir, 'logs'), net, electionTimeoutMs: opts.electionTimeoutMs,
     heartbeatMs: opts.heartbeatMs, clock,
+    ...(opts.snapshotThreshold ? { snapshotThreshold: opts.snapshotThreshold } : {}),
+    ...(opts.snapshotTrailing ? { snapshotTrailing: opts.snapshotTrailing } : {}),
   });
   const killNodes = async () => { await cluster.killAll(); };
   cleanups.push(killNodes);
@@ -223,6 +244,7 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
   const meta: Record<string, unknown> = {
     seed, nodes: opts.nodes, durationMs: opts.durationMs, clients: opts.clients, keys: opts.keys, rate: opts.rate,
     requestTimeoutMs: opts.timeoutMs.join('-'), electionTimeoutMs: opts.electionTimeoutMs, heartbeatMs: opts.heartbeatMs,
+    snapshotThreshold: opts.snapshotThreshold || 'node default', snapshotTrailing: opts.snapshotTrailing || 'node default',
     network: net ? `namespaces ${net.subnet} (bridge ${net.bridge})` : 'loopback 127.0.0.1',
     nemeses: [...nemesisSet].join(',') || 'none', reads: opts.reads,
   };
@@ -247,7 +269,9 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
       cluster, clients: opts.clients, keys: opts.keys, rate: opts.rate, timeoutMs: opts.timeoutMs, rng: rng.fork(1), clock, reads: opts.reads,
     });
     ops = workload.ops;  // the same array: a run cut short by an error still reports what it recorded
-    const nemesis = new Nemesis({ cluster, rng: rng.fork(2), enabled: nemesisSet, electionTimeoutMs: opts.electionTimeoutMs, clock, log: schedLog });
+    const load = nemesisSet.has('restart') && opts.load > 0 ? new LoadGenerator(cluster, opts.load, rng.fork(3)) : null;
+    if (load) meta.load = `${opts.load} filler writers during restarts`;
+    const nemesis = new Nemesis({ cluster, rng: rng.fork(2), enabled: nemesisSet, electionTimeoutMs: opts.electionTimeoutMs, clock, log: schedLog, load });
     nemesisRef = nemesis;
     cleanups.push(async () => { nemesis.stop(); await cluster.net?.heal(); });
     const start = clock();
@@ -263,6 +287,7 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
     faults = nemesis.faults.map((f) => ({ ...f, endMs: Number.isFinite(f.endMs) ? f.endMs : clock() }));
     notes.push(...nemesis.notes);
     meta.faults = Object.fromEntries(nemesis.counts);
+    if (load) notes.push(`filler writes during restarts: ${load.acked} acknowledged, ${load.failed} failed or unanswered`);
 
     const converged1 = await converge(cluster, 60_000);
     if (!converged1.ok) notes.push(`convergence before the final reads: ${converged1.why}`);
@@ -335,6 +360,9 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
     schedLog(`error: ${error}`);
   } finally {
     await cluster.killAll();
+    // A node that died without the harness stopping it (an engine abort, a crash) fails the run,
+    // even when the history checks out: it was restarted, but it should not have died.
+    for (const crash of cluster.crashes) final.push({ kind: 'node-crash', message: crash });
     await cluster.net?.heal();
     if (!opts.keep) rmSync(root, { recursive: true, force: true });
     else notes.push(`data dirs kept in ${root}`);

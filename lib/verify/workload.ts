@@ -168,3 +168,59 @@ export class Workload {
     return status === 503 || status === 504;
   }
 }
+
+/**
+ * Unchecked filler writes as fast as `writers` loops can send them, through random running nodes
+ * (a follower forwards them), to keys the checker never reads (`load-W-0` … `load-W-15`). The
+ * restart nemesis runs it while it restarts a follower: the log grows by thousands of entries a
+ * second, so with small snapshot intervals the follower comes back further behind than the
+ * leader's trailing entries and catches up from a snapshot. start()/stop() nest.
+ */
+export class LoadGenerator {
+  acked = 0;
+  failed = 0;
+  #active = 0;
+  #done: Promise<void> = Promise.resolve();
+
+  constructor(readonly cluster: VerifyCluster, readonly writers: number, readonly rng: Rng) {}
+
+  start(): void {
+    if (this.#active++ > 0) return;
+    this.#done = Promise.all(Array.from({ length: this.writers }, (_, w) => this.#writer(w, this.rng.fork(100 + w)))).then(() => {});
+  }
+
+  /** Resolves when the writers have stopped (their last requests answered or timed out). */
+  async stop(): Promise<void> {
+    if (this.#active === 0) return;
+    if (--this.#active > 0) return;
+    await this.#done;
+  }
+
+  async #writer(w: number, rng: Rng): Promise<void> {
+    const { cluster } = this;
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    let n = 0;
+    try {
+      while (this.#active > 0) {
+        const ids = cluster.ids.filter((id) => cluster.alive(id) && cluster.state.get(id) === 'running');
+        if (ids.length === 0) {
+          await sleep(50);
+          continue;
+        }
+        const id = rng.pick(ids);
+        n++;
+        try {
+          const a = await request(`${cluster.url(id)}/kv/load-${w}-${n % 16}`, 'PUT', String(n), 2000, agent);
+          if (a.status === 200) this.acked++;
+          else this.failed++;
+          if (a.status !== 200) await sleep(20);
+        } catch {
+          this.failed++;
+          await sleep(20);
+        }
+      }
+    } finally {
+      agent.destroy();
+    }
+  }
+}

@@ -166,7 +166,14 @@ export class NodeProcess {
         reject(new Error(`node ${this.spec.id} is not running`));
         return;
       }
-      this.child.send({ id, cmd, args });
+      // With a callback, a node that died since the check above fails this call (EPIPE)
+      // instead of raising an 'error' event on the child.
+      this.child.send({ id, cmd, args }, (err) => {
+        if (!err || !this.#pending.has(id)) return;
+        clearTimeout(timer);
+        this.#pending.delete(id);
+        reject(err);
+      });
     });
   }
 
