@@ -7,7 +7,7 @@ import { debug } from './core/diagnostics.js';
 import { freePort } from './core/ports.js';
 import { ErrorCodes, PrevailError, type MemberRef } from './errors.js';
 import { decodeEntry, encodeEntry, packr } from './format/entry.js';
-import { SNAPSHOT_FORMAT_READ, SnapshotFormat, crcOf, formatFor, frame, fromRows, notePatched, objsFrame, verifySnapshot } from './format/snapshot.js';
+import { SNAPSHOT_FORMAT_READ, SnapshotFormat, crcOf, formatFor, frame, fromRows, notePatched, objsFrame, tailFrame, verifySnapshot } from './format/snapshot.js';
 import { StringTable, describeKey, sameKey } from './store/key-map.js';
 import { CHECKPOINTS_KEPT, CHECKPOINT_EVERY, foldNumber, foldString, foldValue, hexOf, initialEffects, type EffectsHash } from './store/effects.js';
 import { ObjectTable } from './store/object-table.js';
@@ -994,8 +994,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   // The engine's snapshot: the last completed capture plus the entries after it (the
   // tail holds only those). O(tail): the heavy serialisation already happened in slices.
   #snapshotBytes(): Uint8Array[] {
-    const tail = this.#tail.map((e) => [e.index, e.term, e.payload]);
-    const chunks = [...this.#base.chunks, frame(packr.pack({ t: 'tail', entries: tail }))];
+    const chunks = [...this.#base.chunks, tailFrame(this.#tail)];
     chunks.push(frame(packr.pack({ t: 'end', crcs: chunks.map(crcOf) })));
     return chunks;
   }

@@ -128,6 +128,55 @@ export function fromRows(shapes: string[][], items: unknown[], values: unknown[]
   return out;
 }
 
+/**
+ * The `tail` frame for these entries: the msgpack of `{ t: 'tail', entries: [[index, term,
+ * payload], ...] }`, written by hand (the same bytes any msgpack reader decodes as that
+ * record). msgpackr took about a second on the loop thread for the 300k entries a large
+ * state's tail can hold, and the engine asks for the snapshot synchronously; this is a
+ * size pass and a copy, about 20 times faster.
+ */
+export function tailFrame(entries: readonly { index: number; term: number; payload: Uint8Array }[]): Uint8Array {
+  const HEAD = [0x82, 0xa1, 0x74, 0xa4, 0x74, 0x61, 0x69, 0x6c, 0xa7, 0x65, 0x6e, 0x74, 0x72, 0x69, 0x65, 0x73, 0xdd];
+  let size = HEAD.length + 4;
+  for (const e of entries) size += 1 + uintSize(e.index) + uintSize(e.term) + binHeaderSize(e.payload.length) + e.payload.length;
+  const out = Buffer.allocUnsafe(4 + size);
+  out.writeUInt32LE(size, 0);
+  let at = 4;
+  for (const b of HEAD) out[at++] = b;
+  out.writeUInt32BE(entries.length, at);
+  at += 4;
+  for (const e of entries) {
+    out[at++] = 0x93;  // fixarray of 3
+    at = writeUint(out, at, e.index);
+    at = writeUint(out, at, e.term);
+    const n = e.payload.length;
+    if (n < 0x100) { out[at++] = 0xc4; out[at++] = n; }
+    else if (n < 0x10000) { out[at++] = 0xc5; out.writeUInt16BE(n, at); at += 2; }
+    else { out[at++] = 0xc6; out.writeUInt32BE(n, at); at += 4; }
+    out.set(e.payload, at);
+    at += n;
+  }
+  frameCrcs.set(out, crc32(out));
+  return out;
+}
+
+// msgpack's unsigned ints; a float64 from 2^32 on (exact for every safe integer, as msgpackr reads it).
+function uintSize(v: number): number {
+  return v < 0x80 ? 1 : v < 0x100 ? 2 : v < 0x10000 ? 3 : v < 0x100000000 ? 5 : 9;
+}
+function writeUint(out: Buffer, at: number, v: number): number {
+  if (v < 0x80) { out[at] = v; return at + 1; }
+  if (v < 0x100) { out[at] = 0xcc; out[at + 1] = v; return at + 2; }
+  if (v < 0x10000) { out[at] = 0xcd; out.writeUInt16BE(v, at + 1); return at + 3; }
+  if (v < 0x100000000) { out[at] = 0xce; out.writeUInt32BE(v, at + 1); return at + 5; }
+  out[at] = 0xcb;
+  out.writeDoubleBE(v, at + 1);
+  return at + 9;
+}
+function binHeaderSize(n: number): number {
+  return n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+}
+
 export function frame(bytes: Uint8Array): Uint8Array {
   const out = Buffer.allocUnsafe(4 + bytes.length);
   out.writeUInt32LE(bytes.length, 0);
