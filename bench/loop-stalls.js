@@ -1,0 +1,68 @@
+// Where one node's event loop stalls under a sustained write load over a large state: a
+// single store (no peers, no other processes of ours), N objects loaded in bulk commands,
+// then `--concurrency` writes in flight for `--duration` ms. Prints every stall of the JS
+// thread >= 100 ms with what the store was doing at that moment (applied index, the
+// engine's last snapshot, the background capture), GC pauses inside it, then a summary.
+// The engine's heartbeats run on this thread, so in a cluster a leader's stall longer than
+// the election timeout can cost an election (docs/benchmarks.md, "GC and stalls").
+//
+//   node bench/loop-stalls.js                      1M objects, 50 s of writes
+//   node bench/loop-stalls.js --objects=200000 --duration=20000
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PerformanceObserver, performance } from 'node:perf_hooks';
+
+import { collection, defineSchema, open } from '../dist/index.js';
+import { arg, closedLoop, fmtInt, progress, quick, run } from './common.js';
+
+const N = Number(arg('objects') ?? (quick ? 200_000 : 1_000_000));
+const durationMs = Number(arg('duration') ?? (quick ? 20_000 : 50_000));
+const concurrency = Number(arg('concurrency') ?? 32);
+const STALL_MS = 100;
+
+const schema = defineSchema({
+  collections: { users: collection()({ indexes: (ix) => ({ byEmail: ix.unique((u) => u.email), byAge: ix.sorted((u) => u.age) }) }) },
+  commands: {
+    bulk(s, { from, n }) {
+      for (let i = from; i < from + n; i++) s.users.insert({ name: `User ${i}`, email: `user${i}@example.com`, age: 18 + (i % 82), score: i / 100 });
+    },
+    touch: (s, { id }) => s.users.update(id, (u) => ({ ...u, score: u.score + 1 })),
+  },
+});
+
+await run(async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'prevail-stalls-'));
+  const store = await open({ schema, dataDir: dir });
+  try {
+    const gcs = [];
+    const observer = new PerformanceObserver((list) => { for (const e of list.getEntries()) gcs.push([e.startTime, e.duration]); });
+    observer.observe({ entryTypes: ['gc'] });
+    for (let f = 0; f < N; f += 1000) await store.propose('bulk', { from: f, n: Math.min(1000, N - f) });
+    progress(`loaded ${fmtInt(N)} objects`);
+    const started = performance.now();
+    const stalls = [];
+    let last = performance.now();
+    const tick = setInterval(() => {
+      const now = performance.now();
+      if (now - last - 10 >= STALL_MS) {
+        const s = store.status();
+        const gc = gcs.filter(([t]) => t >= last - 5 && t <= now).reduce((a, [, d]) => a + d, 0);
+        stalls.push({ at: (last - started) / 1000, ms: now - last - 10, applied: s.appliedIndex, snapshot: s.snapshot.index,
+          capture: s.capture.running ? 'running' : '-', gc });
+      }
+      last = now;
+    }, 10);
+    const r = await closedLoop(concurrency, durationMs, () => ({ id: 1 + Math.floor(Math.random() * N) }), (a) => store.propose('touch', a));
+    clearInterval(tick);
+    observer.disconnect();
+    console.log(`\n### Event-loop stalls >= ${STALL_MS} ms: 1 node, ${fmtInt(N)} objects, ${concurrency} writes in flight for ${durationMs / 1000} s\n`);
+    console.log('| at (s) | stall ms | GC ms inside | applied | engine snapshot | capture |\n|---:|---:|---:|---:|---:|---|');
+    for (const s of stalls) console.log(`| ${s.at.toFixed(1)} | ${Math.round(s.ms)} | ${Math.round(s.gc)} | ${fmtInt(s.applied)} | ${fmtInt(s.snapshot)} | ${s.capture} |`);
+    const longest = stalls.reduce((m, s) => Math.max(m, s.ms), 0);
+    console.log(`\n${stalls.length} stalls, longest ${Math.round(longest)} ms; ${fmtInt(r.opsPerSec)} writes/s, p99 ${r.p99.toFixed(1)} ms`);
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
