@@ -33,34 +33,17 @@ import { join } from 'node:path';
 import { PerformanceObserver, constants as perfConstants, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
-import { collection, defineSchema, open, versions } from '../dist/index.js';
+import { defineSchema, open, versions } from '../dist/index.js';
+import { makeUser, rng, users } from './users.js';
 import {
   Child, arg, closedLoop, fmtInt, fmtMs, freePorts, killChildren, processCpuMs, progress, quick, run, sleep, waitFor,
 } from './common.js';
 
 // ---------------------------------------------------------------- the data
-function rng(seed) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const makeUser = (i, rand) => ({
-  name: `User ${i}`, email: `user${i}@example.com`, age: 18 + Math.floor(rand() * 82), score: Math.round(rand() * 1e6) / 100,
-});
-
 // The same objects and indexes as bench/store.js.
 const schema = defineSchema({
   collections: {
-    users: collection()({
-      indexes: (ix) => ({
-        byEmail: ix.unique((u) => u.email),
-        byAge: ix.sorted((u) => u.age),
-      }),
-    }),
+    users: users(),
   },
   commands: {
     // Idempotent, so that a load cut off by a leader change can go on from a bit earlier.

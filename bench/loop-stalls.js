@@ -13,8 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 
-import { collection, defineSchema, open } from '../dist/index.js';
+import { defineSchema, open } from '../dist/index.js';
 import { arg, closedLoop, fmtInt, progress, quick, run } from './common.js';
+import { makeUser, rng, users } from './users.js';
 
 const N = Number(arg('objects') ?? (quick ? 200_000 : 1_000_000));
 const durationMs = Number(arg('duration') ?? (quick ? 20_000 : 50_000));
@@ -22,10 +23,11 @@ const concurrency = Number(arg('concurrency') ?? 32);
 const STALL_MS = 100;
 
 const schema = defineSchema({
-  collections: { users: collection()({ indexes: (ix) => ({ byEmail: ix.unique((u) => u.email), byAge: ix.sorted((u) => u.age) }) }) },
+  collections: { users: users() },
   commands: {
     bulk(s, { from, n }) {
-      for (let i = from; i < from + n; i++) s.users.insert({ name: `User ${i}`, email: `user${i}@example.com`, age: 18 + (i % 82), score: i / 100 });
+      const rand = rng(from);
+      for (let i = from; i < from + n; i++) s.users.insert(makeUser(i, rand));
     },
     touch: (s, { id }) => s.users.update(id, (u) => ({ ...u, score: u.score + 1 })),
   },

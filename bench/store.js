@@ -39,7 +39,8 @@ import { fileURLToPath } from 'node:url';
 
 import { Packr } from 'msgpackr';
 
-import { collection, defineSchema, open, versions } from '../dist/index.js';
+import { defineSchema, open, versions } from '../dist/index.js';
+import { email, makeUser, rng, users } from './users.js';
 import {
   arg, closedLoop, concurrencyArg, fmtInt, fmtMs, fmtRatio, fsyncAppend, progress, quick, run, skip, sleep, summarize,
   waitFor,
@@ -64,29 +65,9 @@ const BULK = 1000;             // objects per bulk command / SQLite transaction
 const settleMs = Number(arg('settle') ?? 2000);   // idle time before the restart child starts
 
 // ---------------------------------------------------------------- data
-// The same rows on both sides: a small deterministic PRNG, so a run is repeatable.
-function rng(seed) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const email = (i) => `user${i}@example.com`;
-function makeUser(i, rand) {
-  return { name: `User ${i}`, email: email(i), age: 18 + Math.floor(rand() * 82), score: Math.round(rand() * 1e6) / 100 };
-}
-
 const schema = defineSchema({
   collections: {
-    users: collection()({
-      indexes: (ix) => ({
-        byEmail: ix.unique((u) => u.email),
-        byAge: ix.sorted((u) => u.age),
-      }),
-    }),
+    users: users(),
   },
   commands: {
     addUser(s, u) { return s.users.insert(u).id; },
