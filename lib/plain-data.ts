@@ -178,13 +178,24 @@ export function applyPatches(root: unknown, patches: readonly Patch[]): unknown 
       root = exactValue(root, kind, data);
       continue;
     }
-    let parent = root as Record<PathStep, unknown>;
-    for (let i = 0; i < path.length - 1; i++) parent = parent[path[i]!] as Record<PathStep, unknown>;
+    // Patches come off the wire and the disk: a path may only follow values that are there
+    // (own properties of plain objects and arrays), never `__proto__` or an inherited one.
+    let parent: unknown = root;
+    for (let i = 0; i < path.length; i++) {
+      if (!isContainer(parent) || !Object.hasOwn(parent, path[i]!)) throw new TypeError(`patch path ${formatPath('', path)} does not exist`);
+      if (i < path.length - 1) parent = (parent as Record<PathStep, unknown>)[path[i]!];
+    }
+    const holder = parent as Record<PathStep, unknown>;
     const last = path[path.length - 1]!;
-    if (typeof parent !== 'object' || parent === null) throw new TypeError(`patch path ${formatPath('', path)} does not exist`);
-    parent[last] = exactValue(parent[last], kind, data);
+    holder[last] = exactValue(holder[last], kind, data);
   }
   return root;
+}
+
+function isContainer(v: unknown): v is object {
+  if (typeof v !== 'object' || v === null) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === Array.prototype;
 }
 
 function exactValue(decoded: unknown, kind: number, data: number[] | undefined): unknown {

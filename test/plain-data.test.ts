@@ -5,8 +5,8 @@ import { rmSync } from 'node:fs';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 
-import { applyPatches, checkPlain } from '../lib/plain-data.js';
-import { packrOptions } from '../lib/format/entry.js';
+import { applyPatches, checkPlain, type PathStep } from '../lib/plain-data.js';
+import { decodeEntry, packr as entryPackr, packrOptions } from '../lib/format/entry.js';
 import { collection, defineSchema, open } from '../lib/store.js';
 import { tempDir } from './helpers/cluster.js';
 
@@ -67,6 +67,22 @@ describe('the value model, unit', () => {
     ['a key with a lone surrogate', { o: { 'a\ud800': 1 } }, 'args.o'],
   ])('refuses %s, naming the path', (_what, value, path) => {
     expect(() => checkPlain(value, 'args')).toThrow(expect.objectContaining({ code: 'PREVAIL_NOT_PLAIN_DATA', path }));
+  });
+
+  test('hostile patches (off the wire or the disk) reach nothing but the value: no prototype pollution', () => {
+    const hostile: [PathStep[], number, number[]?][] = [
+      [['__proto__', 'polluted'], 2, [104, 105]], [['constructor', 'prototype', 'polluted'], 1], [['toString'], 1],
+      [['a', '__proto__', 'polluted'], 1], [['missing', 'x'], 1], [['n', 'x'], 1],
+    ];
+    for (const patch of hostile) {
+      expect(() => applyPatches({ a: {}, n: 5 }, [patch as never])).toThrow(TypeError);
+    }
+    expect(({} as { polluted?: unknown }).polluted).toBeUndefined();
+    expect(Object.hasOwn(Object.prototype, 'polluted')).toBe(false);
+    // A damaged entry carrying such a patch is refused as corrupt, not applied.
+    const entry = entryPackr.pack([3, 'echo', { a: 1 }, 0, [[['__proto__', 'polluted'], 1]]]);
+    expect(decodeEntry(entry)).toMatch(/patches don't fit/);
+    expect(({} as { polluted?: unknown }).polluted).toBeUndefined();
   });
 
   test('a cycle is refused; a shared (acyclic) sub-object is not', () => {
