@@ -433,7 +433,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   }
 
   async #proposeWithIndex(name: string, args: unknown, options: WriteOptions): Promise<{ index: number; result: unknown }> {
-    this.#checkRequest(name, args);
+    // The name now (a `prevail:` name must not reach #proposeLocal); the args where they are
+    // encoded (encodeEntry: NOT_PLAIN_DATA), on this node before anything is appended or sent.
+    this.#checkCommand(name);
     return this.#link.propose(name, args, options);
   }
 
@@ -561,8 +563,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     }
   }
 
-  // What a caller hands in for a command (proposed now or scheduled): a defined name, and
-  // arguments that are plain data (they arrive exactly as sent: plain-data.ts).
+  // A command to schedule: a defined name, and arguments that are plain data (checked here,
+  // so the error names `args…`, not the schedule entry that carries them).
   #checkRequest(name: string, args: unknown): void {
     this.#checkCommand(name);
     checkPlain(args, 'args');
@@ -858,9 +860,10 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         const undo = mustWrite('update');
         const prev = c.objects.get(id);
         if (prev === undefined) throw new PrevailError(ErrorCodes.NOT_FOUND, `${c.name}: no object ${String(id)}`);
-        if (typeof patch !== 'function') checkPlainObject(patch, `${c.name}[${String(id)}]`);
-        const body = typeof patch === 'function' ? patch(prev) : { ...prev, ...patch };
-        checkPlainObject(body, `${c.name}[${String(id)}]`);
+        // The object given (a patch, or what the function returns) must be plain: its fields are copied.
+        const given = typeof patch === 'function' ? patch(prev) : patch;
+        checkPlainObject(given, `${c.name}[${String(id)}]`);
+        const body = typeof patch === 'function' ? given : { ...prev, ...given };
         const stored = { id, ...body } as { id: Id };
         if (stored.id !== id) stored.id = id;  // keeps the compact id-first layout
         store.#seal(c, id, stored);
