@@ -25,6 +25,14 @@ function runScript(script: string, timeoutMs = 30_000) {
 
 interface Item { v: number; late?: boolean }
 
+/** Collects this process's unhandled rejections until stop(). */
+function watchUnhandled(): { unhandled: unknown[]; stop: () => void } {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+  process.on('unhandledRejection', onUnhandled);
+  return { unhandled, stop: () => process.off('unhandledRejection', onUnhandled) };
+}
+
 describe('a handler must be synchronous (PREVAIL_ASYNC_HANDLER)', () => {
   test('defineSchema and open() refuse async handlers and async generator handlers', async () => {
     const collections = { items: collection<Item>()() };
@@ -44,9 +52,7 @@ describe('a handler must be synchronous (PREVAIL_ASYNC_HANDLER)', () => {
 
   test('a handler returning a promise fails atomically, with no unhandled rejection, and the data dir reopens', async () => {
     const dir = tempDir('prevail-async-');
-    const unhandled: unknown[] = [];
-    const onUnhandled = (reason: unknown) => unhandled.push(reason);
-    process.on('unhandledRejection', onUnhandled);
+    const { unhandled, stop: stopWatching } = watchUnhandled();
     const schema = defineSchema({
       collections: { items: collection<Item>()() },
       commands: {
@@ -93,7 +99,7 @@ describe('a handler must be synchronous (PREVAIL_ASYNC_HANDLER)', () => {
       expect(r.status).toBe(0);
       expect(JSON.parse(r.stdout)).toEqual({ values: [1, 3], hash });
     } finally {
-      process.off('unhandledRejection', onUnhandled);
+      stopWatching();
       rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -101,9 +107,7 @@ describe('a handler must be synchronous (PREVAIL_ASYNC_HANDLER)', () => {
 
 test('a handler calling back into the store (propose, read, schedule…) fails atomically with PREVAIL_REENTRANT; replay opens the data dir', async () => {
   const dir = tempDir('prevail-reentrant-');
-  const unhandled: unknown[] = [];
-  const onUnhandled = (reason: unknown) => unhandled.push(reason);
-  process.on('unhandledRejection', onUnhandled);
+  const { unhandled, stop: stopWatching } = watchUnhandled();
   // The handlers drop the promise they start: before the guard, its rejection was unhandled,
   // and on a replay in a process of its own that ended the process.
   const script = (dataDir: string) => `
@@ -133,7 +137,7 @@ test('a handler calling back into the store (propose, read, schedule…) fails a
     expect(JSON.parse(again.stdout)).toMatchObject({ values: [1, 1], schedules: 0 });
     expect(unhandled).toEqual([]);
   } finally {
-    process.off('unhandledRejection', onUnhandled);
+    stopWatching();
     rmSync(dir, { recursive: true, force: true });
   }
 });
