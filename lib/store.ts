@@ -133,9 +133,9 @@ export function defineSchema<C extends Collections, H extends Commands<C> & Sync
   return schema;
 }
 
-/** Handlers whose return type is a promise (or any thenable) become `never`, so they don't type-check. */
+/** Handlers whose return type is a promise (or any thenable) become `never`, so they don't type-check (any, never and unions other than of promises pass). */
 export type SyncHandlers<H> = {
-  [K in keyof H]: H[K] extends (...args: any[]) => infer R ? (0 extends 1 & R ? H[K] : R extends PromiseLike<unknown> ? never : H[K]) : H[K];
+  [K in keyof H]: H[K] extends (...args: any[]) => infer R ? (0 extends 1 & R ? H[K] : [R] extends [never] ? H[K] : [R] extends [PromiseLike<unknown>] ? never : H[K]) : H[K];
 };
 
 // `async function`s and async generator functions, recognisable before they run. A function

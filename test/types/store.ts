@@ -82,6 +82,10 @@ export async function main(): Promise<void> {
       fine: (s, args: { title: string }) => s.todos.insert({ title: args.title, due: 'd', done: false, created: 0 }),
       nothing: () => undefined,
       anything: (_s, x: unknown): any => x,
+      // A union result (an Id is string | number) is not a promise (the check must not distribute).
+      union: (s, args: { title: string }) => s.todos.insert({ title: args.title, due: 'd', done: false, created: 0 }).id,
+      // One that only throws (its result type is never) is fine too.
+      refuseAll: (_s, _args: { why: string }) => { throw new Error('refused'); },
     },
   });
   // Synchronous handlers keep their types (contextual state, inferred arguments and results).
