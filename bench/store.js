@@ -114,7 +114,7 @@ function dirBytes(dir) {
 const leadership = (probe) => waitFor('leadership', probe, { pollMs: 1 });
 
 // Keeps results alive so loops that only read are not optimised away.
-let sink = 0;
+let sink = 0; // eslint-disable-line @typescript-eslint/no-unused-vars -- written, never read, on purpose
 
 // ================================================================ child: heap per object
 // Runs in a fresh process with --expose-gc: builds N objects either in the store or in a
@@ -317,7 +317,7 @@ function timed(ms, fn) {
   for (let i = 0; i < 20_000; i++) sink += fn(i) ? 1 : 0;   // warm-up
   let i = 0;
   const started = now();
-  let t = started;
+  let t;
   do {
     for (let k = 0; k < 1024; k++, i++) sink += fn(i) ? 1 : 0;
     t = now();

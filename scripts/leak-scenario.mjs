@@ -140,7 +140,7 @@ try {
   check(r.ok + r.applyErrors === N1 && r.other === 0, 'every proposal settles with its result or its apply error');
   check(r.applyErrors > 0, 'some applies threw');
   const barrier = await node.barrier();
-  let status = node.status();
+  const status = node.status();
   log(`phase 1: barrier ${barrier}, status`, JSON.stringify({ role: status.role, commit: status.commitIndex,
     applied: status.appliedIndex, last: status.lastIndex, snapshot: status.snapshot }));
   check(status.snapshot.index > 0, 'snapshots were taken');

@@ -85,7 +85,7 @@ function rawRequest(hostPort: string, head: string, body: Buffer[], stopOnAnswer
       const length = Number(header('content-length'));
       const rest = Buffer.concat(received).subarray(Buffer.byteLength(text.slice(0, end + 4), 'latin1'));
       if (!(rest.length >= length)) return { status, connection: header('connection'), body: null, complete: false };
-      let parsed: unknown = null;
+      let parsed: unknown;
       try {
         parsed = JSON.parse(rest.subarray(0, length).toString('utf8'));
       } catch {

@@ -179,7 +179,7 @@ describe('shrinking and budgets', () => {
     // 200 ops of sequential and overlapping traffic, with one stale read in the middle.
     const h = new H();
     let t = 0;
-    let current: string | null = null;
+    let current: string;
     for (let i = 0; i < 100; i++) {
       const v = `v${i}`;
       h.w(1 + (i % 3), v, t, t + 5);

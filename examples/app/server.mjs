@@ -313,7 +313,7 @@ export async function startApp({
     return fn({ method: req.method === 'HEAD' ? 'GET' : req.method, form, self: `/c/${id}` });
   }
 
-  async function handle(req, res) {
+  async function handle(req) {
     let url;
     try {
       url = new URL(req.url ?? '/', 'http://app.invalid');

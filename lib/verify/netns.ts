@@ -57,7 +57,7 @@ interface Marker { pid: number; run: number; namespaces: string[]; links: string
 /** Deletes namespaces and links left by earlier harness processes that are gone. */
 export async function sweepStale(): Promise<string[]> {
   const swept: string[] = [];
-  let files: string[] = [];
+  let files: string[];
   try {
     files = readdirSync(MARKERS);
   } catch {
