@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-// The `prevail` command: `serve` runs one node of the key-value service (lib/service.ts);
+// The `prevail` command: `serve` runs one node of the key-value service (lib/service/);
 // `status`, `members`, `transfer` and `snapshot` talk to a running node over its HTTP API.
 import { parseArgs } from 'node:util';
 
-import { ErrorCodes, isPrevailError, type MemberRef } from './errors.js';
-import { kvSchema, parseHostPort, startService } from './service.js';
+import { ErrorCodes, isPrevailError, type MemberRef } from './core/errors.js';
+import { kvSchema, parseHostPort, startService } from './service/service.js';
 
 const USAGE = `Usage: prevail <command> [options]
 

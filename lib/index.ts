@@ -1,4 +1,4 @@
-export { RaftNode, versions } from './raft-node.js';
+export { RaftNode, versions } from './engine/raft-node.js';
 export type {
   ApplyMeta,
   CloseOptions,
@@ -9,9 +9,9 @@ export type {
   ProposeOptions,
   RaftNodeOptions,
   RaftNodeStatus,
-} from './raft-node.js';
-export { ErrorCodes, PrevailError, isPrevailError } from './errors.js';
-export type { ErrorCode, MemberRef } from './errors.js';
+} from './engine/raft-node.js';
+export { ErrorCodes, PrevailError, isPrevailError } from './core/errors.js';
+export type { ErrorCode, MemberRef } from './core/errors.js';
 export { Store, open, collection, defineSchema } from './store.js';
 export type {
   ArgsOf,
@@ -37,10 +37,10 @@ export type {
 export { channels, registerPrometheus, BUCKETS_MS } from './metrics.js';
 export type { HistogramSnapshot, MetricsSnapshot, PromClientLike } from './metrics.js';
 export type { LeaderJob, LeaderJobContext, LeaderJobHandle, LeaderJobOptions, Schedule } from './jobs.js';
-export type { Consistency, Health, LinkOptions, ReadOptions, WriteOptions } from './cluster-link.js';
+export type { Consistency, Health, LinkOptions, ReadOptions, WriteOptions } from './cluster/cluster-link.js';
 export { SortedIndex, PersistentSortedIndex, compareKeys } from './sorted-index/index.js';
 export type { IndexKey, Id } from './sorted-index/index.js';
-export { adminHandler, type AdminHandler, type AdminMember, type AdminOptions, type AdminSource, type AdminStatus, type LeaderChange } from './admin.js';
+export { adminHandler, type AdminHandler, type AdminMember, type AdminOptions, type AdminSource, type AdminStatus, type LeaderChange } from './admin/admin.js';
 export { inspectDataDir, runInspect } from './inspect/index.js';
-export { kvSchema, startService } from './service.js';
-export type { KvStore, Service, ServiceOptions } from './service.js';
+export { kvSchema, startService } from './service/service.js';
+export type { KvStore, Service, ServiceOptions } from './service/service.js';

@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 
 import { debug } from './core/diagnostics.js';
 import { freePort } from './core/ports.js';
-import { ErrorCodes, PrevailError, type MemberRef } from './errors.js';
+import { ErrorCodes, PrevailError, type MemberRef } from './core/errors.js';
 import { decodeEntry, encodeEntry, packr } from './format/entry.js';
 import { SNAPSHOT_FORMAT_READ, SnapshotFormat, crcOf, formatFor, frame, fromRows, notePatched, objsFrame, tailFrame, verifySnapshot } from './format/snapshot.js';
 import { StringTable, describeKey, sameKey } from './store/key-map.js';
@@ -15,8 +15,8 @@ import { addToIndex, chunkObjects, clearIndex, indexReader, makeIndex, removeFro
 import { mix } from './store/random.js';
 import { exoticPatches, freezeStored, markExotic } from './store/stored.js';
 import { applyPatches, checkPlain, checkPlainObject, freezeDeep, patchesOf, type Patch } from './plain-data.js';
-import { RaftNode, defaults, type CloseOptions, type RaftNodeStatus } from './raft-node.js';
-import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster-link.js';
+import { RaftNode, defaults, type CloseOptions, type RaftNodeStatus } from './engine/raft-node.js';
+import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster/cluster-link.js';
 import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metrics.js';
 import { LeaderJobs, type LeaderJob, type LeaderJobHandle, type LeaderJobOptions, type Schedule } from './jobs.js';
 import { SortedIndex, PersistentSortedIndex, type IndexKey, type Id, type RangeOptions } from './sorted-index/index.js';

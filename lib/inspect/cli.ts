@@ -2,7 +2,7 @@
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { isPrevailError } from '../errors.js';
+import { isPrevailError } from '../core/errors.js';
 import type { Schema } from '../store.js';
 
 import type { InspectOptions, InspectResult, InspectedEntry, InspectedMember } from './results.js';

@@ -3,10 +3,10 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync,
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 
-import { debug } from './core/diagnostics.js';
-import { splitAddress } from './address.js';
-import { ErrorCodes, PrevailError, fromNative, isPrevailError, type MemberRef } from './errors.js';
-import { channels } from './metrics.js';
+import { debug } from '../core/diagnostics.js';
+import { splitAddress } from '../core/address.js';
+import { ErrorCodes, PrevailError, fromNative, isPrevailError, type MemberRef } from '../core/errors.js';
+import { channels } from '../metrics.js';
 import { addon, type NativeEngine, type NativeStatus } from './native.js';
 
 

@@ -6,8 +6,8 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { Packr } from 'msgpackr';
 
-import { joinAddress, splitAddress } from './address.js';
-import { ErrorCodes, PrevailError, type ErrorCode } from './errors.js';
+import { joinAddress, splitAddress } from '../core/address.js';
+import { ErrorCodes, PrevailError, type ErrorCode } from '../core/errors.js';
 
 const packr = new Packr({ useRecords: false, moreTypes: false, useBigIntExtension: true });
 

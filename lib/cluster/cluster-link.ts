@@ -4,13 +4,13 @@
 // channel address is replicated through the log, so any node can find it.
 import { performance } from 'node:perf_hooks';
 
-import { debug } from './core/diagnostics.js';
-import { joinAddress, splitAddress } from './address.js';
-import { ErrorCodes, PrevailError, isPrevailError } from './errors.js';
-import type { StoreMetrics } from './metrics.js';
+import { debug } from '../core/diagnostics.js';
+import { joinAddress, splitAddress } from '../core/address.js';
+import { ErrorCodes, PrevailError, isPrevailError } from '../core/errors.js';
+import type { StoreMetrics } from '../metrics.js';
 import { PeerClient, PeerServer } from './peer-channel.js';
-import { applyPatches, patchesOf, patchesOfResult, type Patch } from './plain-data.js';
-import type { RaftNode } from './raft-node.js';
+import { applyPatches, patchesOf, patchesOfResult, type Patch } from '../plain-data.js';
+import type { RaftNode } from '../engine/raft-node.js';
 
 
 export type Consistency = 'linearizable' | 'lease' | 'stale';

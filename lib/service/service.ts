@@ -13,12 +13,12 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { debug } from './core/diagnostics.js';
-import { adminHandler } from './admin.js';
-import { ErrorCodes, PrevailError, isPrevailError, type MemberRef } from './errors.js';
-import type { MemberRole } from './raft-node.js';
-import type { ReadOptions } from './cluster-link.js';
-import { collection, defineSchema, open, type Store } from './store.js';
+import { debug } from '../core/diagnostics.js';
+import { adminHandler } from '../admin/admin.js';
+import { ErrorCodes, PrevailError, isPrevailError, type MemberRef } from '../core/errors.js';
+import type { MemberRole } from '../engine/raft-node.js';
+import type { ReadOptions } from '../cluster/cluster-link.js';
+import { collection, defineSchema, open, type Store } from '../store.js';
 
 
 // ---- the state machine ---------------------------------------------------------------

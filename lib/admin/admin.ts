@@ -5,8 +5,8 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
-import type { MemberRef } from './errors.js';
-import type { RaftNodeStatus } from './raft-node.js';
+import type { MemberRef } from '../core/errors.js';
+import type { RaftNodeStatus } from '../engine/raft-node.js';
 
 /** What the handler needs: a Store or a RaftNode (anything with `status()` and their events). */
 export interface AdminSource {
