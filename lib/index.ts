@@ -1,15 +1,8 @@
-export { RaftNode, versions } from './engine/raft-node.js';
-export type {
-  ApplyMeta,
-  CloseOptions,
-  Fsm,
-  Member,
-  MemberRole,
-  NodeRole,
-  ProposeOptions,
-  RaftNodeOptions,
-  RaftNodeStatus,
-} from './engine/raft-node.js';
+export { RaftNode } from './engine/raft-node.js';
+export type { CloseOptions, ProposeOptions } from './engine/raft-node.js';
+export type { RaftNodeOptions } from './engine/options.js';
+export type { ApplyMeta, Fsm, Member, MemberRole, NodeRole, RaftNodeStatus } from './engine/types.js';
+export { versions } from './engine/native.js';
 export { ErrorCodes, PrevailError, isPrevailError } from './core/errors.js';
 export type { ErrorCode, MemberRef } from './core/errors.js';
 export { Store, open, collection, defineSchema } from './store.js';

@@ -15,7 +15,9 @@ import { addToIndex, chunkObjects, clearIndex, indexReader, makeIndex, removeFro
 import { mix } from './store/random.js';
 import { exoticPatches, freezeStored, markExotic } from './store/stored.js';
 import { applyPatches, checkPlain, checkPlainObject, freezeDeep, patchesOf, type Patch } from './plain-data.js';
-import { RaftNode, defaults, type CloseOptions, type RaftNodeStatus } from './engine/raft-node.js';
+import { RaftNode, type CloseOptions } from './engine/raft-node.js';
+import { defaults } from './engine/options.js';
+import type { RaftNodeStatus } from './engine/types.js';
 import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster/cluster-link.js';
 import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metrics.js';
 import { LeaderJobs, type LeaderJob, type LeaderJobHandle, type LeaderJobOptions, type Schedule } from './jobs.js';

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 
 import { Packr } from 'msgpackr';
 
-import { RaftNode, type Fsm } from '../lib/engine/raft-node.js';
+import { RaftNode } from '../lib/engine/raft-node.js';
+import type { Fsm } from '../lib/engine/types.js';
 import { PrevailError } from '../lib/core/errors.js';
 import { packrOptions } from '../lib/format/entry.js';
 import { collection, defineSchema, open } from '../lib/store.js';

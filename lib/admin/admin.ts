@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 import type { MemberRef } from '../core/errors.js';
-import type { RaftNodeStatus } from '../engine/raft-node.js';
+import type { RaftNodeStatus } from '../engine/types.js';
 
 /** What the handler needs: a Store or a RaftNode (anything with `status()` and their events). */
 export interface AdminSource {

@@ -5,7 +5,7 @@
 import { performance } from 'node:perf_hooks';
 
 import { debug } from '../core/diagnostics.js';
-import { joinAddress, splitAddress } from '../core/address.js';
+import { joinAddress, parseAddress } from '../core/address.js';
 import { ErrorCodes, PrevailError, isPrevailError } from '../core/errors.js';
 import type { StoreMetrics } from '../metrics.js';
 import { PeerClient, PeerServer } from './peer-channel.js';
@@ -114,7 +114,7 @@ export class ClusterLink {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'forward must be a boolean');
     }
     const link = new ClusterLink(host, options);
-    const channelAddress = options.channelAddress ?? joinAddress(splitAddress(host.node.address).host, 0);
+    const channelAddress = options.channelAddress ?? joinAddress(parseAddress(host.node.address).host, 0);
     link.#server = await PeerServer.listen(channelAddress, (type, body) => link.#serve(type, body));
     const onRole = () => {
       link.#leaseUntil = 0;

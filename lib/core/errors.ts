@@ -88,6 +88,11 @@ export interface PrevailErrorFields {
   path?: string;
   /** For a failed file-system call: which call (`mkdir`, `open`, …). */
   syscall?: string;
+  /**
+   * True when the error stops this replica (an entry in the log it can't apply): thrown from
+   * apply, it is not a command's failure but the end of the node (see `RaftNode.failure`).
+   */
+  fatal?: boolean;
   cause?: unknown;
 }
 
@@ -100,6 +105,7 @@ export class PrevailError extends Error implements PrevailErrorFields {
   file?: string;
   path?: string;
   syscall?: string;
+  fatal?: boolean;
 
   constructor(code: ErrorCode, message: string, fields: PrevailErrorFields = {}) {
     super(message, fields.cause === undefined ? undefined : { cause: fields.cause });
@@ -112,7 +118,18 @@ export class PrevailError extends Error implements PrevailErrorFields {
     if (fields.file !== undefined) this.file = fields.file;
     if (fields.path !== undefined) this.path = fields.path;
     if (fields.syscall !== undefined) this.syscall = fields.syscall;
+    if (fields.fatal !== undefined) this.fatal = fields.fatal;
   }
+}
+
+/** A PREVAIL_INVALID_ARGUMENT error: an option or argument has the wrong type or value. */
+export function invalid(message: string): PrevailError {
+  return new PrevailError(ErrorCodes.INVALID_ARGUMENT, message);
+}
+
+/** Whether `err` stops the replica that raised it (see PrevailErrorFields.fatal). */
+export function isFatal(err: unknown): boolean {
+  return (err as { fatal?: unknown } | null)?.fatal === true;
 }
 
 export function isPrevailError(err: unknown, code?: ErrorCode): err is PrevailError {

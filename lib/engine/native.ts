@@ -64,3 +64,9 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const load = require('node-gyp-build') as (dir: string) => unknown;
 
 export const addon = load(root) as Addon;
+
+/** Versions of what is linked in, for diagnostics. */
+export const versions = {
+  raft: `${Math.floor(addon.raftVersion / 10000)}.${Math.floor(addon.raftVersion / 100) % 100}.${addon.raftVersion % 100}`,
+  uv: addon.uvVersion,
+};

@@ -16,7 +16,7 @@ import type { AddressInfo } from 'node:net';
 import { debug } from '../core/diagnostics.js';
 import { adminHandler } from '../admin/admin.js';
 import { ErrorCodes, PrevailError, isPrevailError, type MemberRef } from '../core/errors.js';
-import type { MemberRole } from '../engine/raft-node.js';
+import type { MemberRole } from '../engine/types.js';
 import type { ReadOptions } from '../cluster/cluster-link.js';
 import { collection, defineSchema, open, type Store } from '../store.js';
 
