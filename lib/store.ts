@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 
 import { debug } from './core/diagnostics.js';
 import { freePort } from './core/ports.js';
-import { ErrorCodes, PrevailError, type MemberRef } from './core/errors.js';
+import { ErrorCodes, PrevailError } from './core/errors.js';
 import { decodeEntry, encodeEntry, packr } from './format/entry.js';
 import { SNAPSHOT_FORMAT_READ, SnapshotFormat, crcOf, formatFor, frame, fromRows, notePatched, objsFrame, tailFrame, verifySnapshot } from './format/snapshot.js';
 import { StringTable, describeKey, sameKey } from './store/key-map.js';
@@ -16,7 +16,7 @@ import { mix } from './store/random.js';
 import { exoticPatches, freezeStored, markExotic } from './store/stored.js';
 import { applyPatches, checkPlain, checkPlainObject, freezeDeep, patchesOf, type Patch } from './plain-data.js';
 import { RaftNode, type CloseOptions } from './engine/raft-node.js';
-import { defaults } from './engine/options.js';
+import { defaults, type RaftNodeOptions } from './engine/options.js';
 import type { RaftNodeStatus } from './engine/types.js';
 import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster/cluster-link.js';
 import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metrics.js';
@@ -208,26 +208,16 @@ export interface PersistentIndexReader<T> extends SortedIndexReader<T> {
 
 // ---- the store ---------------------------------------------------------------------
 
-export interface StoreOptions<C extends Collections, H extends Commands<C>> extends LinkOptions {
+/**
+ * The engine's options (RaftNodeOptions, documented there), the cluster link's (LinkOptions) and
+ * the store's own. `id` is optional here (default 1), and so is `address` (default: this id's
+ * entry in `cluster`, else 127.0.0.1 on a free port, fine for a single node).
+ */
+export interface StoreOptions<C extends Collections, H extends Commands<C>> extends LinkOptions,
+  Partial<Pick<RaftNodeOptions, 'id' | 'address'>>,
+  Pick<RaftNodeOptions, 'dataDir' | 'cluster' | 'join' | 'electionTimeoutMs' | 'heartbeatMs' | 'snapshotThreshold' |
+    'snapshotTrailing' | 'maxInflightEntries'> {
   schema: Schema<C, H>;
-  /** Where the log and snapshots live. Required. */
-  dataDir: string;
-  /** This node's id. Default 1. */
-  id?: number;
-  /** The raft address. Default: 127.0.0.1 on a free port (fine for a single node). */
-  address?: string;
-  /** The cluster members; omit for the embedded single node. */
-  cluster?: MemberRef[];
-  /** Join an existing cluster (see RaftNodeOptions.join). Default false. */
-  join?: boolean;
-  electionTimeoutMs?: number;
-  heartbeatMs?: number;
-  /** Entries between engine snapshots. Default 8192. */
-  snapshotThreshold?: number;
-  /** Entries kept after a snapshot. Default 2048. */
-  snapshotTrailing?: number;
-  /** Entries the leader pipelines to a follower before hearing back (see RaftNodeOptions). Default 1024. */
-  maxInflightEntries?: number;
   /** Start a background state capture after this many entries. Default snapshotThreshold / 2. */
   captureEvery?: number;
   /** Objects serialised per slice of the background capture. Default 2000. */
