@@ -11,9 +11,10 @@ import type { StoreMetrics } from '../metrics.js';
 import { PeerClient, PeerServer } from './peer-channel.js';
 import { applyPatches, patchesOf, patchesOfResult, type Patch } from '../plain-data.js';
 import type { RaftNode } from '../engine/raft-node.js';
+import { checkConsistency, type Consistency } from './consistency.js';
 
 
-export type Consistency = 'linearizable' | 'lease' | 'stale';
+export type { Consistency } from './consistency.js';
 
 export interface ReadOptions {
   /**
@@ -198,10 +199,7 @@ export class ClusterLink {
   // ---- reads ---------------------------------------------------------------------------
 
   async read(options: ReadOptions = {}): Promise<number> {
-    const consistency = options.consistency ?? 'linearizable';
-    if (consistency !== 'linearizable' && consistency !== 'lease' && consistency !== 'stale') {
-      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `consistency must be linearizable, lease or stale, got ${String(consistency)}`);
-    }
+    const consistency = checkConsistency(options.consistency);
     const minIndex = options.minIndex ?? 0;
     if (typeof minIndex !== 'number' || !Number.isInteger(minIndex) || minIndex < 0) {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `minIndex must be a non-negative integer, got ${String(minIndex)}`);

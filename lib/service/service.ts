@@ -18,6 +18,7 @@ import { adminHandler } from '../admin/admin.js';
 import { ErrorCodes, PrevailError, isPrevailError, type MemberRef } from '../core/errors.js';
 import type { MemberRole } from '../engine/types.js';
 import type { ReadOptions } from '../cluster/cluster-link.js';
+import { checkConsistency } from '../cluster/consistency.js';
 import { collection, defineSchema, open, type Store } from '../store.js';
 
 
@@ -226,10 +227,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   }
 
   async function getKey(url: URL, key: string, signal: AbortSignal): Promise<[number, unknown]> {
-    const consistency = url.searchParams.get('consistency') ?? 'linearizable';
-    if (consistency !== 'linearizable' && consistency !== 'lease' && consistency !== 'stale') {
-      throw invalid(`consistency must be linearizable, lease or stale, got ${JSON.stringify(consistency)}`);
-    }
+    const consistency = checkConsistency(url.searchParams.get('consistency'));
     const readOptions: ReadOptions = { consistency, timeoutMs: readTimeoutMs, signal };
     const minIndex = url.searchParams.get('minIndex');
     if (minIndex !== null) {
