@@ -35,5 +35,7 @@ export { SortedIndex, PersistentSortedIndex, compareKeys } from './sorted-index/
 export type { IndexKey, Id } from './sorted-index/index.js';
 export { adminHandler, type AdminHandler, type AdminMember, type AdminOptions, type AdminSource, type AdminStatus, type LeaderChange } from './admin/admin.js';
 export { inspectDataDir, runInspect } from './inspect/index.js';
-export { kvSchema, startService } from './service/service.js';
-export type { KvStore, Service, ServiceOptions } from './service/service.js';
+export { kvSchema } from './service/kv-schema.js';
+export type { KvStore } from './service/kv-schema.js';
+export { startService } from './service/service.js';
+export type { Service, ServiceOptions } from './service/service.js';
