@@ -58,21 +58,11 @@ export const defaults = {
   preVote: true,
 } as const;
 
-/** The options once checked: every default filled in, `dataDir` absolute. */
-export interface ValidOptions<R = unknown> {
-  id: number;
-  address: string;
-  dataDir: string;
-  fsm: Fsm<R>;
-  electionTimeoutMs: number;
-  heartbeatMs: number;
-  snapshotThreshold: number;
-  snapshotTrailing: number;
-  maxInflightEntries: number;
-  preVote: boolean;
-  /** The configuration an empty data dir starts with; undefined with `join`. */
-  bootstrap: MemberRef[] | undefined;
-}
+/**
+ * The options once checked: every default filled in, `dataDir` absolute, and the configuration
+ * an empty data dir starts with (`cluster`; undefined with `join`).
+ */
+export type ValidOptions<R = unknown> = Required<Omit<RaftNodeOptions<R>, 'cluster' | 'join'>> & { bootstrap: MemberRef[] | undefined };
 
 /** Checks the options (PREVAIL_INVALID_ARGUMENT naming the first bad one) and fills in the defaults. */
 export function validateOptions<R>(options: RaftNodeOptions<R>): ValidOptions<R> {
