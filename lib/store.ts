@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 
 import { debug } from './core/diagnostics.js';
 import { freePort } from './core/ports.js';
-import { ErrorCodes, PrevailError } from './core/errors.js';
+import { ErrorCodes, PrevailError, isFatal, markFatal } from './core/errors.js';
 import { decodeEntry, encodeEntry, packr } from './format/entry.js';
 import { SNAPSHOT_FORMAT_READ, SnapshotFormat, crcOf, formatFor, frame, fromRows, notePatched, objsFrame, tailFrame, verifySnapshot } from './format/snapshot.js';
 import { StringTable, describeKey, sameKey } from './store/key-map.js';
@@ -399,7 +399,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         try {
           return { result: store.#applyEntry(payload, index, term) };
         } catch (error) {
-          if ((error as { fatal?: boolean } | null)?.fatal) throw error;
+          if (isFatal(error)) throw error;
           return { error };
         }
       },
@@ -712,7 +712,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       // Only the store's own errors stop a replica (`fatal`, see fatal()): a handler's error
       // fails its command, whatever fields it carries — else replaying it would stop the
       // node at every start.
-      if ((err as { fatal?: unknown } | null)?.fatal === true) {
+      if (isFatal(err)) {
         throw Object.assign(new Error(String((err as Error).message)), err, { name: (err as Error).name, fatal: false });
       }
       throw err;
@@ -758,7 +758,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         try {
           return { fired: true, name: s.name, result: this.#execute(s.name, s.args, index, term, { id: s.id, due: data.due }) };
         } catch (err) {
-          if ((err as { fatal?: boolean })?.fatal) throw err;
+          if (isFatal(err)) throw err;
           // The command's own changes are undone; the schedule has still fired (no retry loop).
           return { fired: true, name: s.name, error: { message: String((err as Error)?.message ?? err), code: (err as { code?: unknown })?.code } };
         }
@@ -1140,7 +1140,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       try {
         this.#run(payload, index, term);
       } catch (err) {
-        if ((err as { fatal?: boolean }).fatal) throw err;
+        if (isFatal(err)) throw err;
         // a handler that threw when the entry was first applied throws again: rolled back
       }
     }
@@ -1169,9 +1169,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
 const SLICE_MS = 0.25;
 
 function fatal(code: (typeof ErrorCodes)[keyof typeof ErrorCodes], message: string): PrevailError {
-  const err = new PrevailError(code, message);
-  (err as { fatal?: boolean }).fatal = true;
-  return err;
+  return markFatal(new PrevailError(code, message));
 }
 
 
