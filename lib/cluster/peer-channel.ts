@@ -162,7 +162,12 @@ export class PeerClient {
    */
   request(type: string, body: unknown, timeoutMs: number): Promise<unknown> {
     if (this.#closed) return Promise.reject(new PrevailError(ErrorCodes.CLOSED, 'the peer channel is closed'));
-    const socket = this.#ensure();
+    let socket: Socket;
+    try {
+      socket = this.#ensure();
+    } catch (err) {
+      return Promise.reject(err);  // an address that doesn't parse: callers (timers too) expect a rejection
+    }
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
