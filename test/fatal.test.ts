@@ -457,7 +457,7 @@ describe('prevail serve on an entry it cannot apply', () => {
     const dir = tempDir('prevail-serve-fatal-');
     const [raft, http] = await freePorts(2);
     try {
-      const { kvSchema } = await import('../lib/service/service.js');
+      const { kvSchema } = await import('../lib/service/kv-schema.js');
       const newer = defineSchema({
         collections: kvSchema.collections,
         commands: { ...kvSchema.commands, extra: (s, a: { key: string }) => s.kv.insert({ key: a.key, value: 'extra' }).id },
