@@ -1,10 +1,13 @@
 #!/usr/bin/env node
-// The `prevail` command: `serve` runs one node of the key-value service (lib/service.ts);
+// The `prevail` command: `serve` runs one node of the key-value service (lib/service/);
 // `status`, `members`, `transfer` and `snapshot` talk to a running node over its HTTP API.
 import { parseArgs } from 'node:util';
 
-import { ErrorCodes, isPrevailError, type MemberRef } from './errors.js';
-import { kvSchema, parseHostPort, startService } from './service.js';
+import { UsageError } from './cli/usage.js';
+import { parseAddress } from './core/address.js';
+import { ErrorCodes, isPrevailError, type MemberRef } from './core/errors.js';
+import { kvSchema } from './service/kv-schema.js';
+import { startService } from './service/service.js';
 
 const USAGE = `Usage: prevail <command> [options]
 
@@ -48,8 +51,6 @@ SIGTERM or SIGINT stops serve gracefully (the leader hands over first) with stat
 /** How long a SIGTERM'd serve may take to drain and close before it exits anyway. */
 const CLOSE_DEADLINE_MS = 30_000;
 
-class UsageError extends Error {}
-
 function fail(message: string): never {
   throw new UsageError(message);
 }
@@ -61,12 +62,12 @@ function positiveInt(flag: string, value: string | undefined, fallback?: number)
   return n;
 }
 
-/** HOST:PORT by the service's own grammar (parseHostPort), and without the separators of --cluster. */
+/** HOST:PORT by the one address grammar (lib/core/address.ts), and without the separators of --cluster. */
 function hostPort(flag: string, value: string): string {
   const bad = () => fail(`${flag} must be HOST:PORT, got ${JSON.stringify(value)}`);
   if (/[,=]/.test(value)) bad();
   try {
-    parseHostPort(value, flag);
+    parseAddress(value, flag);
   } catch {
     bad();
   }

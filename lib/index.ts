@@ -1,17 +1,10 @@
-export { RaftNode, versions } from './raft-node.js';
-export type {
-  ApplyMeta,
-  CloseOptions,
-  Fsm,
-  Member,
-  MemberRole,
-  NodeRole,
-  ProposeOptions,
-  RaftNodeOptions,
-  RaftNodeStatus,
-} from './raft-node.js';
-export { ErrorCodes, PrevailError, isPrevailError } from './errors.js';
-export type { ErrorCode, MemberRef } from './errors.js';
+export { RaftNode } from './engine/raft-node.js';
+export type { CloseOptions, ProposeOptions } from './engine/raft-node.js';
+export type { RaftNodeOptions } from './engine/options.js';
+export type { ApplyMeta, Fsm, Member, MemberRole, NodeRole, RaftNodeStatus } from './engine/types.js';
+export { versions } from './engine/native.js';
+export { ErrorCodes, PrevailError, isPrevailError } from './core/errors.js';
+export type { ErrorCode, MemberRef } from './core/errors.js';
 export { Store, open, collection, defineSchema } from './store.js';
 export type {
   ArgsOf,
@@ -37,10 +30,12 @@ export type {
 export { channels, registerPrometheus, BUCKETS_MS } from './metrics.js';
 export type { HistogramSnapshot, MetricsSnapshot, PromClientLike } from './metrics.js';
 export type { LeaderJob, LeaderJobContext, LeaderJobHandle, LeaderJobOptions, Schedule } from './jobs.js';
-export type { Consistency, Health, LinkOptions, ReadOptions, WriteOptions } from './cluster-link.js';
+export type { Consistency, Health, LinkOptions, ReadOptions, WriteOptions } from './cluster/cluster-link.js';
 export { SortedIndex, PersistentSortedIndex, compareKeys } from './sorted-index/index.js';
 export type { IndexKey, Id } from './sorted-index/index.js';
-export { adminHandler, type AdminHandler, type AdminMember, type AdminOptions, type AdminSource, type AdminStatus, type LeaderChange } from './admin.js';
+export { adminHandler, type AdminHandler, type AdminMember, type AdminOptions, type AdminSource, type AdminStatus, type LeaderChange } from './admin/admin.js';
 export { inspectDataDir, runInspect } from './inspect/index.js';
-export { kvSchema, startService } from './service.js';
-export type { KvStore, Service, ServiceOptions } from './service.js';
+export { kvSchema } from './service/kv-schema.js';
+export type { KvStore } from './service/kv-schema.js';
+export { startService } from './service/service.js';
+export type { Service, ServiceOptions } from './service/service.js';

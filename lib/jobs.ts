@@ -4,8 +4,8 @@
 import { EventEmitter } from 'node:events';
 
 import { debug } from './core/diagnostics.js';
-import { ErrorCodes, PrevailError } from './errors.js';
-import type { RaftNode } from './raft-node.js';
+import { ErrorCodes, PrevailError } from './core/errors.js';
+import type { RaftNode } from './engine/raft-node.js';
 
 
 export interface LeaderJobContext<S> {

@@ -9,7 +9,7 @@
 // where those are ("patches"), the encoder writes the patches beside the value, and
 // applyPatches puts the exact values back after decoding. Values without them (nearly
 // all) cost nothing more than the check.
-import { ErrorCodes, PrevailError } from './errors.js';
+import { ErrorCodes, PrevailError } from './core/errors.js';
 
 // ES2024's String.prototype.isWellFormed (in Node since 20), missing from our TS lib setting.
 type WellFormed = { isWellFormed(): boolean };

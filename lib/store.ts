@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 
 import { debug } from './core/diagnostics.js';
 import { freePort } from './core/ports.js';
-import { ErrorCodes, PrevailError, type MemberRef } from './errors.js';
+import { ErrorCodes, PrevailError, isFatal, markFatal } from './core/errors.js';
 import { decodeEntry, encodeEntry, packr } from './format/entry.js';
 import { SNAPSHOT_FORMAT_READ, SnapshotFormat, crcOf, formatFor, frame, fromRows, notePatched, objsFrame, tailFrame, verifySnapshot } from './format/snapshot.js';
 import { StringTable, describeKey, sameKey } from './store/key-map.js';
@@ -15,8 +15,10 @@ import { addToIndex, chunkObjects, clearIndex, indexReader, makeIndex, removeFro
 import { mix } from './store/random.js';
 import { exoticPatches, freezeStored, markExotic } from './store/stored.js';
 import { applyPatches, checkPlain, checkPlainObject, freezeDeep, patchesOf, type Patch } from './plain-data.js';
-import { RaftNode, defaults, type CloseOptions, type RaftNodeStatus } from './raft-node.js';
-import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster-link.js';
+import { RaftNode, type CloseOptions } from './engine/raft-node.js';
+import { defaults, type RaftNodeOptions } from './engine/options.js';
+import type { RaftNodeStatus } from './engine/types.js';
+import { ClusterLink, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster/cluster-link.js';
 import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metrics.js';
 import { LeaderJobs, type LeaderJob, type LeaderJobHandle, type LeaderJobOptions, type Schedule } from './jobs.js';
 import { SortedIndex, PersistentSortedIndex, type IndexKey, type Id, type RangeOptions } from './sorted-index/index.js';
@@ -206,26 +208,16 @@ export interface PersistentIndexReader<T> extends SortedIndexReader<T> {
 
 // ---- the store ---------------------------------------------------------------------
 
-export interface StoreOptions<C extends Collections, H extends Commands<C>> extends LinkOptions {
+/**
+ * The engine's options (RaftNodeOptions, documented there), the cluster link's (LinkOptions) and
+ * the store's own. `id` is optional here (default 1), and so is `address` (default: this id's
+ * entry in `cluster`, else 127.0.0.1 on a free port, fine for a single node).
+ */
+export interface StoreOptions<C extends Collections, H extends Commands<C>> extends LinkOptions,
+  Partial<Pick<RaftNodeOptions, 'id' | 'address'>>,
+  Pick<RaftNodeOptions, 'dataDir' | 'cluster' | 'join' | 'electionTimeoutMs' | 'heartbeatMs' | 'snapshotThreshold' |
+    'snapshotTrailing' | 'maxInflightEntries'> {
   schema: Schema<C, H>;
-  /** Where the log and snapshots live. Required. */
-  dataDir: string;
-  /** This node's id. Default 1. */
-  id?: number;
-  /** The raft address. Default: 127.0.0.1 on a free port (fine for a single node). */
-  address?: string;
-  /** The cluster members; omit for the embedded single node. */
-  cluster?: MemberRef[];
-  /** Join an existing cluster (see RaftNodeOptions.join). Default false. */
-  join?: boolean;
-  electionTimeoutMs?: number;
-  heartbeatMs?: number;
-  /** Entries between engine snapshots. Default 8192. */
-  snapshotThreshold?: number;
-  /** Entries kept after a snapshot. Default 2048. */
-  snapshotTrailing?: number;
-  /** Entries the leader pipelines to a follower before hearing back (see RaftNodeOptions). Default 1024. */
-  maxInflightEntries?: number;
   /** Start a background state capture after this many entries. Default snapshotThreshold / 2. */
   captureEvery?: number;
   /** Objects serialised per slice of the background capture. Default 2000. */
@@ -407,7 +399,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         try {
           return { result: store.#applyEntry(payload, index, term) };
         } catch (error) {
-          if ((error as { fatal?: boolean } | null)?.fatal) throw error;
+          if (isFatal(error)) throw error;
           return { error };
         }
       },
@@ -720,7 +712,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       // Only the store's own errors stop a replica (`fatal`, see fatal()): a handler's error
       // fails its command, whatever fields it carries — else replaying it would stop the
       // node at every start.
-      if ((err as { fatal?: unknown } | null)?.fatal === true) {
+      if (isFatal(err)) {
         throw Object.assign(new Error(String((err as Error).message)), err, { name: (err as Error).name, fatal: false });
       }
       throw err;
@@ -766,7 +758,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
         try {
           return { fired: true, name: s.name, result: this.#execute(s.name, s.args, index, term, { id: s.id, due: data.due }) };
         } catch (err) {
-          if ((err as { fatal?: boolean })?.fatal) throw err;
+          if (isFatal(err)) throw err;
           // The command's own changes are undone; the schedule has still fired (no retry loop).
           return { fired: true, name: s.name, error: { message: String((err as Error)?.message ?? err), code: (err as { code?: unknown })?.code } };
         }
@@ -1148,7 +1140,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       try {
         this.#run(payload, index, term);
       } catch (err) {
-        if ((err as { fatal?: boolean }).fatal) throw err;
+        if (isFatal(err)) throw err;
         // a handler that threw when the entry was first applied throws again: rolled back
       }
     }
@@ -1177,9 +1169,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
 const SLICE_MS = 0.25;
 
 function fatal(code: (typeof ErrorCodes)[keyof typeof ErrorCodes], message: string): PrevailError {
-  const err = new PrevailError(code, message);
-  (err as { fatal?: boolean }).fatal = true;
-  return err;
+  return markFatal(new PrevailError(code, message));
 }
 
 

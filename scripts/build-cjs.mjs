@@ -8,7 +8,7 @@
 //   dist/cjs/**/*.d.ts the ESM build's declarations, read as CommonJS declarations here
 //   dist/cjs/package.json  {"type": "commonjs"}
 //
-// The one ESM-only construct in lib/ is `import.meta.url` (lib/native.ts finds the package
+// The one ESM-only construct in lib/ is `import.meta.url` (lib/engine/native.ts finds the package
 // root from it, to load the addon, and makes a require from it). Here it becomes the URL
 // of the same module's ESM twin, dist/<rel>.js, so every path computed from it is the same
 // in both builds; `const require = createRequire(import.meta.url)` is dropped (CommonJS has

@@ -15,6 +15,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { freePort } from '../dist/core/ports.js';
 import { RaftNode } from '../dist/index.js';
 
 const WATCHDOG_MS = Number(process.env.LEAK_SCENARIO_TIMEOUT_MS ?? 240_000);
@@ -77,17 +78,6 @@ function payload(i) {
   if (len > 0 && i % 13 === 5) bytes[0] = 0xee;
   else if (len > 0 && bytes[0] === 0xee) bytes[0] = 0xed;
   return bytes;
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitForLeader(node, timeoutMs = 60_000) {

@@ -1,4 +1,4 @@
-// The admin page (lib/admin.ts): its JSON and SSE endpoints over plain HTTP against an
+// The admin page (lib/admin/): its JSON and SSE endpoints over plain HTTP against an
 // in-process store, then the page itself in Debian's chromium (driven by playwright-core)
 // on a 3-node cluster of the reference service (`node dist/cli.js serve`, which mounts it
 // at /admin), with the leader killed (-9) while the page watches.
@@ -10,7 +10,7 @@ import { join } from 'node:path';
 
 import { chromium, type Browser } from 'playwright-core';
 
-import { adminHandler, type AdminSource, type AdminStatus } from '../lib/admin.js';
+import { adminHandler, type AdminSource, type AdminStatus } from '../lib/admin/admin.js';
 import { collection, defineSchema, open, type Store } from '../lib/store.js';
 import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
 

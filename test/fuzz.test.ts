@@ -5,6 +5,7 @@
 import { connect, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 
+import { parseAddress } from '../lib/core/address.js';
 import { collection, defineSchema, open } from '../lib/store.js';
 import { Cluster, fixtures, tempDir, waitFor, type NodeProcess, type Status } from './helpers/cluster.js';
 
@@ -22,9 +23,8 @@ function u64(n: number): Buffer {
 
 /** One connection's worth of abuse; resolves when the peer closed it or after a while. */
 function abuse(address: string, bytes: Buffer, holdMs: number): Promise<'closed' | 'held'> {
-  const i = address.lastIndexOf(':');
   return new Promise((resolve) => {
-    const socket: Socket = connect({ host: address.slice(0, i), port: Number(address.slice(i + 1)) });
+    const socket: Socket = connect(parseAddress(address));
     const timer = setTimeout(() => { socket.destroy(); resolve('held'); }, holdMs);
     socket.on('error', () => undefined);
     socket.on('close', () => { clearTimeout(timer); resolve('closed'); });

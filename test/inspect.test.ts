@@ -4,7 +4,7 @@ import { cpSync, openSync, readdirSync, readFileSync, rmSync, statSync, truncate
 import { join } from 'node:path';
 
 import { inspectDataDir, runInspect, type InspectResult } from '../lib/inspect/index.js';
-import { RaftNode } from '../lib/raft-node.js';
+import { RaftNode } from '../lib/engine/raft-node.js';
 import { collection, defineSchema, open, type Store } from '../lib/store.js';
 import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
 

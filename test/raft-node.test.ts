@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 
 import { RaftNode, versions, type Fsm } from '../lib/index.js';
-import { addon } from '../lib/native.js';
+import { addon } from '../lib/engine/native.js';
 import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
 
 /** A test FSM: a log of every applied command with a running hash; throws on demand. */

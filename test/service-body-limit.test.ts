@@ -9,6 +9,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 
+import { parseAddress } from '../lib/core/address.js';
 import { ServeProcess, ServiceCluster, tempDir, type HttpAnswer } from './helpers/cluster.js';
 
 const MiB = 1024 * 1024;
@@ -55,7 +56,7 @@ interface RawAnswer {
  * Resolves when the server closes the connection (or after 30 s, destroying the socket).
  */
 function rawRequest(hostPort: string, head: string, body: Buffer[], stopOnAnswer = false): Promise<RawAnswer> {
-  const [host, port] = [hostPort.slice(0, hostPort.lastIndexOf(':')), Number(hostPort.slice(hostPort.lastIndexOf(':') + 1))];
+  const { host, port } = parseAddress(hostPort);
   return new Promise((resolve) => {
     const socket = connect(port, host);
     const received: Buffer[] = [];

@@ -1,4 +1,4 @@
-// The reference service (lib/service.ts) and the prevail CLI (lib/cli.ts), end to end: every
+// The reference service (lib/service/) and the prevail CLI (lib/cli.ts), end to end: every
 // node is a real `node dist/cli.js serve` child process with its own data dir, on loopback
 // ports. Waits are bounded; nothing asserts on timing; every child is killed by pid in afterAll.
 import { cpSync, rmSync } from 'node:fs';

@@ -9,7 +9,7 @@
 // - `end`: { crcs } — each earlier frame's CRC-32 (verifySnapshot).
 import { crc32 } from 'node:zlib';
 
-import { ErrorCodes, PrevailError } from '../errors.js';
+import { ErrorCodes, PrevailError } from '../core/errors.js';
 import type { Patch } from '../plain-data.js';
 import { packr } from './entry.js';
 

@@ -2,7 +2,8 @@
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { isPrevailError } from '../errors.js';
+import { UsageError } from '../cli/usage.js';
+import { isPrevailError } from '../core/errors.js';
 import type { Schema } from '../store.js';
 
 import type { InspectOptions, InspectResult, InspectedEntry, InspectedMember } from './results.js';
@@ -20,8 +21,6 @@ export interface RunInspectOptions {
 }
 
 const USAGE = 'usage: prevail inspect DIR [--at N] [--from N] [--to N] [--json] [--schema path/to/module.mjs[#exportName]]\n';
-
-class UsageError extends Error {}
 
 function toJson(value: unknown, space?: number): string {
   return JSON.stringify(value, function (this: Record<string, unknown>, k: string, v: unknown) {

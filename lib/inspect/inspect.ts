@@ -4,8 +4,8 @@
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
-import { ErrorCodes, PrevailError, isPrevailError, type ErrorCode } from '../errors.js';
-import { pidAlive } from '../raft-node.js';
+import { ErrorCodes, PrevailError, isPrevailError, type ErrorCode } from '../core/errors.js';
+import { pidAlive } from '../core/processes.js';
 import { Store } from '../store.js';
 
 import { type InspectOptions, type InspectResult, type InspectedEntry, type InspectedSnapshot, type InspectedState } from './results.js';

@@ -7,7 +7,7 @@
 // are little endian.
 import { readFile } from 'node:fs/promises';
 
-import { ErrorCodes, PrevailError } from '../errors.js';
+import { ErrorCodes, PrevailError } from '../core/errors.js';
 import { decodeEntry, packr } from '../format/entry.js';
 import { splitFrames } from '../format/snapshot.js';
 

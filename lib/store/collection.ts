@@ -1,6 +1,6 @@
 // A collection's in-memory tables: its objects by id, its indexes, and the copy-on-write
 // overlays that let captures and index views see the objects as of a moment.
-import { ErrorCodes, PrevailError } from '../errors.js';
+import { ErrorCodes, PrevailError } from '../core/errors.js';
 import { SortedIndex, PersistentSortedIndex, type IndexKey, type Id, type OrderedIndex, type RangeOptions } from '../sorted-index/index.js';
 import { KeyMap } from './key-map.js';
 import type { ObjectTable } from './object-table.js';

@@ -19,7 +19,7 @@
 //
 // Rounds: a quiet gap (0.5–3 s), then one fault, or with probability 0.4 two at once (different
 // kinds, different nodes), held, then undone. Snapshots are forced inside rounds.
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes } from '../core/errors.js';
 import type { FaultWindow } from './history.js';
 import { request, sleep, VerifyCluster } from './cluster.js';
 import { partitionPairs } from './netns.js';

@@ -14,7 +14,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { pidAlive } from '../raft-node.js';
+import { pidAlive } from '../core/processes.js';
 
 const IP_TIMEOUT_MS = 10_000;
 /** Where each live network's marker file (owner pid, what it created) is kept. */

@@ -1,7 +1,7 @@
 // The verification report (issue 5, "Output"): a verdict, op counts by type and outcome, the
 // anomalies with their minimal failing sub-histories, and a latency-over-time plot (SVG) with
 // the fault windows shaded. No dependencies.
-import { escapeHtml } from '../admin.js';
+import { escapeHtml } from '../core/html.js';
 import { describeOp, type FinalViolation, type HistoryResult } from './checker.js';
 import { CAS_CONFLICT, type FaultWindow, type Op, type OpType, type Outcome } from './history.js';
 

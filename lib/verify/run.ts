@@ -18,7 +18,7 @@ import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes } from '../core/errors.js';
 import { checkFinal, checkHistory, type FinalViolation, type HistoryResult } from './checker.js';
 import type { FaultWindow, Op } from './history.js';
 import { request, sleep, VerifyCluster } from './cluster.js';

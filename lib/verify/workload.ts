@@ -14,7 +14,7 @@
 // after a connection error, a timeout or a 503.
 import { Agent } from 'node:http';
 
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes } from '../core/errors.js';
 import { CAS_CONFLICT, type Op, type OpType } from './history.js';
 import { request, RequestError, sleep, type Answer, type VerifyCluster } from './cluster.js';
 import type { Rng } from './rng.js';

@@ -4,16 +4,17 @@
 // channel address is replicated through the log, so any node can find it.
 import { performance } from 'node:perf_hooks';
 
-import { debug } from './core/diagnostics.js';
-import { joinAddress, splitAddress } from './address.js';
-import { ErrorCodes, PrevailError, isPrevailError } from './errors.js';
-import type { StoreMetrics } from './metrics.js';
+import { debug } from '../core/diagnostics.js';
+import { joinAddress, parseAddress } from '../core/address.js';
+import { ErrorCodes, PrevailError, isPrevailError } from '../core/errors.js';
+import type { StoreMetrics } from '../metrics.js';
 import { PeerClient, PeerServer } from './peer-channel.js';
-import { applyPatches, patchesOf, patchesOfResult, type Patch } from './plain-data.js';
-import type { RaftNode } from './raft-node.js';
+import { applyPatches, patchesOf, patchesOfResult, type Patch } from '../plain-data.js';
+import type { RaftNode } from '../engine/raft-node.js';
+import { checkConsistency, type Consistency } from './consistency.js';
 
 
-export type Consistency = 'linearizable' | 'lease' | 'stale';
+export type { Consistency } from './consistency.js';
 
 export interface ReadOptions {
   /**
@@ -114,7 +115,7 @@ export class ClusterLink {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'forward must be a boolean');
     }
     const link = new ClusterLink(host, options);
-    const channelAddress = options.channelAddress ?? joinAddress(splitAddress(host.node.address).host, 0);
+    const channelAddress = options.channelAddress ?? joinAddress(parseAddress(host.node.address).host, 0);
     link.#server = await PeerServer.listen(channelAddress, (type, body) => link.#serve(type, body));
     const onRole = () => {
       link.#leaseUntil = 0;
@@ -198,10 +199,7 @@ export class ClusterLink {
   // ---- reads ---------------------------------------------------------------------------
 
   async read(options: ReadOptions = {}): Promise<number> {
-    const consistency = options.consistency ?? 'linearizable';
-    if (consistency !== 'linearizable' && consistency !== 'lease' && consistency !== 'stale') {
-      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `consistency must be linearizable, lease or stale, got ${String(consistency)}`);
-    }
+    const consistency = checkConsistency(options.consistency);
     const minIndex = options.minIndex ?? 0;
     if (typeof minIndex !== 'number' || !Number.isInteger(minIndex) || minIndex < 0) {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `minIndex must be a non-negative integer, got ${String(minIndex)}`);

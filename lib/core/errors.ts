@@ -100,6 +100,12 @@ export class PrevailError extends Error implements PrevailErrorFields {
   file?: string;
   path?: string;
   syscall?: string;
+  /**
+   * True when the error stops this replica (an entry in the log it can't apply): thrown from
+   * apply, it is not a command's failure but the end of the node (see `RaftNode.failure`).
+   * Set by markFatal only (not an own property otherwise, and not sent to peers' constructors).
+   */
+  declare fatal?: boolean;
 
   constructor(code: ErrorCode, message: string, fields: PrevailErrorFields = {}) {
     super(message, fields.cause === undefined ? undefined : { cause: fields.cause });
@@ -113,6 +119,21 @@ export class PrevailError extends Error implements PrevailErrorFields {
     if (fields.path !== undefined) this.path = fields.path;
     if (fields.syscall !== undefined) this.syscall = fields.syscall;
   }
+}
+
+/** A PREVAIL_INVALID_ARGUMENT error: an option or argument has the wrong type or value. */
+export function invalid(message: string): PrevailError {
+  return new PrevailError(ErrorCodes.INVALID_ARGUMENT, message);
+}
+
+/** Marks `err` as stopping the replica that raises it from apply (see PrevailError.fatal). */
+export function markFatal<E extends Error>(err: E): E & { fatal: true } {
+  return Object.assign(err, { fatal: true as const });
+}
+
+/** Whether `err` stops the replica that raised it (see PrevailError.fatal). */
+export function isFatal(err: unknown): boolean {
+  return (err as { fatal?: unknown } | null)?.fatal === true;
 }
 
 export function isPrevailError(err: unknown, code?: ErrorCode): err is PrevailError {

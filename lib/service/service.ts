@@ -13,118 +13,23 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { debug } from './core/diagnostics.js';
-import { adminHandler } from './admin.js';
-import { ErrorCodes, PrevailError, isPrevailError, type MemberRef } from './errors.js';
-import type { MemberRole } from './raft-node.js';
-import type { ReadOptions } from './cluster-link.js';
-import { collection, defineSchema, open, type Store } from './store.js';
+import { adminHandler } from '../admin/admin.js';
+import { checkConsistency } from '../cluster/consistency.js';
+import type { ReadOptions } from '../cluster/cluster-link.js';
+import { parseAddress } from '../core/address.js';
+import { debug } from '../core/diagnostics.js';
+import { ErrorCodes, PrevailError, invalid, isPrevailError, type MemberRef } from '../core/errors.js';
+import type { RaftNodeOptions } from '../engine/options.js';
+import type { MemberRole } from '../engine/types.js';
+import { open } from '../store.js';
+import { decodeUtf8, endAfterBody, parseJson, readBody } from './body.js';
+import { BAD_METHOD, CAS_CONFLICT, HttpError, httpStatusOf } from './http-errors.js';
+import { checkKey, kvSchema, type KvStore } from './kv-schema.js';
 
-
-// ---- the state machine ---------------------------------------------------------------
-
-export interface KvEntry {
-  key: string;
-  value: string;
-}
-
-/** Where a key's bytes may go: non-empty, at most this many bytes of UTF-8. */
-export const MAX_KEY_BYTES = 1024;
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
-function checkKey(key: unknown): string {
-  if (typeof key !== 'string' || key === '') throw invalid('the key must be a non-empty string');
-  if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) throw invalid(`the key is longer than ${MAX_KEY_BYTES} bytes of UTF-8`);
-  return key;
-}
-
-function checkValue(value: unknown, what = 'value'): string {
-  if (typeof value !== 'string') throw invalid(`${what} must be a string`);
-  return value;
-}
-
-/**
- * The key-value schema: one collection `kv` of `{ key, value }` with a unique index on the
- * key, and three commands. Handlers check their arguments too, so a bad entry fails the
- * same way on every replica.
- */
-export const kvSchema = defineSchema({
-  collections: {
-    kv: collection<KvEntry>()({ indexes: (ix) => ({ byKey: ix.unique((e) => e.key) }) }),
-  },
-  commands: {
-    /** Sets a key. Result: whether the key was new. */
-    put: (s, args: { key: string; value: string }) => {
-      const key = checkKey(args?.key);
-      const value = checkValue(args.value);
-      const current = s.kv.byKey.get(key);
-      if (current) s.kv.update(current.id, { value });
-      else s.kv.insert({ key, value });
-      return { created: current === undefined };
-    },
-    /** Sets a key only if its value is `expect` (null: the key is absent). Result: ok, and the value found. */
-    cas: (s, args: { key: string; expect: string | null; value: string }) => {
-      const key = checkKey(args?.key);
-      const value = checkValue(args.value);
-      if (args.expect !== null) checkValue(args.expect, 'expect');
-      const current = s.kv.byKey.get(key);
-      const found = current ? current.value : null;
-      if (found !== args.expect) return { ok: false, current: found };
-      if (current) s.kv.update(current.id, { value });
-      else s.kv.insert({ key, value });
-      return { ok: true, current: found };
-    },
-    /** Deletes a key. Result: whether it existed. */
-    del: (s, args: { key: string }) => {
-      const key = checkKey(args?.key);
-      const current = s.kv.byKey.get(key);
-      if (!current) return { deleted: false };
-      s.kv.delete(current.id);
-      return { deleted: true };
-    },
-  },
-});
-
-export type KvStore = Store<typeof kvSchema.collections, typeof kvSchema.commands>;
-
-// ---- HTTP ----------------------------------------------------------------------------
-
-/** The HTTP status for each error code; anything else is a 500. */
-export const httpStatusOf: Readonly<Record<string, number>> = Object.freeze({
-  [ErrorCodes.INVALID_ARGUMENT]: 400,
-  [ErrorCodes.NOT_PLAIN_DATA]: 400,
-  [ErrorCodes.TOO_LARGE]: 413,
-  [ErrorCodes.NOT_FOUND]: 404,
-  [ErrorCodes.BAD_MEMBER]: 409,
-  [ErrorCodes.MEMBERSHIP_BUSY]: 409,
-  [ErrorCodes.UNIQUE_VIOLATION]: 409,
-  [ErrorCodes.NOT_LEADER]: 503,
-  [ErrorCodes.UNAVAILABLE]: 503,
-  [ErrorCodes.NOT_READY]: 503,
-  [ErrorCodes.CLOSED]: 503,
-  [ErrorCodes.LEADERSHIP_LOST]: 503,
-  [ErrorCodes.TRANSFER_FAILED]: 503,
-  [ErrorCodes.TIMEOUT]: 504,
-  [ErrorCodes.NO_SPACE]: 507,
-});
-
-/** The code of a refused compare-and-set (409). Not a library error, so not in ErrorCodes. */
-export const CAS_CONFLICT = 'PREVAIL_CAS_CONFLICT';
-/** A method the route doesn't take (405). */
-const BAD_METHOD = 'PREVAIL_METHOD_NOT_ALLOWED';
-
-class HttpError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string,
-    readonly extra: Record<string, unknown> = {}, readonly headers: Record<string, string> = {}) {
-    super(message);
-  }
-}
-
-function invalid(message: string): PrevailError {
-  return new PrevailError(ErrorCodes.INVALID_ARGUMENT, message);
-}
-
-export interface ServiceOptions {
+/** The service's options; the engine's timings are RaftNodeOptions' (documented there). */
+export interface ServiceOptions extends Pick<RaftNodeOptions, 'electionTimeoutMs' | 'heartbeatMs' | 'snapshotThreshold' | 'snapshotTrailing'> {
   /** Where the log and snapshots live. Required. */
   dataDir: string;
   /** This node's id. Default 1. */
@@ -139,10 +44,6 @@ export interface ServiceOptions {
   channelAddress?: string;
   /** Where HTTP listens: host:port. Default 127.0.0.1:0 (a free port). */
   httpAddress?: string;
-  electionTimeoutMs?: number;
-  heartbeatMs?: number;
-  snapshotThreshold?: number;
-  snapshotTrailing?: number;
   /** Forward writes made on a follower to the leader. Default true; false answers 503 with the leader. */
   forward?: boolean;
   /** Largest request body. Default 1 MiB; beyond it: 413. */
@@ -167,20 +68,12 @@ export interface Service {
   close(options?: { transferLeadership?: boolean }): Promise<void>;
 }
 
-/** Parses "host:port" (IPv6 hosts in brackets). */
-export function parseHostPort(value: string, what: string): { host: string; port: number } {
-  const m = /^(\[[^\]]+\]|[^:\s]+):(\d{1,5})$/.exec(value);
-  const port = m ? Number(m[2]) : -1;
-  if (!m || port > 65535) throw invalid(`${what} must be host:port, got ${JSON.stringify(value)}`);
-  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
-}
-
 /** Opens the store and serves the key-value API. Resolves once HTTP listens. */
 export async function startService(options: ServiceOptions): Promise<Service> {
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const readTimeoutMs = options.readTimeoutMs ?? 5000;
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
-  const { host, port } = parseHostPort(options.httpAddress ?? '127.0.0.1:0', 'the HTTP address');
+  const { host, port } = parseAddress(options.httpAddress ?? '127.0.0.1:0', 'the HTTP address');
   const store = await open({
     schema: kvSchema, dataDir: options.dataDir, id: options.id, address: options.raftAddress, cluster: options.cluster,
     join: options.join, channelAddress: options.channelAddress, forward: options.forward,
@@ -206,9 +99,10 @@ export async function startService(options: ServiceOptions): Promise<Service> {
 
   const leaderHint = (): MemberRef | null => store.node.status().leader;
 
-  // Membership calls on a non-leader must never reach the engine: raft 0.22.1's raft_add
-  // and raft_remove assert leadership (the process aborts) instead of returning NOTLEADER.
-  // No await may come between this check and the call it guards.
+  // The addon already refuses membership changes on a non-leader (raft 0.22.1 would abort), with
+  // PREVAIL_NOT_LEADER. This check answers first, the same for every leader-only route: UNAVAILABLE
+  // while no leader is known (clients retry), and before the arguments are checked or a follower's
+  // transfer tells its lease readers to stop trusting it.
   const requireLeader = (what: string): void => {
     const st = store.node.status();
     if (st.role !== 'leader') {
@@ -226,10 +120,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   }
 
   async function getKey(url: URL, key: string, signal: AbortSignal): Promise<[number, unknown]> {
-    const consistency = url.searchParams.get('consistency') ?? 'linearizable';
-    if (consistency !== 'linearizable' && consistency !== 'lease' && consistency !== 'stale') {
-      throw invalid(`consistency must be linearizable, lease or stale, got ${JSON.stringify(consistency)}`);
-    }
+    const consistency = checkConsistency(url.searchParams.get('consistency'));
     const readOptions: ReadOptions = { consistency, timeoutMs: readTimeoutMs, signal };
     const minIndex = url.searchParams.get('minIndex');
     if (minIndex !== null) {
@@ -456,8 +347,6 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   return service;
 }
 
-// ---- request helpers -------------------------------------------------------------------
-
 /** The key in a path segment: percent-decoded, non-empty, at most MAX_KEY_BYTES. */
 function pathKey(segment: string): string {
   let key: string;
@@ -467,91 +356,4 @@ function pathKey(segment: string): string {
     throw invalid('the key is not valid percent-encoding');
   }
   return checkKey(key);
-}
-
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-
-function decodeUtf8(bytes: Buffer): string {
-  try {
-    return utf8.decode(bytes);
-  } catch {
-    throw invalid('the body is not valid UTF-8');
-  }
-}
-
-function parseJson(bytes: Buffer): unknown {
-  try {
-    return JSON.parse(decodeUtf8(bytes));
-  } catch (err) {
-    if (isPrevailError(err)) throw err;
-    throw invalid(`the body is not valid JSON: ${(err as Error).message}`);
-  }
-}
-
-/** How much of a body over the limit is read and thrown away so the client sees its 413. */
-const DISCARD_BYTES = 256 * 1024 * 1024;
-/** How long (ms) a connection answered with 413 waits for the rest of the body before it is cut. */
-const DISCARD_MS = 30_000;
-
-/**
- * Reads the body, at most `limit` bytes. Over the limit (by Content-Length, or once the bytes
- * or chunks received pass it) it rejects with a 413 at once, without waiting for the rest: the
- * answer closes the connection, and `endAfterBody` reads and discards the rest first.
- */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const tooLarge = () => new HttpError(413, ErrorCodes.TOO_LARGE,
-    `the body is larger than the limit of ${limit} bytes (prevail serve --max-body)`, { limit }, { connection: 'close' });
-  if (Number(req.headers['content-length']) > limit) return Promise.reject(tooLarge());
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= limit) { chunks.push(chunk); return; }
-      req.off('data', onData);
-      req.off('end', onEnd);
-      chunks.length = 0;
-      reject(tooLarge());
-    };
-    const onEnd = () => resolve(Buffer.concat(chunks, size));
-    req.on('data', onData);
-    req.once('end', onEnd);
-    req.once('error', reject);
-  });
-}
-
-/**
- * Sends the whole answer now, then reads and discards the rest of the request body before
- * ending the response (which closes the connection), so the client never writes into a closed
- * socket: it reads the answer whenever it looks (fetch and curl stop sending once they see it;
- * a raw client that sends everything first finds it waiting). Bounded: past DISCARD_BYTES or
- * DISCARD_MS the connection is cut.
- */
-function endAfterBody(res: ServerResponse, text: string): void {
-  const req = res.req;
-  res.write(text);
-  let discarded = 0;
-  const done = () => {
-    clearTimeout(timer);
-    req.off('data', onData);
-    req.off('end', done);
-    res.off('close', done);
-    if (!res.writableEnded) res.end();
-  };
-  const onData = (chunk: Buffer) => {
-    discarded += chunk.length;
-    if (discarded > DISCARD_BYTES) {
-      debug('service: %s %s: cut after discarding %d bytes of a body over the limit', req.method, req.url, discarded);
-      done();
-    }
-  };
-  const timer = setTimeout(() => {
-    debug('service: %s %s: cut after %d ms waiting for the rest of a body over the limit', req.method, req.url, DISCARD_MS);
-    done();
-  }, DISCARD_MS);
-  timer.unref();
-  req.on('data', onData);
-  req.once('end', done);
-  res.once('close', done);
-  req.resume();
 }

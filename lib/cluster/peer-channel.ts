@@ -6,8 +6,8 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { Packr } from 'msgpackr';
 
-import { joinAddress, splitAddress } from './address.js';
-import { ErrorCodes, PrevailError, type ErrorCode } from './errors.js';
+import { joinAddress, parseAddress } from '../core/address.js';
+import { ErrorCodes, PrevailError, type ErrorCode } from '../core/errors.js';
 
 const packr = new Packr({ useRecords: false, moreTypes: false, useBigIntExtension: true });
 
@@ -119,7 +119,7 @@ export class PeerServer {
 
   /** Listens on `host:port` (port 0: any free port); `address` then holds the bound one. */
   static listen(address: string, handler: RequestHandler): Promise<PeerServer> {
-    const { host, port } = splitAddress(address);
+    const { host, port } = parseAddress(address, 'the peer channel address');
     const server = new PeerServer(handler);
     return new Promise((resolve, reject) => {
       server.#server.once('error', (err: NodeJS.ErrnoException) =>
@@ -162,7 +162,12 @@ export class PeerClient {
    */
   request(type: string, body: unknown, timeoutMs: number): Promise<unknown> {
     if (this.#closed) return Promise.reject(new PrevailError(ErrorCodes.CLOSED, 'the peer channel is closed'));
-    const socket = this.#ensure();
+    let socket: Socket;
+    try {
+      socket = this.#ensure();
+    } catch (err) {
+      return Promise.reject(err);  // an address that doesn't parse: callers (timers too) expect a rejection
+    }
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -183,7 +188,7 @@ export class PeerClient {
 
   #ensure(): Socket {
     if (this.#socket) return this.#socket;
-    const { host, port } = splitAddress(this.address);
+    const { host, port } = parseAddress(this.address, 'a peer channel address');
     const socket = connect({ host, port });
     this.#socket = socket;
     socket.setNoDelay(true);

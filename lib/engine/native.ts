@@ -58,7 +58,15 @@ interface Addon {
 }
 
 const require = createRequire(import.meta.url);
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+// The package root: this file is dist/engine/native.js (or dist/cjs/engine/native.js, whose
+// import.meta.url the CommonJS build points at the ESM twin).
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const load = require('node-gyp-build') as (dir: string) => unknown;
 
 export const addon = load(root) as Addon;
+
+/** Versions of what is linked in, for diagnostics. */
+export const versions = {
+  raft: `${Math.floor(addon.raftVersion / 10000)}.${Math.floor(addon.raftVersion / 100) % 100}.${addon.raftVersion % 100}`,
+  uv: addon.uvVersion,
+};

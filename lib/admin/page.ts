@@ -1,0 +1,156 @@
+// The admin page itself: one self-contained HTML document (inline style and script, allowed by
+// their hashes in the handler's Content-Security-Policy) that polls or streams the status.
+import { createHash } from 'node:crypto';
+
+import { escapeHtml } from '../core/html.js';
+
+/** JSON safe to put inside a <script> element (no `</script>`, no `<!--`, no line separators). */
+function scriptJson(value: unknown): string {
+  return JSON.stringify(value).replace(/[<>&\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+const sha256 = (text: string): string => `sha256-${createHash('sha256').update(text, 'utf8').digest('base64')}`;
+
+const STYLE = `
+:root { color-scheme: light dark; --fg: #1b1f24; --muted: #5c6570; --bg: #fff; --panel: #f4f6f8; --line: #d5dae0;
+  --leader: #0a7d32; --warn: #b35c00; --bad: #b3261e; }
+@media (prefers-color-scheme: dark) { :root { --fg: #e6e9ed; --muted: #9aa4ae; --bg: #14171a; --panel: #1d2125; --line: #333a41;
+  --leader: #4cc274; --warn: #f0a040; --bad: #ff6b61; } }
+* { box-sizing: border-box; }
+body { margin: 0; padding: 1.2rem 1.5rem 2rem; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); background: var(--bg); }
+header { display: flex; align-items: baseline; gap: 1rem; flex-wrap: wrap; }
+h1 { font-size: 1.3rem; margin: 0; }
+h2 { font-size: 1rem; margin: 1.6rem 0 .5rem; }
+.conn { font-size: .85rem; color: var(--muted); }
+.conn.live::before { content: "\\25CF  "; color: var(--leader); }
+.conn.down::before { content: "\\25CF  "; color: var(--bad); }
+.facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(10.5rem, 1fr)); gap: .5rem; margin-top: 1rem; }
+.fact { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: .45rem .7rem; }
+.fact .k { font-size: .75rem; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); }
+.fact.wide { grid-column: span 2; }
+.fact .v { font-size: 1.1rem; font-variant-numeric: tabular-nums; overflow-wrap: break-word; }
+table { border-collapse: collapse; min-width: 36rem; }
+th, td { text-align: left; padding: .35rem .8rem; border-bottom: 1px solid var(--line); font-variant-numeric: tabular-nums; }
+th { font-size: .75rem; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); font-weight: 600; }
+td.num, th.num { text-align: right; }
+.badge { display: inline-block; padding: 0 .45rem; border-radius: 4px; font-size: .8rem; border: 1px solid var(--line); margin-right: .3rem; }
+.badge.leader { color: var(--leader); border-color: var(--leader); font-weight: 600; }
+.lag-some { color: var(--warn); font-weight: 600; }
+.note { color: var(--muted); margin: .4rem 0 0; }
+ol { margin: 0; padding-left: 1.4rem; }
+ol li { padding: .15rem 0; font-variant-numeric: tabular-nums; }
+.muted { color: var(--muted); }
+.error { color: var(--bad); }
+`;
+
+// Runs in the browser. Builds every node with textContent: no markup from data.
+const SCRIPT = `
+"use strict";
+const base = JSON.parse(document.getElementById("admin-config").textContent).basePath;
+const $ = (id) => document.getElementById(id);
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+function who(m) { return m ? "node " + m.id + (m.address ? " (" + m.address + ")" : "") : "none"; }
+function fact(id, value) { $(id).textContent = String(value); }
+function time(ms) { const d = new Date(ms); return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0"); }
+
+function render(s) {
+  document.title = "prevail admin: node " + s.id + " (" + s.role + ")";
+  fact("self", "node " + s.id + (s.address ? " (" + s.address + ")" : ""));
+  fact("role", s.role);
+  fact("term", s.term);
+  fact("leader", who(s.leader));
+  $("leader").dataset.leaderId = s.leader ? String(s.leader.id) : "";
+  fact("commit", s.commitIndex);
+  fact("applied", s.appliedIndex);
+  fact("last", s.lastIndex);
+  fact("snapshot", s.snapshot.index ? s.snapshot.index + " (term " + s.snapshot.term + ")" : "none yet");
+  fact("updated", time(s.time));
+
+  const rows = s.members.map((m) => {
+    const tr = el("tr");
+    tr.dataset.memberId = String(m.id);
+    tr.appendChild(el("td", m.id));
+    tr.appendChild(el("td", m.address));
+    const roles = el("td");
+    roles.appendChild(el("span", m.role, "badge"));
+    if (m.leader) roles.appendChild(el("span", "leader", "badge leader"));
+    if (m.self) roles.appendChild(el("span", "this node", "badge"));
+    tr.appendChild(roles);
+    tr.appendChild(el("td", m.matchIndex === undefined ? "\\u2014" : m.matchIndex, "num"));
+    const lag = m.lag === undefined ? "\\u2014" : m.lag;
+    tr.appendChild(el("td", lag, "num" + (m.lag > 0 ? " lag-some" : "")));
+    return tr;
+  });
+  $("members").replaceChildren(...rows);
+  $("member-count").textContent = String(s.members.length);
+  $("lag-note").textContent = s.lagKnown ? "Lag = the leader's commit index \\u2212 the member's match index."
+    : "Only the leader knows how far each member is: open the admin page of the leader, " + who(s.leader) + ".";
+
+  const items = s.leaderChanges.map((c) => {
+    const li = el("li");
+    li.dataset.leaderId = c.leader ? String(c.leader.id) : "";
+    li.dataset.term = String(c.term);
+    li.appendChild(el("span", time(c.time) + "  ", "muted"));
+    li.appendChild(el("span", (c.leader ? "leader " + who(c.leader) : "no leader") + ", term " + c.term));
+    if (c.initial) li.appendChild(el("span", "  (already leader when the page's handler started)", "muted"));
+    return li;
+  });
+  $("changes").replaceChildren(...items);
+  $("changes-empty").hidden = items.length > 0;
+}
+
+function connection(text, cls) { const c = $("conn"); c.textContent = text; c.className = "conn " + cls; }
+
+fetch(base + "/status.json", { cache: "no-store" }).then((r) => r.json()).then(render).catch(() => {});
+if (typeof EventSource === "function") {
+  const events = new EventSource(base + "/events");
+  events.onopen = () => connection("live", "live");
+  events.onmessage = (e) => { connection("live", "live"); render(JSON.parse(e.data)); };
+  events.onerror = () => connection("disconnected, retrying\\u2026", "down");
+  events.addEventListener("failure", (e) => connection("the node could not report its status: " + JSON.parse(e.data).message, "down"));
+} else {
+  setInterval(() => fetch(base + "/status.json", { cache: "no-store" }).then((r) => r.json()).then(render).catch(() => connection("disconnected", "down")), 1000);
+}
+`;
+
+export function renderPage(basePath: string): { html: string; scriptHash: string; styleHash: string } {
+  const config = scriptJson({ basePath });
+  const facts: [string, string][] = [
+    ['self', 'this node'], ['role', 'role'], ['term', 'term'], ['leader', 'leader'], ['commit', 'commit index'],
+    ['applied', 'applied index'], ['last', 'last log index'], ['snapshot', 'last snapshot'], ['updated', 'updated'],
+  ];
+  const html = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>prevail admin</title>
+<style>${STYLE}</style>
+</head>
+<body>
+<header><h1>prevail admin</h1><span id="conn" class="conn">connecting\u2026</span></header>
+<section class="facts">
+${facts.map(([id, label]) => `<div class="fact${id === 'self' || id === 'leader' ? ' wide' : ''}"><div class="k">${escapeHtml(label)}</div><div class="v" id="${escapeHtml(id)}">\u2026</div></div>`).join('\n')}
+</section>
+<h2>Members (<span id="member-count">0</span>)</h2>
+<table>
+<thead><tr><th>id</th><th>address</th><th>role</th><th class="num">match index</th><th class="num">lag</th></tr></thead>
+<tbody id="members"></tbody>
+</table>
+<p class="note" id="lag-note"></p>
+<h2>Recent leader changes</h2>
+<p class="note" id="changes-empty">None seen yet.</p>
+<ol id="changes" reversed></ol>
+<noscript><p>This page needs JavaScript; <a href="${escapeHtml(basePath)}/status.json">status.json</a> has the same facts.</p></noscript>
+<script type="application/json" id="admin-config">${config}</script>
+<script>${SCRIPT}</script>
+</body>
+</html>
+`;
+  return { html, scriptHash: sha256(SCRIPT), styleHash: sha256(STYLE) };
+}

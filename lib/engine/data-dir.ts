@@ -1,0 +1,115 @@
+// What a node keeps in its data dir besides the engine's files, all checked before the engine
+// starts: the lock (one process at a time), the identity (one node id forever) and the applied
+// mark (a log cut short is refused).
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+import { ErrorCodes, PrevailError } from '../core/errors.js';
+import { pidAlive } from '../core/processes.js';
+
+/** The data dirs RaftNodes in this process hold. */
+const openDirs = new Set<string>();
+
+/**
+ * mkdir -p. Node's recursive mkdir reports some failures as ENOENT (a read-only file system,
+ * EROFS): then each missing level is made in turn, so the error is the real one.
+ */
+export function makeDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    const missing: string[] = [];
+    for (let p = dir; !existsSync(p) && dirname(p) !== p; p = dirname(p)) missing.unshift(p);
+    for (const p of missing) mkdirSync(p);  // throws the real error (or, if it all works now, done)
+  }
+}
+
+/** Takes `prevail.lock` (a lock left by a process that died is taken over), or throws PREVAIL_DATADIR_LOCKED. */
+export function lockDataDir(dataDir: string): void {
+  if (openDirs.has(dataDir)) {
+    throw new PrevailError(ErrorCodes.DATADIR_LOCKED, `${dataDir} is already open in this process`);
+  }
+  const lockFile = join(dataDir, 'prevail.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(lockFile, 'wx');
+      writeFileSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      openDirs.add(dataDir);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number(readFileSync(lockFile, 'utf8').trim());
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
+        throw new PrevailError(ErrorCodes.DATADIR_LOCKED, `${dataDir} is in use by process ${pid}`);
+      }
+      unlinkSync(lockFile);  // left by a process that died
+    }
+  }
+  throw new PrevailError(ErrorCodes.DATADIR_LOCKED, `cannot lock ${dataDir}`);
+}
+
+export function unlockDataDir(dataDir: string): void {
+  openDirs.delete(dataDir);
+  try {
+    unlinkSync(join(dataDir, 'prevail.lock'));
+  } catch {
+    // already gone
+  }
+}
+
+/**
+ * A new data dir is given this node's id (`prevail-node.json`); a used one must be this node's
+ * and still hold the engine's term and vote if it holds a log.
+ */
+export function checkIdentity(dataDir: string, id: number, address: string): void {
+  const file = join(dataDir, 'prevail-node.json');
+  const existing = readIdentity(file);
+  if (!existing) {
+    const fd = openSync(file, 'w');
+    writeFileSync(fd, JSON.stringify({ id, address, format: 1 }) + '\n');
+    fsyncSync(fd);
+    closeSync(fd);
+    return;
+  }
+  if (existing.id !== id) {
+    throw new PrevailError(ErrorCodes.DATADIR_MISMATCH, `${dataDir} belongs to node ${String(existing.id)}, not node ${id}`);
+  }
+  // The engine keeps term and vote in metadata1/metadata2; a log without them has lost them
+  // (starting anyway could vote twice in a term).
+  const hasLog = readdirSync(dataDir).some((n) => /^(\d+-\d+|open-\d+|snapshot-\d+-\d+-\d+)$/.test(n));
+  if (hasLog && !existsSync(join(dataDir, 'metadata1')) && !existsSync(join(dataDir, 'metadata2'))) {
+    const missing = join(dataDir, 'metadata1');
+    throw new PrevailError(ErrorCodes.CORRUPT_ENTRY, `${missing} (and metadata2) are missing, but the log is there: the node ` +
+      'can\'t start without its term and vote; see docs/operations.md (a damaged data dir).', { file: missing });
+  }
+}
+
+// null when there is none yet.
+function readIdentity(file: string): { id?: unknown } | null {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as { id?: unknown };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return null;
+    if (typeof code === 'string') throw err;  // can't be read (EACCES, EIO): start() makes it PREVAIL_IO
+    throw new PrevailError(ErrorCodes.DATADIR_MISMATCH, `${file} is unreadable: ${(err as Error).message}`);
+  }
+}
+
+/** The applied index last recorded in `prevail-applied` (see RaftNode), or 0. */
+export function readAppliedMark(dataDir: string): number {
+  try {
+    const n = Number(readFileSync(join(dataDir, 'prevail-applied'), 'utf8').trim());
+    return Number.isSafeInteger(n) && n > 0 ? n : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export function writeAppliedMark(dataDir: string, index: number): void {
+  const tmp = join(dataDir, 'prevail-applied.tmp');
+  writeFileSync(tmp, `${index}\n`);
+  renameSync(tmp, join(dataDir, 'prevail-applied'));  // never a torn file; a stale one is only lower
+}
