@@ -30,8 +30,12 @@ import { parseArgs } from 'node:util';
 const RUN_LIMIT_MS = 290_000;
 const SNAPSHOT_THRESHOLD = 64;
 const SNAPSHOT_TRAILING = 16;
+/** The library's default, for a build whose serve has no --snapshot-trailing (before 4f6a8ee). */
+const DEFAULT_TRAILING = 2048;
 /** At most this many writes while a follower is down, for the leader to snapshot past it. */
-const MAX_BEHIND_WRITES = 5000;
+const MAX_BEHIND_WRITES = 3 * DEFAULT_TRAILING;
+/** Writes in flight while a follower is down. */
+const BEHIND_CONCURRENCY = 8;
 const LONE_SURROGATE = '\ud800';
 
 const started = Date.now();
@@ -67,7 +71,8 @@ function options() {
     const dir = resolve(values[label]);
     const cli = join(dir, 'dist', 'cli.js');
     if (!existsSync(cli)) usage(`--${label} ${dir} has no dist/cli.js (build it with scripts/build-rev.sh)`);
-    builds[label] = { label, dir, cli, rev: buildRev(dir) };
+    const snapshotFlags = readFileSync(cli, 'utf8').includes('snapshot-trailing');
+    builds[label] = { label, dir, cli, rev: buildRev(dir), snapshotFlags, trailing: snapshotFlags ? SNAPSHOT_TRAILING : DEFAULT_TRAILING };
   }
   return { builds, exotic: !values['plain-only'], keep: Boolean(values.keep) };
 }
@@ -149,7 +154,7 @@ function startNode(node, build) {
   const args = [build.cli, 'serve', '--id', String(node.id), '--data', node.dataDir, '--raft', node.raft,
     '--http', node.http, '--channel', node.channel, '--cluster', settings.clusterFlag,
     '--election-timeout', '500', '--heartbeat', '100',
-    '--snapshot-threshold', String(SNAPSHOT_THRESHOLD), '--snapshot-trailing', String(SNAPSHOT_TRAILING)];
+    ...(build.snapshotFlags ? ['--snapshot-threshold', String(SNAPSHOT_THRESHOLD), '--snapshot-trailing', String(SNAPSHOT_TRAILING)] : [])];
   logLine(node, `start on the ${build.label} build (${build.rev}): node ${args.join(' ')}`);
   const fd = openSync(node.log, 'a');
   try {
@@ -298,17 +303,19 @@ async function catchUpBySnapshot(tag, behindBuild) {
   await transferTo(leader);
   const before = (await status(follower))?.lastIndex ?? 0;
   await stopNode(follower);
-  // Until the leader's log no longer holds the follower's next entry. The store raises the
-  // snapshot threshold with the state's size (objects / 2), so the count isn't fixed;
-  // overwriting a few keys keeps the state from growing.
+  // Until the leader's log no longer holds the follower's next entry: it keeps `trailing`
+  // entries before its snapshot. The store raises the snapshot threshold with the state's
+  // size and a build may lack --snapshot-threshold, so the leader is also asked for a
+  // snapshot now and then; overwriting a few keys keeps the state from growing.
+  const trailing = leader.build.trailing;
   let leaderStatus;
-  for (let i = 0; ; i++) {
-    await put(leader, `${tag}-behind-${i % 32}`, `v${i}`);
-    if (i % 16 !== 15) continue;
+  for (let i = 0; ; i += BEHIND_CONCURRENCY) {
+    await Promise.all(Array.from({ length: BEHIND_CONCURRENCY }, (_, j) => put(leader, `${tag}-behind-${(i + j) % 32}`, `v${i + j}`)));
+    if (i % 64 !== 0) continue;
     leaderStatus = await status(leader);
-    // The leader keeps SNAPSHOT_TRAILING entries before its snapshot: older ones are gone.
-    if (leaderStatus && leaderStatus.snapshot.index - SNAPSHOT_TRAILING > before) break;
-    if (i >= MAX_BEHIND_WRITES) throw new Mismatch(`the leader took no snapshot past entry ${before + SNAPSHOT_TRAILING} in ${i + 1} writes: ${JSON.stringify(leaderStatus)}`);
+    if (leaderStatus && leaderStatus.snapshot.index - trailing > before) break;
+    if (i > MAX_BEHIND_WRITES) throw new Mismatch(`the leader took no snapshot past entry ${before + trailing} in ${i} writes: ${JSON.stringify(leaderStatus)}`);
+    if (leaderStatus && leaderStatus.commitIndex - trailing > before + 32) await callUntilDone(leader, 'POST', '/admin/snapshot', undefined, 'a snapshot');
   }
   startNode(follower, follower.build);
   await waitServing(follower);
