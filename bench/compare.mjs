@@ -4,9 +4,12 @@
 // one table of medians per build and after/before ratios.
 //
 //   node bench/compare.mjs BEFORE_DIR AFTER_DIR [--rounds=2]
-//        [--store-args="..."] [--raft-args="..."] [--only=store|raft]
+//        [--store-args="..."] [--raft-args="..."] [--only=store|raft] [--rows=REGEX]
 //
-// The default arguments make a short run (~3 min on 2 shared cores): store.js --quick on 30k objects
+// --rows keeps the table's lines whose "bench row column" matches (e.g. --rows='commits/s|proposals/s').
+//
+// The default arguments make a short run (6 min here with the 2 cores at a load of 15, store.js two
+// thirds of it; aim: ~3 min on a quiet machine): store.js --quick on 30k objects
 // with short windows and without the heap sections, raft.js --quick. A ratio within the
 // spread that a build shows against itself (compare a build with itself for the noise floor)
 // is noise. Numbers are read from the benches' markdown tables: rows are matched by position
@@ -25,10 +28,13 @@ const DEFAULT_ARGS = {
 function options() {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { rounds: { type: 'string' }, 'store-args': { type: 'string' }, 'raft-args': { type: 'string' }, only: { type: 'string' } },
+    options: {
+      rounds: { type: 'string' }, 'store-args': { type: 'string' }, 'raft-args': { type: 'string' }, only: { type: 'string' },
+      rows: { type: 'string' },
+    },
   });
   if (positionals.length !== 2) {
-    console.error('usage: node bench/compare.mjs BEFORE_DIR AFTER_DIR [--rounds=2] [--store-args="..."] [--raft-args="..."] [--only=store|raft]');
+    console.error('usage: node bench/compare.mjs BEFORE_DIR AFTER_DIR [--rounds=2] [--store-args="..."] [--raft-args="..."] [--only=store|raft] [--rows=REGEX]');
     process.exit(2);
   }
   const dirs = positionals.map((d) => resolve(d));
@@ -41,7 +47,8 @@ function options() {
   const benches = (values.only ? [values.only] : ['store', 'raft']).map((name) => ({
     name, args: (values[`${name}-args`] ?? DEFAULT_ARGS[name]).split(/\s+/).filter(Boolean),
   }));
-  return { before: dirs[0], after: dirs[1], rounds: Number(values.rounds ?? 2), benches };
+  const rows = values.rows ? new RegExp(values.rows, 'i') : null;
+  return { before: dirs[0], after: dirs[1], rounds: Number(values.rounds ?? 2), benches, rows };
 }
 
 /** The bench running now, killed by pid if this script is interrupted. */
@@ -137,16 +144,17 @@ function median(values) {
 
 const fmt = (n) => (Number.isNaN(n) ? '-' : Math.abs(n) >= 100 ? Math.round(n).toLocaleString('en-US') : n.toPrecision(3));
 /** (max - min) / median of one side's runs, in percent: how much that build disagrees with itself. */
-const spread = (values) => (values.length < 2 ? '-' : `${Math.round(((Math.max(...values) - Math.min(...values)) / median(values)) * 100)}%`);
+const spread = (values) => (values.length < 2 || median(values) === 0 ? '-' : `${Math.round(((Math.max(...values) - Math.min(...values)) / median(values)) * 100)}%`);
 
 function printTable(results, opts) {
   console.log(`## ${opts.before} (before) vs ${opts.after} (after), ${opts.rounds} interleaved rounds, medians\n`);
   console.log('| bench | row | column | before | after | after / before | spread before | spread after |');
   console.log('|---|---|---|---:|---:|---:|---:|---:|');
   for (const r of results.values()) {
+    const where = r.table ? `${r.table}: ${r.label}` : r.label;
+    if (opts.rows && !opts.rows.test(`${r.bench} ${where} ${r.header}`)) continue;
     const [b, a] = [median(r.before), median(r.after)];
     const ratio = b === 0 || Number.isNaN(a) || Number.isNaN(b) ? '-' : (a / b).toFixed(2);
-    const where = r.table ? `${r.table}: ${r.label}` : r.label;
     console.log(`| ${r.bench} | ${where.replace(/\|/g, '/')} | ${r.header} | ${fmt(b)} | ${fmt(a)} | ${ratio} | ${spread(r.before)} | ${spread(r.after)} |`);
   }
   console.log('\nSpread: (max - min) / median of that build\'s runs. A ratio inside both spreads is noise.');
