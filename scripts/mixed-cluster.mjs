@@ -8,10 +8,11 @@
 // Each node is `prevail serve` from its build's dist/cli.js. The run:
 //   phase 1, nodes old/old/new; phase 2, old/new/new (node 2 restarted on the new build over
 //   its data dir); phase 3, old/new/old (node 3 restarted on the old build over a data dir
-//   the new build wrote). In every phase: writes through every node (followers forward them
-//   to the leader, across builds), leadership moved to a node of each build (writes again),
-//   and twice a follower stopped while the leader writes past its snapshot threshold, then
-//   restarted: it catches up by a snapshot from the leader of the other build.
+//   the new build wrote). In phases 1 and 2: writes through every node (followers forward
+//   them to the leader, across builds), leadership moved to a node of each build (writes
+//   again), and twice a follower stopped while the leader writes past its snapshot, then
+//   restarted: it catches up by a snapshot from the leader of the other build. In phase 3:
+//   writes through every node.
 // At the end every node must hold every acknowledged write, and all nodes the same
 // `effects` hash at the same applied index.
 //
@@ -303,32 +304,39 @@ async function catchUpBySnapshot(tag, behindBuild) {
   await transferTo(leader);
   const before = (await status(follower))?.lastIndex ?? 0;
   await stopNode(follower);
-  // Until the leader's log no longer holds the follower's next entry: it keeps `trailing`
-  // entries before its snapshot. The store raises the snapshot threshold with the state's
-  // size and a build may lack --snapshot-threshold, so the leader is also asked for a
-  // snapshot now and then; overwriting a few keys keeps the state from growing.
+  const leaderStatus = await writeUntilSnapshotPast(leader, before, tag);
+  startNode(follower, follower.build);
+  await waitServing(follower);
+  await waitApplied(follower, leaderStatus.commitIndex);
+  say(`  node ${follower.id} (${behindBuild}, stopped at ${before}) caught up to ${leaderStatus.commitIndex} by the snapshot ` +
+    `at ${leaderStatus.snapshot.index} of node ${leader.id} (${leader.build.label})`);
+}
+
+/**
+ * Writes through `leader` until its log no longer holds entry `index + 1` (it keeps `trailing`
+ * entries before its snapshot); returns its status then. The store raises the snapshot
+ * threshold with the state's size and a build may lack --snapshot-threshold, so the leader is
+ * also asked for a snapshot now and then; overwriting a few keys keeps the state small.
+ */
+async function writeUntilSnapshotPast(leader, index, tag) {
   const trailing = leader.build.trailing;
-  let leaderStatus;
   for (let i = 0; ; i += BEHIND_CONCURRENCY) {
     await Promise.all(Array.from({ length: BEHIND_CONCURRENCY }, (_, j) => put(leader, `${tag}-behind-${(i + j) % 32}`, `v${i + j}`)));
     if (i % 64 !== 0) continue;
-    leaderStatus = await status(leader);
-    if (leaderStatus && leaderStatus.snapshot.index - trailing > before) break;
-    if (i > MAX_BEHIND_WRITES) throw new Mismatch(`the leader took no snapshot past entry ${before + trailing} in ${i} writes: ${JSON.stringify(leaderStatus)}`);
-    if (leaderStatus && leaderStatus.commitIndex - trailing > before + 32) await callUntilDone(leader, 'POST', '/admin/snapshot', undefined, 'a snapshot');
+    const s = await status(leader);
+    if (s && s.snapshot.index - trailing > index) return s;
+    if (i > MAX_BEHIND_WRITES) throw new Mismatch(`the leader took no snapshot past entry ${index + trailing} in ${i} writes: ${JSON.stringify(s)}`);
+    if (s && s.commitIndex - trailing > index + 32) await callUntilDone(leader, 'POST', '/admin/snapshot', undefined, 'a snapshot');
   }
-  startNode(follower, follower.build);
-  await waitServing(follower);
-  const target = leaderStatus.commitIndex;
+}
+
+async function waitApplied(node, index) {
   const deadline = Date.now() + 30_000;
   for (;;) {
     checkCrashes();
-    const s = await status(follower);
-    if (s && s.appliedIndex >= target) {
-      say(`  node ${follower.id} (${behindBuild}, stopped at ${before}) caught up to ${target} by the snapshot at ${leaderStatus.snapshot.index} of node ${leader.id} (${leader.build.label})`);
-      return;
-    }
-    if (Date.now() > deadline) throw new Mismatch(`node ${follower.id} (${behindBuild}) did not catch up to ${target} within 30 s (at ${s?.appliedIndex})`);
+    const s = await status(node);
+    if (s && s.appliedIndex >= index) return;
+    if (Date.now() > deadline) throw new Mismatch(`node ${node.id} (${node.build.label}) did not apply up to ${index} within 30 s (at ${s?.appliedIndex})`);
     await sleep(100);
   }
 }
@@ -357,19 +365,21 @@ async function compareNodes() {
   }
   const hashes = new Set(statuses.map((s) => JSON.stringify(s.effects)));
   if (hashes.size !== 1) throw new Mismatch(`effects differ at applied index ${statuses[0].appliedIndex}: ${statuses.map((s, i) => `node ${i + 1} ${JSON.stringify(s.effects)}`).join('; ')}`);
-  for (const node of nodes.values()) {
-    let wrong = 0;
-    let example = '';
-    for (const [key, value] of expected) {
-      const a = await call(node, 'GET', `/kv/${encodeURIComponent(key)}?consistency=stale`);
-      if (a.status !== 200 || a.body.value !== value) {
-        if (!wrong) example = `${key}: ${a.status} ${JSON.stringify(a.body)} (expected ${JSON.stringify(value)})`;
-        wrong++;
-      }
-    }
-    if (wrong) throw new Mismatch(`node ${node.id} (${node.build.label}) has ${wrong} of ${expected.size} keys wrong, e.g. ${example}`);
-  }
+  for (const node of nodes.values()) await readBackEveryWrite(node);
   say(`all nodes at applied index ${statuses[0].appliedIndex}, effects equal, ${expected.size} keys read back from each`);
+}
+
+async function readBackEveryWrite(node) {
+  let wrong = 0;
+  let example = '';
+  for (const [key, value] of expected) {
+    const a = await call(node, 'GET', `/kv/${encodeURIComponent(key)}?consistency=stale`);
+    if (a.status !== 200 || a.body.value !== value) {
+      if (!wrong) example = `${key}: ${a.status} ${JSON.stringify(a.body)} (expected ${JSON.stringify(value)})`;
+      wrong++;
+    }
+  }
+  if (wrong) throw new Mismatch(`node ${node.id} (${node.build.label}) has ${wrong} of ${expected.size} keys wrong, e.g. ${example}`);
 }
 
 // ---- main -------------------------------------------------------------------------------
