@@ -3,27 +3,19 @@
 // snapshot), then healing, final reads and the checks; about two minutes in all. It must PASS with
 // no lost acknowledged writes. The harness bounds itself (every wait, the whole run) and kills
 // its children by pid; this test kills the harness by pid if it overruns.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
+import { runScript } from './helpers/run-script.js';
 
 const BOUND_MS = 150_000;
 
 test('npm run verify -- --ci passes', async () => {
   const out = mkdtempSync(join(tmpdir(), 'prevail-verify-ci-'));
   try {
-    const child = spawn(process.execPath, [join(process.cwd(), 'dist', 'verify', 'run.js'), '--ci', '--out', out],
-      { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout!.on('data', (c: Buffer) => { output += c.toString(); });
-    child.stderr!.on('data', (c: Buffer) => { output += c.toString(); });
-    const code = await new Promise<number | string | null>((resolve) => {
-      // SIGTERM first: the harness cleans up (nodes, namespaces) and exits; SIGKILL if it doesn't.
-      const term = setTimeout(() => { if (child.pid) process.kill(child.pid, 'SIGTERM'); }, BOUND_MS);
-      const kill = setTimeout(() => { if (child.pid && child.exitCode === null) process.kill(child.pid, 'SIGKILL'); }, BOUND_MS + 25_000);
-      child.once('exit', (c, signal) => { clearTimeout(term); clearTimeout(kill); resolve(c ?? signal); });
-    });
+    // SIGTERM first: the harness cleans up (nodes, namespaces) and exits; SIGKILL if it doesn't.
+    const { code, output } = await runScript([join(process.cwd(), 'dist', 'verify', 'run.js'), '--ci', '--out', out], BOUND_MS, 25_000);
     let report = '';
     try { report = readFileSync(join(out, 'report.txt'), 'utf8'); } catch { /* none written */ }
     if (code !== 0) console.log(`verify --ci exited ${code}\n${output}\n${report}`);
