@@ -45,15 +45,18 @@ await run(async () => {
     const started = performance.now();
     const stalls = [];
     let last = performance.now();
+    let lastMono = process.hrtime.bigint();  // CLOCK_MONOTONIC, to line stalls up with `perf record -k CLOCK_MONOTONIC`
     const tick = setInterval(() => {
       const now = performance.now();
+      const mono = process.hrtime.bigint();
       if (now - last - 10 >= STALL_MS) {
         const s = store.status();
         const gc = gcs.filter(([t]) => t >= last - 5 && t <= now).reduce((a, [, d]) => a + d, 0);
         stalls.push({ at: (last - started) / 1000, ms: now - last - 10, applied: s.appliedIndex, snapshot: s.snapshot.index,
-          capture: s.capture.running ? 'running' : '-', gc });
+          capture: s.capture.running ? 'running' : '-', gc, mono: [lastMono, mono] });
       }
       last = now;
+      lastMono = mono;
     }, 10);
     const r = await closedLoop(concurrency, durationMs, () => ({ id: 1 + Math.floor(Math.random() * N) }), (a) => store.propose('touch', a));
     clearInterval(tick);
@@ -61,6 +64,7 @@ await run(async () => {
     console.log(`\n### Event-loop stalls >= ${STALL_MS} ms: 1 node, ${fmtInt(N)} objects, ${concurrency} writes in flight for ${durationMs / 1000} s\n`);
     console.log('| at (s) | stall ms | GC ms inside | applied | engine snapshot | capture |\n|---:|---:|---:|---:|---:|---|');
     for (const s of stalls) console.log(`| ${s.at.toFixed(1)} | ${Math.round(s.ms)} | ${Math.round(s.gc)} | ${fmtInt(s.applied)} | ${fmtInt(s.snapshot)} | ${s.capture} |`);
+    if (arg('timestamps')) for (const s of stalls) console.log(`stall ${s.mono.map((t) => (Number(t) / 1e9).toFixed(6)).join(' ')}`);
     const longest = stalls.reduce((m, s) => Math.max(m, s.ms), 0);
     console.log(`\n${stalls.length} stalls, longest ${Math.round(longest)} ms; ${fmtInt(r.opsPerSec)} writes/s, p99 ${r.p99.toFixed(1)} ms`);
   } finally {
