@@ -2,7 +2,9 @@
 // single store (no peers, no other processes of ours), N objects loaded in bulk commands,
 // then `--concurrency` writes in flight for `--duration` ms. Prints every stall of the JS
 // thread >= 100 ms with what the store was doing at that moment (applied index, the
-// engine's last snapshot, the background capture), GC pauses inside it, then a summary.
+// engine's last snapshot, the background capture), its time on a CPU and waiting for one
+// (schedstat), GC pauses inside it, then a summary. `--timestamps` also prints each stall's
+// CLOCK_MONOTONIC window, for `perf record -k CLOCK_MONOTONIC` (docs/benchmarks.md).
 // The engine's heartbeats run on this thread, so in a cluster a leader's stall longer than
 // the election timeout can cost an election (docs/benchmarks.md, "GC and stalls").
 //
@@ -14,7 +16,7 @@ import { join } from 'node:path';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 
 import { defineSchema, open } from '../dist/index.js';
-import { arg, closedLoop, fmtInt, progress, quick, run } from './common.js';
+import { arg, closedLoop, fmtInt, mainThreadSched, progress, quick, run } from './common.js';
 import { makeUser, rng, users } from './users.js';
 
 const N = Number(arg('objects') ?? (quick ? 200_000 : 1_000_000));
@@ -46,27 +48,35 @@ await run(async () => {
     const stalls = [];
     let last = performance.now();
     let lastMono = process.hrtime.bigint();  // CLOCK_MONOTONIC, to line stalls up with `perf record -k CLOCK_MONOTONIC`
+    const sched = mainThreadSched();
+    let lastSched = sched();
     const tick = setInterval(() => {
       const now = performance.now();
       const mono = process.hrtime.bigint();
+      const sc = sched();
       if (now - last - 10 >= STALL_MS) {
         const s = store.status();
         const gc = gcs.filter(([t]) => t >= last - 5 && t <= now).reduce((a, [, d]) => a + d, 0);
         stalls.push({ at: (last - started) / 1000, ms: now - last - 10, applied: s.appliedIndex, snapshot: s.snapshot.index,
-          capture: s.capture.running ? 'running' : '-', gc, mono: [lastMono, mono] });
+          capture: s.capture.running ? 'running' : '-', gc, mono: [lastMono, mono], cpu: sc[0] - lastSched[0], wait: sc[1] - lastSched[1] });
       }
       last = now;
       lastMono = mono;
+      lastSched = sc;
     }, 10);
     const r = await closedLoop(concurrency, durationMs, () => ({ id: 1 + Math.floor(Math.random() * N) }), (a) => store.propose('touch', a));
     clearInterval(tick);
     observer.disconnect();
     console.log(`\n### Event-loop stalls >= ${STALL_MS} ms: 1 node, ${fmtInt(N)} objects, ${concurrency} writes in flight for ${durationMs / 1000} s\n`);
-    console.log('| at (s) | stall ms | GC ms inside | applied | engine snapshot | capture |\n|---:|---:|---:|---:|---:|---|');
-    for (const s of stalls) console.log(`| ${s.at.toFixed(1)} | ${Math.round(s.ms)} | ${Math.round(s.gc)} | ${fmtInt(s.applied)} | ${fmtInt(s.snapshot)} | ${s.capture} |`);
+    console.log('| at (s) | stall ms | on a CPU ms | waiting for a CPU ms | GC ms inside | applied | engine snapshot | capture |\n|---:|---:|---:|---:|---:|---:|---:|---|');
+    for (const s of stalls) {
+      console.log(`| ${s.at.toFixed(1)} | ${Math.round(s.ms)} | ${Math.round(s.cpu)} | ${Math.round(s.wait)} | ${Math.round(s.gc)} | ${fmtInt(s.applied)} | ${fmtInt(s.snapshot)} | ${s.capture} |`);
+    }
     if (arg('timestamps')) for (const s of stalls) console.log(`stall ${s.mono.map((t) => (Number(t) / 1e9).toFixed(6)).join(' ')}`);
-    const longest = stalls.reduce((m, s) => Math.max(m, s.ms), 0);
-    console.log(`\n${stalls.length} stalls, longest ${Math.round(longest)} ms; ${fmtInt(r.opsPerSec)} writes/s, p99 ${r.p99.toFixed(1)} ms`);
+    const longest = (key) => Math.round(stalls.reduce((m, s) => Math.max(m, s[key]), 0));
+    const total = (key) => Math.round(stalls.reduce((a, s) => a + s[key], 0));
+    console.log(`\n${stalls.length} stalls, longest ${longest('ms')} ms (most on a CPU in one: ${longest('cpu')} ms); in all ${total('ms')} ms, ` +
+      `${total('cpu')} on a CPU, ${total('wait')} waiting for one; ${fmtInt(r.opsPerSec)} writes/s, p99 ${r.p99.toFixed(1)} ms`);
   } finally {
     await store.close();
     rmSync(dir, { recursive: true, force: true });
