@@ -10,6 +10,12 @@
 //
 //   node bench/loop-stalls.js                      1M objects, 50 s of writes
 //   node bench/loop-stalls.js --objects=200000 --duration=20000
+//   node bench/loop-stalls.js --duration=150000 --force-every=25
+//
+// `--force-every=S` makes the work happen whatever the machine's speed (captures start
+// after objects/4 entries, engine snapshots after objects/2): every S seconds of writes, a
+// capture (captureNow) and, S seconds later, an engine snapshot whose tail holds the
+// entries of those S seconds (store.node.snapshot), in turn.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +29,7 @@ const N = Number(arg('objects') ?? (quick ? 200_000 : 1_000_000));
 const durationMs = Number(arg('duration') ?? (quick ? 20_000 : 50_000));
 const concurrency = Number(arg('concurrency') ?? 32);
 const STALL_MS = 100;
+const forceEveryS = Number(arg('force-every') ?? 0);
 
 const schema = defineSchema({
   collections: { users: users() },
@@ -64,10 +71,18 @@ await run(async () => {
       lastMono = mono;
       lastSched = sc;
     }, 10);
+    const forced = [];
+    const force = forceEveryS > 0 && setInterval(() => {
+      const what = forced.length % 2 === 0 ? 'capture' : 'engine snapshot';
+      forced.push(`${what} at ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      (what === 'capture' ? store.captureNow() : store.node.snapshot()).catch((err) => progress(`${what} failed: ${err.message}`));
+    }, forceEveryS * 1000);
     const r = await closedLoop(concurrency, durationMs, () => ({ id: 1 + Math.floor(Math.random() * N) }), (a) => store.propose('touch', a));
     clearInterval(tick);
+    if (force) clearInterval(force);
     observer.disconnect();
     console.log(`\n### Event-loop stalls >= ${STALL_MS} ms: 1 node, ${fmtInt(N)} objects, ${concurrency} writes in flight for ${durationMs / 1000} s\n`);
+    if (forced.length) console.log(`Forced: ${forced.join(', ')}.\n`);
     console.log('| at (s) | stall ms | on a CPU ms | waiting for a CPU ms | GC ms inside | applied | engine snapshot | capture |\n|---:|---:|---:|---:|---:|---:|---:|---|');
     for (const s of stalls) {
       console.log(`| ${s.at.toFixed(1)} | ${Math.round(s.ms)} | ${Math.round(s.cpu)} | ${Math.round(s.wait)} | ${Math.round(s.gc)} | ${fmtInt(s.applied)} | ${fmtInt(s.snapshot)} | ${s.capture} |`);
