@@ -3,7 +3,7 @@
 // fdatasync anchor the benches print their numbers against.
 import { fork } from 'node:child_process';
 import {
-  closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync,
+  closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync,
 } from 'node:fs';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
@@ -203,6 +203,22 @@ export async function killChild(child, timeoutMs = 5000) {
 
 // CPU time (user + system, ms) a process has used so far, from /proc/<pid>/stat (Linux;
 // NaN elsewhere or once the process is gone). Clock ticks are taken as 100 per second.
+// A reader of this process's main thread's time on a CPU and waiting for one (run queue),
+// in ms, from the scheduler (Linux schedstat, which counts ns; zeros elsewhere): a stall's
+// on-CPU part is the process's own work (JS, GC, native), its run-queue part is the machine
+// not giving it a CPU, the rest is blocking.
+export function mainThreadSched() {
+  let fd = -1;
+  try { fd = openSync(`/proc/self/task/${process.pid}/schedstat`, 'r'); } catch { /* not Linux */ }
+  const buf = Buffer.alloc(128);
+  return () => {
+    if (fd < 0) return [0, 0];
+    const n = readSync(fd, buf, 0, 128, 0);
+    const [run, wait] = buf.latin1Slice(0, n).split(' ');
+    return [Number(run) / 1e6, Number(wait) / 1e6];
+  };
+}
+
 export function processCpuMs(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');

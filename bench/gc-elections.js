@@ -27,7 +27,7 @@
 // reported once per iteration; GC pauses are wall time (a pause the thread spent waiting
 // for a CPU counts in full). This is a measurement, not a test: it never fails on a number.
 import diagnostics_channel from 'node:diagnostics_channel';
-import { mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver, constants as perfConstants, monitorEventLoopDelay, performance } from 'node:perf_hooks';
@@ -36,7 +36,7 @@ import { fileURLToPath } from 'node:url';
 import { defineSchema, open, versions } from '../dist/index.js';
 import { makeUser, rng, users } from './users.js';
 import {
-  Child, arg, closedLoop, fmtInt, fmtMs, freePorts, killChildren, processCpuMs, progress, quick, run, sleep, waitFor,
+  Child, arg, closedLoop, fmtInt, fmtMs, freePorts, killChildren, mainThreadSched, processCpuMs, progress, quick, run, sleep, waitFor,
 } from './common.js';
 
 // ---------------------------------------------------------------- the data
@@ -96,18 +96,7 @@ async function nodeChild(spec) {
   }).observe({ entryTypes: ['gc'] });
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
-  // The main thread's time on a CPU and waiting for one (run queue), in ms, from the
-  // scheduler (Linux schedstat, which counts ns; zeros elsewhere): a stall's on-CPU part is this process's own work
-  // (JS, GC), its run-queue part is the machine not giving it a CPU, the rest is blocking.
-  let schedFd = -1;
-  try { schedFd = openSync(`/proc/self/task/${process.pid}/schedstat`, 'r'); } catch { /* not Linux */ }
-  const schedBuf = Buffer.alloc(128);
-  const sched = () => {
-    if (schedFd < 0) return [0, 0];
-    const n = readSync(schedFd, schedBuf, 0, 128, 0);
-    const [run, wait] = schedBuf.latin1Slice(0, n).split(' ');
-    return [Number(run) / 1e6, Number(wait) / 1e6];
-  };
+  const sched = mainThreadSched();
   let last = performance.now();
   let lastSched = sched();
   setInterval(() => {

@@ -7,7 +7,8 @@ import { debug } from './core/diagnostics.js';
 import { freePort } from './core/ports.js';
 import { ErrorCodes, PrevailError, isFatal, markFatal } from './core/errors.js';
 import { decodeEntry, encodeEntry, packr } from './format/entry.js';
-import { SNAPSHOT_FORMAT_READ, SnapshotFormat, crcOf, formatFor, frame, fromRows, notePatched, objsFrame, tailFrame, verifySnapshot } from './format/snapshot.js';
+import { SNAPSHOT_FORMAT_READ, SnapshotFormat, crcOf, formatFor, frame, fromRows, notePatched, objsFrame, verifySnapshot } from './format/snapshot.js';
+import { EncodedTail } from './format/tail.js';
 import { StringTable, describeKey, sameKey } from './store/key-map.js';
 import { CHECKPOINTS_KEPT, CHECKPOINT_EVERY, foldNumber, foldString, foldValue, hexOf, initialEffects, type EffectsHash } from './store/effects.js';
 import { ObjectTable } from './store/object-table.js';
@@ -226,8 +227,6 @@ export interface StoreOptions<C extends Collections, H extends Commands<C>> exte
   slowApplyMs?: number;
 }
 
-interface TailEntry { index: number; term: number; payload: Uint8Array }
-
 export class Store<C extends Collections, H extends Commands<C>> extends EventEmitter {
   readonly node!: RaftNode<unknown>;
   /** Read-only access to every collection and its indexes. */
@@ -238,7 +237,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #tx: Undo[] | null = null;
   #lastTimestamp = 0;
   #base: { index: number; chunks: Uint8Array[] };
-  #tail: TailEntry[] = [];
+  #tail = new EncodedTail();
   #captureDone: Promise<number> | null = null;
   // Bumped by every restore: a capture started before it describes a state that is gone.
   #generation = 0;
@@ -634,7 +633,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   // ---- apply ----------------------------------------------------------------------
 
   #applyEntry(payload: Uint8Array, index: number, term: number): unknown {
-    this.#tail.push({ index, term, payload });
+    this.#tail.push(index, term, payload);
     this.#appliedIndex = index;
     const result = this.#run(payload, index, term);
     if (this.#captureDone === null && this.#tail.length >= this.#captureInterval) {
@@ -953,7 +952,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
           }
           chunks.unshift(meta(chunks));
           this.#base = { index, chunks };
-          this.#tail = this.#tail.filter((e) => e.index > index);
+          this.#tail.dropThrough(index);
           this.#adaptIntervals();
           const ms = performance.now() - started;
           debug('captured state at index %d in %d ms (%d frames, %d objects serialised)', index, Math.round(ms), chunks.length, serialised);
@@ -987,11 +986,12 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   }
 
   // The engine's snapshot: the last completed capture plus the entries after it (the
-  // tail holds only those). O(tail): the heavy serialisation already happened in slices.
+  // tail holds only those). No serialisation here: the capture's frames were made in
+  // slices, the tail's bytes and CRC as entries were applied (format/tail.ts).
   #snapshotBytes(): Uint8Array[] {
-    const chunks = [...this.#base.chunks, tailFrame(this.#tail)];
-    chunks.push(frame(packr.pack({ t: 'end', crcs: chunks.map(crcOf) })));
-    return chunks;
+    const tail = this.#tail.frame();
+    const crcs = [...this.#base.chunks.map(crcOf), tail.crc];
+    return [...this.#base.chunks, ...tail.pieces, frame(packr.pack({ t: 'end', crcs }))];
   }
 
   /**
@@ -1020,7 +1020,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       c.nextId = 1;
       for (const ix of c.indexes) clearIndex(ix);
     }
-    this.#tail = [];
+    this.#tail.clear();
     this.#lastTimestamp = 0;
     this.#generation++;
     this.#captureDone = null;
@@ -1135,7 +1135,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     this.#base = { index: baseIndex, chunks: migrated ? this.#serializeAll(baseIndex) : baseChunks };
     this.#appliedIndex = baseIndex;
     for (const [index, term, payload] of tail) {
-      this.#tail.push({ index, term, payload });
+      this.#tail.push(index, term, payload);
       this.#appliedIndex = index;
       try {
         this.#run(payload, index, term);

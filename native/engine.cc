@@ -541,7 +541,7 @@ int Engine::FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void**
   auto it = self->pending_.find(index);
   ApplyRequest* mine = it != self->pending_.end() ? it->second : nullptr;
   // A copy: the engine frees the entry's memory later, and JS may keep the bytes.
-  auto payload = Napi::Buffer<uint8_t>::Copy(env, bytes + kHeaderSize, length);
+  auto payload = self->payloads_.Copy(env, bytes + kHeaderSize, length);
   try {
     Napi::Value value = self->CallFsm(self->apply_fn_, {payload, Napi::Number::New(env, static_cast<double>(index)),
                                                         Napi::Number::New(env, static_cast<double>(term)),
@@ -955,6 +955,7 @@ void Engine::TearDown() {
   check_.reset();
   idle_.reset();
   apply_fn_.Reset();
+  payloads_.Reset();
   snapshot_fn_.Reset();
   restore_fn_.Reset();
   state_fn_.Reset();

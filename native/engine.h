@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "payload_slab.h"
 #include "uv_handle.h"
 
 namespace prevail {
@@ -130,6 +131,8 @@ class Engine : public Napi::ObjectWrap<Engine> {
 
   // Proposals of this process by log index; only these get a result kept.
   std::unordered_map<raft_index, struct ApplyRequest*> pending_;
+  // Where applied payloads are copied for JS (see payload_slab.h).
+  PayloadSlab payloads_;
   // Keeps the JS buffers of the snapshot being written alive until finalize.
   std::vector<Held> snapshot_refs_;
 

@@ -105,6 +105,33 @@ describe('RaftNode, single node', () => {
     expect(node.status().appliedIndex).toBe(results[n - 1]!.index);
   });
 
+  // One ArrayBuffer per applied entry made V8 run a marking step per entry once its external
+  // memory was above the limit (native/payload_slab.h): small payloads share slabs.
+  test('applied payloads are Buffers cut from shared slabs, not one ArrayBuffer each; bytes intact', async () => {
+    const seen = new Map<number, { buffer: ArrayBufferLike; isBuffer: boolean; bytes: Uint8Array }>();
+    const fsm: Fsm<null> = {
+      apply(command, meta) {
+        seen.set(meta.index, { buffer: command.buffer, isBuffer: Buffer.isBuffer(command), bytes: new Uint8Array(command) });
+        return null;
+      },
+      snapshot: () => [],
+      restore() {},
+    };
+    const node = await start(fsm);
+    const sizes = Array.from({ length: 3000 }, (_, i) => (i === 1500 ? 10_000 : i % 97));
+    const proposed = await Promise.all(sizes.map((n, i) => node.proposeWithIndex(bytes(n, i % 251))));
+    const small = new Set<ArrayBufferLike>();
+    let smallBytes = 0;
+    proposed.forEach(({ index }, i) => {
+      const got = seen.get(index)!;
+      expect(got.isBuffer).toBe(true);
+      expect(got.bytes).toEqual(bytes(sizes[i]!, i % 251));
+      if (i === 1500) expect(got.buffer.byteLength).toBe(10_000);  // large: a buffer of its own
+      else { small.add(got.buffer); smallBytes += sizes[i]!; }
+    });
+    expect(small.size).toBeLessThanOrEqual(Math.ceil((smallBytes + 8 * sizes.length) / (60 * 1024)) + 1);
+  });
+
   test('a throwing handler rejects its own proposal only; the log stays consistent', async () => {
     const fsm = new RecordingFsm();
     const node = await start(fsm);

@@ -17,7 +17,8 @@ export interface NativeStatus {
 }
 
 export interface NativeCallbacks {
-  apply(payload: Buffer, index: number, term: number, mine: boolean): unknown;
+  /** `payload` is a view into a slab shared with other entries' payloads (native/payload_slab.h). */
+  apply(payload: Uint8Array, index: number, term: number, mine: boolean): unknown;
   snapshot(): Uint8Array | Uint8Array[];
   restore(payload: Buffer): void;
   state(state: string, term: number, leaderId: number, leaderAddress: string | null): void;

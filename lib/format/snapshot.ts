@@ -133,31 +133,49 @@ export function fromRows(shapes: string[][], items: unknown[], values: unknown[]
  * payload], ...] }`, written by hand (the same bytes any msgpack reader decodes as that
  * record). msgpackr took about a second on the loop thread for the 300k entries a large
  * state's tail can hold, and the engine asks for the snapshot synchronously; this is a
- * size pass and a copy, about 20 times faster.
+ * size pass and a copy, about 20 times faster. The store goes further and keeps its tail
+ * encoded as entries are applied (tail.ts, the same bytes), so a snapshot copies nothing.
  */
 export function tailFrame(entries: readonly { index: number; term: number; payload: Uint8Array }[]): Uint8Array {
-  const HEAD = [0x82, 0xa1, 0x74, 0xa4, 0x74, 0x61, 0x69, 0x6c, 0xa7, 0x65, 0x6e, 0x74, 0x72, 0x69, 0x65, 0x73, 0xdd];
-  let size = HEAD.length + 4;
-  for (const e of entries) size += 1 + uintSize(e.index) + uintSize(e.term) + binHeaderSize(e.payload.length) + e.payload.length;
+  let size = TAIL_HEAD.length + 4;
+  for (const e of entries) size += tailEntrySize(e);
   const out = Buffer.allocUnsafe(4 + size);
-  out.writeUInt32LE(size, 0);
-  let at = 4;
-  for (const b of HEAD) out[at++] = b;
-  out.writeUInt32BE(entries.length, at);
-  at += 4;
-  for (const e of entries) {
-    out[at++] = 0x93;  // fixarray of 3
-    at = writeUint(out, at, e.index);
-    at = writeUint(out, at, e.term);
-    const n = e.payload.length;
-    if (n < 0x100) { out[at++] = 0xc4; out[at++] = n; }
-    else if (n < 0x10000) { out[at++] = 0xc5; out.writeUInt16BE(n, at); at += 2; }
-    else { out[at++] = 0xc6; out.writeUInt32BE(n, at); at += 4; }
-    out.set(e.payload, at);
-    at += n;
-  }
+  let at = writeTailHead(out, size, entries.length);
+  for (const e of entries) at = writeTailEntry(out, at, e);
   frameCrcs.set(out, crc32(out));
   return out;
+}
+
+// `{ t: 'tail', entries: <array 32 of …> }` up to the array's length.
+const TAIL_HEAD = [0x82, 0xa1, 0x74, 0xa4, 0x74, 0x61, 0x69, 0x6c, 0xa7, 0x65, 0x6e, 0x74, 0x72, 0x69, 0x65, 0x73, 0xdd];
+/** Bytes before a tail frame's first entry: the length prefix, TAIL_HEAD and the entry count. */
+export const TAIL_HEAD_BYTES = 4 + TAIL_HEAD.length + 4;
+
+/** Writes a tail frame's first TAIL_HEAD_BYTES, for `size` bytes after the prefix and `count` entries; returns the next offset. */
+export function writeTailHead(out: Buffer, size: number, count: number): number {
+  out.writeUInt32LE(size, 0);
+  let at = 4;
+  for (const b of TAIL_HEAD) out[at++] = b;
+  out.writeUInt32BE(count, at);
+  return at + 4;
+}
+
+/** The bytes of one entry of a tail frame: [index, term, payload]. */
+export function tailEntrySize(e: { index: number; term: number; payload: Uint8Array }): number {
+  return 1 + uintSize(e.index) + uintSize(e.term) + binHeaderSize(e.payload.length) + e.payload.length;
+}
+
+/** Writes one entry of a tail frame at `at`; returns the offset after it. */
+export function writeTailEntry(out: Buffer, at: number, e: { index: number; term: number; payload: Uint8Array }): number {
+  out[at++] = 0x93;  // fixarray of 3
+  at = writeUint(out, at, e.index);
+  at = writeUint(out, at, e.term);
+  const n = e.payload.length;
+  if (n < 0x100) { out[at++] = 0xc4; out[at++] = n; }
+  else if (n < 0x10000) { out[at++] = 0xc5; out.writeUInt16BE(n, at); at += 2; }
+  else { out[at++] = 0xc6; out.writeUInt32BE(n, at); at += 4; }
+  out.set(e.payload, at);
+  return at + n;
 }
 
 // msgpack's unsigned ints; a float64 from 2^32 on (exact for every safe integer, as msgpackr reads it).
