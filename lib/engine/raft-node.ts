@@ -65,7 +65,9 @@ export class RaftNode<R = unknown> extends EventEmitter {
     this.#snapshotThreshold = options.snapshotThreshold;
     this.#fsm = options.fsm;
     this.#engine = new addon.Engine({
-      apply: (payload, index, term, mine) => this.#apply(payload, index, term, mine),
+      // Handlers get a Buffer, as before: a view of the same bytes, no copy.
+      apply: (payload, index, term, mine) =>
+        this.#apply(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), index, term, mine),
       snapshot: () => {
         const t0 = performance.now();
         const chunks = this.#fsm.snapshot();
