@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-# chromium: Debian's browser, driven headless by playwright-core in test/admin.test.ts.
+# chromium: Debian's browser, driven headless by playwright-core in test/unit/admin/admin.test.ts.
 for pkg in g++ make python3 ca-certificates chromium; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done

@@ -4,8 +4,8 @@
 // fire once each through a failover and through a full restart.
 import { rmSync } from 'node:fs';
 
-import { collection, defineSchema, open } from '../lib/store.js';
-import { Cluster, fixtures, tempDir, waitFor, type NodeProcess, type Status } from './helpers/cluster.js';
+import { collection, defineSchema, open } from '../../lib/store.js';
+import { Cluster, fixtures, tempDir, waitFor, type NodeProcess, type Status } from '../helpers/cluster.js';
 
 interface Count { key: string; n: number; dues: number[] }
 interface Outcome<T> { ok?: T; error?: { code?: string; message: string } }

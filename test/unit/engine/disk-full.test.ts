@@ -5,8 +5,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { collection, defineSchema, open } from '../lib/store.js';
-import { Cluster, fixtures, freePorts, tempDir, waitFor, type Status } from './helpers/cluster.js';
+import { collection, defineSchema, open } from '../../../lib/store.js';
+import { Cluster, fixtures, freePorts, tempDir, waitFor, type Status } from '../../helpers/cluster.js';
 
 function mountTmpfs(dir: string, size: string): boolean {
   try {

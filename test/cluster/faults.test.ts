@@ -7,8 +7,8 @@
 import { cpSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { collection, defineSchema, open } from '../lib/store.js';
-import { NodeProcess, fixtures, freePorts, tempDir, waitFor } from './helpers/cluster.js';
+import { collection, defineSchema, open } from '../../lib/store.js';
+import { NodeProcess, fixtures, freePorts, tempDir, waitFor } from '../helpers/cluster.js';
 
 const CYCLES = Number(process.env.CRASH_CYCLES ?? 15);
 

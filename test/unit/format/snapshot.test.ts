@@ -5,10 +5,10 @@ import { crc32 } from 'node:zlib';
 
 import fc from 'fast-check';
 
-import { crc32Combine } from '../lib/format/crc32.js';
-import { packr } from '../lib/format/entry.js';
-import { frame, splitFrames, tailFrame } from '../lib/format/snapshot.js';
-import { EncodedTail } from '../lib/format/tail.js';
+import { crc32Combine } from '../../../lib/format/crc32.js';
+import { packr } from '../../../lib/format/entry.js';
+import { frame, splitFrames, tailFrame } from '../../../lib/format/snapshot.js';
+import { EncodedTail } from '../../../lib/format/tail.js';
 
 const entry = fc.record({
   index: fc.oneof(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 2 ** 32 + 5 }), fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER })),

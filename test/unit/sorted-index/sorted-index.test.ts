@@ -9,7 +9,7 @@ import {
   type IndexKey,
   type OrderedIndex,
   type RangeOptions,
-} from '../lib/sorted-index/index.js';
+} from '../../../lib/sorted-index/index.js';
 
 // ---------------------------------------------------------------------------------------------
 // A brute-force model: a sorted array of pairs, maintained by linear scans.

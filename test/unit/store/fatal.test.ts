@@ -8,12 +8,12 @@ import { join } from 'node:path';
 
 import { Packr } from 'msgpackr';
 
-import { RaftNode } from '../lib/engine/raft-node.js';
-import type { Fsm } from '../lib/engine/types.js';
-import { PrevailError } from '../lib/core/errors.js';
-import { packrOptions } from '../lib/format/entry.js';
-import { collection, defineSchema, open } from '../lib/store.js';
-import { Cluster, ServeProcess, fixtures, freePorts, tempDir, waitFor, type NodeProcess } from './helpers/cluster.js';
+import { RaftNode } from '../../../lib/engine/raft-node.js';
+import type { Fsm } from '../../../lib/engine/types.js';
+import { PrevailError } from '../../../lib/core/errors.js';
+import { packrOptions } from '../../../lib/format/entry.js';
+import { collection, defineSchema, open } from '../../../lib/store.js';
+import { Cluster, ServeProcess, fixtures, freePorts, tempDir, waitFor, type NodeProcess } from '../../helpers/cluster.js';
 
 const dist = join(process.cwd(), 'dist', 'index.js');
 
@@ -457,7 +457,7 @@ describe('prevail serve on an entry it cannot apply', () => {
     const dir = tempDir('prevail-serve-fatal-');
     const [raft, http] = await freePorts(2);
     try {
-      const { kvSchema } = await import('../lib/service/kv-schema.js');
+      const { kvSchema } = await import('../../../lib/service/kv-schema.js');
       const newer = defineSchema({
         collections: kvSchema.collections,
         commands: { ...kvSchema.commands, extra: (s, a: { key: string }) => s.kv.insert({ key: a.key, value: 'extra' }).id },

@@ -9,8 +9,8 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 
-import { parseAddress } from '../lib/core/address.js';
-import { ServeProcess, ServiceCluster, tempDir, type HttpAnswer } from './helpers/cluster.js';
+import { parseAddress } from '../../../lib/core/address.js';
+import { ServeProcess, ServiceCluster, tempDir, type HttpAnswer } from '../../helpers/cluster.js';
 
 const MiB = 1024 * 1024;
 const LIMIT = MiB;

@@ -6,7 +6,7 @@
 // checking anything. Every child is killed by pid, the namespaces deleted in afterAll.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 
-import { NetnsNetwork, netnsAvailable, partitionPairs } from '../lib/verify/netns.js';
+import { NetnsNetwork, netnsAvailable, partitionPairs } from '../../lib/verify/netns.js';
 
 const PORT = 7001;
 

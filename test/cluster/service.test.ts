@@ -4,7 +4,7 @@
 import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { ServeProcess, ServiceCluster, runCli, waitFor, type HttpAnswer } from './helpers/cluster.js';
+import { ServeProcess, ServiceCluster, runCli, waitFor, type HttpAnswer } from '../helpers/cluster.js';
 
 /** Well above the defaults: these tests share two cores with other suites (see cluster.test.ts). */
 const timing = ['--election-timeout', '1000', '--heartbeat', '100'];

@@ -1,7 +1,7 @@
 // Multi-node integration tests: every node is a real child process (test/fixtures/node-process.mjs)
 // with its own data directory on disk, talking raft over loopback TCP. Waits are bounded;
 // nothing asserts on timing. Every child is killed in afterEach.
-import { Cluster, type FsmState, type NodeProcess, type RawRecord, type Status, waitFor } from './helpers/cluster.js';
+import { Cluster, type FsmState, type NodeProcess, type RawRecord, type Status, waitFor } from '../helpers/cluster.js';
 
 type ProposeError = { code: string; message: string; mayHaveApplied?: boolean; leader?: { id: number } | null };
 type ProposeResult = { ok?: number; error?: ProposeError };

@@ -5,9 +5,9 @@
 import { connect, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 
-import { parseAddress } from '../lib/core/address.js';
-import { collection, defineSchema, open } from '../lib/store.js';
-import { Cluster, fixtures, tempDir, waitFor, type NodeProcess, type Status } from './helpers/cluster.js';
+import { parseAddress } from '../../lib/core/address.js';
+import { collection, defineSchema, open } from '../../lib/store.js';
+import { Cluster, fixtures, tempDir, waitFor, type NodeProcess, type Status } from '../helpers/cluster.js';
 
 const FUZZ_MS = Number(process.env.FUZZ_MS ?? 3000);
 

@@ -12,8 +12,8 @@ import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { RaftNode, kvSchema, open, type Fsm } from '../lib/index.js';
-import { freePorts, tempDir } from './helpers/cluster.js';
+import { RaftNode, kvSchema, open, type Fsm } from '../../../lib/index.js';
+import { freePorts, tempDir } from '../../helpers/cluster.js';
 
 const distIndex = join(process.cwd(), 'dist', 'index.js');
 const cli = join(process.cwd(), 'dist', 'cli.js');

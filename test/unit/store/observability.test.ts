@@ -4,9 +4,9 @@ import { rmSync } from 'node:fs';
 
 import * as promClient from 'prom-client';
 
-import { registerPrometheus, type PromClientLike } from '../lib/metrics.js';
-import { collection, defineSchema, open } from '../lib/store.js';
-import { tempDir } from './helpers/cluster.js';
+import { registerPrometheus, type PromClientLike } from '../../../lib/metrics.js';
+import { collection, defineSchema, open } from '../../../lib/store.js';
+import { tempDir } from '../../helpers/cluster.js';
 
 const schema = defineSchema({
   collections: { notes: collection<{ text: string }>()({}) },

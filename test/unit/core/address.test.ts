@@ -6,9 +6,9 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { parseAddress } from '../lib/core/address.js';
-import { RaftNode, kvSchema, open, startService, type Fsm } from '../lib/index.js';
-import { freePorts, runCli, tempDir } from './helpers/cluster.js';
+import { parseAddress } from '../../../lib/core/address.js';
+import { RaftNode, kvSchema, open, startService, type Fsm } from '../../../lib/index.js';
+import { freePorts, runCli, tempDir } from '../../helpers/cluster.js';
 
 const UNBRACKETED = '::1:7000';
 const noFsm: Fsm = { apply: () => undefined, snapshot: () => new Uint8Array(0), restore: () => undefined };

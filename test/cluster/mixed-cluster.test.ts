@@ -5,7 +5,7 @@
 // its nodes by pid; runScript kills the script by pid if it overruns.
 import { join } from 'node:path';
 
-import { runScript } from './helpers/run-script.js';
+import { runScript } from '../helpers/run-script.js';
 
 const BOUND_MS = 240_000;
 

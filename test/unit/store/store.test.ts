@@ -5,10 +5,10 @@ import fc from 'fast-check';
 
 import { Packr } from 'msgpackr';
 
-import { packrOptions } from '../lib/format/entry.js';
-import { collection, defineSchema, open, Store } from '../lib/store.js';
-import { StringTable } from '../lib/store/key-map.js';
-import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
+import { packrOptions } from '../../../lib/format/entry.js';
+import { collection, defineSchema, open, Store } from '../../../lib/store.js';
+import { StringTable } from '../../../lib/store/key-map.js';
+import { freePorts, tempDir, waitFor } from '../../helpers/cluster.js';
 
 interface Item {
   name: string;

@@ -4,9 +4,9 @@
 // brute-force oracle on tiny histories, the report and the SVG plot, and a timing check.
 import fc from 'fast-check';
 
-import { checkFinal, checkHistory, checkKey } from '../lib/verify/checker.js';
-import { CAS_CONFLICT, type Op, type OpType, type Outcome } from '../lib/verify/history.js';
-import { renderLatencySvg, renderReport } from '../lib/verify/report.js';
+import { checkFinal, checkHistory, checkKey } from '../../lib/verify/checker.js';
+import { CAS_CONFLICT, type Op, type OpType, type Outcome } from '../../lib/verify/history.js';
+import { renderLatencySvg, renderReport } from '../../lib/verify/report.js';
 
 // ---- building histories by hand -------------------------------------------------------------
 

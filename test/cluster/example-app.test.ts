@@ -7,7 +7,7 @@ import { rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 
-import { consecutiveFreePorts, freePorts, tempDir } from './helpers/cluster.js';
+import { consecutiveFreePorts, freePorts, tempDir } from '../helpers/cluster.js';
 
 const script = join(process.cwd(), 'examples', 'app', 'server.mjs');
 

@@ -3,10 +3,10 @@ import { spawnSync } from 'node:child_process';
 import { cpSync, openSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { inspectDataDir, runInspect, type InspectResult } from '../lib/inspect/index.js';
-import { RaftNode } from '../lib/engine/raft-node.js';
-import { collection, defineSchema, open, type Store } from '../lib/store.js';
-import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
+import { inspectDataDir, runInspect, type InspectResult } from '../../../lib/inspect/index.js';
+import { RaftNode } from '../../../lib/engine/raft-node.js';
+import { collection, defineSchema, open, type Store } from '../../../lib/store.js';
+import { freePorts, tempDir, waitFor } from '../../helpers/cluster.js';
 
 interface Account { owner: string; balance: number }
 interface Note { text: string; tags: string[] }

@@ -10,9 +10,9 @@ import { join } from 'node:path';
 
 import { chromium, type Browser } from 'playwright-core';
 
-import { adminHandler, type AdminSource, type AdminStatus } from '../lib/admin/admin.js';
-import { collection, defineSchema, open, type Store } from '../lib/store.js';
-import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
+import { adminHandler, type AdminSource, type AdminStatus } from '../../../lib/admin/admin.js';
+import { collection, defineSchema, open, type Store } from '../../../lib/store.js';
+import { freePorts, tempDir, waitFor } from '../../helpers/cluster.js';
 
 const cli = join(process.cwd(), 'dist', 'cli.js');
 const artifacts = join(process.cwd(), 'test-artifacts');

@@ -5,10 +5,10 @@ import { rmSync } from 'node:fs';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 
-import { applyPatches, checkPlain, type PathStep } from '../lib/plain-data.js';
-import { decodeEntry, packr as entryPackr, packrOptions } from '../lib/format/entry.js';
-import { collection, defineSchema, open } from '../lib/store.js';
-import { tempDir } from './helpers/cluster.js';
+import { applyPatches, checkPlain, type PathStep } from '../../../lib/plain-data.js';
+import { decodeEntry, packr as entryPackr, packrOptions } from '../../../lib/format/entry.js';
+import { collection, defineSchema, open } from '../../../lib/store.js';
+import { tempDir } from '../../helpers/cluster.js';
 
 /** A signature that tells apart everything a reader can observe of a plain value. */
 function sig(v: unknown): string {

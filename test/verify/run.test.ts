@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { runScript } from './helpers/run-script.js';
+import { runScript } from '../helpers/run-script.js';
 
 const BOUND_MS = 150_000;
 

@@ -1,6 +1,6 @@
 // The object store across three real processes: write forwarding, read consistency levels,
 // read-your-writes, health. Every node is a child process (test/fixtures/store-process.mjs).
-import { Cluster, fixtures, waitFor, type NodeProcess, type Status } from './helpers/cluster.js';
+import { Cluster, fixtures, waitFor, type NodeProcess, type Status } from '../helpers/cluster.js';
 
 // (testTimeout comes from jest.config.js; the slow ones pass their own.)
 

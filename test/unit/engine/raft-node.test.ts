@@ -3,9 +3,9 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 
-import { RaftNode, versions, type Fsm } from '../lib/index.js';
-import { addon } from '../lib/engine/native.js';
-import { freePorts, tempDir, waitFor } from './helpers/cluster.js';
+import { RaftNode, versions, type Fsm } from '../../../lib/index.js';
+import { addon } from '../../../lib/engine/native.js';
+import { freePorts, tempDir, waitFor } from '../../helpers/cluster.js';
 
 /** A test FSM: a log of every applied command with a running hash; throws on demand. */
 class RecordingFsm implements Fsm<{ index: number; length: number }> {

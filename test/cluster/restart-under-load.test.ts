@@ -7,7 +7,7 @@
 // committed), so this test restarts 15 times, alternating an abrupt stop and a clean close;
 // without the patches 3 of 5 runs aborted (2026-12-02); with them none did (2 runs of this
 // version, 6 of earlier ones).
-import { Cluster, fixtures, waitFor, type NodeProcess, type Status } from './helpers/cluster.js';
+import { Cluster, fixtures, waitFor, type NodeProcess, type Status } from '../helpers/cluster.js';
 
 // The store's default timing (election 200 ms, heartbeat 40 ms): the leader probes the
 // restarted follower while it is still starting, and it catches up by log or by snapshot.
