@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 import { isPrevailError } from '../errors.js';
-import type { Schema } from '../store.js';
+import type { Schema } from '../store/schema.js';
 
 import type { InspectOptions, InspectResult, InspectedEntry, InspectedMember } from './results.js';
 import { inspectDataDir } from './inspect.js';
