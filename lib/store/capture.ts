@@ -106,6 +106,24 @@ function collectFrames(lists: CaptureList[], chunkSize: number): Uint8Array[] {
   return chunks;
 }
 
+/** Where a capture in progress is: the list, the position in its work, objects serialised so far. */
+interface Cursor { list: number; work: number; serialised: number }
+
+// One slice of a capture: chunks serialised until the slice's time or object budget is spent.
+function serialiseSlice(lists: CaptureList[], cursor: Cursor, chunkSize: number, sliceSize: number): void {
+  let budget = sliceSize;
+  const until = performance.now() + SLICE_MS;
+  while (cursor.list < lists.length && budget > 0 && performance.now() < until) {
+    const { c, overlay, limit, out, work } = lists[cursor.list]!;
+    if (cursor.work >= work.length) { cursor.list++; cursor.work = 0; continue; }
+    const k = work[cursor.work++]!;
+    const items = chunkObjects(c, k, chunkSize, limit, overlay);
+    out[k] = items.length ? objsFrame(c.name, items, exoticPatches) : null;
+    budget -= Math.min(limit, (k + 1) * chunkSize) - k * chunkSize;
+    cursor.serialised += items.length;
+  }
+}
+
 /**
  * The capture side of the state machine. Capturing re-serialises the whole state, so its
  * interval grows with the state (amortised, like an append-only-file rewrite at 100%
@@ -190,15 +208,13 @@ export class Capture {
     const started = performance.now();
     const lists = captureLists(this.#state, this.chunkSize);
     const meta = metaRecord(this.#state, index);
-    let serialised = 0;
+    const cursor: Cursor = { list: 0, work: 0, serialised: 0 };
     const finish = () => {
       for (const { c, overlay } of lists) c.overlays.delete(overlay);
       if (generation === this.#generation) this.#running = null;
       this.#lastCaptureEnd = performance.now();
     };
     this.#running = new Promise<number>((resolve, reject) => {
-      let li = 0;
-      let wi = 0;
       let applied = this.#state.appliedIndex;
       const slice = () => {
         if (generation !== this.#generation) {
@@ -207,18 +223,8 @@ export class Capture {
           return;
         }
         try {
-          let budget = this.#options.sliceSize;
-          const until = performance.now() + SLICE_MS;
-          while (li < lists.length && budget > 0 && performance.now() < until) {
-            const { c, overlay, limit, out, work } = lists[li]!;
-            if (wi >= work.length) { li++; wi = 0; continue; }
-            const k = work[wi++]!;
-            const items = chunkObjects(c, k, this.chunkSize, limit, overlay);
-            out[k] = items.length ? objsFrame(c.name, items, exoticPatches) : null;
-            budget -= Math.min(limit, (k + 1) * this.chunkSize) - k * this.chunkSize;
-            serialised += items.length;
-          }
-          if (li < lists.length) {
+          serialiseSlice(lists, cursor, this.chunkSize, this.#options.sliceSize);
+          if (cursor.list < lists.length) {
             // While commands are being applied, the next slice waits for a timer (>= 1 ms),
             // so commits get most of the loop; when idle, it runs right away.
             if (this.#state.appliedIndex !== applied) {
@@ -230,7 +236,7 @@ export class Capture {
           finish();
           const chunks = collectFrames(lists, this.chunkSize);
           chunks.unshift(meta(chunks));
-          this.#completed(index, chunks, performance.now() - started, serialised);
+          this.#completed(index, chunks, performance.now() - started, cursor.serialised);
           resolve(index);
         } catch (err) {
           finish();
