@@ -84,6 +84,10 @@ export interface DivergenceInfo { index: number; node: number; expected: string;
 
 interface Waiter { index: number; resolve: (applied: number) => void; reject: (err: Error) => void; cleanup: () => void }
 
+// A peer that does not know a request type (built before it) answers this.
+const isOlderPeer = (err: unknown, type: string) =>
+  isPrevailError(err, ErrorCodes.INVALID_ARGUMENT) && err.message === `unknown peer request ${type}`;
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LEASE_FRACTION = 0.9;
 
@@ -217,12 +221,23 @@ export class ClusterLink extends EventEmitter {
   // The patches carry what msgpack alone would change (-0, lone surrogates, bytes): see plain-data.ts.
   async #sendToLeader(channel: string, request: EntryBody, deadline: number): Promise<{ index: number; result: unknown }> {
     const [type, body] = request.type === 'command'
-      ? ['propose', { name: request.name, args: request.args }] as const
-      : ['proposeSystem', { kind: request.kind, data: request.data }] as const;
+      ? ['propose', { name: request.name, args: request.args }]
+      : ['proposeSystem', { kind: request.kind, data: request.data }];
     const x = patchesOf(request.type === 'command' ? request.args : request.data);
-    const reply = await this.#client(channel).request(type, x.length ? { ...body, x } : body,
-      Math.max(1, deadline - performance.now())) as { index: number; result: unknown; x?: Patch[] };
+    let reply: { index: number; result: unknown; x?: Patch[] };
+    try {
+      reply = await this.#request(channel, type, x.length ? { ...body, x } : body, deadline);
+    } catch (err) {
+      if (request.type === 'command' || !isOlderPeer(err, 'proposeSystem')) throw err;
+      // A leader from before 'proposeSystem' (a rolling upgrade) takes them under their old names.
+      const legacy = { name: `prevail:${request.kind}`, args: request.data };
+      reply = await this.#request(channel, 'propose', x.length ? { ...legacy, x } : legacy, deadline);
+    }
     return reply.x ? { index: reply.index, result: applyPatches(reply.result, reply.x) } : reply;
+  }
+
+  #request(channel: string, type: string, body: unknown, deadline: number): Promise<{ index: number; result: unknown; x?: Patch[] }> {
+    return this.#client(channel).request(type, body, Math.max(1, deadline - performance.now())) as Promise<{ index: number; result: unknown; x?: Patch[] }>;
   }
 
   // ---- reads ---------------------------------------------------------------------------
