@@ -13,7 +13,6 @@ import type { StoreMetrics } from './metrics.js';
 import { PeerClient, PeerServer } from './peer-channel.js';
 import { applyPatches, patchesOf, patchesOfResult, type Patch } from './plain-data.js';
 import type { RaftNode } from './raft-node.js';
-import { checkForwardedSystem } from './store/schedules.js';
 
 
 export type Consistency = 'linearizable' | 'lease' | 'stale';
@@ -68,8 +67,11 @@ export interface ReplicaQueries {
   peers(): ReadonlyMap<number, string>;
   /** Recent (index, effects hash) checkpoints of this replica. */
   checkpoints(): readonly (readonly [number, string])[];
-  /** Throws PREVAIL_UNKNOWN_COMMAND for a name the schema does not define. */
-  checkCommand(name: string): void;
+  /**
+   * Throws for a request a peer may not forward: a command the schema does not define
+   * (PREVAIL_UNKNOWN_COMMAND), a store request of another kind or shape than a follower sends.
+   */
+  checkForwarded(request: EntryBody): void;
 }
 
 /** What the link works with: the node it proposes to, the replica it reads, the metrics it counts in. */
@@ -405,14 +407,11 @@ export class ClusterLink extends EventEmitter {
     if (type === 'propose') {
       const { name, args, x } = body as { name: string; args: unknown; x?: Patch[] };
       // Only a command of the schema: a name never makes a store entry (see #sendToLeader).
-      this.#replica.checkCommand(name);
       return this.#proposeForwarded({ type: 'command', name, args: x ? applyPatches(args, x) : args });
     }
     if (type === 'proposeSystem') {
       const { kind, data, x } = body as { kind: SystemKind; data: unknown; x?: Patch[] };
-      const exact = x ? applyPatches(data, x) : data;
-      checkForwardedSystem(kind, exact);
-      return this.#proposeForwarded({ type: 'system', kind, data: exact });
+      return this.#proposeForwarded({ type: 'system', kind, data: x ? applyPatches(data, x) : data });
     }
     if (type === 'checkpoints') return this.#replica.checkpoints();
     if (type === 'announce') {
@@ -429,6 +428,7 @@ export class ClusterLink extends EventEmitter {
   }
 
   async #proposeForwarded(request: EntryBody): Promise<{ index: number; result: unknown; x?: Patch[] }> {
+    this.#replica.checkForwarded(request);
     const r = await this.#leased(() => this.#proposeHere(request));
     this.#pushCommit();
     const rx = patchesOfResult(r.result);

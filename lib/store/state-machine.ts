@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 
 import { debug } from '../core/diagnostics.js';
 import { ErrorCodes, PrevailError } from '../errors.js';
-import { decodeEntry, entryLabel, packr, type StoreEntry } from '../format/entry.js';
+import { decodeEntry, entryLabel, packr, type EntryBody, type StoreEntry } from '../format/entry.js';
 import { verifySnapshot } from '../format/snapshot.js';
 import type { Schedule } from '../jobs.js';
 import { StoreMetrics, channels } from '../metrics.js';
@@ -19,7 +19,7 @@ import type { CollectionImpl, Undo } from './collection.js';
 import { CHECKPOINTS_KEPT, CHECKPOINT_EVERY, foldNumber, foldString, foldValue, hexOf, initialEffects, type EffectsHash } from './effects.js';
 import { mix } from './random.js';
 import { restoreFrames } from './restore.js';
-import { addSchedule, sortedSchedules, takeDue, type FireData, type ScheduleData } from './schedules.js';
+import { addSchedule, checkForwardedSystem, sortedSchedules, takeDue, type FireData, type ScheduleData } from './schedules.js';
 import { isThenable, type Collections, type CommandContext, type Commands, type Schema, type StateOf, type ViewOf } from './schema.js';
 import { exoticPatches } from './stored.js';
 
@@ -180,12 +180,14 @@ export class StateMachine<C extends Collections, H extends Commands<C>> extends 
     return this.#tx !== null;
   }
 
-  hasCommand(name: string): boolean {
-    return typeof this.#handlers[name] === 'function';
+  checkCommand(name: string): void {
+    if (typeof this.#handlers[name] !== 'function') throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
   }
 
-  checkCommand(name: string): void {
-    if (!this.hasCommand(name)) throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
+  /** Refuses what a peer may not have this node propose (see ClusterLink): only commands, and the store requests followers forward. */
+  checkForwarded(request: EntryBody): void {
+    if (request.type === 'command') this.checkCommand(request.name);
+    else checkForwardedSystem(request.kind, request.data);
   }
 
   appliedIndex(): number {
