@@ -6,7 +6,6 @@ import type { IndexKey, Id, RangeOptions } from '../sorted-index/index.js';
 // Command names the store keeps for itself (its own entries were once proposed under them).
 const RESERVED_PREFIX = 'prevail:';
 
-
 export type IndexKind = 'unique' | 'hash' | 'sorted' | 'persistent';
 
 export interface IndexDef<T, K extends IndexKind = IndexKind> {
