@@ -2,11 +2,13 @@
 // linearizable / lease / stale reads, waiting for an index (read-your-writes), readiness.
 // It talks to peers over the library's own channel (peer-channel.ts); the leader's
 // channel address is replicated through the log, so any node can find it.
+import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 
 import { debug } from '../core/diagnostics.js';
 import { joinAddress, parseAddress } from '../core/address.js';
 import { ErrorCodes, PrevailError, isPrevailError } from '../core/errors.js';
+import { encodeProposal, type EntryBody, type SystemKind } from '../format/entry.js';
 import type { StoreMetrics } from '../metrics.js';
 import { PeerClient, PeerServer } from './peer-channel.js';
 import { applyPatches, patchesOf, patchesOfResult, type Patch } from '../plain-data.js';
@@ -59,31 +61,47 @@ export interface LinkOptions {
   readyMaxLag?: number;
 }
 
-/** What the link needs from the store. */
-export interface LinkHost {
-  readonly node: RaftNode<unknown>;
+/** The replica's read-only queries the link answers from. */
+export interface ReplicaQueries {
   appliedIndex(): number;
-  /** Proposes on this node (which must be the leader); no forwarding. */
-  proposeLocal(name: string, args: unknown, signal?: AbortSignal): Promise<{ index: number; result: unknown }>;
-  /** Proposes the replicated "node id's channel is at address" entry. */
-  announce(id: number, address: string): Promise<unknown>;
   /** The replicated channel addresses, by node id. */
   peers(): ReadonlyMap<number, string>;
-  readonly metrics: StoreMetrics;
   /** Recent (index, effects hash) checkpoints of this replica. */
   checkpoints(): readonly (readonly [number, string])[];
-  /** Called on the leader when a replica's checkpoint differs from its own at the same index. */
-  onDivergence(info: { index: number; node: number; expected: string; actual: string }): void;
+  /**
+   * Throws for a request a peer may not forward: a command the schema does not define
+   * (PREVAIL_UNKNOWN_COMMAND), a store request of another kind or shape than a follower sends.
+   */
+  checkForwarded(request: EntryBody): void;
 }
 
+/** What the link works with: the node it proposes to, the replica it reads, the metrics it counts in. */
+export interface LinkParts {
+  readonly node: RaftNode<unknown>;
+  readonly replica: ReplicaQueries;
+  readonly metrics: StoreMetrics;
+}
+
+/** Seen on the leader: a replica's effects hash differs from its own at the same index. */
+export interface DivergenceInfo { index: number; node: number; expected: string; actual: string }
+
 interface Waiter { index: number; resolve: (applied: number) => void; reject: (err: Error) => void; cleanup: () => void }
+
+// A peer that does not know a request type (built before it) answers this.
+const isOlderPeer = (err: unknown, type: string) =>
+  isPrevailError(err, ErrorCodes.INVALID_ARGUMENT) && err.message === `unknown peer request ${type}`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LEASE_FRACTION = 0.9;
 
-export class ClusterLink {
-  readonly #host: LinkHost;
+/**
+ * Events: 'divergence' (DivergenceInfo, on the leader, once per replica).
+ * The applied index reaches it through onApplied().
+ */
+export class ClusterLink extends EventEmitter {
   readonly #node: RaftNode<unknown>;
+  readonly #replica: ReplicaQueries;
+  readonly #metrics: StoreMetrics;
   readonly #forward: boolean;
   readonly #readyMaxLag: number;
   #server!: PeerServer;
@@ -103,31 +121,34 @@ export class ClusterLink {
   #lastCompare = 0;
   #diverged = new Set<number>();  // replicas already reported (once each)
 
-  private constructor(host: LinkHost, options: LinkOptions) {
-    this.#host = host;
-    this.#node = host.node;
+  private constructor(parts: LinkParts, options: LinkOptions) {
+    super();
+    this.#node = parts.node;
+    this.#replica = parts.replica;
+    this.#metrics = parts.metrics;
     this.#forward = options.forward ?? true;
     this.#readyMaxLag = options.readyMaxLag ?? 1000;
   }
 
-  static async start(host: LinkHost, options: LinkOptions = {}): Promise<ClusterLink> {
+  static async start(parts: LinkParts, options: LinkOptions = {}): Promise<ClusterLink> {
     if (options.forward !== undefined && typeof options.forward !== 'boolean') {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'forward must be a boolean');
     }
-    const link = new ClusterLink(host, options);
-    const channelAddress = options.channelAddress ?? joinAddress(parseAddress(host.node.address).host, 0);
+    const link = new ClusterLink(parts, options);
+    const node = parts.node;
+    const channelAddress = options.channelAddress ?? joinAddress(parseAddress(node.address).host, 0);
     link.#server = await PeerServer.listen(channelAddress, (type, body) => link.#serve(type, body));
     const onRole = () => {
       link.#leaseUntil = 0;
       link.#maintain();
     };
-    host.node.on('role', onRole);
-    host.node.on('leader', onRole);
-    host.node.on('transferring', () => { link.#leaseUntil = 0; link.#leaseTerm = -1; });
+    node.on('role', onRole);
+    node.on('leader', onRole);
+    node.on('transferring', () => { link.#leaseUntil = 0; link.#leaseTerm = -1; });
     link.#timer = setInterval(() => link.#maintain(), 100);
     link.#timer.unref();
     link.#maintain();
-    debug('node %d: peer channel on %s', host.node.id, link.#server.address);
+    debug('node %d: peer channel on %s', node.id, link.#server.address);
     return link;
   }
 
@@ -138,12 +159,13 @@ export class ClusterLink {
 
   // ---- writes --------------------------------------------------------------------------
 
-  async propose(name: string, args: unknown, options: WriteOptions = {}): Promise<{ index: number; result: unknown }> {
-    const m = this.#host.metrics;
+  /** Proposes on the leader: here if this node leads, else forwarded to it (unless forwarding is off). */
+  async propose(request: EntryBody, options: WriteOptions = {}): Promise<{ index: number; result: unknown }> {
+    const m = this.#metrics;
     const t0 = performance.now();
     m.proposals++;
     try {
-      const r = await this.#propose(name, args, options);
+      const r = await this.#propose(request, options);
       m.proposeMs.observe(performance.now() - t0);
       return r;
     } catch (err) {
@@ -152,7 +174,7 @@ export class ClusterLink {
     }
   }
 
-  async #propose(name: string, args: unknown, options: WriteOptions): Promise<{ index: number; result: unknown }> {
+  async #propose(request: EntryBody, options: WriteOptions): Promise<{ index: number; result: unknown }> {
     const timeoutMs = options.timeoutMs ?? 10_000;
     const deadline = performance.now() + timeoutMs;
     const signal = options.signal;
@@ -160,20 +182,16 @@ export class ClusterLink {
       // Always try here first: the engine refuses at once (nothing appended) if this node
       // doesn't lead, and its view is fresher than the role events this process has seen.
       try {
-        return await this.#leased(() => this.#host.proposeLocal(name, args, signal));
+        return await this.#leased(() => this.#proposeHere(request, signal));
       } catch (err) {
         // Not the leader after all: nothing was appended, so forwarding it is safe.
         if (!this.#forward || !isPrevailError(err, ErrorCodes.NOT_LEADER)) throw err;
       }
       const channel = await this.#leaderChannel(deadline, signal);
-      this.#host.metrics.forwarded++;
-      let reply: { index: number; result: unknown; x?: Patch[] };
+      this.#metrics.forwarded++;
+      let reply: { index: number; result: unknown };
       try {
-        // The patches carry what msgpack alone would change (-0, lone surrogates, bytes): see plain-data.ts.
-        const x = patchesOf(args);
-        reply = await this.#client(channel).request('propose', x.length ? { name, args, x } : { name, args },
-          Math.max(1, deadline - performance.now())) as typeof reply;
-        if (reply.x) reply = { index: reply.index, result: applyPatches(reply.result, reply.x) };
+        reply = await this.#sendToLeader(channel, request, deadline);
       } catch (err) {
         // Retry only what certainly did not apply: a node that is not (or no longer) the
         // leader, one that is closing, or a connection that failed before the request left.
@@ -196,6 +214,35 @@ export class ClusterLink {
     }
   }
 
+  // On this node only (the leader): the timestamp is this node's clock, carried in the entry.
+  #proposeHere(request: EntryBody, signal?: AbortSignal): Promise<{ index: number; result: unknown }> {
+    return this.#node.proposeWithIndex(encodeProposal(request, Date.now()), signal ? { signal } : {});
+  }
+
+  // A user command travels as 'propose' (its message unchanged since the first release); the
+  // store's own requests as 'proposeSystem', so no name sent over the channel can become one.
+  // The patches carry what msgpack alone would change (-0, lone surrogates, bytes): see plain-data.ts.
+  async #sendToLeader(channel: string, request: EntryBody, deadline: number): Promise<{ index: number; result: unknown }> {
+    const [type, body] = request.type === 'command'
+      ? ['propose', { name: request.name, args: request.args }]
+      : ['proposeSystem', { kind: request.kind, data: request.data }];
+    const x = patchesOf(request.type === 'command' ? request.args : request.data);
+    let reply: { index: number; result: unknown; x?: Patch[] };
+    try {
+      reply = await this.#request(channel, type, x.length ? { ...body, x } : body, deadline);
+    } catch (err) {
+      if (request.type === 'command' || !isOlderPeer(err, 'proposeSystem')) throw err;
+      // A leader from before 'proposeSystem' (a rolling upgrade) takes them under their old names.
+      const legacy = { name: `prevail:${request.kind}`, args: request.data };
+      reply = await this.#request(channel, 'propose', x.length ? { ...legacy, x } : legacy, deadline);
+    }
+    return reply.x ? { index: reply.index, result: applyPatches(reply.result, reply.x) } : reply;
+  }
+
+  #request(channel: string, type: string, body: unknown, deadline: number): Promise<{ index: number; result: unknown; x?: Patch[] }> {
+    return this.#client(channel).request(type, body, Math.max(1, deadline - performance.now())) as Promise<{ index: number; result: unknown; x?: Patch[] }>;
+  }
+
   // ---- reads ---------------------------------------------------------------------------
 
   async read(options: ReadOptions = {}): Promise<number> {
@@ -207,7 +254,7 @@ export class ClusterLink {
     const timeoutMs = options.timeoutMs ?? 5000;
     const deadline = performance.now() + timeoutMs;
     const { signal } = options;
-    this.#host.metrics.reads++;
+    this.#metrics.reads++;
     if (signal?.aborted) throw new PrevailError(ErrorCodes.ABORTED, 'aborted', { cause: signal.reason });
     let index = minIndex;
     if (consistency !== 'stale') {
@@ -243,10 +290,10 @@ export class ClusterLink {
   async #leaderReadIndex(consistency: 'linearizable' | 'lease'): Promise<number> {
     if (consistency === 'lease' && performance.now() < this.#leaseUntil) {
       const s = this.#node.status();
-      if (s.role === 'leader' && s.term === this.#leaseTerm && s.appliedIndex >= s.commitIndex) return this.#host.appliedIndex();
+      if (s.role === 'leader' && s.term === this.#leaseTerm && s.appliedIndex >= s.commitIndex) return this.#replica.appliedIndex();
     }
     await this.#coalescedBarrier();
-    return this.#host.appliedIndex();
+    return this.#replica.appliedIndex();
   }
 
   // A read may only use a barrier issued after it started; reads that arrive while one is in
@@ -292,7 +339,7 @@ export class ClusterLink {
 
   /** Resolves with the applied index once this node has applied `index`. */
   waitApplied(index: number, timeoutMs: number, signal?: AbortSignal): Promise<number> {
-    const applied = this.#host.appliedIndex();
+    const applied = this.#replica.appliedIndex();
     if (applied >= index) return Promise.resolve(applied);
     if (this.#closed) return Promise.reject(new PrevailError(ErrorCodes.CLOSED, 'the store is closed'));
     return new Promise((resolve, reject) => {
@@ -303,7 +350,7 @@ export class ClusterLink {
       const timer = setTimeout(() => {
         waiter.cleanup();
         reject(new PrevailError(ErrorCodes.TIMEOUT,
-          `index ${index} not applied on node ${this.#node.id} within ${timeoutMs} ms (applied ${this.#host.appliedIndex()})`, { index }));
+          `index ${index} not applied on node ${this.#node.id} within ${timeoutMs} ms (applied ${this.#replica.appliedIndex()})`, { index }));
       }, timeoutMs);
       const waiter: Waiter = {
         index, resolve, reject,
@@ -357,15 +404,17 @@ export class ClusterLink {
     // A node that doesn't lead refuses these in the engine (PREVAIL_NOT_LEADER with the hint).
     if (type === 'propose') {
       const { name, args, x } = body as { name: string; args: unknown; x?: Patch[] };
-      const r = await this.#leased(() => this.#host.proposeLocal(name, x ? applyPatches(args, x) : args));
-      this.#pushCommit();
-      const rx = patchesOfResult(r.result);
-      return rx?.length ? { ...r, x: rx } : r;
+      // Only a command of the schema: a name never makes a store entry (see #sendToLeader).
+      return this.#proposeForwarded({ type: 'command', name, args: x ? applyPatches(args, x) : args });
     }
-    if (type === 'checkpoints') return this.#host.checkpoints();
+    if (type === 'proposeSystem') {
+      const { kind, data, x } = body as { kind: SystemKind; data: unknown; x?: Patch[] };
+      return this.#proposeForwarded({ type: 'system', kind, data: x ? applyPatches(data, x) : data });
+    }
+    if (type === 'checkpoints') return this.#replica.checkpoints();
     if (type === 'announce') {
       const { id, channel } = body as { id: number; channel: string };
-      if (this.#host.peers().get(id) !== channel) await this.#host.announce(id, channel);
+      if (this.#replica.peers().get(id) !== channel) await this.#announce(id, channel);
       return null;
     }
     if (type === 'readIndex') {
@@ -374,6 +423,19 @@ export class ClusterLink {
       return index;
     }
     throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `unknown peer request ${type}`);
+  }
+
+  async #proposeForwarded(request: EntryBody): Promise<{ index: number; result: unknown; x?: Patch[] }> {
+    this.#replica.checkForwarded(request);
+    const r = await this.#leased(() => this.#proposeHere(request));
+    this.#pushCommit();
+    const rx = patchesOfResult(r.result);
+    return rx?.length ? { ...r, x: rx } : r;
+  }
+
+  // Proposes the replicated "node id's channel is at address" entry.
+  #announce(id: number, channel: string): Promise<unknown> {
+    return this.#node.propose(encodeProposal({ type: 'system', kind: 'peer', data: { id, channel } }, Date.now()));
   }
 
   // The asking follower will wait to apply an index that is committed here, but the engine
@@ -390,7 +452,7 @@ export class ClusterLink {
       if (signal?.aborted) throw new PrevailError(ErrorCodes.ABORTED, 'aborted', { cause: signal.reason });
       if (this.#closed) throw new PrevailError(ErrorCodes.CLOSED, 'the store is closed');
       const leader = this.#node.leader;
-      const channel = leader && leader.id !== this.#node.id ? this.#host.peers().get(leader.id) : undefined;
+      const channel = leader && leader.id !== this.#node.id ? this.#replica.peers().get(leader.id) : undefined;
       if (channel) return channel;
       if (performance.now() >= deadline) {
         throw new PrevailError(ErrorCodes.UNAVAILABLE, leader ? `leader ${leader.id} is not reachable yet` : 'no leader is known',
@@ -418,25 +480,25 @@ export class ClusterLink {
     // Our channel address must be in the replicated state: the leader proposes it itself,
     // followers get it recorded through the leader, so that whichever of them leads next is
     // reachable at once, without an announcement of its own first.
-    const announced = this.#announcing || this.#host.peers().get(node.id) === this.#server.address;
+    const announced = this.#announcing || this.#replica.peers().get(node.id) === this.#server.address;
     if (status.role === 'leader') {
       if (performance.now() - this.#lastCompare > 1000) {
         this.#lastCompare = performance.now();
         this.#compareReplicas();
       }
-      if (!announced && status.members.length > 1) this.#announce(this.#host.announce(node.id, this.#server.address));
+      if (!announced && status.members.length > 1) this.#trackAnnouncement(this.#announce(node.id, this.#server.address));
       return;
     }
     const leader = node.leader;
-    const channel = leader ? this.#host.peers().get(leader.id) : undefined;
+    const channel = leader ? this.#replica.peers().get(leader.id) : undefined;
     if (!leader || !channel || leader.id === node.id) return;
-    if (!announced) this.#announce(this.#client(channel).request('announce', { id: node.id, channel: this.#server.address }, 2000));
+    if (!announced) this.#trackAnnouncement(this.#client(channel).request('announce', { id: node.id, channel: this.#server.address }, 2000));
     this.#client(channel).request('commitIndex', null, 1000).then((index) => {
       this.#leaderCommit = { index: index as number, at: performance.now(), leader: leader.id };
     }, () => undefined);
   }
 
-  #announce(done: Promise<unknown>): void {
+  #trackAnnouncement(done: Promise<unknown>): void {
     this.#announcing = true;
     done.catch((err: unknown) => debug('node %d: announcing its channel failed: %s', this.#node.id, (err as Error).message))
       .finally(() => { this.#announcing = false; });
@@ -444,16 +506,16 @@ export class ClusterLink {
 
   // The divergence detector, on the leader: each replica's recent checkpoints against ours.
   #compareReplicas(): void {
-    const mine = new Map(this.#host.checkpoints());
+    const mine = new Map(this.#replica.checkpoints());
     if (mine.size === 0) return;
-    for (const [id, channel] of this.#host.peers()) {
+    for (const [id, channel] of this.#replica.peers()) {
       if (id === this.#node.id || this.#diverged.has(id)) continue;
       this.#client(channel).request('checkpoints', null, 1000).then((theirs) => {
         for (const [index, hash] of theirs as [number, string][]) {
           const expected = mine.get(index);
           if (expected !== undefined && expected !== hash && !this.#diverged.has(id)) {
             this.#diverged.add(id);
-            this.#host.onDivergence({ index, node: id, expected, actual: hash });
+            this.emit('divergence', { index, node: id, expected, actual: hash } satisfies DivergenceInfo);
           }
         }
       }, () => undefined);

@@ -36,7 +36,10 @@ export class RaftNode<R = unknown> extends EventEmitter {
   readonly address: string;
   readonly dataDir: string;
   readonly electionTimeoutMs: number;
+  // The engine's snapshot threshold, set only here: the one asked for (setSnapshotThreshold),
+  // held back while snapshot() forces one (threshold 1) so that a change meanwhile can't undo it.
   #snapshotThreshold: number;
+  #forcedSnapshots = 0;
 
   #engine: NativeEngine;
   #fsm: Fsm<R>;
@@ -201,6 +204,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
    * entry to snapshot at) and resolves with its index and term once it is on disk.
    */
   async snapshot(timeoutMs = 10_000): Promise<{ index: number; term: number }> {
+    this.#forcedSnapshots++;
     this.#engine.setSnapshotThreshold(1);
     try {
       const index = await this.barrier();
@@ -214,14 +218,15 @@ export class RaftNode<R = unknown> extends EventEmitter {
         await new Promise((r) => setTimeout(r, 5));
       }
     } finally {
-      if (!this.#closing) this.#engine.setSnapshotThreshold(this.#snapshotThreshold);
+      this.#forcedSnapshots--;
+      if (!this.#closing && this.#forcedSnapshots === 0) this.#engine.setSnapshotThreshold(this.#snapshotThreshold);
     }
   }
 
   /** Changes how many entries the engine lets accumulate before it takes a snapshot. */
   setSnapshotThreshold(entries: number): void {
     this.#snapshotThreshold = checkPositiveInt('entries', entries);
-    if (!this.#closing) this.#engine.setSnapshotThreshold(entries);
+    if (!this.#closing && this.#forcedSnapshots === 0) this.#engine.setSnapshotThreshold(entries);
   }
 
   /** A snapshot of this node's view of the cluster. */

@@ -3,6 +3,7 @@
 // (The engine-level framing around it, the PVE1 header, is native/'s: docs/internals.md.)
 import { Packr } from 'msgpackr';
 
+import { ErrorCodes, PrevailError } from '../core/errors.js';
 import { applyPatches, checkPlain, type Patch } from '../plain-data.js';
 
 // Self-contained encoding: no structures shared between messages, so an entry decodes the
@@ -22,24 +23,52 @@ export const packr = new Packr(packrOptions);
  */
 export const EntryFormat = { COMMAND: 1, SYSTEM: 2, COMMAND_EXACT: 3, SYSTEM_EXACT: 4 } as const;
 
-/** A decoded entry: a user command, or one of the store's own (`system`). */
-export interface StoreEntry {
+/** The store's own entries, by kind (format 2 and 4). */
+export type SystemKind = 'peer' | 'schedule' | 'unschedule' | 'fire';
+
+/** What an entry carries: a user command, or one of the store's own entries with its kind. */
+export type EntryBody =
+  | { type: 'command'; name: string; args: unknown }
+  | { type: 'system'; kind: SystemKind; data: unknown };
+
+/**
+ * A decoded entry. A system entry's kind is as written: code that meets a kind it does not
+ * know stops rather than guess (PREVAIL_CORRUPT_ENTRY where it is applied).
+ */
+export type StoreEntry = (
+  | { type: 'command'; name: string; args: unknown }
+  | { type: 'system'; kind: string; data: unknown }
+) & {
   /** One of EntryFormat. */
   format: number;
-  system: boolean;
-  /** The command's name, or the system entry's kind. */
-  name: string;
-  /** The arguments (or system data), exactly as proposed. */
-  args: unknown;
   /** The proposer's clock (ms) when it proposed the entry. */
   proposedAt: number;
-}
+};
 
-/** Encodes an entry; throws PREVAIL_NOT_PLAIN_DATA (path `args…`) for args that aren't plain data. */
-export function encodeEntry(system: boolean, name: string, args: unknown, proposedAt: number): Uint8Array {
+/** The command's name, or the system entry's kind (for logs and metrics). */
+export const entryLabel = (entry: StoreEntry): string => (entry.type === 'command' ? entry.name : entry.kind);
+
+/** Encodes an entry; throws PREVAIL_NOT_PLAIN_DATA (path `args…`) for arguments that aren't plain data. */
+export function encodeEntry(body: EntryBody, proposedAt: number): Uint8Array {
+  const system = body.type === 'system';
+  const [name, args] = system ? [body.kind, body.data] : [body.name, body.args];
   const patches = checkPlain(args, 'args');
   if (patches.length === 0) return packr.pack([system ? EntryFormat.SYSTEM : EntryFormat.COMMAND, name, args, proposedAt]);
   return packr.pack([system ? EntryFormat.SYSTEM_EXACT : EntryFormat.COMMAND_EXACT, name, args, proposedAt, patches]);
+}
+
+/**
+ * Like encodeEntry, for a proposal: arguments that are plain data but can't be encoded
+ * anyway are the caller's mistake (PREVAIL_INVALID_ARGUMENT), not a fault of the store.
+ */
+export function encodeProposal(body: EntryBody, proposedAt: number): Uint8Array {
+  try {
+    return encodeEntry(body, proposedAt);
+  } catch (err) {
+    if ((err as PrevailError).code === ErrorCodes.NOT_PLAIN_DATA) throw err;
+    const name = body.type === 'command' ? body.name : `prevail:${body.kind}`;
+    throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `arguments of ${name} can't be encoded: ${(err as Error).message}`);
+  }
 }
 
 /** Decodes an entry's payload; a string says why it is not a store entry (corruption, or not ours). */
@@ -64,5 +93,6 @@ export function decodeEntry(payload: Uint8Array): StoreEntry | string {
       return `its patches don't fit its arguments: ${(err as Error).message}`;
     }
   }
-  return { format: format as number, system, name, args, proposedAt: typeof proposedAt === 'number' ? proposedAt : 0 };
+  const at = { format: format as number, proposedAt: typeof proposedAt === 'number' ? proposedAt : 0 };
+  return system ? { type: 'system', kind: name, data: args, ...at } : { type: 'command', name, args, ...at };
 }

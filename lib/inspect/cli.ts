@@ -4,7 +4,7 @@ import { pathToFileURL } from 'node:url';
 
 import { UsageError } from '../cli/usage.js';
 import { isPrevailError } from '../core/errors.js';
-import type { Schema } from '../store.js';
+import type { Schema } from '../store/schema.js';
 
 import type { InspectOptions, InspectResult, InspectedEntry, InspectedMember } from './results.js';
 import { inspectDataDir } from './inspect.js';

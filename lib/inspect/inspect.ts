@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 
 import { ErrorCodes, PrevailError, isPrevailError, type ErrorCode } from '../core/errors.js';
 import { pidAlive } from '../core/processes.js';
-import { Store } from '../store.js';
+import { StateMachine } from '../store/state-machine.js';
 
 import { type InspectOptions, type InspectResult, type InspectedEntry, type InspectedSnapshot, type InspectedState } from './results.js';
 import { CLOSED_RE, DISK_FORMAT, ENTRY_TYPES, HEADER_SIZE, OPEN_RE, SNAPSHOT_META_RE, SNAPSHOT_RE, corrupt, decodeCommand, decodeConfiguration, hex, parseSegment, parseSnapshotData, parseSnapshotMeta, readOrNull, summariseStorePayload, u64, unreadableSnapshot, type RawEntry } from './readers.js';
@@ -234,7 +234,7 @@ export async function inspectDataDir(dir: string, options: InspectOptions = {}):
         `(snapshots: ${kept}) and the log on disk holds ${raw.length ? `${result.firstIndex}..${result.lastIndex}` : 'no entries'}` +
         (base ? '' : ': the entries before it were compacted away'), { index: at });
     }
-    const machine = Store.offline(schema);
+    const machine = new StateMachine(schema);  // no captures: nothing is written
     if (base) {
       try {
         machine.restore(payloads.get(base)!);
@@ -252,7 +252,7 @@ export async function inspectDataDir(dir: string, options: InspectOptions = {}):
       if (!payload) throw corrupt(join(root, e.file), e.offset, `entry ${e.index} is not a prevail entry (no PVE1 framing)`);
       let outcome: { error?: unknown };
       try {
-        outcome = machine.apply(payload, e.index, probe.framing!.term);
+        outcome = machine.applyOutcome(payload, e.index, probe.framing!.term);
       } catch (err) {
         const code: ErrorCode = isPrevailError(err) ? err.code : ErrorCodes.CORRUPT_ENTRY;
         throw new PrevailError(code, `${join(root, e.file)}: at byte ${e.offset}: ${(err as Error).message}`, { index: e.index, cause: err });
@@ -272,3 +272,4 @@ export async function inspectDataDir(dir: string, options: InspectOptions = {}):
   }
   return result;
 }
+

@@ -292,9 +292,9 @@ export function decodeCommand(entry: InspectedEntry, data: Buffer): Buffer | nul
   const payload = data.subarray(HEADER_SIZE, HEADER_SIZE + length);
   const decoded = decodeEntry(payload);
   if (typeof decoded === 'string') entry.payload = { length, ...hex(payload) };
-  else if (!decoded.system) entry.command = { name: decoded.name, args: decoded.args, timestamp: decoded.proposedAt };
+  else if (decoded.type === 'command') entry.command = { name: decoded.name, args: decoded.args, timestamp: decoded.proposedAt };
   // The store's own entries (e.g. a peer announcing its channel).
-  else entry.store = { format: decoded.format, kind: decoded.name, data: decoded.args, timestamp: decoded.proposedAt };
+  else entry.store = { format: decoded.format, kind: decoded.kind, data: decoded.data, timestamp: decoded.proposedAt };
   return payload;
 }
 

@@ -1,5 +1,5 @@
 // What `prevail inspect` (inspectDataDir) reports about a data dir.
-import type { Schema } from '../store.js';
+import type { Schema } from '../store/schema.js';
 
 export interface InspectOptions {
   /** Rebuild the state as of this log index (needs `schema`). */

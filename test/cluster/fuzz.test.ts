@@ -6,6 +6,7 @@ import { connect, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 
 import { parseAddress } from '../../lib/core/address.js';
+import { PeerClient } from '../../lib/cluster/peer-channel.js';
 import { collection, defineSchema, open } from '../../lib/store.js';
 import { Cluster, fixtures, tempDir, waitFor, type NodeProcess, type Status } from '../helpers/cluster.js';
 
@@ -120,6 +121,43 @@ test('arguments that cannot travel get a coded error and change nothing', async 
     const id = await store.propose('put', { v: new Uint8Array([1, 2, 3]) });
     expect([...(store.view.x.get(id)!.v as Uint8Array)]).toEqual([1, 2, 3]);
   } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a peer-channel request can make a store entry only as one, of a kind peers forward, in its shape', async () => {
+  const dir = tempDir();
+  const schema = defineSchema({ collections: { x: collection<{ v: unknown }>()({}) }, commands: { put: (s, a: { v: unknown }) => s.x.insert({ v: a.v }).id } });
+  const store = await open({ schema, dataDir: dir });
+  const client = new PeerClient(store.channelAddress);
+  try {
+    await waitFor('a single node to lead', () => store.node.isLeader);
+    const before = store.node.status().lastIndex;
+    // The names the store's own entries once travelled under are no commands.
+    for (const name of ['prevail:schedule', 'prevail:peer', 'prevail:fire', 'prevail:unschedule']) {
+      const args = { id: 9, channel: '127.0.0.1:1', name: 'put', args: { v: 1 }, at: 0, due: 0 };
+      await expect(client.request('propose', { name, args }, 5000)).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND' });
+    }
+    // A store request of a kind no peer forwards (peer addresses are announced), or out of shape.
+    const refused: [string, unknown][] = [
+      ['peer', { id: 9, channel: '127.0.0.1:1' }],
+      ['schedule', { name: 'put', args: {}, at: 'soon' }],
+      ['schedule', { args: {}, at: 0 }],
+      ['fire', { id: 's1' }],
+      ['unschedule', {}],
+    ];
+    for (const [kind, data] of refused) {
+      await expect(client.request('proposeSystem', { kind, data }, 5000)).rejects.toMatchObject({ code: 'PREVAIL_INVALID_ARGUMENT' });
+    }
+    expect(store.node.status().lastIndex).toBe(before);  // nothing was appended
+    expect(store.schedules()).toEqual([]);
+    // What a follower's schedule() forwards is accepted.
+    const r = await client.request('proposeSystem', { kind: 'schedule', data: { id: 'later', name: 'put', args: { v: 1 }, at: Date.now() + 3_600_000 } }, 5000);
+    expect(r).toMatchObject({ result: 'later' });
+    expect(store.schedules().map((s) => s.id)).toEqual(['later']);
+  } finally {
+    client.close();
     await store.close();
     rmSync(dir, { recursive: true, force: true });
   }
