@@ -12,7 +12,8 @@ namespace {
 // setErrorCodes(ErrorCodes): lib/native.ts hands over lib/errors.ts's table at load.
 Napi::Value SetErrorCodes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() != 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "setErrorCodes(table) needs an object");
+  if (info.Length() != 1 || !info[0].IsObject())
+    throw Napi::TypeError::New(env, "setErrorCodes(table) needs an object");
   prevail::SetErrorCodes(env, info[0].As<Napi::Object>());
   return env.Undefined();
 }

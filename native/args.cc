@@ -26,12 +26,14 @@ bool Fits(Napi::Value value, ArgType type) {
 std::optional<Napi::Error> ArgumentError(const Napi::CallbackInfo& info, const Signature& sig) {
   Napi::Env env = info.Env();
   if (info.Length() > sig.count) {
-    return CodedError(env, Code::kInvalidArgument,
-                      std::string(sig.method) + "() takes " + std::to_string(sig.count) + " argument(s)");
+    return CodedError(
+        env, Code::kInvalidArgument,
+        std::string(sig.method) + "() takes " + std::to_string(sig.count) + " argument(s)");
   }
   // A missing argument is undefined, which fits no type.
   for (size_t i = 0; i < sig.count; i++) {
-    if (!Fits(info[i], sig.params[i].type)) return CodedError(env, Code::kInvalidArgument, sig.params[i].requirement);
+    if (!Fits(info[i], sig.params[i].type))
+      return CodedError(env, Code::kInvalidArgument, sig.params[i].requirement);
   }
   return std::nullopt;
 }
@@ -43,7 +45,8 @@ bool IsUint(Napi::Value value) {
 }
 
 bool GetBytes(Napi::Value value, const uint8_t** data, size_t* len) {
-  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) return false;
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    return false;
   auto bytes = value.As<Napi::Uint8Array>();
   *data = bytes.Data();
   *len = bytes.ByteLength();

@@ -9,10 +9,10 @@
 namespace prevail {
 
 enum class ArgType {
-  kUint,    // a non-negative integer a double holds exactly (an id, a count)
+  kUint,  // a non-negative integer a double holds exactly (an id, a count)
   kString,
   kObject,
-  kBytes,   // a Uint8Array (a Buffer is one)
+  kBytes,  // a Uint8Array (a Buffer is one)
 };
 
 struct Param {

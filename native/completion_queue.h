@@ -17,7 +17,8 @@ namespace prevail {
 class Engine;
 
 struct Completion {
-  Completion(Napi::Env env, Engine* owner) : deferred(Napi::Promise::Deferred::New(env)), engine(owner) {}
+  Completion(Napi::Env env, Engine* owner)
+      : deferred(Napi::Promise::Deferred::New(env)), engine(owner) {}
   virtual ~Completion() = default;
   virtual void Settle(Napi::Env env) = 0;
   // Settling it ends the engine: its owner tears down after the batch.

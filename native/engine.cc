@@ -15,26 +15,24 @@ namespace {
 constexpr bool kAsync = true;
 constexpr bool kSync = false;
 
-// The signatures of the JS methods, as in lib/native.ts (NativeEngine).
-constexpr Signature kStart{"start", kAsync, 1, {{ArgType::kObject, "start() needs an options object"}}};
-constexpr Signature kApply{"apply", kAsync, 1, {{ArgType::kBytes, "a command must be a Uint8Array"}}};
+// The parameters of the JS methods, each with the message for an argument that does not fit.
+constexpr Param kOptions{ArgType::kObject, "start() needs an options object"};
+constexpr Param kCommand{ArgType::kBytes, "a command must be a Uint8Array"};
+constexpr Param kId{ArgType::kUint, "a member id must be a non-negative integer"};
+constexpr Param kAddress{ArgType::kString, "a member address must be a string"};
+constexpr Param kRole{ArgType::kString, "a role must be a string"};
+constexpr Param kEntries{ArgType::kUint, "a snapshot threshold must be a non-negative integer"};
+
+// The signatures of the JS methods, as lib/native.ts declares them (NativeEngine).
+constexpr Signature kStart{"start", kAsync, 1, {kOptions}};
+constexpr Signature kApply{"apply", kAsync, 1, {kCommand}};
 constexpr Signature kBarrier{"barrier", kAsync, 0, {}};
-constexpr Signature kAdd{"add",
-                         kAsync,
-                         2,
-                         {{ArgType::kUint, "add(): id must be a non-negative integer"},
-                          {ArgType::kString, "add(): address must be a string"}}};
-constexpr Signature kAssign{"assign",
-                            kAsync,
-                            2,
-                            {{ArgType::kUint, "assign(): id must be a non-negative integer"},
-                             {ArgType::kString, "assign(): role must be a string"}}};
-constexpr Signature kRemove{"remove", kAsync, 1, {{ArgType::kUint, "remove(): id must be a non-negative integer"}}};
-constexpr Signature kTransfer{
-    "transfer", kAsync, 1, {{ArgType::kUint, "transfer(): id must be a non-negative integer (0: any voter)"}}};
+constexpr Signature kAdd{"add", kAsync, 2, {kId, kAddress}};
+constexpr Signature kAssign{"assign", kAsync, 2, {kId, kRole}};
+constexpr Signature kRemove{"remove", kAsync, 1, {kId}};
+constexpr Signature kTransfer{"transfer", kAsync, 1, {kId}};  // 0: any voter
 constexpr Signature kStatus{"status", kSync, 0, {}};
-constexpr Signature kSetSnapshotThreshold{
-    "setSnapshotThreshold", kSync, 1, {{ArgType::kUint, "setSnapshotThreshold(): n must be a non-negative integer"}}};
+constexpr Signature kSetSnapshotThreshold{"setSnapshotThreshold", kSync, 1, {kEntries}};
 constexpr Signature kClose{"close", kAsync, 0, {}};
 
 raft_id UintArg(const Napi::CallbackInfo& info, size_t i) {
@@ -47,31 +45,34 @@ Napi::Function Engine::Define(Napi::Env env) {
   InstallEngineHeap();
   return DefineClass(env, "Engine",
                      {
-                         InstanceMethod<&Engine::Checked<&Engine::Start, kStart>>(kStart.method),
-                         InstanceMethod<&Engine::Checked<&Engine::Apply, kApply>>(kApply.method),
-                         InstanceMethod<&Engine::Checked<&Engine::Barrier, kBarrier>>(kBarrier.method),
-                         InstanceMethod<&Engine::Checked<&Engine::Add, kAdd>>(kAdd.method),
-                         InstanceMethod<&Engine::Checked<&Engine::Assign, kAssign>>(kAssign.method),
-                         InstanceMethod<&Engine::Checked<&Engine::Remove, kRemove>>(kRemove.method),
-                         InstanceMethod<&Engine::Checked<&Engine::Transfer, kTransfer>>(kTransfer.method),
-                         InstanceMethod<&Engine::Checked<&Engine::Status, kStatus>>(kStatus.method),
-                         InstanceMethod<&Engine::Checked<&Engine::SetSnapshotThreshold, kSetSnapshotThreshold>>(
-                             kSetSnapshotThreshold.method),
-                         InstanceMethod<&Engine::Checked<&Engine::Close, kClose>>(kClose.method),
+                         Method<&Engine::Start, kStart>(),
+                         Method<&Engine::Apply, kApply>(),
+                         Method<&Engine::Barrier, kBarrier>(),
+                         Method<&Engine::Add, kAdd>(),
+                         Method<&Engine::Assign, kAssign>(),
+                         Method<&Engine::Remove, kRemove>(),
+                         Method<&Engine::Transfer, kTransfer>(),
+                         Method<&Engine::Status, kStatus>(),
+                         Method<&Engine::SetSnapshotThreshold, kSetSnapshotThreshold>(),
+                         Method<&Engine::Close, kClose>(),
                      });
 }
 
-// new Engine({ apply(payload, index, term, mine), snapshot(), restore(payload), state(...), fatal?(error) })
+// new Engine({ apply(payload, index, term, mine), snapshot(), restore(payload),
+//              state(state, term, leaderId, leaderAddress), fatal?(error) })
 Engine::Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info), env_(info.Env()) {
   Napi::Env env = info.Env();
-  if (!HaveErrorCodes(env)) throw Napi::Error::New(env, "load the addon through lib/native.ts (setErrorCodes)");
+  if (!HaveErrorCodes(env))
+    throw Napi::Error::New(env, "load the addon through lib/native.ts (setErrorCodes)");
   if (info.Length() != 1 || !info[0].IsObject()) {
     throw CodedError(env, Code::kInvalidArgument, "Engine needs an object of callbacks");
   }
   auto callbacks = info[0].As<Napi::Object>();
   auto take = [&](const char* name, Napi::FunctionReference& slot) {
     Napi::Value fn = callbacks.Get(name);
-    if (!fn.IsFunction()) throw CodedError(env, Code::kInvalidArgument, std::string("Engine callback missing: ") + name);
+    if (!fn.IsFunction())
+      throw CodedError(env, Code::kInvalidArgument,
+                       std::string("Engine callback missing: ") + name);
     slot = Napi::Persistent(fn.As<Napi::Function>());
   };
   take("apply", apply_fn_);
@@ -96,10 +97,11 @@ Engine::~Engine() {
 }
 
 Napi::Error Engine::EngineError(Napi::Env env, int rv, const std::string& what) {
-  const bool cut_off = closing_ && (rv == RAFT_LEADERSHIPLOST || rv == RAFT_CANCELED || rv == RAFT_SHUTDOWN);
-  Napi::Error err = cut_off
-                        ? RaftError(env, Code::kClosed, rv, what + ": the node closed before the request completed")
-                        : RaftError(env, Code::kEngine, rv, what + ": " + raft_strerror(rv));
+  const bool cut_off =
+      closing_ && (rv == RAFT_LEADERSHIPLOST || rv == RAFT_CANCELED || rv == RAFT_SHUTDOWN);
+  Napi::Error err = cut_off ? RaftError(env, Code::kClosed, rv,
+                                        what + ": the node closed before the request completed")
+                            : RaftError(env, Code::kEngine, rv, what + ": " + raft_strerror(rv));
   if (rv == RAFT_NOTLEADER && raft_ready_) {
     raft_id id = 0;
     const char* address = nullptr;
@@ -125,9 +127,11 @@ bool Engine::Usable(Napi::Env env, Napi::Promise::Deferred& deferred) {
     return false;
   }
   if (in_fsm_) {
-    deferred.Reject(CodedError(env, Code::kReentrant,
-                               "a request was made from inside apply(); apply must be synchronous and self-contained")
-                        .Value());
+    deferred.Reject(
+        CodedError(
+            env, Code::kReentrant,
+            "a request was made from inside apply(); apply must be synchronous and self-contained")
+            .Value());
     return false;
   }
   return true;
@@ -162,11 +166,13 @@ Napi::Value Engine::Apply(const Napi::CallbackInfo& info) {
   size_t len;
   GetBytes(info[0], &data, &len);
   if (len > UINT32_MAX - 64) {
-    return prevail::Rejected(env, CodedError(env, Code::kTooLarge, "a command must be smaller than 4 GiB"));
+    return prevail::Rejected(
+        env, CodedError(env, Code::kTooLarge, "a command must be smaller than 4 GiB"));
   }
   RaftPtr<uint8_t> entry = RaftAlloc<uint8_t>(EntrySize(len));
   if (!entry) return Submitted(std::move(request), RAFT_NOMEM, "apply");
-  EncodeEntry(entry.get(), data, len, raft_current_term(&raft_));  // raft_apply appends in the current term
+  EncodeEntry(entry.get(), data, len,
+              raft_current_term(&raft_));  // raft_apply appends in the current term
   struct raft_buffer buffer = {entry.get(), EntrySize(len)};
   int rv = raft_apply(&raft_, &request->req, &buffer, 1, &ApplyRequest::Cb);
   if (rv == 0) {
@@ -225,7 +231,8 @@ Napi::Value Engine::Transfer(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Engine::SetSnapshotThreshold(const Napi::CallbackInfo& info) {
-  if (started_ && !closing_) raft_set_snapshot_threshold(&raft_, static_cast<unsigned>(UintArg(info, 0)));
+  if (started_ && !closing_)
+    raft_set_snapshot_threshold(&raft_, static_cast<unsigned>(UintArg(info, 0)));
   return info.Env().Undefined();
 }
 
@@ -239,7 +246,8 @@ Napi::Value Engine::Status(const Napi::CallbackInfo& info) {
 
 Napi::Value Engine::Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!started_ || closing_) return prevail::Rejected(env, CodedError(env, Code::kClosed, "the node is already closed"));
+  if (!started_ || closing_)
+    return prevail::Rejected(env, CodedError(env, Code::kClosed, "the node is already closed"));
   closing_ = true;
   close_completion_ = std::make_unique<CloseRequest>(env, this);
   Napi::Value promise = close_completion_->deferred.Promise();

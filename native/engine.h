@@ -48,14 +48,20 @@ class Engine : public Napi::ObjectWrap<Engine> {
     std::string detail;
   };
 
-  // Checks the arguments against `Sig` before `Method` sees them.
-  template <Napi::Value (Engine::*Method)(const Napi::CallbackInfo&), const Signature& Sig>
+  using JsMethod = Napi::Value (Engine::*)(const Napi::CallbackInfo&);
+  // The JS method `Sig.method`: `M`, once the arguments fit `Sig`.
+  template <JsMethod M, const Signature& Sig>
+  static PropertyDescriptor Method() {
+    return InstanceMethod<&Engine::Checked<M, Sig>>(Sig.method);
+  }
+  // Checks the arguments against `Sig` before `M` sees them.
+  template <JsMethod M, const Signature& Sig>
   Napi::Value Checked(const Napi::CallbackInfo& info) {
     if (std::optional<Napi::Error> error = ArgumentError(info, Sig)) {
       if (Sig.async) return Rejected(info.Env(), *error);
       throw *error;
     }
-    return (this->*Method)(info);
+    return (this->*M)(info);
   }
 
   // JS methods (engine.cc, and Start in engine_start.cc).
@@ -91,9 +97,11 @@ class Engine : public Napi::ObjectWrap<Engine> {
   // The engine's FSM callbacks (fsm.cc); they run on the JS thread.
   static int FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void** result);
   static int FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n_bufs);
-  static int FsmSnapshotFinalize(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n_bufs);
+  static int FsmSnapshotFinalize(struct raft_fsm* fsm, struct raft_buffer* bufs[],
+                                 unsigned* n_bufs);
   static int FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf);
-  Napi::Value CallFsm(const Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args);
+  Napi::Value CallFsm(const Napi::FunctionReference& fn,
+                      const std::initializer_list<napi_value>& args);
   // This replica can't apply an entry (the FSM threw): it stops applying (see FsmApply).
   void Fail(Napi::Value error, raft_index index);
 
@@ -132,7 +140,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   bool started_ = false;     // raft_start succeeded
   bool closing_ = false;
   bool closed_ = false;
-  bool in_fsm_ = false;  // an FSM callback is running (see CallFsm)
+  bool in_fsm_ = false;   // an FSM callback is running (see CallFsm)
   HeldFrees held_frees_;  // see listen_heap.h
   std::string address_;
   std::string last_fsm_error_;

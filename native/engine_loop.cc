@@ -27,7 +27,8 @@ void Engine::OnCheck() {
   Napi::HandleScope scope(env_);
   bool teardown = false;
   {
-    AsyncScope callback_scope(env_, Value(), async_context_);  // closing it runs promise continuations
+    AsyncScope callback_scope(env_, Value(),
+                              async_context_);  // closing it runs promise continuations
     Batch batch = queue_.TakeAll();
     // The fatal error first, so JS knows the node has stopped before the requests it fails settle.
     if (report_fatal) ReportFatal();
@@ -48,7 +49,8 @@ Engine::StateReport Engine::ReadState() const {
   report.state = raft_state(raft);
   raft_leader(raft, &report.leader, &report.leader_address);
   report.term = raft_current_term(raft);
-  report.changed = report.state != reported_state_ || report.leader != reported_leader_ || report.term != reported_term_;
+  report.changed = report.state != reported_state_ || report.leader != reported_leader_ ||
+                   report.term != reported_term_;
   return report;
 }
 

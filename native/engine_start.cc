@@ -30,7 +30,8 @@ Napi::Value Engine::Start(const Napi::CallbackInfo& info) {
   }
   const StartOptions options = ReadStartOptions(env, info[0].As<Napi::Object>());
   address_ = options.address;
-  if (!AttachToLoop(env)) return Rejected(env, CodedError(env, Code::kEngine, "cannot get the libuv loop"));
+  if (!AttachToLoop(env))
+    return Rejected(env, CodedError(env, Code::kEngine, "cannot get the libuv loop"));
 
   std::optional<StartFailure> failure = InitIo(options);
   if (!failure) failure = InitRaft(options);
@@ -86,11 +87,13 @@ std::optional<Engine::StartFailure> Engine::InitRaft(const StartOptions& options
 std::optional<Engine::StartFailure> Engine::Bootstrap(const std::vector<Member>& members) {
   Configuration configuration;
   for (const Member& member : members) {
-    int rv = raft_configuration_add(&configuration.conf, member.id, member.address.c_str(), RAFT_VOTER);
+    int rv =
+        raft_configuration_add(&configuration.conf, member.id, member.address.c_str(), RAFT_VOTER);
     if (rv != 0) return StartFailure{rv, "cluster configuration", ""};
   }
   int rv = raft_bootstrap(&raft_, &configuration.conf);
-  if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) return StartFailure{rv, "bootstrap", raft_errmsg(&raft_)};
+  if (rv != 0 && rv != RAFT_CANTBOOTSTRAP)
+    return StartFailure{rv, "bootstrap", raft_errmsg(&raft_)};
   return std::nullopt;
 }
 
@@ -104,7 +107,8 @@ std::optional<Engine::StartFailure> Engine::Recover() {
 Napi::Error Engine::StartError(Napi::Env env, const StartFailure& failure) {
   std::string message = std::string(failure.what) + ": " + raft_strerror(failure.rv);
   if (!failure.detail.empty()) message += " (" + failure.detail + ")";
-  if (io_ready_ && io_.errmsg[0] != '\0' && failure.detail != io_.errmsg) message += " (" + std::string(io_.errmsg) + ")";
+  if (io_ready_ && io_.errmsg[0] != '\0' && failure.detail != io_.errmsg)
+    message += " (" + std::string(io_.errmsg) + ")";
   if (!last_fsm_error_.empty()) message += " (" + last_fsm_error_ + ")";
   // A failed listen is a bare IOERR here; lib/raft-node.ts probes the address and names it.
   const Code code = last_fsm_error_.empty() ? Code::kEngine : Code::kSnapshotUnreadable;

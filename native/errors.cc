@@ -12,8 +12,8 @@ constexpr size_t kCodeCount = static_cast<size_t>(Code::kTooLarge) + 1;
 
 // In the order of Code.
 constexpr std::array<const char*, kCodeCount> kKeys = {
-    "INVALID_ARGUMENT", "INVALID_STATE", "CLOSED", "REENTRANT", "ENGINE", "SNAPSHOT_UNREADABLE", "CORRUPT_ENTRY",
-    "TOO_LARGE",
+    "INVALID_ARGUMENT", "INVALID_STATE",       "CLOSED",        "REENTRANT",
+    "ENGINE",           "SNAPSHOT_UNREADABLE", "CORRUPT_ENTRY", "TOO_LARGE",
 };
 
 // Per environment (a worker thread loads its own copy of the table).
@@ -27,7 +27,8 @@ void SetErrorCodes(Napi::Env env, Napi::Object table) {
   ErrorCodeTable loaded;
   for (size_t i = 0; i < kCodeCount; i++) {
     Napi::Value code = table.Get(kKeys[i]);
-    if (!code.IsString()) throw Napi::TypeError::New(env, std::string("setErrorCodes: no code for ") + kKeys[i]);
+    if (!code.IsString())
+      throw Napi::TypeError::New(env, std::string("setErrorCodes: no code for ") + kKeys[i]);
     loaded.codes[i] = code.As<Napi::String>().Utf8Value();
   }
   // Replaced in place: N-API does not finalize instance data that is set again.
@@ -45,7 +46,8 @@ Napi::Error CodedError(Napi::Env env, Code code, const std::string& message) {
   const ErrorCodeTable* table = env.GetInstanceData<ErrorCodeTable>();
   Napi::Error err = Napi::Error::New(env, message);
   // Without a table (the addon loaded around lib/native.ts) the error still says what went wrong.
-  if (table != nullptr) err.Set("code", Napi::String::New(env, table->codes[static_cast<size_t>(code)]));
+  if (table != nullptr)
+    err.Set("code", Napi::String::New(env, table->codes[static_cast<size_t>(code)]));
   return err;
 }
 

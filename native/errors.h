@@ -8,7 +8,16 @@
 namespace prevail {
 
 // The codes the addon raises; each is the ErrorCodes entry of the same key.
-enum class Code { kInvalidArgument, kInvalidState, kClosed, kReentrant, kEngine, kSnapshotUnreadable, kCorruptEntry, kTooLarge };
+enum class Code {
+  kInvalidArgument,
+  kInvalidState,
+  kClosed,
+  kReentrant,
+  kEngine,
+  kSnapshotUnreadable,
+  kCorruptEntry,
+  kTooLarge
+};
 
 // Takes the codes from `table` (ErrorCodes); throws if one of the keys is missing.
 void SetErrorCodes(Napi::Env env, Napi::Object table);

@@ -16,7 +16,8 @@ void EncodeEntry(uint8_t* out, const uint8_t* payload, size_t len, uint64_t term
 }
 
 bool DecodeEntry(const uint8_t* bytes, size_t len, EntryView* entry) {
-  if (len < kHeaderSize || GetU32(bytes) != kEntryMagic || GetU32(bytes + 4) > len - kHeaderSize) return false;
+  if (len < kHeaderSize || GetU32(bytes) != kEntryMagic || GetU32(bytes + 4) > len - kHeaderSize)
+    return false;
   entry->payload = bytes + kHeaderSize;
   entry->length = GetU32(bytes + 4);
   entry->term = GetU64(bytes + 8);
@@ -30,10 +31,12 @@ void EncodeSnapshotHeader(uint8_t* out, uint64_t payload_len) {
 }
 
 std::string SnapshotProblem(const uint8_t* bytes, size_t len) {
-  if (len < kHeaderSize || GetU32(bytes) != kSnapshotMagic) return "the snapshot was not written by prevail";
+  if (len < kHeaderSize || GetU32(bytes) != kSnapshotMagic)
+    return "the snapshot was not written by prevail";
   if (GetU32(bytes + 4) != kSnapshotFormat) {
     return "snapshot format " + std::to_string(GetU32(bytes + 4)) +
-           " is not readable by this build (it reads format " + std::to_string(kSnapshotFormat) + ")";
+           " is not readable by this build (it reads format " + std::to_string(kSnapshotFormat) +
+           ")";
   }
   if (GetU64(bytes + 8) != len - kHeaderSize) return "the snapshot is truncated";
   return "";

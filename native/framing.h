@@ -29,7 +29,9 @@ constexpr uint32_t kSnapshotFormat = 1;
 constexpr size_t kHeaderSize = 16;  // both headers
 
 // The framed size of an entry of `payload_len` bytes.
-inline size_t EntrySize(size_t payload_len) { return kHeaderSize + ((payload_len + 7) & ~size_t(7)); }
+inline size_t EntrySize(size_t payload_len) {
+  return kHeaderSize + ((payload_len + 7) & ~size_t(7));
+}
 
 // Frames `payload` into `out` (EntrySize(len) bytes), padding included.
 void EncodeEntry(uint8_t* out, const uint8_t* payload, size_t len, uint64_t term);

@@ -11,7 +11,9 @@ namespace prevail {
 
 namespace {
 
-Napi::Number IndexNumber(Napi::Env env, uint64_t v) { return Napi::Number::New(env, static_cast<double>(v)); }
+Napi::Number IndexNumber(Napi::Env env, uint64_t v) {
+  return Napi::Number::New(env, static_cast<double>(v));
+}
 
 // The parts fsm.snapshot() returned: one Uint8Array or an array of them.
 std::vector<Napi::Value> SnapshotParts(Napi::Value value) {
@@ -40,7 +42,8 @@ int Engine::FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void**
   const raft_index index = raft_last_applied(&self->raft_) + 1;
   EntryView entry;
   if (!DecodeEntry(static_cast<const uint8_t*>(buf->base), buf->len, &entry)) {
-    Napi::Error err = CodedError(env, Code::kCorruptEntry, "entry " + std::to_string(index) + " is not a prevail entry");
+    Napi::Error err = CodedError(env, Code::kCorruptEntry,
+                                 "entry " + std::to_string(index) + " is not a prevail entry");
     err.Set("index", IndexNumber(env, index));
     self->Fail(err.Value(), index);
     return stop;
@@ -50,8 +53,9 @@ int Engine::FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void**
   // A copy: the engine frees the entry's memory later, and JS may keep the bytes.
   auto payload = Napi::Buffer<uint8_t>::Copy(env, entry.payload, entry.length);
   try {
-    Napi::Value value = self->CallFsm(self->apply_fn_, {payload, IndexNumber(env, index), IndexNumber(env, entry.term),
-                                                        Napi::Boolean::New(env, mine != nullptr)});
+    Napi::Value value = self->CallFsm(
+        self->apply_fn_, {payload, IndexNumber(env, index), IndexNumber(env, entry.term),
+                          Napi::Boolean::New(env, mine != nullptr)});
     if (mine != nullptr) mine->result.Set(value);
   } catch (const Napi::Error& err) {
     // The JS adapter turns handler errors into results; an error here is fatal (an entry
@@ -72,7 +76,8 @@ void Engine::Fail(Napi::Value error, raft_index index) {
 }
 
 Napi::Value Engine::FatalError(Napi::Env env) const {
-  return fatal_error_.IsEmpty() ? CodedError(env, Code::kClosed, "the node stopped").Value() : fatal_error_.Get();
+  return fatal_error_.IsEmpty() ? CodedError(env, Code::kClosed, "the node stopped").Value()
+                                : fatal_error_.Get();
 }
 
 int Engine::FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n_bufs) {
@@ -95,9 +100,10 @@ int Engine::FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsign
     const uint8_t* data;
     size_t len;
     if (!GetBytes(part, &data, &len)) {
-      napi_fatal_exception(
-          env,
-          CodedError(env, Code::kInvalidArgument, "fsm.snapshot() must return a Uint8Array or an array of them").Value());
+      napi_fatal_exception(env,
+                           CodedError(env, Code::kInvalidArgument,
+                                      "fsm.snapshot() must return a Uint8Array or an array of them")
+                               .Value());
       return RAFT_INVALID;
     }
     total += len;
@@ -122,7 +128,8 @@ int Engine::FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsign
   return 0;
 }
 
-int Engine::FsmSnapshotFinalize(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n_bufs) {
+int Engine::FsmSnapshotFinalize(struct raft_fsm* fsm, struct raft_buffer* bufs[],
+                                unsigned* n_bufs) {
   auto* self = static_cast<Engine*>(fsm->data);
   if (*bufs != nullptr) {
     raft_free((*bufs)[0].base);
@@ -168,7 +175,8 @@ int Engine::FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf) {
 
 // While an FSM callback runs, Usable() refuses requests: the engine is mid-callback and
 // must not be re-entered. The flag is reset however the call ends.
-Napi::Value Engine::CallFsm(const Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) {
+Napi::Value Engine::CallFsm(const Napi::FunctionReference& fn,
+                            const std::initializer_list<napi_value>& args) {
   struct Reset {
     bool& flag;
     ~Reset() { flag = false; }

@@ -27,7 +27,9 @@ void HeapFree(void*, void* ptr) {
 }
 void* HeapCalloc(void*, size_t n, size_t size) { return calloc(n, size); }
 void* HeapRealloc(void*, void* ptr, size_t size) { return realloc(ptr, size); }
-void* HeapAlignedAlloc(void*, size_t alignment, size_t size) { return aligned_alloc(alignment, size); }
+void* HeapAlignedAlloc(void*, size_t alignment, size_t size) {
+  return aligned_alloc(alignment, size);
+}
 void HeapAlignedFree(void*, size_t, void* ptr) { free(ptr); }
 
 struct raft_heap engine_heap = {nullptr,     HeapMalloc,       HeapFree,       HeapCalloc,
@@ -44,7 +46,8 @@ void HeldFrees::Release() {
 
 int ListenHoldingFrees(struct raft_uv_transport* t, raft_uv_accept_cb cb) {
   HeldFrees* sink = t_held;
-  if (sink == nullptr) return tcp_listen(t, cb);  // not expected: the engine listens only in raft_start
+  if (sink == nullptr)
+    return tcp_listen(t, cb);  // not expected: the engine listens only in raft_start
   ListenFrees held;
   t_listen_frees = &held;
   int rv = tcp_listen(t, cb);
@@ -61,7 +64,8 @@ int ListenHoldingFrees(struct raft_uv_transport* t, raft_uv_accept_cb cb) {
   return rv;
 }
 
-int StartHoldingListenFrees(struct raft* raft, struct raft_uv_transport* transport, HeldFrees* held) {
+int StartHoldingListenFrees(struct raft* raft, struct raft_uv_transport* transport,
+                            HeldFrees* held) {
   tcp_listen = transport->listen;  // the same function for every engine
   transport->listen = &ListenHoldingFrees;
   t_held = held;

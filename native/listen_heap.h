@@ -34,6 +34,7 @@ class HeldFrees {
 
 // raft_start(raft), with the listen of `transport` (raft's TCP transport) wrapped so that
 // what a failed listen frees is kept in `held` instead.
-int StartHoldingListenFrees(struct raft* raft, struct raft_uv_transport* transport, HeldFrees* held);
+int StartHoldingListenFrees(struct raft* raft, struct raft_uv_transport* transport,
+                            HeldFrees* held);
 
 }  // namespace prevail

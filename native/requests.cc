@@ -20,7 +20,8 @@ void ApplyRequest::Cb(struct raft_apply* req, int status, void* /*result*/) {
 
 void ApplyRequest::Settle(Napi::Env env) {
   if (status == 0 && engine->FailedAt(index)) {
-    deferred.Reject(engine->FatalError(env));  // its entry (or an earlier one) could not be applied here
+    deferred.Reject(
+        engine->FatalError(env));  // its entry (or an earlier one) could not be applied here
   } else if (status == 0) {
     auto pair = Napi::Array::New(env, 2);
     pair.Set(uint32_t(0), IndexNumber(env, index));
@@ -67,7 +68,9 @@ void TransferRequest::Cb(struct raft_transfer* req) {
   self->engine->Enqueue(self);
 }
 
-void TransferRequest::Settle(Napi::Env env) { deferred.Resolve(Napi::Number::New(env, static_cast<double>(leader))); }
+void TransferRequest::Settle(Napi::Env env) {
+  deferred.Resolve(Napi::Number::New(env, static_cast<double>(leader)));
+}
 
 void CloseRequest::Settle(Napi::Env env) {
   if (error.IsEmpty())

@@ -8,7 +8,8 @@ namespace prevail {
 namespace {
 
 Napi::Error BadOption(Napi::Env env, const char* name, const char* requirement) {
-  return CodedError(env, Code::kInvalidArgument, std::string("option ") + name + " must be " + requirement);
+  return CodedError(env, Code::kInvalidArgument,
+                    std::string("option ") + name + " must be " + requirement);
 }
 
 double Number(Napi::Object options, const char* name) {
@@ -30,8 +31,10 @@ std::vector<Member> Members(Napi::Env env, Napi::Array array) {
     if (!member.IsObject()) throw BadOption(env, "bootstrap", "an array of { id, address }");
     Napi::Value id = member.As<Napi::Object>().Get("id");
     Napi::Value address = member.As<Napi::Object>().Get("address");
-    if (!IsUint(id) || !address.IsString()) throw BadOption(env, "bootstrap", "an array of { id, address }");
-    members.push_back({static_cast<raft_id>(id.As<Napi::Number>().DoubleValue()), address.As<Napi::String>()});
+    if (!IsUint(id) || !address.IsString())
+      throw BadOption(env, "bootstrap", "an array of { id, address }");
+    members.push_back(
+        {static_cast<raft_id>(id.As<Napi::Number>().DoubleValue()), address.As<Napi::String>()});
   }
   return members;
 }

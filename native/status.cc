@@ -7,9 +7,12 @@ namespace prevail {
 
 namespace {
 
-Napi::Number Num(Napi::Env env, uint64_t v) { return Napi::Number::New(env, static_cast<double>(v)); }
+Napi::Number Num(Napi::Env env, uint64_t v) {
+  return Napi::Number::New(env, static_cast<double>(v));
+}
 
-Napi::Object DescribeMember(Napi::Env env, struct raft* raft, const struct raft_server& server, bool leading) {
+Napi::Object DescribeMember(Napi::Env env, struct raft* raft, const struct raft_server& server,
+                            bool leading) {
   auto member = Napi::Object::New(env);
   member.Set("id", Num(env, server.id));
   member.Set("address", Napi::String::New(env, server.address));
@@ -32,8 +35,9 @@ Napi::Object DescribeRunning(Napi::Env env, struct raft* raft) {
   out.Set("state", Napi::String::New(env, StateName(state)));
   out.Set("term", Num(env, raft_current_term(raft)));
   out.Set("leaderId", Num(env, leader));
-  out.Set("leaderAddress", leader != 0 && leader_address != nullptr ? Napi::Value(Napi::String::New(env, leader_address))
-                                                                     : env.Null());
+  out.Set("leaderAddress", leader != 0 && leader_address != nullptr
+                               ? Napi::Value(Napi::String::New(env, leader_address))
+                               : env.Null());
   out.Set("commitIndex", Num(env, raft_commit_index(raft)));
   out.Set("appliedIndex", Num(env, raft_last_applied(raft)));
   out.Set("lastIndex", Num(env, raft_last_index(raft)));
