@@ -24,6 +24,35 @@ std::vector<Napi::Value> SnapshotParts(Napi::Value value) {
   return parts;
 }
 
+// The length of all `parts`, or false if one is not a Uint8Array.
+bool TotalLength(const std::vector<Napi::Value>& parts, uint64_t* total) {
+  for (const Napi::Value& part : parts) {
+    const uint8_t* data;
+    size_t len;
+    if (!GetBytes(part, &data, &len)) return false;
+    *total += len;
+  }
+  return true;
+}
+
+// The buffers of a snapshot: its header (allocated here), then `parts` themselves. No
+// copy: the engine writes these bytes on the threadpool; the adapter's contract is to
+// never mutate them afterwards. Null when out of memory.
+RaftPtr<struct raft_buffer> FrameSnapshot(const std::vector<Napi::Value>& parts, uint64_t total) {
+  RaftPtr<struct raft_buffer> out = RaftAlloc<struct raft_buffer>(parts.size() + 1);
+  RaftPtr<uint8_t> header = RaftAlloc<uint8_t>(kHeaderSize);
+  if (!out || !header) return nullptr;
+  EncodeSnapshotHeader(header.get(), total);
+  out.get()[0] = {header.release(), kHeaderSize};  // freed in finalize
+  for (size_t i = 0; i < parts.size(); i++) {
+    const uint8_t* data;
+    size_t len;
+    GetBytes(parts[i], &data, &len);
+    out.get()[i + 1] = {const_cast<uint8_t*>(data), len};
+  }
+  return out;
+}
+
 }  // namespace
 
 // An entry this replica can't apply stops it: skipping the entry would let it diverge
@@ -96,32 +125,19 @@ int Engine::FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsign
     return RAFT_INVALID;
   }
   uint64_t total = 0;
-  for (auto& part : parts) {
-    const uint8_t* data;
-    size_t len;
-    if (!GetBytes(part, &data, &len)) {
-      napi_fatal_exception(env,
-                           CodedError(env, Code::kInvalidArgument,
-                                      "fsm.snapshot() must return a Uint8Array or an array of them")
-                               .Value());
-      return RAFT_INVALID;
-    }
-    total += len;
+  if (!TotalLength(parts, &total)) {
+    napi_fatal_exception(env,
+                         CodedError(env, Code::kInvalidArgument,
+                                    "fsm.snapshot() must return a Uint8Array or an array of them")
+                             .Value());
+    return RAFT_INVALID;
   }
-  RaftPtr<struct raft_buffer> out = RaftAlloc<struct raft_buffer>(parts.size() + 1);
-  RaftPtr<uint8_t> header = RaftAlloc<uint8_t>(kHeaderSize);
-  if (!out || !header) return RAFT_NOMEM;
-  EncodeSnapshotHeader(header.get(), total);
-  out.get()[0] = {header.release(), kHeaderSize};  // freed in finalize
-  // No copy: the engine writes these bytes on the threadpool; the references keep
-  // them alive until finalize. The adapter contract: never mutate them afterwards.
-  for (size_t i = 0; i < parts.size(); i++) {
-    const uint8_t* data;
-    size_t len;
-    GetBytes(parts[i], &data, &len);
-    out.get()[i + 1] = {const_cast<uint8_t*>(data), len};
+  RaftPtr<struct raft_buffer> out = FrameSnapshot(parts, total);
+  if (!out) return RAFT_NOMEM;
+  // The references keep the parts alive until finalize (the engine writes them uncopied).
+  for (const Napi::Value& part : parts) {
     self->snapshot_refs_.emplace_back();
-    self->snapshot_refs_.back().Set(parts[i]);
+    self->snapshot_refs_.back().Set(part);
   }
   *n_bufs = static_cast<unsigned>(parts.size() + 1);
   *bufs = out.release();  // freed in finalize
