@@ -1,14 +1,26 @@
-// The addon's only export surface: the internal Engine class and version facts.
+// The addon's only export surface (declared in lib/native.ts): the internal Engine class,
+// the error codes' hand-over, and version facts.
 #include <napi.h>
-#include "raft_c.h"
 #include <uv.h>
 
 #include "engine.h"
+#include "errors.h"
+#include "raft_c.h"
 
 namespace {
 
+// setErrorCodes(ErrorCodes): lib/native.ts hands over lib/errors.ts's table at load.
+Napi::Value SetErrorCodes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 1 || !info[0].IsObject())
+    throw Napi::TypeError::New(env, "setErrorCodes(table) needs an object");
+  prevail::SetErrorCodes(env, info[0].As<Napi::Object>());
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", prevail::Engine::Define(env));
+  exports.Set("setErrorCodes", Napi::Function::New<SetErrorCodes>(env, "setErrorCodes"));
   // uv_version_string resolves against the node binary: it equals process.versions.uv
   // only if there is exactly one libuv in the process (tested).
   exports.Set("uvVersion", Napi::String::New(env, uv_version_string()));

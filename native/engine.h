@@ -1,51 +1,30 @@
 // The Raft engine on Node's own libuv loop, exposed to JS as the internal `Engine`
-// class. lib/raft-node.ts wraps it in the public, typed RaftNode.
+// class (declared in lib/native.ts); lib/raft-node.ts wraps it in the public RaftNode.
+// Its parts: engine.cc (the JS methods), engine_start.cc (start), fsm.cc (the engine's
+// FSM callbacks), engine_loop.cc (the check phase and shutdown).
 #pragma once
 #include <napi.h>
-#include "raft_c.h"
 #include <uv.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "args.h"
+#include "completion_queue.h"
+#include "errors.h"
+#include "held.h"
+#include "listen_heap.h"
 #include "payload_slab.h"
-#include "uv_handle.h"
+#include "raft_c.h"
 
 namespace prevail {
 
-class Engine;
-
-// Keeps any JS value alive across loop turns. N-API (before version 10) can only
-// reference objects, so a value is held inside a one-property box object.
-class Held {
- public:
-  void Set(Napi::Value value) {
-    Napi::Object box = Napi::Object::New(value.Env());
-    box.Set("v", value);
-    box_ = Napi::Persistent(box);
-  }
-  Napi::Value Get() const { return box_.Value().Get("v"); }
-  bool IsEmpty() const { return box_.IsEmpty(); }
-  void Reset() { box_.Reset(); }
-
- private:
-  Napi::ObjectReference box_;
-};
-
-// A request whose completion arrives from the engine inside a libuv callback. It is
-// queued there and settled later from the check phase, inside a callback scope, so
-// that promise continuations never run in the middle of the engine's own callbacks.
-struct Completion {
-  explicit Completion(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
-  virtual ~Completion() = default;
-  virtual void Settle(Napi::Env env) = 0;
-  virtual bool IsClose() const { return false; }
-  Napi::Promise::Deferred deferred;
-  int status = 0;
-  Engine* engine = nullptr;
-};
+struct ApplyRequest;
+struct StartOptions;
+struct Member;
 
 class Engine : public Napi::ObjectWrap<Engine> {
  public:
@@ -53,15 +32,40 @@ class Engine : public Napi::ObjectWrap<Engine> {
   explicit Engine(const Napi::CallbackInfo& info);
   ~Engine() override;
 
-  // Used by completions and engine callbacks.
-  void Enqueue(Completion* completion);
+  // Used by requests.
+  void Enqueue(Completion* completion) { queue_.Push(completion); }
   Napi::Error EngineError(Napi::Env env, int rv, const std::string& what);
   // Whether a request at `index` falls at or after an entry this replica failed to apply.
-  bool FailedAt(raft_index index) const;
+  bool FailedAt(raft_index index) const { return failed_ && index >= failed_index_; }
   Napi::Value FatalError(Napi::Env env) const;
+  void ForgetPending(raft_index index) { pending_.erase(index); }
+  raft_id LeaderId();
 
  private:
-  // JS-facing methods.
+  // A step of start() that failed: the engine's return value, the step, its details.
+  struct StartFailure {
+    int rv;
+    const char* what;
+    std::string detail;
+  };
+
+  using JsMethod = Napi::Value (Engine::*)(const Napi::CallbackInfo&);
+  // The JS method `Sig.method`: `M`, once the arguments fit `Sig`.
+  template <JsMethod M, const Signature& Sig>
+  static PropertyDescriptor Method() {
+    return InstanceMethod<&Engine::Checked<M, Sig>>(Sig.method);
+  }
+  // Checks the arguments against `Sig` before `M` sees them.
+  template <JsMethod M, const Signature& Sig>
+  Napi::Value Checked(const Napi::CallbackInfo& info) {
+    if (std::optional<Napi::Error> error = ArgumentError(info, Sig)) {
+      if (Sig.async) return Rejected(info.Env(), *error);
+      throw *error;
+    }
+    return (this->*M)(info);
+  }
+
+  // JS methods (engine.cc, and Start in engine_start.cc).
   Napi::Value Start(const Napi::CallbackInfo& info);
   Napi::Value Apply(const Napi::CallbackInfo& info);
   Napi::Value Barrier(const Napi::CallbackInfo& info);
@@ -73,24 +77,50 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value SetSnapshotThreshold(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
-  // Engine (FSM) callbacks; they run on the JS thread.
-  static int FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void** result);
-  static int FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n_bufs);
-  static int FsmSnapshotFinalize(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n_bufs);
-  static int FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf);
-  static void OnRaftClosed(struct raft* r);
-  // Wraps the TCP transport's listen; see "the engine's heap" in engine.cc.
-  static int TransportListen(struct raft_uv_transport* t, raft_uv_accept_cb cb);
-  void ReleaseHeldFrees();
-
-  Napi::Value CallFsm(const Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args);
-  void OnCheck();
   bool Usable(Napi::Env env, Napi::Promise::Deferred& deferred);
   // Usable, and this node leads: the engine asserts leadership in membership changes.
-  bool UsableAsLeader(Napi::Env env, Napi::Promise::Deferred& deferred, const char* what);
-  void TearDown();  // closes our own handles once the engine is closed
+  bool UsableAsLeader(Napi::Env env, Napi::Promise::Deferred& deferred);
+  // The promise of `request`, which the engine accepted if `rv` is 0 (and now owns).
+  template <typename R>
+  Napi::Value Submitted(std::unique_ptr<R> request, int rv, const char* what);
+  template <typename R, typename Call>
+  Napi::Value Change(Napi::Env env, const char* what, Call call);
+
+  // start() in steps (engine_start.cc).
+  bool AttachToLoop(Napi::Env env);
+  std::optional<StartFailure> InitIo(const StartOptions& options);
+  std::optional<StartFailure> InitRaft(const StartOptions& options);
+  std::optional<StartFailure> Bootstrap(const std::vector<Member>& members);
+  std::optional<StartFailure> Recover();
+  Napi::Error StartError(Napi::Env env, const StartFailure& failure);
+  Napi::Value AbandonStart(Napi::Env env, Napi::Value error);
+
+  // The engine's FSM callbacks (fsm.cc); they run on the JS thread.
+  static int FsmApply(struct raft_fsm* fsm, const struct raft_buffer* buf, void** result);
+  static int FsmSnapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n_bufs);
+  static int FsmSnapshotFinalize(struct raft_fsm* fsm, struct raft_buffer* bufs[],
+                                 unsigned* n_bufs);
+  static int FsmRestore(struct raft_fsm* fsm, struct raft_buffer* buf);
+  Napi::Value CallFsm(const Napi::FunctionReference& fn,
+                      const std::initializer_list<napi_value>& args);
   // This replica can't apply an entry (the FSM threw): it stops applying (see FsmApply).
   void Fail(Napi::Value error, raft_index index);
+
+  // The check phase and shutdown (engine_loop.cc).
+  struct StateReport {
+    bool changed = false;
+    int state = 0;
+    raft_id leader = 0;
+    raft_term term = 0;
+    const char* leader_address = nullptr;
+  };
+  void OnCheck();
+  StateReport ReadState() const;
+  void ReportFatal();
+  void ReportState(const StateReport& report);
+  static bool SettleAll(Napi::Env env, Batch& batch);  // true if the batch closed the engine
+  static void OnRaftClosed(struct raft* r);
+  void TearDown();  // closes our own handles once the engine is closed
 
   Napi::Env env_;
   Napi::FunctionReference apply_fn_;
@@ -111,9 +141,8 @@ class Engine : public Napi::ObjectWrap<Engine> {
   bool started_ = false;     // raft_start succeeded
   bool closing_ = false;
   bool closed_ = false;
-  bool in_fsm_ = false;  // an FSM callback is running (see CallFsm)
-  // Engine memory freed during a failed listen, released once the engine has closed.
-  std::vector<void*> held_frees_;
+  bool in_fsm_ = false;   // an FSM callback is running (see CallFsm)
+  HeldFrees held_frees_;  // see listen_heap.h
   std::string address_;
   std::string last_fsm_error_;
   Held last_fsm_exception_;
@@ -124,13 +153,11 @@ class Engine : public Napi::ObjectWrap<Engine> {
   raft_index failed_index_ = 0;
   Held fatal_error_;
 
-  UvHandlePtr<uv_check_t> check_;
-  UvHandlePtr<uv_idle_t> idle_;
-  std::vector<std::unique_ptr<Completion>> completions_;
+  CompletionQueue queue_;
   std::unique_ptr<Completion> close_completion_;
 
   // Proposals of this process by log index; only these get a result kept.
-  std::unordered_map<raft_index, struct ApplyRequest*> pending_;
+  std::unordered_map<raft_index, ApplyRequest*> pending_;
   // Where applied payloads are copied for JS (see payload_slab.h).
   PayloadSlab payloads_;
   // Keeps the JS buffers of the snapshot being written alive until finalize.
@@ -140,9 +167,6 @@ class Engine : public Napi::ObjectWrap<Engine> {
   int reported_state_ = -1;
   raft_id reported_leader_ = 0;
   raft_term reported_term_ = 0;
-
-  friend struct ApplyRequest;
-  friend struct TransferRequest;
 };
 
 }  // namespace prevail

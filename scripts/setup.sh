@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 need=()
 # chromium: Debian's browser, driven headless by playwright-core in test/unit/admin/admin.test.ts.
-for pkg in g++ make python3 ca-certificates chromium; do
+# clang-format: scripts/lint-native.sh checks the style of native/.
+for pkg in g++ make python3 ca-certificates chromium clang-format; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -1,7 +1,10 @@
-// Loads the addon: prebuilds/<platform>-<arch>/ or build/Release, via node-gyp-build.
+// Loads the addon (prebuilds/<platform>-<arch>/ or build/Release, via node-gyp-build) and
+// declares its whole surface. Every method checks its arguments and rejects (or, for the
+// synchronous ones, throws) PREVAIL_INVALID_ARGUMENT when they don't fit.
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ErrorCodes } from '../core/errors.js';
 
 export interface NativeStatus {
   state: 'leader' | 'follower' | 'candidate' | 'unavailable' | 'closing' | 'closed' | 'unstarted';
@@ -53,7 +56,10 @@ export interface NativeEngine {
 }
 
 interface Addon {
+  /** Throws PREVAIL_INVALID_ARGUMENT without an object of callbacks (`fatal` is optional). */
   Engine: new (callbacks: NativeCallbacks) => NativeEngine;
+  /** The codes of the errors the addon raises, by key: called once, here, before any Engine. */
+  setErrorCodes(codes: typeof ErrorCodes): void;
   uvVersion: string;
   raftVersion: number;
 }
@@ -65,6 +71,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const load = require('node-gyp-build') as (dir: string) => unknown;
 
 export const addon = load(root) as Addon;
+addon.setErrorCodes(ErrorCodes);
 
 /** Versions of what is linked in, for diagnostics. */
 export const versions = {
