@@ -279,6 +279,110 @@ async function refused(
   await expectServing();
 }
 
+const leader = () => cluster.leader(20_000);
+
+// Messages built from the target's status. Its last entry is of its current term (the last
+// write was), so the ones anchored there pass the log matching check and reach their entries.
+const afterLast = (s: Status, entries: Entry[]) =>
+  appendEntries({ term: s.term, prevIndex: s.lastIndex, prevTerm: s.term, entries });
+const snapshotAhead = (s: Status, conf: Buffer, more: Partial<InstallSnapshotArgs> = {}) =>
+  installSnapshot({ term: s.term, lastIndex: s.lastIndex + 10, lastTerm: s.term, conf, ...more });
+const aServer = configuration([{ id: 1, address: 'x' }]);
+const data8 = Buffer.alloc(8);
+
+/** Each sent after a valid handshake (from FAKE_ID), to a follower unless it says otherwise. */
+const hostile: { name: string; to?: typeof leader; message: (s: Status) => Buffer }[] = [
+  {
+    name: 'AppendEntries: entry count 2^22 in a header with room for none',
+    message: (s) => appendEntries({ term: s.term, count: 2 ** 22 }),
+  },
+  {
+    name: 'AppendEntries: to the leader, in its own term',
+    to: leader,
+    message: (s) => appendEntries({ term: s.term }),
+  },
+  {
+    name: 'AppendEntries: previous index 0 with a non-zero term',
+    message: (s) => appendEntries({ term: s.term, prevIndex: 0, prevTerm: 5 }),
+  },
+  {
+    name: 'AppendEntries: previous entry conflicts with a committed one',
+    message: (s) => appendEntries({ term: s.term, prevIndex: s.commitIndex, prevTerm: s.term + 1 }),
+  },
+  {
+    name: 'AppendEntries: an entry of term 0',
+    message: (s) => afterLast(s, [{ term: 0, data: data8 }]),
+  },
+  {
+    name: 'AppendEntries: entry terms going down',
+    message: (s) =>
+      afterLast(s, [
+        { term: s.term, data: data8 },
+        { term: 1, data: data8 },
+      ]),
+  },
+  {
+    name: 'AppendEntries: a configuration entry that does not decode',
+    message: (s) =>
+      afterLast(s, [
+        { term: s.term, type: CHANGE, data: configuration([{ id: 1, address: 'x' }], 1000) },
+      ]),
+  },
+  {
+    name: 'AppendEntries: entries whose padded lengths run past the payload',
+    message: (s) =>
+      appendEntries({
+        term: s.term - 1,
+        payload: Buffer.alloc(64),
+        entries: Array.from({ length: 64 }, () => ({ term: 1, data: Buffer.alloc(1) })),
+      }),
+  },
+  {
+    name: 'AppendEntries: entries without a payload',
+    message: (s) =>
+      appendEntries({ term: s.term - 1, entries: [{ term: 1, data: Buffer.alloc(0) }] }),
+  },
+  {
+    name: 'AppendEntries: a header shorter than its fields',
+    message: (s) => frame(APPEND_ENTRIES, u64(s.term)),
+  },
+  {
+    name: 'RequestVote: a header shorter than its fields',
+    message: (s) => frame(REQUEST_VOTE, u64(s.term)),
+  },
+  {
+    name: 'InstallSnapshot: configuration length 0',
+    message: (s) => snapshotAhead(s, Buffer.alloc(0)),
+  },
+  {
+    name: 'InstallSnapshot: configuration length 2^40 (a million servers claimed)',
+    message: (s) => snapshotAhead(s, configuration([], 1_000_000), { confLength: 2n ** 40n }),
+  },
+  {
+    name: 'InstallSnapshot: a configuration with server id 0',
+    message: (s) => snapshotAhead(s, configuration([{ id: 0, address: 'x' }])),
+  },
+  {
+    name: 'InstallSnapshot: an empty configuration',
+    message: (s) => snapshotAhead(s, configuration([])),
+  },
+  { name: 'InstallSnapshot: index 0', message: (s) => snapshotAhead(s, aServer, { lastIndex: 0 }) },
+  {
+    name: 'InstallSnapshot: to the leader, in its own term',
+    to: leader,
+    message: (s) => snapshotAhead(s, aServer),
+  },
+  { name: 'random bytes', message: () => randomBytes(64) },
+];
+
+/** 64 bytes from a fixed seed, with no valid message type: refused whatever their header length says. */
+function randomBytes(length: number): Buffer {
+  const random = prng(7);
+  const bytes = Buffer.from(Array.from({ length }, () => random() & 0xff));
+  bytes[0]! |= 0x40;
+  return bytes;
+}
+
 describe('a node of a three-node cluster survives a hostile message, closes its connection and serves on', () => {
   test('handshake: server id 0 (then a heartbeat)', () =>
     refused(follower, (s) => Buffer.concat([handshake(0), appendEntries({ term: s.term })])));
@@ -297,196 +401,9 @@ describe('a node of a three-node cluster survives a hostile message, closes its 
   test('handshake: address length 0', () =>
     refused(follower, () => rawHandshake(FAKE_ID, 0, Buffer.alloc(0))));
 
-  test('AppendEntries: entry count 2^22 in a header with room for none', () =>
-    refused(follower, (s) =>
-      Buffer.concat([handshake(FAKE_ID), appendEntries({ term: s.term, count: 2 ** 22 })]),
-    ));
-
-  test('AppendEntries: to the leader, in its own term', () =>
-    refused(
-      () => cluster.leader(20_000),
-      (s) => Buffer.concat([handshake(FAKE_ID), appendEntries({ term: s.term })]),
-    ));
-
-  test('AppendEntries: previous index 0 with a non-zero term', () =>
-    refused(follower, (s) =>
-      Buffer.concat([
-        handshake(FAKE_ID),
-        appendEntries({ term: s.term, prevIndex: 0, prevTerm: 5 }),
-      ]),
-    ));
-
-  test('AppendEntries: previous entry conflicts with a committed one', () =>
-    refused(follower, (s) =>
-      Buffer.concat([
-        handshake(FAKE_ID),
-        appendEntries({ term: s.term, prevIndex: s.commitIndex, prevTerm: s.term + 1 }),
-      ]),
-    ));
-
-  // The node's last entry is of its current term (the last write was): these pass the log
-  // matching check and reach the entries.
-  test('AppendEntries: an entry of term 0', () =>
-    refused(follower, (s) =>
-      Buffer.concat([
-        handshake(FAKE_ID),
-        appendEntries({
-          term: s.term,
-          prevIndex: s.lastIndex,
-          prevTerm: s.term,
-          entries: [{ term: 0, data: Buffer.alloc(8) }],
-        }),
-      ]),
-    ));
-
-  test('AppendEntries: entry terms going down', () =>
-    refused(follower, (s) =>
-      Buffer.concat([
-        handshake(FAKE_ID),
-        appendEntries({
-          term: s.term,
-          prevIndex: s.lastIndex,
-          prevTerm: s.term,
-          entries: [
-            { term: s.term, data: Buffer.alloc(8) },
-            { term: 1, data: Buffer.alloc(8) },
-          ],
-        }),
-      ]),
-    ));
-
-  test('AppendEntries: entries whose padded lengths run past the payload', () =>
-    refused(follower, (s) =>
-      Buffer.concat([
-        handshake(FAKE_ID),
-        appendEntries({
-          term: s.term - 1,
-          entries: Array.from({ length: 64 }, () => ({ term: 1, data: Buffer.alloc(1) })),
-          payload: Buffer.alloc(64),
-        }),
-      ]),
-    ));
-
-  test('AppendEntries: entries without a payload', () =>
-    refused(follower, (s) =>
-      Buffer.concat([
-        handshake(FAKE_ID),
-        appendEntries({ term: s.term - 1, entries: [{ term: 1, data: Buffer.alloc(0) }] }),
-      ]),
-    ));
-
-  test('AppendEntries: a configuration entry that does not decode', () =>
-    refused(follower, (s) =>
-      Buffer.concat([
-        handshake(FAKE_ID),
-        appendEntries({
-          term: s.term,
-          prevIndex: s.lastIndex,
-          prevTerm: s.term,
-          entries: [
-            { term: s.term, type: CHANGE, data: configuration([{ id: 1, address: 'x' }], 1000) },
-          ],
-        }),
-      ]),
-    ));
-
-  test('AppendEntries: a header shorter than its fields', () =>
-    refused(follower, (s) =>
-      Buffer.concat([handshake(FAKE_ID), frame(APPEND_ENTRIES, u64(s.term))]),
-    ));
-
-  test('RequestVote: a header shorter than its fields', () =>
-    refused(follower, (s) =>
-      Buffer.concat([handshake(FAKE_ID), frame(REQUEST_VOTE, u64(s.term))]),
-    ));
-
-  test('InstallSnapshot: configuration length 0', () =>
-    refused(follower, (s) =>
-      Buffer.concat([
-        handshake(FAKE_ID),
-        installSnapshot({
-          term: s.term,
-          lastIndex: s.lastIndex + 10,
-          lastTerm: s.term,
-          conf: Buffer.alloc(0),
-        }),
-      ]),
-    ));
-
-  test('InstallSnapshot: configuration length 2^40 (a million servers claimed)', () =>
-    refused(follower, (s) =>
-      Buffer.concat([
-        handshake(FAKE_ID),
-        installSnapshot({
-          term: s.term,
-          lastIndex: s.lastIndex + 10,
-          lastTerm: s.term,
-          conf: configuration([], 1_000_000),
-          confLength: 2n ** 40n,
-        }),
-      ]),
-    ));
-
-  test('InstallSnapshot: a configuration with server id 0', () =>
-    refused(follower, (s) =>
-      Buffer.concat([
-        handshake(FAKE_ID),
-        installSnapshot({
-          term: s.term,
-          lastIndex: s.lastIndex + 10,
-          lastTerm: s.term,
-          conf: configuration([{ id: 0, address: 'x' }]),
-        }),
-      ]),
-    ));
-
-  test('InstallSnapshot: an empty configuration', () =>
-    refused(follower, (s) =>
-      Buffer.concat([
-        handshake(FAKE_ID),
-        installSnapshot({
-          term: s.term,
-          lastIndex: s.lastIndex + 10,
-          lastTerm: s.term,
-          conf: configuration([]),
-        }),
-      ]),
-    ));
-
-  test('InstallSnapshot: index 0', () =>
-    refused(follower, (s) =>
-      Buffer.concat([
-        handshake(FAKE_ID),
-        installSnapshot({
-          term: s.term,
-          lastIndex: 0,
-          lastTerm: s.term,
-          conf: configuration([{ id: 1, address: 'x' }]),
-        }),
-      ]),
-    ));
-
-  test('InstallSnapshot: to the leader, in its own term', () =>
-    refused(
-      () => cluster.leader(20_000),
-      (s) =>
-        Buffer.concat([
-          handshake(FAKE_ID),
-          installSnapshot({
-            term: s.term,
-            lastIndex: s.lastIndex + 10,
-            lastTerm: s.term,
-            conf: configuration([{ id: 1, address: 'x' }]),
-          }),
-        ]),
-    ));
-
-  test('random bytes after a valid handshake', () => {
-    const random = prng(7);
-    const bytes = Buffer.from(Array.from({ length: 64 }, () => random() & 0xff));
-    bytes[0]! |= 0x40; // no message type: refused whatever the header length says
-    return refused(follower, () => Buffer.concat([handshake(FAKE_ID), bytes]));
-  });
+  for (const { name, to = follower, message } of hostile) {
+    test(name, () => refused(to, (s) => Buffer.concat([handshake(FAKE_ID), message(s)])));
+  }
 
   test('a message cut off in the middle of its header: the node drops it and serves on', async () => {
     const node = await follower();
