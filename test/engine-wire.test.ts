@@ -1,5 +1,5 @@
-// Hostile bytes on a node's raft port (issue 13). Every message below aborted or crashed the
-// unpatched engine, or made it read past a buffer (docs/engine-patches.md, p4–p6). Each is
+// Hostile bytes on a node's raft port (issue 13). Most messages below aborted or crashed the
+// engine without p4–p6, or made it read past a buffer (docs/engine-patches.md). Each is
 // sent on a raw TCP connection to a node of a real three-node cluster: the node must close that
 // connection, stay up, keep serving (a proposal commits on every node), and keep every write
 // acknowledged before. A bounded fuzz run (fixed seed) then sends mutated and random frames.
