@@ -3,7 +3,14 @@
 // fdatasync anchor the benches print their numbers against.
 import { fork } from 'node:child_process';
 import {
-  closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync,
+  closeSync,
+  fdatasyncSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeSync,
 } from 'node:fs';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
@@ -26,12 +33,18 @@ export function arg(name) {
 
 export const quick = Boolean(arg('quick')) || process.env.BENCH_QUICK === '1';
 // Setups or sections to leave out, from --skip=a,b.
-export const skip = new Set(String(arg('skip') ?? '').split(',').filter(Boolean));
+export const skip = new Set(
+  String(arg('skip') ?? '')
+    .split(',')
+    .filter(Boolean),
+);
 
 // The in-flight levels from --concurrency=1,16,... (or `fallback`), invalid entries dropped.
 export function concurrencyArg(fallback) {
   return String(arg('concurrency') ?? fallback)
-    .split(',').map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0);
+    .split(',')
+    .map((s) => Number(s.trim()))
+    .filter((n) => Number.isInteger(n) && n > 0);
 }
 
 // ---------------------------------------------------------------- helpers
@@ -51,8 +64,11 @@ export async function waitFor(what, probe, { timeoutMs = 15_000, pollMs = 25 } =
     try {
       const v = await probe();
       if (v) return v;
-    } catch (err) { lastError = err; }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`, { cause: lastError });
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}`, { cause: lastError });
     await sleep(pollMs);
   }
 }
@@ -71,11 +87,17 @@ export async function run(main, cleanup = () => {}) {
 
 // Free TCP ports on 127.0.0.1 (bound once by the OS, then released).
 export async function freePorts(n) {
-  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => resolve(s));
-  })));
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise((resolve, reject) => {
+          const s = createServer();
+          s.once('error', reject);
+          s.listen(0, '127.0.0.1', () => resolve(s));
+        }),
+    ),
+  );
   const ports = servers.map((s) => s.address().port);
   await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
   return ports;
@@ -105,14 +127,24 @@ export async function closedLoop(concurrency, ms, makeArg, op) {
 }
 
 // ---------------------------------------------------------------- fixture child processes
-const fixture = join(dirname(fileURLToPath(import.meta.url)), '..', 'test', 'fixtures', 'node-process.mjs');
-const children = new Set();   // ChildProcess objects still to be killed
+const fixture = join(
+  dirname(fileURLToPath(import.meta.url)),
+  '..',
+  'test',
+  'fixtures',
+  'node-process.mjs',
+);
+const children = new Set(); // ChildProcess objects still to be killed
 
 // kill -9 by pid every fixture child still running (benches need no clean close).
 export function killChildren() {
   for (const child of children) {
     if (child.exitCode === null && child.signalCode === null) {
-      try { process.kill(child.pid, 'SIGKILL'); } catch { /* already gone */ }
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
     }
     children.delete(child);
   }
@@ -128,9 +160,11 @@ export class Child {
     this.spec = spec;
     this.next = 1;
     this.pending = new Map();
-    this.child = fork(script, [...args, JSON.stringify({ ...spec, ...options })],
-      { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...(execArgv ? { execArgv } : {}),
-        ...(env ? { env: { ...process.env, ...env } } : {}) });
+    this.child = fork(script, [...args, JSON.stringify({ ...spec, ...options })], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      ...(execArgv ? { execArgv } : {}),
+      ...(env ? { env: { ...process.env, ...env } } : {}),
+    });
     children.add(this.child);
     this.exited = new Promise((r) => this.child.once('exit', r));
     this.ready = new Promise((resolve, reject) => {
@@ -163,12 +197,23 @@ export class Child {
   call(cmd, args, timeoutMs = 60_000) {
     const id = this.next++;
     return new Promise((resolve, reject) => {
-      if (!this.child.connected) { reject(new Error(`node ${this.spec.id} is not running`)); return; }
-      const timer = setTimeout(() => { this.pending.delete(id); reject(new Error(`node ${this.spec.id}: ${cmd} timed out`)); },
-        timeoutMs);
+      if (!this.child.connected) {
+        reject(new Error(`node ${this.spec.id} is not running`));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`node ${this.spec.id}: ${cmd} timed out`));
+      }, timeoutMs);
       this.pending.set(id, {
-        resolve: (v) => { clearTimeout(timer); resolve(v); },
-        reject: (e) => { clearTimeout(timer); reject(e); },
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
       });
       this.child.send({ id, cmd, args });
     });
@@ -177,7 +222,11 @@ export class Child {
   // kill -9 by pid, then wait (bounded) for the exit.
   async kill() {
     if (this.running) {
-      try { process.kill(this.child.pid, 'SIGKILL'); } catch { /* gone */ }
+      try {
+        process.kill(this.child.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
     }
     await Promise.race([this.exited, sleep(5000)]);
     children.delete(this.child);
@@ -195,7 +244,11 @@ export function trackChild(child) {
 export async function killChild(child, timeoutMs = 5000) {
   const exited = new Promise((r) => child.once('exit', r));
   if (child.exitCode === null && child.signalCode === null) {
-    try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ }
+    try {
+      process.kill(child.pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
     await Promise.race([exited, sleep(timeoutMs)]);
   }
   children.delete(child);
@@ -209,7 +262,11 @@ export async function killChild(child, timeoutMs = 5000) {
 // not giving it a CPU, the rest is blocking.
 export function mainThreadSched() {
   let fd = -1;
-  try { fd = openSync(`/proc/self/task/${process.pid}/schedstat`, 'r'); } catch { /* not Linux */ }
+  try {
+    fd = openSync(`/proc/self/task/${process.pid}/schedstat`, 'r');
+  } catch {
+    /* not Linux */
+  }
   const buf = Buffer.alloc(128);
   return () => {
     if (fd < 0) return [0, 0];
@@ -222,8 +279,8 @@ export function mainThreadSched() {
 export function processCpuMs(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');   // fields from 3 (state) on
-    return (Number(fields[11]) + Number(fields[12])) * 10;              // utime (14) + stime (15)
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from 3 (state) on
+    return (Number(fields[11]) + Number(fields[12])) * 10; // utime (14) + stime (15)
   } catch {
     return NaN;
   }
@@ -233,9 +290,13 @@ export function processCpuMs(pid) {
 // One HTTP/1.1 request through `agent` (give a keep-alive http.Agent to reuse connections).
 // Resolves { status, body } (body as a string) whatever the status; rejects on a network
 // error, or when no full answer came within timeoutMs (the request is then destroyed).
-export function httpRequest(agent, { host, port, method = 'GET', path, headers = {}, body, timeoutMs = 10_000 }) {
+export function httpRequest(
+  agent,
+  { host, port, method = 'GET', path, headers = {}, body, timeoutMs = 10_000 },
+) {
   return new Promise((resolve, reject) => {
-    const allHeaders = body === undefined ? headers : { 'content-length': Buffer.byteLength(body), ...headers };
+    const allHeaders =
+      body === undefined ? headers : { 'content-length': Buffer.byteLength(body), ...headers };
     const req = request({ agent, host, port, method, path, headers: allHeaders }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
@@ -243,10 +304,19 @@ export function httpRequest(agent, { host, port, method = 'GET', path, headers =
         clearTimeout(timer);
         resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() });
       });
-      res.once('error', (err) => { clearTimeout(timer); reject(err); });
+      res.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
     });
-    const timer = setTimeout(() => req.destroy(new Error(`${method} ${path}: no answer in ${timeoutMs} ms`)), timeoutMs);
-    req.once('error', (err) => { clearTimeout(timer); reject(err); });
+    const timer = setTimeout(
+      () => req.destroy(new Error(`${method} ${path}: no answer in ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    req.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
     req.end(body);
   });
 }
@@ -273,7 +343,8 @@ export function summarize(latencies, elapsedMs, failed = 0) {
 
 // ---------------------------------------------------------------- report formatting
 export const fmtInt = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '-');
-export const fmtMs = (x) => (Number.isFinite(x) ? (x < 1 ? x.toFixed(3) : x < 10 ? x.toFixed(2) : x.toFixed(1)) : '-');
+export const fmtMs = (x) =>
+  Number.isFinite(x) ? (x < 1 ? x.toFixed(3) : x < 10 ? x.toFixed(2) : x.toFixed(1)) : '-';
 export const fmtRatio = (x) => (Number.isFinite(x) ? (x < 10 ? x.toFixed(2) : x.toFixed(1)) : '-');
 
 // ---------------------------------------------------------------- anchor: fdatasync
@@ -310,9 +381,13 @@ export function fsyncLoop({ parent, ms, warmupMs, label }, prepare, writeOne) {
 
 // The anchor the benches quote: appending, so the file grows (as a log does).
 export function fsyncAppend(options) {
-  return fsyncLoop(options, () => {}, (fd, block, pos) => {
-    writeSync(fd, block, 0, block.length, pos);
-    fdatasyncSync(fd);
-    return pos + block.length;
-  });
+  return fsyncLoop(
+    options,
+    () => {},
+    (fd, block, pos) => {
+      writeSync(fd, block, 0, block.length, pos);
+      fdatasyncSync(fd);
+      return pos + block.length;
+    },
+  );
 }

@@ -21,7 +21,8 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 const DEFAULT_ARGS = {
-  store: '--quick --objects=30000 --duration=500 --warmup=200 --concurrency=1,64 --settle=0 --skip=heap,heap-restored',
+  store:
+    '--quick --objects=30000 --duration=500 --warmup=200 --concurrency=1,64 --settle=0 --skip=heap,heap-restored',
   raft: '--quick',
 };
 
@@ -29,12 +30,17 @@ function options() {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
     options: {
-      rounds: { type: 'string' }, 'store-args': { type: 'string' }, 'raft-args': { type: 'string' }, only: { type: 'string' },
+      rounds: { type: 'string' },
+      'store-args': { type: 'string' },
+      'raft-args': { type: 'string' },
+      only: { type: 'string' },
       rows: { type: 'string' },
     },
   });
   if (positionals.length !== 2) {
-    console.error('usage: node bench/compare.mjs BEFORE_DIR AFTER_DIR [--rounds=2] [--store-args="..."] [--raft-args="..."] [--only=store|raft] [--rows=REGEX]');
+    console.error(
+      'usage: node bench/compare.mjs BEFORE_DIR AFTER_DIR [--rounds=2] [--store-args="..."] [--raft-args="..."] [--only=store|raft] [--rows=REGEX]',
+    );
     process.exit(2);
   }
   const dirs = positionals.map((d) => resolve(d));
@@ -45,7 +51,8 @@ function options() {
     }
   }
   const benches = (values.only ? [values.only] : ['store', 'raft']).map((name) => ({
-    name, args: (values[`${name}-args`] ?? DEFAULT_ARGS[name]).split(/\s+/).filter(Boolean),
+    name,
+    args: (values[`${name}-args`] ?? DEFAULT_ARGS[name]).split(/\s+/).filter(Boolean),
   }));
   const rows = values.rows ? new RegExp(values.rows, 'i') : null;
   return { before: dirs[0], after: dirs[1], rounds: Number(values.rounds ?? 2), benches, rows };
@@ -59,20 +66,37 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
     if (!child?.pid) process.exit(130);
     // The bench exits on the signal once its loop is free; a busy one gets SIGKILL after 5 s.
     child.once('exit', () => process.exit(130));
-    try { process.kill(child.pid, signal); } catch { /* gone */ }
-    setTimeout(() => { try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ } }, 5000).unref();
+    try {
+      process.kill(child.pid, signal);
+    } catch {
+      /* gone */
+    }
+    setTimeout(() => {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }, 5000).unref();
   });
 }
 
 /** One bench run in a build's directory: its stdout, or an exit with the reason. */
 async function runBench(dir, bench) {
   const t0 = Date.now();
-  const child = spawn(process.execPath, [join('bench', `${bench.name}.js`), ...bench.args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join('bench', `${bench.name}.js`), ...bench.args], {
+    cwd: dir,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   running = child;
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (c) => { stdout += c; });
-  child.stderr.on('data', (c) => { stderr += c; });
+  child.stdout.on('data', (c) => {
+    stdout += c;
+  });
+  child.stderr.on('data', (c) => {
+    stderr += c;
+  });
   const status = await new Promise((r) => child.once('exit', (code, signal) => r(code ?? signal)));
   running = null;
   if (status !== 0) {
@@ -98,7 +122,10 @@ function parseTables(text) {
       current = null;
       continue;
     }
-    const cells = line.slice(1, line.trimEnd().endsWith('|') ? line.trimEnd().length - 1 : undefined).split('|').map((c) => c.trim());
+    const cells = line
+      .slice(1, line.trimEnd().endsWith('|') ? line.trimEnd().length - 1 : undefined)
+      .split('|')
+      .map((c) => c.trim());
     if (!current) {
       current = { title, header: cells, rows: [] };
       tables.push(current);
@@ -128,7 +155,15 @@ function collect(into, benchName, text, side) {
         const value = cellNumber(cell);
         if (isKeyColumn(header, c) || value === null) return;
         const key = `${benchName}/${t}/${r}/${c}`;
-        if (!into.has(key)) into.set(key, { bench: benchName, table: table.title, label, header, before: [], after: [] });
+        if (!into.has(key))
+          into.set(key, {
+            bench: benchName,
+            table: table.title,
+            label,
+            header,
+            before: [],
+            after: [],
+          });
         into.get(key)[side].push(value);
       });
     });
@@ -142,22 +177,38 @@ function median(values) {
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
-const fmt = (n) => (Number.isNaN(n) ? '-' : Math.abs(n) >= 100 ? Math.round(n).toLocaleString('en-US') : n.toPrecision(3));
+const fmt = (n) =>
+  Number.isNaN(n)
+    ? '-'
+    : Math.abs(n) >= 100
+      ? Math.round(n).toLocaleString('en-US')
+      : n.toPrecision(3);
 /** (max - min) / median of one side's runs, in percent: how much that build disagrees with itself. */
-const spread = (values) => (values.length < 2 || median(values) === 0 ? '-' : `${Math.round(((Math.max(...values) - Math.min(...values)) / median(values)) * 100)}%`);
+const spread = (values) =>
+  values.length < 2 || median(values) === 0
+    ? '-'
+    : `${Math.round(((Math.max(...values) - Math.min(...values)) / median(values)) * 100)}%`;
 
 function printTable(results, opts) {
-  console.log(`## ${opts.before} (before) vs ${opts.after} (after), ${opts.rounds} interleaved rounds, medians\n`);
-  console.log('| bench | row | column | before | after | after / before | spread before | spread after |');
+  console.log(
+    `## ${opts.before} (before) vs ${opts.after} (after), ${opts.rounds} interleaved rounds, medians\n`,
+  );
+  console.log(
+    '| bench | row | column | before | after | after / before | spread before | spread after |',
+  );
   console.log('|---|---|---|---:|---:|---:|---:|---:|');
   for (const r of results.values()) {
     const where = r.table ? `${r.table}: ${r.label}` : r.label;
     if (opts.rows && !opts.rows.test(`${r.bench} ${where} ${r.header}`)) continue;
     const [b, a] = [median(r.before), median(r.after)];
     const ratio = b === 0 || Number.isNaN(a) || Number.isNaN(b) ? '-' : (a / b).toFixed(2);
-    console.log(`| ${r.bench} | ${where.replace(/\|/g, '/')} | ${r.header} | ${fmt(b)} | ${fmt(a)} | ${ratio} | ${spread(r.before)} | ${spread(r.after)} |`);
+    console.log(
+      `| ${r.bench} | ${where.replace(/\|/g, '/')} | ${r.header} | ${fmt(b)} | ${fmt(a)} | ${ratio} | ${spread(r.before)} | ${spread(r.after)} |`,
+    );
   }
-  console.log('\nSpread: (max - min) / median of that build\'s runs. A ratio inside both spreads is noise.');
+  console.log(
+    "\nSpread: (max - min) / median of that build's runs. A ratio inside both spreads is noise.",
+  );
 }
 
 async function main() {
@@ -171,7 +222,9 @@ async function main() {
     }
   }
   printTable(results, opts);
-  console.log(`\n${opts.benches.map((b) => `${b.name}.js ${b.args.join(' ')}`).join('; ')}; total ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  console.log(
+    `\n${opts.benches.map((b) => `${b.name}.js ${b.args.join(' ')}`).join('; ')}; total ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+  );
 }
 
 await main();

@@ -16,7 +16,11 @@ process.on('exit', killChildren);
 async function failoverOnce(run) {
   const root = mkdtempSync(join(tmpdir(), 'prevail-failover-'));
   const ports = await freePorts(3);
-  const specs = ports.map((port, i) => ({ id: i + 1, address: `127.0.0.1:${port}`, dataDir: join(root, `n${i + 1}`) }));
+  const specs = ports.map((port, i) => ({
+    id: i + 1,
+    address: `127.0.0.1:${port}`,
+    dataDir: join(root, `n${i + 1}`),
+  }));
   const cluster = specs.map(({ id, address }) => ({ id, address }));
   const options = { cluster };
   if (election) options.electionTimeoutMs = election;
@@ -24,18 +28,27 @@ async function failoverOnce(run) {
   const nodes = specs.map((s) => new Child(s, options));
   try {
     await Promise.all(nodes.map((n) => n.ready));
-    const leader = await waitFor('a leader', async () => {
-      for (const n of nodes) if ((await n.call('status', {}, 2000)).role === 'leader') return n;
-      return undefined;
-    }, { timeoutMs: 10_000 });
+    const leader = await waitFor(
+      'a leader',
+      async () => {
+        for (const n of nodes) if ((await n.call('status', {}, 2000)).role === 'leader') return n;
+        return undefined;
+      },
+      { timeoutMs: 10_000 },
+    );
     await leader.call('propose', { commands: [{ op: 'set', key: 'warm', value: 'up' }] });
-    await sleep(200);  // let followers see a few heartbeats
+    await sleep(200); // let followers see a few heartbeats
     const survivors = nodes.filter((n) => n !== leader);
     const killedAt = performance.now();
-    const killed = leader.kill();  // timed from the signal, not from the exit
+    const killed = leader.kill(); // timed from the signal, not from the exit
     while (performance.now() - killedAt < 10_000) {
-      const attempts = await Promise.all(survivors.map((n) =>
-        n.call('propose', { commands: [{ op: 'set', key: 'after', value: String(run) }] }, 1000).catch(() => null)));
+      const attempts = await Promise.all(
+        survivors.map((n) =>
+          n
+            .call('propose', { commands: [{ op: 'set', key: 'after', value: String(run) }] }, 1000)
+            .catch(() => null),
+        ),
+      );
       if (attempts.some((a) => a?.[0]?.ok !== undefined)) {
         const ms = performance.now() - killedAt;
         await killed;
@@ -61,8 +74,10 @@ async function main() {
   const sorted = [...results].sort((a, b) => a - b);
   console.log('| election / heartbeat | runs | p50 ms | p99 ms | max ms |');
   console.log('|---|---|---|---|---|');
-  console.log(`| ${election ?? '200 (default)'} / ${heartbeat ?? '40 (default)'} ms, pre-vote on | ${runs} | ` +
-    `${percentile(sorted, 0.5).toFixed(0)} | ${percentile(sorted, 0.99).toFixed(0)} | ${sorted.at(-1).toFixed(0)} |`);
+  console.log(
+    `| ${election ?? '200 (default)'} / ${heartbeat ?? '40 (default)'} ms, pre-vote on | ${runs} | ` +
+      `${percentile(sorted, 0.5).toFixed(0)} | ${percentile(sorted, 0.99).toFixed(0)} | ${sorted.at(-1).toFixed(0)} |`,
+  );
 }
 
 await run(main, killChildren);

@@ -26,14 +26,31 @@ import { performance } from 'node:perf_hooks';
 
 import { RaftNode, versions } from '../dist/index.js';
 import {
-  Child, arg, closedLoop, concurrencyArg, fmtInt, fmtMs, fmtRatio, freePorts, fsyncAppend, fsyncLoop, killChildren,
-  progress, quick, run, skip, summarize, waitFor,
+  Child,
+  arg,
+  closedLoop,
+  concurrencyArg,
+  fmtInt,
+  fmtMs,
+  fmtRatio,
+  freePorts,
+  fsyncAppend,
+  fsyncLoop,
+  killChildren,
+  progress,
+  quick,
+  run,
+  skip,
+  summarize,
+  waitFor,
 } from './common.js';
 
 // ---------------------------------------------------------------- options
 if (arg('help')) {
-  console.log('usage: node bench/raft.js [--quick] [--concurrency=1,16,256,1024] [--duration=ms] [--warmup=ms]\n' +
-    '       [--skip=fsync,1,1child,3] [--snapshot-threshold=N]   (env: BENCH_CONCURRENCY, BENCH_DURATION_MS, BENCH_WARMUP_MS)');
+  console.log(
+    'usage: node bench/raft.js [--quick] [--concurrency=1,16,256,1024] [--duration=ms] [--warmup=ms]\n' +
+      '       [--skip=fsync,1,1child,3] [--snapshot-threshold=N]   (env: BENCH_CONCURRENCY, BENCH_DURATION_MS, BENCH_WARMUP_MS)',
+  );
   process.exit(0);
 }
 const concurrencies = concurrencyArg(process.env.BENCH_CONCURRENCY ?? '1,16,256,1024');
@@ -49,10 +66,17 @@ const nodeOptions = snapshotThreshold ? { snapshotThreshold } : {};
 const root = mkdtempSync(join(tmpdir(), 'prevail-bench-'));
 process.on('exit', () => {
   killChildren();
-  try { rmSync(root, { recursive: true, force: true }); } catch { /* best effort */ }
+  try {
+    rmSync(root, { recursive: true, force: true });
+  } catch {
+    /* best effort */
+  }
 });
 for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => { killChildren(); process.exit(130); });
+  process.on(sig, () => {
+    killChildren();
+    process.exit(130);
+  });
 }
 
 // ---------------------------------------------------------------- anchor: fdatasync
@@ -60,20 +84,29 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 const anchor = { parent: root, ms: fsyncMs, warmupMs: Math.min(300, fsyncMs / 4) };
 
 function fsyncOverwrite() {
-  return fsyncLoop({ ...anchor, label: 'fdatasync overwrite' }, (fd, block) => {
-    writeSync(fd, block, 0, block.length, 0);
-    fdatasyncSync(fd);
-  }, (fd, block) => {
-    writeSync(fd, block, 0, block.length, 0);
-    fdatasyncSync(fd);
-    return 0;
-  });
+  return fsyncLoop(
+    { ...anchor, label: 'fdatasync overwrite' },
+    (fd, block) => {
+      writeSync(fd, block, 0, block.length, 0);
+      fdatasyncSync(fd);
+    },
+    (fd, block) => {
+      writeSync(fd, block, 0, block.length, 0);
+      fdatasyncSync(fd);
+      return 0;
+    },
+  );
 }
 
 // ---------------------------------------------------------------- 1 node, in-process
 function inProcessLoad(node, concurrency, ms) {
   const payload = new Uint8Array(8).fill(0x61);
-  return closedLoop(concurrency, ms, () => payload, (p) => node.propose(p));
+  return closedLoop(
+    concurrency,
+    ms,
+    () => payload,
+    (p) => node.propose(p),
+  );
 }
 
 async function benchInProcess() {
@@ -81,11 +114,26 @@ async function benchInProcess() {
   const dataDir = mkdtempSync(join(root, 'inproc-'));
   let counter = 0;
   const fsm = {
-    apply() { counter++; return counter; },
-    snapshot() { const b = new Uint8Array(8); new DataView(b.buffer).setFloat64(0, counter); return b; },
-    restore(data) { counter = new DataView(data.buffer, data.byteOffset, data.byteLength).getFloat64(0); },
+    apply() {
+      counter++;
+      return counter;
+    },
+    snapshot() {
+      const b = new Uint8Array(8);
+      new DataView(b.buffer).setFloat64(0, counter);
+      return b;
+    },
+    restore(data) {
+      counter = new DataView(data.buffer, data.byteOffset, data.byteLength).getFloat64(0);
+    },
   };
-  const node = await RaftNode.start({ id: 1, address: `127.0.0.1:${port}`, dataDir, fsm, ...nodeOptions });
+  const node = await RaftNode.start({
+    id: 1,
+    address: `127.0.0.1:${port}`,
+    dataDir,
+    fsm,
+    ...nodeOptions,
+  });
   const rows = [];
   try {
     await waitFor('the single node to lead', () => node.isLeader);
@@ -106,7 +154,9 @@ async function benchChildren(n) {
   const label = n === 1 ? '1 node, child' : `${n} nodes, child`;
   const ports = await freePorts(n);
   const specs = ports.map((port, i) => ({
-    id: i + 1, address: `127.0.0.1:${port}`, dataDir: mkdtempSync(join(root, `node${i + 1}-`)),
+    id: i + 1,
+    address: `127.0.0.1:${port}`,
+    dataDir: mkdtempSync(join(root, `node${i + 1}-`)),
   }));
   const cluster = specs.map(({ id, address }) => ({ id, address }));
   const nodes = specs.map((spec) => new Child(spec, { cluster, ...nodeOptions }));
@@ -121,23 +171,33 @@ async function benchChildren(n) {
       if (!statuses.every((s) => s.leader?.id === statuses[i].id)) return undefined;
       return nodes[i];
     });
-    let rate = 2000;   // proposals/s guess, refined by each warm-up
+    let rate = 2000; // proposals/s guess, refined by each warm-up
     for (const c of concurrencies) {
       // Warm up for at least warmupMs, in rounds that also calibrate the rate, so the
       // measured round (a fixed count, as the fixture takes) lasts about durationMs.
       let warmed = 0;
       while (warmed < warmupMs) {
-        const warmCount = Math.max(c * 2, Math.round(rate * Math.max(50, warmupMs - warmed) / 1000));
-        const warm = await leader.call('load', { count: warmCount, concurrency: c, prefix: 'k', valueSize: 8 });
+        const warmCount = Math.max(
+          c * 2,
+          Math.round((rate * Math.max(50, warmupMs - warmed)) / 1000),
+        );
+        const warm = await leader.call('load', {
+          count: warmCount,
+          concurrency: c,
+          prefix: 'k',
+          valueSize: 8,
+        });
         rate = Math.max(100, warm.latencies.length / (warm.elapsedMs / 1000));
         warmed += warm.elapsedMs;
       }
-      const count = Math.max(c * 4, Math.round(rate * durationMs / 1000));
+      const count = Math.max(c * 4, Math.round((rate * durationMs) / 1000));
       const res = await leader.call('load', { count, concurrency: c, prefix: 'k', valueSize: 8 });
       const r = summarize(res.latencies, res.elapsedMs, res.failed);
       rate = r.opsPerSec;
       rows.push({ setup: label, inflight: c, ...r });
-      progress(`${label} @${c}: ${Math.round(r.opsPerSec)}/s (${count} proposals, ${res.failed} failed)`);
+      progress(
+        `${label} @${c}: ${Math.round(r.opsPerSec)}/s (${count} proposals, ${res.failed} failed)`,
+      );
     }
   } finally {
     // No clean close is needed for a benchmark: kill -9 by pid, always, and wait (bounded).
@@ -149,9 +209,11 @@ async function benchChildren(n) {
 // ---------------------------------------------------------------- report
 async function main() {
   const started = performance.now();
-  process.stderr.write(`prevail bench: raft ${versions.raft}, node ${process.version}, ${cpus().length} CPUs, ` +
-    `temp dir ${root}\n  concurrencies ${concurrencies.join(',')}, window ${durationMs} ms, warm-up ${warmupMs} ms` +
-    `${quick ? ' (quick)' : ''}\n`);
+  process.stderr.write(
+    `prevail bench: raft ${versions.raft}, node ${process.version}, ${cpus().length} CPUs, ` +
+      `temp dir ${root}\n  concurrencies ${concurrencies.join(',')}, window ${durationMs} ms, warm-up ${warmupMs} ms` +
+      `${quick ? ' (quick)' : ''}\n`,
+  );
 
   const rows = [];
   let append;
@@ -171,7 +233,11 @@ async function main() {
   let appendEnd;
   if (!skip.has('fsync')) {
     appendEnd = fsyncAppend({ ...anchor, label: 'fdatasync append' });
-    rows.push({ setup: 'fdatasync append 4 KiB (growing file), again at the end', inflight: 1, ...appendEnd });
+    rows.push({
+      setup: 'fdatasync append 4 KiB (growing file), again at the end',
+      inflight: 1,
+      ...appendEnd,
+    });
   }
 
   const out = [];
@@ -179,7 +245,9 @@ async function main() {
   out.push('|---|---:|---:|---:|---:|');
   for (const r of rows) {
     const failed = r.failed ? ` (${r.failed} failed)` : '';
-    out.push(`| ${r.setup} | ${r.inflight} | ${fmtInt(r.opsPerSec)}${failed} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} |`);
+    out.push(
+      `| ${r.setup} | ${r.inflight} | ${fmtInt(r.opsPerSec)}${failed} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} |`,
+    );
   }
   out.push('');
   out.push('(fdatasync rows: ops/s in the proposals/s column, one synchronous write at a time.)');
@@ -189,33 +257,45 @@ async function main() {
   const ratios = [];
   const one = at(inproc, 1);
   if (append && appendEnd) {
-    ratios.push(`- anchor drift: fdatasync-append p50 end / start = ${fmtRatio(appendEnd.p50 / append.p50)}` +
-      ` (ratios below use the start anchor)`);
+    ratios.push(
+      `- anchor drift: fdatasync-append p50 end / start = ${fmtRatio(appendEnd.p50 / append.p50)}` +
+        ` (ratios below use the start anchor)`,
+    );
   }
   if (one && append) {
-    ratios.push(`- 1 node in-process, in flight 1: p50 / fdatasync-append p50 = ${fmtRatio(one.p50 / append.p50)}` +
-      ` (${fmtMs(one.p50)} ms / ${fmtMs(append.p50)} ms); proposals/s / fdatasync-append ops/s = ` +
-      `${fmtRatio(one.opsPerSec / append.opsPerSec)}`);
+    ratios.push(
+      `- 1 node in-process, in flight 1: p50 / fdatasync-append p50 = ${fmtRatio(one.p50 / append.p50)}` +
+        ` (${fmtMs(one.p50)} ms / ${fmtMs(append.p50)} ms); proposals/s / fdatasync-append ops/s = ` +
+        `${fmtRatio(one.opsPerSec / append.opsPerSec)}`,
+    );
   }
   if (one && overwrite) {
-    ratios.push(`- 1 node in-process, in flight 1: p50 / fdatasync-overwrite p50 = ${fmtRatio(one.p50 / overwrite.p50)}`);
+    ratios.push(
+      `- 1 node in-process, in flight 1: p50 / fdatasync-overwrite p50 = ${fmtRatio(one.p50 / overwrite.p50)}`,
+    );
   }
   const childOne = at(child1, 1);
   if (childOne && append) {
-    ratios.push(`- 1 node child (fixture FSM), in flight 1: p50 / fdatasync-append p50 = ${fmtRatio(childOne.p50 / append.p50)}`);
+    ratios.push(
+      `- 1 node child (fixture FSM), in flight 1: p50 / fdatasync-append p50 = ${fmtRatio(childOne.p50 / append.p50)}`,
+    );
   }
   for (const c of concurrencies) {
     const a = at(child1, c);
     const b = at(child3, c);
     if (a && b) {
-      ratios.push(`- in flight ${c}: 3 nodes / 1 node (both child, fixture FSM): proposals/s ${fmtRatio(b.opsPerSec / a.opsPerSec)},` +
-        ` p50 ${fmtRatio(b.p50 / a.p50)}x`);
+      ratios.push(
+        `- in flight ${c}: 3 nodes / 1 node (both child, fixture FSM): proposals/s ${fmtRatio(b.opsPerSec / a.opsPerSec)},` +
+          ` p50 ${fmtRatio(b.p50 / a.p50)}x`,
+      );
     }
   }
   for (const c of concurrencies) {
     const a = at(inproc, c);
     if (a && append) {
-      ratios.push(`- in flight ${c}: 1 node in-process proposals/s / fdatasync-append ops/s = ${fmtRatio(a.opsPerSec / append.opsPerSec)}`);
+      ratios.push(
+        `- in flight ${c}: 1 node in-process proposals/s / fdatasync-append ops/s = ${fmtRatio(a.opsPerSec / append.opsPerSec)}`,
+      );
     }
   }
   if (ratios.length) {
@@ -223,8 +303,10 @@ async function main() {
     out.push(...ratios);
     out.push('');
   }
-  out.push(`raft ${versions.raft}, libuv ${versions.uv}, node ${process.version}, ${cpus().length} CPUs; ` +
-    `window ${durationMs} ms after ${warmupMs} ms warm-up; total ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  out.push(
+    `raft ${versions.raft}, libuv ${versions.uv}, node ${process.version}, ${cpus().length} CPUs; ` +
+      `window ${durationMs} ms after ${warmupMs} ms warm-up; total ${((performance.now() - started) / 1000).toFixed(1)} s`,
+  );
   console.log(out.join('\n'));
 }
 

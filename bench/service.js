@@ -24,7 +24,15 @@
 // a write (prevail: O_DIRECT + RWF_DSYNC writes; etcd: fdatasync of its WAL), batching
 // concurrent writes into one sync.
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+} from 'node:fs';
 import { Agent } from 'node:http';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -32,14 +40,34 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
 import {
-  arg, closedLoop, concurrencyArg, fmtInt, fmtMs, fmtRatio, freePorts, fsyncAppend, httpRequest, killChild,
-  killChildren, percentile, processCpuMs, progress, quick, run, skip, sleep, trackChild, waitFor,
+  arg,
+  closedLoop,
+  concurrencyArg,
+  fmtInt,
+  fmtMs,
+  fmtRatio,
+  freePorts,
+  fsyncAppend,
+  httpRequest,
+  killChild,
+  killChildren,
+  percentile,
+  processCpuMs,
+  progress,
+  quick,
+  run,
+  skip,
+  sleep,
+  trackChild,
+  waitFor,
 } from './common.js';
 
 // ---------------------------------------------------------------- options
 if (arg('help')) {
-  console.log('usage: node bench/service.js [--quick] [--concurrency=1,16,64,256] [--duration=ms] [--warmup=ms]\n' +
-    '       [--runs=20] [--failover-concurrency=4] [--skip=throughput,leader,failover,fsync,etcd,prevail]');
+  console.log(
+    'usage: node bench/service.js [--quick] [--concurrency=1,16,64,256] [--duration=ms] [--warmup=ms]\n' +
+      '       [--runs=20] [--failover-concurrency=4] [--skip=throughput,leader,failover,fsync,etcd,prevail]',
+  );
   process.exit(0);
 }
 const concurrencies = concurrencyArg('1,16,64,256');
@@ -53,7 +81,7 @@ const VALUE_BYTES = 100;
 // During failover: a fresh write goes to a survivor every PROBE_EVERY_MS (alternating).
 const PROBE_EVERY_MS = 10;
 const PROBE_TIMEOUT_MS = 3000;
-const LOAD_TIMEOUT_MS = 2000;      // the steady load's per-request client timeout
+const LOAD_TIMEOUT_MS = 2000; // the steady load's per-request client timeout
 const FAILOVER_GIVE_UP_MS = 15_000;
 // The throughput rows: writes round-robin over the 3 nodes (the comparison), then, as a
 // diagnostic, to the leader alone (no forwarding).
@@ -66,11 +94,18 @@ const cliPath = join(here, '..', 'dist', 'cli.js');
 const root = mkdtempSync(join(tmpdir(), 'prevail-bench-service-'));
 function cleanup() {
   killChildren();
-  try { rmSync(root, { recursive: true, force: true }); } catch { /* best effort */ }
+  try {
+    rmSync(root, { recursive: true, force: true });
+  } catch {
+    /* best effort */
+  }
 }
 process.on('exit', cleanup);
 for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => { cleanup(); process.exit(130); });
+  process.on(sig, () => {
+    cleanup();
+    process.exit(130);
+  });
 }
 
 // ---------------------------------------------------------------- the value and keys
@@ -86,7 +121,9 @@ function startProcess(cmd, args, logPath) {
   const fd = openSync(logPath, 'a');
   try {
     const child = trackChild(spawn(cmd, args, { stdio: ['ignore', fd, fd] }));
-    child.on('error', () => { /* reported through exitCode / the log */ });
+    child.on('error', () => {
+      /* reported through exitCode / the log */
+    });
     child.logPath = logPath;
     return child;
   } finally {
@@ -105,12 +142,20 @@ function logTail(child, lines = 15) {
 function checkRunning(members, what) {
   for (const m of members) {
     if (m.proc.exitCode !== null || m.proc.signalCode !== null) {
-      throw new Error(`${what}: ${m.name} exited (${m.proc.exitCode ?? m.proc.signalCode}); its log ends:\n${logTail(m.proc)}`);
+      throw new Error(
+        `${what}: ${m.name} exited (${m.proc.exitCode ?? m.proc.signalCode}); its log ends:\n${logTail(m.proc)}`,
+      );
     }
   }
 }
 
-const jsonOf = (text) => { try { return JSON.parse(text); } catch { return undefined; } };
+const jsonOf = (text) => {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+};
 
 // ---------------------------------------------------------------- systems
 // A system starts a 3-member cluster and knows how to write to it and find its leader.
@@ -122,7 +167,8 @@ const prevail = {
 
   available() {
     if (!existsSync(cliPath)) return `dist/cli.js is missing: build it with \`npx tsc -p .\``;
-    if (!readFileSync(cliPath, 'utf8').includes('serve')) return 'dist/cli.js has no `serve` command: rebuild dist (npx tsc -p .)';
+    if (!readFileSync(cliPath, 'utf8').includes('serve'))
+      return 'dist/cli.js has no `serve` command: rebuild dist (npx tsc -p .)';
     return null;
   },
 
@@ -130,14 +176,30 @@ const prevail = {
     const dir = mkdtempSync(join(root, `${label}-`));
     const ports = await freePorts(6);
     const members = [1, 2, 3].map((id) => ({
-      id, name: `prevail node ${id}`, host: '127.0.0.1', port: ports[2 + id], raft: `127.0.0.1:${ports[id - 1]}`,
+      id,
+      name: `prevail node ${id}`,
+      host: '127.0.0.1',
+      port: ports[2 + id],
+      raft: `127.0.0.1:${ports[id - 1]}`,
       dataDir: join(dir, `n${id}`),
     }));
     const clusterArg = members.map((m) => `${m.id}=${m.raft}`).join(',');
     for (const m of members) {
       mkdirSync(m.dataDir);
-      m.args = [cliPath, 'serve', '--id', String(m.id), '--raft', m.raft,
-        '--http', `${m.host}:${m.port}`, '--data', m.dataDir, '--cluster', clusterArg];
+      m.args = [
+        cliPath,
+        'serve',
+        '--id',
+        String(m.id),
+        '--raft',
+        m.raft,
+        '--http',
+        `${m.host}:${m.port}`,
+        '--data',
+        m.dataDir,
+        '--cluster',
+        clusterArg,
+      ];
       m.proc = startProcess(process.execPath, m.args, join(dir, `n${m.id}.log`));
     }
     return { dir, members };
@@ -150,21 +212,35 @@ const prevail = {
 
   write(agent, m, key, timeoutMs) {
     return httpRequest(agent, {
-      host: m.host, port: m.port, method: 'PUT', path: `/kv/${key}`,
-      headers: { 'content-type': 'application/octet-stream' }, body: value, timeoutMs,
+      host: m.host,
+      port: m.port,
+      method: 'PUT',
+      path: `/kv/${key}`,
+      headers: { 'content-type': 'application/octet-stream' },
+      body: value,
+      timeoutMs,
     });
   },
 
   // The index of the member that says it leads (GET /health/leader → 200), once every
   // member's GET /status names that same leader; else -1.
   async leader(agent, members) {
-    const answers = await Promise.all(members.map(async (m) => {
-      const [health, status] = await Promise.all([
-        httpRequest(agent, { host: m.host, port: m.port, path: '/health/leader', timeoutMs: 1000 }),
-        httpRequest(agent, { host: m.host, port: m.port, path: '/status', timeoutMs: 1000 }),
-      ]);
-      return { lead: health.status === 200, leaderId: jsonOf(status.body)?.leader?.id };
-    }).map((p) => p.catch(() => ({ lead: false, leaderId: undefined }))));
+    const answers = await Promise.all(
+      members
+        .map(async (m) => {
+          const [health, status] = await Promise.all([
+            httpRequest(agent, {
+              host: m.host,
+              port: m.port,
+              path: '/health/leader',
+              timeoutMs: 1000,
+            }),
+            httpRequest(agent, { host: m.host, port: m.port, path: '/status', timeoutMs: 1000 }),
+          ]);
+          return { lead: health.status === 200, leaderId: jsonOf(status.body)?.leader?.id };
+        })
+        .map((p) => p.catch(() => ({ lead: false, leaderId: undefined }))),
+    );
     const i = answers.findIndex((a) => a.lead);
     if (i < 0 || !answers.every((a) => a.leaderId === members[i].id)) return -1;
     return i;
@@ -189,38 +265,79 @@ const etcd = {
     const dir = mkdtempSync(join(root, `${label}-`));
     const ports = await freePorts(6);
     const members = [1, 2, 3].map((i) => ({
-      name: `etcd member e${i}`, etcdName: `e${i}`, host: '127.0.0.1', port: ports[2 + i],
-      peerUrl: `http://127.0.0.1:${ports[i - 1]}`, dataDir: join(dir, `e${i}`),
+      name: `etcd member e${i}`,
+      etcdName: `e${i}`,
+      host: '127.0.0.1',
+      port: ports[2 + i],
+      peerUrl: `http://127.0.0.1:${ports[i - 1]}`,
+      dataDir: join(dir, `e${i}`),
     }));
     const initialCluster = members.map((m) => `${m.etcdName}=${m.peerUrl}`).join(',');
     const token = `bench-${process.pid}-${label}`;
     for (const m of members) {
       const clientUrl = `http://${m.host}:${m.port}`;
-      m.proc = startProcess('etcd', [
-        '--name', m.etcdName, '--data-dir', m.dataDir,
-        '--listen-peer-urls', m.peerUrl, '--initial-advertise-peer-urls', m.peerUrl,
-        '--listen-client-urls', clientUrl, '--advertise-client-urls', clientUrl,
-        '--initial-cluster', initialCluster, '--initial-cluster-state', 'new', '--initial-cluster-token', token,
-        '--logger', 'zap', '--log-level', 'error',
-      ], join(dir, `${m.etcdName}.log`));
+      m.proc = startProcess(
+        'etcd',
+        [
+          '--name',
+          m.etcdName,
+          '--data-dir',
+          m.dataDir,
+          '--listen-peer-urls',
+          m.peerUrl,
+          '--initial-advertise-peer-urls',
+          m.peerUrl,
+          '--listen-client-urls',
+          clientUrl,
+          '--advertise-client-urls',
+          clientUrl,
+          '--initial-cluster',
+          initialCluster,
+          '--initial-cluster-state',
+          'new',
+          '--initial-cluster-token',
+          token,
+          '--logger',
+          'zap',
+          '--log-level',
+          'error',
+        ],
+        join(dir, `${m.etcdName}.log`),
+      );
     }
     return { dir, members };
   },
 
   write(agent, m, key, timeoutMs) {
     return httpRequest(agent, {
-      host: m.host, port: m.port, method: 'POST', path: '/v3/kv/put',
+      host: m.host,
+      port: m.port,
+      method: 'POST',
+      path: '/v3/kv/put',
       headers: { 'content-type': 'application/json' },
-      body: `{"key":"${Buffer.from(key).toString('base64')}","value":"${valueB64}"}`, timeoutMs,
+      body: `{"key":"${Buffer.from(key).toString('base64')}","value":"${valueB64}"}`,
+      timeoutMs,
     });
   },
 
   // POST /v3/maintenance/status on every member: the leader is the member whose own id is
   // the leader id all of them report; else -1.
   async leader(agent, members) {
-    const answers = await Promise.all(members.map((m) =>
-      httpRequest(agent, { host: m.host, port: m.port, method: 'POST', path: '/v3/maintenance/status', body: '{}', timeoutMs: 1000 })
-        .then((r) => (r.status === 200 ? jsonOf(r.body) : undefined), () => undefined)));
+    const answers = await Promise.all(
+      members.map((m) =>
+        httpRequest(agent, {
+          host: m.host,
+          port: m.port,
+          method: 'POST',
+          path: '/v3/maintenance/status',
+          body: '{}',
+          timeoutMs: 1000,
+        }).then(
+          (r) => (r.status === 200 ? jsonOf(r.body) : undefined),
+          () => undefined,
+        ),
+      ),
+    );
     const leaderId = answers[0]?.leader;
     if (!leaderId || leaderId === '0' || !answers.every((a) => a?.leader === leaderId)) return -1;
     return answers.findIndex((a) => a.header?.member_id === leaderId);
@@ -239,16 +356,24 @@ async function startCluster(system, label) {
   const cluster = await system.start(label);
   const agent = new Agent({ keepAlive: true });
   try {
-    await waitFor(`a ${system.name} leader`, async () => {
-      checkRunning(cluster.members, `${system.name} start`);
-      return (await system.leader(agent, cluster.members)) >= 0;
-    }, { timeoutMs: 30_000, pollMs: 50 });
-    for (const m of cluster.members) {
-      await waitFor(`a write through ${m.name}`, async () => {
+    await waitFor(
+      `a ${system.name} leader`,
+      async () => {
         checkRunning(cluster.members, `${system.name} start`);
-        await writeOk(system, agent, m, nextKey('ready'), 2000);
-        return true;
-      }, { timeoutMs: 30_000, pollMs: 50 });
+        return (await system.leader(agent, cluster.members)) >= 0;
+      },
+      { timeoutMs: 30_000, pollMs: 50 },
+    );
+    for (const m of cluster.members) {
+      await waitFor(
+        `a write through ${m.name}`,
+        async () => {
+          checkRunning(cluster.members, `${system.name} start`);
+          await writeOk(system, agent, m, nextKey('ready'), 2000);
+          return true;
+        },
+        { timeoutMs: 30_000, pollMs: 50 },
+      );
     }
   } catch (err) {
     agent.destroy();
@@ -278,14 +403,19 @@ async function writeLoad(system, cluster, targets, concurrency, ms, errors) {
   const nodes0 = members.map((m) => processCpuMs(m.proc.pid));
   const t0 = performance.now();
   try {
-    const r = await closedLoop(concurrency, ms, () => targets[next++ % targets.length], async (m) => {
-      try {
-        await writeOk(system, agent, m, nextKey(prefix), 10_000);
-      } catch (err) {
-        if (errors.length < 5) errors.push(err.message);
-        throw err;
-      }
-    });
+    const r = await closedLoop(
+      concurrency,
+      ms,
+      () => targets[next++ % targets.length],
+      async (m) => {
+        try {
+          await writeOk(system, agent, m, nextKey(prefix), 10_000);
+        } catch (err) {
+          if (errors.length < 5) errors.push(err.message);
+          throw err;
+        }
+      },
+    );
     const wall = performance.now() - t0;
     const cpu = process.cpuUsage(cpu0);
     const nodesMs = members.reduce((sum, m, i) => sum + processCpuMs(m.proc.pid) - nodes0[i], 0);
@@ -313,8 +443,10 @@ async function benchThroughput(systems) {
           let targets = cluster.members;
           if (target === 'leader') {
             const agent = new Agent({ keepAlive: true });
-            const i = await waitFor(`the ${s.name} leader`, async () => (await s.leader(agent, cluster.members)) + 1)
-              .finally(() => agent.destroy());
+            const i = await waitFor(
+              `the ${s.name} leader`,
+              async () => (await s.leader(agent, cluster.members)) + 1,
+            ).finally(() => agent.destroy());
             targets = [cluster.members[i - 1]];
           }
           const errors = [];
@@ -323,8 +455,10 @@ async function benchThroughput(systems) {
           const r = await writeLoad(s, cluster, targets, c, durationMs, errors);
           checkRunning(cluster.members, `${s.name} @${c}`);
           rows.push({ system: s.name, target, concurrency: c, ...r });
-          progress(`${s.name} @${c} (${target === 'leader' ? 'leader only' : 'round-robin'}): ${Math.round(r.opsPerSec)} writes/s, ` +
-            `p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms${r.failed ? `, ${r.failed} failed (${errors[0]})` : ''}`);
+          progress(
+            `${s.name} @${c} (${target === 'leader' ? 'leader only' : 'round-robin'}): ${Math.round(r.opsPerSec)} writes/s, ` +
+              `p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms${r.failed ? `, ${r.failed} failed (${errors[0]})` : ''}`,
+          );
         }
       }
     }
@@ -347,11 +481,15 @@ async function failoverOnce(system, rep) {
   const agent = new Agent({ keepAlive: true });
   const members = cluster.members;
   let killedAt = Infinity;
-  let firstAck = Infinity;          // performance.now() of the first ack of a write sent after the kill
-  let firstLoadAck = Infinity;      // the same, steady-load writes only
+  let firstAck = Infinity; // performance.now() of the first ack of a write sent after the kill
+  let firstLoadAck = Infinity; // the same, steady-load writes only
   let stop = false;
   const outstanding = new Set();
-  const track = (p) => { outstanding.add(p); p.finally(() => outstanding.delete(p)); return p; };
+  const track = (p) => {
+    outstanding.add(p);
+    p.finally(() => outstanding.delete(p));
+    return p;
+  };
   try {
     let next = 0;
     let loadAcks = 0;
@@ -373,21 +511,37 @@ async function failoverOnce(system, rep) {
       }
     });
     await sleep(1000);
-    if (loadAcks === 0) throw new Error(`${system.name}: no write acknowledged in the second before the kill`);
-    const leaderIndex = await waitFor(`the ${system.name} leader`, async () => {
-      const i = await system.leader(agent, members);
-      return i >= 0 ? i + 1 : 0;
-    }, { timeoutMs: 10_000 }) - 1;
+    if (loadAcks === 0)
+      throw new Error(`${system.name}: no write acknowledged in the second before the kill`);
+    const leaderIndex =
+      (await waitFor(
+        `the ${system.name} leader`,
+        async () => {
+          const i = await system.leader(agent, members);
+          return i >= 0 ? i + 1 : 0;
+        },
+        { timeoutMs: 10_000 },
+      )) - 1;
     const leader = members[leaderIndex];
     const survivors = members.filter((m) => m !== leader);
 
     killedAt = performance.now();
-    try { process.kill(leader.proc.pid, 'SIGKILL'); } catch { /* already gone */ }
+    try {
+      process.kill(leader.proc.pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
     let probes = 0;
     while (firstAck === Infinity && performance.now() - killedAt < FAILOVER_GIVE_UP_MS) {
       const m = survivors[probes++ % survivors.length];
-      track(writeOk(system, agent, m, nextKey('probe'), PROBE_TIMEOUT_MS)
-        .then(() => { firstAck = Math.min(firstAck, performance.now()); }, () => {}));
+      track(
+        writeOk(system, agent, m, nextKey('probe'), PROBE_TIMEOUT_MS).then(
+          () => {
+            firstAck = Math.min(firstAck, performance.now());
+          },
+          () => {},
+        ),
+      );
       await sleep(PROBE_EVERY_MS);
     }
     // Give the steady load a bounded chance to see its own first ack, for the second column.
@@ -413,8 +567,10 @@ async function benchFailover(systems) {
     for (const s of rep % 2 === 1 ? systems : [...systems].reverse()) {
       const r = await failoverOnce(s, rep);
       results.get(s).push(r);
-      progress(`failover ${s.name} run ${rep}/${runs}: ${Number.isFinite(r.ms) ? `${r.ms.toFixed(0)} ms` : 'no write acknowledged'}` +
-        ` (steady load: ${Number.isFinite(r.loadMs) ? `${r.loadMs.toFixed(0)} ms` : '-'}; killed ${r.killed})`);
+      progress(
+        `failover ${s.name} run ${rep}/${runs}: ${Number.isFinite(r.ms) ? `${r.ms.toFixed(0)} ms` : 'no write acknowledged'}` +
+          ` (steady load: ${Number.isFinite(r.loadMs) ? `${r.loadMs.toFixed(0)} ms` : '-'}; killed ${r.killed})`,
+      );
     }
   }
   return systems.map((s) => {
@@ -422,9 +578,15 @@ async function benchFailover(systems) {
     const sorted = list.map((r) => r.ms).sort((a, b) => a - b);
     const loadSorted = list.map((r) => r.loadMs).sort((a, b) => a - b);
     return {
-      system: s.name, defaults: s.defaults, runs: list.length,
-      p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted.at(-1), min: sorted[0],
-      loadP50: percentile(loadSorted, 0.5), loadP99: percentile(loadSorted, 0.99),
+      system: s.name,
+      defaults: s.defaults,
+      runs: list.length,
+      p50: percentile(sorted, 0.5),
+      p99: percentile(sorted, 0.99),
+      max: sorted.at(-1),
+      min: sorted[0],
+      loadP50: percentile(loadSorted, 0.5),
+      loadP99: percentile(loadSorted, 0.99),
       noAck: sorted.filter((x) => !Number.isFinite(x)).length,
     };
   });
@@ -449,8 +611,19 @@ async function benchRolling() {
   let ready = [...members];
   const poller = (async () => {
     while (!stop) {
-      const ok = await Promise.all(members.map((m) =>
-        httpRequest(agent, { host: m.host, port: m.port, path: '/health/ready', timeoutMs: 200 }).then((r) => r.status === 200, () => false)));
+      const ok = await Promise.all(
+        members.map((m) =>
+          httpRequest(agent, {
+            host: m.host,
+            port: m.port,
+            path: '/health/ready',
+            timeoutMs: 200,
+          }).then(
+            (r) => r.status === 200,
+            () => false,
+          ),
+        ),
+      );
       ready = members.filter((_, i) => ok[i]);
       await sleep(100);
     }
@@ -472,25 +645,48 @@ async function benchRolling() {
       }
     });
     await sleep(1000);
-    const leaderIndex = await waitFor('the leader', async () => {
-      const i = await prevail.leader(agent, members);
-      return i >= 0 ? i + 1 : 0;
-    }, { timeoutMs: 10_000 }) - 1;
+    const leaderIndex =
+      (await waitFor(
+        'the leader',
+        async () => {
+          const i = await prevail.leader(agent, members);
+          return i >= 0 ? i + 1 : 0;
+        },
+        { timeoutMs: 10_000 },
+      )) - 1;
     const order = [...members.filter((_, i) => i !== leaderIndex), members[leaderIndex]];
     for (const m of order) {
       const t0 = performance.now();
       m.proc.kill('SIGTERM');
       const code = await Promise.race([
-        new Promise((r) => (m.proc.exitCode !== null ? r(m.proc.exitCode) : m.proc.once('exit', (c) => r(c)))),
+        new Promise((r) =>
+          m.proc.exitCode !== null ? r(m.proc.exitCode) : m.proc.once('exit', (c) => r(c)),
+        ),
         sleep(30_000).then(() => 'timeout'),
       ]);
       const exited = performance.now();
       prevail.restart(cluster, m);
-      await waitFor(`${m.name} ready`, async () => {
-        const r = await httpRequest(agent, { host: m.host, port: m.port, path: '/health/ready', timeoutMs: 500 }).catch(() => null);
-        return r?.status === 200;
-      }, { timeoutMs: 30_000, pollMs: 20 });
-      steps.push({ name: m.name, wasLeader: m === members[leaderIndex], exit: code, stopMs: exited - t0, readyMs: performance.now() - exited, at: t0 });
+      await waitFor(
+        `${m.name} ready`,
+        async () => {
+          const r = await httpRequest(agent, {
+            host: m.host,
+            port: m.port,
+            path: '/health/ready',
+            timeoutMs: 500,
+          }).catch(() => null);
+          return r?.status === 200;
+        },
+        { timeoutMs: 30_000, pollMs: 20 },
+      );
+      steps.push({
+        name: m.name,
+        wasLeader: m === members[leaderIndex],
+        exit: code,
+        stopMs: exited - t0,
+        readyMs: performance.now() - exited,
+        at: t0,
+      });
       await sleep(1000);
     }
     stop = true;
@@ -498,7 +694,10 @@ async function benchRolling() {
     let maxGap = 0;
     let gapEnd = 0;
     for (let i = 1; i < ackTimes.length; i++) {
-      if (ackTimes[i] - ackTimes[i - 1] > maxGap) { maxGap = ackTimes[i] - ackTimes[i - 1]; gapEnd = ackTimes[i]; }
+      if (ackTimes[i] - ackTimes[i - 1] > maxGap) {
+        maxGap = ackTimes[i] - ackTimes[i - 1];
+        gapEnd = ackTimes[i];
+      }
     }
     // Which step the stall belongs to: the last SIGTERM sent before the gap ended.
     const during = [...steps].reverse().find((st) => st.at <= gapEnd);
@@ -507,7 +706,12 @@ async function benchRolling() {
     let lost = 0;
     const reader = members[0];
     for (const key of acked) {
-      const r = await httpRequest(agent, { host: reader.host, port: reader.port, path: `/kv/${key}`, timeoutMs: 5000 });
+      const r = await httpRequest(agent, {
+        host: reader.host,
+        port: reader.port,
+        path: `/kv/${key}`,
+        timeoutMs: 5000,
+      });
       if (r.status !== 200) lost++;
     }
     return { steps, maxGap, acked: acked.length, failed, lost };
@@ -541,11 +745,18 @@ async function main() {
   if (!systems.length) throw new Error(`nothing to run:\n${notes.join('\n')}`);
   const versions = (await import('../dist/index.js')).versions ?? {};
   const load0 = loadavg()[0];
-  process.stderr.write(`prevail bench: service vs etcd, node ${process.version}, ${cpus().length} CPUs, temp dir ${root}\n` +
-    `  systems ${systems.map((s) => s.name).join(', ')}; concurrencies ${concurrencies.join(',')}, window ${durationMs} ms, ` +
-    `warm-up ${warmupMs} ms; failover runs ${runs}${quick ? ' (quick)' : ''}\n`);
+  process.stderr.write(
+    `prevail bench: service vs etcd, node ${process.version}, ${cpus().length} CPUs, temp dir ${root}\n` +
+      `  systems ${systems.map((s) => s.name).join(', ')}; concurrencies ${concurrencies.join(',')}, window ${durationMs} ms, ` +
+      `warm-up ${warmupMs} ms; failover runs ${runs}${quick ? ' (quick)' : ''}\n`,
+  );
 
-  const anchor = { parent: root, ms: fsyncMs, warmupMs: Math.min(300, fsyncMs / 4), label: 'fdatasync append' };
+  const anchor = {
+    parent: root,
+    ms: fsyncMs,
+    warmupMs: Math.min(300, fsyncMs / 4),
+    label: 'fdatasync append',
+  };
   const appendStart = skip.has('fsync') ? undefined : fsyncAppend(anchor);
   const tput = skip.has('throughput') ? [] : await benchThroughput(systems);
   const failover = skip.has('failover') ? [] : await benchFailover(systems);
@@ -554,92 +765,136 @@ async function main() {
 
   const out = [];
   if (appendStart) {
-    out.push(`Disk anchor (fdatasync append 4 KiB, growing file, same filesystem): ${fmtInt(appendStart.opsPerSec)}/s ` +
-      `(p50 ${fmtMs(appendStart.p50)} ms, p99 ${fmtMs(appendStart.p99)} ms) at the start, ${fmtInt(appendEnd.opsPerSec)}/s ` +
-      `(p50 ${fmtMs(appendEnd.p50)} ms, p99 ${fmtMs(appendEnd.p99)} ms) at the end.`);
+    out.push(
+      `Disk anchor (fdatasync append 4 KiB, growing file, same filesystem): ${fmtInt(appendStart.opsPerSec)}/s ` +
+        `(p50 ${fmtMs(appendStart.p50)} ms, p99 ${fmtMs(appendStart.p99)} ms) at the start, ${fmtInt(appendEnd.opsPerSec)}/s ` +
+        `(p50 ${fmtMs(appendEnd.p50)} ms, p99 ${fmtMs(appendEnd.p99)} ms) at the end.`,
+    );
     out.push('');
   }
-  const at = (name, c, target = 'all') => tput.find((r) => r.system === name && r.concurrency === c && r.target === target);
+  const at = (name, c, target = 'all') =>
+    tput.find((r) => r.system === name && r.concurrency === c && r.target === target);
   const table = (target, title) => {
     const rows = tput.filter((r) => r.target === target);
     if (!rows.length) return;
     out.push(title);
     out.push('');
-    out.push('| system | concurrency | writes/s | p50 ms | p99 ms | failed | load generator CPU | 3 nodes CPU | prevail / etcd writes/s |');
+    out.push(
+      '| system | concurrency | writes/s | p50 ms | p99 ms | failed | load generator CPU | 3 nodes CPU | prevail / etcd writes/s |',
+    );
     out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const r of rows) {
       const other = at('etcd', r.concurrency, target);
-      const ratio = r.system === 'prevail' && other ? `**${fmtRatio(r.opsPerSec / other.opsPerSec)}×**` : '';
-      out.push(`| ${r.system} | ${r.concurrency} | ${fmtInt(r.opsPerSec)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${r.failed} | ` +
-        `${Math.round(r.clientCpu * 100)} % | ${Math.round(r.nodesCpu * 100)} % | ${ratio} |`);
+      const ratio =
+        r.system === 'prevail' && other ? `**${fmtRatio(r.opsPerSec / other.opsPerSec)}×**` : '';
+      out.push(
+        `| ${r.system} | ${r.concurrency} | ${fmtInt(r.opsPerSec)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${r.failed} | ` +
+          `${Math.round(r.clientCpu * 100)} % | ${Math.round(r.nodesCpu * 100)} % | ${ratio} |`,
+      );
     }
     out.push('');
   };
-  table('all', `Writes, ${VALUE_BYTES}-byte values, new keys, 3 nodes on loopback, requests round-robin over the 3 nodes ` +
-    `(${fmtMs(warmupMs / 1000)} s warm-up, ${fmtMs(durationMs / 1000)} s window per row):`);
+  table(
+    'all',
+    `Writes, ${VALUE_BYTES}-byte values, new keys, 3 nodes on loopback, requests round-robin over the 3 nodes ` +
+      `(${fmtMs(warmupMs / 1000)} s warm-up, ${fmtMs(durationMs / 1000)} s window per row):`,
+  );
   table('leader', 'Diagnostic: the same load sent to the leader alone (no forwarding):');
   if (tput.length) {
-    out.push(`(CPU: % of one core over the window, this process / the 3 nodes together; the machine has ${cpus().length} cores.)`);
+    out.push(
+      `(CPU: % of one core over the window, this process / the 3 nodes together; the machine has ${cpus().length} cores.)`,
+    );
     out.push('');
   }
   if (failover.length) {
-    out.push(`Failover: fresh 3-node cluster per run, ${failoverConcurrency} writers of steady load, the leader killed with ` +
-      `SIGKILL; time from the kill to the first acknowledged write sent after it (a write goes to a survivor every ` +
-      `${PROBE_EVERY_MS} ms, alternating). "steady load" is the same for the ${failoverConcurrency} writers' own writes ` +
-      `(round-robin over all 3 nodes, ${LOAD_TIMEOUT_MS} ms client timeout):`);
+    out.push(
+      `Failover: fresh 3-node cluster per run, ${failoverConcurrency} writers of steady load, the leader killed with ` +
+        `SIGKILL; time from the kill to the first acknowledged write sent after it (a write goes to a survivor every ` +
+        `${PROBE_EVERY_MS} ms, alternating). "steady load" is the same for the ${failoverConcurrency} writers' own writes ` +
+        `(round-robin over all 3 nodes, ${LOAD_TIMEOUT_MS} ms client timeout):`,
+    );
     out.push('');
-    out.push('| system | election / heartbeat | runs | p50 ms | p99 ms | max ms | steady load p50 / p99 ms |');
+    out.push(
+      '| system | election / heartbeat | runs | p50 ms | p99 ms | max ms | steady load p50 / p99 ms |',
+    );
     out.push('|---|---|---:|---:|---:|---:|---:|');
     for (const f of failover) {
       const none = f.noAck ? ` (${f.noAck} without an ack in ${FAILOVER_GIVE_UP_MS / 1000} s)` : '';
-      out.push(`| ${f.system} | ${f.defaults} | ${f.runs}${none} | ${fmtInt(f.p50)} | ${fmtInt(f.p99)} | ${fmtInt(f.max)} | ` +
-        `${fmtInt(f.loadP50)} / ${fmtInt(f.loadP99)} |`);
+      out.push(
+        `| ${f.system} | ${f.defaults} | ${f.runs}${none} | ${fmtInt(f.p50)} | ${fmtInt(f.p99)} | ${fmtInt(f.max)} | ` +
+          `${fmtInt(f.loadP50)} / ${fmtInt(f.loadP99)} |`,
+      );
     }
     out.push('');
-    out.push(`(Nearest-rank percentiles: with ${runs} runs, p99 is the ${percentileRankName(runs)}.)`);
+    out.push(
+      `(Nearest-rank percentiles: with ${runs} runs, p99 is the ${percentileRankName(runs)}.)`,
+    );
     out.push('');
   }
   if (rolling) {
-    out.push(`Rolling restart of prevail serve (${failoverConcurrency} writers, round-robin over the nodes that answered ` +
-      'GET /health/ready with 200 at the last 100 ms poll, a failed request moves to the next node; ' +
-      'each node gets SIGTERM in turn, the leader last, and is started again once it exited; 1 s between nodes):');
+    out.push(
+      `Rolling restart of prevail serve (${failoverConcurrency} writers, round-robin over the nodes that answered ` +
+        'GET /health/ready with 200 at the last 100 ms poll, a failed request moves to the next node; ' +
+        'each node gets SIGTERM in turn, the leader last, and is started again once it exited; 1 s between nodes):',
+    );
     out.push('');
-    out.push('| node | was leader | exit code | SIGTERM → exit ms | start → ready ms | longest stall in this step |');
+    out.push(
+      '| node | was leader | exit code | SIGTERM → exit ms | start → ready ms | longest stall in this step |',
+    );
     out.push('|---|---|---:|---:|---:|---|');
     for (const st of rolling.steps) {
-      out.push(`| ${st.name} | ${st.wasLeader ? 'yes' : 'no'} | ${st.exit} | ${fmtInt(st.stopMs)} | ${fmtInt(st.readyMs)} | ${st.stall ? 'yes' : ''} |`);
+      out.push(
+        `| ${st.name} | ${st.wasLeader ? 'yes' : 'no'} | ${st.exit} | ${fmtInt(st.stopMs)} | ${fmtInt(st.readyMs)} | ${st.stall ? 'yes' : ''} |`,
+      );
     }
     out.push('');
-    out.push(`Longest gap between two acknowledged writes: **${fmtInt(rolling.maxGap)} ms** (goal < 1 s); ` +
-      `${fmtInt(rolling.acked)} writes acknowledged, ${fmtInt(rolling.failed)} requests refused or failed (and retried elsewhere), ` +
-      `**${rolling.lost} acknowledged writes missing** afterwards.`);
+    out.push(
+      `Longest gap between two acknowledged writes: **${fmtInt(rolling.maxGap)} ms** (goal < 1 s); ` +
+        `${fmtInt(rolling.acked)} writes acknowledged, ${fmtInt(rolling.failed)} requests refused or failed (and retried elsewhere), ` +
+        `**${rolling.lost} acknowledged writes missing** afterwards.`,
+    );
     out.push('');
   }
   const ratios = [];
   if (appendStart && appendEnd) {
-    ratios.push(`- anchor drift: fdatasync-append p50 end / start = ${fmtRatio(appendEnd.p50 / appendStart.p50)}`);
+    ratios.push(
+      `- anchor drift: fdatasync-append p50 end / start = ${fmtRatio(appendEnd.p50 / appendStart.p50)}`,
+    );
   }
   for (const c of concurrencies) {
     const p = at('prevail', c);
     const e = at('etcd', c);
     if (p && e) {
-      ratios.push(`- concurrency ${c}: prevail / etcd writes/s = ${fmtRatio(p.opsPerSec / e.opsPerSec)}, ` +
-        `p50 etcd / prevail = ${fmtRatio(e.p50 / p.p50)}, p99 etcd / prevail = ${fmtRatio(e.p99 / p.p99)}`);
+      ratios.push(
+        `- concurrency ${c}: prevail / etcd writes/s = ${fmtRatio(p.opsPerSec / e.opsPerSec)}, ` +
+          `p50 etcd / prevail = ${fmtRatio(e.p50 / p.p50)}, p99 etcd / prevail = ${fmtRatio(e.p99 / p.p99)}`,
+      );
     }
   }
   for (const c of concurrencies) {
     const p = at('prevail', c, 'leader');
     const e = at('etcd', c, 'leader');
-    if (p && e) ratios.push(`- leader only, concurrency ${c}: prevail / etcd writes/s = ${fmtRatio(p.opsPerSec / e.opsPerSec)}`);
+    if (p && e)
+      ratios.push(
+        `- leader only, concurrency ${c}: prevail / etcd writes/s = ${fmtRatio(p.opsPerSec / e.opsPerSec)}`,
+      );
   }
   const pOne = at('prevail', 1);
   const eOne = at('etcd', 1);
-  if (appendStart && pOne) ratios.push(`- prevail p50 at concurrency 1 / fdatasync-append p50 = ${fmtRatio(pOne.p50 / appendStart.p50)}`);
-  if (appendStart && eOne) ratios.push(`- etcd p50 at concurrency 1 / fdatasync-append p50 = ${fmtRatio(eOne.p50 / appendStart.p50)}`);
+  if (appendStart && pOne)
+    ratios.push(
+      `- prevail p50 at concurrency 1 / fdatasync-append p50 = ${fmtRatio(pOne.p50 / appendStart.p50)}`,
+    );
+  if (appendStart && eOne)
+    ratios.push(
+      `- etcd p50 at concurrency 1 / fdatasync-append p50 = ${fmtRatio(eOne.p50 / appendStart.p50)}`,
+    );
   const fp = failover.find((f) => f.system === 'prevail');
   const fe = failover.find((f) => f.system === 'etcd');
   if (fp && fe) {
-    ratios.push(`- failover p50 etcd / prevail = ${fmtRatio(fe.p50 / fp.p50)}, p99 etcd / prevail = ${fmtRatio(fe.p99 / fp.p99)}`);
+    ratios.push(
+      `- failover p50 etcd / prevail = ${fmtRatio(fe.p50 / fp.p50)}, p99 etcd / prevail = ${fmtRatio(fe.p99 / fp.p99)}`,
+    );
   }
   if (ratios.length) {
     out.push('Ratios (same run):');
@@ -647,9 +902,11 @@ async function main() {
     out.push('');
   }
   out.push(...notes);
-  out.push(`prevail (raft ${versions.raft ?? '?'}) vs etcd ${etcd.version ?? '(not run)'}; both sync every commit (defaults); ` +
-    `node ${process.version}, ${cpus().length} CPUs, load average ${load0.toFixed(2)} at the start, ` +
-    `${loadavg()[0].toFixed(2)} at the end; total ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  out.push(
+    `prevail (raft ${versions.raft ?? '?'}) vs etcd ${etcd.version ?? '(not run)'}; both sync every commit (defaults); ` +
+      `node ${process.version}, ${cpus().length} CPUs, load average ${load0.toFixed(2)} at the start, ` +
+      `${loadavg()[0].toFixed(2)} at the end; total ${((performance.now() - started) / 1000).toFixed(1)} s`,
+  );
   console.log(out.join('\n'));
 }
 

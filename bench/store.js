@@ -42,7 +42,19 @@ import { Packr } from 'msgpackr';
 import { defineSchema, open, versions } from '../dist/index.js';
 import { email, makeUser, rng, users } from './users.js';
 import {
-  arg, closedLoop, concurrencyArg, fmtInt, fmtMs, fmtRatio, fsyncAppend, progress, quick, run, skip, sleep, summarize,
+  arg,
+  closedLoop,
+  concurrencyArg,
+  fmtInt,
+  fmtMs,
+  fmtRatio,
+  fsyncAppend,
+  progress,
+  quick,
+  run,
+  skip,
+  sleep,
+  summarize,
   waitFor,
 } from './common.js';
 
@@ -51,8 +63,10 @@ const Database = require('better-sqlite3');
 
 // ---------------------------------------------------------------- options
 if (arg('help')) {
-  console.log('usage: node bench/store.js [--quick] [--objects=N] [--concurrency=1,16,64,256] [--duration=ms] [--warmup=ms] [--settle=ms]\n' +
-    '       [--skip=commits,bare,reads,restart,stall,heap,heap-restored]');
+  console.log(
+    'usage: node bench/store.js [--quick] [--objects=N] [--concurrency=1,16,64,256] [--duration=ms] [--warmup=ms] [--settle=ms]\n' +
+      '       [--skip=commits,bare,reads,restart,stall,heap,heap-restored]',
+  );
   process.exit(0);
 }
 const N = Number(arg('objects') ?? (quick ? 100_000 : 1_000_000));
@@ -61,8 +75,8 @@ const durationMs = Number(arg('duration') ?? (quick ? 1000 : 3000));
 const warmupMs = Number(arg('warmup') ?? (quick ? 200 : 500));
 const readMs = quick ? 500 : 1500;
 const stallMs = quick ? 2000 : 5000;
-const BULK = 1000;             // objects per bulk command / SQLite transaction
-const settleMs = Number(arg('settle') ?? 2000);   // idle time before the restart child starts
+const BULK = 1000; // objects per bulk command / SQLite transaction
+const settleMs = Number(arg('settle') ?? 2000); // idle time before the restart child starts
 
 // ---------------------------------------------------------------- data
 const schema = defineSchema({
@@ -70,16 +84,23 @@ const schema = defineSchema({
     users: users(),
   },
   commands: {
-    addUser(s, u) { return s.users.insert(u).id; },
-    addUsers(s, a) { for (const u of a.users) s.users.insert(u); return a.users.length; },
+    addUser(s, u) {
+      return s.users.insert(u).id;
+    },
+    addUsers(s, a) {
+      for (const u of a.users) s.users.insert(u);
+      return a.users.length;
+    },
     // Section 4: one update per `step` ids, so that every part of the state changes.
     touch(s, { from, step, n }) {
-      for (let id = from, k = 0; k < n; id += step, k++) if (s.users.get(id)) s.users.update(id, { score: 0 });
+      for (let id = from, k = 0; k < n; id += step, k++)
+        if (s.users.get(id)) s.users.update(id, { score: 0 });
     },
   },
 });
 
-const SQL_SCHEMA = 'CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL UNIQUE, ' +
+const SQL_SCHEMA =
+  'CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL UNIQUE, ' +
   'age INTEGER NOT NULL, score REAL NOT NULL); CREATE INDEX users_age ON users(age);';
 
 function openSqlite(file, extra = []) {
@@ -95,7 +116,8 @@ const now = () => performance.now();
 
 // Capture durations: each one when there are few, else the count, median and max.
 function fmtCaptures(times) {
-  if (times.length <= 6) return times.length ? `${times.length} (${times.map((t) => fmtInt(t)).join(', ')})` : '0';
+  if (times.length <= 6)
+    return times.length ? `${times.length} (${times.map((t) => fmtInt(t)).join(', ')})` : '0';
   const sorted = Float64Array.from(times).sort();
   return `${fmtInt(times.length)} (median ${fmtMs(sorted[sorted.length >> 1])}, max ${fmtInt(sorted[sorted.length - 1])}; first ${fmtInt(times[0])})`;
 }
@@ -120,7 +142,12 @@ let sink = 0; // eslint-disable-line @typescript-eslint/no-unused-vars -- writte
 // Runs in a fresh process with --expose-gc: builds N objects either in the store or in a
 // plain Map, and prints heapUsed/arrayBuffers deltas after full GCs as one JSON line.
 async function heapChild(kind, n) {
-  const fullGc = async () => { for (let i = 0; i < 4; i++) { globalThis.gc(); await sleep(10); } };
+  const fullGc = async () => {
+    for (let i = 0; i < 4; i++) {
+      globalThis.gc();
+      await sleep(10);
+    }
+  };
   const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true });
   const rand = rng(42);
   const batches = function* () {
@@ -136,7 +163,7 @@ async function heapChild(kind, n) {
     dir = mkdtempSync(join(tmpdir(), 'prevail-bench-heap-'));
     const store = await open({ schema, dataDir: dir, snapshotThreshold: 1e9, captureEvery: 1e9 });
     await leadership(() => store.node.isLeader);
-    await store.propose('addUser', makeUser(-1, rng(1)));   // warm every path once
+    await store.propose('addUser', makeUser(-1, rng(1))); // warm every path once
     await fullGc();
     const before = process.memoryUsage();
     const pending = [];
@@ -161,8 +188,15 @@ async function heapChild(kind, n) {
       await fullGc();
       const after = process.memoryUsage();
       keep = again;
-      process.stdout.write(`${JSON.stringify({ kind, n: size - 1, heapUsed: after.heapUsed - empty.heapUsed,
-        arrayBuffers: after.arrayBuffers - empty.arrayBuffers, rss: NaN })}\n`);
+      process.stdout.write(
+        `${JSON.stringify({
+          kind,
+          n: size - 1,
+          heapUsed: after.heapUsed - empty.heapUsed,
+          arrayBuffers: after.arrayBuffers - empty.arrayBuffers,
+          rss: NaN,
+        })}\n`,
+      );
       sink += keep ? 1 : 0;
       rmSync(dir, { recursive: true, force: true });
       process.exit(0);
@@ -170,8 +204,15 @@ async function heapChild(kind, n) {
     await fullGc();
     const after = process.memoryUsage();
     keep = store;
-    process.stdout.write(`${JSON.stringify({ kind, n: store.view.users.size - 1, heapUsed: after.heapUsed - before.heapUsed,
-      arrayBuffers: after.arrayBuffers - before.arrayBuffers, rss: after.rss - before.rss })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({
+        kind,
+        n: store.view.users.size - 1,
+        heapUsed: after.heapUsed - before.heapUsed,
+        arrayBuffers: after.arrayBuffers - before.arrayBuffers,
+        rss: after.rss - before.rss,
+      })}\n`,
+    );
   } else {
     // The same objects: decoded from msgpack like a command's arguments, so the strings
     // match, with the id added. map-literal builds each as an object literal (what an
@@ -183,19 +224,36 @@ async function heapChild(kind, n) {
     let id = 1;
     for (const users of batches()) {
       for (const u of packr.unpack(packr.pack(users))) {
-        map.set(id, kind === 'map-spread' ? { ...u, id }
-          : { name: u.name, email: u.email, age: u.age, score: u.score, id });
+        map.set(
+          id,
+          kind === 'map-spread'
+            ? { ...u, id }
+            : { name: u.name, email: u.email, age: u.age, score: u.score, id },
+        );
         id++;
       }
     }
     await fullGc();
     const after = process.memoryUsage();
     keep = map;
-    process.stdout.write(`${JSON.stringify({ kind, n: map.size, heapUsed: after.heapUsed - before.heapUsed,
-      arrayBuffers: after.arrayBuffers - before.arrayBuffers, rss: after.rss - before.rss })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({
+        kind,
+        n: map.size,
+        heapUsed: after.heapUsed - before.heapUsed,
+        arrayBuffers: after.arrayBuffers - before.arrayBuffers,
+        rss: after.rss - before.rss,
+      })}\n`,
+    );
   }
   sink += keep ? 1 : 0;
-  if (dir) { try { rmSync(dir, { recursive: true, force: true }); } catch { /* best effort */ } }
+  if (dir) {
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      /* best effort */
+    }
+  }
   process.exit(0);
 }
 
@@ -215,7 +273,9 @@ async function restartChild(dataDir) {
   const firstWrite = now();
   const objects = store.view.users.size;
   await store.close();
-  process.stdout.write(`${JSON.stringify({ openMs: opened - t0, firstWriteMs: firstWrite - t0, sinceStartMs: firstWrite, objects })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ openMs: opened - t0, firstWriteMs: firstWrite - t0, sinceStartMs: firstWrite, objects })}\n`,
+  );
   process.exit(0);
 }
 
@@ -225,26 +285,42 @@ if (arg('child') === 'restart') {
 
 // ================================================================ main process
 const root = mkdtempSync(join(tmpdir(), 'prevail-bench-store-'));
-process.on('exit', () => { try { rmSync(root, { recursive: true, force: true }); } catch { /* best effort */ } });
+process.on('exit', () => {
+  try {
+    rmSync(root, { recursive: true, force: true });
+  } catch {
+    /* best effort */
+  }
+});
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
 
 // ---------------------------------------------------------------- anchor: fdatasync
 const anchor = () => fsyncAppend({ parent: root, ms: quick ? 500 : 1000, warmupMs: 200 });
 
 // ---------------------------------------------------------------- 1: durable commits
-let nextUser = 10_000_000;   // section-1 users: unique emails, disjoint from the loaded set
+let nextUser = 10_000_000; // section-1 users: unique emails, disjoint from the loaded set
 
 function storeCommits(store, concurrency, ms) {
   const rand = rng(nextUser);
-  return closedLoop(concurrency, ms, () => makeUser(nextUser++, rand), (u) => store.propose('addUser', u));
+  return closedLoop(
+    concurrency,
+    ms,
+    () => makeUser(nextUser++, rand),
+    (u) => store.propose('addUser', u),
+  );
 }
 
 function sqliteCommits(insert, concurrency, ms) {
   const rand = rng(nextUser);
-  return closedLoop(concurrency, ms, () => makeUser(nextUser++, rand), async (u) => {
-    await new Promise(setImmediate);   // wait for this requester's turn
-    insert.run(u);
-  });
+  return closedLoop(
+    concurrency,
+    ms,
+    () => makeUser(nextUser++, rand),
+    async (u) => {
+      await new Promise(setImmediate); // wait for this requester's turn
+      insert.run(u);
+    },
+  );
 }
 
 async function benchCommits() {
@@ -253,11 +329,18 @@ async function benchCommits() {
   // engine snapshot every 8192), and, as a diagnostic only, the same store with captures
   // and snapshots off (thresholds at 1e9: its log would grow without bound).
   const store = await open({ schema, dataDir: join(dir, 'store') });
-  const bare = await open({ schema, dataDir: join(dir, 'bare'), snapshotThreshold: 1e9, captureEvery: 1e9 });
+  const bare = await open({
+    schema,
+    dataDir: join(dir, 'bare'),
+    snapshotThreshold: 1e9,
+    captureEvery: 1e9,
+  });
   await leadership(() => store.node.isLeader && bare.node.isLeader);
   const db = openSqlite(join(dir, 'commits.db'));
   db.exec(SQL_SCHEMA);
-  const insert = db.prepare('INSERT INTO users (name, email, age, score) VALUES (@name, @email, @age, @score)');
+  const insert = db.prepare(
+    'INSERT INTO users (name, email, age, score) VALUES (@name, @email, @age, @score)',
+  );
   const rows = [];
   try {
     for (const c of concurrencies) {
@@ -271,8 +354,10 @@ async function benchCommits() {
         b = await storeCommits(bare, c, durationMs);
       }
       rows.push({ c, s, p, b });
-      progress(`commits @${c}: store ${fmtInt(p.opsPerSec)}/s, sqlite ${fmtInt(s.opsPerSec)}/s` +
-        `${b ? `, store without captures ${fmtInt(b.opsPerSec)}/s` : ''}`);
+      progress(
+        `commits @${c}: store ${fmtInt(p.opsPerSec)}/s, sqlite ${fmtInt(s.opsPerSec)}/s` +
+          `${b ? `, store without captures ${fmtInt(b.opsPerSec)}/s` : ''}`,
+      );
     }
     const rowCount = db.prepare('SELECT count(*) AS n FROM users').get().n;
     return { rows, storeObjects: store.view.users.size, sqliteRows: rowCount };
@@ -301,8 +386,12 @@ async function loadStore(store) {
 
 function loadSqlite(db) {
   const rand = rng(42);
-  const insert = db.prepare('INSERT INTO users (name, email, age, score) VALUES (@name, @email, @age, @score)');
-  const tx = db.transaction((users) => { for (const u of users) insert.run(u); });
+  const insert = db.prepare(
+    'INSERT INTO users (name, email, age, score) VALUES (@name, @email, @age, @score)',
+  );
+  const tx = db.transaction((users) => {
+    for (const u of users) insert.run(u);
+  });
   const started = now();
   for (let i = 0; i < N; i += BULK) {
     const users = [];
@@ -314,7 +403,7 @@ function loadSqlite(db) {
 
 // Calls fn(i) in batches of 1024 until ms have passed; returns calls/s.
 function timed(ms, fn) {
-  for (let i = 0; i < 20_000; i++) sink += fn(i) ? 1 : 0;   // warm-up
+  for (let i = 0; i < 20_000; i++) sink += fn(i) ? 1 : 0; // warm-up
   let i = 0;
   const started = now();
   let t;
@@ -336,18 +425,30 @@ function benchReads(store, dbDefault, dbBig, plainMap, emailMap) {
   const rangeSql = 'SELECT * FROM users WHERE age >= ? AND age < ? ORDER BY age LIMIT 100';
   const rangeDefault = dbDefault.prepare(rangeSql);
   const rangeBig = dbBig.prepare(rangeSql);
-  progress(`sqlite plans: ${dbDefault.prepare(`EXPLAIN QUERY PLAN ${'SELECT * FROM users WHERE email = ?'}`).all('x').map((r) => r.detail).join('; ')}` +
-    ` | ${dbDefault.prepare(`EXPLAIN QUERY PLAN ${rangeSql}`).all(1, 2).map((r) => r.detail).join('; ')}`);
+  progress(
+    `sqlite plans: ${dbDefault
+      .prepare(`EXPLAIN QUERY PLAN ${'SELECT * FROM users WHERE email = ?'}`)
+      .all('x')
+      .map((r) => r.detail)
+      .join('; ')}` +
+      ` | ${dbDefault
+        .prepare(`EXPLAIN QUERY PLAN ${rangeSql}`)
+        .all(1, 2)
+        .map((r) => r.detail)
+        .join('; ')}`,
+  );
   // Both sides must find every key and return full pages.
   const byEmail = store.view.users.byEmail;
   const byAge = store.view.users.byAge;
   for (let i = 0; i < 1000; i++) {
     const a = byEmail.get(keys[i]);
     const b = pointDefault.get(keys[i]);
-    if (!a || !b || a.email !== b.email || a.age !== b.age) throw new Error(`point read mismatch for ${keys[i]}`);
+    if (!a || !b || a.email !== b.email || a.age !== b.age)
+      throw new Error(`point read mismatch for ${keys[i]}`);
     const ra = Array.from(byAge.range({ gte: lows[i], lt: lows[i] + 3, limit: 100 }));
     const rb = rangeDefault.all(lows[i], lows[i] + 3);
-    if (ra.length !== 100 || rb.length !== 100 || ra[0].age !== rb[0].age) throw new Error('range read mismatch');
+    if (ra.length !== 100 || rb.length !== 100 || ra[0].age !== rb[0].age)
+      throw new Error('range read mismatch');
   }
   const point = {
     store: timed(readMs, (i) => byEmail.get(keys[i & MASK])),
@@ -356,14 +457,25 @@ function benchReads(store, dbDefault, dbBig, plainMap, emailMap) {
     map: timed(readMs, (i) => plainMap.get(ids[i & MASK])),
     emailMap: timed(readMs, (i) => emailMap.get(keys[i & MASK])),
   };
-  progress(`point reads: store ${fmtInt(point.store)}/s, sqlite ${fmtInt(point.sqliteDefault)}/s / ${fmtInt(point.sqliteBig)}/s, ` +
-    `Map<string> ${fmtInt(point.emailMap)}/s, Map<int> ${fmtInt(point.map)}/s`);
+  progress(
+    `point reads: store ${fmtInt(point.store)}/s, sqlite ${fmtInt(point.sqliteDefault)}/s / ${fmtInt(point.sqliteBig)}/s, ` +
+      `Map<string> ${fmtInt(point.emailMap)}/s, Map<int> ${fmtInt(point.map)}/s`,
+  );
   const range = {
-    store: timed(readMs, (i) => Array.from(byAge.range({ gte: lows[i & MASK], lt: lows[i & MASK] + 3, limit: 100 })).length),
-    sqliteDefault: timed(readMs, (i) => rangeDefault.all(lows[i & MASK], lows[i & MASK] + 3).length),
+    store: timed(
+      readMs,
+      (i) =>
+        Array.from(byAge.range({ gte: lows[i & MASK], lt: lows[i & MASK] + 3, limit: 100 })).length,
+    ),
+    sqliteDefault: timed(
+      readMs,
+      (i) => rangeDefault.all(lows[i & MASK], lows[i & MASK] + 3).length,
+    ),
     sqliteBig: timed(readMs, (i) => rangeBig.all(lows[i & MASK], lows[i & MASK] + 3).length),
   };
-  progress(`range reads: store ${fmtInt(range.store)}/s, sqlite ${fmtInt(range.sqliteDefault)}/s / ${fmtInt(range.sqliteBig)}/s`);
+  progress(
+    `range reads: store ${fmtInt(range.store)}/s, sqlite ${fmtInt(range.sqliteDefault)}/s / ${fmtInt(range.sqliteBig)}/s`,
+  );
   return { point, range };
 }
 
@@ -378,7 +490,11 @@ async function steadyLoad(store, inflight, ms, { captures = false, full = false 
   const hist = monitorEventLoopDelay({ resolution: 1 });
   let lastTick = now();
   let maxTick = 0;
-  const ticker = setInterval(() => { const t = now(); if (t - lastTick > maxTick) maxTick = t - lastTick; lastTick = t; }, 1);
+  const ticker = setInterval(() => {
+    const t = now();
+    if (t - lastTick > maxTick) maxTick = t - lastTick;
+    lastTick = t;
+  }, 1);
   const captureTimes = [];
   let stopCaptures = false;
   let captureLoop = Promise.resolve();
@@ -387,7 +503,8 @@ async function steadyLoad(store, inflight, ms, { captures = false, full = false 
       while (!stopCaptures) {
         if (full) {
           const size = store.view.users.size + 1000;
-          for (let from = 1; from < size; from += 256 * 500) await store.propose('touch', { from, step: 256, n: 500 });
+          for (let from = 1; from < size; from += 256 * 500)
+            await store.propose('touch', { from, step: 256, n: 500 });
         }
         const t = now();
         await store.captureNow();
@@ -408,10 +525,18 @@ async function steadyLoad(store, inflight, ms, { captures = false, full = false 
     while (now() < deadline || (captures && captureTimes.length === 0)) {
       const u = makeUser(nextUser++, rand);
       const t0 = now();
-      try { await store.propose('addUser', u); } catch { failed++; continue; }
+      try {
+        await store.propose('addUser', u);
+      } catch {
+        failed++;
+        continue;
+      }
       const t = now();
       latencies.push(t - t0);
-      if (t - lastCommit > maxCommitGap) { maxCommitGap = t - lastCommit; sizeAtGap = store.view.users.size; }
+      if (t - lastCommit > maxCommitGap) {
+        maxCommitGap = t - lastCommit;
+        sizeAtGap = store.view.users.size;
+      }
       lastCommit = t;
     }
   }
@@ -421,7 +546,15 @@ async function steadyLoad(store, inflight, ms, { captures = false, full = false 
   clearInterval(ticker);
   stopCaptures = true;
   await captureLoop;
-  return { ...summarize(latencies, elapsed, failed), loopMax: hist.max / 1e6, tickMax: maxTick, maxCommitGap, sizeAtGap, sizeAfter: store.view.users.size, captureTimes };
+  return {
+    ...summarize(latencies, elapsed, failed),
+    loopMax: hist.max / 1e6,
+    tickMax: maxTick,
+    maxCommitGap,
+    sizeAtGap,
+    sizeAfter: store.view.users.size,
+    captureTimes,
+  };
 }
 
 // ---------------------------------------------------------------- 2-4 on one data set
@@ -439,7 +572,9 @@ async function benchDataset() {
   db.exec(SQL_SCHEMA);
   try {
     out.loadStoreMs = await loadStore(store);
-    progress(`loaded ${fmtInt(store.view.users.size)} objects into the store in ${fmtInt(out.loadStoreMs)} ms`);
+    progress(
+      `loaded ${fmtInt(store.view.users.size)} objects into the store in ${fmtInt(out.loadStoreMs)} ms`,
+    );
     out.loadSqliteMs = loadSqlite(db);
     progress(`loaded ${fmtInt(N)} rows into sqlite in ${fmtInt(out.loadSqliteMs)} ms`);
     db.pragma('wal_checkpoint(TRUNCATE)');
@@ -454,7 +589,7 @@ async function benchDataset() {
         plainMap.set(u.id, u);
         emailMap.set(u.email, u);
       }
-      dbBig.prepare('SELECT count(*), sum(age) FROM users INDEXED BY users_age').get();   // warm its cache
+      dbBig.prepare('SELECT count(*), sum(age) FROM users INDEXED BY users_age').get(); // warm its cache
       dbBig.prepare("SELECT count(*) FROM users WHERE email > ''").get();
       out.reads = benchReads(store, db, dbBig, plainMap, emailMap);
       dbBig.close();
@@ -466,9 +601,9 @@ async function benchDataset() {
       const captured = await store.captureNow();
       out.captureMs = now() - t0;
       const rand = rng(99);
-      for (let i = 0; i < 200; i++) await store.propose('addUser', makeUser(5_000_000 + i, rand));   // tail inside the snapshot
+      for (let i = 0; i < 200; i++) await store.propose('addUser', makeUser(5_000_000 + i, rand)); // tail inside the snapshot
       const snap = await store.node.snapshot(120_000);
-      for (let i = 200; i < 300; i++) await store.propose('addUser', makeUser(5_000_000 + i, rand));  // log after it
+      for (let i = 200; i < 300; i++) await store.propose('addUser', makeUser(5_000_000 + i, rand)); // log after it
       const st = store.status();
       if (!(st.snapshot.index > 0)) throw new Error('no engine snapshot was taken');
       out.snapshot = { capturedAt: captured, index: snap.index, lastIndex: st.lastIndex };
@@ -476,8 +611,10 @@ async function benchDataset() {
       await store.close();
       store = null;
       out.dataDirBytes = dirBytes(dataDir);
-      progress(`capture ${fmtInt(out.captureMs)} ms at index ${captured}; snapshot at ${snap.index}, last index ${st.lastIndex}, ` +
-        `data dir ${fmtMB(out.dataDirBytes)}`);
+      progress(
+        `capture ${fmtInt(out.captureMs)} ms at index ${captured}; snapshot at ${snap.index}, last index ${st.lastIndex}, ` +
+          `data dir ${fmtMB(out.dataDirBytes)}`,
+      );
 
       // A restart proper: a fresh process (as a restarted server), then, for comparison,
       // open() again in this process right after (whose heap still holds the closed store's
@@ -486,13 +623,22 @@ async function benchDataset() {
       // finish first, so that its threads do not share the 2 cores with the restarted one.
       await sleep(settleMs);
       const script = fileURLToPath(import.meta.url);
-      const child = spawnSync(process.execPath, [script, '--child=restart', `--dir=${dataDir}`],
-        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 300_000 });
-      if (child.status !== 0) throw new Error(`restart child failed: ${child.status ?? child.signal}`);
+      const child = spawnSync(process.execPath, [script, '--child=restart', `--dir=${dataDir}`], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'inherit'],
+        timeout: 300_000,
+      });
+      if (child.status !== 0)
+        throw new Error(`restart child failed: ${child.status ?? child.signal}`);
       out.restartChild = JSON.parse(child.stdout.trim().split('\n').pop());
-      if (out.restartChild.objects !== objects + 1) throw new Error(`the restarted process had ${out.restartChild.objects} objects, expected ${objects + 1}`);
-      progress(`restart (fresh process): open ${fmtInt(out.restartChild.openMs)} ms, first write ${fmtInt(out.restartChild.firstWriteMs)} ms, ` +
-        `${fmtInt(out.restartChild.sinceStartMs)} ms since the process started`);
+      if (out.restartChild.objects !== objects + 1)
+        throw new Error(
+          `the restarted process had ${out.restartChild.objects} objects, expected ${objects + 1}`,
+        );
+      progress(
+        `restart (fresh process): open ${fmtInt(out.restartChild.openMs)} ms, first write ${fmtInt(out.restartChild.firstWriteMs)} ms, ` +
+          `${fmtInt(out.restartChild.sinceStartMs)} ms since the process started`,
+      );
       const t1 = now();
       store = await open(manual);
       const opened = now();
@@ -500,12 +646,21 @@ async function benchDataset() {
       await store.propose('addUser', makeUser(6_000_000, rand));
       const firstWrite = now();
       if (store.view.users.size !== objects + 2 || !store.view.users.byEmail.get(email(N - 1))) {
-        throw new Error(`restart restored ${store.view.users.size} objects, expected ${objects + 2}`);
+        throw new Error(
+          `restart restored ${store.view.users.size} objects, expected ${objects + 2}`,
+        );
       }
       const restoredSnapshot = store.status().snapshot.index;
-      if (restoredSnapshot < snap.index) throw new Error('restart did not come back with the snapshot');
-      out.restart = { openMs: opened - t1, firstWriteMs: firstWrite - t1, objects: store.view.users.size };
-      progress(`restart (in this process): open ${fmtInt(out.restart.openMs)} ms, first write ${fmtInt(out.restart.firstWriteMs)} ms`);
+      if (restoredSnapshot < snap.index)
+        throw new Error('restart did not come back with the snapshot');
+      out.restart = {
+        openMs: opened - t1,
+        firstWriteMs: firstWrite - t1,
+        objects: store.view.users.size,
+      };
+      progress(
+        `restart (in this process): open ${fmtInt(out.restart.openMs)} ms, first write ${fmtInt(out.restart.firstWriteMs)} ms`,
+      );
 
       // SQLite side: open the same-sized database and answer the first indexed read.
       const t2 = now();
@@ -523,14 +678,21 @@ async function benchDataset() {
       await steadyLoad(store, inflight, warmupMs);
       const before = store.status().snapshot.index;
       out.quiet = await steadyLoad(store, inflight, stallMs);
-      if (store.status().snapshot.index !== before) throw new Error('an engine snapshot ran in the quiet window');
-      progress(`no capture: p99 ${fmtMs(out.quiet.p99)} ms, loop max ${fmtMs(out.quiet.loopMax)} ms`);
+      if (store.status().snapshot.index !== before)
+        throw new Error('an engine snapshot ran in the quiet window');
+      progress(
+        `no capture: p99 ${fmtMs(out.quiet.p99)} ms, loop max ${fmtMs(out.quiet.loopMax)} ms`,
+      );
       out.capturing = await steadyLoad(store, inflight, stallMs, { captures: true });
-      progress(`captures: p99 ${fmtMs(out.capturing.p99)} ms, loop max ${fmtMs(out.capturing.loopMax)} ms, ` +
-        `captures ${fmtCaptures(out.capturing.captureTimes)} ms`);
+      progress(
+        `captures: p99 ${fmtMs(out.capturing.p99)} ms, loop max ${fmtMs(out.capturing.loopMax)} ms, ` +
+          `captures ${fmtCaptures(out.capturing.captureTimes)} ms`,
+      );
       out.full = await steadyLoad(store, inflight, stallMs, { captures: true, full: true });
-      progress(`full captures: p99 ${fmtMs(out.full.p99)} ms, loop max ${fmtMs(out.full.loopMax)} ms, ` +
-        `captures ${fmtCaptures(out.full.captureTimes)} ms`);
+      progress(
+        `full captures: p99 ${fmtMs(out.full.p99)} ms, loop max ${fmtMs(out.full.loopMax)} ms, ` +
+          `captures ${fmtCaptures(out.full.captureTimes)} ms`,
+      );
       await store.close();
       store = null;
 
@@ -547,8 +709,10 @@ async function benchDataset() {
       out.defaults.captureTimes = captures;
       out.defaults.snapshotAdvanced = snapAfter > snapBefore;
       out.defaults.snapshotIndex = snapAfter;
-      progress(`defaults: p99 ${fmtMs(out.defaults.p99)} ms, loop max ${fmtMs(out.defaults.loopMax)} ms, ` +
-        `${captures.length} captures, snapshot ${snapBefore} -> ${snapAfter}`);
+      progress(
+        `defaults: p99 ${fmtMs(out.defaults.p99)} ms, loop max ${fmtMs(out.defaults.loopMax)} ms, ` +
+          `${captures.length} captures, snapshot ${snapBefore} -> ${snapAfter}`,
+      );
     }
   } finally {
     db.close();
@@ -561,8 +725,11 @@ async function benchDataset() {
 // ---------------------------------------------------------------- 5: heap per object
 function heapRun(kind) {
   const script = fileURLToPath(import.meta.url);
-  const r = spawnSync(process.execPath, ['--expose-gc', script, '--child=heap', `--kind=${kind}`, `--objects=${N}`],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 300_000 });
+  const r = spawnSync(
+    process.execPath,
+    ['--expose-gc', script, '--child=heap', `--kind=${kind}`, `--objects=${N}`],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 300_000 },
+  );
   if (r.status !== 0) throw new Error(`heap child (${kind}) failed: ${r.status ?? r.signal}`);
   const line = r.stdout.trim().split('\n').pop();
   return JSON.parse(line);
@@ -571,9 +738,11 @@ function heapRun(kind) {
 // ---------------------------------------------------------------- report
 async function main() {
   const started = now();
-  process.stderr.write(`prevail bench: store vs better-sqlite3, raft ${versions.raft}, node ${process.version}, ` +
-    `${cpus().length} CPUs, temp dir ${root}\n  ${fmtInt(N)} objects, window ${durationMs} ms, warm-up ${warmupMs} ms` +
-    `${quick ? ' (quick)' : ''}\n`);
+  process.stderr.write(
+    `prevail bench: store vs better-sqlite3, raft ${versions.raft}, node ${process.version}, ` +
+      `${cpus().length} CPUs, temp dir ${root}\n  ${fmtInt(N)} objects, window ${durationMs} ms, warm-up ${warmupMs} ms` +
+      `${quick ? ' (quick)' : ''}\n`,
+  );
   const sqliteVersion = new Database(':memory:').prepare('SELECT sqlite_version() AS v').get().v;
   const out = [];
   const ratios = [];
@@ -592,67 +761,98 @@ async function main() {
     const store = heapRun('store');
     progress(`heap, store: ${fmtInt(store.heapUsed / store.n)} B/object`);
     const restored = skip.has('heap-restored') ? undefined : heapRun('store-restored');
-    if (restored) progress(`heap, store after restart: ${fmtInt(restored.heapUsed / restored.n)} B/object`);
+    if (restored)
+      progress(`heap, store after restart: ${fmtInt(restored.heapUsed / restored.n)} B/object`);
     heap = { map, spread, store, restored };
   }
   const appendEnd = anchor();
 
-  out.push(`Disk anchor: fdatasync append 4 KiB ${fmtInt(append.opsPerSec)}/s (p50 ${fmtMs(append.p50)} ms) at the start, ` +
-    `${fmtInt(appendEnd.opsPerSec)}/s (p50 ${fmtMs(appendEnd.p50)} ms) at the end.`);
+  out.push(
+    `Disk anchor: fdatasync append 4 KiB ${fmtInt(append.opsPerSec)}/s (p50 ${fmtMs(append.p50)} ms) at the start, ` +
+      `${fmtInt(appendEnd.opsPerSec)}/s (p50 ${fmtMs(appendEnd.p50)} ms) at the end.`,
+  );
   out.push('');
 
   if (commits) {
     out.push('### 1. Durable commits, one object per commit');
     out.push('');
-    out.push('| requesters | store commits/s | p50 ms | p99 ms | SQLite commits/s | p50 ms | p99 ms | store / SQLite |');
+    out.push(
+      '| requesters | store commits/s | p50 ms | p99 ms | SQLite commits/s | p50 ms | p99 ms | store / SQLite |',
+    );
     out.push('|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const { c, s, p } of commits.rows) {
       const f = (r) => (r.failed ? ` (${r.failed} failed)` : '');
-      out.push(`| ${c} | ${fmtInt(p.opsPerSec)}${f(p)} | ${fmtMs(p.p50)} | ${fmtMs(p.p99)} | ${fmtInt(s.opsPerSec)}${f(s)} | ` +
-        `${fmtMs(s.p50)} | ${fmtMs(s.p99)} | **${fmtRatio(p.opsPerSec / s.opsPerSec)}×** |`);
+      out.push(
+        `| ${c} | ${fmtInt(p.opsPerSec)}${f(p)} | ${fmtMs(p.p50)} | ${fmtMs(p.p99)} | ${fmtInt(s.opsPerSec)}${f(s)} | ` +
+          `${fmtMs(s.p50)} | ${fmtMs(s.p99)} | **${fmtRatio(p.opsPerSec / s.opsPerSec)}×** |`,
+      );
     }
     out.push('');
-    out.push(`(${fmtInt(commits.storeObjects)} objects / ${fmtInt(commits.sqliteRows)} rows at the end, both starting empty.)`);
+    out.push(
+      `(${fmtInt(commits.storeObjects)} objects / ${fmtInt(commits.sqliteRows)} rows at the end, both starting empty.)`,
+    );
     out.push('');
     if (commits.rows.some((r) => r.b)) {
-      out.push('Diagnostic, not a configuration to run: the same store with background captures and engine snapshots off');
+      out.push(
+        'Diagnostic, not a configuration to run: the same store with background captures and engine snapshots off',
+      );
       out.push('(`captureEvery` and `snapshotThreshold` 1e9, so its log grows without bound):');
       out.push('');
       out.push('| requesters | commits/s | p50 ms | p99 ms | / SQLite | / store with defaults |');
       out.push('|---:|---:|---:|---:|---:|---:|');
       for (const { c, s, p, b } of commits.rows) {
-        if (b) out.push(`| ${c} | ${fmtInt(b.opsPerSec)} | ${fmtMs(b.p50)} | ${fmtMs(b.p99)} | ${fmtRatio(b.opsPerSec / s.opsPerSec)}× | ${fmtRatio(b.opsPerSec / p.opsPerSec)}× |`);
+        if (b)
+          out.push(
+            `| ${c} | ${fmtInt(b.opsPerSec)} | ${fmtMs(b.p50)} | ${fmtMs(b.p99)} | ${fmtRatio(b.opsPerSec / s.opsPerSec)}× | ${fmtRatio(b.opsPerSec / p.opsPerSec)}× |`,
+          );
       }
       out.push('');
     }
     const at64 = commits.rows.find((r) => r.c === 64);
-    if (at64) ratios.push(`- commits/s at 64 requesters, store / SQLite: **${fmtRatio(at64.p.opsPerSec / at64.s.opsPerSec)}×** (goal ≥ 5×)`);
+    if (at64)
+      ratios.push(
+        `- commits/s at 64 requesters, store / SQLite: **${fmtRatio(at64.p.opsPerSec / at64.s.opsPerSec)}×** (goal ≥ 5×)`,
+      );
   }
 
   if (ds) {
     out.push(`### 2. Reads over ${fmtInt(N)} objects`);
     out.push('');
-    out.push(`Bulk load (${BULK} per command / transaction): store ${fmtInt(N / (ds.loadStoreMs / 1000))} objects/s, ` +
-      `SQLite ${fmtInt(N / (ds.loadSqliteMs / 1000))} rows/s (store / SQLite ${fmtRatio(ds.loadSqliteMs / ds.loadStoreMs)}×).`);
+    out.push(
+      `Bulk load (${BULK} per command / transaction): store ${fmtInt(N / (ds.loadStoreMs / 1000))} objects/s, ` +
+        `SQLite ${fmtInt(N / (ds.loadSqliteMs / 1000))} rows/s (store / SQLite ${fmtRatio(ds.loadSqliteMs / ds.loadStoreMs)}×).`,
+    );
     out.push('');
     if (ds.reads) {
       const { point, range } = ds.reads;
-      out.push('| read | store/s | SQLite/s (default cache) | SQLite/s (1 GiB cache + mmap) | store / SQLite default | store / SQLite big cache |');
+      out.push(
+        '| read | store/s | SQLite/s (default cache) | SQLite/s (1 GiB cache + mmap) | store / SQLite default | store / SQLite big cache |',
+      );
       out.push('|---|---:|---:|---:|---:|---:|');
-      out.push(`| point, unique index on email | ${fmtInt(point.store)} | ${fmtInt(point.sqliteDefault)} | ${fmtInt(point.sqliteBig)} | ` +
-        `**${fmtRatio(point.store / point.sqliteDefault)}×** | **${fmtRatio(point.store / point.sqliteBig)}×** |`);
-      out.push(`| range, age in [x, x+3), limit 100 | ${fmtInt(range.store)} | ${fmtInt(range.sqliteDefault)} | ${fmtInt(range.sqliteBig)} | ` +
-        `**${fmtRatio(range.store / range.sqliteDefault)}×** | **${fmtRatio(range.store / range.sqliteBig)}×** |`);
+      out.push(
+        `| point, unique index on email | ${fmtInt(point.store)} | ${fmtInt(point.sqliteDefault)} | ${fmtInt(point.sqliteBig)} | ` +
+          `**${fmtRatio(point.store / point.sqliteDefault)}×** | **${fmtRatio(point.store / point.sqliteBig)}×** |`,
+      );
+      out.push(
+        `| range, age in [x, x+3), limit 100 | ${fmtInt(range.store)} | ${fmtInt(range.sqliteDefault)} | ${fmtInt(range.sqliteBig)} | ` +
+          `**${fmtRatio(range.store / range.sqliteDefault)}×** | **${fmtRatio(range.store / range.sqliteBig)}×** |`,
+      );
       out.push('');
-      out.push(`Ceilings on the same objects and keys: a plain \`Map<string, object>\` keyed by their email strings ` +
-        `${fmtInt(point.emailMap)}/s (${fmtRatio(point.emailMap / point.sqliteDefault)}× SQLite default cache; ` +
-        `store / this Map = ${fmtRatio(point.store / point.emailMap)}); \`Map.get\` by integer id ${fmtInt(point.map)}/s ` +
-        `(store / it = ${fmtRatio(point.store / point.map)}).`);
+      out.push(
+        `Ceilings on the same objects and keys: a plain \`Map<string, object>\` keyed by their email strings ` +
+          `${fmtInt(point.emailMap)}/s (${fmtRatio(point.emailMap / point.sqliteDefault)}× SQLite default cache; ` +
+          `store / this Map = ${fmtRatio(point.store / point.emailMap)}); \`Map.get\` by integer id ${fmtInt(point.map)}/s ` +
+          `(store / it = ${fmtRatio(point.store / point.map)}).`,
+      );
       out.push('');
-      ratios.push(`- point reads, store / SQLite: **${fmtRatio(point.store / point.sqliteDefault)}×** default cache, ` +
-        `**${fmtRatio(point.store / point.sqliteBig)}×** 1 GiB cache + mmap (goal ≥ 20×)`);
-      ratios.push(`- range reads (100 rows), store / SQLite: ${fmtRatio(range.store / range.sqliteDefault)}× default cache, ` +
-        `${fmtRatio(range.store / range.sqliteBig)}× big cache`);
+      ratios.push(
+        `- point reads, store / SQLite: **${fmtRatio(point.store / point.sqliteDefault)}×** default cache, ` +
+          `**${fmtRatio(point.store / point.sqliteBig)}×** 1 GiB cache + mmap (goal ≥ 20×)`,
+      );
+      ratios.push(
+        `- range reads (100 rows), store / SQLite: ${fmtRatio(range.store / range.sqliteDefault)}× default cache, ` +
+          `${fmtRatio(range.store / range.sqliteBig)}× big cache`,
+      );
     }
     if (ds.restart) {
       const rc = ds.restartChild;
@@ -660,72 +860,129 @@ async function main() {
       out.push('');
       out.push('| | ms |');
       out.push('|---|---:|');
-      out.push(`| store, fresh process: \`open()\` to resolved (snapshot at index ${ds.snapshot.index}, capture at ${ds.snapshot.capturedAt}, ` +
-        `log to ${ds.snapshot.lastIndex}; data dir ${fmtMB(ds.dataDirBytes)}) | **${fmtInt(rc.openMs)}** |`);
-      out.push(`| store, fresh process: \`open()\` to first committed write | ${fmtInt(rc.firstWriteMs)} |`);
-      out.push(`| store, fresh process: process start to first committed write (node startup and imports included) | ${fmtInt(rc.sinceStartMs)} |`);
-      out.push(`| store, in the bench process right after \`close()\`: \`open()\` to resolved | ${fmtInt(ds.restart.openMs)} |`);
-      if (ds.restart2Ms !== undefined) out.push(`| store: \`open()\` again (section 4's defaults run) | ${fmtInt(ds.restart2Ms)} |`);
-      out.push(`| SQLite: open + first indexed read (${fmtMB(ds.sqliteBytes)} file) | ${fmtMs(ds.sqliteOpenMs)} |`);
-      out.push(`| store: the capture that the snapshot carries (background, for reference) | ${fmtInt(ds.captureMs)} |`);
+      out.push(
+        `| store, fresh process: \`open()\` to resolved (snapshot at index ${ds.snapshot.index}, capture at ${ds.snapshot.capturedAt}, ` +
+          `log to ${ds.snapshot.lastIndex}; data dir ${fmtMB(ds.dataDirBytes)}) | **${fmtInt(rc.openMs)}** |`,
+      );
+      out.push(
+        `| store, fresh process: \`open()\` to first committed write | ${fmtInt(rc.firstWriteMs)} |`,
+      );
+      out.push(
+        `| store, fresh process: process start to first committed write (node startup and imports included) | ${fmtInt(rc.sinceStartMs)} |`,
+      );
+      out.push(
+        `| store, in the bench process right after \`close()\`: \`open()\` to resolved | ${fmtInt(ds.restart.openMs)} |`,
+      );
+      if (ds.restart2Ms !== undefined)
+        out.push(
+          `| store: \`open()\` again (section 4's defaults run) | ${fmtInt(ds.restart2Ms)} |`,
+        );
+      out.push(
+        `| SQLite: open + first indexed read (${fmtMB(ds.sqliteBytes)} file) | ${fmtMs(ds.sqliteOpenMs)} |`,
+      );
+      out.push(
+        `| store: the capture that the snapshot carries (background, for reference) | ${fmtInt(ds.captureMs)} |`,
+      );
       out.push('');
-      ratios.push(`- restart: ${fmtInt(rc.openMs)} ms to open ${fmtInt(rc.objects - 1)} objects in a fresh process ` +
-        `(${fmtRatio((rc.openMs * 1000) / rc.objects)} µs per object; goal ≤ 1.5 s), ${fmtInt(ds.restart.openMs)} ms in the bench process; ` +
-        `SQLite opens in ${fmtMs(ds.sqliteOpenMs)} ms`);
+      ratios.push(
+        `- restart: ${fmtInt(rc.openMs)} ms to open ${fmtInt(rc.objects - 1)} objects in a fresh process ` +
+          `(${fmtRatio((rc.openMs * 1000) / rc.objects)} µs per object; goal ≤ 1.5 s), ${fmtInt(ds.restart.openMs)} ms in the bench process; ` +
+          `SQLite opens in ${fmtMs(ds.sqliteOpenMs)} ms`,
+      );
     }
     if (ds.quiet) {
-      out.push(`### 4. Stalls under a steady write load (16 in flight) with ${fmtInt(ds.restart?.objects ?? N)} objects`);
+      out.push(
+        `### 4. Stalls under a steady write load (16 in flight) with ${fmtInt(ds.restart?.objects ?? N)} objects`,
+      );
       out.push('');
-      out.push('| background work | commits/s | p50 ms | p99 ms | max ms | event-loop delay max ms | max 1 ms-tick gap ms | longest gap between commits ms (objects then) | captures (ms) |');
+      out.push(
+        '| background work | commits/s | p50 ms | p99 ms | max ms | event-loop delay max ms | max 1 ms-tick gap ms | longest gap between commits ms (objects then) | captures (ms) |',
+      );
       out.push('|---|---:|---:|---:|---:|---:|---:|---:|---|');
-      const row = (label, r) => `| ${label} | ${fmtInt(r.opsPerSec)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${fmtMs(r.max)} | ` +
+      const row = (label, r) =>
+        `| ${label} | ${fmtInt(r.opsPerSec)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${fmtMs(r.max)} | ` +
         `${fmtMs(r.loopMax)} | ${fmtMs(r.tickMax)} | ${fmtMs(r.maxCommitGap)} (${fmtInt(r.sizeAtGap)}) | ` +
         `${fmtCaptures(r.captureTimes)} |`;
       out.push(row('none (captures and snapshots off)', ds.quiet));
-      out.push(row('back-to-back `captureNow()` (incremental: the chunks new objects went to)', ds.capturing));
-      if (ds.full) out.push(row('back-to-back full captures (1 update per 256 ids before each: every object re-serialised)', ds.full));
+      out.push(
+        row(
+          'back-to-back `captureNow()` (incremental: the chunks new objects went to)',
+          ds.capturing,
+        ),
+      );
+      if (ds.full)
+        out.push(
+          row(
+            'back-to-back full captures (1 update per 256 ids before each: every object re-serialised)',
+            ds.full,
+          ),
+        );
       if (ds.defaults) {
-        out.push(row(`library defaults (capture / 4096, snapshot / 8192 entries${ds.defaults.snapshotAdvanced ? '; snapshots taken' : '; no snapshot finished'})`, ds.defaults));
+        out.push(
+          row(
+            `library defaults (capture / 4096, snapshot / 8192 entries${ds.defaults.snapshotAdvanced ? '; snapshots taken' : '; no snapshot finished'})`,
+            ds.defaults,
+          ),
+        );
       }
       out.push('');
-      ratios.push(`- under back-to-back captures: event-loop stall max ${fmtMs(ds.capturing.loopMax)} ms (goal ≤ 50 ms), ` +
-        `write p99 ${fmtRatio(ds.capturing.p99 / ds.quiet.p99)}× the no-capture p99 (goal ≤ 2×)`);
+      ratios.push(
+        `- under back-to-back captures: event-loop stall max ${fmtMs(ds.capturing.loopMax)} ms (goal ≤ 50 ms), ` +
+          `write p99 ${fmtRatio(ds.capturing.p99 / ds.quiet.p99)}× the no-capture p99 (goal ≤ 2×)`,
+      );
       if (ds.full) {
-        ratios.push(`- under back-to-back full captures (${fmtInt(ds.restart?.objects ?? N)}+ objects each): event-loop stall max ` +
-          `${fmtMs(ds.full.loopMax)} ms, write p99 ${fmtRatio(ds.full.p99 / ds.quiet.p99)}× the no-capture p99`);
+        ratios.push(
+          `- under back-to-back full captures (${fmtInt(ds.restart?.objects ?? N)}+ objects each): event-loop stall max ` +
+            `${fmtMs(ds.full.loopMax)} ms, write p99 ${fmtRatio(ds.full.p99 / ds.quiet.p99)}× the no-capture p99`,
+        );
       }
       if (ds.defaults) {
-        ratios.push(`- library defaults: event-loop stall max ${fmtMs(ds.defaults.loopMax)} ms, ` +
-          `write p99 ${fmtRatio(ds.defaults.p99 / ds.quiet.p99)}× the no-capture p99`);
+        ratios.push(
+          `- library defaults: event-loop stall max ${fmtMs(ds.defaults.loopMax)} ms, ` +
+            `write p99 ${fmtRatio(ds.defaults.p99 / ds.quiet.p99)}× the no-capture p99`,
+        );
       }
     }
   }
 
   if (heap) {
-    out.push(`### 5. Heap per object (${fmtInt(heap.store.n)} objects, heapUsed after gc, fresh process each)`);
+    out.push(
+      `### 5. Heap per object (${fmtInt(heap.store.n)} objects, heapUsed after gc, fresh process each)`,
+    );
     out.push('');
     out.push('| | heapUsed bytes/object | arrayBuffers bytes/object | RSS bytes/object |');
     out.push('|---|---:|---:|---:|');
     const per = (h) => h.heapUsed / h.n;
     for (const [label, h] of [
       ['plain Map, objects built as literals `{ name, email, age, score, id }`', heap.map],
-      ['plain Map, objects built as `{ ...decoded, id }` (as the store\'s insert does)', heap.spread],
+      [
+        "plain Map, objects built as `{ ...decoded, id }` (as the store's insert does)",
+        heap.spread,
+      ],
       ['store (unique + sorted index), objects inserted by commands, after a capture', heap.store],
-      ['store, the same data after a restart (objects decoded from the snapshot)', heap.restored]]) {
-      if (h) out.push(`| ${label} | ${fmtInt(per(h))} | ${fmtInt(h.arrayBuffers / h.n)} | ${h.rss == null ? '-' : fmtInt(h.rss / h.n)} |`);
+      ['store, the same data after a restart (objects decoded from the snapshot)', heap.restored],
+    ]) {
+      if (h)
+        out.push(
+          `| ${label} | ${fmtInt(per(h))} | ${fmtInt(h.arrayBuffers / h.n)} | ${h.rss == null ? '-' : fmtInt(h.rss / h.n)} |`,
+        );
     }
     out.push('');
-    ratios.push(`- heap per object, store / plain Map of literals: **${fmtRatio(per(heap.store) / per(heap.map))}×** (goal ≤ 1.5×); ` +
-      `store / Map of spread copies: ${fmtRatio(per(heap.store) / per(heap.spread))}×; ` +
-      `spread copies / literals: ${fmtRatio(per(heap.spread) / per(heap.map))}×` +
-      `${heap.restored ? `; store after restart / literals: ${fmtRatio(per(heap.restored) / per(heap.map))}×` : ''}`);
+    ratios.push(
+      `- heap per object, store / plain Map of literals: **${fmtRatio(per(heap.store) / per(heap.map))}×** (goal ≤ 1.5×); ` +
+        `store / Map of spread copies: ${fmtRatio(per(heap.store) / per(heap.spread))}×; ` +
+        `spread copies / literals: ${fmtRatio(per(heap.spread) / per(heap.map))}×` +
+        `${heap.restored ? `; store after restart / literals: ${fmtRatio(per(heap.restored) / per(heap.map))}×` : ''}`,
+    );
   }
 
   out.push('Ratios (same run):');
   out.push(...ratios);
   out.push('');
-  out.push(`raft ${versions.raft}, SQLite ${sqliteVersion} (better-sqlite3, WAL, synchronous=FULL), node ${process.version}, ` +
-    `${cpus().length} CPUs; ${fmtInt(N)} objects; total ${((now() - started) / 1000).toFixed(1)} s`);
+  out.push(
+    `raft ${versions.raft}, SQLite ${sqliteVersion} (better-sqlite3, WAL, synchronous=FULL), node ${process.version}, ` +
+      `${cpus().length} CPUs; ${fmtInt(N)} objects; total ${((now() - started) / 1000).toFixed(1)} s`,
+  );
   console.log(out.join('\n'));
 }
 

@@ -15,13 +15,19 @@ export function rng(seed) {
 export const email = (i) => `user${i}@example.com`;
 
 export function makeUser(i, rand) {
-  return { name: `User ${i}`, email: email(i), age: 18 + Math.floor(rand() * 82), score: Math.round(rand() * 1e6) / 100 };
+  return {
+    name: `User ${i}`,
+    email: email(i),
+    age: 18 + Math.floor(rand() * 82),
+    score: Math.round(rand() * 1e6) / 100,
+  };
 }
 
 /** The users collection: by email (unique) and by age (sorted). */
-export const users = () => collection()({
-  indexes: (ix) => ({
-    byEmail: ix.unique((u) => u.email),
-    byAge: ix.sorted((u) => u.age),
-  }),
-});
+export const users = () =>
+  collection()({
+    indexes: (ix) => ({
+      byEmail: ix.unique((u) => u.email),
+      byAge: ix.sorted((u) => u.age),
+    }),
+  });

@@ -55,10 +55,15 @@ function fail(message: string): never {
   throw new UsageError(message);
 }
 
-function positiveInt(flag: string, value: string | undefined, fallback?: number): number | undefined {
+function positiveInt(
+  flag: string,
+  value: string | undefined,
+  fallback?: number,
+): number | undefined {
   if (value === undefined) return fallback;
   const n = /^\d{1,10}$/.test(value) ? Number(value) : NaN;
-  if (!Number.isSafeInteger(n) || n <= 0) fail(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    fail(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
   return n;
 }
 
@@ -76,59 +81,95 @@ function hostPort(flag: string, value: string): string {
 
 /** "1=127.0.0.1:7001,2=127.0.0.1:7002" → [{ id: 1, address: '127.0.0.1:7001' }, …] */
 function parseCluster(value: string): MemberRef[] {
-  const members = value.split(',').map((part) => part.trim()).filter((p) => p !== '').map((part) => {
-    const eq = part.indexOf('=');
-    if (eq < 0) fail(`--cluster entries are ID=HOST:PORT, got ${JSON.stringify(part)}`);
-    return { id: positiveInt('a --cluster id', part.slice(0, eq))!, address: hostPort('a --cluster address', part.slice(eq + 1)) };
-  });
+  const members = value
+    .split(',')
+    .map((part) => part.trim())
+    .filter((p) => p !== '')
+    .map((part) => {
+      const eq = part.indexOf('=');
+      if (eq < 0) fail(`--cluster entries are ID=HOST:PORT, got ${JSON.stringify(part)}`);
+      return {
+        id: positiveInt('a --cluster id', part.slice(0, eq))!,
+        address: hostPort('a --cluster address', part.slice(eq + 1)),
+      };
+    });
   if (members.length === 0) fail('--cluster is empty');
-  if (new Set(members.map((m) => m.id)).size !== members.length) fail('--cluster lists an id twice');
+  if (new Set(members.map((m) => m.id)).size !== members.length)
+    fail('--cluster lists an id twice');
   return members;
 }
 
 async function serve(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
-    args, allowPositionals: true, strict: true,
+    args,
+    allowPositionals: true,
+    strict: true,
     options: {
-      data: { type: 'string' }, id: { type: 'string' }, raft: { type: 'string' }, http: { type: 'string' }, channel: { type: 'string' },
-      cluster: { type: 'string' }, join: { type: 'boolean' },
-      'election-timeout': { type: 'string' }, heartbeat: { type: 'string' },
-      'snapshot-threshold': { type: 'string' }, 'snapshot-trailing': { type: 'string' },
-      'no-forward': { type: 'boolean' }, 'max-body': { type: 'string' },
+      data: { type: 'string' },
+      id: { type: 'string' },
+      raft: { type: 'string' },
+      http: { type: 'string' },
+      channel: { type: 'string' },
+      cluster: { type: 'string' },
+      join: { type: 'boolean' },
+      'election-timeout': { type: 'string' },
+      heartbeat: { type: 'string' },
+      'snapshot-threshold': { type: 'string' },
+      'snapshot-trailing': { type: 'string' },
+      'no-forward': { type: 'boolean' },
+      'max-body': { type: 'string' },
     },
   });
-  if (positionals.length) fail(`serve takes no arguments, got ${JSON.stringify(positionals.join(' '))}`);
+  if (positionals.length)
+    fail(`serve takes no arguments, got ${JSON.stringify(positionals.join(' '))}`);
   if (!values.data) fail('serve needs --data DIR');
   const id = positiveInt('--id', values.id, 1)!;
   const cluster = values.cluster !== undefined ? parseCluster(values.cluster) : undefined;
-  if (values.join && cluster) fail('--join and --cluster exclude each other: a joining node gets the configuration from the leader');
+  if (values.join && cluster)
+    fail(
+      '--join and --cluster exclude each other: a joining node gets the configuration from the leader',
+    );
   const listed = cluster?.find((m) => m.id === id)?.address;
   const raft = values.raft !== undefined ? hostPort('--raft', values.raft) : listed;
-  if (raft === undefined) fail(cluster ? `--cluster does not list id ${id}; give --raft HOST:PORT` : 'serve needs --raft HOST:PORT (or --cluster listing this --id)');
-  if (listed !== undefined && listed !== raft) fail(`--cluster lists id ${id} at ${listed}, but --raft is ${raft}`);
+  if (raft === undefined)
+    fail(
+      cluster
+        ? `--cluster does not list id ${id}; give --raft HOST:PORT`
+        : 'serve needs --raft HOST:PORT (or --cluster listing this --id)',
+    );
+  if (listed !== undefined && listed !== raft)
+    fail(`--cluster lists id ${id} at ${listed}, but --raft is ${raft}`);
   if (cluster && !listed) fail(`--cluster does not list id ${id}`);
   const http = hostPort('--http', values.http ?? '127.0.0.1:8001');
   const channel = values.channel !== undefined ? hostPort('--channel', values.channel) : undefined;
   const electionTimeoutMs = positiveInt('--election-timeout', values['election-timeout']);
   const heartbeatMs = positiveInt('--heartbeat', values.heartbeat);
-  if ((heartbeatMs ?? 40) >= (electionTimeoutMs ?? 200)) fail('--heartbeat must be below --election-timeout');
+  if ((heartbeatMs ?? 40) >= (electionTimeoutMs ?? 200))
+    fail('--heartbeat must be below --election-timeout');
   const snapshotThreshold = positiveInt('--snapshot-threshold', values['snapshot-threshold']);
   const snapshotTrailing = positiveInt('--snapshot-trailing', values['snapshot-trailing']);
 
   const service = await startService({
-    dataDir: values.data, id, raftAddress: raft, httpAddress: http,
-    ...(cluster ? { cluster } : {}), ...(values.join ? { join: true } : {}), ...(channel ? { channelAddress: channel } : {}),
+    dataDir: values.data,
+    id,
+    raftAddress: raft,
+    httpAddress: http,
+    ...(cluster ? { cluster } : {}),
+    ...(values.join ? { join: true } : {}),
+    ...(channel ? { channelAddress: channel } : {}),
     ...(electionTimeoutMs !== undefined ? { electionTimeoutMs } : {}),
     ...(heartbeatMs !== undefined ? { heartbeatMs } : {}),
     ...(snapshotThreshold !== undefined ? { snapshotThreshold } : {}),
     ...(snapshotTrailing !== undefined ? { snapshotTrailing } : {}),
     ...(values['no-forward'] ? { forward: false } : {}),
-    ...(values['max-body'] !== undefined ? { maxBodyBytes: positiveInt('--max-body', values['max-body'])! } : {}),
+    ...(values['max-body'] !== undefined
+      ? { maxBodyBytes: positiveInt('--max-body', values['max-body'])! }
+      : {}),
   });
   console.log(`prevail: node ${id} serving ${service.url} (raft ${raft}, data ${values.data})`);
 
   let stopping = false;
-  let failed = false;  // the store stopped on an entry it can't apply: exit 1 whatever else happens
+  let failed = false; // the store stopped on an entry it can't apply: exit 1 whatever else happens
   const stop = (signal: string) => {
     if (stopping) {
       console.error(`prevail: ${signal} again: exiting without waiting`);
@@ -142,13 +183,16 @@ async function serve(args: string[]): Promise<void> {
       console.error(`prevail: node ${id} did not close within ${CLOSE_DEADLINE_MS} ms; exiting`);
       process.exit(1);
     }, CLOSE_DEADLINE_MS).unref();
-    service.close({ transferLeadership: true }).then(() => {
-      console.error(`prevail: node ${id} closed`);
-      process.exit(failed ? 1 : 0);
-    }, (err: unknown) => {
-      console.error(`prevail: close failed:`, err);
-      process.exit(1);
-    });
+    service.close({ transferLeadership: true }).then(
+      () => {
+        console.error(`prevail: node ${id} closed`);
+        process.exit(failed ? 1 : 0);
+      },
+      (err: unknown) => {
+        console.error(`prevail: close failed:`, err);
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
@@ -158,7 +202,7 @@ async function serve(args: string[]): Promise<void> {
   service.store.on('error', (err: Error & { code?: string }) => {
     console.error(`prevail serve: node ${id} stopped: ${err.code ?? 'error'}: ${err.message}`);
     failed = true;
-    if (stopping) return;  // a signal's close is under way; it exits with status 1 now
+    if (stopping) return; // a signal's close is under way; it exits with status 1 now
     stopping = true;
     setTimeout(() => process.exit(1), CLOSE_DEADLINE_MS).unref();
     service.close({ transferLeadership: false }).finally(() => process.exit(1));
@@ -174,11 +218,16 @@ interface Client {
 
 function clientOptions(args: string[], extra: Record<string, { type: 'string' }> = {}) {
   const { values, positionals } = parseArgs({
-    args, allowPositionals: true, strict: true,
+    args,
+    allowPositionals: true,
+    strict: true,
     options: { node: { type: 'string' }, timeout: { type: 'string' }, ...extra },
   });
   const nodes = (values.node ?? process.env.PREVAIL_NODE ?? 'http://127.0.0.1:8001')
-    .split(',').map((u) => u.trim()).filter((u) => u !== '').map((u) => {
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u !== '')
+    .map((u) => {
       const withScheme = /^https?:\/\//.test(u) ? u : `http://${u}`;
       try {
         return new URL(withScheme).origin;
@@ -187,19 +236,34 @@ function clientOptions(args: string[], extra: Record<string, { type: 'string' }>
       }
     });
   if (nodes.length === 0) fail('--node is empty');
-  const client: Client = { nodes, timeoutMs: positiveInt('--timeout', values.timeout as string | undefined, 60_000)! };
+  const client: Client = {
+    nodes,
+    timeoutMs: positiveInt('--timeout', values.timeout as string | undefined, 60_000)!,
+  };
   return { client, values: values as Record<string, string | undefined>, positionals };
 }
 
 class RequestFailed extends Error {
-  constructor(message: string, readonly body?: unknown) {
+  constructor(
+    message: string,
+    readonly body?: unknown,
+  ) {
     super(message);
   }
 }
 
-interface Answer { status: number; body: any }
+interface Answer {
+  status: number;
+  body: any;
+}
 
-async function request(client: Client, node: string, method: string, path: string, body?: unknown): Promise<Answer> {
+async function request(
+  client: Client,
+  node: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<Answer> {
   let res: Response;
   try {
     res = await fetch(`${node}${path}`, {
@@ -210,7 +274,9 @@ async function request(client: Client, node: string, method: string, path: strin
     });
   } catch (err) {
     const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-    throw new RequestFailed(`${node}: ${method} ${path} failed: ${cause ?? (err as Error).message}`);
+    throw new RequestFailed(
+      `${node}: ${method} ${path} failed: ${cause ?? (err as Error).message}`,
+    );
   }
   const text = await res.text();
   let parsed: unknown = text;
@@ -225,12 +291,19 @@ async function request(client: Client, node: string, method: string, path: strin
 function describeError(node: string, answer: Answer): string {
   const e = answer.body?.error;
   if (!e) return `${node}: HTTP ${answer.status}`;
-  const leader = e.leader ? ` (the leader is node ${e.leader.id} at raft address ${e.leader.address})` : '';
+  const leader = e.leader
+    ? ` (the leader is node ${e.leader.id} at raft address ${e.leader.address})`
+    : '';
   return `${node}: ${e.code}: ${e.message}${leader}`;
 }
 
 /** Sends a leader-only request to each node in turn until one answers other than NOT_LEADER. */
-async function onLeader(client: Client, method: string, path: string, body?: unknown): Promise<unknown> {
+async function onLeader(
+  client: Client,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<unknown> {
   const failures: string[] = [];
   for (const node of client.nodes) {
     let answer: Answer;
@@ -265,11 +338,19 @@ async function members(args: string[]): Promise<void> {
   const [sub, ...rest] = args;
   if (sub === 'add') {
     const { client, values, positionals } = clientOptions(rest, { role: { type: 'string' } });
-    if (positionals.length !== 2) fail('usage: prevail members add ID HOST:PORT [--role voter|standby|spare]');
+    if (positionals.length !== 2)
+      fail('usage: prevail members add ID HOST:PORT [--role voter|standby|spare]');
     const role = values.role ?? 'voter';
-    if (!['voter', 'standby', 'spare'].includes(role)) fail(`--role must be voter, standby or spare, got ${JSON.stringify(role)}`);
+    if (!['voter', 'standby', 'spare'].includes(role))
+      fail(`--role must be voter, standby or spare, got ${JSON.stringify(role)}`);
     const id = positiveInt('ID', positionals[0])!;
-    print(await onLeader(client, 'POST', '/admin/members', { id, address: hostPort('HOST:PORT', positionals[1]!), role }));
+    print(
+      await onLeader(client, 'POST', '/admin/members', {
+        id,
+        address: hostPort('HOST:PORT', positionals[1]!),
+        role,
+      }),
+    );
   } else if (sub === 'remove') {
     const { client, positionals } = clientOptions(rest);
     if (positionals.length !== 1) fail('usage: prevail members remove ID');
@@ -295,7 +376,11 @@ async function snapshot(args: string[]): Promise<void> {
 // ---- main ------------------------------------------------------------------------------
 
 const commands: Record<string, (args: string[]) => Promise<void>> = {
-  serve, status, members, transfer, snapshot,
+  serve,
+  status,
+  members,
+  transfer,
+  snapshot,
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -322,7 +407,10 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     const code = (err as { code?: string }).code;
-    if (err instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
+    if (
+      err instanceof UsageError ||
+      (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))
+    ) {
       console.error(`prevail ${command}: ${(err as Error).message}; see prevail --help`);
       return 2;
     }

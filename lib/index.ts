@@ -1,7 +1,14 @@
 export { RaftNode } from './engine/raft-node.js';
 export type { CloseOptions, ProposeOptions } from './engine/raft-node.js';
 export type { RaftNodeOptions } from './engine/options.js';
-export type { ApplyMeta, Fsm, Member, MemberRole, NodeRole, RaftNodeStatus } from './engine/types.js';
+export type {
+  ApplyMeta,
+  Fsm,
+  Member,
+  MemberRole,
+  NodeRole,
+  RaftNodeStatus,
+} from './engine/types.js';
 export { versions } from './engine/native.js';
 export { ErrorCodes, PrevailError, isPrevailError } from './core/errors.js';
 export type { ErrorCode, MemberRef } from './core/errors.js';
@@ -29,11 +36,31 @@ export type {
 } from './store.js';
 export { channels, registerPrometheus, BUCKETS_MS } from './metrics.js';
 export type { HistogramSnapshot, MetricsSnapshot, PromClientLike } from './metrics.js';
-export type { LeaderJob, LeaderJobContext, LeaderJobHandle, LeaderJobOptions, Schedule } from './jobs.js';
-export type { Consistency, Health, LinkOptions, ReadOptions, WriteOptions } from './cluster/cluster-link.js';
+export type {
+  LeaderJob,
+  LeaderJobContext,
+  LeaderJobHandle,
+  LeaderJobOptions,
+  Schedule,
+} from './jobs.js';
+export type {
+  Consistency,
+  Health,
+  LinkOptions,
+  ReadOptions,
+  WriteOptions,
+} from './cluster/cluster-link.js';
 export { SortedIndex, PersistentSortedIndex, compareKeys } from './sorted-index/index.js';
 export type { IndexKey, Id } from './sorted-index/index.js';
-export { adminHandler, type AdminHandler, type AdminMember, type AdminOptions, type AdminSource, type AdminStatus, type LeaderChange } from './admin/admin.js';
+export {
+  adminHandler,
+  type AdminHandler,
+  type AdminMember,
+  type AdminOptions,
+  type AdminSource,
+  type AdminStatus,
+  type LeaderChange,
+} from './admin/admin.js';
 export { inspectDataDir, runInspect } from './inspect/index.js';
 export { kvSchema } from './service/kv-schema.js';
 export type { KvStore } from './service/kv-schema.js';

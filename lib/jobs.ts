@@ -7,7 +7,6 @@ import { debug } from './core/diagnostics.js';
 import { ErrorCodes, PrevailError } from './core/errors.js';
 import type { RaftNode } from './engine/raft-node.js';
 
-
 export interface LeaderJobContext<S> {
   /** Aborts the moment this node stops leading (step-down, transfer, close) or the job is stopped. */
   signal: AbortSignal;
@@ -57,25 +56,33 @@ interface Registered<S> {
 export interface JobHost<S> {
   readonly node: RaftNode<unknown>;
   readonly store: S;
-  readonly events: EventEmitter;  // the store: emits 'schedules' when they change, 'jobError' is emitted on it
+  readonly events: EventEmitter; // the store: emits 'schedules' when they change, 'jobError' is emitted on it
   schedules(): Iterable<Schedule>;
   /** Proposes "fire schedule `id` due at `due`" (the state machine dedupes). */
   fire(id: string, due: number, signal: AbortSignal): Promise<unknown>;
 }
 
 /** Waits `ms`, or less if `signal` aborts or `wakeOn` emits `event`. */
-const abortable = (ms: number, signal: AbortSignal, wakeOn?: { emitter: EventEmitter; event: string }) => new Promise<void>((resolve) => {
-  if (signal.aborted) { resolve(); return; }
-  const timer = setTimeout(done, ms);
-  function done() {
-    clearTimeout(timer);
-    signal.removeEventListener('abort', done);
-    wakeOn?.emitter.off(wakeOn.event, done);
-    resolve();
-  }
-  signal.addEventListener('abort', done, { once: true });
-  wakeOn?.emitter.on(wakeOn.event, done);
-});
+const abortable = (
+  ms: number,
+  signal: AbortSignal,
+  wakeOn?: { emitter: EventEmitter; event: string },
+) =>
+  new Promise<void>((resolve) => {
+    if (signal.aborted) {
+      resolve();
+      return;
+    }
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      wakeOn?.emitter.off(wakeOn.event, done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+    wakeOn?.emitter.on(wakeOn.event, done);
+  });
 
 export class LeaderJobs<S> {
   readonly #host: JobHost<S>;
@@ -95,7 +102,8 @@ export class LeaderJobs<S> {
   }
 
   add(job: LeaderJob<S>, options: LeaderJobOptions = {}): LeaderJobHandle {
-    if (typeof job !== 'function') throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'onLeader(job): job must be a function');
+    if (typeof job !== 'function')
+      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'onLeader(job): job must be a function');
     if (this.#closed) throw new PrevailError(ErrorCodes.CLOSED, 'the store is closed');
     const r: Registered<S> = {
       name: options.name ?? (job.name || 'job'),
@@ -125,7 +133,8 @@ export class LeaderJobs<S> {
     debug('node %d: leader jobs %s', this.#host.node.id, leading ? 'start' : 'stop');
     for (const r of this.#jobs) {
       if (leading) this.#start(r);
-      else r.controller?.abort(new PrevailError(ErrorCodes.NOT_LEADER, 'this node stopped leading'));
+      else
+        r.controller?.abort(new PrevailError(ErrorCodes.NOT_LEADER, 'this node stopped leading'));
     }
   }
 
@@ -143,11 +152,17 @@ export class LeaderJobs<S> {
     for (let attempt = 1; !signal.aborted && !r.stopped; attempt++) {
       try {
         await r.job({ signal, store: this.#host.store });
-        return;  // finished: runs again only on the next leadership
+        return; // finished: runs again only on the next leadership
       } catch (error) {
         if (signal.aborted) return;
-        debug('node %d: job %s failed (attempt %d), retrying in %d ms: %s', this.#host.node.id, r.name, attempt, backoff,
-          (error as Error)?.message ?? error);
+        debug(
+          'node %d: job %s failed (attempt %d), retrying in %d ms: %s',
+          this.#host.node.id,
+          r.name,
+          attempt,
+          backoff,
+          (error as Error)?.message ?? error,
+        );
         this.#host.events.emit('jobError', { name: r.name, error, attempt, retryInMs: backoff });
         await abortable(backoff, signal);
         backoff = Math.min(backoff * 2, r.maxBackoffMs);
@@ -164,14 +179,17 @@ export class LeaderJobs<S> {
       for (const s of this.#host.schedules()) {
         if (s.at <= now) {
           await this.#host.fire(s.id, s.at, signal);
-          next = 0;  // look again: state changed
+          next = 0; // look again: state changed
           break;
         }
         next = Math.min(next, s.at);
       }
       if (next === 0) continue;
       // Sleep until the next due time, or until the schedules change.
-      await abortable(Math.min(Math.max(0, next - Date.now()), 60_000), signal, { emitter: this.#host.events, event: 'schedules' });
+      await abortable(Math.min(Math.max(0, next - Date.now()), 60_000), signal, {
+        emitter: this.#host.events,
+        event: 'schedules',
+      });
     }
   }
 
@@ -181,7 +199,12 @@ export class LeaderJobs<S> {
     this.#setLeading(false);
     const running = [...this.#jobs].map((r) => r.running).filter(Boolean);
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.allSettled(running), new Promise((r) => { timer = setTimeout(r, timeoutMs); })]);
+    await Promise.race([
+      Promise.allSettled(running),
+      new Promise((r) => {
+        timer = setTimeout(r, timeoutMs);
+      }),
+    ]);
     clearTimeout(timer);
   }
 }

@@ -5,7 +5,9 @@ import { channels } from './core/diagnostics.js';
 export { channels };
 
 /** Upper bounds (ms) of the latency histograms' buckets. */
-export const BUCKETS_MS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000] as const;
+export const BUCKETS_MS = [
+  0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
+] as const;
 
 export interface HistogramSnapshot {
   /** Cumulative counts per bucket upper bound (ms), like Prometheus' `le`. */
@@ -89,12 +91,27 @@ export interface MetricsSnapshot {
 
 /** The parts of prom-client the bridge uses (so prom-client's types aren't needed to compile). */
 export interface PromClientLike {
-  Counter: new (config: { name: string; help: string; labelNames?: string[]; registers?: unknown[]; collect?: () => void }) =>
-    { inc(labels: Record<string, string | number>, value?: number): void };
-  Gauge: new (config: { name: string; help: string; labelNames?: string[]; registers?: unknown[]; collect?: () => void }) =>
-    { set(labelsOrValue: Record<string, string | number> | number, value?: number): void };
-  Histogram: new (config: { name: string; help: string; buckets: number[]; labelNames?: string[]; registers?: unknown[] }) =>
-    { observe(labelsOrValue: Record<string, string | number> | number, value?: number): void };
+  Counter: new (config: {
+    name: string;
+    help: string;
+    labelNames?: string[];
+    registers?: unknown[];
+    collect?: () => void;
+  }) => { inc(labels: Record<string, string | number>, value?: number): void };
+  Gauge: new (config: {
+    name: string;
+    help: string;
+    labelNames?: string[];
+    registers?: unknown[];
+    collect?: () => void;
+  }) => { set(labelsOrValue: Record<string, string | number> | number, value?: number): void };
+  Histogram: new (config: {
+    name: string;
+    help: string;
+    buckets: number[];
+    labelNames?: string[];
+    registers?: unknown[];
+  }) => { observe(labelsOrValue: Record<string, string | number> | number, value?: number): void };
   register: unknown;
 }
 
@@ -110,14 +127,20 @@ export interface MetricsSource {
  * `registerPrometheus(store, await import('prom-client'), { registry })`.
  * Gauges are read at scrape time; histograms (seconds) are fed live.
  */
-export function registerPrometheus(store: MetricsSource, client: PromClientLike,
-  options: { registry?: unknown; prefix?: string } = {}): void {
+export function registerPrometheus(
+  store: MetricsSource,
+  client: PromClientLike,
+  options: { registry?: unknown; prefix?: string } = {},
+): void {
   const prefix = options.prefix ?? 'prevail_';
   const registers = [options.registry ?? client.register];
   const labels = { node: String(store.node.id) };
   const gauge = (name: string, help: string, read: (m: MetricsSnapshot) => number | null) => {
     const g: { set(l: Record<string, string>, v: number): void } = new client.Gauge({
-      name: prefix + name, help, labelNames: ['node'], registers,
+      name: prefix + name,
+      help,
+      labelNames: ['node'],
+      registers,
       collect() {
         const v = read(store.metrics());
         if (v !== null) g.set(labels, v);
@@ -127,7 +150,10 @@ export function registerPrometheus(store: MetricsSource, client: PromClientLike,
   const counter = (name: string, help: string, read: (m: MetricsSnapshot) => number) => {
     let last = 0;
     const c: { inc(l: Record<string, string>, v: number): void } = new client.Counter({
-      name: prefix + name, help, labelNames: ['node'], registers,
+      name: prefix + name,
+      help,
+      labelNames: ['node'],
+      registers,
       collect() {
         const v = read(store.metrics());
         if (v > last) c.inc(labels, v - last);
@@ -138,20 +164,34 @@ export function registerPrometheus(store: MetricsSource, client: PromClientLike,
   counter('proposals_total', 'Commands proposed through this node.', (m) => m.proposals);
   counter('proposals_failed_total', 'Proposals that were rejected.', (m) => m.proposalsFailed);
   counter('forwarded_total', 'Proposals this node forwarded to the leader.', (m) => m.forwarded);
-  counter('applied_total', 'Entries applied by this node\'s state machine.', (m) => m.applied);
+  counter('applied_total', "Entries applied by this node's state machine.", (m) => m.applied);
   counter('reads_total', 'Reads through store.read().', (m) => m.reads);
   gauge('term', 'Current raft term.', (m) => m.term);
   gauge('is_leader', '1 on the leader, else 0.', (m) => (m.role === 'leader' ? 1 : 0));
   gauge('commit_index', 'Commit index known to this node.', (m) => m.commitIndex);
   gauge('applied_index', 'Last index applied on this node.', (m) => m.appliedIndex);
-  gauge('lag_entries', 'Leader commit index minus this node\'s applied index.', (m) => m.lag);
+  gauge('lag_entries', "Leader commit index minus this node's applied index.", (m) => m.lag);
   const buckets = BUCKETS_MS.map((ms) => ms / 1000);
   const histogram = (name: string, help: string, h: Histogram) => {
-    const ph = new client.Histogram({ name: prefix + name, help, buckets, labelNames: ['node'], registers });
+    const ph = new client.Histogram({
+      name: prefix + name,
+      help,
+      buckets,
+      labelNames: ['node'],
+      registers,
+    });
     h.onObserve((ms) => ph.observe(labels, ms / 1000));
   };
   const internal = store[kMetrics];
-  histogram('propose_duration_seconds', 'From propose() to the result on this node.', internal.proposeMs);
+  histogram(
+    'propose_duration_seconds',
+    'From propose() to the result on this node.',
+    internal.proposeMs,
+  );
   histogram('apply_duration_seconds', 'Time to apply one entry.', internal.applyMs);
-  histogram('snapshot_duration_seconds', 'Time to capture the state for a snapshot.', internal.snapshotMs);
+  histogram(
+    'snapshot_duration_seconds',
+    'Time to capture the state for a snapshot.',
+    internal.snapshotMs,
+  );
 }

@@ -50,8 +50,19 @@ export function checkPlain(value: unknown, where: string): Patch[] {
  * fields, so a class instance or an array would be changed into something else silently).
  */
 export function checkPlainObject(value: unknown, where: string): void {
-  if (typeof value !== 'object' || value === null || Object.getPrototypeOf(value) !== Object.prototype) {
-    const what = value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value === 'object' ? describeInstance(value) : `a ${typeof value}`;
+  if (
+    typeof value !== 'object' ||
+    value === null ||
+    Object.getPrototypeOf(value) !== Object.prototype
+  ) {
+    const what =
+      value === null
+        ? 'null'
+        : Array.isArray(value)
+          ? 'an array'
+          : typeof value === 'object'
+            ? describeInstance(value)
+            : `a ${typeof value}`;
     throw notPlain(where, [], `is ${what}: objects are stored from a plain object ({ ...fields })`);
   }
 }
@@ -74,10 +85,17 @@ export function patchesOfResult(value: unknown): Patch[] | undefined {
   }
 }
 
-function visit(value: unknown, path: PathStep[], patches: Patch[], seen: Set<object>, where: string): void {
+function visit(
+  value: unknown,
+  path: PathStep[],
+  patches: Patch[],
+  seen: Set<object>,
+  where: string,
+): void {
   switch (typeof value) {
     case 'string':
-      if (!(value as unknown as WellFormed).isWellFormed()) patches.push([path.slice(), PatchKind.UTF16, codeUnits(value)]);
+      if (!(value as unknown as WellFormed).isWellFormed())
+        patches.push([path.slice(), PatchKind.UTF16, codeUnits(value)]);
       return;
     case 'number':
       if (value === 0 && 1 / value < 0) patches.push([path.slice(), PatchKind.NEGATIVE_ZERO]);
@@ -98,36 +116,67 @@ function visit(value: unknown, path: PathStep[], patches: Patch[], seen: Set<obj
   if (proto === Object.prototype) {
     enter(obj, path, seen, where);
     for (const key in obj) {
-      if (key === '__proto__') throw notPlain(where, path, 'has a key named "__proto__" (it can\'t be stored faithfully, and it is how prototype pollution starts)');
-      if (!(key as unknown as WellFormed).isWellFormed()) throw notPlain(where, path, `has a key with a lone surrogate (${JSON.stringify(key)}): keys must be well-formed UTF-16`);
+      if (key === '__proto__')
+        throw notPlain(
+          where,
+          path,
+          'has a key named "__proto__" (it can\'t be stored faithfully, and it is how prototype pollution starts)',
+        );
+      if (!(key as unknown as WellFormed).isWellFormed())
+        throw notPlain(
+          where,
+          path,
+          `has a key with a lone surrogate (${JSON.stringify(key)}): keys must be well-formed UTF-16`,
+        );
       path.push(key);
       visit((obj as Record<string, unknown>)[key], path, patches, seen, where);
       path.pop();
     }
-    if (Object.getOwnPropertySymbols(obj).length > 0) throw notPlain(where, path, 'has symbol keys, which can\'t be sent');
+    if (Object.getOwnPropertySymbols(obj).length > 0)
+      throw notPlain(where, path, "has symbol keys, which can't be sent");
     seen.delete(obj);
   } else if (Array.isArray(obj)) {
-    if (proto !== Array.prototype) throw notPlain(where, path, `is an instance of ${className(obj)}, not a plain array`);
+    if (proto !== Array.prototype)
+      throw notPlain(where, path, `is an instance of ${className(obj)}, not a plain array`);
     enter(obj, path, seen, where);
     const arr = obj as unknown[];
     for (let i = 0; i < arr.length; i++) {
-      if (!(i in arr)) throw notPlain(where, path, `has a hole at index ${i} (a sparse array comes back with undefined there)`);
+      if (!(i in arr))
+        throw notPlain(
+          where,
+          path,
+          `has a hole at index ${i} (a sparse array comes back with undefined there)`,
+        );
       path.push(i);
       visit(arr[i], path, patches, seen, where);
       path.pop();
     }
-    if (Object.keys(arr).length !== arr.length) throw notPlain(where, path, 'is an array with extra (non-index) properties');
+    if (Object.keys(arr).length !== arr.length)
+      throw notPlain(where, path, 'is an array with extra (non-index) properties');
     seen.delete(obj);
   } else if (proto === Uint8Array.prototype || proto === Buffer.prototype) {
     patches.push([path.slice(), proto === Buffer.prototype ? PatchKind.BUFFER : PatchKind.BYTES]);
   } else if (proto === Date.prototype) {
-    if (Object.keys(obj).length > 0) throw notPlain(where, path, 'is a Date with properties of its own');
+    if (Object.keys(obj).length > 0)
+      throw notPlain(where, path, 'is a Date with properties of its own');
   } else if (proto === null) {
-    throw notPlain(where, path, 'is an object with a null prototype (it would come back as an ordinary object): copy it into {}');
+    throw notPlain(
+      where,
+      path,
+      'is an object with a null prototype (it would come back as an ordinary object): copy it into {}',
+    );
   } else if (ArrayBuffer.isView(obj)) {
-    throw notPlain(where, path, `is a ${className(obj)}: bytes are plain data as a Uint8Array only`);
+    throw notPlain(
+      where,
+      path,
+      `is a ${className(obj)}: bytes are plain data as a Uint8Array only`,
+    );
   } else {
-    throw notPlain(where, path, `is ${describeInstance(obj)}, not plain data (plain objects, arrays, strings, numbers, bigints, booleans, null, undefined, Date, Uint8Array)`);
+    throw notPlain(
+      where,
+      path,
+      `is ${describeInstance(obj)}, not plain data (plain objects, arrays, strings, numbers, bigints, booleans, null, undefined, Date, Uint8Array)`,
+    );
   }
 }
 
@@ -151,7 +200,12 @@ function describeInstance(obj: object): string {
 export function formatPath(where: string, path: readonly PathStep[]): string {
   let out = where;
   for (const step of path) {
-    out += typeof step === 'number' ? `[${step}]` : /^[A-Za-z_$][\w$]*$/.test(step) ? `.${step}` : `[${JSON.stringify(step)}]`;
+    out +=
+      typeof step === 'number'
+        ? `[${step}]`
+        : /^[A-Za-z_$][\w$]*$/.test(step)
+          ? `.${step}`
+          : `[${JSON.stringify(step)}]`;
   }
   return out;
 }
@@ -182,7 +236,8 @@ export function applyPatches(root: unknown, patches: readonly Patch[]): unknown 
     // (own properties of plain objects and arrays), never `__proto__` or an inherited one.
     let parent: unknown = root;
     for (let i = 0; i < path.length; i++) {
-      if (!isContainer(parent) || !Object.hasOwn(parent, path[i]!)) throw new TypeError(`patch path ${formatPath('', path)} does not exist`);
+      if (!isContainer(parent) || !Object.hasOwn(parent, path[i]!))
+        throw new TypeError(`patch path ${formatPath('', path)} does not exist`);
       if (i < path.length - 1) parent = (parent as Record<PathStep, unknown>)[path[i]!];
     }
     const holder = parent as Record<PathStep, unknown>;
@@ -206,10 +261,12 @@ function exactValue(decoded: unknown, kind: number, data: number[] | undefined):
       if (!Array.isArray(data)) throw new TypeError('string patch without code units');
       return codeUnitsToString(data);
     case PatchKind.BYTES:
-      if (!(decoded instanceof Uint8Array)) throw new TypeError('bytes patch on a value that is not bytes');
+      if (!(decoded instanceof Uint8Array))
+        throw new TypeError('bytes patch on a value that is not bytes');
       return new Uint8Array(decoded);
     case PatchKind.BUFFER:
-      if (!(decoded instanceof Uint8Array)) throw new TypeError('buffer patch on a value that is not bytes');
+      if (!(decoded instanceof Uint8Array))
+        throw new TypeError('buffer patch on a value that is not bytes');
       return Buffer.from(decoded);
     default:
       throw new TypeError(`unknown patch kind ${kind}`);
@@ -218,7 +275,8 @@ function exactValue(decoded: unknown, kind: number, data: number[] | undefined):
 
 function codeUnitsToString(units: number[]): string {
   let s = '';
-  for (let i = 0; i < units.length; i += 4096) s += String.fromCharCode(...units.slice(i, i + 4096));
+  for (let i = 0; i < units.length; i += 4096)
+    s += String.fromCharCode(...units.slice(i, i + 4096));
   return s;
 }
 
@@ -235,15 +293,17 @@ export function freezeDeep<T>(value: T, flatten?: (s: string) => string): T {
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
       const v: unknown = value[i];
-      if (typeof v === 'object') { if (v !== null) freezeChild(value, i, v, flatten); }
-      else if (flatten !== undefined && typeof v === 'string') value[i] = flatten(v);
+      if (typeof v === 'object') {
+        if (v !== null) freezeChild(value, i, v, flatten);
+      } else if (flatten !== undefined && typeof v === 'string') value[i] = flatten(v);
     }
   } else {
     const rec = value as Record<string, unknown>;
     for (const k in rec) {
       const v = rec[k];
-      if (typeof v === 'object') { if (v !== null) freezeChild(rec, k, v, flatten); }
-      else if (flatten !== undefined && typeof v === 'string') {
+      if (typeof v === 'object') {
+        if (v !== null) freezeChild(rec, k, v, flatten);
+      } else if (flatten !== undefined && typeof v === 'string') {
         const f = flatten(v);
         if (f !== v) rec[k] = f;
       }
@@ -252,13 +312,19 @@ export function freezeDeep<T>(value: T, flatten?: (s: string) => string): T {
   return Object.freeze(value);
 }
 
-function freezeChild(holder: Record<PathStep, unknown> | unknown[], key: PathStep, v: object, flatten?: (s: string) => string): void {
+function freezeChild(
+  holder: Record<PathStep, unknown> | unknown[],
+  key: PathStep,
+  v: object,
+  flatten?: (s: string) => string,
+): void {
   if (v instanceof Uint8Array || v instanceof Date) {
     if (!Object.getOwnPropertyDescriptor(holder, key)?.get) sealCopy(holder, key, v);
   } else if (!Object.isFrozen(v)) freezeDeep(v, flatten);
   // Frozen by its author, not by us: bytes or Dates in it would stay writable, so it is
   // stored as a copy (a frozen object the store made before has nothing to seal).
-  else if (hasUnsealed(v)) (holder as Record<PathStep, unknown>)[key] = freezeDeep(structuredCopy(v), flatten);
+  else if (hasUnsealed(v))
+    (holder as Record<PathStep, unknown>)[key] = freezeDeep(structuredCopy(v), flatten);
 }
 
 function hasUnsealed(v: object): boolean {
@@ -274,7 +340,8 @@ function hasUnsealed(v: object): boolean {
 
 // A mutable copy of a plain value (its byte arrays and Dates copied as themselves).
 function structuredCopy(v: object): object {
-  if (Array.isArray(v)) return v.map((x: unknown) => (typeof x === 'object' && x !== null ? copyValue(x) : x));
+  if (Array.isArray(v))
+    return v.map((x: unknown) => (typeof x === 'object' && x !== null ? copyValue(x) : x));
   const out: Record<string, unknown> = {};
   for (const k in v) {
     const x = (v as Record<string, unknown>)[k];

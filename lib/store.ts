@@ -11,18 +11,61 @@ import { checkPlain } from './plain-data.js';
 import { RaftNode, type CloseOptions } from './engine/raft-node.js';
 import { defaults, type RaftNodeOptions } from './engine/options.js';
 import type { RaftNodeStatus } from './engine/types.js';
-import { ClusterLink, type DivergenceInfo, type Health, type LinkOptions, type ReadOptions, type WriteOptions } from './cluster/cluster-link.js';
+import {
+  ClusterLink,
+  type DivergenceInfo,
+  type Health,
+  type LinkOptions,
+  type ReadOptions,
+  type WriteOptions,
+} from './cluster/cluster-link.js';
 import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metrics.js';
-import { LeaderJobs, type LeaderJob, type LeaderJobHandle, type LeaderJobOptions, type Schedule } from './jobs.js';
+import {
+  LeaderJobs,
+  type LeaderJob,
+  type LeaderJobHandle,
+  type LeaderJobOptions,
+  type Schedule,
+} from './jobs.js';
 import { StateMachine } from './store/state-machine.js';
 import { scheduleData } from './store/schedules.js';
-import { checkSchema, type ArgsOf, type Collections, type Commands, type ResultOf, type Schema, type ViewOf } from './store/schema.js';
+import {
+  checkSchema,
+  type ArgsOf,
+  type Collections,
+  type Commands,
+  type ResultOf,
+  type Schema,
+  type ViewOf,
+} from './store/schema.js';
 
 export { collection, defineSchema } from './store/schema.js';
 export type {
-  ArgsOf, CollectionDef, CollectionReader, CollectionReaderOf, CollectionSpec, CollectionWriter, CollectionWriterOf, Collections,
-  CommandContext, Commands, Handler, HashIndexReader, IndexBuilder, IndexDef, IndexKind, PersistentIndexReader, RangeOptions,
-  ResultOf, Schema, SortedIndexReader, StateOf, Stored, SyncHandlers, UniqueIndexReader, ViewOf,
+  ArgsOf,
+  CollectionDef,
+  CollectionReader,
+  CollectionReaderOf,
+  CollectionSpec,
+  CollectionWriter,
+  CollectionWriterOf,
+  Collections,
+  CommandContext,
+  Commands,
+  Handler,
+  HashIndexReader,
+  IndexBuilder,
+  IndexDef,
+  IndexKind,
+  PersistentIndexReader,
+  RangeOptions,
+  ResultOf,
+  Schema,
+  SortedIndexReader,
+  StateOf,
+  Stored,
+  SyncHandlers,
+  UniqueIndexReader,
+  ViewOf,
 } from './store/schema.js';
 
 /**
@@ -30,10 +73,21 @@ export type {
  * the store's own. `id` is optional here (default 1), and so is `address` (default: this id's
  * entry in `cluster`, else 127.0.0.1 on a free port, fine for a single node).
  */
-export interface StoreOptions<C extends Collections, H extends Commands<C>> extends LinkOptions,
-  Partial<Pick<RaftNodeOptions, 'id' | 'address'>>,
-  Pick<RaftNodeOptions, 'dataDir' | 'cluster' | 'join' | 'electionTimeoutMs' | 'heartbeatMs' | 'snapshotThreshold' |
-    'snapshotTrailing' | 'maxInflightEntries'> {
+export interface StoreOptions<C extends Collections, H extends Commands<C>>
+  extends
+    LinkOptions,
+    Partial<Pick<RaftNodeOptions, 'id' | 'address'>>,
+    Pick<
+      RaftNodeOptions,
+      | 'dataDir'
+      | 'cluster'
+      | 'join'
+      | 'electionTimeoutMs'
+      | 'heartbeatMs'
+      | 'snapshotThreshold'
+      | 'snapshotTrailing'
+      | 'maxInflightEntries'
+    > {
   schema: Schema<C, H>;
   /** Start a background state capture after this many entries. Default snapshotThreshold / 2. */
   captureEvery?: number;
@@ -43,7 +97,10 @@ export interface StoreOptions<C extends Collections, H extends Commands<C>> exte
   slowApplyMs?: number;
 }
 
-type StoreStatus = RaftNodeStatus & { capture: { baseIndex: number; tail: number; running: boolean }; effects: { index: number; hash: string } };
+type StoreStatus = RaftNodeStatus & {
+  capture: { baseIndex: number; tail: number; running: boolean };
+  effects: { index: number; hash: string };
+};
 
 export class Store<C extends Collections, H extends Commands<C>> extends EventEmitter {
   readonly node: RaftNode<unknown>;
@@ -66,7 +123,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     machine.onApplied = (index) => link.onApplied(index);
     link.on('divergence', (info: DivergenceInfo) => this.#diverged(info));
     this.#jobs = new LeaderJobs<Store<C, H>>({
-      node, store: this, events: this,
+      node,
+      store: this,
+      events: this,
       schedules: () => machine.state.schedules.values(),
       fire: (id, due, signal) => this.#fire(id, due, signal),
     });
@@ -77,7 +136,13 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     machine.on('capture', (e: { index: number; durationMs: number; serialised: number }) => {
       this.#adaptSnapshotThreshold();
       this[kMetrics].snapshotMs.observe(e.durationMs);
-      if (channels.snapshot.hasSubscribers) channels.snapshot.publish({ id: node.id, kind: 'capture', index: e.index, durationMs: e.durationMs });
+      if (channels.snapshot.hasSubscribers)
+        channels.snapshot.publish({
+          id: node.id,
+          kind: 'capture',
+          index: e.index,
+          durationMs: e.durationMs,
+        });
       this.emit('capture', e);
     });
   }
@@ -86,18 +151,36 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
    * Opens the store: a durable single node by default; with `cluster`, one member of a
    * replicated store. Replays the last snapshot and the log before resolving.
    */
-  static async open<C extends Collections, H extends Commands<C>>(options: StoreOptions<C, H>): Promise<Store<C, H>> {
+  static async open<C extends Collections, H extends Commands<C>>(
+    options: StoreOptions<C, H>,
+  ): Promise<Store<C, H>> {
     checkSchema(options.schema);
     const id = options.id ?? 1;
     const snapshotThreshold = options.snapshotThreshold ?? defaults.snapshotThreshold;
     const machine = new StateMachine<C, H>(options.schema, {
-      id, snapshotThreshold, slowApplyMs: options.slowApplyMs, sliceSize: options.captureSliceSize,
+      id,
+      snapshotThreshold,
+      slowApplyMs: options.slowApplyMs,
+      sliceSize: options.captureSliceSize,
       captureEvery: options.captureEvery ?? Math.max(1, Math.floor(snapshotThreshold / 2)),
     });
-    const address = options.address ?? options.cluster?.find((m) => m.id === id)?.address ?? `127.0.0.1:${await freePort()}`;
-    const { cluster, join, electionTimeoutMs, heartbeatMs, snapshotTrailing, maxInflightEntries } = options;
+    const address =
+      options.address ??
+      options.cluster?.find((m) => m.id === id)?.address ??
+      `127.0.0.1:${await freePort()}`;
+    const { cluster, join, electionTimeoutMs, heartbeatMs, snapshotTrailing, maxInflightEntries } =
+      options;
     const node = await RaftNode.start<unknown>({
-      id, address, dataDir: options.dataDir, cluster, join, electionTimeoutMs, heartbeatMs, snapshotThreshold, snapshotTrailing, maxInflightEntries,
+      id,
+      address,
+      dataDir: options.dataDir,
+      cluster,
+      join,
+      electionTimeoutMs,
+      heartbeatMs,
+      snapshotThreshold,
+      snapshotTrailing,
+      maxInflightEntries,
       fsm: machine,
     });
     // An entry this replica can't apply stops the node (RaftNode emits 'error' once closed);
@@ -116,13 +199,15 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
    * inspect`). `restore` takes a snapshot's store payload; `apply` runs one command entry
    * (a handler's error is returned as `{ error }`, as the log would; fatal ones throw).
    */
-  static offline<C extends Collections, H extends Commands<C>>(schema: Schema<C, H>): {
+  static offline<C extends Collections, H extends Commands<C>>(
+    schema: Schema<C, H>,
+  ): {
     restore(data: Uint8Array): void;
     apply(payload: Uint8Array, index: number, term: number): { result?: unknown; error?: unknown };
     readonly view: ViewOf<C>;
     stateHash(): string;
   } {
-    const machine = new StateMachine<C, H>(schema);  // no captures: nothing is written
+    const machine = new StateMachine<C, H>(schema); // no captures: nothing is written
     return {
       restore: (data) => machine.restore(data),
       apply: (payload, index, term) => machine.applyOutcome(payload, index, term),
@@ -135,19 +220,33 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
    * Proposes a command; resolves with the handler's result once committed and applied here.
    * On a follower it is forwarded to the leader (unless `forward: false`).
    */
-  propose<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, options: WriteOptions = {}): Promise<ResultOf<H[K]>> {
+  propose<K extends keyof H & string>(
+    name: K,
+    args: ArgsOf<H[K]>,
+    options: WriteOptions = {},
+  ): Promise<ResultOf<H[K]>> {
     this.#outsideHandler('propose');
     return this.#proposeCommand(name, args, options).then((r) => r.result as ResultOf<H[K]>);
   }
 
   /** Like propose, also giving the entry's log index (for read-your-writes: `read({ minIndex })`). */
-  proposeWithIndex<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, options: WriteOptions = {}):
-    Promise<{ index: number; result: ResultOf<H[K]> }> {
+  proposeWithIndex<K extends keyof H & string>(
+    name: K,
+    args: ArgsOf<H[K]>,
+    options: WriteOptions = {},
+  ): Promise<{ index: number; result: ResultOf<H[K]> }> {
     this.#outsideHandler('proposeWithIndex');
-    return this.#proposeCommand(name, args, options) as Promise<{ index: number; result: ResultOf<H[K]> }>;
+    return this.#proposeCommand(name, args, options) as Promise<{
+      index: number;
+      result: ResultOf<H[K]>;
+    }>;
   }
 
-  async #proposeCommand(name: string, args: unknown, options: WriteOptions): Promise<{ index: number; result: unknown }> {
+  async #proposeCommand(
+    name: string,
+    args: unknown,
+    options: WriteOptions,
+  ): Promise<{ index: number; result: unknown }> {
     // The name now; the args where they are encoded (NOT_PLAIN_DATA), on this node before
     // anything is appended or sent.
     this.#machine.checkCommand(name);
@@ -160,8 +259,11 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   // every replica.
   #outsideHandler(method: string): void {
     if (this.#machine.inHandler) {
-      throw new PrevailError(ErrorCodes.REENTRANT, `store.${method}() called inside a command handler: handlers are synchronous ` +
-        'and change state only through their state argument (propose follow-up work from outside the handler)');
+      throw new PrevailError(
+        ErrorCodes.REENTRANT,
+        `store.${method}() called inside a command handler: handlers are synchronous ` +
+          'and change state only through their state argument (propose follow-up work from outside the handler)',
+      );
     }
   }
 
@@ -184,9 +286,19 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     const m = this[kMetrics];
     const s = this.node.status();
     return {
-      proposals: m.proposals, proposalsFailed: m.proposalsFailed, forwarded: m.forwarded, applied: m.applied, reads: m.reads,
-      proposeMs: m.proposeMs.snapshot(), applyMs: m.applyMs.snapshot(), snapshotMs: m.snapshotMs.snapshot(),
-      role: s.role, term: s.term, commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lag: this.#link.health().lag,
+      proposals: m.proposals,
+      proposalsFailed: m.proposalsFailed,
+      forwarded: m.forwarded,
+      applied: m.applied,
+      reads: m.reads,
+      proposeMs: m.proposeMs.snapshot(),
+      applyMs: m.applyMs.snapshot(),
+      snapshotMs: m.snapshotMs.snapshot(),
+      role: s.role,
+      term: s.term,
+      commitIndex: s.commitIndex,
+      appliedIndex: s.appliedIndex,
+      lag: this.#link.health().lag,
     };
   }
 
@@ -206,12 +318,19 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   // A replica's effects differ from the leader's at the same index: some command is not
   // deterministic (Date.now(), Math.random(), I/O, iteration order of something unordered…).
   #diverged(info: DivergenceInfo): void {
-    const err = new PrevailError(ErrorCodes.DIVERGED,
+    const err = new PrevailError(
+      ErrorCodes.DIVERGED,
       `replica ${info.node} diverged from the leader (node ${this.node.id}) by index ${info.index}: effects hash ${info.actual}, ` +
-      `leader ${info.expected}. A command handler is not deterministic.`, { index: info.index });
+        `leader ${info.expected}. A command handler is not deterministic.`,
+      { index: info.index },
+    );
     process.emitWarning(err.message, { code: ErrorCodes.DIVERGED });
-    if (channels.divergence.hasSubscribers) channels.divergence.publish({ id: this.node.id, ...info });
-    this.emit('divergence', Object.assign(err, { node: info.node, expected: info.expected, actual: info.actual }));
+    if (channels.divergence.hasSubscribers)
+      channels.divergence.publish({ id: this.node.id, ...info });
+    this.emit(
+      'divergence',
+      Object.assign(err, { node: info.node, expected: info.expected, actual: info.actual }),
+    );
   }
 
   // The engine's snapshot interval follows the state's size; the capture decides it (Capture.snapshotThreshold).
@@ -240,13 +359,22 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
    * the replicated state, so it fires once across failovers and restarts — late rather than
    * twice. Resolves with the schedule's id (`id` to choose it; scheduling an existing id replaces it).
    */
-  schedule<K extends keyof H & string>(name: K, args: ArgsOf<H[K]>, at: number | Date,
-    options: { every?: number; id?: string } & WriteOptions = {}): Promise<string> {
+  schedule<K extends keyof H & string>(
+    name: K,
+    args: ArgsOf<H[K]>,
+    at: number | Date,
+    options: { every?: number; id?: string } & WriteOptions = {},
+  ): Promise<string> {
     this.#outsideHandler('schedule');
     return this.#schedule(name, args, at, options);
   }
 
-  async #schedule(name: string, args: unknown, at: number | Date, options: { every?: number; id?: string } & WriteOptions): Promise<string> {
+  async #schedule(
+    name: string,
+    args: unknown,
+    at: number | Date,
+    options: { every?: number; id?: string } & WriteOptions,
+  ): Promise<string> {
     // The command and its arguments checked here, so the error names `args…`, not the schedule entry that carries them.
     this.#machine.checkCommand(name);
     checkPlain(args, 'args');
@@ -258,7 +386,9 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   /** Removes a schedule; resolves with whether it existed. */
   unschedule(id: string, options: WriteOptions = {}): Promise<boolean> {
     this.#outsideHandler('unschedule');
-    return this.#link.propose({ type: 'system', kind: 'unschedule', data: { id } }, options).then((r) => r.result as boolean);
+    return this.#link
+      .propose({ type: 'system', kind: 'unschedule', data: { id } }, options)
+      .then((r) => r.result as boolean);
   }
 
   /** The schedules in the replicated state, soonest first. */
@@ -267,10 +397,18 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   }
 
   // The leader's scheduler: "schedule `id` falls due at `due`" (the state machine fires it at most once).
-  async #fire(id: string, due: number, signal: AbortSignal): Promise<{ fired: boolean; name?: string; error?: unknown }> {
-    const r = await this.#link.propose({ type: 'system', kind: 'fire', data: { id, due } }, { signal, timeoutMs: 5000 });
+  async #fire(
+    id: string,
+    due: number,
+    signal: AbortSignal,
+  ): Promise<{ fired: boolean; name?: string; error?: unknown }> {
+    const r = await this.#link.propose(
+      { type: 'system', kind: 'fire', data: { id, due } },
+      { signal, timeoutMs: 5000 },
+    );
     const fired = r.result as { fired: boolean; name?: string; error?: unknown };
-    if (fired.error !== undefined) this.emit('scheduleError', { id, due, name: fired.name, error: fired.error });
+    if (fired.error !== undefined)
+      this.emit('scheduleError', { id, due, name: fired.name, error: fired.error });
     return fired;
   }
 
@@ -287,7 +425,11 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   }
 
   status(): StoreStatus {
-    return { ...this.node.status(), capture: this.#machine.capture.status(), effects: this.#machine.effects() };
+    return {
+      ...this.node.status(),
+      capture: this.#machine.capture.status(),
+      effects: this.#machine.effects(),
+    };
   }
 
   close(options?: CloseOptions): Promise<void> {
@@ -314,7 +456,11 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
 // The cluster link beside a started node. If it can't start, or an entry failed to apply
 // before it did (caught up from the leader meanwhile), the node is closed and open() fails
 // as it would for an entry replayed from the local log.
-async function startLink(node: RaftNode<unknown>, machine: StateMachine<any, any>, options: LinkOptions): Promise<ClusterLink> {
+async function startLink(
+  node: RaftNode<unknown>,
+  machine: StateMachine<any, any>,
+  options: LinkOptions,
+): Promise<ClusterLink> {
   let link: ClusterLink;
   try {
     link = await ClusterLink.start({ node, replica: machine, metrics: machine.metrics }, options);
@@ -331,6 +477,8 @@ async function startLink(node: RaftNode<unknown>, machine: StateMachine<any, any
 }
 
 /** Opens a store; see Store.open. */
-export function open<C extends Collections, H extends Commands<C>>(options: StoreOptions<C, H>): Promise<Store<C, H>> {
+export function open<C extends Collections, H extends Commands<C>>(
+  options: StoreOptions<C, H>,
+): Promise<Store<C, H>> {
   return Store.open(options);
 }

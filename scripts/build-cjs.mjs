@@ -33,9 +33,13 @@ const importMetaUrl = (rel) => {
 // lib/**/*.ts, as paths relative to lib/ without the extension.
 function sources(dir, prefix = '') {
   const found = [];
-  for (const entry of readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
-    if (entry.isDirectory()) found.push(...sources(join(dir, entry.name), `${prefix}${entry.name}/`));
-    else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.d.ts')) found.push(`${prefix}${entry.name.slice(0, -3)}`);
+  for (const entry of readdirSync(dir, { withFileTypes: true }).sort((a, b) =>
+    a.name.localeCompare(b.name),
+  )) {
+    if (entry.isDirectory())
+      found.push(...sources(join(dir, entry.name), `${prefix}${entry.name}/`));
+    else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.d.ts'))
+      found.push(`${prefix}${entry.name.slice(0, -3)}`);
   }
   return found;
 }
@@ -56,12 +60,16 @@ for (const rel of sources(lib)) {
   const name = `${rel}.ts`;
   let source = readFileSync(join(lib, name), 'utf8');
   if (/\bimport\.meta\b(?!\.url\b)/.test(source)) {
-    throw new Error(`lib/${name}: import.meta other than import.meta.url has no CommonJS equivalent here`);
+    throw new Error(
+      `lib/${name}: import.meta other than import.meta.url has no CommonJS equivalent here`,
+    );
   }
   // `const require = createRequire(import.meta.url)` would redeclare CommonJS's own
   // require (a SyntaxError there), which already does the same job.
-  source = source.replace(/^const require = createRequire\(import\.meta\.url\);$/m,
-    '/* CommonJS: the module\'s own require */');
+  source = source.replace(
+    /^const require = createRequire\(import\.meta\.url\);$/m,
+    "/* CommonJS: the module's own require */",
+  );
   source = source.replace(/\bimport\.meta\.url\b/g, importMetaUrl(rel));
   if (/^(?:const|let|var|function) require\b/m.test(source)) {
     throw new Error(`lib/${name}: declares its own top-level require, which CommonJS reserves`);
@@ -71,9 +79,13 @@ for (const rel of sources(lib)) {
     fileName: `${rel}.cts`,
     reportDiagnostics: true,
   });
-  const errors = (result.diagnostics ?? []).filter((d) => d.category === ts.DiagnosticCategory.Error);
+  const errors = (result.diagnostics ?? []).filter(
+    (d) => d.category === ts.DiagnosticCategory.Error,
+  );
   if (errors.length) {
-    throw new Error(`lib/${name}: ${errors.map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n')).join('; ')}`);
+    throw new Error(
+      `lib/${name}: ${errors.map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n')).join('; ')}`,
+    );
   }
   mkdirSync(dirname(join(out, rel)), { recursive: true });
   writeFileSync(join(out, `${rel}.js`), result.outputText);

@@ -13,5 +13,10 @@ if (!existsSync(join(root, 'third_party', 'raft', '.prevail-engine-0.22.1-p6')))
   // gyp reads our stdout as the source list: send the fetch's output to stderr.
   execFileSync('bash', [join(root, 'scripts', 'fetch-engine.sh')], { stdio: ['ignore', 2, 2] });
 }
-console.log(readdirSync(src).filter((f) => f.endsWith('.c') && f !== 'fixture.c').sort()
-  .map((f) => `third_party/raft/src/${f}`).join(' '));
+console.log(
+  readdirSync(src)
+    .filter((f) => f.endsWith('.c') && f !== 'fixture.c')
+    .sort()
+    .map((f) => `third_party/raft/src/${f}`)
+    .join(' '),
+);

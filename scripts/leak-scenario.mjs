@@ -20,7 +20,9 @@ import { RaftNode } from '../dist/index.js';
 
 const WATCHDOG_MS = Number(process.env.LEAK_SCENARIO_TIMEOUT_MS ?? 240_000);
 const watchdog = setTimeout(() => {
-  console.error(`scenario: FAILED: still running after ${WATCHDOG_MS} ms (hang, or a handle left open)`);
+  console.error(
+    `scenario: FAILED: still running after ${WATCHDOG_MS} ms (hang, or a handle left open)`,
+  );
   process.exit(3);
 }, WATCHDOG_MS);
 watchdog.unref();
@@ -47,16 +49,23 @@ function makeFsm() {
       }
       // Vary the result kinds: numbers, strings, objects, undefined, buffers.
       switch (meta.index % 5) {
-        case 0: return meta.index;
-        case 1: return `r${meta.index}`;
-        case 2: return { index: meta.index, len: command.length };
-        case 3: return undefined;
-        default: return command.subarray(0, 3);
+        case 0:
+          return meta.index;
+        case 1:
+          return `r${meta.index}`;
+        case 2:
+          return { index: meta.index, len: command.length };
+        case 3:
+          return undefined;
+        default:
+          return command.subarray(0, 3);
       }
     },
     snapshot() {
       state.snapshots++;
-      const head = new TextEncoder().encode(JSON.stringify({ count: state.count, sum: state.sum, thrown: state.thrown }));
+      const head = new TextEncoder().encode(
+        JSON.stringify({ count: state.count, sum: state.sum, thrown: state.thrown }),
+      );
       // Several chunks (one of them empty) to exercise the multi-buffer path.
       return [head.subarray(0, 5), new Uint8Array(0), head.subarray(5)];
     },
@@ -83,7 +92,8 @@ function payload(i) {
 async function waitForLeader(node, timeoutMs = 60_000) {
   const deadline = Date.now() + timeoutMs;
   while (node.status().role !== 'leader') {
-    if (Date.now() > deadline) throw new Error(`no leader after ${timeoutMs} ms: ${JSON.stringify(node.status())}`);
+    if (Date.now() > deadline)
+      throw new Error(`no leader after ${timeoutMs} ms: ${JSON.stringify(node.status())}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -95,7 +105,8 @@ async function proposeMany(node, from, count, wave) {
   let other = 0;
   for (let start = from; start < from + count; start += wave) {
     const batch = [];
-    for (let i = start; i < Math.min(from + count, start + wave); i++) batch.push(node.propose(payload(i)));
+    for (let i = start; i < Math.min(from + count, start + wave); i++)
+      batch.push(node.propose(payload(i)));
     for (const r of await Promise.allSettled(batch)) {
       if (r.status === 'fulfilled') ok++;
       else if (/apply rejects/.test(r.reason?.message)) applyErrors++;
@@ -115,7 +126,13 @@ function tempDir() {
   return dir;
 }
 
-const common = { id: 1, electionTimeoutMs: 1000, heartbeatMs: 100, snapshotThreshold: 50, snapshotTrailing: 10 };
+const common = {
+  id: 1,
+  electionTimeoutMs: 1000,
+  heartbeatMs: 100,
+  snapshotThreshold: 50,
+  snapshotTrailing: 10,
+};
 
 try {
   // ---- 1. fresh node, ~2000 proposals, barrier, status, close
@@ -127,12 +144,23 @@ try {
   const N1 = 2000;
   let r = await proposeMany(node, 0, N1, 250);
   log(`phase 1: ${r.ok} applied, ${r.applyErrors} rejected by apply, ${r.other} other`);
-  check(r.ok + r.applyErrors === N1 && r.other === 0, 'every proposal settles with its result or its apply error');
+  check(
+    r.ok + r.applyErrors === N1 && r.other === 0,
+    'every proposal settles with its result or its apply error',
+  );
   check(r.applyErrors > 0, 'some applies threw');
   const barrier = await node.barrier();
   const status = node.status();
-  log(`phase 1: barrier ${barrier}, status`, JSON.stringify({ role: status.role, commit: status.commitIndex,
-    applied: status.appliedIndex, last: status.lastIndex, snapshot: status.snapshot }));
+  log(
+    `phase 1: barrier ${barrier}, status`,
+    JSON.stringify({
+      role: status.role,
+      commit: status.commitIndex,
+      applied: status.appliedIndex,
+      last: status.lastIndex,
+      snapshot: status.snapshot,
+    }),
+  );
   check(status.snapshot.index > 0, 'snapshots were taken');
   check(fsm1.state.snapshots > 0, 'fsm.snapshot() was called');
   await node.close();
@@ -143,31 +171,55 @@ try {
   node = await RaftNode.start({ ...common, address, dataDir, fsm: fsm2 });
   await waitForLeader(node);
   await node.barrier();
-  log(`phase 2: restored ${fsm2.state.restores}x, state`, JSON.stringify({ count: fsm2.state.count, sum: fsm2.state.sum }));
+  log(
+    `phase 2: restored ${fsm2.state.restores}x, state`,
+    JSON.stringify({ count: fsm2.state.count, sum: fsm2.state.sum }),
+  );
   check(fsm2.state.restores >= 1, 'restart restored a snapshot');
-  check(fsm2.state.sum === expected.sum && fsm2.state.thrown === expected.thrown,
-    `restart reproduces the state (${JSON.stringify(expected)})`);
+  check(
+    fsm2.state.sum === expected.sum && fsm2.state.thrown === expected.thrown,
+    `restart reproduces the state (${JSON.stringify(expected)})`,
+  );
   r = await proposeMany(node, N1, 300, 100);
   check(r.ok + r.applyErrors === 300 && r.other === 0, 'phase 2 proposals settle');
   const inflight = [];
   for (let i = 0; i < 500; i++) {
     // Handled right away: they settle while close() is awaited.
-    inflight.push(node.propose(payload(N1 + 300 + i)).then((value) => ({ status: 'fulfilled', value }),
-      (reason) => ({ status: 'rejected', reason })));
+    inflight.push(
+      node.propose(payload(N1 + 300 + i)).then(
+        (value) => ({ status: 'fulfilled', value }),
+        (reason) => ({ status: 'rejected', reason }),
+      ),
+    );
   }
   // drainTimeoutMs 0: the engine is closed with most of these still pending.
   const closing = node.close({ drainTimeoutMs: 0 });
-  const late = node.propose(payload(1)).then(() => 'resolved', (e) => e.code);
+  const late = node.propose(payload(1)).then(
+    () => 'resolved',
+    (e) => e.code,
+  );
   await closing;
   const settled = await Promise.all(inflight);
   const codes = {};
   for (const s of settled) {
-    const key = s.status === 'fulfilled' ? 'applied' : /apply rejects/.test(s.reason?.message) ? 'apply-error' : s.reason?.code;
+    const key =
+      s.status === 'fulfilled'
+        ? 'applied'
+        : /apply rejects/.test(s.reason?.message)
+          ? 'apply-error'
+          : s.reason?.code;
     codes[key] = (codes[key] ?? 0) + 1;
   }
   log('phase 2: 500 in flight at close ->', JSON.stringify(codes));
-  check(settled.every((s) => s.status === 'fulfilled' || s.reason?.code === 'PREVAIL_CLOSED' || /apply rejects/.test(s.reason?.message)),
-    'proposals cut off by close reject with PREVAIL_CLOSED');
+  check(
+    settled.every(
+      (s) =>
+        s.status === 'fulfilled' ||
+        s.reason?.code === 'PREVAIL_CLOSED' ||
+        /apply rejects/.test(s.reason?.message),
+    ),
+    'proposals cut off by close reject with PREVAIL_CLOSED',
+  );
   const lateResult = await late;
   log('phase 2: propose after close ->', lateResult);
   check(lateResult === 'PREVAIL_CLOSED', 'propose after close rejects with PREVAIL_CLOSED');
@@ -178,16 +230,27 @@ try {
   const busy = `127.0.0.1:${blocker.address().port}`;
   let failure = null;
   try {
-    const n = await RaftNode.start({ ...common, address: busy, dataDir: tempDir(), fsm: makeFsm() });
+    const n = await RaftNode.start({
+      ...common,
+      address: busy,
+      dataDir: tempDir(),
+      fsm: makeFsm(),
+    });
     await n.close();
   } catch (err) {
     failure = err;
   }
   await new Promise((resolve) => blocker.close(resolve));
-  const cause = failure?.cause?.code ? ` (cause: ${failure.cause.code}${failure.cause.raftName ? `/${failure.cause.raftName}` : ''}: ${failure.cause.message})` : '';
-  log(`phase 3: start on a bound address -> ${failure ? `${failure.code}: ${failure.message}${cause}` : 'started (!)'}`);
-  check(failure !== null && typeof failure.code === 'string' && failure.code.startsWith('PREVAIL_'),
-    'a start on a bound address rejects with a coded error');
+  const cause = failure?.cause?.code
+    ? ` (cause: ${failure.cause.code}${failure.cause.raftName ? `/${failure.cause.raftName}` : ''}: ${failure.cause.message})`
+    : '';
+  log(
+    `phase 3: start on a bound address -> ${failure ? `${failure.code}: ${failure.message}${cause}` : 'started (!)'}`,
+  );
+  check(
+    failure !== null && typeof failure.code === 'string' && failure.code.startsWith('PREVAIL_'),
+    'a start on a bound address rejects with a coded error',
+  );
 
   // Let the closed engines be collected so their native destructors run under the checker.
   for (let i = 0; i < 3 && typeof globalThis.gc === 'function'; i++) {

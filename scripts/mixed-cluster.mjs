@@ -22,7 +22,15 @@
 // is killed by pid on every exit path; every wait is bounded; the run gives up after 5 min.
 // Self-contained (only Node's own modules): it must keep working while lib/ is reorganised.
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -45,7 +53,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** Whether `promise` settles within `ms` (the timer is cleared either way, so it keeps nothing alive). */
 async function within(promise, ms) {
   let timer;
-  const late = new Promise((r) => { timer = setTimeout(() => r(false), ms); });
+  const late = new Promise((r) => {
+    timer = setTimeout(() => r(false), ms);
+  });
   try {
     return await Promise.race([promise.then(() => true), late]);
   } finally {
@@ -61,7 +71,12 @@ function options() {
   let values;
   try {
     ({ values } = parseArgs({
-      options: { old: { type: 'string' }, new: { type: 'string' }, 'plain-only': { type: 'boolean' }, keep: { type: 'boolean' } },
+      options: {
+        old: { type: 'string' },
+        new: { type: 'string' },
+        'plain-only': { type: 'boolean' },
+        keep: { type: 'boolean' },
+      },
     }));
   } catch (err) {
     usage(err.message);
@@ -71,20 +86,34 @@ function options() {
   for (const label of ['old', 'new']) {
     const dir = resolve(values[label]);
     const cli = join(dir, 'dist', 'cli.js');
-    if (!existsSync(cli)) usage(`--${label} ${dir} has no dist/cli.js (build it with scripts/build-rev.sh)`);
+    if (!existsSync(cli))
+      usage(`--${label} ${dir} has no dist/cli.js (build it with scripts/build-rev.sh)`);
     const snapshotFlags = readFileSync(cli, 'utf8').includes('snapshot-trailing');
-    builds[label] = { label, dir, cli, rev: buildRev(dir), snapshotFlags, trailing: snapshotFlags ? SNAPSHOT_TRAILING : DEFAULT_TRAILING };
+    builds[label] = {
+      label,
+      dir,
+      cli,
+      rev: buildRev(dir),
+      snapshotFlags,
+      trailing: snapshotFlags ? SNAPSHOT_TRAILING : DEFAULT_TRAILING,
+    };
   }
   return { builds, exotic: !values['plain-only'], keep: Boolean(values.keep) };
 }
 
 function usage(message) {
-  console.error(`mixed-cluster: ${message}\nusage: node scripts/mixed-cluster.mjs --old DIR --new DIR [--plain-only] [--keep]`);
+  console.error(
+    `mixed-cluster: ${message}\nusage: node scripts/mixed-cluster.mjs --old DIR --new DIR [--plain-only] [--keep]`,
+  );
   process.exit(2);
 }
 
 function buildRev(dir) {
-  try { return readFileSync(join(dir, '.prevail-build-rev'), 'utf8').trim().slice(0, 7); } catch { return 'working tree'; }
+  try {
+    return readFileSync(join(dir, '.prevail-build-rev'), 'utf8').trim().slice(0, 7);
+  } catch {
+    return 'working tree';
+  }
 }
 
 // ---- ports ------------------------------------------------------------------------------
@@ -101,7 +130,7 @@ function canBind(port) {
 async function freePort() {
   for (let attempt = 0; attempt < 10_000; attempt++) {
     const port = 20000 + Math.floor(Math.random() * 12000);
-    if (!handedOut.has(port) && await canBind(port)) {
+    if (!handedOut.has(port) && (await canBind(port))) {
       handedOut.add(port);
       return port;
     }
@@ -113,12 +142,17 @@ async function freePort() {
 /** One request with a hard timeout; resolves { status, body } or rejects. */
 async function call(node, method, path, body, timeoutMs = 5000) {
   const res = await fetch(`http://${node.http}${path}`, {
-    method, signal: AbortSignal.timeout(timeoutMs),
+    method,
+    signal: AbortSignal.timeout(timeoutMs),
     ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
   });
   const text = await res.text();
   let parsed = text;
-  try { parsed = JSON.parse(text); } catch { /* not JSON */ }
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    /* not JSON */
+  }
   return { status: res.status, body: parsed };
 }
 
@@ -137,7 +171,9 @@ async function callUntilDone(node, method, path, body, what) {
     }
     await sleep(100);
   }
-  throw new Mismatch(`${what} through node ${node.id} (${node.build.label}) failed for 20 s: ${last}`);
+  throw new Mismatch(
+    `${what} through node ${node.id} (${node.build.label}) failed for 20 s: ${last}`,
+  );
 }
 
 // ---- nodes ------------------------------------------------------------------------------
@@ -147,15 +183,43 @@ let settings;
 
 function logLine(node, line) {
   const fd = openSync(node.log, 'a');
-  try { writeSync(fd, `--- [mixed-cluster ${elapsed()} s] ${line}\n`); } finally { closeSync(fd); }
+  try {
+    writeSync(fd, `--- [mixed-cluster ${elapsed()} s] ${line}\n`);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function startNode(node, build) {
   node.build = build;
-  const args = [build.cli, 'serve', '--id', String(node.id), '--data', node.dataDir, '--raft', node.raft,
-    '--http', node.http, '--channel', node.channel, '--cluster', settings.clusterFlag,
-    '--election-timeout', '500', '--heartbeat', '100',
-    ...(build.snapshotFlags ? ['--snapshot-threshold', String(SNAPSHOT_THRESHOLD), '--snapshot-trailing', String(SNAPSHOT_TRAILING)] : [])];
+  const args = [
+    build.cli,
+    'serve',
+    '--id',
+    String(node.id),
+    '--data',
+    node.dataDir,
+    '--raft',
+    node.raft,
+    '--http',
+    node.http,
+    '--channel',
+    node.channel,
+    '--cluster',
+    settings.clusterFlag,
+    '--election-timeout',
+    '500',
+    '--heartbeat',
+    '100',
+    ...(build.snapshotFlags
+      ? [
+          '--snapshot-threshold',
+          String(SNAPSHOT_THRESHOLD),
+          '--snapshot-trailing',
+          String(SNAPSHOT_TRAILING),
+        ]
+      : []),
+  ];
   logLine(node, `start on the ${build.label} build (${build.rev}): node ${args.join(' ')}`);
   const fd = openSync(node.log, 'a');
   try {
@@ -166,7 +230,9 @@ function startNode(node, build) {
   const proc = node.proc;
   spawned.push(proc);
   node.expectExit = false;
-  proc.on('error', () => { /* shows as an exit */ });
+  proc.on('error', () => {
+    /* shows as an exit */
+  });
   proc.once('exit', (code, signal) => {
     logLine(node, `pid ${proc.pid} exited (${code ?? signal})`);
     if (!node.expectExit || (code !== 0 && code !== null)) {
@@ -183,7 +249,9 @@ function checkCrashes() {
 
 /** The last lines of a node's log that say why it stopped. */
 function lastProblem(log) {
-  const lines = readFileSync(log, 'utf8').split('\n').filter((l) => /PREVAIL_|Error|Assertion|Abort|Segmentation|stopped/.test(l));
+  const lines = readFileSync(log, 'utf8')
+    .split('\n')
+    .filter((l) => /PREVAIL_|Error|Assertion|Abort|Segmentation|stopped/.test(l));
   return lines.slice(-3).join(' | ').slice(0, 600) || `(see ${log})`;
 }
 
@@ -193,10 +261,14 @@ async function waitServing(node) {
     checkCrashes();
     try {
       if ((await call(node, 'GET', '/status', undefined, 1000)).status === 200) return;
-    } catch { /* not yet */ }
+    } catch {
+      /* not yet */
+    }
     await sleep(100);
   }
-  throw new Mismatch(`node ${node.id} (${node.build.label} build) did not serve HTTP within 30 s (log ${node.log})`);
+  throw new Mismatch(
+    `node ${node.id} (${node.build.label} build) did not serve HTTP within 30 s (log ${node.log})`,
+  );
 }
 
 /** SIGTERM (serve hands leadership over, closes and exits 0), bounded. */
@@ -207,12 +279,20 @@ async function stopNode(node) {
   logLine(node, `SIGTERM ${proc.pid}`);
   const exited = new Promise((r) => proc.once('exit', r));
   proc.kill('SIGTERM');
-  if (!(await within(exited, 40_000))) throw new Mismatch(`node ${node.id} did not exit within 40 s of SIGTERM`);
+  if (!(await within(exited, 40_000)))
+    throw new Mismatch(`node ${node.id} did not exit within 40 s of SIGTERM`);
   checkCrashes();
 }
 
 function killAll() {
-  for (const proc of spawned) if (alive(proc)) { try { process.kill(proc.pid, 'SIGKILL'); } catch { /* gone */ } }
+  for (const proc of spawned)
+    if (alive(proc)) {
+      try {
+        process.kill(proc.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
 }
 
 /** killAll, then waits (bounded) until every child has exited. */
@@ -257,7 +337,10 @@ let writes = 0;
 
 async function put(node, key, value) {
   const a = await callUntilDone(node, 'PUT', `/kv/${encodeURIComponent(key)}`, value, `PUT ${key}`);
-  if (a.status !== 200) throw new Mismatch(`PUT ${key} through node ${node.id} (${node.build.label}): ${a.status} ${JSON.stringify(a.body)}`);
+  if (a.status !== 200)
+    throw new Mismatch(
+      `PUT ${key} through node ${node.id} (${node.build.label}): ${a.status} ${JSON.stringify(a.body)}`,
+    );
   expected.set(key, value);
   writes++;
 }
@@ -265,15 +348,25 @@ async function put(node, key, value) {
 /** A value that needs entry format 3: a lone surrogate, sent as JSON through the cas route. */
 async function putExotic(node, key) {
   const value = `x${LONE_SURROGATE}y`;
-  const a = await callUntilDone(node, 'POST', `/kv/${encodeURIComponent(key)}/cas`, { expect: null, value }, `cas ${key}`);
-  if (a.status !== 200) throw new Mismatch(`cas ${key} through node ${node.id} (${node.build.label}): ${a.status} ${JSON.stringify(a.body)}`);
+  const a = await callUntilDone(
+    node,
+    'POST',
+    `/kv/${encodeURIComponent(key)}/cas`,
+    { expect: null, value },
+    `cas ${key}`,
+  );
+  if (a.status !== 200)
+    throw new Mismatch(
+      `cas ${key} through node ${node.id} (${node.build.label}): ${a.status} ${JSON.stringify(a.body)}`,
+    );
   expected.set(key, value);
   writes++;
 }
 
 async function writeThroughEveryNode(tag) {
   for (const node of nodes.values()) {
-    for (let i = 0; i < 5; i++) await put(node, `${tag}-via${node.id}-${i}`, `${node.build.label}-${i}`);
+    for (let i = 0; i < 5; i++)
+      await put(node, `${tag}-via${node.id}-${i}`, `${node.build.label}-${i}`);
     if (settings.exotic) await putExotic(node, `${tag}-via${node.id}-exotic`);
   }
 }
@@ -282,8 +375,17 @@ async function writeThroughEveryNode(tag) {
 async function transferTo(target) {
   const leader = await waitLeader('before a transfer');
   if (leader === target) return;
-  const a = await callUntilDone(leader, 'POST', '/admin/transfer', { id: target.id }, `transfer to ${target.id}`);
-  if (a.status !== 200) throw new Mismatch(`transfer to node ${target.id} refused: ${a.status} ${JSON.stringify(a.body)}`);
+  const a = await callUntilDone(
+    leader,
+    'POST',
+    '/admin/transfer',
+    { id: target.id },
+    `transfer to ${target.id}`,
+  );
+  if (a.status !== 200)
+    throw new Mismatch(
+      `transfer to node ${target.id} refused: ${a.status} ${JSON.stringify(a.body)}`,
+    );
   await waitLeader(`node ${target.id} after a transfer`, (n) => n === target);
 }
 
@@ -308,8 +410,10 @@ async function catchUpBySnapshot(tag, behindBuild) {
   startNode(follower, follower.build);
   await waitServing(follower);
   await waitApplied(follower, leaderStatus.commitIndex);
-  say(`  node ${follower.id} (${behindBuild}, stopped at ${before}) caught up to ${leaderStatus.commitIndex} by the snapshot ` +
-    `at ${leaderStatus.snapshot.index} of node ${leader.id} (${leader.build.label})`);
+  say(
+    `  node ${follower.id} (${behindBuild}, stopped at ${before}) caught up to ${leaderStatus.commitIndex} by the snapshot ` +
+      `at ${leaderStatus.snapshot.index} of node ${leader.id} (${leader.build.label})`,
+  );
 }
 
 /**
@@ -321,12 +425,20 @@ async function catchUpBySnapshot(tag, behindBuild) {
 async function writeUntilSnapshotPast(leader, index, tag) {
   const trailing = leader.build.trailing;
   for (let i = 0; ; i += BEHIND_CONCURRENCY) {
-    await Promise.all(Array.from({ length: BEHIND_CONCURRENCY }, (_, j) => put(leader, `${tag}-behind-${(i + j) % 32}`, `v${i + j}`)));
+    await Promise.all(
+      Array.from({ length: BEHIND_CONCURRENCY }, (_, j) =>
+        put(leader, `${tag}-behind-${(i + j) % 32}`, `v${i + j}`),
+      ),
+    );
     if (i % 64 !== 0) continue;
     const s = await status(leader);
     if (s && s.snapshot.index - trailing > index) return s;
-    if (i > MAX_BEHIND_WRITES) throw new Mismatch(`the leader took no snapshot past entry ${index + trailing} in ${i} writes: ${JSON.stringify(s)}`);
-    if (s && s.commitIndex - trailing > index + 32) await callUntilDone(leader, 'POST', '/admin/snapshot', undefined, 'a snapshot');
+    if (i > MAX_BEHIND_WRITES)
+      throw new Mismatch(
+        `the leader took no snapshot past entry ${index + trailing} in ${i} writes: ${JSON.stringify(s)}`,
+      );
+    if (s && s.commitIndex - trailing > index + 32)
+      await callUntilDone(leader, 'POST', '/admin/snapshot', undefined, 'a snapshot');
   }
 }
 
@@ -336,7 +448,10 @@ async function waitApplied(node, index) {
     checkCrashes();
     const s = await status(node);
     if (s && s.appliedIndex >= index) return;
-    if (Date.now() > deadline) throw new Mismatch(`node ${node.id} (${node.build.label}) did not apply up to ${index} within 30 s (at ${s?.appliedIndex})`);
+    if (Date.now() > deadline)
+      throw new Mismatch(
+        `node ${node.id} (${node.build.label}) did not apply up to ${index} within 30 s (at ${s?.appliedIndex})`,
+      );
     await sleep(100);
   }
 }
@@ -359,14 +474,27 @@ async function compareNodes() {
   for (;;) {
     checkCrashes();
     statuses = await Promise.all([...nodes.values()].map(status));
-    if (statuses.every((s) => s && s.appliedIndex === statuses[0].appliedIndex && s.appliedIndex >= commitIndex)) break;
-    if (Date.now() > deadline) throw new Mismatch(`nodes not at one applied index within 30 s: ${statuses.map((s) => s?.appliedIndex).join(', ')}`);
+    if (
+      statuses.every(
+        (s) => s && s.appliedIndex === statuses[0].appliedIndex && s.appliedIndex >= commitIndex,
+      )
+    )
+      break;
+    if (Date.now() > deadline)
+      throw new Mismatch(
+        `nodes not at one applied index within 30 s: ${statuses.map((s) => s?.appliedIndex).join(', ')}`,
+      );
     await sleep(200);
   }
   const hashes = new Set(statuses.map((s) => JSON.stringify(s.effects)));
-  if (hashes.size !== 1) throw new Mismatch(`effects differ at applied index ${statuses[0].appliedIndex}: ${statuses.map((s, i) => `node ${i + 1} ${JSON.stringify(s.effects)}`).join('; ')}`);
+  if (hashes.size !== 1)
+    throw new Mismatch(
+      `effects differ at applied index ${statuses[0].appliedIndex}: ${statuses.map((s, i) => `node ${i + 1} ${JSON.stringify(s.effects)}`).join('; ')}`,
+    );
   for (const node of nodes.values()) await readBackEveryWrite(node);
-  say(`all nodes at applied index ${statuses[0].appliedIndex}, effects equal, ${expected.size} keys read back from each`);
+  say(
+    `all nodes at applied index ${statuses[0].appliedIndex}, effects equal, ${expected.size} keys read back from each`,
+  );
 }
 
 async function readBackEveryWrite(node) {
@@ -375,23 +503,33 @@ async function readBackEveryWrite(node) {
   for (const [key, value] of expected) {
     const a = await call(node, 'GET', `/kv/${encodeURIComponent(key)}?consistency=stale`);
     if (a.status !== 200 || a.body.value !== value) {
-      if (!wrong) example = `${key}: ${a.status} ${JSON.stringify(a.body)} (expected ${JSON.stringify(value)})`;
+      if (!wrong)
+        example = `${key}: ${a.status} ${JSON.stringify(a.body)} (expected ${JSON.stringify(value)})`;
       wrong++;
     }
   }
-  if (wrong) throw new Mismatch(`node ${node.id} (${node.build.label}) has ${wrong} of ${expected.size} keys wrong, e.g. ${example}`);
+  if (wrong)
+    throw new Mismatch(
+      `node ${node.id} (${node.build.label}) has ${wrong} of ${expected.size} keys wrong, e.g. ${example}`,
+    );
 }
 
 // ---- main -------------------------------------------------------------------------------
 async function main() {
   const { builds, exotic, keep } = options();
   const root = mkdtempSync(join(tmpdir(), 'prevail-mixed-'));
-  say(`old: ${builds.old.dir} (${builds.old.rev}); new: ${builds.new.dir} (${builds.new.rev}); data and logs in ${root}`);
+  say(
+    `old: ${builds.old.dir} (${builds.old.rev}); new: ${builds.new.dir} (${builds.new.rev}); data and logs in ${root}`,
+  );
   for (let id = 1; id <= 3; id++) {
     const [raft, http, channel] = [await freePort(), await freePort(), await freePort()];
     nodes.set(id, {
-      id, raft: `127.0.0.1:${raft}`, http: `127.0.0.1:${http}`, channel: `127.0.0.1:${channel}`,
-      dataDir: join(root, `n${id}`), log: join(root, `node-${id}.log`),
+      id,
+      raft: `127.0.0.1:${raft}`,
+      http: `127.0.0.1:${http}`,
+      channel: `127.0.0.1:${channel}`,
+      dataDir: join(root, `n${id}`),
+      log: join(root, `node-${id}.log`),
     });
   }
   settings = { exotic, clusterFlag: [...nodes.values()].map((n) => `${n.id}=${n.raft}`).join(',') };
@@ -425,7 +563,11 @@ async function main() {
 }
 
 process.on('exit', killAll);
-for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => { killAll(); process.exit(130); });
+for (const signal of ['SIGINT', 'SIGTERM'])
+  process.on(signal, () => {
+    killAll();
+    process.exit(130);
+  });
 setTimeout(() => {
   console.error(`mixed-cluster: FAIL: the run did not finish within ${RUN_LIMIT_MS / 1000} s`);
   killAll();

@@ -25,9 +25,15 @@ export class ClosureRegistry {
    *   sweepEveryMs: how often expired links are purged in the background (default 1 minute; 0: never);
    *   now: the clock (for tests).
    */
-  constructor({ ttlMs = 30 * 60_000, maxEntries = 10_000, sweepEveryMs = 60_000, now = Date.now } = {}) {
+  constructor({
+    ttlMs = 30 * 60_000,
+    maxEntries = 10_000,
+    sweepEveryMs = 60_000,
+    now = Date.now,
+  } = {}) {
     if (!(ttlMs > 0)) throw new RangeError('ttlMs must be positive');
-    if (!Number.isInteger(maxEntries) || maxEntries < 1) throw new RangeError('maxEntries must be a positive integer');
+    if (!Number.isInteger(maxEntries) || maxEntries < 1)
+      throw new RangeError('maxEntries must be a positive integer');
     this.#ttlMs = ttlMs;
     this.#maxEntries = maxEntries;
     this.#now = now;
@@ -37,8 +43,12 @@ export class ClosureRegistry {
     }
   }
 
-  get ttlMs() { return this.#ttlMs; }
-  get size() { return this.#entries.size; }
+  get ttlMs() {
+    return this.#ttlMs;
+  }
+  get size() {
+    return this.#entries.size;
+  }
 
   /**
    * Registers `fn` and returns its URL path, `/c/<id>`. `fn(call)` is invoked with
@@ -57,8 +67,11 @@ export class ClosureRegistry {
 
   /** The id in a `/c/<id>` path, or null when the path is not a closure link. */
   static idOf(path) {
-    return path.startsWith(PREFIX) && path.length > PREFIX.length && !path.includes('/', PREFIX.length)
-      ? path.slice(PREFIX.length) : null;
+    return path.startsWith(PREFIX) &&
+      path.length > PREFIX.length &&
+      !path.includes('/', PREFIX.length)
+      ? path.slice(PREFIX.length)
+      : null;
   }
 
   /**
@@ -75,7 +88,8 @@ export class ClosureRegistry {
     }
     this.#entries.delete(id);
     this.#entries.set(id, entry);
-    return (call = {}) => entry.fn({ ...call, revoke: () => this.revoke(id), expiresAt: entry.expiresAt });
+    return (call = {}) =>
+      entry.fn({ ...call, revoke: () => this.revoke(id), expiresAt: entry.expiresAt });
   }
 
   revoke(id) {

@@ -18,9 +18,12 @@ const root = process.env.DATA_DIR ?? './data/cluster';
 const restartMs = Number(process.env.RESTART_MS ?? 2000);
 const SIZE = 3;
 
-const members = Array.from({ length: SIZE }, (_, i) => ({ id: i + 1, address: `127.0.0.1:${raftBase + i}` }));
+const members = Array.from({ length: SIZE }, (_, i) => ({
+  id: i + 1,
+  address: `127.0.0.1:${raftBase + i}`,
+}));
 const clusterSpec = members.map((m) => `${m.id}=${m.address}`).join(',');
-const nodes = new Map();  // id → { child, url }
+const nodes = new Map(); // id → { child, url }
 let stopping = false;
 
 function log(line) {
@@ -31,8 +34,14 @@ function start(id) {
   const dataDir = join(root, `n${id}`);
   mkdirSync(dataDir, { recursive: true });
   const port = httpBase + id - 1;
-  const env = { ...process.env, NODE_ID: String(id), CLUSTER: clusterSpec, PORT: String(port), DATA_DIR: dataDir };
-  delete env.RAFT_ADDRESS;  // each node's comes from CLUSTER
+  const env = {
+    ...process.env,
+    NODE_ID: String(id),
+    CLUSTER: clusterSpec,
+    PORT: String(port),
+    DATA_DIR: dataDir,
+  };
+  delete env.RAFT_ADDRESS; // each node's comes from CLUSTER
   const child = spawn(process.execPath, [server], {
     env,
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -42,12 +51,19 @@ function start(id) {
   child.stdout.on('data', (chunk) => {
     for (const line of chunk.toString().split('\n')) if (line) console.log(`[node ${id}] ${line}`);
   });
-  log(`node ${id}: pid ${child.pid}, ${node.url}/ (admin page ${node.url}/admin), raft ${members[id - 1].address}, data ${dataDir}`);
+  log(
+    `node ${id}: pid ${child.pid}, ${node.url}/ (admin page ${node.url}/admin), raft ${members[id - 1].address}, data ${dataDir}`,
+  );
   child.once('exit', (code, signal) => {
     if (nodes.get(id)?.child === child) nodes.delete(id);
     if (stopping) return;
-    log(`node ${id} (pid ${child.pid}) exited (${signal ?? code})${restartMs > 0 ? `; restarting it in ${restartMs} ms` : ''}`);
-    if (restartMs > 0) setTimeout(() => { if (!stopping) start(id); }, restartMs).unref();
+    log(
+      `node ${id} (pid ${child.pid}) exited (${signal ?? code})${restartMs > 0 ? `; restarting it in ${restartMs} ms` : ''}`,
+    );
+    if (restartMs > 0)
+      setTimeout(() => {
+        if (!stopping) start(id);
+      }, restartMs).unref();
   });
 }
 
@@ -55,9 +71,15 @@ function statusOf(url) {
   return new Promise((resolve) => {
     const req = get(`${url}/admin/status.json`, { timeout: 500 }, (res) => {
       let body = '';
-      res.on('data', (c) => { body += c; });
+      res.on('data', (c) => {
+        body += c;
+      });
       res.on('end', () => {
-        try { resolve(JSON.parse(body)); } catch { resolve(null); }
+        try {
+          resolve(JSON.parse(body));
+        } catch {
+          resolve(null);
+        }
       });
     });
     req.on('timeout', () => req.destroy());
@@ -68,7 +90,9 @@ function statusOf(url) {
 // Reports leader changes as the nodes see them.
 let lastLeader = null;
 const watcher = setInterval(async () => {
-  const statuses = (await Promise.all([...nodes.values()].map((n) => statusOf(n.url)))).filter(Boolean);
+  const statuses = (await Promise.all([...nodes.values()].map((n) => statusOf(n.url)))).filter(
+    Boolean,
+  );
   const leaderIds = new Set(statuses.map((s) => s.leader?.id ?? null).filter((x) => x !== null));
   const leader = leaderIds.size === 1 ? [...leaderIds][0] : null;
   if (leader !== lastLeader && leader !== null) {

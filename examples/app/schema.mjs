@@ -23,7 +23,14 @@ export const PRIORITIES = [
 ];
 export const STATUSES = ['open', 'closed'];
 
-export const LIMITS = { handle: 32, name: 80, email: 254, title: 120, body: 10_000, comment: 5_000 };
+export const LIMITS = {
+  handle: 32,
+  name: 80,
+  email: 254,
+  title: 120,
+  body: 10_000,
+  comment: 5_000,
+};
 const HANDLE = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/;
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
@@ -54,7 +61,7 @@ const issues = collection()({
     byStatusCreated: ix.sorted(issueKeys.byStatusCreated),
     byPriority: ix.sorted(issueKeys.byPriority),
     byStatusPriority: ix.sorted(issueKeys.byStatusPriority),
-    byStatusUpdated: ix.sorted(issueKeys.byStatusUpdated),  // stale open issues, oldest first
+    byStatusUpdated: ix.sorted(issueKeys.byStatusUpdated), // stale open issues, oldest first
   }),
 });
 
@@ -89,12 +96,14 @@ function userByHandle(state, value, field, label, { optional = false } = {}) {
 
 function priority(value) {
   const n = Number(value);
-  if (!PRIORITIES.some((p) => p.value === n)) throw new AppError('Pick a priority.', { field: 'priority' });
+  if (!PRIORITIES.some((p) => p.value === n))
+    throw new AppError('Pick a priority.', { field: 'priority' });
   return n;
 }
 
 function status(value) {
-  if (!STATUSES.includes(value)) throw new AppError('Status must be open or closed.', { field: 'status' });
+  if (!STATUSES.includes(value))
+    throw new AppError('Status must be open or closed.', { field: 'status' });
   return value;
 }
 
@@ -106,7 +115,10 @@ function existingIssue(state, id) {
 
 function unchangedSince(issue, rev) {
   if (issue.rev !== rev) {
-    throw new AppError(`Issue #${issue.id} was changed by someone else after you opened this form; nothing was saved.`, { status: 409 });
+    throw new AppError(
+      `Issue #${issue.id} was changed by someone else after you opened this form; nothing was saved.`,
+      { status: 409 },
+    );
   }
 }
 
@@ -114,17 +126,25 @@ export const schema = defineSchema({
   collections: { users, issues, comments, digests },
   commands: {
     createUser(state, args, ctx) {
-      const handle = text(args.handle, 'handle', 'Handle', { min: 2, max: LIMITS.handle }).toLowerCase();
+      const handle = text(args.handle, 'handle', 'Handle', {
+        min: 2,
+        max: LIMITS.handle,
+      }).toLowerCase();
       if (!HANDLE.test(handle)) {
-        throw new AppError('Handle: lowercase letters, digits and inner dashes only.', { field: 'handle' });
+        throw new AppError('Handle: lowercase letters, digits and inner dashes only.', {
+          field: 'handle',
+        });
       }
       const name = text(args.name, 'name', 'Name', { min: 1, max: LIMITS.name });
       const email = text(args.email, 'email', 'Email', { min: 1, max: LIMITS.email }).toLowerCase();
-      if (!EMAIL.test(email)) throw new AppError('Email does not look like an address.', { field: 'email' });
+      if (!EMAIL.test(email))
+        throw new AppError('Email does not look like an address.', { field: 'email' });
       // The unique indexes would refuse these too (PREVAIL_UNIQUE_VIOLATION); checking
       // first gives the user a sentence instead of an index name.
-      if (state.users.byHandle.has(handle)) throw new AppError(`Handle @${handle} is already taken.`, { field: 'handle' });
-      if (state.users.byEmail.has(email)) throw new AppError('That email already has an account.', { field: 'email' });
+      if (state.users.byHandle.has(handle))
+        throw new AppError(`Handle @${handle} is already taken.`, { field: 'handle' });
+      if (state.users.byEmail.has(email))
+        throw new AppError('That email already has an account.', { field: 'email' });
       return state.users.insert({ handle, name, email, createdAt: ctx.timestamp });
     },
 
@@ -132,11 +152,19 @@ export const schema = defineSchema({
       const title = text(args.title, 'title', 'Title', { min: 3, max: LIMITS.title });
       const body = text(args.body, 'body', 'Description', { max: LIMITS.body });
       const author = userByHandle(state, args.author, 'author', 'Reporter');
-      const assignee = userByHandle(state, args.assignee, 'assignee', 'Assignee', { optional: true });
+      const assignee = userByHandle(state, args.assignee, 'assignee', 'Assignee', {
+        optional: true,
+      });
       return state.issues.insert({
-        title, body, authorId: author.id, assigneeId: assignee ? assignee.id : null,
-        priority: priority(args.priority), status: 'open',
-        createdAt: ctx.timestamp, updatedAt: ctx.timestamp, rev: 1,
+        title,
+        body,
+        authorId: author.id,
+        assigneeId: assignee ? assignee.id : null,
+        priority: priority(args.priority),
+        status: 'open',
+        createdAt: ctx.timestamp,
+        updatedAt: ctx.timestamp,
+        rev: 1,
       });
     },
 
@@ -146,18 +174,28 @@ export const schema = defineSchema({
       unchangedSince(issue, args.rev);
       const title = text(args.title, 'title', 'Title', { min: 3, max: LIMITS.title });
       const body = text(args.body, 'body', 'Description', { max: LIMITS.body });
-      const assignee = userByHandle(state, args.assignee, 'assignee', 'Assignee', { optional: true });
+      const assignee = userByHandle(state, args.assignee, 'assignee', 'Assignee', {
+        optional: true,
+      });
       return state.issues.update(issue.id, {
-        title, body, assigneeId: assignee ? assignee.id : null,
-        priority: priority(args.priority), status: status(args.status),
-        updatedAt: ctx.timestamp, rev: issue.rev + 1,
+        title,
+        body,
+        assigneeId: assignee ? assignee.id : null,
+        priority: priority(args.priority),
+        status: status(args.status),
+        updatedAt: ctx.timestamp,
+        rev: issue.rev + 1,
       });
     },
 
     setStatus(state, args, ctx) {
       const issue = existingIssue(state, args.id);
       unchangedSince(issue, args.rev);
-      return state.issues.update(issue.id, { status: status(args.status), updatedAt: ctx.timestamp, rev: issue.rev + 1 });
+      return state.issues.update(issue.id, {
+        status: status(args.status),
+        updatedAt: ctx.timestamp,
+        rev: issue.rev + 1,
+      });
     },
 
     /** Deletes an issue and its comments, atomically. */
@@ -174,9 +212,20 @@ export const schema = defineSchema({
      */
     closeStale(state, args, ctx) {
       const cutoff = ctx.timestamp - Number(args.olderThanMs);
-      const stale = [...state.issues.byStatusUpdated.range({ gte: ['open'], lt: ['open', cutoff], limit: args.limit ?? 100 })];
+      const stale = [
+        ...state.issues.byStatusUpdated.range({
+          gte: ['open'],
+          lt: ['open', cutoff],
+          limit: args.limit ?? 100,
+        }),
+      ];
       for (const issue of stale) {
-        state.issues.update(issue.id, { status: 'closed', closedAsStale: true, updatedAt: ctx.timestamp, rev: issue.rev + 1 });
+        state.issues.update(issue.id, {
+          status: 'closed',
+          closedAsStale: true,
+          updatedAt: ctx.timestamp,
+          rev: issue.rev + 1,
+        });
       }
       return stale.length;
     },
@@ -184,8 +233,10 @@ export const schema = defineSchema({
     /** Records the current counts: proposed every few seconds by a leader job (server.mjs). */
     recordDigest(state, _args, ctx) {
       const digest = {
-        at: ctx.timestamp, users: state.users.size,
-        open: state.issues.byStatus.count('open'), closed: state.issues.byStatus.count('closed'),
+        at: ctx.timestamp,
+        users: state.users.size,
+        open: state.issues.byStatus.count('open'),
+        closed: state.issues.byStatus.count('closed'),
       };
       const current = state.digests.values().next().value;
       return current ? state.digests.update(current.id, digest) : state.digests.insert(digest);
@@ -195,7 +246,12 @@ export const schema = defineSchema({
       const issue = existingIssue(state, args.issueId);
       const author = userByHandle(state, args.author, 'author', 'Author');
       const body = text(args.body, 'body', 'Comment', { min: 1, max: LIMITS.comment });
-      return state.comments.insert({ issueId: issue.id, authorId: author.id, body, createdAt: ctx.timestamp });
+      return state.comments.insert({
+        issueId: issue.id,
+        authorId: author.id,
+        body,
+        createdAt: ctx.timestamp,
+      });
     },
   },
 });

@@ -34,14 +34,21 @@ class HttpError extends Error {
  * `close()` stops the HTTP server and closes the store (idempotent).
  */
 export async function startApp({
-  port = 3000, dataDir = './data', raftAddress = '127.0.0.1:7001', host = '127.0.0.1',
-  closureTtlMs = 30 * 60_000, maxClosures = 10_000,
+  port = 3000,
+  dataDir = './data',
+  raftAddress = '127.0.0.1:7001',
+  host = '127.0.0.1',
+  closureTtlMs = 30 * 60_000,
+  maxClosures = 10_000,
   // Cluster mode: this node's id and every member's { id, address } (the same list on each node).
-  id = 1, cluster = undefined,
+  id = 1,
+  cluster = undefined,
   // Background work, on the leader only: open issues untouched this long are closed by a
   // recurring scheduled command (checked every staleCheckEveryMs); a digest of the counts is
   // recorded every digestEveryMs by a leader job.
-  staleAfterMs = 30 * 24 * 3600_000, staleCheckEveryMs = 60_000, digestEveryMs = 60_000,
+  staleAfterMs = 30 * 24 * 3600_000,
+  staleCheckEveryMs = 60_000,
+  digestEveryMs = 60_000,
 } = {}) {
   const store = await open({ schema, dataDir, address: raftAddress, id, cluster });
   // The cluster's admin page, mounted as any app would (members, leader, lag, live).
@@ -52,8 +59,12 @@ export async function startApp({
   store.onLeader(async function keepStaleSchedule() {
     const current = store.schedules().find((s) => s.id === 'close-stale');
     if (current?.every === staleCheckEveryMs && current.args?.olderThanMs === staleAfterMs) return;
-    await store.schedule('closeStale', { olderThanMs: staleAfterMs }, Date.now() + staleCheckEveryMs,
-      { every: staleCheckEveryMs, id: 'close-stale' });
+    await store.schedule(
+      'closeStale',
+      { olderThanMs: staleAfterMs },
+      Date.now() + staleCheckEveryMs,
+      { every: staleCheckEveryMs, id: 'close-stale' },
+    );
   });
   // A job: runs while this node leads, stops the moment it doesn't; state only through commands.
   store.onLeader(async function digest({ signal }) {
@@ -61,7 +72,14 @@ export async function startApp({
       await store.propose('recordDigest', {}, { signal });
       await new Promise((resolve) => {
         const timer = setTimeout(resolve, digestEveryMs);
-        signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+        signal.addEventListener(
+          'abort',
+          () => {
+            clearTimeout(timer);
+            resolve();
+          },
+          { once: true },
+        );
       });
     }
   });
@@ -74,13 +92,19 @@ export async function startApp({
   const redirect = (location) => ({ status: 303, location });
   const footer = () => {
     const s = store.status();
-    return views.footer({ nodeId: s.id, role: s.role, appliedIndex: s.appliedIndex, ttlMinutes: Math.round(closures.ttlMs / 60_000),
-      digest: view.digests.values().next().value });
+    return views.footer({
+      nodeId: s.id,
+      role: s.role,
+      appliedIndex: s.appliedIndex,
+      ttlMinutes: Math.round(closures.ttlMs / 60_000),
+      digest: view.digests.values().next().value,
+    });
   };
 
   function send(res, r, extraHeaders = {}) {
     const headers = {
-      'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+      'content-security-policy':
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
       // Closure links are capabilities: don't leak them to other sites through Referer.
       'referrer-policy': 'no-referrer',
       'x-content-type-options': 'nosniff',
@@ -92,7 +116,11 @@ export async function startApp({
       return;
     }
     const body = views.layout({ title: r.title, body: r.body, footer: footer() });
-    res.writeHead(r.status, { ...headers, 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+    res.writeHead(r.status, {
+      ...headers,
+      'content-type': 'text/html; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+    });
     res.end(body);
   }
 
@@ -102,15 +130,29 @@ export async function startApp({
       return { result: await store.propose(name, args) };
     } catch (err) {
       if (err?.name === 'AppError') return { error: err };
-      if (err?.code === ErrorCodes.UNIQUE_VIOLATION) return { error: { message: 'That is already taken.', field: null, status: 422 } };
+      if (err?.code === ErrorCodes.UNIQUE_VIOLATION)
+        return { error: { message: 'That is already taken.', field: null, status: 422 } };
       if (err?.mayHaveApplied) {
-        throw new HttpError(503, 'Not confirmed', 'The cluster changed leader while saving this; it may or may not have been saved. Check before trying again.',
-          { headers: { 'retry-after': '1' } });
+        throw new HttpError(
+          503,
+          'Not confirmed',
+          'The cluster changed leader while saving this; it may or may not have been saved. Check before trying again.',
+          { headers: { 'retry-after': '1' } },
+        );
       }
-      if (err?.code === ErrorCodes.CLOSED || err?.code === ErrorCodes.NOT_LEADER || err?.code === ErrorCodes.LEADERSHIP_LOST ||
-          err?.code === ErrorCodes.UNAVAILABLE || err?.code === ErrorCodes.TIMEOUT) {
-        throw new HttpError(503, 'Not available', 'This server is shutting down or not the leader; nothing was saved for sure. Try again in a moment.',
-          { headers: { 'retry-after': '1' } });
+      if (
+        err?.code === ErrorCodes.CLOSED ||
+        err?.code === ErrorCodes.NOT_LEADER ||
+        err?.code === ErrorCodes.LEADERSHIP_LOST ||
+        err?.code === ErrorCodes.UNAVAILABLE ||
+        err?.code === ErrorCodes.TIMEOUT
+      ) {
+        throw new HttpError(
+          503,
+          'Not available',
+          'This server is shutting down or not the leader; nothing was saved for sure. Try again in a moment.',
+          { headers: { 'retry-after': '1' } },
+        );
       }
       throw err;
     }
@@ -118,24 +160,37 @@ export async function startApp({
 
   // ---- data for the views ------------------------------------------------------------
 
-  const userById = (id) => (id === null || id === undefined ? null : view.users.get(id) ?? null);
+  const userById = (id) => (id === null || id === undefined ? null : (view.users.get(id) ?? null));
   const allUsers = () => [...view.users.values()].sort((a, b) => (a.handle < b.handle ? -1 : 1));
   const newestFirst = (a, b) => b.createdAt - a.createdAt || b.id - a.id;
 
   /** A table row for an issue, with edit/delete links that capture this very object. */
   function row(issue) {
     return views.issueRow({
-      issue, author: userById(issue.authorId), assignee: userById(issue.assigneeId),
+      issue,
+      author: userById(issue.authorId),
+      assignee: userById(issue.assigneeId),
       comments: view.comments.byIssue.count(issue.id),
       actions: { edit: editLink(issue), delete: deleteLink(issue) },
     });
   }
 
-  const issueGone = (issue) => page('Deleted',
-    views.messagePage({ heading: 'Deleted', text: `Issue #${issue.id} (“${issue.title}”) no longer exists.`, links: [['/', 'All issues']] }), 404);
+  const issueGone = (issue) =>
+    page(
+      'Deleted',
+      views.messagePage({
+        heading: 'Deleted',
+        text: `Issue #${issue.id} (“${issue.title}”) no longer exists.`,
+        links: [['/', 'All issues']],
+      }),
+      404,
+    );
 
   const fromIssue = (issue) => ({
-    title: issue.title, body: issue.body, priority: issue.priority, status: issue.status,
+    title: issue.title,
+    body: issue.body,
+    priority: issue.priority,
+    status: issue.status,
     assignee: userById(issue.assigneeId)?.handle ?? '',
   });
 
@@ -145,9 +200,19 @@ export async function startApp({
     return closures.link(async ({ method, form, revoke, self }) => {
       const current = view.issues.get(issue.id);
       if (!current) return issueGone(issue);
-      const formPage = (values, error, status = 200) => page(`Edit #${issue.id}`, views.issueForm({
-        action: self, values, users: allUsers(), error, issue, stale: current.rev !== issue.rev && !error,
-      }), status);
+      const formPage = (values, error, status = 200) =>
+        page(
+          `Edit #${issue.id}`,
+          views.issueForm({
+            action: self,
+            values,
+            users: allUsers(),
+            error,
+            issue,
+            stale: current.rev !== issue.rev && !error,
+          }),
+          status,
+        );
       if (method === 'GET') return formPage(fromIssue(issue));
       const values = pick(form, ['title', 'body', 'assignee', 'priority', 'status']);
       const { error } = await run('updateIssue', { id: issue.id, rev: issue.rev, ...values });
@@ -163,15 +228,23 @@ export async function startApp({
       if (!view.issues.has(issue.id)) return issueGone(issue);
       if (method === 'GET') {
         const n = view.comments.byIssue.count(issue.id);
-        return page(`Delete #${issue.id}?`, views.confirmPage({
-          heading: `Delete #${issue.id}?`,
-          text: `“${issue.title}” and its ${n} comment${n === 1 ? '' : 's'} will be deleted.`,
-          action: self, button: 'Delete', cancel: `/issues/${issue.id}`,
-        }));
+        return page(
+          `Delete #${issue.id}?`,
+          views.confirmPage({
+            heading: `Delete #${issue.id}?`,
+            text: `“${issue.title}” and its ${n} comment${n === 1 ? '' : 's'} will be deleted.`,
+            action: self,
+            button: 'Delete',
+            cancel: `/issues/${issue.id}`,
+          }),
+        );
       }
       const { error } = await run('deleteIssue', { id: issue.id });
       if (error?.status === 404) return issueGone(issue);
-      if (error) throw new HttpError(error.status ?? 422, 'Not deleted', error.message, { links: [[`/issues/${issue.id}`, 'Back']] });
+      if (error)
+        throw new HttpError(error.status ?? 422, 'Not deleted', error.message, {
+          links: [[`/issues/${issue.id}`, 'Back']],
+        });
       revoke();
       return redirect('/');
     });
@@ -182,10 +255,19 @@ export async function startApp({
     const verb = to === 'closed' ? 'Close' : 'Reopen';
     return closures.link(async ({ method, revoke, self }) => {
       if (!view.issues.has(issue.id)) return issueGone(issue);
-      const confirm = (error, status = 200) => page(`${verb} #${issue.id}?`, views.confirmPage({
-        heading: `${verb} #${issue.id}?`, text: `“${issue.title}” is ${issue.status}.`, action: self,
-        button: verb, cancel: `/issues/${issue.id}`, error,
-      }), status);
+      const confirm = (error, status = 200) =>
+        page(
+          `${verb} #${issue.id}?`,
+          views.confirmPage({
+            heading: `${verb} #${issue.id}?`,
+            text: `“${issue.title}” is ${issue.status}.`,
+            action: self,
+            button: verb,
+            cancel: `/issues/${issue.id}`,
+            error,
+          }),
+          status,
+        );
       if (method === 'GET') return confirm();
       const { error } = await run('setStatus', { id: issue.id, rev: issue.rev, status: to });
       if (error?.status === 404) return issueGone(issue);
@@ -204,9 +286,14 @@ export async function startApp({
       status: oneOf(q.get('status'), ['open', 'closed', 'all'], 'open'),
       per: pageSize(q.get('per')),
     };
-    const indexName = query.status === 'all'
-      ? (query.sort === 'priority' ? 'byPriority' : 'byCreated')
-      : (query.sort === 'priority' ? 'byStatusPriority' : 'byStatusCreated');
+    const indexName =
+      query.status === 'all'
+        ? query.sort === 'priority'
+          ? 'byPriority'
+          : 'byCreated'
+        : query.sort === 'priority'
+          ? 'byStatusPriority'
+          : 'byStatusCreated';
     const index = view.issues[indexName];
     const keyOf = issueKeys[indexName];
     const keyLength = keyOf({ status: '', priority: 0, createdAt: 0, id: 0 }).length;
@@ -235,79 +322,162 @@ export async function startApp({
       const s = p.toString();
       return s ? `/?${s}` : '/';
     };
-    const prev = first && scan(false, keyOf(first), 1).length ? link({ before: encodeCursor(keyOf(first)) }) : null;
-    const next = last && scan(true, keyOf(last), 1).length ? link({ after: encodeCursor(keyOf(last)) }) : null;
-    const counts = { open: view.issues.byStatus.count('open'), closed: view.issues.byStatus.count('closed'), all: view.issues.size };
-    return page('Issues', views.listPage({ rows: items.map(row), counts, query, link, prev, next, cursorGiven: Boolean(after || before) }));
+    const prev =
+      first && scan(false, keyOf(first), 1).length
+        ? link({ before: encodeCursor(keyOf(first)) })
+        : null;
+    const next =
+      last && scan(true, keyOf(last), 1).length ? link({ after: encodeCursor(keyOf(last)) }) : null;
+    const counts = {
+      open: view.issues.byStatus.count('open'),
+      closed: view.issues.byStatus.count('closed'),
+      all: view.issues.size,
+    };
+    return page(
+      'Issues',
+      views.listPage({
+        rows: items.map(row),
+        counts,
+        query,
+        link,
+        prev,
+        next,
+        cursorGiven: Boolean(after || before),
+      }),
+    );
   }
 
   function issueDetail(id, commentForm = { values: {} }, status = 200) {
     const issue = view.issues.get(id);
-    if (!issue) throw new HttpError(404, 'Not found', `There is no issue #${id}; it may have been deleted.`, { links: [['/', 'All issues']] });
-    const comments = view.comments.byIssue.get(issue.id)
+    if (!issue)
+      throw new HttpError(404, 'Not found', `There is no issue #${id}; it may have been deleted.`, {
+        links: [['/', 'All issues']],
+      });
+    const comments = view.comments.byIssue
+      .get(issue.id)
       .sort((a, b) => a.createdAt - b.createdAt || a.id - b.id)
       .map((comment) => ({ comment, author: userById(comment.authorId) }));
-    return page(`#${issue.id} ${issue.title}`, views.issuePage({
-      issue, author: userById(issue.authorId), assignee: userById(issue.assigneeId), comments, users: allUsers(), commentForm,
-      actions: { edit: editLink(issue), delete: deleteLink(issue), toggle: toggleLink(issue) },
-    }), status);
+    return page(
+      `#${issue.id} ${issue.title}`,
+      views.issuePage({
+        issue,
+        author: userById(issue.authorId),
+        assignee: userById(issue.assigneeId),
+        comments,
+        users: allUsers(),
+        commentForm,
+        actions: { edit: editLink(issue), delete: deleteLink(issue), toggle: toggleLink(issue) },
+      }),
+      status,
+    );
   }
 
   function userDetail(handle) {
     const user = view.users.byHandle.get(handle.toLowerCase());
-    if (!user) throw new HttpError(404, 'Not found', `Nobody here goes by @${handle}.`, { links: [['/users', 'People']] });
-    return page(`@${user.handle}`, views.userPage({
-      user,
-      reported: view.issues.byAuthor.get(user.id).sort(newestFirst).map(row),
-      assigned: view.issues.byAssignee.get(user.id).sort(newestFirst).map(row),
-      comments: view.comments.byAuthor.count(user.id),
-    }));
+    if (!user)
+      throw new HttpError(404, 'Not found', `Nobody here goes by @${handle}.`, {
+        links: [['/users', 'People']],
+      });
+    return page(
+      `@${user.handle}`,
+      views.userPage({
+        user,
+        reported: view.issues.byAuthor.get(user.id).sort(newestFirst).map(row),
+        assigned: view.issues.byAssignee.get(user.id).sort(newestFirst).map(row),
+        comments: view.comments.byAuthor.count(user.id),
+      }),
+    );
   }
 
   // ---- routes ------------------------------------------------------------------------
 
   const routes = [
     ['GET', /^\/$/, (ctx) => listIssues(ctx.url)],
-    ['GET', /^\/issues\/new$/, () => page('New issue', views.issueForm({ action: '/issues', values: {}, users: allUsers() }))],
-    ['POST', /^\/issues$/, async ({ req }) => {
-      const values = pick(await readForm(req), ['title', 'body', 'author', 'assignee', 'priority']);
-      const { result, error } = await run('createIssue', values);
-      if (error) return page('New issue', views.issueForm({ action: '/issues', values, users: allUsers(), error }), error.status ?? 422);
-      return redirect(`/issues/${result.id}`);
-    }],
+    [
+      'GET',
+      /^\/issues\/new$/,
+      () =>
+        page('New issue', views.issueForm({ action: '/issues', values: {}, users: allUsers() })),
+    ],
+    [
+      'POST',
+      /^\/issues$/,
+      async ({ req }) => {
+        const values = pick(await readForm(req), [
+          'title',
+          'body',
+          'author',
+          'assignee',
+          'priority',
+        ]);
+        const { result, error } = await run('createIssue', values);
+        if (error)
+          return page(
+            'New issue',
+            views.issueForm({ action: '/issues', values, users: allUsers(), error }),
+            error.status ?? 422,
+          );
+        return redirect(`/issues/${result.id}`);
+      },
+    ],
     ['GET', /^\/issues\/(\d{1,15})$/, ({ params }) => issueDetail(Number(params[0]))],
-    ['POST', /^\/issues\/(\d{1,15})\/comments$/, async ({ req, params }) => {
-      const id = Number(params[0]);
-      const values = pick(await readForm(req), ['author', 'body']);
-      const { result, error } = await run('addComment', { issueId: id, ...values });
-      if (error?.status === 404) throw new HttpError(404, 'Not found', error.message, { links: [['/', 'All issues']] });
-      if (error) return issueDetail(id, { values, error }, error.status ?? 422);
-      return redirect(`/issues/${id}#comment-${result.id}`);
-    }],
-    ['GET', /^\/users$/, () => page('People', views.usersPage({
-      rows: [...view.users.values()].map((user) => ({ user, reported: view.issues.byAuthor.count(user.id) })),
-    }))],
+    [
+      'POST',
+      /^\/issues\/(\d{1,15})\/comments$/,
+      async ({ req, params }) => {
+        const id = Number(params[0]);
+        const values = pick(await readForm(req), ['author', 'body']);
+        const { result, error } = await run('addComment', { issueId: id, ...values });
+        if (error?.status === 404)
+          throw new HttpError(404, 'Not found', error.message, { links: [['/', 'All issues']] });
+        if (error) return issueDetail(id, { values, error }, error.status ?? 422);
+        return redirect(`/issues/${id}#comment-${result.id}`);
+      },
+    ],
+    [
+      'GET',
+      /^\/users$/,
+      () =>
+        page(
+          'People',
+          views.usersPage({
+            rows: [...view.users.values()].map((user) => ({
+              user,
+              reported: view.issues.byAuthor.count(user.id),
+            })),
+          }),
+        ),
+    ],
     ['GET', /^\/users\/new$/, () => page('Join', views.userForm({ values: {} }))],
-    ['POST', /^\/users$/, async ({ req }) => {
-      const values = pick(await readForm(req), ['handle', 'name', 'email']);
-      const { result, error } = await run('createUser', values);
-      if (error) return page('Join', views.userForm({ values, error }), error.status ?? 422);
-      return redirect(`/u/${encodeURIComponent(result.handle)}`);
-    }],
+    [
+      'POST',
+      /^\/users$/,
+      async ({ req }) => {
+        const values = pick(await readForm(req), ['handle', 'name', 'email']);
+        const { result, error } = await run('createUser', values);
+        if (error) return page('Join', views.userForm({ values, error }), error.status ?? 422);
+        return redirect(`/u/${encodeURIComponent(result.handle)}`);
+      },
+    ],
     ['GET', /^\/u\/([^/]{1,64})$/, ({ params }) => userDetail(safeDecode(params[0]))],
   ];
 
   async function closureRoute(req, id) {
     if (req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'POST') {
-      throw new HttpError(405, 'Method not allowed', `${req.method} is not supported here.`, { headers: { allow: 'GET, HEAD, POST' } });
+      throw new HttpError(405, 'Method not allowed', `${req.method} is not supported here.`, {
+        headers: { allow: 'GET, HEAD, POST' },
+      });
     }
     const fn = closures.resolve(id);
     if (!fn) {
-      throw new HttpError(410, 'This link has expired',
+      throw new HttpError(
+        410,
+        'This link has expired',
         'Action links like this one live in the memory of the server that made them: they last ' +
-        `${Math.round(closures.ttlMs / 60_000)} minutes, stop working once their action is done, and vanish when the server restarts. ` +
-        'Nothing was changed. Open the page again to get a fresh link.',
-        { links: [['/', 'All issues']], headers: { 'cache-control': 'no-store' } });
+          `${Math.round(closures.ttlMs / 60_000)} minutes, stop working once their action is done, and vanish when the server restarts. ` +
+          'Nothing was changed. Open the page again to get a fresh link.',
+        { links: [['/', 'All issues']], headers: { 'cache-control': 'no-store' } },
+      );
     }
     const form = req.method === 'POST' ? await readForm(req) : null;
     return fn({ method: req.method === 'HEAD' ? 'GET' : req.method, form, self: `/c/${id}` });
@@ -321,7 +491,11 @@ export async function startApp({
       throw new HttpError(400, 'Bad request', 'That URL cannot be parsed.');
     }
     const closureId = ClosureRegistry.idOf(url.pathname);
-    if (closureId !== null) return { response: await closureRoute(req, closureId), headers: { 'cache-control': 'no-store' } };
+    if (closureId !== null)
+      return {
+        response: await closureRoute(req, closureId),
+        headers: { 'cache-control': 'no-store' },
+      };
     const method = req.method === 'HEAD' ? 'GET' : req.method;
     const allowed = [];
     for (const [m, pattern, fn] of routes) {
@@ -331,23 +505,44 @@ export async function startApp({
       allowed.push(m);
     }
     if (allowed.length) {
-      throw new HttpError(405, 'Method not allowed', `${req.method} is not supported here.`, { headers: { allow: allowed.join(', ') } });
+      throw new HttpError(405, 'Method not allowed', `${req.method} is not supported here.`, {
+        headers: { allow: allowed.join(', ') },
+      });
     }
-    throw new HttpError(404, 'Not found', 'There is no page here.', { links: [['/', 'All issues']] });
+    throw new HttpError(404, 'Not found', 'There is no page here.', {
+      links: [['/', 'All issues']],
+    });
   }
 
   const server = createServer((req, res) => {
     if (admin(req, res)) return;
-    handle(req, res).then(({ response, headers }) => send(res, response, headers), (err) => {
-      if (!(err instanceof HttpError)) {
-        console.error(`${req.method} ${req.url}:`, err);
-        err = new HttpError(500, 'Something went wrong', 'The server failed on this request; the error is in its log.');
-      }
-      if (res.headersSent) { res.destroy(); return; }
-      const close = err.status === 413 || err.status === 415 ? { connection: 'close' } : {};
-      send(res, page(err.heading, views.messagePage({ heading: err.heading, text: err.message, links: err.links }), err.status),
-        { ...err.headers, ...close });
-    });
+    handle(req, res).then(
+      ({ response, headers }) => send(res, response, headers),
+      (err) => {
+        if (!(err instanceof HttpError)) {
+          console.error(`${req.method} ${req.url}:`, err);
+          err = new HttpError(
+            500,
+            'Something went wrong',
+            'The server failed on this request; the error is in its log.',
+          );
+        }
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        const close = err.status === 413 || err.status === 415 ? { connection: 'close' } : {};
+        send(
+          res,
+          page(
+            err.heading,
+            views.messagePage({ heading: err.heading, text: err.message, links: err.links }),
+            err.status,
+          ),
+          { ...err.headers, ...close },
+        );
+      },
+    );
   });
   server.headersTimeout = 20_000;
   server.requestTimeout = 60_000;
@@ -355,7 +550,10 @@ export async function startApp({
   try {
     await new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen(port, host, () => { server.off('error', reject); resolve(); });
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
   } catch (err) {
     closures.close();
@@ -372,7 +570,7 @@ export async function startApp({
     closures,
     close() {
       closing ??= (async () => {
-        admin.close();  // ends the admin page's event streams, which would hold server.close() open
+        admin.close(); // ends the admin page's event streams, which would hold server.close() open
         const stopped = new Promise((resolve) => server.close(resolve));
         server.closeIdleConnections();
         // Requests in progress get a moment to finish; then their connections are cut.
@@ -398,16 +596,25 @@ function readForm(req) {
     return Promise.reject(err);
   };
   if (type !== 'application/x-www-form-urlencoded') {
-    return refuse(new HttpError(415, 'Unsupported form', 'Send forms as application/x-www-form-urlencoded.'));
+    return refuse(
+      new HttpError(415, 'Unsupported form', 'Send forms as application/x-www-form-urlencoded.'),
+    );
   }
-  const tooLarge = new HttpError(413, 'Too large', `Forms are limited to ${BODY_LIMIT / 1024} KiB. Nothing was saved.`);
+  const tooLarge = new HttpError(
+    413,
+    'Too large',
+    `Forms are limited to ${BODY_LIMIT / 1024} KiB. Nothing was saved.`,
+  );
   if (Number(req.headers['content-length'] ?? 0) > BODY_LIMIT) return refuse(tooLarge);
   return new Promise((resolve, reject) => {
     const chunks = [];
     let size = 0;
     const onData = (chunk) => {
       size += chunk.length;
-      if (size <= BODY_LIMIT) { chunks.push(chunk); return; }
+      if (size <= BODY_LIMIT) {
+        chunks.push(chunk);
+        return;
+      }
       req.off('data', onData).off('end', onEnd);
       req.resume();
       reject(tooLarge);
@@ -449,9 +656,14 @@ function decodeCursor(value, length) {
   } catch {
     key = null;
   }
-  if (!Array.isArray(key) || key.length !== length ||
-      !key.every((k) => typeof k === 'string' || (typeof k === 'number' && Number.isFinite(k)))) {
-    throw new HttpError(400, 'Bad request', 'That page link is not valid.', { links: [['/', 'First page']] });
+  if (
+    !Array.isArray(key) ||
+    key.length !== length ||
+    !key.every((k) => typeof k === 'string' || (typeof k === 'number' && Number.isFinite(k)))
+  ) {
+    throw new HttpError(400, 'Bad request', 'That page link is not valid.', {
+      links: [['/', 'First page']],
+    });
   }
   return key;
 }
@@ -460,7 +672,10 @@ function decodeCursor(value, length) {
 
 function isMain() {
   try {
-    return process.argv[1] !== undefined && pathToFileURL(realpathSync(process.argv[1])).href === import.meta.url;
+    return (
+      process.argv[1] !== undefined &&
+      pathToFileURL(realpathSync(process.argv[1])).href === import.meta.url
+    );
   } catch {
     return false;
   }
@@ -479,11 +694,18 @@ if (isMain()) {
     return { id: Number(id), address };
   });
   const id = Number(process.env.NODE_ID ?? 1);
-  const raftAddress = process.env.RAFT_ADDRESS || (cluster?.find((m) => m.id === id)?.address ?? '127.0.0.1:7001');
+  const raftAddress =
+    process.env.RAFT_ADDRESS || (cluster?.find((m) => m.id === id)?.address ?? '127.0.0.1:7001');
   const ms = (name) => (process.env[name] === undefined ? undefined : Number(process.env[name]));
   const app = await startApp({
-    port, dataDir, raftAddress, id, cluster,
-    staleAfterMs: ms('STALE_AFTER_MS'), staleCheckEveryMs: ms('STALE_CHECK_EVERY_MS'), digestEveryMs: ms('DIGEST_EVERY_MS'),
+    port,
+    dataDir,
+    raftAddress,
+    id,
+    cluster,
+    staleAfterMs: ms('STALE_AFTER_MS'),
+    staleCheckEveryMs: ms('STALE_CHECK_EVERY_MS'),
+    digestEveryMs: ms('DIGEST_EVERY_MS'),
   });
   console.log(`prevail issues listening on ${app.url}/ (data in ${dataDir})`);
   for (const signal of ['SIGINT', 'SIGTERM']) {

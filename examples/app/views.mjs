@@ -3,8 +3,12 @@
 import { LIMITS, PRIORITIES } from './schema.mjs';
 
 class Html {
-  constructor(s) { this.s = s; }
-  toString() { return this.s; }
+  constructor(s) {
+    this.s = s;
+  }
+  toString() {
+    return this.s;
+  }
 }
 
 const ESCAPES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
@@ -55,17 +59,23 @@ ${render(body)}
 
 export function footer({ nodeId, role, appliedIndex, ttlMinutes, digest }) {
   const counts = digest
-    ? html` · digest ${when(digest.at)}: <span class="digest">${digest.open} open, ${digest.closed} closed, ${digest.users} people</span>`
+    ? html` · digest ${when(digest.at)}:
+        <span class="digest"
+          >${digest.open} open, ${digest.closed} closed, ${digest.users} people</span
+        >`
     : '';
-  return html`node ${nodeId} · ${role} · applied log index ${appliedIndex}${counts}.
-Every change is a command in the Raft log, saved before the page answers.
-Action links (<code>/c/…</code>) are closures held in this server process's memory:
-they work on this node only, for ${ttlMinutes} minutes, and vanish when the server restarts.`;
+  return html`node ${nodeId} · ${role} · applied log index ${appliedIndex}${counts}. Every change is
+  a command in the Raft log, saved before the page answers. Action links (<code>/c/…</code>) are
+  closures held in this server process's memory: they work on this node only, for ${ttlMinutes}
+  minutes, and vanish when the server restarts.`;
 }
 
 export const when = (ms) => `${new Date(ms).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
 const priorityLabel = (p) => PRIORITIES.find((x) => x.value === p)?.label ?? String(p);
-const userLink = (u) => (u ? html`<a href="/u/${encodeURIComponent(u.handle)}">@${u.handle}</a>` : html`<span class="muted">nobody</span>`);
+const userLink = (u) =>
+  u
+    ? html`<a href="/u/${encodeURIComponent(u.handle)}">@${u.handle}</a>`
+    : html`<span class="muted">nobody</span>`;
 
 function errorBox(error) {
   return error ? html`<p class="error" role="alert">${error.message}</p>` : '';
@@ -73,12 +83,24 @@ function errorBox(error) {
 const invalid = (error, field) => (error?.field === field ? html` aria-invalid="true"` : '');
 
 function userOptions(users, selected, { none = null } = {}) {
-  return html`${none !== null ? html`<option value=""${selected ? '' : html` selected`}>${none}</option>` : ''}${users.map((u) =>
-    html`<option value="${u.handle}"${u.handle === selected ? html` selected` : ''}>@${u.handle} (${u.name})</option>`)}`;
+  return html`${none !== null ? html`<option value="" ${selected ? '' : html` selected`}>${none}</option>` : ''}${users.map(
+    (u) =>
+      html`<option value="${u.handle}" ${u.handle === selected ? html` selected` : ''}>
+        @${u.handle} (${u.name})
+      </option>`,
+  )}`;
 }
 
 function priorityOptions(selected) {
-  return PRIORITIES.map((p) => html`<option value="${p.value}"${String(p.value) === String(selected) ? html` selected` : ''}>${p.label}</option>`);
+  return PRIORITIES.map(
+    (p) =>
+      html`<option
+        value="${p.value}"
+        ${String(p.value) === String(selected) ? html` selected` : ''}
+      >
+        ${p.label}
+      </option>`,
+  );
 }
 
 // ---- issues --------------------------------------------------------------------------
@@ -86,33 +108,64 @@ function priorityOptions(selected) {
 /** One table row; `actions` holds closure links made for this very object. */
 export function issueRow({ issue, author, assignee, comments, actions }) {
   return html`<tr data-issue="${issue.id}">
-<td>#${issue.id}</td>
-<td><a class="issue-title${issue.status === 'closed' ? ' closed' : ''}" href="/issues/${issue.id}">${issue.title}</a></td>
-<td class="p${issue.priority}">${priorityLabel(issue.priority)}</td>
-<td>${issue.status}</td>
-<td>${userLink(author)}</td>
-<td>${userLink(assignee)}</td>
-<td class="muted">${when(issue.createdAt)}</td>
-<td>${comments}</td>
-<td><a class="edit" href="${actions.edit}">edit</a> <a class="delete" href="${actions.delete}">delete</a></td>
-</tr>`;
+    <td>#${issue.id}</td>
+    <td>
+      <a class="issue-title${issue.status === 'closed' ? ' closed' : ''}" href="/issues/${issue.id}"
+        >${issue.title}</a
+      >
+    </td>
+    <td class="p${issue.priority}">${priorityLabel(issue.priority)}</td>
+    <td>${issue.status}</td>
+    <td>${userLink(author)}</td>
+    <td>${userLink(assignee)}</td>
+    <td class="muted">${when(issue.createdAt)}</td>
+    <td>${comments}</td>
+    <td>
+      <a class="edit" href="${actions.edit}">edit</a>
+      <a class="delete" href="${actions.delete}">delete</a>
+    </td>
+  </tr>`;
 }
 
 export function issueTable(rows, empty = 'No issues here.') {
   if (rows.length === 0) return html`<p class="muted">${empty}</p>`;
-  return html`<table><thead><tr><th>#</th><th>Title</th><th>Priority</th><th>Status</th><th>Reporter</th><th>Assignee</th><th>Opened</th><th>Comments</th><th></th></tr></thead>
-<tbody>${rows}</tbody></table>`;
+  return html`<table>
+    <thead>
+      <tr>
+        <th>#</th>
+        <th>Title</th>
+        <th>Priority</th>
+        <th>Status</th>
+        <th>Reporter</th>
+        <th>Assignee</th>
+        <th>Opened</th>
+        <th>Comments</th>
+        <th></th>
+      </tr>
+    </thead>
+    <tbody>
+      ${rows}
+    </tbody>
+  </table>`;
 }
 
 export function listPage({ rows, counts, query, link, prev, next, cursorGiven }) {
-  const tab = (key, value, label) => (query[key] === value
-    ? html`<a class="on" href="${link({ [key]: value })}">${label}</a>`
-    : html`<a href="${link({ [key]: value })}">${label}</a>`);
+  const tab = (key, value, label) =>
+    query[key] === value
+      ? html`<a class="on" href="${link({ [key]: value })}">${label}</a>`
+      : html`<a href="${link({ [key]: value })}">${label}</a>`;
   return html`<h1>Issues</h1>
-<p class="tabs">${tab('status', 'open', `Open (${counts.open})`)}${tab('status', 'closed', `Closed (${counts.closed})`)}${tab('status', 'all', `All (${counts.all})`)}</p>
-<p class="tabs">Sort: ${tab('sort', 'new', 'newest')}${tab('sort', 'old', 'oldest')}${tab('sort', 'priority', 'priority')}</p>
-${issueTable(rows, cursorGiven ? 'No more issues this way.' : 'No issues here yet.')}
-<p class="pager">${prev ? html`<a rel="prev" href="${prev}">← previous</a>` : ''}${next ? html`<a rel="next" href="${next}">next →</a>` : ''}${cursorGiven ? html`<a href="${link({})}">first page</a>` : ''}</p>`;
+    <p class="tabs">
+      ${tab('status', 'open', `Open (${counts.open})`)}${tab('status', 'closed', `Closed (${counts.closed})`)}${tab('status', 'all', `All (${counts.all})`)}
+    </p>
+    <p class="tabs">
+      Sort:
+      ${tab('sort', 'new', 'newest')}${tab('sort', 'old', 'oldest')}${tab('sort', 'priority', 'priority')}
+    </p>
+    ${issueTable(rows, cursorGiven ? 'No more issues this way.' : 'No issues here yet.')}
+    <p class="pager">
+      ${prev ? html`<a rel="prev" href="${prev}">← previous</a>` : ''}${next ? html`<a rel="next" href="${next}">next →</a>` : ''}${cursorGiven ? html`<a href="${link({})}">first page</a>` : ''}
+    </p>`;
 }
 
 export function issuePage({ issue, author, assignee, comments, actions, users, commentForm }) {
@@ -127,8 +180,19 @@ ${issue.updatedAt !== issue.createdAt ? html` · updated ${when(issue.updatedAt)
 </p>
 ${issue.body ? html`<div class="body">${issue.body}</div>` : html`<p class="muted">No description.</p>`}
 <h2>Comments (${comments.length})</h2>
-${comments.length === 0 ? html`<p class="muted">None yet.</p>` : html`<ol class="comments">${comments.map(({ comment, author: a }) =>
-    html`<li id="comment-${comment.id}"><p class="muted">${userLink(a)} · ${when(comment.createdAt)}</p><div class="body">${comment.body}</div></li>`)}</ol>`}
+${
+  comments.length === 0
+    ? html`<p class="muted">None yet.</p>`
+    : html`<ol class="comments">
+        ${comments.map(
+          ({ comment, author: a }) =>
+            html`<li id="comment-${comment.id}">
+              <p class="muted">${userLink(a)} · ${when(comment.createdAt)}</p>
+              <div class="body">${comment.body}</div>
+            </li>`,
+        )}
+      </ol>`
+}
 <h3>Add a comment</h3>
 ${errorBox(commentForm.error)}
 <form method="post" action="/issues/${issue.id}/comments">
@@ -142,60 +206,156 @@ ${commentForm.values.body ?? ''}</textarea></label>
 /** The new-issue form (no `issue`) or the edit form of an issue (its action is a closure link). */
 export function issueForm({ action, values, users, error, issue = null, stale = false }) {
   return html`<h1>${issue ? html`Edit #${issue.id}` : 'New issue'}</h1>
-${stale ? html`<p class="note">This link was made for revision ${issue.rev}; the issue has changed since, so saving will be refused.
-<a href="/issues/${issue.id}">Open the current version</a>.</p>` : ''}
-${errorBox(error)}
-${!issue && users.length === 0 ? html`<p class="note">Nobody has joined yet: <a href="/users/new">join</a> first, then report issues as yourself.</p>` : ''}
-<form method="post" action="${action}">
-<label>Title <input name="title" value="${values.title ?? ''}" maxlength="${LIMITS.title}" required${invalid(error, 'title')}></label>
-<label>Description <textarea name="body" rows="8" maxlength="${LIMITS.body}"${invalid(error, 'body')}>
-${values.body ?? ''}</textarea></label>
-${issue ? '' : html`<label>Reporter <select name="author"${invalid(error, 'author')}>${userOptions(users, values.author ?? '', { none: '— pick —' })}</select></label>`}
-<label>Assignee <select name="assignee"${invalid(error, 'assignee')}>${userOptions(users, values.assignee ?? '', { none: 'nobody' })}</select></label>
-<label>Priority <select name="priority"${invalid(error, 'priority')}>${priorityOptions(values.priority ?? 2)}</select></label>
-${issue ? html`<label>Status <select name="status"${invalid(error, 'status')}>${['open', 'closed'].map((s) =>
-    html`<option${s === values.status ? html` selected` : ''}>${s}</option>`)}</select></label>` : ''}
-<button>${issue ? 'Save' : 'Report issue'}</button> ${issue ? html`<a href="/issues/${issue.id}">cancel</a>` : ''}
-</form>`;
+    ${
+      stale
+        ? html`<p class="note">
+            This link was made for revision ${issue.rev}; the issue has changed since, so saving
+            will be refused. <a href="/issues/${issue.id}">Open the current version</a>.
+          </p>`
+        : ''
+    }
+    ${errorBox(error)}
+    ${!issue && users.length === 0 ? html`<p class="note">Nobody has joined yet: <a href="/users/new">join</a> first, then report issues as yourself.</p>` : ''}
+    <form method="post" action="${action}">
+      <label
+        >Title
+        <input
+          name="title"
+          value="${values.title ?? ''}"
+          maxlength="${LIMITS.title}"
+          required${invalid(error, 'title')}
+      /></label>
+      <label
+        >Description
+        <textarea name="body" rows="8" maxlength="${LIMITS.body}" ${invalid(error, 'body')}>
+${values.body ?? ''}</textarea>
+      </label>
+      ${
+        issue
+          ? ''
+          : html`<label
+              >Reporter
+              <select name="author" ${invalid(error, 'author')}>
+                ${userOptions(users, values.author ?? '', { none: '— pick —' })}
+              </select></label
+            >`
+      }
+      <label
+        >Assignee
+        <select name="assignee" ${invalid(error, 'assignee')}>
+          ${userOptions(users, values.assignee ?? '', { none: 'nobody' })}
+        </select></label
+      >
+      <label
+        >Priority
+        <select name="priority" ${invalid(error, 'priority')}>
+          ${priorityOptions(values.priority ?? 2)}
+        </select></label
+      >
+      ${
+        issue
+          ? html`<label
+              >Status
+              <select name="status" ${invalid(error, 'status')}>
+                ${['open', 'closed'].map(
+                  (s) => html`<option${s === values.status ? html` selected` : ''}>${s}</option>`,
+                )}
+              </select></label
+            >`
+          : ''
+      }
+      <button>${issue ? 'Save' : 'Report issue'}</button>
+      ${issue ? html`<a href="/issues/${issue.id}">cancel</a>` : ''}
+    </form>`;
 }
 
 export function confirmPage({ heading, text, action, button, cancel, error }) {
   return html`<h1>${heading}</h1>
-${errorBox(error)}
-<p>${text}</p>
-<form method="post" action="${action}"><button>${button}</button> <a href="${cancel}">cancel</a></form>`;
+    ${errorBox(error)}
+    <p>${text}</p>
+    <form method="post" action="${action}">
+      <button>${button}</button> <a href="${cancel}">cancel</a>
+    </form>`;
 }
 
 // ---- people --------------------------------------------------------------------------
 
 export function usersPage({ rows }) {
   return html`<h1>People</h1>
-${rows.length === 0 ? html`<p class="muted">Nobody yet. <a href="/users/new">Join</a>.</p>` : html`<table><thead><tr><th>Handle</th><th>Name</th><th>Joined</th><th>Reported</th></tr></thead><tbody>
-${rows.map(({ user, reported }) => html`<tr data-user="${user.handle}"><td>${userLink(user)}</td><td>${user.name}</td><td class="muted">${when(user.createdAt)}</td><td>${reported}</td></tr>`)}
-</tbody></table>`}
-<p><a href="/users/new">Join</a></p>`;
+    ${
+      rows.length === 0
+        ? html`<p class="muted">Nobody yet. <a href="/users/new">Join</a>.</p>`
+        : html`<table>
+            <thead>
+              <tr>
+                <th>Handle</th>
+                <th>Name</th>
+                <th>Joined</th>
+                <th>Reported</th>
+              </tr>
+            </thead>
+            <tbody>
+              ${rows.map(
+                ({ user, reported }) =>
+                  html`<tr data-user="${user.handle}">
+                    <td>${userLink(user)}</td>
+                    <td>${user.name}</td>
+                    <td class="muted">${when(user.createdAt)}</td>
+                    <td>${reported}</td>
+                  </tr>`,
+              )}
+            </tbody>
+          </table>`
+    }
+    <p><a href="/users/new">Join</a></p>`;
 }
 
 export function userForm({ values, error }) {
   return html`<h1>Join</h1>
-${errorBox(error)}
-<form method="post" action="/users">
-<label>Handle <input name="handle" value="${values.handle ?? ''}" maxlength="${LIMITS.handle}" required${invalid(error, 'handle')}></label>
-<label>Name <input name="name" value="${values.name ?? ''}" maxlength="${LIMITS.name}" required${invalid(error, 'name')}></label>
-<label>Email <input name="email" type="email" value="${values.email ?? ''}" maxlength="${LIMITS.email}" required${invalid(error, 'email')}></label>
-<button>Join</button>
-</form>`;
+    ${errorBox(error)}
+    <form method="post" action="/users">
+      <label
+        >Handle
+        <input
+          name="handle"
+          value="${values.handle ?? ''}"
+          maxlength="${LIMITS.handle}"
+          required${invalid(error, 'handle')}
+      /></label>
+      <label
+        >Name
+        <input
+          name="name"
+          value="${values.name ?? ''}"
+          maxlength="${LIMITS.name}"
+          required${invalid(error, 'name')}
+      /></label>
+      <label
+        >Email
+        <input
+          name="email"
+          type="email"
+          value="${values.email ?? ''}"
+          maxlength="${LIMITS.email}"
+          required${invalid(error, 'email')}
+      /></label>
+      <button>Join</button>
+    </form>`;
 }
 
 export function userPage({ user, reported, assigned, comments }) {
   return html`<h1>@${user.handle} <span class="muted">${user.name}</span></h1>
-<p class="muted">joined ${when(user.createdAt)} · ${comments} comment${comments === 1 ? '' : 's'}</p>
-<h2 id="reported">Reported (${reported.length})</h2>
-${issueTable(reported, 'Nothing reported.')}
-<h2 id="assigned">Assigned (${assigned.length})</h2>
-${issueTable(assigned, 'Nothing assigned.')}`;
+    <p class="muted">
+      joined ${when(user.createdAt)} · ${comments} comment${comments === 1 ? '' : 's'}
+    </p>
+    <h2 id="reported">Reported (${reported.length})</h2>
+    ${issueTable(reported, 'Nothing reported.')}
+    <h2 id="assigned">Assigned (${assigned.length})</h2>
+    ${issueTable(assigned, 'Nothing assigned.')}`;
 }
 
 export function messagePage({ heading, text, links = [] }) {
-  return html`<h1>${heading}</h1><p>${text}</p>${links.length ? html`<p>${links.map(([href, label]) => html`<a href="${href}">${label}</a> `)}</p>` : ''}`;
+  return html`<h1>${heading}</h1>
+    <p>${text}</p>
+    ${links.length ? html`<p>${links.map(([href, label]) => html`<a href="${href}">${label}</a> `)}</p>` : ''}`;
 }

@@ -11,8 +11,14 @@ import { renderPage } from './page.js';
 /** What the handler needs: a Store or a RaftNode (anything with `status()` and their events). */
 export interface AdminSource {
   status(): RaftNodeStatus;
-  on(event: 'role' | 'leader', listener: (e: { term: number; leader: MemberRef | null }) => void): unknown;
-  off(event: 'role' | 'leader', listener: (e: { term: number; leader: MemberRef | null }) => void): unknown;
+  on(
+    event: 'role' | 'leader',
+    listener: (e: { term: number; leader: MemberRef | null }) => void,
+  ): unknown;
+  off(
+    event: 'role' | 'leader',
+    listener: (e: { term: number; leader: MemberRef | null }) => void,
+  ): unknown;
   /** A Store's RaftNode, which emits `leader` (the Store itself re-emits only `role`). */
   readonly node?: AdminSource;
 }
@@ -77,18 +83,25 @@ const BASE_PATH = /^(\/[A-Za-z0-9._~-]+)*$/;
  * with a trailing slash), `${basePath}/status.json` and `${basePath}/events` (SSE);
  * returns false for every other path.
  */
-export function adminHandler(store: AdminSource, { basePath = '/admin', historySize = 50, intervalMs = 500 }: AdminOptions = {}): AdminHandler {
+export function adminHandler(
+  store: AdminSource,
+  { basePath = '/admin', historySize = 50, intervalMs = 500 }: AdminOptions = {},
+): AdminHandler {
   if (basePath === '/') basePath = '';
   if (typeof basePath !== 'string' || !BASE_PATH.test(basePath)) {
-    throw new TypeError(`basePath must be '' or '/segment[/segment...]' (letters, digits, . _ ~ -), got ${JSON.stringify(basePath)}`);
+    throw new TypeError(
+      `basePath must be '' or '/segment[/segment...]' (letters, digits, . _ ~ -), got ${JSON.stringify(basePath)}`,
+    );
   }
-  if (!Number.isInteger(historySize) || historySize < 1) throw new TypeError(`historySize must be a positive integer, got ${historySize}`);
+  if (!Number.isInteger(historySize) || historySize < 1)
+    throw new TypeError(`historySize must be a positive integer, got ${historySize}`);
   if (!(intervalMs > 0)) throw new TypeError(`intervalMs must be positive, got ${intervalMs}`);
 
   const leaderSource = store.node ?? store;
   const history: LeaderChange[] = [];
   const initial = safeStatus(store);
-  if (initial?.leader) history.push({ time: Date.now(), term: initial.term, leader: initial.leader, initial: true });
+  if (initial?.leader)
+    history.push({ time: Date.now(), term: initial.term, leader: initial.leader, initial: true });
   let lastLeaderId = initial?.leader?.id ?? 0;
 
   const clients = new Set<ServerResponse>();
@@ -100,7 +113,11 @@ export function adminHandler(store: AdminSource, { basePath = '/admin', historyS
     const id = e.leader?.id ?? 0;
     if (id !== lastLeaderId) {
       lastLeaderId = id;
-      history.push({ time: Date.now(), term: e.term, leader: e.leader ? { id: e.leader.id, address: e.leader.address } : null });
+      history.push({
+        time: Date.now(),
+        term: e.term,
+        leader: e.leader ? { id: e.leader.id, address: e.leader.address } : null,
+      });
       if (history.length > historySize) history.splice(0, history.length - historySize);
     }
     queuePush();
@@ -119,7 +136,13 @@ export function adminHandler(store: AdminSource, { basePath = '/admin', historyS
       address: self?.address ?? '',
       lagKnown: isLeader,
       members: s.members.map((m) => {
-        const member: AdminMember = { id: m.id, address: m.address, role: m.role, leader: m.id === s.leader?.id, self: m.id === s.id };
+        const member: AdminMember = {
+          id: m.id,
+          address: m.address,
+          role: m.role,
+          leader: m.id === s.leader?.id,
+          self: m.id === s.id,
+        };
         if (isLeader && m.matchIndex !== undefined) {
           member.matchIndex = m.matchIndex;
           member.lag = Math.max(0, s.commitIndex - m.matchIndex);
@@ -174,10 +197,14 @@ export function adminHandler(store: AdminSource, { basePath = '/admin', historyS
 
   const handler = ((req: IncomingMessage, res: ServerResponse): boolean => {
     const path = pathOf(req.url);
-    const route = path === basePath || path === `${basePath}/` ? 'page'
-      : path === `${basePath}/status.json` ? 'json'
-      : path === `${basePath}/events` ? 'events'
-      : null;
+    const route =
+      path === basePath || path === `${basePath}/`
+        ? 'page'
+        : path === `${basePath}/status.json`
+          ? 'json'
+          : path === `${basePath}/events`
+            ? 'events'
+            : null;
     if (!route) return false;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain; charset=utf-8' });
@@ -197,7 +224,11 @@ export function adminHandler(store: AdminSource, { basePath = '/admin', historyS
         res.end(`${JSON.stringify({ error: (err as Error)?.message ?? String(err) })}\n`);
         return true;
       }
-      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
+      res.writeHead(200, {
+        'Content-Type': 'application/json',
+        'Content-Length': Buffer.byteLength(body),
+        'Cache-Control': 'no-store',
+      });
       res.end(head ? undefined : body);
     } else {
       res.writeHead(200, {
@@ -223,7 +254,9 @@ export function adminHandler(store: AdminSource, { basePath = '/admin', historyS
       let data: string | null = null;
       try {
         data = `data: ${JSON.stringify(status())}\n\n`;
-      } catch { /* the next tick reports the failure */ }
+      } catch {
+        /* the next tick reports the failure */
+      }
       if (data) res.write(data);
     }
     return true;

@@ -6,10 +6,14 @@ import { escapeHtml } from '../core/html.js';
 
 /** JSON safe to put inside a <script> element (no `</script>`, no `<!--`, no line separators). */
 function scriptJson(value: unknown): string {
-  return JSON.stringify(value).replace(/[<>&\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return JSON.stringify(value).replace(
+    /[<>&\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
 
-const sha256 = (text: string): string => `sha256-${createHash('sha256').update(text, 'utf8').digest('base64')}`;
+const sha256 = (text: string): string =>
+  `sha256-${createHash('sha256').update(text, 'utf8').digest('base64')}`;
 
 const STYLE = `
 :root { color-scheme: light dark; --fg: #1b1f24; --muted: #5c6570; --bg: #fff; --panel: #f4f6f8; --line: #d5dae0;
@@ -118,11 +122,22 @@ if (typeof EventSource === "function") {
 }
 `;
 
-export function renderPage(basePath: string): { html: string; scriptHash: string; styleHash: string } {
+export function renderPage(basePath: string): {
+  html: string;
+  scriptHash: string;
+  styleHash: string;
+} {
   const config = scriptJson({ basePath });
   const facts: [string, string][] = [
-    ['self', 'this node'], ['role', 'role'], ['term', 'term'], ['leader', 'leader'], ['commit', 'commit index'],
-    ['applied', 'applied index'], ['last', 'last log index'], ['snapshot', 'last snapshot'], ['updated', 'updated'],
+    ['self', 'this node'],
+    ['role', 'role'],
+    ['term', 'term'],
+    ['leader', 'leader'],
+    ['commit', 'commit index'],
+    ['applied', 'applied index'],
+    ['last', 'last log index'],
+    ['snapshot', 'last snapshot'],
+    ['updated', 'updated'],
   ];
   const html = `<!doctype html>
 <html lang="en">

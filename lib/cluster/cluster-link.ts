@@ -15,7 +15,6 @@ import { applyPatches, patchesOf, patchesOfResult, type Patch } from '../plain-d
 import type { RaftNode } from '../engine/raft-node.js';
 import { checkConsistency, type Consistency } from './consistency.js';
 
-
 export type { Consistency } from './consistency.js';
 
 export interface ReadOptions {
@@ -83,13 +82,24 @@ export interface LinkParts {
 }
 
 /** Seen on the leader: a replica's effects hash differs from its own at the same index. */
-export interface DivergenceInfo { index: number; node: number; expected: string; actual: string }
+export interface DivergenceInfo {
+  index: number;
+  node: number;
+  expected: string;
+  actual: string;
+}
 
-interface Waiter { index: number; resolve: (applied: number) => void; reject: (err: Error) => void; cleanup: () => void }
+interface Waiter {
+  index: number;
+  resolve: (applied: number) => void;
+  reject: (err: Error) => void;
+  cleanup: () => void;
+}
 
 // A peer that does not know a request type (built before it) answers this.
 const isOlderPeer = (err: unknown, type: string) =>
-  isPrevailError(err, ErrorCodes.INVALID_ARGUMENT) && err.message === `unknown peer request ${type}`;
+  isPrevailError(err, ErrorCodes.INVALID_ARGUMENT) &&
+  err.message === `unknown peer request ${type}`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LEASE_FRACTION = 0.9;
@@ -106,7 +116,7 @@ export class ClusterLink extends EventEmitter {
   readonly #readyMaxLag: number;
   #server!: PeerServer;
   #clients = new Map<string, PeerClient>();
-  #waiters: Waiter[] = [];  // sorted by index
+  #waiters: Waiter[] = []; // sorted by index
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
   // Leader lease: reads may skip the barrier until this (performance.now() ms).
@@ -119,7 +129,7 @@ export class ClusterLink extends EventEmitter {
   #leaderCommit: { index: number; at: number; leader: number } | null = null;
   #announcing = false;
   #lastCompare = 0;
-  #diverged = new Set<number>();  // replicas already reported (once each)
+  #diverged = new Set<number>(); // replicas already reported (once each)
 
   private constructor(parts: LinkParts, options: LinkOptions) {
     super();
@@ -136,7 +146,8 @@ export class ClusterLink extends EventEmitter {
     }
     const link = new ClusterLink(parts, options);
     const node = parts.node;
-    const channelAddress = options.channelAddress ?? joinAddress(parseAddress(node.address).host, 0);
+    const channelAddress =
+      options.channelAddress ?? joinAddress(parseAddress(node.address).host, 0);
     link.#server = await PeerServer.listen(channelAddress, (type, body) => link.#serve(type, body));
     const onRole = () => {
       link.#leaseUntil = 0;
@@ -144,7 +155,10 @@ export class ClusterLink extends EventEmitter {
     };
     node.on('role', onRole);
     node.on('leader', onRole);
-    node.on('transferring', () => { link.#leaseUntil = 0; link.#leaseTerm = -1; });
+    node.on('transferring', () => {
+      link.#leaseUntil = 0;
+      link.#leaseTerm = -1;
+    });
     link.#timer = setInterval(() => link.#maintain(), 100);
     link.#timer.unref();
     link.#maintain();
@@ -160,7 +174,10 @@ export class ClusterLink extends EventEmitter {
   // ---- writes --------------------------------------------------------------------------
 
   /** Proposes on the leader: here if this node leads, else forwarded to it (unless forwarding is off). */
-  async propose(request: EntryBody, options: WriteOptions = {}): Promise<{ index: number; result: unknown }> {
+  async propose(
+    request: EntryBody,
+    options: WriteOptions = {},
+  ): Promise<{ index: number; result: unknown }> {
     const m = this.#metrics;
     const t0 = performance.now();
     m.proposals++;
@@ -174,7 +191,10 @@ export class ClusterLink extends EventEmitter {
     }
   }
 
-  async #propose(request: EntryBody, options: WriteOptions): Promise<{ index: number; result: unknown }> {
+  async #propose(
+    request: EntryBody,
+    options: WriteOptions,
+  ): Promise<{ index: number; result: unknown }> {
     const timeoutMs = options.timeoutMs ?? 10_000;
     const deadline = performance.now() + timeoutMs;
     const signal = options.signal;
@@ -195,8 +215,11 @@ export class ClusterLink extends EventEmitter {
       } catch (err) {
         // Retry only what certainly did not apply: a node that is not (or no longer) the
         // leader, one that is closing, or a connection that failed before the request left.
-        const retry = isPrevailError(err, ErrorCodes.NOT_LEADER) ||
-          ((isPrevailError(err, ErrorCodes.UNAVAILABLE) || isPrevailError(err, ErrorCodes.CLOSED)) && !(err as PrevailError).mayHaveApplied);
+        const retry =
+          isPrevailError(err, ErrorCodes.NOT_LEADER) ||
+          ((isPrevailError(err, ErrorCodes.UNAVAILABLE) ||
+            isPrevailError(err, ErrorCodes.CLOSED)) &&
+            !(err as PrevailError).mayHaveApplied);
         if (!retry || performance.now() >= deadline) throw err;
         await sleep(10);
         continue;
@@ -207,7 +230,8 @@ export class ClusterLink extends EventEmitter {
       } catch (err) {
         // This node stopped on an entry it can't apply: the command did apply, on the leader.
         const failure = this.#node.failure;
-        if (failure && isPrevailError(err, failure.code)) (err as PrevailError).mayHaveApplied = true;
+        if (failure && isPrevailError(err, failure.code))
+          (err as PrevailError).mayHaveApplied = true;
         throw err;
       }
       return reply;
@@ -215,17 +239,28 @@ export class ClusterLink extends EventEmitter {
   }
 
   // On this node only (the leader): the timestamp is this node's clock, carried in the entry.
-  #proposeHere(request: EntryBody, signal?: AbortSignal): Promise<{ index: number; result: unknown }> {
-    return this.#node.proposeWithIndex(encodeProposal(request, Date.now()), signal ? { signal } : {});
+  #proposeHere(
+    request: EntryBody,
+    signal?: AbortSignal,
+  ): Promise<{ index: number; result: unknown }> {
+    return this.#node.proposeWithIndex(
+      encodeProposal(request, Date.now()),
+      signal ? { signal } : {},
+    );
   }
 
   // A user command travels as 'propose' (its message unchanged since the first release); the
   // store's own requests as 'proposeSystem', so no name sent over the channel can become one.
   // The patches carry what msgpack alone would change (-0, lone surrogates, bytes): see plain-data.ts.
-  async #sendToLeader(channel: string, request: EntryBody, deadline: number): Promise<{ index: number; result: unknown }> {
-    const [type, body] = request.type === 'command'
-      ? ['propose', { name: request.name, args: request.args }]
-      : ['proposeSystem', { kind: request.kind, data: request.data }];
+  async #sendToLeader(
+    channel: string,
+    request: EntryBody,
+    deadline: number,
+  ): Promise<{ index: number; result: unknown }> {
+    const [type, body] =
+      request.type === 'command'
+        ? ['propose', { name: request.name, args: request.args }]
+        : ['proposeSystem', { kind: request.kind, data: request.data }];
     const x = patchesOf(request.type === 'command' ? request.args : request.data);
     let reply: { index: number; result: unknown; x?: Patch[] };
     try {
@@ -234,13 +269,27 @@ export class ClusterLink extends EventEmitter {
       if (request.type === 'command' || !isOlderPeer(err, 'proposeSystem')) throw err;
       // A leader from before 'proposeSystem' (a rolling upgrade) takes them under their old names.
       const legacy = { name: `prevail:${request.kind}`, args: request.data };
-      reply = await this.#request(channel, 'propose', x.length ? { ...legacy, x } : legacy, deadline);
+      reply = await this.#request(
+        channel,
+        'propose',
+        x.length ? { ...legacy, x } : legacy,
+        deadline,
+      );
     }
     return reply.x ? { index: reply.index, result: applyPatches(reply.result, reply.x) } : reply;
   }
 
-  #request(channel: string, type: string, body: unknown, deadline: number): Promise<{ index: number; result: unknown; x?: Patch[] }> {
-    return this.#client(channel).request(type, body, Math.max(1, deadline - performance.now())) as Promise<{ index: number; result: unknown; x?: Patch[] }>;
+  #request(
+    channel: string,
+    type: string,
+    body: unknown,
+    deadline: number,
+  ): Promise<{ index: number; result: unknown; x?: Patch[] }> {
+    return this.#client(channel).request(
+      type,
+      body,
+      Math.max(1, deadline - performance.now()),
+    ) as Promise<{ index: number; result: unknown; x?: Patch[] }>;
   }
 
   // ---- reads ---------------------------------------------------------------------------
@@ -249,13 +298,17 @@ export class ClusterLink extends EventEmitter {
     const consistency = checkConsistency(options.consistency);
     const minIndex = options.minIndex ?? 0;
     if (typeof minIndex !== 'number' || !Number.isInteger(minIndex) || minIndex < 0) {
-      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `minIndex must be a non-negative integer, got ${String(minIndex)}`);
+      throw new PrevailError(
+        ErrorCodes.INVALID_ARGUMENT,
+        `minIndex must be a non-negative integer, got ${String(minIndex)}`,
+      );
     }
     const timeoutMs = options.timeoutMs ?? 5000;
     const deadline = performance.now() + timeoutMs;
     const { signal } = options;
     this.#metrics.reads++;
-    if (signal?.aborted) throw new PrevailError(ErrorCodes.ABORTED, 'aborted', { cause: signal.reason });
+    if (signal?.aborted)
+      throw new PrevailError(ErrorCodes.ABORTED, 'aborted', { cause: signal.reason });
     let index = minIndex;
     if (consistency !== 'stale') {
       for (;;) {
@@ -264,8 +317,11 @@ export class ClusterLink extends EventEmitter {
           break;
         } catch (err) {
           // Without forwarding, NOT_LEADER is the answer (with the hint), not something to wait out.
-          const retry = (this.#forward && isPrevailError(err, ErrorCodes.NOT_LEADER)) || isPrevailError(err, ErrorCodes.LEADERSHIP_LOST) ||
-            isPrevailError(err, ErrorCodes.UNAVAILABLE) || (isPrevailError(err, ErrorCodes.CLOSED) && !this.#closed);
+          const retry =
+            (this.#forward && isPrevailError(err, ErrorCodes.NOT_LEADER)) ||
+            isPrevailError(err, ErrorCodes.LEADERSHIP_LOST) ||
+            isPrevailError(err, ErrorCodes.UNAVAILABLE) ||
+            (isPrevailError(err, ErrorCodes.CLOSED) && !this.#closed);
           if (!retry || performance.now() >= deadline) throw err;
           await sleep(10);
         }
@@ -275,13 +331,25 @@ export class ClusterLink extends EventEmitter {
   }
 
   // The index a read must see: on the leader from its own barrier or lease, elsewhere from the leader.
-  async #readIndex(consistency: 'linearizable' | 'lease', deadline: number, signal?: AbortSignal): Promise<number> {
+  async #readIndex(
+    consistency: 'linearizable' | 'lease',
+    deadline: number,
+    signal?: AbortSignal,
+  ): Promise<number> {
     if (this.#leads()) return this.#leaderReadIndex(consistency);
     if (!this.#forward) {
-      throw new PrevailError(ErrorCodes.NOT_LEADER, `${consistency} reads need the leader (forwarding is off)`, { leader: this.#node.leader });
+      throw new PrevailError(
+        ErrorCodes.NOT_LEADER,
+        `${consistency} reads need the leader (forwarding is off)`,
+        { leader: this.#node.leader },
+      );
     }
     const channel = await this.#leaderChannel(deadline, signal);
-    return await this.#client(channel).request('readIndex', { consistency }, Math.max(1, deadline - performance.now())) as number;
+    return (await this.#client(channel).request(
+      'readIndex',
+      { consistency },
+      Math.max(1, deadline - performance.now()),
+    )) as number;
   }
 
   // The answer is the index of the last state-machine entry applied here once the leader's
@@ -290,7 +358,8 @@ export class ClusterLink extends EventEmitter {
   async #leaderReadIndex(consistency: 'linearizable' | 'lease'): Promise<number> {
     if (consistency === 'lease' && performance.now() < this.#leaseUntil) {
       const s = this.#node.status();
-      if (s.role === 'leader' && s.term === this.#leaseTerm && s.appliedIndex >= s.commitIndex) return this.#replica.appliedIndex();
+      if (s.role === 'leader' && s.term === this.#leaseTerm && s.appliedIndex >= s.commitIndex)
+        return this.#replica.appliedIndex();
     }
     await this.#coalescedBarrier();
     return this.#replica.appliedIndex();
@@ -307,10 +376,15 @@ export class ClusterLink extends EventEmitter {
       return p;
     }
     if (!this.#nextBarrier) {
-      const next = this.#barrier.then(() => undefined, () => undefined).then(() => {
-        this.#nextBarrier = null;
-        return this.#coalescedBarrier();
-      });
+      const next = this.#barrier
+        .then(
+          () => undefined,
+          () => undefined,
+        )
+        .then(() => {
+          this.#nextBarrier = null;
+          return this.#coalescedBarrier();
+        });
       this.#nextBarrier = next;
     }
     return this.#nextBarrier;
@@ -341,19 +415,31 @@ export class ClusterLink extends EventEmitter {
   waitApplied(index: number, timeoutMs: number, signal?: AbortSignal): Promise<number> {
     const applied = this.#replica.appliedIndex();
     if (applied >= index) return Promise.resolve(applied);
-    if (this.#closed) return Promise.reject(new PrevailError(ErrorCodes.CLOSED, 'the store is closed'));
+    if (this.#closed)
+      return Promise.reject(new PrevailError(ErrorCodes.CLOSED, 'the store is closed'));
     return new Promise((resolve, reject) => {
       const onAbort = () => {
         waiter.cleanup();
-        reject(new PrevailError(ErrorCodes.ABORTED, `aborted waiting for index ${index}`, { cause: signal!.reason }));
+        reject(
+          new PrevailError(ErrorCodes.ABORTED, `aborted waiting for index ${index}`, {
+            cause: signal!.reason,
+          }),
+        );
       };
       const timer = setTimeout(() => {
         waiter.cleanup();
-        reject(new PrevailError(ErrorCodes.TIMEOUT,
-          `index ${index} not applied on node ${this.#node.id} within ${timeoutMs} ms (applied ${this.#replica.appliedIndex()})`, { index }));
+        reject(
+          new PrevailError(
+            ErrorCodes.TIMEOUT,
+            `index ${index} not applied on node ${this.#node.id} within ${timeoutMs} ms (applied ${this.#replica.appliedIndex()})`,
+            { index },
+          ),
+        );
       }, timeoutMs);
       const waiter: Waiter = {
-        index, resolve, reject,
+        index,
+        resolve,
+        reject,
         cleanup: () => {
           clearTimeout(timer);
           signal?.removeEventListener('abort', onAbort);
@@ -386,14 +472,24 @@ export class ClusterLink extends EventEmitter {
 
   health(): Health {
     const s = this.#node.status();
-    const appliedIndex = s.appliedIndex;  // the engine's: counts barriers and configuration entries too
+    const appliedIndex = s.appliedIndex; // the engine's: counts barriers and configuration entries too
     let leaderCommitIndex: number | null = null;
     if (s.role === 'leader') leaderCommitIndex = s.commitIndex;
-    else if (this.#leaderCommit && s.leader?.id === this.#leaderCommit.leader && performance.now() - this.#leaderCommit.at < 2000) {
+    else if (
+      this.#leaderCommit &&
+      s.leader?.id === this.#leaderCommit.leader &&
+      performance.now() - this.#leaderCommit.at < 2000
+    ) {
       leaderCommitIndex = this.#leaderCommit.index;
     }
     const lag = leaderCommitIndex === null ? null : Math.max(0, leaderCommitIndex - appliedIndex);
-    return { leader: s.role === 'leader', ready: s.leader !== null && lag !== null && lag <= this.#readyMaxLag, appliedIndex, leaderCommitIndex, lag };
+    return {
+      leader: s.role === 'leader',
+      ready: s.leader !== null && lag !== null && lag <= this.#readyMaxLag,
+      appliedIndex,
+      leaderCommitIndex,
+      lag,
+    };
   }
 
   // ---- the channel -----------------------------------------------------------------------
@@ -405,11 +501,19 @@ export class ClusterLink extends EventEmitter {
     if (type === 'propose') {
       const { name, args, x } = body as { name: string; args: unknown; x?: Patch[] };
       // Only a command of the schema: a name never makes a store entry (see #sendToLeader).
-      return this.#proposeForwarded({ type: 'command', name, args: x ? applyPatches(args, x) : args });
+      return this.#proposeForwarded({
+        type: 'command',
+        name,
+        args: x ? applyPatches(args, x) : args,
+      });
     }
     if (type === 'proposeSystem') {
       const { kind, data, x } = body as { kind: SystemKind; data: unknown; x?: Patch[] };
-      return this.#proposeForwarded({ type: 'system', kind, data: x ? applyPatches(data, x) : data });
+      return this.#proposeForwarded({
+        type: 'system',
+        kind,
+        data: x ? applyPatches(data, x) : data,
+      });
     }
     if (type === 'checkpoints') return this.#replica.checkpoints();
     if (type === 'announce') {
@@ -418,14 +522,18 @@ export class ClusterLink extends EventEmitter {
       return null;
     }
     if (type === 'readIndex') {
-      const index = await this.#leaderReadIndex((body as { consistency: 'linearizable' | 'lease' }).consistency);
+      const index = await this.#leaderReadIndex(
+        (body as { consistency: 'linearizable' | 'lease' }).consistency,
+      );
       this.#pushCommit();
       return index;
     }
     throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `unknown peer request ${type}`);
   }
 
-  async #proposeForwarded(request: EntryBody): Promise<{ index: number; result: unknown; x?: Patch[] }> {
+  async #proposeForwarded(
+    request: EntryBody,
+  ): Promise<{ index: number; result: unknown; x?: Patch[] }> {
     this.#replica.checkForwarded(request);
     const r = await this.#leased(() => this.#proposeHere(request));
     this.#pushCommit();
@@ -435,7 +543,9 @@ export class ClusterLink extends EventEmitter {
 
   // Proposes the replicated "node id's channel is at address" entry.
   #announce(id: number, channel: string): Promise<unknown> {
-    return this.#node.propose(encodeProposal({ type: 'system', kind: 'peer', data: { id, channel } }, Date.now()));
+    return this.#node.propose(
+      encodeProposal({ type: 'system', kind: 'peer', data: { id, channel } }, Date.now()),
+    );
   }
 
   // The asking follower will wait to apply an index that is committed here, but the engine
@@ -449,14 +559,19 @@ export class ClusterLink extends EventEmitter {
   // The leader's channel address, waiting (bounded) while there is no leader or it has not announced itself yet.
   async #leaderChannel(deadline: number, signal?: AbortSignal): Promise<string> {
     for (;;) {
-      if (signal?.aborted) throw new PrevailError(ErrorCodes.ABORTED, 'aborted', { cause: signal.reason });
+      if (signal?.aborted)
+        throw new PrevailError(ErrorCodes.ABORTED, 'aborted', { cause: signal.reason });
       if (this.#closed) throw new PrevailError(ErrorCodes.CLOSED, 'the store is closed');
       const leader = this.#node.leader;
-      const channel = leader && leader.id !== this.#node.id ? this.#replica.peers().get(leader.id) : undefined;
+      const channel =
+        leader && leader.id !== this.#node.id ? this.#replica.peers().get(leader.id) : undefined;
       if (channel) return channel;
       if (performance.now() >= deadline) {
-        throw new PrevailError(ErrorCodes.UNAVAILABLE, leader ? `leader ${leader.id} is not reachable yet` : 'no leader is known',
-          { leader, mayHaveApplied: false });
+        throw new PrevailError(
+          ErrorCodes.UNAVAILABLE,
+          leader ? `leader ${leader.id} is not reachable yet` : 'no leader is known',
+          { leader, mayHaveApplied: false },
+        );
       }
       await sleep(10);
     }
@@ -480,28 +595,47 @@ export class ClusterLink extends EventEmitter {
     // Our channel address must be in the replicated state: the leader proposes it itself,
     // followers get it recorded through the leader, so that whichever of them leads next is
     // reachable at once, without an announcement of its own first.
-    const announced = this.#announcing || this.#replica.peers().get(node.id) === this.#server.address;
+    const announced =
+      this.#announcing || this.#replica.peers().get(node.id) === this.#server.address;
     if (status.role === 'leader') {
       if (performance.now() - this.#lastCompare > 1000) {
         this.#lastCompare = performance.now();
         this.#compareReplicas();
       }
-      if (!announced && status.members.length > 1) this.#trackAnnouncement(this.#announce(node.id, this.#server.address));
+      if (!announced && status.members.length > 1)
+        this.#trackAnnouncement(this.#announce(node.id, this.#server.address));
       return;
     }
     const leader = node.leader;
     const channel = leader ? this.#replica.peers().get(leader.id) : undefined;
     if (!leader || !channel || leader.id === node.id) return;
-    if (!announced) this.#trackAnnouncement(this.#client(channel).request('announce', { id: node.id, channel: this.#server.address }, 2000));
-    this.#client(channel).request('commitIndex', null, 1000).then((index) => {
-      this.#leaderCommit = { index: index as number, at: performance.now(), leader: leader.id };
-    }, () => undefined);
+    if (!announced)
+      this.#trackAnnouncement(
+        this.#client(channel).request(
+          'announce',
+          { id: node.id, channel: this.#server.address },
+          2000,
+        ),
+      );
+    this.#client(channel)
+      .request('commitIndex', null, 1000)
+      .then(
+        (index) => {
+          this.#leaderCommit = { index: index as number, at: performance.now(), leader: leader.id };
+        },
+        () => undefined,
+      );
   }
 
   #trackAnnouncement(done: Promise<unknown>): void {
     this.#announcing = true;
-    done.catch((err: unknown) => debug('node %d: announcing its channel failed: %s', this.#node.id, (err as Error).message))
-      .finally(() => { this.#announcing = false; });
+    done
+      .catch((err: unknown) =>
+        debug('node %d: announcing its channel failed: %s', this.#node.id, (err as Error).message),
+      )
+      .finally(() => {
+        this.#announcing = false;
+      });
   }
 
   // The divergence detector, on the leader: each replica's recent checkpoints against ours.
@@ -510,15 +644,25 @@ export class ClusterLink extends EventEmitter {
     if (mine.size === 0) return;
     for (const [id, channel] of this.#replica.peers()) {
       if (id === this.#node.id || this.#diverged.has(id)) continue;
-      this.#client(channel).request('checkpoints', null, 1000).then((theirs) => {
-        for (const [index, hash] of theirs as [number, string][]) {
-          const expected = mine.get(index);
-          if (expected !== undefined && expected !== hash && !this.#diverged.has(id)) {
-            this.#diverged.add(id);
-            this.emit('divergence', { index, node: id, expected, actual: hash } satisfies DivergenceInfo);
-          }
-        }
-      }, () => undefined);
+      this.#client(channel)
+        .request('checkpoints', null, 1000)
+        .then(
+          (theirs) => {
+            for (const [index, hash] of theirs as [number, string][]) {
+              const expected = mine.get(index);
+              if (expected !== undefined && expected !== hash && !this.#diverged.has(id)) {
+                this.#diverged.add(id);
+                this.emit('divergence', {
+                  index,
+                  node: id,
+                  expected,
+                  actual: hash,
+                } satisfies DivergenceInfo);
+              }
+            }
+          },
+          () => undefined,
+        );
     }
   }
 
@@ -529,10 +673,18 @@ export class ClusterLink extends EventEmitter {
     if (this.#timer) clearInterval(this.#timer);
     for (const w of [...this.#waiters]) {
       w.cleanup();
-      w.reject(failure
-        ? new PrevailError(failure.code, `node ${this.#node.id} stopped before index ${w.index} was applied here: ${failure.message}`,
-          { ...(failure.index !== undefined ? { index: failure.index } : {}), cause: failure })
-        : new PrevailError(ErrorCodes.CLOSED, `the store closed before index ${w.index} was applied`));
+      w.reject(
+        failure
+          ? new PrevailError(
+              failure.code,
+              `node ${this.#node.id} stopped before index ${w.index} was applied here: ${failure.message}`,
+              { ...(failure.index !== undefined ? { index: failure.index } : {}), cause: failure },
+            )
+          : new PrevailError(
+              ErrorCodes.CLOSED,
+              `the store closed before index ${w.index} was applied`,
+            ),
+      );
     }
     for (const c of this.#clients.values()) c.close();
     await this.#server.close();

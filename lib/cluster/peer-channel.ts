@@ -16,7 +16,12 @@ export const MAX_FRAME = 64 * 1024 * 1024;
 
 export type RequestHandler = (type: string, body: unknown) => Promise<unknown>;
 
-interface WireError { code?: string; message: string; name?: string; fields?: Record<string, unknown> }
+interface WireError {
+  code?: string;
+  message: string;
+  name?: string;
+  fields?: Record<string, unknown>;
+}
 
 /** Serialises an error (a handler's own error, or a PrevailError) for the wire. */
 function toWire(err: unknown): WireError {
@@ -24,9 +29,15 @@ function toWire(err: unknown): WireError {
   const e = err as Error & Record<string, unknown>;
   const fields: Record<string, unknown> = {};
   for (const k of Object.keys(e)) {
-    if (k !== 'code' && k !== 'message' && k !== 'name' && k !== 'cause' && k !== 'stack') fields[k] = e[k];
+    if (k !== 'code' && k !== 'message' && k !== 'name' && k !== 'cause' && k !== 'stack')
+      fields[k] = e[k];
   }
-  return { code: typeof e.code === 'string' ? e.code : undefined, message: String(e.message), name: e.name, fields };
+  return {
+    code: typeof e.code === 'string' ? e.code : undefined,
+    message: String(e.message),
+    name: e.name,
+    fields,
+  };
 }
 
 /** Rebuilds an error sent by a peer: PrevailErrors stay PrevailErrors, a handler's error keeps its code and fields. */
@@ -89,7 +100,7 @@ export class PeerServer {
       socket.on('error', () => socket.destroy());
       frameReader(socket, (frame) => {
         if (!Array.isArray(frame) || typeof frame[0] !== 'number' || typeof frame[1] !== 'string') {
-          socket.destroy();  // not one of ours
+          socket.destroy(); // not one of ours
           return;
         }
         const [id, type, body] = frame as [number, string, unknown];
@@ -100,8 +111,17 @@ export class PeerServer {
               writeFrame(socket, [id, true, result]);
             } catch (err) {
               // The request was carried out; only its result can't travel.
-              writeFrame(socket, [id, false, toWire(new PrevailError(ErrorCodes.INVALID_STATE,
-                `the result of ${type} can't be encoded to send back: ${(err as Error).message}`, { mayHaveApplied: true }))]);
+              writeFrame(socket, [
+                id,
+                false,
+                toWire(
+                  new PrevailError(
+                    ErrorCodes.INVALID_STATE,
+                    `the result of ${type} can't be encoded to send back: ${(err as Error).message}`,
+                    { mayHaveApplied: true },
+                  ),
+                ),
+              ]);
             }
           },
           (err: unknown) => {
@@ -123,8 +143,13 @@ export class PeerServer {
     const server = new PeerServer(handler);
     return new Promise((resolve, reject) => {
       server.#server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new PrevailError(err.code === 'EADDRINUSE' ? ErrorCodes.ADDRESS_IN_USE : ErrorCodes.IO,
-          `peer channel can't listen on ${address}: ${err.message}`)));
+        reject(
+          new PrevailError(
+            err.code === 'EADDRINUSE' ? ErrorCodes.ADDRESS_IN_USE : ErrorCodes.IO,
+            `peer channel can't listen on ${address}: ${err.message}`,
+          ),
+        ),
+      );
       server.#server.listen(port, host, () => {
         const bound = server.#server.address();
         if (bound && typeof bound === 'object') server.address = joinAddress(host, bound.port);
@@ -139,7 +164,12 @@ export class PeerServer {
   }
 }
 
-interface Pending { resolve: (v: unknown) => void; reject: (e: Error) => void; sent: boolean; timer: NodeJS.Timeout }
+interface Pending {
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  sent: boolean;
+  timer: NodeJS.Timeout;
+}
 
 /** One connection to a peer, opened on demand and reopened after it drops. */
 export class PeerClient {
@@ -148,7 +178,7 @@ export class PeerClient {
   #connected = false;
   #nextId = 1;
   #pending = new Map<number, Pending>();
-  #unsent: (() => void)[] = [];  // requests made while connecting; sent on connect
+  #unsent: (() => void)[] = []; // requests made while connecting; sent on connect
   #closed = false;
 
   constructor(address: string) {
@@ -161,19 +191,25 @@ export class PeerClient {
    * process (if it did, the peer may have acted on it).
    */
   request(type: string, body: unknown, timeoutMs: number): Promise<unknown> {
-    if (this.#closed) return Promise.reject(new PrevailError(ErrorCodes.CLOSED, 'the peer channel is closed'));
+    if (this.#closed)
+      return Promise.reject(new PrevailError(ErrorCodes.CLOSED, 'the peer channel is closed'));
     let socket: Socket;
     try {
       socket = this.#ensure();
     } catch (err) {
-      return Promise.reject(err);  // an address that doesn't parse: callers (timers too) expect a rejection
+      return Promise.reject(err); // an address that doesn't parse: callers (timers too) expect a rejection
     }
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
-        reject(new PrevailError(ErrorCodes.TIMEOUT, `no answer from ${this.address} within ${timeoutMs} ms`,
-          { mayHaveApplied: true }));
+        reject(
+          new PrevailError(
+            ErrorCodes.TIMEOUT,
+            `no answer from ${this.address} within ${timeoutMs} ms`,
+            { mayHaveApplied: true },
+          ),
+        );
       }, timeoutMs);
       const pending: Pending = { resolve, reject, sent: false, timer };
       this.#pending.set(id, pending);
@@ -212,16 +248,23 @@ export class PeerClient {
       if (this.#socket !== socket) return;
       this.#socket = null;
       this.#connected = false;
-      this.#unsent = [];  // their requests are failed below
+      this.#unsent = []; // their requests are failed below
       for (const [id, p] of this.#pending) {
         this.#pending.delete(id);
         clearTimeout(p.timer);
-        p.reject(new PrevailError(ErrorCodes.UNAVAILABLE,
-          `connection to ${this.address} ${p.sent ? 'dropped before the answer' : 'failed'}${err ? `: ${err.message}` : ''}`,
-          { mayHaveApplied: p.sent }));
+        p.reject(
+          new PrevailError(
+            ErrorCodes.UNAVAILABLE,
+            `connection to ${this.address} ${p.sent ? 'dropped before the answer' : 'failed'}${err ? `: ${err.message}` : ''}`,
+            { mayHaveApplied: p.sent },
+          ),
+        );
       }
     };
-    socket.on('error', (err) => { drop(err); socket.destroy(); });
+    socket.on('error', (err) => {
+      drop(err);
+      socket.destroy();
+    });
     socket.on('close', () => drop());
     return socket;
   }

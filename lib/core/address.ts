@@ -10,7 +10,9 @@ export function parseAddress(value: unknown, what = 'the address'): { host: stri
   const m = typeof value === 'string' ? HOST_PORT.exec(value) : null;
   const port = m ? Number(m[2]) : -1;
   if (!m || port > 65535) {
-    throw invalid(`${what} must be "host:port" (an IPv6 host in brackets) with a port in 0..65535, got ${JSON.stringify(value)}`);
+    throw invalid(
+      `${what} must be "host:port" (an IPv6 host in brackets) with a port in 0..65535, got ${JSON.stringify(value)}`,
+    );
   }
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
 }

@@ -138,8 +138,11 @@ export function isFatal(err: unknown): boolean {
 
 export function isPrevailError(err: unknown, code?: ErrorCode): err is PrevailError {
   return (
-    typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'string' &&
-    (err as { code: string }).code.startsWith('PREVAIL_') && (code === undefined || (err as { code: string }).code === code)
+    typeof err === 'object' &&
+    err !== null &&
+    typeof (err as { code?: unknown }).code === 'string' &&
+    (err as { code: string }).code.startsWith('PREVAIL_') &&
+    (code === undefined || (err as { code: string }).code === code)
   );
 }
 
@@ -173,7 +176,11 @@ export function fromNative(err: unknown, context?: { submitted?: boolean }): Pre
   if (err instanceof PrevailError) return err;
   const e = err as NativeError;
   let code = (e?.code ?? ErrorCodes.ENGINE) as ErrorCode;
-  if (code === ErrorCodes.ENGINE && e.raftName !== undefined && byRaftName[e.raftName] !== undefined) {
+  if (
+    code === ErrorCodes.ENGINE &&
+    e.raftName !== undefined &&
+    byRaftName[e.raftName] !== undefined
+  ) {
     code = byRaftName[e.raftName]!;
   }
   const fields: PrevailErrorFields = {};
@@ -188,7 +195,9 @@ export function fromNative(err: unknown, context?: { submitted?: boolean }): Pre
   }
   let message = String(e?.message ?? err);
   if (code === ErrorCodes.NOT_LEADER) {
-    message = fields.leader ? `not the leader; the leader is ${fields.leader.id} at ${fields.leader.address}` : 'not the leader; no leader is known';
+    message = fields.leader
+      ? `not the leader; the leader is ${fields.leader.id} at ${fields.leader.address}`
+      : 'not the leader; no leader is known';
   }
   return new PrevailError(code, message, fields);
 }

@@ -12,6 +12,6 @@ export function pidAlive(pid: number): boolean {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
-    return true;  // no /proc: trust the signal
+    return true; // no /proc: trust the signal
   }
 }

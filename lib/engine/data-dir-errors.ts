@@ -22,7 +22,8 @@ function fileInTheWay(dir: string): string | null {
  */
 export function dataDirError(dataDir: string, err: unknown): unknown {
   const e = err as NodeJS.ErrnoException | null;
-  if (isPrevailError(err) || typeof e?.code !== 'string' || typeof e.syscall !== 'string') return err;
+  if (isPrevailError(err) || typeof e?.code !== 'string' || typeof e.syscall !== 'string')
+    return err;
   const path = e.path ?? dataDir;
   const fields = { path, syscall: e.syscall, cause: err };
   const failed = `${e.code} from ${e.syscall} ${path}`;
@@ -30,23 +31,43 @@ export function dataDirError(dataDir: string, err: unknown): unknown {
     case 'EEXIST':
     case 'ENOTDIR': {
       const file = fileInTheWay(dataDir) ?? path;
-      return new PrevailError(ErrorCodes.IO, `dataDir ${dataDir} can't be used: ${file === dataDir ? 'it' : file} is a file, ` +
-        `not a directory (${failed}). Give the path of a directory (created if missing), or move the file away.`, fields);
+      return new PrevailError(
+        ErrorCodes.IO,
+        `dataDir ${dataDir} can't be used: ${file === dataDir ? 'it' : file} is a file, ` +
+          `not a directory (${failed}). Give the path of a directory (created if missing), or move the file away.`,
+        fields,
+      );
     }
     case 'EACCES':
     case 'EPERM':
-      return new PrevailError(ErrorCodes.IO, `dataDir ${dataDir} can't be used: permission denied (${failed}). This process ` +
-        `(uid ${process.getuid?.() ?? '?'}) must be able to create and write files in it: change its owner or mode, or give ` +
-        'another dataDir.', fields);
+      return new PrevailError(
+        ErrorCodes.IO,
+        `dataDir ${dataDir} can't be used: permission denied (${failed}). This process ` +
+          `(uid ${process.getuid?.() ?? '?'}) must be able to create and write files in it: change its owner or mode, or give ` +
+          'another dataDir.',
+        fields,
+      );
     case 'EROFS':
-      return new PrevailError(ErrorCodes.IO, `dataDir ${dataDir} can't be used: it is on a read-only file system (${failed}). ` +
-        'Remount it read-write, or give a dataDir on a writable file system.', fields);
+      return new PrevailError(
+        ErrorCodes.IO,
+        `dataDir ${dataDir} can't be used: it is on a read-only file system (${failed}). ` +
+          'Remount it read-write, or give a dataDir on a writable file system.',
+        fields,
+      );
     case 'ENOSPC':
     case 'EDQUOT':
-      return new PrevailError(ErrorCodes.NO_SPACE, `dataDir ${dataDir} can't be used: no space left (${failed}). ` +
-        'Free some space on its file system, or give another dataDir.', fields);
+      return new PrevailError(
+        ErrorCodes.NO_SPACE,
+        `dataDir ${dataDir} can't be used: no space left (${failed}). ` +
+          'Free some space on its file system, or give another dataDir.',
+        fields,
+      );
     default:
-      return new PrevailError(ErrorCodes.IO, `dataDir ${dataDir} can't be used: ${e.message} (${failed}).`, fields);
+      return new PrevailError(
+        ErrorCodes.IO,
+        `dataDir ${dataDir} can't be used: ${e.message} (${failed}).`,
+        fields,
+      );
   }
 }
 
@@ -59,14 +80,22 @@ export function damagedFile(dataDir: string, error: PrevailError): PrevailError 
   const segment = /load (?:closed|open) segment ([\w.-]+)/.exec(error.message)?.[1];
   if (segment && (error.code === ErrorCodes.IO || error.code === ErrorCodes.CORRUPT_ENTRY)) {
     const file = join(dataDir, segment);
-    return new PrevailError(ErrorCodes.CORRUPT_ENTRY, `${file} is damaged: ${error.message}. The node can't start on it; ` +
-      'see docs/operations.md (a damaged data dir) to rejoin it from its peers.', { file, cause: error });
+    return new PrevailError(
+      ErrorCodes.CORRUPT_ENTRY,
+      `${file} is damaged: ${error.message}. The node can't start on it; ` +
+        'see docs/operations.md (a damaged data dir) to rejoin it from its peers.',
+      { file, cause: error },
+    );
   }
   if (error.code === ErrorCodes.SNAPSHOT_UNREADABLE) {
     const newest = newestSnapshot(dataDir);
     if (newest) {
-      return new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `${newest} can't be restored: ${error.message}. Nothing was changed; ` +
-        'see docs/operations.md (a damaged data dir).', { file: newest, cause: error });
+      return new PrevailError(
+        ErrorCodes.SNAPSHOT_UNREADABLE,
+        `${newest} can't be restored: ${error.message}. Nothing was changed; ` +
+          'see docs/operations.md (a damaged data dir).',
+        { file: newest, cause: error },
+      );
     }
   }
   return error;
@@ -78,7 +107,12 @@ function newestSnapshot(dataDir: string): string | null {
   try {
     for (const name of readdirSync(dataDir)) {
       const m = /^snapshot-\d+-(\d+)-(\d+)$/.exec(name);
-      if (m && (!newest || Number(m[1]) > newest.index || (Number(m[1]) === newest.index && Number(m[2]) > newest.ts))) {
+      if (
+        m &&
+        (!newest ||
+          Number(m[1]) > newest.index ||
+          (Number(m[1]) === newest.index && Number(m[2]) > newest.ts))
+      ) {
         newest = { file: join(dataDir, name), index: Number(m[1]), ts: Number(m[2]) };
       }
     }

@@ -1,7 +1,18 @@
 // What a node keeps in its data dir besides the engine's files, all checked before the engine
 // starts: the lock (one process at a time), the identity (one node id forever) and the applied
 // mark (a log cut short is refused).
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 
 import { ErrorCodes, PrevailError } from '../core/errors.js';
@@ -21,7 +32,7 @@ export function makeDir(dir: string): void {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     const missing: string[] = [];
     for (let p = dir; !existsSync(p) && dirname(p) !== p; p = dirname(p)) missing.unshift(p);
-    for (const p of missing) mkdirSync(p);  // throws the real error (or, if it all works now, done)
+    for (const p of missing) mkdirSync(p); // throws the real error (or, if it all works now, done)
   }
 }
 
@@ -44,7 +55,7 @@ export function lockDataDir(dataDir: string): void {
       if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
         throw new PrevailError(ErrorCodes.DATADIR_LOCKED, `${dataDir} is in use by process ${pid}`);
       }
-      unlinkSync(lockFile);  // left by a process that died
+      unlinkSync(lockFile); // left by a process that died
     }
   }
   throw new PrevailError(ErrorCodes.DATADIR_LOCKED, `cannot lock ${dataDir}`);
@@ -74,15 +85,28 @@ export function checkIdentity(dataDir: string, id: number, address: string): voi
     return;
   }
   if (existing.id !== id) {
-    throw new PrevailError(ErrorCodes.DATADIR_MISMATCH, `${dataDir} belongs to node ${String(existing.id)}, not node ${id}`);
+    throw new PrevailError(
+      ErrorCodes.DATADIR_MISMATCH,
+      `${dataDir} belongs to node ${String(existing.id)}, not node ${id}`,
+    );
   }
   // The engine keeps term and vote in metadata1/metadata2; a log without them has lost them
   // (starting anyway could vote twice in a term).
-  const hasLog = readdirSync(dataDir).some((n) => /^(\d+-\d+|open-\d+|snapshot-\d+-\d+-\d+)$/.test(n));
-  if (hasLog && !existsSync(join(dataDir, 'metadata1')) && !existsSync(join(dataDir, 'metadata2'))) {
+  const hasLog = readdirSync(dataDir).some((n) =>
+    /^(\d+-\d+|open-\d+|snapshot-\d+-\d+-\d+)$/.test(n),
+  );
+  if (
+    hasLog &&
+    !existsSync(join(dataDir, 'metadata1')) &&
+    !existsSync(join(dataDir, 'metadata2'))
+  ) {
     const missing = join(dataDir, 'metadata1');
-    throw new PrevailError(ErrorCodes.CORRUPT_ENTRY, `${missing} (and metadata2) are missing, but the log is there: the node ` +
-      'can\'t start without its term and vote; see docs/operations.md (a damaged data dir).', { file: missing });
+    throw new PrevailError(
+      ErrorCodes.CORRUPT_ENTRY,
+      `${missing} (and metadata2) are missing, but the log is there: the node ` +
+        "can't start without its term and vote; see docs/operations.md (a damaged data dir).",
+      { file: missing },
+    );
   }
 }
 
@@ -93,8 +117,11 @@ function readIdentity(file: string): { id?: unknown } | null {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return null;
-    if (typeof code === 'string') throw err;  // can't be read (EACCES, EIO): start() makes it PREVAIL_IO
-    throw new PrevailError(ErrorCodes.DATADIR_MISMATCH, `${file} is unreadable: ${(err as Error).message}`);
+    if (typeof code === 'string') throw err; // can't be read (EACCES, EIO): start() makes it PREVAIL_IO
+    throw new PrevailError(
+      ErrorCodes.DATADIR_MISMATCH,
+      `${file} is unreadable: ${(err as Error).message}`,
+    );
   }
 }
 
@@ -111,5 +138,5 @@ export function readAppliedMark(dataDir: string): number {
 export function writeAppliedMark(dataDir: string, index: number): void {
   const tmp = join(dataDir, 'prevail-applied.tmp');
   writeFileSync(tmp, `${index}\n`);
-  renameSync(tmp, join(dataDir, 'prevail-applied'));  // never a torn file; a stale one is only lower
+  renameSync(tmp, join(dataDir, 'prevail-applied')); // never a torn file; a stale one is only lower
 }

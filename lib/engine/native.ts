@@ -16,7 +16,12 @@ export interface NativeStatus {
   lastIndex?: number;
   snapshotIndex?: number;
   snapshotTerm?: number;
-  members?: { id: number; address: string; role: 'voter' | 'standby' | 'spare'; matchIndex?: number }[];
+  members?: {
+    id: number;
+    address: string;
+    role: 'voter' | 'standby' | 'spare';
+    matchIndex?: number;
+  }[];
 }
 
 export interface NativeCallbacks {

@@ -62,34 +62,67 @@ export const defaults = {
  * The options once checked: every default filled in, `dataDir` absolute, and the configuration
  * an empty data dir starts with (`cluster`; undefined with `join`).
  */
-export type ValidOptions<R = unknown> = Required<Omit<RaftNodeOptions<R>, 'cluster' | 'join'>> & { bootstrap: MemberRef[] | undefined };
+export type ValidOptions<R = unknown> = Required<Omit<RaftNodeOptions<R>, 'cluster' | 'join'>> & {
+  bootstrap: MemberRef[] | undefined;
+};
 
 /** Checks the options (PREVAIL_INVALID_ARGUMENT naming the first bad one) and fills in the defaults. */
 export function validateOptions<R>(options: RaftNodeOptions<R>): ValidOptions<R> {
-  if (typeof options !== 'object' || options === null) throw invalid('RaftNode.start() needs an options object');
+  if (typeof options !== 'object' || options === null)
+    throw invalid('RaftNode.start() needs an options object');
   const id = checkPositiveInt('id', options.id);
   const address = checkAddress('address', options.address);
-  if (typeof options.dataDir !== 'string' || options.dataDir === '') throw invalid('dataDir must be a non-empty string');
+  if (typeof options.dataDir !== 'string' || options.dataDir === '')
+    throw invalid('dataDir must be a non-empty string');
   const fsm = checkFsm(options.fsm);
-  const electionTimeoutMs = checkPositiveInt('electionTimeoutMs', options.electionTimeoutMs ?? defaults.electionTimeoutMs);
+  const electionTimeoutMs = checkPositiveInt(
+    'electionTimeoutMs',
+    options.electionTimeoutMs ?? defaults.electionTimeoutMs,
+  );
   const heartbeatMs = checkPositiveInt('heartbeatMs', options.heartbeatMs ?? defaults.heartbeatMs);
-  if (heartbeatMs >= electionTimeoutMs) throw invalid('heartbeatMs must be below electionTimeoutMs');
-  const snapshotThreshold = checkPositiveInt('snapshotThreshold', options.snapshotThreshold ?? defaults.snapshotThreshold);
-  const snapshotTrailing = checkPositiveInt('snapshotTrailing', options.snapshotTrailing ?? defaults.snapshotTrailing);
-  const maxInflightEntries = checkPositiveInt('maxInflightEntries', options.maxInflightEntries ?? defaults.maxInflightEntries, 1 << 20);
-  if (options.join !== undefined && typeof options.join !== 'boolean') throw invalid('join must be a boolean');
+  if (heartbeatMs >= electionTimeoutMs)
+    throw invalid('heartbeatMs must be below electionTimeoutMs');
+  const snapshotThreshold = checkPositiveInt(
+    'snapshotThreshold',
+    options.snapshotThreshold ?? defaults.snapshotThreshold,
+  );
+  const snapshotTrailing = checkPositiveInt(
+    'snapshotTrailing',
+    options.snapshotTrailing ?? defaults.snapshotTrailing,
+  );
+  const maxInflightEntries = checkPositiveInt(
+    'maxInflightEntries',
+    options.maxInflightEntries ?? defaults.maxInflightEntries,
+    1 << 20,
+  );
+  if (options.join !== undefined && typeof options.join !== 'boolean')
+    throw invalid('join must be a boolean');
   const preVote = options.preVote ?? defaults.preVote;
   if (typeof preVote !== 'boolean') throw invalid('preVote must be a boolean');
   const cluster = checkCluster(options.cluster ?? [{ id, address }], id, address);
   return {
-    id, address, dataDir: resolve(options.dataDir), fsm, electionTimeoutMs, heartbeatMs, snapshotThreshold,
-    snapshotTrailing, maxInflightEntries, preVote, bootstrap: options.join ? undefined : cluster,
+    id,
+    address,
+    dataDir: resolve(options.dataDir),
+    fsm,
+    electionTimeoutMs,
+    heartbeatMs,
+    snapshotThreshold,
+    snapshotTrailing,
+    maxInflightEntries,
+    preVote,
+    bootstrap: options.join ? undefined : cluster,
   };
 }
 
 function checkFsm<R>(fsm: Fsm<R>): Fsm<R> {
-  if (typeof fsm !== 'object' || fsm === null || typeof fsm.apply !== 'function' ||
-      typeof fsm.snapshot !== 'function' || typeof fsm.restore !== 'function') {
+  if (
+    typeof fsm !== 'object' ||
+    fsm === null ||
+    typeof fsm.apply !== 'function' ||
+    typeof fsm.snapshot !== 'function' ||
+    typeof fsm.restore !== 'function'
+  ) {
     throw invalid('fsm must be an object with apply(), snapshot() and restore() methods');
   }
   return fsm;
@@ -97,7 +130,8 @@ function checkFsm<R>(fsm: Fsm<R>): Fsm<R> {
 
 // Distinct ids and addresses; this node, if listed, at its own address. Copies just { id, address }.
 function checkCluster(cluster: MemberRef[], id: number, address: string): MemberRef[] {
-  if (!Array.isArray(cluster) || cluster.length === 0) throw invalid('cluster must be a non-empty array of { id, address }');
+  if (!Array.isArray(cluster) || cluster.length === 0)
+    throw invalid('cluster must be a non-empty array of { id, address }');
   const ids = new Set<number>();
   const addresses = new Set<string>();
   for (const [i, m] of cluster.entries()) {
@@ -132,6 +166,7 @@ export function checkRole(role: unknown): MemberRole {
 
 /** A raft address: "host:port" by the one grammar (lib/core/address.ts), and a port peers can dial (not 0). */
 export function checkAddress(name: string, value: unknown): string {
-  if (parseAddress(value, name).port === 0) throw invalid(`${name} must have a port in 1..65535, got ${JSON.stringify(value)}`);
+  if (parseAddress(value, name).port === 0)
+    throw invalid(`${name} must have a port in 1..65535, got ${JSON.stringify(value)}`);
   return value as string;
 }

@@ -1,13 +1,34 @@
 import { EventEmitter } from 'node:events';
 
 import { debug } from '../core/diagnostics.js';
-import { ErrorCodes, PrevailError, fromNative, invalid, isFatal, type MemberRef } from '../core/errors.js';
+import {
+  ErrorCodes,
+  PrevailError,
+  fromNative,
+  invalid,
+  isFatal,
+  type MemberRef,
+} from '../core/errors.js';
 import { addressInUse } from '../core/ports.js';
 import { channels } from '../metrics.js';
 import { addon, type NativeEngine, type NativeStatus } from './native.js';
-import { checkIdentity, lockDataDir, makeDir, readAppliedMark, unlockDataDir, writeAppliedMark } from './data-dir.js';
+import {
+  checkIdentity,
+  lockDataDir,
+  makeDir,
+  readAppliedMark,
+  unlockDataDir,
+  writeAppliedMark,
+} from './data-dir.js';
 import { damagedFile, dataDirError } from './data-dir-errors.js';
-import { checkAddress, checkPositiveInt, checkRole, validateOptions, type RaftNodeOptions, type ValidOptions } from './options.js';
+import {
+  checkAddress,
+  checkPositiveInt,
+  checkRole,
+  validateOptions,
+  type RaftNodeOptions,
+  type ValidOptions,
+} from './options.js';
 import type { Fsm, MemberRole, NodeRole, RaftNodeStatus } from './types.js';
 
 export interface CloseOptions {
@@ -70,17 +91,28 @@ export class RaftNode<R = unknown> extends EventEmitter {
     this.#engine = new addon.Engine({
       // Handlers get a Buffer, as before: a view of the same bytes, no copy.
       apply: (payload, index, term, mine) =>
-        this.#apply(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), index, term, mine),
+        this.#apply(
+          Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength),
+          index,
+          term,
+          mine,
+        ),
       snapshot: () => {
         const t0 = performance.now();
         const chunks = this.#fsm.snapshot();
         if (channels.snapshot.hasSubscribers) {
-          channels.snapshot.publish({ id: this.id, kind: 'engine', index: this.#engine.status().appliedIndex, durationMs: performance.now() - t0 });
+          channels.snapshot.publish({
+            id: this.id,
+            kind: 'engine',
+            index: this.#engine.status().appliedIndex,
+            durationMs: performance.now() - t0,
+          });
         }
         return chunks;
       },
       restore: (payload) => this.#fsm.restore(payload),
-      state: (state, term, leaderId, leaderAddress) => this.#onState(state, term, leaderId, leaderAddress),
+      state: (state, term, leaderId, leaderAddress) =>
+        this.#onState(state, term, leaderId, leaderAddress),
       fatal: (error) => this.#onFatal(error),
     });
   }
@@ -121,17 +153,41 @@ export class RaftNode<R = unknown> extends EventEmitter {
   }
 
   async #startEngine(valid: ValidOptions<R>): Promise<void> {
-    const { id, address, dataDir, electionTimeoutMs, heartbeatMs, snapshotThreshold, snapshotTrailing, maxInflightEntries,
-      preVote, bootstrap } = valid;
+    const {
+      id,
+      address,
+      dataDir,
+      electionTimeoutMs,
+      heartbeatMs,
+      snapshotThreshold,
+      snapshotTrailing,
+      maxInflightEntries,
+      preVote,
+      bootstrap,
+    } = valid;
     try {
-      await this.#engine.start({ id, address, dataDir, electionTimeoutMs, heartbeatMs, snapshotThreshold, snapshotTrailing,
-        maxInflightEntries, preVote, bootstrap });
+      await this.#engine.start({
+        id,
+        address,
+        dataDir,
+        electionTimeoutMs,
+        heartbeatMs,
+        snapshotThreshold,
+        snapshotTrailing,
+        maxInflightEntries,
+        preVote,
+        bootstrap,
+      });
     } catch (err) {
       unlockDataDir(this.dataDir);
       const error = fromNative(err);
       // The engine reports a failed listen as a bare I/O error; name the cause.
       if (error.code === ErrorCodes.IO && (await addressInUse(this.address))) {
-        throw new PrevailError(ErrorCodes.ADDRESS_IN_USE, `address ${this.address} is already in use`, { cause: error });
+        throw new PrevailError(
+          ErrorCodes.ADDRESS_IN_USE,
+          `address ${this.address} is already in use`,
+          { cause: error },
+        );
       }
       throw damagedFile(this.dataDir, error);
     }
@@ -144,9 +200,13 @@ export class RaftNode<R = unknown> extends EventEmitter {
     if (lastIndex < mark) {
       await this.#engine.close().catch(() => undefined);
       unlockDataDir(this.dataDir);
-      throw new PrevailError(ErrorCodes.CORRUPT_ENTRY, `${this.dataDir}: the log ends at index ${lastIndex}, but this node had ` +
-        `applied up to ${mark}: a log segment is missing or cut. The node can't start on it; see docs/operations.md ` +
-        '(a damaged data dir) to rejoin it from its peers.', { file: this.dataDir, index: mark });
+      throw new PrevailError(
+        ErrorCodes.CORRUPT_ENTRY,
+        `${this.dataDir}: the log ends at index ${lastIndex}, but this node had ` +
+          `applied up to ${mark}: a log segment is missing or cut. The node can't start on it; see docs/operations.md ` +
+          '(a damaged data dir) to rejoin it from its peers.',
+        { file: this.dataDir, index: mark },
+      );
     }
     this.#appliedMark = this.#markWritten = mark;
   }
@@ -161,14 +221,21 @@ export class RaftNode<R = unknown> extends EventEmitter {
   }
 
   /** Like `propose`, but also gives the entry's log index (for read-your-writes). */
-  proposeWithIndex(command: Uint8Array, options: ProposeOptions = {}): Promise<{ index: number; result: R }> {
+  proposeWithIndex(
+    command: Uint8Array,
+    options: ProposeOptions = {},
+  ): Promise<{ index: number; result: R }> {
     if (this.#closing) return Promise.reject(this.#closedError());
     if (!(command instanceof Uint8Array)) {
       return Promise.reject(invalid('a command must be a Uint8Array'));
     }
     const signal = options.signal;
     if (signal?.aborted) {
-      return Promise.reject(new PrevailError(ErrorCodes.ABORTED, 'aborted before it was proposed', { cause: signal.reason }));
+      return Promise.reject(
+        new PrevailError(ErrorCodes.ABORTED, 'aborted before it was proposed', {
+          cause: signal.reason,
+        }),
+      );
     }
     const applied = this.#engine.apply(command).then(
       ([index, value]) => {
@@ -183,10 +250,20 @@ export class RaftNode<R = unknown> extends EventEmitter {
     if (!signal) return applied;
     return new Promise((resolvePromise, reject) => {
       const onAbort = () =>
-        reject(new PrevailError(ErrorCodes.ABORTED, 'aborted while in flight; the command may still apply', {
-          mayHaveApplied: true, cause: signal.reason }));
+        reject(
+          new PrevailError(
+            ErrorCodes.ABORTED,
+            'aborted while in flight; the command may still apply',
+            {
+              mayHaveApplied: true,
+              cause: signal.reason,
+            },
+          ),
+        );
       signal.addEventListener('abort', onAbort, { once: true });
-      applied.then(resolvePromise, reject).finally(() => signal.removeEventListener('abort', onAbort));
+      applied
+        .then(resolvePromise, reject)
+        .finally(() => signal.removeEventListener('abort', onAbort));
     });
   }
 
@@ -213,13 +290,17 @@ export class RaftNode<R = unknown> extends EventEmitter {
         const snap = this.status().snapshot;
         if (snap.index >= index) return snap;
         if (this.#closing || Date.now() > deadline) {
-          throw new PrevailError(this.#closing ? ErrorCodes.CLOSED : ErrorCodes.IO, `no snapshot at ${index} within ${timeoutMs} ms`);
+          throw new PrevailError(
+            this.#closing ? ErrorCodes.CLOSED : ErrorCodes.IO,
+            `no snapshot at ${index} within ${timeoutMs} ms`,
+          );
         }
         await new Promise((r) => setTimeout(r, 5));
       }
     } finally {
       this.#forcedSnapshots--;
-      if (!this.#closing && this.#forcedSnapshots === 0) this.#engine.setSnapshotThreshold(this.#snapshotThreshold);
+      if (!this.#closing && this.#forcedSnapshots === 0)
+        this.#engine.setSnapshotThreshold(this.#snapshotThreshold);
     }
   }
 
@@ -233,8 +314,17 @@ export class RaftNode<R = unknown> extends EventEmitter {
   status(): RaftNodeStatus {
     const s: NativeStatus = this.#engine.status();
     if (s.term === undefined) {
-      return { id: this.id, role: 'closed', term: this.#term, leader: null, commitIndex: 0, appliedIndex: 0,
-        lastIndex: 0, members: [], snapshot: { index: 0, term: 0 } };
+      return {
+        id: this.id,
+        role: 'closed',
+        term: this.#term,
+        leader: null,
+        commitIndex: 0,
+        appliedIndex: 0,
+        lastIndex: 0,
+        members: [],
+        snapshot: { index: 0, term: 0 },
+      };
     }
     return {
       id: this.id,
@@ -304,8 +394,10 @@ export class RaftNode<R = unknown> extends EventEmitter {
     const leaderId = await this.#transfer(id ?? 0);
     const s = this.status();
     if (leaderId === 0 || leaderId === this.id || (id !== undefined && leaderId !== id)) {
-      throw new PrevailError(ErrorCodes.TRANSFER_FAILED,
-        `leadership transfer${id ? ` to ${id}` : ''} did not complete (leader now ${leaderId || 'unknown'})`);
+      throw new PrevailError(
+        ErrorCodes.TRANSFER_FAILED,
+        `leadership transfer${id ? ` to ${id}` : ''} did not complete (leader now ${leaderId || 'unknown'})`,
+      );
     }
     return s.leader ?? { id: leaderId, address: '' };
   }
@@ -329,12 +421,17 @@ export class RaftNode<R = unknown> extends EventEmitter {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
         Promise.allSettled([...this.#inflight]),
-        new Promise((r) => { timer = setTimeout(r, drainTimeoutMs); }),
+        new Promise((r) => {
+          timer = setTimeout(r, drainTimeoutMs);
+        }),
       ]);
       clearTimeout(timer);
     }
-    if (options.transferLeadership && this.#role === 'leader' &&
-        this.status().members.filter((m) => m.role === 'voter').length > 1) {
+    if (
+      options.transferLeadership &&
+      this.#role === 'leader' &&
+      this.status().members.filter((m) => m.role === 'voter').length > 1
+    ) {
       try {
         this.emit('transferring', { to: null });
         const to = await this.#transfer(0);
@@ -344,7 +441,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
       }
     }
     if (this.#markTimer) clearInterval(this.#markTimer);
-    this.#writeMark();  // while the engine still answers status()
+    this.#writeMark(); // while the engine still answers status()
     await this.#engine.close().catch((err: unknown) => {
       throw fromNative(err);
     });
@@ -362,8 +459,16 @@ export class RaftNode<R = unknown> extends EventEmitter {
       return await Promise.race([
         this.#call(this.#engine.transfer(id)),
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new PrevailError(ErrorCodes.TRANSFER_FAILED,
-            `no new leader within ${timeoutMs} ms of the leadership transfer`)), timeoutMs);
+          timer = setTimeout(
+            () =>
+              reject(
+                new PrevailError(
+                  ErrorCodes.TRANSFER_FAILED,
+                  `no new leader within ${timeoutMs} ms of the leadership transfer`,
+                ),
+              ),
+            timeoutMs,
+          );
         }),
       ]);
     } finally {
@@ -398,7 +503,8 @@ export class RaftNode<R = unknown> extends EventEmitter {
         if (err instanceof PrevailError && err.index === undefined) err.index = index;
         throw err;
       }
-      if (!mine) debug('node %d: apply threw at index %d: %s', this.id, index, (err as Error)?.message);
+      if (!mine)
+        debug('node %d: apply threw at index %d: %s', this.id, index, (err as Error)?.message);
       return mine ? new ApplyFailure(err) : undefined;
     }
   }
@@ -419,15 +525,25 @@ export class RaftNode<R = unknown> extends EventEmitter {
     if (this.#failure) return;
     const error = fromNative(err);
     this.#failure = error;
-    debug('node %d stopped: it can\'t apply entry %s: %s', this.id, error.index ?? '?', error.message);
+    debug(
+      "node %d stopped: it can't apply entry %s: %s",
+      this.id,
+      error.index ?? '?',
+      error.message,
+    );
     this.close({ drainTimeoutMs: 0 })
-      .catch((closeErr: unknown) => debug('node %d: close after a failed apply: %s', this.id, (closeErr as Error)?.message))
+      .catch((closeErr: unknown) =>
+        debug('node %d: close after a failed apply: %s', this.id, (closeErr as Error)?.message),
+      )
       .finally(() => process.nextTick(() => this.emit('error', error)));
   }
 
   #closedError(): PrevailError {
     const failure = this.#failure;
-    return failure ? new PrevailError(ErrorCodes.CLOSED, `the node stopped: ${failure.message}`, { cause: failure })
+    return failure
+      ? new PrevailError(ErrorCodes.CLOSED, `the node stopped: ${failure.message}`, {
+          cause: failure,
+        })
       : new PrevailError(ErrorCodes.CLOSED, 'the node is closed');
   }
 

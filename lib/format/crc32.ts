@@ -6,14 +6,14 @@
 // modulo the CRC polynomial (the pre- and post-inversion cancel out). Polynomials are held
 // bit-reflected, as the CRC itself is: bit 31 is x^0, bit 0 is x^31.
 const POLY = 0xedb88320;
-const ONE = 0x80000000;  // x^0
+const ONE = 0x80000000; // x^0
 
 /** a·b modulo the CRC-32 polynomial. */
 function mulModPoly(a: number, b: number): number {
   let product = 0;
   for (let bit = ONE; bit !== 0; bit >>>= 1) {
     if (a & bit) product ^= b;
-    b = b & 1 ? (b >>> 1) ^ POLY : b >>> 1;  // b·x
+    b = b & 1 ? (b >>> 1) ^ POLY : b >>> 1; // b·x
   }
   return product >>> 0;
 }

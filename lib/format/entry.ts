@@ -10,7 +10,12 @@ import { applyPatches, checkPlain, type Patch } from '../plain-data.js';
 // same on every replica, after a restart and after a snapshot install. useBigIntExtension:
 // bigints beyond 64 bits (msgpack's ints) are written as an extension rather than refused.
 /** The msgpackr options of entries and snapshot frames. */
-export const packrOptions = { useRecords: false, mapsAsObjects: true, variableMapSize: true, useBigIntExtension: true };
+export const packrOptions = {
+  useRecords: false,
+  mapsAsObjects: true,
+  variableMapSize: true,
+  useBigIntExtension: true,
+};
 export const packr = new Packr(packrOptions);
 
 /**
@@ -36,8 +41,7 @@ export type EntryBody =
  * know stops rather than guess (PREVAIL_CORRUPT_ENTRY where it is applied).
  */
 export type StoreEntry = (
-  | { type: 'command'; name: string; args: unknown }
-  | { type: 'system'; kind: string; data: unknown }
+  { type: 'command'; name: string; args: unknown } | { type: 'system'; kind: string; data: unknown }
 ) & {
   /** One of EntryFormat. */
   format: number;
@@ -46,15 +50,23 @@ export type StoreEntry = (
 };
 
 /** The command's name, or the system entry's kind (for logs and metrics). */
-export const entryLabel = (entry: StoreEntry): string => (entry.type === 'command' ? entry.name : entry.kind);
+export const entryLabel = (entry: StoreEntry): string =>
+  entry.type === 'command' ? entry.name : entry.kind;
 
 /** Encodes an entry; throws PREVAIL_NOT_PLAIN_DATA (path `args…`) for arguments that aren't plain data. */
 export function encodeEntry(body: EntryBody, proposedAt: number): Uint8Array {
   const system = body.type === 'system';
   const [name, args] = system ? [body.kind, body.data] : [body.name, body.args];
   const patches = checkPlain(args, 'args');
-  if (patches.length === 0) return packr.pack([system ? EntryFormat.SYSTEM : EntryFormat.COMMAND, name, args, proposedAt]);
-  return packr.pack([system ? EntryFormat.SYSTEM_EXACT : EntryFormat.COMMAND_EXACT, name, args, proposedAt, patches]);
+  if (patches.length === 0)
+    return packr.pack([system ? EntryFormat.SYSTEM : EntryFormat.COMMAND, name, args, proposedAt]);
+  return packr.pack([
+    system ? EntryFormat.SYSTEM_EXACT : EntryFormat.COMMAND_EXACT,
+    name,
+    args,
+    proposedAt,
+    patches,
+  ]);
 }
 
 /**
@@ -67,7 +79,10 @@ export function encodeProposal(body: EntryBody, proposedAt: number): Uint8Array 
   } catch (err) {
     if ((err as PrevailError).code === ErrorCodes.NOT_PLAIN_DATA) throw err;
     const name = body.type === 'command' ? body.name : `prevail:${body.kind}`;
-    throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `arguments of ${name} can't be encoded: ${(err as Error).message}`);
+    throw new PrevailError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `arguments of ${name} can't be encoded: ${(err as Error).message}`,
+    );
   }
 }
 
@@ -82,9 +97,16 @@ export function decodeEntry(payload: Uint8Array): StoreEntry | string {
   if (!Array.isArray(decoded) || typeof decoded[1] !== 'string') {
     return `it is not a store entry (${Array.isArray(decoded) ? `format ${JSON.stringify(decoded[0])}` : typeof decoded})`;
   }
-  const [format, name, rawArgs, proposedAt, patches] = decoded as [unknown, string, unknown, unknown, Patch[] | undefined];
+  const [format, name, rawArgs, proposedAt, patches] = decoded as [
+    unknown,
+    string,
+    unknown,
+    unknown,
+    Patch[] | undefined,
+  ];
   const system = format === EntryFormat.SYSTEM || format === EntryFormat.SYSTEM_EXACT;
-  if (!system && format !== EntryFormat.COMMAND && format !== EntryFormat.COMMAND_EXACT) return `it is not a store entry (format ${JSON.stringify(format)})`;
+  if (!system && format !== EntryFormat.COMMAND && format !== EntryFormat.COMMAND_EXACT)
+    return `it is not a store entry (format ${JSON.stringify(format)})`;
   let args = rawArgs;
   if (format === EntryFormat.COMMAND_EXACT || format === EntryFormat.SYSTEM_EXACT) {
     try {
@@ -93,6 +115,11 @@ export function decodeEntry(payload: Uint8Array): StoreEntry | string {
       return `its patches don't fit its arguments: ${(err as Error).message}`;
     }
   }
-  const at = { format: format as number, proposedAt: typeof proposedAt === 'number' ? proposedAt : 0 };
-  return system ? { type: 'system', kind: name, data: args, ...at } : { type: 'command', name, args, ...at };
+  const at = {
+    format: format as number,
+    proposedAt: typeof proposedAt === 'number' ? proposedAt : 0,
+  };
+  return system
+    ? { type: 'system', kind: name, data: args, ...at }
+    : { type: 'command', name, args, ...at };
 }

@@ -27,7 +27,9 @@ export const SNAPSHOT_FORMAT_READ = SnapshotFormat.EXACT;
 
 /** The format a snapshot made of these frames must declare (see SnapshotFormat). */
 export function formatFor(frames: readonly Uint8Array[], metaPatches: boolean): number {
-  return metaPatches || frames.some((f) => patchedFrames.has(f)) ? SnapshotFormat.EXACT : SnapshotFormat.ROWS;
+  return metaPatches || frames.some((f) => patchedFrames.has(f))
+    ? SnapshotFormat.EXACT
+    : SnapshotFormat.ROWS;
 }
 
 /** Notes that a frame read from a snapshot carries patches (for formatFor, when it is reused). */
@@ -43,12 +45,16 @@ const patchedFrames = new WeakSet<Uint8Array>();
  * this is a third smaller and packs 1.5-2 times and unpacks 2-3 times faster (no key strings
  * per object to write, decode and intern; two arrays per frame, not one per object).
  */
-export function objsFrame(collection: string, objects: unknown[], patchesFor: (o: object) => Patch[] | null): Uint8Array {
+export function objsFrame(
+  collection: string,
+  objects: unknown[],
+  patchesFor: (o: object) => Patch[] | null,
+): Uint8Array {
   const shapes: string[][] = [];
-  const shapeOf = new Map<string, number>();  // key list (joined) -> its index in shapes
+  const shapeOf = new Map<string, number>(); // key list (joined) -> its index in shapes
   const items: number[] = new Array(objects.length);
   const values: unknown[] = [];
-  const x: [number, Patch[]][] = [];  // the exact values of the few objects that need them (plain-data.ts)
+  const x: [number, Patch[]][] = []; // the exact values of the few objects that need them (plain-data.ts)
   let keys: string[] | null = null;
   let shape = -1;
   for (let i = 0; i < objects.length; i++) {
@@ -58,7 +64,10 @@ export function objsFrame(collection: string, objects: unknown[], patchesFor: (o
     if (same) {
       let n = 0;
       for (const k in o) {
-        if (k !== keys![n++]) { same = false; break; }
+        if (k !== keys![n++]) {
+          same = false;
+          break;
+        }
       }
       if (n !== keys!.length) same = false;
     }
@@ -80,7 +89,6 @@ export function objsFrame(collection: string, objects: unknown[], patchesFor: (o
   return f;
 }
 
-
 // Object builders by key list: `(v, at) => ({ k1: v[at], k2: v[at + 1], ... })`, compiled once
 // per shape (an object literal is the fastest way to make objects of one layout); at most
 // MAX_BUILDERS of them, then a generic loop.
@@ -93,12 +101,22 @@ function builderFor(keys: string[]): Builder {
   let build = builders.get(sig);
   if (build) return build;
   if (builders.size < MAX_BUILDERS && !keys.includes('__proto__')) {
-    build = new Function('v', 'at', `return { ${keys.map((k, i) => `${JSON.stringify(k)}: v[at + ${i}]`).join(', ')} };`) as Builder;
+    build = new Function(
+      'v',
+      'at',
+      `return { ${keys.map((k, i) => `${JSON.stringify(k)}: v[at + ${i}]`).join(', ')} };`,
+    ) as Builder;
     builders.set(sig, build);
   } else {
     build = (v, at) => {
       const o: Record<string, unknown> = {};
-      for (let i = 0; i < keys.length; i++) Object.defineProperty(o, keys[i]!, { value: v[at + i], writable: true, enumerable: true, configurable: true });
+      for (let i = 0; i < keys.length; i++)
+        Object.defineProperty(o, keys[i]!, {
+          value: v[at + i],
+          writable: true,
+          enumerable: true,
+          configurable: true,
+        });
       return o;
     };
   }
@@ -109,7 +127,11 @@ function builderFor(keys: string[]): Builder {
  * The objects of a rows frame (see objsFrame). Also reads the first rows layout, without
  * `values`: each item was [shape, ...its values].
  */
-export function fromRows(shapes: string[][], items: unknown[], values: unknown[] | undefined): object[] {
+export function fromRows(
+  shapes: string[][],
+  items: unknown[],
+  values: unknown[] | undefined,
+): object[] {
   const build = shapes.map(builderFor);
   const out: object[] = new Array(items.length);
   if (values === undefined) {
@@ -136,7 +158,9 @@ export function fromRows(shapes: string[][], items: unknown[], values: unknown[]
  * size pass and a copy, about 20 times faster. The store goes further and keeps its tail
  * encoded as entries are applied (tail.ts, the same bytes), so a snapshot copies nothing.
  */
-export function tailFrame(entries: readonly { index: number; term: number; payload: Uint8Array }[]): Uint8Array {
+export function tailFrame(
+  entries: readonly { index: number; term: number; payload: Uint8Array }[],
+): Uint8Array {
   let size = TAIL_HEAD.length + 4;
   for (const e of entries) size += tailEntrySize(e);
   const out = Buffer.allocUnsafe(4 + size);
@@ -147,7 +171,10 @@ export function tailFrame(entries: readonly { index: number; term: number; paylo
 }
 
 // `{ t: 'tail', entries: <array 32 of …> }` up to the array's length.
-const TAIL_HEAD = [0x82, 0xa1, 0x74, 0xa4, 0x74, 0x61, 0x69, 0x6c, 0xa7, 0x65, 0x6e, 0x74, 0x72, 0x69, 0x65, 0x73, 0xdd];
+const TAIL_HEAD = [
+  0x82, 0xa1, 0x74, 0xa4, 0x74, 0x61, 0x69, 0x6c, 0xa7, 0x65, 0x6e, 0x74, 0x72, 0x69, 0x65, 0x73,
+  0xdd,
+];
 /** Bytes before a tail frame's first entry: the length prefix, TAIL_HEAD and the entry count. */
 export const TAIL_HEAD_BYTES = 4 + TAIL_HEAD.length + 4;
 
@@ -162,18 +189,33 @@ export function writeTailHead(out: Buffer, size: number, count: number): number 
 
 /** The bytes of one entry of a tail frame: [index, term, payload]. */
 export function tailEntrySize(e: { index: number; term: number; payload: Uint8Array }): number {
-  return 1 + uintSize(e.index) + uintSize(e.term) + binHeaderSize(e.payload.length) + e.payload.length;
+  return (
+    1 + uintSize(e.index) + uintSize(e.term) + binHeaderSize(e.payload.length) + e.payload.length
+  );
 }
 
 /** Writes one entry of a tail frame at `at`; returns the offset after it. */
-export function writeTailEntry(out: Buffer, at: number, e: { index: number; term: number; payload: Uint8Array }): number {
-  out[at++] = 0x93;  // fixarray of 3
+export function writeTailEntry(
+  out: Buffer,
+  at: number,
+  e: { index: number; term: number; payload: Uint8Array },
+): number {
+  out[at++] = 0x93; // fixarray of 3
   at = writeUint(out, at, e.index);
   at = writeUint(out, at, e.term);
   const n = e.payload.length;
-  if (n < 0x100) { out[at++] = 0xc4; out[at++] = n; }
-  else if (n < 0x10000) { out[at++] = 0xc5; out.writeUInt16BE(n, at); at += 2; }
-  else { out[at++] = 0xc6; out.writeUInt32BE(n, at); at += 4; }
+  if (n < 0x100) {
+    out[at++] = 0xc4;
+    out[at++] = n;
+  } else if (n < 0x10000) {
+    out[at++] = 0xc5;
+    out.writeUInt16BE(n, at);
+    at += 2;
+  } else {
+    out[at++] = 0xc6;
+    out.writeUInt32BE(n, at);
+    at += 4;
+  }
   out.set(e.payload, at);
   return at + n;
 }
@@ -183,10 +225,25 @@ function uintSize(v: number): number {
   return v < 0x80 ? 1 : v < 0x100 ? 2 : v < 0x10000 ? 3 : v < 0x100000000 ? 5 : 9;
 }
 function writeUint(out: Buffer, at: number, v: number): number {
-  if (v < 0x80) { out[at] = v; return at + 1; }
-  if (v < 0x100) { out[at] = 0xcc; out[at + 1] = v; return at + 2; }
-  if (v < 0x10000) { out[at] = 0xcd; out.writeUInt16BE(v, at + 1); return at + 3; }
-  if (v < 0x100000000) { out[at] = 0xce; out.writeUInt32BE(v, at + 1); return at + 5; }
+  if (v < 0x80) {
+    out[at] = v;
+    return at + 1;
+  }
+  if (v < 0x100) {
+    out[at] = 0xcc;
+    out[at + 1] = v;
+    return at + 2;
+  }
+  if (v < 0x10000) {
+    out[at] = 0xcd;
+    out.writeUInt16BE(v, at + 1);
+    return at + 3;
+  }
+  if (v < 0x100000000) {
+    out[at] = 0xce;
+    out.writeUInt32BE(v, at + 1);
+    return at + 5;
+  }
   out[at] = 0xcb;
   out.writeDoubleBE(v, at + 1);
   return at + 9;
@@ -199,7 +256,7 @@ export function frame(bytes: Uint8Array): Uint8Array {
   const out = Buffer.allocUnsafe(4 + bytes.length);
   out.writeUInt32LE(bytes.length, 0);
   out.set(bytes, 4);
-  frameCrcs.set(out, crc32(out));  // now, while it is being made: snapshots then only look it up
+  frameCrcs.set(out, crc32(out)); // now, while it is being made: snapshots then only look it up
   return out;
 }
 
@@ -220,9 +277,17 @@ export function crcOf(framed: Uint8Array): number {
 export function splitFrames(buf: Buffer): Buffer[] {
   const frames: Buffer[] = [];
   for (let at = 0; at < buf.length;) {
-    if (at + 4 > buf.length) throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `store snapshot cut inside a frame header at byte ${at}`);
+    if (at + 4 > buf.length)
+      throw new PrevailError(
+        ErrorCodes.SNAPSHOT_UNREADABLE,
+        `store snapshot cut inside a frame header at byte ${at}`,
+      );
     const len = buf.readUInt32LE(at);
-    if (at + 4 + len > buf.length) throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `store snapshot frame at byte ${at} runs past the end`);
+    if (at + 4 + len > buf.length)
+      throw new PrevailError(
+        ErrorCodes.SNAPSHOT_UNREADABLE,
+        `store snapshot frame at byte ${at} runs past the end`,
+      );
     frames.push(buf.subarray(at, at + 4 + len));
     at += 4 + len;
   }
@@ -239,22 +304,27 @@ export function verifySnapshot(buf: Buffer): Buffer[] {
   const last = frames.at(-1);
   let end: { t?: string; crcs?: number[] } | undefined;
   try {
-    end = last ? packr.unpack(last.subarray(4)) as typeof end : undefined;
+    end = last ? (packr.unpack(last.subarray(4)) as typeof end) : undefined;
   } catch {
     end = undefined;
   }
-  if (end?.t !== 'end') return frames;  // an older snapshot: no checksums to check
+  if (end?.t !== 'end') return frames; // an older snapshot: no checksums to check
   const crcs = end.crcs ?? [];
   if (crcs.length !== frames.length - 1) {
-    throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `store snapshot has ${frames.length - 1} frames, its checksum list ${crcs.length}`);
+    throw new PrevailError(
+      ErrorCodes.SNAPSHOT_UNREADABLE,
+      `store snapshot has ${frames.length - 1} frames, its checksum list ${crcs.length}`,
+    );
   }
   for (let i = 0; i < crcs.length; i++) {
     const crc = crc32(frames[i]!);
     if (crc !== crcs[i]) {
-      throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `store snapshot frame ${i} (at byte ${frames[i]!.byteOffset - buf.byteOffset}) fails its CRC-32: damaged`);
+      throw new PrevailError(
+        ErrorCodes.SNAPSHOT_UNREADABLE,
+        `store snapshot frame ${i} (at byte ${frames[i]!.byteOffset - buf.byteOffset}) fails its CRC-32: damaged`,
+      );
     }
     frameCrcs.set(frames[i]!, crc);
   }
   return frames;
 }
-

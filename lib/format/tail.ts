@@ -12,15 +12,22 @@ import { TAIL_HEAD_BYTES, tailEntrySize, writeTailEntry, writeTailHead } from '.
 // One external allocation per block (V8 counts each towards its external-memory limit).
 const BLOCK_BYTES = 1 << 20;
 
-interface Block { bytes: Buffer; end: number }
-interface Placed { index: number; block: Block; at: number }
+interface Block {
+  bytes: Buffer;
+  end: number;
+}
+interface Placed {
+  index: number;
+  block: Block;
+  at: number;
+}
 
 export class EncodedTail {
   #entries: Placed[] = [];
-  #blocks: Block[] = [];  // in order; the first is read from #headAt, the last is being written
+  #blocks: Block[] = []; // in order; the first is read from #headAt, the last is being written
   #headAt = 0;
-  #bytes = 0;  // of the encoded entries, from #headAt on
-  #crc = 0;  // CRC-32 of those bytes
+  #bytes = 0; // of the encoded entries, from #headAt on
+  #crc = 0; // CRC-32 of those bytes
 
   get length(): number {
     return this.#entries.length;
@@ -75,7 +82,10 @@ export class EncodedTail {
   frame(): { pieces: Uint8Array[]; crc: number } {
     const head = Buffer.allocUnsafe(TAIL_HEAD_BYTES);
     writeTailHead(head, TAIL_HEAD_BYTES - 4 + this.#bytes, this.#entries.length);
-    return { pieces: [head, ...this.#pieces()], crc: crc32Combine(crc32(head), this.#crc, this.#bytes) };
+    return {
+      pieces: [head, ...this.#pieces()],
+      crc: crc32Combine(crc32(head), this.#crc, this.#bytes),
+    };
   }
 
   #pieces(): Uint8Array[] {

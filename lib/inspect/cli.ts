@@ -20,17 +20,23 @@ export interface RunInspectOptions {
   err?: Sink;
 }
 
-const USAGE = 'usage: prevail inspect DIR [--at N] [--from N] [--to N] [--json] [--schema path/to/module.mjs[#exportName]]\n';
+const USAGE =
+  'usage: prevail inspect DIR [--at N] [--from N] [--to N] [--json] [--schema path/to/module.mjs[#exportName]]\n';
 
 function toJson(value: unknown, space?: number): string {
-  return JSON.stringify(value, function (this: Record<string, unknown>, k: string, v: unknown) {
-    const raw = this[k];  // before toJSON (a Buffer's would give { type, data })
-    if (raw instanceof Uint8Array) return { $bytes: Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('hex') };
-    if (typeof v === 'bigint') return `${v}n`;
-    if (v instanceof Map) return Object.fromEntries(v);
-    if (v instanceof Set) return [...v];
-    return v;
-  }, space);
+  return JSON.stringify(
+    value,
+    function (this: Record<string, unknown>, k: string, v: unknown) {
+      const raw = this[k]; // before toJSON (a Buffer's would give { type, data })
+      if (raw instanceof Uint8Array)
+        return { $bytes: Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('hex') };
+      if (typeof v === 'bigint') return `${v}n`;
+      if (v instanceof Map) return Object.fromEntries(v);
+      if (v instanceof Set) return [...v];
+      return v;
+    },
+    space,
+  );
 }
 
 async function loadSchema(spec: string): Promise<Schema<any, any>> {
@@ -46,13 +52,22 @@ async function loadSchema(spec: string): Promise<Schema<any, any>> {
   const candidates = exportName ? [exportName] : ['schema', 'default'];
   for (const name of candidates) {
     const s = mod[name] as Schema<any, any> | undefined;
-    if (s && typeof s === 'object' && typeof s.collections === 'object' && typeof s.commands === 'object') return s;
+    if (
+      s &&
+      typeof s === 'object' &&
+      typeof s.collections === 'object' &&
+      typeof s.commands === 'object'
+    )
+      return s;
   }
-  throw new UsageError(`--schema ${spec}: no defineSchema() result exported as ${candidates.join(' or ')}`);
+  throw new UsageError(
+    `--schema ${spec}: no defineSchema() result exported as ${candidates.join(' or ')}`,
+  );
 }
 
 function parseIndex(flag: string, value: string | undefined): number {
-  if (value === undefined || !/^\d+$/.test(value)) throw new UsageError(`${flag} needs a non-negative integer`);
+  if (value === undefined || !/^\d+$/.test(value))
+    throw new UsageError(`${flag} needs a non-negative integer`);
   const n = Number(value);
   if (!Number.isSafeInteger(n)) throw new UsageError(`${flag} ${value} is too large`);
   return n;
@@ -65,7 +80,18 @@ function pad(s: string, n: number): string {
 function table(rows: string[][], indent = '  '): string {
   if (rows.length === 0) return '';
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => indent + r.map((c, i) => (i === r.length - 1 ? c : pad(c, widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
+  return (
+    rows
+      .map(
+        (r) =>
+          indent +
+          r
+            .map((c, i) => (i === r.length - 1 ? c : pad(c, widths[i]!)))
+            .join('  ')
+            .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
 }
 
 function members(ms: InspectedMember[]): string {
@@ -78,15 +104,22 @@ function clip(s: string, n = 160): string {
 
 function describeEntry(e: InspectedEntry): string {
   if (e.type === 'barrier') return `barrier (${e.length} bytes)`;
-  if (e.type === 'configuration') return e.configuration ? `configuration: ${members(e.configuration)}` : `configuration, undecodable: ${e.problem}`;
+  if (e.type === 'configuration')
+    return e.configuration
+      ? `configuration: ${members(e.configuration)}`
+      : `configuration, undecodable: ${e.problem}`;
   if (e.command) {
     const date = new Date(e.command.timestamp);
-    const when = e.command.timestamp && Number.isFinite(date.getTime()) ? ` @ ${date.toISOString()}` : '';
+    const when =
+      e.command.timestamp && Number.isFinite(date.getTime()) ? ` @ ${date.toISOString()}` : '';
     const failed = e.handlerError ? `  [handler threw: ${e.handlerError}]` : '';
     return `${e.command.name} ${clip(toJson(e.command.args) ?? 'undefined')}${when}${failed}`;
   }
-  if (e.store) return `store entry ${e.store.kind} ${clip(toJson(e.store.data) ?? 'undefined')} (format ${e.store.format})`;
-  const body = e.payload ? `${e.payload.length} bytes: ${e.payload.hex.slice(0, 64)}${e.payload.truncated || e.payload.hex.length > 64 ? '…' : ''}` : '';
+  if (e.store)
+    return `store entry ${e.store.kind} ${clip(toJson(e.store.data) ?? 'undefined')} (format ${e.store.format})`;
+  const body = e.payload
+    ? `${e.payload.length} bytes: ${e.payload.hex.slice(0, 64)}${e.payload.truncated || e.payload.hex.length > 64 ? '…' : ''}`
+    : '';
   return e.problem ? `${e.problem}; ${body}` : `payload ${body}`;
 }
 
@@ -94,22 +127,46 @@ function render(r: InspectResult): string {
   let s = `data dir ${r.dir}\n`;
   if (r.node) s += `node ${r.node.id}${r.node.address ? ` at ${r.node.address}` : ''}\n`;
   if (r.lock) s += `lock: process ${r.lock.pid} (${r.lock.live ? 'alive' : 'not running'})\n`;
-  if (r.metadata) s += `metadata: term ${r.metadata.term}, voted for ${r.metadata.votedFor || 'nobody'} (${r.metadata.file}, version ${r.metadata.version})\n`;
+  if (r.metadata)
+    s += `metadata: term ${r.metadata.term}, voted for ${r.metadata.votedFor || 'nobody'} (${r.metadata.file}, version ${r.metadata.version})\n`;
   for (const w of r.warnings) s += `warning: ${w}\n`;
   s += `\nsnapshots (${r.snapshots.length}):\n`;
-  s += table([['INDEX', 'TERM', 'BYTES', 'CONFIG@', 'STORE', 'FILE'], ...r.snapshots.map((x) => [
-    String(x.index), String(x.term), String(x.size), String(x.configurationIndex),
-    x.store ? `base ${x.store.baseIndex} + ${x.store.tailEntries} entries; ${Object.entries(x.store.collections).map(([n, c]) => `${n}: ${c.objects}`).join(', ')}` : '-',
-    x.file,
-  ])]);
+  s += table([
+    ['INDEX', 'TERM', 'BYTES', 'CONFIG@', 'STORE', 'FILE'],
+    ...r.snapshots.map((x) => [
+      String(x.index),
+      String(x.term),
+      String(x.size),
+      String(x.configurationIndex),
+      x.store
+        ? `base ${x.store.baseIndex} + ${x.store.tailEntries} entries; ${Object.entries(
+            x.store.collections,
+          )
+            .map(([n, c]) => `${n}: ${c.objects}`)
+            .join(', ')}`
+        : '-',
+      x.file,
+    ]),
+  ]);
   s += `\nsegments (${r.segments.length}), log ${r.lastIndex ? `${r.firstIndex}..${r.lastIndex}` : 'empty'}:\n`;
-  s += table([['FIRST', 'LAST', 'ENTRIES', 'BATCHES', 'BYTES', 'FILE'], ...r.segments.map((x) => [
-    String(x.firstIndex), String(x.lastIndex), String(x.entries), String(x.batches),
-    x.open ? `${x.usedBytes}/${x.size}` : String(x.size), x.open ? `${x.file} (open)` : x.file,
-  ])]);
+  s += table([
+    ['FIRST', 'LAST', 'ENTRIES', 'BATCHES', 'BYTES', 'FILE'],
+    ...r.segments.map((x) => [
+      String(x.firstIndex),
+      String(x.lastIndex),
+      String(x.entries),
+      String(x.batches),
+      x.open ? `${x.usedBytes}/${x.size}` : String(x.size),
+      x.open ? `${x.file} (open)` : x.file,
+    ]),
+  ]);
   s += `\nentries (${r.entries.length}):\n`;
-  s += table([['INDEX', 'TERM', 'TYPE', 'ENTRY'], ...r.entries.map((e) => [String(e.index), String(e.term), e.type, describeEntry(e)])]);
-  if (r.configuration) s += `\nconfiguration at ${r.configuration.index} (${r.configuration.source}): ${members(r.configuration.members)}\n`;
+  s += table([
+    ['INDEX', 'TERM', 'TYPE', 'ENTRY'],
+    ...r.entries.map((e) => [String(e.index), String(e.term), e.type, describeEntry(e)]),
+  ]);
+  if (r.configuration)
+    s += `\nconfiguration at ${r.configuration.index} (${r.configuration.source}): ${members(r.configuration.members)}\n`;
   if (r.otherFiles.length) s += `\nother files: ${r.otherFiles.join(', ')}\n`;
   if (r.state) {
     const st = r.state;
@@ -129,7 +186,11 @@ function render(r: InspectResult): string {
  * Returns the exit code: 0 ok, 1 a corrupt or unreadable dir (the coded error is
  * printed), 2 usage.
  */
-export async function runInspect(argv: string[], out: Sink = process.stdout, options: RunInspectOptions = {}): Promise<number> {
+export async function runInspect(
+  argv: string[],
+  out: Sink = process.stdout,
+  options: RunInspectOptions = {},
+): Promise<number> {
   const err = options.err ?? process.stderr;
   let args = [...argv];
   if (args[0] === 'inspect' && args.slice(1).some((a) => !a.startsWith('--'))) args = args.slice(1);
@@ -159,10 +220,12 @@ export async function runInspect(argv: string[], out: Sink = process.stdout, opt
       else throw new UsageError(`unexpected argument ${a}`);
     }
     if (dir === undefined) throw new UsageError('DIR is required');
-    if (opts.from !== undefined && opts.to !== undefined && opts.from > opts.to) throw new UsageError('--from is after --to');
+    if (opts.from !== undefined && opts.to !== undefined && opts.from > opts.to)
+      throw new UsageError('--from is after --to');
     const schema = schemaSpec ? await loadSchema(schemaSpec) : options.defaultSchema;
     if (opts.at !== undefined) {
-      if (!schema) throw new UsageError('--at needs --schema (the state machine to replay the log with)');
+      if (!schema)
+        throw new UsageError('--at needs --schema (the state machine to replay the log with)');
       opts.schema = schema;
     }
   } catch (e) {
@@ -177,7 +240,10 @@ export async function runInspect(argv: string[], out: Sink = process.stdout, opt
   } catch (e) {
     if (isPrevailError(e)) {
       err.write(`prevail inspect: ${e.code}: ${e.message}\n`);
-      if (json) out.write(`${toJson({ error: { code: e.code, message: e.message, index: e.index } }, 2)}\n`);
+      if (json)
+        out.write(
+          `${toJson({ error: { code: e.code, message: e.message, index: e.index } }, 2)}\n`,
+        );
       return 1;
     }
     throw e;

@@ -11,13 +11,18 @@ import { ErrorCodes, PrevailError } from '../core/errors.js';
 import { decodeEntry, packr } from '../format/entry.js';
 import { splitFrames } from '../format/snapshot.js';
 
-import { type InspectedEntry, type InspectedMember, type InspectedSegment, type InspectedSnapshot } from './results.js';
+import {
+  type InspectedEntry,
+  type InspectedMember,
+  type InspectedSegment,
+  type InspectedSnapshot,
+} from './results.js';
 
-export const DISK_FORMAT = 1;                           // first u64 of segments, metadata and snapshot .meta
+export const DISK_FORMAT = 1; // first u64 of segments, metadata and snapshot .meta
 export const MAX_BATCH_ENTRIES = (8 * 1024 * 1024) / 32; // the engine's own bound on a batch's entry count
 export const MAX_CONFIGURATION_SIZE = 1024 * 1024;
-export const ENTRY_MAGIC = 0x31455650;                  // "PVE1" (native/engine.cc)
-export const SNAPSHOT_MAGIC = 0x31535650;               // "PVS1"
+export const ENTRY_MAGIC = 0x31455650; // "PVE1" (native/engine.cc)
+export const SNAPSHOT_MAGIC = 0x31535650; // "PVS1"
 export const SNAPSHOT_FORMAT = 1;
 export const HEADER_SIZE = 16;
 export const LZ4_MAGIC = 0x184d2204;
@@ -40,7 +45,8 @@ export const CRC_TABLE = (() => {
 
 export function crc32(buf: Uint8Array, init = 0): number {
   let crc = init >>> 0;
-  for (let i = 0; i < buf.length; i++) crc = ((crc << 8) ^ CRC_TABLE[((crc >>> 24) ^ buf[i]!) & 255]!) >>> 0;
+  for (let i = 0; i < buf.length; i++)
+    crc = ((crc << 8) ^ CRC_TABLE[((crc >>> 24) ^ buf[i]!) & 255]!) >>> 0;
   return crc;
 }
 
@@ -68,7 +74,10 @@ export function unreadableSnapshot(path: string, offset: number, what: string): 
 }
 
 /** A configuration as configuration.c encodes it (format byte, count, id/address/role each). */
-export function decodeConfiguration(buf: Buffer, fail: (offset: number, what: string) => PrevailError): InspectedMember[] {
+export function decodeConfiguration(
+  buf: Buffer,
+  fail: (offset: number, what: string) => PrevailError,
+): InspectedMember[] {
   if (buf.length < 9) throw fail(0, `configuration of ${buf.length} bytes is too short`);
   if (buf[0] !== 1) throw fail(0, `configuration encoding format ${buf[0]} is unknown`);
   const n = u64(buf, 1);
@@ -120,18 +129,34 @@ export interface ParsedSegment {
  * [u32 header crc][u32 data crc][u64 n][n × (u64 term, u8 type, 3 unused, u32 length)][data],
  * the header crc over the n and the entry headers, the data crc over the entries' bytes.
  */
-export function parseSegment(path: string, file: string, buf: Buffer, open: boolean, firstIndex: number, live: boolean,
-  warnings: string[]): ParsedSegment {
-  const info: InspectedSegment = { file, open, firstIndex, lastIndex: firstIndex - 1, entries: 0, batches: 0, size: buf.length, usedBytes: 0 };
+export function parseSegment(
+  path: string,
+  file: string,
+  buf: Buffer,
+  open: boolean,
+  firstIndex: number,
+  live: boolean,
+  warnings: string[],
+): ParsedSegment {
+  const info: InspectedSegment = {
+    file,
+    open,
+    firstIndex,
+    lastIndex: firstIndex - 1,
+    entries: 0,
+    batches: 0,
+    size: buf.length,
+    usedBytes: 0,
+  };
   const entries: RawEntry[] = [];
   if (buf.length === 0) {
-    if (open) return { info, entries };  // the engine removes it
+    if (open) return { info, entries }; // the engine removes it
     throw corrupt(path, 0, 'closed segment is empty');
   }
   if (buf.length < 8) throw corrupt(path, 0, `segment has only ${buf.length} bytes`);
   const format = u64(buf, 0);
   if (format !== DISK_FORMAT) {
-    if (open && format === 0 && allZero(buf, 8)) return { info, entries };  // allocated, never written
+    if (open && format === 0 && allZero(buf, 8)) return { info, entries }; // allocated, never written
     throw corrupt(path, 0, `segment format ${format} is not ${DISK_FORMAT}`);
   }
   let at = 8;
@@ -142,18 +167,27 @@ export function parseSegment(path: string, file: string, buf: Buffer, open: bool
   // the middle of the log: reported as corruption (unless a live node may be writing).
   const damagedOpen = (batchAt: number, what: string): boolean => {
     if (!open) throw corrupt(path, batchAt, what);
-    if (allZero(buf, batchAt)) return true;  // the zero-filled rest of a preallocated segment
+    if (allZero(buf, batchAt)) return true; // the zero-filled rest of a preallocated segment
     const after = nextValidBatch(buf, batchAt + 8);
     if (live || after < 0) {
-      warnings.push(`${path}: at byte ${batchAt}: ${what}; an unfinished last write — the engine drops it on start`);
+      warnings.push(
+        `${path}: at byte ${batchAt}: ${what}; an unfinished last write — the engine drops it on start`,
+      );
       return true;
     }
-    throw corrupt(path, batchAt, `${what} (a valid batch follows at byte ${after}: not an unfinished write)`);
+    throw corrupt(
+      path,
+      batchAt,
+      `${what} (a valid batch follows at byte ${after}: not an unfinished write)`,
+    );
   };
   while (at < buf.length) {
     const batchAt = at;
     if (at + 16 > buf.length) {
-      if (damagedOpen(batchAt, `truncated batch preamble (${buf.length - at} bytes left, 16 needed)`)) break;
+      if (
+        damagedOpen(batchAt, `truncated batch preamble (${buf.length - at} bytes left, 16 needed)`)
+      )
+        break;
     }
     const headerCrc = buf.readUInt32LE(at);
     const dataCrc = buf.readUInt32LE(at + 4);
@@ -167,12 +201,24 @@ export function parseSegment(path: string, file: string, buf: Buffer, open: bool
     const headerLen = 8 + 16 * n;
     const headerEnd = at + 8 + headerLen;
     if (headerEnd > buf.length) {
-      if (damagedOpen(batchAt, `truncated batch header: ${headerLen} bytes needed, ${buf.length - at - 8} left`)) break;
+      if (
+        damagedOpen(
+          batchAt,
+          `truncated batch header: ${headerLen} bytes needed, ${buf.length - at - 8} left`,
+        )
+      )
+        break;
     }
     const header = buf.subarray(at + 8, headerEnd);
     const headerActual = crc32(header);
     if (headerActual !== headerCrc) {
-      if (damagedOpen(batchAt, `batch header checksum mismatch (stored ${headerCrc.toString(16)}, computed ${headerActual.toString(16)})`)) break;
+      if (
+        damagedOpen(
+          batchAt,
+          `batch header checksum mismatch (stored ${headerCrc.toString(16)}, computed ${headerActual.toString(16)})`,
+        )
+      )
+        break;
     }
     const heads: { term: number; type: number; len: number }[] = [];
     let dataLen = 0;
@@ -187,20 +233,40 @@ export function parseSegment(path: string, file: string, buf: Buffer, open: bool
       dataLen += len;
     }
     if (badType >= 0) {
-      if (damagedOpen(batchAt, `entry type ${badType} is not command, barrier or configuration`)) break;
+      if (damagedOpen(batchAt, `entry type ${badType} is not command, barrier or configuration`))
+        break;
     }
     const dataEnd = headerEnd + dataLen;
     if (dataEnd > buf.length) {
-      if (damagedOpen(batchAt, `truncated batch data: ${dataLen} bytes needed, ${buf.length - headerEnd} left`)) break;
+      if (
+        damagedOpen(
+          batchAt,
+          `truncated batch data: ${dataLen} bytes needed, ${buf.length - headerEnd} left`,
+        )
+      )
+        break;
     }
     const data = buf.subarray(headerEnd, dataEnd);
     const dataActual = crc32(data);
     if (dataActual !== dataCrc) {
-      if (damagedOpen(batchAt, `batch data checksum mismatch (stored ${dataCrc.toString(16)}, computed ${dataActual.toString(16)})`)) break;
+      if (
+        damagedOpen(
+          batchAt,
+          `batch data checksum mismatch (stored ${dataCrc.toString(16)}, computed ${dataActual.toString(16)})`,
+        )
+      )
+        break;
     }
     let cursor = headerEnd;
     for (const h of heads) {
-      entries.push({ index: index++, term: h.term, type: h.type as 1 | 2 | 3, data: buf.subarray(cursor, cursor + h.len), file, offset: cursor });
+      entries.push({
+        index: index++,
+        term: h.term,
+        type: h.type as 1 | 2 | 3,
+        data: buf.subarray(cursor, cursor + h.len),
+        file,
+        offset: cursor,
+      });
       cursor += h.len + ((8 - (h.len % 8)) % 8);
     }
     info.batches++;
@@ -213,42 +279,87 @@ export function parseSegment(path: string, file: string, buf: Buffer, open: bool
     const expected = info.lastIndex;
     const named = Number(file.split('-')[1]);
     if (expected !== named) {
-      throw corrupt(path, at, `segment named for entries ${firstIndex}..${named} holds ${entries.length} (${firstIndex}..${expected})`);
+      throw corrupt(
+        path,
+        at,
+        `segment named for entries ${firstIndex}..${named} holds ${entries.length} (${firstIndex}..${expected})`,
+      );
     }
   }
   return { info, entries };
 }
 
 /** A snapshot's .meta: u64 format, u64 crc (low 32 bits), u64 configuration index, u64 length, configuration. */
-export function parseSnapshotMeta(path: string, buf: Buffer): { configurationIndex: number; configuration: InspectedMember[] } {
-  if (buf.length < 32) throw unreadableSnapshot(path, buf.length, `metadata truncated: ${buf.length} bytes, at least 32 needed`);
+export function parseSnapshotMeta(
+  path: string,
+  buf: Buffer,
+): { configurationIndex: number; configuration: InspectedMember[] } {
+  if (buf.length < 32)
+    throw unreadableSnapshot(
+      path,
+      buf.length,
+      `metadata truncated: ${buf.length} bytes, at least 32 needed`,
+    );
   const format = u64(buf, 0);
-  if (format !== DISK_FORMAT) throw unreadableSnapshot(path, 0, `metadata format ${format} is not ${DISK_FORMAT}`);
+  if (format !== DISK_FORMAT)
+    throw unreadableSnapshot(path, 0, `metadata format ${format} is not ${DISK_FORMAT}`);
   const stored = buf.readUInt32LE(8);
   const configurationIndex = u64(buf, 16);
   const len = u64(buf, 24);
-  if (len === 0 || len > MAX_CONFIGURATION_SIZE) throw unreadableSnapshot(path, 24, `configuration length ${len} is out of range`);
-  if (32 + len > buf.length) throw unreadableSnapshot(path, buf.length, `metadata truncated: configuration of ${len} bytes needs ${32 + len}, file has ${buf.length}`);
+  if (len === 0 || len > MAX_CONFIGURATION_SIZE)
+    throw unreadableSnapshot(path, 24, `configuration length ${len} is out of range`);
+  if (32 + len > buf.length)
+    throw unreadableSnapshot(
+      path,
+      buf.length,
+      `metadata truncated: configuration of ${len} bytes needs ${32 + len}, file has ${buf.length}`,
+    );
   const conf = buf.subarray(32, 32 + len);
   const actual = crc32(conf, crc32(buf.subarray(16, 32)));
   if (actual !== stored) {
-    throw unreadableSnapshot(path, 8, `metadata checksum mismatch (stored ${stored.toString(16)}, computed ${actual.toString(16)})`);
+    throw unreadableSnapshot(
+      path,
+      8,
+      `metadata checksum mismatch (stored ${stored.toString(16)}, computed ${actual.toString(16)})`,
+    );
   }
-  return { configurationIndex, configuration: decodeConfiguration(conf, (o, w) => unreadableSnapshot(path, 32 + o, w)) };
+  return {
+    configurationIndex,
+    configuration: decodeConfiguration(conf, (o, w) => unreadableSnapshot(path, 32 + o, w)),
+  };
 }
 
 /** The snapshot data: our PVS1 header (magic, format, u64 payload length), then the payload. */
 export function parseSnapshotData(path: string, buf: Buffer): { format: number; payload: Buffer } {
   if (buf.length >= 4 && buf.readUInt32LE(0) === LZ4_MAGIC) {
-    throw unreadableSnapshot(path, 0, 'the snapshot is LZ4-compressed; prevail writes them uncompressed');
+    throw unreadableSnapshot(
+      path,
+      0,
+      'the snapshot is LZ4-compressed; prevail writes them uncompressed',
+    );
   }
-  if (buf.length < HEADER_SIZE) throw unreadableSnapshot(path, buf.length, `truncated: ${buf.length} bytes, the header alone is ${HEADER_SIZE}`);
-  if (buf.readUInt32LE(0) !== SNAPSHOT_MAGIC) throw unreadableSnapshot(path, 0, 'not a prevail snapshot (no PVS1 header)');
+  if (buf.length < HEADER_SIZE)
+    throw unreadableSnapshot(
+      path,
+      buf.length,
+      `truncated: ${buf.length} bytes, the header alone is ${HEADER_SIZE}`,
+    );
+  if (buf.readUInt32LE(0) !== SNAPSHOT_MAGIC)
+    throw unreadableSnapshot(path, 0, 'not a prevail snapshot (no PVS1 header)');
   const format = buf.readUInt32LE(4);
-  if (format !== SNAPSHOT_FORMAT) throw unreadableSnapshot(path, 4, `snapshot format ${format}; this code reads ${SNAPSHOT_FORMAT}`);
+  if (format !== SNAPSHOT_FORMAT)
+    throw unreadableSnapshot(
+      path,
+      4,
+      `snapshot format ${format}; this code reads ${SNAPSHOT_FORMAT}`,
+    );
   const length = u64(buf, 8);
   if (length !== buf.length - HEADER_SIZE) {
-    throw unreadableSnapshot(path, buf.length, `truncated: the header says ${length} payload bytes, the file has ${buf.length - HEADER_SIZE}`);
+    throw unreadableSnapshot(
+      path,
+      buf.length,
+      `truncated: the header says ${length} payload bytes, the file has ${buf.length - HEADER_SIZE}`,
+    );
   }
   return { format, payload: buf.subarray(HEADER_SIZE) };
 }
@@ -262,12 +373,19 @@ export function summariseStorePayload(payload: Buffer): InspectedSnapshot['store
       if (summary === null) {
         if (rec?.t !== 'meta') return null;
         const collections: NonNullable<InspectedSnapshot['store']>['collections'] = {};
-        for (const [name, c] of Object.entries((rec.collections ?? {}) as Record<string, { version: number; nextId: number }>)) {
+        for (const [name, c] of Object.entries(
+          (rec.collections ?? {}) as Record<string, { version: number; nextId: number }>,
+        )) {
           collections[name] = { version: c.version, nextId: c.nextId, objects: 0 };
         }
-        summary = { baseIndex: rec.baseIndex, lastTimestamp: rec.lastTimestamp, collections, tailEntries: 0 };
+        summary = {
+          baseIndex: rec.baseIndex,
+          lastTimestamp: rec.lastTimestamp,
+          collections,
+          tailEntries: 0,
+        };
       } else if (rec?.t === 'objs') {
-        const c = summary.collections[rec.c] ??= { version: 0, nextId: 0, objects: 0 };
+        const c = (summary.collections[rec.c] ??= { version: 0, nextId: 0, objects: 0 });
         c.objects += (rec.items as unknown[]).length;
       } else if (rec?.t === 'tail') {
         summary.tailEntries += (rec.entries as unknown[]).length;
@@ -281,7 +399,11 @@ export function summariseStorePayload(payload: Buffer): InspectedSnapshot['store
 
 /** A command's data: PVE1 framing, then (when it decodes as one) the store command. */
 export function decodeCommand(entry: InspectedEntry, data: Buffer): Buffer | null {
-  if (data.length < HEADER_SIZE || data.readUInt32LE(0) !== ENTRY_MAGIC || data.readUInt32LE(4) > data.length - HEADER_SIZE) {
+  if (
+    data.length < HEADER_SIZE ||
+    data.readUInt32LE(0) !== ENTRY_MAGIC ||
+    data.readUInt32LE(4) > data.length - HEADER_SIZE
+  ) {
     entry.framing = null;
     entry.problem = 'not a prevail entry (no PVE1 framing)';
     entry.payload = { length: data.length, ...hex(data) };
@@ -292,9 +414,16 @@ export function decodeCommand(entry: InspectedEntry, data: Buffer): Buffer | nul
   const payload = data.subarray(HEADER_SIZE, HEADER_SIZE + length);
   const decoded = decodeEntry(payload);
   if (typeof decoded === 'string') entry.payload = { length, ...hex(payload) };
-  else if (decoded.type === 'command') entry.command = { name: decoded.name, args: decoded.args, timestamp: decoded.proposedAt };
+  else if (decoded.type === 'command')
+    entry.command = { name: decoded.name, args: decoded.args, timestamp: decoded.proposedAt };
   // The store's own entries (e.g. a peer announcing its channel).
-  else entry.store = { format: decoded.format, kind: decoded.kind, data: decoded.data, timestamp: decoded.proposedAt };
+  else
+    entry.store = {
+      format: decoded.format,
+      kind: decoded.kind,
+      data: decoded.data,
+      timestamp: decoded.proposedAt,
+    };
   return payload;
 }
 

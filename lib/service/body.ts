@@ -36,15 +36,24 @@ const DISCARD_MS = 30_000;
  * answer closes the connection, and `endAfterBody` reads and discards the rest first.
  */
 export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const tooLarge = () => new HttpError(413, ErrorCodes.TOO_LARGE,
-    `the body is larger than the limit of ${limit} bytes (prevail serve --max-body)`, { limit }, { connection: 'close' });
+  const tooLarge = () =>
+    new HttpError(
+      413,
+      ErrorCodes.TOO_LARGE,
+      `the body is larger than the limit of ${limit} bytes (prevail serve --max-body)`,
+      { limit },
+      { connection: 'close' },
+    );
   if (Number(req.headers['content-length']) > limit) return Promise.reject(tooLarge());
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size <= limit) { chunks.push(chunk); return; }
+      if (size <= limit) {
+        chunks.push(chunk);
+        return;
+      }
       req.off('data', onData);
       req.off('end', onEnd);
       chunks.length = 0;
@@ -78,12 +87,22 @@ export function endAfterBody(res: ServerResponse, text: string): void {
   const onData = (chunk: Buffer) => {
     discarded += chunk.length;
     if (discarded > DISCARD_BYTES) {
-      debug('service: %s %s: cut after discarding %d bytes of a body over the limit', req.method, req.url, discarded);
+      debug(
+        'service: %s %s: cut after discarding %d bytes of a body over the limit',
+        req.method,
+        req.url,
+        discarded,
+      );
       done();
     }
   };
   const timer = setTimeout(() => {
-    debug('service: %s %s: cut after %d ms waiting for the rest of a body over the limit', req.method, req.url, DISCARD_MS);
+    debug(
+      'service: %s %s: cut after %d ms waiting for the rest of a body over the limit',
+      req.method,
+      req.url,
+      DISCARD_MS,
+    );
     done();
   }, DISCARD_MS);
   timer.unref();

@@ -27,8 +27,13 @@ export const CAS_CONFLICT = 'PREVAIL_CAS_CONFLICT';
 export const BAD_METHOD = 'PREVAIL_METHOD_NOT_ALLOWED';
 
 export class HttpError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string,
-    readonly extra: Record<string, unknown> = {}, readonly headers: Record<string, string> = {}) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+    readonly headers: Record<string, string> = {},
+  ) {
     super(message);
   }
 }

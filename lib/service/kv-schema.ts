@@ -12,7 +12,8 @@ export const MAX_KEY_BYTES = 1024;
 
 export function checkKey(key: unknown): string {
   if (typeof key !== 'string' || key === '') throw invalid('the key must be a non-empty string');
-  if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) throw invalid(`the key is longer than ${MAX_KEY_BYTES} bytes of UTF-8`);
+  if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES)
+    throw invalid(`the key is longer than ${MAX_KEY_BYTES} bytes of UTF-8`);
   return key;
 }
 

@@ -18,7 +18,13 @@ import { checkConsistency } from '../cluster/consistency.js';
 import type { ReadOptions } from '../cluster/cluster-link.js';
 import { parseAddress } from '../core/address.js';
 import { debug } from '../core/diagnostics.js';
-import { ErrorCodes, PrevailError, invalid, isPrevailError, type MemberRef } from '../core/errors.js';
+import {
+  ErrorCodes,
+  PrevailError,
+  invalid,
+  isPrevailError,
+  type MemberRef,
+} from '../core/errors.js';
 import type { RaftNodeOptions } from '../engine/options.js';
 import type { MemberRole } from '../engine/types.js';
 import { open } from '../store.js';
@@ -29,7 +35,10 @@ import { checkKey, kvSchema, type KvStore } from './kv-schema.js';
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
 /** The service's options; the engine's timings are RaftNodeOptions' (documented there). */
-export interface ServiceOptions extends Pick<RaftNodeOptions, 'electionTimeoutMs' | 'heartbeatMs' | 'snapshotThreshold' | 'snapshotTrailing'> {
+export interface ServiceOptions extends Pick<
+  RaftNodeOptions,
+  'electionTimeoutMs' | 'heartbeatMs' | 'snapshotThreshold' | 'snapshotTrailing'
+> {
   /** Where the log and snapshots live. Required. */
   dataDir: string;
   /** This node's id. Default 1. */
@@ -75,10 +84,18 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
   const { host, port } = parseAddress(options.httpAddress ?? '127.0.0.1:0', 'the HTTP address');
   const store = await open({
-    schema: kvSchema, dataDir: options.dataDir, id: options.id, address: options.raftAddress, cluster: options.cluster,
-    join: options.join, channelAddress: options.channelAddress, forward: options.forward,
-    electionTimeoutMs: options.electionTimeoutMs, heartbeatMs: options.heartbeatMs,
-    snapshotThreshold: options.snapshotThreshold, snapshotTrailing: options.snapshotTrailing,
+    schema: kvSchema,
+    dataDir: options.dataDir,
+    id: options.id,
+    address: options.raftAddress,
+    cluster: options.cluster,
+    join: options.join,
+    channelAddress: options.channelAddress,
+    forward: options.forward,
+    electionTimeoutMs: options.electionTimeoutMs,
+    heartbeatMs: options.heartbeatMs,
+    snapshotThreshold: options.snapshotThreshold,
+    snapshotTrailing: options.snapshotTrailing,
   });
   // When the store stops (see Service), so does the service.
   let service: Service | undefined;
@@ -86,11 +103,11 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   store.on('error', (err: unknown) => {
     debug('service: the store stopped (%s); closing HTTP', (err as Error)?.message);
     if (!service) {
-      stoppedEarly = err;  // startService rejects with it
+      stoppedEarly = err; // startService rejects with it
       return;
     }
     service.close({ transferLeadership: false }).catch(() => undefined);
-    if (store.listenerCount('error') === 1) throw err;  // only this listener: nobody else will hear of it
+    if (store.listenerCount('error') === 1) throw err; // only this listener: nobody else will hear of it
   });
   // The admin page (GET /admin, /admin/status.json, /admin/events) comes before the API routes.
   const admin = adminHandler(store, { basePath: '/admin' });
@@ -106,8 +123,11 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const requireLeader = (what: string): void => {
     const st = store.node.status();
     if (st.role !== 'leader') {
-      throw new PrevailError(st.leader ? ErrorCodes.NOT_LEADER : ErrorCodes.UNAVAILABLE,
-        `${what} is done by the leader; this node is ${st.role}`, { leader: st.leader });
+      throw new PrevailError(
+        st.leader ? ErrorCodes.NOT_LEADER : ErrorCodes.UNAVAILABLE,
+        `${what} is done by the leader; this node is ${st.role}`,
+        { leader: st.leader },
+      );
     }
   };
 
@@ -125,29 +145,44 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     const minIndex = url.searchParams.get('minIndex');
     if (minIndex !== null) {
       const n = /^\d{1,15}$/.test(minIndex) ? Number(minIndex) : NaN;
-      if (!Number.isSafeInteger(n)) throw invalid(`minIndex must be a non-negative integer, got ${JSON.stringify(minIndex)}`);
+      if (!Number.isSafeInteger(n))
+        throw invalid(`minIndex must be a non-negative integer, got ${JSON.stringify(minIndex)}`);
       readOptions.minIndex = n;
     }
     const index = await store.read(readOptions);
     // Safe to read the view synchronously now, at the level asked for.
     const entry = store.view.kv.byKey.get(key);
-    if (!entry) return [404, { error: { code: ErrorCodes.NOT_FOUND, message: `no key ${JSON.stringify(key)}` }, index }];
+    if (!entry)
+      return [
+        404,
+        { error: { code: ErrorCodes.NOT_FOUND, message: `no key ${JSON.stringify(key)}` }, index },
+      ];
     return [200, { value: entry.value, index }];
   }
 
   async function casKey(req: IncomingMessage, key: string): Promise<[number, unknown]> {
     const body = parseJson(await readBody(req, maxBody));
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalid('the body must be a JSON object { expect, value }');
+    if (typeof body !== 'object' || body === null || Array.isArray(body))
+      throw invalid('the body must be a JSON object { expect, value }');
     const { expect, value } = body as { expect?: unknown; value?: unknown };
-    if (expect === undefined) throw invalid('expect is required: the current value, or null for an absent key');
-    if (expect !== null && typeof expect !== 'string') throw invalid('expect must be a string or null');
+    if (expect === undefined)
+      throw invalid('expect is required: the current value, or null for an absent key');
+    if (expect !== null && typeof expect !== 'string')
+      throw invalid('expect must be a string or null');
     if (typeof value !== 'string') throw invalid('value must be a string');
     const { index, result } = await store.proposeWithIndex('cas', { key, expect, value });
     if (result.ok) return [200, { index }];
-    return [409, {
-      error: { code: CAS_CONFLICT, message: `the value of ${JSON.stringify(key)} is not the expected one` },
-      current: result.current, index,
-    }];
+    return [
+      409,
+      {
+        error: {
+          code: CAS_CONFLICT,
+          message: `the value of ${JSON.stringify(key)} is not the expected one`,
+        },
+        current: result.current,
+        index,
+      },
+    ];
   }
 
   async function deleteKey(key: string): Promise<unknown> {
@@ -158,31 +193,63 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   function status(): unknown {
     const s = store.status();
     return {
-      id: s.id, role: s.role, term: s.term, leader: s.leader,
-      commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lastIndex: s.lastIndex,
-      members: s.members, snapshot: s.snapshot, health: store.health(),
-      effects: s.effects,  // the divergence detector's running hash at this node's applied index
+      id: s.id,
+      role: s.role,
+      term: s.term,
+      leader: s.leader,
+      commitIndex: s.commitIndex,
+      appliedIndex: s.appliedIndex,
+      lastIndex: s.lastIndex,
+      members: s.members,
+      snapshot: s.snapshot,
+      health: store.health(),
+      effects: s.effects, // the divergence detector's running hash at this node's applied index
     };
   }
 
   function healthLeader(): [number, unknown] {
     const h = store.health();
     if (h.leader) return [200, { leader: true, id: store.node.id }];
-    throw new PrevailError(ErrorCodes.NOT_LEADER, 'this node is not the leader', { leader: leaderHint() });
+    throw new PrevailError(ErrorCodes.NOT_LEADER, 'this node is not the leader', {
+      leader: leaderHint(),
+    });
   }
 
   function healthReady(): [number, unknown] {
     const h = store.health();
-    if (h.ready) return [200, { ready: true, appliedIndex: h.appliedIndex, leaderCommitIndex: h.leaderCommitIndex, lag: h.lag }];
-    throw new HttpError(503, ErrorCodes.NOT_READY, h.leaderCommitIndex === null
-      ? 'not ready: no leader is known'
-      : `not ready: ${h.lag ?? '?'} entries behind the leader's commit index ${h.leaderCommitIndex}`,
-    { leader: leaderHint(), appliedIndex: h.appliedIndex, leaderCommitIndex: h.leaderCommitIndex, lag: h.lag });
+    if (h.ready)
+      return [
+        200,
+        {
+          ready: true,
+          appliedIndex: h.appliedIndex,
+          leaderCommitIndex: h.leaderCommitIndex,
+          lag: h.lag,
+        },
+      ];
+    throw new HttpError(
+      503,
+      ErrorCodes.NOT_READY,
+      h.leaderCommitIndex === null
+        ? 'not ready: no leader is known'
+        : `not ready: ${h.lag ?? '?'} entries behind the leader's commit index ${h.leaderCommitIndex}`,
+      {
+        leader: leaderHint(),
+        appliedIndex: h.appliedIndex,
+        leaderCommitIndex: h.leaderCommitIndex,
+        lag: h.lag,
+      },
+    );
   }
 
   async function addMember(req: IncomingMessage): Promise<unknown> {
-    const body = parseJson(await readBody(req, maxBody)) as { id?: unknown; address?: unknown; role?: unknown } | null;
-    if (typeof body !== 'object' || body === null) throw invalid('the body must be a JSON object { id, address, role? }');
+    const body = parseJson(await readBody(req, maxBody)) as {
+      id?: unknown;
+      address?: unknown;
+      role?: unknown;
+    } | null;
+    if (typeof body !== 'object' || body === null)
+      throw invalid('the body must be a JSON object { id, address, role? }');
     const role = (body.role ?? 'voter') as MemberRole;
     requireLeader('adding a member');
     await store.node.addMember({ id: body.id as number, address: body.address as string }, role);
@@ -191,7 +258,8 @@ export async function startService(options: ServiceOptions): Promise<Service> {
 
   async function removeMember(id: string): Promise<unknown> {
     const n = /^\d{1,10}$/.test(id) ? Number(id) : NaN;
-    if (!Number.isSafeInteger(n) || n <= 0) throw invalid(`a member id is a positive integer, got ${JSON.stringify(id)}`);
+    if (!Number.isSafeInteger(n) || n <= 0)
+      throw invalid(`a member id is a positive integer, got ${JSON.stringify(id)}`);
     requireLeader('removing a member');
     await store.node.removeMember(n);
     return { members: store.node.status().members };
@@ -199,8 +267,9 @@ export async function startService(options: ServiceOptions): Promise<Service> {
 
   async function transfer(req: IncomingMessage): Promise<unknown> {
     const raw = await readBody(req, maxBody);
-    const body = raw.length === 0 ? {} : parseJson(raw) as { id?: unknown } | null;
-    if (typeof body !== 'object' || body === null) throw invalid('the body must be a JSON object { id? }');
+    const body = raw.length === 0 ? {} : (parseJson(raw) as { id?: unknown } | null);
+    if (typeof body !== 'object' || body === null)
+      throw invalid('the body must be a JSON object { id? }');
     const id = body.id ?? undefined;
     if (id !== undefined && typeof id !== 'number') throw invalid('id must be a number');
     requireLeader('a leadership transfer');
@@ -213,7 +282,11 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     return store.snapshot();
   }
 
-  type Route = [method: string, pattern: RegExp, run: (m: string[], req: IncomingMessage, url: URL, signal: AbortSignal) => unknown];
+  type Route = [
+    method: string,
+    pattern: RegExp,
+    run: (m: string[], req: IncomingMessage, url: URL, signal: AbortSignal) => unknown,
+  ];
   const routes: Route[] = [
     ['PUT', /^\/kv\/([^/]*)$/, ([k], req) => putKey(req, pathKey(k!))],
     ['GET', /^\/kv\/([^/]*)$/, ([k], _req, url, signal) => getKey(url, pathKey(k!), signal)],
@@ -234,16 +307,34 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     for (const [method, pattern, run] of routes) {
       const m = pattern.exec(url.pathname);
       if (!m) continue;
-      if (method !== req.method) { allowed.push(method); continue; }
+      if (method !== req.method) {
+        allowed.push(method);
+        continue;
+      }
       const out = await run(m.slice(1), req, url, signal);
-      return Array.isArray(out) ? out as [number, unknown] : [200, out];
+      return Array.isArray(out) ? (out as [number, unknown]) : [200, out];
     }
-    if (allowed.length) throw new HttpError(405, BAD_METHOD, `${req.method} is not allowed here`, {}, { allow: allowed.join(', ') });
+    if (allowed.length)
+      throw new HttpError(
+        405,
+        BAD_METHOD,
+        `${req.method} is not allowed here`,
+        {},
+        { allow: allowed.join(', ') },
+      );
     throw new HttpError(404, ErrorCodes.NOT_FOUND, `no route for ${req.method} ${url.pathname}`);
   }
 
-  function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-    if (res.headersSent) { res.destroy(); return; }
+  function send(
+    res: ServerResponse,
+    status: number,
+    body: unknown,
+    headers: Record<string, string> = {},
+  ): void {
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
     const text = JSON.stringify(body);
     const all: Record<string, string | number> = {
       'content-type': 'application/json; charset=utf-8',
@@ -261,8 +352,12 @@ export async function startService(options: ServiceOptions): Promise<Service> {
 
   function sendError(res: ServerResponse, err: unknown, req: IncomingMessage): void {
     if (err instanceof HttpError) {
-      send(res, err.status, { error: { code: err.code, message: err.message, ...err.extra } },
-        err.status === 503 ? { 'retry-after': '1', ...err.headers } : err.headers);
+      send(
+        res,
+        err.status,
+        { error: { code: err.code, message: err.message, ...err.extra } },
+        err.status === 503 ? { 'retry-after': '1', ...err.headers } : err.headers,
+      );
       return;
     }
     if (isPrevailError(err)) {
@@ -277,14 +372,24 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     }
     // A command handler's own error (a bad argument that got past the checks above), or a bug.
     console.error(`${req.method} ${req.url}:`, err);
-    send(res, 500, { error: { code: 'PREVAIL_INTERNAL', message: 'the server failed on this request; the error is in its log' } });
+    send(res, 500, {
+      error: {
+        code: 'PREVAIL_INTERNAL',
+        message: 'the server failed on this request; the error is in its log',
+      },
+    });
   }
 
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     if (admin(req, res)) return;
     if (closing) {
       req.resume();
-      send(res, 503, { error: { code: ErrorCodes.CLOSED, message: 'this node is shutting down', leader: null } }, { 'retry-after': '1' });
+      send(
+        res,
+        503,
+        { error: { code: ErrorCodes.CLOSED, message: 'this node is shutting down', leader: null } },
+        { 'retry-after': '1' },
+      );
       return;
     }
     const aborter = new AbortController();
@@ -292,7 +397,10 @@ export async function startService(options: ServiceOptions): Promise<Service> {
       if (!res.writableFinished) aborter.abort(new Error('the client went away'));
       if (closing) server.closeIdleConnections();
     });
-    route(req, aborter.signal).then(([status, body]) => send(res, status, body), (err) => sendError(res, err, req));
+    route(req, aborter.signal).then(
+      ([status, body]) => send(res, status, body),
+      (err) => sendError(res, err, req),
+    );
   };
   const server = createServer(onRequest);
   // A client that asks before sending its body (curl's `Expect: 100-continue`) gets the 413 at
@@ -306,13 +414,20 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(port, host, () => { server.off('error', reject); resolve(); });
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
   } catch (err) {
     admin.close();
     await store.close();
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new PrevailError(ErrorCodes.ADDRESS_IN_USE, `HTTP address ${host}:${port} is already in use`, { cause: err });
+      throw new PrevailError(
+        ErrorCodes.ADDRESS_IN_USE,
+        `HTTP address ${host}:${port} is already in use`,
+        { cause: err },
+      );
     }
     throw err;
   }
@@ -321,11 +436,13 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   debug('service: node %d serving %s', store.node.id, url);
 
   service = {
-    store, server, url,
+    store,
+    server,
+    url,
     close({ transferLeadership = true } = {}) {
       closing ??= (async () => {
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-        admin.close();  // its event streams would hold server.close() open
+        admin.close(); // its event streams would hold server.close() open
         server.closeIdleConnections();
         // Requests in progress finish (their writes are acknowledged only once applied);
         // whatever is still open after the drain time is cut.
@@ -333,7 +450,10 @@ export async function startService(options: ServiceOptions): Promise<Service> {
         force.unref();
         await stopped;
         clearTimeout(force);
-        debug('service: HTTP closed; closing the store (transferLeadership %s)', transferLeadership);
+        debug(
+          'service: HTTP closed; closing the store (transferLeadership %s)',
+          transferLeadership,
+        );
         await store.close({ transferLeadership });
         debug('service: store closed');
       })();

@@ -9,11 +9,14 @@ import { Node, type TreeState } from './tree.js';
  * The positions 0..n-1 of `keys`/`ids` in pair order, and whether the ids are distinct (then
  * no pair repeats). Throws on an invalid key or id.
  */
-export function sortedOrder(keys: readonly IndexKey[], ids: readonly Id[]): { order: Uint32Array; distinct: boolean } {
+export function sortedOrder(
+  keys: readonly IndexKey[],
+  ids: readonly Id[],
+): { order: Uint32Array; distinct: boolean } {
   const n = keys.length;
-  let numbers = true;       // every key is a number
-  let idsAscending = true;  // numeric ids, strictly ascending (a store's objects come in id order)
-  let ascending = true;     // numeric keys never decrease
+  let numbers = true; // every key is a number
+  let idsAscending = true; // numeric ids, strictly ascending (a store's objects come in id order)
+  let ascending = true; // numeric keys never decrease
   for (let i = 0; i < n; i++) {
     const k = keys[i];
     const id = ids[i];
@@ -46,14 +49,14 @@ export function sortedOrder(keys: readonly IndexKey[], ids: readonly Id[]): { or
  */
 export function numericOrder(keys: readonly number[], order: Uint32Array): void {
   const n = keys.length;
-  const where = new Uint32Array(n);  // each position's distinct key (its slot)
-  let values: Float64Array;           // the distinct keys, by slot
+  const where = new Uint32Array(n); // each position's distinct key (its slot)
+  let values: Float64Array; // the distinct keys, by slot
   let d = 0;
   // Few distinct keys (ages, statuses, days): slots from a Map.
   const slots = new Map<number, number>();
   let i = 0;
   for (; i < n; i++) {
-    const v = keys[i]! + 0;  // -0 and 0 are one key
+    const v = keys[i]! + 0; // -0 and 0 are one key
     let sl = slots.get(v);
     if (sl === undefined) {
       if (d === 4096) break;
@@ -70,7 +73,8 @@ export function numericOrder(keys: readonly number[], order: Uint32Array): void 
     for (let j = 0; j < n; j++) sorted[j] = keys[j]! + 0;
     sorted.sort();
     d = 0;
-    for (let j = 0; j < n; j++) if (j === 0 || sorted[j] !== sorted[d - 1]) sorted[d++] = sorted[j]!;
+    for (let j = 0; j < n; j++)
+      if (j === 0 || sorted[j] !== sorted[d - 1]) sorted[d++] = sorted[j]!;
     values = sorted.subarray(0, d);
     for (let j = 0; j < n; j++) {
       const v = keys[j]! + 0;
@@ -104,7 +108,8 @@ export function numericOrder(keys: readonly number[], order: Uint32Array): void 
  * leaves filled evenly to at most `max` entries, then each inner level over the one below.
  */
 export function bulkTree(keys: readonly IndexKey[], ids: readonly Id[], max: number): TreeState {
-  if (keys.length !== ids.length) throw new RangeError(`keys and ids differ in length (${keys.length} and ${ids.length})`);
+  if (keys.length !== ids.length)
+    throw new RangeError(`keys and ids differ in length (${keys.length} and ${ids.length})`);
   let { order, distinct } = sortedOrder(keys, ids);
   if (!distinct) {
     // Drop repeated pairs (equal neighbours after the sort), keeping the first.
@@ -132,7 +137,7 @@ export function bulkTree(keys: readonly IndexKey[], ids: readonly Id[], max: num
   if (size <= max) return { root: leaf(0, size), size };
   // Leaves: ceil(size / max) of them, sizes differing by at most one, so each holds >= max / 2.
   let level: Node[] = [];
-  let lows: number[] = [];  // the position (in `order`) of the smallest pair under each node of `level`
+  let lows: number[] = []; // the position (in `order`) of the smallest pair under each node of `level`
   let count = Math.ceil(size / max);
   for (let j = 0, at = 0; j < count; j++) {
     const end = Math.floor(((j + 1) * size) / count);

@@ -13,13 +13,27 @@
  * All operations are O(log n) (plus the output size for `get` and `range`).
  */
 
-import { type Id, type IndexEntry, type IndexKey, type OrderedIndex, type RangeOptions, type SortedIndexOptions } from './keys.js';
+import {
+  type Id,
+  type IndexEntry,
+  type IndexKey,
+  type OrderedIndex,
+  type RangeOptions,
+  type SortedIndexOptions,
+} from './keys.js';
 import { Node, treeAdd, treeFirst, treeHas, treeLast, treeRemove, type TreeState } from './tree.js';
 import { bulkTree } from './bulk.js';
 import { RangeIterator, checkFanout, treeCheck, treeGet, type ModCount } from './range.js';
 
 export { compareKeys } from './keys.js';
-export type { IndexKey, Id, IndexEntry, RangeOptions, SortedIndexOptions, OrderedIndex } from './keys.js';
+export type {
+  IndexKey,
+  Id,
+  IndexEntry,
+  RangeOptions,
+  SortedIndexOptions,
+  OrderedIndex,
+} from './keys.js';
 
 // ---------------------------------------------------------------------------------------------
 // Public classes
@@ -30,7 +44,11 @@ abstract class TreeIndex implements OrderedIndex {
   protected readonly max: number;
 
   /** `mods` counts changes so iterators over a mutable tree can detect them; null when immutable. */
-  protected constructor(options: SortedIndexOptions | undefined, root: Node, protected readonly mods: ModCount | null) {
+  protected constructor(
+    options: SortedIndexOptions | undefined,
+    root: Node,
+    protected readonly mods: ModCount | null,
+  ) {
     this.max = checkFanout(options);
     this.t = { root, size: 0 };
   }
@@ -102,7 +120,11 @@ export class SortedIndex extends TreeIndex {
    * An index holding the pairs (keys[i], ids[i]) (any order; duplicates kept once), built
    * in one pass after a single sort instead of one insert per pair.
    */
-  static fromPairs(keys: readonly IndexKey[], ids: readonly Id[], options?: SortedIndexOptions): SortedIndex {
+  static fromPairs(
+    keys: readonly IndexKey[],
+    ids: readonly Id[],
+    options?: SortedIndexOptions,
+  ): SortedIndex {
     const v = new SortedIndex(options);
     v.t = bulkTree(keys, ids, v.max);
     return v;
@@ -129,7 +151,10 @@ export class PersistentSortedIndex extends TreeIndex {
   }
 
   /** Builds an index from pairs (duplicates are kept once), without intermediate versions. */
-  static from(entries: Iterable<readonly [IndexKey, Id]>, options?: SortedIndexOptions): PersistentSortedIndex {
+  static from(
+    entries: Iterable<readonly [IndexKey, Id]>,
+    options?: SortedIndexOptions,
+  ): PersistentSortedIndex {
     const keys: IndexKey[] = [];
     const ids: Id[] = [];
     for (const [k, id] of entries) {
@@ -140,7 +165,11 @@ export class PersistentSortedIndex extends TreeIndex {
   }
 
   /** Like {@link SortedIndex.fromPairs}: (keys[i], ids[i]) in any order, built bottom-up. */
-  static fromPairs(keys: readonly IndexKey[], ids: readonly Id[], options?: SortedIndexOptions): PersistentSortedIndex {
+  static fromPairs(
+    keys: readonly IndexKey[],
+    ids: readonly Id[],
+    options?: SortedIndexOptions,
+  ): PersistentSortedIndex {
     const v = new PersistentSortedIndex(options);
     v.t = bulkTree(keys, ids, v.max);
     return v;

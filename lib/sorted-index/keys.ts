@@ -71,7 +71,9 @@ export function invalidKey(value: unknown): Error {
   } catch {
     shown = typeof value;
   }
-  return new TypeError(`invalid index key: ${shown} (expected string, number, bigint, boolean, null or an array of those)`);
+  return new TypeError(
+    `invalid index key: ${shown} (expected string, number, bigint, boolean, null or an array of those)`,
+  );
 }
 
 /** Type rank: null 0, boolean 1, number/bigint 2, string 3, array 4. Throws on anything else. */
@@ -166,5 +168,7 @@ export function checkKey(v: unknown): void {
 export function checkId(v: unknown): void {
   if (typeof v === 'string') return;
   if (typeof v === 'number' && v === v) return;
-  throw new TypeError(`invalid id: ${typeof v === 'number' ? 'NaN' : typeof v} (expected a string or a number)`);
+  throw new TypeError(
+    `invalid id: ${typeof v === 'number' ? 'NaN' : typeof v} (expected a string or a number)`,
+  );
 }

@@ -1,5 +1,14 @@
 // Range queries: bounds, cursors and the iterators readers get.
-import { checkKey, compareKeys, comparePrefix, type Id, type IndexEntry, type IndexKey, type RangeOptions, type SortedIndexOptions } from './keys.js';
+import {
+  checkKey,
+  compareKeys,
+  comparePrefix,
+  type Id,
+  type IndexEntry,
+  type IndexKey,
+  type RangeOptions,
+  type SortedIndexOptions,
+} from './keys.js';
 import { Node, nodeSize, type TreeState } from './tree.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -194,7 +203,10 @@ export interface ModCount {
   mods: number;
 }
 
-export const DONE: IteratorResult<IndexEntry> = Object.freeze({ done: true, value: undefined }) as IteratorResult<IndexEntry>;
+export const DONE: IteratorResult<IndexEntry> = Object.freeze({
+  done: true,
+  value: undefined,
+}) as IteratorResult<IndexEntry>;
 
 export class RangeIterator implements IterableIterator<IndexEntry> {
   private readonly cursor = new Cursor();
@@ -224,7 +236,11 @@ export class RangeIterator implements IterableIterator<IndexEntry> {
       reverse = opts.reverse === true;
       if (opts.limit !== undefined) {
         limit = opts.limit;
-        if (typeof limit !== 'number' || !(limit >= 0) || (limit !== Infinity && !Number.isInteger(limit))) {
+        if (
+          typeof limit !== 'number' ||
+          !(limit >= 0) ||
+          (limit !== Infinity && !Number.isInteger(limit))
+        ) {
           throw new RangeError(`range: limit must be a non-negative integer, got ${String(limit)}`);
         }
       }
@@ -295,7 +311,13 @@ export function treeCheck(t: TreeState, max: number): void {
   const fail = (msg: string): never => {
     throw new Error(`sorted index corrupt: ${msg}`);
   };
-  const walk = (n: Node, depth: number, lo: IndexEntry | null, hi: IndexEntry | null, isRoot: boolean): void => {
+  const walk = (
+    n: Node,
+    depth: number,
+    lo: IndexEntry | null,
+    hi: IndexEntry | null,
+    isRoot: boolean,
+  ): void => {
     if (n.keys.length !== n.ids.length) fail('keys/ids length mismatch');
     const size = nodeSize(n);
     if (size > max) fail(`node of ${size} > ${max}`);
@@ -306,9 +328,12 @@ export function treeCheck(t: TreeState, max: number): void {
       for (let i = 0; i < n.keys.length; i++) {
         const k = n.keys[i]!;
         const id = n.ids[i]!;
-        if (havePrev && (compareKeys(prevKey, k) || compareKeys(prevId, id)) >= 0) fail('pairs out of order');
-        if (lo !== null && (compareKeys(k, lo[0]) || compareKeys(id, lo[1])) < 0) fail('pair below its separator');
-        if (hi !== null && (compareKeys(k, hi[0]) || compareKeys(id, hi[1])) >= 0) fail('pair not below the next separator');
+        if (havePrev && (compareKeys(prevKey, k) || compareKeys(prevId, id)) >= 0)
+          fail('pairs out of order');
+        if (lo !== null && (compareKeys(k, lo[0]) || compareKeys(id, lo[1])) < 0)
+          fail('pair below its separator');
+        if (hi !== null && (compareKeys(k, hi[0]) || compareKeys(id, hi[1])) >= 0)
+          fail('pair not below the next separator');
         prevKey = k;
         prevId = id;
         havePrev = true;
@@ -330,6 +355,7 @@ export function treeCheck(t: TreeState, max: number): void {
 
 export function checkFanout(opts: SortedIndexOptions | undefined): number {
   const f = opts?.fanout ?? 64;
-  if (!Number.isInteger(f) || f < 4) throw new RangeError(`fanout must be an integer >= 4, got ${String(f)}`);
+  if (!Number.isInteger(f) || f < 4)
+    throw new RangeError(`fanout must be an integer >= 4, got ${String(f)}`);
   return f;
 }

@@ -31,7 +31,13 @@ export function nodeSize(n: Node): number {
 }
 
 /** First index whose pair is >= (key, id), or with `after`, > (key, id). */
-export function searchPairs(keys: IndexKey[], ids: Id[], key: IndexKey, id: Id, after: boolean): number {
+export function searchPairs(
+  keys: IndexKey[],
+  ids: Id[],
+  key: IndexKey,
+  id: Id,
+  after: boolean,
+): number {
   let lo = 0;
   let hi = keys.length;
   while (lo < hi) {
@@ -55,7 +61,11 @@ export function childIndex(keys: IndexKey[], ids: Id[], key: IndexKey, id: Id): 
 }
 
 export function isAt(leaf: Node, pos: number, key: IndexKey, id: Id): boolean {
-  return pos < leaf.keys.length && compareKeys(leaf.keys[pos]!, key) === 0 && compareKeys(leaf.ids[pos]!, id) === 0;
+  return (
+    pos < leaf.keys.length &&
+    compareKeys(leaf.keys[pos]!, key) === 0 &&
+    compareKeys(leaf.ids[pos]!, id) === 0
+  );
 }
 
 // Split results of the last insert step (single-threaded, so module scratch avoids allocation).
@@ -68,7 +78,13 @@ let splitId: Id = 0;
  * or null when the pair was already present (nothing changed). When the node overflowed, its right
  * half is left in `splitRight` with its separator in `splitKey`/`splitId`.
  */
-export function insertPair(node: Node, key: IndexKey, id: Id, mut: boolean, max: number): Node | null {
+export function insertPair(
+  node: Node,
+  key: IndexKey,
+  id: Id,
+  mut: boolean,
+  max: number,
+): Node | null {
   const ch = node.children;
   if (ch === null) {
     const pos = lowerBound(node.keys, node.ids, key, id);
@@ -113,7 +129,13 @@ export function insertPair(node: Node, key: IndexKey, id: Id, mut: boolean, max:
  * Removes (key, id) below `node`. Returns the updated node (possibly under-full; the caller
  * rebalances), or null when the pair was absent.
  */
-export function removePair(node: Node, key: IndexKey, id: Id, mut: boolean, min: number): Node | null {
+export function removePair(
+  node: Node,
+  key: IndexKey,
+  id: Id,
+  mut: boolean,
+  min: number,
+): Node | null {
   const ch = node.children;
   if (ch === null) {
     const pos = lowerBound(node.keys, node.ids, key, id);
@@ -203,7 +225,13 @@ export interface TreeState {
   size: number;
 }
 
-export function treeAdd(t: TreeState, key: IndexKey, id: Id, mut: boolean, max: number): TreeState | null {
+export function treeAdd(
+  t: TreeState,
+  key: IndexKey,
+  id: Id,
+  mut: boolean,
+  max: number,
+): TreeState | null {
   checkKey(key);
   checkId(id);
   splitRight = null;
@@ -217,7 +245,13 @@ export function treeAdd(t: TreeState, key: IndexKey, id: Id, mut: boolean, max: 
   return { root, size: t.size + 1 };
 }
 
-export function treeRemove(t: TreeState, key: IndexKey, id: Id, mut: boolean, min: number): TreeState | null {
+export function treeRemove(
+  t: TreeState,
+  key: IndexKey,
+  id: Id,
+  mut: boolean,
+  min: number,
+): TreeState | null {
   checkKey(key);
   checkId(id);
   let root = removePair(t.root, key, id, mut, min);

@@ -3,7 +3,14 @@
 import { ErrorCodes, PrevailError } from '../core/errors.js';
 import { checkPlain, checkPlainObject } from '../plain-data.js';
 import type { Id } from '../sorted-index/index.js';
-import { addToIndex, indexReader, makeIndex, removeFromIndex, type CollectionImpl, type Undo } from './collection.js';
+import {
+  addToIndex,
+  indexReader,
+  makeIndex,
+  removeFromIndex,
+  type CollectionImpl,
+  type Undo,
+} from './collection.js';
 import { describeKey, sameKey } from './key-map.js';
 import { ObjectTable } from './object-table.js';
 import { indexBuilder, type CollectionDef, type Collections, type IndexDef } from './schema.js';
@@ -15,8 +22,15 @@ export function makeCollections(collections: Collections): Map<string, Collectio
   for (const [name, spec] of Object.entries(collections)) {
     const def = spec.def as CollectionDef<any, any>;
     const c: CollectionImpl = {
-      name, version: def.version ?? 1, objects: new ObjectTable(), nextId: 1, overlays: new Set(), frames: [],
-      indexes: Object.entries(def.indexes ? def.indexes(indexBuilder) : {}).map(([iname, idef]) => makeIndex(iname, idef as IndexDef<any>)),
+      name,
+      version: def.version ?? 1,
+      objects: new ObjectTable(),
+      nextId: 1,
+      overlays: new Set(),
+      frames: [],
+      indexes: Object.entries(def.indexes ? def.indexes(indexBuilder) : {}).map(([iname, idef]) =>
+        makeIndex(iname, idef as IndexDef<any>),
+      ),
     };
     if (def.migrate) c.migrate = def.migrate;
     tables.set(name, c);
@@ -29,7 +43,7 @@ export function makeCollections(collections: Collections): Map<string, Collectio
 export function writeObject(c: CollectionImpl, id: Id, next: any, chunkSize: number): void {
   const prev = c.objects.get(id);
   const k = Math.floor((id as number) / chunkSize);
-  if (k < c.frames.length) c.frames[k] = undefined;  // the chunk's frame is stale
+  if (k < c.frames.length) c.frames[k] = undefined; // the chunk's frame is stale
   for (const entry of c.overlays) {
     const overlay = entry instanceof WeakRef ? entry.deref() : entry;
     if (!overlay) c.overlays.delete(entry);
@@ -39,7 +53,7 @@ export function writeObject(c: CollectionImpl, id: Id, next: any, chunkSize: num
     const before = prev === undefined ? undefined : ix.key(prev);
     const after = next === undefined ? undefined : ix.key(next);
     if (before !== undefined && after !== undefined && sameKey(before, after)) {
-      if (ix.unique) ix.unique.set(after, next);  // same key, new version of the object
+      if (ix.unique) ix.unique.set(after, next); // same key, new version of the object
       continue;
     }
     if (before !== undefined) removeFromIndex(ix, before, id);
@@ -72,7 +86,10 @@ function checkUnique(c: CollectionImpl, id: Id, next: any): void {
     if (key === undefined) continue;
     const holder = ix.unique.get(key);
     if (holder !== undefined && holder.id !== id) {
-      throw new PrevailError(ErrorCodes.UNIQUE_VIOLATION, `${c.name}.${ix.name}: key ${describeKey(key)} is already used by ${String(holder.id)}`);
+      throw new PrevailError(
+        ErrorCodes.UNIQUE_VIOLATION,
+        `${c.name}.${ix.name}: key ${describeKey(key)} is already used by ${String(holder.id)}`,
+      );
     }
   }
 }
@@ -81,11 +98,19 @@ function checkUnique(c: CollectionImpl, id: Id, next: any): void {
  * A collection's reader (`writable` false: what `view` holds) or writer (what handlers
  * get). Writes need a command in progress: `transaction()` gives its undo log, or null.
  */
-export function collectionAccess(c: CollectionImpl, writable: boolean, transaction: () => Undo[] | null, chunkSize: number): unknown {
+export function collectionAccess(
+  c: CollectionImpl,
+  writable: boolean,
+  transaction: () => Undo[] | null,
+  chunkSize: number,
+): unknown {
   const mustWrite = (what: string) => {
     const undo = writable ? transaction() : null;
     if (undo === null) {
-      throw new PrevailError(ErrorCodes.OUTSIDE_COMMAND, `${c.name}.${what}() changes state: call it inside a command handler`);
+      throw new PrevailError(
+        ErrorCodes.OUTSIDE_COMMAND,
+        `${c.name}.${what}() changes state: call it inside a command handler`,
+      );
     }
     return undo;
   };
@@ -104,27 +129,31 @@ export function collectionAccess(c: CollectionImpl, writable: boolean, transacti
   const access: Record<string, unknown> = {
     get: (id: Id) => c.objects.get(id),
     has: (id: Id) => c.objects.has(id),
-    get size() { return c.objects.size; },
+    get size() {
+      return c.objects.size;
+    },
     values: () => c.objects.values(),
     insert: (obj: object) => {
       const undo = mustWrite('insert');
-      if (typeof obj !== 'object' || obj === null) throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `${c.name}.insert() needs an object`);
+      if (typeof obj !== 'object' || obj === null)
+        throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `${c.name}.insert() needs an object`);
       const id = c.nextId;
       checkPlainObject(obj, `${c.name}[${String(id)}]`);
-      const stored = { id, ...obj } as { id: Id };  // id first: V8 lays such objects out compactly
-      if (stored.id !== id) stored.id = id;  // the store assigns ids
+      const stored = { id, ...obj } as { id: Id }; // id first: V8 lays such objects out compactly
+      if (stored.id !== id) stored.id = id; // the store assigns ids
       return store(undo, id, stored, undefined);
     },
     update: (id: Id, patch: object | ((o: any) => object)) => {
       const undo = mustWrite('update');
       const prev = c.objects.get(id);
-      if (prev === undefined) throw new PrevailError(ErrorCodes.NOT_FOUND, `${c.name}: no object ${String(id)}`);
+      if (prev === undefined)
+        throw new PrevailError(ErrorCodes.NOT_FOUND, `${c.name}: no object ${String(id)}`);
       // The object given (a patch, or what the function returns) must be plain: its fields are copied.
       const given = typeof patch === 'function' ? patch(prev) : patch;
       checkPlainObject(given, `${c.name}[${String(id)}]`);
       const body = typeof patch === 'function' ? given : { ...prev, ...given };
       const stored = { id, ...body } as { id: Id };
-      if (stored.id !== id) stored.id = id;  // keeps the compact id-first layout
+      if (stored.id !== id) stored.id = id; // keeps the compact id-first layout
       return store(undo, id, stored, prev);
     },
     delete: (id: Id) => {

@@ -40,13 +40,30 @@ interface CaptureList {
  * The snapshot header for the state now: as of `index`, with each collection's version
  * and next id. A function of the frames that follow it: their format (formatFor).
  */
-export function metaRecord(state: ReplicaState, index: number): (frames: Uint8Array[]) => Uint8Array {
+export function metaRecord(
+  state: ReplicaState,
+  index: number,
+): (frames: Uint8Array[]) => Uint8Array {
   // `size` (objects in the collection) lets restore size its tables up front; optional.
-  const collections = Object.fromEntries([...state.collections.values()].map((c) => [c.name, { version: c.version, nextId: c.nextId, size: c.objects.size }]));
+  const collections = Object.fromEntries(
+    [...state.collections.values()].map((c) => [
+      c.name,
+      { version: c.version, nextId: c.nextId, size: c.objects.size },
+    ]),
+  );
   const schedules = [...state.schedules.values()];
   const xs = patchesOf(schedules);
-  const rec = { t: 'meta', format: SnapshotFormat.ROWS as number, baseIndex: index, lastTimestamp: state.lastTimestamp, collections, effects: [...state.effects],
-    peers: [...state.peers], schedules, ...(xs.length ? { xs } : {}) };
+  const rec = {
+    t: 'meta',
+    format: SnapshotFormat.ROWS as number,
+    baseIndex: index,
+    lastTimestamp: state.lastTimestamp,
+    collections,
+    effects: [...state.effects],
+    peers: [...state.peers],
+    schedules,
+    ...(xs.length ? { xs } : {}),
+  };
   return (frames) => {
     rec.format = formatFor(frames, xs.length > 0);
     return frame(packr.pack(rec));
@@ -106,15 +123,28 @@ function collectFrames(lists: CaptureList[], chunkSize: number): Uint8Array[] {
 }
 
 /** Where a capture in progress is: the list, the position in its work, objects serialised so far. */
-interface Cursor { list: number; work: number; serialised: number }
+interface Cursor {
+  list: number;
+  work: number;
+  serialised: number;
+}
 
 // One slice of a capture: chunks serialised until the slice's time or object budget is spent.
-function serialiseSlice(lists: CaptureList[], cursor: Cursor, chunkSize: number, sliceSize: number): void {
+function serialiseSlice(
+  lists: CaptureList[],
+  cursor: Cursor,
+  chunkSize: number,
+  sliceSize: number,
+): void {
   let budget = sliceSize;
   const until = performance.now() + SLICE_MS;
   while (cursor.list < lists.length && budget > 0 && performance.now() < until) {
     const { c, overlay, limit, out, work } = lists[cursor.list]!;
-    if (cursor.work >= work.length) { cursor.list++; cursor.work = 0; continue; }
+    if (cursor.work >= work.length) {
+      cursor.list++;
+      cursor.work = 0;
+      continue;
+    }
     const k = work[cursor.work++]!;
     const items = chunkObjects(c, k, chunkSize, limit, overlay);
     out[k] = items.length ? objsFrame(c.name, items, exoticPatches) : null;
@@ -192,7 +222,11 @@ export class Capture {
   }
 
   status(): { baseIndex: number; tail: number; running: boolean } {
-    return { baseIndex: this.#base.index, tail: this.#tail.length, running: this.#running !== null };
+    return {
+      baseIndex: this.#base.index,
+      tail: this.#tail.length,
+      running: this.#running !== null,
+    };
   }
 
   /**
@@ -219,7 +253,12 @@ export class Capture {
       const slice = () => {
         if (generation !== this.#generation) {
           finish();
-          reject(new PrevailError(ErrorCodes.INVALID_STATE, `capture at ${index} superseded by a snapshot restore`));
+          reject(
+            new PrevailError(
+              ErrorCodes.INVALID_STATE,
+              `capture at ${index} superseded by a snapshot restore`,
+            ),
+          );
           return;
         }
         try {
@@ -257,7 +296,13 @@ export class Capture {
     this.#base = { index, chunks };
     this.#tail.dropThrough(index);
     this.adaptInterval();
-    debug('captured state at index %d in %d ms (%d frames, %d objects serialised)', index, Math.round(durationMs), chunks.length, serialised);
+    debug(
+      'captured state at index %d in %d ms (%d frames, %d objects serialised)',
+      index,
+      Math.round(durationMs),
+      chunks.length,
+      serialised,
+    );
     this.#events.emit('capture', { index, durationMs, serialised });
   }
 

@@ -1,14 +1,21 @@
 // A collection's in-memory tables: its objects by id, its indexes, and the copy-on-write
 // overlays that let captures and index views see the objects as of a moment.
 import { ErrorCodes, PrevailError } from '../core/errors.js';
-import { SortedIndex, PersistentSortedIndex, type IndexKey, type Id, type OrderedIndex, type RangeOptions } from '../sorted-index/index.js';
+import {
+  SortedIndex,
+  PersistentSortedIndex,
+  type IndexKey,
+  type Id,
+  type OrderedIndex,
+  type RangeOptions,
+} from '../sorted-index/index.js';
 import { KeyMap } from './key-map.js';
 import type { ObjectTable } from './object-table.js';
 
 export interface IndexImpl {
   name: string;
   key: (obj: any) => IndexKey | undefined;
-  unique?: KeyMap<any>;  // key → the object itself (point reads need one lookup)
+  unique?: KeyMap<any>; // key → the object itself (point reads need one lookup)
   hash?: KeyMap<Set<Id>>;
   sorted?: SortedIndex;
   persistent?: PersistentSortedIndex;
@@ -44,7 +51,13 @@ export function asOf(c: CollectionImpl, overlay: Map<Id, any>, id: Id): any {
 }
 
 /** The objects of chunk `k` (ids [k * chunk, (k + 1) * chunk) below `limit`), as of when `overlay` was made if given. */
-export function chunkObjects(c: CollectionImpl, k: number, chunk: number, limit: number, overlay: Map<Id, any> | null): unknown[] {
+export function chunkObjects(
+  c: CollectionImpl,
+  k: number,
+  chunk: number,
+  limit: number,
+  overlay: Map<Id, any> | null,
+): unknown[] {
   const items: unknown[] = [];
   const end = Math.min(limit, (k + 1) * chunk);
   for (let id = k * chunk; id < end; id++) {
@@ -54,13 +67,20 @@ export function chunkObjects(c: CollectionImpl, k: number, chunk: number, limit:
   return items;
 }
 
-export function makeIndex(name: string, def: { kind: string; key: (obj: any) => IndexKey | undefined }): IndexImpl {
+export function makeIndex(
+  name: string,
+  def: { kind: string; key: (obj: any) => IndexKey | undefined },
+): IndexImpl {
   const ix: IndexImpl = { name, key: def.key };
   if (def.kind === 'unique') ix.unique = new KeyMap();
   else if (def.kind === 'hash') ix.hash = new KeyMap();
   else if (def.kind === 'sorted') ix.sorted = new SortedIndex();
   else if (def.kind === 'persistent') ix.persistent = new PersistentSortedIndex();
-  else throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `index ${name}: kind must be unique, hash, sorted or persistent`);
+  else
+    throw new PrevailError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `index ${name}: kind must be unique, hash, sorted or persistent`,
+    );
   return ix;
 }
 
@@ -79,7 +99,10 @@ export function removeFromIndex(ix: IndexImpl, key: IndexKey, id: Id): void {
     if (ix.unique.get(key)?.id === id) ix.unique.delete(key);
   } else if (ix.hash) {
     const set = ix.hash.get(key);
-    if (set) { set.delete(id); if (set.size === 0) ix.hash.delete(key); }
+    if (set) {
+      set.delete(id);
+      if (set.size === 0) ix.hash.delete(key);
+    }
   } else if (ix.sorted) ix.sorted.remove(key, id);
   else if (ix.persistent) ix.persistent = ix.persistent.remove(key, id);
 }
@@ -100,8 +123,14 @@ function sortedReader(index: () => OrderedIndex, resolve: (id: Id) => any) {
     *entries(options: RangeOptions = {}) {
       for (const [key, id] of index().range(options)) yield [key, resolve(id)];
     },
-    first: () => { const f = index().first(); return f ? resolve(f[1]) : undefined; },
-    last: () => { const l = index().last(); return l ? resolve(l[1]) : undefined; },
+    first: () => {
+      const f = index().first();
+      return f ? resolve(f[1]) : undefined;
+    },
+    last: () => {
+      const l = index().last();
+      return l ? resolve(l[1]) : undefined;
+    },
   };
 }
 
@@ -129,7 +158,12 @@ export function indexReader(ix: IndexImpl, c: CollectionImpl): unknown {
       const version = ix.persistent!;
       const overlay = new Map<Id, unknown>();
       c.overlays.add(new WeakRef(overlay));
-      return Object.freeze(sortedReader(() => version, (id) => asOf(c, overlay, id)));
+      return Object.freeze(
+        sortedReader(
+          () => version,
+          (id) => asOf(c, overlay, id),
+        ),
+      );
     },
   });
 }

@@ -2,7 +2,7 @@
 // multiply-xorshift per byte. Not cryptographic; it only has to make an accidental match of
 // two different histories unlikely.
 export type EffectsHash = [number, number];
-export const CHECKPOINT_EVERY = 64;   // entries between the (index, hash) pairs replicas compare
+export const CHECKPOINT_EVERY = 64; // entries between the (index, hash) pairs replicas compare
 export const CHECKPOINTS_KEPT = 64;
 /** The effects hash of the empty history (a new store, or a snapshot from before effects were kept). */
 export const initialEffects = (): EffectsHash => [0x811c9dc5, 0x9747b28c];
@@ -36,18 +36,31 @@ export function foldString(h: EffectsHash, str: string): void {
 // without serialising it: a type tag, then the contents, keys in their (deterministic) order.
 export function foldValue(h: EffectsHash, v: unknown): void {
   switch (typeof v) {
-    case 'string': foldNumber(h, 1); foldString(h, v); return;
+    case 'string':
+      foldNumber(h, 1);
+      foldString(h, v);
+      return;
     case 'number':
-      foldNumber(h, v === 0 && 1 / v < 0 ? 12 : 2);  // -0 is not 0 to a reader (Object.is)
+      foldNumber(h, v === 0 && 1 / v < 0 ? 12 : 2); // -0 is not 0 to a reader (Object.is)
       foldNumber(h, v);
       if (!Number.isInteger(v)) foldString(h, String(v));
       return;
-    case 'boolean': foldNumber(h, v ? 3 : 4); return;
-    case 'bigint': foldNumber(h, 5); foldString(h, v.toString()); return;
-    case 'undefined': foldNumber(h, 6); return;
+    case 'boolean':
+      foldNumber(h, v ? 3 : 4);
+      return;
+    case 'bigint':
+      foldNumber(h, 5);
+      foldString(h, v.toString());
+      return;
+    case 'undefined':
+      foldNumber(h, 6);
+      return;
     default:
   }
-  if (v === null) { foldNumber(h, 7); return; }
+  if (v === null) {
+    foldNumber(h, 7);
+    return;
+  }
   if (Array.isArray(v)) {
     foldNumber(h, 8);
     foldNumber(h, v.length);
@@ -66,4 +79,5 @@ export function foldValue(h: EffectsHash, v: unknown): void {
     }
   }
 }
-export const hexOf = (h: EffectsHash) => (h[0] >>> 0).toString(16).padStart(8, '0') + (h[1] >>> 0).toString(16).padStart(8, '0');
+export const hexOf = (h: EffectsHash) =>
+  (h[0] >>> 0).toString(16).padStart(8, '0') + (h[1] >>> 0).toString(16).padStart(8, '0');

@@ -8,13 +8,23 @@ export class KeyMap<V> {
   #prim = new Map<unknown, V>();
   #comp = new Map<string, V>();
   static encode(key: IndexKey[]): string {
-    return JSON.stringify(key, (_k, v: unknown) => (typeof v === 'bigint' ? { $bigint: v.toString() } : v));
+    return JSON.stringify(key, (_k, v: unknown) =>
+      typeof v === 'bigint' ? { $bigint: v.toString() } : v,
+    );
   }
   get(key: IndexKey): V | undefined {
-    return typeof key === 'string' ? this.#str.get(key) : Array.isArray(key) ? this.#comp.get(KeyMap.encode(key)) : this.#prim.get(key);
+    return typeof key === 'string'
+      ? this.#str.get(key)
+      : Array.isArray(key)
+        ? this.#comp.get(KeyMap.encode(key))
+        : this.#prim.get(key);
   }
   has(key: IndexKey): boolean {
-    return typeof key === 'string' ? this.#str.has(key) : Array.isArray(key) ? this.#comp.has(KeyMap.encode(key)) : this.#prim.has(key);
+    return typeof key === 'string'
+      ? this.#str.has(key)
+      : Array.isArray(key)
+        ? this.#comp.has(KeyMap.encode(key))
+        : this.#prim.has(key);
   }
   set(key: IndexKey, value: V): void {
     if (typeof key === 'string') this.#str.set(key, value);
@@ -49,9 +59,9 @@ export class KeyMap<V> {
  * about what a Map's do.
  */
 export class StringTable<V> {
-  #slots = new Int32Array(32);  // slot i: [2i] the hash (0: empty; hash() is never 0), [2i + 1] the entry
+  #slots = new Int32Array(32); // slot i: [2i] the hash (0: empty; hash() is never 0), [2i + 1] the entry
   #mask = 15;
-  #kv: unknown[] = [];          // entry e: [2e] its key, [2e + 1] its value
+  #kv: unknown[] = []; // entry e: [2e] its key, [2e + 1] its value
 
   get size(): number {
     return this.#kv.length >> 1;
@@ -178,7 +188,7 @@ export class StringTable<V> {
     // pushed past the end wrap around to the front afterwards.
     const slots = new Int32Array(cap * 2);
     let next = 0;
-    let groupStart = 0;  // first position in `order` of the current home
+    let groupStart = 0; // first position in `order` of the current home
     let wrapped = 0;
     for (let j = 0; j < n; j++) {
       const e = order[j]!;
@@ -186,7 +196,8 @@ export class StringTable<V> {
       const home = h & mask;
       if (j === 0 || home !== (hashes[order[j - 1]!]! & mask)) groupStart = j;
       // A repeated key has the same home: compare with the entries of this home before it.
-      for (let g = groupStart; g < j; g++) if (hashes[order[g]!] === h && keys[order[g]!] === keys[e]) return false;
+      for (let g = groupStart; g < j; g++)
+        if (hashes[order[g]!] === h && keys[order[g]!] === keys[e]) return false;
       const at = home > next ? home : next;
       if (at >= cap) {
         tmp[wrapped++] = e;
@@ -242,5 +253,9 @@ export function sameKey(a: IndexKey, b: IndexKey): boolean {
 }
 
 export function describeKey(key: IndexKey): string {
-  return typeof key === 'bigint' ? `${key}n` : Array.isArray(key) ? KeyMap.encode(key) : JSON.stringify(key);
+  return typeof key === 'bigint'
+    ? `${key}n`
+    : Array.isArray(key)
+      ? KeyMap.encode(key)
+      : JSON.stringify(key);
 }

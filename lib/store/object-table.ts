@@ -22,7 +22,8 @@ export class ObjectTable {
     return typeof id === 'number' && this.#slots[id] !== undefined;
   }
   set(id: Id, obj: unknown): void {
-    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) throw new TypeError(`bad object id ${String(id)}`);
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0)
+      throw new TypeError(`bad object id ${String(id)}`);
     if (this.#slots[id] === undefined) this.#size++;
     this.#slots[id] = obj;
   }

@@ -6,7 +6,12 @@ import { packr } from '../format/entry.js';
 import { SNAPSHOT_FORMAT_READ, fromRows, notePatched } from '../format/snapshot.js';
 import type { Schedule } from '../jobs.js';
 import { applyPatches, freezeDeep, type Patch } from '../plain-data.js';
-import { SortedIndex, PersistentSortedIndex, type IndexKey, type Id } from '../sorted-index/index.js';
+import {
+  SortedIndex,
+  PersistentSortedIndex,
+  type IndexKey,
+  type Id,
+} from '../sorted-index/index.js';
 import { seal } from './access.js';
 import { addToIndex, clearIndex, type CollectionImpl, type IndexImpl } from './collection.js';
 import { initialEffects } from './effects.js';
@@ -51,12 +56,21 @@ interface Progress {
  * Replaces the state by a verified snapshot's frames (each kept as is for the next snapshot,
  * no copy, its CRC known). Throws PREVAIL_SNAPSHOT_UNREADABLE for what this code can't read.
  */
-export function restoreFrames(state: ReplicaState, frames: Uint8Array[], chunkSize: number): Restored {
+export function restoreFrames(
+  state: ReplicaState,
+  frames: Uint8Array[],
+  chunkSize: number,
+): Restored {
   clearState(state);
   const started = performance.now();
   const p: Progress = {
-    baseIndex: 0, baseChunks: [], tail: [], versions: new Map(), migrated: false,
-    pending: { ordered: new Map(), strings: new Map() }, spread: new Map(),
+    baseIndex: 0,
+    baseChunks: [],
+    tail: [],
+    versions: new Map(),
+    migrated: false,
+    pending: { ordered: new Map(), strings: new Map() },
+    spread: new Map(),
   };
   for (const framed of frames) {
     const rec = packr.unpack(framed.subarray(4)) as Rec;
@@ -71,7 +85,12 @@ export function restoreFrames(state: ReplicaState, frames: Uint8Array[], chunkSi
     }
   }
   buildPending(p.pending);
-  debug('restored %d objects of the snapshot at index %d in %d ms', objectCount(state), p.baseIndex, Math.round(performance.now() - started));
+  debug(
+    'restored %d objects of the snapshot at index %d in %d ms',
+    objectCount(state),
+    p.baseIndex,
+    Math.round(performance.now() - started),
+  );
   return { baseIndex: p.baseIndex, baseChunks: p.migrated ? null : p.baseChunks, tail: p.tail };
 }
 
@@ -87,34 +106,61 @@ function clearState(state: ReplicaState): void {
 
 function restoreMeta(state: ReplicaState, rec: Rec, p: Progress): void {
   if (rec.format > SNAPSHOT_FORMAT_READ) {
-    throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `store snapshot format ${rec.format} is newer than this code (${SNAPSHOT_FORMAT_READ})`);
+    throw new PrevailError(
+      ErrorCodes.SNAPSHOT_UNREADABLE,
+      `store snapshot format ${rec.format} is newer than this code (${SNAPSHOT_FORMAT_READ})`,
+    );
   }
   p.baseIndex = rec.baseIndex;
   state.lastTimestamp = rec.lastTimestamp;
   state.effects = Array.isArray(rec.effects) ? [rec.effects[0], rec.effects[1]] : initialEffects();
   state.checkpoints = [];
   state.peers = new Map(rec.peers ?? []);
-  const schedules = (rec.xs ? applyPatches(rec.schedules, rec.xs) : rec.schedules ?? []) as Schedule[];
+  const schedules = (
+    rec.xs ? applyPatches(rec.schedules, rec.xs) : (rec.schedules ?? [])
+  ) as Schedule[];
   state.schedules = new Map(schedules.map((s) => [s.id, { ...s, args: freezeDeep(s.args) }]));
   for (const [name, info] of Object.entries(rec.collections as MetaCollections)) {
     const c = state.collections.get(name);
-    if (!c) throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `snapshot has collection ${name}, which this code does not define`);
+    if (!c)
+      throw new PrevailError(
+        ErrorCodes.SNAPSHOT_UNREADABLE,
+        `snapshot has collection ${name}, which this code does not define`,
+      );
     if (info.version > c.version) {
-      throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `snapshot has ${name} at version ${info.version}; this code reads up to ${c.version}`);
+      throw new PrevailError(
+        ErrorCodes.SNAPSHOT_UNREADABLE,
+        `snapshot has ${name} at version ${info.version}; this code reads up to ${c.version}`,
+      );
     }
     p.versions.set(name, info.version);
     c.nextId = info.nextId;
     for (const ix of c.indexes) {
-      if (ix.unique) p.pending.strings.set(ix, { hashes: new Int32Array(Math.max(16, typeof info.size === 'number' ? info.size : 0)), n: 0, keys: [], values: [] });
+      if (ix.unique)
+        p.pending.strings.set(ix, {
+          hashes: new Int32Array(Math.max(16, typeof info.size === 'number' ? info.size : 0)),
+          n: 0,
+          keys: [],
+          values: [],
+        });
     }
   }
 }
 
-function restoreObjects(state: ReplicaState, rec: Rec, framed: Uint8Array, chunkSize: number, p: Progress): void {
+function restoreObjects(
+  state: ReplicaState,
+  rec: Rec,
+  framed: Uint8Array,
+  chunkSize: number,
+  p: Progress,
+): void {
   const c = state.collections.get(rec.c)!;
   const from = p.versions.get(c.name) ?? c.version;
   if (from < c.version && !c.migrate) {
-    throw new PrevailError(ErrorCodes.SNAPSHOT_UNREADABLE, `${c.name} objects are at version ${from} and there is no migrate()`);
+    throw new PrevailError(
+      ErrorCodes.SNAPSHOT_UNREADABLE,
+      `${c.name} objects are at version ${from} and there is no migrate()`,
+    );
   }
   const items = frameItems(rec, framed);
   for (let i = 0; i < items.length; i++) {
@@ -132,9 +178,12 @@ function restoreObjects(state: ReplicaState, rec: Rec, framed: Uint8Array, chunk
 
 // An objs frame's objects, made exact again where msgpack alone changed them.
 function frameItems(rec: Rec, framed: Uint8Array): any[] {
-  const items = (Array.isArray(rec.shapes) ? fromRows(rec.shapes, rec.items, rec.values) : rec.items) as any[];
+  const items = (
+    Array.isArray(rec.shapes) ? fromRows(rec.shapes, rec.items, rec.values) : rec.items
+  ) as any[];
   if (Array.isArray(rec.x)) {
-    for (const [i, patches] of rec.x as [number, Patch[]][]) markExotic(items[i] = applyPatches(items[i], patches) as object);
+    for (const [i, patches] of rec.x as [number, Patch[]][])
+      markExotic((items[i] = applyPatches(items[i], patches) as object));
     notePatched(framed);
   }
   return items;
@@ -143,7 +192,13 @@ function frameItems(rec: Rec, framed: Uint8Array): any[] {
 // Frames that hold exactly one chunk of ids (as captures write them) are kept as that
 // chunk's frame, so the next capture need not serialise it again; a chunk spread over
 // several frames (older snapshots group objects by count) is serialised again.
-function keepFrame(c: CollectionImpl, items: { id: number }[], framed: Uint8Array, chunkSize: number, spread: Map<CollectionImpl, Set<number>>): void {
+function keepFrame(
+  c: CollectionImpl,
+  items: { id: number }[],
+  framed: Uint8Array,
+  chunkSize: number,
+  spread: Map<CollectionImpl, Set<number>>,
+): void {
   let lo = Infinity;
   let hi = -1;
   for (let i = 0; i < items.length; i++) {
@@ -153,19 +208,28 @@ function keepFrame(c: CollectionImpl, items: { id: number }[], framed: Uint8Arra
   }
   const spreadHere = spread.get(c) ?? spread.set(c, new Set()).get(c)!;
   if (lo === hi && c.frames[hi] === undefined && !spreadHere.has(hi)) c.frames[hi] = framed;
-  else for (let k = lo; k <= hi; k++) { spreadHere.add(k); c.frames[k] = undefined; }
+  else
+    for (let k = lo; k <= hi; k++) {
+      spreadHere.add(k);
+      c.frames[k] = undefined;
+    }
 }
 
 // Ordered indexes and unique string keys are collected for the end (see PendingIndexes); the others indexed now.
 function indexItems(ix: IndexImpl, items: any[], pending: PendingIndexes): void {
-  const pairs = (ix.sorted || ix.persistent) ? pending.ordered.get(ix) ?? pending.ordered.set(ix, { keys: [], ids: [] }).get(ix)! : null;
+  const pairs =
+    ix.sorted || ix.persistent
+      ? (pending.ordered.get(ix) ?? pending.ordered.set(ix, { keys: [], ids: [] }).get(ix)!)
+      : null;
   const strings = ix.unique ? pending.strings.get(ix) : undefined;
   for (let i = 0; i < items.length; i++) {
     const obj = items[i];
     const key = ix.key(obj);
     if (key === undefined) continue;
-    if (pairs) { pairs.keys.push(key); pairs.ids.push(obj.id); }
-    else if (strings && typeof key === 'string') {
+    if (pairs) {
+      pairs.keys.push(key);
+      pairs.ids.push(obj.id);
+    } else if (strings && typeof key === 'string') {
       if (strings.n === strings.hashes.length) {
         const grown = new Int32Array(strings.n * 2);
         grown.set(strings.hashes);
@@ -179,7 +243,8 @@ function indexItems(ix: IndexImpl, items: any[], pending: PendingIndexes): void 
 }
 
 function buildPending(pending: PendingIndexes): void {
-  for (const [ix, { hashes, n, keys, values }] of pending.strings) ix.unique!.loadStrings(hashes.subarray(0, n), keys, values);
+  for (const [ix, { hashes, n, keys, values }] of pending.strings)
+    ix.unique!.loadStrings(hashes.subarray(0, n), keys, values);
   for (const [ix, { keys, ids }] of pending.ordered) {
     if (ix.sorted) ix.sorted = SortedIndex.fromPairs(keys, ids);
     else ix.persistent = PersistentSortedIndex.fromPairs(keys, ids);

@@ -43,14 +43,19 @@ export interface CollectionDef<T, I extends Record<string, IndexDef<T>>> {
 /** An object as stored: frozen, with the id the store gave it. */
 export type Stored<T> = Readonly<T> & { readonly id: Id };
 
-export interface CollectionSpec<T = unknown, I extends Record<string, IndexDef<T>> = Record<string, IndexDef<T>>> {
+export interface CollectionSpec<
+  T = unknown,
+  I extends Record<string, IndexDef<T>> = Record<string, IndexDef<T>>,
+> {
   readonly def: CollectionDef<T, I>;
   readonly __type?: T;
 }
 
 /** Declares a collection of objects of type T: `collection<User>()({ indexes: {...} })`. */
 export function collection<T extends object>() {
-  return <I extends Record<string, IndexDef<T>> = Record<string, never>>(def: CollectionDef<T, I> = {}): CollectionSpec<T, I> => ({ def });
+  return <I extends Record<string, IndexDef<T>> = Record<string, never>>(
+    def: CollectionDef<T, I> = {},
+  ): CollectionSpec<T, I> => ({ def });
 }
 
 export type Collections = Record<string, CollectionSpec<any, any>>;
@@ -70,17 +75,22 @@ export interface CommandContext {
   readonly scheduled?: { readonly id: string; readonly due: number };
 }
 
-type IndexReaderOf<T, D> = D extends { kind: 'unique' } ? UniqueIndexReader<T>
-  : D extends { kind: 'hash' } ? HashIndexReader<T>
-  : D extends { kind: 'persistent' } ? PersistentIndexReader<T>
-  : SortedIndexReader<T>;
+type IndexReaderOf<T, D> = D extends { kind: 'unique' }
+  ? UniqueIndexReader<T>
+  : D extends { kind: 'hash' }
+    ? HashIndexReader<T>
+    : D extends { kind: 'persistent' }
+      ? PersistentIndexReader<T>
+      : SortedIndexReader<T>;
 
-export type CollectionReaderOf<S> = S extends CollectionSpec<infer T, infer I>
-  ? CollectionReader<T> & { readonly [K in keyof I]: IndexReaderOf<T, I[K]> }
-  : never;
-export type CollectionWriterOf<S> = S extends CollectionSpec<infer T, infer I>
-  ? CollectionWriter<T> & { readonly [K in keyof I]: IndexReaderOf<T, I[K]> }
-  : never;
+export type CollectionReaderOf<S> =
+  S extends CollectionSpec<infer T, infer I>
+    ? CollectionReader<T> & { readonly [K in keyof I]: IndexReaderOf<T, I[K]> }
+    : never;
+export type CollectionWriterOf<S> =
+  S extends CollectionSpec<infer T, infer I>
+    ? CollectionWriter<T> & { readonly [K in keyof I]: IndexReaderOf<T, I[K]> }
+    : never;
 
 /** What a command handler gets: every collection, writable. */
 export type StateOf<C extends Collections> = { readonly [K in keyof C]: CollectionWriterOf<C[K]> };
@@ -91,7 +101,11 @@ export type ViewOf<C extends Collections> = { readonly [K in keyof C]: Collectio
  * A command handler: synchronous, deterministic. Its changes apply only if it returns; it must
  * not be `async` nor return a promise (the store refuses both: PREVAIL_ASYNC_HANDLER).
  */
-export type Handler<C extends Collections> = (state: StateOf<C>, args: any, ctx: CommandContext) => unknown;
+export type Handler<C extends Collections> = (
+  state: StateOf<C>,
+  args: any,
+  ctx: CommandContext,
+) => unknown;
 export type Commands<C extends Collections> = Record<string, Handler<C>>;
 
 export interface Schema<C extends Collections, H extends Commands<C>> {
@@ -103,10 +117,16 @@ export interface Schema<C extends Collections, H extends Commands<C>> {
  * Declares the state machine: collections and the commands that change them. Handlers
  * are typed from the collections; `store.propose` is typed from the handlers.
  */
-export function defineSchema<C extends Collections, H extends Commands<C> & SyncHandlers<H>>(schema: { collections: C; commands: H }): Schema<C, H> {
+export function defineSchema<
+  C extends Collections,
+  H extends Commands<C> & SyncHandlers<H>,
+>(schema: { collections: C; commands: H }): Schema<C, H> {
   for (const name of Object.keys(schema?.commands ?? {})) {
     if (name.startsWith(RESERVED_PREFIX)) {
-      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `command ${JSON.stringify(name)}: names starting with "${RESERVED_PREFIX}" are the store's own`);
+      throw new PrevailError(
+        ErrorCodes.INVALID_ARGUMENT,
+        `command ${JSON.stringify(name)}: names starting with "${RESERVED_PREFIX}" are the store's own`,
+      );
     }
   }
   checkHandlers(schema?.commands ?? {});
@@ -115,7 +135,15 @@ export function defineSchema<C extends Collections, H extends Commands<C> & Sync
 
 /** Handlers whose return type is a promise (or any thenable) become `never`, so they don't type-check (any, never and unions other than of promises pass). */
 export type SyncHandlers<H> = {
-  [K in keyof H]: H[K] extends (...args: any[]) => infer R ? (0 extends 1 & R ? H[K] : [R] extends [never] ? H[K] : [R] extends [PromiseLike<unknown>] ? never : H[K]) : H[K];
+  [K in keyof H]: H[K] extends (...args: any[]) => infer R
+    ? 0 extends 1 & R
+      ? H[K]
+      : [R] extends [never]
+        ? H[K]
+        : [R] extends [PromiseLike<unknown>]
+          ? never
+          : H[K]
+    : H[K];
 };
 
 // `async function`s and async generator functions, recognisable before they run. A function
@@ -123,27 +151,36 @@ export type SyncHandlers<H> = {
 function isAsyncFunction(fn: unknown): boolean {
   if (typeof fn !== 'function') return false;
   const tag = (fn as { [Symbol.toStringTag]?: unknown })[Symbol.toStringTag];
-  return tag === 'AsyncFunction' || tag === 'AsyncGeneratorFunction' ||
-    fn.constructor?.name === 'AsyncFunction' || fn.constructor?.name === 'AsyncGeneratorFunction';
+  return (
+    tag === 'AsyncFunction' ||
+    tag === 'AsyncGeneratorFunction' ||
+    fn.constructor?.name === 'AsyncFunction' ||
+    fn.constructor?.name === 'AsyncGeneratorFunction'
+  );
 }
 
 export function checkHandlers(commands: Record<string, unknown>): void {
   for (const [name, handler] of Object.entries(commands)) {
     if (isAsyncFunction(handler)) {
-      throw new PrevailError(ErrorCodes.ASYNC_HANDLER, `command ${JSON.stringify(name)}: a handler must be synchronous, not async ` +
-        '(the store applies its changes when it returns; work after an await would happen outside the command)');
+      throw new PrevailError(
+        ErrorCodes.ASYNC_HANDLER,
+        `command ${JSON.stringify(name)}: a handler must be synchronous, not async ` +
+          '(the store applies its changes when it returns; work after an await would happen outside the command)',
+      );
     }
   }
 }
 
 export function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (typeof value === 'object' || typeof value === 'function') && value !== null &&
-    typeof (value as { then?: unknown }).then === 'function';
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
 }
 
 export type ArgsOf<F> = F extends (state: any, args: infer A, ctx: any) => unknown ? A : never;
 export type ResultOf<F> = F extends (...a: any[]) => infer R ? Awaited<R> : never;
-
 
 export interface CollectionReader<T> {
   get(id: Id): Stored<T> | undefined;
@@ -187,7 +224,10 @@ export interface PersistentIndexReader<T> extends SortedIndexReader<T> {
 export function checkSchema(schema: unknown): void {
   const s = schema as Partial<Schema<Collections, Commands<Collections>>> | null | undefined;
   if (!s || typeof s.collections !== 'object' || typeof s.commands !== 'object') {
-    throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'schema must come from defineSchema({ collections, commands })');
+    throw new PrevailError(
+      ErrorCodes.INVALID_ARGUMENT,
+      'schema must come from defineSchema({ collections, commands })',
+    );
   }
   checkHandlers(s.commands);
 }

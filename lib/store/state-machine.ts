@@ -7,7 +7,13 @@ import { EventEmitter } from 'node:events';
 
 import { debug } from '../core/diagnostics.js';
 import { ErrorCodes, PrevailError, isFatal, markFatal } from '../core/errors.js';
-import { decodeEntry, entryLabel, packr, type EntryBody, type StoreEntry } from '../format/entry.js';
+import {
+  decodeEntry,
+  entryLabel,
+  packr,
+  type EntryBody,
+  type StoreEntry,
+} from '../format/entry.js';
 import { verifySnapshot } from '../format/snapshot.js';
 import type { Schedule } from '../jobs.js';
 import { StoreMetrics, channels } from '../metrics.js';
@@ -16,11 +22,35 @@ import type { ApplyMeta, Fsm } from '../engine/types.js';
 import { collectionAccess, makeCollections, rollback } from './access.js';
 import { Capture, serializeAll, type CaptureOptions } from './capture.js';
 import type { CollectionImpl, Undo } from './collection.js';
-import { CHECKPOINTS_KEPT, CHECKPOINT_EVERY, foldNumber, foldString, foldValue, hexOf, initialEffects, type EffectsHash } from './effects.js';
+import {
+  CHECKPOINTS_KEPT,
+  CHECKPOINT_EVERY,
+  foldNumber,
+  foldString,
+  foldValue,
+  hexOf,
+  initialEffects,
+  type EffectsHash,
+} from './effects.js';
 import { mix } from './random.js';
 import { restoreFrames } from './restore.js';
-import { addSchedule, checkForwardedSystem, sortedSchedules, takeDue, type FireData, type ScheduleData } from './schedules.js';
-import { isThenable, type Collections, type CommandContext, type Commands, type Schema, type StateOf, type ViewOf } from './schema.js';
+import {
+  addSchedule,
+  checkForwardedSystem,
+  sortedSchedules,
+  takeDue,
+  type FireData,
+  type ScheduleData,
+} from './schedules.js';
+import {
+  isThenable,
+  type Collections,
+  type CommandContext,
+  type Commands,
+  type Schema,
+  type StateOf,
+  type ViewOf,
+} from './schema.js';
 import { exoticPatches } from './stored.js';
 
 /** The state every replica holds alike, shared by the state machine, its capture and restore. */
@@ -58,7 +88,10 @@ function fatal(code: (typeof ErrorCodes)[keyof typeof ErrorCodes], message: stri
  * Events: 'schedules' (they changed), 'capture' ({ index, durationMs, serialised }),
  * 'captureError'.
  */
-export class StateMachine<C extends Collections, H extends Commands<C>> extends EventEmitter implements Fsm<unknown> {
+export class StateMachine<C extends Collections, H extends Commands<C>>
+  extends EventEmitter
+  implements Fsm<unknown>
+{
   /** Read-only access to every collection and its indexes. */
   readonly view: ViewOf<C>;
   readonly state: ReplicaState;
@@ -80,8 +113,13 @@ export class StateMachine<C extends Collections, H extends Commands<C>> extends 
     this.#slowApplyMs = options.slowApplyMs ?? 50;
     this.metrics = options.metrics ?? new StoreMetrics();
     this.state = {
-      collections: makeCollections(schema.collections), lastTimestamp: 0, appliedIndex: 0,
-      effects: initialEffects(), checkpoints: [], peers: new Map(), schedules: new Map(),
+      collections: makeCollections(schema.collections),
+      lastTimestamp: 0,
+      appliedIndex: 0,
+      effects: initialEffects(),
+      checkpoints: [],
+      peers: new Map(),
+      schedules: new Map(),
     };
     const sliceSize = options.sliceSize ?? 2000;
     this.capture = new Capture(this.state, this, {
@@ -123,12 +161,13 @@ export class StateMachine<C extends Collections, H extends Commands<C>> extends 
   /** Replaces the state by a snapshot's store payload, then replays the entries it carries after its capture. */
   restore(data: Uint8Array): void {
     const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    const frames = verifySnapshot(buf);  // before anything is cleared: a damaged snapshot changes nothing
+    const frames = verifySnapshot(buf); // before anything is cleared: a damaged snapshot changes nothing
     this.capture.reset({ index: 0, chunks: [] });
     const restored = restoreFrames(this.state, frames, this.capture.chunkSize);
     this.emit('schedules');
     // A migrated base is re-serialised at once, so later snapshots carry current versions.
-    const chunks = restored.baseChunks ?? serializeAll(this.state, restored.baseIndex, this.capture.chunkSize);
+    const chunks =
+      restored.baseChunks ?? serializeAll(this.state, restored.baseIndex, this.capture.chunkSize);
     this.capture.reset({ index: restored.baseIndex, chunks });
     this.state.appliedIndex = restored.baseIndex;
     for (const [index, term, payload] of restored.tail) this.#replay(payload, index, term);
@@ -160,7 +199,11 @@ export class StateMachine<C extends Collections, H extends Commands<C>> extends 
    * Applies one entry offline, as the log records its outcome: a handler's error is returned
    * as `{ error }`; the store's own errors (fatal: the entry can't be applied) throw.
    */
-  applyOutcome(payload: Uint8Array, index: number, term: number): { result?: unknown; error?: unknown } {
+  applyOutcome(
+    payload: Uint8Array,
+    index: number,
+    term: number,
+  ): { result?: unknown; error?: unknown } {
     try {
       return { result: this.applyEntry(payload, index, term) };
     } catch (error) {
@@ -177,7 +220,8 @@ export class StateMachine<C extends Collections, H extends Commands<C>> extends 
   }
 
   checkCommand(name: string): void {
-    if (typeof this.#handlers[name] !== 'function') throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
+    if (typeof this.#handlers[name] !== 'function')
+      throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
   }
 
   /** Refuses what a peer may not have this node propose (see ClusterLink): only commands, and the store requests followers forward. */
@@ -212,11 +256,14 @@ export class StateMachine<C extends Collections, H extends Commands<C>> extends 
   /** A hash of the whole state (objects and ids), equal on replicas that applied the same entries. */
   stateHash(): string {
     const h = createHash('sha256');
-    for (const c of [...this.state.collections.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    for (const c of [...this.state.collections.values()].sort((a, b) =>
+      a.name < b.name ? -1 : 1,
+    )) {
       h.update(`${c.name}:${c.nextId}:`);
-      for (const obj of c.objects.values()) {  // id order; ids are in the objects
+      for (const obj of c.objects.values()) {
+        // id order; ids are in the objects
         h.update(packr.pack(obj));
-        const x = exoticPatches(obj);  // what msgpack can't tell apart
+        const x = exoticPatches(obj); // what msgpack can't tell apart
         if (x) h.update(packr.pack(x));
       }
     }
@@ -233,9 +280,12 @@ export class StateMachine<C extends Collections, H extends Commands<C>> extends 
     foldNumber(this.state.effects, index);
     try {
       const entry = decodeEntry(payload);
-      if (typeof entry === 'string') throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index}: ${entry}`);
+      if (typeof entry === 'string')
+        throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index}: ${entry}`);
       this.state.lastTimestamp = Math.max(this.state.lastTimestamp, entry.proposedAt);
-      return entry.type === 'system' ? this.#runSystem(entry.kind, entry.data as any, index, term) : this.#execute(entry.name, entry.args, index, term);
+      return entry.type === 'system'
+        ? this.#runSystem(entry.kind, entry.data as any, index, term)
+        : this.#execute(entry.name, entry.args, index, term);
     } finally {
       if (index % CHECKPOINT_EVERY === 0) {
         this.state.checkpoints.push([index, hexOf(this.state.effects)]);
@@ -245,10 +295,19 @@ export class StateMachine<C extends Collections, H extends Commands<C>> extends 
   }
 
   // Runs a user command's handler atomically (its changes are undone if it throws).
-  #execute(name: string, args: unknown, index: number, term: number, scheduled?: { id: string; due: number }): unknown {
+  #execute(
+    name: string,
+    args: unknown,
+    index: number,
+    term: number,
+    scheduled?: { id: string; due: number },
+  ): unknown {
     const handler = this.#handlers[name];
     if (typeof handler !== 'function') {
-      throw fatal(ErrorCodes.UNKNOWN_COMMAND, `entry ${index} names command ${JSON.stringify(name)}, which this code does not define; stopping rather than diverging`);
+      throw fatal(
+        ErrorCodes.UNKNOWN_COMMAND,
+        `entry ${index} names command ${JSON.stringify(name)}, which this code does not define; stopping rather than diverging`,
+      );
     }
     const undo: Undo[] = [];
     this.#tx = undo;
@@ -263,7 +322,10 @@ export class StateMachine<C extends Collections, H extends Commands<C>> extends 
       // fails its command, whatever fields it carries — else replaying it would stop the
       // node at every start.
       if (isFatal(err)) {
-        throw Object.assign(new Error(String((err as Error).message)), err, { name: (err as Error).name, fatal: false });
+        throw Object.assign(new Error(String((err as Error).message)), err, {
+          name: (err as Error).name,
+          fatal: false,
+        });
       }
       throw err;
     } finally {
@@ -275,7 +337,9 @@ export class StateMachine<C extends Collections, H extends Commands<C>> extends 
     let n = 0;
     let r = 0;
     return {
-      index, term, timestamp: this.state.lastTimestamp,
+      index,
+      term,
+      timestamp: this.state.lastTimestamp,
       id: () => `${index.toString(36)}.${(n++).toString(36)}`,
       random: () => mix(index, r++),
       ...(scheduled ? { scheduled } : {}),
@@ -303,7 +367,7 @@ export class StateMachine<C extends Collections, H extends Commands<C>> extends 
         this.state.peers.set(data.id, data.channel);
         return undefined;
       case 'schedule': {
-        this.checkCommand((data as ScheduleData).name);  // nothing changed yet
+        this.checkCommand((data as ScheduleData).name); // nothing changed yet
         const id = addSchedule(this.state.schedules, data as ScheduleData, index);
         this.emit('schedules');
         return id;
@@ -316,28 +380,53 @@ export class StateMachine<C extends Collections, H extends Commands<C>> extends 
       case 'fire':
         return this.#fire(data as FireData, index, term);
       default:
-        throw fatal(ErrorCodes.CORRUPT_ENTRY, `entry ${index} is a store entry of unknown kind ${JSON.stringify(kind)}`);
+        throw fatal(
+          ErrorCodes.CORRUPT_ENTRY,
+          `entry ${index} is a store entry of unknown kind ${JSON.stringify(kind)}`,
+        );
     }
   }
 
-  #fire(data: FireData, index: number, term: number): { fired: boolean; name?: string; result?: unknown; error?: unknown } {
+  #fire(
+    data: FireData,
+    index: number,
+    term: number,
+  ): { fired: boolean; name?: string; result?: unknown; error?: unknown } {
     const s = takeDue(this.state.schedules, data, this.state.lastTimestamp);
     if (!s) return { fired: false };
     this.emit('schedules');
     try {
-      return { fired: true, name: s.name, result: this.#execute(s.name, s.args, index, term, { id: s.id, due: data.due }) };
+      return {
+        fired: true,
+        name: s.name,
+        result: this.#execute(s.name, s.args, index, term, { id: s.id, due: data.due }),
+      };
     } catch (err) {
       if (isFatal(err)) throw err;
       // The command's own changes are undone; the schedule has still fired (no retry loop).
-      return { fired: true, name: s.name, error: { message: String((err as Error)?.message ?? err), code: (err as { code?: unknown })?.code } };
+      return {
+        fired: true,
+        name: s.name,
+        error: {
+          message: String((err as Error)?.message ?? err),
+          code: (err as { code?: unknown })?.code,
+        },
+      };
     }
   }
 
   #slowApply(command: Uint8Array, index: number, durationMs: number): void {
-    const entry: StoreEntry | string = decodeEntry(command);  // a problem with it is reported by apply itself
+    const entry: StoreEntry | string = decodeEntry(command); // a problem with it is reported by apply itself
     const name = typeof entry === 'string' ? '?' : entryLabel(entry);
-    debug('node %d: slow apply of %s at index %d: %d ms', this.#id, name, index, Math.round(durationMs));
-    if (channels.slowApply.hasSubscribers) channels.slowApply.publish({ id: this.#id, index, durationMs, command: name });
+    debug(
+      'node %d: slow apply of %s at index %d: %d ms',
+      this.#id,
+      name,
+      index,
+      Math.round(durationMs),
+    );
+    if (channels.slowApply.hasSubscribers)
+      channels.slowApply.publish({ id: this.#id, index, durationMs, command: name });
   }
 }
 
@@ -350,6 +439,10 @@ function refuseAsync(result: PromiseLike<unknown>, name: string, index: number):
   } catch {
     // a thenable whose `then` getter throws: nothing to attach to
   }
-  return new PrevailError(ErrorCodes.ASYNC_HANDLER, `command ${JSON.stringify(name)} at entry ${index} returned a promise: ` +
-    'handlers must be synchronous; its changes were undone', { index });
+  return new PrevailError(
+    ErrorCodes.ASYNC_HANDLER,
+    `command ${JSON.stringify(name)} at entry ${index} returned a promise: ` +
+      'handlers must be synchronous; its changes were undone',
+    { index },
+  );
 }

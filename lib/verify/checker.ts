@@ -141,20 +141,30 @@ function prepare(ops: readonly Op[]): Entry[] {
   return prepareNamed(ops).entries;
 }
 
-function prepareNamed(ops: readonly Op[], canonical = true): { entries: Entry[]; names: (string | null)[] } {
+function prepareNamed(
+  ops: readonly Op[],
+  canonical = true,
+): { entries: Entry[]; names: (string | null)[] } {
   const interner = new Interner();
   const entries: Entry[] = [];
   for (const op of ops) {
     if (!isRelevant(op)) continue;
     const call = op.invokeMs;
-    const finite = op.completeMs !== null && op.completeMs !== undefined && Number.isFinite(op.completeMs);
+    const finite =
+      op.completeMs !== null && op.completeMs !== undefined && Number.isFinite(op.completeMs);
     const complete = finite ? Math.max(op.completeMs as number, call) : Infinity;
     const required = op.outcome !== 'info';
     const ret = required ? complete : Infinity;
     const base = { op, required, call, ret, cls: -1 };
     switch (op.type) {
       case 'read':
-        entries.push({ ...base, kind: READ, value: interner.id(op.value), expect: 0, required: true });
+        entries.push({
+          ...base,
+          kind: READ,
+          value: interner.id(op.value),
+          expect: 0,
+          required: true,
+        });
         break;
       case 'write':
         entries.push({ ...base, kind: WRITE, value: interner.id(op.value), expect: 0 });
@@ -164,7 +174,13 @@ function prepareNamed(ops: readonly Op[], canonical = true): { entries: Entry[];
         break;
       case 'cas':
         if (op.outcome === 'fail') {
-          entries.push({ ...base, kind: CAS_FAILED, value: 0, expect: interner.id(op.expect), required: true });
+          entries.push({
+            ...base,
+            kind: CAS_FAILED,
+            value: 0,
+            expect: interner.id(op.expect),
+            required: true,
+          });
         } else {
           const value = interner.id(op.value);
           entries.push({ ...base, kind: CAS, value, expect: interner.id(op.expect) });
@@ -179,7 +195,9 @@ function prepareNamed(ops: readonly Op[], canonical = true): { entries: Entry[];
     if (e.kind === CAS || e.kind === CAS_FAILED) observed.add(e.expect);
     if (e.kind === CAS_FAILED) lastCasFailedRet = Math.max(lastCasFailedRet, e.ret);
   }
-  const kept = entries.filter((e) => e.required || observed.has(e.value) || lastCasFailedRet >= e.call);
+  const kept = entries.filter(
+    (e) => e.required || observed.has(e.value) || lastCasFailedRet >= e.call,
+  );
   if (canonical) {
     const unobserved = interner.names.length;
     interner.names.push('(a value no op observed)');
@@ -267,7 +285,14 @@ class ConfigCache {
    * Adds the configuration (bits, value, classCount restricted to `active`, the classes with a
    * non-zero count; countHash a hash of those counts); returns its record, or -1 if pruned.
    */
-  add(bits: Uint32Array, value: number, hash: number, active: readonly number[], classCount: Int32Array, countHash: number): number {
+  add(
+    bits: Uint32Array,
+    value: number,
+    hash: number,
+    active: readonly number[],
+    classCount: Int32Array,
+    countHash: number,
+  ): number {
     const key = (hash ^ Math.imul(value + 1, 0x9e3779b1)) >>> 0;
     const bucket = this.buckets.get(key);
     let group: Group | undefined;
@@ -285,7 +310,8 @@ class ConfigCache {
     }
     if (group !== undefined) {
       if (group.exact === null) {
-        if (group.recordHash === countHash && this.sameCounts(group.record, active, classCount)) return -1;
+        if (group.recordHash === countHash && this.sameCounts(group.record, active, classCount))
+          return -1;
       } else {
         const same = group.exact.get(countHash);
         if (same !== undefined) {
@@ -298,7 +324,11 @@ class ConfigCache {
       }
       const finished = group.finished;
       if (finished !== null) {
-        for (let j = finished.length - 1, stop = Math.max(0, finished.length - DOMINANCE_SCAN); j >= stop; j--) {
+        for (
+          let j = finished.length - 1, stop = Math.max(0, finished.length - DOMINANCE_SCAN);
+          j >= stop;
+          j--
+        ) {
           if (this.fewer(finished[j]!, classCount)) return -1;
         }
       }
@@ -339,20 +369,29 @@ class ConfigCache {
     const from = this.countOff[record]!;
     const to = this.countOff[record + 1]!;
     if (to - from !== active.length * 2) return false;
-    for (let j = from; j < to; j += 2) if (classCount[this.countPool[j]!] !== this.countPool[j + 1]) return false;
+    for (let j = from; j < to; j += 2)
+      if (classCount[this.countPool[j]!] !== this.countPool[j + 1]) return false;
     return true;
   }
 
   /** Whether the record had linearized no more of any class than classCount. */
   private fewer(record: number, classCount: Int32Array): boolean {
     const to = this.countOff[record + 1]!;
-    for (let j = this.countOff[record]!; j < to; j += 2) if (classCount[this.countPool[j]!]! < this.countPool[j + 1]!) return false;
+    for (let j = this.countOff[record]!; j < to; j += 2)
+      if (classCount[this.countPool[j]!]! < this.countPool[j + 1]!) return false;
     return true;
   }
 
-  private store(bits: Uint32Array, value: number, active: readonly number[], classCount: Int32Array): number {
+  private store(
+    bits: Uint32Array,
+    value: number,
+    active: readonly number[],
+    classCount: Int32Array,
+  ): number {
     if ((this.used + 1) * this.stride > this.pool.length) {
-      const bigger = new Uint32Array(Math.ceil(this.pool.length * 1.5 / this.stride) * this.stride);
+      const bigger = new Uint32Array(
+        Math.ceil((this.pool.length * 1.5) / this.stride) * this.stride,
+      );
       bigger.set(this.pool);
       this.pool = bigger;
     }
@@ -455,7 +494,8 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
   let horizon = -Infinity;
 
   let countHash = 0;
-  const countCode = (c: number, k: number) => (k === 0 ? 0 : Math.imul((c + 1) * 0x9e3779b1 + k, 0x85ebca6b) ^ (k * 0x27d4eb2f));
+  const countCode = (c: number, k: number) =>
+    k === 0 ? 0 : Math.imul((c + 1) * 0x9e3779b1 + k, 0x85ebca6b) ^ (k * 0x27d4eb2f);
   const mark = (i: number, c: number, on: boolean) => {
     if (c < 0) {
       const pos = ownPos[i]!;
@@ -546,7 +586,8 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
           f = ev >> 1;
           break;
         }
-        if (e.kind === CAS_FAILED) change = 1; // refused, expecting the current value
+        if (e.kind === CAS_FAILED)
+          change = 1; // refused, expecting the current value
         else if (e.kind === READ) needs.push(e.value);
         else if (e.kind === CAS && e.expect !== value) needs.push(e.expect);
       }
@@ -586,7 +627,8 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
       // in between see the same value either way.
       if (
         after !== -1 &&
-        (e.required || (after !== value && (needChange[sp] === 1 || needValues[sp]!.includes(after)))) &&
+        (e.required ||
+          (after !== value && (needChange[sp] === 1 || needValues[sp]!.includes(after)))) &&
         push(i, after, false)
       ) {
         cur = -2;
@@ -604,7 +646,8 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
     // A return (or the end) was reached: the op that returned there was not linearized; or the
     // level failed as a whole. Backtrack.
     if (!levelFails && cur !== -1) {
-      if (deepest === undefined || sp > deepest.linearized) deepest = { linearized: sp, value, blocked: entries[cur >> 1]! };
+      if (deepest === undefined || sp > deepest.linearized)
+        deepest = { linearized: sp, value, blocked: entries[cur >> 1]! };
       horizon = Math.max(horizon, entries[cur >> 1]!.ret);
     }
     levelFails = false;
@@ -661,7 +704,8 @@ function isSafeRemoval(kept: readonly Op[], removed: readonly Op[]): boolean {
   for (const op of kept) {
     if (op.type === 'read') observed.add(op.value ?? null);
     else if (op.type === 'cas') {
-      if (op.outcome === 'fail') lastConflictReturn = Math.max(lastConflictReturn, op.completeMs ?? Infinity);
+      if (op.outcome === 'fail')
+        lastConflictReturn = Math.max(lastConflictReturn, op.completeMs ?? Infinity);
       else observed.add(op.expect ?? null);
     }
   }
@@ -678,7 +722,7 @@ function isSafeRemoval(kept: readonly Op[], removed: readonly Op[]): boolean {
  * too (a dropped ok/info cas is itself a mutation, so this repeats).
  */
 function closeRemoval(ops: readonly Op[], drop: Set<Op>): void {
-  for (let grew = true; grew; ) {
+  for (let grew = true; grew;) {
     grew = false;
     const values = new Set<string | null>();
     let firstInvoke = Infinity;
@@ -695,7 +739,9 @@ function closeRemoval(ops: readonly Op[], drop: Set<Op>): void {
         op.type === 'read'
           ? values.has(op.value ?? null)
           : op.type === 'cas' &&
-            (op.outcome === 'fail' ? (op.completeMs ?? Infinity) >= firstInvoke : values.has(op.expect ?? null));
+            (op.outcome === 'fail'
+              ? (op.completeMs ?? Infinity) >= firstInvoke
+              : values.has(op.expect ?? null));
       if (observes) {
         drop.add(op);
         grew = true;
@@ -717,14 +763,15 @@ function closeRemoval(ops: readonly Op[], drop: Set<Op>): void {
  */
 function shrink(ops: Op[], horizon: number | undefined, deadline: number, maxStates: number): Op[] {
   const subBudget = Math.min(maxStates, 200_000);
-  const fails = (candidate: Op[]) => candidate.length > 0 && search(prepare(candidate), deadline, subBudget).valid === false;
+  const fails = (candidate: Op[]) =>
+    candidate.length > 0 && search(prepare(candidate), deadline, subBudget).valid === false;
   let current = ops;
 
   if (horizon !== undefined && Number.isFinite(horizon)) {
     const late = new Set(ops.filter((op) => op.invokeMs > horizon));
     if (late.size > 0) {
       // Keep (take out of `late`) the mutations the earlier ops need, repeatedly.
-      for (let grew = true; grew; ) {
+      for (let grew = true; grew;) {
         grew = false;
         const kept = ops.filter((op) => !late.has(op));
         for (const m of late) {
@@ -742,7 +789,7 @@ function shrink(ops: Op[], horizon: number | undefined, deadline: number, maxSta
   let chunk = Math.max(1, Math.floor(current.length / 2));
   for (;;) {
     let changed = false;
-    for (let start = 0; start < current.length; ) {
+    for (let start = 0; start < current.length;) {
       if (Date.now() > deadline) return current;
       const drop = new Set(current.slice(start, start + chunk));
       closeRemoval(current, drop);
@@ -836,7 +883,12 @@ export function checkKey(ops: Op[], options: CheckOptions = {}): KeyResult {
     const minimal =
       options.shrink === false
         ? relevant
-        : shrink(relevant, outcome.horizon, Date.now() + (options.shrinkTimeoutMs ?? timeoutMs), maxStates);
+        : shrink(
+            relevant,
+            outcome.horizon,
+            Date.now() + (options.shrinkTimeoutMs ?? timeoutMs),
+            maxStates,
+          );
     result.anomaly = { reason: explain(minimal, ops), minimalSubhistory: minimal };
   }
   result.elapsedMs = Date.now() - started;
@@ -854,7 +906,11 @@ export function checkHistory(ops: Op[], options: CheckOptions = {}): HistoryResu
   }
   const keys = [...groups.keys()].sort().map((key) => checkKey(groups.get(key)!, options));
   return {
-    valid: keys.some((k) => k.valid === false) ? false : keys.some((k) => k.valid === 'unknown') ? 'unknown' : true,
+    valid: keys.some((k) => k.valid === false)
+      ? false
+      : keys.some((k) => k.valid === 'unknown')
+        ? 'unknown'
+        : true,
     keys,
     opsChecked: keys.reduce((s, k) => s + k.opsChecked, 0),
     statesExplored: keys.reduce((s, k) => s + k.statesExplored, 0),
@@ -882,7 +938,11 @@ export interface FinalViolation {
 }
 
 function lookup(values: KeyValues, key: string): string | null | undefined {
-  return values instanceof Map ? values.get(key) : Object.prototype.hasOwnProperty.call(values, key) ? values[key] : undefined;
+  return values instanceof Map
+    ? values.get(key)
+    : Object.prototype.hasOwnProperty.call(values, key)
+      ? values[key]
+      : undefined;
 }
 
 function keysOf(values: KeyValues): string[] {
@@ -911,7 +971,11 @@ function keysOf(values: KeyValues): string[] {
  * is missing counts as absent (null). `replicaStates`: all must be equal — maps compared key by
  * key (a missing key equals null), hashes as strings.
  */
-export function checkFinal(history: Op[], finalReads: KeyValues, replicaStates: ReplicaState[] = []): FinalViolation[] {
+export function checkFinal(
+  history: Op[],
+  finalReads: KeyValues,
+  replicaStates: ReplicaState[] = [],
+): FinalViolation[] {
   const violations: FinalViolation[] = [];
   const byKey = new Map<string, Op[]>();
   for (const op of history) {
@@ -925,7 +989,8 @@ export function checkFinal(history: Op[], finalReads: KeyValues, replicaStates: 
     const mutations = byKey.get(key) ?? [];
     const ok = mutations.filter((m) => m.outcome === 'ok');
     const latestOkInvoke = ok.reduce((t, m) => Math.max(t, m.invokeMs), -Infinity);
-    const superseded = (m: Op) => m.outcome === 'ok' && m.completeMs !== null && latestOkInvoke > m.completeMs;
+    const superseded = (m: Op) =>
+      m.outcome === 'ok' && m.completeMs !== null && latestOkInvoke > m.completeMs;
     const live = mutations.filter((m) => !superseded(m));
     const allowed = new Set<string | null>(live.map(mutatedValue));
     if (ok.length === 0) allowed.add(null);
@@ -971,7 +1036,9 @@ export function checkFinal(history: Op[], finalReads: KeyValues, replicaStates: 
       }
       if (differing.length > 0) {
         differing.sort();
-        const shown = differing.slice(0, 5).map((k) => `${JSON.stringify(k)}: ${show(lookup(a, k))} vs ${show(lookup(b, k))}`);
+        const shown = differing
+          .slice(0, 5)
+          .map((k) => `${JSON.stringify(k)}: ${show(lookup(a, k))} vs ${show(lookup(b, k))}`);
         violations.push({
           kind: 'replica-divergence',
           message: `node ${other.node} differs from node ${first!.node} on ${differing.length} key(s): ${shown.join('; ')}${differing.length > 5 ? '; …' : ''}`,

@@ -3,7 +3,16 @@
 // 127.0.0.1. Children are tracked by pid from spawn to exit; killAll() kills every process
 // ever started (restarts included). Every wait is bounded.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import { request as httpRequest, type Agent } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,63 +37,110 @@ export interface NodeSpec {
 
 export type NodeState = 'running' | 'paused' | 'dead' | 'removed';
 
-export interface Answer { status: number; body: any }
+export interface Answer {
+  status: number;
+  body: any;
+}
 
 /** An HTTP request failure: `sent` when the request may have reached the server. */
 export class RequestError extends Error {
-  constructor(message: string, readonly code: string, readonly sent: boolean, readonly timeout: boolean) {
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly sent: boolean,
+    readonly timeout: boolean,
+  ) {
     super(message);
   }
 }
 
-const NOT_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EINVAL', 'EADDRNOTAVAIL', 'ENOTFOUND']);
+const NOT_SENT = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EINVAL',
+  'EADDRNOTAVAIL',
+  'ENOTFOUND',
+]);
 
 /**
  * One HTTP request with a hard timeout (the socket is destroyed when it runs out).
  * Rejects with RequestError; `sent` is false only when the connection was never made.
  */
-export function request(url: string, method: string, body: string | undefined, timeoutMs: number, agent?: Agent): Promise<Answer> {
+export function request(
+  url: string,
+  method: string,
+  body: string | undefined,
+  timeoutMs: number,
+  agent?: Agent,
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     let connected = false;
     let done = false;
     const u = new URL(url);
-    const req = httpRequest({
-      host: u.hostname, port: u.port, path: u.pathname + u.search, method, agent: agent ?? false,
-      headers: body === undefined ? {} : { 'content-type': 'application/octet-stream', 'content-length': Buffer.byteLength(body) },
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        const text = Buffer.concat(chunks).toString('utf8');
-        let parsed: unknown = text;
-        try { parsed = JSON.parse(text); } catch { /* not JSON */ }
-        resolve({ status: res.statusCode ?? 0, body: parsed });
-      });
-      res.on('error', (err) => fail(err));
-    });
+    const req = httpRequest(
+      {
+        host: u.hostname,
+        port: u.port,
+        path: u.pathname + u.search,
+        method,
+        agent: agent ?? false,
+        headers:
+          body === undefined
+            ? {}
+            : {
+                'content-type': 'application/octet-stream',
+                'content-length': Buffer.byteLength(body),
+              },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          const text = Buffer.concat(chunks).toString('utf8');
+          let parsed: unknown = text;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            /* not JSON */
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed });
+        });
+        res.on('error', (err) => fail(err));
+      },
+    );
     const fail = (err: NodeJS.ErrnoException, timeout = false) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      const code = timeout ? 'TIMEOUT' : err.code ?? err.name;
+      const code = timeout ? 'TIMEOUT' : (err.code ?? err.name);
       // A reused keep-alive socket is connected from the start: whatever happens then, the request may have left.
       const sent = timeout || connected || !NOT_SENT.has(code);
-      reject(new RequestError(`${method} ${url}: ${timeout ? `no answer within ${timeoutMs} ms` : err.message}`, code, sent, timeout));
+      reject(
+        new RequestError(
+          `${method} ${url}: ${timeout ? `no answer within ${timeoutMs} ms` : err.message}`,
+          code,
+          sent,
+          timeout,
+        ),
+      );
       req.destroy();
     };
     const timer = setTimeout(() => fail(new Error('timeout'), true), timeoutMs);
     req.on('socket', (socket) => {
       if (!socket.connecting) connected = true;
-      else socket.once('connect', () => { connected = true; });
+      else
+        socket.once('connect', () => {
+          connected = true;
+        });
     });
     req.on('error', (err) => fail(err));
     req.end(body);
   });
 }
-
 
 export interface ClusterOptions {
   size: number;
@@ -118,10 +174,16 @@ export class VerifyCluster {
 
   constructor(readonly options: ClusterOptions) {}
 
-  get ids(): number[] { return [...this.specs.keys()]; }
-  get net(): NetnsNetwork | null { return this.options.net; }
+  get ids(): number[] {
+    return [...this.specs.keys()];
+  }
+  get net(): NetnsNetwork | null {
+    return this.options.net;
+  }
 
-  url(id: number): string { return `http://${this.specs.get(id)!.http}`; }
+  url(id: number): string {
+    return `http://${this.specs.get(id)!.http}`;
+  }
 
   async init(): Promise<void> {
     const { size, root, logDir, net } = this.options;
@@ -131,14 +193,18 @@ export class VerifyCluster {
       let ports: number[];
       if (net) {
         // Namespaces outlive a schedule: the next one reuses them (fresh data dirs, same addresses).
-        host = (net.nodes.get(id) ?? await net.addNode(id)).address;
+        host = (net.nodes.get(id) ?? (await net.addNode(id))).address;
         ports = [7001, 8001, 9001];
       } else {
         ports = [await freePort(host), await freePort(host), await freePort(host)];
       }
       this.specs.set(id, {
-        id, raft: `${host}:${ports[0]}`, http: `${host}:${ports[1]}`, channel: `${host}:${ports[2]}`,
-        dataDir: join(root, `n${id}`), log: join(logDir, `node-${id}.log`),
+        id,
+        raft: `${host}:${ports[0]}`,
+        http: `${host}:${ports[1]}`,
+        channel: `${host}:${ports[2]}`,
+        dataDir: join(root, `n${id}`),
+        log: join(logDir, `node-${id}.log`),
       });
       this.state.set(id, 'dead');
     }
@@ -147,43 +213,77 @@ export class VerifyCluster {
 
   #log(id: number, line: string): void {
     const fd = openSync(this.specs.get(id)!.log, 'a');
-    try { writeSync(fd, `--- [harness ${(this.options.clock() / 1000).toFixed(3)} s] ${line}\n`); } finally { closeSync(fd); }
+    try {
+      writeSync(fd, `--- [harness ${(this.options.clock() / 1000).toFixed(3)} s] ${line}\n`);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   /** Spawns node id (with --join when `join`), without waiting. */
   spawn(id: number, join = false): ChildProcess {
     const spec = this.specs.get(id)!;
     const old = this.procs.get(id);
-    if (old && old.exitCode === null && old.signalCode === null) throw new Error(`node ${id} is still running (pid ${old.pid})`);
-    const args = [CLI, 'serve', '--id', String(id), '--data', spec.dataDir, '--raft', spec.raft, '--http', spec.http,
-      '--channel', spec.channel, '--election-timeout', String(this.options.electionTimeoutMs),
-      '--heartbeat', String(this.options.heartbeatMs),
-      ...(this.options.snapshotThreshold ? ['--snapshot-threshold', String(this.options.snapshotThreshold)] : []),
-      ...(this.options.snapshotTrailing ? ['--snapshot-trailing', String(this.options.snapshotTrailing)] : []),
-      ...(join ? ['--join'] : ['--cluster', this.clusterFlag])];
-    const [cmd, argv] = this.net ? this.net.wrap(id, process.execPath, args) : [process.execPath, args];
+    if (old && old.exitCode === null && old.signalCode === null)
+      throw new Error(`node ${id} is still running (pid ${old.pid})`);
+    const args = [
+      CLI,
+      'serve',
+      '--id',
+      String(id),
+      '--data',
+      spec.dataDir,
+      '--raft',
+      spec.raft,
+      '--http',
+      spec.http,
+      '--channel',
+      spec.channel,
+      '--election-timeout',
+      String(this.options.electionTimeoutMs),
+      '--heartbeat',
+      String(this.options.heartbeatMs),
+      ...(this.options.snapshotThreshold
+        ? ['--snapshot-threshold', String(this.options.snapshotThreshold)]
+        : []),
+      ...(this.options.snapshotTrailing
+        ? ['--snapshot-trailing', String(this.options.snapshotTrailing)]
+        : []),
+      ...(join ? ['--join'] : ['--cluster', this.clusterFlag]),
+    ];
+    const [cmd, argv] = this.net
+      ? this.net.wrap(id, process.execPath, args)
+      : [process.execPath, args];
     const fd = openSync(spec.log, 'a');
     let child: ChildProcess;
     try {
-      writeSync(fd, `--- [harness ${(this.options.clock() / 1000).toFixed(3)} s] start: ${cmd} ${argv.join(' ')}\n`);
+      writeSync(
+        fd,
+        `--- [harness ${(this.options.clock() / 1000).toFixed(3)} s] start: ${cmd} ${argv.join(' ')}\n`,
+      );
       child = spawn(cmd, argv, { stdio: ['ignore', fd, fd] });
     } finally {
       closeSync(fd);
     }
-    child.on('error', () => { /* shows as an exit */ });
+    child.on('error', () => {
+      /* shows as an exit */
+    });
     this.#spawned.push(child);
     this.procs.set(id, child);
     this.state.set(id, 'running');
     child.once('exit', (code, signal) => {
-      if (this.procs.get(id) === child && this.state.get(id) !== 'removed') this.state.set(id, 'dead');
+      if (this.procs.get(id) === child && this.state.get(id) !== 'removed')
+        this.state.set(id, 'dead');
       this.#log(id, `pid ${child.pid} exited (${code ?? signal})`);
       const how = this.#stopping.get(child);
       const expected = how === 'kill' || (how === 'term' && (code === 0 || signal === 'SIGKILL'));
       if (!expected) {
         const what = how === 'term' ? 'after SIGTERM exited' : 'exited by itself';
         const clue = lastProblem(spec.log);
-        this.crashes.push(`node ${id} (pid ${child.pid}) ${what} with ${code ?? signal} at ${(this.options.clock() / 1000).toFixed(1)} s` +
-          `${clue ? `: ${clue}` : ''} (log ${spec.log})`);
+        this.crashes.push(
+          `node ${id} (pid ${child.pid}) ${what} with ${code ?? signal} at ${(this.options.clock() / 1000).toFixed(1)} s` +
+            `${clue ? `: ${clue}` : ''} (log ${spec.log})`,
+        );
       }
     });
     return child;
@@ -198,7 +298,11 @@ export class VerifyCluster {
   comm(id: number): string | null {
     const pid = this.procs.get(id)?.pid;
     if (!pid) return null;
-    try { return readFileSync(`/proc/${pid}/comm`, 'utf8').trim(); } catch { return null; }
+    try {
+      return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    } catch {
+      return null;
+    }
   }
 
   async start(id: number, join = false, timeoutMs = 20_000): Promise<void> {
@@ -209,11 +313,16 @@ export class VerifyCluster {
   async waitServing(id: number, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      if (!this.alive(id)) throw new Error(`node ${id} exited while starting; see ${this.specs.get(id)!.log}`);
+      if (!this.alive(id))
+        throw new Error(`node ${id} exited while starting; see ${this.specs.get(id)!.log}`);
       try {
-        if ((await request(`${this.url(id)}/status`, 'GET', undefined, 1000)).status === 200) return;
-      } catch { /* not yet */ }
-      if (Date.now() > deadline) throw new Error(`node ${id} did not serve HTTP within ${timeoutMs} ms`);
+        if ((await request(`${this.url(id)}/status`, 'GET', undefined, 1000)).status === 200)
+          return;
+      } catch {
+        /* not yet */
+      }
+      if (Date.now() > deadline)
+        throw new Error(`node ${id} did not serve HTTP within ${timeoutMs} ms`);
       await sleep(50);
     }
   }
@@ -224,7 +333,9 @@ export class VerifyCluster {
     let timer: NodeJS.Timeout | undefined;
     const exited = await Promise.race([
       new Promise<boolean>((r) => child.once('exit', () => r(true))),
-      new Promise<boolean>((r) => { timer = setTimeout(() => r(false), timeoutMs); }),
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => r(false), timeoutMs);
+      }),
     ]);
     clearTimeout(timer);
     return exited;
@@ -236,8 +347,13 @@ export class VerifyCluster {
     if (!child || !this.alive(id)) return;
     this.#log(id, `kill -9 ${child.pid}`);
     this.#stopping.set(child, 'kill');
-    try { process.kill(child.pid!, 'SIGKILL'); } catch { /* gone */ }
-    if (!(await VerifyCluster.waitExit(child, 10_000))) throw new Error(`node ${id} (pid ${child.pid}) did not exit after SIGKILL`);
+    try {
+      process.kill(child.pid!, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+    if (!(await VerifyCluster.waitExit(child, 10_000)))
+      throw new Error(`node ${id} (pid ${child.pid}) did not exit after SIGKILL`);
   }
 
   /**
@@ -249,11 +365,20 @@ export class VerifyCluster {
     if (!child || !this.alive(id)) return true;
     this.#log(id, `SIGTERM ${child.pid}`);
     this.#stopping.set(child, 'term');
-    try { process.kill(child.pid!, 'SIGTERM'); } catch { /* gone */ }
+    try {
+      process.kill(child.pid!, 'SIGTERM');
+    } catch {
+      /* gone */
+    }
     if (await VerifyCluster.waitExit(child, timeoutMs)) return true;
     this.#log(id, `no exit within ${timeoutMs} ms of SIGTERM: kill -9 ${child.pid}`);
-    try { process.kill(child.pid!, 'SIGKILL'); } catch { /* gone */ }
-    if (!(await VerifyCluster.waitExit(child, 10_000))) throw new Error(`node ${id} (pid ${child.pid}) did not exit after SIGKILL`);
+    try {
+      process.kill(child.pid!, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+    if (!(await VerifyCluster.waitExit(child, 10_000)))
+      throw new Error(`node ${id} (pid ${child.pid}) did not exit after SIGKILL`);
     return false;
   }
 
@@ -295,7 +420,8 @@ export class VerifyCluster {
     const statuses = await Promise.all(ids.map((id) => this.status(id)));
     let best: { id: number; term: number } | null = null;
     for (const s of statuses) {
-      if (s && s.role === 'leader' && (!best || s.term > best.term)) best = { id: s.id, term: s.term };
+      if (s && s.role === 'leader' && (!best || s.term > best.term))
+        best = { id: s.id, term: s.term };
     }
     return best?.id ?? null;
   }
@@ -315,7 +441,11 @@ export class VerifyCluster {
     for (const child of this.#spawned) {
       if (child.exitCode === null && child.signalCode === null && child.pid) {
         this.#stopping.set(child, 'kill');
-        try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ }
+        try {
+          process.kill(child.pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
       }
     }
     await Promise.all(this.#spawned.map((c) => VerifyCluster.waitExit(c, 10_000)));
@@ -326,7 +456,11 @@ export class VerifyCluster {
     for (const child of this.#spawned) {
       if (child.exitCode === null && child.signalCode === null && child.pid) {
         this.#stopping.set(child, 'kill');
-        try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ }
+        try {
+          process.kill(child.pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
       }
     }
   }
@@ -339,8 +473,15 @@ function lastProblem(path: string): string | null {
     const len = Math.min(size, 8192);
     const buf = Buffer.alloc(len);
     const fd = openSync(path, 'r');
-    try { readSync(fd, buf, 0, len, size - len); } finally { closeSync(fd); }
-    const lines = buf.toString('utf8').split('\n').filter((l) => /Assertion|Segmentation|Aborted|FATAL|PREVAIL_[A-Z_]+|Error:/.test(l));
+    try {
+      readSync(fd, buf, 0, len, size - len);
+    } finally {
+      closeSync(fd);
+    }
+    const lines = buf
+      .toString('utf8')
+      .split('\n')
+      .filter((l) => /Assertion|Segmentation|Aborted|FATAL|PREVAIL_[A-Z_]+|Error:/.test(l));
     return lines.length ? lines[lines.length - 1]!.trim().slice(0, 300) : null;
   } catch {
     return null;

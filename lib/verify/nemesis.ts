@@ -27,7 +27,7 @@ import type { Rng } from './rng.js';
 import type { LoadGenerator } from './workload.js';
 
 export const NEMESES = ['kill', 'pause', 'partition', 'membership', 'snapshot', 'restart'] as const;
-export type NemesisName = typeof NEMESES[number];
+export type NemesisName = (typeof NEMESES)[number];
 
 export interface NemesisContext {
   cluster: VerifyCluster;
@@ -82,11 +82,20 @@ export class Nemesis {
   /** Nodes that are up and not touched by an active fault. */
   #free(): number[] {
     const busy = new Set(this.#active.flatMap((a) => a.nodes));
-    return this.ctx.cluster.ids.filter((id) => !busy.has(id) && this.ctx.cluster.state.get(id) === 'running' && this.ctx.cluster.alive(id));
+    return this.ctx.cluster.ids.filter(
+      (id) =>
+        !busy.has(id) && this.ctx.cluster.state.get(id) === 'running' && this.ctx.cluster.alive(id),
+    );
   }
 
   /** Records a fault that has just been injected; it is undone after `holdMs` (or earlier by healAll). */
-  #open(kind: string, detail: string, nodes: number[], holdMs: number, undo: () => Promise<void>): Active {
+  #open(
+    kind: string,
+    detail: string,
+    nodes: number[],
+    holdMs: number,
+    undo: () => Promise<void>,
+  ): Active {
     const window: FaultWindow = { kind, startMs: this.ctx.clock(), endMs: Number.NaN, detail };
     const active: Active = { window, nodes, undo, done: Promise.resolve() };
     this.#active.push(active);
@@ -103,7 +112,9 @@ export class Nemesis {
     try {
       await active.undo();
     } catch (err) {
-      this.#note(`undoing ${active.window.kind} (${active.window.detail}) failed: ${(err as Error).message}`);
+      this.#note(
+        `undoing ${active.window.kind} (${active.window.detail}) failed: ${(err as Error).message}`,
+      );
     }
     active.window.endMs = this.ctx.clock();
     this.ctx.log(`nemesis: end ${active.window.kind}: ${active.window.detail}`);
@@ -112,7 +123,9 @@ export class Nemesis {
   /** Runs rounds until `endMs` (run clock). */
   async run(endMs: number): Promise<void> {
     const { rng, enabled } = this.ctx;
-    const kinds = (['kill', 'pause', 'partition', 'membership', 'restart'] as NemesisName[]).filter((k) => enabled.has(k));
+    const kinds = (['kill', 'pause', 'partition', 'membership', 'restart'] as NemesisName[]).filter(
+      (k) => enabled.has(k),
+    );
     while (!this.#stopped && this.ctx.clock() < endMs - 3000) {
       await sleep(rng.int(500, 3000));
       if (this.#stopped || this.ctx.clock() >= endMs - 3000) break;
@@ -121,9 +134,12 @@ export class Nemesis {
         continue;
       }
       const first = rng.pick(kinds);
-      const second = kinds.length > 1 && rng.next() < 0.4 ? rng.pick(kinds.filter((k) => k !== first)) : null;
+      const second =
+        kinds.length > 1 && rng.next() < 0.4 ? rng.pick(kinds.filter((k) => k !== first)) : null;
       // Partitions and membership changes last the round; kills and pauses have their own times.
-      const hold = Math.round(Math.max(500, Math.min(rng.int(2000, 7000), endMs - this.ctx.clock() - 1500)));
+      const hold = Math.round(
+        Math.max(500, Math.min(rng.int(2000, 7000), endMs - this.ctx.clock() - 1500)),
+      );
       const started: Active[] = [];
       for (const kind of second ? [first, second] : [first]) {
         const a = await this.#start(kind, hold);
@@ -143,12 +159,18 @@ export class Nemesis {
 
   async #start(kind: NemesisName, holdMs: number): Promise<Active | null> {
     switch (kind) {
-      case 'kill': return this.#kill();
-      case 'pause': return this.#pause();
-      case 'partition': return this.#partition(holdMs);
-      case 'membership': return this.#membership(holdMs);
-      case 'restart': return this.#restartFollower();
-      default: return null;
+      case 'kill':
+        return this.#kill();
+      case 'pause':
+        return this.#pause();
+      case 'partition':
+        return this.#partition(holdMs);
+      case 'membership':
+        return this.#membership(holdMs);
+      case 'restart':
+        return this.#restartFollower();
+      default:
+        return null;
     }
   }
 
@@ -168,8 +190,13 @@ export class Nemesis {
     const { cluster, rng } = this.ctx;
     await cluster.kill(t.id);
     const downMs = rng.int(1000, 4000);
-    return this.#open('kill', `kill -9 node ${t.id}${t.leader ? ' (the leader)' : ''}, restart after ${downMs} ms`, [t.id], downMs,
-      () => this.#restart(t.id));
+    return this.#open(
+      'kill',
+      `kill -9 node ${t.id}${t.leader ? ' (the leader)' : ''}, restart after ${downMs} ms`,
+      [t.id],
+      downMs,
+      () => this.#restart(t.id),
+    );
   }
 
   async #restart(id: number): Promise<void> {
@@ -194,9 +221,10 @@ export class Nemesis {
     const startedAt = this.ctx.clock();
     load?.start();
     try {
-      await sleep(rng.int(300, 1500));  // the write burst builds up first
+      await sleep(rng.int(300, 1500)); // the write burst builds up first
       if (graceful) {
-        if (!(await cluster.terminate(id, 15_000))) this.#note(`restart: node ${id} did not exit within 15 s of SIGTERM; killed`);
+        if (!(await cluster.terminate(id, 15_000)))
+          this.#note(`restart: node ${id} did not exit within 15 s of SIGTERM; killed`);
       } else {
         await cluster.kill(id);
       }
@@ -206,19 +234,26 @@ export class Nemesis {
     }
     const atKill = await this.#leaderCommit();
     const under = load ? `${load.writers} filler writers` : 'the workload alone';
-    const active = this.#open('restart', `${graceful ? 'SIGTERM' : 'kill -9'} follower ${id} (leader ${leader}) under ${under}, ` +
-      `restart after ${downMs} ms`, [id], downMs, async () => {
-      try {
-        // How far the log moved while it was down (beyond --snapshot-trailing plus what the
-        // leader kept since its last snapshot, it catches up from a snapshot).
-        const atRestart = await this.#leaderCommit();
-        if (atKill !== null && atRestart !== null) active.window.detail += `; ${atRestart - atKill} entries committed while it was down`;
-        await this.#restart(id);
-        await this.#caughtUp(id, 30_000);
-      } finally {
-        await load?.stop();
-      }
-    });
+    const active = this.#open(
+      'restart',
+      `${graceful ? 'SIGTERM' : 'kill -9'} follower ${id} (leader ${leader}) under ${under}, ` +
+        `restart after ${downMs} ms`,
+      [id],
+      downMs,
+      async () => {
+        try {
+          // How far the log moved while it was down (beyond --snapshot-trailing plus what the
+          // leader kept since its last snapshot, it catches up from a snapshot).
+          const atRestart = await this.#leaderCommit();
+          if (atKill !== null && atRestart !== null)
+            active.window.detail += `; ${atRestart - atKill} entries committed while it was down`;
+          await this.#restart(id);
+          await this.#caughtUp(id, 30_000);
+        } finally {
+          await load?.stop();
+        }
+      },
+    );
     active.window.startMs = startedAt;
     return active;
   }
@@ -251,7 +286,9 @@ export class Nemesis {
       if (st && st.appliedIndex >= target) return;
       await sleep(100);
     }
-    this.#note(`restart: node ${id} had not applied ${target} (the leader's commit when it came back) within ${timeoutMs} ms`);
+    this.#note(
+      `restart: node ${id} had not applied ${target} (the leader's commit when it came back) within ${timeoutMs} ms`,
+    );
   }
 
   async #pause(): Promise<Active | null> {
@@ -260,8 +297,13 @@ export class Nemesis {
     const { cluster, rng, electionTimeoutMs } = this.ctx;
     const ms = Math.max(1000, rng.int(3, 12) * electionTimeoutMs);
     if (!cluster.pause(t.id)) return null;
-    return this.#open('pause', `SIGSTOP node ${t.id}${t.leader ? ' (the leader)' : ''} for ${ms} ms`, [t.id], ms,
-      async () => cluster.resume(t.id));
+    return this.#open(
+      'pause',
+      `SIGSTOP node ${t.id}${t.leader ? ' (the leader)' : ''} for ${ms} ms`,
+      [t.id],
+      ms,
+      async () => cluster.resume(t.id),
+    );
   }
 
   async #partition(holdMs: number): Promise<Active | null> {
@@ -289,7 +331,10 @@ export class Nemesis {
     const { cluster, rng } = this.ctx;
     if (this.#active.some((a) => a.window.kind === 'membership')) return null;
     const leader = await cluster.waitLeader(3000);
-    if (leader === null) { this.#note('membership: no leader, skipped'); return null; }
+    if (leader === null) {
+      this.#note('membership: no leader, skipped');
+      return null;
+    }
     const candidates = this.#free().filter((id) => id !== leader);
     if (candidates.length === 0) return null;
     const id = rng.pick(candidates);
@@ -306,8 +351,15 @@ export class Nemesis {
     } catch (err) {
       this.#note(`membership: node ${id} did not start with --join: ${(err as Error).message}`);
     }
-    const active = this.#open('membership', `remove node ${id} (leader ${leader}), wipe it, restart with --join, re-add after ${holdMs} ms`, [id], holdMs,
-      async () => { await this.readd(id, 30_000); });
+    const active = this.#open(
+      'membership',
+      `remove node ${id} (leader ${leader}), wipe it, restart with --join, re-add after ${holdMs} ms`,
+      [id],
+      holdMs,
+      async () => {
+        await this.readd(id, 30_000);
+      },
+    );
     active.window.startMs = startedAt;
     return active;
   }
@@ -315,9 +367,16 @@ export class Nemesis {
   async #removeMember(leader: number, id: number): Promise<boolean> {
     const { cluster } = this.ctx;
     try {
-      const a = await request(`${cluster.url(leader)}/admin/members/${id}`, 'DELETE', undefined, 15_000);
+      const a = await request(
+        `${cluster.url(leader)}/admin/members/${id}`,
+        'DELETE',
+        undefined,
+        15_000,
+      );
       if (a.status === 200) return true;
-      this.#note(`membership: removing node ${id} on leader ${leader} answered ${a.status} ${a.body?.error?.code ?? ''}`);
+      this.#note(
+        `membership: removing node ${id} on leader ${leader} answered ${a.status} ${a.body?.error?.code ?? ''}`,
+      );
     } catch (err) {
       this.#note(`membership: removing node ${id} on leader ${leader}: ${(err as Error).message}`);
     }
@@ -335,7 +394,9 @@ export class Nemesis {
         const again = await cluster.status(now!);
         if (!again || again.term !== st.term || again.role !== 'leader') break;
         if (again.commitIndex >= st.lastIndex) {
-          this.#note(`membership: node ${id} is out of leader ${now}'s committed configuration (term ${st.term}, commit ${again.commitIndex} ≥ ${st.lastIndex})`);
+          this.#note(
+            `membership: node ${id} is out of leader ${now}'s committed configuration (term ${st.term}, commit ${again.commitIndex} ≥ ${st.lastIndex})`,
+          );
           return true;
         }
         await sleep(100);
@@ -369,7 +430,8 @@ export class Nemesis {
       const leader = await cluster.waitLeader(Math.min(5000, Math.max(100, deadline - Date.now())));
       if (leader === null) continue;
       const st = await cluster.status(leader);
-      const member = st?.members.find((m: { id: number; role: string }) => m.id === id) as { role: string } | undefined;
+      const member = st?.members.find((m: { id: number; role: string }) => m.id === id) as
+        { role: string } | undefined;
       if (member?.role === 'voter') {
         cluster.state.set(id, 'running');
         return true;
@@ -377,8 +439,15 @@ export class Nemesis {
       if (member) {
         // Added, but its promotion to voter was cut short (a leader change): remove it and add it again.
         try {
-          const a = await request(`${cluster.url(leader)}/admin/members/${id}`, 'DELETE', undefined, 10_000);
-          this.#note(`membership: node ${id} was left a ${member.role}; removing it to add it again: ${a.status} ${a.body?.error?.code ?? ''}`);
+          const a = await request(
+            `${cluster.url(leader)}/admin/members/${id}`,
+            'DELETE',
+            undefined,
+            10_000,
+          );
+          this.#note(
+            `membership: node ${id} was left a ${member.role}; removing it to add it again: ${a.status} ${a.body?.error?.code ?? ''}`,
+          );
         } catch (err) {
           this.#note(`membership: removing ${member.role} node ${id}: ${(err as Error).message}`);
         }
@@ -386,18 +455,26 @@ export class Nemesis {
         continue;
       }
       try {
-        const a = await request(`${cluster.url(leader)}/admin/members`, 'POST', JSON.stringify({ id, address: spec.raft }),
-          Math.max(1000, Math.min(20_000, deadline - Date.now())));
+        const a = await request(
+          `${cluster.url(leader)}/admin/members`,
+          'POST',
+          JSON.stringify({ id, address: spec.raft }),
+          Math.max(1000, Math.min(20_000, deadline - Date.now())),
+        );
         if (a.status === 200) {
           cluster.state.set(id, 'running');
           return true;
         }
-        this.#note(`membership: adding node ${id} on leader ${leader} answered ${a.status} ${a.body?.error?.code ?? ''}`);
+        this.#note(
+          `membership: adding node ${id} on leader ${leader} answered ${a.status} ${a.body?.error?.code ?? ''}`,
+        );
         if (a.body?.error?.code === ErrorCodes.MEMBERSHIP_BUSY) busySince ??= Date.now();
         if (busySince !== undefined && Date.now() - busySince > 10_000 && !busyExplained) {
           busyExplained = true;
-          this.#note(`membership: leader ${leader} has refused every change for 10 s with no change in flight: the engine's stuck ` +
-            'uncommitted-configuration index (see docs/verification.md, findings)');
+          this.#note(
+            `membership: leader ${leader} has refused every change for 10 s with no change in flight: the engine's stuck ` +
+              'uncommitted-configuration index (see docs/verification.md, findings)',
+          );
         }
       } catch (err) {
         this.#note(`membership: adding node ${id} on leader ${leader}: ${(err as Error).message}`);
@@ -416,7 +493,10 @@ export class Nemesis {
     let detail = `leader ${leader} during ${during}`;
     try {
       const a = await request(`${cluster.url(leader)}/admin/snapshot`, 'POST', undefined, 10_000);
-      detail += a.status === 200 ? `: index ${a.body?.index ?? '?'}` : `: ${a.status} ${a.body?.error?.code ?? ''}`;
+      detail +=
+        a.status === 200
+          ? `: index ${a.body?.index ?? '?'}`
+          : `: ${a.status} ${a.body?.error?.code ?? ''}`;
     } catch (err) {
       detail += `: ${(err as Error).message}`;
     }
@@ -446,7 +526,12 @@ export class Nemesis {
     const leader = await cluster.waitLeader(10_000);
     const st = leader === null ? null : await cluster.status(leader);
     for (const id of cluster.ids) {
-      if (!st || st.members.some((m: { id: number }) => m.id === id) || cluster.state.get(id) === 'removed') continue;
+      if (
+        !st ||
+        st.members.some((m: { id: number }) => m.id === id) ||
+        cluster.state.get(id) === 'removed'
+      )
+        continue;
       if (!(await this.#removeMember(leader!, id))) continue;
       this.#note(`heal: node ${id} was removed after all; wiping it and adding it back`);
       cluster.state.set(id, 'removed');

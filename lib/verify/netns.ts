@@ -20,14 +20,26 @@ const IP_TIMEOUT_MS = 10_000;
 /** Where each live network's marker file (owner pid, what it created) is kept. */
 export const MARKERS = join(tmpdir(), 'prevail-verify-netns');
 
-export interface IpResult { code: number; stdout: string; stderr: string }
+export interface IpResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 /** Runs `ip ...args` (bounded); never throws. */
 export function ip(args: string[], timeoutMs = IP_TIMEOUT_MS): Promise<IpResult> {
   return new Promise((resolve) => {
     execFile('ip', args, { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) || (err && !stderr ? String(err.message) : '') });
+      const code = err
+        ? typeof (err as { code?: unknown }).code === 'number'
+          ? (err as { code: number }).code
+          : 1
+        : 0;
+      resolve({
+        code,
+        stdout: String(stdout),
+        stderr: String(stderr) || (err && !stderr ? String(err.message) : ''),
+      });
     });
   });
 }
@@ -41,9 +53,11 @@ async function ipOk(args: string[]): Promise<string> {
 /** Whether namespaces can be used here: root, `ip` present, and a probe namespace can be made and removed. */
 export async function netnsAvailable(): Promise<{ ok: true } | { ok: false; reason: string }> {
   if (process.platform !== 'linux') return { ok: false, reason: `not Linux (${process.platform})` };
-  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return { ok: false, reason: 'not running as root' };
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0)
+    return { ok: false, reason: 'not running as root' };
   const version = await ip(['-V']);
-  if (version.code !== 0) return { ok: false, reason: `no usable \`ip\` command: ${version.stderr.trim()}` };
+  if (version.code !== 0)
+    return { ok: false, reason: `no usable \`ip\` command: ${version.stderr.trim()}` };
   const probe = `pv-probe-${process.pid}`;
   const add = await ip(['netns', 'add', probe]);
   if (add.code !== 0) return { ok: false, reason: `ip netns add failed: ${add.stderr.trim()}` };
@@ -51,8 +65,12 @@ export async function netnsAvailable(): Promise<{ ok: true } | { ok: false; reas
   return { ok: true };
 }
 
-
-interface Marker { pid: number; run: number; namespaces: string[]; links: string[] }
+interface Marker {
+  pid: number;
+  run: number;
+  namespaces: string[];
+  links: string[];
+}
 
 /** Deletes namespaces and links left by earlier harness processes that are gone. */
 export async function sweepStale(): Promise<string[]> {
@@ -74,8 +92,15 @@ export async function sweepStale(): Promise<string[]> {
     if (pidAlive(m.pid)) continue;
     for (const ns of m.namespaces) {
       // A harness killed with SIGKILL leaves its nodes running inside: they die with it here.
-      for (const pid of (await ip(['netns', 'pids', ns])).stdout.split(/\s+/).filter((p) => /^\d+$/.test(p))) {
-        try { process.kill(Number(pid), 'SIGKILL'); swept.push(`pid ${pid} in ${ns}`); } catch { /* gone */ }
+      for (const pid of (await ip(['netns', 'pids', ns])).stdout
+        .split(/\s+/)
+        .filter((p) => /^\d+$/.test(p))) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+          swept.push(`pid ${pid} in ${ns}`);
+        } catch {
+          /* gone */
+        }
       }
       if ((await ip(['netns', 'del', ns])).code === 0) swept.push(ns);
     }
@@ -85,7 +110,12 @@ export async function sweepStale(): Promise<string[]> {
   return swept;
 }
 
-export interface NetnsNode { id: number; ns: string; address: string; hostLink: string }
+export interface NetnsNode {
+  id: number;
+  ns: string;
+  address: string;
+  hostLink: string;
+}
 
 /**
  * One bridge and one namespace per node. `create()` claims a free run number (the bridge
@@ -104,17 +134,29 @@ export class NetnsNetwork {
     this.#marker = join(MARKERS, `${run}.json`);
   }
 
-  get markerPath(): string { return this.#marker; }
-  get bridge(): string { return `pvbr${this.run}`; }
-  get subnet(): string { return `10.77.${this.run}.0/24`; }
-  get bridgeAddress(): string { return `10.77.${this.run}.254`; }
-  addressOf(id: number): string { return `10.77.${this.run}.${id}`; }
-  nsOf(id: number): string { return `pv-${this.run}-${id}`; }
+  get markerPath(): string {
+    return this.#marker;
+  }
+  get bridge(): string {
+    return `pvbr${this.run}`;
+  }
+  get subnet(): string {
+    return `10.77.${this.run}.0/24`;
+  }
+  get bridgeAddress(): string {
+    return `10.77.${this.run}.254`;
+  }
+  addressOf(id: number): string {
+    return `10.77.${this.run}.${id}`;
+  }
+  nsOf(id: number): string {
+    return `pv-${this.run}-${id}`;
+  }
 
   static async create(preferredRun?: number): Promise<NetnsNetwork> {
     const swept = await sweepStale();
     const used = await ip(['-4', '-o', 'addr', 'show']);
-    const start = preferredRun ?? (1 + (process.pid % 200));
+    const start = preferredRun ?? 1 + (process.pid % 200);
     for (let k = 0; k < 250; k++) {
       const run = 1 + ((start - 1 + k) % 250);
       if (used.stdout.includes(` 10.77.${run}.`)) continue;
@@ -137,7 +179,8 @@ export class NetnsNetwork {
   #writeMarker(): void {
     mkdirSync(MARKERS, { recursive: true });
     const marker: Marker = {
-      pid: process.pid, run: this.run,
+      pid: process.pid,
+      run: this.run,
       namespaces: [...this.nodes.values()].map((n) => n.ns),
       links: [this.bridge, ...[...this.nodes.values()].map((n) => n.hostLink)],
     };
@@ -147,7 +190,12 @@ export class NetnsNetwork {
   /** Makes node `id`'s namespace: lo up, eth0 (a veth to the bridge) with 10.77.<run>.<id>/24. */
   async addNode(id: number): Promise<NetnsNode> {
     if (id < 1 || id > 250) throw new Error(`node id ${id} out of range for a /24`);
-    const node: NetnsNode = { id, ns: this.nsOf(id), address: this.addressOf(id), hostLink: `pv${this.run}n${id}` };
+    const node: NetnsNode = {
+      id,
+      ns: this.nsOf(id),
+      address: this.addressOf(id),
+      hostLink: `pv${this.run}n${id}`,
+    };
     const peer = `pv${this.run}p${id}`;
     this.nodes.set(id, node);
     this.#writeMarker();
@@ -206,12 +254,14 @@ export class NetnsNetwork {
     const problems: string[] = [];
     for (const node of this.nodes.values()) {
       const r = await ip(['netns', 'del', node.ns]);
-      if (r.code !== 0 && !/No such file/i.test(r.stderr)) problems.push(`netns del ${node.ns}: ${r.stderr.trim()}`);
+      if (r.code !== 0 && !/No such file/i.test(r.stderr))
+        problems.push(`netns del ${node.ns}: ${r.stderr.trim()}`);
       // The host end of the veth goes with its peer; delete it in case the namespace lingers.
       await ip(['link', 'del', node.hostLink]);
     }
     const r = await ip(['link', 'del', this.bridge]);
-    if (r.code !== 0 && !/Cannot find device/i.test(r.stderr)) problems.push(`link del ${this.bridge}: ${r.stderr.trim()}`);
+    if (r.code !== 0 && !/Cannot find device/i.test(r.stderr))
+      problems.push(`link del ${this.bridge}: ${r.stderr.trim()}`);
     this.nodes.clear();
     this.cuts.clear();
     rmSync(this.#marker, { force: true });
@@ -220,10 +270,16 @@ export class NetnsNetwork {
 }
 
 /** Cut pairs for a named partition of `ids` (the order of `ids` is the random order to draw from). */
-export function partitionPairs(kind: 'halves' | 'isolate' | 'bridge', ids: number[], isolated?: number): {
-  pairs: [number, number][]; describe: string;
+export function partitionPairs(
+  kind: 'halves' | 'isolate' | 'bridge',
+  ids: number[],
+  isolated?: number,
+): {
+  pairs: [number, number][];
+  describe: string;
 } {
-  const pairsBetween = (a: number[], b: number[]) => a.flatMap((x) => b.map((y) => [x, y] as [number, number]));
+  const pairsBetween = (a: number[], b: number[]) =>
+    a.flatMap((x) => b.map((y) => [x, y] as [number, number]));
   if (kind === 'isolate') {
     const one = isolated ?? ids[0]!;
     const rest = ids.filter((i) => i !== one);
@@ -240,5 +296,8 @@ export function partitionPairs(kind: 'halves' | 'isolate' | 'bridge', ids: numbe
   const rest = ids.slice(1);
   const a = rest.slice(0, Math.floor(rest.length / 2));
   const b = rest.slice(Math.floor(rest.length / 2));
-  return { pairs: pairsBetween(a, b), describe: `bridge ${hub}: ${a.join(',')} | ${b.join(',')} (${hub} sees both)` };
+  return {
+    pairs: pairsBetween(a, b),
+    describe: `bridge ${hub}: ${a.join(',')} | ${b.join(',')} (${hub} sees both)`,
+  };
 }

@@ -28,7 +28,14 @@ export interface ReportJson {
     opsChecked: number;
     statesExplored: number;
     elapsedMs: number;
-    keys: { key: string; valid: true | false | 'unknown'; opsChecked: number; statesExplored: number; elapsedMs: number; note?: string }[];
+    keys: {
+      key: string;
+      valid: true | false | 'unknown';
+      opsChecked: number;
+      statesExplored: number;
+      elapsedMs: number;
+      note?: string;
+    }[];
   };
   anomalies: { key: string; reason: string; minimalSubhistory: Op[] }[];
   final: FinalViolation[];
@@ -65,7 +72,12 @@ function table(rows: string[][], indent = '  '): string {
   const numeric = (s: string) => /^-?[\d.]+$/.test(s);
   return rows
     .map((r) =>
-      (indent + r.map((cell, i) => (numeric(cell) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!))).join('  ')).trimEnd(),
+      (
+        indent +
+        r
+          .map((cell, i) => (numeric(cell) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
+          .join('  ')
+      ).trimEnd(),
     )
     .join('\n');
 }
@@ -102,14 +114,21 @@ export function renderReport(input: ReportInput): { text: string; json: ReportJs
   const unknown = results.keys.filter((k) => k.valid === 'unknown');
 
   const parts: string[] = [];
-  if (invalid.length) parts.push(`${invalid.length} of ${results.keys.length} keys not linearizable`);
-  if (unknown.length) parts.push(`${unknown.length} of ${results.keys.length} keys undecided (search budget exhausted)`);
-  if (final.length) parts.push(`${final.length} final-state violation${final.length === 1 ? '' : 's'}`);
+  if (invalid.length)
+    parts.push(`${invalid.length} of ${results.keys.length} keys not linearizable`);
+  if (unknown.length)
+    parts.push(
+      `${unknown.length} of ${results.keys.length} keys undecided (search budget exhausted)`,
+    );
+  if (final.length)
+    parts.push(`${final.length} final-state violation${final.length === 1 ? '' : 's'}`);
   if (!parts.length && results.valid === 'unknown') parts.push('linearizability not established');
   if (!parts.length) {
     parts.push(
       `${results.keys.length} key${results.keys.length === 1 ? '' : 's'} linearizable, ` +
-        (input.final === undefined ? 'final state not checked' : 'acknowledged writes visible, replicas equal'),
+        (input.final === undefined
+          ? 'final state not checked'
+          : 'acknowledged writes visible, replicas equal'),
     );
   }
   const summary = parts.join('; ');
@@ -131,21 +150,35 @@ export function renderReport(input: ReportInput): { text: string; json: ReportJs
     countRows.push([t, String(r.ok), String(r.fail), String(r.info), String(r.total)]);
   }
   lines.push(table(countRows));
-  if (casConflicts) lines.push(`  (cas fail includes ${casConflicts} conflicts (409), checked as observations)`);
+  if (casConflicts)
+    lines.push(`  (cas fail includes ${casConflicts} conflicts (409), checked as observations)`);
 
   lines.push('', 'keys');
   const keyRows = [['key', 'linearizable', 'ops', 'states', 'ms', '']];
   for (const k of results.keys) {
-    keyRows.push([JSON.stringify(k.key), k.valid === true ? 'yes' : k.valid === false ? 'NO' : 'unknown', String(k.opsChecked), String(k.statesExplored), String(k.elapsedMs), k.note ?? '']);
+    keyRows.push([
+      JSON.stringify(k.key),
+      k.valid === true ? 'yes' : k.valid === false ? 'NO' : 'unknown',
+      String(k.opsChecked),
+      String(k.statesExplored),
+      String(k.elapsedMs),
+      k.note ?? '',
+    ]);
   }
   lines.push(table(keyRows));
 
   lines.push('', faults.length ? 'faults' : 'faults: none');
   if (faults.length) {
-    lines.push(table(faults.map((f) => [f.kind, `${ms(f.startMs)}–${ms(f.endMs)} ms`, f.detail ?? ''])));
+    lines.push(
+      table(faults.map((f) => [f.kind, `${ms(f.startMs)}–${ms(f.endMs)} ms`, f.detail ?? ''])),
+    );
   }
 
-  const anomalies = invalid.map((k) => ({ key: k.key, reason: k.anomaly?.reason ?? 'not linearizable', minimalSubhistory: k.anomaly?.minimalSubhistory ?? [] }));
+  const anomalies = invalid.map((k) => ({
+    key: k.key,
+    reason: k.anomaly?.reason ?? 'not linearizable',
+    minimalSubhistory: k.anomaly?.minimalSubhistory ?? [],
+  }));
   if (anomalies.length) {
     lines.push('', 'anomalies');
     for (const a of anomalies) {
@@ -188,7 +221,11 @@ export function renderReport(input: ReportInput): { text: string; json: ReportJs
 
 // ---- the latency plot ------------------------------------------------------------------------
 
-const OUTCOME_COLOURS: Record<Outcome, string> = { ok: '#2b8a3e', fail: '#e67700', info: '#c92a2a' };
+const OUTCOME_COLOURS: Record<Outcome, string> = {
+  ok: '#2b8a3e',
+  fail: '#e67700',
+  info: '#c92a2a',
+};
 const FAULT_COLOURS = ['#4263eb', '#ae3ec9', '#1098ad', '#f08c00', '#5c940d', '#e64980', '#868e96'];
 
 function num(x: number): string {
@@ -212,7 +249,11 @@ function formatLatency(msValue: number): string {
  * outcome; info ops (no definite answer) in a strip along the top edge; fault windows shaded,
  * each labelled with its kind.
  */
-export function renderLatencySvg(ops: Op[], faults: FaultWindow[], size: { width?: number; height?: number } = {}): string {
+export function renderLatencySvg(
+  ops: Op[],
+  faults: FaultWindow[],
+  size: { width?: number; height?: number } = {},
+): string {
   const width = size.width ?? 960;
   const height = size.height ?? 400;
   const left = 64;
@@ -231,7 +272,9 @@ export function renderLatencySvg(ops: Op[], faults: FaultWindow[], size: { width
   if (!(tMax > 0)) tMax = 1;
   const x = (t: number) => left + (Math.min(Math.max(t, 0), tMax) / tMax) * plotW;
 
-  const latencies = ops.filter((o) => o.outcome !== 'info' && o.completeMs !== null).map((o) => Math.max(0.1, (o.completeMs as number) - o.invokeMs));
+  const latencies = ops
+    .filter((o) => o.outcome !== 'info' && o.completeMs !== null)
+    .map((o) => Math.max(0.1, (o.completeMs as number) - o.invokeMs));
   let lo = 1;
   let hi = 1000;
   if (latencies.length) {
@@ -268,29 +311,43 @@ export function renderLatencySvg(ops: Op[], faults: FaultWindow[], size: { width
     let row = rowEnds.findIndex((end) => end < x0);
     if (row < 0) row = rowEnds.indexOf(Math.min(...rowEnds));
     rowEnds[row] = x0 + 2 + f.kind.length * 6.5 + 4;
-    out.push(`<text class="fault-label" x="${num(x0 + 2)}" y="${top - 4 - row * 11}" fill="${colourOf(f.kind)}">${escapeHtml(f.kind)}</text>`);
+    out.push(
+      `<text class="fault-label" x="${num(x0 + 2)}" y="${top - 4 - row * 11}" fill="${colourOf(f.kind)}">${escapeHtml(f.kind)}</text>`,
+    );
   }
   out.push('</g>');
 
   // Axes and grid.
   out.push('<g class="axes" stroke="#ced4da" stroke-width="1">');
-  out.push(`<line x1="${left}" y1="${latBottom}" x2="${left + plotW}" y2="${latBottom}" stroke="#495057"/>`);
+  out.push(
+    `<line x1="${left}" y1="${latBottom}" x2="${left + plotW}" y2="${latBottom}" stroke="#495057"/>`,
+  );
   out.push(`<line x1="${left}" y1="${top}" x2="${left}" y2="${latBottom}" stroke="#495057"/>`);
   for (let d = lo; d <= hi * 1.0001; d *= 10) {
-    out.push(`<line x1="${left}" y1="${num(y(d))}" x2="${left + plotW}" y2="${num(y(d))}" stroke-dasharray="2,3"/>`);
+    out.push(
+      `<line x1="${left}" y1="${num(y(d))}" x2="${left + plotW}" y2="${num(y(d))}" stroke-dasharray="2,3"/>`,
+    );
   }
   out.push('</g>');
   out.push('<g class="labels" fill="#495057">');
   for (let d = lo; d <= hi * 1.0001; d *= 10) {
-    out.push(`<text x="${left - 6}" y="${num(y(d) + 4)}" text-anchor="end">${escapeHtml(formatLatency(Number(d.toPrecision(1))))}</text>`);
+    out.push(
+      `<text x="${left - 6}" y="${num(y(d) + 4)}" text-anchor="end">${escapeHtml(formatLatency(Number(d.toPrecision(1))))}</text>`,
+    );
   }
   out.push(`<text x="${left - 6}" y="${infoY + 4}" text-anchor="end">info</text>`);
   const step = niceStep(tMax, 8);
   for (let t = 0; t <= tMax + 1e-9; t += step) {
-    out.push(`<text x="${num(x(t))}" y="${latBottom + 16}" text-anchor="middle">${escapeHtml(String(Number((t / 1000).toPrecision(6))))}</text>`);
+    out.push(
+      `<text x="${num(x(t))}" y="${latBottom + 16}" text-anchor="middle">${escapeHtml(String(Number((t / 1000).toPrecision(6))))}</text>`,
+    );
   }
-  out.push(`<text x="${left + plotW / 2}" y="${height - 8}" text-anchor="middle">time since start (s)</text>`);
-  out.push(`<text transform="translate(14 ${num(top + plotH / 2)}) rotate(-90)" text-anchor="middle">latency (log scale)</text>`);
+  out.push(
+    `<text x="${left + plotW / 2}" y="${height - 8}" text-anchor="middle">time since start (s)</text>`,
+  );
+  out.push(
+    `<text transform="translate(14 ${num(top + plotH / 2)}) rotate(-90)" text-anchor="middle">latency (log scale)</text>`,
+  );
   out.push('</g>');
 
   // Dots.
@@ -298,7 +355,10 @@ export function renderLatencySvg(ops: Op[], faults: FaultWindow[], size: { width
     out.push(`<g class="ops-${outcome}" fill="${OUTCOME_COLOURS[outcome]}" fill-opacity="0.7">`);
     for (const op of ops) {
       if (op.outcome !== outcome) continue;
-      const cy = outcome === 'info' || op.completeMs === null ? infoY : y(Math.max(0.1, op.completeMs - op.invokeMs));
+      const cy =
+        outcome === 'info' || op.completeMs === null
+          ? infoY
+          : y(Math.max(0.1, op.completeMs - op.invokeMs));
       out.push(`<circle cx="${num(x(op.invokeMs))}" cy="${num(cy)}" r="2"/>`);
     }
     out.push('</g>');

@@ -89,19 +89,36 @@ function duration(value: string): number {
 
 function positive(flag: string, value: string): number {
   const n = Number(value);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new Error(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
   return n;
 }
 
 function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
-    args: argv, strict: true, allowPositionals: false,
+    args: argv,
+    strict: true,
+    allowPositionals: false,
     options: {
-      nodes: { type: 'string' }, duration: { type: 'string' }, schedules: { type: 'string' }, seed: { type: 'string' },
-      nemesis: { type: 'string' }, clients: { type: 'string' }, keys: { type: 'string' }, rate: { type: 'string' },
-      timeout: { type: 'string' }, 'election-timeout': { type: 'string' }, heartbeat: { type: 'string' },
-      'snapshot-threshold': { type: 'string' }, 'snapshot-trailing': { type: 'string' }, load: { type: 'string' },
-      out: { type: 'string' }, reads: { type: 'string' }, 'no-netns': { type: 'boolean' }, keep: { type: 'boolean' }, ci: { type: 'boolean' },
+      nodes: { type: 'string' },
+      duration: { type: 'string' },
+      schedules: { type: 'string' },
+      seed: { type: 'string' },
+      nemesis: { type: 'string' },
+      clients: { type: 'string' },
+      keys: { type: 'string' },
+      rate: { type: 'string' },
+      timeout: { type: 'string' },
+      'election-timeout': { type: 'string' },
+      heartbeat: { type: 'string' },
+      'snapshot-threshold': { type: 'string' },
+      'snapshot-trailing': { type: 'string' },
+      load: { type: 'string' },
+      out: { type: 'string' },
+      reads: { type: 'string' },
+      'no-netns': { type: 'boolean' },
+      keep: { type: 'boolean' },
+      ci: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -113,11 +130,17 @@ function parseOptions(argv: string[]): Options {
   const nodes = values.nodes ? positive('--nodes', values.nodes) : 3;
   if (nodes !== 3 && nodes !== 5) throw new Error('--nodes must be 3 or 5');
   const seed = values.seed !== undefined ? Number(values.seed) : Date.now() % 1_000_000;
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new Error('--seed must be a non-negative integer');
+  if (!Number.isSafeInteger(seed) || seed < 0)
+    throw new Error('--seed must be a non-negative integer');
   let nemesis = new Set<NemesisName>(NEMESES);
   if (values.nemesis !== undefined) {
-    const list = values.nemesis.split(',').map((s) => s.trim()).filter((s) => s !== '' && s !== 'none');
-    for (const n of list) if (!(NEMESES as readonly string[]).includes(n)) throw new Error(`unknown nemesis ${JSON.stringify(n)} (${NEMESES.join(', ')})`);
+    const list = values.nemesis
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '' && s !== 'none');
+    for (const n of list)
+      if (!(NEMESES as readonly string[]).includes(n))
+        throw new Error(`unknown nemesis ${JSON.stringify(n)} (${NEMESES.join(', ')})`);
     nemesis = new Set(list as NemesisName[]);
   }
   let timeoutMs: [number, number] = [1000, 2000];
@@ -127,22 +150,37 @@ function parseOptions(argv: string[]): Options {
     timeoutMs = [Number(m[1]), Number(m[2] ?? m[1])];
     if (timeoutMs[0] <= 0 || timeoutMs[1] < timeoutMs[0]) throw new Error('--timeout: bad range');
   }
-  const electionTimeoutMs = values['election-timeout'] ? positive('--election-timeout', values['election-timeout']) : 200;
+  const electionTimeoutMs = values['election-timeout']
+    ? positive('--election-timeout', values['election-timeout'])
+    : 200;
   const heartbeatMs = values.heartbeat ? positive('--heartbeat', values.heartbeat) : 40;
-  if (heartbeatMs >= electionTimeoutMs) throw new Error('--heartbeat must be below --election-timeout');
+  if (heartbeatMs >= electionTimeoutMs)
+    throw new Error('--heartbeat must be below --election-timeout');
   const count = (flag: string, value: string | undefined, fallback: number): number => {
     if (value === undefined) return fallback;
     const n = Number(value);
-    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new Error(`${flag} must be a non-negative integer, got ${JSON.stringify(value)}`);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n))
+      throw new Error(`${flag} must be a non-negative integer, got ${JSON.stringify(value)}`);
     return n;
   };
   const snapshotThreshold = count('--snapshot-threshold', values['snapshot-threshold'], 1024);
   const snapshotTrailing = count('--snapshot-trailing', values['snapshot-trailing'], 256);
   const load = count('--load', values.load, 16);
   const reads = (values.reads ?? 'linearizable') as Options['reads'];
-  if (!['linearizable', 'lease', 'stale'].includes(reads)) throw new Error('--reads must be linearizable, lease or stale');
+  if (!['linearizable', 'lease', 'stale'].includes(reads))
+    throw new Error('--reads must be linearizable, lease or stale');
   return {
-    reads, nodes, seed, nemesis, timeoutMs, electionTimeoutMs, heartbeatMs, ci, snapshotThreshold, snapshotTrailing, load,
+    reads,
+    nodes,
+    seed,
+    nemesis,
+    timeoutMs,
+    electionTimeoutMs,
+    heartbeatMs,
+    ci,
+    snapshotThreshold,
+    snapshotTrailing,
+    load,
     durationMs: values.duration ? duration(values.duration) : ci ? 90_000 : 60_000,
     schedules: values.schedules ? positive('--schedules', values.schedules) : 1,
     clients: values.clients ? positive('--clients', values.clients) : 10,
@@ -162,7 +200,11 @@ const syncCleanups: (() => void)[] = [];
 async function cleanupAll(): Promise<void> {
   while (cleanups.length) {
     const c = cleanups.pop()!;
-    try { await c(); } catch (err) { console.error(`verify: cleanup: ${(err as Error).message}`); }
+    try {
+      await c();
+    } catch (err) {
+      console.error(`verify: cleanup: ${(err as Error).message}`);
+    }
   }
 }
 
@@ -183,7 +225,11 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 }
 process.on('exit', () => {
   for (const c of syncCleanups) {
-    try { c(); } catch { /* best effort */ }
+    try {
+      c();
+    } catch {
+      /* best effort */
+    }
   }
 });
 
@@ -204,7 +250,12 @@ function log(line: string): void {
   console.log(`verify: ${line}`);
 }
 
-async function runSchedule(opts: Options, index: number, net: NetnsNetwork | null, netNote: string | null): Promise<ScheduleResult> {
+async function runSchedule(
+  opts: Options,
+  index: number,
+  net: NetnsNetwork | null,
+  netNote: string | null,
+): Promise<ScheduleResult> {
   const seed = opts.seed + index;
   const dir = opts.schedules > 1 ? join(opts.out, `schedule-${index + 1}-seed-${seed}`) : opts.out;
   mkdirSync(dir, { recursive: true });
@@ -218,15 +269,24 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
   if (!net && nemesisSet.delete('partition') && opts.nemesis.has('partition')) {
     notes.push('partition nemesis skipped: no network namespaces (needs root and `ip netns`)');
   }
-  notes.push(`clock-jump nemesis not done: no way to skew one process's clock here without touching the machine's clock (no faketime/libfaketime); ${opts.reads === 'linearizable' ? 'reads in this run are linearizable only' : `reads in this run are ${opts.reads}`} — lease reads assume bounded clock drift and need their own run with clock faults`);
+  notes.push(
+    `clock-jump nemesis not done: no way to skew one process's clock here without touching the machine's clock (no faketime/libfaketime); ${opts.reads === 'linearizable' ? 'reads in this run are linearizable only' : `reads in this run are ${opts.reads}`} — lease reads assume bounded clock drift and need their own run with clock faults`,
+  );
 
   const cluster = new VerifyCluster({
-    size: opts.nodes, root, logDir: join(dir, 'logs'), net, electionTimeoutMs: opts.electionTimeoutMs,
-    heartbeatMs: opts.heartbeatMs, clock,
+    size: opts.nodes,
+    root,
+    logDir: join(dir, 'logs'),
+    net,
+    electionTimeoutMs: opts.electionTimeoutMs,
+    heartbeatMs: opts.heartbeatMs,
+    clock,
     ...(opts.snapshotThreshold ? { snapshotThreshold: opts.snapshotThreshold } : {}),
     ...(opts.snapshotTrailing ? { snapshotTrailing: opts.snapshotTrailing } : {}),
   });
-  const killNodes = async () => { await cluster.killAll(); };
+  const killNodes = async () => {
+    await cluster.killAll();
+  };
   cleanups.push(killNodes);
   syncCleanups.push(() => cluster.killAllSync());
 
@@ -242,11 +302,20 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
   let results: HistoryResult | null = null;
   let final: FinalViolation[] = [];
   const meta: Record<string, unknown> = {
-    seed, nodes: opts.nodes, durationMs: opts.durationMs, clients: opts.clients, keys: opts.keys, rate: opts.rate,
-    requestTimeoutMs: opts.timeoutMs.join('-'), electionTimeoutMs: opts.electionTimeoutMs, heartbeatMs: opts.heartbeatMs,
-    snapshotThreshold: opts.snapshotThreshold || 'node default', snapshotTrailing: opts.snapshotTrailing || 'node default',
+    seed,
+    nodes: opts.nodes,
+    durationMs: opts.durationMs,
+    clients: opts.clients,
+    keys: opts.keys,
+    rate: opts.rate,
+    requestTimeoutMs: opts.timeoutMs.join('-'),
+    electionTimeoutMs: opts.electionTimeoutMs,
+    heartbeatMs: opts.heartbeatMs,
+    snapshotThreshold: opts.snapshotThreshold || 'node default',
+    snapshotTrailing: opts.snapshotTrailing || 'node default',
     network: net ? `namespaces ${net.subnet} (bridge ${net.bridge})` : 'loopback 127.0.0.1',
-    nemeses: [...nemesisSet].join(',') || 'none', reads: opts.reads,
+    nemeses: [...nemesisSet].join(',') || 'none',
+    reads: opts.reads,
   };
   let error: string | null = null;
   let nemesisRef: Nemesis | null = null;
@@ -258,22 +327,46 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
       // `ip netns exec` execs the command: the pid we hold is node's own (checked, not assumed).
       for (const id of cluster.ids) {
         const comm = cluster.comm(id);
-        if (comm !== 'node' && comm !== 'MainThread') throw new Error(`node ${id}: pid ${cluster.procs.get(id)!.pid} is ${comm}, not node`);
+        if (comm !== 'node' && comm !== 'MainThread')
+          throw new Error(`node ${id}: pid ${cluster.procs.get(id)!.pid} is ${comm}, not node`);
       }
     }
     const leader = await cluster.waitLeader(30_000);
     if (leader === null) throw new Error('no leader within 30 s of starting');
-    schedLog(`cluster up: ${cluster.ids.map((id) => `${id}=${cluster.specs.get(id)!.http}`).join(' ')}; leader ${leader}`);
+    schedLog(
+      `cluster up: ${cluster.ids.map((id) => `${id}=${cluster.specs.get(id)!.http}`).join(' ')}; leader ${leader}`,
+    );
 
     const workload = new Workload({
-      cluster, clients: opts.clients, keys: opts.keys, rate: opts.rate, timeoutMs: opts.timeoutMs, rng: rng.fork(1), clock, reads: opts.reads,
+      cluster,
+      clients: opts.clients,
+      keys: opts.keys,
+      rate: opts.rate,
+      timeoutMs: opts.timeoutMs,
+      rng: rng.fork(1),
+      clock,
+      reads: opts.reads,
     });
-    ops = workload.ops;  // the same array: a run cut short by an error still reports what it recorded
-    const load = nemesisSet.has('restart') && opts.load > 0 ? new LoadGenerator(cluster, opts.load, rng.fork(3)) : null;
+    ops = workload.ops; // the same array: a run cut short by an error still reports what it recorded
+    const load =
+      nemesisSet.has('restart') && opts.load > 0
+        ? new LoadGenerator(cluster, opts.load, rng.fork(3))
+        : null;
     if (load) meta.load = `${opts.load} filler writers during restarts`;
-    const nemesis = new Nemesis({ cluster, rng: rng.fork(2), enabled: nemesisSet, electionTimeoutMs: opts.electionTimeoutMs, clock, log: schedLog, load });
+    const nemesis = new Nemesis({
+      cluster,
+      rng: rng.fork(2),
+      enabled: nemesisSet,
+      electionTimeoutMs: opts.electionTimeoutMs,
+      clock,
+      log: schedLog,
+      load,
+    });
     nemesisRef = nemesis;
-    cleanups.push(async () => { nemesis.stop(); await cluster.net?.heal(); });
+    cleanups.push(async () => {
+      nemesis.stop();
+      await cluster.net?.heal();
+    });
     const start = clock();
     const end = start + opts.durationMs;
     const clients = workload.run(end);
@@ -284,10 +377,16 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
 
     // ---- heal, converge, read everything back ------------------------------------------
     await nemesis.healAll();
-    faults = nemesis.faults.map((f) => ({ ...f, endMs: Number.isFinite(f.endMs) ? f.endMs : clock() }));
+    faults = nemesis.faults.map((f) => ({
+      ...f,
+      endMs: Number.isFinite(f.endMs) ? f.endMs : clock(),
+    }));
     notes.push(...nemesis.notes);
     meta.faults = Object.fromEntries(nemesis.counts);
-    if (load) notes.push(`filler writes during restarts: ${load.acked} acknowledged, ${load.failed} failed or unanswered`);
+    if (load)
+      notes.push(
+        `filler writes during restarts: ${load.acked} acknowledged, ${load.failed} failed or unanswered`,
+      );
 
     const converged1 = await converge(cluster, 60_000);
     if (!converged1.ok) notes.push(`convergence before the final reads: ${converged1.why}`);
@@ -323,9 +422,16 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
     // Only members are replicas: a node left out of the configuration (a re-add that failed)
     // holds nothing by design, and is reported instead.
     const leaderNow = await cluster.waitLeader(10_000);
-    const config = leaderNow === null ? null : (await cluster.status(leaderNow))?.members as { id: number }[] | undefined;
-    const replicas = config ? cluster.ids.filter((id) => config.some((m) => m.id === id)) : cluster.ids;
-    for (const id of cluster.ids) if (!replicas.includes(id)) notes.push(`node ${id} is not a member at the end: left out of the replica comparison`);
+    const config =
+      leaderNow === null
+        ? null
+        : ((await cluster.status(leaderNow))?.members as { id: number }[] | undefined);
+    const replicas = config
+      ? cluster.ids.filter((id) => config.some((m) => m.id === id))
+      : cluster.ids;
+    for (const id of cluster.ids)
+      if (!replicas.includes(id))
+        notes.push(`node ${id} is not a member at the end: left out of the replica comparison`);
     let replicaStates: { node: number; state: Map<string, string | null> }[] = [];
     let applied: Record<number, number | null> = {};
     for (let attempt = 0; attempt < 20; attempt++) {
@@ -341,14 +447,19 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
       await sleep(250);
     }
     for (const id of replicas) {
-      if (!replicaStates.some((r) => r.node === id)) notes.push(`node ${id}: stale reads incomplete, left out of the replica comparison`);
+      if (!replicaStates.some((r) => r.node === id))
+        notes.push(`node ${id}: stale reads incomplete, left out of the replica comparison`);
     }
     meta.finalAppliedIndex = applied;
     results = checkHistory(ops, { timeoutMs: 30_000 });
     final = checkFinal(ops, finalReads, replicaStates);
     const indexes = new Set(Object.values(applied));
     if (indexes.size !== 1 || indexes.has(null)) {
-      final.push({ kind: 'replica-divergence', message: `appliedIndex differs after convergence: ${JSON.stringify(applied)}`, nodes: replicas });
+      final.push({
+        kind: 'replica-divergence',
+        message: `appliedIndex differs after convergence: ${JSON.stringify(applied)}`,
+        nodes: replicas,
+      });
     }
     if (replicaStates.length < replicas.length) {
       // Not a proof of divergence, but the run can't claim the replicas are equal.
@@ -371,7 +482,8 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
   // ---- report --------------------------------------------------------------------------
   // Cut short by an error: still check what was recorded (an op still in flight counts as info).
   if (!results && ops.length > 0) results = checkHistory([...ops], { timeoutMs: 30_000 });
-  if (!results) results = { valid: 'unknown', keys: [], opsChecked: 0, statesExplored: 0, elapsedMs: 0 };
+  if (!results)
+    results = { valid: 'unknown', keys: [], opsChecked: 0, statesExplored: 0, elapsedMs: 0 };
   if (error) notes.push(`harness error: ${error.split('\n')[0]}`);
   if (faults.length === 0 && nemesisRef) {
     const n: Nemesis = nemesisRef;
@@ -383,19 +495,40 @@ async function runSchedule(opts: Options, index: number, net: NetnsNetwork | nul
   // A run that could not finish its checks proves nothing.
   if (error && verdict === 'PASS') verdict = 'UNKNOWN';
   const lostWrites = final.filter((f) => f.kind === 'lost-write').length;
-  const header = verdict !== json.verdict ? `VERDICT: ${verdict} (the checks passed, but: ${error!.split('\n')[0]})\n` : '';
-  const fullText = header + text + (notes.length ? `\nnotes\n${notes.map((n) => `  - ${n}`).join('\n')}\n` : '') +
+  const header =
+    verdict !== json.verdict
+      ? `VERDICT: ${verdict} (the checks passed, but: ${error!.split('\n')[0]})\n`
+      : '';
+  const fullText =
+    header +
+    text +
+    (notes.length ? `\nnotes\n${notes.map((n) => `  - ${n}`).join('\n')}\n` : '') +
     `\nlost acknowledged writes: ${lostWrites}\n`;
   writeFileSync(join(dir, 'history.json'), JSON.stringify({ meta, notes, ops, faults }, null, 0));
   writeFileSync(join(dir, 'report.txt'), fullText);
-  writeFileSync(join(dir, 'report.json'), JSON.stringify({ ...json, verdict, lostWrites, notes, error }, null, 2));
+  writeFileSync(
+    join(dir, 'report.json'),
+    JSON.stringify({ ...json, verdict, lostWrites, notes, error }, null, 2),
+  );
   writeFileSync(join(dir, 'latency.svg'), renderLatencySvg(ops, faults));
   writeFileSync(join(dir, 'nemesis.log'), lines.join('\n') + '\n');
-  return { seed, verdict, summary: json.summary, lostWrites, ops: ops.length, faults: (meta.faults ?? {}) as Record<string, number>, dir, notes };
+  return {
+    seed,
+    verdict,
+    summary: json.summary,
+    lostWrites,
+    ops: ops.length,
+    faults: (meta.faults ?? {}) as Record<string, number>,
+    dir,
+    notes,
+  };
 }
 
 /** Waits (bounded) until a leader lists every node as a voter and every node has applied its commit index. */
-async function converge(cluster: VerifyCluster, timeoutMs: number): Promise<{ ok: true } | { ok: false; why: string }> {
+async function converge(
+  cluster: VerifyCluster,
+  timeoutMs: number,
+): Promise<{ ok: true } | { ok: false; why: string }> {
   const deadline = Date.now() + timeoutMs;
   let why = 'no leader';
   while (Date.now() < deadline) {
@@ -403,30 +536,49 @@ async function converge(cluster: VerifyCluster, timeoutMs: number): Promise<{ ok
     if (leader !== null) {
       const ls = await cluster.status(leader);
       const statuses = await Promise.all(cluster.ids.map((id) => cluster.status(id)));
-      const voters = new Set((ls?.members ?? []).filter((m: { role: string }) => m.role === 'voter').map((m: { id: number }) => m.id));
+      const voters = new Set(
+        (ls?.members ?? [])
+          .filter((m: { role: string }) => m.role === 'voter')
+          .map((m: { id: number }) => m.id),
+      );
       const missing = cluster.ids.filter((id) => !voters.has(id));
-      const behind = statuses.map((s, i) => [cluster.ids[i]!, s] as const)
+      const behind = statuses
+        .map((s, i) => [cluster.ids[i]!, s] as const)
         .filter(([, s]) => !s || !ls || s.appliedIndex < ls.commitIndex);
       if (ls && missing.length === 0 && behind.length === 0) return { ok: true };
-      why = missing.length ? `not voters: ${missing.join(',')}` : `behind leader ${leader}'s commit ${ls?.commitIndex}: ${behind.map(([id, s]) => `${id}@${s?.appliedIndex ?? 'down'}`).join(', ')}`;
+      why = missing.length
+        ? `not voters: ${missing.join(',')}`
+        : `behind leader ${leader}'s commit ${ls?.commitIndex}: ${behind.map(([id, s]) => `${id}@${s?.appliedIndex ?? 'down'}`).join(', ')}`;
     }
     await sleep(200);
   }
   return { ok: false, why: `after ${timeoutMs} ms: ${why}` };
 }
 
-async function appliedIndexes(cluster: VerifyCluster, ids: number[]): Promise<Record<number, number | null>> {
+async function appliedIndexes(
+  cluster: VerifyCluster,
+  ids: number[],
+): Promise<Record<number, number | null>> {
   const out: Record<number, number | null> = {};
   for (const id of ids) out[id] = (await cluster.status(id, 3000))?.appliedIndex ?? null;
   return out;
 }
 
 /** Every key's local (stale) value on node id, or null when a read failed. */
-async function staleState(cluster: VerifyCluster, id: number, keys: number): Promise<Map<string, string | null> | null> {
+async function staleState(
+  cluster: VerifyCluster,
+  id: number,
+  keys: number,
+): Promise<Map<string, string | null> | null> {
   const state = new Map<string, string | null>();
   for (let k = 0; k < keys; k++) {
     try {
-      const a = await request(`${cluster.url(id)}/kv/${keyName(k)}?consistency=stale`, 'GET', undefined, 3000);
+      const a = await request(
+        `${cluster.url(id)}/kv/${keyName(k)}?consistency=stale`,
+        'GET',
+        undefined,
+        3000,
+      );
       if (a.status === 200) state.set(keyName(k), a.body.value);
       else if (a.status === 404) state.set(keyName(k), null);
       else return null;
@@ -437,17 +589,42 @@ async function staleState(cluster: VerifyCluster, id: number, keys: number): Pro
   return state;
 }
 
-async function finalRead(cluster: VerifyCluster, id: number, key: string, opId: number, process: number, clock: () => number): Promise<Op | null> {
+async function finalRead(
+  cluster: VerifyCluster,
+  id: number,
+  key: string,
+  opId: number,
+  process: number,
+  clock: () => number,
+): Promise<Op | null> {
   for (let attempt = 0; attempt < 3; attempt++) {
     const invokeMs = clock();
     try {
-      const a = await request(`${cluster.url(id)}/kv/${key}?consistency=linearizable`, 'GET', undefined, 5000);
+      const a = await request(
+        `${cluster.url(id)}/kv/${key}?consistency=linearizable`,
+        'GET',
+        undefined,
+        5000,
+      );
       const completeMs = clock();
       const absent = a.status === 404 && a.body?.error?.code === ErrorCodes.NOT_FOUND;
       if (a.status === 200 || absent) {
-        return { id: opId, process, type: 'read', key, value: absent ? null : a.body.value, invokeMs, completeMs, outcome: 'ok', node: id, index: a.body.index };
+        return {
+          id: opId,
+          process,
+          type: 'read',
+          key,
+          value: absent ? null : a.body.value,
+          invokeMs,
+          completeMs,
+          outcome: 'ok',
+          node: id,
+          index: a.body.index,
+        };
       }
-    } catch { /* retry */ }
+    } catch {
+      /* retry */
+    }
     await sleep(500);
   }
   return null;
@@ -496,19 +673,30 @@ async function main(): Promise<number> {
     } else {
       netNote = 'network namespaces off (--no-netns): nodes on 127.0.0.1';
     }
-    log(`seed ${opts.seed}, ${opts.schedules} × ${opts.durationMs / 1000} s, ${opts.nodes} nodes, nemeses ${[...opts.nemesis].join(',') || 'none'}, ` +
-      `${net ? `namespaces ${net.subnet}` : 'loopback'}; output in ${opts.out}`);
+    log(
+      `seed ${opts.seed}, ${opts.schedules} × ${opts.durationMs / 1000} s, ${opts.nodes} nodes, nemeses ${[...opts.nemesis].join(',') || 'none'}, ` +
+        `${net ? `namespaces ${net.subnet}` : 'loopback'}; output in ${opts.out}`,
+    );
     if (netNote) log(netNote);
     const results: ScheduleResult[] = [];
     for (let i = 0; i < opts.schedules && !interrupted; i++) {
       const r = await runSchedule(opts, i, net, netNote);
       results.push(r);
-      log(`schedule ${i + 1}/${opts.schedules} seed ${r.seed}: ${r.verdict} — ${r.summary}; ${r.ops} ops; lost writes ${r.lostWrites}; ` +
-        `faults ${JSON.stringify(r.faults)}; report ${join(r.dir, 'report.txt')}`);
+      log(
+        `schedule ${i + 1}/${opts.schedules} seed ${r.seed}: ${r.verdict} — ${r.summary}; ${r.ops} ops; lost writes ${r.lostWrites}; ` +
+          `faults ${JSON.stringify(r.faults)}; report ${join(r.dir, 'report.txt')}`,
+      );
     }
-    const pass = results.length === opts.schedules && results.every((r) => r.verdict === 'PASS' && r.lostWrites === 0);
-    writeFileSync(join(opts.out, 'summary.json'), JSON.stringify({ pass, options: { ...opts, nemesis: [...opts.nemesis] }, results }, null, 2));
-    log(`${pass ? 'PASS' : 'FAIL'}: ${results.filter((r) => r.verdict === 'PASS').length}/${opts.schedules} schedules passed`);
+    const pass =
+      results.length === opts.schedules &&
+      results.every((r) => r.verdict === 'PASS' && r.lostWrites === 0);
+    writeFileSync(
+      join(opts.out, 'summary.json'),
+      JSON.stringify({ pass, options: { ...opts, nemesis: [...opts.nemesis] }, results }, null, 2),
+    );
+    log(
+      `${pass ? 'PASS' : 'FAIL'}: ${results.filter((r) => r.verdict === 'PASS').length}/${opts.schedules} schedules passed`,
+    );
     return pass ? 0 : 1;
   } finally {
     await cleanupAll();
@@ -518,14 +706,25 @@ async function main(): Promise<number> {
 
 function destroyNetnsSync(net: NetnsNetwork): void {
   for (const id of [...net.nodes.keys()]) {
-    try { execFileSync('ip', ['netns', 'del', net.nsOf(id)], { timeout: 5000, stdio: 'ignore' }); } catch { /* gone */ }
+    try {
+      execFileSync('ip', ['netns', 'del', net.nsOf(id)], { timeout: 5000, stdio: 'ignore' });
+    } catch {
+      /* gone */
+    }
   }
-  try { execFileSync('ip', ['link', 'del', net.bridge], { timeout: 5000, stdio: 'ignore' }); } catch { /* gone */ }
+  try {
+    execFileSync('ip', ['link', 'del', net.bridge], { timeout: 5000, stdio: 'ignore' });
+  } catch {
+    /* gone */
+  }
   rmSync(net.markerPath, { force: true });
 }
 
-main().then((code) => process.exit(code), async (err) => {
-  console.error('verify: failed:', err);
-  await cleanupAll();
-  process.exit(1);
-});
+main().then(
+  (code) => process.exit(code),
+  async (err) => {
+    console.error('verify: failed:', err);
+    await cleanupAll();
+    process.exit(1);
+  },
+);

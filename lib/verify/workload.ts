@@ -84,7 +84,16 @@ export class Workload {
         const r = rng.next();
         const type: OpType = r < 0.5 ? 'read' : r < 0.8 ? 'write' : 'cas';
         const key = keyName(rng.int(0, keys - 1));
-        const op: Op = { id: this.newId(), process, type, key, invokeMs: 0, completeMs: null, outcome: 'info', node };
+        const op: Op = {
+          id: this.newId(),
+          process,
+          type,
+          key,
+          invokeMs: 0,
+          completeMs: null,
+          outcome: 'info',
+          node,
+        };
         let method = 'GET';
         let path = `/kv/${key}?consistency=${this.options.reads ?? 'linearizable'}`;
         let body: string | undefined;
@@ -105,7 +114,13 @@ export class Workload {
         op.invokeMs = clock();
         let move = false;
         try {
-          const answer = await request(`${cluster.url(node)}${path}`, method, body, timeoutMs, agent);
+          const answer = await request(
+            `${cluster.url(node)}${path}`,
+            method,
+            body,
+            timeoutMs,
+            agent,
+          );
           op.completeMs = clock();
           move = this.#classify(op, answer);
         } catch (err) {
@@ -182,11 +197,17 @@ export class LoadGenerator {
   #active = 0;
   #done: Promise<void> = Promise.resolve();
 
-  constructor(readonly cluster: VerifyCluster, readonly writers: number, readonly rng: Rng) {}
+  constructor(
+    readonly cluster: VerifyCluster,
+    readonly writers: number,
+    readonly rng: Rng,
+  ) {}
 
   start(): void {
     if (this.#active++ > 0) return;
-    this.#done = Promise.all(Array.from({ length: this.writers }, (_, w) => this.#writer(w, this.rng.fork(100 + w)))).then(() => {});
+    this.#done = Promise.all(
+      Array.from({ length: this.writers }, (_, w) => this.#writer(w, this.rng.fork(100 + w))),
+    ).then(() => {});
   }
 
   /** Resolves when the writers have stopped (their last requests answered or timed out). */
@@ -202,7 +223,9 @@ export class LoadGenerator {
     let n = 0;
     try {
       while (this.#active > 0) {
-        const ids = cluster.ids.filter((id) => cluster.alive(id) && cluster.state.get(id) === 'running');
+        const ids = cluster.ids.filter(
+          (id) => cluster.alive(id) && cluster.state.get(id) === 'running',
+        );
         if (ids.length === 0) {
           await sleep(50);
           continue;
@@ -210,7 +233,13 @@ export class LoadGenerator {
         const id = rng.pick(ids);
         n++;
         try {
-          const a = await request(`${cluster.url(id)}/kv/load-${w}-${n % 16}`, 'PUT', String(n), 2000, agent);
+          const a = await request(
+            `${cluster.url(id)}/kv/load-${w}-${n % 16}`,
+            'PUT',
+            String(n),
+            2000,
+            agent,
+          );
           if (a.status === 200) this.acked++;
           else this.failed++;
           if (a.status !== 200) await sleep(20);

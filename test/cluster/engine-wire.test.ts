@@ -39,7 +39,12 @@ function rawHandshake(id: number, addressLength: bigint | number, address: Buffe
 }
 
 /** A message: preamble (type, version in byte 2, header length), header, payload. */
-function frame(type: number, header: Buffer, payload = Buffer.alloc(0), version = 0): Buffer {
+function frame(
+  type: number,
+  header: Buffer,
+  payload: Buffer = Buffer.alloc(0),
+  version = 0,
+): Buffer {
   const preamble = Buffer.alloc(8);
   preamble[0] = type;
   preamble[2] = version;

@@ -1,9 +1,21 @@
 // Multi-node integration tests: every node is a real child process (test/fixtures/node-process.mjs)
 // with its own data directory on disk, talking raft over loopback TCP. Waits are bounded;
 // nothing asserts on timing. Every child is killed in afterEach.
-import { Cluster, type FsmState, type NodeProcess, type RawRecord, type Status, waitFor } from '../helpers/cluster.js';
+import {
+  Cluster,
+  type FsmState,
+  type NodeProcess,
+  type RawRecord,
+  type Status,
+  waitFor,
+} from '../helpers/cluster.js';
 
-type ProposeError = { code: string; message: string; mayHaveApplied?: boolean; leader?: { id: number } | null };
+type ProposeError = {
+  code: string;
+  message: string;
+  mayHaveApplied?: boolean;
+  leader?: { id: number } | null;
+};
 type ProposeResult = { ok?: number; error?: ProposeError };
 type BytesResult = ProposeResult & { length: number; digest: string };
 type LoadResult = { elapsedMs: number; latencies: number[]; failed: number };
@@ -13,7 +25,9 @@ const keys = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => 
 
 /** Proposes `set` commands for `names` on `node`; every one must succeed. Returns the highest index. */
 async function proposeAll(node: NodeProcess, names: string[]): Promise<number> {
-  const results = await node.call<ProposeResult[]>('propose', { commands: names.map((k) => set(k)) });
+  const results = await node.call<ProposeResult[]>('propose', {
+    commands: names.map((k) => set(k)),
+  });
   const failed = results.filter((r) => r.ok === undefined);
   expect(failed).toEqual([]);
   return Math.max(...results.map((r) => r.ok!));
@@ -67,8 +81,12 @@ describe('three nodes in child processes', () => {
     const batch = async (b: number): Promise<void> => {
       const names = keys(`b${b}-`, 100);
       try {
-        const results = await leader.call<ProposeResult[]>('propose', { commands: names.map((k) => set(k)) });
-        results.forEach((r, i) => { if (r.ok !== undefined) acked.add(names[i]!); });
+        const results = await leader.call<ProposeResult[]>('propose', {
+          commands: names.map((k) => set(k)),
+        });
+        results.forEach((r, i) => {
+          if (r.ok !== undefined) acked.add(names[i]!);
+        });
       } catch {
         // the leader died before answering: nothing in this batch was acknowledged
       }
@@ -84,7 +102,12 @@ describe('three nodes in child processes', () => {
     expect(newLeader.spec.id).not.toBe(leader.spec.id);
     const last = await proposeAll(newLeader, keys('after-', 100));
     const states = await cluster.converge(last);
-    expect([...states.keys()].sort()).toEqual(cluster.others(leader).map((n) => n.spec.id).sort());
+    expect([...states.keys()].sort()).toEqual(
+      cluster
+        .others(leader)
+        .map((n) => n.spec.id)
+        .sort(),
+    );
     sameState(states);
     for (const s of states.values()) {
       const present = new Set(s.keys);
@@ -115,8 +138,13 @@ describe('three nodes in child processes', () => {
     await waitFor('all three nodes to agree on the leader', async () => {
       const statuses = await Promise.all(cluster.running().map((n) => n.call<Status>('status')));
       const leaders = new Set(statuses.map((s) => s.leader?.id));
-      return statuses.length === 3 && leaders.size === 1 && !leaders.has(undefined) &&
-        statuses.filter((s) => s.role === 'leader').length === 1 && statuses.some((s) => s.id === id && s.role === 'follower');
+      return (
+        statuses.length === 3 &&
+        leaders.size === 1 &&
+        !leaders.has(undefined) &&
+        statuses.filter((s) => s.role === 'leader').length === 1 &&
+        statuses.some((s) => s.id === id && s.role === 'follower')
+      );
     });
   });
 
@@ -130,7 +158,11 @@ describe('three nodes in child processes', () => {
     expect(before.snapshot.index).toBe(0); // it has no snapshot of its own
     await follower.kill();
 
-    const load = await leader.call<LoadResult>('load', { count: 2000, concurrency: 64, prefix: 'L' }, 60_000);
+    const load = await leader.call<LoadResult>(
+      'load',
+      { count: 2000, concurrency: 64, prefix: 'L' },
+      60_000,
+    );
     expect(load.failed).toBe(0);
     const leaderStatus = await leader.call<Status>('status');
     // The leader's log no longer holds the entry after the follower's last one.
@@ -155,8 +187,14 @@ describe('three nodes in child processes', () => {
     // On a follower a membership change is refused with a coded error (the engine itself
     // would abort the process: it asserts leadership), and the follower keeps running.
     const follower = cluster.others(leader)[0]!;
-    for (const [cmd, args] of [['addMember', { member: { id: 4, address: spec.address } }], ['removeMember', { id: leader.spec.id }]] as const) {
-      await expect(follower.call(cmd, args)).rejects.toMatchObject({ code: 'PREVAIL_NOT_LEADER', leader: { id: leader.spec.id } });
+    for (const [cmd, args] of [
+      ['addMember', { member: { id: 4, address: spec.address } }],
+      ['removeMember', { id: leader.spec.id }],
+    ] as const) {
+      await expect(follower.call(cmd, args)).rejects.toMatchObject({
+        code: 'PREVAIL_NOT_LEADER',
+        leader: { id: leader.spec.id },
+      });
     }
     expect((await follower.call<Status>('status')).role).toBe('follower');
     // join: no bootstrap, so the new node starts with no configuration at all.
@@ -173,7 +211,12 @@ describe('three nodes in child processes', () => {
     sameState(states);
     expect(states.get(4)!.size).toBe(200);
     let members = (await leader.call<Status>('status')).members;
-    expect(members.map((m) => [m.id, m.role]).sort()).toEqual([[1, 'voter'], [2, 'voter'], [3, 'voter'], [4, 'voter']]);
+    expect(members.map((m) => [m.id, m.role]).sort()).toEqual([
+      [1, 'voter'],
+      [2, 'voter'],
+      [3, 'voter'],
+      [4, 'voter'],
+    ]);
     const joined = await joiner.call<Status>('status');
     expect(joined.leader?.id).toBe(leader.spec.id);
     expect(joined.members.map((m) => m.id).sort()).toEqual([1, 2, 3, 4]);
@@ -207,13 +250,20 @@ describe('three nodes in child processes', () => {
     const lagging = cluster.others(leader)[0]!;
     await lagging.kill();
     await proposeAll(leader, keys('before', 5));
-    await leader.call('addMember', { member: { id: 4, address: '127.0.0.1:9' }, role: 'spare' }, 30_000);
+    await leader.call(
+      'addMember',
+      { member: { id: 4, address: '127.0.0.1:9' }, role: 'spare' },
+      30_000,
+    );
     const last = await proposeAll(leader, keys('after', 5));
-    const back = await cluster.start(lagging.spec.id);  // receives the missing entries, the change inside a batch
+    const back = await cluster.start(lagging.spec.id); // receives the missing entries, the change inside a batch
     await cluster.converge(last, 15_000, [back]);
     await leader.call('transfer', { id: back.spec.id });
-    await waitFor('the caught-up node to lead', async () => (await back.call<Status>('status')).role === 'leader');
-    await back.call('removeMember', { id: 4 }, 30_000);  // MEMBERSHIP_BUSY before the fix
+    await waitFor(
+      'the caught-up node to lead',
+      async () => (await back.call<Status>('status')).role === 'leader',
+    );
+    await back.call('removeMember', { id: 4 }, 30_000); // MEMBERSHIP_BUSY before the fix
     expect((await back.call<Status>('status')).members.map((m) => m.id).sort()).toEqual([1, 2, 3]);
   });
 
@@ -222,14 +272,27 @@ describe('three nodes in child processes', () => {
     const leader = await cluster.leader();
     await cluster.converge(await proposeAll(leader, keys('a', 50)));
     const target = cluster.others(leader)[1]!;
-    const to = await leader.call<{ id: number; address: string }>('transfer', { id: target.spec.id }, 15_000);
+    const to = await leader.call<{ id: number; address: string }>(
+      'transfer',
+      { id: target.spec.id },
+      15_000,
+    );
     expect(to.id).toBe(target.spec.id);
 
-    await waitFor('every node to follow the new leader', async () => {
-      const statuses = await Promise.all(cluster.running().map((n) => n.call<Status>('status')));
-      return statuses.every((s) => s.leader?.id === target.spec.id &&
-        s.role === (s.id === target.spec.id ? 'leader' : 'follower')) || undefined;
-    }, 10_000);
+    await waitFor(
+      'every node to follow the new leader',
+      async () => {
+        const statuses = await Promise.all(cluster.running().map((n) => n.call<Status>('status')));
+        return (
+          statuses.every(
+            (s) =>
+              s.leader?.id === target.spec.id &&
+              s.role === (s.id === target.spec.id ? 'leader' : 'follower'),
+          ) || undefined
+        );
+      },
+      10_000,
+    );
     const last = await proposeAll(target, keys('b', 50));
     const [refused] = await leader.call<ProposeResult[]>('propose', { commands: [set('x')] });
     expect(refused!.error!.code).toBe('PREVAIL_NOT_LEADER');
@@ -241,12 +304,19 @@ describe('three nodes in child processes', () => {
 
   test('close with thousands of proposals in flight settles every one and the process exits by itself', async () => {
     cluster = await Cluster.create(3, timing);
-    type Closed = { results: ProposeResult[]; close: { resolved?: boolean; error?: ProposeError }; status: Status };
+    type Closed = {
+      results: ProposeResult[];
+      close: { resolved?: boolean; error?: ProposeError };
+      status: Status;
+    };
     const check = (out: Closed, count: number) => {
       expect(out.close).toEqual({ resolved: true });
       expect(out.results).toHaveLength(count);
-      const unexpected = out.results.filter((r) => r.ok === undefined &&
-        !(r.error?.code === 'PREVAIL_CLOSED' && r.error.mayHaveApplied === true));
+      const unexpected = out.results.filter(
+        (r) =>
+          r.ok === undefined &&
+          !(r.error?.code === 'PREVAIL_CLOSED' && r.error.mayHaveApplied === true),
+      );
       expect(unexpected).toEqual([]);
       expect(out.status.role).toBe('closed');
     };
@@ -262,8 +332,11 @@ describe('three nodes in child processes', () => {
     // 2: no drain at all: whatever is not applied by the cut-off is rejected with PREVAIL_CLOSED.
     await cluster.start(first.spec.id);
     const second = await cluster.leader(15_000);
-    const out2 = await second.call<Closed>('proposeThenClose', { count: 3000, prefix: 'q',
-      closeOptions: { drainTimeoutMs: 0 } }, 30_000);
+    const out2 = await second.call<Closed>(
+      'proposeThenClose',
+      { count: 3000, prefix: 'q', closeOptions: { drainTimeoutMs: 0 } },
+      30_000,
+    );
     check(out2, 3000);
     expect(await second.waitExit(10_000)).toBe(0);
 
@@ -317,10 +390,16 @@ describe('three nodes in child processes', () => {
     const before = await follower.call<Status>('status');
     await follower.kill();
     await proposeBytes(leader, [9, 0, 100_001, 7, 1], 50);
-    const load = await leader.call<LoadResult>('load', { count: 300, concurrency: 32, prefix: 'L' }, 30_000);
+    const load = await leader.call<LoadResult>(
+      'load',
+      { count: 300, concurrency: 32, prefix: 'L' },
+      30_000,
+    );
     expect(load.failed).toBe(0);
     const tail = await proposeBytes(leader, [1, 7, 0, 9, 99_999], 80); // most likely sent as log entries
-    expect((await leader.call<Status>('status')).snapshot.index - 16).toBeGreaterThan(before.lastIndex);
+    expect((await leader.call<Status>('status')).snapshot.index - 16).toBeGreaterThan(
+      before.lastIndex,
+    );
     await cluster.start(id);
     states = await verify(tail);
     expect(states.get(id)!.restores).toBeGreaterThanOrEqual(1);

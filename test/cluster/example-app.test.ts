@@ -11,7 +11,11 @@ import { consecutiveFreePorts, freePorts, tempDir } from '../helpers/cluster.js'
 
 const script = join(process.cwd(), 'examples', 'app', 'server.mjs');
 
-interface Reply { status: number; location: string | undefined; body: string }
+interface Reply {
+  status: number;
+  location: string | undefined;
+  body: string;
+}
 
 class AppProcess {
   readonly child: ChildProcess;
@@ -20,17 +24,30 @@ class AppProcess {
   output = '';
 
   constructor(env: Record<string, string>) {
-    this.child = spawn(process.execPath, [script], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
+    this.child = spawn(process.execPath, [script], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.exited = new Promise((resolve) =>
+      this.child.once('exit', (code, signal) => resolve({ code, signal })),
+    );
     this.ready = new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`app did not start within 20 s:\n${this.output}`)), 20_000);
+      const timer = setTimeout(
+        () => reject(new Error(`app did not start within 20 s:\n${this.output}`)),
+        20_000,
+      );
       const onData = (chunk: Buffer) => {
         this.output += chunk.toString();
         const m = /listening on (http:\/\/\S+?)\/? /.exec(this.output);
-        if (m) { clearTimeout(timer); resolve(m[1]!); }
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]!);
+        }
       };
       this.child.stdout!.on('data', onData);
-      this.child.stderr!.on('data', (chunk: Buffer) => { this.output += chunk.toString(); });
+      this.child.stderr!.on('data', (chunk: Buffer) => {
+        this.output += chunk.toString();
+      });
       void this.exited.then(({ code, signal }) => {
         clearTimeout(timer);
         reject(new Error(`app exited (${code ?? signal}) before it listened:\n${this.output}`));
@@ -43,9 +60,16 @@ class AppProcess {
   }
 
   /** Waits (bounded) for the exit; 'timeout' if the process is still running. */
-  async waitExit(timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'timeout'> {
+  async waitExit(
+    timeoutMs: number,
+  ): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'timeout'> {
     let timer: NodeJS.Timeout | undefined;
-    const r = await Promise.race([this.exited, new Promise<'timeout'>((res) => { timer = setTimeout(() => res('timeout'), timeoutMs); })]);
+    const r = await Promise.race([
+      this.exited,
+      new Promise<'timeout'>((res) => {
+        timer = setTimeout(() => res('timeout'), timeoutMs);
+      }),
+    ]);
     clearTimeout(timer);
     return r;
   }
@@ -53,40 +77,86 @@ class AppProcess {
   /** kill -9 by pid, then a bounded wait for the exit (so the data directory's lock is free). */
   async kill(): Promise<void> {
     if (this.alive && this.child.pid !== undefined) {
-      try { process.kill(this.child.pid, 'SIGKILL'); } catch { /* already gone */ }
+      try {
+        process.kill(this.child.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
     }
     await this.waitExit(10_000);
   }
 }
 
-function http(base: string, method: string, path: string, form?: Record<string, string | number> | string,
-  headers: Record<string, string> = {}): Promise<Reply> {
-  const body = form === undefined ? undefined
-    : typeof form === 'string' ? form
-      : new URLSearchParams(Object.entries(form).map(([k, v]): [string, string] => [k, String(v)])).toString();
+function http(
+  base: string,
+  method: string,
+  path: string,
+  form?: Record<string, string | number> | string,
+  headers: Record<string, string> = {},
+): Promise<Reply> {
+  const body =
+    form === undefined
+      ? undefined
+      : typeof form === 'string'
+        ? form
+        : new URLSearchParams(
+            Object.entries(form).map(([k, v]): [string, string] => [k, String(v)]),
+          ).toString();
   return new Promise((resolve, reject) => {
-    const req = request(new URL(path, base), {
-      method, agent: false,
-      headers: body === undefined ? headers
-        : { 'content-type': 'application/x-www-form-urlencoded', 'content-length': String(Buffer.byteLength(body)), ...headers },
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, location: res.headers.location, body: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
+    const req = request(
+      new URL(path, base),
+      {
+        method,
+        agent: false,
+        headers:
+          body === undefined
+            ? headers
+            : {
+                'content-type': 'application/x-www-form-urlencoded',
+                'content-length': String(Buffer.byteLength(body)),
+                ...headers,
+              },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode!,
+            location: res.headers.location,
+            body: Buffer.concat(chunks).toString('utf8'),
+          }),
+        );
+        res.on('error', reject);
+      },
+    );
     req.setTimeout(15_000, () => req.destroy(new Error(`${method} ${path} timed out`)));
     req.on('error', reject);
     req.end(body);
   });
 }
 
-const unescapeHtml = (s: string) => s.replace(/&amp;/g, '&').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;/g, "'");
-const escapeHtml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
+const unescapeHtml = (s: string) =>
+  s
+    .replace(/&amp;/g, '&')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'");
+const escapeHtml = (s: string) =>
+  s
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&#39;');
 /** Issue ids of the table rows, in page order. */
-const rowIds = (html: string) => [...html.matchAll(/<tr data-issue="(\d+)">/g)].map((m) => Number(m[1]));
-const userRows = (html: string) => [...html.matchAll(/<tr data-user="([^"]+)">/g)].map((m) => m[1]!).sort();
-const errorOf = (html: string) => unescapeHtml(/<p class="error" role="alert">([^<]*)<\/p>/.exec(html)?.[1] ?? '');
+const rowIds = (html: string) =>
+  [...html.matchAll(/<tr data-issue="(\d+)">/g)].map((m) => Number(m[1]));
+const userRows = (html: string) =>
+  [...html.matchAll(/<tr data-user="([^"]+)">/g)].map((m) => m[1]!).sort();
+const errorOf = (html: string) =>
+  unescapeHtml(/<p class="error" role="alert">([^<]*)<\/p>/.exec(html)?.[1] ?? '');
 const relLink = (html: string, rel: 'next' | 'prev') => {
   const m = new RegExp(`rel="${rel}" href="([^"]+)"`).exec(html);
   return m ? unescapeHtml(m[1]!) : null;
@@ -101,11 +171,20 @@ function toggleLink(html: string): string {
   if (!m) throw new Error('no close/reopen button in the page');
   return m[1]!;
 }
-const titleOf = (html: string) => unescapeHtml(/<h1>#\d+ <span class="issue-title[^"]*">([^<]*)<\/span>/.exec(html)?.[1] ?? '');
+const titleOf = (html: string) =>
+  unescapeHtml(/<h1>#\d+ <span class="issue-title[^"]*">([^<]*)<\/span>/.exec(html)?.[1] ?? '');
 const revisionOf = (html: string) => Number(/revision (\d+)/.exec(html)?.[1]);
 const statusOf = (html: string) => /<p class="muted">(open|closed) · priority/.exec(html)?.[1];
 
-interface IssueRecord { id: number; title: string; author: string; priority: number; status: 'open' | 'closed'; rev: number; deleted?: boolean }
+interface IssueRecord {
+  id: number;
+  title: string;
+  author: string;
+  priority: number;
+  status: 'open' | 'closed';
+  rev: number;
+  deleted?: boolean;
+}
 
 describe('example app', () => {
   const apps: AppProcess[] = [];
@@ -129,11 +208,16 @@ describe('example app', () => {
     const env = { PORT: String(port), DATA_DIR: dataDir, RAFT_ADDRESS: `127.0.0.1:${raftPort}` };
     let { app, url } = await startApp(env);
     const get = (path: string) => http(url, 'GET', path);
-    const post = (path: string, form: Record<string, string | number> = {}) => http(url, 'POST', path, form);
+    const post = (path: string, form: Record<string, string | number> = {}) =>
+      http(url, 'POST', path, form);
 
     // ---- people: create, unique handle and email -----------------------------------
     const users = new Map<string, string>();
-    for (const [handle, name] of [['ada', 'Ada Lovelace'], ['grace', 'Grace Hopper'], ['linus', 'Linus T']] as const) {
+    for (const [handle, name] of [
+      ['ada', 'Ada Lovelace'],
+      ['grace', 'Grace Hopper'],
+      ['linus', 'Linus T'],
+    ] as const) {
       const r = await post('/users', { handle, name, email: `${handle}@example.com` });
       expect(r).toMatchObject({ status: 303, location: `/u/${handle}` });
       users.set(handle, name);
@@ -150,9 +234,14 @@ describe('example app', () => {
     // ---- issues: create, validation changes nothing ---------------------------------
     const issues: IssueRecord[] = [];
     const specs = [
-      ['Login fails', 'ada', 3, ''], ['Crash on save', 'grace', 4, 'ada'], ['Typo in footer', 'ada', 1, ''],
-      ['Slow search', 'linus', 2, 'grace'], ['Dark mode', 'grace', 1, ''], ['Export CSV', 'ada', 2, 'linus'],
-      ['Memory leak', 'linus', 4, 'ada'], ['<script>alert(1)</script> & "quotes"', 'grace', 3, ''],
+      ['Login fails', 'ada', 3, ''],
+      ['Crash on save', 'grace', 4, 'ada'],
+      ['Typo in footer', 'ada', 1, ''],
+      ['Slow search', 'linus', 2, 'grace'],
+      ['Dark mode', 'grace', 1, ''],
+      ['Export CSV', 'ada', 2, 'linus'],
+      ['Memory leak', 'linus', 4, 'ada'],
+      ['<script>alert(1)</script> & "quotes"', 'grace', 3, ''],
     ] as const;
     for (const [title, author, priority, assignee] of specs) {
       r = await post('/issues', { title, body: `About: ${title}`, author, assignee, priority });
@@ -161,15 +250,26 @@ describe('example app', () => {
       expect(id).toBeGreaterThan(0);
       issues.push({ id, title, author, priority, status: 'open', rev: 1 });
     }
-    const allIds = () => issues.filter((i) => !i.deleted).map((i) => i.id).sort((a, b) => a - b);
-    const listed = async () => rowIds((await get('/?status=all&per=50')).body).sort((a, b) => a - b);
+    const allIds = () =>
+      issues
+        .filter((i) => !i.deleted)
+        .map((i) => i.id)
+        .sort((a, b) => a - b);
+    const listed = async () =>
+      rowIds((await get('/?status=all&per=50')).body).sort((a, b) => a - b);
     expect(await listed()).toEqual(allIds());
 
     for (const [form, message] of [
       [{ title: 'ab', author: 'ada', priority: 2 }, 'Title needs at least 3 characters.'],
-      [{ title: 'Valid title', author: 'nobody', priority: 2 }, 'Reporter: there is no user @nobody.'],
+      [
+        { title: 'Valid title', author: 'nobody', priority: 2 },
+        'Reporter: there is no user @nobody.',
+      ],
       [{ title: 'Valid title', author: 'ada', priority: 9 }, 'Pick a priority.'],
-      [{ title: 'Valid title', author: 'ada', priority: 2, assignee: 'ghost' }, 'Assignee: there is no user @ghost.'],
+      [
+        { title: 'Valid title', author: 'ada', priority: 2, assignee: 'ghost' },
+        'Assignee: there is no user @ghost.',
+      ],
     ] as const) {
       r = await post('/issues', form);
       expect(r.status).toBe(422);
@@ -210,9 +310,22 @@ describe('example app', () => {
     const open = () => issues.filter((i) => !i.deleted && i.status === 'open');
     const byNew = (a: IssueRecord, b: IssueRecord) => b.id - a.id;
     const byPriority = (a: IssueRecord, b: IssueRecord) => b.priority - a.priority || b.id - a.id;
-    expect(await walk('sort=new')).toEqual(open().sort(byNew).map((i) => i.id));
-    expect(await walk('sort=old')).toEqual(open().sort(byNew).reverse().map((i) => i.id));
-    expect(await walk('sort=priority')).toEqual(open().sort(byPriority).map((i) => i.id));
+    expect(await walk('sort=new')).toEqual(
+      open()
+        .sort(byNew)
+        .map((i) => i.id),
+    );
+    expect(await walk('sort=old')).toEqual(
+      open()
+        .sort(byNew)
+        .reverse()
+        .map((i) => i.id),
+    );
+    expect(await walk('sort=priority')).toEqual(
+      open()
+        .sort(byPriority)
+        .map((i) => i.id),
+    );
     // previous from page 2 is page 1
     const page1 = await get('/?sort=priority&per=3');
     const page2 = await get(relLink(page1.body, 'next')!);
@@ -229,8 +342,14 @@ describe('example app', () => {
     r = await get('/u/ada');
     expect(r.status).toBe(200);
     expect(sections(r.body)).toEqual({
-      reported: issues.filter((i) => i.author === 'ada').sort(byNew).map((i) => i.id),
-      assigned: specs.flatMap(([, , , assignee], n) => (assignee === 'ada' ? [issues[n]!] : [])).sort(byNew).map((i) => i.id),
+      reported: issues
+        .filter((i) => i.author === 'ada')
+        .sort(byNew)
+        .map((i) => i.id),
+      assigned: specs
+        .flatMap(([, , , assignee], n) => (assignee === 'ada' ? [issues[n]!] : []))
+        .sort(byNew)
+        .map((i) => i.id),
     });
     expect((await get('/u/nobody')).status).toBe(404);
 
@@ -238,7 +357,10 @@ describe('example app', () => {
     const comments: { issueId: number; body: string }[] = [];
     const typo = issues[2]!;
     const crash = issues[1]!;
-    for (const [issue, body] of [[crash, 'Seen it too, on save as well'], [typo, 'It says Copyrigth']] as const) {
+    for (const [issue, body] of [
+      [crash, 'Seen it too, on save as well'],
+      [typo, 'It says Copyrigth'],
+    ] as const) {
       r = await post(`/issues/${issue.id}/comments`, { author: 'grace', body });
       expect(r.status).toBe(303);
       expect(r.location).toMatch(new RegExp(`^/issues/${issue.id}#comment-\\d+$`));
@@ -259,7 +381,13 @@ describe('example app', () => {
     expect(r.status).toBe(200);
     expect(r.body).toContain('value="Login fails"');
     expect(r.body).not.toContain('type="hidden"'); // no id round-trips through the form
-    const editForm = { title: 'Login fails on Safari', body: 'Only Safari', assignee: 'grace', priority: 3, status: 'open' };
+    const editForm = {
+      title: 'Login fails on Safari',
+      body: 'Only Safari',
+      assignee: 'grace',
+      priority: 3,
+      status: 'open',
+    };
     r = await post(edit, editForm);
     expect(r).toMatchObject({ status: 303, location: `/issues/${login.id}` });
     login.title = editForm.title;
@@ -290,7 +418,12 @@ describe('example app', () => {
     const editA = closureLink(slowPage, 'edit');
     const editB = closureLink((await get(`/issues/${slow.id}`)).body, 'edit');
     expect(editA).not.toBe(editB);
-    const slowForm = { title: 'Slow search', body: `About: Slow search`, assignee: 'grace', status: 'open' };
+    const slowForm = {
+      title: 'Slow search',
+      body: `About: Slow search`,
+      assignee: 'grace',
+      status: 'open',
+    };
     expect((await post(editA, { ...slowForm, priority: 4 })).status).toBe(303);
     slow.priority = 4;
     slow.rev = 2;
@@ -312,8 +445,14 @@ describe('example app', () => {
     memory.status = 'closed';
     memory.rev = 2;
     expect(statusOf((await get(`/issues/${memory.id}`)).body)).toBe('closed');
-    expect(await walk('sort=new')).toEqual(open().sort(byNew).map((i) => i.id));
-    expect(await walk('status=closed&sort=old')).toEqual(issues.filter((i) => i.status === 'closed').map((i) => i.id));
+    expect(await walk('sort=new')).toEqual(
+      open()
+        .sort(byNew)
+        .map((i) => i.id),
+    );
+    expect(await walk('status=closed&sort=old')).toEqual(
+      issues.filter((i) => i.status === 'closed').map((i) => i.id),
+    );
 
     // ---- closure links: delete, then every link to the deleted issue behaves -----------
     const typoPage = (await get(`/issues/${typo.id}`)).body;
@@ -327,14 +466,19 @@ describe('example app', () => {
     r = await post(del);
     expect(r).toMatchObject({ status: 303, location: '/' });
     typo.deleted = true;
-    comments.splice(comments.findIndex((c) => c.issueId === typo.id), 1);
+    comments.splice(
+      comments.findIndex((c) => c.issueId === typo.id),
+      1,
+    );
     expect((await get(`/issues/${typo.id}`)).status).toBe(404);
-    expect((await get(del)).status).toBe(410);   // used up
+    expect((await get(del)).status).toBe(410); // used up
     expect((await post(del)).status).toBe(410);
-    r = await get(staleEdit);                     // still registered, but its object is gone
+    r = await get(staleEdit); // still registered, but its object is gone
     expect(r.status).toBe(404);
     expect(r.body).toContain(`Issue #${typo.id}`);
-    expect((await post(staleEdit, { title: 'Resurrected', priority: 2, status: 'open' })).status).toBe(404);
+    expect(
+      (await post(staleEdit, { title: 'Resurrected', priority: 2, status: 'open' })).status,
+    ).toBe(404);
     expect(await listed()).toEqual(allIds());
     expect((await get('/u/grace')).body).toContain('1 comment'); // the issue's comments went with it
 
@@ -346,39 +490,57 @@ describe('example app', () => {
     expect(r.body).toContain('vanish when the server restarts');
 
     // ---- kill -9 in the middle of a burst of writes, restart --------------------------
-    const liveLinks = [closureLink((await get(`/issues/${crash.id}`)).body, 'edit'), closureLink((await get('/')).body, 'delete')];
+    const liveLinks = [
+      closureLink((await get(`/issues/${crash.id}`)).body, 'edit'),
+      closureLink((await get('/')).body, 'delete'),
+    ];
     expect((await get(liveLinks[0]!)).status).toBe(200);
     // Four writers post new issues one after another; kill -9 lands while each has one in
     // flight. A 303 is an acknowledgement; a cut-off request may or may not have applied.
     const burst: { title: string; id?: number }[] = [];
     let acked = 0;
     let killed: Promise<void> | undefined;
-    await Promise.all([0, 1, 2, 3].map(async (w) => {
-      for (let n = 0; n < 100; n++) {
-        const b: { title: string; id?: number } = { title: `Burst ${w}.${n}` };
-        burst.push(b);
-        try {
-          const reply = await post('/issues', { title: b.title, author: 'linus', priority: 1 + (n % 4) });
-          expect(reply.status).toBe(303);
-          b.id = Number(/\/issues\/(\d+)$/.exec(reply.location ?? '')?.[1]);
-        } catch (err) {
-          if (!app.alive || killed) return; // cut off by the kill
-          throw err;
+    await Promise.all(
+      [0, 1, 2, 3].map(async (w) => {
+        for (let n = 0; n < 100; n++) {
+          const b: { title: string; id?: number } = { title: `Burst ${w}.${n}` };
+          burst.push(b);
+          try {
+            const reply = await post('/issues', {
+              title: b.title,
+              author: 'linus',
+              priority: 1 + (n % 4),
+            });
+            expect(reply.status).toBe(303);
+            b.id = Number(/\/issues\/(\d+)$/.exec(reply.location ?? '')?.[1]);
+          } catch (err) {
+            if (!app.alive || killed) return; // cut off by the kill
+            throw err;
+          }
+          if (++acked === 12) killed = app.kill();
         }
-        if (++acked === 12) killed = app.kill();
-      }
-    }));
+      }),
+    );
     await (killed ?? app.kill());
     expect(app.alive).toBe(false);
     for (const b of burst) {
-      if (b.id !== undefined) issues.push({ id: b.id, title: b.title, author: 'linus', priority: 0, status: 'open', rev: 1 });
+      if (b.id !== undefined)
+        issues.push({
+          id: b.id,
+          title: b.title,
+          author: 'linus',
+          priority: 0,
+          status: 'open',
+          rev: 1,
+        });
     }
     expect(acked).toBeGreaterThanOrEqual(12);
 
     ({ app, url } = await startApp(env));
 
     expect(userRows((await get('/users')).body)).toEqual([...users.keys()].sort());
-    for (const [handle, name] of users) expect((await get(`/u/${handle}`)).body).toContain(escapeHtml(name));
+    for (const [handle, name] of users)
+      expect((await get(`/u/${handle}`)).body).toContain(escapeHtml(name));
     for (const issue of issues) {
       r = await get(`/issues/${issue.id}`);
       if (issue.deleted) {
@@ -396,13 +558,17 @@ describe('example app', () => {
     expect(new Set(after).size).toBe(after.length);
     for (const id of allIds()) expect(after).toContain(id);
     expect(after).toEqual([...after].sort((a, b) => a - b));
-    expect(after.length).toBeLessThanOrEqual(allIds().length + burst.filter((b) => b.id === undefined).length);
+    expect(after.length).toBeLessThanOrEqual(
+      allIds().length + burst.filter((b) => b.id === undefined).length,
+    );
     // closure links die with the process that made them
     for (const link of [...liveLinks, edit2]) expect((await get(link)).status).toBe(410);
     // and the app goes on
     r = await post('/issues', { title: 'After the restart', author: 'ada', priority: 2 });
     expect(r.status).toBe(303);
-    expect(Number(/\/issues\/(\d+)$/.exec(r.location ?? '')?.[1])).toBeGreaterThan(Math.max(...after));
+    expect(Number(/\/issues\/(\d+)$/.exec(r.location ?? '')?.[1])).toBeGreaterThan(
+      Math.max(...after),
+    );
   });
 
   test('background work on the leader: a recurring schedule closes stale issues, a job records a digest', async () => {
@@ -410,11 +576,22 @@ describe('example app', () => {
     dirs.push(dataDir);
     const [port, raftPort] = await freePorts(2);
     const { url } = await startApp({
-      PORT: String(port), DATA_DIR: dataDir, RAFT_ADDRESS: `127.0.0.1:${raftPort}`,
-      STALE_AFTER_MS: '400', STALE_CHECK_EVERY_MS: '100', DIGEST_EVERY_MS: '100',
+      PORT: String(port),
+      DATA_DIR: dataDir,
+      RAFT_ADDRESS: `127.0.0.1:${raftPort}`,
+      STALE_AFTER_MS: '400',
+      STALE_CHECK_EVERY_MS: '100',
+      DIGEST_EVERY_MS: '100',
     });
-    expect((await http(url, 'POST', '/users', { handle: 'ada', name: 'Ada', email: 'ada@example.com' })).status).toBe(303);
-    const r = await http(url, 'POST', '/issues', { title: 'Left alone', author: 'ada', priority: 2 });
+    expect(
+      (await http(url, 'POST', '/users', { handle: 'ada', name: 'Ada', email: 'ada@example.com' }))
+        .status,
+    ).toBe(303);
+    const r = await http(url, 'POST', '/issues', {
+      title: 'Left alone',
+      author: 'ada',
+      priority: 2,
+    });
     const path = r.location!;
     expect(statusOf((await http(url, 'GET', path)).body)).toBe('open');
     const deadline = Date.now() + 20_000;
@@ -424,28 +601,41 @@ describe('example app', () => {
       if (statusOf(page) === 'closed' && /0 open, 1 closed, 1 people/.test(page)) break;
       await new Promise((res) => setTimeout(res, 100));
     }
-    expect(statusOf(page)).toBe('closed');              // closed by the scheduled closeStale
-    expect(page).toMatch(/0 open, 1 closed, 1 people/);  // the digest job saw it
+    expect(statusOf(page)).toBe('closed'); // closed by the scheduled closeStale
+    expect(page).toMatch(/0 open, 1 closed, 1 people/); // the digest job saw it
   });
 
   test('limits and errors: 413, 415, 404, 405, and SIGTERM exits by itself', async () => {
     const dataDir = tempDir('prevail-app-');
     dirs.push(dataDir);
     const [port, raftPort] = await freePorts(2);
-    const { app, url } = await startApp({ PORT: String(port), DATA_DIR: dataDir, RAFT_ADDRESS: `127.0.0.1:${raftPort}` });
+    const { app, url } = await startApp({
+      PORT: String(port),
+      DATA_DIR: dataDir,
+      RAFT_ADDRESS: `127.0.0.1:${raftPort}`,
+    });
     const big = 'x'.repeat(70 * 1024);
-    let r = await http(url, 'POST', '/users', { handle: 'big', name: big, email: 'big@example.com' });
+    let r = await http(url, 'POST', '/users', {
+      handle: 'big',
+      name: big,
+      email: 'big@example.com',
+    });
     expect(r.status).toBe(413);
-    r = await http(url, 'POST', '/users', JSON.stringify({ handle: 'json' }), { 'content-type': 'application/json' });
+    r = await http(url, 'POST', '/users', JSON.stringify({ handle: 'json' }), {
+      'content-type': 'application/json',
+    });
     expect(r.status).toBe(415);
     expect((await http(url, 'DELETE', '/users')).status).toBe(405);
     expect((await http(url, 'GET', '/nowhere')).status).toBe(404);
     expect((await http(url, 'GET', '/issues/12345')).status).toBe(404);
     r = await http(url, 'GET', '/users');
     expect(r.status).toBe(200);
-    expect(userRows(r.body)).toEqual([]);  // nothing got in
+    expect(userRows(r.body)).toEqual([]); // nothing got in
     // still serving after the refusals
-    expect((await http(url, 'POST', '/users', { handle: 'ok', name: 'OK', email: 'ok@example.com' })).status).toBe(303);
+    expect(
+      (await http(url, 'POST', '/users', { handle: 'ok', name: 'OK', email: 'ok@example.com' }))
+        .status,
+    ).toBe(303);
 
     app.child.kill('SIGTERM');
     const exit = await app.waitExit(15_000);
@@ -459,16 +649,37 @@ test('npm run cluster: 3 app nodes; writes on any node; kill -9 of the leader, t
   const httpBase = await consecutiveFreePorts(3);
   let raftBase = await consecutiveFreePorts(3);
   while (Math.abs(raftBase - httpBase) < 3) raftBase = await consecutiveFreePorts(3);
-  const launcher = spawn(process.execPath, [join(process.cwd(), 'examples', 'app', 'cluster.mjs')], {
-    env: { ...process.env, HTTP_PORT: String(httpBase), RAFT_PORT: String(raftBase), DATA_DIR: root, RESTART_MS: '500' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const launcher = spawn(
+    process.execPath,
+    [join(process.cwd(), 'examples', 'app', 'cluster.mjs')],
+    {
+      env: {
+        ...process.env,
+        HTTP_PORT: String(httpBase),
+        RAFT_PORT: String(raftBase),
+        DATA_DIR: root,
+        RESTART_MS: '500',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let output = '';
-  launcher.stdout!.on('data', (c: Buffer) => { output += c.toString(); });
-  launcher.stderr!.on('data', (c: Buffer) => { output += c.toString(); });
+  launcher.stdout!.on('data', (c: Buffer) => {
+    output += c.toString();
+  });
+  launcher.stderr!.on('data', (c: Buffer) => {
+    output += c.toString();
+  });
   const exited = new Promise<number | null>((res) => launcher.once('exit', (code) => res(code)));
   const pids = () => [...output.matchAll(/node \d+: pid (\d+)/g)].map((m) => Number(m[1]));
-  const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
   const until = async (what: string, probe: () => boolean | Promise<boolean>, ms = 20_000) => {
     const deadline = Date.now() + ms;
     while (!(await probe())) {
@@ -478,40 +689,73 @@ test('npm run cluster: 3 app nodes; writes on any node; kill -9 of the leader, t
   };
   const url = (id: number) => `http://127.0.0.1:${httpBase + id - 1}`;
   try {
-    await until('3 nodes listening and a leader', () => (output.match(/listening on/g) ?? []).length >= 3 && /leader: node \d/.test(output));
-    const leaderOf = () => Number([...output.matchAll(/leader: node (\d+) \(pid (\d+)/g)].at(-1)![1]);
+    await until(
+      '3 nodes listening and a leader',
+      () => (output.match(/listening on/g) ?? []).length >= 3 && /leader: node \d/.test(output),
+    );
+    const leaderOf = () =>
+      Number([...output.matchAll(/leader: node (\d+) \(pid (\d+)/g)].at(-1)![1]);
     const leader = leaderOf();
     const leaderPid = Number([...output.matchAll(/leader: node (\d+) \(pid (\d+)/g)].at(-1)![2]);
     const followers = [1, 2, 3].filter((id) => id !== leader);
     // A write on a follower (forwarded), visible on the other follower once it applied it.
     // Right after the election the follower may not know the leader's channel yet: it answers
     // 503 "Not available" (nothing saved), and a client tries again, as the page tells it to.
-    let r = await http(url(followers[0]!), 'POST', '/users', { handle: 'ada', name: 'Ada', email: 'ada@example.com' });
+    let r = await http(url(followers[0]!), 'POST', '/users', {
+      handle: 'ada',
+      name: 'Ada',
+      email: 'ada@example.com',
+    });
     for (let tries = 0; r.status === 503 && /Not available/.test(r.body) && tries < 100; tries++) {
       await new Promise((res) => setTimeout(res, 100));
-      r = await http(url(followers[0]!), 'POST', '/users', { handle: 'ada', name: 'Ada', email: 'ada@example.com' });
+      r = await http(url(followers[0]!), 'POST', '/users', {
+        handle: 'ada',
+        name: 'Ada',
+        email: 'ada@example.com',
+      });
     }
     expect(r).toMatchObject({ status: 303, location: '/u/ada' });
     await until('the write on every node', async () =>
-      (await Promise.all([1, 2, 3].map(async (id) => userRows((await http(url(id), 'GET', '/users')).body).includes('ada')))).every(Boolean));
+      (
+        await Promise.all(
+          [1, 2, 3].map(async (id) =>
+            userRows((await http(url(id), 'GET', '/users')).body).includes('ada'),
+          ),
+        )
+      ).every(Boolean),
+    );
     // kill -9 the leader: the survivors elect another and take writes.
     process.kill(leaderPid, 'SIGKILL');
     await until('a new leader', () => leaderOf() !== leader);
     for (const id of followers) {
-      r = await http(url(id), 'POST', '/users', { handle: `after${id}`, name: 'After', email: `after${id}@example.com` });
+      r = await http(url(id), 'POST', '/users', {
+        handle: `after${id}`,
+        name: 'After',
+        email: `after${id}@example.com`,
+      });
       expect(r.status).toBe(303);
     }
     // The launcher restarts the dead node, which catches up from the others.
     await until('the old leader back with every write', async () => {
       try {
-        return userRows((await http(url(leader), 'GET', '/users')).body).join() === ['ada', ...followers.map((id) => `after${id}`)].sort().join();
+        return (
+          userRows((await http(url(leader), 'GET', '/users')).body).join() ===
+          ['ada', ...followers.map((id) => `after${id}`)].sort().join()
+        );
       } catch {
         return false;
       }
     });
     launcher.kill('SIGTERM');
     let timer: NodeJS.Timeout | undefined;
-    expect(await Promise.race([exited, new Promise((r) => { timer = setTimeout(() => r('timeout'), 15_000); })])).toBe(0);
+    expect(
+      await Promise.race([
+        exited,
+        new Promise((r) => {
+          timer = setTimeout(() => r('timeout'), 15_000);
+        }),
+      ]),
+    ).toBe(0);
     clearTimeout(timer);
     await until('every node process gone', () => pids().every((pid) => !alive(pid)), 15_000);
   } finally {
@@ -525,10 +769,13 @@ test('closure registry: links expire after the TTL, the least recently used go b
   type Registry = {
     link(fn: (call: Record<string, unknown>) => unknown, options?: { ttlMs?: number }): string;
     resolve(id: string): ((call?: Record<string, unknown>) => unknown) | undefined;
-    revoke(id: string): boolean; sweep(): number; close(): void; readonly size: number;
+    revoke(id: string): boolean;
+    sweep(): number;
+    close(): void;
+    readonly size: number;
   };
   const modulePath: string = join(process.cwd(), 'examples', 'app', 'closures.mjs');
-  const { ClosureRegistry } = await import(modulePath) as {
+  const { ClosureRegistry } = (await import(modulePath)) as {
     ClosureRegistry: (new (o: object) => Registry) & { idOf(path: string): string | null };
   };
   let now = 1_000;

@@ -36,7 +36,12 @@ describe('followers restarted under write load (snapshotThreshold 1024, snapshot
         const nodes = cluster.running();
         const node = nodes[Math.floor(Math.random() * nodes.length)]!;
         const n = sent++;
-        const r = await node.call<{ ok?: unknown }>('propose', { name: 'put', args: { key: `c${c}-${n % 20}`, value: String(n) }, timeoutMs: 2000 }, 5000)
+        const r = await node
+          .call<{ ok?: unknown }>(
+            'propose',
+            { name: 'put', args: { key: `c${c}-${n % 20}`, value: String(n) }, timeoutMs: 2000 },
+            5000,
+          )
           .catch((): { ok?: unknown } => ({}));
         if (r.ok) acked++;
       }
@@ -44,9 +49,13 @@ describe('followers restarted under write load (snapshotThreshold 1024, snapshot
     // Any node process that exits without the test stopping it has aborted.
     const stopped = new Set<NodeProcess>();
     const aborted: string[] = [];
-    const watch = (n: NodeProcess) => void n.exited.then(() => {
-      if (!stopped.has(n)) aborted.push(`node ${n.spec.id} (pid ${n.pid}) exited (${n.child.signalCode ?? n.child.exitCode})`);
-    });
+    const watch = (n: NodeProcess) =>
+      void n.exited.then(() => {
+        if (!stopped.has(n))
+          aborted.push(
+            `node ${n.spec.id} (pid ${n.pid}) exited (${n.child.signalCode ?? n.child.exitCode})`,
+          );
+      });
     cluster.running().forEach(watch);
     try {
       for (let round = 0; round < ROUNDS && aborted.length === 0; round++) {
@@ -72,10 +81,15 @@ describe('followers restarted under write load (snapshotThreshold 1024, snapshot
         watch(again);
         // Caught up: it has applied what the leader had committed when it came back.
         const target = (await (await cluster.leader(15_000)).call<Status>('status')).commitIndex;
-        await waitFor(`node ${id} to apply ${target}`, async () => {
-          if (!again.alive || aborted.length > 0) return true;
-          return (await again.call<Status>('status', undefined, 3000)).appliedIndex >= target;
-        }, 30_000, 50);
+        await waitFor(
+          `node ${id} to apply ${target}`,
+          async () => {
+            if (!again.alive || aborted.length > 0) return true;
+            return (await again.call<Status>('status', undefined, 3000)).appliedIndex >= target;
+          },
+          30_000,
+          50,
+        );
         await sleep(300);
       }
     } finally {
@@ -86,10 +100,19 @@ describe('followers restarted under write load (snapshotThreshold 1024, snapshot
     expect(aborted).toEqual([]);
     expect(acked).toBeGreaterThan(0);
     // With the writers stopped, every replica reaches the same applied index and state.
-    const hashes = await waitFor('the replicas to converge', async () => {
-      const all = await Promise.all(cluster.running().map((n) => n.call<{ hash: string; applied: number }>('stateHash')));
-      return all.every((h) => h.hash === all[0]!.hash && h.applied === all[0]!.applied) ? all : undefined;
-    }, 30_000, 100);
+    const hashes = await waitFor(
+      'the replicas to converge',
+      async () => {
+        const all = await Promise.all(
+          cluster.running().map((n) => n.call<{ hash: string; applied: number }>('stateHash')),
+        );
+        return all.every((h) => h.hash === all[0]!.hash && h.applied === all[0]!.applied)
+          ? all
+          : undefined;
+      },
+      30_000,
+      100,
+    );
     expect(hashes).toHaveLength(3);
   }, 240_000);
 });

@@ -4,16 +4,32 @@
 import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { ServeProcess, ServiceCluster, runCli, waitFor, type HttpAnswer } from '../helpers/cluster.js';
+import {
+  ServeProcess,
+  ServiceCluster,
+  runCli,
+  waitFor,
+  type HttpAnswer,
+} from '../helpers/cluster.js';
 
 /** Well above the defaults: these tests share two cores with other suites (see cluster.test.ts). */
 const timing = ['--election-timeout', '1000', '--heartbeat', '100'];
 const MiB = 1024 * 1024;
 
-type ErrorBody = { error: { code: string; message: string; leader?: { id: number; address: string } | null; mayHaveApplied?: boolean } };
+type ErrorBody = {
+  error: {
+    code: string;
+    message: string;
+    leader?: { id: number; address: string } | null;
+    mayHaveApplied?: boolean;
+  };
+};
 
 function expectError(answer: HttpAnswer, status: number, code: string): ErrorBody['error'] {
-  expect({ status: answer.status, code: (answer.body as ErrorBody)?.error?.code }).toEqual({ status, code });
+  expect({ status: answer.status, code: (answer.body as ErrorBody)?.error?.code }).toEqual({
+    status,
+    code,
+  });
   expect(typeof (answer.body as ErrorBody).error.message).toBe('string');
   return (answer.body as ErrorBody).error;
 }
@@ -21,8 +37,16 @@ function expectError(answer: HttpAnswer, status: number, code: string): ErrorBod
 const kv = (key: string) => `/kv/${encodeURIComponent(key)}`;
 
 /** Waits (bounded) until `node` answers /health/ready with 200. */
-function healthReady(node: ServeProcess, what = `node ${node.spec.id} ready`, timeoutMs?: number): Promise<boolean> {
-  return waitFor(what, async () => (await node.request('GET', '/health/ready')).status === 200, timeoutMs);
+function healthReady(
+  node: ServeProcess,
+  what = `node ${node.spec.id} ready`,
+  timeoutMs?: number,
+): Promise<boolean> {
+  return waitFor(
+    what,
+    async () => (await node.request('GET', '/health/ready')).status === 200,
+    timeoutMs,
+  );
 }
 
 describe('one node', () => {
@@ -53,20 +77,37 @@ describe('one node', () => {
     expect(del.status).toBe(200);
     expect(del.body.index).toBeGreaterThan(again.body.index);
     expectError(await node.request('GET', kv('greeting')), 404, 'PREVAIL_NOT_FOUND');
-    expect((await node.request('DELETE', kv('greeting'))).status).toBe(200);  // deleting nothing is fine
+    expect((await node.request('DELETE', kv('greeting'))).status).toBe(200); // deleting nothing is fine
   });
 
   test('every consistency level, and minIndex', async () => {
-    const { body: { index } } = await node.request('PUT', kv('c'), 'v');
+    const {
+      body: { index },
+    } = await node.request('PUT', kv('c'), 'v');
     for (const consistency of ['linearizable', 'lease', 'stale']) {
-      const got = await node.request('GET', `${kv('c')}?consistency=${consistency}&minIndex=${index}`);
+      const got = await node.request(
+        'GET',
+        `${kv('c')}?consistency=${consistency}&minIndex=${index}`,
+      );
       expect(got.status).toBe(200);
       expect(got.body).toEqual({ value: 'v', index: expect.any(Number) });
       expect(got.body.index).toBeGreaterThanOrEqual(index);
     }
-    expectError(await node.request('GET', `${kv('c')}?consistency=eventual`), 400, 'PREVAIL_INVALID_ARGUMENT');
-    expectError(await node.request('GET', `${kv('c')}?minIndex=-1`), 400, 'PREVAIL_INVALID_ARGUMENT');
-    expectError(await node.request('GET', `${kv('c')}?minIndex=abc`), 400, 'PREVAIL_INVALID_ARGUMENT');
+    expectError(
+      await node.request('GET', `${kv('c')}?consistency=eventual`),
+      400,
+      'PREVAIL_INVALID_ARGUMENT',
+    );
+    expectError(
+      await node.request('GET', `${kv('c')}?minIndex=-1`),
+      400,
+      'PREVAIL_INVALID_ARGUMENT',
+    );
+    expectError(
+      await node.request('GET', `${kv('c')}?minIndex=abc`),
+      400,
+      'PREVAIL_INVALID_ARGUMENT',
+    );
   });
 
   test('keys: percent-encoded, at most 1024 bytes of UTF-8, never empty', async () => {
@@ -74,7 +115,7 @@ describe('one node', () => {
     expect((await node.request('PUT', kv(odd), 'odd')).status).toBe(200);
     expect((await node.request('GET', kv(odd))).body.value).toBe('odd');
 
-    const longest = 'é'.repeat(512);  // 1024 bytes
+    const longest = 'é'.repeat(512); // 1024 bytes
     expect((await node.request('PUT', kv(longest), 'long')).status).toBe(200);
     expect((await node.request('GET', kv(longest))).body.value).toBe('long');
     expectError(await node.request('PUT', kv(`${longest}x`), 'v'), 400, 'PREVAIL_INVALID_ARGUMENT');
@@ -82,7 +123,11 @@ describe('one node', () => {
 
     expectError(await node.request('PUT', '/kv/', 'v'), 400, 'PREVAIL_INVALID_ARGUMENT');
     expectError(await node.request('GET', '/kv/'), 400, 'PREVAIL_INVALID_ARGUMENT');
-    expectError(await node.request('POST', '/kv//cas', { expect: null, value: 'v' }), 400, 'PREVAIL_INVALID_ARGUMENT');
+    expectError(
+      await node.request('POST', '/kv//cas', { expect: null, value: 'v' }),
+      400,
+      'PREVAIL_INVALID_ARGUMENT',
+    );
     expectError(await node.request('PUT', '/kv/%E0%A4%A', 'v'), 400, 'PREVAIL_INVALID_ARGUMENT');
   });
 
@@ -95,15 +140,20 @@ describe('one node', () => {
     const tooBig = new Uint8Array(MiB + 1).fill(0x61);
     expectError(await node.request('PUT', kv('big'), tooBig), 413, 'PREVAIL_TOO_LARGE');
     expectError(await node.request('POST', `${kv('big')}/cas`, tooBig), 413, 'PREVAIL_TOO_LARGE');
-    expect((await node.request('GET', kv('big'))).body.value.length).toBe(MiB);  // unchanged
+    expect((await node.request('GET', kv('big'))).body.value.length).toBe(MiB); // unchanged
 
-    expectError(await node.request('PUT', kv('bin'), new Uint8Array([0x61, 0xff, 0xfe])), 400, 'PREVAIL_INVALID_ARGUMENT');
+    expectError(
+      await node.request('PUT', kv('bin'), new Uint8Array([0x61, 0xff, 0xfe])),
+      400,
+      'PREVAIL_INVALID_ARGUMENT',
+    );
     expect((await node.request('PUT', kv('empty'), '')).status).toBe(200);
     expect((await node.request('GET', kv('empty'))).body.value).toBe('');
   });
 
   test('compare-and-set: null means absent; a mismatch is 409 with the current value', async () => {
-    const cas = (expected: string | null, value: string) => node.request('POST', `${kv('lock')}/cas`, { expect: expected, value });
+    const cas = (expected: string | null, value: string) =>
+      node.request('POST', `${kv('lock')}/cas`, { expect: expected, value });
     const created = await cas(null, 'a');
     expect(created.status).toBe(200);
     expect(created.body).toEqual({ index: expect.any(Number) });
@@ -130,24 +180,42 @@ describe('one node', () => {
   test('status, health, the admin page, unknown routes and methods', async () => {
     const status = await node.request('GET', '/status');
     expect(status.status).toBe(200);
-    expect(status.body).toMatchObject({ id: 1, role: 'leader', leader: { id: 1 }, term: expect.any(Number) });
+    expect(status.body).toMatchObject({
+      id: 1,
+      role: 'leader',
+      leader: { id: 1 },
+      term: expect.any(Number),
+    });
     expect(status.body.appliedIndex).toBeGreaterThan(0);
     expect(status.body.commitIndex).toBeGreaterThanOrEqual(status.body.appliedIndex - 1);
-    expect(status.body.members).toEqual([expect.objectContaining({ id: 1, role: 'voter', matchIndex: expect.any(Number) })]);
+    expect(status.body.members).toEqual([
+      expect.objectContaining({ id: 1, role: 'voter', matchIndex: expect.any(Number) }),
+    ]);
     expect((await node.request('GET', '/health/leader')).status).toBe(200);
     expect((await node.request('GET', '/health/ready')).status).toBe(200);
 
     const admin = await node.request('GET', '/admin');
     expect(admin.status).toBe(200);
     expect(admin.headers.get('content-type')).toMatch(/^text\/html/);
-    expect((await node.request('GET', '/admin/status.json')).body).toMatchObject({ id: 1, role: 'leader' });
+    expect((await node.request('GET', '/admin/status.json')).body).toMatchObject({
+      id: 1,
+      role: 'leader',
+    });
 
     expectError(await node.request('GET', '/nothing'), 404, 'PREVAIL_NOT_FOUND');
     const patch = await node.request('PATCH', kv('x'), 'v');
     expectError(patch, 405, 'PREVAIL_METHOD_NOT_ALLOWED');
     expect(patch.headers.get('allow')).toContain('PUT');
-    expectError(await node.request('POST', '/admin/members', '{nope'), 400, 'PREVAIL_INVALID_ARGUMENT');
-    expectError(await node.request('POST', '/admin/members', { id: 0, address: '127.0.0.1:1' }), 400, 'PREVAIL_INVALID_ARGUMENT');
+    expectError(
+      await node.request('POST', '/admin/members', '{nope'),
+      400,
+      'PREVAIL_INVALID_ARGUMENT',
+    );
+    expectError(
+      await node.request('POST', '/admin/members', { id: 0, address: '127.0.0.1:1' }),
+      400,
+      'PREVAIL_INVALID_ARGUMENT',
+    );
     expectError(await node.request('DELETE', '/admin/members/x'), 400, 'PREVAIL_INVALID_ARGUMENT');
   });
 
@@ -155,9 +223,18 @@ describe('one node', () => {
     const help = await runCli(['--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toContain('Usage: prevail');
-    for (const args of [['serve', '--bogus'], ['serve', '--data', 'x', '--id', 'one'], ['serve', '--raft', '127.0.0.1:1'],
-      ['serve', '--data', 'x', '--cluster', '1=nowhere'], ['serve', '--data', 'x', '--raft', '127.0.0.1:1', '--join', '--cluster', '1=127.0.0.1:1'],
-      ['frobnicate'], ['members', 'rename'], ['members', 'add', '4'], ['transfer', 'abc'], ['status', '--node', 'http://[bad']]) {
+    for (const args of [
+      ['serve', '--bogus'],
+      ['serve', '--data', 'x', '--id', 'one'],
+      ['serve', '--raft', '127.0.0.1:1'],
+      ['serve', '--data', 'x', '--cluster', '1=nowhere'],
+      ['serve', '--data', 'x', '--raft', '127.0.0.1:1', '--join', '--cluster', '1=127.0.0.1:1'],
+      ['frobnicate'],
+      ['members', 'rename'],
+      ['members', 'add', '4'],
+      ['transfer', 'abc'],
+      ['status', '--node', 'http://[bad'],
+    ]) {
       const r = await runCli(args);
       expect({ args, code: r.code }).toEqual({ args, code: 2 });
       expect(r.stderr).toMatch(/prevail/);
@@ -171,7 +248,9 @@ describe('one node', () => {
     expect(snap.code).toBe(0);
     const { index } = JSON.parse(snap.stdout) as { index: number };
     expect(index).toBeGreaterThan(0);
-    expect((await node.request('GET', '/status')).body.snapshot.index).toBeGreaterThanOrEqual(index);
+    expect((await node.request('GET', '/status')).body.snapshot.index).toBeGreaterThanOrEqual(
+      index,
+    );
 
     // A single voter has no one to hand leadership to; an unknown member can't be removed.
     const transfer = await runCli(['transfer', '--node', node.url]);
@@ -207,7 +286,9 @@ describe('three nodes', () => {
     }
     const status = (await leader.request('GET', '/status')).body;
     expect(status.members.map((m: { id: number }) => m.id).sort()).toEqual([1, 2, 3]);
-    expect(status.members.every((m: { matchIndex?: number }) => typeof m.matchIndex === 'number')).toBe(true);
+    expect(
+      status.members.every((m: { matchIndex?: number }) => typeof m.matchIndex === 'number'),
+    ).toBe(true);
     const fstatus = (await cluster.others(leader)[0]!.request('GET', '/status')).body;
     expect(fstatus).toMatchObject({ role: 'follower', leader: { id: leader.spec.id } });
   });
@@ -218,18 +299,35 @@ describe('three nodes', () => {
     const put = await f1!.request('PUT', kv('fwd'), 'from a follower');
     expect(put.status).toBe(200);
     // Read-your-writes on the node that took the write, without waiting.
-    expect((await f1!.request('GET', `${kv('fwd')}?consistency=stale`)).body.value).toBe('from a follower');
+    expect((await f1!.request('GET', `${kv('fwd')}?consistency=stale`)).body.value).toBe(
+      'from a follower',
+    );
     for (const n of cluster.running()) {
       for (const consistency of ['linearizable', 'lease']) {
         const got = await n.request('GET', `${kv('fwd')}?consistency=${consistency}`);
-        expect({ node: n.spec.id, consistency, status: got.status, value: got.body.value })
-          .toEqual({ node: n.spec.id, consistency, status: 200, value: 'from a follower' });
+        expect({ node: n.spec.id, consistency, status: got.status, value: got.body.value }).toEqual(
+          { node: n.spec.id, consistency, status: 200, value: 'from a follower' },
+        );
       }
-      const stale = await n.request('GET', `${kv('fwd')}?consistency=stale&minIndex=${put.body.index}`);
+      const stale = await n.request(
+        'GET',
+        `${kv('fwd')}?consistency=stale&minIndex=${put.body.index}`,
+      );
       expect(stale.body.value).toBe('from a follower');
     }
-    expect((await f2!.request('POST', `${kv('fwd')}/cas`, { expect: 'from a follower', value: 'swapped' })).status).toBe(200);
-    expectError(await f1!.request('POST', `${kv('fwd')}/cas`, { expect: 'from a follower', value: 'x' }), 409, 'PREVAIL_CAS_CONFLICT');
+    expect(
+      (
+        await f2!.request('POST', `${kv('fwd')}/cas`, {
+          expect: 'from a follower',
+          value: 'swapped',
+        })
+      ).status,
+    ).toBe(200);
+    expectError(
+      await f1!.request('POST', `${kv('fwd')}/cas`, { expect: 'from a follower', value: 'x' }),
+      409,
+      'PREVAIL_CAS_CONFLICT',
+    );
     expect((await f1!.request('DELETE', kv('fwd'))).status).toBe(200);
     expectError(await leader.request('GET', kv('fwd')), 404, 'PREVAIL_NOT_FOUND');
     expectError(await f2!.request('GET', kv('fwd')), 404, 'PREVAIL_NOT_FOUND');
@@ -240,13 +338,19 @@ describe('three nodes', () => {
     const follower = cluster.others(leader)[0]!;
     const status = await runCli(['status', '--node', follower.url]);
     expect(status.code).toBe(0);
-    expect(JSON.parse(status.stdout)).toMatchObject({ id: follower.spec.id, role: 'follower', leader: { id: leader.spec.id } });
+    expect(JSON.parse(status.stdout)).toMatchObject({
+      id: follower.spec.id,
+      role: 'follower',
+      leader: { id: leader.spec.id },
+    });
 
     const spec = await cluster.addSpec(4);
     const joiner = await cluster.start(4, ['--join', ...timing]);
     // Not a member yet: no leader known, so neither leader nor ready.
     expectError(await joiner.request('GET', '/health/ready'), 503, 'PREVAIL_NOT_READY');
-    expect(expectError(await joiner.request('GET', '/health/leader'), 503, 'PREVAIL_NOT_LEADER').leader).toBeNull();
+    expect(
+      expectError(await joiner.request('GET', '/health/leader'), 503, 'PREVAIL_NOT_LEADER').leader,
+    ).toBeNull();
     // Leader-only commands sent only to a follower are refused with the leader's id (and the follower lives on).
     const refused = await runCli(['members', 'add', '4', spec.address, '--node', follower.url]);
     expect(refused.code).toBe(1);
@@ -259,7 +363,9 @@ describe('three nodes', () => {
     const added = await runCli(['members', 'add', '4', spec.address, '--node', cluster.urls]);
     expect(added.stderr).toBe('');
     expect(added.code).toBe(0);
-    expect(JSON.parse(added.stdout).members).toContainEqual(expect.objectContaining({ id: 4, role: 'voter' }));
+    expect(JSON.parse(added.stdout).members).toContainEqual(
+      expect.objectContaining({ id: 4, role: 'voter' }),
+    );
     await healthReady(joiner);
     const put = await joiner.request('PUT', kv('joined'), 'yes');
     expect(put.status).toBe(200);
@@ -273,18 +379,31 @@ describe('three nodes', () => {
     const snap = await runCli(['snapshot', '--node', cluster.urls]);
     expect(snap.code).toBe(0);
     const { index } = JSON.parse(snap.stdout) as { index: number };
-    expect((await joiner.request('GET', '/status')).body.snapshot.index).toBeGreaterThanOrEqual(index);
+    expect((await joiner.request('GET', '/status')).body.snapshot.index).toBeGreaterThanOrEqual(
+      index,
+    );
 
-    const removed = await runCli(['members', 'remove', String(leader.spec.id), '--node', cluster.urls]);
+    const removed = await runCli([
+      'members',
+      'remove',
+      String(leader.spec.id),
+      '--node',
+      cluster.urls,
+    ]);
     expect(removed.code).toBe(0);
-    expect(JSON.parse(removed.stdout).members.map((m: { id: number }) => m.id)).not.toContain(leader.spec.id);
+    expect(JSON.parse(removed.stdout).members.map((m: { id: number }) => m.id)).not.toContain(
+      leader.spec.id,
+    );
     await leader.kill();
     const survivors = cluster.running();
     expect(survivors).toHaveLength(3);
     expect((await joiner.request('PUT', kv('after-remove'), 'ok')).status).toBe(200);
     for (const n of survivors) {
-      await waitFor(`node ${n.spec.id} sees the write`, async () =>
-        (await n.request('GET', `${kv('after-remove')}?consistency=stale`)).body.value === 'ok');
+      await waitFor(
+        `node ${n.spec.id} sees the write`,
+        async () =>
+          (await n.request('GET', `${kv('after-remove')}?consistency=stale`)).body.value === 'ok',
+      );
     }
   });
 
@@ -293,13 +412,19 @@ describe('three nodes', () => {
     const follower = cluster.others(leader)[0]!;
     expect(await follower.terminate()).toEqual({ code: 0, signal: null });
     const restarted = await cluster.start(follower.spec.id, ['--no-forward']);
-    await waitFor('the restarted node knows the leader', async () =>
-      (await restarted.request('GET', '/status')).body.leader?.id === leader.spec.id);
+    await waitFor(
+      'the restarted node knows the leader',
+      async () => (await restarted.request('GET', '/status')).body.leader?.id === leader.spec.id,
+    );
     const put = await restarted.request('PUT', kv('nf'), 'v');
     expect(expectError(put, 503, 'PREVAIL_NOT_LEADER').leader?.id).toBe(leader.spec.id);
     expect(put.headers.get('retry-after')).toBe('1');
-    expect(expectError(await restarted.request('GET', kv('nf')), 503, 'PREVAIL_NOT_LEADER').leader?.id).toBe(leader.spec.id);
-    const { body: { index } } = await leader.request('PUT', kv('nf'), 'v');
+    expect(
+      expectError(await restarted.request('GET', kv('nf')), 503, 'PREVAIL_NOT_LEADER').leader?.id,
+    ).toBe(leader.spec.id);
+    const {
+      body: { index },
+    } = await leader.request('PUT', kv('nf'), 'v');
     const stale = await restarted.request('GET', `${kv('nf')}?consistency=stale&minIndex=${index}`);
     expect(stale.body.value).toBe('v');
   });
@@ -319,13 +444,16 @@ class WriteLoad {
         const i = this.#next++;
         const targets = nodes();
         const node = targets[(i + w) % targets.length];
-        if (!node) { await new Promise((r) => setTimeout(r, 20)); continue; }
+        if (!node) {
+          await new Promise((r) => setTimeout(r, 20));
+          continue;
+        }
         try {
           const answer = await node.request('PUT', kv(`load-${i}`), `value-${i}`, 15_000);
           if (answer.status === 200) this.acked.set(`load-${i}`, answer.body.index);
           else this.failed++;
         } catch {
-          this.failed++;  // connection refused or cut while a node restarts: not acknowledged
+          this.failed++; // connection refused or cut while a node restarts: not acknowledged
         }
         if (this.failed > 0 && this.failed % 10 === 0) await new Promise((r) => setTimeout(r, 20));
       }
@@ -378,7 +506,8 @@ describe('rolling restart', () => {
       const lost: string[] = [];
       for (const [key] of load.acked) {
         const got = await n.request('GET', `${kv(key)}?consistency=stale&minIndex=${maxIndex}`);
-        if (got.status !== 200 || got.body.value !== `value-${key.slice('load-'.length)}`) lost.push(key);
+        if (got.status !== 200 || got.body.value !== `value-${key.slice('load-'.length)}`)
+          lost.push(key);
       }
       expect({ node: n.spec.id, lost }).toEqual({ node: n.spec.id, lost: [] });
     }
@@ -391,18 +520,24 @@ describe('backup and restore (docs/operations.md)', () => {
     await cluster?.stop();
   });
 
-  test('a stopped follower\'s data dir restores the whole cluster after every node lost its disk', async () => {
+  test("a stopped follower's data dir restores the whole cluster after every node lost its disk", async () => {
     cluster = await ServiceCluster.create(3, timing);
     const leader = await cluster.leader();
-    for (let i = 0; i < 30; i++) expect((await leader.request('PUT', kv(`b${i}`), `v${i}`)).status).toBe(200);
+    for (let i = 0; i < 30; i++)
+      expect((await leader.request('PUT', kv(`b${i}`), `v${i}`)).status).toBe(200);
     expect((await runCli(['snapshot', '--node', leader.url])).code).toBe(0);
     let last = 0;
-    for (let i = 30; i < 40; i++) last = (await leader.request('PUT', kv(`b${i}`), `v${i}`)).body.index;
+    for (let i = 30; i < 40; i++)
+      last = (await leader.request('PUT', kv(`b${i}`), `v${i}`)).body.index;
 
     // Backup: stop a follower, copy its data dir, start it again.
     const follower = cluster.others(leader)[0]!;
-    await waitFor('the follower to apply every write', async () =>
-      (await follower.request('GET', `${kv('b39')}?consistency=stale&minIndex=${last}`)).status === 200);
+    await waitFor(
+      'the follower to apply every write',
+      async () =>
+        (await follower.request('GET', `${kv('b39')}?consistency=stale&minIndex=${last}`))
+          .status === 200,
+    );
     expect(await follower.terminate()).toEqual({ code: 0, signal: null });
     const backup = join(cluster.root, 'backup');
     cpSync(follower.spec.dataDir, backup, { recursive: true });
@@ -426,11 +561,17 @@ describe('backup and restore (docs/operations.md)', () => {
       await healthReady(n, undefined, 20_000);
       for (let i = 0; i < 40; i++) {
         const got = await n.request('GET', kv(`b${i}`));
-        expect({ node: n.spec.id, key: `b${i}`, value: got.body.value }).toEqual({ node: n.spec.id, key: `b${i}`, value: `v${i}` });
+        expect({ node: n.spec.id, key: `b${i}`, value: got.body.value }).toEqual({
+          node: n.spec.id,
+          key: `b${i}`,
+          value: `v${i}`,
+        });
       }
-      expectError(await n.request('GET', kv('after-backup')), 404, 'PREVAIL_NOT_FOUND');  // written after the copy
+      expectError(await n.request('GET', kv('after-backup')), 404, 'PREVAIL_NOT_FOUND'); // written after the copy
     }
-    expect((await cluster.node(others[1]!.id).request('PUT', kv('restored'), 'yes')).status).toBe(200);
+    expect((await cluster.node(others[1]!.id).request('PUT', kv('restored'), 'yes')).status).toBe(
+      200,
+    );
     expect((await restored.request('GET', kv('restored'))).body.value).toBe('yes');
   }, 120_000);
 });

@@ -18,7 +18,10 @@ export const fixtures = {
 // (our own peer channels listen on port 0) in the meantime.
 const [ephemeralLow] = (() => {
   try {
-    return readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    return readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')
+      .trim()
+      .split(/\s+/)
+      .map(Number);
   } catch {
     return [32768];
   }
@@ -65,8 +68,12 @@ export function tempDir(prefix = 'prevail-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined,
-  timeoutMs = 10_000, intervalMs = 25): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 10_000,
+  intervalMs = 25,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
@@ -77,7 +84,9 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
       lastError = err;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`,
+      );
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
@@ -88,7 +97,9 @@ async function exitOrTimeout<T>(exited: Promise<T>, timeoutMs: number): Promise<
   let timer: NodeJS.Timeout | undefined;
   const result = await Promise.race([
     exited,
-    new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), timeoutMs); }),
+    new Promise<'timeout'>((r) => {
+      timer = setTimeout(() => r('timeout'), timeoutMs);
+    }),
   ]);
   clearTimeout(timer);
   return result;
@@ -110,30 +121,52 @@ export class NodeProcess {
   #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
   ready: Promise<unknown>;
 
-  constructor(readonly spec: NodeSpec, options: Record<string, unknown>, fixture = fixtures.raftNode, captureOutput = false) {
-    this.child = fork(fixture, [JSON.stringify({ ...spec, ...options })],
-      { stdio: ['ignore', captureOutput ? 'pipe' : 'inherit', captureOutput ? 'pipe' : 'inherit', 'ipc'] });
+  constructor(
+    readonly spec: NodeSpec,
+    options: Record<string, unknown>,
+    fixture = fixtures.raftNode,
+    captureOutput = false,
+  ) {
+    this.child = fork(fixture, [JSON.stringify({ ...spec, ...options })], {
+      stdio: [
+        'ignore',
+        captureOutput ? 'pipe' : 'inherit',
+        captureOutput ? 'pipe' : 'inherit',
+        'ipc',
+      ],
+    });
     if (captureOutput) {
-      const keep = (chunk: Buffer) => { this.output += chunk.toString(); };
+      const keep = (chunk: Buffer) => {
+        this.output += chunk.toString();
+      };
       this.child.stdout!.on('data', keep);
       this.child.stderr!.on('data', keep);
     }
     this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
     let readyResolve!: (v: unknown) => void;
     let readyReject!: (e: unknown) => void;
-    this.ready = new Promise((res, rej) => { readyResolve = res; readyReject = rej; });
-    this.child.on('message', (msg: { id?: number; event?: string; result?: unknown; error?: unknown }) => {
-      if (msg.event) {
-        this.events.push(msg as { event: string });
-        if (msg.event === 'ready') readyResolve(msg);
-        return;
-      }
-      const waiter = msg.id !== undefined ? this.#pending.get(msg.id) : undefined;
-      if (!waiter) return;
-      this.#pending.delete(msg.id!);
-      if (msg.error) waiter.reject(Object.assign(new Error((msg.error as { message: string }).message), msg.error));
-      else waiter.resolve(msg.result);
+    this.ready = new Promise((res, rej) => {
+      readyResolve = res;
+      readyReject = rej;
     });
+    this.child.on(
+      'message',
+      (msg: { id?: number; event?: string; result?: unknown; error?: unknown }) => {
+        if (msg.event) {
+          this.events.push(msg as { event: string });
+          if (msg.event === 'ready') readyResolve(msg);
+          return;
+        }
+        const waiter = msg.id !== undefined ? this.#pending.get(msg.id) : undefined;
+        if (!waiter) return;
+        this.#pending.delete(msg.id!);
+        if (msg.error)
+          waiter.reject(
+            Object.assign(new Error((msg.error as { message: string }).message), msg.error),
+          );
+        else waiter.resolve(msg.result);
+      },
+    );
     void this.exited.then((code) => {
       readyReject(new Error(`node ${spec.id} exited with ${code} before it was ready`));
       for (const w of this.#pending.values()) w.reject(new Error(`node ${spec.id} exited`));
@@ -157,8 +190,14 @@ export class NodeProcess {
         reject(new Error(`node ${this.spec.id}: ${cmd} timed out`));
       }, timeoutMs);
       this.#pending.set(id, {
-        resolve: (v) => { clearTimeout(timer); resolve(v as T); },
-        reject: (e) => { clearTimeout(timer); reject(e); },
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v as T);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
       });
       if (!this.alive || !this.child.connected) {
         clearTimeout(timer);
@@ -249,14 +288,25 @@ abstract class Nodes<S extends NodeSpec, P extends { spec: S; alive: boolean }> 
 }
 
 export class Cluster extends Nodes<NodeSpec, NodeProcess> {
-  constructor(readonly options: Record<string, unknown> = {}, readonly fixture = fixtures.raftNode) {
+  constructor(
+    readonly options: Record<string, unknown> = {},
+    readonly fixture = fixtures.raftNode,
+  ) {
     super(tempDir('prevail-cluster-'));
   }
 
-  static async create(size: number, options: Record<string, unknown> = {}, fixture = fixtures.raftNode): Promise<Cluster> {
+  static async create(
+    size: number,
+    options: Record<string, unknown> = {},
+    fixture = fixtures.raftNode,
+  ): Promise<Cluster> {
     const cluster = new Cluster(options, fixture);
     const ports = await freePorts(size);
-    cluster.specs = ports.map((port, i) => ({ id: i + 1, address: `127.0.0.1:${port}`, dataDir: join(cluster.root, `n${i + 1}`) }));
+    cluster.specs = ports.map((port, i) => ({
+      id: i + 1,
+      address: `127.0.0.1:${port}`,
+      dataDir: join(cluster.root, `n${i + 1}`),
+    }));
     await cluster.startAll();
     return cluster;
   }
@@ -265,8 +315,17 @@ export class Cluster extends Nodes<NodeSpec, NodeProcess> {
     return this.specs.map(({ id, address }) => ({ id, address }));
   }
 
-  async start(id: number, extra: Record<string, unknown> = {}, captureOutput = false): Promise<NodeProcess> {
-    const node = new NodeProcess(this.spec(id), { cluster: this.initialMembers, ...this.options, ...extra }, this.fixture, captureOutput);
+  async start(
+    id: number,
+    extra: Record<string, unknown> = {},
+    captureOutput = false,
+  ): Promise<NodeProcess> {
+    const node = new NodeProcess(
+      this.spec(id),
+      { cluster: this.initialMembers, ...this.options, ...extra },
+      this.fixture,
+      captureOutput,
+    );
     this.nodes.set(id, node);
     await node.ready;
     return node;
@@ -285,12 +344,18 @@ export class Cluster extends Nodes<NodeSpec, NodeProcess> {
 
   /** Waits until the running nodes agree on one leader, and returns it. */
   async leader(timeoutMs = 10_000, exclude: number[] = []): Promise<NodeProcess> {
-    return waitFor('a leader', async () => {
-      const statuses = await Promise.all(this.running().map((n) => n.call<Status>('status', undefined, 2000)));
-      const leaders = statuses.filter((s) => s.role === 'leader' && !exclude.includes(s.id));
-      if (leaders.length !== 1) return undefined;
-      return this.node(leaders[0]!.id);
-    }, timeoutMs);
+    return waitFor(
+      'a leader',
+      async () => {
+        const statuses = await Promise.all(
+          this.running().map((n) => n.call<Status>('status', undefined, 2000)),
+        );
+        const leaders = statuses.filter((s) => s.role === 'leader' && !exclude.includes(s.id));
+        if (leaders.length !== 1) return undefined;
+        return this.node(leaders[0]!.id);
+      },
+      timeoutMs,
+    );
   }
 
   async states(nodes: NodeProcess[] = this.running()): Promise<Map<number, FsmState>> {
@@ -300,11 +365,19 @@ export class Cluster extends Nodes<NodeSpec, NodeProcess> {
   }
 
   /** Waits until every given node (default: every running node) has applied at least `index`. */
-  async converge(index: number, timeoutMs = 15_000, nodes?: NodeProcess[]): Promise<Map<number, FsmState>> {
-    return waitFor(`nodes ${(nodes ?? this.running()).map((n) => n.spec.id).join(',')} to apply ${index}`, async () => {
-      const states = await this.states(nodes ?? this.running());
-      return [...states.values()].every((s) => s.applied >= index) ? states : undefined;
-    }, timeoutMs);
+  async converge(
+    index: number,
+    timeoutMs = 15_000,
+    nodes?: NodeProcess[],
+  ): Promise<Map<number, FsmState>> {
+    return waitFor(
+      `nodes ${(nodes ?? this.running()).map((n) => n.spec.id).join(',')} to apply ${index}`,
+      async () => {
+        const states = await this.states(nodes ?? this.running());
+        return [...states.values()].every((s) => s.applied >= index) ? states : undefined;
+      },
+      timeoutMs,
+    );
   }
 
   async stop(): Promise<void> {
@@ -329,10 +402,21 @@ export interface HttpAnswer<T = any> {
 }
 
 /** One HTTP request to a node; the body is parsed as JSON when it is JSON. Bounded by `timeoutMs`. */
-export async function httpRequest<T = any>(url: string, method = 'GET', body?: string | Uint8Array | object,
-  timeoutMs = 20_000): Promise<HttpAnswer<T>> {
-  const raw = body === undefined || typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body);
-  const res = await fetch(url, { method, body: raw ?? null, signal: AbortSignal.timeout(timeoutMs) });
+export async function httpRequest<T = any>(
+  url: string,
+  method = 'GET',
+  body?: string | Uint8Array | object,
+  timeoutMs = 20_000,
+): Promise<HttpAnswer<T>> {
+  const raw =
+    body === undefined || typeof body === 'string' || body instanceof Uint8Array
+      ? body
+      : JSON.stringify(body);
+  const res = await fetch(url, {
+    method,
+    body: raw ?? null,
+    signal: AbortSignal.timeout(timeoutMs),
+  });
   const text = await res.text();
   let parsed: unknown = text;
   try {
@@ -349,13 +433,35 @@ export class ServeProcess {
   output = '';
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
-  constructor(readonly spec: ServeSpec, args: string[]) {
-    this.child = spawn(process.execPath, [cli, 'serve', '--id', String(spec.id), '--raft', spec.address, '--http', spec.http,
-      '--data', spec.dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const keep = (chunk: Buffer) => { this.output += chunk.toString(); };
+  constructor(
+    readonly spec: ServeSpec,
+    args: string[],
+  ) {
+    this.child = spawn(
+      process.execPath,
+      [
+        cli,
+        'serve',
+        '--id',
+        String(spec.id),
+        '--raft',
+        spec.address,
+        '--http',
+        spec.http,
+        '--data',
+        spec.dataDir,
+        ...args,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const keep = (chunk: Buffer) => {
+      this.output += chunk.toString();
+    };
     this.child.stdout!.on('data', keep);
     this.child.stderr!.on('data', keep);
-    this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
+    this.exited = new Promise((resolve) =>
+      this.child.once('exit', (code, signal) => resolve({ code, signal })),
+    );
   }
 
   get url(): string {
@@ -370,25 +476,39 @@ export class ServeProcess {
     return this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  request<T = any>(method: string, path: string, body?: string | Uint8Array | object, timeoutMs?: number): Promise<HttpAnswer<T>> {
+  request<T = any>(
+    method: string,
+    path: string,
+    body?: string | Uint8Array | object,
+    timeoutMs?: number,
+  ): Promise<HttpAnswer<T>> {
     return httpRequest<T>(`${this.url}${path}`, method, body, timeoutMs);
   }
 
   /** Waits (bounded) until the node answers GET /status. */
   async ready(timeoutMs = 15_000): Promise<void> {
-    await waitFor(`node ${this.spec.id} to serve HTTP`, async () => {
-      if (!this.alive) throw new Error(`node ${this.spec.id} exited:\n${this.output}`);
-      return (await this.request('GET', '/status', undefined, 2000)).status === 200;
-    }, timeoutMs, 50);
+    await waitFor(
+      `node ${this.spec.id} to serve HTTP`,
+      async () => {
+        if (!this.alive) throw new Error(`node ${this.spec.id} exited:\n${this.output}`);
+        return (await this.request('GET', '/status', undefined, 2000)).status === 200;
+      },
+      timeoutMs,
+      50,
+    );
   }
 
   /** Waits (bounded) for the process to exit by itself. */
-  waitExit(timeoutMs = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'timeout'> {
+  waitExit(
+    timeoutMs = 15_000,
+  ): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'timeout'> {
     return exitOrTimeout(this.exited, timeoutMs);
   }
 
   /** SIGTERM and wait (bounded) for the exit. */
-  async terminate(timeoutMs = 20_000): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'timeout'> {
+  async terminate(
+    timeoutMs = 20_000,
+  ): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'timeout'> {
     if (this.alive) process.kill(this.pid, 'SIGTERM');
     return this.waitExit(timeoutMs);
   }
@@ -413,7 +533,10 @@ export class ServiceCluster extends Nodes<ServeSpec, ServeProcess> {
     const cluster = new ServiceCluster(args);
     const ports = await freePorts(size * 2);
     cluster.specs = Array.from({ length: size }, (_, i) => ({
-      id: i + 1, address: `127.0.0.1:${ports[2 * i]}`, http: `127.0.0.1:${ports[2 * i + 1]}`, dataDir: join(cluster.root, `n${i + 1}`),
+      id: i + 1,
+      address: `127.0.0.1:${ports[2 * i]}`,
+      http: `127.0.0.1:${ports[2 * i + 1]}`,
+      dataDir: join(cluster.root, `n${i + 1}`),
     }));
     cluster.clusterFlag = cluster.specs.map((s) => `${s.id}=${s.address}`).join(',');
     try {
@@ -441,22 +564,36 @@ export class ServiceCluster extends Nodes<ServeSpec, ServeProcess> {
   /** A spec (ports, data dir) for a new node id: not started, not a member. */
   async addSpec(id: number): Promise<ServeSpec> {
     const [raft, http] = await freePorts(2);
-    return this.pushSpec({ id, address: `127.0.0.1:${raft}`, http: `127.0.0.1:${http}`, dataDir: join(this.root, `n${id}`) });
+    return this.pushSpec({
+      id,
+      address: `127.0.0.1:${raft}`,
+      http: `127.0.0.1:${http}`,
+      dataDir: join(this.root, `n${id}`),
+    });
   }
 
   /** Every running node's URL, comma-separated (the CLI's --node). */
   get urls(): string {
-    return this.running().map((n) => n.url).join(',');
+    return this.running()
+      .map((n) => n.url)
+      .join(',');
   }
 
   /** Waits until exactly one running node (not in `exclude`) answers /health/leader with 200, and returns it. */
   async leader(timeoutMs = 15_000, exclude: number[] = []): Promise<ServeProcess> {
-    return waitFor('one leader', async () => {
-      const nodes = this.running().filter((n) => !exclude.includes(n.spec.id));
-      const answers = await Promise.all(nodes.map((n) => n.request('GET', '/health/leader', undefined, 2000).catch(() => null)));
-      const leaders = nodes.filter((_, i) => answers[i]?.status === 200);
-      return leaders.length === 1 ? leaders[0] : undefined;
-    }, timeoutMs, 50);
+    return waitFor(
+      'one leader',
+      async () => {
+        const nodes = this.running().filter((n) => !exclude.includes(n.spec.id));
+        const answers = await Promise.all(
+          nodes.map((n) => n.request('GET', '/health/leader', undefined, 2000).catch(() => null)),
+        );
+        const leaders = nodes.filter((_, i) => answers[i]?.status === 200);
+        return leaders.length === 1 ? leaders[0] : undefined;
+      },
+      timeoutMs,
+      50,
+    );
   }
 
   async stop(): Promise<void> {
@@ -466,13 +603,20 @@ export class ServiceCluster extends Nodes<ServeSpec, ServeProcess> {
 }
 
 /** Runs `node dist/cli.js ...args` to completion (killed by pid after `timeoutMs`). */
-export function runCli(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runCli(
+  args: string[],
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout!.on('data', (c: Buffer) => { stdout += c.toString(); });
-    child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
+    child.stdout!.on('data', (c: Buffer) => {
+      stdout += c.toString();
+    });
+    child.stderr!.on('data', (c: Buffer) => {
+      stderr += c.toString();
+    });
     const timer = setTimeout(() => {
       stderr += `\n(killed after ${timeoutMs} ms)`;
       child.kill('SIGKILL');

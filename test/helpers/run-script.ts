@@ -10,15 +10,31 @@ export interface ScriptRun {
   output: string;
 }
 
-export async function runScript(args: string[], boundMs: number, graceMs: number): Promise<ScriptRun> {
+export async function runScript(
+  args: string[],
+  boundMs: number,
+  graceMs: number,
+): Promise<ScriptRun> {
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  child.stdout!.on('data', (c: Buffer) => { output += c.toString(); });
-  child.stderr!.on('data', (c: Buffer) => { output += c.toString(); });
+  child.stdout!.on('data', (c: Buffer) => {
+    output += c.toString();
+  });
+  child.stderr!.on('data', (c: Buffer) => {
+    output += c.toString();
+  });
   const code = await new Promise<number | string | null>((resolve) => {
-    const term = setTimeout(() => { if (child.pid) process.kill(child.pid, 'SIGTERM'); }, boundMs);
-    const kill = setTimeout(() => { if (child.pid && child.exitCode === null) process.kill(child.pid, 'SIGKILL'); }, boundMs + graceMs);
-    child.once('exit', (c, signal) => { clearTimeout(term); clearTimeout(kill); resolve(c ?? signal); });
+    const term = setTimeout(() => {
+      if (child.pid) process.kill(child.pid, 'SIGTERM');
+    }, boundMs);
+    const kill = setTimeout(() => {
+      if (child.pid && child.exitCode === null) process.kill(child.pid, 'SIGKILL');
+    }, boundMs + graceMs);
+    child.once('exit', (c, signal) => {
+      clearTimeout(term);
+      clearTimeout(kill);
+      resolve(c ?? signal);
+    });
   });
   return { code, output };
 }

@@ -1,6 +1,15 @@
 // ESM consumer (this package is "type": "module", so .ts here is ESM): `import` resolves
 // through the "import" condition to dist/index.d.ts.
-import { collection, defineSchema, open, isPrevailError, ErrorCodes, type Id, type Store, type Stored } from 'prevail';
+import {
+  collection,
+  defineSchema,
+  open,
+  isPrevailError,
+  ErrorCodes,
+  type Id,
+  type Store,
+  type Stored,
+} from 'prevail';
 
 interface Todo {
   title: string;
@@ -11,7 +20,9 @@ interface Todo {
 
 const schema = defineSchema({
   collections: {
-    todos: collection<Todo>()({ indexes: (ix) => ({ byDue: ix.sorted((t) => t.due), byTitle: ix.unique((t) => t.title) }) }),
+    todos: collection<Todo>()({
+      indexes: (ix) => ({ byDue: ix.sorted((t) => t.due), byTitle: ix.unique((t) => t.title) }),
+    }),
   },
   commands: {
     add: (s, args: { title: string; due: string }, ctx) =>
@@ -21,7 +32,8 @@ const schema = defineSchema({
   },
 });
 
-type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+type Equal<A, B> =
+  (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
 function expectType<T>(_value: T): void {}
 function assertTrue<T extends true>(): void {}
 
@@ -74,25 +86,36 @@ export async function main(): Promise<void> {
     collections: { todos: collection<Todo>()() },
     commands: {
       // @ts-expect-error: an async handler (its return type is a Promise)
-      later: async (s, args: { title: string }) => s.todos.insert({ title: args.title, due: 'd', done: false, created: 0 }),
+      later: async (s, args: { title: string }) =>
+        s.todos.insert({ title: args.title, due: 'd', done: false, created: 0 }),
       // @ts-expect-error: a handler returning a promise
       promised: (s) => Promise.resolve(s.todos.size),
       // @ts-expect-error: a handler returning some other thenable
-      thenable: (_s) => ({ then(resolve: (v: number) => void) { resolve(1); } }) as PromiseLike<number>,
-      fine: (s, args: { title: string }) => s.todos.insert({ title: args.title, due: 'd', done: false, created: 0 }),
+      thenable: (_s) =>
+        ({
+          then(resolve: (v: number) => void) {
+            resolve(1);
+          },
+        }) as PromiseLike<number>,
+      fine: (s, args: { title: string }) =>
+        s.todos.insert({ title: args.title, due: 'd', done: false, created: 0 }),
       nothing: () => undefined,
       anything: (_s, x: unknown): any => x,
       // A union result (an Id is string | number) is not a promise (the check must not distribute).
-      union: (s, args: { title: string }) => s.todos.insert({ title: args.title, due: 'd', done: false, created: 0 }).id,
+      union: (s, args: { title: string }) =>
+        s.todos.insert({ title: args.title, due: 'd', done: false, created: 0 }).id,
       // One that only throws (its result type is never) is fine too.
-      refuseAll: (_s, _args: { why: string }) => { throw new Error('refused'); },
+      refuseAll: (_s, _args: { why: string }) => {
+        throw new Error('refused');
+      },
     },
   });
   // Synchronous handlers keep their types (contextual state, inferred arguments and results).
   const mixed = defineSchema({
     collections: { todos: collection<Todo>()() },
     commands: {
-      add: (s, args: { title: string }) => s.todos.insert({ title: args.title, due: 'd', done: false, created: 0 }),
+      add: (s, args: { title: string }) =>
+        s.todos.insert({ title: args.title, due: 'd', done: false, created: 0 }),
     },
   });
   const mixedStore = await open({ schema: mixed, dataDir: './data2' });

@@ -13,8 +13,24 @@ import { renderLatencySvg, renderReport } from '../../lib/verify/report.js';
 class H {
   ops: Op[] = [];
   constructor(readonly key = 'k') {}
-  private add(process: number, type: OpType, invokeMs: number, completeMs: number | null, outcome: Outcome, extra: Partial<Op> = {}): this {
-    this.ops.push({ id: this.ops.length + 1, process, type, key: this.key, invokeMs, completeMs, outcome, ...extra });
+  private add(
+    process: number,
+    type: OpType,
+    invokeMs: number,
+    completeMs: number | null,
+    outcome: Outcome,
+    extra: Partial<Op> = {},
+  ): this {
+    this.ops.push({
+      id: this.ops.length + 1,
+      process,
+      type,
+      key: this.key,
+      invokeMs,
+      completeMs,
+      outcome,
+      ...extra,
+    });
     return this;
   }
   w(p: number, value: string, inv: number, comp: number | null, outcome: Outcome = 'ok') {
@@ -26,7 +42,14 @@ class H {
   del(p: number, inv: number, comp: number | null, outcome: Outcome = 'ok') {
     return this.add(p, 'delete', inv, comp, outcome);
   }
-  cas(p: number, expect: string | null, value: string, inv: number, comp: number | null, outcome: Outcome = 'ok') {
+  cas(
+    p: number,
+    expect: string | null,
+    value: string,
+    inv: number,
+    comp: number | null,
+    outcome: Outcome = 'ok',
+  ) {
     return this.add(p, 'cas', inv, comp, outcome, { expect, value });
   }
   /** A cas refused with 409: the value was not `expect`. */
@@ -59,28 +82,63 @@ describe('known-good histories', () => {
   test('concurrent writes; reads during them see either, later reads agree on the winner', () => {
     for (const first of ['a', 'b']) {
       const second = first === 'a' ? 'b' : 'a';
-      const h = new H().w(1, 'a', 0, 100).w(2, 'b', 0, 100).r(3, first, 50, 150).r(3, second, 160, 170).r(4, second, 200, 210);
+      const h = new H()
+        .w(1, 'a', 0, 100)
+        .w(2, 'b', 0, 100)
+        .r(3, first, 50, 150)
+        .r(3, second, 160, 170)
+        .r(4, second, 200, 210);
       expect(valid(h)).toBe(true);
     }
     // Both seen during the writes, the winner afterwards.
-    expect(valid(new H().w(1, 'a', 0, 100).w(2, 'b', 0, 100).r(3, 'a', 10, 20).r(4, 'b', 30, 40).r(3, 'b', 200, 210))).toBe(true);
+    expect(
+      valid(
+        new H()
+          .w(1, 'a', 0, 100)
+          .w(2, 'b', 0, 100)
+          .r(3, 'a', 10, 20)
+          .r(4, 'b', 30, 40)
+          .r(3, 'b', 200, 210),
+      ),
+    ).toBe(true);
   });
 
   test('a read concurrent with a write sees the old or the new value', () => {
     for (const seen of ['a', 'b']) {
-      expect(valid(new H().w(1, 'a', 0, 10).w(1, 'b', 20, 40).r(2, seen, 25, 35).r(2, 'b', 50, 60))).toBe(true);
+      expect(
+        valid(new H().w(1, 'a', 0, 10).w(1, 'b', 20, 40).r(2, seen, 25, 35).r(2, 'b', 50, 60)),
+      ).toBe(true);
     }
     // Ops touching at the same millisecond count as concurrent.
     expect(valid(new H().w(1, 'a', 0, 10).r(2, null, 10, 20))).toBe(true);
   });
 
   test('info writes: seen later as applied, or never applied; applied even after the client gave up', () => {
-    expect(valid(new H().w(1, 'a', 0, 10).w(2, 'b', 20, null, 'info').r(3, 'a', 30, 40).r(3, 'b', 100, 110).r(1, 'b', 200, 210))).toBe(true);
-    expect(valid(new H().w(1, 'a', 0, 10).w(2, 'b', 20, null, 'info').r(3, 'a', 30, 40).r(3, 'a', 100, 110))).toBe(true);
+    expect(
+      valid(
+        new H()
+          .w(1, 'a', 0, 10)
+          .w(2, 'b', 20, null, 'info')
+          .r(3, 'a', 30, 40)
+          .r(3, 'b', 100, 110)
+          .r(1, 'b', 200, 210),
+      ),
+    ).toBe(true);
+    expect(
+      valid(
+        new H().w(1, 'a', 0, 10).w(2, 'b', 20, null, 'info').r(3, 'a', 30, 40).r(3, 'a', 100, 110),
+      ),
+    ).toBe(true);
     // Timed out at 50, applied at some point after 60.
-    expect(valid(new H().w(1, 'a', 0, 10).w(2, 'b', 20, 50, 'info').r(3, 'a', 55, 60).r(3, 'b', 300, 310))).toBe(true);
+    expect(
+      valid(
+        new H().w(1, 'a', 0, 10).w(2, 'b', 20, 50, 'info').r(3, 'a', 55, 60).r(3, 'b', 300, 310),
+      ),
+    ).toBe(true);
     // Info and failed reads carry no information.
-    expect(valid(new H().w(1, 'a', 0, 10).r(2, 'zzz', 20, 30, 'info').r(3, null, 20, 30, 'fail'))).toBe(true);
+    expect(
+      valid(new H().w(1, 'a', 0, 10).r(2, 'zzz', 20, 30, 'info').r(3, null, 20, 30, 'fail')),
+    ).toBe(true);
     // A failed write never happened.
     expect(valid(new H().w(1, 'a', 0, 10).w(2, 'b', 20, 30, 'fail').r(1, 'a', 40, 50))).toBe(true);
     // An info delete, applied.
@@ -99,10 +157,29 @@ describe('known-good histories', () => {
       .r(2, 'd', 220, 230);
     expect(valid(h)).toBe(true);
     // Two concurrent cas from the same value: one wins, the other is refused.
-    expect(valid(new H().w(1, 'a', 0, 10).cas(2, 'a', 'x', 20, 40).conflict(3, 'a', 'y', 20, 40).r(1, 'x', 50, 60))).toBe(true);
+    expect(
+      valid(
+        new H()
+          .w(1, 'a', 0, 10)
+          .cas(2, 'a', 'x', 20, 40)
+          .conflict(3, 'a', 'y', 20, 40)
+          .r(1, 'x', 50, 60),
+      ),
+    ).toBe(true);
     // A failed cas with another error did not happen and is not an observation.
     const other = new H().w(1, 'a', 0, 10);
-    other.ops.push({ id: 99, process: 2, type: 'cas', key: 'k', expect: 'a', value: 'q', invokeMs: 20, completeMs: 30, outcome: 'fail', error: 'PREVAIL_NOT_LEADER' });
+    other.ops.push({
+      id: 99,
+      process: 2,
+      type: 'cas',
+      key: 'k',
+      expect: 'a',
+      value: 'q',
+      invokeMs: 20,
+      completeMs: 30,
+      outcome: 'fail',
+      error: 'PREVAIL_NOT_LEADER',
+    });
     expect(valid(other.r(1, 'a', 40, 50))).toBe(true);
   });
 });
@@ -130,8 +207,12 @@ describe('known-bad histories', () => {
     const h = new H().w(1, 'a', 0, 10).w(2, 'b', 15, 100).r(3, 'b', 20, 30).r(4, 'a', 40, 50);
     expect(valid(h)).toBe(false);
     // The same reads overlapping each other are fine (a, then b written while both run).
-    expect(valid(new H().w(1, 'a', 0, 10).w(2, 'b', 15, 100).r(3, 'b', 20, 45).r(4, 'a', 40, 50))).toBe(true);
-    expect(valid(new H().w(1, 'a', 0, 10).w(2, 'b', 15, 100).r(3, 'b', 20, 50).r(4, 'a', 20, 50))).toBe(true);
+    expect(
+      valid(new H().w(1, 'a', 0, 10).w(2, 'b', 15, 100).r(3, 'b', 20, 45).r(4, 'a', 40, 50)),
+    ).toBe(true);
+    expect(
+      valid(new H().w(1, 'a', 0, 10).w(2, 'b', 15, 100).r(3, 'b', 20, 50).r(4, 'a', 20, 50)),
+    ).toBe(true);
   });
 
   test('a cas that succeeded although the value did not match; a conflict although it did', () => {
@@ -139,26 +220,74 @@ describe('known-bad histories', () => {
     expect(valid(new H().w(1, 'a', 0, 10).conflict(2, 'a', 'c', 20, 30))).toBe(false);
     expect(valid(new H().cas(1, null, 'a', 0, 10).cas(2, null, 'b', 20, 30))).toBe(false);
     // ... unless an indeterminate write explains it.
-    expect(valid(new H().w(1, 'a', 0, 10).w(3, 'z', 5, null, 'info').conflict(2, 'a', 'c', 20, 30))).toBe(true);
+    expect(
+      valid(new H().w(1, 'a', 0, 10).w(3, 'z', 5, null, 'info').conflict(2, 'a', 'c', 20, 30)),
+    ).toBe(true);
   });
 
   test('an indeterminate write cannot take effect before it was invoked', () => {
-    expect(valid(new H().w(1, 'a', 0, 10).r(2, 'b', 20, 30).w(3, 'b', 40, null, 'info'))).toBe(false);
+    expect(valid(new H().w(1, 'a', 0, 10).r(2, 'b', 20, 30).w(3, 'b', 40, null, 'info'))).toBe(
+      false,
+    );
   });
 
   test('stale reads recorded by the harness (npm run verify -- --reads stale, seed 8), shrunk', () => {
     const real: Op[] = [
-      { id: 422, process: 14, type: 'write', key: 'k3', value: '6.21', invokeMs: 7343.4, completeMs: 8614.4, outcome: 'ok', node: 3 },
-      { id: 449, process: 21, type: 'cas', key: 'k3', expect: '6.21', value: '8.16', invokeMs: 8735.1, completeMs: 8740, outcome: 'ok', node: 3 },
-      { id: 452, process: 20, type: 'write', key: 'k3', value: '4.21', invokeMs: 8767.4, completeMs: 8769.7, outcome: 'ok', node: 1 },
-      { id: 458, process: 19, type: 'read', key: 'k3', value: '8.16', invokeMs: 8812, completeMs: 8812.5, outcome: 'ok', node: 3 },
+      {
+        id: 422,
+        process: 14,
+        type: 'write',
+        key: 'k3',
+        value: '6.21',
+        invokeMs: 7343.4,
+        completeMs: 8614.4,
+        outcome: 'ok',
+        node: 3,
+      },
+      {
+        id: 449,
+        process: 21,
+        type: 'cas',
+        key: 'k3',
+        expect: '6.21',
+        value: '8.16',
+        invokeMs: 8735.1,
+        completeMs: 8740,
+        outcome: 'ok',
+        node: 3,
+      },
+      {
+        id: 452,
+        process: 20,
+        type: 'write',
+        key: 'k3',
+        value: '4.21',
+        invokeMs: 8767.4,
+        completeMs: 8769.7,
+        outcome: 'ok',
+        node: 1,
+      },
+      {
+        id: 458,
+        process: 19,
+        type: 'read',
+        key: 'k3',
+        value: '8.16',
+        invokeMs: 8812,
+        completeMs: 8812.5,
+        outcome: 'ok',
+        node: 3,
+      },
     ];
     const result = checkKey(real);
     expect(result.valid).toBe(false);
     expect(result.anomaly!.minimalSubhistory).toHaveLength(4);
     expect(result.anomaly!.reason).toMatch(/op 458 \(read → "8\.16".*the value was "4\.21"/);
     // The same read a few ms earlier, overlapping the write of 4.21, is fine.
-    expect(checkKey(real.map((o) => (o.id === 458 ? { ...o, invokeMs: 8768, completeMs: 8768.5 } : o))).valid).toBe(true);
+    expect(
+      checkKey(real.map((o) => (o.id === 458 ? { ...o, invokeMs: 8768, completeMs: 8768.5 } : o)))
+        .valid,
+    ).toBe(true);
   });
 
   test('checkHistory groups by key: one bad key fails the history', () => {
@@ -196,14 +325,17 @@ describe('shrinking and budgets', () => {
     // Dropping any one op of it makes it pass (or leaves a read without its writer).
     for (const o of minimal) {
       const rest = minimal.filter((x) => x !== o);
-      const readsWithoutWriter = rest.some((x) => x.type === 'read' && x.value === 'v40') && !rest.some((x) => x.value === 'v40' && x.type === 'write');
+      const readsWithoutWriter =
+        rest.some((x) => x.type === 'read' && x.value === 'v40') &&
+        !rest.some((x) => x.value === 'v40' && x.type === 'write');
       if (!readsWithoutWriter) expect(checkKey(rest).valid).not.toBe(false);
     }
   });
 
   test('unknown when the state or time budget runs out', () => {
     const h = new H();
-    for (let i = 0; i < 2000; i++) h.w(1, `v${i}`, i * 10, i * 10 + 5).r(2, `v${i}`, i * 10 + 6, i * 10 + 8);
+    for (let i = 0; i < 2000; i++)
+      h.w(1, `v${i}`, i * 10, i * 10 + 5).r(2, `v${i}`, i * 10 + 6, i * 10 + 8);
     const bounded = checkKey(h.ops, { maxStates: 100 });
     expect(bounded.valid).toBe('unknown');
     expect(bounded.note).toMatch(/state budget/);
@@ -234,9 +366,14 @@ describe('checkFinal', () => {
     expect(checkFinal(info.ops, { k: 'b' })).toEqual([]);
     expect(checkFinal(info.ops, { k: 'c' })[0]!.kind).toBe('lost-write');
     expect(checkFinal(new H().w(1, 'a', 0, 10).del(1, 20, 30).ops, {})).toEqual([]);
-    expect(checkFinal(new H().w(1, 'a', 0, 10).del(1, 20, 30).ops, { k: 'a' })[0]!.kind).toBe('lost-write');
+    expect(checkFinal(new H().w(1, 'a', 0, 10).del(1, 20, 30).ops, { k: 'a' })[0]!.kind).toBe(
+      'lost-write',
+    );
     expect(checkFinal(new H().w(1, 'a', 0, 10, 'info').ops, { k: null })).toEqual([]);
-    expect(checkFinal([], { other: 'x' })[0]).toMatchObject({ kind: 'unexpected-final-value', key: 'other' });
+    expect(checkFinal([], { other: 'x' })[0]).toMatchObject({
+      kind: 'unexpected-final-value',
+      key: 'other',
+    });
     // A cas conflict changed nothing.
     const conflicted = new H().w(1, 'a', 0, 10).conflict(2, 'q', 'z', 20, 30);
     expect(checkFinal(conflicted.ops, { k: 'z' })[0]!.kind).toBe('lost-write');
@@ -244,7 +381,12 @@ describe('checkFinal', () => {
 
   test('replicas must hold the same state', () => {
     const ops = new H().w(1, 'a', 0, 10).ops;
-    expect(checkFinal(ops, { k: 'a' }, [{ node: 1, state: { k: 'a' } }, { node: 2, state: new Map([['k', 'a']]) }])).toEqual([]);
+    expect(
+      checkFinal(ops, { k: 'a' }, [
+        { node: 1, state: { k: 'a' } },
+        { node: 2, state: new Map([['k', 'a']]) },
+      ]),
+    ).toEqual([]);
     const diverged = checkFinal(ops, { k: 'a' }, [
       { node: 1, state: { k: 'a', j: 'x' } },
       { node: 2, state: { k: 'a' } },
@@ -253,8 +395,18 @@ describe('checkFinal', () => {
     expect(diverged).toHaveLength(1);
     expect(diverged[0]).toMatchObject({ kind: 'replica-divergence', nodes: [1, 2] });
     expect(diverged[0]!.message).toContain('"j"');
-    expect(checkFinal(ops, { k: 'a' }, [{ node: 1, state: 'abc' }, { node: 2, state: 'abd' }])[0]!.kind).toBe('replica-divergence');
-    expect(checkFinal(ops, { k: 'a' }, [{ node: 1, state: 'abc' }, { node: 2, state: 'abc' }])).toEqual([]);
+    expect(
+      checkFinal(ops, { k: 'a' }, [
+        { node: 1, state: 'abc' },
+        { node: 2, state: 'abd' },
+      ])[0]!.kind,
+    ).toBe('replica-divergence');
+    expect(
+      checkFinal(ops, { k: 'a' }, [
+        { node: 1, state: 'abc' },
+        { node: 2, state: 'abc' },
+      ]),
+    ).toEqual([]);
   });
 });
 
@@ -287,7 +439,12 @@ const specArb = fc.record({
  * complete (info ops: at some point after invoke, maybe after the client gave up, or never), so
  * the history is linearizable by construction. Returns the ops and the final state.
  */
-function simulate(specs: Spec[], processes: number, keyCount: number, infoPercent = 8): { ops: Op[]; final: Map<string, string | null> } {
+function simulate(
+  specs: Spec[],
+  processes: number,
+  keyCount: number,
+  infoPercent = 8,
+): { ops: Op[]; final: Map<string, string | null> } {
   const free = new Array<number>(processes).fill(0);
   const planned: { op: Op; at: number; applies: boolean; pick: number }[] = [];
   specs.forEach((s, i) => {
@@ -296,8 +453,17 @@ function simulate(specs: Spec[], processes: number, keyCount: number, infoPercen
     const at = invokeMs + s.lin;
     const completeMs = at + s.tail;
     free[p] = completeMs;
-    const type: OpType = s.kind <= 3 ? 'read' : s.kind <= 5 ? 'write' : s.kind === 6 ? 'delete' : 'cas';
-    const op: Op = { id: i + 1, process: p, type, key: `k${s.key % keyCount}`, invokeMs, completeMs, outcome: 'ok' };
+    const type: OpType =
+      s.kind <= 3 ? 'read' : s.kind <= 5 ? 'write' : s.kind === 6 ? 'delete' : 'cas';
+    const op: Op = {
+      id: i + 1,
+      process: p,
+      type,
+      key: `k${s.key % keyCount}`,
+      invokeMs,
+      completeMs,
+      outcome: 'ok',
+    };
     if (type === 'write' || type === 'cas') op.value = `${op.key}-${op.id}`;
     let applies = true;
     let when = at;
@@ -331,7 +497,12 @@ function simulate(specs: Spec[], processes: number, keyCount: number, infoPercen
         if (applies) state.set(op.key, null);
         break;
       case 'cas': {
-        op.expect = pick < 60 ? current : pick < 80 || history.length === 0 ? null : history[pick % history.length]!;
+        op.expect =
+          pick < 60
+            ? current
+            : pick < 80 || history.length === 0
+              ? null
+              : history[pick % history.length]!;
         if (current !== op.expect) {
           if (op.outcome === 'ok') {
             op.outcome = 'fail';
@@ -354,29 +525,43 @@ function simulate(specs: Spec[], processes: number, keyCount: number, infoPercen
 describe('randomised histories (fast-check)', () => {
   test('histories executed against a register are linearizable, and checkFinal accepts the final state', () => {
     fc.assert(
-      fc.property(fc.array(specArb, { minLength: 1, maxLength: 120 }), fc.integer({ min: 1, max: 8 }), (specs, processes) => {
-        const { ops, final } = simulate(specs, processes, 3);
-        const result = checkHistory(ops, { timeoutMs: 5_000 });
-        expect(result.valid).toBe(true);
-        expect(checkFinal(ops, final, [{ node: 1, state: final }, { node: 2, state: new Map(final) }])).toEqual([]);
-      }),
+      fc.property(
+        fc.array(specArb, { minLength: 1, maxLength: 120 }),
+        fc.integer({ min: 1, max: 8 }),
+        (specs, processes) => {
+          const { ops, final } = simulate(specs, processes, 3);
+          const result = checkHistory(ops, { timeoutMs: 5_000 });
+          expect(result.valid).toBe(true);
+          expect(
+            checkFinal(ops, final, [
+              { node: 1, state: final },
+              { node: 2, state: new Map(final) },
+            ]),
+          ).toEqual([]);
+        },
+      ),
       { numRuns: 150 },
     );
   });
 
   test('a read corrupted to a value never written is caught, and shrinks to that read', () => {
     fc.assert(
-      fc.property(fc.array(specArb, { minLength: 1, maxLength: 120 }), fc.integer({ min: 1, max: 8 }), fc.nat(), (specs, processes, which) => {
-        const { ops } = simulate(specs, processes, 2);
-        const reads = ops.filter((o) => o.type === 'read' && o.outcome === 'ok');
-        fc.pre(reads.length > 0);
-        const victim = reads[which % reads.length]!;
-        victim.value = 'corrupted';
-        const result = checkHistory(ops, { timeoutMs: 5_000 });
-        expect(result.valid).toBe(false);
-        const bad = result.keys.find((k) => k.key === victim.key)!;
-        expect(bad.anomaly!.minimalSubhistory).toEqual([victim]);
-      }),
+      fc.property(
+        fc.array(specArb, { minLength: 1, maxLength: 120 }),
+        fc.integer({ min: 1, max: 8 }),
+        fc.nat(),
+        (specs, processes, which) => {
+          const { ops } = simulate(specs, processes, 2);
+          const reads = ops.filter((o) => o.type === 'read' && o.outcome === 'ok');
+          fc.pre(reads.length > 0);
+          const victim = reads[which % reads.length]!;
+          victim.value = 'corrupted';
+          const result = checkHistory(ops, { timeoutMs: 5_000 });
+          expect(result.valid).toBe(false);
+          const bad = result.keys.find((k) => k.key === victim.key)!;
+          expect(bad.anomaly!.minimalSubhistory).toEqual([victim]);
+        },
+      ),
       { numRuns: 100 },
     );
   });
@@ -384,22 +569,34 @@ describe('randomised histories (fast-check)', () => {
   test('a read corrupted to a value first written after it completed is caught', () => {
     let asserted = 0;
     fc.assert(
-      fc.property(fc.array(specArb, { minLength: 10, maxLength: 120 }), fc.integer({ min: 1, max: 8 }), fc.nat(), (specs, processes, which) => {
-        const { ops } = simulate(specs, processes, 2);
-        const reads = ops.filter((o) => o.type === 'read' && o.outcome === 'ok');
-        fc.pre(reads.length > 0);
-        const victim = reads[which % reads.length]!;
-        const future = ops.find(
-          (o) => o.key === victim.key && (o.type === 'write' || o.type === 'cas') && o.outcome !== 'fail' && o.invokeMs > victim.completeMs!,
-        );
-        fc.pre(future !== undefined);
-        victim.value = future.value!;
-        asserted++;
-        const result = checkKey(ops.filter((o) => o.key === victim.key), { timeoutMs: 5_000 });
-        expect(result.valid).toBe(false);
-        expect(checkKey(result.anomaly!.minimalSubhistory).valid).toBe(false);
-        expect(result.anomaly!.minimalSubhistory).toContain(victim);
-      }),
+      fc.property(
+        fc.array(specArb, { minLength: 10, maxLength: 120 }),
+        fc.integer({ min: 1, max: 8 }),
+        fc.nat(),
+        (specs, processes, which) => {
+          const { ops } = simulate(specs, processes, 2);
+          const reads = ops.filter((o) => o.type === 'read' && o.outcome === 'ok');
+          fc.pre(reads.length > 0);
+          const victim = reads[which % reads.length]!;
+          const future = ops.find(
+            (o) =>
+              o.key === victim.key &&
+              (o.type === 'write' || o.type === 'cas') &&
+              o.outcome !== 'fail' &&
+              o.invokeMs > victim.completeMs!,
+          );
+          fc.pre(future !== undefined);
+          victim.value = future.value!;
+          asserted++;
+          const result = checkKey(
+            ops.filter((o) => o.key === victim.key),
+            { timeoutMs: 5_000 },
+          );
+          expect(result.valid).toBe(false);
+          expect(checkKey(result.anomaly!.minimalSubhistory).valid).toBe(false);
+          expect(result.anomaly!.minimalSubhistory).toContain(victim);
+        },
+      ),
       { numRuns: 100 },
     );
     expect(asserted).toBeGreaterThan(50);
@@ -408,16 +605,21 @@ describe('randomised histories (fast-check)', () => {
   test('a read corrupted to another written value: no crash, and a decided verdict', () => {
     let caught = 0;
     fc.assert(
-      fc.property(fc.array(specArb, { minLength: 10, maxLength: 120 }), fc.nat(), fc.nat(), (specs, a, b) => {
-        const { ops } = simulate(specs, 5, 1);
-        const reads = ops.filter((o) => o.type === 'read' && o.outcome === 'ok');
-        const values = ops.filter((o) => o.type === 'write').map((o) => o.value!);
-        fc.pre(reads.length > 0 && values.length > 0);
-        reads[a % reads.length]!.value = values[b % values.length]!;
-        const result = checkKey(ops, { timeoutMs: 5_000 });
-        expect([true, false]).toContain(result.valid);
-        if (result.valid === false) caught++;
-      }),
+      fc.property(
+        fc.array(specArb, { minLength: 10, maxLength: 120 }),
+        fc.nat(),
+        fc.nat(),
+        (specs, a, b) => {
+          const { ops } = simulate(specs, 5, 1);
+          const reads = ops.filter((o) => o.type === 'read' && o.outcome === 'ok');
+          const values = ops.filter((o) => o.type === 'write').map((o) => o.value!);
+          fc.pre(reads.length > 0 && values.length > 0);
+          reads[a % reads.length]!.value = values[b % values.length]!;
+          const result = checkKey(ops, { timeoutMs: 5_000 });
+          expect([true, false]).toContain(result.valid);
+          if (result.valid === false) caught++;
+        },
+      ),
       { numRuns: 100 },
     );
     expect(caught).toBeGreaterThan(0);
@@ -429,14 +631,25 @@ describe('randomised histories (fast-check)', () => {
 /** Linearizable iff some ordering of a subset (all required ops, any optional ones) respects
  *  real time and the register. Enumerates permutations; only for a handful of ops. */
 function bruteForce(ops: Op[]): boolean {
-  type E = { op: Op; required: boolean; call: number; ret: number; kind: 'read' | 'write' | 'cas' | 'conflict' };
+  type E = {
+    op: Op;
+    required: boolean;
+    call: number;
+    ret: number;
+    kind: 'read' | 'write' | 'cas' | 'conflict';
+  };
   const es: E[] = [];
   for (const op of ops) {
     if (op.type === 'read' && op.outcome !== 'ok') continue;
     if (op.outcome === 'fail' && !(op.type === 'cas' && op.error === CAS_CONFLICT)) continue;
     const required = op.outcome !== 'info';
     const ret = required && op.completeMs !== null ? op.completeMs : Infinity;
-    const kind = op.type === 'delete' ? 'write' : op.type === 'cas' && op.outcome === 'fail' ? 'conflict' : op.type;
+    const kind =
+      op.type === 'delete'
+        ? 'write'
+        : op.type === 'cas' && op.outcome === 'fail'
+          ? 'conflict'
+          : op.type;
     es.push({ op, required, call: op.invokeMs, ret, kind });
   }
   const used = new Array<boolean>(es.length).fill(false);
@@ -445,14 +658,16 @@ function bruteForce(ops: Op[]): boolean {
     // Real time: nothing placed after an op that returned before it was invoked... i.e. for
     // each pair in order, the later one must not have returned before the earlier was invoked;
     // and an op left out must be optional.
-    for (let i = 0; i < order.length; i++) for (let j = i + 1; j < order.length; j++) if (order[j]!.ret < order[i]!.call) return false;
+    for (let i = 0; i < order.length; i++)
+      for (let j = i + 1; j < order.length; j++) if (order[j]!.ret < order[i]!.call) return false;
     let v: string | null = null;
     for (const e of order) {
       const op = e.op;
       if (e.kind === 'read' && (op.value ?? null) !== v) return false;
       if (e.kind === 'cas' && v !== (op.expect ?? null)) return false;
       if (e.kind === 'conflict' && v === (op.expect ?? null)) return false;
-      if (e.kind === 'write' || e.kind === 'cas') v = op.type === 'delete' ? null : (op.value ?? null);
+      if (e.kind === 'write' || e.kind === 'cas')
+        v = op.type === 'delete' ? null : (op.value ?? null);
     }
     return true;
   };
@@ -494,8 +709,17 @@ test('agrees with a brute-force search on tiny random histories', () => {
   fc.assert(
     fc.property(fc.array(tinyOp, { minLength: 1, maxLength: TINY_MAX }), (raw) => {
       const ops: Op[] = raw.map((r, i) => {
-        const op: Op = { id: i + 1, process: r.process, type: r.type, key: 'k', invokeMs: r.invokeMs, completeMs: r.invokeMs + r.len, outcome: r.outcome };
-        if (r.type === 'read' || r.type === 'write' || r.type === 'cas') op.value = r.type === 'write' || r.type === 'cas' ? (r.value ?? 'a') : r.value;
+        const op: Op = {
+          id: i + 1,
+          process: r.process,
+          type: r.type,
+          key: 'k',
+          invokeMs: r.invokeMs,
+          completeMs: r.invokeMs + r.len,
+          outcome: r.outcome,
+        };
+        if (r.type === 'read' || r.type === 'write' || r.type === 'cas')
+          op.value = r.type === 'write' || r.type === 'cas' ? (r.value ?? 'a') : r.value;
         if (r.type === 'cas') op.expect = r.expect;
         if (r.outcome === 'info' && r.open) op.completeMs = null;
         if (r.outcome === 'fail' && r.type === 'cas' && r.conflict) op.error = CAS_CONFLICT;
@@ -526,7 +750,12 @@ function plainSearch(ops: Op[]): boolean {
     if (op.type === 'read' && op.outcome !== 'ok') continue;
     if (op.outcome === 'fail' && !(op.type === 'cas' && op.error === CAS_CONFLICT)) continue;
     const required = op.outcome !== 'info';
-    es.push({ op, required, call: op.invokeMs, ret: required && op.completeMs !== null ? op.completeMs : Infinity });
+    es.push({
+      op,
+      required,
+      call: op.invokeMs,
+      ret: required && op.completeMs !== null ? op.completeMs : Infinity,
+    });
   }
   const done = new Array<boolean>(es.length).fill(false);
   const seen = new Set<string>();
@@ -571,8 +800,12 @@ test('agrees with the plain search on medium random histories with many info ops
       (specs, processes, corruptions) => {
         const { ops } = simulate(specs, processes, 1, 30);
         const reads = ops.filter((o) => o.type === 'read' && o.outcome === 'ok');
-        const values = [null, ...ops.filter((o) => o.type === 'write' || o.type === 'cas').map((o) => o.value!)];
-        for (const [a, b] of corruptions) if (reads.length) reads[a % reads.length]!.value = values[b % values.length]!;
+        const values = [
+          null,
+          ...ops.filter((o) => o.type === 'write' || o.type === 'cas').map((o) => o.value!),
+        ];
+        for (const [a, b] of corruptions)
+          if (reads.length) reads[a % reads.length]!.value = values[b % values.length]!;
         const expected = plainSearch(ops);
         const result = checkKey(ops, { timeoutMs: 5_000 });
         expect(result.valid).toBe(expected);
@@ -606,12 +839,24 @@ function isWellFormed(svg: string): boolean {
 describe('report', () => {
   test('verdict, counts, anomalies with their minimal sub-history, final violations', () => {
     const good = new H('good').w(1, 'x', 0, 10).r(2, 'x', 20, 30).r(3, 'x', 20, 30, 'info');
-    const bad = new H('bad').w(1, 'a', 0, 10).w(2, 'b', 20, 30).r(3, 'a', 40, 50).conflict(4, 'zz', 'q', 60, 70);
+    const bad = new H('bad')
+      .w(1, 'a', 0, 10)
+      .w(2, 'b', 20, 30)
+      .r(3, 'a', 40, 50)
+      .conflict(4, 'zz', 'q', 60, 70);
     const ops = [...good.ops, ...bad.ops.map((o) => ({ ...o, id: o.id + 100, node: 2 }))];
     const results = checkHistory(ops);
     const final = checkFinal(ops, { good: 'x', bad: 'a' });
-    const { text, json } = renderReport({ results, ops, faults: [{ kind: 'partition', startMs: 15, endMs: 45, detail: '{1,2} | {3}' }], meta: { seed: 42, nodes: 3 }, final });
-    expect(text.split('\n')[0]).toMatch(/^VERDICT: FAIL — 1 of 2 keys not linearizable; 1 final-state violation$/);
+    const { text, json } = renderReport({
+      results,
+      ops,
+      faults: [{ kind: 'partition', startMs: 15, endMs: 45, detail: '{1,2} | {3}' }],
+      meta: { seed: 42, nodes: 3 },
+      final,
+    });
+    expect(text.split('\n')[0]).toMatch(
+      /^VERDICT: FAIL — 1 of 2 keys not linearizable; 1 final-state violation$/,
+    );
     expect(text).toContain('run: seed=42 nodes=3');
     expect(text).toMatch(/read\s+2\s+0\s+1\s+3/);
     expect(text).toMatch(/total\s+5\s+1\s+1\s+7/);
@@ -625,11 +870,22 @@ describe('report', () => {
     expect(json.anomalies).toHaveLength(1);
     expect(JSON.parse(JSON.stringify(json)).anomalies[0].minimalSubhistory).toHaveLength(3);
 
-    const pass = renderReport({ results: checkHistory(good.ops), ops: good.ops, faults: [], final: [] });
-    expect(pass.text.split('\n')[0]).toBe('VERDICT: PASS — 1 key linearizable, acknowledged writes visible, replicas equal');
+    const pass = renderReport({
+      results: checkHistory(good.ops),
+      ops: good.ops,
+      faults: [],
+      final: [],
+    });
+    expect(pass.text.split('\n')[0]).toBe(
+      'VERDICT: PASS — 1 key linearizable, acknowledged writes visible, replicas equal',
+    );
     const unchecked = renderReport({ results: checkHistory(good.ops), ops: good.ops, faults: [] });
     expect(unchecked.json.summary).toContain('final state not checked');
-    const unknown = renderReport({ results: { valid: 'unknown', keys: [], opsChecked: 0, statesExplored: 0, elapsedMs: 0 }, ops: good.ops, faults: [] });
+    const unknown = renderReport({
+      results: { valid: 'unknown', keys: [], opsChecked: 0, statesExplored: 0, elapsedMs: 0 },
+      ops: good.ops,
+      faults: [],
+    });
     expect(unknown.json.verdict).toBe('UNKNOWN');
     expect(unknown.json.summary).toBe('linearizability not established');
   });
@@ -644,7 +900,9 @@ describe('report', () => {
       { kind: 'partition', startMs: 900, endMs: 1000 },
     ];
     const svg = renderLatencySvg(ops, faults, { width: 800, height: 300 });
-    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg" width="800" height="300"')).toBe(true);
+    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg" width="800" height="300"')).toBe(
+      true,
+    );
     expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
     expect(isWellFormed(svg)).toBe(true);
     expect(svg.match(/<rect class="fault"/g)).toHaveLength(3);
@@ -671,8 +929,12 @@ test('a 5-key history of ~2000 ops from 10 clients with info ops checks in well 
   // Corrupt one read: the invalid path (search exhaustion + shrinking) must be fast too.
   const victim = ops.filter((o) => o.type === 'read' && o.outcome === 'ok')[500]!;
   // A value overwritten (by an acknowledged write after it) before the read was invoked.
-  const okWrites = ops.filter((o) => o.key === victim.key && o.type === 'write' && o.outcome === 'ok');
-  const wrote = okWrites.find((w) => okWrites.some((later) => later.invokeMs > w.completeMs! && later.completeMs! < victim.invokeMs))!;
+  const okWrites = ops.filter(
+    (o) => o.key === victim.key && o.type === 'write' && o.outcome === 'ok',
+  );
+  const wrote = okWrites.find((w) =>
+    okWrites.some((later) => later.invokeMs > w.completeMs! && later.completeMs! < victim.invokeMs),
+  )!;
   victim.value = wrote.value!;
   const started2 = performance.now();
   const bad = checkHistory(ops);

@@ -16,7 +16,9 @@ function probe(ns: string | null, host: string, timeoutMs = 1500): Promise<strin
     s.on('data', () => { console.log('connected'); process.exit(0); });
     s.on('error', (e) => { console.log('error ' + e.code); process.exit(0); });
     setTimeout(() => { console.log('timeout'); process.exit(0); }, ${timeoutMs});`;
-  const [cmd, args] = ns ? ['ip', ['netns', 'exec', ns, process.execPath, '-e', script]] : [process.execPath, ['-e', script]];
+  const [cmd, args] = ns
+    ? ['ip', ['netns', 'exec', ns, process.execPath, '-e', script]]
+    : [process.execPath, ['-e', script]];
   return new Promise((resolve) => {
     execFile(cmd, args, { timeout: timeoutMs + 5000, killSignal: 'SIGKILL' }, (err, stdout) => {
       resolve(stdout.trim() || `failed: ${err?.message ?? 'no output'}`);
@@ -39,17 +41,26 @@ beforeAll(async () => {
     const node = await net.addNode(id);
     // A server that greets every connection, bound to the node's own address in its namespace.
     const script = `require('net').createServer((s) => s.end('hi')).listen(${PORT}, ${JSON.stringify(node.address)}, () => console.log('listening'))`;
-    const child = spawn('ip', ['netns', 'exec', node.ns, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn('ip', ['netns', 'exec', node.ns, process.execPath, '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     servers.push(child);
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`server in ${node.ns} did not listen`)), 10_000);
-      child.stdout!.once('data', () => { clearTimeout(timer); resolve(); });
+      const timer = setTimeout(
+        () => reject(new Error(`server in ${node.ns} did not listen`)),
+        10_000,
+      );
+      child.stdout!.once('data', () => {
+        clearTimeout(timer);
+        resolve();
+      });
     });
   }
 }, 60_000);
 
 afterAll(async () => {
-  for (const s of servers) if (s.exitCode === null && s.signalCode === null && s.pid) process.kill(s.pid, 'SIGKILL');
+  for (const s of servers)
+    if (s.exitCode === null && s.signalCode === null && s.pid) process.kill(s.pid, 'SIGKILL');
   if (net) expect(await net.destroy()).toEqual([]);
 }, 60_000);
 
@@ -61,27 +72,45 @@ test('a partitioned node truly cannot reach the others, and can again after heal
   const n = net;
   const addr = (id: number) => n.addressOf(id);
   // `ip netns exec` execs: the pid we hold is node's own (the harness kills nodes by this pid).
-  expect(await import('node:fs').then((fs) => fs.readFileSync(`/proc/${servers[0]!.pid}/comm`, 'utf8').trim())).toMatch(/^(node|MainThread)$/);
+  expect(
+    await import('node:fs').then((fs) =>
+      fs.readFileSync(`/proc/${servers[0]!.pid}/comm`, 'utf8').trim(),
+    ),
+  ).toMatch(/^(node|MainThread)$/);
 
   // Connected at first: every pair, and the root namespace to every node.
-  for (const [a, b] of [[1, 2], [2, 3], [3, 1]] as const) expect(await probe(n.nsOf(a), addr(b))).toBe('connected');
+  for (const [a, b] of [
+    [1, 2],
+    [2, 3],
+    [3, 1],
+  ] as const)
+    expect(await probe(n.nsOf(a), addr(b))).toBe('connected');
   for (const id of [1, 2, 3]) expect(await probe(null, addr(id))).toBe('connected');
 
   // Isolate node 1.
   const plan = partitionPairs('isolate', [2, 3, 1], 1);
-  expect(plan.pairs).toEqual([[1, 2], [1, 3]]);
+  expect(plan.pairs).toEqual([
+    [1, 2],
+    [1, 3],
+  ]);
   await n.partition(plan.pairs);
   expect(await n.routes(1)).toContain(`blackhole ${addr(2)}`);
   for (const peer of [2, 3]) {
-    expect(await probe(n.nsOf(1), addr(peer))).toMatch(/^(error |timeout)/);   // from the cut node
-    expect(await probe(n.nsOf(peer), addr(1))).toMatch(/^(error |timeout)/);   // towards it
+    expect(await probe(n.nsOf(1), addr(peer))).toMatch(/^(error |timeout)/); // from the cut node
+    expect(await probe(n.nsOf(peer), addr(1))).toMatch(/^(error |timeout)/); // towards it
   }
-  expect(await probe(n.nsOf(2), addr(3))).toBe('connected');                  // the majority still talks
-  expect(await probe(null, addr(1))).toBe('connected');                       // the harness still reaches it
+  expect(await probe(n.nsOf(2), addr(3))).toBe('connected'); // the majority still talks
+  expect(await probe(null, addr(1))).toBe('connected'); // the harness still reaches it
 
   await n.heal();
   expect(await n.routes(1)).toBe('');
-  for (const [a, b] of [[1, 2], [1, 3], [2, 1], [3, 1]] as const) expect(await probe(n.nsOf(a), addr(b))).toBe('connected');
+  for (const [a, b] of [
+    [1, 2],
+    [1, 3],
+    [2, 1],
+    [3, 1],
+  ] as const)
+    expect(await probe(n.nsOf(a), addr(b))).toBe('connected');
 
   // A bridge: 2 and 3 can't see each other, 1 sees both.
   const bridge = partitionPairs('bridge', [1, 2, 3]);

@@ -14,6 +14,19 @@ import { adminHandler, type AdminSource, type AdminStatus } from '../../../lib/a
 import { collection, defineSchema, open, type Store } from '../../../lib/store.js';
 import { freePorts, tempDir, waitFor } from '../../helpers/cluster.js';
 
+// The callbacks given to page.waitForFunction / $$eval run in the browser. The test program
+// is typed with Node's lib, not the DOM's: these are the few DOM types they use.
+interface PageElement {
+  dataset: Record<string, string | undefined>;
+  textContent: string | null;
+}
+type HTMLElement = PageElement;
+declare const document: {
+  querySelectorAll(selector: string): ArrayLike<PageElement> & Iterable<PageElement>;
+  querySelector(selector: string): PageElement | null;
+  getElementById(id: string): PageElement | null;
+};
+
 const cli = join(process.cwd(), 'dist', 'cli.js');
 const artifacts = join(process.cwd(), 'test-artifacts');
 
@@ -22,14 +35,20 @@ const schema = defineSchema({
   commands: { add: (s, { text }: { text: string }) => s.notes.insert({ text }).id },
 });
 
-interface Reply { status: number; headers: IncomingMessage['headers']; body: string }
+interface Reply {
+  status: number;
+  headers: IncomingMessage['headers'];
+  body: string;
+}
 
 function http(url: string, method = 'GET', body?: string): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method, timeout: 5000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
-      res.on('data', (c: string) => { body += c; });
+      res.on('data', (c: string) => {
+        body += c;
+      });
       res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
     });
     req.on('timeout', () => req.destroy(new Error(`${method} ${url} timed out`)));
@@ -47,7 +66,7 @@ class EventStream {
   headers: IncomingMessage['headers'] = {};
   retry: number | undefined;
   readonly opened: Promise<void>;
-  #req: ReturnType<typeof get>;
+  #req!: ReturnType<typeof get>;
   #buffer = '';
 
   constructor(url: string) {
@@ -56,11 +75,18 @@ class EventStream {
         this.headers = res.headers;
         res.setEncoding('utf8');
         res.on('data', (chunk: string) => this.#feed(chunk));
-        res.on('end', () => { this.ended = true; });
-        res.on('close', () => { this.ended = true; });
+        res.on('end', () => {
+          this.ended = true;
+        });
+        res.on('close', () => {
+          this.ended = true;
+        });
         resolve();
       });
-      this.#req.on('error', (err) => { this.ended = true; reject(err); });
+      this.#req.on('error', (err) => {
+        this.ended = true;
+        reject(err);
+      });
     });
   }
 
@@ -70,7 +96,11 @@ class EventStream {
     while ((cut = this.#buffer.indexOf('\n\n')) >= 0) {
       const block = this.#buffer.slice(0, cut);
       this.#buffer = this.#buffer.slice(cut + 2);
-      const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+      const data = block
+        .split('\n')
+        .filter((l) => l.startsWith('data: '))
+        .map((l) => l.slice(6))
+        .join('\n');
       const retry = /^retry: (\d+)$/m.exec(block);
       if (retry) this.retry = Number(retry[1]);
       const event = /^event: (.+)$/m.exec(block)?.[1];
@@ -84,7 +114,9 @@ class EventStream {
   }
 }
 
-async function listen(handler: (req: IncomingMessage, res: import('node:http').ServerResponse) => boolean): Promise<{ server: Server; base: string }> {
+async function listen(
+  handler: (req: IncomingMessage, res: import('node:http').ServerResponse) => boolean,
+): Promise<{ server: Server; base: string }> {
   const server = createServer((req, res) => {
     if (handler(req, res)) return;
     res.writeHead(404, { 'Content-Type': 'text/plain' });
@@ -125,17 +157,31 @@ describe('admin handler over HTTP', () => {
       expect(s).toMatchObject({ id: 1, role: 'leader', lagKnown: true, leader: { id: 1 } });
       expect(s.address).toBe(s.leader!.address);
       expect(s.commitIndex).toBeGreaterThanOrEqual(4);
-      expect(s.members).toEqual([{ id: 1, address: s.address, role: 'voter', leader: true, self: true, matchIndex: expect.any(Number), lag: expect.any(Number) }]);
+      expect(s.members).toEqual([
+        {
+          id: 1,
+          address: s.address,
+          role: 'voter',
+          leader: true,
+          self: true,
+          matchIndex: expect.any(Number),
+          lag: expect.any(Number),
+        },
+      ]);
       expect(s.members[0]!.lag).toBe(Math.max(0, s.commitIndex - s.members[0]!.matchIndex!));
       expect(s.snapshot).toEqual({ index: expect.any(Number), term: expect.any(Number) });
       // The leader already known when the handler was made.
-      expect(s.leaderChanges).toEqual([{ time: expect.any(Number), term: s.term, leader: s.leader, initial: true }]);
+      expect(s.leaderChanges).toEqual([
+        { time: expect.any(Number), term: s.term, leader: s.leader, initial: true },
+      ]);
 
       for (const path of ['/admin', '/admin/']) {
         const page = await http(`${base}${path}`);
         expect(page.status).toBe(200);
         expect(page.headers['content-type']).toBe('text/html; charset=utf-8');
-        expect(page.headers['content-security-policy']).toMatch(/default-src 'none'; script-src 'sha256-/);
+        expect(page.headers['content-security-policy']).toMatch(
+          /default-src 'none'; script-src 'sha256-/,
+        );
         expect(page.body).toContain('<h1>prevail admin</h1>');
         expect(page.body).toContain('{"basePath":"/admin"}');
         // Self-contained: no external scripts, styles, images or fonts.
@@ -163,7 +209,9 @@ describe('admin handler over HTTP', () => {
     servers.push(server);
     try {
       expect((await http(`${base}/ops/raft`)).body).toContain('{"basePath":"/ops/raft"}');
-      expect(JSON.parse((await http(`${base}/ops/raft/status.json`)).body)).toMatchObject({ id: 1 });
+      expect(JSON.parse((await http(`${base}/ops/raft/status.json`)).body)).toMatchObject({
+        id: 1,
+      });
       expect((await http(`${base}/admin`)).status).toBe(404);
     } finally {
       admin.close();
@@ -171,9 +219,20 @@ describe('admin handler over HTTP', () => {
     // Root mount: the page at '/', its endpoints beside it.
     const root = adminHandler(store, { basePath: '/' });
     try {
-      const fake = (url: string) => root({ url, method: 'GET', socket: {} } as IncomingMessage,
-        { writeHead: () => undefined, end: () => undefined } as unknown as import('node:http').ServerResponse);
-      expect([fake('/'), fake('/status.json'), fake('/x'), fake('/admin')]).toEqual([true, true, false, false]);
+      const fake = (url: string) =>
+        root(
+          { url, method: 'GET', socket: {} } as IncomingMessage,
+          {
+            writeHead: () => undefined,
+            end: () => undefined,
+          } as unknown as import('node:http').ServerResponse,
+        );
+      expect([fake('/'), fake('/status.json'), fake('/x'), fake('/admin')]).toEqual([
+        true,
+        true,
+        false,
+        false,
+      ]);
     } finally {
       root.close();
     }
@@ -186,7 +245,10 @@ describe('admin handler over HTTP', () => {
     // Count status() calls to see that a gone client leaves no timer behind.
     let calls = 0;
     const source: AdminSource = {
-      status: () => { calls++; return store.status(); },
+      status: () => {
+        calls++;
+        return store.status();
+      },
       on: (e, l) => store.on(e, l),
       off: (e, l) => store.off(e, l),
       node: store.node,
@@ -211,17 +273,24 @@ describe('admin handler over HTTP', () => {
       // New entries show up in later pushes.
       const before = first.commitIndex;
       await store.node.barrier();
-      await waitFor('a push with the new commit index', () => stream.messages.find((m) => m.commitIndex > before));
+      await waitFor('a push with the new commit index', () =>
+        stream.messages.find((m) => m.commitIndex > before),
+      );
     } finally {
       stream.close();
     }
     await waitFor('the stream to close', () => stream.ended);
     // Once the server has seen the client go, no more status() calls: its timer is gone.
-    await waitFor('the server to drop the connection', () => new Promise<boolean | undefined>((resolve) =>
-      server.getConnections((err, n) => resolve(!err && n === 0 ? true : undefined))));
+    await waitFor(
+      'the server to drop the connection',
+      () =>
+        new Promise<boolean | undefined>((resolve) =>
+          server.getConnections((err, n) => resolve(!err && n === 0 ? true : undefined)),
+        ),
+    );
     await new Promise((r) => setImmediate(r));
     const settled = calls;
-    await new Promise((r) => setTimeout(r, 500));  // five intervals
+    await new Promise((r) => setTimeout(r, 500)); // five intervals
     expect(calls).toBe(settled);
 
     // close() ends open streams and drops its store listeners.
@@ -240,7 +309,10 @@ describe('admin handler over HTTP', () => {
   test('a status() that throws: 503 from status.json, a failure event on the stream', async () => {
     let broken = false;
     const source: AdminSource = {
-      status: () => { if (broken) throw new Error('engine <gone>'); return store.status(); },
+      status: () => {
+        if (broken) throw new Error('engine <gone>');
+        return store.status();
+      },
       on: (e, l) => store.on(e, l),
       off: (e, l) => store.off(e, l),
       node: store.node,
@@ -255,7 +327,10 @@ describe('admin handler over HTTP', () => {
       broken = true;
       const reply = await http(`${base}/admin/status.json`);
       expect([reply.status, JSON.parse(reply.body)]).toEqual([503, { error: 'engine <gone>' }]);
-      expect(await waitFor('a failure event', () => stream.others[0])).toEqual({ event: 'failure', data: { message: 'engine <gone>' } });
+      expect(await waitFor('a failure event', () => stream.others[0])).toEqual({
+        event: 'failure',
+        data: { message: 'engine <gone>' },
+      });
       broken = false;
       const n = stream.messages.length;
       await waitFor('statuses again', () => stream.messages.length > n);
@@ -275,23 +350,42 @@ class ServeNode {
   output = '';
   exitedWith: number | string | null = null;
 
-  constructor(readonly id: number, args: string[]) {
-    this.child = spawn(process.execPath, [cli, 'serve', '--id', String(id), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => {
-      this.exitedWith = signal ?? code;
-      resolve();
-    }));
+  constructor(
+    readonly id: number,
+    args: string[],
+  ) {
+    this.child = spawn(process.execPath, [cli, 'serve', '--id', String(id), ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.exited = new Promise((resolve) =>
+      this.child.once('exit', (code, signal) => {
+        this.exitedWith = signal ?? code;
+        resolve();
+      }),
+    );
     this.ready = new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`node ${id} not serving within 20 s:\n${this.output}`)), 20_000);
+      const timer = setTimeout(
+        () => reject(new Error(`node ${id} not serving within 20 s:\n${this.output}`)),
+        20_000,
+      );
       this.child.stdout!.on('data', (chunk: Buffer) => {
         this.output += chunk.toString();
         const m = / serving (http:\/\/\S+?)\/? /.exec(this.output);
-        if (m) { clearTimeout(timer); resolve(m[1]!); }
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]!);
+        }
       });
-      this.child.stderr!.on('data', (chunk: Buffer) => { this.output += chunk.toString(); });
+      this.child.stderr!.on('data', (chunk: Buffer) => {
+        this.output += chunk.toString();
+      });
       void this.exited.then(() => {
         clearTimeout(timer);
-        reject(new Error(`node ${id} exited (${this.exitedWith}) before it was serving:\n${this.output}`));
+        reject(
+          new Error(
+            `node ${id} exited (${this.exitedWith}) before it was serving:\n${this.output}`,
+          ),
+        );
       });
     });
     // Awaited later (or not at all when another node failed first): never an unhandled rejection.
@@ -306,13 +400,18 @@ class ServeNode {
   async kill(): Promise<void> {
     if (this.alive) this.child.kill('SIGKILL');
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.exited, new Promise((r) => { timer = setTimeout(r, 5000); })]);
+    await Promise.race([
+      this.exited,
+      new Promise((r) => {
+        timer = setTimeout(r, 5000);
+      }),
+    ]);
     clearTimeout(timer);
   }
 }
 
 describe('admin page in a browser', () => {
-  test('a follower\'s page shows the members and the leader, then the new leader after kill -9', async () => {
+  test("a follower's page shows the members and the leader, then the new leader after kill -9", async () => {
     const root = tempDir('prevail-admin-cluster-');
     const ports = await freePorts(6);
     const cluster = [1, 2, 3].map((id) => ({ id, address: `127.0.0.1:${ports[id - 1]}` }));
@@ -321,24 +420,47 @@ describe('admin page in a browser', () => {
     try {
       const clusterArg = cluster.map((m) => `${m.id}=${m.address}`).join(',');
       for (const { id } of cluster) {
-        nodes.set(id, new ServeNode(id, ['--data', join(root, `n${id}`), '--cluster', clusterArg, '--http', `127.0.0.1:${ports[id + 2]}`]));
+        nodes.set(
+          id,
+          new ServeNode(id, [
+            '--data',
+            join(root, `n${id}`),
+            '--cluster',
+            clusterArg,
+            '--http',
+            `127.0.0.1:${ports[id + 2]}`,
+          ]),
+        );
       }
       const urls = new Map<number, string>();
-      await Promise.all([...nodes].map(async ([id, node]) => urls.set(id, `${await node.ready}/admin`)));
+      await Promise.all(
+        [...nodes].map(async ([id, node]) => urls.set(id, `${await node.ready}/admin`)),
+      );
 
-      const statusOf = async (id: number) => JSON.parse((await http(`${urls.get(id)}/status.json`)).body) as AdminStatus;
-      const agreedLeader = (ids: number[], not?: number) => waitFor('the nodes to agree on a leader', async () => {
-        const statuses = await Promise.all(ids.map(statusOf));
-        const leaderId = statuses[0]!.leader?.id;
-        const agree = leaderId !== undefined && leaderId !== not && statuses.every((s) => s.leader?.id === leaderId)
-          && statuses.some((s) => s.id === leaderId && s.role === 'leader');
-        return agree ? leaderId : undefined;
-      }, 20_000, 50);
+      const statusOf = async (id: number) =>
+        JSON.parse((await http(`${urls.get(id)}/status.json`)).body) as AdminStatus;
+      const agreedLeader = (ids: number[], not?: number) =>
+        waitFor(
+          'the nodes to agree on a leader',
+          async () => {
+            const statuses = await Promise.all(ids.map(statusOf));
+            const leaderId = statuses[0]!.leader?.id;
+            const agree =
+              leaderId !== undefined &&
+              leaderId !== not &&
+              statuses.every((s) => s.leader?.id === leaderId) &&
+              statuses.some((s) => s.id === leaderId && s.role === 'leader');
+            return agree ? leaderId : undefined;
+          },
+          20_000,
+          50,
+        );
 
       const leaderId = await agreedLeader([1, 2, 3]);
       // A few writes through the service's API, so the log has moved.
       const api = urls.get(leaderId)!.replace(/\/admin$/, '');
-      for (let i = 0; i < 5; i++) expect((await http(`${api}/kv/k${i}`, 'PUT', `v${i}`)).status).toBe(200);
+      for (let i = 0; i < 5; i++)
+        expect((await http(`${api}/kv/k${i}`, 'PUT', `v${i}`)).status).toBe(200);
       const followerId = [1, 2, 3].find((id) => id !== leaderId)!;
 
       browser = await chromium.launch({
@@ -349,34 +471,59 @@ describe('admin page in a browser', () => {
       const page = await browser.newPage({ viewport: { width: 1100, height: 760 } });
       const pageErrors: string[] = [];
       page.on('pageerror', (err) => pageErrors.push(err.message));
-      page.on('console', (msg) => { if (msg.type() === 'error') pageErrors.push(msg.text()); });
+      page.on('console', (msg) => {
+        if (msg.type() === 'error') pageErrors.push(msg.text());
+      });
 
       await page.goto(urls.get(followerId)!, { timeout: 15_000 });
-      await page.waitForFunction((expected) => document.querySelectorAll('#members tr').length === 3
-        && document.getElementById('leader')!.dataset.leaderId === String(expected)
-        && document.getElementById('conn')!.textContent === 'live', leaderId, { timeout: 15_000, polling: 100 });
+      await page.waitForFunction(
+        (expected) =>
+          document.querySelectorAll('#members tr').length === 3 &&
+          document.getElementById('leader')!.dataset.leaderId === String(expected) &&
+          document.getElementById('conn')!.textContent === 'live',
+        leaderId,
+        { timeout: 15_000, polling: 100 },
+      );
       expect(await page.textContent('#role')).toBe('follower');
-      expect(await page.$$eval('#members tr', (rows) => rows.map((r) => (r as HTMLElement).dataset.memberId))).toEqual(['1', '2', '3']);
-      expect(await page.textContent(`#members tr[data-member-id="${leaderId}"]`)).toContain('leader');
-      expect(await page.textContent(`#members tr[data-member-id="${followerId}"]`)).toContain('this node');
+      expect(
+        await page.$$eval('#members tr', (rows) =>
+          rows.map((r) => (r as HTMLElement).dataset.memberId),
+        ),
+      ).toEqual(['1', '2', '3']);
+      expect(await page.textContent(`#members tr[data-member-id="${leaderId}"]`)).toContain(
+        'leader',
+      );
+      expect(await page.textContent(`#members tr[data-member-id="${followerId}"]`)).toContain(
+        'this node',
+      );
       // A follower knows no match indices: it says so and names the leader.
-      expect(await page.textContent('#lag-note')).toContain(`node ${leaderId} (${cluster[leaderId - 1]!.address})`);
+      expect(await page.textContent('#lag-note')).toContain(
+        `node ${leaderId} (${cluster[leaderId - 1]!.address})`,
+      );
       const changesBefore = await page.$$eval('#changes li', (items) => items.length);
 
       await nodes.get(leaderId)!.kill();
 
       // Bounded: polls the DOM until the page shows another leader and a new change naming it.
-      const handle = await page.waitForFunction((old) => {
-        const now = document.getElementById('leader')!.dataset.leaderId;
-        if (!now || now === String(old)) return undefined;
-        const change = document.querySelector(`#changes li[data-leader-id="${now}"]`);
-        return change ? Number(now) : undefined;
-      }, leaderId, { timeout: 20_000, polling: 100 });
+      const handle = await page.waitForFunction(
+        (old) => {
+          const now = document.getElementById('leader')!.dataset.leaderId;
+          if (!now || now === String(old)) return undefined;
+          const change = document.querySelector(`#changes li[data-leader-id="${now}"]`);
+          return change ? Number(now) : undefined;
+        },
+        leaderId,
+        { timeout: 20_000, polling: 100 },
+      );
       const newLeaderId = (await handle.jsonValue()) as number;
       expect(newLeaderId).not.toBe(leaderId);
-      expect(await page.$$eval('#changes li', (items) => items.length)).toBeGreaterThan(changesBefore);
+      expect(await page.$$eval('#changes li', (items) => items.length)).toBeGreaterThan(
+        changesBefore,
+      );
       // Newest first: the top entry names the new leader.
-      expect(await page.getAttribute('#changes li:first-child', 'data-leader-id')).toBe(String(newLeaderId));
+      expect(await page.getAttribute('#changes li:first-child', 'data-leader-id')).toBe(
+        String(newLeaderId),
+      );
       expect(await page.$$eval('#members tr', (rows) => rows.length)).toBe(3);
 
       mkdirSync(artifacts, { recursive: true });
@@ -384,14 +531,26 @@ describe('admin page in a browser', () => {
 
       // The new leader's own page has the lag figures.
       // (The survivors' leader now: on a loaded machine a second election may have followed.)
-      const currentLeaderId = await agreedLeader([1, 2, 3].filter((id) => id !== leaderId), leaderId);
+      const currentLeaderId = await agreedLeader(
+        [1, 2, 3].filter((id) => id !== leaderId),
+        leaderId,
+      );
       const leaderPage = await browser.newPage();
       await leaderPage.goto(urls.get(currentLeaderId)!, { timeout: 15_000 });
-      await leaderPage.waitForFunction(() => document.getElementById('role')!.textContent === 'leader'
-        && [...document.querySelectorAll('#members tr td:last-child')].filter((td) => /^\d+$/.test(td.textContent!)).length === 3,
-      undefined, { timeout: 15_000, polling: 100 });
+      await leaderPage.waitForFunction(
+        () =>
+          document.getElementById('role')!.textContent === 'leader' &&
+          [...document.querySelectorAll('#members tr td:last-child')].filter((td) =>
+            /^\d+$/.test(td.textContent!),
+          ).length === 3,
+        undefined,
+        { timeout: 15_000, polling: 100 },
+      );
       expect(await leaderPage.textContent('#lag-note')).toMatch(/^Lag = /);
-      await leaderPage.screenshot({ path: join(artifacts, 'admin-page-leader.png'), fullPage: true });
+      await leaderPage.screenshot({
+        path: join(artifacts, 'admin-page-leader.png'),
+        fullPage: true,
+      });
 
       expect(pageErrors).toEqual([]);
     } finally {

@@ -9,7 +9,16 @@
 // The children run dist/ (npm run build:ts first).
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 import { RaftNode, kvSchema, open, type Fsm } from '../../../lib/index.js';
@@ -21,7 +30,8 @@ const NOBODY = 65534;
 const isRoot = process.getuid?.() === 0;
 
 /** Can this process start a child as nobody? (root with CAP_SETUID) */
-const canBeNobody = isRoot && spawnSync(process.execPath, ['-e', '0'], { uid: NOBODY, gid: NOBODY }).status === 0;
+const canBeNobody =
+  isRoot && spawnSync(process.execPath, ['-e', '0'], { uid: NOBODY, gid: NOBODY }).status === 0;
 /** The case "not writable" can be arranged: as nobody (root), or with mode bits (not root). */
 const canDenyWrite = !isRoot || canBeNobody;
 /** Can this process make a read-only bind mount? (root with CAP_SYS_ADMIN) */
@@ -37,16 +47,45 @@ const canMountReadOnly = (() => {
     rmSync(probe, { recursive: true, force: true });
   }
 })();
-if (!canDenyWrite) console.warn('datadir-errors: skipping the EACCES cases: running as root, but a child can\'t be started as nobody (no CAP_SETUID)');
-if (!canMountReadOnly) console.warn('datadir-errors: skipping the EROFS case: this process can\'t make a read-only bind mount (needs root with CAP_SYS_ADMIN)');
+if (!canDenyWrite)
+  console.warn(
+    "datadir-errors: skipping the EACCES cases: running as root, but a child can't be started as nobody (no CAP_SETUID)",
+  );
+if (!canMountReadOnly)
+  console.warn(
+    "datadir-errors: skipping the EROFS case: this process can't make a read-only bind mount (needs root with CAP_SYS_ADMIN)",
+  );
 
-const fsm: Fsm<unknown> = { apply: () => undefined, snapshot: () => new Uint8Array(0), restore: () => undefined };
+const fsm: Fsm<unknown> = {
+  apply: () => undefined,
+  snapshot: () => new Uint8Array(0),
+  restore: () => undefined,
+};
 
-type Failure = { code?: string; path?: string; syscall?: string; cause?: string; message?: string; started?: boolean };
+type Failure = {
+  code?: string;
+  path?: string;
+  syscall?: string;
+  cause?: string;
+  message?: string;
+  started?: boolean;
+};
 
 function describeError(err: unknown): Failure {
-  const e = err as { code?: string; path?: string; syscall?: string; cause?: { code?: string }; message?: string };
-  return { code: e?.code, path: e?.path, syscall: e?.syscall, cause: e?.cause?.code, message: e?.message };
+  const e = err as {
+    code?: string;
+    path?: string;
+    syscall?: string;
+    cause?: { code?: string };
+    message?: string;
+  };
+  return {
+    code: e?.code,
+    path: e?.path,
+    syscall: e?.syscall,
+    cause: e?.cause?.code,
+    message: e?.message,
+  };
 }
 
 /** Every file and directory under `root` (itself included): mode, size, mtime and content hash. */
@@ -84,7 +123,10 @@ async function openStore(dataDir: string): Promise<Failure> {
 }
 
 /** Runs `node` with `args` (as `uid` when given), killed by pid after 30 s. */
-function run(args: string[], options: { uid?: number; env?: Record<string, string> } = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function run(
+  args: string[],
+  options: { uid?: number; env?: Record<string, string> } = {},
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -93,8 +135,12 @@ function run(args: string[], options: { uid?: number; env?: Record<string, strin
     });
     let stdout = '';
     let stderr = '';
-    child.stdout!.on('data', (c: Buffer) => { stdout += c.toString(); });
-    child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
+    child.stdout!.on('data', (c: Buffer) => {
+      stdout += c.toString();
+    });
+    child.stderr!.on('data', (c: Buffer) => {
+      stderr += c.toString();
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
     child.once('close', (status) => {
       clearTimeout(timer);
@@ -123,7 +169,8 @@ process.stdout.write(JSON.stringify(result));
 async function inChild(kind: 'raft' | 'store', dataDir: string, uid?: number): Promise<Failure> {
   const [port] = await freePorts(1);
   const out = await run(['--input-type=module', '-e', childProgram], {
-    uid, env: { DIST_INDEX: distIndex, CASE: JSON.stringify({ kind, dataDir, port }) },
+    uid,
+    env: { DIST_INDEX: distIndex, CASE: JSON.stringify({ kind, dataDir, port }) },
   });
   try {
     return JSON.parse(out.stdout) as Failure;
@@ -134,7 +181,10 @@ async function inChild(kind: 'raft' | 'store', dataDir: string, uid?: number): P
 
 async function serve(dataDir: string, uid?: number) {
   const [raft, http] = await freePorts(2);
-  return run([cli, 'serve', '--data', dataDir, '--raft', `127.0.0.1:${raft}`, '--http', `127.0.0.1:${http}`], { uid });
+  return run(
+    [cli, 'serve', '--data', dataDir, '--raft', `127.0.0.1:${raft}`, '--http', `127.0.0.1:${http}`],
+    { uid },
+  );
 }
 
 describe('a dataDir that is not a usable directory', () => {
@@ -151,8 +201,13 @@ describe('a dataDir that is not a usable directory', () => {
 
   function expectFileError(failure: Failure, dataDir: string, cause: 'EEXIST' | 'ENOTDIR'): void {
     expect(failure).toEqual({
-      code: 'PREVAIL_IO', path: dataDir, syscall: 'mkdir', cause,
-      message: expect.stringContaining(`dataDir ${dataDir} can't be used: ${dataDir === file ? 'it' : file} is a file, not a directory`),
+      code: 'PREVAIL_IO',
+      path: dataDir,
+      syscall: 'mkdir',
+      cause,
+      message: expect.stringContaining(
+        `dataDir ${dataDir} can't be used: ${dataDir === file ? 'it' : file} is a file, not a directory`,
+      ),
     });
     expect(failure.message).toMatch(/Give the path of a directory .*or move the file away/);
   }
@@ -175,10 +230,17 @@ describe('a dataDir that is not a usable directory', () => {
 
   test('prevail serve --data: exits with status 1 and the coded error, no stack trace', async () => {
     const before = listing(root);
-    for (const [dataDir, what] of [[file, 'it is a file'], [join(file, 'sub'), `${file} is a file`]] as const) {
+    for (const [dataDir, what] of [
+      [file, 'it is a file'],
+      [join(file, 'sub'), `${file} is a file`],
+    ] as const) {
       const out = await serve(dataDir);
-      expect({ status: out.status, stderr: out.stderr })
-        .toEqual({ status: 1, stderr: expect.stringContaining(`prevail serve: PREVAIL_IO: dataDir ${dataDir} can't be used: ${what}`) });
+      expect({ status: out.status, stderr: out.stderr }).toEqual({
+        status: 1,
+        stderr: expect.stringContaining(
+          `prevail serve: PREVAIL_IO: dataDir ${dataDir} can't be used: ${what}`,
+        ),
+      });
       expect(out.stderr).not.toMatch(/\n\s+at /);
     }
     expect(listing(root)).toEqual(before);
@@ -190,11 +252,16 @@ describe('a dataDir this process may not write', () => {
   let populated: string;
   beforeAll(async () => {
     root = tempDir('prevail-datadir-');
-    chmodSync(root, 0o755);  // nobody may look in, not write
+    chmodSync(root, 0o755); // nobody may look in, not write
     // A real data dir with a log in it: it must come out of every failed start unchanged.
     populated = join(root, 'node1');
     const [port] = await freePorts(1);
-    const node = await RaftNode.start({ id: 1, address: `127.0.0.1:${port}`, dataDir: populated, fsm });
+    const node = await RaftNode.start({
+      id: 1,
+      address: `127.0.0.1:${port}`,
+      dataDir: populated,
+      fsm,
+    });
     for (let i = 0; i < 5; i++) await node.propose(new Uint8Array([i]));
     await node.close();
     chmodSync(populated, 0o755);
@@ -214,44 +281,72 @@ describe('a dataDir this process may not write', () => {
 
   function expectDenied(failure: Failure, dataDir: string, syscall: string, path: string): void {
     expect(failure).toEqual({
-      code: 'PREVAIL_IO', path, syscall, cause: 'EACCES',
-      message: expect.stringContaining(`dataDir ${dataDir} can't be used: permission denied (EACCES from ${syscall} ${path})`),
+      code: 'PREVAIL_IO',
+      path,
+      syscall,
+      cause: 'EACCES',
+      message: expect.stringContaining(
+        `dataDir ${dataDir} can't be used: permission denied (EACCES from ${syscall} ${path})`,
+      ),
     });
-    expect(failure.message).toMatch(/must be able to create and write files in it: change its owner or mode, or give another dataDir/);
+    expect(failure.message).toMatch(
+      /must be able to create and write files in it: change its owner or mode, or give another dataDir/,
+    );
   }
 
-  (canDenyWrite ? test : test.skip)('RaftNode.start() and open(): an existing dir (EACCES on the lock) and a new one (EACCES on mkdir)', async () => {
-    const before = listing(root);
-    for (const kind of ['raft', 'store'] as const) {
-      expectDenied(await inChild(kind, populated, uid), populated, 'open', join(populated, 'prevail.lock'));
-      const fresh = join(root, 'node2');
-      expectDenied(await inChild(kind, fresh, uid), fresh, 'mkdir', fresh);
-    }
-    expect(listing(root)).toEqual(before);
-  });
+  (canDenyWrite ? test : test.skip)(
+    'RaftNode.start() and open(): an existing dir (EACCES on the lock) and a new one (EACCES on mkdir)',
+    async () => {
+      const before = listing(root);
+      for (const kind of ['raft', 'store'] as const) {
+        expectDenied(
+          await inChild(kind, populated, uid),
+          populated,
+          'open',
+          join(populated, 'prevail.lock'),
+        );
+        const fresh = join(root, 'node2');
+        expectDenied(await inChild(kind, fresh, uid), fresh, 'mkdir', fresh);
+      }
+      expect(listing(root)).toEqual(before);
+    },
+  );
 
-  (canBeNobody ? test : test.skip)('a dir it may write, but its prevail-node.json it may not read: PREVAIL_IO, not a node-id mismatch', async () => {
-    const own = join(root, 'node3');
-    mkdirSync(own);
-    writeFileSync(join(own, 'prevail-node.json'), '{"id":1}\n', { mode: 0o600 });  // root's, unreadable to nobody
-    chownSync(own, NOBODY, NOBODY);
-    const names = () => readdirSync(own).sort().map((n) => `${n} ${readFileSync(join(own, n), 'utf8')}`);
-    const before = names();
-    const node = join(own, 'prevail-node.json');
-    for (const kind of ['raft', 'store'] as const) {
-      expectDenied(await inChild(kind, own, NOBODY), own, 'open', node);
-    }
-    expect(names()).toEqual(before);  // the lock it took is gone again
-  });
+  (canBeNobody ? test : test.skip)(
+    'a dir it may write, but its prevail-node.json it may not read: PREVAIL_IO, not a node-id mismatch',
+    async () => {
+      const own = join(root, 'node3');
+      mkdirSync(own);
+      writeFileSync(join(own, 'prevail-node.json'), '{"id":1}\n', { mode: 0o600 }); // root's, unreadable to nobody
+      chownSync(own, NOBODY, NOBODY);
+      const names = () =>
+        readdirSync(own)
+          .sort()
+          .map((n) => `${n} ${readFileSync(join(own, n), 'utf8')}`);
+      const before = names();
+      const node = join(own, 'prevail-node.json');
+      for (const kind of ['raft', 'store'] as const) {
+        expectDenied(await inChild(kind, own, NOBODY), own, 'open', node);
+      }
+      expect(names()).toEqual(before); // the lock it took is gone again
+    },
+  );
 
-  (canDenyWrite ? test : test.skip)('prevail serve --data: exits with status 1 and the coded error', async () => {
-    const before = listing(root);
-    const out = await serve(populated, uid);
-    expect({ status: out.status, stderr: out.stderr }).toEqual({ status: 1, stderr: expect.stringContaining(
-      `prevail serve: PREVAIL_IO: dataDir ${populated} can't be used: permission denied (EACCES from open ${join(populated, 'prevail.lock')})`) });
-    expect(out.stderr).not.toMatch(/\n\s+at /);
-    expect(listing(root)).toEqual(before);
-  });
+  (canDenyWrite ? test : test.skip)(
+    'prevail serve --data: exits with status 1 and the coded error',
+    async () => {
+      const before = listing(root);
+      const out = await serve(populated, uid);
+      expect({ status: out.status, stderr: out.stderr }).toEqual({
+        status: 1,
+        stderr: expect.stringContaining(
+          `prevail serve: PREVAIL_IO: dataDir ${populated} can't be used: permission denied (EACCES from open ${join(populated, 'prevail.lock')})`,
+        ),
+      });
+      expect(out.stderr).not.toMatch(/\n\s+at /);
+      expect(listing(root)).toEqual(before);
+    },
+  );
 });
 
 (canMountReadOnly ? describe : describe.skip)('a dataDir on a read-only file system', () => {
@@ -265,7 +360,12 @@ describe('a dataDir this process may not write', () => {
     mounted = join(root, 'ro');
     mkdirSync(mounted);
     const [port] = await freePorts(1);
-    const node = await RaftNode.start({ id: 1, address: `127.0.0.1:${port}`, dataDir: source, fsm });
+    const node = await RaftNode.start({
+      id: 1,
+      address: `127.0.0.1:${port}`,
+      dataDir: source,
+      fsm,
+    });
     for (let i = 0; i < 5; i++) await node.propose(new Uint8Array([i]));
     await node.close();
     expect(spawnSync('mount', ['--bind', source, mounted]).status).toBe(0);
@@ -281,18 +381,33 @@ describe('a dataDir this process may not write', () => {
     const before = listing(source);
     const lock = join(mounted, 'prevail.lock');
     const expected = {
-      code: 'PREVAIL_IO', path: lock, syscall: 'open', cause: 'EROFS',
-      message: expect.stringContaining(`dataDir ${mounted} can't be used: it is on a read-only file system (EROFS from open ${lock}). ` +
-        'Remount it read-write, or give a dataDir on a writable file system.'),
+      code: 'PREVAIL_IO',
+      path: lock,
+      syscall: 'open',
+      cause: 'EROFS',
+      message: expect.stringContaining(
+        `dataDir ${mounted} can't be used: it is on a read-only file system (EROFS from open ${lock}). ` +
+          'Remount it read-write, or give a dataDir on a writable file system.',
+      ),
     };
     expect(await startRaftNode(mounted)).toEqual(expected);
     expect(await openStore(mounted)).toEqual(expected);
     const below = join(mounted, 'sub');
-    expect(await startRaftNode(below)).toEqual({ ...expected, path: below, syscall: 'mkdir',
-      message: expect.stringContaining(`dataDir ${below} can't be used: it is on a read-only file system (EROFS from mkdir ${below})`) });
+    expect(await startRaftNode(below)).toEqual({
+      ...expected,
+      path: below,
+      syscall: 'mkdir',
+      message: expect.stringContaining(
+        `dataDir ${below} can't be used: it is on a read-only file system (EROFS from mkdir ${below})`,
+      ),
+    });
     const out = await serve(mounted);
-    expect({ status: out.status, stderr: out.stderr }).toEqual({ status: 1,
-      stderr: expect.stringContaining(`prevail serve: PREVAIL_IO: dataDir ${mounted} can't be used: it is on a read-only file system`) });
+    expect({ status: out.status, stderr: out.stderr }).toEqual({
+      status: 1,
+      stderr: expect.stringContaining(
+        `prevail serve: PREVAIL_IO: dataDir ${mounted} can't be used: it is on a read-only file system`,
+      ),
+    });
     expect(listing(source)).toEqual(before);
   });
 });

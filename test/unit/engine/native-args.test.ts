@@ -53,14 +53,18 @@ async function expectInvalid(engine: NativeEngine, method: string, args: unknown
 
 function expectInvalidThrow(engine: NativeEngine, method: string, args: unknown[]): void {
   const raw = engine as unknown as Raw;
-  expect(() => raw[method]!(...args)).toThrow(expect.objectContaining({ code: ErrorCodes.INVALID_ARGUMENT }));
+  expect(() => raw[method]!(...args)).toThrow(
+    expect.objectContaining({ code: ErrorCodes.INVALID_ARGUMENT }),
+  );
 }
 
 describe('native Engine arguments', () => {
   test('the constructor refuses what is not an object of callbacks', () => {
     const Engine = addon.Engine as unknown as new (...args: unknown[]) => NativeEngine;
     for (const args of [[], [1], [{ ...callbacks, apply: 1 }], [callbacks, 'extra']]) {
-      expect(() => new Engine(...args)).toThrow(expect.objectContaining({ code: ErrorCodes.INVALID_ARGUMENT }));
+      expect(() => new Engine(...args)).toThrow(
+        expect.objectContaining({ code: ErrorCodes.INVALID_ARGUMENT }),
+      );
     }
   });
 
@@ -72,10 +76,24 @@ describe('native Engine arguments', () => {
   });
 
   test('bad start options are refused with PREVAIL_INVALID_ARGUMENT', async () => {
-    const options = { id: 1, address: '127.0.0.1:1', dataDir: '/nonexistent', electionTimeoutMs: 1000,
-      heartbeatMs: 100, snapshotThreshold: 64, snapshotTrailing: 16, maxInflightEntries: 64, preVote: true };
-    for (const bad of [{ id: 'one' }, { dataDir: 7 }, { bootstrap: [1] }, { bootstrap: [{ id: -1, address: 'x' }] },
-      { bootstrap: [{ id: 1 }] }]) {
+    const options = {
+      id: 1,
+      address: '127.0.0.1:1',
+      dataDir: '/nonexistent',
+      electionTimeoutMs: 1000,
+      heartbeatMs: 100,
+      snapshotThreshold: 64,
+      snapshotTrailing: 16,
+      maxInflightEntries: 64,
+      preVote: true,
+    };
+    for (const bad of [
+      { id: 'one' },
+      { dataDir: 7 },
+      { bootstrap: [1] },
+      { bootstrap: [{ id: -1, address: 'x' }] },
+      { bootstrap: [{ id: 1 }] },
+    ]) {
       await expectInvalid(new addon.Engine(callbacks), 'start', [{ ...options, ...bad }]);
     }
   });
@@ -85,9 +103,18 @@ describe('native Engine arguments', () => {
     const address = `127.0.0.1:${(await freePorts(1))[0]}`;
     const engine = new addon.Engine(callbacks);
     try {
-      await engine.start({ id: 1, address, dataDir: dir, electionTimeoutMs: 1000, heartbeatMs: 100,
-        snapshotThreshold: 64, snapshotTrailing: 16, maxInflightEntries: 64, preVote: false,
-        bootstrap: [{ id: 1, address }] });
+      await engine.start({
+        id: 1,
+        address,
+        dataDir: dir,
+        electionTimeoutMs: 1000,
+        heartbeatMs: 100,
+        snapshotThreshold: 64,
+        snapshotTrailing: 16,
+        maxInflightEntries: 64,
+        preVote: false,
+        bootstrap: [{ id: 1, address }],
+      });
       for (const [method, args] of badCalls) await expectInvalid(engine, method, args);
       for (const [method, args] of badSyncCalls) expectInvalidThrow(engine, method, args);
       expect(engine.status().state).not.toBe('closed');

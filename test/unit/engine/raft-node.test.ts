@@ -25,11 +25,13 @@ class RecordingFsm implements Fsm<{ index: number; length: number }> {
   }
 
   snapshot() {
-    const body = Buffer.concat(this.payloads.map((p) => {
-      const len = Buffer.alloc(4);
-      len.writeUInt32LE(p.length);
-      return Buffer.concat([len, p]);
-    }));
+    const body = Buffer.concat(
+      this.payloads.map((p) => {
+        const len = Buffer.alloc(4);
+        len.writeUInt32LE(p.length);
+        return Buffer.concat([len, p]);
+      }),
+    );
     const head = Buffer.from(JSON.stringify({ hash: this.hash, count: this.count }) + '\n');
     return [head, body];
   }
@@ -72,7 +74,7 @@ describe('RaftNode, single node', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test('exactly one libuv in the process: the addon uses node\'s own', () => {
+  test("exactly one libuv in the process: the addon uses node's own", () => {
     expect(addon.uvVersion).toBe(process.versions.uv);
     expect(versions.raft).toBe('0.22.1');
     const maps = readFileSync('/proc/self/maps', 'utf8');
@@ -96,7 +98,9 @@ describe('RaftNode, single node', () => {
     const fsm = new RecordingFsm();
     const node = await start(fsm);
     const n = 5000;
-    const results = await Promise.all(Array.from({ length: n }, (_, i) => node.proposeWithIndex(bytes(i % 50, i % 251))));
+    const results = await Promise.all(
+      Array.from({ length: n }, (_, i) => node.proposeWithIndex(bytes(i % 50, i % 251))),
+    );
     for (let i = 0; i < n; i++) {
       expect(results[i]!.result).toEqual({ index: results[i]!.index, length: i % 50 });
       if (i > 0) expect(results[i]!.index).toBe(results[i - 1]!.index + 1);
@@ -108,10 +112,17 @@ describe('RaftNode, single node', () => {
   // One ArrayBuffer per applied entry made V8 run a marking step per entry once its external
   // memory was above the limit (native/payload_slab.h): small payloads share slabs.
   test('applied payloads are Buffers cut from shared slabs, not one ArrayBuffer each; bytes intact', async () => {
-    const seen = new Map<number, { buffer: ArrayBufferLike; isBuffer: boolean; bytes: Uint8Array }>();
+    const seen = new Map<
+      number,
+      { buffer: ArrayBufferLike; isBuffer: boolean; bytes: Uint8Array }
+    >();
     const fsm: Fsm<null> = {
       apply(command, meta) {
-        seen.set(meta.index, { buffer: command.buffer, isBuffer: Buffer.isBuffer(command), bytes: new Uint8Array(command) });
+        seen.set(meta.index, {
+          buffer: command.buffer,
+          isBuffer: Buffer.isBuffer(command),
+          bytes: new Uint8Array(command),
+        });
         return null;
       },
       snapshot: () => [],
@@ -119,17 +130,25 @@ describe('RaftNode, single node', () => {
     };
     const node = await start(fsm);
     const sizes = Array.from({ length: 3000 }, (_, i) => (i === 1500 ? 10_000 : i % 97));
-    const proposed = await Promise.all(sizes.map((n, i) => node.proposeWithIndex(bytes(n, i % 251))));
+    const proposed = await Promise.all(
+      sizes.map((n, i) => node.proposeWithIndex(bytes(n, i % 251))),
+    );
     const small = new Set<ArrayBufferLike>();
     let smallBytes = 0;
     proposed.forEach(({ index }, i) => {
       const got = seen.get(index)!;
       expect(got.isBuffer).toBe(true);
       expect(got.bytes).toEqual(bytes(sizes[i]!, i % 251));
-      if (i === 1500) expect(got.buffer.byteLength).toBe(10_000);  // large: a buffer of its own
-      else { small.add(got.buffer); smallBytes += sizes[i]!; }
+      if (i === 1500)
+        expect(got.buffer.byteLength).toBe(10_000); // large: a buffer of its own
+      else {
+        small.add(got.buffer);
+        smallBytes += sizes[i]!;
+      }
     });
-    expect(small.size).toBeLessThanOrEqual(Math.ceil((smallBytes + 8 * sizes.length) / (60 * 1024)) + 1);
+    expect(small.size).toBeLessThanOrEqual(
+      Math.ceil((smallBytes + 8 * sizes.length) / (60 * 1024)) + 1,
+    );
   });
 
   test('a throwing handler rejects its own proposal only; the log stays consistent', async () => {
@@ -141,13 +160,15 @@ describe('RaftNode, single node', () => {
       node.propose(bytes(6)),
     ]);
     expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
-    expect(((outcomes[1] as PromiseRejectedResult).reason as Error).message).toBe('handler refused');
+    expect(((outcomes[1] as PromiseRejectedResult).reason as Error).message).toBe(
+      'handler refused',
+    );
     expect(fsm.count).toBe(2);
     const before = fsm.hash;
     await node.close();
     const again = new RecordingFsm();
     await start(again);
-    expect(again.hash).toBe(before);  // the failing entry replays to the same (failed) outcome
+    expect(again.hash).toBe(before); // the failing entry replays to the same (failed) outcome
     expect(again.count).toBe(2);
   });
 
@@ -169,7 +190,9 @@ describe('RaftNode, single node', () => {
     const fsm = new RecordingFsm();
     const node = await start(fsm, { snapshotThreshold: 64, snapshotTrailing: 8 });
     for (let round = 0; round < 10; round++) {
-      await Promise.all(Array.from({ length: 30 }, (_, i) => node.propose(bytes((round * 30 + i) % 13, round))));
+      await Promise.all(
+        Array.from({ length: 30 }, (_, i) => node.propose(bytes((round * 30 + i) % 13, round))),
+      );
     }
     await waitFor('a snapshot', () => node.status().snapshot.index > 0);
     const { snapshot, appliedIndex } = node.status();
@@ -178,7 +201,7 @@ describe('RaftNode, single node', () => {
     const again = new RecordingFsm();
     const restarted = await start(again, { snapshotThreshold: 64, snapshotTrailing: 8 });
     expect(again.restores).toBe(1);
-    expect(again.applies).toBeLessThan(300);  // only the tail after the snapshot replays
+    expect(again.applies).toBeLessThan(300); // only the tail after the snapshot replays
     expect(again.hash).toBe(fsm.hash);
     expect(again.count).toBe(300);
     expect(restarted.status().appliedIndex).toBe(appliedIndex);
@@ -202,20 +225,23 @@ describe('RaftNode, single node', () => {
     const outcomes = await Promise.allSettled(inflight);
     await closed;
     for (const o of outcomes) {
-      if (o.status === 'rejected') expect(o.reason).toMatchObject({ code: 'PREVAIL_CLOSED', mayHaveApplied: true });
+      if (o.status === 'rejected')
+        expect(o.reason).toMatchObject({ code: 'PREVAIL_CLOSED', mayHaveApplied: true });
     }
     expect(outcomes.filter((o) => o.status === 'fulfilled').length).toBe(fsm.count);
     await expect(node.propose(bytes(1))).rejects.toMatchObject({ code: 'PREVAIL_CLOSED' });
     await expect(node.barrier()).rejects.toMatchObject({ code: 'PREVAIL_CLOSED' });
     expect(node.status().role).toBe('closed');
-    await node.close();  // idempotent
+    await node.close(); // idempotent
   });
 
   test('an AbortSignal rejects with PREVAIL_ABORTED', async () => {
     const node = await start(new RecordingFsm());
     const controller = new AbortController();
     controller.abort();
-    await expect(node.propose(bytes(1), { signal: controller.signal })).rejects.toMatchObject({ code: 'PREVAIL_ABORTED' });
+    await expect(node.propose(bytes(1), { signal: controller.signal })).rejects.toMatchObject({
+      code: 'PREVAIL_ABORTED',
+    });
     const live = new AbortController();
     await expect(node.propose(bytes(1), { signal: live.signal })).resolves.toBeDefined();
   });
@@ -247,19 +273,49 @@ describe('RaftNode, single node', () => {
       ['address not a string', { address: 7001 }],
       ['dataDir missing', { dataDir: undefined }],
       ['fsm missing', { fsm: undefined }],
-      ['fsm without restore', { fsm: { apply() {}, snapshot() { return new Uint8Array(0); } } }],
+      [
+        'fsm without restore',
+        {
+          fsm: {
+            apply() {},
+            snapshot() {
+              return new Uint8Array(0);
+            },
+          },
+        },
+      ],
       ['heartbeat >= election', { heartbeatMs: 500, electionTimeoutMs: 300 }],
       ['maxInflightEntries 0', { maxInflightEntries: 0 }],
       ['negative snapshotThreshold', { snapshotThreshold: -1 }],
       ['preVote not boolean', { preVote: 'yes' }],
       ['join not boolean', { join: 1 }],
-      ['duplicate ids', { cluster: [{ id: 1, address: '127.0.0.1:1' }, { id: 1, address: '127.0.0.1:2' }] }],
-      ['duplicate addresses', { cluster: [{ id: 1, address: '127.0.0.1:1' }, { id: 2, address: '127.0.0.1:1' }] }],
+      [
+        'duplicate ids',
+        {
+          cluster: [
+            { id: 1, address: '127.0.0.1:1' },
+            { id: 1, address: '127.0.0.1:2' },
+          ],
+        },
+      ],
+      [
+        'duplicate addresses',
+        {
+          cluster: [
+            { id: 1, address: '127.0.0.1:1' },
+            { id: 2, address: '127.0.0.1:1' },
+          ],
+        },
+      ],
       ['empty cluster', { cluster: [] }],
       ['self at another address', { cluster: [{ id: 1, address: '127.0.0.1:9' }] }],
     ])('%s', async (_name, override) => {
-      const options = { id: 1, address, dataDir: dir, fsm, ...override } as unknown as Parameters<typeof RaftNode.start>[0];
-      await expect(RaftNode.start(options)).rejects.toMatchObject({ code: 'PREVAIL_INVALID_ARGUMENT' });
+      const options = { id: 1, address, dataDir: dir, fsm, ...override } as unknown as Parameters<
+        typeof RaftNode.start
+      >[0];
+      await expect(RaftNode.start(options)).rejects.toMatchObject({
+        code: 'PREVAIL_INVALID_ARGUMENT',
+      });
     });
 
     test('an address in use', async () => {
@@ -267,7 +323,9 @@ describe('RaftNode, single node', () => {
       const server: Server = createServer();
       await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
       try {
-        await expect(start(new RecordingFsm())).rejects.toMatchObject({ code: 'PREVAIL_ADDRESS_IN_USE' });
+        await expect(start(new RecordingFsm())).rejects.toMatchObject({
+          code: 'PREVAIL_ADDRESS_IN_USE',
+        });
       } finally {
         await new Promise((r) => server.close(r));
       }
@@ -279,28 +337,48 @@ describe('RaftNode, single node', () => {
     test('a dataDir that belongs to another node id', async () => {
       const node = await start(new RecordingFsm());
       await node.close();
-      await expect(RaftNode.start({ id: 2, address, dataDir: dir, fsm: new RecordingFsm(), cluster: [{ id: 2, address }] }))
-        .rejects.toMatchObject({ code: 'PREVAIL_DATADIR_MISMATCH' });
+      await expect(
+        RaftNode.start({
+          id: 2,
+          address,
+          dataDir: dir,
+          fsm: new RecordingFsm(),
+          cluster: [{ id: 2, address }],
+        }),
+      ).rejects.toMatchObject({ code: 'PREVAIL_DATADIR_MISMATCH' });
     });
 
     test('a dataDir already open', async () => {
       await start(new RecordingFsm());
       const [port] = await freePorts(1);
-      await expect(RaftNode.start({ id: 1, address: `127.0.0.1:${port}`, dataDir: dir, fsm: new RecordingFsm(),
-        cluster: [{ id: 1, address: `127.0.0.1:${port}` }] })).rejects.toMatchObject({ code: 'PREVAIL_DATADIR_LOCKED' });
+      await expect(
+        RaftNode.start({
+          id: 1,
+          address: `127.0.0.1:${port}`,
+          dataDir: dir,
+          fsm: new RecordingFsm(),
+          cluster: [{ id: 1, address: `127.0.0.1:${port}` }],
+        }),
+      ).rejects.toMatchObject({ code: 'PREVAIL_DATADIR_LOCKED' });
     });
 
     test('a command that is not bytes', async () => {
       const node = await start(new RecordingFsm());
-      await expect(node.propose('text' as unknown as Uint8Array)).rejects.toMatchObject({ code: 'PREVAIL_INVALID_ARGUMENT' });
+      await expect(node.propose('text' as unknown as Uint8Array)).rejects.toMatchObject({
+        code: 'PREVAIL_INVALID_ARGUMENT',
+      });
     });
 
     test('membership calls with bad arguments', async () => {
       const node = await start(new RecordingFsm());
-      await expect(node.addMember({ id: -1, address: '127.0.0.1:1' })).rejects.toMatchObject({ code: 'PREVAIL_INVALID_ARGUMENT' });
+      await expect(node.addMember({ id: -1, address: '127.0.0.1:1' })).rejects.toMatchObject({
+        code: 'PREVAIL_INVALID_ARGUMENT',
+      });
       await expect(node.removeMember(42)).rejects.toMatchObject({ code: 'PREVAIL_BAD_MEMBER' });
       await expect(node.transferLeadership()).rejects.toMatchObject({ code: 'PREVAIL_BAD_MEMBER' });
-      await expect(node.assignRole(1, 'boss' as 'voter')).rejects.toMatchObject({ code: 'PREVAIL_INVALID_ARGUMENT' });
+      await expect(node.assignRole(1, 'boss' as 'voter')).rejects.toMatchObject({
+        code: 'PREVAIL_INVALID_ARGUMENT',
+      });
     });
 
     test('a snapshot in an unknown format: coded error naming it, nothing overwritten', async () => {
@@ -309,14 +387,18 @@ describe('RaftNode, single node', () => {
       for (let i = 0; i < 40; i++) await node.propose(bytes(i % 5));
       await waitFor('a snapshot', () => node.status().snapshot.index > 0);
       await node.close();
-      const snap = readdirSync(dir).filter((f) => /^snapshot-\d+-\d+-\d+$/.test(f))
-        .sort((a, b) => Number(a.split('-')[2]) - Number(b.split('-')[2])).pop()!;
+      const snap = readdirSync(dir)
+        .filter((f) => /^snapshot-\d+-\d+-\d+$/.test(f))
+        .sort((a, b) => Number(a.split('-')[2]) - Number(b.split('-')[2]))
+        .pop()!;
       const file = join(dir, snap);
       const data = readFileSync(file);
-      data.writeUInt32LE(99, 4);  // the format version in prevail's snapshot header
+      data.writeUInt32LE(99, 4); // the format version in prevail's snapshot header
       writeFileSync(file, data);
       const before = readdirSync(dir).sort();
-      await expect(start(new RecordingFsm())).rejects.toMatchObject({ code: 'PREVAIL_SNAPSHOT_UNREADABLE' });
+      await expect(start(new RecordingFsm())).rejects.toMatchObject({
+        code: 'PREVAIL_SNAPSHOT_UNREADABLE',
+      });
       expect(readdirSync(dir).sort()).toEqual(before);
       expect(readFileSync(file).equals(data)).toBe(true);
     });

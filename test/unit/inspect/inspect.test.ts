@@ -1,6 +1,17 @@
 // prevail inspect: a data dir written by a real store, read back offline.
 import { spawnSync } from 'node:child_process';
-import { cpSync, openSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import {
+  cpSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+  closeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 import { inspectDataDir, runInspect, type InspectResult } from '../../../lib/inspect/index.js';
@@ -8,8 +19,14 @@ import { RaftNode } from '../../../lib/engine/raft-node.js';
 import { collection, defineSchema, open, type Store } from '../../../lib/store.js';
 import { freePorts, tempDir, waitFor } from '../../helpers/cluster.js';
 
-interface Account { owner: string; balance: number }
-interface Note { text: string; tags: string[] }
+interface Account {
+  owner: string;
+  balance: number;
+}
+interface Note {
+  text: string;
+  tags: string[];
+}
 
 // Handlers use no ctx values, so a reference store with a different log (other indices,
 // other timestamps) reaches the same state from the same commands.
@@ -67,7 +84,8 @@ function commands(n: number, seed: number): Cmd[] {
     const k = (i * 7 + seed) % 11;
     const owner = owners[(i + seed) % owners.length]!;
     if (k < 2) out.push({ name: 'open', args: { owner } });
-    else if (k < 7) out.push({ name: 'deposit', args: { owner: k === 6 ? 'nobody' : owner, amount: i + 1 } });  // 'nobody' throws
+    else if (k < 7)
+      out.push({ name: 'deposit', args: { owner: k === 6 ? 'nobody' : owner, amount: i + 1 } }); // 'nobody' throws
     else if (k < 8) out.push({ name: 'close', args: { owner } });
     else out.push({ name: 'note', args: { text: `note ${i} ✓`, tags: [owner, String(k)] } });
   }
@@ -77,7 +95,13 @@ function commands(n: number, seed: number): Cmd[] {
 /** A writable sink that keeps what was written. */
 function sink() {
   const chunks: string[] = [];
-  return { write: (s: string) => { chunks.push(s); return true; }, text: () => chunks.join('') };
+  return {
+    write: (s: string) => {
+      chunks.push(s);
+      return true;
+    },
+    text: () => chunks.join(''),
+  };
 }
 
 function flipByte(path: string, offset: number): void {
@@ -101,7 +125,11 @@ describe('prevail inspect', () => {
   const dirs: string[] = [];
   const stores: S[] = [];
   const nodes: RaftNode<unknown>[] = [];
-  const newDir = (prefix = 'prevail-inspect-') => { const d = tempDir(prefix); dirs.push(d); return d; };
+  const newDir = (prefix = 'prevail-inspect-') => {
+    const d = tempDir(prefix);
+    dirs.push(d);
+    return d;
+  };
   afterEach(async () => {
     await Promise.all(stores.splice(0).map((s) => s.close().catch(() => {})));
     await Promise.all(nodes.splice(0).map((n) => n.close().catch(() => {})));
@@ -135,9 +163,12 @@ describe('prevail inspect', () => {
   async function reference(cmds: Cmd[], indices: (number | null)[], at: number[]) {
     const ref = await openStore(newDir('prevail-inspect-ref-'));
     const out = new Map<number, { hash: string; accounts: unknown[]; notes: unknown[] }>();
-    const record = (n: number) => out.set(n, {
-      hash: ref.stateHash(), accounts: [...ref.view.accounts.values()], notes: [...ref.view.notes.values()],
-    });
+    const record = (n: number) =>
+      out.set(n, {
+        hash: ref.stateHash(),
+        accounts: [...ref.view.accounts.values()],
+        notes: [...ref.view.notes.values()],
+      });
     const wanted = [...at].sort((a, b) => a - b);
     let w = 0;
     for (let i = 0; i <= cmds.length; i++) {
@@ -153,7 +184,12 @@ describe('prevail inspect', () => {
   test('lists every entry and snapshot; the state at chosen indices matches a store that applied those commands', async () => {
     const dir = newDir();
     // A long trailing log: entries before the snapshots stay on disk.
-    const store = await openStore(dir, { snapshotThreshold: 40, snapshotTrailing: 1000, captureEvery: 10, captureSliceSize: 3 });
+    const store = await openStore(dir, {
+      snapshotThreshold: 40,
+      snapshotTrailing: 1000,
+      captureEvery: 10,
+      captureSliceSize: 3,
+    });
     const before = commands(30, 1);
     const after = commands(25, 5);
     const i1 = await run(store, before);
@@ -161,7 +197,7 @@ describe('prevail inspect', () => {
     const i2 = await run(store, after);
     const cmds = [...before, ...after];
     const indices = [...i1, ...i2];
-    expect(indices.some((i) => i === null)).toBe(true);  // some handlers threw: listed, replayed, no effect
+    expect(indices.some((i) => i === null)).toBe(true); // some handlers threw: listed, replayed, no effect
     const liveHash = store.stateHash();
     const last = store.node.status().lastIndex;
     await store.close();
@@ -177,17 +213,23 @@ describe('prevail inspect', () => {
     expect(r.entries.map((e) => e.index)).toEqual(Array.from({ length: last }, (_, i) => i + 1));
     // Entry 1: the bootstrap configuration with this node.
     expect(r.entries[0]!.type).toBe('configuration');
-    expect(r.entries[0]!.configuration).toEqual([{ id: 1, address: expect.any(String), role: 'voter' }]);
+    expect(r.entries[0]!.configuration).toEqual([
+      { id: 1, address: expect.any(String), role: 'voter' },
+    ]);
     expect(r.configuration?.members.map((m) => m.id)).toEqual([1]);
     // The commands, decoded, in proposal order; those that committed at their own index.
-    const listed = r.entries.filter((e) => e.command);  // (the store may add entries of its own)
+    const listed = r.entries.filter((e) => e.command); // (the store may add entries of its own)
     expect(listed.map((e) => ({ name: e.command!.name, args: e.command!.args }))).toEqual(cmds);
     for (const e of listed) {
       expect(e.framing).toEqual({ length: expect.any(Number), term: e.term });
       expect(e.command!.timestamp).toBeGreaterThan(1_600_000_000_000);
     }
     for (const [k, index] of indices.entries()) {
-      if (index !== null) expect(r.entries[index - 1]!.command).toMatchObject({ name: cmds[k]!.name, args: cmds[k]!.args });
+      if (index !== null)
+        expect(r.entries[index - 1]!.command).toMatchObject({
+          name: cmds[k]!.name,
+          args: cmds[k]!.args,
+        });
     }
     // The snapshot store.snapshot() wrote is there, at a barrier, with the store's frames.
     expect(r.entries[snap.index - 1]!.type).toBe('barrier');
@@ -214,18 +256,30 @@ describe('prevail inspect', () => {
       else expect(got.state!.snapshot).toBeNull();
     }
     expect(ref.get(last)!.hash).toBe(liveHash);
-    const end = await inspectDataDir(dir, { at: snap.index, schema, from: snap.index - 2, to: snap.index + 2 });
-    expect(end.entries.map((e) => e.index)).toEqual([snap.index - 2, snap.index - 1, snap.index, snap.index + 1, snap.index + 2]);
+    const end = await inspectDataDir(dir, {
+      at: snap.index,
+      schema,
+      from: snap.index - 2,
+      to: snap.index + 2,
+    });
+    expect(end.entries.map((e) => e.index)).toEqual([
+      snap.index - 2,
+      snap.index - 1,
+      snap.index,
+      snap.index + 1,
+      snap.index + 2,
+    ]);
     expect(end.state!.snapshot).toBe(s!.file);
     expect(end.state!.appliedEntries).toBe(0);
     // Replayed from the empty state, every command whose handler threw is reported (and changed nothing).
     const fromEmpty = await inspectDataDir(dir, { at: firstSnap - 1, schema });
     const succeeded = new Set(indices.filter((i) => i !== null));
-    expect(fromEmpty.state!.handlerErrors.map((h) => h.index))
-      .toEqual(listed.filter((e) => e.index <= firstSnap - 1 && !succeeded.has(e.index)).map((e) => e.index));
+    expect(fromEmpty.state!.handlerErrors.map((h) => h.index)).toEqual(
+      listed.filter((e) => e.index <= firstSnap - 1 && !succeeded.has(e.index)).map((e) => e.index),
+    );
     expect(fromEmpty.state!.handlerErrors.length).toBeGreaterThan(0);
     await expectCode(inspectDataDir(dir, { at: last + 1, schema }), 'PREVAIL_INVALID_ARGUMENT');
-    await expectCode(inspectDataDir(dir, { at: 3 }), 'PREVAIL_INVALID_ARGUMENT');  // no schema
+    await expectCode(inspectDataDir(dir, { at: 3 }), 'PREVAIL_INVALID_ARGUMENT'); // no schema
   });
 
   test('a compacted log: the state below the kept snapshots is refused with a coded error', async () => {
@@ -234,20 +288,27 @@ describe('prevail inspect', () => {
     const cmds = [...commands(12, 2), ...commands(12, 3), ...commands(12, 4)];
     const indices = await run(store, cmds.slice(0, 12));
     await store.snapshot();
-    indices.push(...await run(store, cmds.slice(12, 24)));
+    indices.push(...(await run(store, cmds.slice(12, 24))));
     const snap = await store.snapshot();
-    indices.push(...await run(store, cmds.slice(24)));
+    indices.push(...(await run(store, cmds.slice(24))));
     const last = store.node.status().lastIndex;
     await store.close();
 
     const r = await inspectDataDir(dir);
-    expect(r.firstIndex).toBeGreaterThan(2);  // the early segments were removed
+    expect(r.firstIndex).toBeGreaterThan(2); // the early segments were removed
     const oldest = Math.min(...r.snapshots.map((x) => x.index));
-    const err = await expectCode(inspectDataDir(dir, { at: oldest - 1, schema }), 'PREVAIL_SNAPSHOT_UNREADABLE');
+    const err = await expectCode(
+      inspectDataDir(dir, { at: oldest - 1, schema }),
+      'PREVAIL_SNAPSHOT_UNREADABLE',
+    );
     expect(err.message).toMatch(/can't be rebuilt/);
     const ref = await reference(cmds, indices, [snap.index, last]);
-    expect((await inspectDataDir(dir, { at: snap.index, schema })).state!.stateHash).toBe(ref.get(snap.index)!.hash);
-    expect((await inspectDataDir(dir, { at: last, schema })).state!.stateHash).toBe(ref.get(last)!.hash);
+    expect((await inspectDataDir(dir, { at: snap.index, schema })).state!.stateHash).toBe(
+      ref.get(snap.index)!.hash,
+    );
+    expect((await inspectDataDir(dir, { at: last, schema })).state!.stateHash).toBe(
+      ref.get(last)!.hash,
+    );
   });
 
   test('a flipped byte in a segment, a truncated snapshot and a damaged .meta give coded errors naming the file', async () => {
@@ -262,7 +323,12 @@ describe('prevail inspect', () => {
     const snapshot = ok.snapshots[ok.snapshots.length - 1]!;
 
     // Every byte of a batch (but the format word) is under a checksum: header or data.
-    for (const offset of [8 + 2, 8 + 8 + 3, Math.floor(statSync(join(dir, segment)).size / 2), statSync(join(dir, segment)).size - 1]) {
+    for (const offset of [
+      8 + 2,
+      8 + 8 + 3,
+      Math.floor(statSync(join(dir, segment)).size / 2),
+      statSync(join(dir, segment)).size - 1,
+    ]) {
       const bad = newDir();
       cpSync(dir, bad, { recursive: true });
       flipByte(join(bad, segment), offset);
@@ -282,7 +348,7 @@ describe('prevail inspect', () => {
     const badMeta = newDir();
     cpSync(dir, badMeta, { recursive: true });
     const metaPath = join(badMeta, snapshot.metaFile);
-    flipByte(metaPath, statSync(metaPath).size - 12);  // inside the configuration
+    flipByte(metaPath, statSync(metaPath).size - 12); // inside the configuration
     err = await expectCode(inspectDataDir(badMeta), 'PREVAIL_SNAPSHOT_UNREADABLE');
     expect(err.message).toContain(metaPath);
     expect(err.message).toMatch(/checksum/);
@@ -303,7 +369,8 @@ describe('prevail inspect', () => {
     expect(r.lock).toEqual({ pid: process.pid, live: true });
     expect(r.warnings.join('\n')).toMatch(/tail may be in flux/);
     expect(r.segments.some((g) => g.open)).toBe(true);
-    for (const index of indices) if (index !== null) expect(r.entries.find((e) => e.index === index)?.type).toBe('command');
+    for (const index of indices)
+      if (index !== null) expect(r.entries.find((e) => e.index === index)?.type).toBe('command');
 
     // A copy, as a node killed now would leave it: open segments, a lock held by a dead process.
     const copy = newDir();
@@ -320,7 +387,7 @@ describe('prevail inspect', () => {
     expect(c.state!.stateHash).toBe(hash);
     const seg = c.segments.find((g) => g.open && g.batches >= 2)!;
     expect(seg).toBeDefined();
-    expect(seg.usedBytes).toBeLessThan(seg.size);  // preallocated, zero-filled after the batches
+    expect(seg.usedBytes).toBeLessThan(seg.size); // preallocated, zero-filled after the batches
 
     // An unfinished last write (non-zero bytes after the last batch, zeros after them): a warning.
     const torn = newDir();
@@ -330,12 +397,14 @@ describe('prevail inspect', () => {
     closeSync(fd);
     const t = await inspectDataDir(torn);
     expect(t.lastIndex).toBe(last);
-    expect(t.warnings.join('\n')).toMatch(new RegExp(`${seg.file}: at byte ${seg.usedBytes}: .*unfinished`));
+    expect(t.warnings.join('\n')).toMatch(
+      new RegExp(`${seg.file}: at byte ${seg.usedBytes}: .*unfinished`),
+    );
 
     // Damage in an earlier batch, with valid batches after it: corruption.
     const bad = newDir();
     cpSync(copy, bad, { recursive: true });
-    flipByte(join(bad, seg.file), 8 + 16 + 4);  // the first batch's first entry header
+    flipByte(join(bad, seg.file), 8 + 16 + 4); // the first batch's first entry header
     const err = await expectCode(inspectDataDir(bad), 'PREVAIL_CORRUPT_ENTRY');
     expect(err.message).toContain(join(bad, seg.file));
     expect(err.message).toMatch(/at byte 8: .*a valid batch follows/);
@@ -346,11 +415,19 @@ describe('prevail inspect', () => {
     const [port] = await freePorts(1);
     let state = Buffer.alloc(0);
     const node = await RaftNode.start({
-      id: 1, address: `127.0.0.1:${port}`, dataDir: dir, snapshotThreshold: 1000,
+      id: 1,
+      address: `127.0.0.1:${port}`,
+      dataDir: dir,
+      snapshotThreshold: 1000,
       fsm: {
-        apply: (cmd) => { state = Buffer.concat([state, cmd]); return state.length; },
+        apply: (cmd) => {
+          state = Buffer.concat([state, cmd]);
+          return state.length;
+        },
         snapshot: () => state,
-        restore: (data) => { state = Buffer.from(data); },
+        restore: (data) => {
+          state = Buffer.from(data);
+        },
       },
     });
     nodes.push(node);
@@ -367,7 +444,11 @@ describe('prevail inspect', () => {
       { length: 9, hex: '010203040506070809', truncated: false },
     ]);
     expect(r.snapshots.length).toBeGreaterThan(0);
-    for (const s of r.snapshots) expect({ store: s.store, payloadLength: s.payloadLength }).toEqual({ store: null, payloadLength: 5 });
+    for (const s of r.snapshots)
+      expect({ store: s.store, payloadLength: s.payloadLength }).toEqual({
+        store: null,
+        payloadLength: 5,
+      });
   });
 
   test('the CLI: tables, --json, --at with --schema module#export or the default schema, exit codes', async () => {
@@ -377,7 +458,14 @@ describe('prevail inspect', () => {
     const indices = await run(store, cmds);
     const snap = await store.snapshot();
     await run(store, commands(3, 8));
-    const blobAt = (await store.proposeWithIndex('note', { text: 'bytes', tags: [], blob: new Uint8Array([1, 2, 255]), big: 2n ** 62n } as never)).index;
+    const blobAt = (
+      await store.proposeWithIndex('note', {
+        text: 'bytes',
+        tags: [],
+        blob: new Uint8Array([1, 2, 255]),
+        big: 2n ** 62n,
+      } as never)
+    ).index;
     const hash = store.stateHash();
     const last = store.node.status().lastIndex;
     await store.close();
@@ -394,35 +482,69 @@ describe('prevail inspect', () => {
 
     // `inspect` as the first word (as a dispatcher may pass it) is accepted too.
     out = sink();
-    expect(await runInspect(['inspect', dir, '--json', '--from', '2', '--to', '6'], out, { err })).toBe(0);
+    expect(
+      await runInspect(['inspect', dir, '--json', '--from', '2', '--to', '6'], out, { err }),
+    ).toBe(0);
     const json = JSON.parse(out.text()) as InspectResult;
     expect(json.entries.map((e) => e.index)).toEqual([2, 3, 4, 5, 6]);
-    expect(json.entries.find((e) => e.command)!.command).toMatchObject({ name: cmds[0]!.name, args: cmds[0]!.args });
+    expect(json.entries.find((e) => e.command)!.command).toMatchObject({
+      name: cmds[0]!.name,
+      args: cmds[0]!.args,
+    });
 
     out = sink();
-    expect(await runInspect([dir, '--json', '--from', String(blobAt), '--to', String(blobAt)], out, { err })).toBe(0);
-    expect((JSON.parse(out.text()) as InspectResult).entries[0]!.command!.args).toEqual({ text: 'bytes', tags: [], blob: { $bytes: '0102ff' }, big: `${2n ** 62n}n` });
+    expect(
+      await runInspect([dir, '--json', '--from', String(blobAt), '--to', String(blobAt)], out, {
+        err,
+      }),
+    ).toBe(0);
+    expect((JSON.parse(out.text()) as InspectResult).entries[0]!.command!.args).toEqual({
+      text: 'bytes',
+      tags: [],
+      blob: { $bytes: '0102ff' },
+      big: `${2n ** 62n}n`,
+    });
 
     const moduleDir = newDir('prevail-inspect-schema-');
     const modulePath = join(moduleDir, 'bank.mjs');
     writeFileSync(modulePath, schemaModule);
     out = sink();
-    expect(await runInspect([dir, '--json', `--at=${last}`, '--schema', `${modulePath}#bank`], out, { err })).toBe(0);
+    expect(
+      await runInspect([dir, '--json', `--at=${last}`, '--schema', `${modulePath}#bank`], out, {
+        err,
+      }),
+    ).toBe(0);
     expect((JSON.parse(out.text()) as InspectResult).state!.stateHash).toBe(hash);
 
     out = sink();
-    expect(await runInspect([dir, '--at', String(last)], out, { err, defaultSchema: schema })).toBe(0);
+    expect(await runInspect([dir, '--at', String(last)], out, { err, defaultSchema: schema })).toBe(
+      0,
+    );
     expect(out.text()).toContain(`stateHash ${hash}`);
     expect(out.text()).toMatch(/accounts \(\d+\):/);
     const firstOk = indices.find((i) => i !== null)!;
     out = sink();
-    expect(await runInspect([dir, '--json', '--at', String(firstOk)], out, { err, defaultSchema: schema })).toBe(0);
+    expect(
+      await runInspect([dir, '--json', '--at', String(firstOk)], out, {
+        err,
+        defaultSchema: schema,
+      }),
+    ).toBe(0);
     expect((JSON.parse(out.text()) as InspectResult).state!.snapshot).toBeNull();
     expect(err.text()).toBe('');
 
     // Usage: exit 2, nothing on out.
-    for (const argv of [[], [dir, '--bogus'], [dir, '--at'], [dir, '--at', 'x'], [dir, '--at', '3'], [dir, 'extra'],
-      [dir, '--from', '5', '--to', '2'], [dir, '--at', '3', '--schema', join(moduleDir, 'missing.mjs')], [dir, '--at', '3', '--schema', `${modulePath}#nope`]]) {
+    for (const argv of [
+      [],
+      [dir, '--bogus'],
+      [dir, '--at'],
+      [dir, '--at', 'x'],
+      [dir, '--at', '3'],
+      [dir, 'extra'],
+      [dir, '--from', '5', '--to', '2'],
+      [dir, '--at', '3', '--schema', join(moduleDir, 'missing.mjs')],
+      [dir, '--at', '3', '--schema', `${modulePath}#nope`],
+    ]) {
       out = sink();
       err = sink();
       expect({ argv, code: await runInspect(argv, out, { err }) }).toEqual({ argv, code: 2 });
@@ -434,7 +556,9 @@ describe('prevail inspect', () => {
     expect(await runInspect([join(moduleDir, 'no-such-dir')], sink(), { err })).toBe(1);
     expect(err.text()).toContain('PREVAIL_IO');
     err = sink();
-    expect(await runInspect([dir, '--at', String(last + 5)], sink(), { err, defaultSchema: schema })).toBe(1);
+    expect(
+      await runInspect([dir, '--at', String(last + 5)], sink(), { err, defaultSchema: schema }),
+    ).toBe(1);
     expect(err.text()).toContain('PREVAIL_INVALID_ARGUMENT');
     expect(readdirSync(dir).length).toBeGreaterThan(0);
   });

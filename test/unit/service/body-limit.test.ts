@@ -18,15 +18,23 @@ const BIG = 64 * MiB;
 
 type ErrorBody = { error: { code: string; message: string; limit?: number } };
 
-function expectTooLarge(answer: { status: number; body: unknown; connection?: string | null }): void {
+function expectTooLarge(answer: {
+  status: number;
+  body: unknown;
+  connection?: string | null;
+}): void {
   const body = answer.body as ErrorBody;
-  expect({ status: answer.status, code: body?.error?.code, connection: answer.connection })
-    .toEqual({ status: 413, code: 'PREVAIL_TOO_LARGE', connection: 'close' });
+  expect({ status: answer.status, code: body?.error?.code, connection: answer.connection }).toEqual(
+    { status: 413, code: 'PREVAIL_TOO_LARGE', connection: 'close' },
+  );
   expect(body.error.message).toMatch(/larger than the limit of 1048576 bytes/);
   expect(body.error.limit).toBe(LIMIT);
 }
 
-async function fetchAnswer(url: string, init: RequestInit): Promise<HttpAnswer & { connection: string | null }> {
+async function fetchAnswer(
+  url: string,
+  init: RequestInit,
+): Promise<HttpAnswer & { connection: string | null }> {
   // A reset connection rejects here ("fetch failed", cause ECONNRESET or EPIPE): that is the bug.
   const res = await fetch(url, { ...init, signal: AbortSignal.timeout(30_000) });
   const text = await res.text();
@@ -36,7 +44,12 @@ async function fetchAnswer(url: string, init: RequestInit): Promise<HttpAnswer &
   } catch {
     // not JSON
   }
-  return { status: res.status, body, headers: res.headers, connection: res.headers.get('connection') };
+  return {
+    status: res.status,
+    body,
+    headers: res.headers,
+    connection: res.headers.get('connection'),
+  };
 }
 
 interface RawAnswer {
@@ -55,7 +68,12 @@ interface RawAnswer {
  * no (more) body once the answer starts arriving.
  * Resolves when the server closes the connection (or after 30 s, destroying the socket).
  */
-function rawRequest(hostPort: string, head: string, body: Buffer[], stopOnAnswer = false): Promise<RawAnswer> {
+function rawRequest(
+  hostPort: string,
+  head: string,
+  body: Buffer[],
+  stopOnAnswer = false,
+): Promise<RawAnswer> {
   const { host, port } = parseAddress(hostPort);
   return new Promise((resolve) => {
     const socket = connect(port, host);
@@ -63,18 +81,29 @@ function rawRequest(hostPort: string, head: string, body: Buffer[], stopOnAnswer
     let error: string | null = null;
     let sent = 0;
     let answered = false;
-    const timer = setTimeout(() => { error ??= 'timeout'; socket.destroy(); }, 30_000);
+    const timer = setTimeout(() => {
+      error ??= 'timeout';
+      socket.destroy();
+    }, 30_000);
     socket.on('data', (chunk: Buffer) => {
       received.push(chunk);
       answered = true;
       // The whole (small) answer is in: done (a real client would close now too).
       if (stopOnAnswer && parse().complete) socket.destroy();
     });
-    socket.on('error', (err: NodeJS.ErrnoException) => { error ??= err.code ?? err.message; });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      error ??= err.code ?? err.message;
+    });
     socket.on('close', () => {
       clearTimeout(timer);
       const p = parse();
-      resolve({ status: p.status, connection: p.connection, body: p.body, error: p.complete ? null : error ?? 'incomplete answer', sent });
+      resolve({
+        status: p.status,
+        connection: p.connection,
+        body: p.body,
+        error: p.complete ? null : (error ?? 'incomplete answer'),
+        sent,
+      });
     });
     const parse = () => {
       const text = Buffer.concat(received).toString('latin1');
@@ -82,10 +111,17 @@ function rawRequest(hostPort: string, head: string, body: Buffer[], stopOnAnswer
       if (end < 0) return { status: 0, connection: null, body: null, complete: false };
       const lines = text.slice(0, end).split('\r\n');
       const status = Number(lines[0]!.split(' ')[1]);
-      const header = (name: string) => lines.find((l) => l.toLowerCase().startsWith(`${name}:`))?.slice(name.length + 1).trim() ?? null;
+      const header = (name: string) =>
+        lines
+          .find((l) => l.toLowerCase().startsWith(`${name}:`))
+          ?.slice(name.length + 1)
+          .trim() ?? null;
       const length = Number(header('content-length'));
-      const rest = Buffer.concat(received).subarray(Buffer.byteLength(text.slice(0, end + 4), 'latin1'));
-      if (!(rest.length >= length)) return { status, connection: header('connection'), body: null, complete: false };
+      const rest = Buffer.concat(received).subarray(
+        Buffer.byteLength(text.slice(0, end + 4), 'latin1'),
+      );
+      if (!(rest.length >= length))
+        return { status, connection: header('connection'), body: null, complete: false };
       let parsed: unknown;
       try {
         parsed = JSON.parse(rest.subarray(0, length).toString('utf8'));
@@ -95,19 +131,33 @@ function rawRequest(hostPort: string, head: string, body: Buffer[], stopOnAnswer
       return { status, connection: header('connection'), body: parsed, complete: true };
     };
     socket.once('connect', async () => {
-      const write = (data: Buffer | string) => new Promise<void>((done) => {
-        if (socket.destroyed) { done(); return; }
-        if (socket.write(data)) { done(); return; }
-        const settle = () => { socket.off('drain', settle); socket.off('close', settle); done(); };
-        socket.on('drain', settle);
-        socket.on('close', settle);
-      });
+      const write = (data: Buffer | string) =>
+        new Promise<void>((done) => {
+          if (socket.destroyed) {
+            done();
+            return;
+          }
+          if (socket.write(data)) {
+            done();
+            return;
+          }
+          const settle = () => {
+            socket.off('drain', settle);
+            socket.off('close', settle);
+            done();
+          };
+          socket.on('drain', settle);
+          socket.on('close', settle);
+        });
       await write(head);
       if (stopOnAnswer) {
         // Like a client waiting for `100 Continue`: give the server (a bounded) while to answer first.
         await new Promise<void>((done) => {
           const t = setTimeout(done, 10_000);
-          const settle = () => { clearTimeout(t); done(); };
+          const settle = () => {
+            clearTimeout(t);
+            done();
+          };
           socket.once('data', settle);
           socket.once('close', settle);
         });
@@ -123,12 +173,20 @@ function rawRequest(hostPort: string, head: string, body: Buffer[], stopOnAnswer
 
 function runCurl(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn('curl', ['-sS', '--max-time', '30', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('curl', ['-sS', '--max-time', '30', ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
-    child.stdout!.on('data', (c: Buffer) => { stdout += c.toString(); });
-    child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
-    child.once('error', (err) => { stderr += String(err); });
+    child.stdout!.on('data', (c: Buffer) => {
+      stdout += c.toString();
+    });
+    child.stderr!.on('data', (c: Buffer) => {
+      stderr += c.toString();
+    });
+    child.once('error', (err) => {
+      stderr += String(err);
+    });
     child.once('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
@@ -145,8 +203,16 @@ describe('a body over the limit on prevail serve', () => {
    * (64 MiB) request could pick it up just as the server's keep-alive timeout closes it (a reset
    * that has nothing to do with the body limit, seen here when the machine was busy).
    */
-  function closing(method: string, path: string, body?: string): Promise<HttpAnswer & { connection: string | null }> {
-    return fetchAnswer(`${node.url}${path}`, { method, body: body ?? null, headers: { connection: 'close' } });
+  function closing(
+    method: string,
+    path: string,
+    body?: string,
+  ): Promise<HttpAnswer & { connection: string | null }> {
+    return fetchAnswer(`${node.url}${path}`, {
+      method,
+      body: body ?? null,
+      headers: { connection: 'close' },
+    });
   }
 
   beforeAll(async () => {
@@ -167,7 +233,10 @@ describe('a body over the limit on prevail serve', () => {
     expect(node.alive).toBe(true);
     expect((await closing('GET', '/health/leader')).status).toBe(200);
     expect((await closing('PUT', `/kv/${key}`, 'still here')).status).toBe(200);
-    expect((await closing('GET', `/kv/${key}`)).body).toEqual({ value: 'still here', index: expect.any(Number) });
+    expect((await closing('GET', `/kv/${key}`)).body).toEqual({
+      value: 'still here',
+      index: expect.any(Number),
+    });
   }
 
   test('fetch: a 64 MiB PUT (and CAS) gets the 413 JSON answer, not a reset', async () => {
@@ -177,9 +246,13 @@ describe('a body over the limit on prevail serve', () => {
     }
     expectTooLarge(await fetchAnswer(`${node.url}/kv/big/cas`, { method: 'POST', body: big }));
     // Just over the limit, and a few MiB over it, too.
-    expectTooLarge(await fetchAnswer(`${node.url}/kv/big`, { method: 'PUT', body: new Uint8Array(LIMIT + 1) }));
-    expectTooLarge(await fetchAnswer(`${node.url}/kv/big`, { method: 'PUT', body: new Uint8Array(5 * MiB) }));
-    expect((await closing('GET', '/kv/big')).status).toBe(404);  // nothing was written
+    expectTooLarge(
+      await fetchAnswer(`${node.url}/kv/big`, { method: 'PUT', body: new Uint8Array(LIMIT + 1) }),
+    );
+    expectTooLarge(
+      await fetchAnswer(`${node.url}/kv/big`, { method: 'PUT', body: new Uint8Array(5 * MiB) }),
+    );
+    expect((await closing('GET', '/kv/big')).status).toBe(404); // nothing was written
     await expectHealthy('after-fetch');
   });
 
@@ -192,15 +265,22 @@ describe('a body over the limit on prevail serve', () => {
         else controller.close();
       },
     });
-    const answer = await fetchAnswer(`${node.url}/kv/streamed`, { method: 'PUT', body: stream, duplex: 'half' } as RequestInit);
+    const answer = await fetchAnswer(`${node.url}/kv/streamed`, {
+      method: 'PUT',
+      body: stream,
+      duplex: 'half',
+    } as RequestInit);
     expectTooLarge(answer);
     await expectHealthy('after-chunked-fetch');
   });
 
   test('a raw client that sends all 64 MiB before reading finds the 413 waiting', async () => {
     const body = Array.from({ length: BIG / MiB }, () => Buffer.alloc(MiB, 0x63));
-    const answer = await rawRequest(node.spec.http,
-      `PUT /kv/raw HTTP/1.1\r\nHost: x\r\nContent-Length: ${BIG}\r\n\r\n`, body);
+    const answer = await rawRequest(
+      node.spec.http,
+      `PUT /kv/raw HTTP/1.1\r\nHost: x\r\nContent-Length: ${BIG}\r\n\r\n`,
+      body,
+    );
     expect(answer.error).toBeNull();
     expectTooLarge(answer);
     await expectHealthy('after-raw');
@@ -208,14 +288,22 @@ describe('a body over the limit on prevail serve', () => {
 
   test('a declared Content-Length over the limit is refused before any of the body is sent', async () => {
     // Only the head: the answer must come without a single body byte.
-    const answer = await rawRequest(node.spec.http,
-      `PUT /kv/declared HTTP/1.1\r\nHost: x\r\nContent-Length: ${1024 * MiB}\r\n\r\n`, [Buffer.alloc(MiB)], true);
+    const answer = await rawRequest(
+      node.spec.http,
+      `PUT /kv/declared HTTP/1.1\r\nHost: x\r\nContent-Length: ${1024 * MiB}\r\n\r\n`,
+      [Buffer.alloc(MiB)],
+      true,
+    );
     expect(answer.error).toBeNull();
     expectTooLarge(answer);
     expect(answer.sent).toBe(0);
     // Just one byte over, declared, with `Expect: 100-continue`: no go-ahead, the 413 straight away.
-    const asked = await rawRequest(node.spec.http,
-      `PUT /kv/declared HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: ${LIMIT + 1}\r\n\r\n`, [Buffer.alloc(LIMIT + 1)], true);
+    const asked = await rawRequest(
+      node.spec.http,
+      `PUT /kv/declared HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: ${LIMIT + 1}\r\n\r\n`,
+      [Buffer.alloc(LIMIT + 1)],
+      true,
+    );
     expect(asked.error).toBeNull();
     expectTooLarge(asked);
     expect(asked.sent).toBe(0);
@@ -223,27 +311,51 @@ describe('a body over the limit on prevail serve', () => {
   });
 
   test('a raw chunked body past the limit is answered 413 (sent whole, then read)', async () => {
-    const chunk = Buffer.concat([Buffer.from(`${(MiB).toString(16)}\r\n`), Buffer.alloc(MiB, 0x64), Buffer.from('\r\n')]);
+    const chunk = Buffer.concat([
+      Buffer.from(`${MiB.toString(16)}\r\n`),
+      Buffer.alloc(MiB, 0x64),
+      Buffer.from('\r\n'),
+    ]);
     const body = [...Array.from({ length: 8 }, () => chunk), Buffer.from('0\r\n\r\n')];
-    const answer = await rawRequest(node.spec.http, 'PUT /kv/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n', body);
+    const answer = await rawRequest(
+      node.spec.http,
+      'PUT /kv/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n',
+      body,
+    );
     expect(answer.error).toBeNull();
     expectTooLarge(answer);
     await expectHealthy('after-raw-chunked');
   });
 
-  (curlInstalled ? test : test.skip)('curl: 64 MiB with and without Expect: 100-continue, and chunked', async () => {
-    const file = join(files, 'big');
-    writeFileSync(file, Buffer.alloc(BIG, 0x65));
-    for (const extra of [[], ['-H', 'Expect:'], ['-H', 'Transfer-Encoding: chunked']]) {
-      const out = await runCurl(['-X', 'PUT', '--data-binary', `@${file}`, ...extra, '-D', '-', `${node.url}/kv/curl`]);
-      expect({ extra, code: out.code, stderr: out.stderr }).toEqual({ extra, code: 0, stderr: '' });
-      const [head, body] = out.stdout.split('\r\n\r\n').slice(-2) as [string, string];
-      expectTooLarge({
-        status: Number(head.split('\r\n')[0]!.split(' ')[1]),
-        connection: /\r\nconnection: *(\S+)/i.exec(head)?.[1] ?? null,
-        body: JSON.parse(body),
-      });
-    }
-    await expectHealthy('after-curl');
-  });
+  (curlInstalled ? test : test.skip)(
+    'curl: 64 MiB with and without Expect: 100-continue, and chunked',
+    async () => {
+      const file = join(files, 'big');
+      writeFileSync(file, Buffer.alloc(BIG, 0x65));
+      for (const extra of [[], ['-H', 'Expect:'], ['-H', 'Transfer-Encoding: chunked']]) {
+        const out = await runCurl([
+          '-X',
+          'PUT',
+          '--data-binary',
+          `@${file}`,
+          ...extra,
+          '-D',
+          '-',
+          `${node.url}/kv/curl`,
+        ]);
+        expect({ extra, code: out.code, stderr: out.stderr }).toEqual({
+          extra,
+          code: 0,
+          stderr: '',
+        });
+        const [head, body] = out.stdout.split('\r\n\r\n').slice(-2) as [string, string];
+        expectTooLarge({
+          status: Number(head.split('\r\n')[0]!.split(' ')[1]),
+          connection: /\r\nconnection: *(\S+)/i.exec(head)?.[1] ?? null,
+          body: JSON.parse(body),
+        });
+      }
+      await expectHealthy('after-curl');
+    },
+  );
 });

@@ -14,7 +14,8 @@ import {
 // ---------------------------------------------------------------------------------------------
 // A brute-force model: a sorted array of pairs, maintained by linear scans.
 
-const cmpEntry = (a: IndexEntry, b: IndexEntry): number => compareKeys(a[0], b[0]) || compareKeys(a[1], b[1]);
+const cmpEntry = (a: IndexEntry, b: IndexEntry): number =>
+  compareKeys(a[0], b[0]) || compareKeys(a[1], b[1]);
 
 class Model {
   entries: IndexEntry[] = [];
@@ -67,9 +68,15 @@ const key: fc.Arbitrary<IndexKey> = fc.oneof(
   { arbitrary: fc.array(atom, { maxLength: 3 }), weight: 3 },
   { arbitrary: fc.array(fc.array(atom, { maxLength: 2 }), { maxLength: 2 }), weight: 1 },
 );
-const id: fc.Arbitrary<Id> = fc.oneof(fc.integer({ min: 0, max: 4 }), fc.constantFrom('x', 'y', '0'));
+const id: fc.Arbitrary<Id> = fc.oneof(
+  fc.integer({ min: 0, max: 4 }),
+  fc.constantFrom('x', 'y', '0'),
+);
 
-type Op = { op: 'add'; key: IndexKey; id: Id } | { op: 'remove'; key: IndexKey; id: Id } | { op: 'removeSome'; pick: number };
+type Op =
+  | { op: 'add'; key: IndexKey; id: Id }
+  | { op: 'remove'; key: IndexKey; id: Id }
+  | { op: 'removeSome'; pick: number };
 const op: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: fc.record({ op: fc.constant('add' as const), key, id }), weight: 5 },
   { arbitrary: fc.record({ op: fc.constant('remove' as const), key, id }), weight: 1 },
@@ -102,7 +109,12 @@ function resolve(o: Op, model: Model): { op: 'add' | 'remove'; key: IndexKey; id
  * Applies `seq` to `model` and, through the callbacks, to the indexes under test. `remove` also
  * gets whether the model held the pair.
  */
-function replay(seq: Op[], model: Model, add: (key: IndexKey, id: Id) => void, remove: (key: IndexKey, id: Id, had: boolean) => void): void {
+function replay(
+  seq: Op[],
+  model: Model,
+  add: (key: IndexKey, id: Id) => void,
+  remove: (key: IndexKey, id: Id, had: boolean) => void,
+): void {
   for (const o of seq) {
     const r = resolve(o, model);
     if (r.op === 'add') {
@@ -116,13 +128,16 @@ function replay(seq: Op[], model: Model, add: (key: IndexKey, id: Id) => void, r
 
 /** Structural identity of keys (Object.is on leaves, so 0/-0 and 1/1n differ), much cheaper than toEqual. */
 function sameKey(a: IndexKey, b: IndexKey): boolean {
-  if (Array.isArray(a)) return Array.isArray(b) && a.length === b.length && a.every((x, i) => sameKey(x, b[i]!));
+  if (Array.isArray(a))
+    return Array.isArray(b) && a.length === b.length && a.every((x, i) => sameKey(x, b[i]!));
   return Object.is(a, b);
 }
 
 /** Asserts two pair lists are identical; falls back to toEqual only to describe a difference. */
 function expectEntries(got: IndexEntry[], want: IndexEntry[]): void {
-  const same = got.length === want.length && got.every((e, i) => sameKey(e[0], want[i]![0]) && Object.is(e[1], want[i]![1]));
+  const same =
+    got.length === want.length &&
+    got.every((e, i) => sameKey(e[0], want[i]![0]) && Object.is(e[1], want[i]![1]));
   if (!same) expect(got).toEqual(want);
   expect(same).toBe(true);
 }
@@ -166,7 +181,8 @@ describe('compareKeys', () => {
   test('is transitive (triples and every pair of a sorted sample)', () => {
     fc.assert(
       fc.property(anyKey, anyKey, anyKey, (a, b, c) => {
-        if (compareKeys(a, b) <= 0 && compareKeys(b, c) <= 0) expect(compareKeys(a, c)).toBeLessThanOrEqual(0);
+        if (compareKeys(a, b) <= 0 && compareKeys(b, c) <= 0)
+          expect(compareKeys(a, c)).toBeLessThanOrEqual(0);
         if (compareKeys(a, b) === 0 && compareKeys(b, c) === 0) expect(compareKeys(a, c)).toBe(0);
       }),
       { numRuns: 2000 },
@@ -175,7 +191,8 @@ describe('compareKeys', () => {
       fc.property(fc.array(anyKey, { maxLength: 25 }), (xs) => {
         const s = [...xs].sort(compareKeys);
         for (let i = 0; i < s.length; i++)
-          for (let j = i + 1; j < s.length; j++) expect(compareKeys(s[i]!, s[j]!)).toBeLessThanOrEqual(0);
+          for (let j = i + 1; j < s.length; j++)
+            expect(compareKeys(s[i]!, s[j]!)).toBeLessThanOrEqual(0);
       }),
       { numRuns: 300 },
     );
@@ -216,11 +233,11 @@ describe('compareKeys', () => {
     ];
     for (let i = 0; i < ascending.length; i++)
       for (let j = 0; j < ascending.length; j++)
-        expect([ascending[i], ascending[j], sign(compareKeys(ascending[i]!, ascending[j]!))]).toEqual([
+        expect([
           ascending[i],
           ascending[j],
-          sign(i - j),
-        ]);
+          sign(compareKeys(ascending[i]!, ascending[j]!)),
+        ]).toEqual([ascending[i], ascending[j], sign(i - j)]);
     expect(compareKeys(1, 1n)).toBe(0);
     expect(compareKeys(-0, 0)).toBe(0);
     expect(compareKeys([1, 'x'], [1n, 'x'])).toBe(0);
@@ -270,28 +287,39 @@ describe('SortedIndex and PersistentSortedIndex against a model', () => {
 
   test('range, get and has answer like the model', () => {
     fc.assert(
-      fc.property(fanout, ops, fc.array(rangeOpts, { maxLength: 15 }), fc.array(key, { maxLength: 10 }), (f, seq, queries, probes) => {
-        const model = new Model();
-        const mut = new SortedIndex({ fanout: f });
-        replay(seq, model, (k, i) => mut.add(k, i), (k, i) => void mut.remove(k, i));
-        const pers = PersistentSortedIndex.from(model.entries, { fanout: f });
-        pers.checkInvariants();
-        for (const q of queries) {
-          const want = model.range(q);
-          expectEntries([...mut.range(q)], want);
-          expectEntries([...pers.range(q)], want);
-        }
-        for (const k of probes) {
-          const want = model.range({ gte: k, lte: k }).map((e) => e[1]);
-          expect(mut.get(k)).toEqual(want);
-          expect(pers.get(k)).toEqual(want);
-          for (const i of [0, 'x']) {
-            const present = model.entries.some((e) => cmpEntry(e, [k, i]) === 0);
-            expect(mut.has(k, i)).toBe(present);
-            expect(pers.has(k, i)).toBe(present);
+      fc.property(
+        fanout,
+        ops,
+        fc.array(rangeOpts, { maxLength: 15 }),
+        fc.array(key, { maxLength: 10 }),
+        (f, seq, queries, probes) => {
+          const model = new Model();
+          const mut = new SortedIndex({ fanout: f });
+          replay(
+            seq,
+            model,
+            (k, i) => mut.add(k, i),
+            (k, i) => void mut.remove(k, i),
+          );
+          const pers = PersistentSortedIndex.from(model.entries, { fanout: f });
+          pers.checkInvariants();
+          for (const q of queries) {
+            const want = model.range(q);
+            expectEntries([...mut.range(q)], want);
+            expectEntries([...pers.range(q)], want);
           }
-        }
-      }),
+          for (const k of probes) {
+            const want = model.range({ gte: k, lte: k }).map((e) => e[1]);
+            expect(mut.get(k)).toEqual(want);
+            expect(pers.get(k)).toEqual(want);
+            for (const i of [0, 'x']) {
+              const present = model.entries.some((e) => cmpEntry(e, [k, i]) === 0);
+              expect(mut.has(k, i)).toBe(present);
+              expect(pers.has(k, i)).toBe(present);
+            }
+          }
+        },
+      ),
       { numRuns: 300 },
     );
   });
@@ -312,7 +340,7 @@ describe('SortedIndex and PersistentSortedIndex against a model', () => {
         let pers = PersistentSortedIndex.fromPairs(keys, ids, { fanout: f });
         for (const ix of [mut, pers]) {
           ix.checkInvariants();
-          expectEntries([...ix], [...inserted]);  // same pairs, same key representations (first one kept)
+          expectEntries([...ix], [...inserted]); // same pairs, same key representations (first one kept)
           expectSameContents(ix, model);
         }
         replay(
@@ -384,7 +412,10 @@ describe('larger trees (default fanout 64)', () => {
     const ix = new SortedIndex();
     const pairs: IndexEntry[] = [];
     for (let i = 0; i < 40_000; i++) {
-      const k: IndexKey = rand() < 0.5 ? Math.floor(rand() * 2000) : [Math.floor(rand() * 50), `s${Math.floor(rand() * 100)}`];
+      const k: IndexKey =
+        rand() < 0.5
+          ? Math.floor(rand() * 2000)
+          : [Math.floor(rand() * 50), `s${Math.floor(rand() * 100)}`];
       pairs.push([k, i]);
       ix.add(k, i);
     }
@@ -400,7 +431,11 @@ describe('larger trees (default fanout 64)', () => {
         q % 4 === 0
           ? { prefix: [Math.floor(rand() * 50)], reverse: q % 8 === 0 }
           : q % 4 === 1
-            ? { gt: [Math.floor(rand() * 50), 's5'], lte: [Math.floor(rand() * 50) + 10], limit: 500 }
+            ? {
+                gt: [Math.floor(rand() * 50), 's5'],
+                lte: [Math.floor(rand() * 50) + 10],
+                limit: 500,
+              }
             : { gte: a, lt: a + Math.floor(rand() * 300), reverse: q % 2 === 0 };
       expect([...ix.range(opts)]).toEqual(model.range(opts));
     }
@@ -427,12 +462,20 @@ describe('larger trees (default fanout 64)', () => {
     const n = 50_000;
     const ids = Array.from({ length: n }, (_, i) => i + 1);
     const cases: [string, IndexKey[], Id[]][] = [
-      ['few numbers, ids ascending', ids.map(() => Math.floor(rand() * 90) - 45 + (rand() < 0.01 ? -0 : 0)), ids],
+      [
+        'few numbers, ids ascending',
+        ids.map(() => Math.floor(rand() * 90) - 45 + (rand() < 0.01 ? -0 : 0)),
+        ids,
+      ],
       ['distinct floats, ids ascending', ids.map(() => rand() * 1e6), ids],
       ['numbers, ids descending', ids.map(() => Math.floor(rand() * 500)), ids.slice().reverse()],
       ['already sorted', ids.map((i) => Math.floor(i / 7)), ids],
       ['strings', ids.map(() => `k${Math.floor(rand() * 5000)}`), ids],
-      ['mixed, with duplicate pairs', ids.map((i) => (i % 3 === 0 ? [i % 11, 'x'] : i % 3 === 1 ? BigInt(i % 13) : i % 17)), ids.map((i) => i % 20_000)],
+      [
+        'mixed, with duplicate pairs',
+        ids.map((i) => (i % 3 === 0 ? [i % 11, 'x'] : i % 3 === 1 ? BigInt(i % 13) : i % 17)),
+        ids.map((i) => i % 20_000),
+      ],
     ];
     for (const [, keys, theIds] of cases) {
       const inserted = new SortedIndex();
@@ -454,7 +497,9 @@ describe('larger trees (default fanout 64)', () => {
 
   test('persistent: a version survives 20k later updates unchanged', () => {
     const rand = rng(2);
-    const base = PersistentSortedIndex.from(Array.from({ length: 10_000 }, (_, i): IndexEntry => [i % 997, i]));
+    const base = PersistentSortedIndex.from(
+      Array.from({ length: 10_000 }, (_, i): IndexEntry => [i % 997, i]),
+    );
     const snapshot = [...base];
     let v = base;
     const live = new Model();
@@ -477,7 +522,8 @@ describe('larger trees (default fanout 64)', () => {
     expect(base.get(5)).toEqual(snapshot.filter((e) => e[0] === 5).map((e) => e[1]));
     const after = [...v];
     expect(after.length).toBe(v.size);
-    for (let i = 1; i < after.length; i++) expect(cmpEntry(after[i - 1]!, after[i]!)).toBeLessThan(0);
+    for (let i = 1; i < after.length; i++)
+      expect(cmpEntry(after[i - 1]!, after[i]!)).toBeLessThan(0);
   });
 });
 
@@ -510,14 +556,32 @@ describe('behaviour details', () => {
 
   test('prefix queries on compound keys', () => {
     const ix = new SortedIndex({ fanout: 4 });
-    const keys: IndexKey[] = [['u', 1], ['u'], ['u', 1, 'x'], ['u', 2], ['v', 1], ['t', 9], 'u', [], [['u']]];
+    const keys: IndexKey[] = [
+      ['u', 1],
+      ['u'],
+      ['u', 1, 'x'],
+      ['u', 2],
+      ['v', 1],
+      ['t', 9],
+      'u',
+      [],
+      [['u']],
+    ];
     keys.forEach((k, i) => ix.add(k, i));
-    expect([...ix.range({ prefix: ['u'] })].map((e) => e[0])).toEqual([['u'], ['u', 1], ['u', 1, 'x'], ['u', 2]]);
+    expect([...ix.range({ prefix: ['u'] })].map((e) => e[0])).toEqual([
+      ['u'],
+      ['u', 1],
+      ['u', 1, 'x'],
+      ['u', 2],
+    ]);
     expect([...ix.range({ prefix: ['u', 1] })].map((e) => e[0])).toEqual([
       ['u', 1],
       ['u', 1, 'x'],
     ]);
-    expect([...ix.range({ prefix: ['u'], gt: ['u', 1], reverse: true })].map((e) => e[0])).toEqual([['u', 2], ['u', 1, 'x']]);
+    expect([...ix.range({ prefix: ['u'], gt: ['u', 1], reverse: true })].map((e) => e[0])).toEqual([
+      ['u', 2],
+      ['u', 1, 'x'],
+    ]);
     expect([...ix.range({ prefix: [] })].length).toBe(8);
     expect([...ix.range({ prefix: ['w'] })]).toEqual([]);
   });

@@ -13,18 +13,33 @@ import type { Fsm } from '../../../lib/engine/types.js';
 import { PrevailError } from '../../../lib/core/errors.js';
 import { packrOptions } from '../../../lib/format/entry.js';
 import { collection, defineSchema, open } from '../../../lib/store.js';
-import { Cluster, ServeProcess, fixtures, freePorts, tempDir, waitFor, type NodeProcess } from '../../helpers/cluster.js';
+import {
+  Cluster,
+  ServeProcess,
+  fixtures,
+  freePorts,
+  tempDir,
+  waitFor,
+  type NodeProcess,
+} from '../../helpers/cluster.js';
 
 const dist = join(process.cwd(), 'dist', 'index.js');
 
 /** Runs an ES module script in a child node process (bounded; killed on timeout). */
 function runScript(script: string, timeoutMs = 30_000) {
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script],
-    { cwd: process.cwd(), encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL' });
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    cwd: process.cwd(),
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    killSignal: 'SIGKILL',
+  });
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
-interface Item { v: number; late?: boolean }
+interface Item {
+  v: number;
+  late?: boolean;
+}
 
 /** Collects this process's unhandled rejections until stop(). */
 function watchUnhandled(): { unhandled: unknown[]; stop: () => void } {
@@ -37,15 +52,25 @@ function watchUnhandled(): { unhandled: unknown[]; stop: () => void } {
 describe('a handler must be synchronous (PREVAIL_ASYNC_HANDLER)', () => {
   test('defineSchema and open() refuse async handlers and async generator handlers', async () => {
     const collections = { items: collection<Item>()() };
-    expect(() => defineSchema({ collections, commands: { a: (async () => 1) as never } }))
-      .toThrow(expect.objectContaining({ code: 'PREVAIL_ASYNC_HANDLER' }));
-    expect(() => defineSchema({ collections, commands: { g: (async function* gen() { yield 1; }) as never } }))
-      .toThrow(expect.objectContaining({ code: 'PREVAIL_ASYNC_HANDLER' }));
+    expect(() => defineSchema({ collections, commands: { a: (async () => 1) as never } })).toThrow(
+      expect.objectContaining({ code: 'PREVAIL_ASYNC_HANDLER' }),
+    );
+    expect(() =>
+      defineSchema({
+        collections,
+        commands: {
+          g: async function* gen() {
+            yield 1;
+          } as never,
+        },
+      }),
+    ).toThrow(expect.objectContaining({ code: 'PREVAIL_ASYNC_HANDLER' }));
     // A schema not made by defineSchema is checked by open(), before anything is on disk.
     const dir = tempDir('prevail-async-');
     try {
-      await expect(open({ schema: { collections, commands: { a: async () => 1 } } as never, dataDir: dir }))
-        .rejects.toMatchObject({ code: 'PREVAIL_ASYNC_HANDLER' });
+      await expect(
+        open({ schema: { collections, commands: { a: async () => 1 } } as never, dataDir: dir }),
+      ).rejects.toMatchObject({ code: 'PREVAIL_ASYNC_HANDLER' });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -59,12 +84,21 @@ describe('a handler must be synchronous (PREVAIL_ASYNC_HANDLER)', () => {
       commands: {
         put: (s, a: { v: number }) => s.items.insert(a).id,
         // Not `async`, so only seen when it runs: changes, then hands back promises.
-        rejected: ((s: any, a: { v: number }) => { s.items.insert(a); return Promise.reject(new Error('x')); }) as never,
-        resolved: ((s: any, a: { v: number }) => { s.items.insert(a); return Promise.resolve(1); }) as never,
+        rejected: ((s: any, a: { v: number }) => {
+          s.items.insert(a);
+          return Promise.reject(new Error('x'));
+        }) as never,
+        resolved: ((s: any, a: { v: number }) => {
+          s.items.insert(a);
+          return Promise.resolve(1);
+        }) as never,
         // Goes on after an await: that write happens outside the command and is refused.
         late: ((s: any, a: { v: number }) => {
           s.items.insert(a);
-          return (async () => { await null; s.items.insert({ v: -1, late: true }); })();
+          return (async () => {
+            await null;
+            s.items.insert({ v: -1, late: true });
+          })();
         }) as never,
       },
     });
@@ -72,7 +106,9 @@ describe('a handler must be synchronous (PREVAIL_ASYNC_HANDLER)', () => {
       const store = await open({ schema, dataDir: dir });
       await store.propose('put', { v: 1 });
       for (const name of ['rejected', 'resolved', 'late'] as const) {
-        await expect(store.propose(name, { v: 2 } as never)).rejects.toMatchObject({ code: 'PREVAIL_ASYNC_HANDLER' });
+        await expect(store.propose(name, { v: 2 } as never)).rejects.toMatchObject({
+          code: 'PREVAIL_ASYNC_HANDLER',
+        });
       }
       await store.propose('put', { v: 3 });
       for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
@@ -131,8 +167,12 @@ test('a handler calling back into the store (propose, read, schedule…) fails a
   try {
     const first = runScript(script(dir));
     expect(first.stderr).toBe('');
-    expect(JSON.parse(first.stdout)).toEqual({ codes: ['PREVAIL_REENTRANT', 'PREVAIL_REENTRANT', 'PREVAIL_REENTRANT'], values: [1], schedules: 0 });
-    const again = runScript(script(dir));  // replays the log above, then does it all again
+    expect(JSON.parse(first.stdout)).toEqual({
+      codes: ['PREVAIL_REENTRANT', 'PREVAIL_REENTRANT', 'PREVAIL_REENTRANT'],
+      values: [1],
+      schedules: 0,
+    });
+    const again = runScript(script(dir)); // replays the log above, then does it all again
     expect(again.stderr).toBe('');
     expect(again.status).toBe(0);
     expect(JSON.parse(again.stdout)).toMatchObject({ values: [1, 1], schedules: 0 });
@@ -147,9 +187,15 @@ describe('an entry this replica cannot apply', () => {
   const collections = { items: collection<Item>()() };
   const newer = defineSchema({
     collections,
-    commands: { put: (s, a: { v: number }) => s.items.insert(a).id, extra: (s, a: { v: number }) => s.items.insert(a).id },
+    commands: {
+      put: (s, a: { v: number }) => s.items.insert(a).id,
+      extra: (s, a: { v: number }) => s.items.insert(a).id,
+    },
   });
-  const older = defineSchema({ collections, commands: { put: (s, a: { v: number }) => s.items.insert(a).id } });
+  const older = defineSchema({
+    collections,
+    commands: { put: (s, a: { v: number }) => s.items.insert(a).id },
+  });
 
   test('during open(): open() rejects with the code (catchable), and the data dir opens again with code that defines it', async () => {
     const dir = tempDir('prevail-fatal-');
@@ -160,9 +206,15 @@ describe('an entry this replica cannot apply', () => {
       await store.propose('put', { v: 3 });
       await store.close();
 
-      await expect(open({ schema: older, dataDir: dir })).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', index: 3 });
+      await expect(open({ schema: older, dataDir: dir })).rejects.toMatchObject({
+        code: 'PREVAIL_UNKNOWN_COMMAND',
+        index: 3,
+      });
       // Again (a supervisor's restart): the same coded rejection, nothing changed on disk.
-      await expect(open({ schema: older, dataDir: dir })).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', index: 3 });
+      await expect(open({ schema: older, dataDir: dir })).rejects.toMatchObject({
+        code: 'PREVAIL_UNKNOWN_COMMAND',
+        index: 3,
+      });
 
       const fixed = await open({ schema: newer, dataDir: dir });
       expect([...fixed.view.items.values()].map((o) => o.v)).toEqual([1, 2, 3]);
@@ -185,16 +237,23 @@ describe('an entry this replica cannot apply', () => {
       read.catch(() => undefined);
       // An entry naming a command this code does not define (as newer code on another node would write).
       const entry = new Packr(packrOptions).pack([1, 'extra', { v: 2 }, Date.now()]);
-      await expect(store.node.propose(entry)).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', mayHaveApplied: true });
+      await expect(store.node.propose(entry)).rejects.toMatchObject({
+        code: 'PREVAIL_UNKNOWN_COMMAND',
+        mayHaveApplied: true,
+      });
       await expect(read).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND' });
       await waitFor('the error event', () => errors.length > 0 || undefined);
       expect(errors).toHaveLength(1);
       expect(errors[0]).toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND' });
       expect(store.node.failure).toBe(errors[0]);
       expect(store.node.status().role).toBe('closed');
-      await expect(store.propose('put', { v: 3 })).rejects.toMatchObject({ code: 'PREVAIL_CLOSED' });
+      await expect(store.propose('put', { v: 3 })).rejects.toMatchObject({
+        code: 'PREVAIL_CLOSED',
+      });
       await store.close();
-      await expect(open({ schema: older, dataDir: dir })).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND' });
+      await expect(open({ schema: older, dataDir: dir })).rejects.toMatchObject({
+        code: 'PREVAIL_UNKNOWN_COMMAND',
+      });
       const fixed = await open({ schema: newer, dataDir: dir });
       expect([...fixed.view.items.values()].map((o) => o.v)).toEqual([1, 2]);
       await fixed.close();
@@ -203,7 +262,7 @@ describe('an entry this replica cannot apply', () => {
     }
   });
 
-  test('a handler\'s own error fails its command, whatever its fields (fatal: true included), also on replay', async () => {
+  test("a handler's own error fails its command, whatever its fields (fatal: true included), also on replay", async () => {
     const dir = tempDir('prevail-fatal-');
     const throwing = defineSchema({
       collections,
@@ -217,7 +276,10 @@ describe('an entry this replica cannot apply', () => {
     });
     try {
       const store = await open({ schema: throwing, dataDir: dir });
-      await expect(store.propose('refuse', { v: 1 })).rejects.toMatchObject({ message: 'refused', code: 'APP_REFUSED' });
+      await expect(store.propose('refuse', { v: 1 })).rejects.toMatchObject({
+        message: 'refused',
+        code: 'APP_REFUSED',
+      });
       await store.propose('put', { v: 2 });
       expect(store.node.failure).toBeNull();
       expect([...store.view.items.values()].map((o) => o.v)).toEqual([2]);
@@ -260,12 +322,22 @@ describe('RaftNode: an fsm.apply error marked fatal', () => {
     return {
       apply(command, { index }) {
         const text = Buffer.from(command).toString();
-        if (text === 'bad') throw Object.assign(new PrevailError('PREVAIL_UNKNOWN_COMMAND', `entry ${index} is bad`), { fatal: true });
+        if (text === 'bad')
+          throw Object.assign(
+            new PrevailError('PREVAIL_UNKNOWN_COMMAND', `entry ${index} is bad`),
+            { fatal: true },
+          );
         applied.push(text);
         return text;
       },
       snapshot: () => Buffer.from(JSON.stringify(applied)),
-      restore: (data) => { applied.splice(0, applied.length, ...(JSON.parse(Buffer.from(data).toString()) as string[])); },
+      restore: (data) => {
+        applied.splice(
+          0,
+          applied.length,
+          ...(JSON.parse(Buffer.from(data).toString()) as string[]),
+        );
+      },
     };
   }
 
@@ -282,24 +354,35 @@ describe('RaftNode: an fsm.apply error marked fatal', () => {
       node.on('error', (err: PrevailError) => errors.push(err));
       const bad = node.proposeWithIndex(Buffer.from('bad'));
       const after = node.proposeWithIndex(Buffer.from('c'));
-      await expect(bad).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', index: 3, mayHaveApplied: true });
-      await expect(after).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', mayHaveApplied: true });
+      await expect(bad).rejects.toMatchObject({
+        code: 'PREVAIL_UNKNOWN_COMMAND',
+        index: 3,
+        mayHaveApplied: true,
+      });
+      await expect(after).rejects.toMatchObject({
+        code: 'PREVAIL_UNKNOWN_COMMAND',
+        mayHaveApplied: true,
+      });
       await waitFor('the error event', () => errors[0]);
       expect(errors).toHaveLength(1);
       expect(errors[0]).toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', index: 3 });
       expect(node.failure).toBe(errors[0]);
       expect(node.status().role).toBe('closed');
-      expect(applied).toEqual(['a']);  // nothing after the failed entry reached the state machine
-      await expect(node.propose(Buffer.from('d'))).rejects.toMatchObject({ code: 'PREVAIL_CLOSED' });
+      expect(applied).toEqual(['a']); // nothing after the failed entry reached the state machine
+      await expect(node.propose(Buffer.from('d'))).rejects.toMatchObject({
+        code: 'PREVAIL_CLOSED',
+      });
       await node.close();
 
       // Replaying the log at start meets the entry again: start() rejects, the dir is unlocked.
       const again: string[] = [];
-      await expect(RaftNode.start({ id: 1, address, dataDir: dir, fsm: fsm(again) }))
-        .rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', index: 3 });
+      await expect(
+        RaftNode.start({ id: 1, address, dataDir: dir, fsm: fsm(again) }),
+      ).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', index: 3 });
       expect(again).toEqual(['a']);
-      await expect(RaftNode.start({ id: 1, address, dataDir: dir, fsm: fsm([]) }))
-        .rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', index: 3 });
+      await expect(
+        RaftNode.start({ id: 1, address, dataDir: dir, fsm: fsm([]) }),
+      ).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', index: 3 });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -316,16 +399,26 @@ describe('a follower whose code lacks a command the leader has (3 nodes)', () =>
 
   /** Waits until every running node's store has applied `index`. */
   async function applied(index: number): Promise<void> {
-    await waitFor(`every node to apply ${index}`, async () => {
-      const hs = await Promise.all(cluster.running().map((n) => n.call<{ applied: number }>('stateHash', undefined, 2000)));
-      return hs.every((h) => h.applied >= index) || undefined;
-    }, 15_000);
+    await waitFor(
+      `every node to apply ${index}`,
+      async () => {
+        const hs = await Promise.all(
+          cluster.running().map((n) => n.call<{ applied: number }>('stateHash', undefined, 2000)),
+        );
+        return hs.every((h) => h.applied >= index) || undefined;
+      },
+      15_000,
+    );
   }
 
   test('stops with an error event (pending work rejected); without a listener it exits non-zero; fixed code catches up', async () => {
     cluster = new Cluster(timing, fixtures.store);
     const ports = await freePorts(3);
-    cluster.specs = ports.map((port, i) => ({ id: i + 1, address: `127.0.0.1:${port}`, dataDir: join(cluster.root, `n${i + 1}`) }));
+    cluster.specs = ports.map((port, i) => ({
+      id: i + 1,
+      address: `127.0.0.1:${port}`,
+      dataDir: join(cluster.root, `n${i + 1}`),
+    }));
     // Node 1 runs the newer code; node 2 the older, listening for 'error'; node 3 the older, not listening.
     await Promise.all([
       cluster.start(1),
@@ -333,28 +426,52 @@ describe('a follower whose code lacks a command the leader has (3 nodes)', () =>
       cluster.start(3, { omit: ['extra'] }, true),
     ]);
     // Only a leader running the newer code accepts the new command.
-    await waitFor('node 1 to lead', async () => {
-      const l = await cluster.leader();
-      if (l.spec.id === 1) return l;
-      await l.call('transfer', { id: 1 }).catch(() => undefined);
-      return undefined;
-    }, 20_000, 200);
+    await waitFor(
+      'node 1 to lead',
+      async () => {
+        const l = await cluster.leader();
+        if (l.spec.id === 1) return l;
+        await l.call('transfer', { id: 1 }).catch(() => undefined);
+        return undefined;
+      },
+      20_000,
+      200,
+    );
     const n1 = cluster.node(1);
     const n2 = cluster.node(2);
     const n3: NodeProcess = cluster.node(3);
-    const first = await n1.call<{ ok: { index: number } }>('propose', { name: 'put', args: { key: 'a', value: '1' } });
+    const first = await n1.call<{ ok: { index: number } }>('propose', {
+      name: 'put',
+      args: { key: 'a', value: '1' },
+    });
     await applied(first.ok.index);
 
     // Pending on node 2: a read waiting for an index far ahead.
-    const read = n2.call<{ error?: { code: string } }>('read', { key: 'a', consistency: 'stale', minIndex: 1_000_000, timeoutMs: 30_000 }, 40_000);
-    const extra = await n1.call<{ ok: { index: number } }>('propose', { name: 'extra', args: { key: 'e' } });
+    const read = n2.call<{ error?: { code: string } }>(
+      'read',
+      { key: 'a', consistency: 'stale', minIndex: 1_000_000, timeoutMs: 30_000 },
+      40_000,
+    );
+    const extra = await n1.call<{ ok: { index: number } }>('propose', {
+      name: 'extra',
+      args: { key: 'e' },
+    });
     expect(extra.ok.index).toBeGreaterThan(first.ok.index);
 
     expect((await read).error).toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND' });
-    const event = await waitFor('node 2 to report the error', () => n2.events.find((e) => e.event === 'error'));
-    expect(event).toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND', index: extra.ok.index, role: 'closed' });
-    expect(n2.alive).toBe(true);  // it listened: its process decides
-    const after = await n2.call<{ error?: { code: string } }>('propose', { name: 'put', args: { key: 'b', value: '2' } });
+    const event = await waitFor('node 2 to report the error', () =>
+      n2.events.find((e) => e.event === 'error'),
+    );
+    expect(event).toMatchObject({
+      code: 'PREVAIL_UNKNOWN_COMMAND',
+      index: extra.ok.index,
+      role: 'closed',
+    });
+    expect(n2.alive).toBe(true); // it listened: its process decides
+    const after = await n2.call<{ error?: { code: string } }>('propose', {
+      name: 'put',
+      args: { key: 'b', value: '2' },
+    });
     expect(after.error).toMatchObject({ code: 'PREVAIL_CLOSED' });
 
     expect(await n3.waitExit(15_000)).toBe(1);
@@ -364,15 +481,34 @@ describe('a follower whose code lacks a command the leader has (3 nodes)', () =>
     // Fixed code on both: they open their data dirs and catch up to the same state.
     await n2.kill();
     await Promise.all([cluster.start(2), cluster.start(3)]);
-    const next = await waitFor('a write after the restart', async () => {
-      const r = await (await cluster.leader()).call<{ ok?: { index: number } }>('propose', { name: 'put', args: { key: 'c', value: '3' } });
-      return r.ok;
-    }, 15_000);
+    const next = await waitFor(
+      'a write after the restart',
+      async () => {
+        const r = await (
+          await cluster.leader()
+        ).call<{ ok?: { index: number } }>('propose', {
+          name: 'put',
+          args: { key: 'c', value: '3' },
+        });
+        return r.ok;
+      },
+      15_000,
+    );
     await applied(next.index);
-    await waitFor('the same state on every node', async () => {
-      const hs = await Promise.all(cluster.running().map((n) => n.call<{ hash: string; applied: number }>('stateHash')));
-      return (hs.length === 3 && hs.every((h) => h.hash === hs[0]!.hash && h.applied === hs[0]!.applied)) || undefined;
-    }, 15_000);
+    await waitFor(
+      'the same state on every node',
+      async () => {
+        const hs = await Promise.all(
+          cluster.running().map((n) => n.call<{ hash: string; applied: number }>('stateHash')),
+        );
+        return (
+          (hs.length === 3 &&
+            hs.every((h) => h.hash === hs[0]!.hash && h.applied === hs[0]!.applied)) ||
+          undefined
+        );
+      },
+      15_000,
+    );
     const keys = await cluster.node(3).call<[string, string][]>('keys');
     expect(keys.map(([k]) => k).sort()).toEqual(['a', 'c', 'e']);
   });
@@ -387,21 +523,39 @@ describe('a follower that cannot restore the snapshot its leader sends (3 nodes)
   });
 
   test('stops with an error event (PREVAIL_SNAPSHOT_UNREADABLE) instead of crashing; newer code opens its data dir', async () => {
-    const options = { electionTimeoutMs: 300, heartbeatMs: 50, snapshotThreshold: 64, snapshotTrailing: 16, captureEvery: 32 };
+    const options = {
+      electionTimeoutMs: 300,
+      heartbeatMs: 50,
+      snapshotThreshold: 64,
+      snapshotTrailing: 16,
+      captureEvery: 32,
+    };
     cluster = new Cluster(options, fixtures.store);
     const ports = await freePorts(3);
-    cluster.specs = ports.map((port, i) => ({ id: i + 1, address: `127.0.0.1:${port}`, dataDir: join(cluster!.root, `n${i + 1}`) }));
+    cluster.specs = ports.map((port, i) => ({
+      id: i + 1,
+      address: `127.0.0.1:${port}`,
+      dataDir: join(cluster!.root, `n${i + 1}`),
+    }));
     // Nodes 1 and 2 run code with a second collection; node 3, the older code without it,
     // starts only once the leader's log no longer holds the start: it gets a snapshot.
     await Promise.all([cluster.start(1, { more: true }), cluster.start(2, { more: true })]);
     const leader = await cluster.leader(20_000);
-    const writes = await leader.call<{ ok?: unknown }[]>('writeMany', { prefix: 'k', count: 300, concurrency: 8 }, 60_000);
+    const writes = await leader.call<{ ok?: unknown }[]>(
+      'writeMany',
+      { prefix: 'k', count: 300, concurrency: 8 },
+      60_000,
+    );
     expect(writes.filter((w) => w.ok).length).toBeGreaterThan(200);
     // A snapshot on the leader now (not an automatic one whenever it comes): it truncates its
     // log to the last snapshotTrailing entries, so node 3 can only catch up from a snapshot.
     await leader.call('snapshot');
     const n3 = await cluster.start(3, { errors: true });
-    const event = await waitFor('node 3 to report the error', () => n3.events.find((e) => e.event === 'error'), 20_000);
+    const event = await waitFor(
+      'node 3 to report the error',
+      () => n3.events.find((e) => e.event === 'error'),
+      20_000,
+    );
     expect(event).toMatchObject({ code: 'PREVAIL_SNAPSHOT_UNREADABLE', role: 'closed' });
     expect(String(event.message)).toContain('more');
     expect(n3.alive).toBe(true);
@@ -409,12 +563,36 @@ describe('a follower that cannot restore the snapshot its leader sends (3 nodes)
 
     // Newer code on node 3: it opens and catches up.
     await cluster.start(3, { more: true });
-    const last = await waitFor('a write', async () =>
-      (await (await cluster!.leader()).call<{ ok?: { index: number } }>('propose', { name: 'put', args: { key: 'z', value: '1' } })).ok, 15_000);
-    await waitFor('the same state on every node', async () => {
-      const hs = await Promise.all(cluster!.running().map((n) => n.call<{ hash: string; applied: number }>('stateHash')));
-      return (hs.length === 3 && hs.every((h) => h.applied >= last.index && h.hash === hs[0]!.hash && h.applied === hs[0]!.applied)) || undefined;
-    }, 20_000);
+    const last = await waitFor(
+      'a write',
+      async () =>
+        (
+          await (
+            await cluster!.leader()
+          ).call<{ ok?: { index: number } }>('propose', {
+            name: 'put',
+            args: { key: 'z', value: '1' },
+          })
+        ).ok,
+      15_000,
+    );
+    await waitFor(
+      'the same state on every node',
+      async () => {
+        const hs = await Promise.all(
+          cluster!.running().map((n) => n.call<{ hash: string; applied: number }>('stateHash')),
+        );
+        return (
+          (hs.length === 3 &&
+            hs.every(
+              (h) =>
+                h.applied >= last.index && h.hash === hs[0]!.hash && h.applied === hs[0]!.applied,
+            )) ||
+          undefined
+        );
+      },
+      20_000,
+    );
   });
 });
 
@@ -434,23 +612,45 @@ describe('prevail serve on an entry it cannot apply', () => {
     // the service's); node 3 is `prevail serve`, whose schema lacks `extra`.
     cluster = new Cluster({ electionTimeoutMs: 300, heartbeatMs: 50 }, fixtures.store);
     const ports = await freePorts(4);
-    cluster.specs = [1, 2, 3].map((id, i) => ({ id, address: `127.0.0.1:${ports[i]}`, dataDir: join(cluster!.root, `n${id}`) }));
+    cluster.specs = [1, 2, 3].map((id, i) => ({
+      id,
+      address: `127.0.0.1:${ports[i]}`,
+      dataDir: join(cluster!.root, `n${id}`),
+    }));
     const flag = cluster.specs.map((s) => `${s.id}=${s.address}`).join(',');
     const spec3 = { ...cluster.specs[2]!, http: `127.0.0.1:${ports[3]}` };
-    serve = new ServeProcess(spec3, ['--cluster', flag, '--election-timeout', '300', '--heartbeat', '50']);
+    serve = new ServeProcess(spec3, [
+      '--cluster',
+      flag,
+      '--election-timeout',
+      '300',
+      '--heartbeat',
+      '50',
+    ]);
     await Promise.all([cluster.start(1), cluster.start(2), serve.ready()]);
     // Only a leader running the newer code accepts the new command.
-    const leader = await waitFor('a leader with the newer code', async () => {
-      const s = await serve!.request('GET', '/status', undefined, 2000);
-      const id = s.body?.leader?.id;
-      if (id === 3) await serve!.request('POST', '/admin/transfer', { id: 1 }, 5000).catch(() => undefined);
-      return id === 1 || id === 2 ? cluster!.node(id) : undefined;
-    }, 20_000, 200);
-    const w = await leader.call<{ ok?: { index: number } }>('propose', { name: 'extra', args: { key: 'e' } });
+    const leader = await waitFor(
+      'a leader with the newer code',
+      async () => {
+        const s = await serve!.request('GET', '/status', undefined, 2000);
+        const id = s.body?.leader?.id;
+        if (id === 3)
+          await serve!.request('POST', '/admin/transfer', { id: 1 }, 5000).catch(() => undefined);
+        return id === 1 || id === 2 ? cluster!.node(id) : undefined;
+      },
+      20_000,
+      200,
+    );
+    const w = await leader.call<{ ok?: { index: number } }>('propose', {
+      name: 'extra',
+      args: { key: 'e' },
+    });
     expect(w.ok?.index).toBeGreaterThan(0);
     const exit = await serve.waitExit(20_000);
     expect(exit).toEqual({ code: 1, signal: null });
-    expect(serve.output).toMatch(/prevail serve: node 3 stopped: PREVAIL_UNKNOWN_COMMAND: entry \d+ names command "extra"/);
+    expect(serve.output).toMatch(
+      /prevail serve: node 3 stopped: PREVAIL_UNKNOWN_COMMAND: entry \d+ names command "extra"/,
+    );
   });
 
   test('at open (its own log holds it): it says why and exits 1, every time', async () => {
@@ -460,17 +660,25 @@ describe('prevail serve on an entry it cannot apply', () => {
       const { kvSchema } = await import('../../../lib/service/kv-schema.js');
       const newer = defineSchema({
         collections: kvSchema.collections,
-        commands: { ...kvSchema.commands, extra: (s, a: { key: string }) => s.kv.insert({ key: a.key, value: 'extra' }).id },
+        commands: {
+          ...kvSchema.commands,
+          extra: (s, a: { key: string }) => s.kv.insert({ key: a.key, value: 'extra' }).id,
+        },
       });
       const store = await open({ schema: newer, dataDir: dir, address: `127.0.0.1:${raft}` });
       await store.propose('put', { key: 'a', value: '1' });
       await store.propose('extra', { key: 'e' });
       await store.close();
       for (let attempt = 0; attempt < 2; attempt++) {
-        serve = new ServeProcess({ id: 1, address: `127.0.0.1:${raft}`, http: `127.0.0.1:${http}`, dataDir: dir }, []);
+        serve = new ServeProcess(
+          { id: 1, address: `127.0.0.1:${raft}`, http: `127.0.0.1:${http}`, dataDir: dir },
+          [],
+        );
         const exit = await serve.waitExit(20_000);
         expect(exit).toEqual({ code: 1, signal: null });
-        expect(serve.output).toMatch(/prevail serve: PREVAIL_UNKNOWN_COMMAND: entry 3 names command "extra"/);
+        expect(serve.output).toMatch(
+          /prevail serve: PREVAIL_UNKNOWN_COMMAND: entry 3 names command "extra"/,
+        );
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });

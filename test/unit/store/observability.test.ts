@@ -59,11 +59,18 @@ test('role, slow-apply and snapshot events; metrics; a prom-client registry', as
     expect(snap.events).toContainEqual(expect.objectContaining({ id: 1, kind: 'capture' }));
 
     const m = store.metrics();
-    expect(m).toMatchObject({ proposals: 12, proposalsFailed: 1, forwarded: 0, reads: 1, role: 'leader', lag: 0 });
+    expect(m).toMatchObject({
+      proposals: 12,
+      proposalsFailed: 1,
+      forwarded: 0,
+      reads: 1,
+      role: 'leader',
+      lag: 0,
+    });
     expect(m.applied).toBeGreaterThanOrEqual(12);
     expect(m.proposeMs.count).toBe(11);
     expect(m.applyMs.count).toBe(m.applied);
-    expect(m.proposeMs.buckets.at(-1)!.count).toBe(11);  // cumulative: the last bucket holds them all
+    expect(m.proposeMs.buckets.at(-1)!.count).toBe(11); // cumulative: the last bucket holds them all
     expect(m.snapshotMs.count).toBeGreaterThanOrEqual(1);
 
     const text = await registry.metrics();
@@ -72,9 +79,11 @@ test('role, slow-apply and snapshot events; metrics; a prom-client registry', as
     expect(text).toContain('prevail_is_leader{node="1"} 1');
     expect(text).toContain('prevail_lag_entries{node="1"} 0');
     expect(text).toMatch(/prevail_apply_duration_seconds_count\{node="1"\} \d+/);
-    expect(text).toContain('prevail_propose_duration_seconds_count{node="1"} 11');  // the failed one isn't timed
+    expect(text).toContain('prevail_propose_duration_seconds_count{node="1"} 11'); // the failed one isn't timed
     await store.propose('add', { text: 'after' });
-    expect(await registry.metrics()).toContain('prevail_propose_duration_seconds_bucket{le="+Inf",node="1"} 12');
+    expect(await registry.metrics()).toContain(
+      'prevail_propose_duration_seconds_bucket{le="+Inf",node="1"} 12',
+    );
     expect(await registry.metrics()).toContain('prevail_proposals_total{node="1"} 13');
   } finally {
     role.stop();

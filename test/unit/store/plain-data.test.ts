@@ -13,46 +13,86 @@ import { tempDir } from '../../helpers/cluster.js';
 /** A signature that tells apart everything a reader can observe of a plain value. */
 function sig(v: unknown): string {
   if (typeof v === 'number') return Object.is(v, -0) ? '-0' : String(v);
-  if (typeof v === 'string') return `s:${Array.from({ length: v.length }, (_, i) => v.charCodeAt(i).toString(16)).join(',')}`;
+  if (typeof v === 'string')
+    return `s:${Array.from({ length: v.length }, (_, i) => v.charCodeAt(i).toString(16)).join(',')}`;
   if (typeof v === 'bigint') return `n:${v}`;
   if (v === null || typeof v !== 'object') return String(v);
   if (v instanceof Uint8Array) return `${Buffer.isBuffer(v) ? 'buf' : 'u8'}:${[...v].join(',')}`;
   if (v instanceof Date) return `d:${v.getTime()}`;
   if (Array.isArray(v)) return `[${v.map(sig).join(';')}]`;
-  return `{${Object.keys(v).map((k) => `${JSON.stringify(k)}=${sig((v as Record<string, unknown>)[k])}`).join(';')}}`;
+  return `{${Object.keys(v)
+    .map((k) => `${JSON.stringify(k)}=${sig((v as Record<string, unknown>)[k])}`)
+    .join(';')}}`;
 }
 
 // Any UTF-16 code unit, lone surrogates included.
-const anyString = fc.string({ unit: fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)), maxLength: 12 });
+const anyString = fc.string({
+  unit: fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)),
+  maxLength: 12,
+});
 // Keys are well-formed strings (a key with a lone surrogate is refused: see below).
-const key = fc.oneof(fc.string({ unit: 'grapheme', maxLength: 6 }), fc.constantFrom('id', 'a', '0', '10', 'constructor', 'toString')).filter((k) => k !== '__proto__');
+const key = fc
+  .oneof(
+    fc.string({ unit: 'grapheme', maxLength: 6 }),
+    fc.constantFrom('id', 'a', '0', '10', 'constructor', 'toString'),
+  )
+  .filter((k) => k !== '__proto__');
 const { value: plainValue } = fc.letrec((tie) => ({
-  value: fc.oneof({ depthSize: 'small', withCrossShrink: true }, tie('leaf'), tie('array'), tie('object')),
+  value: fc.oneof(
+    { depthSize: 'small', withCrossShrink: true },
+    tie('leaf'),
+    tie('array'),
+    tie('object'),
+  ),
   leaf: fc.oneof(
-    fc.constant(null), fc.constant(undefined), fc.boolean(), fc.double(), fc.integer(), fc.constant(-0),
-    fc.bigInt({ min: -(2n ** 80n), max: 2n ** 80n }), anyString,
-    fc.date({ noInvalidDate: false }), fc.uint8Array({ maxLength: 8 }),
+    fc.constant(null),
+    fc.constant(undefined),
+    fc.boolean(),
+    fc.double(),
+    fc.integer(),
+    fc.constant(-0),
+    fc.bigInt({ min: -(2n ** 80n), max: 2n ** 80n }),
+    anyString,
+    fc.date({ noInvalidDate: false }),
+    fc.uint8Array({ maxLength: 8 }),
   ),
   array: fc.array(tie('value'), { maxLength: 4 }),
-  object: fc.array(fc.tuple(key, tie('value')), { maxLength: 4 }).map((entries) => Object.fromEntries(entries)),
+  object: fc
+    .array(fc.tuple(key, tie('value')), { maxLength: 4 })
+    .map((entries) => Object.fromEntries(entries)),
 }));
 
 describe('the value model, unit', () => {
   const packr = new Packr(packrOptions);
   test('generated plain values survive encode → decode → patches exactly', () => {
-    fc.assert(fc.property(plainValue, (v) => {
-      const patches = checkPlain(v, 'v');
-      const back = applyPatches(packr.unpack(packr.pack(v)), patches);
-      expect(sig(back)).toBe(sig(v));
-    }), { numRuns: 500 });
+    fc.assert(
+      fc.property(plainValue, (v) => {
+        const patches = checkPlain(v, 'v');
+        const back = applyPatches(packr.unpack(packr.pack(v)), patches);
+        expect(sig(back)).toBe(sig(v));
+      }),
+      { numRuns: 500 },
+    );
   });
 
   test.each([
     ['a Map', { m: new Map([[1, 2]]) }, 'args.m'],
     ['a Set', { s: [1, new Set([1])] }, 'args.s[1]'],
-    ['a class instance', { k: new (class Point { x = 1 })() }, 'args.k'],
+    [
+      'a class instance',
+      {
+        k: new (class Point {
+          x = 1;
+        })(),
+      },
+      'args.k',
+    ],
     ['a null-prototype object', { o: Object.create(null) }, 'args.o'],
-    ['a "__proto__" key (as JSON.parse makes it)', { p: JSON.parse('{"a":{"__proto__":{"admin":true}}}') }, 'args.p.a'],
+    [
+      'a "__proto__" key (as JSON.parse makes it)',
+      { p: JSON.parse('{"a":{"__proto__":{"admin":true}}}') },
+      'args.p.a',
+    ],
     // eslint-disable-next-line no-sparse-arrays -- the hole is what is tested
     ['a sparse array', { a: [1, , 3] }, 'args.a'],
     ['an array with extra properties', { a: Object.assign([1], { extra: true }) }, 'args.a'],
@@ -67,13 +107,19 @@ describe('the value model, unit', () => {
     ['an odd key path', { 'a b': [{ c: new Map() }] }, 'args["a b"][0].c'],
     ['a key with a lone surrogate', { o: { 'a\ud800': 1 } }, 'args.o'],
   ])('refuses %s, naming the path', (_what, value, path) => {
-    expect(() => checkPlain(value, 'args')).toThrow(expect.objectContaining({ code: 'PREVAIL_NOT_PLAIN_DATA', path }));
+    expect(() => checkPlain(value, 'args')).toThrow(
+      expect.objectContaining({ code: 'PREVAIL_NOT_PLAIN_DATA', path }),
+    );
   });
 
   test('hostile patches (off the wire or the disk) reach nothing but the value: no prototype pollution', () => {
     const hostile: [PathStep[], number, number[]?][] = [
-      [['__proto__', 'polluted'], 2, [104, 105]], [['constructor', 'prototype', 'polluted'], 1], [['toString'], 1],
-      [['a', '__proto__', 'polluted'], 1], [['missing', 'x'], 1], [['n', 'x'], 1],
+      [['__proto__', 'polluted'], 2, [104, 105]],
+      [['constructor', 'prototype', 'polluted'], 1],
+      [['toString'], 1],
+      [['a', '__proto__', 'polluted'], 1],
+      [['missing', 'x'], 1],
+      [['n', 'x'], 1],
     ];
     for (const patch of hostile) {
       expect(() => applyPatches({ a: {}, n: 5 }, [patch as never])).toThrow(TypeError);
@@ -89,7 +135,9 @@ describe('the value model, unit', () => {
   test('a cycle is refused; a shared (acyclic) sub-object is not', () => {
     const cyclic: Record<string, unknown> = { a: 1 };
     cyclic.self = { back: cyclic };
-    expect(() => checkPlain(cyclic, 'args')).toThrow(expect.objectContaining({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'args.self.back' }));
+    expect(() => checkPlain(cyclic, 'args')).toThrow(
+      expect.objectContaining({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'args.self.back' }),
+    );
     const shared = { x: 1 };
     expect(checkPlain({ a: shared, b: [shared] }, 'args')).toEqual([]);
   });
@@ -106,10 +154,23 @@ const schema = defineSchema({
       if (a.kind === 'negzero') return s.x.insert({ v: -0 }).id;
       if (a.kind === 'surrogate') return s.x.insert({ v: 'a\ud800b' }).id;
       if (a.kind === 'proto') return s.x.insert({ v: JSON.parse('{"n":{"__proto__":1}}') }).id;
-      if (a.kind === 'bytes') return s.x.insert({ v: { bytes: new Uint8Array([1, 2, 3]), when: new Date(5) } }).id;
-      if (a.kind === 'instance') return s.x.insert(new (class Row { v = 1 })()).id;
+      if (a.kind === 'bytes')
+        return s.x.insert({ v: { bytes: new Uint8Array([1, 2, 3]), when: new Date(5) } }).id;
+      if (a.kind === 'instance')
+        return s.x.insert(
+          new (class Row {
+            v = 1;
+          })(),
+        ).id;
       if (a.kind === 'array') return s.x.insert([1, 2] as unknown as { v: unknown }).id;
-      if (a.kind === 'updateInstance') return s.x.update(1, () => new (class Row { v = 2 })()).id;
+      if (a.kind === 'updateInstance')
+        return s.x.update(
+          1,
+          () =>
+            new (class Row {
+              v = 2;
+            })(),
+        ).id;
       return s.x.insert({ v: new Map() }).id;
     },
   },
@@ -117,25 +178,40 @@ const schema = defineSchema({
 
 describe('the value model through a store: propose, log replay, snapshot restore', () => {
   let dir: string;
-  beforeEach(() => { dir = tempDir(); });
+  beforeEach(() => {
+    dir = tempDir();
+  });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   test('generated values arrive exactly, and come back exactly from replay and from a snapshot', async () => {
     const values = fc.sample(plainValue, { numRuns: 150, seed: 4242 });
-    values.push({ neg: -0, s: 'a\ud800b', b: new Uint8Array([1, 2]), buf: Buffer.from([3]), big: 2n ** 70n, d: new Date(NaN) }, -0, 'x\udfff', Buffer.from([9]));
+    values.push(
+      {
+        neg: -0,
+        s: 'a\ud800b',
+        b: new Uint8Array([1, 2]),
+        buf: Buffer.from([3]),
+        big: 2n ** 70n,
+        d: new Date(NaN),
+      },
+      -0,
+      'x\udfff',
+      Buffer.from([9]),
+    );
     let store = await open({ schema, dataDir: dir });
     const ids: number[] = [];
     try {
       for (const v of values) {
         expect(sig(await store.propose('echo', v))).toBe(sig(v));
-        ids.push(await store.propose('put', { v }) as number);
+        ids.push((await store.propose('put', { v })) as number);
       }
     } finally {
       await store.close();
     }
-    const expectStored = (s: typeof store) => ids.forEach((id, i) => expect(sig(s.view.x.get(id)!.v)).toBe(sig(values[i])));
+    const expectStored = (s: typeof store) =>
+      ids.forEach((id, i) => expect(sig(s.view.x.get(id)!.v)).toBe(sig(values[i])));
 
-    store = await open({ schema, dataDir: dir });  // log replay (no snapshot yet)
+    store = await open({ schema, dataDir: dir }); // log replay (no snapshot yet)
     let replayed: string;
     try {
       expectStored(store);
@@ -144,7 +220,7 @@ describe('the value model through a store: propose, log replay, snapshot restore
     } finally {
       await store.close();
     }
-    store = await open({ schema, dataDir: dir });  // snapshot restore
+    store = await open({ schema, dataDir: dir }); // snapshot restore
     try {
       expectStored(store);
       expect(store.stateHash()).toBe(replayed);
@@ -157,14 +233,30 @@ describe('the value model through a store: propose, log replay, snapshot restore
     let store = await open({ schema, dataDir: dir });
     const ids: Record<string, number> = {};
     try {
-      for (const kind of ['negzero', 'surrogate', 'bytes']) ids[kind] = await store.propose('build', { kind }) as number;
+      for (const kind of ['negzero', 'surrogate', 'bytes'])
+        ids[kind] = (await store.propose('build', { kind })) as number;
       const before = store.view.x.size;
-      await expect(store.propose('build', { kind: 'proto' })).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'x[4].v.n' });
-      await expect(store.propose('build', { kind: 'map' })).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'x[4].v' });  // the same id: the failed command's insert was undone
+      await expect(store.propose('build', { kind: 'proto' })).rejects.toMatchObject({
+        code: 'PREVAIL_NOT_PLAIN_DATA',
+        path: 'x[4].v.n',
+      });
+      await expect(store.propose('build', { kind: 'map' })).rejects.toMatchObject({
+        code: 'PREVAIL_NOT_PLAIN_DATA',
+        path: 'x[4].v',
+      }); // the same id: the failed command's insert was undone
       // insert/update copy fields: a class instance or an array would become a plain object silently.
-      await expect(store.propose('build', { kind: 'instance' })).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'x[4]' });
-      await expect(store.propose('build', { kind: 'array' })).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'x[4]' });
-      await expect(store.propose('build', { kind: 'updateInstance' })).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'x[1]' });
+      await expect(store.propose('build', { kind: 'instance' })).rejects.toMatchObject({
+        code: 'PREVAIL_NOT_PLAIN_DATA',
+        path: 'x[4]',
+      });
+      await expect(store.propose('build', { kind: 'array' })).rejects.toMatchObject({
+        code: 'PREVAIL_NOT_PLAIN_DATA',
+        path: 'x[4]',
+      });
+      await expect(store.propose('build', { kind: 'updateInstance' })).rejects.toMatchObject({
+        code: 'PREVAIL_NOT_PLAIN_DATA',
+        path: 'x[1]',
+      });
       expect(store.view.x.size).toBe(before);
       await store.snapshot();
     } finally {
@@ -199,16 +291,20 @@ describe('the value model through a store: propose, log replay, snapshot restore
     expect(await hashOf(new Uint8Array([1]))).not.toBe(await hashOf(Buffer.from([1])));
   });
 
-  test('stored bytes and Dates can\'t be changed outside a command', async () => {
+  test("stored bytes and Dates can't be changed outside a command", async () => {
     const store = await open({ schema, dataDir: dir });
     try {
-      const id = await store.propose('put', { v: { bytes: new Uint8Array([1, 2, 3]), when: new Date(5) } }) as number;
+      const id = (await store.propose('put', {
+        v: { bytes: new Uint8Array([1, 2, 3]), when: new Date(5) },
+      })) as number;
       const hash = store.stateHash();
       const got = store.view.x.get(id)!.v as { bytes: Uint8Array; when: Date };
       got.bytes[0] = 9;
       got.bytes.fill(7);
       got.when.setTime(0);
-      expect(() => { (got as { bytes: unknown }).bytes = new Uint8Array(1); }).toThrow(TypeError);
+      expect(() => {
+        (got as { bytes: unknown }).bytes = new Uint8Array(1);
+      }).toThrow(TypeError);
       const again = store.view.x.get(id)!.v as { bytes: Uint8Array; when: Date };
       expect([...again.bytes]).toEqual([1, 2, 3]);
       expect(again.when.getTime()).toBe(5);
@@ -222,7 +318,7 @@ describe('the value model through a store: propose, log replay, snapshot restore
     let store = await open({ schema, dataDir: dir });
     let id: number;
     try {
-      id = await store.propose('put', { v: new Uint8Array([1, 2, 3]) }) as number;
+      id = (await store.propose('put', { v: new Uint8Array([1, 2, 3]) })) as number;
       await store.snapshot();
     } finally {
       await store.close();
@@ -239,22 +335,31 @@ describe('the value model through a store: propose, log replay, snapshot restore
     const store = await open({ schema, dataDir: dir });
     try {
       const applied = store.status().appliedIndex;
-      await expect(store.propose('echo', { m: new Map() })).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'args.m' });
-      await expect(store.propose('echo', JSON.parse('{"__proto__":{"x":1}}'))).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'args' });
-      await expect(store.schedule('echo', { s: new Set() }, Date.now() + 60_000)).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'args.s' });
+      await expect(store.propose('echo', { m: new Map() })).rejects.toMatchObject({
+        code: 'PREVAIL_NOT_PLAIN_DATA',
+        path: 'args.m',
+      });
+      await expect(
+        store.propose('echo', JSON.parse('{"__proto__":{"x":1}}')),
+      ).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'args' });
+      await expect(
+        store.schedule('echo', { s: new Set() }, Date.now() + 60_000),
+      ).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'args.s' });
       expect(store.status().appliedIndex).toBe(applied);
     } finally {
       await store.close();
     }
   });
 
-  test('a schedule\'s exact arguments are frozen and survive a snapshot', async () => {
+  test("a schedule's exact arguments are frozen and survive a snapshot", async () => {
     let store = await open({ schema, dataDir: dir });
     const args = { z: -0, s: 'a\udc00', b: new Uint8Array([4]) };
     try {
       await store.schedule('echo', args, Date.now() + 3_600_000);
       // The replicated schedule can't be changed through what schedules() hands out.
-      expect(() => { (store.schedules()[0]!.args as { z: number }).z = 1; }).toThrow(TypeError);
+      expect(() => {
+        (store.schedules()[0]!.args as { z: number }).z = 1;
+      }).toThrow(TypeError);
       await store.snapshot();
     } finally {
       await store.close();

@@ -58,17 +58,33 @@ const schema = defineSchema({
 type S = Store<typeof schema.collections, typeof schema.commands>;
 
 const commandArb = fc.oneof(
-  fc.record({ op: fc.constant('add' as const), name: fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f'), owner: fc.constantFrom('u1', 'u2', 'u3'), price: fc.integer({ min: 0, max: 20 }) }),
-  fc.record({ op: fc.constant('reprice' as const), name: fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f', 'zz'), price: fc.integer({ min: 0, max: 20 }) }),
-  fc.record({ op: fc.constant('remove' as const), name: fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f') }),
-  fc.record({ op: fc.constant('addThenFail' as const), names: fc.array(fc.constantFrom('g', 'h', 'a'), { maxLength: 3 }) }),
+  fc.record({
+    op: fc.constant('add' as const),
+    name: fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f'),
+    owner: fc.constantFrom('u1', 'u2', 'u3'),
+    price: fc.integer({ min: 0, max: 20 }),
+  }),
+  fc.record({
+    op: fc.constant('reprice' as const),
+    name: fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f', 'zz'),
+    price: fc.integer({ min: 0, max: 20 }),
+  }),
+  fc.record({
+    op: fc.constant('remove' as const),
+    name: fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f'),
+  }),
+  fc.record({
+    op: fc.constant('addThenFail' as const),
+    names: fc.array(fc.constantFrom('g', 'h', 'a'), { maxLength: 3 }),
+  }),
 );
 type Cmd = typeof commandArb extends fc.Arbitrary<infer T> ? T : never;
 
 async function run(store: S, cmds: Cmd[]): Promise<void> {
   for (const c of cmds) {
     try {
-      if (c.op === 'add') await store.propose('add', { name: c.name, owner: c.owner, price: c.price });
+      if (c.op === 'add')
+        await store.propose('add', { name: c.name, owner: c.owner, price: c.price });
       else if (c.op === 'reprice') await store.propose('reprice', { name: c.name, price: c.price });
       else if (c.op === 'remove') await store.propose('remove', { name: c.name });
       else await store.propose('addThenFail', { names: c.names });
@@ -87,26 +103,51 @@ function checkIndexes(store: S): void {
   }
   expect(new Set(all.map((i) => i.name)).size).toBe(all.length);
   for (const owner of ['u1', 'u2', 'u3', 'x']) {
-    const brute = all.filter((i) => i.owner === owner).map((i) => i.id).sort();
-    expect(store.view.items.byOwner.get(owner).map((i) => i.id).sort()).toEqual(brute);
+    const brute = all
+      .filter((i) => i.owner === owner)
+      .map((i) => i.id)
+      .sort();
+    expect(
+      store.view.items.byOwner
+        .get(owner)
+        .map((i) => i.id)
+        .sort(),
+    ).toEqual(brute);
     expect(store.view.items.byOwner.count(owner)).toBe(brute.length);
   }
   const byPrice = [...store.view.items.byPrice.range()].map((i) => [i.price, i.id]);
-  expect(byPrice).toEqual(all.map((i) => [i.price, i.id] as [number, number]).sort((x, y) => x[0] - y[0] || x[1] - y[1]));
+  expect(byPrice).toEqual(
+    all.map((i) => [i.price, i.id] as [number, number]).sort((x, y) => x[0] - y[0] || x[1] - y[1]),
+  );
   const mid = [...store.view.items.byPrice.range({ gte: 5, lt: 12 })].map((i) => i.id).sort();
-  expect(mid).toEqual(all.filter((i) => i.price >= 5 && i.price < 12).map((i) => i.id).sort());
+  expect(mid).toEqual(
+    all
+      .filter((i) => i.price >= 5 && i.price < 12)
+      .map((i) => i.id)
+      .sort(),
+  );
   const u2 = [...store.view.items.byOwnerPrice.range({ prefix: ['u2'] })].map((i) => i.price);
-  for (const [key, item] of store.view.items.byOwnerPrice.entries({ prefix: ['u1'], limit: 3 })) expect(key).toEqual([item.owner, item.price]);
-  expect(u2).toEqual(all.filter((i) => i.owner === 'u2').map((i) => i.price).sort((x, y) => x - y));
+  for (const [key, item] of store.view.items.byOwnerPrice.entries({ prefix: ['u1'], limit: 3 }))
+    expect(key).toEqual([item.owner, item.price]);
+  expect(u2).toEqual(
+    all
+      .filter((i) => i.owner === 'u2')
+      .map((i) => i.price)
+      .sort((x, y) => x - y),
+  );
   expect([...store.view.items.history.range()].length).toBe(all.length);
-  for (const item of all) expect(item.price).toBeGreaterThanOrEqual(0);  // addThenFail's -1 never stays
-  expect(all.some((i) => i.owner === 'x')).toBe(false);  // nor its inserts
+  for (const item of all) expect(item.price).toBeGreaterThanOrEqual(0); // addThenFail's -1 never stays
+  expect(all.some((i) => i.owner === 'x')).toBe(false); // nor its inserts
 }
 
 describe('object store', () => {
   const dirs: string[] = [];
   const stores: S[] = [];
-  const newDir = () => { const d = tempDir('prevail-store-'); dirs.push(d); return d; };
+  const newDir = () => {
+    const d = tempDir('prevail-store-');
+    dirs.push(d);
+    return d;
+  };
   async function openStore(dataDir: string, extra: Record<string, unknown> = {}): Promise<S> {
     const store = await open({ schema, dataDir, ...extra });
     stores.push(store);
@@ -119,42 +160,73 @@ describe('object store', () => {
 
   test('random command sequences: indices always agree with a brute-force scan', async () => {
     const store = await openStore(newDir());
-    await fc.assert(fc.asyncProperty(fc.array(commandArb, { maxLength: 25 }), async (cmds) => {
-      await run(store, cmds);
-      checkIndexes(store);
-    }), { numRuns: 40 });
+    await fc.assert(
+      fc.asyncProperty(fc.array(commandArb, { maxLength: 25 }), async (cmds) => {
+        await run(store, cmds);
+        checkIndexes(store);
+      }),
+      { numRuns: 40 },
+    );
   });
 
   test('the same sequence gives one state hash: live, replayed after restart, restored from a snapshot', async () => {
     let restoredFromSnapshot = 0;
-    await fc.assert(fc.asyncProperty(fc.array(commandArb, { minLength: 20, maxLength: 80 }), async (cmds) => {
-      const dir = newDir();
-      const store = await openStore(dir, { snapshotThreshold: 16, snapshotTrailing: 4, captureEvery: 6, captureSliceSize: 3 });
-      await run(store, cmds);
-      const live = store.stateHash();
-      checkIndexes(store);
-      await store.close();
-      const again = await openStore(dir, { snapshotThreshold: 16, snapshotTrailing: 4, captureEvery: 6, captureSliceSize: 3 });
-      expect(again.stateHash()).toBe(live);
-      checkIndexes(again);
-      if (again.node.status().snapshot.index > 0) restoredFromSnapshot++;
-      await again.close();
-    }), { numRuns: 12 });
+    await fc.assert(
+      fc.asyncProperty(fc.array(commandArb, { minLength: 20, maxLength: 80 }), async (cmds) => {
+        const dir = newDir();
+        const store = await openStore(dir, {
+          snapshotThreshold: 16,
+          snapshotTrailing: 4,
+          captureEvery: 6,
+          captureSliceSize: 3,
+        });
+        await run(store, cmds);
+        const live = store.stateHash();
+        checkIndexes(store);
+        await store.close();
+        const again = await openStore(dir, {
+          snapshotThreshold: 16,
+          snapshotTrailing: 4,
+          captureEvery: 6,
+          captureSliceSize: 3,
+        });
+        expect(again.stateHash()).toBe(live);
+        checkIndexes(again);
+        if (again.node.status().snapshot.index > 0) restoredFromSnapshot++;
+        await again.close();
+      }),
+      { numRuns: 12 },
+    );
     expect(restoredFromSnapshot).toBeGreaterThan(0);
   });
 
   test('three replicas applying the same commands reach the same state hash', async () => {
     const ports = await freePorts(3);
     const cluster = ports.map((p, i) => ({ id: i + 1, address: `127.0.0.1:${p}` }));
-    const replicas = await Promise.all(cluster.map((m) => openStore(newDir(), {
-      id: m.id, address: m.address, cluster, electionTimeoutMs: 1000, heartbeatMs: 100,
-      snapshotThreshold: 32, snapshotTrailing: 8, captureEvery: 10,
-    })));
+    const replicas = await Promise.all(
+      cluster.map((m) =>
+        openStore(newDir(), {
+          id: m.id,
+          address: m.address,
+          cluster,
+          electionTimeoutMs: 1000,
+          heartbeatMs: 100,
+          snapshotThreshold: 32,
+          snapshotTrailing: 8,
+          captureEvery: 10,
+        }),
+      ),
+    );
     const leader = await waitFor('a leader', () => replicas.find((r) => r.node.isLeader));
-    const cmds = fc.sample(fc.array(commandArb, { minLength: 150, maxLength: 150 }), { numRuns: 1, seed: 42 })[0]!;
+    const cmds = fc.sample(fc.array(commandArb, { minLength: 150, maxLength: 150 }), {
+      numRuns: 1,
+      seed: 42,
+    })[0]!;
     await run(leader, cmds);
     const index = await leader.node.barrier();
-    await waitFor('replicas to apply', () => replicas.every((r) => r.node.status().appliedIndex >= index));
+    await waitFor('replicas to apply', () =>
+      replicas.every((r) => r.node.status().appliedIndex >= index),
+    );
     const hashes = new Set(replicas.map((r) => r.stateHash()));
     expect(hashes.size).toBe(1);
     for (const r of replicas) checkIndexes(r);
@@ -164,9 +236,13 @@ describe('object store', () => {
     const store = await openStore(newDir());
     await store.propose('add', { name: 'a', owner: 'u1', price: 3 });
     const before = store.stateHash();
-    await expect(store.propose('addThenFail', { names: ['g', 'h'] })).rejects.toThrow('changed my mind');
+    await expect(store.propose('addThenFail', { names: ['g', 'h'] })).rejects.toThrow(
+      'changed my mind',
+    );
     expect(store.stateHash()).toBe(before);
-    await expect(store.propose('add', { name: 'a', owner: 'u2', price: 1 })).rejects.toMatchObject({ code: 'PREVAIL_UNIQUE_VIOLATION' });
+    await expect(store.propose('add', { name: 'a', owner: 'u2', price: 1 })).rejects.toMatchObject({
+      code: 'PREVAIL_UNIQUE_VIOLATION',
+    });
     expect(store.stateHash()).toBe(before);
     // ids are not consumed by rolled-back inserts
     const id = await store.propose('add', { name: 'b', owner: 'u1', price: 4 });
@@ -176,21 +252,36 @@ describe('object store', () => {
   test('mutations outside commands throw a coded error; stored objects are frozen', async () => {
     const store = await openStore(newDir());
     await store.propose('add', { name: 'a', owner: 'u1', price: 3 });
-    const items = store.view.items as unknown as { insert(o: unknown): unknown; update(id: number, p: unknown): unknown; delete(id: number): unknown };
-    expect(() => items.insert({ name: 'z' })).toThrow(expect.objectContaining({ code: 'PREVAIL_OUTSIDE_COMMAND' }));
-    expect(() => items.update(1, { price: 9 })).toThrow(expect.objectContaining({ code: 'PREVAIL_OUTSIDE_COMMAND' }));
-    expect(() => items.delete(1)).toThrow(expect.objectContaining({ code: 'PREVAIL_OUTSIDE_COMMAND' }));
+    const items = store.view.items as unknown as {
+      insert(o: unknown): unknown;
+      update(id: number, p: unknown): unknown;
+      delete(id: number): unknown;
+    };
+    expect(() => items.insert({ name: 'z' })).toThrow(
+      expect.objectContaining({ code: 'PREVAIL_OUTSIDE_COMMAND' }),
+    );
+    expect(() => items.update(1, { price: 9 })).toThrow(
+      expect.objectContaining({ code: 'PREVAIL_OUTSIDE_COMMAND' }),
+    );
+    expect(() => items.delete(1)).toThrow(
+      expect.objectContaining({ code: 'PREVAIL_OUTSIDE_COMMAND' }),
+    );
     const item = store.view.items.byName.get('a')!;
     expect(Object.isFrozen(item)).toBe(true);
     expect(Object.isFrozen(item.tags)).toBe(true);
-    expect(() => { (item as { price: number }).price = 0; }).toThrow(TypeError);
-    await expect(store.propose('nope' as 'add', {} as never)).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND' });
+    expect(() => {
+      (item as { price: number }).price = 0;
+    }).toThrow(TypeError);
+    await expect(store.propose('nope' as 'add', {} as never)).rejects.toMatchObject({
+      code: 'PREVAIL_UNKNOWN_COMMAND',
+    });
   });
 
   test('snapshot on demand: captured, written, and restored from on restart', async () => {
     const dir = newDir();
     const store = await openStore(dir);
-    for (let i = 0; i < 30; i++) await store.propose('add', { name: `n${i}`, owner: 'u1', price: i });
+    for (let i = 0; i < 30; i++)
+      await store.propose('add', { name: `n${i}`, owner: 'u1', price: i });
     expect(store.node.status().snapshot.index).toBe(0);
     const snap = await store.snapshot();
     expect(snap.index).toBeGreaterThan(30);
@@ -210,17 +301,28 @@ describe('object store', () => {
     const bulk = defineSchema({
       collections: {
         docs: collection<{ title: string; meta: { tags: string[]; note: string } }>()({
-          indexes: (ix) => ({ byTitle: ix.unique((d) => d.title), byNote: ix.hash((d) => d.meta.note), byTag: ix.sorted((d) => d.meta.tags[0]) }),
+          indexes: (ix) => ({
+            byTitle: ix.unique((d) => d.title),
+            byNote: ix.hash((d) => d.meta.note),
+            byTag: ix.sorted((d) => d.meta.tags[0]),
+          }),
         }),
       },
       commands: {
-        addMany(s, a: { docs: { title: string; meta: { tags: string[]; note: string } }[] }) { for (const d of a.docs) s.docs.insert(d); },
-        retitle(s, a: { id: number; title: string }) { return s.docs.update(a.id, { title: a.title }).title; },
+        addMany(s, a: { docs: { title: string; meta: { tags: string[]; note: string } }[] }) {
+          for (const d of a.docs) s.docs.insert(d);
+        },
+        retitle(s, a: { id: number; title: string }) {
+          return s.docs.update(a.id, { title: a.title }).title;
+        },
       },
     });
     const docs = Array.from({ length: 300 }, (_, i) => ({
       title: `a long title number ${i} \u00e9\u{1F600}`,
-      meta: { tags: [`tag-${i % 7}-with-a-long-name`, 'short'], note: `note ${i % 5} long enough to be sliced` },
+      meta: {
+        tags: [`tag-${i % 7}-with-a-long-name`, 'short'],
+        note: `note ${i % 5} long enough to be sliced`,
+      },
     }));
     const dir = newDir();
     const s1 = await open({ schema: bulk, dataDir: dir });
@@ -235,27 +337,34 @@ describe('object store', () => {
     expect(s2.node.status().snapshot.index).toBeGreaterThan(0);
     expect(s2.stateHash()).toBe(hash);
     const all = [...s2.view.docs.values()];
-    expect(all.map((d) => ({ title: d.title, meta: d.meta }))).toEqual(docs.map((d, i) => (i === 4 ? { ...d, title: 'a retitled document, long' } : d)));
+    expect(all.map((d) => ({ title: d.title, meta: d.meta }))).toEqual(
+      docs.map((d, i) => (i === 4 ? { ...d, title: 'a retitled document, long' } : d)),
+    );
     for (const d of all) {
-      expect(Object.isFrozen(d) && Object.isFrozen(d.meta) && Object.isFrozen(d.meta.tags)).toBe(true);
+      expect(Object.isFrozen(d) && Object.isFrozen(d.meta) && Object.isFrozen(d.meta.tags)).toBe(
+        true,
+      );
       expect(s2.view.docs.byTitle.get(d.title)).toBe(d);
     }
     expect(s2.view.docs.byTitle.get(docs[4]!.title)).toBeUndefined();
     expect(s2.view.docs.byNote.count('note 3 long enough to be sliced')).toBe(60);
-    expect(s2.view.docs.byTag.get('tag-2-with-a-long-name').map((d) => d.id)).toEqual(all.filter((d) => d.meta.tags[0] === 'tag-2-with-a-long-name').map((d) => d.id));
+    expect(s2.view.docs.byTag.get('tag-2-with-a-long-name').map((d) => d.id)).toEqual(
+      all.filter((d) => d.meta.tags[0] === 'tag-2-with-a-long-name').map((d) => d.id),
+    );
   });
 
   test('captures are incremental: unchanged chunks keep their frames, changed ones (also during a capture) are redone', async () => {
     const dir = newDir();
-    const opts = { captureSliceSize: 10, snapshotThreshold: 1e9, captureEvery: 1e9 };  // chunks of 10 ids
+    const opts = { captureSliceSize: 10, snapshotThreshold: 1e9, captureEvery: 1e9 }; // chunks of 10 ids
     const store = await openStore(dir, opts);
     const serialised: number[] = [];
     store.on('capture', (e: { serialised: number }) => serialised.push(e.serialised));
-    for (let i = 0; i < 100; i++) await store.propose('add', { name: `n${i}`, owner: 'u1', price: i });
+    for (let i = 0; i < 100; i++)
+      await store.propose('add', { name: `n${i}`, owner: 'u1', price: i });
     await store.captureNow();
     expect(serialised.pop()).toBe(100);
-    await store.propose('reprice', { name: 'n4', price: 1000 });   // id 5: chunk 0 (ids 1-9)
-    await store.propose('remove', { name: 'n55' });                // id 56: chunk 5 (ids 50-59)
+    await store.propose('reprice', { name: 'n4', price: 1000 }); // id 5: chunk 0 (ids 1-9)
+    await store.propose('remove', { name: 'n55' }); // id 56: chunk 5 (ids 50-59)
     await store.captureNow();
     expect(serialised.pop()).toBe(9 + 9);
     await store.captureNow();
@@ -263,12 +372,15 @@ describe('object store', () => {
     // Writes while a capture runs: the capture describes the state at its start, and the
     // chunks they touched are serialised again by the next one.
     const running = store.captureNow();
-    const during = [store.propose('reprice', { name: 'n20', price: 2000 }), store.propose('add', { name: 'late', owner: 'u2', price: 7 })];
+    const during = [
+      store.propose('reprice', { name: 'n20', price: 2000 }),
+      store.propose('add', { name: 'late', owner: 'u2', price: 7 }),
+    ];
     await Promise.all([running, ...during]);
     await store.captureNow();
-    expect(serialised.pop()).toBe(10 + 2);  // chunk 2 (ids 20-29) and chunk 10 (ids 100, 101: the new object)
+    expect(serialised.pop()).toBe(10 + 2); // chunk 2 (ids 20-29) and chunk 10 (ids 100, 101: the new object)
     await store.node.snapshot();
-    await store.propose('reprice', { name: 'n30', price: 31 });   // in the log tail
+    await store.propose('reprice', { name: 'n30', price: 31 }); // in the log tail
     const hash = store.stateHash();
     await store.close();
     const again = await openStore(dir, opts);
@@ -277,7 +389,7 @@ describe('object store', () => {
     const after: number[] = [];
     again.on('capture', (e: { serialised: number }) => after.push(e.serialised));
     await again.captureNow();
-    expect(after).toEqual([10]);  // restored frames are reused; only the tail's chunk (ids 30-39) is redone
+    expect(after).toEqual([10]); // restored frames are reused; only the tail's chunk (ids 30-39) is redone
     await again.close();
     // Frames that do not match this store's chunks (another slice size, or older snapshots,
     // which grouped objects by count) are restored as they are and serialised again.
@@ -296,26 +408,52 @@ describe('object store', () => {
 
   test('snapshot rows: objects of many shapes and odd keys come back equal; format-1 snapshots (one map per object) are still read', async () => {
     const free = defineSchema({
-      collections: { things: collection<Record<string, unknown>>()({ indexes: (ix) => ({ byK: ix.sorted((t) => (typeof t.k === 'number' ? t.k : undefined)) }) }) },
+      collections: {
+        things: collection<Record<string, unknown>>()({
+          indexes: (ix) => ({ byK: ix.sorted((t) => (typeof t.k === 'number' ? t.k : undefined)) }),
+        }),
+      },
       commands: {
-        put(s, a: { things: Record<string, unknown>[] }) { for (const t of a.things) s.things.insert(t); },
+        put(s, a: { things: Record<string, unknown>[] }) {
+          for (const t of a.things) s.things.insert(t);
+        },
         // JSON.parse keeps a "__proto__" key as an own property: refused (plain-data.ts).
-        putJson(s, a: { json: string }) { s.things.insert(JSON.parse(a.json) as Record<string, unknown>); },
+        putJson(s, a: { json: string }) {
+          s.things.insert(JSON.parse(a.json) as Record<string, unknown>);
+        },
       },
     });
     const things: Record<string, unknown>[] = [
-      { k: 1, a: 'x' }, { a: 'y', k: 2 }, { k: 3, a: 'z' }, { k: 4 }, {},
+      { k: 1, a: 'x' },
+      { a: 'y', k: 2 },
+      { k: 3, a: 'z' },
+      { k: 4 },
+      {},
       { ['__proto_']: 'not quite', k: 5 },
-      { 0: 'zero', 10: 'ten', k: 6, 'a b': [1, { deep: 'a long nested string value' }], 'quote"s': null, u: undefined },
+      {
+        0: 'zero',
+        10: 'ten',
+        k: 6,
+        'a b': [1, { deep: 'a long nested string value' }],
+        'quote"s': null,
+        u: undefined,
+      },
       { constructor: 'c', toString: 't', k: 7, big: 2n ** 60n, when: new Date(0) },
-      ...Array.from({ length: 40 }, (_, i) => ({ [`key${i}`]: i, k: 100 + i, text: `a long string value number ${i}` })),
+      ...Array.from({ length: 40 }, (_, i) => ({
+        [`key${i}`]: i,
+        k: 100 + i,
+        text: `a long string value number ${i}`,
+      })),
     ];
     const dir = newDir();
     const s1 = await open({ schema: free, dataDir: dir, captureSliceSize: 16 });
     stores.push(s1 as unknown as S);
     await s1.propose('put', { things });
-    await expect(s1.propose('putJson', { json: '{"__proto__": {"polluted": true}, "k": 8, "x": "an own __proto__ key"}' }))
-      .rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'things[49]' });
+    await expect(
+      s1.propose('putJson', {
+        json: '{"__proto__": {"polluted": true}, "k": 8, "x": "an own __proto__ key"}',
+      }),
+    ).rejects.toMatchObject({ code: 'PREVAIL_NOT_PLAIN_DATA', path: 'things[49]' });
     await s1.snapshot();
     const live = [...s1.view.things.values()];
     const hash = s1.stateHash();
@@ -337,25 +475,67 @@ describe('object store', () => {
 
     // Format 1, as earlier versions wrote it: a meta frame, then one map per object.
     const packr = new Packr(packrOptions);
-    const framed = (v: unknown) => { const b = packr.pack(v); const f = Buffer.alloc(4 + b.length); f.writeUInt32LE(b.length, 0); f.set(b, 4); return f; };
+    const framed = (v: unknown) => {
+      const b = packr.pack(v);
+      const f = Buffer.alloc(4 + b.length);
+      f.writeUInt32LE(b.length, 0);
+      f.set(b, 4);
+      return f;
+    };
     const old = Buffer.concat([
-      framed({ t: 'meta', format: 1, baseIndex: 7, lastTimestamp: 5, collections: { things: { version: 1, nextId: 4 } } }),
-      framed({ t: 'objs', c: 'things', items: [{ id: 1, k: 10, a: 'a long string in an old frame' }, { id: 3, k: 30 }] }),
+      framed({
+        t: 'meta',
+        format: 1,
+        baseIndex: 7,
+        lastTimestamp: 5,
+        collections: { things: { version: 1, nextId: 4 } },
+      }),
+      framed({
+        t: 'objs',
+        c: 'things',
+        items: [
+          { id: 1, k: 10, a: 'a long string in an old frame' },
+          { id: 3, k: 30 },
+        ],
+      }),
       framed({ t: 'tail', entries: [] }),
     ]);
     const offline = Store.offline(free);
     offline.restore(old);
-    expect([...offline.view.things.values()]).toEqual([{ id: 1, k: 10, a: 'a long string in an old frame' }, { id: 3, k: 30 }]);
+    expect([...offline.view.things.values()]).toEqual([
+      { id: 1, k: 10, a: 'a long string in an old frame' },
+      { id: 3, k: 30 },
+    ]);
     expect(offline.view.things.byK.get(30).map((t) => t.id)).toEqual([3]);
     // The first rows layout (format 2 as first written): each item [shape, ...values].
     const rows = Buffer.concat([
-      framed({ t: 'meta', format: 2, baseIndex: 7, lastTimestamp: 5, collections: { things: { version: 1, nextId: 5 } } }),
-      framed({ t: 'objs', c: 'things', shapes: [['id', 'k'], ['id', 'a', 'k']], items: [[0, 1, 10], [1, 4, 'a long string in a rows frame', 40]] }),
+      framed({
+        t: 'meta',
+        format: 2,
+        baseIndex: 7,
+        lastTimestamp: 5,
+        collections: { things: { version: 1, nextId: 5 } },
+      }),
+      framed({
+        t: 'objs',
+        c: 'things',
+        shapes: [
+          ['id', 'k'],
+          ['id', 'a', 'k'],
+        ],
+        items: [
+          [0, 1, 10],
+          [1, 4, 'a long string in a rows frame', 40],
+        ],
+      }),
       framed({ t: 'tail', entries: [] }),
     ]);
     const offline2 = Store.offline(free);
     offline2.restore(rows);
-    expect([...offline2.view.things.values()]).toEqual([{ id: 1, k: 10 }, { id: 4, a: 'a long string in a rows frame', k: 40 }]);
+    expect([...offline2.view.things.values()]).toEqual([
+      { id: 1, k: 10 },
+      { id: 4, a: 'a long string in a rows frame', k: 40 },
+    ]);
   });
 
   test('ctx gives the index, a monotonic leader timestamp, deterministic ids and randoms', async () => {
@@ -372,12 +552,21 @@ describe('object store', () => {
 
   test('a persistent index view stays consistent while commands go on', async () => {
     const store = await openStore(newDir());
-    for (const [name, price] of [['a', 1], ['b', 2], ['c', 3]] as const) await store.propose('add', { name, owner: 'u1', price });
+    for (const [name, price] of [
+      ['a', 1],
+      ['b', 2],
+      ['c', 3],
+    ] as const)
+      await store.propose('add', { name, owner: 'u1', price });
     const view = store.view.items.history.view();
     await store.propose('reprice', { name: 'a', price: 10 });
     await store.propose('remove', { name: 'b' });
     await store.propose('add', { name: 'd', owner: 'u1', price: 0 });
-    expect([...view.range()].map((i) => [i.name, i.price])).toEqual([['a', 1], ['b', 2], ['c', 3]]);
+    expect([...view.range()].map((i) => [i.name, i.price])).toEqual([
+      ['a', 1],
+      ['b', 2],
+      ['c', 3],
+    ]);
     expect([...store.view.items.history.range()].map((i) => i.name)).toEqual(['d', 'c', 'a']);
   });
 
@@ -385,11 +574,28 @@ describe('object store', () => {
     const dir = newDir();
     const v1 = defineSchema({
       collections: { people: collection<{ name: string }>()({ version: 1 }) },
-      commands: { add(s, a: { name: string }) { return s.people.insert(a).id; } },
+      commands: {
+        add(s, a: { name: string }) {
+          return s.people.insert(a).id;
+        },
+      },
     });
-    const s1 = await open({ schema: v1, dataDir: dir, snapshotThreshold: 4, snapshotTrailing: 1, captureEvery: 2 });
+    const s1 = await open({
+      schema: v1,
+      dataDir: dir,
+      snapshotThreshold: 4,
+      snapshotTrailing: 1,
+      captureEvery: 2,
+    });
     stores.push(s1 as unknown as S);
-    const names = ['Ada Lovelace', 'Alan Turing', 'Grace Hopper', 'Edsger Dijkstra', 'Barbara Liskov', 'Ken Thompson'];
+    const names = [
+      'Ada Lovelace',
+      'Alan Turing',
+      'Grace Hopper',
+      'Edsger Dijkstra',
+      'Barbara Liskov',
+      'Ken Thompson',
+    ];
     for (const name of names.slice(0, 4)) await s1.propose('add', { name });
     // Taken on purpose: an automatic one may still hold no captured objects (the capture runs
     // in the background), and then there is nothing to migrate (that case is issue-14 work).
@@ -407,7 +613,11 @@ describe('object store', () => {
           },
         }),
       },
-      commands: { add(s, a: { first: string; last: string }) { return s.people.insert(a).id; } },
+      commands: {
+        add(s, a: { first: string; last: string }) {
+          return s.people.insert(a).id;
+        },
+      },
     });
     // Entries after the snapshot still carry v1 arguments: this v2 handler takes them as they are.
     const s2 = await open({ schema: v2, dataDir: dir });
@@ -418,14 +628,22 @@ describe('object store', () => {
     expect(s2.view.people.get(1)).toMatchObject({ first: 'Ada', last: 'Lovelace' });
     await s2.close();
     // a snapshot written at version 2 can't be read by version-1 code: coded error, nothing lost
-    const s3 = await open({ schema: v2, dataDir: dir, snapshotThreshold: 2, snapshotTrailing: 1, captureEvery: 1 });
+    const s3 = await open({
+      schema: v2,
+      dataDir: dir,
+      snapshotThreshold: 2,
+      snapshotTrailing: 1,
+      captureEvery: 1,
+    });
     stores.push(s3 as unknown as S);
     const opened = s3.node.status().appliedIndex;
     for (let i = 0; i < 6; i++) await s3.propose('add', { first: `F${i}`, last: `L${i}` });
     await waitFor('a snapshot written by v2 code', () => s3.node.status().snapshot.index > opened);
     const hash = s3.stateHash();
     await s3.close();
-    await expect(open({ schema: v1, dataDir: dir })).rejects.toMatchObject({ code: 'PREVAIL_SNAPSHOT_UNREADABLE' });
+    await expect(open({ schema: v1, dataDir: dir })).rejects.toMatchObject({
+      code: 'PREVAIL_SNAPSHOT_UNREADABLE',
+    });
     const s4 = await open({ schema: v2, dataDir: dir });
     stores.push(s4 as unknown as S);
     expect(s4.stateHash()).toBe(hash);
@@ -435,44 +653,73 @@ describe('object store', () => {
 
 describe('StringTable (string keys of unique and hash indexes)', () => {
   test('behaves like a Map under random set/delete sequences', () => {
-    const keyArb = fc.oneof(fc.constantFrom('', 'a', 'b', 'ab', '\u{1F600}', 'x'.repeat(40)), fc.string({ maxLength: 3 }), fc.nat(300).map((n) => `key-${n}`));
+    const keyArb = fc.oneof(
+      fc.constantFrom('', 'a', 'b', 'ab', '\u{1F600}', 'x'.repeat(40)),
+      fc.string({ maxLength: 3 }),
+      fc.nat(300).map((n) => `key-${n}`),
+    );
     const opArb = fc.oneof(
       fc.record({ op: fc.constant('set' as const), key: keyArb, value: fc.nat() }),
       fc.record({ op: fc.constant('delete' as const), key: keyArb }),
     );
-    fc.assert(fc.property(fc.array(opArb, { maxLength: 400 }), fc.uniqueArray(keyArb, { maxLength: 60 }), (ops, initial) => {
-      const table = new StringTable<number>();
-      const model = new Map<string, number>();
-      // Bulk-loaded first (restore's path), then changed one key at a time.
-      expect(table.load(Int32Array.from(initial, (k) => StringTable.hash(k)), initial, initial.map((_, i) => i))).toBe(true);
-      initial.forEach((k, i) => model.set(k, i));
-      expect(new Map(table.entries())).toEqual(model);
-      for (const o of ops) {
-        if (o.op === 'set') {
-          table.set(o.key, o.value);
-          model.set(o.key, o.value);
-        } else {
-          expect(table.delete(o.key)).toBe(model.delete(o.key));
-        }
-        expect(table.get(o.key)).toBe(model.get(o.key));
-      }
-      expect(table.size).toBe(model.size);
-      expect(new Map(table.entries())).toEqual(model);
-      for (const k of [...model.keys(), 'absent', '']) {
-        expect(table.has(k)).toBe(model.has(k));
-        expect(table.get(k)).toBe(model.get(k));
-      }
-    }), { numRuns: 300 });
+    fc.assert(
+      fc.property(
+        fc.array(opArb, { maxLength: 400 }),
+        fc.uniqueArray(keyArb, { maxLength: 60 }),
+        (ops, initial) => {
+          const table = new StringTable<number>();
+          const model = new Map<string, number>();
+          // Bulk-loaded first (restore's path), then changed one key at a time.
+          expect(
+            table.load(
+              Int32Array.from(initial, (k) => StringTable.hash(k)),
+              initial,
+              initial.map((_, i) => i),
+            ),
+          ).toBe(true);
+          initial.forEach((k, i) => model.set(k, i));
+          expect(new Map(table.entries())).toEqual(model);
+          for (const o of ops) {
+            if (o.op === 'set') {
+              table.set(o.key, o.value);
+              model.set(o.key, o.value);
+            } else {
+              expect(table.delete(o.key)).toBe(model.delete(o.key));
+            }
+            expect(table.get(o.key)).toBe(model.get(o.key));
+          }
+          expect(table.size).toBe(model.size);
+          expect(new Map(table.entries())).toEqual(model);
+          for (const k of [...model.keys(), 'absent', '']) {
+            expect(table.has(k)).toBe(model.has(k));
+            expect(table.get(k)).toBe(model.get(k));
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 
   test('load refuses repeated keys and leaves the table empty', () => {
     const table = new StringTable<number>();
     const keys = ['a', 'b', 'a'];
-    expect(table.load(Int32Array.from(keys, (k) => StringTable.hash(k)), keys, [1, 2, 3])).toBe(false);
+    expect(
+      table.load(
+        Int32Array.from(keys, (k) => StringTable.hash(k)),
+        keys,
+        [1, 2, 3],
+      ),
+    ).toBe(false);
     expect(table.size).toBe(0);
     expect(table.get('a')).toBeUndefined();
     const many = Array.from({ length: 20_000 }, (_, i) => `k${i}`);
-    expect(table.load(Int32Array.from(many, (k) => StringTable.hash(k)), many, many.map((_, i) => i))).toBe(true);
+    expect(
+      table.load(
+        Int32Array.from(many, (k) => StringTable.hash(k)),
+        many,
+        many.map((_, i) => i),
+      ),
+    ).toBe(true);
     let wrong = 0;
     for (let i = 0; i < many.length; i++) if (table.get(`k${i}`) !== i) wrong++;
     expect(wrong).toBe(0);
@@ -487,7 +734,8 @@ describe('StringTable (string keys of unique and hash indexes)', () => {
     for (let i = 0; i < n; i += 2) expect(table.delete(`user${i}@example.com`)).toBe(true);
     expect(table.size).toBe(n / 2);
     let wrong = 0;
-    for (let i = 0; i < n; i++) if (table.get(`user${i}@example.com`) !== (i % 2 ? i : undefined)) wrong++;
+    for (let i = 0; i < n; i++)
+      if (table.get(`user${i}@example.com`) !== (i % 2 ? i : undefined)) wrong++;
     for (let i = 0; i < n; i += 2) table.set(`user${i}@example.com`, -i);
     for (let i = 0; i < n; i++) if (table.get(`user${i}@example.com`) !== (i % 2 ? i : -i)) wrong++;
     expect(wrong).toBe(0);
@@ -508,7 +756,11 @@ test('an entry this code cannot decode stops the replica loudly instead of diver
     await store.node.propose(new Uint8Array([1, 2, 3]));
     console.log('NOT REACHED');
   `;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: process.cwd(), encoding: 'utf8', timeout: 20_000 });
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    cwd: process.cwd(),
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
   rmSync(dir, { recursive: true, force: true });
   expect(r.status).not.toBe(0);
   expect(r.stdout).not.toContain('NOT REACHED');
