@@ -1,10 +1,11 @@
 // The addon's only export surface (declared in lib/native.ts): the internal Engine class,
-// the error codes' hand-over, and version facts.
+// the error codes' hand-over, the framing constants, and version facts.
 #include <napi.h>
 #include <uv.h>
 
 #include "engine.h"
 #include "errors.h"
+#include "framing.h"
 #include "raft_c.h"
 
 namespace {
@@ -18,6 +19,16 @@ Napi::Value SetErrorCodes(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// The framing constants (framing.h is their one home), for the readers in lib/format/framing.ts.
+Napi::Object Framing(Napi::Env env) {
+  Napi::Object framing = Napi::Object::New(env);
+  framing.Set("entryMagic", Napi::Number::New(env, prevail::kEntryMagic));
+  framing.Set("snapshotMagic", Napi::Number::New(env, prevail::kSnapshotMagic));
+  framing.Set("snapshotHeaderFormat", Napi::Number::New(env, prevail::kSnapshotFormat));
+  framing.Set("headerBytes", Napi::Number::New(env, static_cast<double>(prevail::kHeaderSize)));
+  return framing;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", prevail::Engine::Define(env));
   exports.Set("setErrorCodes", Napi::Function::New<SetErrorCodes>(env, "setErrorCodes"));
@@ -25,6 +36,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // only if there is exactly one libuv in the process (tested).
   exports.Set("uvVersion", Napi::String::New(env, uv_version_string()));
   exports.Set("raftVersion", Napi::Number::New(env, raft_version_number()));
+  exports.Set("framing", Framing(env));
   return exports;
 }
 

@@ -67,6 +67,13 @@ interface Addon {
   setErrorCodes(codes: typeof ErrorCodes): void;
   uvVersion: string;
   raftVersion: number;
+  /** native/framing.h's constants: the PVE1 entry and PVS1 snapshot headers. */
+  framing: {
+    entryMagic: number;
+    snapshotMagic: number;
+    snapshotHeaderFormat: number;
+    headerBytes: number;
+  };
 }
 
 const require = createRequire(import.meta.url);

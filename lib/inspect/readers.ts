@@ -17,14 +17,17 @@ import {
   type InspectedSegment,
   type InspectedSnapshot,
 } from './results.js';
+import {
+  ENTRY_MAGIC,
+  HEADER_SIZE,
+  SNAPSHOT_HEADER_FORMAT,
+  SNAPSHOT_MAGIC,
+} from '../format/framing.js';
 
 export const DISK_FORMAT = 1; // first u64 of segments, metadata and snapshot .meta
 export const MAX_BATCH_ENTRIES = (8 * 1024 * 1024) / 32; // the engine's own bound on a batch's entry count
 export const MAX_CONFIGURATION_SIZE = 1024 * 1024;
-export const ENTRY_MAGIC = 0x31455650; // "PVE1" (native/engine.cc)
-export const SNAPSHOT_MAGIC = 0x31535650; // "PVS1"
-export const SNAPSHOT_FORMAT = 1;
-export const HEADER_SIZE = 16;
+export { ENTRY_MAGIC, HEADER_SIZE, SNAPSHOT_MAGIC };
 export const LZ4_MAGIC = 0x184d2204;
 export const HEX_LIMIT = 256;
 
@@ -347,11 +350,11 @@ export function parseSnapshotData(path: string, buf: Buffer): { format: number; 
   if (buf.readUInt32LE(0) !== SNAPSHOT_MAGIC)
     throw unreadableSnapshot(path, 0, 'not a prevail snapshot (no PVS1 header)');
   const format = buf.readUInt32LE(4);
-  if (format !== SNAPSHOT_FORMAT)
+  if (format !== SNAPSHOT_HEADER_FORMAT)
     throw unreadableSnapshot(
       path,
       4,
-      `snapshot format ${format}; this code reads ${SNAPSHOT_FORMAT}`,
+      `snapshot format ${format}; this code reads ${SNAPSHOT_HEADER_FORMAT}`,
     );
   const length = u64(buf, 8);
   if (length !== buf.length - HEADER_SIZE) {
