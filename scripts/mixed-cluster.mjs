@@ -10,9 +10,13 @@
 //   its data dir); phase 3, old/new/old (node 3 restarted on the old build over a data dir
 //   the new build wrote). In phases 1 and 2: writes through every node (followers forward
 //   them to the leader, across builds), leadership moved to a node of each build (writes
-//   again), and twice a follower stopped while the leader writes past its snapshot, then
-//   restarted: it catches up by a snapshot from the leader of the other build. In phase 3:
-//   writes through every node.
+//   again, and schedules: see below), and twice a follower stopped while the leader writes
+//   past its snapshot, then restarted: it catches up by a snapshot from the leader of the
+//   other build. In phase 3: writes through every node.
+// Schedules: serve has no HTTP route for schedule()/unschedule(), so while a node of one build
+// leads, a follower of the other build is run for a moment as scripts/mixed-cluster-scheduler.mjs
+// (the same service from its own build's dist/, over its data dir): its schedule() and
+// unschedule() are forwarded to the leader across builds, and the leader fires the schedule.
 // At the end every node must hold every acknowledged write, and all nodes the same
 // `effects` hash at the same applied index.
 //
@@ -33,7 +37,8 @@ import {
 } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const RUN_LIMIT_MS = 290_000;
@@ -46,6 +51,9 @@ const MAX_BEHIND_WRITES = 3 * DEFAULT_TRAILING;
 /** Writes in flight while a follower is down. */
 const BEHIND_CONCURRENCY = 8;
 const LONE_SURROGATE = '\ud800';
+const ELECTION_TIMEOUT_MS = 500;
+const HEARTBEAT_MS = 100;
+const SCHEDULER = join(dirname(fileURLToPath(import.meta.url)), 'mixed-cluster-scheduler.mjs');
 
 const started = Date.now();
 const elapsed = () => ((Date.now() - started) / 1000).toFixed(1);
@@ -208,9 +216,9 @@ function startNode(node, build) {
     '--cluster',
     settings.clusterFlag,
     '--election-timeout',
-    '500',
+    String(ELECTION_TIMEOUT_MS),
     '--heartbeat',
-    '100',
+    String(HEARTBEAT_MS),
     ...(build.snapshotFlags
       ? [
           '--snapshot-threshold',
@@ -395,7 +403,91 @@ async function leaderOnEachBuild(tag) {
     await transferTo(target);
     say(`  leader: node ${target.id} (${label} build)`);
     await writeThroughEveryNode(`${tag}-led-by-${label}`);
+    const follower = [...nodes.values()].find((n) => n.build.label !== label);
+    await scheduleThrough(follower, target, `${tag}-sched-via${follower.id}`);
   }
+}
+
+// ---- schedules across builds -------------------------------------------------------------
+let schedules = 0;
+
+/** startService's options for `node`, as `prevail serve` gets them from startNode's flags. */
+function serviceOptions(node, build) {
+  return {
+    dataDir: node.dataDir,
+    id: node.id,
+    raftAddress: node.raft,
+    httpAddress: node.http,
+    channelAddress: node.channel,
+    cluster: [...nodes.values()].map((n) => ({ id: n.id, address: n.raft })),
+    electionTimeoutMs: ELECTION_TIMEOUT_MS,
+    heartbeatMs: HEARTBEAT_MS,
+    ...(build.snapshotFlags
+      ? { snapshotThreshold: SNAPSHOT_THRESHOLD, snapshotTrailing: SNAPSHOT_TRAILING }
+      : {}),
+  };
+}
+
+/**
+ * schedule() and unschedule() on follower `node`, forwarded to `leader` (the other build):
+ * `node` runs as the scheduler fixture for a moment, then as `prevail serve` again. The
+ * scheduled put must be fired by the leader and reach every node (compareNodes reads it back).
+ */
+async function scheduleThrough(node, leader, tag) {
+  await stopNode(node);
+  const out = await runScheduler(node, tag);
+  startNode(node, node.build);
+  await waitServing(node);
+  const what = `schedule through node ${node.id} (${node.build.label}) to leader ${leader.id} (${leader.build.label})`;
+  if (out.roles.some((r) => r !== 'follower') || out.leader !== leader.id || out.removed !== true)
+    throw new Mismatch(`${what}: ${JSON.stringify(out)}`);
+  const { key, value } = out.fired;
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const a = await call(leader, 'GET', `/kv/${encodeURIComponent(key)}`).catch((e) => e);
+    if (a.status === 200 && a.body.value === value) break;
+    if (Date.now() > deadline)
+      throw new Mismatch(`${what}: schedule ${out.fired.id} did not fire within 20 s`);
+    await sleep(100);
+  }
+  expected.set(key, value);
+  schedules++;
+  say(`  ${what}: scheduled ${out.fired.id} (fired), unscheduled one`);
+}
+
+/** Runs the scheduler fixture as `node` on its build; resolves with what it printed. */
+async function runScheduler(node, tag) {
+  const build = node.build;
+  const args = [
+    SCHEDULER,
+    ...['--build', build.dir, '--tag', tag],
+    ...['--options', JSON.stringify(serviceOptions(node, build))],
+  ];
+  logLine(node, `scheduler fixture on the ${build.label} build: node ${args.join(' ')}`);
+  const fd = openSync(node.log, 'a');
+  let proc;
+  try {
+    proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', fd], cwd: build.dir });
+  } finally {
+    closeSync(fd);
+  }
+  spawned.push(proc);
+  let stdout = '';
+  proc.stdout.on('data', (d) => (stdout += d));
+  const exited = new Promise((r) => proc.once('close', (code) => r(code)));
+  proc.on('error', () => {
+    /* shows as an exit */
+  });
+  if (!(await within(exited, 70_000)))
+    throw new Mismatch(`the scheduler fixture as node ${node.id} did not exit within 70 s`);
+  const code = await exited;
+  logLine(node, `scheduler fixture exited (${code}): ${stdout.trim()}`);
+  const line = stdout.trim().split('\n').pop();
+  if (code !== 0 || !line?.startsWith('{'))
+    throw new Mismatch(
+      `the scheduler fixture as node ${node.id} (${build.label}) failed (${code}): ${lastProblem(node.log)}`,
+    );
+  return JSON.parse(line);
 }
 
 /** A follower on `behindBuild` misses entries while a leader on the other build snapshots past them. */
@@ -549,7 +641,9 @@ async function main() {
     await writeThroughEveryNode('phase3');
     await compareNodes();
     passed = true;
-    say(`PASS: ${writes} writes, old ${builds.old.rev} and new ${builds.new.rev} interoperate`);
+    say(
+      `PASS: ${writes} writes, ${schedules} schedules, old ${builds.old.rev} and new ${builds.new.rev} interoperate`,
+    );
   } catch (err) {
     if (!(err instanceof Mismatch)) throw err;
     console.error(`mixed-cluster: FAIL: ${err.message}`);

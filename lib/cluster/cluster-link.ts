@@ -8,7 +8,13 @@ import { performance } from 'node:perf_hooks';
 import { debug } from '../core/diagnostics.js';
 import { joinAddress, parseAddress } from '../core/address.js';
 import { ErrorCodes, PrevailError, isPrevailError } from '../core/errors.js';
-import { encodeProposal, type EntryBody, type SystemKind } from '../format/entry.js';
+import {
+  encodeProposal,
+  legacySystemName,
+  proposedBody,
+  type EntryBody,
+  type SystemKind,
+} from '../format/entry.js';
 import type { StoreMetrics } from '../metrics.js';
 import { PeerClient, PeerServer } from './peer-channel.js';
 import { applyPatches, patchesOf, patchesOfResult, type Patch } from '../plain-data.js';
@@ -94,6 +100,15 @@ interface Waiter {
   resolve: (applied: number) => void;
   reject: (err: Error) => void;
   cleanup: () => void;
+}
+
+// What a peer's propose request asks for (see #sendToLeader): a command of the schema, or a
+// store request, sent as 'proposeSystem' or by an older build as 'propose' under its old name.
+// #proposeForwarded checks both the same way, whichever way they came.
+function forwardedBody(type: 'propose' | 'proposeSystem', body: unknown): EntryBody {
+  const b = body as { name: string; args: unknown; kind: SystemKind; data: unknown; x?: Patch[] };
+  if (type === 'propose') return proposedBody(b.name, b.x ? applyPatches(b.args, b.x) : b.args);
+  return { type: 'system', kind: b.kind, data: b.x ? applyPatches(b.data, b.x) : b.data };
 }
 
 // A peer that does not know a request type (built before it) answers this.
@@ -250,7 +265,7 @@ export class ClusterLink extends EventEmitter {
   }
 
   // A user command travels as 'propose' (its message unchanged since the first release); the
-  // store's own requests as 'proposeSystem', so no name sent over the channel can become one.
+  // store's own requests as 'proposeSystem' (a leader checks each kind's shape: forwardedBody).
   // The patches carry what msgpack alone would change (-0, lone surrogates, bytes): see plain-data.ts.
   async #sendToLeader(
     channel: string,
@@ -268,7 +283,7 @@ export class ClusterLink extends EventEmitter {
     } catch (err) {
       if (request.type === 'command' || !isOlderPeer(err, 'proposeSystem')) throw err;
       // A leader from before 'proposeSystem' (a rolling upgrade) takes them under their old names.
-      const legacy = { name: `prevail:${request.kind}`, args: request.data };
+      const legacy = { name: legacySystemName(request.kind), args: request.data };
       reply = await this.#request(
         channel,
         'propose',
@@ -498,23 +513,8 @@ export class ClusterLink extends EventEmitter {
     if (this.#closed) throw new PrevailError(ErrorCodes.CLOSED, `node ${this.#node.id} is closing`);
     if (type === 'commitIndex') return this.#node.status().commitIndex;
     // A node that doesn't lead refuses these in the engine (PREVAIL_NOT_LEADER with the hint).
-    if (type === 'propose') {
-      const { name, args, x } = body as { name: string; args: unknown; x?: Patch[] };
-      // Only a command of the schema: a name never makes a store entry (see #sendToLeader).
-      return this.#proposeForwarded({
-        type: 'command',
-        name,
-        args: x ? applyPatches(args, x) : args,
-      });
-    }
-    if (type === 'proposeSystem') {
-      const { kind, data, x } = body as { kind: SystemKind; data: unknown; x?: Patch[] };
-      return this.#proposeForwarded({
-        type: 'system',
-        kind,
-        data: x ? applyPatches(data, x) : data,
-      });
-    }
+    if (type === 'propose' || type === 'proposeSystem')
+      return this.#proposeForwarded(forwardedBody(type, body));
     if (type === 'checkpoints') return this.#replica.checkpoints();
     if (type === 'announce') {
       const { id, channel } = body as { id: number; channel: string };

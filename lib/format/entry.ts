@@ -49,6 +49,28 @@ export type StoreEntry = (
   proposedAt: number;
 };
 
+/**
+ * Command names the store keeps for itself: builds before the peer-channel op 'proposeSystem'
+ * forwarded its requests to the leader as a 'propose' of the command `prevail:<kind>`.
+ */
+export const SYSTEM_NAME_PREFIX = 'prevail:';
+
+/** The name an older build gives a store request of this kind (as it forwards it, in messages). */
+export const legacySystemName = (kind: string): string => `${SYSTEM_NAME_PREFIX}${kind}`;
+
+/**
+ * What a peer's 'propose' of `name(args)` asks for: a command, or under a reserved name (an
+ * older follower, in a rolling upgrade) a store request of that kind. Either is checked
+ * afterwards as any forwarded request is; a reserved name is never a command.
+ */
+export function proposedBody(name: string, args: unknown): EntryBody {
+  if (typeof name === 'string' && name.startsWith(SYSTEM_NAME_PREFIX)) {
+    const kind = name.slice(SYSTEM_NAME_PREFIX.length) as SystemKind;
+    return { type: 'system', kind, data: args };
+  }
+  return { type: 'command', name, args };
+}
+
 /** The command's name, or the system entry's kind (for logs and metrics). */
 export const entryLabel = (entry: StoreEntry): string =>
   entry.type === 'command' ? entry.name : entry.kind;
@@ -78,7 +100,7 @@ export function encodeProposal(body: EntryBody, proposedAt: number): Uint8Array 
     return encodeEntry(body, proposedAt);
   } catch (err) {
     if ((err as PrevailError).code === ErrorCodes.NOT_PLAIN_DATA) throw err;
-    const name = body.type === 'command' ? body.name : `prevail:${body.kind}`;
+    const name = body.type === 'command' ? body.name : legacySystemName(body.kind);
     throw new PrevailError(
       ErrorCodes.INVALID_ARGUMENT,
       `arguments of ${name} can't be encoded: ${(err as Error).message}`,

@@ -1,10 +1,8 @@
 // The schema: collections, their indexes and the commands that change them, as the
 // application declares them, with the checks made when a schema is declared or opened.
 import { ErrorCodes, PrevailError } from '../core/errors.js';
+import { SYSTEM_NAME_PREFIX } from '../format/entry.js';
 import type { IndexKey, Id, RangeOptions } from '../sorted-index/index.js';
-
-// Command names the store keeps for itself (its own entries were once proposed under them).
-const RESERVED_PREFIX = 'prevail:';
 
 export type IndexKind = 'unique' | 'hash' | 'sorted' | 'persistent';
 
@@ -122,10 +120,10 @@ export function defineSchema<
   H extends Commands<C> & SyncHandlers<H>,
 >(schema: { collections: C; commands: H }): Schema<C, H> {
   for (const name of Object.keys(schema?.commands ?? {})) {
-    if (name.startsWith(RESERVED_PREFIX)) {
+    if (name.startsWith(SYSTEM_NAME_PREFIX)) {
       throw new PrevailError(
         ErrorCodes.INVALID_ARGUMENT,
-        `command ${JSON.stringify(name)}: names starting with "${RESERVED_PREFIX}" are the store's own`,
+        `command ${JSON.stringify(name)}: names starting with "${SYSTEM_NAME_PREFIX}" are the store's own`,
       );
     }
   }

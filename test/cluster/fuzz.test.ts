@@ -198,18 +198,16 @@ test('a peer-channel request can make a store entry only as one, of a kind peers
   try {
     await waitFor('a single node to lead', () => store.node.isLeader);
     const before = store.node.status().lastIndex;
-    // The names the store's own entries once travelled under are no commands.
-    for (const name of ['prevail:schedule', 'prevail:peer', 'prevail:fire', 'prevail:unschedule']) {
-      const args = { id: 9, channel: '127.0.0.1:1', name: 'put', args: { v: 1 }, at: 0, due: 0 };
-      await expect(client.request('propose', { name, args }, 5000)).rejects.toMatchObject({
-        code: 'PREVAIL_UNKNOWN_COMMAND',
-      });
-    }
-    // A store request of a kind no peer forwards (peer addresses are announced), or out of shape.
+    // A store request of a kind no peer forwards (peer addresses are announced), or out of
+    // shape: refused as 'proposeSystem', and as 'propose' under its old name (an older follower's).
     const refused: [string, unknown][] = [
       ['peer', { id: 9, channel: '127.0.0.1:1' }],
+      ['nonsense', { id: 's1' }],
+      ['', { id: 's1' }],
       ['schedule', { name: 'put', args: {}, at: 'soon' }],
       ['schedule', { args: {}, at: 0 }],
+      ['schedule', { name: 'put', args: {}, at: 0, every: 0 }],
+      ['schedule', null],
       ['fire', { id: 's1' }],
       ['unschedule', {}],
     ];
@@ -217,7 +215,15 @@ test('a peer-channel request can make a store entry only as one, of a kind peers
       await expect(client.request('proposeSystem', { kind, data }, 5000)).rejects.toMatchObject({
         code: 'PREVAIL_INVALID_ARGUMENT',
       });
+      const legacy = { name: `prevail:${kind}`, args: data };
+      await expect(client.request('propose', legacy, 5000)).rejects.toMatchObject({
+        code: 'PREVAIL_INVALID_ARGUMENT',
+      });
     }
+    // Nor is a store request ever a command of its kind's name.
+    await expect(
+      client.request('propose', { name: 'schedule', args: { name: 'put', args: {}, at: 0 } }, 5000),
+    ).rejects.toMatchObject({ code: 'PREVAIL_UNKNOWN_COMMAND' });
     expect(store.node.status().lastIndex).toBe(before); // nothing was appended
     expect(store.schedules()).toEqual([]);
     // What a follower's schedule() forwards is accepted.
@@ -231,6 +237,25 @@ test('a peer-channel request can make a store entry only as one, of a kind peers
     );
     expect(r).toMatchObject({ result: 'later' });
     expect(store.schedules().map((s) => s.id)).toEqual(['later']);
+    // And what an older follower forwards under the old names (a rolling upgrade), the same way.
+    const oldSchedule = { id: 'old', name: 'put', args: { v: 2 }, at: Date.now() + 3_600_000 };
+    await client.request('propose', { name: 'prevail:schedule', args: oldSchedule }, 5000);
+    expect(store.schedules().map((s) => s.id)).toEqual(['later', 'old']);
+    const gone = await client.request(
+      'propose',
+      { name: 'prevail:unschedule', args: { id: 'old' } },
+      5000,
+    );
+    expect(gone).toMatchObject({ result: true });
+    const due = store.schedules()[0]!.at;
+    const fired = await client.request(
+      'propose',
+      { name: 'prevail:fire', args: { id: 'later', due } },
+      5000,
+    );
+    expect(fired).toMatchObject({ result: { fired: true, name: 'put' } });
+    expect(store.schedules()).toEqual([]);
+    expect(store.view.x.size).toBe(1);
   } finally {
     client.close();
     await store.close();
