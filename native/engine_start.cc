@@ -64,6 +64,9 @@ std::optional<Engine::StartFailure> Engine::InitIo(const StartOptions& options) 
   rv = raft_uv_init(&io_, loop_, options.data_dir.c_str(), &transport_);
   if (rv != 0) return StartFailure{rv, "storage init", io_.errmsg};
   io_ready_ = true;
+  // On by default: it renames a corrupt segment corrupt-… and starts on the log without it,
+  // silently shorter than what was acknowledged. A damaged segment must fail the start.
+  raft_uv_set_auto_recovery(&io_, false);
   return std::nullopt;
 }
 
