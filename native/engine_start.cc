@@ -64,6 +64,9 @@ std::optional<Engine::StartFailure> Engine::InitIo(const StartOptions& options) 
   rv = raft_uv_init(&io_, loop_, options.data_dir.c_str(), &transport_);
   if (rv != 0) return StartFailure{rv, "storage init", io_.errmsg};
   io_ready_ = true;
+  // On by default: it renames a corrupt segment corrupt-… and starts on the log without it,
+  // silently shorter than what was acknowledged. A damaged segment must fail the start.
+  raft_uv_set_auto_recovery(&io_, false);
   return std::nullopt;
 }
 
@@ -107,7 +110,8 @@ std::optional<Engine::StartFailure> Engine::Recover() {
 Napi::Error Engine::StartError(Napi::Env env, const StartFailure& failure) {
   std::string message = std::string(failure.what) + ": " + raft_strerror(failure.rv);
   if (!failure.detail.empty()) message += " (" + failure.detail + ")";
-  if (io_ready_ && io_.errmsg[0] != '\0' && failure.detail != io_.errmsg)
+  // raft_errmsg often quotes the io's message already ("io: load closed segment …").
+  if (io_ready_ && io_.errmsg[0] != '\0' && failure.detail.find(io_.errmsg) == std::string::npos)
     message += " (" + std::string(io_.errmsg) + ")";
   if (!last_fsm_error_.empty()) message += " (" + last_fsm_error_ + ")";
   // A failed listen is a bare IOERR here; lib/raft-node.ts probes the address and names it.

@@ -71,43 +71,104 @@ export function unlockDataDir(dataDir: string): void {
 }
 
 /**
- * A new data dir is given this node's id (`prevail-node.json`); a used one must be this node's
- * and still hold the engine's term and vote if it holds a log.
+ * A new data dir is given this node's id (`prevail-node.json`); a used one must be this node's,
+ * and its term and vote (the engine's metadata files) must be whole: see checkMetadata.
  */
 export function checkIdentity(dataDir: string, id: number, address: string): void {
   const file = join(dataDir, 'prevail-node.json');
   const existing = readIdentity(file);
-  if (!existing) {
-    const fd = openSync(file, 'w');
-    writeFileSync(fd, JSON.stringify({ id, address, format: 1 }) + '\n');
-    fsyncSync(fd);
-    closeSync(fd);
-    return;
-  }
-  if (existing.id !== id) {
+  if (existing && existing.id !== id) {
     throw new PrevailError(
       ErrorCodes.DATADIR_MISMATCH,
       `${dataDir} belongs to node ${String(existing.id)}, not node ${id}`,
     );
   }
-  // The engine keeps term and vote in metadata1/metadata2; a log without them has lost them
-  // (starting anyway could vote twice in a term).
-  const hasLog = readdirSync(dataDir).some((n) =>
-    /^(\d+-\d+|open-\d+|snapshot-\d+-\d+-\d+)$/.test(n),
-  );
-  if (
-    hasLog &&
-    !existsSync(join(dataDir, 'metadata1')) &&
-    !existsSync(join(dataDir, 'metadata2'))
-  ) {
-    const missing = join(dataDir, 'metadata1');
-    throw new PrevailError(
-      ErrorCodes.CORRUPT_ENTRY,
-      `${missing} (and metadata2) are missing, but the log is there: the node ` +
-        "can't start without its term and vote; see docs/operations.md (a damaged data dir).",
-      { file: missing },
+  checkMetadata(dataDir);
+  if (existing) return;
+  const fd = openSync(file, 'w');
+  writeFileSync(fd, JSON.stringify({ id, address, format: 1 }) + '\n');
+  fsyncSync(fd);
+  closeSync(fd);
+}
+
+/** Size of a metadata file: disk format, version counter, term, voted-for (u64 LE each). */
+const METADATA_SIZE = 32;
+
+/**
+ * The engine keeps term and vote in `metadata1`/`metadata2`, writing version v (1, 2, 3…) over
+ * the file of v's parity, in place, so both stay 32 bytes and one version apart. It takes a short
+ * file for an interrupted first write (removes it, and with no other file bootstraps a blank
+ * node), a missing one for never written, and trusts the higher version: damage there would
+ * silently lose the term and vote (a member could vote twice in a term). So anything but those
+ * invariants is refused, before the engine reads them.
+ */
+export function checkMetadata(dataDir: string): void {
+  const one = readMetadata(dataDir, 'metadata1');
+  const two = readMetadata(dataDir, 'metadata2');
+  if (one === null && two === null) {
+    if (holdsLog(dataDir)) {
+      throw damagedMetadata(
+        join(dataDir, 'metadata1'),
+        'is missing (and metadata2), but the log is there',
+      );
+    }
+    return;
+  }
+  if (one === null)
+    throw damagedMetadata(join(dataDir, 'metadata1'), 'is missing, but metadata2 is there');
+  if (two === null && one > 1n) {
+    throw damagedMetadata(
+      join(dataDir, 'metadata2'),
+      `is missing, but metadata1 is at version ${one} (metadata2 holds the versions after 1)`,
     );
   }
+  if (two !== null && one - two !== 1n && two - one !== 1n) {
+    throw damagedMetadata(
+      join(dataDir, 'metadata1'),
+      `is at version ${one} and metadata2 at ${two}: they are written alternately, one version apart`,
+    );
+  }
+}
+
+// The version counter in `name`, or null if there is no such file; damage throws.
+function readMetadata(dataDir: string, name: 'metadata1' | 'metadata2'): bigint | null {
+  const file = join(dataDir, name);
+  let buf: Buffer;
+  try {
+    buf = readFileSync(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err; // can't be read (EACCES, EIO): start() makes it PREVAIL_IO
+  }
+  if (buf.length !== METADATA_SIZE) {
+    throw damagedMetadata(file, `has ${buf.length} bytes, not ${METADATA_SIZE}`);
+  }
+  const format = buf.readBigUInt64LE(0);
+  if (format !== 1n) throw damagedMetadata(file, `has disk format ${format}, not 1`);
+  const version = buf.readBigUInt64LE(8);
+  const parity = name === 'metadata1' ? 1n : 0n;
+  if (version === 0n || version % 2n !== parity) {
+    throw damagedMetadata(
+      file,
+      `holds version ${version}, which the engine never writes to ${name} ` +
+        `(${name === 'metadata1' ? 'odd' : 'even'} versions only)`,
+    );
+  }
+  return version;
+}
+
+// Log segments or snapshots: a used dir.
+function holdsLog(dataDir: string): boolean {
+  return readdirSync(dataDir).some((n) => /^(\d+-\d+|open-\d+|snapshot-\d+-\d+-\d+)$/.test(n));
+}
+
+function damagedMetadata(file: string, what: string): PrevailError {
+  return new PrevailError(
+    ErrorCodes.CORRUPT_ENTRY,
+    `${file} ${what}: the node's term and vote can't be trusted, and it can't start on them. ` +
+      'Nothing was changed; see docs/operations.md (a damaged data dir).',
+    { file },
+  );
 }
 
 // null when there is none yet.
