@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// The `prevail` command: `serve` runs one node of the key-value service (lib/service/);
-// `status`, `members`, `transfer` and `snapshot` talk to a running node over its HTTP API.
+// The `prevail` command: `serve` runs one node of the key-value service (lib/cli/serve.ts over
+// lib/service/); `status`, `members`, `transfer` and `snapshot` talk to a running node over its
+// HTTP API.
 import { parseArgs } from 'node:util';
 
+import { fail, hostPort, positiveInt } from './cli/args.js';
+import { serve } from './cli/serve.js';
 import { UsageError } from './cli/usage.js';
-import { parseAddress } from './core/address.js';
-import { ErrorCodes, isPrevailError, type MemberRef } from './core/errors.js';
+import { ErrorCodes, isPrevailError } from './core/errors.js';
 import { kvSchema } from './service/kv-schema.js';
-import { startService } from './service/service.js';
 
 const USAGE = `Usage: prevail <command> [options]
 
@@ -47,167 +48,6 @@ client options (status, members, transfer, snapshot):
 Exit status: 0 done, 1 the request or the node failed, 2 bad usage.
 SIGTERM or SIGINT stops serve gracefully (the leader hands over first) with status 0.
 `;
-
-/** How long a SIGTERM'd serve may take to drain and close before it exits anyway. */
-const CLOSE_DEADLINE_MS = 30_000;
-
-function fail(message: string): never {
-  throw new UsageError(message);
-}
-
-function positiveInt(
-  flag: string,
-  value: string | undefined,
-  fallback?: number,
-): number | undefined {
-  if (value === undefined) return fallback;
-  const n = /^\d{1,10}$/.test(value) ? Number(value) : NaN;
-  if (!Number.isSafeInteger(n) || n <= 0)
-    fail(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
-  return n;
-}
-
-/** HOST:PORT by the one address grammar (lib/core/address.ts), and without the separators of --cluster. */
-function hostPort(flag: string, value: string): string {
-  const bad = () => fail(`${flag} must be HOST:PORT, got ${JSON.stringify(value)}`);
-  if (/[,=]/.test(value)) bad();
-  try {
-    parseAddress(value, flag);
-  } catch {
-    bad();
-  }
-  return value;
-}
-
-/** "1=127.0.0.1:7001,2=127.0.0.1:7002" → [{ id: 1, address: '127.0.0.1:7001' }, …] */
-function parseCluster(value: string): MemberRef[] {
-  const members = value
-    .split(',')
-    .map((part) => part.trim())
-    .filter((p) => p !== '')
-    .map((part) => {
-      const eq = part.indexOf('=');
-      if (eq < 0) fail(`--cluster entries are ID=HOST:PORT, got ${JSON.stringify(part)}`);
-      return {
-        id: positiveInt('a --cluster id', part.slice(0, eq))!,
-        address: hostPort('a --cluster address', part.slice(eq + 1)),
-      };
-    });
-  if (members.length === 0) fail('--cluster is empty');
-  if (new Set(members.map((m) => m.id)).size !== members.length)
-    fail('--cluster lists an id twice');
-  return members;
-}
-
-async function serve(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    strict: true,
-    options: {
-      data: { type: 'string' },
-      id: { type: 'string' },
-      raft: { type: 'string' },
-      http: { type: 'string' },
-      channel: { type: 'string' },
-      cluster: { type: 'string' },
-      join: { type: 'boolean' },
-      'election-timeout': { type: 'string' },
-      heartbeat: { type: 'string' },
-      'snapshot-threshold': { type: 'string' },
-      'snapshot-trailing': { type: 'string' },
-      'no-forward': { type: 'boolean' },
-      'max-body': { type: 'string' },
-    },
-  });
-  if (positionals.length)
-    fail(`serve takes no arguments, got ${JSON.stringify(positionals.join(' '))}`);
-  if (!values.data) fail('serve needs --data DIR');
-  const id = positiveInt('--id', values.id, 1)!;
-  const cluster = values.cluster !== undefined ? parseCluster(values.cluster) : undefined;
-  if (values.join && cluster)
-    fail(
-      '--join and --cluster exclude each other: a joining node gets the configuration from the leader',
-    );
-  const listed = cluster?.find((m) => m.id === id)?.address;
-  const raft = values.raft !== undefined ? hostPort('--raft', values.raft) : listed;
-  if (raft === undefined)
-    fail(
-      cluster
-        ? `--cluster does not list id ${id}; give --raft HOST:PORT`
-        : 'serve needs --raft HOST:PORT (or --cluster listing this --id)',
-    );
-  if (listed !== undefined && listed !== raft)
-    fail(`--cluster lists id ${id} at ${listed}, but --raft is ${raft}`);
-  if (cluster && !listed) fail(`--cluster does not list id ${id}`);
-  const http = hostPort('--http', values.http ?? '127.0.0.1:8001');
-  const channel = values.channel !== undefined ? hostPort('--channel', values.channel) : undefined;
-  const electionTimeoutMs = positiveInt('--election-timeout', values['election-timeout']);
-  const heartbeatMs = positiveInt('--heartbeat', values.heartbeat);
-  if ((heartbeatMs ?? 40) >= (electionTimeoutMs ?? 200))
-    fail('--heartbeat must be below --election-timeout');
-  const snapshotThreshold = positiveInt('--snapshot-threshold', values['snapshot-threshold']);
-  const snapshotTrailing = positiveInt('--snapshot-trailing', values['snapshot-trailing']);
-
-  const service = await startService({
-    dataDir: values.data,
-    id,
-    raftAddress: raft,
-    httpAddress: http,
-    ...(cluster ? { cluster } : {}),
-    ...(values.join ? { join: true } : {}),
-    ...(channel ? { channelAddress: channel } : {}),
-    ...(electionTimeoutMs !== undefined ? { electionTimeoutMs } : {}),
-    ...(heartbeatMs !== undefined ? { heartbeatMs } : {}),
-    ...(snapshotThreshold !== undefined ? { snapshotThreshold } : {}),
-    ...(snapshotTrailing !== undefined ? { snapshotTrailing } : {}),
-    ...(values['no-forward'] ? { forward: false } : {}),
-    ...(values['max-body'] !== undefined
-      ? { maxBodyBytes: positiveInt('--max-body', values['max-body'])! }
-      : {}),
-  });
-  console.log(`prevail: node ${id} serving ${service.url} (raft ${raft}, data ${values.data})`);
-
-  let stopping = false;
-  let failed = false; // the store stopped on an entry it can't apply: exit 1 whatever else happens
-  const stop = (signal: string) => {
-    if (stopping) {
-      console.error(`prevail: ${signal} again: exiting without waiting`);
-      process.exit(1);
-    }
-    stopping = true;
-    console.error(`prevail: ${signal}: closing (node ${id}, ${service.store.status().role})`);
-    // A close that cannot finish (an engine call that never settles) must not keep a
-    // stopped service around forever; the log makes a hard stop as safe as a crash.
-    setTimeout(() => {
-      console.error(`prevail: node ${id} did not close within ${CLOSE_DEADLINE_MS} ms; exiting`);
-      process.exit(1);
-    }, CLOSE_DEADLINE_MS).unref();
-    service.close({ transferLeadership: true }).then(
-      () => {
-        console.error(`prevail: node ${id} closed`);
-        process.exit(failed ? 1 : 0);
-      },
-      (err: unknown) => {
-        console.error(`prevail: close failed:`, err);
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  // The node stopped because it can't apply an entry (docs/operations.md): say why and exit
-  // non-zero once the service has closed. A supervisor restarting it gets the same error
-  // from open() until the code that defines the entry's command is deployed.
-  service.store.on('error', (err: Error & { code?: string }) => {
-    console.error(`prevail serve: node ${id} stopped: ${err.code ?? 'error'}: ${err.message}`);
-    failed = true;
-    if (stopping) return; // a signal's close is under way; it exits with status 1 now
-    stopping = true;
-    setTimeout(() => process.exit(1), CLOSE_DEADLINE_MS).unref();
-    service.close({ transferLeadership: false }).finally(() => process.exit(1));
-  });
-}
 
 // ---- client commands -------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 
 import type { MemberRef } from '../core/errors.js';
 import type { RaftNodeStatus } from '../engine/types.js';
+import { EventStreams } from './events.js';
 import { renderPage } from './page.js';
+import { LeaderHistory, adminStatus } from './status.js';
 
 /** What the handler needs: a Store or a RaftNode (anything with `status()` and their events). */
 export interface AdminSource {
@@ -78,6 +80,8 @@ export interface AdminHandler {
 
 const BASE_PATH = /^(\/[A-Za-z0-9._~-]+)*$/;
 
+type Route = 'page' | 'json' | 'events';
+
 /**
  * The admin page of `store` (a Store or a RaftNode). Serves `basePath` (the page, also
  * with a trailing slash), `${basePath}/status.json` and `${basePath}/events` (SSE);
@@ -88,123 +92,25 @@ export function adminHandler(
   { basePath = '/admin', historySize = 50, intervalMs = 500 }: AdminOptions = {},
 ): AdminHandler {
   if (basePath === '/') basePath = '';
-  if (typeof basePath !== 'string' || !BASE_PATH.test(basePath)) {
-    throw new TypeError(
-      `basePath must be '' or '/segment[/segment...]' (letters, digits, . _ ~ -), got ${JSON.stringify(basePath)}`,
-    );
-  }
-  if (!Number.isInteger(historySize) || historySize < 1)
-    throw new TypeError(`historySize must be a positive integer, got ${historySize}`);
-  if (!(intervalMs > 0)) throw new TypeError(`intervalMs must be positive, got ${intervalMs}`);
-
+  checkOptions(basePath, historySize, intervalMs);
   const leaderSource = store.node ?? store;
-  const history: LeaderChange[] = [];
-  const initial = safeStatus(store);
-  if (initial?.leader)
-    history.push({ time: Date.now(), term: initial.term, leader: initial.leader, initial: true });
-  let lastLeaderId = initial?.leader?.id ?? 0;
-
-  const clients = new Set<ServerResponse>();
-  let timer: NodeJS.Timeout | null = null;
-  let pushQueued = false;
+  const history = new LeaderHistory(safeStatus(store), historySize);
+  const status = (): AdminStatus => adminStatus(store.status(), Date.now(), history.newestFirst());
+  const streams = new EventStreams(status, intervalMs);
   let closed = false;
 
   const onLeader = (e: { term: number; leader: MemberRef | null }): void => {
-    const id = e.leader?.id ?? 0;
-    if (id !== lastLeaderId) {
-      lastLeaderId = id;
-      history.push({
-        time: Date.now(),
-        term: e.term,
-        leader: e.leader ? { id: e.leader.id, address: e.leader.address } : null,
-      });
-      if (history.length > historySize) history.splice(0, history.length - historySize);
-    }
-    queuePush();
+    history.record(e);
+    streams.queuePush();
   };
-  const onRole = (): void => queuePush();
+  const onRole = (): void => streams.queuePush();
   leaderSource.on('leader', onLeader);
   store.on('role', onRole);
 
-  function status(): AdminStatus {
-    const s = store.status();
-    const isLeader = s.role === 'leader';
-    const self = s.members.find((m) => m.id === s.id);
-    return {
-      ...s,
-      time: Date.now(),
-      address: self?.address ?? '',
-      lagKnown: isLeader,
-      members: s.members.map((m) => {
-        const member: AdminMember = {
-          id: m.id,
-          address: m.address,
-          role: m.role,
-          leader: m.id === s.leader?.id,
-          self: m.id === s.id,
-        };
-        if (isLeader && m.matchIndex !== undefined) {
-          member.matchIndex = m.matchIndex;
-          member.lag = Math.max(0, s.commitIndex - m.matchIndex);
-        }
-        return member;
-      }),
-      leaderChanges: history.slice().reverse(),
-    };
-  }
-
-  // Events arrive from inside the engine's callbacks: push from a fresh tick, once per burst.
-  function queuePush(): void {
-    if (pushQueued || clients.size === 0) return;
-    pushQueued = true;
-    setImmediate(() => {
-      pushQueued = false;
-      push();
-    });
-  }
-
-  function push(): void {
-    if (clients.size === 0) return;
-    let data: string;
-    try {
-      data = `data: ${JSON.stringify(status())}\n\n`;
-    } catch (err) {
-      data = `event: failure\ndata: ${JSON.stringify({ message: (err as Error)?.message ?? String(err) })}\n\n`;
-    }
-    for (const res of clients) {
-      // A client that can't keep up skips pushes until its socket drains.
-      if (!res.writableNeedDrain) res.write(data);
-    }
-  }
-
-  function removeClient(res: ServerResponse): void {
-    if (!clients.delete(res)) return;
-    if (clients.size === 0 && timer) {
-      clearInterval(timer);
-      timer = null;
-    }
-  }
-
   const page = renderPage(basePath);
-  const headers = {
-    'Content-Type': 'text/html; charset=utf-8',
-    'Content-Length': Buffer.byteLength(page.html),
-    'Cache-Control': 'no-store',
-    'X-Content-Type-Options': 'nosniff',
-    'Referrer-Policy': 'no-referrer',
-    'Content-Security-Policy': `default-src 'none'; script-src '${page.scriptHash}'; style-src '${page.styleHash}'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
-  };
-
+  const headers = pageHeaders(page);
   const handler = ((req: IncomingMessage, res: ServerResponse): boolean => {
-    const path = pathOf(req.url);
-    const route =
-      path === basePath || path === `${basePath}/`
-        ? 'page'
-        : path === `${basePath}/status.json`
-          ? 'json'
-          : path === `${basePath}/events`
-            ? 'events'
-            : null;
+    const route = routeOf(pathOf(req.url), basePath);
     if (!route) return false;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain; charset=utf-8' });
@@ -216,48 +122,9 @@ export function adminHandler(
       res.writeHead(200, headers);
       res.end(head ? undefined : page.html);
     } else if (route === 'json') {
-      let body: string;
-      try {
-        body = `${JSON.stringify(status())}\n`;
-      } catch (err) {
-        res.writeHead(503, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
-        res.end(`${JSON.stringify({ error: (err as Error)?.message ?? String(err) })}\n`);
-        return true;
-      }
-      res.writeHead(200, {
-        'Content-Type': 'application/json',
-        'Content-Length': Buffer.byteLength(body),
-        'Cache-Control': 'no-store',
-      });
-      res.end(head ? undefined : body);
+      sendStatus(res, status, head);
     } else {
-      res.writeHead(200, {
-        'Content-Type': 'text/event-stream; charset=utf-8',
-        'Cache-Control': 'no-store',
-        'X-Accel-Buffering': 'no',
-        Connection: 'keep-alive',
-      });
-      if (head || closed) {
-        res.end();
-        return true;
-      }
-      req.socket.setNoDelay(true);
-      req.socket.setTimeout(0);
-      res.write('retry: 1000\n\n');
-      clients.add(res);
-      res.once('close', () => removeClient(res));
-      if (!timer) {
-        timer = setInterval(push, intervalMs);
-        timer.unref();
-      }
-      // The first status right away (the browser should not wait for the first tick).
-      let data: string | null = null;
-      try {
-        data = `data: ${JSON.stringify(status())}\n\n`;
-      } catch {
-        /* the next tick reports the failure */
-      }
-      if (data) res.write(data);
+      startEvents(res, head || closed ? null : (r) => streams.add(req, r));
     }
     return true;
   }) as AdminHandler;
@@ -268,12 +135,68 @@ export function adminHandler(
     closed = true;
     leaderSource.off('leader', onLeader);
     store.off('role', onRole);
-    for (const res of [...clients]) {
-      removeClient(res);
-      res.end();
-    }
+    streams.endAll();
   };
   return handler;
+}
+
+function checkOptions(basePath: string, historySize: number, intervalMs: number): void {
+  if (typeof basePath !== 'string' || !BASE_PATH.test(basePath)) {
+    throw new TypeError(
+      `basePath must be '' or '/segment[/segment...]' (letters, digits, . _ ~ -), got ${JSON.stringify(basePath)}`,
+    );
+  }
+  if (!Number.isInteger(historySize) || historySize < 1)
+    throw new TypeError(`historySize must be a positive integer, got ${historySize}`);
+  if (!(intervalMs > 0)) throw new TypeError(`intervalMs must be positive, got ${intervalMs}`);
+}
+
+function routeOf(path: string, basePath: string): Route | null {
+  if (path === basePath || path === `${basePath}/`) return 'page';
+  if (path === `${basePath}/status.json`) return 'json';
+  if (path === `${basePath}/events`) return 'events';
+  return null;
+}
+
+function pageHeaders(page: { html: string; scriptHash: string; styleHash: string }) {
+  return {
+    'Content-Type': 'text/html; charset=utf-8',
+    'Content-Length': Buffer.byteLength(page.html),
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+    'Referrer-Policy': 'no-referrer',
+    'Content-Security-Policy': `default-src 'none'; script-src '${page.scriptHash}'; style-src '${page.styleHash}'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+  };
+}
+
+/** The status document, or a 503 when the status can't be taken. */
+function sendStatus(res: ServerResponse, status: () => AdminStatus, head: boolean): void {
+  let body: string;
+  try {
+    body = `${JSON.stringify(status())}\n`;
+  } catch (err) {
+    res.writeHead(503, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
+    res.end(`${JSON.stringify({ error: (err as Error)?.message ?? String(err) })}\n`);
+    return;
+  }
+  res.writeHead(200, {
+    'Content-Type': 'application/json',
+    'Content-Length': Buffer.byteLength(body),
+    'Cache-Control': 'no-store',
+  });
+  res.end(head ? undefined : body);
+}
+
+/** The event stream's headers, then `stream` (or the end: for HEAD, or once closed). */
+function startEvents(res: ServerResponse, stream: ((res: ServerResponse) => void) | null): void {
+  res.writeHead(200, {
+    'Content-Type': 'text/event-stream; charset=utf-8',
+    'Cache-Control': 'no-store',
+    'X-Accel-Buffering': 'no',
+    Connection: 'keep-alive',
+  });
+  if (stream) stream(res);
+  else res.end();
 }
 
 function safeStatus(store: AdminSource): RaftNodeStatus | null {

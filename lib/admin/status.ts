@@ -1,0 +1,78 @@
+// The admin page's status document: the node's status with per-member lag (known on the leader
+// only), and the leader changes this node has seen.
+import type { MemberRef } from '../core/errors.js';
+import type { RaftNodeStatus } from '../engine/types.js';
+import type { AdminMember, AdminStatus, LeaderChange } from './admin.js';
+
+/** The last `size` leader changes, from the leader known at the start. */
+export class LeaderHistory {
+  private readonly changes: LeaderChange[] = [];
+  private lastLeaderId: number;
+
+  constructor(
+    initial: RaftNodeStatus | null,
+    private readonly size: number,
+  ) {
+    if (initial?.leader)
+      this.changes.push({
+        time: Date.now(),
+        term: initial.term,
+        leader: initial.leader,
+        initial: true,
+      });
+    this.lastLeaderId = initial?.leader?.id ?? 0;
+  }
+
+  /** Records a `leader` event that names another leader than the last one. */
+  record(e: { term: number; leader: MemberRef | null }): void {
+    const id = e.leader?.id ?? 0;
+    if (id === this.lastLeaderId) return;
+    this.lastLeaderId = id;
+    this.changes.push({
+      time: Date.now(),
+      term: e.term,
+      leader: e.leader ? { id: e.leader.id, address: e.leader.address } : null,
+    });
+    if (this.changes.length > this.size) this.changes.splice(0, this.changes.length - this.size);
+  }
+
+  newestFirst(): LeaderChange[] {
+    return this.changes.slice().reverse();
+  }
+}
+
+export function adminStatus(
+  s: RaftNodeStatus,
+  time: number,
+  leaderChanges: LeaderChange[],
+): AdminStatus {
+  const isLeader = s.role === 'leader';
+  const self = s.members.find((m) => m.id === s.id);
+  return {
+    ...s,
+    time,
+    address: self?.address ?? '',
+    lagKnown: isLeader,
+    members: s.members.map((m) => adminMember(s, m, isLeader)),
+    leaderChanges,
+  };
+}
+
+function adminMember(
+  s: RaftNodeStatus,
+  m: RaftNodeStatus['members'][number],
+  isLeader: boolean,
+): AdminMember {
+  const member: AdminMember = {
+    id: m.id,
+    address: m.address,
+    role: m.role,
+    leader: m.id === s.leader?.id,
+    self: m.id === s.id,
+  };
+  if (isLeader && m.matchIndex !== undefined) {
+    member.matchIndex = m.matchIndex;
+    member.lag = Math.max(0, s.commitIndex - m.matchIndex);
+  }
+  return member;
+}

@@ -1,0 +1,143 @@
+// `prevail serve`: runs one node of the key-value service until SIGTERM or SIGINT (a graceful
+// close, the leader handing over first) or until its store stops on an entry it can't apply.
+import { parseArgs } from 'node:util';
+
+import type { MemberRef } from '../core/errors.js';
+import { startService, type Service, type ServiceOptions } from '../service/service.js';
+import { fail, hostPort, parseCluster, positiveInt } from './args.js';
+
+/** How long a SIGTERM'd serve may take to drain and close before it exits anyway. */
+const CLOSE_DEADLINE_MS = 30_000;
+
+export async function serve(args: string[]): Promise<void> {
+  const options = serveOptions(args);
+  const id = options.id!;
+  const service = await startService(options);
+  console.log(
+    `prevail: node ${id} serving ${service.url} (raft ${options.raftAddress}, data ${options.dataDir})`,
+  );
+  exitWhenStopped(service, id);
+}
+
+function parseServeArgs(args: string[]) {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      data: { type: 'string' },
+      id: { type: 'string' },
+      raft: { type: 'string' },
+      http: { type: 'string' },
+      channel: { type: 'string' },
+      cluster: { type: 'string' },
+      join: { type: 'boolean' },
+      'election-timeout': { type: 'string' },
+      heartbeat: { type: 'string' },
+      'snapshot-threshold': { type: 'string' },
+      'snapshot-trailing': { type: 'string' },
+      'no-forward': { type: 'boolean' },
+      'max-body': { type: 'string' },
+    },
+  });
+  if (positionals.length)
+    fail(`serve takes no arguments, got ${JSON.stringify(positionals.join(' '))}`);
+  return values;
+}
+
+/** The service's options from serve's flags, checked in the order the flags are documented. */
+function serveOptions(args: string[]): ServiceOptions {
+  const values = parseServeArgs(args);
+  if (!values.data) fail('serve needs --data DIR');
+  const id = positiveInt('--id', values.id, 1)!;
+  const cluster = values.cluster !== undefined ? parseCluster(values.cluster) : undefined;
+  if (values.join && cluster)
+    fail(
+      '--join and --cluster exclude each other: a joining node gets the configuration from the leader',
+    );
+  const raft = raftAddress(id, values.raft, cluster);
+  const http = hostPort('--http', values.http ?? '127.0.0.1:8001');
+  const channel = values.channel !== undefined ? hostPort('--channel', values.channel) : undefined;
+  const electionTimeoutMs = positiveInt('--election-timeout', values['election-timeout']);
+  const heartbeatMs = positiveInt('--heartbeat', values.heartbeat);
+  if ((heartbeatMs ?? 40) >= (electionTimeoutMs ?? 200))
+    fail('--heartbeat must be below --election-timeout');
+  const snapshotThreshold = positiveInt('--snapshot-threshold', values['snapshot-threshold']);
+  const snapshotTrailing = positiveInt('--snapshot-trailing', values['snapshot-trailing']);
+  return {
+    dataDir: values.data,
+    id,
+    raftAddress: raft,
+    httpAddress: http,
+    ...(cluster ? { cluster } : {}),
+    ...(values.join ? { join: true } : {}),
+    ...(channel ? { channelAddress: channel } : {}),
+    ...(electionTimeoutMs !== undefined ? { electionTimeoutMs } : {}),
+    ...(heartbeatMs !== undefined ? { heartbeatMs } : {}),
+    ...(snapshotThreshold !== undefined ? { snapshotThreshold } : {}),
+    ...(snapshotTrailing !== undefined ? { snapshotTrailing } : {}),
+    ...(values['no-forward'] ? { forward: false } : {}),
+    ...(values['max-body'] !== undefined
+      ? { maxBodyBytes: positiveInt('--max-body', values['max-body'])! }
+      : {}),
+  };
+}
+
+/** --raft, or this id's entry in --cluster; both given, they must agree. */
+function raftAddress(id: number, flag: string | undefined, cluster?: MemberRef[]): string {
+  const listed = cluster?.find((m) => m.id === id)?.address;
+  const raft = flag !== undefined ? hostPort('--raft', flag) : listed;
+  if (raft === undefined)
+    fail(
+      cluster
+        ? `--cluster does not list id ${id}; give --raft HOST:PORT`
+        : 'serve needs --raft HOST:PORT (or --cluster listing this --id)',
+    );
+  if (listed !== undefined && listed !== raft)
+    fail(`--cluster lists id ${id} at ${listed}, but --raft is ${raft}`);
+  if (cluster && !listed) fail(`--cluster does not list id ${id}`);
+  return raft;
+}
+
+/** Closes the service and exits on SIGTERM or SIGINT (0), or when its store stops (1). */
+function exitWhenStopped(service: Service, id: number): void {
+  let stopping = false;
+  let failed = false; // the store stopped on an entry it can't apply: exit 1 whatever else happens
+  const stop = (signal: string) => {
+    if (stopping) {
+      console.error(`prevail: ${signal} again: exiting without waiting`);
+      process.exit(1);
+    }
+    stopping = true;
+    console.error(`prevail: ${signal}: closing (node ${id}, ${service.store.status().role})`);
+    // A close that cannot finish (an engine call that never settles) must not keep a
+    // stopped service around forever; the log makes a hard stop as safe as a crash.
+    setTimeout(() => {
+      console.error(`prevail: node ${id} did not close within ${CLOSE_DEADLINE_MS} ms; exiting`);
+      process.exit(1);
+    }, CLOSE_DEADLINE_MS).unref();
+    service.close({ transferLeadership: true }).then(
+      () => {
+        console.error(`prevail: node ${id} closed`);
+        process.exit(failed ? 1 : 0);
+      },
+      (err: unknown) => {
+        console.error(`prevail: close failed:`, err);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  // The node stopped because it can't apply an entry (docs/operations.md): say why and exit
+  // non-zero once the service has closed. A supervisor restarting it gets the same error
+  // from open() until the code that defines the entry's command is deployed.
+  service.store.on('error', (err: Error & { code?: string }) => {
+    console.error(`prevail serve: node ${id} stopped: ${err.code ?? 'error'}: ${err.message}`);
+    failed = true;
+    if (stopping) return; // a signal's close is under way; it exits with status 1 now
+    stopping = true;
+    setTimeout(() => process.exit(1), CLOSE_DEADLINE_MS).unref();
+    service.close({ transferLeadership: false }).finally(() => process.exit(1));
+  });
+}

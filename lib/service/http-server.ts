@@ -1,0 +1,103 @@
+// The service's HTTP server: each request to the admin page or to a route, refused with 503
+// once the service is closing; listening; and the bounded drain on close.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import type { AdminHandler } from '../admin/admin.js';
+import { ErrorCodes, PrevailError } from '../core/errors.js';
+import { send, sendError } from './respond.js';
+import { dispatch, serviceRoutes, type RouteContext } from './routes.js';
+
+/** Whether the service is closing, shared by its server and its close(). */
+export interface Lifecycle {
+  closing: Promise<void> | null;
+}
+
+export function createServiceServer(
+  ctx: RouteContext,
+  admin: AdminHandler,
+  life: Lifecycle,
+): Server {
+  const routes = serviceRoutes(ctx);
+  const leaderHint = () => ctx.store.node.status().leader;
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    // The admin page (GET /admin, /admin/status.json, /admin/events) comes before the API routes.
+    if (admin(req, res)) return;
+    if (life.closing) {
+      refuseClosing(req, res);
+      return;
+    }
+    const aborter = new AbortController();
+    res.once('close', () => {
+      if (!res.writableFinished) aborter.abort(new Error('the client went away'));
+      if (life.closing) server.closeIdleConnections();
+    });
+    dispatch(routes, req, aborter.signal).then(
+      ([status, body]) => send(res, status, body, {}, life.closing !== null),
+      (err) => sendError(res, err, req, leaderHint, life.closing !== null),
+    );
+  };
+  const server = createServer(onRequest);
+  // A client that asks before sending its body (curl's `Expect: 100-continue`) gets the 413 at
+  // once instead of a go-ahead when the declared length is over the limit.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (!(Number(req.headers['content-length']) > ctx.maxBody)) res.writeContinue();
+    onRequest(req, res);
+  });
+  server.headersTimeout = 20_000;
+  server.requestTimeout = 120_000;
+  return server;
+}
+
+function refuseClosing(req: IncomingMessage, res: ServerResponse): void {
+  req.resume();
+  send(
+    res,
+    503,
+    { error: { code: ErrorCodes.CLOSED, message: 'this node is shutting down', leader: null } },
+    { 'retry-after': '1' },
+    true,
+  );
+}
+
+/** Listens on host:port; resolves with the server's http://host:port. */
+export async function listen(server: Server, host: string, port: number): Promise<string> {
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new PrevailError(
+        ErrorCodes.ADDRESS_IN_USE,
+        `HTTP address ${host}:${port} is already in use`,
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+  const bound = server.address() as AddressInfo;
+  return `http://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
+}
+
+/**
+ * Stops taking connections and waits for those open: requests in progress finish (their writes
+ * are acknowledged only once applied); whatever is still open after `drainTimeoutMs` is cut.
+ */
+export async function drain(
+  server: Server,
+  admin: AdminHandler,
+  drainTimeoutMs: number,
+): Promise<void> {
+  const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+  admin.close(); // its event streams would hold server.close() open
+  server.closeIdleConnections();
+  const force = setTimeout(() => server.closeAllConnections(), drainTimeoutMs);
+  force.unref();
+  await stopped;
+  clearTimeout(force);
+}

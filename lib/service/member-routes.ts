@@ -1,0 +1,69 @@
+// The leader-only routes: adding and removing members, handing leadership over, a snapshot now.
+import type { IncomingMessage } from 'node:http';
+
+import { ErrorCodes, PrevailError, invalid } from '../core/errors.js';
+import type { MemberRole } from '../engine/types.js';
+import { parseJson, readBody } from './body.js';
+import type { KvStore } from './kv-schema.js';
+import type { RouteContext } from './routes.js';
+
+// The addon already refuses membership changes on a non-leader (raft 0.22.1 would abort), with
+// PREVAIL_NOT_LEADER. This check answers first, the same for every leader-only route: UNAVAILABLE
+// while no leader is known (clients retry), and before the arguments are checked or a follower's
+// transfer tells its lease readers to stop trusting it.
+function requireLeader(store: KvStore, what: string): void {
+  const st = store.node.status();
+  if (st.role !== 'leader') {
+    throw new PrevailError(
+      st.leader ? ErrorCodes.NOT_LEADER : ErrorCodes.UNAVAILABLE,
+      `${what} is done by the leader; this node is ${st.role}`,
+      { leader: st.leader },
+    );
+  }
+}
+
+export async function addMember(
+  { store, maxBody }: RouteContext,
+  req: IncomingMessage,
+): Promise<unknown> {
+  const body = parseJson(await readBody(req, maxBody)) as {
+    id?: unknown;
+    address?: unknown;
+    role?: unknown;
+  } | null;
+  if (typeof body !== 'object' || body === null)
+    throw invalid('the body must be a JSON object { id, address, role? }');
+  const role = (body.role ?? 'voter') as MemberRole;
+  requireLeader(store, 'adding a member');
+  await store.node.addMember({ id: body.id as number, address: body.address as string }, role);
+  return { members: store.node.status().members };
+}
+
+export async function removeMember({ store }: RouteContext, id: string): Promise<unknown> {
+  const n = /^\d{1,10}$/.test(id) ? Number(id) : NaN;
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw invalid(`a member id is a positive integer, got ${JSON.stringify(id)}`);
+  requireLeader(store, 'removing a member');
+  await store.node.removeMember(n);
+  return { members: store.node.status().members };
+}
+
+export async function transfer(
+  { store, maxBody }: RouteContext,
+  req: IncomingMessage,
+): Promise<unknown> {
+  const raw = await readBody(req, maxBody);
+  const body = raw.length === 0 ? {} : (parseJson(raw) as { id?: unknown } | null);
+  if (typeof body !== 'object' || body === null)
+    throw invalid('the body must be a JSON object { id? }');
+  const id = body.id ?? undefined;
+  if (id !== undefined && typeof id !== 'number') throw invalid('id must be a number');
+  requireLeader(store, 'a leadership transfer');
+  const leader = await store.node.transferLeadership(id);
+  return { leader };
+}
+
+export async function snapshot({ store }: RouteContext): Promise<unknown> {
+  requireLeader(store, 'a snapshot on demand');
+  return store.snapshot();
+}

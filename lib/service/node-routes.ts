@@ -1,0 +1,47 @@
+// This node's routes: its status, and the health checks a load balancer asks.
+import { ErrorCodes, PrevailError } from '../core/errors.js';
+import { HttpError } from './http-errors.js';
+import type { RouteContext } from './routes.js';
+
+export function status({ store }: RouteContext): unknown {
+  const s = store.status();
+  return {
+    id: s.id,
+    role: s.role,
+    term: s.term,
+    leader: s.leader,
+    commitIndex: s.commitIndex,
+    appliedIndex: s.appliedIndex,
+    lastIndex: s.lastIndex,
+    members: s.members,
+    snapshot: s.snapshot,
+    health: store.health(),
+    effects: s.effects, // the divergence detector's running hash at this node's applied index
+  };
+}
+
+export function healthLeader({ store }: RouteContext): [number, unknown] {
+  const h = store.health();
+  if (h.leader) return [200, { leader: true, id: store.node.id }];
+  throw new PrevailError(ErrorCodes.NOT_LEADER, 'this node is not the leader', {
+    leader: store.node.status().leader,
+  });
+}
+
+export function healthReady({ store }: RouteContext): [number, unknown] {
+  const h = store.health();
+  const figures = {
+    appliedIndex: h.appliedIndex,
+    leaderCommitIndex: h.leaderCommitIndex,
+    lag: h.lag,
+  };
+  if (h.ready) return [200, { ready: true, ...figures }];
+  throw new HttpError(
+    503,
+    ErrorCodes.NOT_READY,
+    h.leaderCommitIndex === null
+      ? 'not ready: no leader is known'
+      : `not ready: ${h.lag ?? '?'} entries behind the leader's commit index ${h.leaderCommitIndex}`,
+    { leader: store.node.status().leader, ...figures },
+  );
+}

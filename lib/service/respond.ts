@@ -1,0 +1,67 @@
+// Writing the service's answers: JSON with its headers, and every error as
+// { "error": { code, message, leader?, mayHaveApplied? } } with its HTTP status.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+import { isPrevailError, type MemberRef } from '../core/errors.js';
+import { endAfterBody } from './body.js';
+import { HttpError, httpStatusOf } from './http-errors.js';
+
+/** Sends `body` as JSON; `closing` adds `connection: close` (the node is shutting down). */
+export function send(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+  closing = false,
+): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const text = JSON.stringify(body);
+  const all: Record<string, string | number> = {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+    ...(closing ? { connection: 'close' } : {}),
+    ...headers,
+  };
+  res.writeHead(status, all);
+  // Closing the connection while the client is still sending would reset it, and the client
+  // (fetch, a raw socket) would see the reset instead of this answer: end only after the body.
+  if (all.connection === 'close' && !res.req.complete) endAfterBody(res, text);
+  else res.end(text);
+}
+
+/** The error as its HTTP answer; `leaderHint` names the leader on a 503 that doesn't. */
+export function sendError(
+  res: ServerResponse,
+  err: unknown,
+  req: IncomingMessage,
+  leaderHint: () => MemberRef | null,
+  closing: boolean,
+): void {
+  if (err instanceof HttpError) {
+    const headers = err.status === 503 ? { 'retry-after': '1', ...err.headers } : err.headers;
+    const body = { error: { code: err.code, message: err.message, ...err.extra } };
+    send(res, err.status, body, headers, closing);
+    return;
+  }
+  if (isPrevailError(err)) {
+    const status = httpStatusOf[err.code] ?? 500;
+    const error: Record<string, unknown> = { code: err.code, message: err.message };
+    if (status === 503) error.leader = err.leader ?? leaderHint();
+    else if (err.leader !== undefined) error.leader = err.leader;
+    if (err.mayHaveApplied !== undefined) error.mayHaveApplied = err.mayHaveApplied;
+    if (status === 500) console.error(`${req.method} ${req.url}:`, err);
+    send(res, status, { error }, status === 503 ? { 'retry-after': '1' } : {}, closing);
+    return;
+  }
+  // A command handler's own error (a bad argument that got past the checks above), or a bug.
+  console.error(`${req.method} ${req.url}:`, err);
+  const error = {
+    code: 'PREVAIL_INTERNAL',
+    message: 'the server failed on this request; the error is in its log',
+  };
+  send(res, 500, { error }, {}, closing);
+}
