@@ -1,4 +1,4 @@
-// The addon's only export surface (declared in lib/native.ts): the internal Engine class,
+// The addon's only export surface (declared in lib/engine/native.ts): the internal Engine class,
 // the error codes' hand-over, the framing constants, and version facts.
 #include <napi.h>
 #include <uv.h>
@@ -10,7 +10,7 @@
 
 namespace {
 
-// setErrorCodes(ErrorCodes): lib/native.ts hands over lib/errors.ts's table at load.
+// setErrorCodes(ErrorCodes): lib/engine/native.ts hands over lib/core/errors.ts's table at load.
 Napi::Value SetErrorCodes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() != 1 || !info[0].IsObject())

@@ -1,5 +1,5 @@
 // The JS-visible Engine: its constructor and JS methods, each checked against its
-// signature (lib/native.ts declares the same surface), then handed to the engine.
+// signature (lib/engine/native.ts declares the same surface), then handed to the engine.
 #include "engine.h"
 
 #include "framing.h"
@@ -23,7 +23,7 @@ constexpr Param kAddress{ArgType::kString, "a member address must be a string"};
 constexpr Param kRole{ArgType::kString, "a role must be a string"};
 constexpr Param kEntries{ArgType::kUint, "a snapshot threshold must be a non-negative integer"};
 
-// The signatures of the JS methods, as lib/native.ts declares them (NativeEngine).
+// The signatures of the JS methods, as lib/engine/native.ts declares them (NativeEngine).
 constexpr Signature kStart{"start", kAsync, 1, {kOptions}};
 constexpr Signature kApply{"apply", kAsync, 1, {kCommand}};
 constexpr Signature kBarrier{"barrier", kAsync, 0, {}};
@@ -63,7 +63,7 @@ Napi::Function Engine::Define(Napi::Env env) {
 Engine::Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info), env_(info.Env()) {
   Napi::Env env = info.Env();
   if (!HaveErrorCodes(env))
-    throw Napi::Error::New(env, "load the addon through lib/native.ts (setErrorCodes)");
+    throw Napi::Error::New(env, "load the addon through lib/engine/native.ts (setErrorCodes)");
   if (info.Length() != 1 || !info[0].IsObject()) {
     throw CodedError(env, Code::kInvalidArgument, "Engine needs an object of callbacks");
   }

@@ -1,6 +1,6 @@
 // The Raft engine on Node's own libuv loop, exposed to JS as the internal `Engine`
-// class (declared in lib/native.ts); lib/raft-node.ts wraps it in the public RaftNode.
-// Its parts: engine.cc (the JS methods), engine_start.cc (start), fsm.cc (the engine's
+// class (declared in lib/engine/native.ts); lib/engine/raft-node.ts wraps it in the public
+// RaftNode. Its parts: engine.cc (the JS methods), engine_start.cc (start), fsm.cc (the engine's
 // FSM callbacks), engine_loop.cc (the check phase and shutdown).
 #pragma once
 #include <napi.h>

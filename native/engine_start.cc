@@ -114,7 +114,7 @@ Napi::Error Engine::StartError(Napi::Env env, const StartFailure& failure) {
   if (io_ready_ && io_.errmsg[0] != '\0' && failure.detail.find(io_.errmsg) == std::string::npos)
     message += " (" + std::string(io_.errmsg) + ")";
   if (!last_fsm_error_.empty()) message += " (" + last_fsm_error_ + ")";
-  // A failed listen is a bare IOERR here; lib/raft-node.ts probes the address and names it.
+  // A failed listen is a bare IOERR here; lib/engine/raft-node.ts probes the address and names it.
   const Code code = last_fsm_error_.empty() ? Code::kEngine : Code::kSnapshotUnreadable;
   Napi::Error err = RaftError(env, code, failure.rv, message);
   if (!last_fsm_exception_.IsEmpty()) err.Set("cause", last_fsm_exception_.Get());

@@ -45,7 +45,8 @@ bool HaveErrorCodes(Napi::Env env) { return env.GetInstanceData<ErrorCodeTable>(
 Napi::Error CodedError(Napi::Env env, Code code, const std::string& message) {
   const ErrorCodeTable* table = env.GetInstanceData<ErrorCodeTable>();
   Napi::Error err = Napi::Error::New(env, message);
-  // Without a table (the addon loaded around lib/native.ts) the error still says what went wrong.
+  // Without a table (the addon loaded around lib/engine/native.ts) the error still says what went
+  // wrong.
   if (table != nullptr)
     err.Set("code", Napi::String::New(env, table->codes[static_cast<size_t>(code)]));
   return err;

@@ -1,5 +1,5 @@
-// Coded errors. Their identity belongs to JS: lib/native.ts hands the addon the ErrorCodes
-// table of lib/errors.ts at load (setErrorCodes), and C++ names a code only by its key.
+// Coded errors. Their identity belongs to JS: lib/engine/native.ts hands the addon the ErrorCodes
+// table of lib/core/errors.ts at load (setErrorCodes), and C++ names a code only by its key.
 #pragma once
 #include <napi.h>
 

@@ -1,4 +1,4 @@
-// The options of start(), read and checked once (lib/native.ts: NativeStartOptions).
+// The options of start(), read and checked once (lib/engine/native.ts: NativeStartOptions).
 #pragma once
 #include <napi.h>
 

@@ -1,4 +1,4 @@
-// status() of a running engine, as lib/native.ts's NativeStatus.
+// status() of a running engine, as lib/engine/native.ts's NativeStatus.
 #pragma once
 #include <napi.h>
 
