@@ -2,7 +2,7 @@
 // anomalies with their minimal failing sub-histories, and a latency-over-time plot (SVG) with
 // the fault windows shaded. No dependencies.
 import { escapeHtml } from '../core/html.js';
-import { describeOp, type FinalViolation, type HistoryResult } from './checker.js';
+import { describeOp, type FinalViolation, type HistoryResult, type KeyResult } from './checker.js';
 import { CAS_CONFLICT, type FaultWindow, type Op, type OpType, type Outcome } from './history.js';
 
 export type Verdict = 'PASS' | 'FAIL' | 'UNKNOWN';
@@ -28,14 +28,7 @@ export interface ReportJson {
     opsChecked: number;
     statesExplored: number;
     elapsedMs: number;
-    keys: {
-      key: string;
-      valid: true | false | 'unknown';
-      opsChecked: number;
-      statesExplored: number;
-      elapsedMs: number;
-      note?: string;
-    }[];
+    keys: Omit<KeyResult, 'anomaly'>[];
   };
   anomalies: { key: string; reason: string; minimalSubhistory: Op[] }[];
   final: FinalViolation[];
