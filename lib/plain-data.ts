@@ -113,50 +113,73 @@ function visit(
   if (value === null) return;
   const obj = value as object;
   const proto = Object.getPrototypeOf(obj);
-  if (proto === Object.prototype) {
-    enter(obj, path, seen, where);
-    for (const key in obj) {
-      if (key === '__proto__')
-        throw notPlain(
-          where,
-          path,
-          'has a key named "__proto__" (it can\'t be stored faithfully, and it is how prototype pollution starts)',
-        );
-      if (!(key as unknown as WellFormed).isWellFormed())
-        throw notPlain(
-          where,
-          path,
-          `has a key with a lone surrogate (${JSON.stringify(key)}): keys must be well-formed UTF-16`,
-        );
-      path.push(key);
-      visit((obj as Record<string, unknown>)[key], path, patches, seen, where);
-      path.pop();
-    }
-    if (Object.getOwnPropertySymbols(obj).length > 0)
-      throw notPlain(where, path, "has symbol keys, which can't be sent");
-    seen.delete(obj);
-  } else if (Array.isArray(obj)) {
+  if (proto === Object.prototype) visitRecord(obj, path, patches, seen, where);
+  else if (Array.isArray(obj)) {
     if (proto !== Array.prototype)
       throw notPlain(where, path, `is an instance of ${className(obj)}, not a plain array`);
-    enter(obj, path, seen, where);
-    const arr = obj as unknown[];
-    for (let i = 0; i < arr.length; i++) {
-      if (!(i in arr))
-        throw notPlain(
-          where,
-          path,
-          `has a hole at index ${i} (a sparse array comes back with undefined there)`,
-        );
-      path.push(i);
-      visit(arr[i], path, patches, seen, where);
-      path.pop();
-    }
-    if (Object.keys(arr).length !== arr.length)
-      throw notPlain(where, path, 'is an array with extra (non-index) properties');
-    seen.delete(obj);
+    visitArray(obj, path, patches, seen, where);
   } else if (proto === Uint8Array.prototype || proto === Buffer.prototype) {
     patches.push([path.slice(), proto === Buffer.prototype ? PatchKind.BUFFER : PatchKind.BYTES]);
-  } else if (proto === Date.prototype) {
+  } else checkOtherObject(obj, proto, path, where);
+}
+
+function visitRecord(
+  obj: object,
+  path: PathStep[],
+  patches: Patch[],
+  seen: Set<object>,
+  where: string,
+): void {
+  enter(obj, path, seen, where);
+  for (const key in obj) {
+    if (key === '__proto__')
+      throw notPlain(
+        where,
+        path,
+        'has a key named "__proto__" (it can\'t be stored faithfully, and it is how prototype pollution starts)',
+      );
+    if (!(key as unknown as WellFormed).isWellFormed())
+      throw notPlain(
+        where,
+        path,
+        `has a key with a lone surrogate (${JSON.stringify(key)}): keys must be well-formed UTF-16`,
+      );
+    path.push(key);
+    visit((obj as Record<string, unknown>)[key], path, patches, seen, where);
+    path.pop();
+  }
+  if (Object.getOwnPropertySymbols(obj).length > 0)
+    throw notPlain(where, path, "has symbol keys, which can't be sent");
+  seen.delete(obj);
+}
+
+function visitArray(
+  arr: unknown[],
+  path: PathStep[],
+  patches: Patch[],
+  seen: Set<object>,
+  where: string,
+): void {
+  enter(arr, path, seen, where);
+  for (let i = 0; i < arr.length; i++) {
+    if (!(i in arr))
+      throw notPlain(
+        where,
+        path,
+        `has a hole at index ${i} (a sparse array comes back with undefined there)`,
+      );
+    path.push(i);
+    visit(arr[i], path, patches, seen, where);
+    path.pop();
+  }
+  if (Object.keys(arr).length !== arr.length)
+    throw notPlain(where, path, 'is an array with extra (non-index) properties');
+  seen.delete(arr);
+}
+
+/** Any object but a plain object, a plain array or bytes: a Date without own properties passes. */
+function checkOtherObject(obj: object, proto: unknown, path: PathStep[], where: string): void {
+  if (proto === Date.prototype) {
     if (Object.keys(obj).length > 0)
       throw notPlain(where, path, 'is a Date with properties of its own');
   } else if (proto === null) {

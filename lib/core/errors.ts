@@ -91,15 +91,14 @@ export interface PrevailErrorFields {
   cause?: unknown;
 }
 
-export class PrevailError extends Error implements PrevailErrorFields {
+// The fields are declared once, in PrevailErrorFields, and merged into the class: they are all
+// optional, and the constructor sets only those given (never an own `undefined`).
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging, @typescript-eslint/no-empty-object-type
+export interface PrevailError extends PrevailErrorFields {}
+
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
+export class PrevailError extends Error {
   readonly code: ErrorCode;
-  leader?: MemberRef | null;
-  mayHaveApplied?: boolean;
-  raftName?: string;
-  index?: number;
-  file?: string;
-  path?: string;
-  syscall?: string;
   /**
    * True when the error stops this replica (an entry in the log it can't apply): thrown from
    * apply, it is not a command's failure but the end of the node (see `RaftNode.failure`).

@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 
 import { ErrorCodes, PrevailError, isPrevailError, type ErrorCode } from '../core/errors.js';
 import { pidAlive } from '../core/processes.js';
+import type { Schema } from '../store/schema.js';
 import { StateMachine } from '../store/state-machine.js';
 
 import {
@@ -48,6 +49,29 @@ export async function inspectDataDir(
   options: InspectOptions = {},
 ): Promise<InspectResult> {
   const { at, from, to, schema } = options;
+  checkOptions(options);
+  const root = resolve(dir);
+  const names = await listDataDir(root);
+  const result = emptyResult(root);
+  const warnings = result.warnings;
+  result.node = await readIdentity(root, warnings);
+  result.lock = await readLock(root, warnings);
+  const live = result.lock?.live ?? false;
+  result.metadata = await readMetadata(root, warnings);
+  const files = classifyFiles(names, result.otherFiles);
+  const payloads = await readSnapshots(root, files, live, result);
+  const raw = await readSegments(root, files, live, result);
+  checkLogBounds(raw, result);
+  const lastKnown = Math.max(result.lastIndex, result.snapshots.at(-1)?.index ?? 0);
+  const listed = listEntries(root, raw, from ?? 0, to ?? Number.MAX_SAFE_INTEGER, result.entries);
+  result.configuration = configurationAt(root, raw, result.snapshots, at ?? lastKnown);
+  if (at !== undefined && schema) {
+    result.state = rebuildState({ root, at, schema, raw, lastKnown, payloads, listed, result });
+  }
+  return result;
+}
+
+function checkOptions({ at, from, to, schema }: InspectOptions): void {
   for (const [name, v] of Object.entries({ at, from, to })) {
     if (v !== undefined && (!Number.isSafeInteger(v) || v < 0)) {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `${name} must be a non-negative integer`);
@@ -61,10 +85,11 @@ export async function inspectDataDir(
       'schema must come from defineSchema({ collections, commands })',
     );
   }
-  const root = resolve(dir);
-  let names: string[];
+}
+
+async function listDataDir(root: string): Promise<string[]> {
   try {
-    names = (await readdir(root)).sort();
+    return (await readdir(root)).sort();
   } catch (err) {
     throw new PrevailError(
       ErrorCodes.IO,
@@ -72,7 +97,10 @@ export async function inspectDataDir(
       { cause: err },
     );
   }
-  const result: InspectResult = {
+}
+
+function emptyResult(root: string): InspectResult {
+  return {
     dir: root,
     node: null,
     lock: null,
@@ -87,49 +115,46 @@ export async function inspectDataDir(
     state: null,
     otherFiles: [],
   };
-  const warnings = result.warnings;
+}
 
-  // Our own files: the identity and the lock.
+/** Our own identity file, prevail-node.json. */
+async function readIdentity(root: string, warnings: string[]): Promise<InspectResult['node']> {
   const identity = await readOrNull(join(root, 'prevail-node.json'));
-  if (identity) {
-    try {
-      result.node = JSON.parse(identity.toString('utf8')) as InspectResult['node'];
-    } catch (err) {
-      warnings.push(`prevail-node.json is unreadable: ${(err as Error).message}`);
-    }
-  } else {
+  if (!identity) {
     warnings.push('no prevail-node.json: not a prevail data dir, or never started');
+    return null;
   }
-  const lock = await readOrNull(join(root, 'prevail.lock'));
-  if (lock) {
-    const pid = Number(lock.toString('utf8').trim());
-    const live = Number.isInteger(pid) && pid > 0 && pidAlive(pid);
-    result.lock = { pid, live };
-    if (live)
-      warnings.push(
-        `prevail.lock: process ${pid} holds this data dir and is alive; the log's tail may be in flux`,
-      );
+  try {
+    return JSON.parse(identity.toString('utf8')) as InspectResult['node'];
+  } catch (err) {
+    warnings.push(`prevail-node.json is unreadable: ${(err as Error).message}`);
+    return null;
   }
-  const live = result.lock?.live ?? false;
+}
 
-  // metadata1/metadata2: u64 format, version, term, voted_for; the higher version wins.
-  const metas: NonNullable<InspectResult['metadata']>[] = [];
+/** Our lock file: a live holder means the log's tail may change under us. */
+async function readLock(root: string, warnings: string[]): Promise<InspectResult['lock']> {
+  const lock = await readOrNull(join(root, 'prevail.lock'));
+  if (!lock) return null;
+  const pid = Number(lock.toString('utf8').trim());
+  const live = Number.isInteger(pid) && pid > 0 && pidAlive(pid);
+  if (live)
+    warnings.push(
+      `prevail.lock: process ${pid} holds this data dir and is alive; the log's tail may be in flux`,
+    );
+  return { pid, live };
+}
+
+type Metadata = NonNullable<InspectResult['metadata']>;
+
+/** metadata1/metadata2: u64 format, version, term, voted_for; the higher version wins. */
+async function readMetadata(root: string, warnings: string[]): Promise<Metadata | null> {
+  const metas: Metadata[] = [];
   for (const file of ['metadata1', 'metadata2']) {
-    const path = join(root, file);
-    const buf = await readOrNull(path);
+    const buf = await readOrNull(join(root, file));
     if (!buf) continue;
-    if (buf.length < 32) {
-      warnings.push(`${file}: ${buf.length} bytes, an interrupted write (the engine ignores it)`);
-      continue;
-    }
-    if (buf.length > 32)
-      throw corrupt(path, 32, `metadata file has ${buf.length} bytes instead of 32`);
-    const format = u64(buf, 0);
-    if (format !== DISK_FORMAT)
-      throw corrupt(path, 0, `metadata format ${format} is not ${DISK_FORMAT}`);
-    const version = u64(buf, 8);
-    if (version === 0) throw corrupt(path, 8, 'metadata version is zero');
-    metas.push({ file, version, term: u64(buf, 16), votedFor: u64(buf, 24) });
+    const meta = parseMetadata(join(root, file), file, buf, warnings);
+    if (meta) metas.push(meta);
   }
   if (metas.length === 2 && metas[0]!.version === metas[1]!.version) {
     throw corrupt(
@@ -138,37 +163,68 @@ export async function inspectDataDir(
       `metadata1 and metadata2 are both at version ${metas[0]!.version}`,
     );
   }
-  result.metadata = metas.sort((a, b) => b.version - a.version)[0] ?? null;
+  return metas.sort((a, b) => b.version - a.version)[0] ?? null;
+}
 
-  // Classify the files.
-  const closed: { file: string; first: number; last: number }[] = [];
-  const openSegs: { file: string; counter: number }[] = [];
-  const snapshotFiles = new Set<string>();
-  const snapMetas: { file: string; term: number; index: number; timestamp: number }[] = [];
+function parseMetadata(
+  path: string,
+  file: string,
+  buf: Buffer,
+  warnings: string[],
+): Metadata | null {
+  if (buf.length < 32) {
+    warnings.push(`${file}: ${buf.length} bytes, an interrupted write (the engine ignores it)`);
+    return null;
+  }
+  if (buf.length > 32)
+    throw corrupt(path, 32, `metadata file has ${buf.length} bytes instead of 32`);
+  const format = u64(buf, 0);
+  if (format !== DISK_FORMAT)
+    throw corrupt(path, 0, `metadata format ${format} is not ${DISK_FORMAT}`);
+  const version = u64(buf, 8);
+  if (version === 0) throw corrupt(path, 8, 'metadata version is zero');
+  return { file, version, term: u64(buf, 16), votedFor: u64(buf, 24) };
+}
+
+interface DataFiles {
+  closed: { file: string; first: number; last: number }[];
+  openSegs: { file: string; counter: number }[];
+  snapshotFiles: Set<string>;
+  snapMetas: { file: string; term: number; index: number; timestamp: number }[];
+}
+
+const OWN_FILES = new Set(['metadata1', 'metadata2', 'prevail-node.json', 'prevail.lock']);
+
+/** Sorts the dir's names into segments and snapshots; the rest goes to `other`. */
+function classifyFiles(names: string[], other: string[]): DataFiles {
+  const files: DataFiles = { closed: [], openSegs: [], snapshotFiles: new Set(), snapMetas: [] };
   for (const name of names) {
     let m: RegExpExecArray | null;
-    if (
-      name === 'metadata1' ||
-      name === 'metadata2' ||
-      name === 'prevail-node.json' ||
-      name === 'prevail.lock'
-    )
-      continue;
+    if (OWN_FILES.has(name)) continue;
     if ((m = CLOSED_RE.exec(name)))
-      closed.push({ file: name, first: Number(m[1]), last: Number(m[2]) });
-    else if ((m = OPEN_RE.exec(name))) openSegs.push({ file: name, counter: Number(m[1]) });
+      files.closed.push({ file: name, first: Number(m[1]), last: Number(m[2]) });
+    else if ((m = OPEN_RE.exec(name))) files.openSegs.push({ file: name, counter: Number(m[1]) });
     else if ((m = SNAPSHOT_META_RE.exec(name)))
-      snapMetas.push({
+      files.snapMetas.push({
         file: name,
         term: Number(m[1]),
         index: Number(m[2]),
         timestamp: Number(m[3]),
       });
-    else if (SNAPSHOT_RE.test(name)) snapshotFiles.add(name);
-    else result.otherFiles.push(name);
+    else if (SNAPSHOT_RE.test(name)) files.snapshotFiles.add(name);
+    else other.push(name);
   }
+  return files;
+}
 
-  // Snapshots: a .meta with a non-empty data file next to it (uv_snapshot.c).
+/** Snapshots: a .meta with a non-empty data file next to it (uv_snapshot.c). */
+async function readSnapshots(
+  root: string,
+  { snapMetas, snapshotFiles }: DataFiles,
+  live: boolean,
+  result: InspectResult,
+): Promise<Map<InspectedSnapshot, Buffer>> {
+  const warnings = result.warnings;
   snapMetas.sort((a, b) => a.term - b.term || a.index - b.index || a.timestamp - b.timestamp);
   const payloads = new Map<InspectedSnapshot, Buffer>();
   for (const s of snapMetas) {
@@ -178,43 +234,65 @@ export async function inspectDataDir(
       continue;
     }
     snapshotFiles.delete(dataFile);
-    const dataPath = join(root, dataFile);
-    const metaBuf = await readOrNull(join(root, s.file));
-    const dataBuf = await readOrNull(dataPath);
-    if (!metaBuf || !dataBuf) {
-      if (live) {
-        warnings.push(`${s.file} went away while being read`);
-        continue;
-      }
-      throw unreadableSnapshot(dataBuf ? join(root, s.file) : dataPath, 0, 'file disappeared');
-    }
-    if (dataBuf.length === 0) {
-      warnings.push(`${dataFile} is empty: an unfinished snapshot (the engine ignores it)`);
-      continue;
-    }
-    const meta = parseSnapshotMeta(join(root, s.file), metaBuf);
-    const { format, payload } = parseSnapshotData(dataPath, dataBuf);
-    const snap: InspectedSnapshot = {
-      file: dataFile,
-      metaFile: s.file,
-      term: s.term,
-      index: s.index,
-      timestamp: s.timestamp,
-      size: dataBuf.length,
-      configurationIndex: meta.configurationIndex,
-      configuration: meta.configuration,
-      format,
-      payloadLength: payload.length,
-      store: summariseStorePayload(payload),
-    };
-    payloads.set(snap, payload);
-    result.snapshots.push(snap);
+    const read = await readSnapshot(root, s, dataFile, live, warnings);
+    if (!read) continue;
+    payloads.set(read.snap, read.payload);
+    result.snapshots.push(read.snap);
   }
   for (const orphan of snapshotFiles)
     warnings.push(`${orphan} has no .meta: not a complete snapshot (the engine ignores it)`);
-  const newestSnapshot = result.snapshots.at(-1);
+  return payloads;
+}
 
-  // Segments: closed ones in index order, then open ones by counter (uv_segment.c).
+/** One snapshot's .meta and data file; null when it is to be skipped (with a warning). */
+async function readSnapshot(
+  root: string,
+  s: DataFiles['snapMetas'][number],
+  dataFile: string,
+  live: boolean,
+  warnings: string[],
+): Promise<{ snap: InspectedSnapshot; payload: Buffer } | null> {
+  const dataPath = join(root, dataFile);
+  const metaBuf = await readOrNull(join(root, s.file));
+  const dataBuf = await readOrNull(dataPath);
+  if (!metaBuf || !dataBuf) {
+    if (live) {
+      warnings.push(`${s.file} went away while being read`);
+      return null;
+    }
+    throw unreadableSnapshot(dataBuf ? join(root, s.file) : dataPath, 0, 'file disappeared');
+  }
+  if (dataBuf.length === 0) {
+    warnings.push(`${dataFile} is empty: an unfinished snapshot (the engine ignores it)`);
+    return null;
+  }
+  const meta = parseSnapshotMeta(join(root, s.file), metaBuf);
+  const { format, payload } = parseSnapshotData(dataPath, dataBuf);
+  const snap: InspectedSnapshot = {
+    file: dataFile,
+    metaFile: s.file,
+    term: s.term,
+    index: s.index,
+    timestamp: s.timestamp,
+    size: dataBuf.length,
+    configurationIndex: meta.configurationIndex,
+    configuration: meta.configuration,
+    format,
+    payloadLength: payload.length,
+    store: summariseStorePayload(payload),
+  };
+  return { snap, payload };
+}
+
+/** Segments: closed ones in index order, then open ones by counter (uv_segment.c). */
+async function readSegments(
+  root: string,
+  { closed, openSegs }: DataFiles,
+  live: boolean,
+  result: InspectResult,
+): Promise<RawEntry[]> {
+  const warnings = result.warnings;
+  const newestSnapshot = result.snapshots.at(-1);
   closed.sort((a, b) => a.first - b.first);
   openSegs.sort((a, b) => a.counter - b.counter);
   const raw: RawEntry[] = [];
@@ -252,55 +330,78 @@ export async function inspectDataDir(
     for (const e of parsed.entries) raw.push(e);
     next = parsed.info.lastIndex + 1;
   }
+  return raw;
+}
+
+/** Sets the log's first and last index and warns when it doesn't meet the newest snapshot. */
+function checkLogBounds(raw: RawEntry[], result: InspectResult): void {
+  const newestSnapshot = result.snapshots.at(-1);
   result.firstIndex = raw.length > 0 ? raw[0]!.index : 0;
   result.lastIndex = raw.length > 0 ? raw.at(-1)!.index : 0;
   if (newestSnapshot && raw.length > 0 && result.lastIndex < newestSnapshot.index) {
-    warnings.push(
+    result.warnings.push(
       `the last entry on disk (${result.lastIndex}) is behind the newest snapshot (${newestSnapshot.index})`,
     );
   }
   if (newestSnapshot && raw.length > 0 && result.firstIndex > newestSnapshot.index + 1) {
-    warnings.push(
+    result.warnings.push(
       `the log starts at ${result.firstIndex}, after the newest snapshot (${newestSnapshot.index}) + 1: entries are missing`,
     );
   }
-  const lastKnown = Math.max(result.lastIndex, newestSnapshot?.index ?? 0);
+}
 
-  // The listed entries.
-  const lo = from ?? 0;
-  const hi = to ?? Number.MAX_SAFE_INTEGER;
-  const describe = (e: RawEntry): InspectedEntry => {
-    const entry: InspectedEntry = {
-      index: e.index,
-      term: e.term,
-      type: ENTRY_TYPES[e.type],
-      length: e.data.length,
-      file: e.file,
-      offset: e.offset,
-    };
-    if (e.type === 1) decodeCommand(entry, e.data);
-    else if (e.type === 3) {
-      try {
-        entry.configuration = decodeConfiguration(e.data, (o, w) =>
-          corrupt(join(root, e.file), e.offset + o, `entry ${e.index}: ${w}`),
-        );
-      } catch (err) {
-        entry.problem = (err as Error).message;
-        entry.payload = { length: e.data.length, ...hex(e.data) };
-      }
-    }
-    return entry;
-  };
+/** The entries in lo..hi, described into `entries`; returns them by index. */
+function listEntries(
+  root: string,
+  raw: RawEntry[],
+  lo: number,
+  hi: number,
+  entries: InspectedEntry[],
+): Map<number, InspectedEntry> {
   const listed = new Map<number, InspectedEntry>();
   for (const e of raw) {
     if (e.index < lo || e.index > hi) continue;
-    const entry = describe(e);
+    const entry = describeEntry(root, e);
     listed.set(e.index, entry);
-    result.entries.push(entry);
+    entries.push(entry);
   }
+  return listed;
+}
 
-  // The configuration as of `at` (or the end): the last change entry, else a snapshot's.
-  const upTo = at ?? lastKnown;
+function entryHeader(e: RawEntry): InspectedEntry {
+  return {
+    index: e.index,
+    term: e.term,
+    type: ENTRY_TYPES[e.type],
+    length: e.data.length,
+    file: e.file,
+    offset: e.offset,
+  };
+}
+
+function describeEntry(root: string, e: RawEntry): InspectedEntry {
+  const entry = entryHeader(e);
+  if (e.type === 1) decodeCommand(entry, e.data);
+  else if (e.type === 3) {
+    try {
+      entry.configuration = decodeConfiguration(e.data, (o, w) =>
+        corrupt(join(root, e.file), e.offset + o, `entry ${e.index}: ${w}`),
+      );
+    } catch (err) {
+      entry.problem = (err as Error).message;
+      entry.payload = { length: e.data.length, ...hex(e.data) };
+    }
+  }
+  return entry;
+}
+
+/** The configuration as of `upTo`: the last change entry, else a snapshot's. */
+function configurationAt(
+  root: string,
+  raw: RawEntry[],
+  snapshots: InspectedSnapshot[],
+  upTo: number,
+): InspectResult['configuration'] {
   for (let i = raw.length - 1; i >= 0; i--) {
     const e = raw[i]!;
     if (e.index > upTo || e.type !== 3) continue;
@@ -308,119 +409,136 @@ export async function inspectDataDir(
       const members = decodeConfiguration(e.data, (o, w) =>
         corrupt(join(root, e.file), e.offset + o, w),
       );
-      result.configuration = { index: e.index, source: `entry ${e.index} (${e.file})`, members };
-      break;
+      return { index: e.index, source: `entry ${e.index} (${e.file})`, members };
     } catch {
       // reported on the entry when listed
     }
   }
-  if (!result.configuration) {
-    const snap = [...result.snapshots].reverse().find((s) => s.configurationIndex <= upTo);
-    if (snap)
-      result.configuration = {
-        index: snap.configurationIndex,
-        source: snap.metaFile,
-        members: snap.configuration,
-      };
-  }
+  const snap = [...snapshots].reverse().find((s) => s.configurationIndex <= upTo);
+  if (!snap) return null;
+  return { index: snap.configurationIndex, source: snap.metaFile, members: snap.configuration };
+}
 
-  // The state at `at`: the newest snapshot at or below it, then the log up to it.
-  if (at !== undefined && schema) {
-    if (at > lastKnown) {
-      throw new PrevailError(
-        ErrorCodes.INVALID_ARGUMENT,
-        `index ${at} is past the end of the log (${lastKnown})`,
-        { index: at },
-      );
-    }
-    const base = [...result.snapshots]
-      .filter((s) => s.index <= at)
-      .sort((a, b) => a.index - b.index || a.term - b.term || a.timestamp - b.timestamp)
-      .at(-1);
-    const start = base ? base.index + 1 : 1;
-    // Entry 1 is always the bootstrap configuration (raft_bootstrap writes it; a joining
-    // node receives the leader's), never a command: a log compacted down to 2 still
-    // rebuilds from the empty state.
-    const firstNeeded = start === 1 ? 2 : start;
-    if (
-      start <= at &&
-      (raw.length === 0 || result.firstIndex > firstNeeded || result.lastIndex < at)
-    ) {
-      const kept = result.snapshots.map((s) => s.index).join(', ') || 'none';
-      throw new PrevailError(
-        ErrorCodes.SNAPSHOT_UNREADABLE,
-        `the state at ${at} can't be rebuilt: ${base ? `the newest snapshot at or below it is at ${base.index}` : 'no snapshot at or below it is kept'} ` +
-          `(snapshots: ${kept}) and the log on disk holds ${raw.length ? `${result.firstIndex}..${result.lastIndex}` : 'no entries'}` +
-          (base ? '' : ': the entries before it were compacted away'),
-        { index: at },
-      );
-    }
-    const machine = new StateMachine(schema); // no captures: nothing is written
-    if (base) {
-      try {
-        machine.restore(payloads.get(base)!);
-      } catch (err) {
-        if (isPrevailError(err))
-          throw new PrevailError(err.code, `${join(root, base.file)}: ${err.message}`, {
-            cause: err,
-          });
-        throw unreadableSnapshot(
-          join(root, base.file),
-          HEADER_SIZE,
-          `the store can't restore it: ${(err as Error).message}`,
-        );
-      }
-    }
-    const handlerErrors: InspectedState['handlerErrors'] = [];
-    let applied = 0;
-    for (const e of raw) {
-      if (e.index < start || e.index > at || e.type !== 1) continue;
-      const probe: InspectedEntry = {
-        index: e.index,
-        term: e.term,
-        type: 'command',
-        length: e.data.length,
-        file: e.file,
-        offset: e.offset,
-      };
-      const payload = decodeCommand(probe, e.data);
-      if (!payload)
-        throw corrupt(
-          join(root, e.file),
-          e.offset,
-          `entry ${e.index} is not a prevail entry (no PVE1 framing)`,
-        );
-      let outcome: { error?: unknown };
-      try {
-        outcome = machine.applyOutcome(payload, e.index, probe.framing!.term);
-      } catch (err) {
-        const code: ErrorCode = isPrevailError(err) ? err.code : ErrorCodes.CORRUPT_ENTRY;
-        throw new PrevailError(
-          code,
-          `${join(root, e.file)}: at byte ${e.offset}: ${(err as Error).message}`,
-          { index: e.index, cause: err },
-        );
-      }
-      applied++;
-      if ('error' in outcome) {
-        const message = (outcome.error as Error)?.message ?? String(outcome.error);
-        handlerErrors.push({ index: e.index, message });
-        const shown = listed.get(e.index);
-        if (shown) shown.handlerError = message;
-      }
-    }
-    const collections: Record<string, unknown[]> = {};
-    const view = machine.view as Record<string, { values(): IterableIterator<unknown> }>;
-    for (const name of Object.keys(schema.collections))
-      collections[name] = [...view[name]!.values()];
-    result.state = {
-      index: at,
-      snapshot: base ? base.file : null,
-      appliedEntries: applied,
-      collections,
-      stateHash: machine.stateHash(),
-      handlerErrors,
-    };
+type Machine = StateMachine<any, any>;
+
+interface Rebuild {
+  root: string;
+  at: number;
+  schema: Schema<any, any>;
+  raw: RawEntry[];
+  lastKnown: number;
+  payloads: Map<InspectedSnapshot, Buffer>;
+  listed: Map<number, InspectedEntry>;
+  result: InspectResult;
+}
+
+/** The state at `at`: the newest snapshot at or below it, then the log up to it. */
+function rebuildState(r: Rebuild): InspectedState {
+  const { root, at, schema, result } = r;
+  if (at > r.lastKnown) {
+    throw new PrevailError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `index ${at} is past the end of the log (${r.lastKnown})`,
+      { index: at },
+    );
   }
-  return result;
+  const base = [...result.snapshots]
+    .filter((s) => s.index <= at)
+    .sort((a, b) => a.index - b.index || a.term - b.term || a.timestamp - b.timestamp)
+    .at(-1);
+  const start = base ? base.index + 1 : 1;
+  checkRebuildable(r, base, start);
+  const machine = new StateMachine(schema); // no captures: nothing is written
+  if (base) restoreBase(machine, join(root, base.file), r.payloads.get(base)!);
+  const { applied, handlerErrors } = applyLog(machine, r, start);
+  const collections: Record<string, unknown[]> = {};
+  const view = machine.view as Record<string, { values(): IterableIterator<unknown> }>;
+  for (const name of Object.keys(schema.collections)) collections[name] = [...view[name]!.values()];
+  return {
+    index: at,
+    snapshot: base ? base.file : null,
+    appliedEntries: applied,
+    collections,
+    stateHash: machine.stateHash(),
+    handlerErrors,
+  };
+}
+
+/** Throws unless the log on disk holds every entry from `start` to `at`. */
+function checkRebuildable(
+  { at, raw, result }: Rebuild,
+  base: InspectedSnapshot | undefined,
+  start: number,
+): void {
+  // Entry 1 is always the bootstrap configuration (raft_bootstrap writes it; a joining
+  // node receives the leader's), never a command: a log compacted down to 2 still
+  // rebuilds from the empty state.
+  const firstNeeded = start === 1 ? 2 : start;
+  if (start > at || (raw.length > 0 && result.firstIndex <= firstNeeded && result.lastIndex >= at))
+    return;
+  const kept = result.snapshots.map((s) => s.index).join(', ') || 'none';
+  throw new PrevailError(
+    ErrorCodes.SNAPSHOT_UNREADABLE,
+    `the state at ${at} can't be rebuilt: ${base ? `the newest snapshot at or below it is at ${base.index}` : 'no snapshot at or below it is kept'} ` +
+      `(snapshots: ${kept}) and the log on disk holds ${raw.length ? `${result.firstIndex}..${result.lastIndex}` : 'no entries'}` +
+      (base ? '' : ': the entries before it were compacted away'),
+    { index: at },
+  );
+}
+
+function restoreBase(machine: Machine, path: string, payload: Buffer): void {
+  try {
+    machine.restore(payload);
+  } catch (err) {
+    if (isPrevailError(err))
+      throw new PrevailError(err.code, `${path}: ${err.message}`, { cause: err });
+    throw unreadableSnapshot(
+      path,
+      HEADER_SIZE,
+      `the store can't restore it: ${(err as Error).message}`,
+    );
+  }
+}
+
+/** Applies the command entries in start..at; a handler's error is noted on its listed entry. */
+function applyLog(
+  machine: Machine,
+  { root, at, raw, listed }: Rebuild,
+  start: number,
+): { applied: number; handlerErrors: InspectedState['handlerErrors'] } {
+  const handlerErrors: InspectedState['handlerErrors'] = [];
+  let applied = 0;
+  for (const e of raw) {
+    if (e.index < start || e.index > at || e.type !== 1) continue;
+    const outcome = applyEntry(machine, root, e);
+    applied++;
+    if ('error' in outcome) {
+      const message = (outcome.error as Error)?.message ?? String(outcome.error);
+      handlerErrors.push({ index: e.index, message });
+      const shown = listed.get(e.index);
+      if (shown) shown.handlerError = message;
+    }
+  }
+  return { applied, handlerErrors };
+}
+
+function applyEntry(machine: Machine, root: string, e: RawEntry): { error?: unknown } {
+  const probe = entryHeader(e);
+  const payload = decodeCommand(probe, e.data);
+  if (!payload)
+    throw corrupt(
+      join(root, e.file),
+      e.offset,
+      `entry ${e.index} is not a prevail entry (no PVE1 framing)`,
+    );
+  try {
+    return machine.applyOutcome(payload, e.index, probe.framing!.term);
+  } catch (err) {
+    const code: ErrorCode = isPrevailError(err) ? err.code : ErrorCodes.CORRUPT_ENTRY;
+    throw new PrevailError(
+      code,
+      `${join(root, e.file)}: at byte ${e.offset}: ${(err as Error).message}`,
+      { index: e.index, cause: err },
+    );
+  }
 }

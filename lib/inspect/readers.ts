@@ -152,116 +152,17 @@ export function parseSegment(
     usedBytes: 0,
   };
   const entries: RawEntry[] = [];
-  if (buf.length === 0) {
-    if (open) return { info, entries }; // the engine removes it
-    throw corrupt(path, 0, 'closed segment is empty');
-  }
-  if (buf.length < 8) throw corrupt(path, 0, `segment has only ${buf.length} bytes`);
-  const format = u64(buf, 0);
-  if (format !== DISK_FORMAT) {
-    if (open && format === 0 && allZero(buf, 8)) return { info, entries }; // allocated, never written
-    throw corrupt(path, 0, `segment format ${format} is not ${DISK_FORMAT}`);
-  }
+  if (!hasBatches(path, buf, open)) return { info, entries };
   let at = 8;
   let index = firstIndex;
-  // In an open segment a damaged batch ends the log: the engine truncates there on start.
-  // If nothing that checks out as a batch follows, it is the last write, left unfinished
-  // by a crash (normal; reported as a warning). A valid batch after it means damage in
-  // the middle of the log: reported as corruption (unless a live node may be writing).
-  const damagedOpen = (batchAt: number, what: string): boolean => {
-    if (!open) throw corrupt(path, batchAt, what);
-    if (allZero(buf, batchAt)) return true; // the zero-filled rest of a preallocated segment
-    const after = nextValidBatch(buf, batchAt + 8);
-    if (live || after < 0) {
-      warnings.push(
-        `${path}: at byte ${batchAt}: ${what}; an unfinished last write — the engine drops it on start`,
-      );
-      return true;
-    }
-    throw corrupt(
-      path,
-      batchAt,
-      `${what} (a valid batch follows at byte ${after}: not an unfinished write)`,
-    );
-  };
   while (at < buf.length) {
-    const batchAt = at;
-    if (at + 16 > buf.length) {
-      if (
-        damagedOpen(batchAt, `truncated batch preamble (${buf.length - at} bytes left, 16 needed)`)
-      )
-        break;
+    const batch = readBatch(buf, at);
+    if (typeof batch === 'string') {
+      damagedBatch(path, buf, at, batch, open, live, warnings);
+      break;
     }
-    const headerCrc = buf.readUInt32LE(at);
-    const dataCrc = buf.readUInt32LE(at + 4);
-    const n = u64(buf, at + 8);
-    if (n === 0) {
-      if (damagedOpen(batchAt, 'batch with zero entries')) break;
-    }
-    if (n > MAX_BATCH_ENTRIES) {
-      if (damagedOpen(batchAt, `batch claims ${n} entries`)) break;
-    }
-    const headerLen = 8 + 16 * n;
-    const headerEnd = at + 8 + headerLen;
-    if (headerEnd > buf.length) {
-      if (
-        damagedOpen(
-          batchAt,
-          `truncated batch header: ${headerLen} bytes needed, ${buf.length - at - 8} left`,
-        )
-      )
-        break;
-    }
-    const header = buf.subarray(at + 8, headerEnd);
-    const headerActual = crc32(header);
-    if (headerActual !== headerCrc) {
-      if (
-        damagedOpen(
-          batchAt,
-          `batch header checksum mismatch (stored ${headerCrc.toString(16)}, computed ${headerActual.toString(16)})`,
-        )
-      )
-        break;
-    }
-    const heads: { term: number; type: number; len: number }[] = [];
-    let dataLen = 0;
-    let badType = -1;
-    for (let i = 0; i < n; i++) {
-      const h = at + 16 + 16 * i;
-      const term = u64(buf, h);
-      const type = buf[h + 8]!;
-      const len = buf.readUInt32LE(h + 12);
-      if (type < 1 || type > 3) badType = type;
-      heads.push({ term, type, len });
-      dataLen += len;
-    }
-    if (badType >= 0) {
-      if (damagedOpen(batchAt, `entry type ${badType} is not command, barrier or configuration`))
-        break;
-    }
-    const dataEnd = headerEnd + dataLen;
-    if (dataEnd > buf.length) {
-      if (
-        damagedOpen(
-          batchAt,
-          `truncated batch data: ${dataLen} bytes needed, ${buf.length - headerEnd} left`,
-        )
-      )
-        break;
-    }
-    const data = buf.subarray(headerEnd, dataEnd);
-    const dataActual = crc32(data);
-    if (dataActual !== dataCrc) {
-      if (
-        damagedOpen(
-          batchAt,
-          `batch data checksum mismatch (stored ${dataCrc.toString(16)}, computed ${dataActual.toString(16)})`,
-        )
-      )
-        break;
-    }
-    let cursor = headerEnd;
-    for (const h of heads) {
+    let cursor = batch.headerEnd;
+    for (const h of batch.heads) {
       entries.push({
         index: index++,
         term: h.term,
@@ -273,23 +174,141 @@ export function parseSegment(
       cursor += h.len + ((8 - (h.len % 8)) % 8);
     }
     info.batches++;
-    at = dataEnd;
+    at = batch.dataEnd;
   }
   info.usedBytes = at;
   info.entries = entries.length;
   info.lastIndex = index - 1;
-  if (!open) {
-    const expected = info.lastIndex;
-    const named = Number(file.split('-')[1]);
-    if (expected !== named) {
-      throw corrupt(
-        path,
-        at,
-        `segment named for entries ${firstIndex}..${named} holds ${entries.length} (${firstIndex}..${expected})`,
-      );
-    }
-  }
+  if (!open) checkSegmentName(path, file, firstIndex, info.lastIndex, at);
   return { info, entries };
+}
+
+/** False for an open segment the engine never wrote (removed or allocated only); throws on a bad format. */
+function hasBatches(path: string, buf: Buffer, open: boolean): boolean {
+  if (buf.length === 0) {
+    if (open) return false; // the engine removes it
+    throw corrupt(path, 0, 'closed segment is empty');
+  }
+  if (buf.length < 8) throw corrupt(path, 0, `segment has only ${buf.length} bytes`);
+  const format = u64(buf, 0);
+  if (format !== DISK_FORMAT) {
+    if (open && format === 0 && allZero(buf, 8)) return false; // allocated, never written
+    throw corrupt(path, 0, `segment format ${format} is not ${DISK_FORMAT}`);
+  }
+  return true;
+}
+
+/** A closed segment's name says its last index: the entries in it must agree. */
+function checkSegmentName(
+  path: string,
+  file: string,
+  firstIndex: number,
+  lastIndex: number,
+  at: number,
+): void {
+  const named = Number(file.split('-')[1]);
+  if (lastIndex !== named) {
+    throw corrupt(
+      path,
+      at,
+      `segment named for entries ${firstIndex}..${named} holds ${lastIndex - firstIndex + 1} (${firstIndex}..${lastIndex})`,
+    );
+  }
+}
+
+/**
+ * A damaged batch at `batchAt`. In a closed segment it is corruption. In an open segment a
+ * damaged batch ends the log: the engine truncates there on start. If nothing that checks out
+ * as a batch follows, it is the last write, left unfinished by a crash (normal; reported as a
+ * warning). A valid batch after it means damage in the middle of the log: reported as
+ * corruption (unless a live node may be writing).
+ */
+function damagedBatch(
+  path: string,
+  buf: Buffer,
+  batchAt: number,
+  what: string,
+  open: boolean,
+  live: boolean,
+  warnings: string[],
+): void {
+  if (!open) throw corrupt(path, batchAt, what);
+  if (allZero(buf, batchAt)) return; // the zero-filled rest of a preallocated segment
+  const after = nextValidBatch(buf, batchAt + 8);
+  if (live || after < 0) {
+    warnings.push(
+      `${path}: at byte ${batchAt}: ${what}; an unfinished last write — the engine drops it on start`,
+    );
+    return;
+  }
+  throw corrupt(
+    path,
+    batchAt,
+    `${what} (a valid batch follows at byte ${after}: not an unfinished write)`,
+  );
+}
+
+interface EntryHead {
+  term: number;
+  type: number;
+  len: number;
+}
+
+interface Batch {
+  heads: EntryHead[];
+  headerEnd: number;
+  dataEnd: number;
+}
+
+/**
+ * The batch at `at`: [u32 header crc][u32 data crc][u64 n][n entry headers][data], or what is
+ * wrong with it.
+ */
+function readBatch(buf: Buffer, at: number): Batch | string {
+  if (at + 16 > buf.length)
+    return `truncated batch preamble (${buf.length - at} bytes left, 16 needed)`;
+  const headerCrc = buf.readUInt32LE(at);
+  const dataCrc = buf.readUInt32LE(at + 4);
+  const n = u64(buf, at + 8);
+  if (n === 0) return 'batch with zero entries';
+  if (n > MAX_BATCH_ENTRIES) return `batch claims ${n} entries`;
+  const headerLen = 8 + 16 * n;
+  const headerEnd = at + 8 + headerLen;
+  if (headerEnd > buf.length)
+    return `truncated batch header: ${headerLen} bytes needed, ${buf.length - at - 8} left`;
+  const headerActual = crc32(buf.subarray(at + 8, headerEnd));
+  if (headerActual !== headerCrc)
+    return `batch header checksum mismatch (stored ${headerCrc.toString(16)}, computed ${headerActual.toString(16)})`;
+  const { heads, dataLen, badType } = readEntryHeads(buf, at, n);
+  if (badType >= 0) return `entry type ${badType} is not command, barrier or configuration`;
+  const dataEnd = headerEnd + dataLen;
+  if (dataEnd > buf.length)
+    return `truncated batch data: ${dataLen} bytes needed, ${buf.length - headerEnd} left`;
+  const dataActual = crc32(buf.subarray(headerEnd, dataEnd));
+  if (dataActual !== dataCrc)
+    return `batch data checksum mismatch (stored ${dataCrc.toString(16)}, computed ${dataActual.toString(16)})`;
+  return { heads, headerEnd, dataEnd };
+}
+
+/** A batch's n entry headers (u64 term, u8 type, 3 unused, u32 length); the last bad type, or -1. */
+function readEntryHeads(
+  buf: Buffer,
+  at: number,
+  n: number,
+): { heads: EntryHead[]; dataLen: number; badType: number } {
+  const heads: EntryHead[] = [];
+  let dataLen = 0;
+  let badType = -1;
+  for (let i = 0; i < n; i++) {
+    const h = at + 16 + 16 * i;
+    const term = u64(buf, h);
+    const type = buf[h + 8]!;
+    const len = buf.readUInt32LE(h + 12);
+    if (type < 1 || type > 3) badType = type;
+    heads.push({ term, type, len });
+    dataLen += len;
+  }
+  return { heads, dataLen, badType };
 }
 
 /** A snapshot's .meta: u64 format, u64 crc (low 32 bits), u64 configuration index, u64 length, configuration. */

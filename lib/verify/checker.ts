@@ -426,22 +426,169 @@ function zobrist(n: number): Int32Array {
   return codes;
 }
 
-function search(entries: Entry[], deadline: number, maxStates: number): SearchOutcome {
-  const n = entries.length;
-  let remaining = 0;
-  for (const e of entries) if (e.required) remaining++;
-  if (remaining === 0) return { valid: true, states: 0 };
+/** The value after linearizing entry e when the register holds `value`, or -1 when it is not legal then. */
+function legalAfter(e: Entry, value: number): number {
+  switch (e.kind) {
+    case READ:
+      return value === e.value ? value : -1;
+    case WRITE:
+      return e.value;
+    case CAS:
+      return value === e.expect ? e.value : -1;
+    default: // CAS_FAILED
+      return value !== e.expect ? value : -1;
+  }
+}
 
-  // Events: 2i = call of entry i, 2i + 1 = its return. Sorted by time; at equal times calls
-  // come first, so ops that touch at a millisecond count as concurrent (never a false alarm
-  // from clock granularity).
+/** The hash contribution of class c having count k (0 for none, so that absent = zero). */
+function countCode(c: number, k: number): number {
+  return k === 0 ? 0 : Math.imul((c + 1) * 0x9e3779b1 + k, 0x85ebca6b) ^ (k * 0x27d4eb2f);
+}
+
+/**
+ * The search's position: the linearized ops on a stack, the events of the others in a linked
+ * list, the register's value, and the linearized set (bits, class counts and their hashes).
+ */
+class Frontier {
+  /** Events: 2i = call of entry i, 2i + 1 = its return; `head` starts the list. */
+  readonly head: number;
+  readonly next: Int32Array;
+  readonly prev: Int32Array;
+  readonly classes: number;
+  readonly cache: ConfigCache;
+  private readonly ownPos: Int32Array;
+  private readonly classCount: Int32Array;
+  private readonly active: number[] = []; // classes with a non-zero count, in the order they became so
+  private readonly bits: Uint32Array;
+  private readonly codes: Int32Array;
+  private hash = 0;
+  private countHash = 0;
+  private readonly stackEntry: Int32Array;
+  private readonly stackValue: Int32Array;
+  private readonly stackRecord: Int32Array;
+  private readonly forced: Uint8Array;
+  sp = 0;
+  value = 0;
+
+  constructor(
+    private readonly entries: Entry[],
+    public remaining: number,
+  ) {
+    const n = entries.length;
+    this.head = 2 * n;
+    this.next = new Int32Array(2 * n + 1);
+    this.prev = new Int32Array(2 * n + 1);
+    linkEvents(entries, this.head, this.next, this.prev);
+    // The linearized set: a bit per op tracked one by one (required ops, and optional ops without
+    // a class), and a count per class of optional ops. Linearized members of a class were all
+    // invoked before the current frontier (the frontier only moves forward), and the members not
+    // linearized that were are available from now on with the same effect: configurations with
+    // equal counts have the same futures, and fewer linearized leaves at least the same options.
+    this.ownPos = new Int32Array(n).fill(-1);
+    let classes = 0;
+    let positions = 0;
+    for (let i = 0; i < n; i++) {
+      const c = entries[i]!.cls;
+      if (c < 0) this.ownPos[i] = positions++;
+      else classes = Math.max(classes, c + 1);
+    }
+    this.classes = classes;
+    this.classCount = new Int32Array(classes);
+    const words = Math.max(1, Math.ceil(positions / 32));
+    this.bits = new Uint32Array(words);
+    this.codes = zobrist(Math.max(1, positions));
+    this.cache = new ConfigCache(words);
+    this.stackEntry = new Int32Array(n);
+    this.stackValue = new Int32Array(n);
+    this.stackRecord = new Int32Array(n);
+    this.forced = new Uint8Array(n);
+  }
+
+  /** Whether the op at the top of the stack was taken without branching. */
+  topForced(): boolean {
+    return this.forced[this.sp - 1] === 1;
+  }
+
+  /** Pushes entry i (legal, giving `after`) unless its configuration is pruned; false if so. */
+  push(i: number, after: number, isForced: boolean): boolean {
+    const e = this.entries[i]!;
+    this.mark(i, e.cls, true);
+    const record = this.cache.add(
+      this.bits,
+      after,
+      this.hash,
+      this.active,
+      this.classCount,
+      this.countHash,
+    );
+    if (record < 0) {
+      this.mark(i, e.cls, false);
+      return false;
+    }
+    const sp = this.sp;
+    this.stackEntry[sp] = i;
+    this.stackValue[sp] = this.value;
+    this.stackRecord[sp] = record;
+    this.forced[sp] = isForced ? 1 : 0;
+    this.sp++;
+    this.value = after;
+    this.lift(i);
+    if (e.required) this.remaining--;
+    return true;
+  }
+
+  /** Undoes the last push (its configuration is then fully explored); returns the entry. */
+  pop(): number {
+    const i = this.stackEntry[--this.sp]!;
+    this.cache.finish(this.stackRecord[this.sp]!);
+    this.value = this.stackValue[this.sp]!;
+    this.unlift(i);
+    this.mark(i, this.entries[i]!.cls, false);
+    if (this.entries[i]!.required) this.remaining++;
+    return i;
+  }
+
+  private mark(i: number, c: number, on: boolean): void {
+    if (c < 0) {
+      const pos = this.ownPos[i]!;
+      this.bits[pos >> 5]! ^= 1 << (pos & 31);
+      this.hash ^= this.codes[pos]!;
+      return;
+    }
+    const k = this.classCount[c]!;
+    const k2 = on ? k + 1 : k - 1;
+    this.countHash ^= countCode(c, k) ^ countCode(c, k2);
+    this.classCount[c] = k2;
+    if (on && k === 0) this.active.push(c);
+    if (!on && k2 === 0) this.active.pop(); // LIFO: the last class to become non-zero goes first
+  }
+
+  private lift(i: number): void {
+    const { next, prev } = this;
+    for (const ev of [2 * i, 2 * i + 1]) {
+      next[prev[ev]!] = next[ev]!;
+      if (next[ev] !== -1) prev[next[ev]!] = prev[ev]!;
+    }
+  }
+
+  private unlift(i: number): void {
+    const { next, prev } = this;
+    for (const ev of [2 * i + 1, 2 * i]) {
+      next[prev[ev]!] = ev;
+      if (next[ev] !== -1) prev[next[ev]!] = ev;
+    }
+  }
+}
+
+/**
+ * Links the events in time order from `head`. At equal times calls come first, so ops that
+ * touch at a millisecond count as concurrent (never a false alarm from clock granularity).
+ */
+function linkEvents(entries: Entry[], head: number, next: Int32Array, prev: Int32Array): void {
   const order: number[] = [];
-  for (let i = 0; i < n; i++) order.push(2 * i, 2 * i + 1);
+  for (let i = 0; i < entries.length; i++) order.push(2 * i, 2 * i + 1);
   const time = (ev: number) => ((ev & 1) === 0 ? entries[ev >> 1]!.call : entries[ev >> 1]!.ret);
   order.sort((a, b) => time(a) - time(b) || (a & 1) - (b & 1) || a - b);
-  const head = 2 * n;
-  const next = new Int32Array(2 * n + 1);
-  const prev = new Int32Array(2 * n + 1);
   let last = head;
   for (const ev of order) {
     next[last] = ev;
@@ -449,119 +596,55 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
     last = ev;
   }
   next[last] = -1;
+}
 
-  const lift = (i: number) => {
-    for (const ev of [2 * i, 2 * i + 1]) {
-      next[prev[ev]!] = next[ev]!;
-      if (next[ev] !== -1) prev[next[ev]!] = prev[ev]!;
-    }
-  };
-  const unlift = (i: number) => {
-    for (const ev of [2 * i + 1, 2 * i]) {
-      next[prev[ev]!] = ev;
-      if (next[ev] !== -1) prev[next[ev]!] = ev;
-    }
-  };
-
-  // The linearized set: a bit per op tracked one by one (required ops, and optional ops without
-  // a class), and a count per class of optional ops. Linearized members of a class were all
-  // invoked before the current frontier (the frontier only moves forward), and the members not
-  // linearized that were are available from now on with the same effect: configurations with
-  // equal counts have the same futures, and fewer linearized leaves at least the same options.
-  const ownPos = new Int32Array(n).fill(-1);
-  let classes = 0;
-  let positions = 0;
-  for (let i = 0; i < n; i++) {
-    const c = entries[i]!.cls;
-    if (c < 0) ownPos[i] = positions++;
-    else classes = Math.max(classes, c + 1);
+/**
+ * A fresh level's scan of the callable ops. An observation (a read, a refused cas) that is
+ * callable and legal now goes first without branching (`forced`): any valid order of the rest
+ * can be rearranged to start with it (nothing had to come before it, and it changes no value).
+ * If that fails, the whole level fails. (Not a write of the current value: elsewhere in the
+ * order it may change the value.) Else: which values some callable op needs and cannot have
+ * now (a read of it, a cas expecting it), and whether a callable refused cas needs the value
+ * to change.
+ */
+function scanLevel(
+  entries: Entry[],
+  f: Frontier,
+): { forced: number; needs: number[]; change: number } {
+  const { next, value } = f;
+  const needs: number[] = [];
+  let change = 0;
+  for (let ev = next[f.head]!; ev !== -1 && (ev & 1) === 0; ev = next[ev]!) {
+    const e = entries[ev >> 1]!;
+    if ((e.kind === READ || e.kind === CAS_FAILED) && legalAfter(e, value) !== -1)
+      return { forced: ev >> 1, needs, change };
+    if (e.kind === CAS_FAILED)
+      change = 1; // refused, expecting the current value
+    else if (e.kind === READ) needs.push(e.value);
+    else if (e.kind === CAS && e.expect !== value) needs.push(e.expect);
   }
-  const classCount = new Int32Array(classes);
-  const active: number[] = []; // classes with a non-zero count, in the order they became so
+  return { forced: -1, needs, change };
+}
 
-  const words = Math.max(1, Math.ceil(positions / 32));
-  const bits = new Uint32Array(words);
-  const codes = zobrist(Math.max(1, positions));
-  const cache = new ConfigCache(words);
-  let hash = 0;
-  const stackEntry = new Int32Array(n);
-  const stackValue = new Int32Array(n);
-  const stackRecord = new Int32Array(n);
-  let sp = 0;
-  let value = 0;
+function search(entries: Entry[], deadline: number, maxStates: number): SearchOutcome {
+  const n = entries.length;
+  let remaining = 0;
+  for (const e of entries) if (e.required) remaining++;
+  if (remaining === 0) return { valid: true, states: 0 };
+  const f = new Frontier(entries, remaining);
+  const { next, head, cache } = f;
   let steps = 0;
   let deepest: SearchOutcome['deepest'];
   let horizon = -Infinity;
-
-  let countHash = 0;
-  const countCode = (c: number, k: number) =>
-    k === 0 ? 0 : Math.imul((c + 1) * 0x9e3779b1 + k, 0x85ebca6b) ^ (k * 0x27d4eb2f);
-  const mark = (i: number, c: number, on: boolean) => {
-    if (c < 0) {
-      const pos = ownPos[i]!;
-      bits[pos >> 5]! ^= 1 << (pos & 31);
-      hash ^= codes[pos]!;
-      return;
-    }
-    const k = classCount[c]!;
-    const k2 = on ? k + 1 : k - 1;
-    countHash ^= countCode(c, k) ^ countCode(c, k2);
-    classCount[c] = k2;
-    if (on && k === 0) active.push(c);
-    if (!on && k2 === 0) active.pop(); // LIFO: the last class to become non-zero goes first
-  };
-
-  /** The value after linearizing entry e now, or -1 when it is not legal now. */
-  const apply = (e: Entry): number => {
-    switch (e.kind) {
-      case READ:
-        return value === e.value ? value : -1;
-      case WRITE:
-        return e.value;
-      case CAS:
-        return value === e.expect ? e.value : -1;
-      default: // CAS_FAILED
-        return value !== e.expect ? value : -1;
-    }
-  };
-  /** Pushes entry i (legal, giving `after`) unless its configuration is pruned; false if so. */
-  const push = (i: number, after: number, isForced: boolean): boolean => {
-    const e = entries[i]!;
-    mark(i, e.cls, true);
-    const record = cache.add(bits, after, hash, active, classCount, countHash);
-    if (record < 0) {
-      mark(i, e.cls, false);
-      return false;
-    }
-    stackEntry[sp] = i;
-    stackValue[sp] = value;
-    stackRecord[sp] = record;
-    forced[sp] = isForced ? 1 : 0;
-    sp++;
-    value = after;
-    lift(i);
-    if (e.required) remaining--;
-    return true;
-  };
-  /** Undoes the last push (its configuration is then fully explored); returns the entry. */
-  const pop = (): number => {
-    const i = stackEntry[--sp]!;
-    cache.finish(stackRecord[sp]!);
-    value = stackValue[sp]!;
-    unlift(i);
-    mark(i, entries[i]!.cls, false);
-    if (entries[i]!.required) remaining++;
-    return i;
-  };
-  const forced = new Uint8Array(n);
   // Per level, the classes already tried: any other member would give the same configuration.
   const levelId = new Int32Array(n + 1);
-  const triedAt = new Int32Array(classes).fill(-1);
-  // Per level: which values some callable op needs and cannot have now (a read of it, a cas
-  // expecting it), and whether a callable refused cas needs the value to change.
+  const triedAt = new Int32Array(f.classes).fill(-1);
+  // Per level: which values some callable op needs and cannot have now, and whether a callable
+  // refused cas needs the value to change (see scanLevel).
   const needValues: number[][] = [];
   const needChange = new Uint8Array(n + 1);
   let levels = 0;
+  const overBudget = () => (++steps & 255) === 0 && budgetExhausted(cache, maxStates, deadline);
 
   // `cur` walks the callable ops of the current level; -2 = a fresh level.
   let cur = -2;
@@ -571,55 +654,29 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
   let optionalPass = false;
   let levelFails = false;
   for (;;) {
-    if (remaining === 0) return { valid: true, states: cache.size };
+    if (f.remaining === 0) return { valid: true, states: cache.size };
     if (cur === -2 && !levelFails) {
-      // An observation (a read, a refused cas) that is callable and legal now goes first without
-      // branching: any valid order of the rest can be rearranged to start with it (nothing had
-      // to come before it, and it changes no value). If that fails, the whole level fails.
-      // (Not a write of the current value: elsewhere in the order it may change the value.)
-      let f = -1;
-      const needs: number[] = [];
-      let change = 0;
-      for (let ev = next[head]!; ev !== -1 && (ev & 1) === 0; ev = next[ev]!) {
-        const e = entries[ev >> 1]!;
-        if ((e.kind === READ || e.kind === CAS_FAILED) && apply(e) !== -1) {
-          f = ev >> 1;
-          break;
-        }
-        if (e.kind === CAS_FAILED)
-          change = 1; // refused, expecting the current value
-        else if (e.kind === READ) needs.push(e.value);
-        else if (e.kind === CAS && e.expect !== value) needs.push(e.expect);
-      }
-      if (f >= 0) {
-        if (push(f, value, true)) {
-          if ((++steps & 255) === 0 && budgetExhausted()) return exhausted();
-          continue;
-        }
-        levelFails = true;
+      const scan = scanLevel(entries, f);
+      if (scan.forced >= 0) {
+        if (!f.push(scan.forced, f.value, true)) levelFails = true;
+        else if (overBudget()) return exhausted(cache, maxStates);
         continue;
       }
       cur = next[head]!;
       optionalPass = false;
-      levelId[sp] = levels++;
-      needValues[sp] = needs;
-      needChange[sp] = change;
+      levelId[f.sp] = levels++;
+      needValues[f.sp] = scan.needs;
+      needChange[f.sp] = scan.change;
     }
     if (!levelFails && cur !== -1 && (cur & 1) === 0) {
       const i = cur >> 1;
       const e = entries[i]!;
-      if (e.required === optionalPass) {
+      if (e.required === optionalPass || (e.cls >= 0 && triedAt[e.cls] === levelId[f.sp])) {
         cur = next[cur]!;
         continue;
       }
-      if (e.cls >= 0) {
-        if (triedAt[e.cls] === levelId[sp]) {
-          cur = next[cur]!;
-          continue;
-        }
-        triedAt[e.cls] = levelId[sp]!;
-      }
-      const after = apply(e);
+      if (e.cls >= 0) triedAt[e.cls] = levelId[f.sp]!;
+      const after = legalAfter(e, f.value);
       // An optional op is only worth taking right before an op it enables: a callable op that
       // is not legal now and would be right after it (a read of its value, a cas expecting its
       // value, a refused cas expecting the current one). In any valid order an optional op can
@@ -628,11 +685,11 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
       if (
         after !== -1 &&
         (e.required ||
-          (after !== value && (needChange[sp] === 1 || needValues[sp]!.includes(after)))) &&
-        push(i, after, false)
+          (after !== f.value && (needChange[f.sp] === 1 || needValues[f.sp]!.includes(after)))) &&
+        f.push(i, after, false)
       ) {
         cur = -2;
-        if ((++steps & 255) === 0 && budgetExhausted()) return exhausted();
+        if (overBudget()) return exhausted(cache, maxStates);
         continue;
       }
       cur = next[cur]!;
@@ -646,14 +703,14 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
     // A return (or the end) was reached: the op that returned there was not linearized; or the
     // level failed as a whole. Backtrack.
     if (!levelFails && cur !== -1) {
-      if (deepest === undefined || sp > deepest.linearized)
-        deepest = { linearized: sp, value, blocked: entries[cur >> 1]! };
+      if (deepest === undefined || f.sp > deepest.linearized)
+        deepest = { linearized: f.sp, value: f.value, blocked: entries[cur >> 1]! };
       horizon = Math.max(horizon, entries[cur >> 1]!.ret);
     }
     levelFails = false;
-    if (sp === 0) return { valid: false, states: cache.size, deepest, horizon };
-    const wasForced = forced[sp - 1] === 1;
-    const i = pop();
+    if (f.sp === 0) return { valid: false, states: cache.size, deepest, horizon };
+    const wasForced = f.topForced();
+    const i = f.pop();
     if (wasForced) {
       levelFails = true; // the level it was forced at has no other way
       continue;
@@ -661,19 +718,20 @@ function search(entries: Entry[], deadline: number, maxStates: number): SearchOu
     optionalPass = !entries[i]!.required;
     cur = next[2 * i]!;
   }
+}
 
-  function budgetExhausted(): boolean {
-    return cache.size > maxStates || cache.bytes > MAX_CACHE_BYTES || Date.now() > deadline;
-  }
-  function exhausted(): SearchOutcome {
-    const note =
-      cache.size > maxStates
-        ? `state budget of ${maxStates} exhausted`
-        : cache.bytes > MAX_CACHE_BYTES
-          ? `memory budget of ${MAX_CACHE_BYTES >> 20} MB exhausted after ${cache.size} states`
-          : 'time budget exhausted';
-    return { valid: 'unknown', states: cache.size, note };
-  }
+function budgetExhausted(cache: ConfigCache, maxStates: number, deadline: number): boolean {
+  return cache.size > maxStates || cache.bytes > MAX_CACHE_BYTES || Date.now() > deadline;
+}
+
+function exhausted(cache: ConfigCache, maxStates: number): SearchOutcome {
+  const note =
+    cache.size > maxStates
+      ? `state budget of ${maxStates} exhausted`
+      : cache.bytes > MAX_CACHE_BYTES
+        ? `memory budget of ${MAX_CACHE_BYTES >> 20} MB exhausted after ${cache.size} states`
+        : 'time budget exhausted';
+  return { valid: 'unknown', states: cache.size, note };
 }
 
 // ---- shrinking ----------------------------------------------------------------------------

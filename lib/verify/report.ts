@@ -2,7 +2,7 @@
 // anomalies with their minimal failing sub-histories, and a latency-over-time plot (SVG) with
 // the fault windows shaded. No dependencies.
 import { escapeHtml } from '../core/html.js';
-import { describeOp, type FinalViolation, type HistoryResult } from './checker.js';
+import { describeOp, type FinalViolation, type HistoryResult, type KeyResult } from './checker.js';
 import { CAS_CONFLICT, type FaultWindow, type Op, type OpType, type Outcome } from './history.js';
 
 export type Verdict = 'PASS' | 'FAIL' | 'UNKNOWN';
@@ -28,14 +28,7 @@ export interface ReportJson {
     opsChecked: number;
     statesExplored: number;
     elapsedMs: number;
-    keys: {
-      key: string;
-      valid: true | false | 'unknown';
-      opsChecked: number;
-      statesExplored: number;
-      elapsedMs: number;
-      note?: string;
-    }[];
+    keys: Omit<KeyResult, 'anomaly'>[];
   };
   anomalies: { key: string; reason: string; minimalSubhistory: Op[] }[];
   final: FinalViolation[];
@@ -111,27 +104,12 @@ export function renderReport(input: ReportInput): { text: string; json: ReportJs
   const verdict = verdictOf(results, final);
   const { counts, casConflicts } = countOps(ops);
   const invalid = results.keys.filter((k) => k.valid === false);
-  const unknown = results.keys.filter((k) => k.valid === 'unknown');
-
-  const parts: string[] = [];
-  if (invalid.length)
-    parts.push(`${invalid.length} of ${results.keys.length} keys not linearizable`);
-  if (unknown.length)
-    parts.push(
-      `${unknown.length} of ${results.keys.length} keys undecided (search budget exhausted)`,
-    );
-  if (final.length)
-    parts.push(`${final.length} final-state violation${final.length === 1 ? '' : 's'}`);
-  if (!parts.length && results.valid === 'unknown') parts.push('linearizability not established');
-  if (!parts.length) {
-    parts.push(
-      `${results.keys.length} key${results.keys.length === 1 ? '' : 's'} linearizable, ` +
-        (input.final === undefined
-          ? 'final state not checked'
-          : 'acknowledged writes visible, replicas equal'),
-    );
-  }
-  const summary = parts.join('; ');
+  const summary = summaryOf(input, invalid.length);
+  const anomalies = invalid.map((k) => ({
+    key: k.key,
+    reason: k.anomaly?.reason ?? 'not linearizable',
+    minimalSubhistory: k.anomaly?.minimalSubhistory ?? [],
+  }));
 
   const lines: string[] = [];
   lines.push(`VERDICT: ${verdict} — ${summary}`);
@@ -142,43 +120,14 @@ export function renderReport(input: ReportInput): { text: string; json: ReportJs
   lines.push(
     `checked ${results.opsChecked} of ${ops.length} ops on ${results.keys.length} keys in ${results.elapsedMs} ms (${results.statesExplored} search states)`,
   );
-
-  lines.push('', 'ops by type and outcome');
-  const countRows = [['', ...OUTCOMES, 'total']];
-  for (const t of [...TYPES, 'total'] as const) {
-    const r = counts[t];
-    countRows.push([t, String(r.ok), String(r.fail), String(r.info), String(r.total)]);
-  }
-  lines.push(table(countRows));
-  if (casConflicts)
-    lines.push(`  (cas fail includes ${casConflicts} conflicts (409), checked as observations)`);
-
-  lines.push('', 'keys');
-  const keyRows = [['key', 'linearizable', 'ops', 'states', 'ms', '']];
-  for (const k of results.keys) {
-    keyRows.push([
-      JSON.stringify(k.key),
-      k.valid === true ? 'yes' : k.valid === false ? 'NO' : 'unknown',
-      String(k.opsChecked),
-      String(k.statesExplored),
-      String(k.elapsedMs),
-      k.note ?? '',
-    ]);
-  }
-  lines.push(table(keyRows));
-
+  lines.push('', 'ops by type and outcome', ...countLines(counts, casConflicts));
+  lines.push('', 'keys', keyTable(results));
   lines.push('', faults.length ? 'faults' : 'faults: none');
   if (faults.length) {
     lines.push(
       table(faults.map((f) => [f.kind, `${ms(f.startMs)}–${ms(f.endMs)} ms`, f.detail ?? ''])),
     );
   }
-
-  const anomalies = invalid.map((k) => ({
-    key: k.key,
-    reason: k.anomaly?.reason ?? 'not linearizable',
-    minimalSubhistory: k.anomaly?.minimalSubhistory ?? [],
-  }));
   if (anomalies.length) {
     lines.push('', 'anomalies');
     for (const a of anomalies) {
@@ -191,32 +140,83 @@ export function renderReport(input: ReportInput): { text: string; json: ReportJs
     lines.push('', 'after healing');
     for (const v of final) lines.push(`  ${v.kind}: ${v.message}`);
   }
-
   const json: ReportJson = {
     verdict,
     summary,
     meta,
     counts,
     casConflicts,
-    linearizability: {
-      valid: results.valid,
-      opsChecked: results.opsChecked,
-      statesExplored: results.statesExplored,
-      elapsedMs: results.elapsedMs,
-      keys: results.keys.map(({ key, valid, opsChecked, statesExplored, elapsedMs, note }) => ({
-        key,
-        valid,
-        opsChecked,
-        statesExplored,
-        elapsedMs,
-        ...(note ? { note } : {}),
-      })),
-    },
+    linearizability: linearizabilityJson(results),
     anomalies,
     final,
     faults,
   };
   return { text: lines.join('\n') + '\n', json };
+}
+
+/** The verdict's one-line reason: what failed or stayed undecided, else what was established. */
+function summaryOf({ results, final }: ReportInput, invalid: number): string {
+  const keys = results.keys.length;
+  const unknown = results.keys.filter((k) => k.valid === 'unknown').length;
+  const violations = final?.length ?? 0;
+  const parts: string[] = [];
+  if (invalid) parts.push(`${invalid} of ${keys} keys not linearizable`);
+  if (unknown) parts.push(`${unknown} of ${keys} keys undecided (search budget exhausted)`);
+  if (violations) parts.push(`${violations} final-state violation${violations === 1 ? '' : 's'}`);
+  if (!parts.length && results.valid === 'unknown') parts.push('linearizability not established');
+  if (!parts.length) {
+    parts.push(
+      `${keys} key${keys === 1 ? '' : 's'} linearizable, ` +
+        (final === undefined
+          ? 'final state not checked'
+          : 'acknowledged writes visible, replicas equal'),
+    );
+  }
+  return parts.join('; ');
+}
+
+function countLines(counts: ReportJson['counts'], casConflicts: number): string[] {
+  const countRows = [['', ...OUTCOMES, 'total']];
+  for (const t of [...TYPES, 'total'] as const) {
+    const r = counts[t];
+    countRows.push([t, String(r.ok), String(r.fail), String(r.info), String(r.total)]);
+  }
+  const lines = [table(countRows)];
+  if (casConflicts)
+    lines.push(`  (cas fail includes ${casConflicts} conflicts (409), checked as observations)`);
+  return lines;
+}
+
+function keyTable(results: HistoryResult): string {
+  const keyRows = [['key', 'linearizable', 'ops', 'states', 'ms', '']];
+  for (const k of results.keys) {
+    keyRows.push([
+      JSON.stringify(k.key),
+      k.valid === true ? 'yes' : k.valid === false ? 'NO' : 'unknown',
+      String(k.opsChecked),
+      String(k.statesExplored),
+      String(k.elapsedMs),
+      k.note ?? '',
+    ]);
+  }
+  return table(keyRows);
+}
+
+function linearizabilityJson(results: HistoryResult): ReportJson['linearizability'] {
+  return {
+    valid: results.valid,
+    opsChecked: results.opsChecked,
+    statesExplored: results.statesExplored,
+    elapsedMs: results.elapsedMs,
+    keys: results.keys.map(({ key, valid, opsChecked, statesExplored, elapsedMs, note }) => ({
+      key,
+      valid,
+      opsChecked,
+      statesExplored,
+      elapsedMs,
+      ...(note ? { note } : {}),
+    })),
+  };
 }
 
 // ---- the latency plot ------------------------------------------------------------------------
@@ -244,6 +244,23 @@ function formatLatency(msValue: number): string {
   return `${msValue} ms`;
 }
 
+/** Where things go in the latency plot: its margins, its scales and the latency range shown. */
+interface Plot {
+  width: number;
+  height: number;
+  left: number;
+  top: number;
+  plotW: number;
+  plotH: number;
+  infoY: number;
+  latBottom: number;
+  lo: number;
+  hi: number;
+  tMax: number;
+  x: (t: number) => number;
+  y: (lat: number) => number;
+}
+
 /**
  * Latency over time: x = invoke time, y = latency on a log scale; one dot per op coloured by
  * outcome; info ops (no definite answer) in a strip along the top edge; fault windows shaded,
@@ -254,8 +271,30 @@ export function renderLatencySvg(
   faults: FaultWindow[],
   size: { width?: number; height?: number } = {},
 ): string {
-  const width = size.width ?? 960;
-  const height = size.height ?? 400;
+  const p = plotOf(ops, faults, size.width ?? 960, size.height ?? 400);
+  const { width, height } = p;
+  const out: string[] = [];
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
+  );
+  out.push(`<title>Latency over time</title>`);
+  out.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`);
+  faultsSvg(out, faults, p);
+  axesSvg(out, p);
+  dotsSvg(out, ops, p);
+  out.push('<g class="legend">');
+  let lx = p.left + p.plotW - 150;
+  for (const outcome of OUTCOMES) {
+    out.push(`<circle cx="${lx}" cy="12" r="4" fill="${OUTCOME_COLOURS[outcome]}"/>`);
+    out.push(`<text x="${lx + 7}" y="16" fill="#495057">${outcome}</text>`);
+    lx += 50;
+  }
+  out.push('</g>');
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
+
+function plotOf(ops: Op[], faults: FaultWindow[], width: number, height: number): Plot {
   const left = 64;
   const right = 16;
   const top = 40;
@@ -286,15 +325,11 @@ export function renderLatencySvg(
     const f = (Math.log10(Math.max(lat, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo));
     return latBottom - f * (latBottom - latTop);
   };
+  return { width, height, left, top, plotW, plotH, infoY, latBottom, lo, hi, tMax, x, y };
+}
 
-  const out: string[] = [];
-  out.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
-  );
-  out.push(`<title>Latency over time</title>`);
-  out.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`);
-
-  // Fault windows.
+/** Fault windows, shaded, each labelled with its kind. */
+function faultsSvg(out: string[], faults: FaultWindow[], { x, top, plotH }: Plot): void {
   const kinds = [...new Set(faults.map((f) => f.kind))];
   const colourOf = (kind: string) => FAULT_COLOURS[kinds.indexOf(kind) % FAULT_COLOURS.length]!;
   out.push('<g class="faults">');
@@ -316,8 +351,11 @@ export function renderLatencySvg(
     );
   }
   out.push('</g>');
+}
 
-  // Axes and grid.
+/** Axes, the grid at each power of ten, and the tick and axis labels. */
+function axesSvg(out: string[], p: Plot): void {
+  const { left, top, plotW, plotH, latBottom, lo, hi, x, y } = p;
   out.push('<g class="axes" stroke="#ced4da" stroke-width="1">');
   out.push(
     `<line x1="${left}" y1="${latBottom}" x2="${left + plotW}" y2="${latBottom}" stroke="#495057"/>`,
@@ -335,22 +373,24 @@ export function renderLatencySvg(
       `<text x="${left - 6}" y="${num(y(d) + 4)}" text-anchor="end">${escapeHtml(formatLatency(Number(d.toPrecision(1))))}</text>`,
     );
   }
-  out.push(`<text x="${left - 6}" y="${infoY + 4}" text-anchor="end">info</text>`);
-  const step = niceStep(tMax, 8);
-  for (let t = 0; t <= tMax + 1e-9; t += step) {
+  out.push(`<text x="${left - 6}" y="${p.infoY + 4}" text-anchor="end">info</text>`);
+  const step = niceStep(p.tMax, 8);
+  for (let t = 0; t <= p.tMax + 1e-9; t += step) {
     out.push(
       `<text x="${num(x(t))}" y="${latBottom + 16}" text-anchor="middle">${escapeHtml(String(Number((t / 1000).toPrecision(6))))}</text>`,
     );
   }
   out.push(
-    `<text x="${left + plotW / 2}" y="${height - 8}" text-anchor="middle">time since start (s)</text>`,
+    `<text x="${left + plotW / 2}" y="${p.height - 8}" text-anchor="middle">time since start (s)</text>`,
   );
   out.push(
     `<text transform="translate(14 ${num(top + plotH / 2)}) rotate(-90)" text-anchor="middle">latency (log scale)</text>`,
   );
   out.push('</g>');
+}
 
-  // Dots.
+/** One dot per op, grouped by outcome; info ops along the top strip. */
+function dotsSvg(out: string[], ops: Op[], { x, y, infoY }: Plot): void {
   for (const outcome of OUTCOMES) {
     out.push(`<g class="ops-${outcome}" fill="${OUTCOME_COLOURS[outcome]}" fill-opacity="0.7">`);
     for (const op of ops) {
@@ -363,16 +403,4 @@ export function renderLatencySvg(
     }
     out.push('</g>');
   }
-
-  // Legend.
-  out.push('<g class="legend">');
-  let lx = left + plotW - 150;
-  for (const outcome of OUTCOMES) {
-    out.push(`<circle cx="${lx}" cy="12" r="4" fill="${OUTCOME_COLOURS[outcome]}"/>`);
-    out.push(`<text x="${lx + 7}" y="16" fill="#495057">${outcome}</text>`);
-    lx += 50;
-  }
-  out.push('</g>');
-  out.push('</svg>');
-  return out.join('\n') + '\n';
 }

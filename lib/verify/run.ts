@@ -94,33 +94,35 @@ function positive(flag: string, value: string): number {
   return n;
 }
 
+const ARGS = {
+  nodes: { type: 'string' },
+  duration: { type: 'string' },
+  schedules: { type: 'string' },
+  seed: { type: 'string' },
+  nemesis: { type: 'string' },
+  clients: { type: 'string' },
+  keys: { type: 'string' },
+  rate: { type: 'string' },
+  timeout: { type: 'string' },
+  'election-timeout': { type: 'string' },
+  heartbeat: { type: 'string' },
+  'snapshot-threshold': { type: 'string' },
+  'snapshot-trailing': { type: 'string' },
+  load: { type: 'string' },
+  out: { type: 'string' },
+  reads: { type: 'string' },
+  'no-netns': { type: 'boolean' },
+  keep: { type: 'boolean' },
+  ci: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
     args: argv,
     strict: true,
     allowPositionals: false,
-    options: {
-      nodes: { type: 'string' },
-      duration: { type: 'string' },
-      schedules: { type: 'string' },
-      seed: { type: 'string' },
-      nemesis: { type: 'string' },
-      clients: { type: 'string' },
-      keys: { type: 'string' },
-      rate: { type: 'string' },
-      timeout: { type: 'string' },
-      'election-timeout': { type: 'string' },
-      heartbeat: { type: 'string' },
-      'snapshot-threshold': { type: 'string' },
-      'snapshot-trailing': { type: 'string' },
-      load: { type: 'string' },
-      out: { type: 'string' },
-      reads: { type: 'string' },
-      'no-netns': { type: 'boolean' },
-      keep: { type: 'boolean' },
-      ci: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
+    options: ARGS,
   });
   if (values.help) {
     process.stdout.write(USAGE);
@@ -132,37 +134,14 @@ function parseOptions(argv: string[]): Options {
   const seed = values.seed !== undefined ? Number(values.seed) : Date.now() % 1_000_000;
   if (!Number.isSafeInteger(seed) || seed < 0)
     throw new Error('--seed must be a non-negative integer');
-  let nemesis = new Set<NemesisName>(NEMESES);
-  if (values.nemesis !== undefined) {
-    const list = values.nemesis
-      .split(',')
-      .map((s) => s.trim())
-      .filter((s) => s !== '' && s !== 'none');
-    for (const n of list)
-      if (!(NEMESES as readonly string[]).includes(n))
-        throw new Error(`unknown nemesis ${JSON.stringify(n)} (${NEMESES.join(', ')})`);
-    nemesis = new Set(list as NemesisName[]);
-  }
-  let timeoutMs: [number, number] = [1000, 2000];
-  if (values.timeout !== undefined) {
-    const m = /^(\d+)(?:-(\d+))?$/.exec(values.timeout);
-    if (!m) throw new Error('--timeout must be MS or MIN-MAX');
-    timeoutMs = [Number(m[1]), Number(m[2] ?? m[1])];
-    if (timeoutMs[0] <= 0 || timeoutMs[1] < timeoutMs[0]) throw new Error('--timeout: bad range');
-  }
+  const nemesis = parseNemeses(values.nemesis);
+  const timeoutMs = parseTimeout(values.timeout);
   const electionTimeoutMs = values['election-timeout']
     ? positive('--election-timeout', values['election-timeout'])
     : 200;
   const heartbeatMs = values.heartbeat ? positive('--heartbeat', values.heartbeat) : 40;
   if (heartbeatMs >= electionTimeoutMs)
     throw new Error('--heartbeat must be below --election-timeout');
-  const count = (flag: string, value: string | undefined, fallback: number): number => {
-    if (value === undefined) return fallback;
-    const n = Number(value);
-    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n))
-      throw new Error(`${flag} must be a non-negative integer, got ${JSON.stringify(value)}`);
-    return n;
-  };
   const snapshotThreshold = count('--snapshot-threshold', values['snapshot-threshold'], 1024);
   const snapshotTrailing = count('--snapshot-trailing', values['snapshot-trailing'], 256);
   const load = count('--load', values.load, 16);
@@ -190,6 +169,38 @@ function parseOptions(argv: string[]): Options {
     netns: !values['no-netns'],
     keep: !!values.keep,
   };
+}
+
+/** --nemesis LIST: all of them by default, none for "none". */
+function parseNemeses(value: string | undefined): Set<NemesisName> {
+  if (value === undefined) return new Set<NemesisName>(NEMESES);
+  const list = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '' && s !== 'none');
+  for (const n of list)
+    if (!(NEMESES as readonly string[]).includes(n))
+      throw new Error(`unknown nemesis ${JSON.stringify(n)} (${NEMESES.join(', ')})`);
+  return new Set(list as NemesisName[]);
+}
+
+/** --timeout MS or MIN-MAX. */
+function parseTimeout(value: string | undefined): [number, number] {
+  if (value === undefined) return [1000, 2000];
+  const m = /^(\d+)(?:-(\d+))?$/.exec(value);
+  if (!m) throw new Error('--timeout must be MS or MIN-MAX');
+  const timeoutMs: [number, number] = [Number(m[1]), Number(m[2] ?? m[1])];
+  if (timeoutMs[0] <= 0 || timeoutMs[1] < timeoutMs[0]) throw new Error('--timeout: bad range');
+  return timeoutMs;
+}
+
+/** A non-negative integer flag (0 allowed, unlike `positive`). */
+function count(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n))
+    throw new Error(`${flag} must be a non-negative integer, got ${JSON.stringify(value)}`);
+  return n;
 }
 
 // ---- cleanup: whatever happens, children die and namespaces go --------------------------
@@ -250,19 +261,69 @@ function log(line: string): void {
   console.log(`verify: ${line}`);
 }
 
+/** One schedule's state, filled in phase by phase (and read by the report when a phase throws). */
+interface Run {
+  opts: Options;
+  seed: number;
+  dir: string;
+  root: string;
+  net: NetnsNetwork | null;
+  clock: () => number;
+  rng: Rng;
+  notes: string[];
+  nemesisSet: Set<NemesisName>;
+  cluster: VerifyCluster;
+  lines: string[];
+  schedLog: (line: string) => void;
+  meta: Record<string, unknown>;
+  ops: Op[];
+  faults: FaultWindow[];
+  results: HistoryResult | null;
+  final: FinalViolation[];
+  error: string | null;
+  nemesis: Nemesis | null;
+}
+
 async function runSchedule(
   opts: Options,
   index: number,
   net: NetnsNetwork | null,
   netNote: string | null,
 ): Promise<ScheduleResult> {
+  const run = setUpSchedule(opts, index, net, netNote);
+  try {
+    await startCluster(run);
+    const workload = await runWorkload(run);
+    await checkEnd(run, workload);
+  } catch (err) {
+    run.error = (err as Error).stack ?? String(err);
+    run.schedLog(`error: ${run.error}`);
+  } finally {
+    const { cluster } = run;
+    await cluster.killAll();
+    // A node that died without the harness stopping it (an engine abort, a crash) fails the run,
+    // even when the history checks out: it was restarted, but it should not have died.
+    for (const crash of cluster.crashes) run.final.push({ kind: 'node-crash', message: crash });
+    await cluster.net?.heal();
+    if (!opts.keep) rmSync(run.root, { recursive: true, force: true });
+    else run.notes.push(`data dirs kept in ${run.root}`);
+  }
+  return writeReport(run);
+}
+
+/** The schedule's dirs, notes and metadata, and its cluster (not started; killed on cleanup). */
+function setUpSchedule(
+  opts: Options,
+  index: number,
+  net: NetnsNetwork | null,
+  netNote: string | null,
+): Run {
   const seed = opts.seed + index;
   const dir = opts.schedules > 1 ? join(opts.out, `schedule-${index + 1}-seed-${seed}`) : opts.out;
   mkdirSync(dir, { recursive: true });
   const root = mkdtempSync(join(tmpdir(), 'prevail-verify-'));
   const t0 = performance.now();
   const clock = () => performance.now() - t0;
-  const rng = new Rng(seed);
   const notes: string[] = [];
   if (netNote) notes.push(netNote);
   const nemesisSet = new Set(opts.nemesis);
@@ -272,7 +333,6 @@ async function runSchedule(
   notes.push(
     `clock-jump nemesis not done: no way to skew one process's clock here without touching the machine's clock (no faketime/libfaketime); ${opts.reads === 'linearizable' ? 'reads in this run are linearizable only' : `reads in this run are ${opts.reads}`} — lease reads assume bounded clock drift and need their own run with clock faults`,
   );
-
   const cluster = new VerifyCluster({
     size: opts.nodes,
     root,
@@ -284,24 +344,46 @@ async function runSchedule(
     ...(opts.snapshotThreshold ? { snapshotThreshold: opts.snapshotThreshold } : {}),
     ...(opts.snapshotTrailing ? { snapshotTrailing: opts.snapshotTrailing } : {}),
   });
-  const killNodes = async () => {
+  cleanups.push(async () => {
     await cluster.killAll();
-  };
-  cleanups.push(killNodes);
+  });
   syncCleanups.push(() => cluster.killAllSync());
-
   const lines: string[] = [];
   const schedLog = (line: string) => {
     const l = `[${(clock() / 1000).toFixed(2)} s] ${line}`;
     lines.push(l);
     if (!opts.ci) log(l);
   };
+  return {
+    opts,
+    seed,
+    dir,
+    root,
+    net,
+    clock,
+    rng: new Rng(seed),
+    notes,
+    nemesisSet,
+    cluster,
+    lines,
+    schedLog,
+    meta: scheduleMeta(opts, seed, net, nemesisSet),
+    ops: [],
+    faults: [],
+    results: null,
+    final: [],
+    error: null,
+    nemesis: null,
+  };
+}
 
-  let ops: Op[] = [];
-  let faults: FaultWindow[] = [];
-  let results: HistoryResult | null = null;
-  let final: FinalViolation[] = [];
-  const meta: Record<string, unknown> = {
+function scheduleMeta(
+  opts: Options,
+  seed: number,
+  net: NetnsNetwork | null,
+  nemesisSet: Set<NemesisName>,
+): Record<string, unknown> {
+  return {
     seed,
     nodes: opts.nodes,
     durationMs: opts.durationMs,
@@ -317,176 +399,192 @@ async function runSchedule(
     nemeses: [...nemesisSet].join(',') || 'none',
     reads: opts.reads,
   };
-  let error: string | null = null;
-  let nemesisRef: Nemesis | null = null;
-  try {
-    await cluster.init();
-    for (const id of cluster.ids) cluster.spawn(id);
-    await Promise.all(cluster.ids.map((id) => cluster.waitServing(id, 30_000)));
-    if (net) {
-      // `ip netns exec` execs the command: the pid we hold is node's own (checked, not assumed).
-      for (const id of cluster.ids) {
-        const comm = cluster.comm(id);
-        if (comm !== 'node' && comm !== 'MainThread')
-          throw new Error(`node ${id}: pid ${cluster.procs.get(id)!.pid} is ${comm}, not node`);
-      }
-    }
-    const leader = await cluster.waitLeader(30_000);
-    if (leader === null) throw new Error('no leader within 30 s of starting');
-    schedLog(
-      `cluster up: ${cluster.ids.map((id) => `${id}=${cluster.specs.get(id)!.http}`).join(' ')}; leader ${leader}`,
-    );
+}
 
-    const workload = new Workload({
-      cluster,
-      clients: opts.clients,
-      keys: opts.keys,
-      rate: opts.rate,
-      timeoutMs: opts.timeoutMs,
-      rng: rng.fork(1),
-      clock,
-      reads: opts.reads,
-    });
-    ops = workload.ops; // the same array: a run cut short by an error still reports what it recorded
-    const load =
-      nemesisSet.has('restart') && opts.load > 0
-        ? new LoadGenerator(cluster, opts.load, rng.fork(3))
-        : null;
-    if (load) meta.load = `${opts.load} filler writers during restarts`;
-    const nemesis = new Nemesis({
-      cluster,
-      rng: rng.fork(2),
-      enabled: nemesisSet,
-      electionTimeoutMs: opts.electionTimeoutMs,
-      clock,
-      log: schedLog,
-      load,
-    });
-    nemesisRef = nemesis;
-    cleanups.push(async () => {
-      nemesis.stop();
-      await cluster.net?.heal();
-    });
-    const start = clock();
-    const end = start + opts.durationMs;
-    const clients = workload.run(end);
-    await nemesis.run(end);
-    await clients;
-    ops = workload.ops;
-    schedLog(`workload done: ${ops.length} ops; healing`);
-
-    // ---- heal, converge, read everything back ------------------------------------------
-    await nemesis.healAll();
-    faults = nemesis.faults.map((f) => ({
-      ...f,
-      endMs: Number.isFinite(f.endMs) ? f.endMs : clock(),
-    }));
-    notes.push(...nemesis.notes);
-    meta.faults = Object.fromEntries(nemesis.counts);
-    if (load)
-      notes.push(
-        `filler writes during restarts: ${load.acked} acknowledged, ${load.failed} failed or unanswered`,
-      );
-
-    const converged1 = await converge(cluster, 60_000);
-    if (!converged1.ok) notes.push(`convergence before the final reads: ${converged1.why}`);
-    schedLog(`converged: ${converged1.ok ? 'yes' : converged1.why}`);
-
-    // Final linearizable reads of every key from every node, appended to the history as ok reads
-    // (the precise end-of-run check), and the leader's answers as the final values.
-    const finalReads = new Map<string, string | null>();
-    const finalLeader = await cluster.waitLeader(10_000);
-    let finalProcess = workload.newProcess();
+/** Starts every node and waits for them to serve and for a leader. */
+async function startCluster({ cluster, net, schedLog }: Run): Promise<void> {
+  await cluster.init();
+  for (const id of cluster.ids) cluster.spawn(id);
+  await Promise.all(cluster.ids.map((id) => cluster.waitServing(id, 30_000)));
+  if (net) {
+    // `ip netns exec` execs the command: the pid we hold is node's own (checked, not assumed).
     for (const id of cluster.ids) {
-      const process = finalProcess++;
-      for (let k = 0; k < opts.keys; k++) {
-        const key = keyName(k);
-        const op = await finalRead(cluster, id, key, workload.newId(), process, clock);
-        if (!op) {
-          notes.push(`final read of ${key} on node ${id} got no answer (3 tries)`);
-          continue;
-        }
-        ops.push(op);
-        if (id === finalLeader) finalReads.set(key, op.value ?? null);
-      }
+      const comm = cluster.comm(id);
+      if (comm !== 'node' && comm !== 'MainThread')
+        throw new Error(`node ${id}: pid ${cluster.procs.get(id)!.pid} is ${comm}, not node`);
     }
-    if (finalLeader === null) notes.push('no leader for the final reads');
-
-    // Replicas: after the reads' barriers are applied everywhere, every node's appliedIndex and
-    // every key's stale (local) value must be equal.
-    const converged2 = await converge(cluster, 30_000);
-    if (!converged2.ok) notes.push(`convergence after the final reads: ${converged2.why}`);
-    // Stale reads and appliedIndex of every node, retried until all nodes stand at the same index
-    // before and after the reads (an entry may commit in between: the followers learn it with the
-    // next heartbeat).
-    // Only members are replicas: a node left out of the configuration (a re-add that failed)
-    // holds nothing by design, and is reported instead.
-    const leaderNow = await cluster.waitLeader(10_000);
-    const config =
-      leaderNow === null
-        ? null
-        : ((await cluster.status(leaderNow))?.members as { id: number }[] | undefined);
-    const replicas = config
-      ? cluster.ids.filter((id) => config.some((m) => m.id === id))
-      : cluster.ids;
-    for (const id of cluster.ids)
-      if (!replicas.includes(id))
-        notes.push(`node ${id} is not a member at the end: left out of the replica comparison`);
-    let replicaStates: { node: number; state: Map<string, string | null> }[] = [];
-    let applied: Record<number, number | null> = {};
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const before = await appliedIndexes(cluster, replicas);
-      replicaStates = [];
-      for (const id of replicas) {
-        const state = await staleState(cluster, id, opts.keys);
-        if (state) replicaStates.push({ node: id, state });
-      }
-      applied = await appliedIndexes(cluster, replicas);
-      const same = new Set([...Object.values(before), ...Object.values(applied)]);
-      if (same.size === 1 && !same.has(null) && replicaStates.length === replicas.length) break;
-      await sleep(250);
-    }
-    for (const id of replicas) {
-      if (!replicaStates.some((r) => r.node === id))
-        notes.push(`node ${id}: stale reads incomplete, left out of the replica comparison`);
-    }
-    meta.finalAppliedIndex = applied;
-    results = checkHistory(ops, { timeoutMs: 30_000 });
-    final = checkFinal(ops, finalReads, replicaStates);
-    const indexes = new Set(Object.values(applied));
-    if (indexes.size !== 1 || indexes.has(null)) {
-      final.push({
-        kind: 'replica-divergence',
-        message: `appliedIndex differs after convergence: ${JSON.stringify(applied)}`,
-        nodes: replicas,
-      });
-    }
-    if (replicaStates.length < replicas.length) {
-      // Not a proof of divergence, but the run can't claim the replicas are equal.
-      error = `only ${replicaStates.length} of ${replicas.length} replicas could be compared`;
-    }
-    if (!converged2.ok) error ??= `no convergence: ${converged2.why}`;
-  } catch (err) {
-    error = (err as Error).stack ?? String(err);
-    schedLog(`error: ${error}`);
-  } finally {
-    await cluster.killAll();
-    // A node that died without the harness stopping it (an engine abort, a crash) fails the run,
-    // even when the history checks out: it was restarted, but it should not have died.
-    for (const crash of cluster.crashes) final.push({ kind: 'node-crash', message: crash });
-    await cluster.net?.heal();
-    if (!opts.keep) rmSync(root, { recursive: true, force: true });
-    else notes.push(`data dirs kept in ${root}`);
   }
+  const leader = await cluster.waitLeader(30_000);
+  if (leader === null) throw new Error('no leader within 30 s of starting');
+  schedLog(
+    `cluster up: ${cluster.ids.map((id) => `${id}=${cluster.specs.get(id)!.http}`).join(' ')}; leader ${leader}`,
+  );
+}
 
-  // ---- report --------------------------------------------------------------------------
+/** The workload with the nemeses for the schedule's duration, then every fault healed. */
+async function runWorkload(run: Run): Promise<Workload> {
+  const { opts, cluster, rng, clock, nemesisSet, meta, notes } = run;
+  const workload = new Workload({
+    cluster,
+    clients: opts.clients,
+    keys: opts.keys,
+    rate: opts.rate,
+    timeoutMs: opts.timeoutMs,
+    rng: rng.fork(1),
+    clock,
+    reads: opts.reads,
+  });
+  run.ops = workload.ops; // the same array: a run cut short by an error still reports what it recorded
+  const load =
+    nemesisSet.has('restart') && opts.load > 0
+      ? new LoadGenerator(cluster, opts.load, rng.fork(3))
+      : null;
+  if (load) meta.load = `${opts.load} filler writers during restarts`;
+  const nemesis = new Nemesis({
+    cluster,
+    rng: rng.fork(2),
+    enabled: nemesisSet,
+    electionTimeoutMs: opts.electionTimeoutMs,
+    clock,
+    log: run.schedLog,
+    load,
+  });
+  run.nemesis = nemesis;
+  cleanups.push(async () => {
+    nemesis.stop();
+    await cluster.net?.heal();
+  });
+  const end = clock() + opts.durationMs;
+  const clients = workload.run(end);
+  await nemesis.run(end);
+  await clients;
+  run.ops = workload.ops;
+  run.schedLog(`workload done: ${run.ops.length} ops; healing`);
+  await nemesis.healAll();
+  run.faults = nemesis.faults.map((f) => ({
+    ...f,
+    endMs: Number.isFinite(f.endMs) ? f.endMs : clock(),
+  }));
+  notes.push(...nemesis.notes);
+  meta.faults = Object.fromEntries(nemesis.counts);
+  if (load)
+    notes.push(
+      `filler writes during restarts: ${load.acked} acknowledged, ${load.failed} failed or unanswered`,
+    );
+  return workload;
+}
+
+/** After healing: convergence, the final reads, the replicas compared, the history checked. */
+async function checkEnd(run: Run, workload: Workload): Promise<void> {
+  const { cluster, notes } = run;
+  const converged1 = await converge(cluster, 60_000);
+  if (!converged1.ok) notes.push(`convergence before the final reads: ${converged1.why}`);
+  run.schedLog(`converged: ${converged1.ok ? 'yes' : converged1.why}`);
+  const finalReads = await readFinalValues(run, workload);
+  // Replicas: after the reads' barriers are applied everywhere, every node's appliedIndex and
+  // every key's stale (local) value must be equal.
+  const converged2 = await converge(cluster, 30_000);
+  if (!converged2.ok) notes.push(`convergence after the final reads: ${converged2.why}`);
+  const { replicas, replicaStates, applied } = await compareReplicas(run);
+  run.meta.finalAppliedIndex = applied;
+  run.results = checkHistory(run.ops, { timeoutMs: 30_000 });
+  run.final = checkFinal(run.ops, finalReads, replicaStates);
+  const indexes = new Set(Object.values(applied));
+  if (indexes.size !== 1 || indexes.has(null)) {
+    run.final.push({
+      kind: 'replica-divergence',
+      message: `appliedIndex differs after convergence: ${JSON.stringify(applied)}`,
+      nodes: replicas,
+    });
+  }
+  if (replicaStates.length < replicas.length) {
+    // Not a proof of divergence, but the run can't claim the replicas are equal.
+    run.error = `only ${replicaStates.length} of ${replicas.length} replicas could be compared`;
+  }
+  if (!converged2.ok) run.error ??= `no convergence: ${converged2.why}`;
+}
+
+/**
+ * Final linearizable reads of every key from every node, appended to the history as ok reads
+ * (the precise end-of-run check); returns the leader's answers as the final values.
+ */
+async function readFinalValues(run: Run, workload: Workload): Promise<Map<string, string | null>> {
+  const { cluster, notes, opts } = run;
+  const finalReads = new Map<string, string | null>();
+  const finalLeader = await cluster.waitLeader(10_000);
+  let finalProcess = workload.newProcess();
+  for (const id of cluster.ids) {
+    const process = finalProcess++;
+    for (let k = 0; k < opts.keys; k++) {
+      const key = keyName(k);
+      const op = await finalRead(cluster, id, key, workload.newId(), process, run.clock);
+      if (!op) {
+        notes.push(`final read of ${key} on node ${id} got no answer (3 tries)`);
+        continue;
+      }
+      run.ops.push(op);
+      if (id === finalLeader) finalReads.set(key, op.value ?? null);
+    }
+  }
+  if (finalLeader === null) notes.push('no leader for the final reads');
+  return finalReads;
+}
+
+/**
+ * Stale reads and appliedIndex of every replica, retried until all stand at the same index
+ * before and after the reads (an entry may commit in between: the followers learn it with the
+ * next heartbeat). Only members are replicas: a node left out of the configuration (a re-add
+ * that failed) holds nothing by design, and is reported instead.
+ */
+async function compareReplicas({ cluster, notes, opts }: Run): Promise<{
+  replicas: number[];
+  replicaStates: { node: number; state: Map<string, string | null> }[];
+  applied: Record<number, number | null>;
+}> {
+  const leaderNow = await cluster.waitLeader(10_000);
+  const config =
+    leaderNow === null
+      ? null
+      : ((await cluster.status(leaderNow))?.members as { id: number }[] | undefined);
+  const replicas = config
+    ? cluster.ids.filter((id) => config.some((m) => m.id === id))
+    : cluster.ids;
+  for (const id of cluster.ids)
+    if (!replicas.includes(id))
+      notes.push(`node ${id} is not a member at the end: left out of the replica comparison`);
+  let replicaStates: { node: number; state: Map<string, string | null> }[] = [];
+  let applied: Record<number, number | null> = {};
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const before = await appliedIndexes(cluster, replicas);
+    replicaStates = [];
+    for (const id of replicas) {
+      const state = await staleState(cluster, id, opts.keys);
+      if (state) replicaStates.push({ node: id, state });
+    }
+    applied = await appliedIndexes(cluster, replicas);
+    const same = new Set([...Object.values(before), ...Object.values(applied)]);
+    if (same.size === 1 && !same.has(null) && replicaStates.length === replicas.length) break;
+    await sleep(250);
+  }
+  for (const id of replicas) {
+    if (!replicaStates.some((r) => r.node === id))
+      notes.push(`node ${id}: stale reads incomplete, left out of the replica comparison`);
+  }
+  return { replicas, replicaStates, applied };
+}
+
+/** history.json, report.txt/json, latency.svg and nemesis.log in the schedule's dir. */
+function writeReport(run: Run): ScheduleResult {
+  const { dir, notes, meta, ops, final, error, clock } = run;
   // Cut short by an error: still check what was recorded (an op still in flight counts as info).
+  let results = run.results;
   if (!results && ops.length > 0) results = checkHistory([...ops], { timeoutMs: 30_000 });
   if (!results)
     results = { valid: 'unknown', keys: [], opsChecked: 0, statesExplored: 0, elapsedMs: 0 };
   if (error) notes.push(`harness error: ${error.split('\n')[0]}`);
-  if (faults.length === 0 && nemesisRef) {
-    const n: Nemesis = nemesisRef;
+  let faults = run.faults;
+  if (faults.length === 0 && run.nemesis) {
+    const n: Nemesis = run.nemesis;
     faults = n.faults.map((f) => ({ ...f, endMs: Number.isFinite(f.endMs) ? f.endMs : clock() }));
     if (!notes.some((x) => n.notes.includes(x))) notes.push(...n.notes);
   }
@@ -511,9 +609,9 @@ async function runSchedule(
     JSON.stringify({ ...json, verdict, lostWrites, notes, error }, null, 2),
   );
   writeFileSync(join(dir, 'latency.svg'), renderLatencySvg(ops, faults));
-  writeFileSync(join(dir, 'nemesis.log'), lines.join('\n') + '\n');
+  writeFileSync(join(dir, 'nemesis.log'), run.lines.join('\n') + '\n');
   return {
-    seed,
+    seed: run.seed,
     verdict,
     summary: json.summary,
     lostWrites,
