@@ -173,7 +173,9 @@ function parseMetadata(
   warnings: string[],
 ): Metadata | null {
   if (buf.length < 32) {
-    warnings.push(`${file}: ${buf.length} bytes, an interrupted write (the engine ignores it)`);
+    warnings.push(
+      `${file}: ${buf.length} bytes, short: the engine alone would take it for one never written; a node refuses to start on it (PREVAIL_CORRUPT_ENTRY)`,
+    );
     return null;
   }
   if (buf.length > 32)
