@@ -153,31 +153,10 @@ export class RaftNode<R = unknown> extends EventEmitter {
   }
 
   async #startEngine(valid: ValidOptions<R>): Promise<void> {
-    const {
-      id,
-      address,
-      dataDir,
-      electionTimeoutMs,
-      heartbeatMs,
-      snapshotThreshold,
-      snapshotTrailing,
-      maxInflightEntries,
-      preVote,
-      bootstrap,
-    } = valid;
+    // The engine takes every validated option but the FSM (this node holds it).
+    const { fsm: _fsm, ...startOptions } = valid;
     try {
-      await this.#engine.start({
-        id,
-        address,
-        dataDir,
-        electionTimeoutMs,
-        heartbeatMs,
-        snapshotThreshold,
-        snapshotTrailing,
-        maxInflightEntries,
-        preVote,
-        bootstrap,
-      });
+      await this.#engine.start(startOptions);
     } catch (err) {
       unlockDataDir(this.dataDir);
       const error = fromNative(err);
