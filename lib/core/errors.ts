@@ -61,6 +61,14 @@ export const ErrorCodes = {
   ASYNC_HANDLER: 'PREVAIL_ASYNC_HANDLER',
   /** A replica's applied effects differ from the leader's at the same index: a command handler is not deterministic. */
   DIVERGED: 'PREVAIL_DIVERGED',
+  /** A cluster of more than one member was asked for without `tls` settings and without `insecure: true`. */
+  TLS_REQUIRED: 'PREVAIL_TLS_REQUIRED',
+  /** A certificate or key can't be used: unreadable, not PEM, expired, or not naming what it must (`path` says which file). */
+  BAD_CERTIFICATE: 'PREVAIL_BAD_CERTIFICATE',
+  /** An HTTP request carried no valid credentials (no token, an unknown token, no client certificate). */
+  UNAUTHORIZED: 'PREVAIL_UNAUTHORIZED',
+  /** The credentials are valid but lack the permission the request needs (`permission` names it). */
+  FORBIDDEN: 'PREVAIL_FORBIDDEN',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
