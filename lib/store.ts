@@ -87,6 +87,8 @@ export interface StoreOptions<C extends Collections, H extends Commands<C>>
       | 'snapshotThreshold'
       | 'snapshotTrailing'
       | 'maxInflightEntries'
+      | 'tls'
+      | 'insecure'
     > {
   schema: Schema<C, H>;
   /** Start a background state capture after this many entries. Default snapshotThreshold / 2. */
@@ -170,6 +172,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       `127.0.0.1:${await freePort()}`;
     const { cluster, join, electionTimeoutMs, heartbeatMs, snapshotTrailing, maxInflightEntries } =
       options;
+    const { tls, insecure } = options;
     const node = await RaftNode.start<unknown>({
       id,
       address,
@@ -181,6 +184,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       snapshotThreshold,
       snapshotTrailing,
       maxInflightEntries,
+      tls,
+      insecure,
       fsm: machine,
     });
     // An entry this replica can't apply stops the node (RaftNode emits 'error' once closed);

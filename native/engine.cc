@@ -22,6 +22,7 @@ constexpr Param kId{ArgType::kUint, "a member id must be a non-negative integer"
 constexpr Param kAddress{ArgType::kString, "a member address must be a string"};
 constexpr Param kRole{ArgType::kString, "a role must be a string"};
 constexpr Param kEntries{ArgType::kUint, "a snapshot threshold must be a non-negative integer"};
+constexpr Param kToken{ArgType::kUint, "a connect token must be a non-negative integer"};
 
 // The signatures of the JS methods, as lib/engine/native.ts declares them (NativeEngine).
 constexpr Signature kStart{"start", kAsync, 1, {kOptions}};
@@ -34,6 +35,9 @@ constexpr Signature kTransfer{"transfer", kAsync, 1, {kId}};  // 0: any voter
 constexpr Signature kStatus{"status", kSync, 0, {}};
 constexpr Signature kSetSnapshotThreshold{"setSnapshotThreshold", kSync, 1, {kEntries}};
 constexpr Signature kClose{"close", kAsync, 0, {}};
+constexpr Signature kAccept{"accept", kSync, 2, {kId, kAddress}};
+constexpr Signature kConnected{"connected", kSync, 1, {kToken}};
+constexpr Signature kConnectFailed{"connectFailed", kSync, 1, {kToken}};
 
 raft_id UintArg(const Napi::CallbackInfo& info, size_t i) {
   return static_cast<raft_id>(info[i].As<Napi::Number>().DoubleValue());
@@ -55,11 +59,15 @@ Napi::Function Engine::Define(Napi::Env env) {
                          Method<&Engine::Status, kStatus>(),
                          Method<&Engine::SetSnapshotThreshold, kSetSnapshotThreshold>(),
                          Method<&Engine::Close, kClose>(),
+                         Method<&Engine::Accept, kAccept>(),
+                         Method<&Engine::Connected, kConnected>(),
+                         Method<&Engine::ConnectFailed, kConnectFailed>(),
                      });
 }
 
 // new Engine({ apply(payload, index, term, mine), snapshot(), restore(payload),
-//              state(state, term, leaderId, leaderAddress), fatal?(error) })
+//              state(state, term, leaderId, leaderAddress), fatal?(error),
+//              connect?(token, id, address) })
 Engine::Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info), env_(info.Env()) {
   Napi::Env env = info.Env();
   if (!HaveErrorCodes(env))
@@ -80,6 +88,7 @@ Engine::Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info),
   take("restore", restore_fn_);
   take("state", state_fn_);
   if (callbacks.Get("fatal").IsFunction()) take("fatal", fatal_fn_);
+  if (callbacks.Get("connect").IsFunction()) take("connect", connect_fn_);
 
   fsm_.version = 2;  // 2 = we own snapshot buffers and release them in finalize
   fsm_.data = this;

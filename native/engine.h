@@ -19,6 +19,7 @@
 #include "listen_heap.h"
 #include "payload_slab.h"
 #include "raft_c.h"
+#include "stream_transport.h"
 
 namespace prevail {
 
@@ -76,6 +77,11 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value Status(const Napi::CallbackInfo& info);
   Napi::Value SetSnapshotThreshold(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  // The stream transport's JS side (stream_transport.h), in engine_streams.cc.
+  Napi::Value Accept(const Napi::CallbackInfo& info);
+  Napi::Value Connected(const Napi::CallbackInfo& info);
+  Napi::Value ConnectFailed(const Napi::CallbackInfo& info);
+  void ReportConnects();
 
   bool Usable(Napi::Env env, Napi::Promise::Deferred& deferred);
   // Usable, and this node leads: the engine asserts leadership in membership changes.
@@ -128,12 +134,17 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::FunctionReference restore_fn_;
   Napi::FunctionReference state_fn_;
   Napi::FunctionReference fatal_fn_;  // optional: told once when this replica can't apply an entry
+  Napi::FunctionReference
+      connect_fn_;  // with the stream transport: asked to connect(token, id, address)
   napi_async_context async_context_ = nullptr;
 
   uv_loop_t* loop_ = nullptr;
   struct raft raft_ {};
   struct raft_io io_ {};
   struct raft_uv_transport transport_ {};
+  // Used instead of the engine's TCP transport when start() is given transport: 'streams'.
+  StreamTransport streams_;
+  bool tcp_transport_ = true;
   struct raft_fsm fsm_ {};
   bool transport_ready_ = false;
   bool io_ready_ = false;

@@ -23,7 +23,8 @@ void ReportingUncaught(Napi::Env env, F call) {
 void Engine::OnCheck() {
   const StateReport report = ReadState();
   const bool report_fatal = failed_ && !fatal_reported_ && started_;
-  if (queue_.Empty() && !report.changed && !report_fatal) return;
+  const bool connects = streams_.HasNewConnects() && started_;
+  if (queue_.Empty() && !report.changed && !report_fatal && !connects) return;
   Napi::HandleScope scope(env_);
   bool teardown = false;
   {
@@ -34,6 +35,7 @@ void Engine::OnCheck() {
     if (report_fatal) ReportFatal();
     teardown = SettleAll(env_, batch);
     if (report.changed) ReportState(report);
+    if (connects) ReportConnects();
   }
   queue_.SleepIfIdle();
   if (teardown) {
@@ -86,10 +88,21 @@ void Engine::ReportState(const StateReport& report) {
   });
 }
 
+// The connects the stream transport was asked for since the last check (engine_streams.cc).
+void Engine::ReportConnects() {
+  for (const StreamTransport::ConnectAsk& ask : streams_.TakeNewConnects()) {
+    ReportingUncaught(env_, [&] {
+      connect_fn_.Call({Napi::Number::New(env_, static_cast<double>(ask.token)),
+                        Napi::Number::New(env_, static_cast<double>(ask.id)),
+                        Napi::String::New(env_, ask.address)});
+    });
+  }
+}
+
 void Engine::OnRaftClosed(struct raft* r) {
   auto* self = static_cast<Engine*>(r->data);
   raft_uv_close(&self->io_);
-  raft_uv_tcp_close(&self->transport_);
+  if (self->transport_ready_) raft_uv_tcp_close(&self->transport_);
   self->raft_ready_ = self->io_ready_ = self->transport_ready_ = false;
   self->closed_ = true;
   self->pending_.clear();

@@ -58,9 +58,18 @@ bool Engine::AttachToLoop(Napi::Env env) {
 std::optional<Engine::StartFailure> Engine::InitIo(const StartOptions& options) {
   transport_.version = 1;  // 0.22.1 refuses a transport without one
   transport_.data = nullptr;
-  int rv = raft_uv_tcp_init(&transport_, loop_);
-  if (rv != 0) return StartFailure{rv, "transport init", ""};
-  transport_ready_ = true;
+  int rv = 0;
+  if (options.stream_transport) {
+    if (connect_fn_.IsEmpty())
+      return StartFailure{RAFT_INVALID, "transport init", "no connect callback"};
+    tcp_transport_ = false;
+    streams_.Install(
+        &transport_, loop_, [](void* self) { static_cast<Engine*>(self)->queue_.Wake(); }, this);
+  } else {
+    rv = raft_uv_tcp_init(&transport_, loop_);
+    if (rv != 0) return StartFailure{rv, "transport init", ""};
+    transport_ready_ = true;  // raft_uv_tcp_close is needed
+  }
   rv = raft_uv_init(&io_, loop_, options.data_dir.c_str(), &transport_);
   if (rv != 0) return StartFailure{rv, "storage init", io_.errmsg};
   io_ready_ = true;

@@ -52,6 +52,10 @@ StartOptions ReadStartOptions(Napi::Env env, Napi::Object options) {
   out.snapshot_trailing = static_cast<unsigned>(Number(options, "snapshotTrailing"));
   out.max_inflight_entries = static_cast<unsigned>(Number(options, "maxInflightEntries"));
   out.pre_vote = options.Get("preVote").ToBoolean();
+  const std::string transport = String(options, "transport");
+  if (transport != "tcp" && transport != "streams")
+    throw BadOption(env, "transport", "'tcp' or 'streams'");
+  out.stream_transport = transport == "streams";
   Napi::Value bootstrap = options.Get("bootstrap");
   if (bootstrap.IsArray()) out.bootstrap = Members(env, bootstrap.As<Napi::Array>());
   return out;

@@ -25,6 +25,7 @@ struct StartOptions {
   unsigned snapshot_trailing;
   unsigned max_inflight_entries;
   bool pre_vote;
+  bool stream_transport;  // transport: 'streams' (stream_transport.h) rather than 'tcp'
   std::optional<std::vector<Member>> bootstrap;  // the initial configuration, when given
 };
 

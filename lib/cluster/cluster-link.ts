@@ -16,7 +16,7 @@ import {
   type SystemKind,
 } from '../format/entry.js';
 import type { StoreMetrics } from '../metrics.js';
-import { PeerClient, PeerServer } from './peer-channel.js';
+import { PeerClient, PeerServer, dialTcp, type Dial, type RequestHandler } from './peer-channel.js';
 import { applyPatches, patchesOf, patchesOfResult, type Patch } from '../plain-data.js';
 import type { RaftNode } from '../engine/raft-node.js';
 import { checkConsistency, type Consistency } from './consistency.js';
@@ -130,6 +130,8 @@ export class ClusterLink extends EventEmitter {
   readonly #forward: boolean;
   readonly #readyMaxLag: number;
   #server!: PeerServer;
+  // How this node reaches peers' channels: TLS through the member transport, or plain TCP.
+  #dial: Dial = dialTcp;
   #clients = new Map<string, PeerClient>();
   #waiters: Waiter[] = []; // sorted by index
   #timer: NodeJS.Timeout | null = null;
@@ -161,9 +163,11 @@ export class ClusterLink extends EventEmitter {
     }
     const link = new ClusterLink(parts, options);
     const node = parts.node;
-    const channelAddress =
-      options.channelAddress ?? joinAddress(parseAddress(node.address).host, 0);
-    link.#server = await PeerServer.listen(channelAddress, (type, body) => link.#serve(type, body));
+    const transport = node.transport;
+    if (transport) link.#dial = (address) => transport.dialPeer(address);
+    link.#server = await channelServer(node, options, (type, body, from) =>
+      link.#serve(type, body, from),
+    );
     const onRole = () => {
       link.#leaseUntil = 0;
       link.#maintain();
@@ -509,7 +513,7 @@ export class ClusterLink extends EventEmitter {
 
   // ---- the channel -----------------------------------------------------------------------
 
-  async #serve(type: string, body: unknown): Promise<unknown> {
+  async #serve(type: string, body: unknown, from?: number): Promise<unknown> {
     if (this.#closed) throw new PrevailError(ErrorCodes.CLOSED, `node ${this.#node.id} is closing`);
     if (type === 'commitIndex') return this.#node.status().commitIndex;
     // A node that doesn't lead refuses these in the engine (PREVAIL_NOT_LEADER with the hint).
@@ -517,7 +521,7 @@ export class ClusterLink extends EventEmitter {
       return this.#proposeForwarded(forwardedBody(type, body));
     if (type === 'checkpoints') return this.#replica.checkpoints();
     if (type === 'announce') {
-      const { id, channel } = body as { id: number; channel: string };
+      const { id, channel } = announcement(body, from, this.#node);
       if (this.#replica.peers().get(id) !== channel) await this.#announce(id, channel);
       return null;
     }
@@ -580,7 +584,7 @@ export class ClusterLink extends EventEmitter {
   #client(address: string): PeerClient {
     let c = this.#clients.get(address);
     if (!c) {
-      c = new PeerClient(address);
+      c = new PeerClient(address, this.#dial);
       this.#clients.set(address, c);
     }
     return c;
@@ -689,4 +693,46 @@ export class ClusterLink extends EventEmitter {
     for (const c of this.#clients.values()) c.close();
     await this.#server.close();
   }
+}
+
+// The channel server: on the member transport's port with TLS, its own plain TCP port with
+// `insecure`, none for a single node that opens no port (it has no one to serve).
+async function channelServer(
+  node: RaftNode<unknown>,
+  options: LinkOptions,
+  handler: RequestHandler,
+): Promise<PeerServer> {
+  const security = node.status().security;
+  const transport = node.transport;
+  if (transport) {
+    const server = PeerServer.attached(node.address, handler);
+    transport.onPeerSocket((socket, id) => server.serve(socket, id));
+    return server;
+  }
+  if (security === 'none') return PeerServer.attached('', handler);
+  const address = options.channelAddress ?? joinAddress(parseAddress(node.address).host, 0);
+  return PeerServer.listen(address, handler);
+}
+
+/**
+ * An `announce` request, checked: with TLS (`from` known) a member announces only itself, at
+ * its own member address (its channel shares that port), so no one can point the others'
+ * forwarded writes elsewhere. Without TLS nothing proves who asks (docs/operations.md).
+ */
+function announcement(
+  body: unknown,
+  from: number | undefined,
+  node: RaftNode<unknown>,
+): { id: number; channel: string } {
+  const { id, channel } = (body ?? {}) as { id?: unknown; channel?: unknown };
+  if (typeof id !== 'number' || typeof channel !== 'string')
+    throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'announce needs { id, channel }');
+  if (from === undefined) return { id, channel };
+  const member = node.status().members.find((m) => m.id === from);
+  if (id !== from || !member || channel !== member.address)
+    throw new PrevailError(
+      ErrorCodes.FORBIDDEN,
+      `member ${from} may announce only itself at its own address (${member?.address ?? 'not a member'})`,
+    );
+  return { id, channel };
 }

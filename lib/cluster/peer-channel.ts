@@ -1,5 +1,7 @@
 // The library's own node-to-node channel (write forwarding, read indices, readiness),
-// separate from the user's HTTP stack and from the engine's raft port.
+// separate from the user's HTTP stack. With TLS it shares the member's port with the engine
+// (ALPN, lib/engine/member-transport.ts) and every request carries the member id its
+// certificate names; with `insecure: true` it has its own plain TCP port and no identity.
 // Frames: a 4-byte big-endian length, then a msgpack value.
 //   request  [id, type, body]
 //   response [id, ok, body]   (ok false: body is a serialised error)
@@ -14,7 +16,27 @@ const packr = new Packr({ useRecords: false, moreTypes: false, useBigIntExtensio
 /** Frames above this are refused and the connection dropped (a peer gone wrong, or not a peer). */
 export const MAX_FRAME = 64 * 1024 * 1024;
 
-export type RequestHandler = (type: string, body: unknown) => Promise<unknown>;
+/** The requests the channel carries; any other closes the connection before it is handled. */
+export const PEER_REQUESTS: ReadonlySet<string> = new Set([
+  'commitIndex',
+  'propose',
+  'proposeSystem',
+  'checkpoints',
+  'announce',
+  'readIndex',
+]);
+
+/** Handles one request; `from` is the asking member's id when its certificate named it (TLS). */
+export type RequestHandler = (type: string, body: unknown, from?: number) => Promise<unknown>;
+
+/** Opens a connection to a peer's channel (plain TCP, or TLS through the member transport). */
+export type Dial = (address: string) => Socket;
+
+/** Plain TCP: the `insecure` cluster's channel. */
+export const dialTcp: Dial = (address) => {
+  const { host, port } = parseAddress(address, 'a peer channel address');
+  return connect({ host, port });
+};
 
 interface WireError {
   code?: string;
@@ -86,54 +108,76 @@ function writeFrame(socket: Socket, value: unknown): void {
   socket.write(body);
 }
 
+function answer(socket: Socket, id: number, type: string, result: unknown): void {
+  if (socket.destroyed) return;
+  try {
+    writeFrame(socket, [id, true, result]);
+  } catch (err) {
+    // The request was carried out; only its result can't travel.
+    writeFrame(socket, [
+      id,
+      false,
+      toWire(
+        new PrevailError(
+          ErrorCodes.INVALID_STATE,
+          `the result of ${type} can't be encoded to send back: ${(err as Error).message}`,
+          { mayHaveApplied: true },
+        ),
+      ),
+    ]);
+  }
+}
+
+function answerError(socket: Socket, id: number, err: unknown): void {
+  if (socket.destroyed) return;
+  try {
+    writeFrame(socket, [id, false, toWire(err)]);
+  } catch {
+    writeFrame(socket, [id, false, { message: String((err as Error)?.message ?? err) }]);
+  }
+}
+
 /** Accepts peers' requests and answers each with the handler's result or error. */
 export class PeerServer {
   readonly #server: Server;
   readonly #sockets = new Set<Socket>();
   address = '';
 
+  readonly #handler: RequestHandler;
+
   private constructor(handler: RequestHandler) {
-    this.#server = createServer((socket) => {
-      this.#sockets.add(socket);
-      socket.setNoDelay(true);
-      socket.on('close', () => this.#sockets.delete(socket));
-      socket.on('error', () => socket.destroy());
-      frameReader(socket, (frame) => {
-        if (!Array.isArray(frame) || typeof frame[0] !== 'number' || typeof frame[1] !== 'string') {
-          socket.destroy(); // not one of ours
-          return;
-        }
-        const [id, type, body] = frame as [number, string, unknown];
-        handler(type, body).then(
-          (result) => {
-            if (socket.destroyed) return;
-            try {
-              writeFrame(socket, [id, true, result]);
-            } catch (err) {
-              // The request was carried out; only its result can't travel.
-              writeFrame(socket, [
-                id,
-                false,
-                toWire(
-                  new PrevailError(
-                    ErrorCodes.INVALID_STATE,
-                    `the result of ${type} can't be encoded to send back: ${(err as Error).message}`,
-                    { mayHaveApplied: true },
-                  ),
-                ),
-              ]);
-            }
-          },
-          (err: unknown) => {
-            if (socket.destroyed) return;
-            try {
-              writeFrame(socket, [id, false, toWire(err)]);
-            } catch {
-              writeFrame(socket, [id, false, { message: String((err as Error)?.message ?? err) }]);
-            }
-          },
-        );
-      });
+    this.#handler = handler;
+    this.#server = createServer((socket) => this.serve(socket));
+  }
+
+  /** A channel server with no port of its own: the member transport hands it its connections. */
+  static attached(address: string, handler: RequestHandler): PeerServer {
+    const server = new PeerServer(handler);
+    server.address = address;
+    return server;
+  }
+
+  /** Serves the requests arriving on `socket`, from member `from` when known (TLS). */
+  serve(socket: Socket, from?: number): void {
+    this.#sockets.add(socket);
+    socket.setNoDelay(true);
+    socket.on('close', () => this.#sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    frameReader(socket, (frame) => {
+      if (
+        !Array.isArray(frame) ||
+        typeof frame[0] !== 'number' ||
+        typeof frame[1] !== 'string' ||
+        !PEER_REQUESTS.has(frame[1])
+      ) {
+        socket.destroy(); // not one of ours
+        return;
+      }
+      const [id, type, body] = frame as [number, string, unknown];
+      this.#handler(type, body, from).then(
+        (result) => answer(socket, id, type, result),
+        (err: unknown) => answerError(socket, id, err),
+      );
     });
   }
 
@@ -160,6 +204,7 @@ export class PeerServer {
 
   close(): Promise<void> {
     for (const s of this.#sockets) s.destroy();
+    if (!this.#server.listening) return Promise.resolve();
     return new Promise((resolve) => this.#server.close(() => resolve()));
   }
 }
@@ -181,8 +226,11 @@ export class PeerClient {
   #unsent: (() => void)[] = []; // requests made while connecting; sent on connect
   #closed = false;
 
-  constructor(address: string) {
+  readonly #dial: Dial;
+
+  constructor(address: string, dial: Dial = dialTcp) {
     this.address = address;
+    this.#dial = dial;
   }
 
   /**
@@ -224,8 +272,7 @@ export class PeerClient {
 
   #ensure(): Socket {
     if (this.#socket) return this.#socket;
-    const { host, port } = parseAddress(this.address, 'a peer channel address');
-    const socket = connect({ host, port });
+    const socket = this.#dial(this.address);
     this.#socket = socket;
     socket.setNoDelay(true);
     socket.on('connect', () => {

@@ -32,6 +32,8 @@ export interface NativeCallbacks {
   state(state: string, term: number, leaderId: number, leaderAddress: string | null): void;
   /** This replica can't apply an entry (apply or restore threw): it has stopped applying. Once, from the check phase. */
   fatal?(error: unknown): void;
+  /** With `transport: 'streams'`: make a connection to member `id` and answer `connected(token)` or `connectFailed(token)`. From the check phase. */
+  connect?(token: number, id: number, address: string): void;
 }
 
 export interface NativeStartOptions {
@@ -44,6 +46,8 @@ export interface NativeStartOptions {
   snapshotTrailing: number;
   maxInflightEntries: number;
   preVote: boolean;
+  /** 'tcp': the engine's own TCP transport; 'streams': connections made in JS (lib/engine/member-transport.ts). */
+  transport: 'tcp' | 'streams';
   bootstrap?: { id: number; address: string }[];
 }
 
@@ -58,6 +62,11 @@ export interface NativeEngine {
   status(): NativeStatus;
   setSnapshotThreshold(n: number): void;
   close(): Promise<void>;
+  /** Streams transport: hands the engine a verified connection from member `id`; returns JS's end (an fd) or a negative libuv error. */
+  accept(id: number, address: string): number;
+  /** Streams transport: the connection asked for by `token` is made; returns JS's end (an fd) or a negative libuv error. */
+  connected(token: number): number;
+  connectFailed(token: number): void;
 }
 
 interface Addon {

@@ -3,7 +3,8 @@
 import { resolve } from 'node:path';
 
 import { parseAddress } from '../core/address.js';
-import { invalid, type MemberRef } from '../core/errors.js';
+import { ErrorCodes, PrevailError, invalid, type MemberRef } from '../core/errors.js';
+import { loadTlsMaterial, type TlsMaterial, type TlsOptions } from './member-transport.js';
 import type { Fsm, MemberRole } from './types.js';
 
 export interface RaftNodeOptions<R = unknown> {
@@ -46,6 +47,20 @@ export interface RaftNodeOptions<R = unknown> {
   maxInflightEntries?: number;
   /** Pre-vote (Raft thesis §9.6): a partitioned node can't disrupt the cluster on rejoin. Default true. */
   preVote?: boolean;
+  /**
+   * Mutual TLS between members: the cluster's CA, this member's certificate (naming it; see
+   * `prevail certs`) and key. Members then share one port (`address`) for the engine and the
+   * peer channel, and only a peer whose certificate the CA signed and that names the id it
+   * speaks for gets in. A node with `tls` listens only once it has company (a configuration of
+   * more than one member, `join`, or `addMember`). See docs/operations.md, "Security".
+   */
+  tls?: TlsOptions;
+  /**
+   * Run a cluster without TLS: anyone who can reach `address` can then read, write and break
+   * it. Without `tls` or this, a configuration of more than one member is refused
+   * (PREVAIL_TLS_REQUIRED), and a single node opens no port at all. Default false.
+   */
+  insecure?: boolean;
 }
 
 /** The defaults of the tunable options (documented on RaftNodeOptions). */
@@ -62,9 +77,27 @@ export const defaults = {
  * The options once checked: every default filled in, `dataDir` absolute, and the configuration
  * an empty data dir starts with (`cluster`; undefined with `join`).
  */
-export type ValidOptions<R = unknown> = Required<Omit<RaftNodeOptions<R>, 'cluster' | 'join'>> & {
+export type ValidOptions<R = unknown> = Required<
+  Omit<RaftNodeOptions<R>, 'cluster' | 'join' | 'tls'>
+> & {
   bootstrap: MemberRef[] | undefined;
+  join: boolean;
+  /** The TLS material, read and checked; null without `tls`. */
+  tls: TlsMaterial | null;
+  /** The files to read again on reloadTls(), when the material came from files. */
+  tlsOptions: TlsOptions | null;
+  /** The engine's: its own TCP with `insecure`, else connections made in JS (TLS, or none). */
+  transport: 'tcp' | 'streams';
 };
+
+/** The error for a cluster asked for without TLS and without `insecure`. */
+export function tlsRequired(what: string): PrevailError {
+  return new PrevailError(
+    ErrorCodes.TLS_REQUIRED,
+    `${what} needs TLS between members: give tls { ca, cert, key } (prevail certs makes them), ` +
+      'or insecure: true to run a cluster anyone on the network can read and write',
+  );
+}
 
 /** Checks the options (PREVAIL_INVALID_ARGUMENT naming the first bad one) and fills in the defaults. */
 export function validateOptions<R>(options: RaftNodeOptions<R>): ValidOptions<R> {
@@ -100,6 +133,14 @@ export function validateOptions<R>(options: RaftNodeOptions<R>): ValidOptions<R>
   const preVote = options.preVote ?? defaults.preVote;
   if (typeof preVote !== 'boolean') throw invalid('preVote must be a boolean');
   const cluster = checkCluster(options.cluster ?? [{ id, address }], id, address);
+  const insecure = options.insecure ?? false;
+  if (typeof insecure !== 'boolean') throw invalid('insecure must be a boolean');
+  if (options.tls !== undefined && insecure) throw invalid('give tls or insecure: true, not both');
+  const tls = options.tls === undefined ? null : loadTlsMaterial(options.tls, id);
+  if (!tls && !insecure && (options.join || cluster.length > 1))
+    throw tlsRequired(
+      options.join ? 'joining a cluster' : `a cluster of ${cluster.length} members`,
+    );
   return {
     id,
     address,
@@ -112,6 +153,11 @@ export function validateOptions<R>(options: RaftNodeOptions<R>): ValidOptions<R>
     maxInflightEntries,
     preVote,
     bootstrap: options.join ? undefined : cluster,
+    join: options.join ?? false,
+    insecure,
+    tls,
+    tlsOptions: options.tls ?? null,
+    transport: insecure ? 'tcp' : 'streams',
   };
 }
 

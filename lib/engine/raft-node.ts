@@ -21,10 +21,12 @@ import {
   writeAppliedMark,
 } from './data-dir.js';
 import { damagedFile, dataDirError } from './data-dir-errors.js';
+import { MemberTransport, loadTlsMaterial, type TlsOptions } from './member-transport.js';
 import {
   checkAddress,
   checkPositiveInt,
   checkRole,
+  tlsRequired,
   validateOptions,
   type RaftNodeOptions,
   type ValidOptions,
@@ -63,6 +65,10 @@ export class RaftNode<R = unknown> extends EventEmitter {
   #forcedSnapshots = 0;
 
   #engine: NativeEngine;
+  // Mutual TLS to the other members (null without `tls`); see member-transport.ts.
+  #transport: MemberTransport | null = null;
+  #tlsOptions: TlsOptions | null;
+  #security: 'tls' | 'insecure' | 'none';
   #fsm: Fsm<R>;
   #closing = false;
   #closed: Promise<void> | null = null;
@@ -114,7 +120,16 @@ export class RaftNode<R = unknown> extends EventEmitter {
       state: (state, term, leaderId, leaderAddress) =>
         this.#onState(state, term, leaderId, leaderAddress),
       fatal: (error) => this.#onFatal(error),
+      // Without TLS (a single node) there is no one to connect to.
+      connect: (token, id, address) =>
+        this.#transport
+          ? this.#transport.connect(token, id, address)
+          : this.#engine.connectFailed(token),
     });
+    this.#tlsOptions = options.tlsOptions;
+    if (options.tls)
+      this.#transport = new MemberTransport(this.id, this.address, options.tls, this.#engine);
+    this.#security = options.tls ? 'tls' : options.transport === 'tcp' ? 'insecure' : 'none';
   }
 
   /** Validates the options, opens (or bootstraps) the data directory and starts the engine. */
@@ -131,6 +146,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
     node.#openDataDir();
     await node.#startEngine(valid);
     await node.#checkAppliedMark();
+    await node.#openToMembers(valid);
     node.#markTimer = setInterval(() => node.#writeMark(), 1000);
     node.#markTimer.unref();
     debug('node %d started at %s in %s', node.id, node.address, node.dataDir);
@@ -154,7 +170,14 @@ export class RaftNode<R = unknown> extends EventEmitter {
 
   async #startEngine(valid: ValidOptions<R>): Promise<void> {
     // The engine takes every validated option but the FSM (this node holds it).
-    const { fsm: _fsm, ...startOptions } = valid;
+    const {
+      fsm: _fsm,
+      tls: _tls,
+      tlsOptions: _files,
+      insecure: _insecure,
+      join: _join,
+      ...startOptions
+    } = valid;
     try {
       await this.#engine.start(startOptions);
     } catch (err) {
@@ -169,6 +192,29 @@ export class RaftNode<R = unknown> extends EventEmitter {
         );
       }
       throw damagedFile(this.dataDir, error);
+    }
+  }
+
+  // Listens for the other members once there are any: a configuration of more than one member
+  // (a restart), or a node joining one. Without TLS (or `insecure`), such a node can't start.
+  async #openToMembers(valid: ValidOptions<R>): Promise<void> {
+    if (this.#security === 'insecure') {
+      process.emitWarning(
+        `node ${this.id} runs WITHOUT TLS (insecure: true): anyone who can reach ${this.address} ` +
+          'can read, write and break the cluster',
+        { code: 'PREVAIL_INSECURE' },
+      );
+      return;
+    }
+    const members = this.#engine.status().members?.length ?? 0;
+    if (members <= 1 && !valid.join) return;
+    try {
+      if (!this.#transport) throw tlsRequired(`a cluster of ${members} members`);
+      await this.#transport.listen();
+    } catch (err) {
+      await this.#engine.close().catch(() => undefined);
+      unlockDataDir(this.dataDir);
+      throw err;
     }
   }
 
@@ -303,6 +349,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
         lastIndex: 0,
         members: [],
         snapshot: { index: 0, term: 0 },
+        security: this.#security,
       };
     }
     return {
@@ -315,7 +362,26 @@ export class RaftNode<R = unknown> extends EventEmitter {
       lastIndex: s.lastIndex!,
       members: s.members!,
       snapshot: { index: s.snapshotIndex!, term: s.snapshotTerm! },
+      security: this.#security,
     };
+  }
+
+  /**
+   * Takes new TLS material without a restart (rotation): `tls` if given, else the files of the
+   * `tls` option read again. New connections use it; established ones keep theirs. Throws
+   * PREVAIL_BAD_CERTIFICATE (and keeps the old material) when the new one doesn't fit.
+   */
+  reloadTls(tls?: TlsOptions): void {
+    if (!this.#transport)
+      throw new PrevailError(ErrorCodes.INVALID_STATE, 'this node runs without tls');
+    const options = tls ?? this.#tlsOptions!;
+    this.#transport.reload(loadTlsMaterial(options, this.id));
+    this.#tlsOptions = options;
+  }
+
+  /** The members' TLS transport (null without `tls`): the peer channel rides on it. */
+  get transport(): MemberTransport | null {
+    return this.#transport;
   }
 
   /** This node's role as last reported by the engine. */
@@ -345,6 +411,8 @@ export class RaftNode<R = unknown> extends EventEmitter {
     checkPositiveInt('member.id', member?.id);
     checkAddress('member.address', member?.address);
     checkRole(role);
+    if (this.#security === 'none') throw tlsRequired('adding a member');
+    await this.#transport?.listen();
     await this.#call(this.#engine.add(member.id, member.address));
     if (role !== 'spare') await this.assignRole(member.id, role);
   }
@@ -424,6 +492,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
     await this.#engine.close().catch((err: unknown) => {
       throw fromNative(err);
     });
+    await this.#transport?.close();
     unlockDataDir(this.dataDir);
     this.#onState('closed', this.#term, 0, null);
     debug('node %d closed', this.id);

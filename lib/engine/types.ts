@@ -47,4 +47,9 @@ export interface RaftNodeStatus {
   lastIndex: number;
   members: Member[];
   snapshot: { index: number; term: number };
+  /**
+   * How members reach this node: 'tls' (mutual TLS), 'insecure' (plain TCP anyone can use:
+   * `insecure: true`), or 'none' (a single node that opens no port).
+   */
+  security: 'tls' | 'insecure' | 'none';
 }

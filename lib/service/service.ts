@@ -29,7 +29,12 @@ export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 /** The service's options; the engine's timings are RaftNodeOptions' (documented there). */
 export interface ServiceOptions extends Pick<
   RaftNodeOptions,
-  'electionTimeoutMs' | 'heartbeatMs' | 'snapshotThreshold' | 'snapshotTrailing'
+  | 'electionTimeoutMs'
+  | 'heartbeatMs'
+  | 'snapshotThreshold'
+  | 'snapshotTrailing'
+  | 'tls'
+  | 'insecure'
 > {
   /** Where the log and snapshots live. Required. */
   dataDir: string;
@@ -138,5 +143,7 @@ function storeOptions(options: ServiceOptions) {
     heartbeatMs: options.heartbeatMs,
     snapshotThreshold: options.snapshotThreshold,
     snapshotTrailing: options.snapshotTrailing,
+    tls: options.tls,
+    insecure: options.insecure,
   };
 }

@@ -1,0 +1,380 @@
+// Mutual TLS between members, on one port per node: the engine's traffic and the peer channel
+// (lib/cluster/peer-channel.ts) share the raft address, told apart by ALPN. Each side's member id
+// is the one its certificate names (lib/core/identity.ts), checked against the id the engine
+// dials or, on accept, handed to the engine as the sender: a member can't speak as another, and
+// nothing without a certificate from the cluster's CA gets a byte to the engine.
+//
+// TLS ends here, in Node's own `tls` (maintained, rotates certificates with setSecureContext,
+// on every Node build); the engine gets plain streams through native/stream_transport.h: one end
+// of a socketpair, the other piped to the TLS socket.
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Socket } from 'node:net';
+import {
+  connect as tlsConnect,
+  createSecureContext,
+  createServer as createTlsServer,
+  type PeerCertificate,
+  type SecureContext,
+  type Server as TlsServer,
+  type TLSSocket,
+} from 'node:tls';
+
+import { parseAddress } from '../core/address.js';
+import { debug } from '../core/diagnostics.js';
+import { ErrorCodes, PrevailError, invalid } from '../core/errors.js';
+import { identityOf, nodeUri } from '../core/identity.js';
+
+/**
+ * A member's TLS material: the cluster's CA certificate, this member's certificate (naming it
+ * with the SAN URI `urn:prevail:node:<id>`; `prevail certs node` makes one) and its key. Each is
+ * PEM text, or a file to read it from (`caFile`, …): files are read again by `reloadTls()`.
+ */
+export interface TlsOptions {
+  ca?: string | Buffer;
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+}
+
+/** The material once read and checked: PEM text. */
+export interface TlsMaterial {
+  ca: string;
+  cert: string;
+  key: string;
+  /** The leaf's last day of validity (ms since the epoch), to warn before it comes. */
+  notAfter: number;
+}
+
+/** ALPN names of the two protocols on a member's port. */
+export const ALPN_RAFT = 'prevail-raft/1';
+export const ALPN_PEER = 'prevail-peer/1';
+
+/** What the transport needs of the engine (native/stream_transport.h, via NativeEngine). */
+export interface EngineStreams {
+  accept(id: number, address: string): number;
+  connected(token: number): number;
+  connectFailed(token: number): void;
+}
+
+/** Handles a verified peer-channel connection from member `id`. */
+export type PeerSocketHandler = (socket: TLSSocket, id: number) => void;
+
+// A connection that has not finished its TLS handshake (and, for raft, its address preamble)
+// by then is dropped: a stranger can't hold sockets open.
+const HANDSHAKE_TIMEOUT_MS = 5000;
+// The raft preamble is a 1-byte length and the sender's raft address (host:port, ≤ 255 bytes).
+const MAX_PREAMBLE = 256;
+
+function pemOf(value: string | Buffer | undefined, file: string | undefined, what: string): string {
+  if (value !== undefined && file !== undefined)
+    throw invalid(`tls: give ${what} or ${what}File, not both`);
+  if (file !== undefined) {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new PrevailError(ErrorCodes.BAD_CERTIFICATE, `tls: can't read ${what}File ${file}`, {
+        path: file,
+        cause: err,
+      });
+    }
+  }
+  if (typeof value === 'string') return value;
+  if (Buffer.isBuffer(value)) return value.toString('utf8');
+  throw invalid(`tls needs ${what} (PEM) or ${what}File`);
+}
+
+function parseCert(pem: string, what: string): X509Certificate {
+  try {
+    return new X509Certificate(pem);
+  } catch (err) {
+    throw new PrevailError(ErrorCodes.BAD_CERTIFICATE, `tls: ${what} is not a PEM certificate`, {
+      cause: err,
+    });
+  }
+}
+
+/**
+ * Reads `tls` and checks it can work for member `id`: the certificate names this member, is
+ * signed by the CA, is valid now, and the key is its key. PREVAIL_BAD_CERTIFICATE otherwise.
+ */
+export function loadTlsMaterial(tls: TlsOptions, id: number): TlsMaterial {
+  if (typeof tls !== 'object' || tls === null) throw invalid('tls must be an object');
+  const ca = pemOf(tls.ca, tls.caFile, 'ca');
+  const cert = pemOf(tls.cert, tls.certFile, 'cert');
+  const key = pemOf(tls.key, tls.keyFile, 'key');
+  const caCert = parseCert(ca, 'ca');
+  const leaf = parseCert(cert, 'cert');
+  const bad = (message: string) =>
+    new PrevailError(ErrorCodes.BAD_CERTIFICATE, `tls: ${message}`, {
+      path: tls.certFile,
+    });
+  const identity = identityOf(leaf.subjectAltName);
+  if (identity?.kind !== 'node' || identity.id !== id)
+    throw bad(
+      `the certificate must name this member (${nodeUri(id)}), it names ${leaf.subjectAltName ?? 'nothing'}`,
+    );
+  if (!leaf.checkIssued(caCert) || !leaf.verify(caCert.publicKey))
+    throw bad(
+      `the certificate is not signed by the given CA (${caCert.subject.replace(/\n/g, ', ')})`,
+    );
+  const now = Date.now();
+  const notAfter = Date.parse(leaf.validTo);
+  if (Date.parse(leaf.validFrom) > now || notAfter < now)
+    throw bad(`the certificate is not valid now (${leaf.validFrom} – ${leaf.validTo})`);
+  try {
+    createSecureContext({ cert, key }); // throws when the key is not the certificate's
+  } catch (err) {
+    throw new PrevailError(
+      ErrorCodes.BAD_CERTIFICATE,
+      `tls: the key does not fit the certificate: ${(err as Error).message}`,
+      { path: tls.keyFile, cause: err },
+    );
+  }
+  return { ca, cert, key, notAfter };
+}
+
+/** The member id a verified peer certificate names, or undefined (a client's, or none). */
+function memberIdOf(cert: PeerCertificate | undefined): number | undefined {
+  const identity = identityOf(cert?.subjectaltname);
+  return identity?.kind === 'node' ? identity.id : undefined;
+}
+
+/** Copies bytes both ways between a TLS socket and the engine's socketpair end `fd`. */
+function bridge(secure: TLSSocket, fd: number, head?: Buffer): void {
+  const local = new Socket({ fd, readable: true, writable: true });
+  const end = () => {
+    secure.destroy();
+    local.destroy();
+  };
+  secure.on('error', end).on('close', end);
+  local.on('error', end).on('close', end);
+  if (head?.length) local.write(head);
+  secure.pipe(local);
+  local.pipe(secure);
+}
+
+// Reads the raft preamble (the sender's address) from `socket`; calls back once with it and
+// whatever followed it, or destroys the socket on a malformed one.
+function readPreamble(socket: TLSSocket, done: (address: string, rest: Buffer) => void): void {
+  let buffered = Buffer.alloc(0);
+  const onData = (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    if (buffered.length > MAX_PREAMBLE + 1 + 64 * 1024) return void socket.destroy();
+    if (buffered.length < 1 || buffered.length < 1 + buffered[0]!) return;
+    socket.off('data', onData);
+    socket.pause();
+    const address = buffered.subarray(1, 1 + buffered[0]!).toString('utf8');
+    try {
+      parseAddress(address, 'a member address');
+    } catch {
+      return void socket.destroy();
+    }
+    done(address, buffered.subarray(1 + buffered[0]!));
+  };
+  socket.on('data', onData);
+}
+
+function preamble(address: string): Buffer {
+  const bytes = Buffer.from(address, 'utf8');
+  if (bytes.length >= MAX_PREAMBLE) throw invalid(`address ${address} is too long`);
+  return Buffer.concat([Buffer.from([bytes.length]), bytes]);
+}
+
+export class MemberTransport {
+  readonly id: number;
+  readonly address: string;
+  #engine: EngineStreams;
+  #material: TlsMaterial;
+  #context: SecureContext;
+  #server: TlsServer | null = null;
+  #listening: Promise<void> | null = null;
+  #sockets = new Set<TLSSocket>();
+  #onPeer: PeerSocketHandler | null = null;
+  #closed = false;
+
+  constructor(id: number, address: string, material: TlsMaterial, engine: EngineStreams) {
+    this.id = id;
+    this.address = address;
+    this.#engine = engine;
+    this.#material = material;
+    this.#context = this.#secureContext();
+  }
+
+  get material(): TlsMaterial {
+    return this.#material;
+  }
+
+  get listening(): boolean {
+    return this.#server?.listening ?? false;
+  }
+
+  #secureContext(): SecureContext {
+    const { ca, cert, key } = this.#material;
+    return createSecureContext({ ca, cert, key, minVersion: 'TLSv1.3' });
+  }
+
+  /** Where verified peer-channel connections go (the cluster link sets it). */
+  onPeerSocket(handler: PeerSocketHandler | null): void {
+    this.#onPeer = handler;
+  }
+
+  /** Starts listening on this member's address (once; later calls wait for the first). */
+  listen(): Promise<void> {
+    this.#listening ??= this.#listen();
+    return this.#listening;
+  }
+
+  #listen(): Promise<void> {
+    const { host, port } = parseAddress(this.address, 'the raft address');
+    const { ca, cert, key } = this.#material;
+    // Not `secureContext`: a server given one presents no certificate (Node 20).
+    const server = createTlsServer({
+      ca,
+      cert,
+      key,
+      requestCert: true,
+      rejectUnauthorized: true,
+      ALPNProtocols: [ALPN_RAFT, ALPN_PEER],
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+      minVersion: 'TLSv1.3',
+    });
+    server.on('secureConnection', (socket) => this.#accepted(socket));
+    server.on('tlsClientError', (err, socket) => {
+      debug(
+        'node %d: refused a connection from %s: %s',
+        this.id,
+        socket.remoteAddress,
+        err.message,
+      );
+    });
+    this.#server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        this.#listening = null;
+        reject(
+          new PrevailError(
+            err.code === 'EADDRINUSE' ? ErrorCodes.ADDRESS_IN_USE : ErrorCodes.IO,
+            `address ${this.address} ${err.code === 'EADDRINUSE' ? 'is already in use' : `can't be listened on: ${err.message}`}`,
+            { cause: err },
+          ),
+        );
+      });
+      server.listen(port, host, () => {
+        debug('node %d: listening (mutual TLS) on %s', this.id, this.address);
+        resolve();
+      });
+    });
+  }
+
+  // A connection whose certificate chain the CA signed: it must name a member; then its ALPN
+  // says whether the engine or the peer channel gets it.
+  #accepted(socket: TLSSocket): void {
+    this.#track(socket);
+    const id = memberIdOf(socket.getPeerCertificate());
+    if (id === undefined || this.#closed) return void socket.destroy();
+    socket.setNoDelay(true);
+    if (socket.alpnProtocol === ALPN_PEER) {
+      if (!this.#onPeer) return void socket.destroy();
+      return this.#onPeer(socket, id);
+    }
+    if (socket.alpnProtocol !== ALPN_RAFT) return void socket.destroy();
+    const timer = setTimeout(() => socket.destroy(), HANDSHAKE_TIMEOUT_MS);
+    readPreamble(socket, (address, rest) => {
+      clearTimeout(timer);
+      const fd = this.#engine.accept(id, address);
+      if (fd < 0) return void socket.destroy();
+      bridge(socket, fd, rest);
+      socket.resume();
+    });
+  }
+
+  /** The engine asks for a connection to member `id` at `address` (its `token` answers). */
+  connect(token: number, id: number, address: string): void {
+    let settled = false;
+    const fail = (why: string) => {
+      if (settled) return;
+      settled = true;
+      debug('node %d: connecting to %d at %s failed: %s', this.id, id, address, why);
+      this.#engine.connectFailed(token);
+    };
+    let socket: TLSSocket;
+    try {
+      socket = this.#dial(address, ALPN_RAFT, id);
+    } catch (err) {
+      return fail((err as Error).message);
+    }
+    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy(new Error('handshake timed out')));
+    socket.once('error', (err) => fail(err.message));
+    socket.once('close', () => fail('closed'));
+    socket.once('secureConnect', () => {
+      socket.setTimeout(0);
+      if (settled) return;
+      settled = true;
+      const fd = this.#engine.connected(token);
+      if (fd < 0) return void socket.destroy();
+      socket.write(preamble(this.address));
+      bridge(socket, fd);
+    });
+  }
+
+  /** A peer-channel connection to the member at `address` (any member: the channel checks who asks). */
+  dialPeer(address: string): TLSSocket {
+    return this.#dial(address, ALPN_PEER);
+  }
+
+  // A TLS connection presenting this member's certificate, accepting only a server whose
+  // certificate names member `id` (or, without one, any member).
+  #dial(address: string, protocol: string, id?: number): TLSSocket {
+    if (this.#closed) throw new PrevailError(ErrorCodes.CLOSED, 'the transport is closed');
+    const { host, port } = parseAddress(address, 'a member address');
+    const socket = tlsConnect({
+      host,
+      port,
+      secureContext: this.#context,
+      ALPNProtocols: [protocol],
+      minVersion: 'TLSv1.3',
+      checkServerIdentity: (_host, cert) => {
+        const named = memberIdOf(cert);
+        if (named === undefined || (id !== undefined && named !== id))
+          return new Error(
+            `the certificate at ${address} names ${named ?? 'no member'}, not ${id ?? 'a member'}`,
+          );
+        return undefined;
+      },
+    });
+    socket.setNoDelay(true);
+    this.#track(socket);
+    return socket;
+  }
+
+  #track(socket: TLSSocket): void {
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+  }
+
+  /**
+   * Takes new material (read again from the files when given as files): new connections use it,
+   * established ones keep theirs until they reconnect.
+   */
+  reload(material: TlsMaterial): void {
+    this.#material = material;
+    this.#context = this.#secureContext();
+    this.#server?.setSecureContext({
+      ca: material.ca,
+      cert: material.cert,
+      key: material.key,
+      minVersion: 'TLSv1.3',
+    });
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    for (const socket of this.#sockets) socket.destroy();
+    const server = this.#server;
+    if (!server?.listening) return Promise.resolve();
+    return new Promise((resolve) => server.close(() => resolve()));
+  }
+}
