@@ -80,18 +80,22 @@ export async function createNodeCert(
   ca: CertAndKey,
   options: NodeCertOptions,
 ): Promise<CertAndKey> {
+  return issue(ca, nodeLeaf(options));
+}
+
+/** What a member's certificate will hold; PREVAIL_INVALID_ARGUMENT for a bad id, host or days. */
+export function nodeLeaf(options: NodeCertOptions): Leaf {
   const { id } = options;
   if (!Number.isInteger(id) || id < 1 || id > MAX_NODE_ID)
     throw invalid(`a node id is an integer in 1..${MAX_NODE_ID}, got ${JSON.stringify(id)}`);
   const hosts = options.hosts ?? DEFAULT_HOSTS;
   if (!Array.isArray(hosts)) throw invalid('hosts must be an array of DNS names and IP addresses');
-  const names = [{ type: 'url' as const, value: nodeUri(id) }, ...hosts.map(hostName)];
-  return issue(ca, {
+  return {
     commonName: `prevail node ${id}`,
-    names,
+    names: [{ type: 'url', value: nodeUri(id) }, ...hosts.map(hostName)],
     usages: ['serverAuth', 'clientAuth'],
     days: checkDays(options.days, LEAF_DAYS),
-  });
+  };
 }
 
 /** A certificate for HTTP API client `name`, signed by `ca`: SAN URI `urn:prevail:client:<name>`. */
@@ -99,22 +103,28 @@ export async function createClientCert(
   ca: CertAndKey,
   options: ClientCertOptions,
 ): Promise<CertAndKey> {
+  return issue(ca, clientLeaf(options));
+}
+
+/** What a client's certificate will hold; PREVAIL_INVALID_ARGUMENT for a bad name or days. */
+export function clientLeaf(options: ClientCertOptions): Leaf {
   const { name } = options;
   if (!isClientName(name))
     throw invalid(
       `a client name is 1–64 letters, digits, '.', '_' or '-', got ${JSON.stringify(name)}`,
     );
-  return issue(ca, {
+  return {
     commonName: `prevail client ${name}`,
     names: [{ type: 'url', value: clientUri(name) }],
     usages: ['clientAuth'],
     days: checkDays(options.days, LEAF_DAYS),
-  });
+  };
 }
 
 type GeneralName = { type: 'url' | 'dns' | 'ip'; value: string };
 
-interface Leaf {
+/** A leaf certificate's contents, checked. */
+export interface Leaf {
   commonName: string;
   names: GeneralName[];
   usages: ('serverAuth' | 'clientAuth')[];

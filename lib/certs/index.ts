@@ -4,14 +4,17 @@
 // API use).
 export {
   CA_DAYS,
+  clientLeaf,
   createCa,
   createClientCert,
   createNodeCert,
   DEFAULT_HOSTS,
   LEAF_DAYS,
+  nodeLeaf,
   type CaOptions,
   type CertAndKey,
   type ClientCertOptions,
+  type Leaf,
   type NodeCertOptions,
 } from './create.js';
 export {

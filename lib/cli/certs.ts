@@ -5,10 +5,12 @@ import { parseArgs } from 'node:util';
 import {
   certFilesExist,
   certPaths,
+  clientLeaf,
   createCa,
   createClientCert,
   createNodeCert,
   describeCert,
+  nodeLeaf,
   readPem,
   writeCertFiles,
   type CertAndKey,
@@ -84,11 +86,13 @@ async function node(values: Values): Promise<void> {
   if (values.id === undefined) fail('certs node needs --id N');
   const id = positiveInt('--id', values.id)!;
   const days = positiveInt('--days', values.days);
-  const pair = await createNodeCert(readCa(dir), {
+  const options = {
     id,
     ...(values.host ? { hosts: values.host } : {}),
     ...(days !== undefined ? { days } : {}),
-  });
+  };
+  nodeLeaf(options); // bad usage is reported before a missing CA
+  const pair = await createNodeCert(readCa(dir), options);
   report(writeCertFiles(dir, `node-${id}`, pair), pair);
 }
 
@@ -97,10 +101,9 @@ async function client(values: Values): Promise<void> {
   const dir = needDir('client', values);
   if (values.name === undefined) fail('certs client needs --name NAME');
   const days = positiveInt('--days', values.days);
-  const pair = await createClientCert(readCa(dir), {
-    name: values.name,
-    ...(days !== undefined ? { days } : {}),
-  });
+  const options = { name: values.name, ...(days !== undefined ? { days } : {}) };
+  clientLeaf(options); // bad usage is reported before a missing CA
+  const pair = await createClientCert(readCa(dir), options);
   report(writeCertFiles(dir, `client-${values.name}`, pair), pair);
 }
 
