@@ -58,17 +58,20 @@ export async function createCa(options: CaOptions = {}): Promise<CertAndKey> {
   if (typeof name !== 'string' || !/^[^\p{Cc}]{1,64}$/u.test(name))
     throw invalid(`the CA name must be 1–64 printable characters, got ${JSON.stringify(name)}`);
   const keys = await webcrypto.subtle.generateKey(P256, true, ['sign', 'verify']);
-  const cert = await X.X509CertificateGenerator.createSelfSigned({
-    ...validity(days),
-    name: [{ CN: [name] }],
-    keys,
-    signingAlgorithm: ECDSA_SHA256,
-    extensions: [
-      new X.BasicConstraintsExtension(true, 0, true),
-      new X.KeyUsagesExtension(X.KeyUsageFlags.keyCertSign | X.KeyUsageFlags.cRLSign, true),
-      await X.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ],
-  });
+  const cert = await X.X509CertificateGenerator.createSelfSigned(
+    {
+      ...validity(days),
+      name: [{ CN: [name] }],
+      keys,
+      signingAlgorithm: ECDSA_SHA256,
+      extensions: [
+        new X.BasicConstraintsExtension(true, 0, true),
+        new X.KeyUsagesExtension(X.KeyUsageFlags.keyCertSign | X.KeyUsageFlags.cRLSign, true),
+        await X.SubjectKeyIdentifierExtension.create(keys.publicKey, false, webcrypto),
+      ],
+    },
+    webcrypto,
+  );
   return { cert: cert.toString('pem'), key: pkcs8Pem(keys.privateKey) };
 }
 
@@ -135,22 +138,25 @@ async function issue(ca: CertAndKey, leaf: Leaf): Promise<CertAndKey> {
   const X = x509();
   const signer = await caSigner(X, ca);
   const keys = await webcrypto.subtle.generateKey(P256, true, ['sign', 'verify']);
-  const cert = await X.X509CertificateGenerator.create({
-    ...validity(leaf.days),
-    subject: [{ CN: [leaf.commonName] }],
-    issuer: signer.cert.subjectName,
-    publicKey: keys.publicKey,
-    signingKey: signer.key,
-    signingAlgorithm: signer.algorithm,
-    extensions: [
-      new X.BasicConstraintsExtension(false, undefined, true),
-      new X.KeyUsagesExtension(X.KeyUsageFlags.digitalSignature, true),
-      new X.ExtendedKeyUsageExtension(leaf.usages.map((u) => X.ExtendedKeyUsage[u])),
-      new X.SubjectAlternativeNameExtension(leaf.names),
-      await X.SubjectKeyIdentifierExtension.create(keys.publicKey),
-      await X.AuthorityKeyIdentifierExtension.create(signer.cert.publicKey),
-    ],
-  });
+  const cert = await X.X509CertificateGenerator.create(
+    {
+      ...validity(leaf.days),
+      subject: [{ CN: [leaf.commonName] }],
+      issuer: signer.cert.subjectName,
+      publicKey: keys.publicKey,
+      signingKey: signer.key,
+      signingAlgorithm: signer.algorithm,
+      extensions: [
+        new X.BasicConstraintsExtension(false, undefined, true),
+        new X.KeyUsagesExtension(X.KeyUsageFlags.digitalSignature, true),
+        new X.ExtendedKeyUsageExtension(leaf.usages.map((u) => X.ExtendedKeyUsage[u])),
+        new X.SubjectAlternativeNameExtension(leaf.names),
+        await X.SubjectKeyIdentifierExtension.create(keys.publicKey, false, webcrypto),
+        await authorityKeyId(X, signer.cert),
+      ],
+    },
+    webcrypto,
+  );
   return { cert: cert.toString('pem'), key: pkcs8Pem(keys.privateKey) };
 }
 
@@ -179,6 +185,17 @@ async function caSigner(X: X509Module, ca: CertAndKey) {
   const der = key.export({ type: 'pkcs8', format: 'der' });
   const signingKey = await webcrypto.subtle.importKey('pkcs8', der, importParams, false, ['sign']);
   return { cert, key: signingKey, algorithm };
+}
+
+/**
+ * The issuer's key identifier as the issuer states it (its subjectKeyIdentifier): a CA of your
+ * own may have derived it otherwise than from a SHA-1 of its key, and chain building matches
+ * the two. Computed from its key only when it states none.
+ */
+async function authorityKeyId(X: X509Module, ca: InstanceType<X509Module['X509Certificate']>) {
+  const ski = ca.getExtension(X.SubjectKeyIdentifierExtension);
+  if (ski) return new X.AuthorityKeyIdentifierExtension(ski.keyId);
+  return X.AuthorityKeyIdentifierExtension.create(ca.publicKey, false, webcrypto);
 }
 
 const CURVES: Record<string, { namedCurve: string; hash: string }> = {

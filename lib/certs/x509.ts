@@ -7,7 +7,6 @@
 // put on Reflect for that one synchronous require and taken off again (left alone when the
 // application has its own polyfill). x509's classes take no constructor arguments, so "no
 // metadata" is the truth for them.
-import { webcrypto } from 'node:crypto';
 import { createRequire } from 'node:module';
 
 import type * as X509 from '@peculiar/x509';
@@ -18,13 +17,12 @@ let loaded: typeof X509 | undefined;
 
 export type X509Module = typeof X509;
 
-/** @peculiar/x509, loaded once, signing with Node's own WebCrypto. */
+/**
+ * @peculiar/x509, loaded once. Its default crypto provider is left as it is (an application may
+ * use the library too): every call here hands it Node's WebCrypto explicitly.
+ */
 export function x509(): X509Module {
-  if (!loaded) {
-    const lib = withMetadataStub(() => require('@peculiar/x509') as X509Module);
-    lib.cryptoProvider.set(webcrypto);
-    loaded = lib;
-  }
+  loaded ??= withMetadataStub(() => require('@peculiar/x509') as X509Module);
   return loaded;
 }
 

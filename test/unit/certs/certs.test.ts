@@ -2,7 +2,7 @@
 // API will check. The real check is a handshake: two member certificates from one CA complete a
 // mutual TLS handshake over 127.0.0.1 (each side verifying the other), and the identity each side
 // reads from the peer's certificate is the member it is; anything from another CA is refused.
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createPrivateKey, KeyObject, webcrypto, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,7 @@ import {
   loadTlsFiles,
   type CertAndKey,
 } from '../../../lib/certs/index.js';
+import { x509 as loadX509 } from '../../../lib/certs/x509.js';
 import { identityOf } from '../../../lib/core/identity.js';
 
 const DAY_MS = 86_400_000;
@@ -283,9 +284,50 @@ describe('mutual TLS with generated certificates', () => {
     expect(outcome.clientError).toMatch(/purpose/i);
   });
 
+  test('a CA of your own (RSA, its own key identifier) signs members that handshake', async () => {
+    const own = await rsaCaWithOwnKeyId();
+    const a = await createNodeCert(own, { id: 5 });
+    const b = await createNodeCert(own, { id: 6 });
+    expect(x509(a.cert).verify(x509(own.cert).publicKey)).toBe(true);
+    expect(await handshake(own.cert, a, b)).toEqual({
+      serverSaw: { kind: 'node', id: 6 },
+      clientSaw: { kind: 'node', id: 5 },
+    });
+  });
+
   test('a client certificate authenticates a client to a member', async () => {
     const client = await createClientCert(ca, { name: 'ops' });
     const outcome = await handshake(ca.cert, node1, client);
     expect(outcome.serverSaw).toEqual({ kind: 'client', name: 'ops' });
   });
 });
+
+/** A CA not made by createCa: an RSA key, and a subjectKeyIdentifier that is not a key hash. */
+async function rsaCaWithOwnKeyId(): Promise<CertAndKey> {
+  const X = loadX509();
+  const algorithm = {
+    name: 'RSASSA-PKCS1-v1_5',
+    hash: 'SHA-256',
+    publicExponent: new Uint8Array([1, 0, 1]),
+    modulusLength: 2048,
+  };
+  const keys = await webcrypto.subtle.generateKey(algorithm, true, ['sign', 'verify']);
+  const cert = await X.X509CertificateGenerator.createSelfSigned(
+    {
+      serialNumber: '01',
+      name: 'CN=Example Corp Root',
+      notBefore: new Date(Date.now() - DAY_MS),
+      notAfter: new Date(Date.now() + 30 * DAY_MS),
+      keys,
+      signingAlgorithm: algorithm,
+      extensions: [
+        new X.BasicConstraintsExtension(true, undefined, true),
+        new X.KeyUsagesExtension(X.KeyUsageFlags.keyCertSign, true),
+        new X.SubjectKeyIdentifierExtension('0102030405060708'),
+      ],
+    },
+    webcrypto,
+  );
+  const key = KeyObject.from(keys.privateKey).export({ type: 'pkcs8', format: 'pem' });
+  return { cert: cert.toString('pem'), key: key as string };
+}

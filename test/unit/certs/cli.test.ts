@@ -1,6 +1,7 @@
 // `prevail certs` as a user runs it: a real `node dist/cli.js certs …` process (npm run build:ts
 // first) writing into a temporary directory.
 import { X509Certificate } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -115,4 +116,17 @@ test('certs --help prints the certs usage', async () => {
   expect(run.code).toBe(0);
   expect(run.stdout).toMatch(/^Usage: prevail certs/);
   expect(run.stdout).toContain('--host H');
+});
+
+test('the CommonJS build makes certificates too (the x509 library loads there as well)', () => {
+  const script = `
+    const certs = require('./dist/cjs/certs/index.js');
+    (async () => {
+      const ca = await certs.createCa({ days: 1 });
+      const node = await certs.createNodeCert(ca, { id: 4 });
+      console.log(JSON.stringify([certs.describeCert(node.cert).identity, typeof Reflect.getMetadata]));
+    })();`;
+  const run = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+  expect(run.stderr).toBe('');
+  expect(JSON.parse(run.stdout)).toEqual([{ kind: 'node', id: 4 }, 'undefined']);
 });
