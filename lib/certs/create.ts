@@ -173,6 +173,9 @@ async function caSigner(X: X509Module, ca: CertAndKey) {
     throw bad('the CA certificate is not a PEM certificate', err);
   }
   if (!checked.ca) throw bad(`the CA certificate (${checked.subject}) is not a CA certificate`);
+  // What it signed would be refused by every peer from the start.
+  if (new Date(checked.validTo).getTime() <= Date.now())
+    throw bad(`the CA certificate expired on ${new Date(checked.validTo).toISOString()}`);
   let key;
   try {
     key = createPrivateKey(ca.key);

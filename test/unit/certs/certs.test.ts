@@ -153,6 +153,11 @@ describe('what is refused', () => {
     await expect(createNodeCert(ca, { id: 1, days })).rejects.toEqual(invalidArgument);
   });
 
+  test('an expired CA signs nothing', async () => {
+    const expired = await rsaCaWithOwnKeyId(-DAY_MS);
+    await expect(createNodeCert(expired, { id: 1 })).rejects.toEqual(badCertificate());
+  });
+
   test('a CA whose key is not its own, a leaf as a CA, text that is not PEM', async () => {
     const mismatched = { cert: ca.cert, key: otherCa.key };
     await expect(createNodeCert(mismatched, { id: 1 })).rejects.toEqual(badCertificate());
@@ -303,7 +308,7 @@ describe('mutual TLS with generated certificates', () => {
 });
 
 /** A CA not made by createCa: an RSA key, and a subjectKeyIdentifier that is not a key hash. */
-async function rsaCaWithOwnKeyId(): Promise<CertAndKey> {
+async function rsaCaWithOwnKeyId(lifetimeMs = 30 * DAY_MS): Promise<CertAndKey> {
   const X = loadX509();
   const algorithm = {
     name: 'RSASSA-PKCS1-v1_5',
@@ -316,8 +321,8 @@ async function rsaCaWithOwnKeyId(): Promise<CertAndKey> {
     {
       serialNumber: '01',
       name: 'CN=Example Corp Root',
-      notBefore: new Date(Date.now() - DAY_MS),
-      notAfter: new Date(Date.now() + 30 * DAY_MS),
+      notBefore: new Date(Date.now() - 2 * DAY_MS),
+      notAfter: new Date(Date.now() + lifetimeMs),
       keys,
       signingAlgorithm: algorithm,
       extensions: [
