@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 // The `prevail` command: `serve` runs one node of the key-value service (lib/cli/serve.ts over
 // lib/service/); `status`, `members`, `transfer` and `snapshot` talk to a running node over its
-// HTTP API.
+// HTTP API; `certs` creates certificates (lib/cli/certs.ts over lib/certs/).
 import { parseArgs } from 'node:util';
 
 import { fail, hostPort, positiveInt } from './cli/args.js';
 import { serve } from './cli/serve.js';
-import { UsageError } from './cli/usage.js';
+import { CERTS_USAGE, UsageError } from './cli/usage.js';
 import { ErrorCodes, isPrevailError } from './core/errors.js';
 import { kvSchema } from './service/kv-schema.js';
 
@@ -21,6 +21,8 @@ Commands:
   transfer [ID]                  hand leadership to ID, or to the most up-to-date voter
   snapshot                       have the leader write a snapshot now
   inspect DIR [options]          read a data dir offline (prevail inspect --help)
+  certs ca|node|client|show      create a CA, member and client certificates, or show
+                                 one (prevail certs --help)
 
 serve options:
   --data DIR                     data directory (required; one node id per directory)
@@ -221,6 +223,8 @@ const commands: Record<string, (args: string[]) => Promise<void>> = {
   members,
   transfer,
   snapshot,
+  // Loaded on use: the certificate library stays out of serve's start.
+  certs: async (args) => (await import('./cli/certs.js')).certs(args),
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -232,6 +236,13 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'inspect') {
     const { runInspect } = await import('./inspect/index.js');
     return runInspect(args, process.stdout, { defaultSchema: kvSchema });
+  }
+  if (
+    command === 'certs' &&
+    (args.length === 0 || args.includes('--help') || args.includes('-h'))
+  ) {
+    process.stdout.write(CERTS_USAGE);
+    return args.length === 0 ? 2 : 0;
   }
   if (args.includes('--help') || args.includes('-h')) {
     process.stdout.write(USAGE);

@@ -1,0 +1,151 @@
+// `prevail certs`: creates a CA, member and client certificates in a directory, and shows what a
+// certificate names. The work is lib/certs; here are the flags, the file names and the output.
+import { parseArgs } from 'node:util';
+
+import {
+  certFilesExist,
+  certPaths,
+  clientLeaf,
+  createCa,
+  createClientCert,
+  createNodeCert,
+  describeCert,
+  nodeLeaf,
+  readPem,
+  writeCertFiles,
+  type CertAndKey,
+} from '../certs/index.js';
+import { ErrorCodes, isPrevailError } from '../core/errors.js';
+import { fail, positiveInt } from './args.js';
+import { UsageError } from './usage.js';
+
+const OPTIONS = {
+  dir: { type: 'string' },
+  days: { type: 'string' },
+  force: { type: 'boolean' },
+  name: { type: 'string' },
+  id: { type: 'string' },
+  host: { type: 'string', multiple: true },
+} as const;
+
+type Values = ReturnType<typeof parseCertsArgs>['values'];
+
+function parseCertsArgs(args: string[]) {
+  return parseArgs({ args, allowPositionals: true, strict: true, options: OPTIONS });
+}
+
+/** Takes only the flags `allowed` (the others are some other subcommand's). */
+function only(sub: string, values: Values, allowed: (keyof typeof OPTIONS)[]): void {
+  for (const flag of Object.keys(values))
+    if (!allowed.includes(flag as keyof typeof OPTIONS))
+      fail(`certs ${sub} does not take --${flag}`);
+}
+
+function needDir(sub: string, values: Values): string {
+  if (!values.dir) fail(`certs ${sub} needs --dir DIR`);
+  return values.dir;
+}
+
+export async function certs(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parseCertsArgs(rest);
+  if (sub !== 'show' && positionals.length)
+    fail(`certs ${sub} takes no arguments, got ${JSON.stringify(positionals.join(' '))}`);
+  try {
+    if (sub === 'ca') await ca(values);
+    else if (sub === 'node') await node(values);
+    else if (sub === 'client') await client(values);
+    else if (sub === 'show') show(values, positionals);
+    else fail(`certs needs ca, node, client or show, got ${JSON.stringify(sub ?? '')}`);
+  } catch (err) {
+    // The library's argument checks (an id out of range, a malformed host) are bad usage here.
+    if (isPrevailError(err, ErrorCodes.INVALID_ARGUMENT)) throw new UsageError(err.message);
+    throw err;
+  }
+}
+
+async function ca(values: Values): Promise<void> {
+  only('ca', values, ['dir', 'days', 'name', 'force']);
+  const dir = needDir('ca', values);
+  if (!values.force && certFilesExist(dir, 'ca'))
+    fail(
+      `${certPaths(dir, 'ca').cert} or its key exists: a new CA would leave every certificate ` +
+        `it signed untrusted; pass --force to replace it anyway`,
+    );
+  const days = positiveInt('--days', values.days);
+  const pair = await createCa({
+    ...(days !== undefined ? { days } : {}),
+    ...(values.name !== undefined ? { name: values.name } : {}),
+  });
+  report(writeCertFiles(dir, 'ca', pair), pair);
+}
+
+async function node(values: Values): Promise<void> {
+  only('node', values, ['dir', 'id', 'host', 'days']);
+  const dir = needDir('node', values);
+  if (values.id === undefined) fail('certs node needs --id N');
+  const id = positiveInt('--id', values.id)!;
+  const days = positiveInt('--days', values.days);
+  const options = {
+    id,
+    ...(values.host ? { hosts: values.host } : {}),
+    ...(days !== undefined ? { days } : {}),
+  };
+  nodeLeaf(options); // bad usage is reported before a missing CA
+  const pair = await createNodeCert(readCa(dir), options);
+  report(writeCertFiles(dir, `node-${id}`, pair), pair);
+}
+
+async function client(values: Values): Promise<void> {
+  only('client', values, ['dir', 'name', 'days']);
+  const dir = needDir('client', values);
+  if (values.name === undefined) fail('certs client needs --name NAME');
+  const days = positiveInt('--days', values.days);
+  const options = { name: values.name, ...(days !== undefined ? { days } : {}) };
+  clientLeaf(options); // bad usage is reported before a missing CA
+  const pair = await createClientCert(readCa(dir), options);
+  report(writeCertFiles(dir, `client-${values.name}`, pair), pair);
+}
+
+function readCa(dir: string): CertAndKey {
+  const paths = certPaths(dir, 'ca');
+  return { cert: readPem(paths.cert, 'certificate'), key: readPem(paths.key, 'private key') };
+}
+
+function report(paths: { cert: string; key: string }, pair: CertAndKey): void {
+  const d = describeCert(pair.cert);
+  console.log(`wrote ${paths.cert} (${d.subject}, until ${d.notAfter.toISOString()})`);
+  console.log(`wrote ${paths.key} (mode 0600)`);
+}
+
+function show(values: Values, positionals: string[]): void {
+  only('show', values, []);
+  if (positionals.length !== 1) fail('usage: prevail certs show FILE');
+  const file = positionals[0]!;
+  const d = describeCert(readPem(file, 'certificate'));
+  const identity = !d.identity
+    ? d.ca
+      ? 'none (a CA certificate)'
+      : 'none (names no single prevail node or client)'
+    : d.identity.kind === 'node'
+      ? `node ${d.identity.id}`
+      : `client ${d.identity.name}`;
+  const now = Date.now();
+  const state =
+    now < d.notBefore.getTime()
+      ? 'not yet valid'
+      : now > d.notAfter.getTime()
+        ? 'EXPIRED'
+        : `valid, ${Math.floor((d.notAfter.getTime() - now) / 86_400_000)} days left`;
+  const lines: [string, string][] = [
+    ['file', file],
+    ['identity', identity],
+    ['subject', d.subject.replace(/\n/g, ', ')],
+    ['issuer', d.issuer.replace(/\n/g, ', ')],
+    ['names', d.subjectAltName ?? '(none)'],
+    ['not before', d.notBefore.toISOString()],
+    ['not after', `${d.notAfter.toISOString()} (${state})`],
+    ['sha256', d.fingerprint256],
+  ];
+  for (const [label, value] of lines) console.log(`${label.padEnd(11)}${value}`);
+}
