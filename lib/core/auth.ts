@@ -64,7 +64,7 @@ export class HttpAuth {
   }
 
   /** The user a request authenticates as: its bearer token when it has one, else its client certificate. */
-  userOf(req: IncomingMessage): User | null | 'bad-token' {
+  #userOf(req: IncomingMessage): User | null | 'bad-token' {
     const header = req.headers.authorization;
     if (header !== undefined) {
       const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
@@ -77,7 +77,7 @@ export class HttpAuth {
   /** Null when the request may go on with `permission` (null: needs none), else why not. */
   check(req: IncomingMessage, permission: Permission | null): AuthRefusal | null {
     if (permission === null) return null;
-    const user = this.userOf(req);
+    const user = this.#userOf(req);
     if (user === null || user === 'bad-token') {
       const message =
         user === null
@@ -126,10 +126,14 @@ export function permissionFor(
   return 'admin';
 }
 
-/** Answers a refusal as the service's JSON error: { error: { code, message, permission? } }. */
+/** A refusal as the service's JSON error: { error: { code, message, permission? } }. */
+export function refusalBody({ code, message, permission }: AuthRefusal): unknown {
+  return { error: { code, message, ...(permission ? { permission } : {}) } };
+}
+
+/** Answers a refusal (to a request without a body: the admin page's GET and HEAD). */
 export function sendRefusal(res: ServerResponse, refusal: AuthRefusal): void {
-  const { code, message, permission } = refusal;
-  const text = JSON.stringify({ error: { code, message, ...(permission ? { permission } : {}) } });
+  const text = JSON.stringify(refusalBody(refusal));
   res.writeHead(refusal.status, {
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(text),

@@ -6,7 +6,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 
 import type { AdminHandler } from '../admin/admin.js';
-import { permissionFor, sendRefusal, type HttpAuth } from '../core/auth.js';
+import { permissionFor, refusalBody, type AuthRefusal, type HttpAuth } from '../core/auth.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
 import type { TlsMaterial } from '../core/tls-files.js';
 import { send, sendError } from './respond.js';
@@ -35,7 +35,7 @@ export function createServiceServer(
     // Credentials before anything else, the admin page included: nothing is said to a stranger.
     const refusal = auth?.check(req, permissionFor(req.method, pathOf(req.url), auth.health));
     if (refusal) {
-      sendRefusal(res, refusal);
+      refuse(req, res, refusal);
       return;
     }
     // The admin page (GET /admin, /admin/status.json, /admin/events) comes before the API routes.
@@ -96,6 +96,17 @@ function pathOf(url: string | undefined): string {
   } catch {
     return url ?? '/'; // dispatch fails on it too; anything but /kv/ and /health/ needs admin
   }
+}
+
+/**
+ * A 401 or 403. A request that came with a body is answered at once and the connection closed
+ * once the body is discarded (bounded, as for a 413): the client sees the answer, not a reset,
+ * and a stranger can't make this node read an unbounded body.
+ */
+function refuse(req: IncomingMessage, res: ServerResponse, refusal: AuthRefusal): void {
+  const hasBody =
+    req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length']) > 0;
+  send(res, refusal.status, refusalBody(refusal), refusal.headers, hasBody);
 }
 
 function refuseClosing(req: IncomingMessage, res: ServerResponse): void {

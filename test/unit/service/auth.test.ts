@@ -121,6 +121,20 @@ describe('a service with auth', () => {
     });
   });
 
+  test('a write without credentials carrying a large body gets its 401, not a reset', async () => {
+    const res = await fetch(`${url}/kv/big`, {
+      method: 'PUT',
+      body: Buffer.alloc(8 * 1024 * 1024, 120),
+      signal: AbortSignal.timeout(30_000),
+    });
+    const body = (await res.json()) as { error: { code: string } };
+    expect({
+      status: res.status,
+      code: body.error.code,
+      connection: res.headers.get('connection'),
+    }).toEqual({ status: 401, code: 'PREVAIL_UNAUTHORIZED', connection: 'close' });
+  });
+
   test('health checks answer without credentials (the documented default)', async () => {
     expect((await call(url, 'GET', '/health/leader')).status).toBe(200);
     expect((await call(url, 'GET', '/health/ready')).status).toBe(200);
