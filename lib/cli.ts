@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 
 import { fail, hostPort, positiveInt } from './cli/args.js';
+import { call, clientTls, type Transport } from './cli/http-client.js';
 import { serve } from './cli/serve.js';
 import { CERTS_USAGE, UsageError } from './cli/usage.js';
 import { ErrorCodes, isPrevailError } from './core/errors.js';
@@ -40,12 +41,20 @@ serve options:
   --no-forward                   answer writes on a follower with 503 and the leader
                                  instead of forwarding them
   --max-body BYTES               largest request body (default 1048576)
+  --auth FILE                    users, tokens and permissions (JSON; docs/operations.md)
+  --ca FILE --cert FILE --key FILE
+                                 serve HTTPS with this CA, certificate and key (PEM);
+                                 client certificates from the CA authenticate
+  --insecure                     allow --http on a non-loopback address without --auth
 
 client options (status, members, transfer, snapshot):
   --node URL[,URL...]            the node(s) to ask (default $PREVAIL_NODE or
                                  http://127.0.0.1:8001); leader-only commands try
                                  each in turn until the leader answers
   --timeout MS                   give up after this long (default 60000)
+  --token TOKEN                  bearer token (default $PREVAIL_TOKEN)
+  --ca FILE                      CA to verify an https node with
+  --cert FILE --key FILE         client certificate to authenticate with
 
 Exit status: 0 done, 1 the request or the node failed, 2 bad usage.
 SIGTERM or SIGINT stops serve gracefully (the leader hands over first) with status 0.
@@ -53,9 +62,8 @@ SIGTERM or SIGINT stops serve gracefully (the leader hands over first) with stat
 
 // ---- client commands -------------------------------------------------------------------
 
-interface Client {
+interface Client extends Transport {
   nodes: string[];
-  timeoutMs: number;
 }
 
 function clientOptions(args: string[], extra: Record<string, { type: 'string' }> = {}) {
@@ -63,7 +71,15 @@ function clientOptions(args: string[], extra: Record<string, { type: 'string' }>
     args,
     allowPositionals: true,
     strict: true,
-    options: { node: { type: 'string' }, timeout: { type: 'string' }, ...extra },
+    options: {
+      node: { type: 'string' },
+      timeout: { type: 'string' },
+      token: { type: 'string' },
+      ca: { type: 'string' },
+      cert: { type: 'string' },
+      key: { type: 'string' },
+      ...extra,
+    },
   });
   const nodes = (values.node ?? process.env.PREVAIL_NODE ?? 'http://127.0.0.1:8001')
     .split(',')
@@ -78,9 +94,12 @@ function clientOptions(args: string[], extra: Record<string, { type: 'string' }>
       }
     });
   if (nodes.length === 0) fail('--node is empty');
+  const token = (values.token as string | undefined) ?? process.env.PREVAIL_TOKEN;
   const client: Client = {
     nodes,
     timeoutMs: positiveInt('--timeout', values.timeout as string | undefined, 60_000)!,
+    ...(token ? { token } : {}),
+    tls: clientTls(values as { ca?: string; cert?: string; key?: string }),
   };
   return { client, values: values as Record<string, string | undefined>, positionals };
 }
@@ -106,33 +125,27 @@ async function request(
   path: string,
   body?: unknown,
 ): Promise<Answer> {
-  let res: Response;
+  let answer: { status: number; text: string };
   try {
-    res = await fetch(`${node}${path}`, {
-      method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
-      body: body === undefined ? null : JSON.stringify(body),
-      signal: AbortSignal.timeout(client.timeoutMs),
-    });
+    answer = await call(client, `${node}${path}`, method, body);
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-    throw new RequestFailed(
-      `${node}: ${method} ${path} failed: ${cause ?? (err as Error).message}`,
-    );
+    throw new RequestFailed(`${node}: ${method} ${path} failed: ${(err as Error).message}`);
   }
-  const text = await res.text();
+  const text = answer.text;
   let parsed: unknown = text;
   try {
     parsed = JSON.parse(text);
   } catch {
     // not JSON: keep the text
   }
-  return { status: res.status, body: parsed };
+  return { status: answer.status, body: parsed };
 }
 
-function describeError(node: string, answer: Answer): string {
+function describeError(node: string, answer: Answer, client?: Client): string {
   const e = answer.body?.error;
   if (!e) return `${node}: HTTP ${answer.status}`;
+  if (answer.status === 401)
+    return `${node}: ${e.code}: ${e.message}${client?.token ? '' : ' (give --token TOKEN, set PREVAIL_TOKEN, or --cert/--key for https)'}`;
   const leader = e.leader
     ? ` (the leader is node ${e.leader.id} at raft address ${e.leader.address})`
     : '';
@@ -156,7 +169,7 @@ async function onLeader(
       continue;
     }
     if (answer.status === 200) return answer.body;
-    failures.push(describeError(node, answer));
+    failures.push(describeError(node, answer, client));
     const code = answer.body?.error?.code;
     if (code !== ErrorCodes.NOT_LEADER && code !== ErrorCodes.UNAVAILABLE) break;
   }
@@ -172,7 +185,7 @@ async function status(args: string[]): Promise<void> {
   if (positionals.length) fail('status takes no arguments');
   const node = client.nodes[0]!;
   const answer = await request(client, node, 'GET', '/status');
-  if (answer.status !== 200) throw new RequestFailed(describeError(node, answer));
+  if (answer.status !== 200) throw new RequestFailed(describeError(node, answer, client));
   print(answer.body);
 }
 

@@ -66,3 +66,5 @@ export { kvSchema } from './service/kv-schema.js';
 export type { KvStore } from './service/kv-schema.js';
 export { startService } from './service/service.js';
 export type { Service, ServiceOptions } from './service/service.js';
+export type { AuthOptions, AuthUser, Permission } from './core/auth.js';
+export type { TlsMaterial } from './core/tls-files.js';

@@ -4,6 +4,7 @@
 // any node:http server: `if (admin(req, res)) return;`.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
+import { HttpAuth, sendRefusal, type AuthOptions } from '../core/auth.js';
 import type { MemberRef } from '../core/errors.js';
 import type { RaftNodeStatus } from '../engine/types.js';
 import { EventStreams } from './events.js';
@@ -32,6 +33,11 @@ export interface AdminOptions {
   historySize?: number;
   /** How often the event stream pushes the status besides on role and leader changes. Default 500 ms. */
   intervalMs?: number;
+  /**
+   * Who may see the page, status.json and the event stream: users with the `admin` permission
+   * (bearer token or client certificate, as for the reference service). Default: anyone.
+   */
+  auth?: AuthOptions | HttpAuth;
 }
 
 export interface LeaderChange {
@@ -89,10 +95,11 @@ type Route = 'page' | 'json' | 'events';
  */
 export function adminHandler(
   store: AdminSource,
-  { basePath = '/admin', historySize = 50, intervalMs = 500 }: AdminOptions = {},
+  { basePath = '/admin', historySize = 50, intervalMs = 500, auth }: AdminOptions = {},
 ): AdminHandler {
   if (basePath === '/') basePath = '';
   checkOptions(basePath, historySize, intervalMs);
+  const guard = auth === undefined || auth instanceof HttpAuth ? auth : new HttpAuth(auth);
   const leaderSource = store.node ?? store;
   const history = new LeaderHistory(safeStatus(store), historySize);
   const status = (): AdminStatus => adminStatus(store.status(), Date.now(), history.newestFirst());
@@ -112,6 +119,11 @@ export function adminHandler(
   const handler = ((req: IncomingMessage, res: ServerResponse): boolean => {
     const route = routeOf(pathOf(req.url), basePath);
     if (!route) return false;
+    const refusal = guard?.check(req, 'admin');
+    if (refusal) {
+      sendRefusal(res, refusal);
+      return true;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain; charset=utf-8' });
       res.end('method not allowed\n');

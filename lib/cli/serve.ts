@@ -1,8 +1,11 @@
 // `prevail serve`: runs one node of the key-value service until SIGTERM or SIGINT (a graceful
 // close, the leader handing over first) or until its store stops on an entry it can't apply.
+import { readFileSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
-import type { MemberRef } from '../core/errors.js';
+import { hasPlainTokens, type AuthOptions } from '../core/auth.js';
+import { invalid, type MemberRef } from '../core/errors.js';
+import { readTlsFiles } from '../core/tls-files.js';
 import { startService, type Service, type ServiceOptions } from '../service/service.js';
 import { fail, hostPort, parseCluster, positiveInt } from './args.js';
 
@@ -32,13 +35,17 @@ function parseServeArgs(args: string[]) {
       channel: { type: 'string' },
       cluster: { type: 'string' },
       join: { type: 'boolean' },
-      insecure: { type: 'boolean' },
       'election-timeout': { type: 'string' },
       heartbeat: { type: 'string' },
       'snapshot-threshold': { type: 'string' },
       'snapshot-trailing': { type: 'string' },
       'no-forward': { type: 'boolean' },
       'max-body': { type: 'string' },
+      auth: { type: 'string' },
+      ca: { type: 'string' },
+      cert: { type: 'string' },
+      key: { type: 'string' },
+      insecure: { type: 'boolean' },
     },
   });
   if (positionals.length)
@@ -65,6 +72,7 @@ function serveOptions(args: string[]): ServiceOptions {
     fail('--heartbeat must be below --election-timeout');
   const snapshotThreshold = positiveInt('--snapshot-threshold', values['snapshot-threshold']);
   const snapshotTrailing = positiveInt('--snapshot-trailing', values['snapshot-trailing']);
+  const tls = readTlsFiles({ ca: values.ca, cert: values.cert, key: values.key });
   return {
     dataDir: values.data,
     id,
@@ -72,7 +80,6 @@ function serveOptions(args: string[]): ServiceOptions {
     httpAddress: http,
     ...(cluster ? { cluster } : {}),
     ...(values.join ? { join: true } : {}),
-    ...(values.insecure ? { insecure: true } : {}),
     ...(channel ? { channelAddress: channel } : {}),
     ...(electionTimeoutMs !== undefined ? { electionTimeoutMs } : {}),
     ...(heartbeatMs !== undefined ? { heartbeatMs } : {}),
@@ -82,7 +89,30 @@ function serveOptions(args: string[]): ServiceOptions {
     ...(values['max-body'] !== undefined
       ? { maxBodyBytes: positiveInt('--max-body', values['max-body'])! }
       : {}),
+    ...(values.auth !== undefined ? { auth: readAuthFile(values.auth) } : {}),
+    ...(tls ? { tls } : {}),
+    ...(values.insecure ? { insecure: true } : {}),
   };
+}
+
+/**
+ * The --auth file: JSON of ServiceOptions.auth (checked by startService). One that holds tokens
+ * in the clear must not be readable by every account on the machine (give them as
+ * { "sha256": … } instead, or chmod 600 the file).
+ */
+export function readAuthFile(path: string): AuthOptions {
+  let options: AuthOptions;
+  try {
+    options = JSON.parse(readFileSync(path, 'utf8')) as AuthOptions;
+  } catch (err) {
+    throw invalid(`--auth ${path}: ${(err as Error).message}`);
+  }
+  const worldReadable = process.platform !== 'win32' && (statSync(path).mode & 0o004) !== 0;
+  if (worldReadable && hasPlainTokens(options))
+    throw invalid(
+      `--auth ${path} holds tokens in the clear and every account on this machine can read it: chmod o-r it, or give each token as { "sha256": "<hex>" }`,
+    );
+  return options;
 }
 
 /** --raft, or this id's entry in --cluster; both given, they must agree. */

@@ -8,7 +8,6 @@
 // on every Node build); the engine gets plain streams through native/stream_transport.h: one end
 // of a socketpair, the other piped to the TLS socket.
 import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import {
   connect as tlsConnect,
@@ -20,6 +19,7 @@ import {
   type TLSSocket,
 } from 'node:tls';
 
+import { readPem } from '../certs/files.js';
 import { parseAddress } from '../core/address.js';
 import { debug } from '../core/diagnostics.js';
 import { ErrorCodes, PrevailError, invalid } from '../core/errors.js';
@@ -40,7 +40,7 @@ export interface TlsOptions {
 }
 
 /** The material once read and checked: PEM text. */
-export interface TlsMaterial {
+export interface MemberTls {
   ca: string;
   cert: string;
   key: string;
@@ -71,16 +71,7 @@ const MAX_PREAMBLE = 256;
 function pemOf(value: string | Buffer | undefined, file: string | undefined, what: string): string {
   if (value !== undefined && file !== undefined)
     throw invalid(`tls: give ${what} or ${what}File, not both`);
-  if (file !== undefined) {
-    try {
-      return readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new PrevailError(ErrorCodes.BAD_CERTIFICATE, `tls: can't read ${what}File ${file}`, {
-        path: file,
-        cause: err,
-      });
-    }
-  }
+  if (file !== undefined) return readPem(file, what === 'key' ? 'private key' : 'certificate');
   if (typeof value === 'string') return value;
   if (Buffer.isBuffer(value)) return value.toString('utf8');
   throw invalid(`tls needs ${what} (PEM) or ${what}File`);
@@ -100,7 +91,7 @@ function parseCert(pem: string, what: string): X509Certificate {
  * Reads `tls` and checks it can work for member `id`: the certificate names this member, is
  * signed by the CA, is valid now, and the key is its key. PREVAIL_BAD_CERTIFICATE otherwise.
  */
-export function loadTlsMaterial(tls: TlsOptions, id: number): TlsMaterial {
+export function loadMemberTls(tls: TlsOptions, id: number): MemberTls {
   if (typeof tls !== 'object' || tls === null) throw invalid('tls must be an object');
   const ca = pemOf(tls.ca, tls.caFile, 'ca');
   const cert = pemOf(tls.cert, tls.certFile, 'cert');
@@ -187,7 +178,7 @@ export class MemberTransport {
   readonly id: number;
   readonly address: string;
   #engine: EngineStreams;
-  #material: TlsMaterial;
+  #material: MemberTls;
   #context: SecureContext;
   #server: TlsServer | null = null;
   #listening: Promise<void> | null = null;
@@ -195,7 +186,7 @@ export class MemberTransport {
   #onPeer: PeerSocketHandler | null = null;
   #closed = false;
 
-  constructor(id: number, address: string, material: TlsMaterial, engine: EngineStreams) {
+  constructor(id: number, address: string, material: MemberTls, engine: EngineStreams) {
     this.id = id;
     this.address = address;
     this.#engine = engine;
@@ -203,7 +194,7 @@ export class MemberTransport {
     this.#context = this.#secureContext();
   }
 
-  get material(): TlsMaterial {
+  get material(): MemberTls {
     return this.#material;
   }
 
@@ -359,7 +350,7 @@ export class MemberTransport {
    * Takes new material (read again from the files when given as files): new connections use it,
    * established ones keep theirs until they reconnect.
    */
-  reload(material: TlsMaterial): void {
+  reload(material: MemberTls): void {
     this.#material = material;
     this.#context = this.#secureContext();
     this.#server?.setSecureContext({

@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 
 import { parseAddress } from '../core/address.js';
 import { ErrorCodes, PrevailError, invalid, type MemberRef } from '../core/errors.js';
-import { loadTlsMaterial, type TlsMaterial, type TlsOptions } from './member-transport.js';
+import { loadMemberTls, type MemberTls, type TlsOptions } from './member-transport.js';
 import type { Fsm, MemberRole } from './types.js';
 
 export interface RaftNodeOptions<R = unknown> {
@@ -83,7 +83,7 @@ export type ValidOptions<R = unknown> = Required<
   bootstrap: MemberRef[] | undefined;
   join: boolean;
   /** The TLS material, read and checked; null without `tls`. */
-  tls: TlsMaterial | null;
+  tls: MemberTls | null;
   /** The files to read again on reloadTls(), when the material came from files. */
   tlsOptions: TlsOptions | null;
   /** The engine's: its own TCP with `insecure`, else connections made in JS (TLS, or none). */
@@ -136,7 +136,7 @@ export function validateOptions<R>(options: RaftNodeOptions<R>): ValidOptions<R>
   const insecure = options.insecure ?? false;
   if (typeof insecure !== 'boolean') throw invalid('insecure must be a boolean');
   if (options.tls !== undefined && insecure) throw invalid('give tls or insecure: true, not both');
-  const tls = options.tls === undefined ? null : loadTlsMaterial(options.tls, id);
+  const tls = options.tls === undefined ? null : loadMemberTls(options.tls, id);
   if (!tls && !insecure && (options.join || cluster.length > 1))
     throw tlsRequired(
       options.join ? 'joining a cluster' : `a cluster of ${cluster.length} members`,

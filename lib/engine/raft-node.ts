@@ -21,7 +21,7 @@ import {
   writeAppliedMark,
 } from './data-dir.js';
 import { damagedFile, dataDirError } from './data-dir-errors.js';
-import { MemberTransport, loadTlsMaterial, type TlsOptions } from './member-transport.js';
+import { MemberTransport, loadMemberTls, type TlsOptions } from './member-transport.js';
 import {
   checkAddress,
   checkPositiveInt,
@@ -375,7 +375,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
     if (!this.#transport)
       throw new PrevailError(ErrorCodes.INVALID_STATE, 'this node runs without tls');
     const options = tls ?? this.#tlsOptions!;
-    this.#transport.reload(loadTlsMaterial(options, this.id));
+    this.#transport.reload(loadMemberTls(options, this.id));
     this.#tlsOptions = options;
   }
 

@@ -1,10 +1,14 @@
-// The service's HTTP server: each request to the admin page or to a route, refused with 503
-// once the service is closing; listening; and the bounded drain on close.
+// The service's HTTP(S) server: each request checked against the auth settings, then to the
+// admin page or to a route, refused with 503 once the service is closing; listening; and the
+// bounded drain on close.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 
 import type { AdminHandler } from '../admin/admin.js';
+import { permissionFor, refusalBody, type AuthRefusal, type HttpAuth } from '../core/auth.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
+import type { TlsMaterial } from '../core/tls-files.js';
 import { send, sendError } from './respond.js';
 import { dispatch, serviceRoutes, type RouteContext } from './routes.js';
 
@@ -13,14 +17,27 @@ export interface Lifecycle {
   closing: Promise<void> | null;
 }
 
+/** Who may ask (without `auth`: anyone), and HTTPS settings (without `tls`: plain HTTP). */
+export interface Guard {
+  auth?: HttpAuth | undefined;
+  tls?: TlsMaterial | undefined;
+}
+
 export function createServiceServer(
   ctx: RouteContext,
   admin: AdminHandler,
   life: Lifecycle,
+  { auth, tls }: Guard = {},
 ): Server {
   const routes = serviceRoutes(ctx);
   const leaderHint = () => ctx.store.node.status().leader;
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    // Credentials before anything else, the admin page included: nothing is said to a stranger.
+    const refusal = auth?.check(req, permissionFor(req.method, pathOf(req.url), auth.health));
+    if (refusal) {
+      refuse(req, res, refusal);
+      return;
+    }
     // The admin page (GET /admin, /admin/status.json, /admin/events) comes before the API routes.
     if (admin(req, res)) return;
     if (life.closing) {
@@ -37,7 +54,7 @@ export function createServiceServer(
       (err) => sendError(res, err, req, leaderHint, life.closing !== null),
     );
   };
-  const server = createServer(onRequest);
+  const server = tls ? httpsServer(tls, onRequest) : createServer(onRequest);
   // A client that asks before sending its body (curl's `Expect: 100-continue`) gets the 413 at
   // once instead of a go-ahead when the declared length is over the limit.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
@@ -47,6 +64,49 @@ export function createServiceServer(
   server.headersTimeout = 20_000;
   server.requestTimeout = 120_000;
   return server;
+}
+
+/**
+ * An HTTPS server that asks for a client certificate but lets a connection without one (or
+ * with one it can't verify) through: a bearer token may still authenticate it, and
+ * HttpAuth trusts a certificate only when `socket.authorized`.
+ */
+function httpsServer(
+  { ca, cert, key }: TlsMaterial,
+  onRequest: (req: IncomingMessage, res: ServerResponse) => void,
+): Server {
+  try {
+    return createHttpsServer(
+      { ca, cert, key, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
+      onRequest,
+    );
+  } catch (err) {
+    throw new PrevailError(
+      ErrorCodes.BAD_CERTIFICATE,
+      `the HTTP API's TLS settings can't be used: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+}
+
+/** The path as dispatch() routes it (dot segments resolved: `/kv/../status` is /status). */
+function pathOf(url: string | undefined): string {
+  try {
+    return new URL(url ?? '/', 'http://localhost').pathname;
+  } catch {
+    return url ?? '/'; // dispatch fails on it too; anything but /kv/ and /health/ needs admin
+  }
+}
+
+/**
+ * A 401 or 403. A request that came with a body is answered at once and the connection closed
+ * once the body is discarded (bounded, as for a 413): the client sees the answer, not a reset,
+ * and a stranger can't make this node read an unbounded body.
+ */
+function refuse(req: IncomingMessage, res: ServerResponse, refusal: AuthRefusal): void {
+  const hasBody =
+    req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length']) > 0;
+  send(res, refusal.status, refusalBody(refusal), refusal.headers, hasBody);
 }
 
 function refuseClosing(req: IncomingMessage, res: ServerResponse): void {
@@ -60,8 +120,13 @@ function refuseClosing(req: IncomingMessage, res: ServerResponse): void {
   );
 }
 
-/** Listens on host:port; resolves with the server's http://host:port. */
-export async function listen(server: Server, host: string, port: number): Promise<string> {
+/** Listens on host:port; resolves with the server's http(s)://host:port. */
+export async function listen(
+  server: Server,
+  host: string,
+  port: number,
+  scheme: 'http' | 'https' = 'http',
+): Promise<string> {
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -81,7 +146,7 @@ export async function listen(server: Server, host: string, port: number): Promis
     throw err;
   }
   const bound = server.address() as AddressInfo;
-  return `http://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
+  return `${scheme}://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
 }
 
 /**

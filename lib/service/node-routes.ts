@@ -3,7 +3,7 @@ import { ErrorCodes, PrevailError } from '../core/errors.js';
 import { HttpError } from './http-errors.js';
 import type { RouteContext } from './routes.js';
 
-export function status({ store }: RouteContext): unknown {
+export function status({ store, insecure }: RouteContext): unknown {
   const s = store.status();
   return {
     id: s.id,
@@ -17,6 +17,7 @@ export function status({ store }: RouteContext): unknown {
     snapshot: s.snapshot,
     health: store.health(),
     effects: s.effects, // the divergence detector's running hash at this node's applied index
+    insecure: insecure === true,
   };
 }
 

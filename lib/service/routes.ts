@@ -16,6 +16,8 @@ export interface RouteContext {
   store: KvStore;
   maxBody: number;
   readTimeoutMs: number;
+  /** Serving beyond loopback without auth (ServiceOptions.insecure): said in /status. */
+  insecure?: boolean;
 }
 
 /** A handler's answer: [status, body], or just a body for 200. */

@@ -9,6 +9,10 @@
 //   POST   /admin/members { id, address, role? }, DELETE /admin/members/:id,
 //   POST   /admin/transfer { id? }, POST /admin/snapshot                  (leader only)
 //
+// With `auth`, each request needs a user with the permission its route needs (lib/core/auth.ts):
+// /kv reads `read`, /kv writes `write`, /health/* nothing (or `read`), the rest `admin`.
+// With `tls`, HTTPS, and a client certificate naming a user authenticates as that user.
+//
 // Every error is JSON: { "error": { "code": "PREVAIL_…", "message": "…", leader?, mayHaveApplied? } }.
 //
 // This file holds the options and the lifecycle (open, listen, close, stop with the store);
@@ -17,8 +21,10 @@ import type { Server } from 'node:http';
 
 import { adminHandler } from '../admin/admin.js';
 import { parseAddress } from '../core/address.js';
+import { HttpAuth, isLoopback, type AuthOptions } from '../core/auth.js';
 import { debug } from '../core/diagnostics.js';
-import type { MemberRef } from '../core/errors.js';
+import { invalid, type MemberRef } from '../core/errors.js';
+import type { TlsMaterial } from '../core/tls-files.js';
 import type { RaftNodeOptions } from '../engine/options.js';
 import { open } from '../store.js';
 import { createServiceServer, drain, listen, type Lifecycle } from './http-server.js';
@@ -58,6 +64,12 @@ export interface ServiceOptions extends Pick<
   readTimeoutMs?: number;
   /** On close, how long requests in progress get before their connections are cut. Default 10000 ms. */
   drainTimeoutMs?: number;
+  /** Who may do what (users, their tokens and permissions). Without it, anyone who reaches `httpAddress` may do anything. */
+  auth?: AuthOptions;
+  /** Serve HTTPS with this CA, certificate and key (PEM); client certificates from the CA naming a user authenticate as it. */
+  tls?: TlsMaterial;
+  /** Allow an `httpAddress` other than loopback without `auth` (warned on stderr, and `insecure: true` in /status). */
+  insecure?: boolean;
 }
 
 /**
@@ -68,7 +80,7 @@ export interface ServiceOptions extends Pick<
 export interface Service {
   store: KvStore;
   server: Server;
-  /** http://host:port */
+  /** http://host:port, or https:// with `tls` */
   url: string;
   /** Stops taking requests, lets those in progress finish (bounded), closes the store handing leadership over. Idempotent. */
   close(options?: { transferLeadership?: boolean }): Promise<void>;
@@ -77,6 +89,8 @@ export interface Service {
 /** Opens the store and serves the key-value API. Resolves once HTTP listens. */
 export async function startService(options: ServiceOptions): Promise<Service> {
   const { host, port } = parseAddress(options.httpAddress ?? '127.0.0.1:0', 'the HTTP address');
+  const auth = options.auth === undefined ? undefined : new HttpAuth(options.auth);
+  checkExposure(host, auth, options.insecure === true);
   const store = await open({ schema: kvSchema, ...storeOptions(options) });
   // When the store stops (see Service), so does the service.
   let service: Service | undefined;
@@ -94,10 +108,13 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const life: Lifecycle = { closing: null };
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const readTimeoutMs = options.readTimeoutMs ?? 5000;
-  const server = createServiceServer({ store, maxBody, readTimeoutMs }, admin, life);
+  const insecure = options.insecure === true;
+  let server: Server;
   let url: string;
   try {
-    url = await listen(server, host, port);
+    const ctx = { store, maxBody, readTimeoutMs, insecure };
+    server = createServiceServer(ctx, admin, life, { auth, tls: options.tls });
+    url = await listen(server, host, port, options.tls ? 'https' : 'http');
   } catch (err) {
     admin.close();
     await store.close();
@@ -127,6 +144,21 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     throw stoppedEarly;
   }
   return service;
+}
+
+/**
+ * Refuses to serve the API beyond this machine to anyone who asks: a non-loopback address
+ * needs `auth`, or `insecure` (which is then said loudly).
+ */
+function checkExposure(host: string, auth: HttpAuth | undefined, insecure: boolean): void {
+  if (auth || isLoopback(host)) return;
+  if (!insecure)
+    throw invalid(
+      `the HTTP address ${host} is reachable from other machines, and without auth anyone there could read, write and manage this cluster: give auth (prevail serve --auth FILE), bind a loopback address, or give insecure: true (--insecure)`,
+    );
+  console.error(
+    `prevail: WARNING: INSECURE: the HTTP API on ${host} answers anyone without credentials (insecure: true)`,
+  );
 }
 
 /** The store's part of the options. */

@@ -250,6 +250,9 @@ export class VerifyCluster {
         ? ['--snapshot-trailing', String(this.options.snapshotTrailing)]
         : []),
       ...(join ? ['--join'] : ['--cluster', this.clusterFlag]),
+      // In network namespaces the HTTP API is on a namespace's own address, reachable only
+      // from this machine's harness: without --auth, serve needs to be told that's meant.
+      ...(this.net ? ['--insecure'] : []),
     ];
     const [cmd, argv] = this.net
       ? this.net.wrap(id, process.execPath, args)
