@@ -199,6 +199,7 @@ const prevail = {
         m.dataDir,
         '--cluster',
         clusterArg,
+        '--insecure',
       ];
       m.proc = startProcess(process.execPath, m.args, join(dir, `n${m.id}.log`));
     }

@@ -97,12 +97,15 @@ function options() {
     if (!existsSync(cli))
       usage(`--${label} ${dir} has no dist/cli.js (build it with scripts/build-rev.sh)`);
     const snapshotFlags = readFileSync(cli, 'utf8').includes('snapshot-trailing');
+    // Builds from before issue 13 speak only plain TCP between members (and refuse the flag).
+    const insecureFlag = existsSync(join(dir, 'dist', 'engine', 'member-transport.js'));
     builds[label] = {
       label,
       dir,
       cli,
       rev: buildRev(dir),
       snapshotFlags,
+      insecureFlag,
       trailing: snapshotFlags ? SNAPSHOT_TRAILING : DEFAULT_TRAILING,
     };
   }
@@ -219,6 +222,7 @@ function startNode(node, build) {
     String(ELECTION_TIMEOUT_MS),
     '--heartbeat',
     String(HEARTBEAT_MS),
+    ...(build.insecureFlag ? ['--insecure'] : []),
     ...(build.snapshotFlags
       ? [
           '--snapshot-threshold',
@@ -422,6 +426,7 @@ function serviceOptions(node, build) {
     cluster: [...nodes.values()].map((n) => ({ id: n.id, address: n.raft })),
     electionTimeoutMs: ELECTION_TIMEOUT_MS,
     heartbeatMs: HEARTBEAT_MS,
+    ...(build.insecureFlag ? ['--insecure'] : []),
     ...(build.snapshotFlags
       ? { snapshotThreshold: SNAPSHOT_THRESHOLD, snapshotTrailing: SNAPSHOT_TRAILING }
       : {}),

@@ -7,6 +7,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { tlsFiles, writeClusterCerts, type TestCa } from './test-certs.js';
+
 /** The child-process programs: a bare RaftNode (default) or a Store (the object store). */
 export const fixtures = {
   raftNode: join(process.cwd(), 'test', 'fixtures', 'node-process.mjs'),
@@ -311,6 +313,27 @@ export class Cluster extends Nodes<NodeSpec, NodeProcess> {
     return cluster;
   }
 
+  #ca: Promise<TestCa> | undefined;
+  #certified = new Set<number>();
+
+  // Members speak mutual TLS unless the test asks for `insecure`: member `id`'s files, made on
+  // first use by lib/certs (one CA per cluster).
+  async #tls(id: number): Promise<ReturnType<typeof tlsFiles> | undefined> {
+    if (this.options.insecure) return undefined;
+    this.#ca ??= writeClusterCerts(this.certDir, []);
+    const ca = await this.#ca;
+    if (!this.#certified.has(id)) {
+      this.#certified.add(id);
+      await writeClusterCerts(this.certDir, [id], ca);
+    }
+    return tlsFiles(this.certDir, id);
+  }
+
+  /** Where the members' certificates are (ca.pem, node-<id>.pem, node-<id>-key.pem). */
+  get certDir(): string {
+    return join(this.root, 'certs');
+  }
+
   get initialMembers(): { id: number; address: string }[] {
     return this.specs.map(({ id, address }) => ({ id, address }));
   }
@@ -320,9 +343,15 @@ export class Cluster extends Nodes<NodeSpec, NodeProcess> {
     extra: Record<string, unknown> = {},
     captureOutput = false,
   ): Promise<NodeProcess> {
+    const tls = await this.#tls(id);
     const node = new NodeProcess(
       this.spec(id),
-      { cluster: this.initialMembers, ...this.options, ...extra },
+      {
+        cluster: this.initialMembers,
+        ...(tls ? { tls } : {}),
+        ...this.options,
+        ...extra,
+      },
       this.fixture,
       captureOutput,
     );
@@ -554,7 +583,15 @@ export class ServiceCluster extends Nodes<ServeSpec, ServeProcess> {
   /** Starts (or restarts) node `id` and waits until it serves HTTP; with `--join` in `extra`, without --cluster. */
   async start(id: number, extra: string[] = []): Promise<ServeProcess> {
     const membership = extra.includes('--join') ? [] : ['--cluster', this.clusterFlag];
-    const node = new ServeProcess(this.spec(id), [...membership, ...this.args, ...extra]);
+    // The members' traffic is plain TCP here: these tests are about the HTTP API (the TLS
+    // cluster of `prevail serve` is tested in test/cluster/outsider.test.ts).
+    const security = this.args.includes('--ca') ? [] : ['--insecure'];
+    const node = new ServeProcess(this.spec(id), [
+      ...membership,
+      ...security,
+      ...this.args,
+      ...extra,
+    ]);
     this.#spawned.push(node);
     this.nodes.set(id, node);
     await node.ready();

@@ -29,11 +29,7 @@ export async function testCa(name = 'prevail test CA'): Promise<TestCa> {
 }
 
 /** The member TLS files of `ids` under `dir` (ca.pem, node-<id>.pem, node-<id>-key.pem). */
-export async function writeClusterCerts(
-  dir: string,
-  ids: number[],
-  ca?: TestCa,
-): Promise<TestCa> {
+export async function writeClusterCerts(dir: string, ids: number[], ca?: TestCa): Promise<TestCa> {
   const authority = ca ?? (await testCa());
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'ca.pem'), authority.cert);

@@ -425,6 +425,7 @@ describe('admin page in a browser', () => {
           new ServeNode(id, [
             '--data',
             join(root, `n${id}`),
+            '--insecure',
             '--cluster',
             clusterArg,
             '--http',

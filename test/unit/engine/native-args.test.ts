@@ -113,6 +113,7 @@ describe('native Engine arguments', () => {
         snapshotTrailing: 16,
         maxInflightEntries: 64,
         preVote: false,
+        transport: 'tcp',
         bootstrap: [{ id: 1, address }],
       });
       for (const [method, args] of badCalls) await expectInvalid(engine, method, args);

@@ -318,19 +318,19 @@ describe('RaftNode, single node', () => {
       });
     });
 
-    test('an address in use', async () => {
+    test('an address in use (insecure: the engine listens at start)', async () => {
       const port = Number(address.split(':')[1]);
       const server: Server = createServer();
       await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
       try {
-        await expect(start(new RecordingFsm())).rejects.toMatchObject({
+        await expect(start(new RecordingFsm(), { insecure: true })).rejects.toMatchObject({
           code: 'PREVAIL_ADDRESS_IN_USE',
         });
       } finally {
         await new Promise((r) => server.close(r));
       }
       // the failed start released everything: the same dir and address work now
-      const node = await start(new RecordingFsm());
+      const node = await start(new RecordingFsm(), { insecure: true });
       await expect(node.propose(bytes(1))).resolves.toBeDefined();
     });
 

@@ -610,7 +610,10 @@ describe('prevail serve on an entry it cannot apply', () => {
   test('while running (a leader with newer code wrote it): it says why and exits 1', async () => {
     // Nodes 1 and 2 run the store fixture (its schema: the kv collection, more commands than
     // the service's); node 3 is `prevail serve`, whose schema lacks `extra`.
-    cluster = new Cluster({ electionTimeoutMs: 300, heartbeatMs: 50 }, fixtures.store);
+    cluster = new Cluster(
+      { electionTimeoutMs: 300, heartbeatMs: 50, insecure: true },
+      fixtures.store,
+    );
     const ports = await freePorts(4);
     cluster.specs = [1, 2, 3].map((id, i) => ({
       id,
@@ -620,6 +623,7 @@ describe('prevail serve on an entry it cannot apply', () => {
     const flag = cluster.specs.map((s) => `${s.id}=${s.address}`).join(',');
     const spec3 = { ...cluster.specs[2]!, http: `127.0.0.1:${ports[3]}` };
     serve = new ServeProcess(spec3, [
+      '--insecure',
       '--cluster',
       flag,
       '--election-timeout',
