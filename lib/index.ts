@@ -1,6 +1,7 @@
 export { RaftNode } from './engine/raft-node.js';
 export type { CloseOptions, ProposeOptions } from './engine/raft-node.js';
 export type { RaftNodeOptions } from './engine/options.js';
+export type { TlsOptions } from './engine/member-transport.js';
 export type {
   ApplyMeta,
   Fsm,

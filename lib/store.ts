@@ -19,6 +19,7 @@ import {
   type ReadOptions,
   type WriteOptions,
 } from './cluster/cluster-link.js';
+import type { TlsOptions } from './engine/member-transport.js';
 import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metrics.js';
 import {
   LeaderJobs,
@@ -341,6 +342,14 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   // The engine's snapshot interval follows the state's size; the capture decides it (Capture.snapshotThreshold).
   #adaptSnapshotThreshold(): void {
     this.node.setSnapshotThreshold(this.#machine.capture.snapshotThreshold());
+  }
+
+  /**
+   * Rotates this member's TLS material without a restart (RaftNode.reloadTls): the given
+   * `tls`, or the files of the `tls` option read again. New connections use it.
+   */
+  reloadTls(tls?: TlsOptions): void {
+    this.node.reloadTls(tls);
   }
 
   /** The address of this node's peer channel (forwarding, read indices). */
