@@ -69,3 +69,18 @@ export { startService } from './service/service.js';
 export type { Service, ServiceOptions } from './service/service.js';
 export type { AuthOptions, AuthUser, Permission } from './core/auth.js';
 export type { TlsMaterial } from './core/tls-files.js';
+export {
+  createCa,
+  createClientCert,
+  createNodeCert,
+  describeCert,
+  loadTlsFiles,
+  writeCertFiles,
+} from './certs/index.js';
+export type {
+  CaOptions,
+  CertAndKey,
+  CertDescription,
+  ClientCertOptions,
+  NodeCertOptions,
+} from './certs/index.js';
