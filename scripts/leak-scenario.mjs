@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { freePort } from '../dist/core/ports.js';
-import { RaftNode } from '../dist/index.js';
+import { RaftNode, createCa, createNodeCert } from '../dist/index.js';
 
 const WATCHDOG_MS = Number(process.env.LEAK_SCENARIO_TIMEOUT_MS ?? 240_000);
 const watchdog = setTimeout(() => {
@@ -232,6 +232,7 @@ try {
   try {
     const n = await RaftNode.start({
       ...common,
+      insecure: true, // the engine's own TCP transport listens at start (a single node else opens no port)
       address: busy,
       dataDir: tempDir(),
       fsm: makeFsm(),
@@ -251,6 +252,49 @@ try {
     failure !== null && typeof failure.code === 'string' && failure.code.startsWith('PREVAIL_'),
     'a start on a bound address rejects with a coded error',
   );
+
+  // ---- 4. three members on mutual TLS (the stream transport: socketpairs into the engine):
+  // proposals, a follower closed and restarted (its streams torn down and made again), close all
+  const ca = await createCa({ days: 1 });
+  const members = [];
+  for (const id of [1, 2, 3]) members.push({ id, address: `127.0.0.1:${await freePort()}` });
+  const specs = [];
+  for (const m of members) {
+    const { cert, key } = await createNodeCert(ca, { id: m.id, days: 1 });
+    specs.push({
+      ...common,
+      ...m,
+      dataDir: tempDir(),
+      cluster: members,
+      tls: { ca: ca.cert, cert, key },
+    });
+  }
+  const start = (spec) => RaftNode.start({ ...spec, fsm: makeFsm() });
+  const nodes = await Promise.all(specs.map(start));
+  const leaderOf = async () => {
+    for (;;) {
+      const leader = nodes.find((n) => n.isLeader);
+      if (leader) return leader;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  let leader = await leaderOf();
+  r = await proposeMany(leader, 0, 300, 50);
+  check(
+    r.ok + r.applyErrors === 300 && r.other === 0,
+    'phase 4: proposals on the TLS cluster settle',
+  );
+  const follower = nodes.findIndex((n) => !n.isLeader);
+  await nodes[follower].close();
+  nodes[follower] = await start(specs[follower]);
+  leader = await leaderOf();
+  r = await proposeMany(leader, 300, 200, 50);
+  check(r.ok + r.applyErrors === 200 && r.other === 0, 'phase 4: proposals after a restart settle');
+  await leader.barrier();
+  log(
+    `phase 4: TLS cluster, leader ${leader.id}, applied ${nodes.map((n) => n.status().appliedIndex)}`,
+  );
+  await Promise.all(nodes.map((n) => n.close()));
 
   // Let the closed engines be collected so their native destructors run under the checker.
   for (let i = 0; i < 3 && typeof globalThis.gc === 'function'; i++) {

@@ -42,6 +42,12 @@ const badSyncCalls: [string, unknown[]][] = [
   ['setSnapshotThreshold', []],
   ['setSnapshotThreshold', ['8']],
   ['setSnapshotThreshold', [-8]],
+  ['accept', []],
+  ['accept', ['1', '127.0.0.1:1']],
+  ['accept', [1, 7]],
+  ['connected', ['token']],
+  ['connected', [-1]],
+  ['connectFailed', [{}]],
 ];
 
 async function expectInvalid(engine: NativeEngine, method: string, args: unknown[]): Promise<void> {
@@ -86,6 +92,7 @@ describe('native Engine arguments', () => {
       snapshotTrailing: 16,
       maxInflightEntries: 64,
       preVote: true,
+      transport: 'tcp',
     };
     for (const bad of [
       { id: 'one' },
@@ -93,6 +100,8 @@ describe('native Engine arguments', () => {
       { bootstrap: [1] },
       { bootstrap: [{ id: -1, address: 'x' }] },
       { bootstrap: [{ id: 1 }] },
+      { transport: 'udp' },
+      { transport: undefined },
     ]) {
       await expectInvalid(new addon.Engine(callbacks), 'start', [{ ...options, ...bad }]);
     }
@@ -121,6 +130,37 @@ describe('native Engine arguments', () => {
       expect(engine.status().state).not.toBe('closed');
     } finally {
       await engine.close().catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('the stream transport: nothing to accept or connect before start, a stale token is refused', () => {
+    const engine = new addon.Engine({ ...callbacks, connect: () => undefined });
+    const ECANCELED = -125;
+    expect(engine.accept(2, '127.0.0.1:1')).toBe(ECANCELED);
+    expect(engine.connected(12345)).toBe(ECANCELED);
+    expect(() => engine.connectFailed(12345)).not.toThrow();
+  });
+
+  test('the stream transport needs a connect callback', async () => {
+    const dir = tempDir();
+    try {
+      const engine = new addon.Engine(callbacks);
+      await expect(
+        engine.start({
+          id: 1,
+          address: '127.0.0.1:1',
+          dataDir: dir,
+          electionTimeoutMs: 1000,
+          heartbeatMs: 100,
+          snapshotThreshold: 64,
+          snapshotTrailing: 16,
+          maxInflightEntries: 64,
+          preVote: false,
+          transport: 'streams',
+        }),
+      ).rejects.toMatchObject({ code: ErrorCodes.ENGINE });
+    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
