@@ -9,6 +9,12 @@ import { readTlsFiles } from '../core/tls-files.js';
 import { startService, type Service, type ServiceOptions } from '../service/service.js';
 import { fail, hostPort, parseCluster, positiveInt } from './args.js';
 
+const membersSecurity = {
+  tls: 'on mutual TLS',
+  insecure: 'on plain TCP: INSECURE',
+  none: 'none yet: no port open',
+} as const;
+
 /** How long a SIGTERM'd serve may take to drain and close before it exits anyway. */
 const CLOSE_DEADLINE_MS = 30_000;
 
@@ -17,7 +23,7 @@ export async function serve(args: string[]): Promise<void> {
   const id = options.id!;
   const service = await startService(options);
   console.log(
-    `prevail: node ${id} serving ${service.url} (raft ${options.raftAddress}, data ${options.dataDir})`,
+    `prevail: node ${id} serving ${service.url} (raft ${options.raftAddress}, data ${options.dataDir}, members ${membersSecurity[service.store.status().security]})`,
   );
   exitWhenStopped(service, id);
 }
