@@ -426,7 +426,7 @@ function serviceOptions(node, build) {
     cluster: [...nodes.values()].map((n) => ({ id: n.id, address: n.raft })),
     electionTimeoutMs: ELECTION_TIMEOUT_MS,
     heartbeatMs: HEARTBEAT_MS,
-    ...(build.insecureFlag ? ['--insecure'] : []),
+    ...(build.insecureFlag ? { insecure: true } : {}),
     ...(build.snapshotFlags
       ? { snapshotThreshold: SNAPSHOT_THRESHOLD, snapshotTrailing: SNAPSHOT_TRAILING }
       : {}),

@@ -704,6 +704,9 @@ async function channelServer(
 ): Promise<PeerServer> {
   const security = node.status().security;
   const transport = node.transport;
+  // Checked even where unused (TLS shares the member port; a lone node serves none).
+  if (options.channelAddress !== undefined)
+    parseAddress(options.channelAddress, 'the peer channel address');
   if (transport) {
     const server = PeerServer.attached(node.address, handler);
     transport.onPeerSocket((socket, id) => server.serve(socket, id));

@@ -198,7 +198,7 @@ test('a peer-channel request can make a store entry only as one, of a kind peers
     collections: { x: collection<{ v: unknown }>()({}) },
     commands: { put: (s, a: { v: unknown }) => s.x.insert({ v: a.v }).id },
   });
-  const store = await open({ schema, dataDir: dir });
+  const store = await open({ schema, dataDir: dir, insecure: true }); // a channel port of its own
   const client = new PeerClient(store.channelAddress);
   try {
     await waitFor('a single node to lead', () => store.node.isLeader);

@@ -58,7 +58,7 @@ async function startOn(
   const [port] = await freePorts(1);
   const address = cluster?.find((m) => m.id === id)?.address ?? `127.0.0.1:${port}`;
   try {
-    const node = await RaftNode.start({ id, address, dataDir: dir, fsm, cluster });
+    const node = await RaftNode.start({ id, address, dataDir: dir, fsm, cluster, insecure: true });
     const lastIndex = node.status().lastIndex ?? 0;
     await node.close();
     return { started: true, lastIndex };
@@ -192,7 +192,14 @@ describe('a cluster member (metadata1 and metadata2, no prevail-applied mark)', 
     cluster = ports.map((p, i) => ({ id: i + 1, address: `127.0.0.1:${p}` }));
     const nodes = await Promise.all(
       [base, other].map((dataDir, i) =>
-        RaftNode.start({ id: i + 1, address: cluster[i]!.address, dataDir, fsm, cluster }),
+        RaftNode.start({
+          id: i + 1,
+          address: cluster[i]!.address,
+          dataDir,
+          fsm,
+          cluster,
+          insecure: true,
+        }),
       ),
     );
     try {

@@ -209,6 +209,7 @@ describe('object store', () => {
           id: m.id,
           address: m.address,
           cluster,
+          insecure: true,
           electionTimeoutMs: 1000,
           heartbeatMs: 100,
           snapshotThreshold: 32,
