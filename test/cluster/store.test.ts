@@ -283,7 +283,7 @@ describe('followers closed and restarted under write load', () => {
       });
       expect(r.ok?.value).toBe('2999');
     }
-  });
+  }, 150_000); // 8 rounds: ~35 s alone, more on a shared CI machine
 });
 
 describe('forwarding turned off', () => {
