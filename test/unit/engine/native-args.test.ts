@@ -3,7 +3,12 @@
 import { rmSync } from 'node:fs';
 
 import { ErrorCodes } from '../../../lib/core/errors.js';
-import { addon, type NativeCallbacks, type NativeEngine } from '../../../lib/engine/native.js';
+import {
+  addon,
+  type NativeCallbacks,
+  type NativeEngine,
+  type NativeStartOptions,
+} from '../../../lib/engine/native.js';
 import { freePorts, tempDir } from '../../helpers/cluster.js';
 
 type Raw = Record<string, (...args: unknown[]) => unknown>;
@@ -50,6 +55,27 @@ const badSyncCalls: [string, unknown[]][] = [
   ['connectFailed', [{}]],
 ];
 
+/** Start options that fit, for a node at `address` in `dataDir`; `extra` overrides. */
+function startOptions(
+  address: string,
+  dataDir: string,
+  extra: Partial<NativeStartOptions> = {},
+): NativeStartOptions {
+  return {
+    id: 1,
+    address,
+    dataDir,
+    electionTimeoutMs: 1000,
+    heartbeatMs: 100,
+    snapshotThreshold: 64,
+    snapshotTrailing: 16,
+    maxInflightEntries: 64,
+    preVote: false,
+    transport: 'tcp',
+    ...extra,
+  };
+}
+
 async function expectInvalid(engine: NativeEngine, method: string, args: unknown[]): Promise<void> {
   const raw = engine as unknown as Raw;
   await expect(Promise.resolve().then(() => raw[method]!(...args))).rejects.toMatchObject({
@@ -82,18 +108,7 @@ describe('native Engine arguments', () => {
   });
 
   test('bad start options are refused with PREVAIL_INVALID_ARGUMENT', async () => {
-    const options = {
-      id: 1,
-      address: '127.0.0.1:1',
-      dataDir: '/nonexistent',
-      electionTimeoutMs: 1000,
-      heartbeatMs: 100,
-      snapshotThreshold: 64,
-      snapshotTrailing: 16,
-      maxInflightEntries: 64,
-      preVote: true,
-      transport: 'tcp',
-    };
+    const options = startOptions('127.0.0.1:1', '/nonexistent', { preVote: true });
     for (const bad of [
       { id: 'one' },
       { dataDir: 7 },
@@ -112,19 +127,7 @@ describe('native Engine arguments', () => {
     const address = `127.0.0.1:${(await freePorts(1))[0]}`;
     const engine = new addon.Engine(callbacks);
     try {
-      await engine.start({
-        id: 1,
-        address,
-        dataDir: dir,
-        electionTimeoutMs: 1000,
-        heartbeatMs: 100,
-        snapshotThreshold: 64,
-        snapshotTrailing: 16,
-        maxInflightEntries: 64,
-        preVote: false,
-        transport: 'tcp',
-        bootstrap: [{ id: 1, address }],
-      });
+      await engine.start(startOptions(address, dir, { bootstrap: [{ id: 1, address }] }));
       for (const [method, args] of badCalls) await expectInvalid(engine, method, args);
       for (const [method, args] of badSyncCalls) expectInvalidThrow(engine, method, args);
       expect(engine.status().state).not.toBe('closed');
@@ -147,18 +150,7 @@ describe('native Engine arguments', () => {
     try {
       const engine = new addon.Engine(callbacks);
       await expect(
-        engine.start({
-          id: 1,
-          address: '127.0.0.1:1',
-          dataDir: dir,
-          electionTimeoutMs: 1000,
-          heartbeatMs: 100,
-          snapshotThreshold: 64,
-          snapshotTrailing: 16,
-          maxInflightEntries: 64,
-          preVote: false,
-          transport: 'streams',
-        }),
+        engine.start(startOptions('127.0.0.1:1', dir, { transport: 'streams' })),
       ).rejects.toMatchObject({ code: ErrorCodes.ENGINE });
     } finally {
       rmSync(dir, { recursive: true, force: true });
