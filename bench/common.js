@@ -13,6 +13,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { request } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -287,7 +288,8 @@ export function processCpuMs(pid) {
 }
 
 // ---------------------------------------------------------------- HTTP client
-// One HTTP/1.1 request through `agent` (give a keep-alive http.Agent to reuse connections).
+// One HTTP/1.1 request through `agent` (give a keep-alive http.Agent to reuse connections;
+// an https.Agent, made with the cluster's `ca`, makes it an HTTPS request).
 // Resolves { status, body } (body as a string) whatever the status; rejects on a network
 // error, or when no full answer came within timeoutMs (the request is then destroyed).
 export function httpRequest(
@@ -297,7 +299,8 @@ export function httpRequest(
   return new Promise((resolve, reject) => {
     const allHeaders =
       body === undefined ? headers : { 'content-length': Buffer.byteLength(body), ...headers };
-    const req = request({ agent, host, port, method, path, headers: allHeaders }, (res) => {
+    const send = agent instanceof HttpsAgent ? httpsRequest : request;
+    const req = send({ agent, host, port, method, path, headers: allHeaders }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.once('end', () => {
@@ -339,6 +342,53 @@ export function summarize(latencies, elapsedMs, failed = 0) {
     max: sorted[sorted.length - 1] ?? NaN,
     failed,
   };
+}
+
+// Rows of repeated runs merged into one row per key(row): the median of each numeric field
+// (rates, percentiles, CPU), failures summed, `repeats` = how many runs. The first row's
+// other fields (labels) are kept. Medians, because the machine is shared and noisy.
+export function medianRows(rows, key) {
+  const groups = new Map();
+  for (const r of rows) {
+    const k = key(r);
+    if (!groups.has(k)) groups.set(k, []);
+    groups.get(k).push(r);
+  }
+  return [...groups.values()].map((list) => {
+    const merged = { ...list[0], repeats: list.length };
+    for (const [field, v] of Object.entries(list[0])) {
+      if (typeof v !== 'number') continue;
+      const sorted = list.map((r) => r[field]).sort((a, b) => a - b);
+      merged[field] = field === 'failed' ? sorted.reduce((a, b) => a + b, 0) : median(sorted);
+    }
+    return merged;
+  });
+}
+
+const median = (sorted) =>
+  sorted.length % 2
+    ? sorted[(sorted.length - 1) / 2]
+    : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+
+// ---------------------------------------------------------------- certificates
+// A CA and member certificates for ids (urn:prevail:node:<id>, valid for 127.0.0.1), made by
+// the library's own `prevail certs` code (dist/) and written as `prevail certs` names them
+// (ca.pem, node-<id>.pem, node-<id>-key.pem) in dir. Returns the CA's PEM and a function
+// giving member id's { caFile, certFile, keyFile }.
+export async function writeBenchCerts(dir, ids) {
+  const { createCa, createNodeCert, writeCertFiles } = await import('../dist/index.js');
+  const ca = await createCa({ name: 'prevail bench CA', days: 2 });
+  const caFile = writeCertFiles(dir, 'ca', ca).cert;
+  const files = new Map();
+  for (const id of ids) {
+    const { cert, key } = writeCertFiles(
+      dir,
+      `node-${id}`,
+      await createNodeCert(ca, { id, days: 2 }),
+    );
+    files.set(id, { caFile, certFile: cert, keyFile: key });
+  }
+  return { ca: ca.cert, files: (id) => files.get(id) };
 }
 
 // ---------------------------------------------------------------- report formatting

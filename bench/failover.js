@@ -22,7 +22,7 @@ async function failoverOnce(run) {
     dataDir: join(root, `n${i + 1}`),
   }));
   const cluster = specs.map(({ id, address }) => ({ id, address }));
-  const options = { cluster };
+  const options = { cluster, insecure: true }; // the engine's own TCP, as before TLS existed
   if (election) options.electionTimeoutMs = election;
   if (heartbeat) options.heartbeatMs = heartbeat;
   const nodes = specs.map((s) => new Child(s, options));

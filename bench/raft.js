@@ -9,6 +9,10 @@
 //   node bench/raft.js --duration=3000 --warmup=1000   window lengths in ms
 //   node bench/raft.js --snapshot-threshold=1000000     override the library default (8192)
 //   node bench/raft.js --skip=fsync,1,1child,3          leave setups out
+//   node bench/raft.js --tls --concurrency=16,64 --repeat=5
+//        the member transport's cost alone: 3 nodes, child, with mutual TLS (certificates by
+//        lib/certs) against the same with `insecure` (the engine's own TCP transport), the
+//        pair interleaved --repeat times on fresh clusters; medians
 //
 // Setups:
 //   fdatasync append      4 KiB write + fdatasync, file growing (the anchor)
@@ -16,6 +20,7 @@
 //   1 node, in-process    RaftNode in this process, trivial FSM (counter), 8-byte payloads
 //   1 node, child         test/fixtures/node-process.mjs, load run inside that process
 //   3 nodes, child        three fixture processes on loopback, load run inside the leader
+//                         (insecure: the engine's TCP transport; with --tls also over mTLS)
 // The fixture FSM does JSON.parse + sha256 + Map.set per entry (~50-byte JSON commands);
 // the two "child" rows share it, so their ratio isolates replication.
 // This is a measurement, not a test: it never fails on a number.
@@ -37,19 +42,22 @@ import {
   fsyncAppend,
   fsyncLoop,
   killChildren,
+  medianRows,
   progress,
   quick,
   run,
   skip,
   summarize,
   waitFor,
+  writeBenchCerts,
 } from './common.js';
 
 // ---------------------------------------------------------------- options
 if (arg('help')) {
   console.log(
     'usage: node bench/raft.js [--quick] [--concurrency=1,16,256,1024] [--duration=ms] [--warmup=ms]\n' +
-      '       [--skip=fsync,1,1child,3] [--snapshot-threshold=N]   (env: BENCH_CONCURRENCY, BENCH_DURATION_MS, BENCH_WARMUP_MS)',
+      '       [--skip=fsync,1,1child,3] [--snapshot-threshold=N] [--tls [--repeat=N]]\n' +
+      '       (env: BENCH_CONCURRENCY, BENCH_DURATION_MS, BENCH_WARMUP_MS)',
   );
   process.exit(0);
 }
@@ -61,6 +69,8 @@ const fsyncMs = quick ? 700 : 2000;
 // Passed to every RaftNode when given (default: the library's, 8192 entries).
 const snapshotThreshold = arg('snapshot-threshold') ? Number(arg('snapshot-threshold')) : undefined;
 const nodeOptions = snapshotThreshold ? { snapshotThreshold } : {};
+const tlsMode = Boolean(arg('tls'));
+const repeat = Number(arg('repeat') ?? (tlsMode ? 3 : 1));
 
 // ---------------------------------------------------------------- helpers
 const root = mkdtempSync(join(tmpdir(), 'prevail-bench-'));
@@ -150,13 +160,15 @@ async function benchInProcess() {
 }
 
 // ---------------------------------------------------------------- child-process clusters
-async function benchChildren(n) {
-  const label = n === 1 ? '1 node, child' : `${n} nodes, child`;
+// certs (writeBenchCerts) gives the members mutual TLS; without, a cluster is `insecure`.
+async function benchChildren(n, certs) {
+  const label = `${n === 1 ? '1 node' : `${n} nodes`}, child${certs ? ', mTLS' : ''}`;
   const ports = await freePorts(n);
   const specs = ports.map((port, i) => ({
     id: i + 1,
     address: `127.0.0.1:${port}`,
     dataDir: mkdtempSync(join(root, `node${i + 1}-`)),
+    ...(certs ? { tls: certs.files(i + 1) } : n > 1 ? { insecure: true } : {}),
   }));
   const cluster = specs.map(({ id, address }) => ({ id, address }));
   const nodes = specs.map((spec) => new Child(spec, { cluster, ...nodeOptions }));
@@ -206,8 +218,39 @@ async function benchChildren(n) {
   return rows;
 }
 
+// ---------------------------------------------------------------- TLS vs insecure
+// The pair on fresh 3-node clusters, in turns (order swapped each repeat); medians.
+async function benchTlsPair() {
+  const certs = await writeBenchCerts(join(root, 'certs'), [1, 2, 3]);
+  const rows = [];
+  for (let rep = 0; rep < repeat; rep++) {
+    const order = rep % 2 === 0 ? [certs, undefined] : [undefined, certs];
+    for (const c of order) rows.push(...(await benchChildren(3, c)));
+  }
+  const merged = medianRows(rows, (r) => `${r.setup} ${r.inflight}`);
+  const out = [
+    '| setup | in flight | proposals/s | p50 ms | p99 ms | mTLS / insecure proposals/s |',
+  ];
+  out.push('|---|---:|---:|---:|---:|---:|');
+  for (const r of merged) {
+    const plain = merged.find((p) => !p.setup.includes('mTLS') && p.inflight === r.inflight);
+    const ratio = r.setup.includes('mTLS') ? `**${fmtRatio(r.opsPerSec / plain.opsPerSec)}×**` : '';
+    out.push(
+      `| ${r.setup} | ${r.inflight} | ${fmtInt(r.opsPerSec)}${r.failed ? ` (${r.failed} failed)` : ''} | ` +
+        `${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${ratio} |`,
+    );
+  }
+  out.push('');
+  out.push(
+    `Medians of ${repeat} interleaved repeats (fresh clusters); window ${durationMs} ms after ${warmupMs} ms warm-up; ` +
+      `raft ${versions.raft}, node ${process.version}, ${cpus().length} CPUs.`,
+  );
+  console.log(out.join('\n'));
+}
+
 // ---------------------------------------------------------------- report
 async function main() {
+  if (tlsMode) return benchTlsPair();
   const started = performance.now();
   process.stderr.write(
     `prevail bench: raft ${versions.raft}, node ${process.version}, ${cpus().length} CPUs, ` +

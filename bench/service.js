@@ -11,6 +11,11 @@
 //   node bench/service.js --failover-concurrency=4 the steady load's loops during failover
 //   node bench/service.js --skip=throughput,leader,failover,rolling,fsync,etcd,prevail   leave parts out
 //                                                  (leader: the leader-only diagnostic rows)
+//   node bench/service.js --repeat=3               each throughput level N times, interleaved; medians
+//   node bench/service.js --tls --concurrency=16,64 --repeat=3 --runs=10 --skip=leader
+//        what TLS costs: `prevail serve` with member mTLS (--ca/--cert/--key, which also make
+//        its HTTP API HTTPS; the load generator then speaks HTTPS with the CA) against the
+//        same with --insecure, side by side; no etcd, no rolling restart
 //
 // Needs dist/ (npx tsc -p .) and, for the etcd rows, etcd on the PATH
 // (Debian 12: apt-get install -y etcd-server, 3.4.23). Without etcd only prevail runs.
@@ -34,6 +39,7 @@ import {
   rmSync,
 } from 'node:fs';
 import { Agent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -51,6 +57,7 @@ import {
   httpRequest,
   killChild,
   killChildren,
+  medianRows,
   percentile,
   processCpuMs,
   progress,
@@ -60,13 +67,15 @@ import {
   sleep,
   trackChild,
   waitFor,
+  writeBenchCerts,
 } from './common.js';
 
 // ---------------------------------------------------------------- options
 if (arg('help')) {
   console.log(
     'usage: node bench/service.js [--quick] [--concurrency=1,16,64,256] [--duration=ms] [--warmup=ms]\n' +
-      '       [--runs=20] [--failover-concurrency=4] [--skip=throughput,leader,failover,fsync,etcd,prevail]',
+      '       [--runs=20] [--failover-concurrency=4] [--skip=throughput,leader,failover,fsync,etcd,prevail]\n' +
+      '       [--repeat=1] [--tls]',
   );
   process.exit(0);
 }
@@ -76,6 +85,8 @@ const durationMs = Number(arg('duration') ?? (quick ? 1500 : 5000));
 const warmupMs = Number(arg('warmup') ?? (quick ? 500 : 1000));
 const runs = Number(arg('runs') ?? (quick ? 5 : 20));
 const failoverConcurrency = Number(arg('failover-concurrency') ?? 4);
+const repeat = Number(arg('repeat') ?? 1);
+const tlsMode = Boolean(arg('tls'));
 const fsyncMs = quick ? 700 : 2000;
 const VALUE_BYTES = 100;
 // During failover: a fresh write goes to a survivor every PROBE_EVERY_MS (alternating).
@@ -161,9 +172,18 @@ const jsonOf = (text) => {
 // A system starts a 3-member cluster and knows how to write to it and find its leader.
 // cluster = { members: [{ name, host, port, proc }], agentFor, stop() }.
 
-const prevail = {
-  name: 'prevail',
+// `prevail serve` nodes with --insecure, or (tls) with member mTLS from certificates made
+// once per run (which also makes their HTTP API HTTPS).
+const makePrevail = (tls) => ({
+  name: tls ? 'prevail-tls' : 'prevail',
   defaults: 'election timeout 200 ms, heartbeat 40 ms (`prevail serve` defaults)',
+  certs: null,
+
+  agent() {
+    return tls
+      ? new HttpsAgent({ keepAlive: true, ca: this.certs.ca })
+      : new Agent({ keepAlive: true });
+  },
 
   available() {
     if (!existsSync(cliPath)) return `dist/cli.js is missing: build it with \`npx tsc -p .\``;
@@ -174,6 +194,7 @@ const prevail = {
 
   async start(label) {
     const dir = mkdtempSync(join(root, `${label}-`));
+    if (tls) this.certs ??= await writeBenchCerts(join(root, 'certs'), [1, 2, 3]);
     const ports = await freePorts(6);
     const members = [1, 2, 3].map((id) => ({
       id,
@@ -199,7 +220,7 @@ const prevail = {
         m.dataDir,
         '--cluster',
         clusterArg,
-        '--insecure',
+        ...(tls ? memberTlsArgs(this.certs.files(m.id)) : ['--insecure']),
       ];
       m.proc = startProcess(process.execPath, m.args, join(dir, `n${m.id}.log`));
     }
@@ -246,12 +267,17 @@ const prevail = {
     if (i < 0 || !answers.every((a) => a.leaderId === members[i].id)) return -1;
     return i;
   },
-};
+});
+const prevail = makePrevail(false);
+const prevailTls = makePrevail(true);
+const memberTlsArgs = (f) => ['--ca', f.caFile, '--cert', f.certFile, '--key', f.keyFile];
 
 const etcd = {
   name: 'etcd',
   defaults: 'election timeout 1000 ms, heartbeat 100 ms (etcd defaults)',
   version: null,
+
+  agent: () => new Agent({ keepAlive: true }),
 
   available() {
     const r = spawnSync('etcd', ['--version'], { encoding: 'utf8' });
@@ -355,7 +381,7 @@ async function writeOk(system, agent, m, key, timeoutMs) {
 // through each member has been acknowledged (so forwarding works from every member).
 async function startCluster(system, label) {
   const cluster = await system.start(label);
-  const agent = new Agent({ keepAlive: true });
+  const agent = system.agent();
   try {
     await waitFor(
       `a ${system.name} leader`,
@@ -396,7 +422,7 @@ async function stopCluster(cluster) {
 // members, or the leader alone), for ms. Also measures the CPU this process (the load
 // generator) and all the members used.
 async function writeLoad(system, cluster, targets, concurrency, ms, errors) {
-  const agent = new Agent({ keepAlive: true });
+  const agent = system.agent();
   const members = cluster.members;
   let next = 0;
   const prefix = `${system.name[0]}${concurrency}`;
@@ -435,15 +461,17 @@ async function benchThroughput(systems) {
       clusters.set(s, await startCluster(s, `${s.name}-tput`));
     }
     // Both clusters stay up for the whole section (the idle one only heartbeats); the
-    // systems alternate at each level, in turn order swapped from one level to the next.
-    for (const [level, c] of concurrencies.entries()) {
+    // systems alternate at each level, in turn order swapped from one level to the next;
+    // with --repeat the whole sweep runs again (rows merged into medians below).
+    const sweep = Array.from({ length: repeat }, () => concurrencies).flat();
+    for (const [level, c] of sweep.entries()) {
       const order = level % 2 === 0 ? systems : [...systems].reverse();
       for (const s of order) {
         const cluster = clusters.get(s);
         for (const target of targetsToRun) {
           let targets = cluster.members;
           if (target === 'leader') {
-            const agent = new Agent({ keepAlive: true });
+            const agent = s.agent();
             const i = await waitFor(
               `the ${s.name} leader`,
               async () => (await s.leader(agent, cluster.members)) + 1,
@@ -466,7 +494,7 @@ async function benchThroughput(systems) {
   } finally {
     for (const cluster of clusters.values()) await stopCluster(cluster);
   }
-  return rows;
+  return medianRows(rows, (r) => `${r.system} ${r.target} ${r.concurrency}`);
 }
 
 // ---------------------------------------------------------------- failover
@@ -479,7 +507,7 @@ async function benchThroughput(systems) {
 // old leader committed could be acknowledged after the kill).
 async function failoverOnce(system, rep) {
   const cluster = await startCluster(system, `${system.name}-failover${rep}`);
-  const agent = new Agent({ keepAlive: true });
+  const agent = system.agent();
   const members = cluster.members;
   let killedAt = Infinity;
   let firstAck = Infinity; // performance.now() of the first ack of a write sent after the kill
@@ -602,7 +630,7 @@ async function benchFailover(systems) {
 // readable afterwards (linearizable reads).
 async function benchRolling() {
   const cluster = await startCluster(prevail, 'rolling');
-  const agent = new Agent({ keepAlive: true });
+  const agent = prevail.agent();
   const members = cluster.members;
   const acked = [];
   const ackTimes = [];
@@ -733,7 +761,7 @@ async function main() {
   const started = performance.now();
   const notes = [];
   const systems = [];
-  for (const s of [prevail, etcd]) {
+  for (const s of tlsMode ? [prevailTls, prevail] : [prevail, etcd]) {
     if (skip.has(s.name)) continue;
     const missing = s.available();
     if (missing) {
@@ -747,7 +775,7 @@ async function main() {
   const versions = (await import('../dist/index.js')).versions ?? {};
   const load0 = loadavg()[0];
   process.stderr.write(
-    `prevail bench: service vs etcd, node ${process.version}, ${cpus().length} CPUs, temp dir ${root}\n` +
+    `prevail bench: service (${systems.map((s) => s.name).join(' vs ')}), node ${process.version}, ${cpus().length} CPUs, temp dir ${root}\n` +
       `  systems ${systems.map((s) => s.name).join(', ')}; concurrencies ${concurrencies.join(',')}, window ${durationMs} ms, ` +
       `warm-up ${warmupMs} ms; failover runs ${runs}${quick ? ' (quick)' : ''}\n`,
   );
@@ -761,7 +789,8 @@ async function main() {
   const appendStart = skip.has('fsync') ? undefined : fsyncAppend(anchor);
   const tput = skip.has('throughput') ? [] : await benchThroughput(systems);
   const failover = skip.has('failover') ? [] : await benchFailover(systems);
-  const rolling = skip.has('rolling') || !systems.includes(prevail) ? null : await benchRolling();
+  const rolling =
+    tlsMode || skip.has('rolling') || !systems.includes(prevail) ? null : await benchRolling();
   const appendEnd = skip.has('fsync') ? undefined : fsyncAppend(anchor);
 
   const out = [];
@@ -773,6 +802,8 @@ async function main() {
     );
     out.push('');
   }
+  // The ratio column and lines: the first system against the second, side by side.
+  const [subject, base] = tlsMode ? ['prevail-tls', 'prevail'] : ['prevail', 'etcd'];
   const at = (name, c, target = 'all') =>
     tput.find((r) => r.system === name && r.concurrency === c && r.target === target);
   const table = (target, title) => {
@@ -781,13 +812,13 @@ async function main() {
     out.push(title);
     out.push('');
     out.push(
-      '| system | concurrency | writes/s | p50 ms | p99 ms | failed | load generator CPU | 3 nodes CPU | prevail / etcd writes/s |',
+      `| system | concurrency | writes/s | p50 ms | p99 ms | failed | load generator CPU | 3 nodes CPU | ${subject} / ${base} writes/s |`,
     );
     out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const r of rows) {
-      const other = at('etcd', r.concurrency, target);
+      const other = at(base, r.concurrency, target);
       const ratio =
-        r.system === 'prevail' && other ? `**${fmtRatio(r.opsPerSec / other.opsPerSec)}×**` : '';
+        r.system === subject && other ? `**${fmtRatio(r.opsPerSec / other.opsPerSec)}×**` : '';
       out.push(
         `| ${r.system} | ${r.concurrency} | ${fmtInt(r.opsPerSec)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${r.failed} | ` +
           `${Math.round(r.clientCpu * 100)} % | ${Math.round(r.nodesCpu * 100)} % | ${ratio} |`,
@@ -798,7 +829,8 @@ async function main() {
   table(
     'all',
     `Writes, ${VALUE_BYTES}-byte values, new keys, 3 nodes on loopback, requests round-robin over the 3 nodes ` +
-      `(${fmtMs(warmupMs / 1000)} s warm-up, ${fmtMs(durationMs / 1000)} s window per row):`,
+      `(${fmtMs(warmupMs / 1000)} s warm-up, ${fmtMs(durationMs / 1000)} s window per row` +
+      `${repeat > 1 ? `; medians of ${repeat} interleaved repeats` : ''}):`,
   );
   table('leader', 'Diagnostic: the same load sent to the leader alone (no forwarding):');
   if (tput.length) {
@@ -863,21 +895,21 @@ async function main() {
     );
   }
   for (const c of concurrencies) {
-    const p = at('prevail', c);
-    const e = at('etcd', c);
+    const p = at(subject, c);
+    const e = at(base, c);
     if (p && e) {
       ratios.push(
-        `- concurrency ${c}: prevail / etcd writes/s = ${fmtRatio(p.opsPerSec / e.opsPerSec)}, ` +
-          `p50 etcd / prevail = ${fmtRatio(e.p50 / p.p50)}, p99 etcd / prevail = ${fmtRatio(e.p99 / p.p99)}`,
+        `- concurrency ${c}: ${subject} / ${base} writes/s = ${fmtRatio(p.opsPerSec / e.opsPerSec)}, ` +
+          `p50 ${base} / ${subject} = ${fmtRatio(e.p50 / p.p50)}, p99 ${base} / ${subject} = ${fmtRatio(e.p99 / p.p99)}`,
       );
     }
   }
   for (const c of concurrencies) {
-    const p = at('prevail', c, 'leader');
-    const e = at('etcd', c, 'leader');
+    const p = at(subject, c, 'leader');
+    const e = at(base, c, 'leader');
     if (p && e)
       ratios.push(
-        `- leader only, concurrency ${c}: prevail / etcd writes/s = ${fmtRatio(p.opsPerSec / e.opsPerSec)}`,
+        `- leader only, concurrency ${c}: ${subject} / ${base} writes/s = ${fmtRatio(p.opsPerSec / e.opsPerSec)}`,
       );
   }
   const pOne = at('prevail', 1);
@@ -890,11 +922,11 @@ async function main() {
     ratios.push(
       `- etcd p50 at concurrency 1 / fdatasync-append p50 = ${fmtRatio(eOne.p50 / appendStart.p50)}`,
     );
-  const fp = failover.find((f) => f.system === 'prevail');
-  const fe = failover.find((f) => f.system === 'etcd');
+  const fp = failover.find((f) => f.system === subject);
+  const fe = failover.find((f) => f.system === base);
   if (fp && fe) {
     ratios.push(
-      `- failover p50 etcd / prevail = ${fmtRatio(fe.p50 / fp.p50)}, p99 etcd / prevail = ${fmtRatio(fe.p99 / fp.p99)}`,
+      `- failover p50 ${base} / ${subject} = ${fmtRatio(fe.p50 / fp.p50)}, p99 ${base} / ${subject} = ${fmtRatio(fe.p99 / fp.p99)}`,
     );
   }
   if (ratios.length) {

@@ -2,14 +2,20 @@
 // process with its own data directory, restarted if it dies (so `kill -9` shows a failover
 // and a catch-up). Ctrl-C (or SIGTERM) stops all three.
 //
+// The members talk mutual TLS: on the first run this makes a CA and a certificate per node in
+// DATA_DIR/certs (as `prevail certs` would: ca.pem, node-<id>.pem, node-<id>-key.pem) and
+// later runs reuse them. The app's own HTTP stays plain HTTP on 127.0.0.1.
+//
 // Environment: HTTP_PORT (first node's HTTP port; default 3001, then 3002, 3003),
 // RAFT_PORT (default 7011, 7012, 7013), DATA_DIR (default ./data/cluster), RESTART_MS
 // (delay before restarting a dead node; default 2000, 0 disables restarts).
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { get } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { createCa, createNodeCert, writeCertFiles } from '../../dist/index.js';
 
 const server = fileURLToPath(new URL('./server.mjs', import.meta.url));
 const httpBase = Number(process.env.HTTP_PORT ?? 3001);
@@ -23,6 +29,7 @@ const members = Array.from({ length: SIZE }, (_, i) => ({
   address: `127.0.0.1:${raftBase + i}`,
 }));
 const clusterSpec = members.map((m) => `${m.id}=${m.address}`).join(',');
+const certDir = join(root, 'certs');
 const nodes = new Map(); // id → { child, url }
 let stopping = false;
 
@@ -40,6 +47,7 @@ function start(id) {
     CLUSTER: clusterSpec,
     PORT: String(port),
     DATA_DIR: dataDir,
+    TLS_DIR: certDir,
   };
   delete env.RAFT_ADDRESS; // each node's comes from CLUSTER
   const child = spawn(process.execPath, [server], {
@@ -116,4 +124,16 @@ function stop(signal) {
 process.once('SIGINT', () => stop('SIGINT'));
 process.once('SIGTERM', () => stop('SIGTERM'));
 
+// The CA and the members' certificates, made once: the CA's key stays in certDir, so a
+// certificate can be renewed there with `prevail certs node`.
+async function ensureCerts() {
+  if (existsSync(join(certDir, 'ca.pem'))) return;
+  const ca = await createCa({ name: 'prevail example app CA' });
+  for (const m of members)
+    writeCertFiles(certDir, `node-${m.id}`, await createNodeCert(ca, { id: m.id }));
+  writeCertFiles(certDir, 'ca', ca); // last: its presence says the set is complete
+  log(`made a CA and node certificates in ${certDir}`);
+}
+
+await ensureCerts();
 for (const m of members) start(m.id);

@@ -2,6 +2,8 @@
 // state in a prevail store (a durable single Raft node by default).
 //
 //   node examples/app/server.mjs     PORT (3000), DATA_DIR (./data), RAFT_ADDRESS (127.0.0.1:7001)
+//   cluster mode (npm run cluster):  NODE_ID, CLUSTER, and TLS_DIR (the members' mutual TLS:
+//                                    ca.pem, node-<NODE_ID>.pem, node-<NODE_ID>-key.pem)
 //
 // Every POST answers only after its command is committed to the log on disk, so what a
 // browser saw acknowledged survives kill -9. Reads are plain function calls on the store's
@@ -13,6 +15,7 @@
 // share), jobs.mjs (leader-only background work), views.mjs (HTML), schema.mjs (the state).
 import { realpathSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 import { adminHandler, open } from '../../dist/index.js';
@@ -39,12 +42,14 @@ export async function startApp({
   // Cluster mode: this node's id and every member's { id, address } (the same list on each node).
   id = 1,
   cluster = undefined,
+  // The members' mutual TLS: { caFile, certFile, keyFile } (or PEM { ca, cert, key }).
+  tls = undefined,
   // Background work, on the leader only (jobs.mjs).
   staleAfterMs = 30 * 24 * 3600_000,
   staleCheckEveryMs = 60_000,
   digestEveryMs = 60_000,
 } = {}) {
-  const store = await open({ schema, dataDir, address: raftAddress, id, cluster });
+  const store = await open({ schema, dataDir, address: raftAddress, id, cluster, tls });
   // The cluster's admin page, mounted as any app would (members, leader, lag, live).
   const admin = adminHandler(store);
   startLeaderWork(store, { staleAfterMs, staleCheckEveryMs, digestEveryMs });
@@ -139,12 +144,21 @@ if (isMain()) {
   const raftAddress =
     process.env.RAFT_ADDRESS || (cluster?.find((m) => m.id === id)?.address ?? '127.0.0.1:7001');
   const ms = (name) => (process.env[name] === undefined ? undefined : Number(process.env[name]));
+  const tlsDir = process.env.TLS_DIR;
+  const tls = tlsDir
+    ? {
+        caFile: join(tlsDir, 'ca.pem'),
+        certFile: join(tlsDir, `node-${id}.pem`),
+        keyFile: join(tlsDir, `node-${id}-key.pem`),
+      }
+    : undefined;
   const app = await startApp({
     port,
     dataDir,
     raftAddress,
     id,
     cluster,
+    tls,
     staleAfterMs: ms('STALE_AFTER_MS'),
     staleCheckEveryMs: ms('STALE_CHECK_EVERY_MS'),
     digestEveryMs: ms('DIGEST_EVERY_MS'),

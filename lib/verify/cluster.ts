@@ -1,7 +1,9 @@
 // The nodes under test for the verification harness: `prevail serve` child processes, each
 // with its own data dir, either in its own network namespace (lib/verify/netns.ts) or on
 // 127.0.0.1. Children are tracked by pid from spawn to exit; killAll() kills every process
-// ever started (restarts included). Every wait is bounded.
+// ever started (restarts included). Every wait is bounded. By default the nodes run on mutual
+// TLS (certificates made by lib/certs into the run dir, which also makes their HTTP API HTTPS,
+// authenticated by the harness's client certificate); `insecure` runs them with --insecure.
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
   closeSync,
@@ -11,12 +13,15 @@ import {
   readSync,
   rmSync,
   statSync,
+  writeFileSync,
   writeSync,
 } from 'node:fs';
-import { request as httpRequest, type Agent } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest, type Agent } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { createCa, createClientCert, createNodeCert, writeCertFiles } from '../certs/index.js';
 import { freePort } from '../core/ports.js';
 import type { NetnsNetwork } from './netns.js';
 
@@ -63,6 +68,15 @@ const NOT_SENT = new Set([
   'ENOTFOUND',
 ]);
 
+/** The harness's HTTPS client credentials (CA, client certificate), set by a TLS cluster's init(). */
+let clientTls: { ca: string; cert: string; key: string } | undefined;
+
+/** A keep-alive agent of one socket for the nodes' scheme (https once a TLS cluster is up). */
+export function clientAgent(): Agent {
+  const options = { keepAlive: true, maxSockets: 1 };
+  return clientTls ? new HttpsAgent(options) : new HttpAgent(options);
+}
+
 /**
  * One HTTP request with a hard timeout (the socket is destroyed when it runs out).
  * Rejects with RequestError; `sent` is false only when the connection was never made.
@@ -78,8 +92,10 @@ export function request(
     let connected = false;
     let done = false;
     const u = new URL(url);
-    const req = httpRequest(
+    const https = u.protocol === 'https:';
+    const req = (https ? httpsRequest : httpRequest)(
       {
+        ...(https ? clientTls : {}),
         host: u.hostname,
         port: u.port,
         path: u.pathname + u.search,
@@ -154,7 +170,12 @@ export interface ClusterOptions {
   snapshotTrailing?: number;
   /** Milliseconds since the run started (for the node logs). */
   clock: () => number;
+  /** Run the nodes with --insecure (no TLS between members, plain HTTP) instead of mutual TLS. */
+  insecure?: boolean;
 }
+
+/** The user the harness authenticates as (by its client certificate) on a TLS cluster. */
+const HARNESS_USER = 'verify';
 
 export class VerifyCluster {
   readonly specs = new Map<number, NodeSpec>();
@@ -171,6 +192,8 @@ export class VerifyCluster {
    */
   readonly crashes: string[] = [];
   clusterFlag = '';
+  /** A TLS cluster's serve flags per node id (--ca, --cert, --key, --auth). */
+  readonly #tlsArgs = new Map<number, string[]>();
 
   constructor(readonly options: ClusterOptions) {}
 
@@ -182,7 +205,7 @@ export class VerifyCluster {
   }
 
   url(id: number): string {
-    return `http://${this.specs.get(id)!.http}`;
+    return `${this.options.insecure ? 'http' : 'https'}://${this.specs.get(id)!.http}`;
   }
 
   async init(): Promise<void> {
@@ -209,6 +232,38 @@ export class VerifyCluster {
       this.state.set(id, 'dead');
     }
     this.clusterFlag = [...this.specs.values()].map((s) => `${s.id}=${s.raft}`).join(',');
+    if (!this.options.insecure) await this.#makeCerts();
+  }
+
+  // A CA, a certificate per node naming its member id and valid for its address (a namespace's
+  // own IP in netns mode), the harness's client certificate, and an auth file letting that
+  // client do everything: on a namespace address serve's HTTP API needs --auth (--insecure
+  // would also drop the members' TLS).
+  async #makeCerts(): Promise<void> {
+    const dir = join(this.options.root, 'certs');
+    const ca = await createCa({ name: 'prevail verify CA', days: 2 });
+    const caFile = writeCertFiles(dir, 'ca', ca).cert;
+    const authFile = join(dir, 'auth.json');
+    const permissions = ['read', 'write', 'admin'];
+    writeFileSync(authFile, JSON.stringify({ users: [{ name: HARNESS_USER, permissions }] }));
+    for (const spec of this.specs.values()) {
+      const host = spec.raft.slice(0, spec.raft.lastIndexOf(':'));
+      const hosts = [...new Set([host, '127.0.0.1', 'localhost'])];
+      const pair = await createNodeCert(ca, { id: spec.id, hosts, days: 2 });
+      const { cert, key } = writeCertFiles(dir, `node-${spec.id}`, pair);
+      this.#tlsArgs.set(spec.id, [
+        '--ca',
+        caFile,
+        '--cert',
+        cert,
+        '--key',
+        key,
+        '--auth',
+        authFile,
+      ]);
+    }
+    const client = await createClientCert(ca, { name: HARNESS_USER, days: 2 });
+    clientTls = { ca: ca.cert, ...client };
   }
 
   #log(id: number, line: string): void {
@@ -250,9 +305,7 @@ export class VerifyCluster {
         ? ['--snapshot-trailing', String(this.options.snapshotTrailing)]
         : []),
       ...(join ? ['--join'] : ['--cluster', this.clusterFlag]),
-      // In network namespaces the HTTP API is on a namespace's own address, reachable only
-      // from this machine's harness: without --auth, serve needs to be told that's meant.
-      ...(this.net ? ['--insecure'] : []),
+      ...(this.options.insecure ? ['--insecure'] : this.#tlsArgs.get(id)!),
     ];
     const [cmd, argv] = this.net
       ? this.net.wrap(id, process.execPath, args)

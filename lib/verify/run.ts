@@ -54,6 +54,9 @@ const USAGE = `usage: npm run verify -- [options]   (node dist/verify/run.js [op
                          or stale for their own runs (stale reads are expected to FAIL: it
                          shows the checker catches them)
   --no-netns             run on 127.0.0.1 even when namespaces are available (no partitions)
+  --insecure             run the nodes with --insecure (plain TCP between members, plain
+                         HTTP) instead of the default: mutual TLS between members (a CA and
+                         certificates made in the run dir) and HTTPS with a client certificate
   --keep                 keep the nodes' data dirs
   --ci                   the short schedule for CI (3 nodes, 1 × 90 s, all nemeses; ~95 s in all)
 `;
@@ -75,6 +78,7 @@ interface Options {
   load: number;
   out: string;
   netns: boolean;
+  insecure: boolean;
   keep: boolean;
   ci: boolean;
   reads: 'linearizable' | 'lease' | 'stale';
@@ -112,6 +116,7 @@ const ARGS = {
   out: { type: 'string' },
   reads: { type: 'string' },
   'no-netns': { type: 'boolean' },
+  insecure: { type: 'boolean' },
   keep: { type: 'boolean' },
   ci: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -167,6 +172,7 @@ function parseOptions(argv: string[]): Options {
     rate: values.rate ? positive('--rate', values.rate) : 100,
     out: resolve(values.out ?? join('verify-out', String(seed))),
     netns: !values['no-netns'],
+    insecure: !!values.insecure,
     keep: !!values.keep,
   };
 }
@@ -341,6 +347,7 @@ function setUpSchedule(
     electionTimeoutMs: opts.electionTimeoutMs,
     heartbeatMs: opts.heartbeatMs,
     clock,
+    insecure: opts.insecure,
     ...(opts.snapshotThreshold ? { snapshotThreshold: opts.snapshotThreshold } : {}),
     ...(opts.snapshotTrailing ? { snapshotTrailing: opts.snapshotTrailing } : {}),
   });
@@ -396,6 +403,9 @@ function scheduleMeta(
     snapshotThreshold: opts.snapshotThreshold || 'node default',
     snapshotTrailing: opts.snapshotTrailing || 'node default',
     network: net ? `namespaces ${net.subnet} (bridge ${net.bridge})` : 'loopback 127.0.0.1',
+    security: opts.insecure
+      ? 'insecure (plain TCP between members, plain HTTP)'
+      : 'mutual TLS between members, HTTPS with a client certificate',
     nemeses: [...nemesisSet].join(',') || 'none',
     reads: opts.reads,
   };

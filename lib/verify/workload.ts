@@ -12,11 +12,17 @@
 // After an info op the client continues as a new process id (the old op may still be in flight,
 // and a process has at most one op in flight). Clients stick to a node and move to the next one
 // after a connection error, a timeout or a 503.
-import { Agent } from 'node:http';
 
 import { ErrorCodes } from '../core/errors.js';
 import { CAS_CONFLICT, type Op, type OpType } from './history.js';
-import { request, RequestError, sleep, type Answer, type VerifyCluster } from './cluster.js';
+import {
+  clientAgent,
+  request,
+  RequestError,
+  sleep,
+  type Answer,
+  type VerifyCluster,
+} from './cluster.js';
 import type { Rng } from './rng.js';
 
 export interface WorkloadOptions {
@@ -74,7 +80,7 @@ export class Workload {
     let seq = 0;
     const timeoutMs = rng.int(this.options.timeoutMs[0], this.options.timeoutMs[1]);
     const meanGapMs = (1000 * this.options.clients) / this.options.rate;
-    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const agent = clientAgent();
     try {
       while (clock() < this.#stopAt) {
         // Exponential gaps, capped, so clients don't march in step.
@@ -219,7 +225,7 @@ export class LoadGenerator {
 
   async #writer(w: number, rng: Rng): Promise<void> {
     const { cluster } = this;
-    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const agent = clientAgent();
     let n = 0;
     try {
       while (this.#active > 0) {

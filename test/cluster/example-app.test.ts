@@ -3,8 +3,9 @@
 // and a restart on the same data directory keep every acknowledged write.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 
 import { consecutiveFreePorts, freePorts, tempDir } from '../helpers/cluster.js';
@@ -643,7 +644,30 @@ describe('example app', () => {
   });
 });
 
-test('npm run cluster: 3 app nodes; writes on any node; kill -9 of the leader, the others go on, the dead one is restarted and catches up', async () => {
+// Plain TCP to a raft port, saying what the insecure transport's first bytes would (a
+// handshake: protocol 1, server id 1, an address): resolves with what came back before the
+// node closed the connection.
+function plainRaftHello(port: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    const hello = Buffer.alloc(24 + 16);
+    hello.writeBigUInt64LE(1n, 0);
+    hello.writeBigUInt64LE(1n, 8);
+    hello.writeBigUInt64LE(16n, 16);
+    hello.write('127.0.0.1:1', 24);
+    socket.on('connect', () => socket.write(hello));
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', () => undefined); // a reset counts as closed
+    socket.on('close', () => resolve(Buffer.concat(chunks)));
+    setTimeout(() => {
+      socket.destroy();
+      reject(new Error('the raft port kept a plain TCP connection open for 10 s'));
+    }, 10_000).unref();
+  });
+}
+
+test('npm run cluster: 3 app nodes on mutual TLS; writes on any node; kill -9 of the leader, the others go on, the dead one is restarted and catches up', async () => {
   const root = tempDir('prevail-app-cluster-');
   // The launcher numbers each node's ports from a base: three consecutive free ports each.
   const httpBase = await consecutiveFreePorts(3);
@@ -697,6 +721,15 @@ test('npm run cluster: 3 app nodes; writes on any node; kill -9 of the leader, t
       Number([...output.matchAll(/leader: node (\d+) \(pid (\d+)/g)].at(-1)![1]);
     const leader = leaderOf();
     const leaderPid = Number([...output.matchAll(/leader: node (\d+) \(pid (\d+)/g)].at(-1)![2]);
+    // The members talk mutual TLS with the certificates the launcher made on its first run;
+    // a plain TCP peer gets no engine: the node closes on it, answering at most a TLS alert.
+    expect(existsSync(join(root, 'certs', 'ca.pem'))).toBe(true);
+    for (const id of [1, 2, 3]) {
+      const status = JSON.parse((await http(url(id), 'GET', '/admin/status.json')).body);
+      expect(status.security).toBe('tls');
+    }
+    const answer = await plainRaftHello(raftBase + leader - 1);
+    expect(answer.length === 0 || answer[0] === 0x15).toBe(true);
     const followers = [1, 2, 3].filter((id) => id !== leader);
     // A write on a follower (forwarded), visible on the other follower once it applied it.
     // Right after the election the follower may not know the leader's channel yet: it answers
