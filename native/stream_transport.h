@@ -1,4 +1,4 @@
-// A raft_uv_transport whose connections are made in JS (lib/cluster/transport.ts: mutual TLS,
+// A raft_uv_transport whose connections are made in JS (lib/engine/member-transport.ts: mutual TLS,
 // each peer's id taken from its certificate) and handed to the engine as one end of a
 // socketpair; JS copies bytes between the other end and the TLS socket. The engine then never
 // sees a handshake it has to trust: the id and address of an accepted stream are the ones JS
