@@ -3,6 +3,7 @@
 // bounded drain on close.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 
 import type { AdminHandler } from '../admin/admin.js';
@@ -76,10 +77,14 @@ function httpsServer(
   onRequest: (req: IncomingMessage, res: ServerResponse) => void,
 ): Server {
   try {
-    return createHttpsServer(
+    const server = createHttpsServer(
       { ca, cert, key, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
       onRequest,
     );
+    // Nagle off on the TCP socket before TLS wraps it, as node:http does for plain HTTP: an
+    // answer's last small record must not wait for the client's delayed ACK.
+    server.on('connection', (tcp: Socket) => tcp.setNoDelay(true));
+    return server;
   } catch (err) {
     throw new PrevailError(
       ErrorCodes.BAD_CERTIFICATE,
