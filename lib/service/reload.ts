@@ -53,7 +53,10 @@ export function reloader(
       guard.tls = fresh.tls;
     }
     if (auth) guard.auth = auth;
-    return { reloaded: true, notAfter: notAfter === null ? null : new Date(notAfter).toISOString() };
+    return {
+      reloaded: true,
+      notAfter: notAfter === null ? null : new Date(notAfter).toISOString(),
+    };
   };
 }
 
