@@ -95,6 +95,15 @@ function parseCert(pem: string, what: string): X509Certificate {
 }
 
 /**
+ * The CA certificates of `pem`: a bundle may hold several (during a move to a new CA, both the
+ * old and the new are trusted); X509Certificate reads only the first.
+ */
+function parseBundle(pem: string): X509Certificate[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g);
+  return (blocks ?? [pem]).map((block) => parseCert(block, 'ca'));
+}
+
+/**
  * Reads `tls` and checks it can work for member `id`: the certificate names this member, is
  * signed by the CA, is valid now, and the key is its key. PREVAIL_BAD_CERTIFICATE otherwise.
  */
@@ -103,7 +112,7 @@ export function loadMemberTls(tls: TlsOptions, id: number): MemberTls {
   const ca = pemOf(tls.ca, tls.caFile, 'ca');
   const cert = pemOf(tls.cert, tls.certFile, 'cert');
   const key = pemOf(tls.key, tls.keyFile, 'key');
-  const caCert = parseCert(ca, 'ca');
+  const cas = parseBundle(ca);
   const leaf = parseCert(cert, 'cert');
   const bad = (message: string) =>
     new PrevailError(ErrorCodes.BAD_CERTIFICATE, `tls: ${message}`, {
@@ -114,9 +123,9 @@ export function loadMemberTls(tls: TlsOptions, id: number): MemberTls {
     throw bad(
       `the certificate must name this member (${nodeUri(id)}), it names ${leaf.subjectAltName ?? 'nothing'}`,
     );
-  if (!leaf.checkIssued(caCert) || !leaf.verify(caCert.publicKey))
+  if (!cas.some((caCert) => leaf.checkIssued(caCert) && leaf.verify(caCert.publicKey)))
     throw bad(
-      `the certificate is not signed by the given CA (${caCert.subject.replace(/\n/g, ', ')})`,
+      `the certificate is not signed by the given CA (${cas.map((c) => c.subject.replace(/\n/g, ', ')).join('; ')})`,
     );
   const now = Date.now();
   const notAfter = Date.parse(leaf.validTo);
