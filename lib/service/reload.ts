@@ -3,6 +3,7 @@
 import type { Server } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { X509Certificate } from 'node:crypto';
+import { createSecureContext, type SecureContextOptions } from 'node:tls';
 
 import { HttpAuth, type AuthOptions } from '../core/auth.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
@@ -45,11 +46,14 @@ export function reloader(
           'this service started without TLS: restart it to turn TLS on',
         );
       notAfter = leafNotAfter(fresh.tls.cert);
-      // The members' side checks the certificate names this node and the CA signed it, and
-      // keeps the old material when it doesn't: it goes first so a refusal changes nothing.
-      if (store.node.transport) store.reloadTls(fresh.tls);
       const { ca, cert, key } = fresh.tls;
-      (server as unknown as HttpsServer).setSecureContext({ ca, cert, key, minVersion: 'TLSv1.2' });
+      const https = { ca, cert, key, minVersion: 'TLSv1.2' as const };
+      checkContext(https);
+      // The members' side checks the certificate names this node and the CA signed it, and
+      // keeps the old material when it doesn't: it goes before any change, so a refusal
+      // changes nothing.
+      if (store.node.transport) store.reloadTls(fresh.tls);
+      (server as unknown as HttpsServer).setSecureContext(https);
       guard.tls = fresh.tls;
     }
     if (auth) guard.auth = auth;
@@ -58,6 +62,19 @@ export function reloader(
       notAfter: notAfter === null ? null : new Date(notAfter).toISOString(),
     };
   };
+}
+
+/** Throws PREVAIL_BAD_CERTIFICATE when Node's TLS can't use the material (a key not the certificate's). */
+function checkContext(options: SecureContextOptions): void {
+  try {
+    createSecureContext(options);
+  } catch (err) {
+    throw new PrevailError(
+      ErrorCodes.BAD_CERTIFICATE,
+      `tls: the HTTP API can't use the new material: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
 }
 
 function leafNotAfter(cert: string | Buffer): number {

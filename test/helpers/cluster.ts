@@ -637,8 +637,8 @@ export class ServiceCluster extends Nodes<ServeSpec, ServeProcess> {
   /** Starts (or restarts) node `id` and waits until it serves HTTP; with `--join` in `extra`, without --cluster. */
   async start(id: number, extra: string[] = []): Promise<ServeProcess> {
     const membership = extra.includes('--join') ? [] : ['--cluster', this.clusterFlag];
-    // The members' traffic is plain TCP here: these tests are about the HTTP API (the TLS
-    // cluster of `prevail serve` is tested in test/cluster/outsider.test.ts).
+    // Without --ca the members' traffic is plain TCP: most of these tests are about the HTTP API
+    // (with it, HTTPS and mutual TLS: test/cluster/rotation.test.ts).
     const args = typeof this.args === 'function' ? this.args(id) : this.args;
     const https = args.includes('--ca');
     const security = https ? [] : ['--insecure'];
