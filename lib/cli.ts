@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The `prevail` command: `serve` runs one node of the key-value service (lib/cli/serve.ts over
-// lib/service/); `status`, `members`, `transfer` and `snapshot` talk to a running node over its
+// lib/service/); `status`, `members`, `transfer`, `snapshot` and `reload` talk to a running node over its
 // HTTP API; `certs` creates certificates (lib/cli/certs.ts over lib/certs/).
 import { parseArgs } from 'node:util';
 
@@ -21,6 +21,8 @@ Commands:
   members remove ID              remove a member
   transfer [ID]                  hand leadership to ID, or to the most up-to-date voter
   snapshot                       have the leader write a snapshot now
+  reload                         have each --node read its certificates and --auth
+                                 file again (as SIGHUP does)
   inspect DIR [options]          read a data dir offline (prevail inspect --help)
   certs ca|node|client|show      create a CA, member and client certificates, or show
                                  one (prevail certs --help)
@@ -47,7 +49,7 @@ serve options:
                                  client certificates from the CA authenticate
   --insecure                     allow --http on a non-loopback address without --auth
 
-client options (status, members, transfer, snapshot):
+client options (status, members, transfer, snapshot, reload):
   --node URL[,URL...]            the node(s) to ask (default $PREVAIL_NODE or
                                  http://127.0.0.1:8001); leader-only commands try
                                  each in turn until the leader answers
@@ -58,6 +60,7 @@ client options (status, members, transfer, snapshot):
 
 Exit status: 0 done, 1 the request or the node failed, 2 bad usage.
 SIGTERM or SIGINT stops serve gracefully (the leader hands over first) with status 0.
+SIGHUP makes serve read --ca/--cert/--key and --auth again; on a bad file it keeps the old.
 `;
 
 // ---- client commands -------------------------------------------------------------------
@@ -228,6 +231,21 @@ async function snapshot(args: string[]): Promise<void> {
   print(await onLeader(client, 'POST', '/admin/snapshot'));
 }
 
+/** Reloads every node named by --node (each its own files), in turn; fails if one refuses. */
+async function reload(args: string[]): Promise<void> {
+  const { client, positionals } = clientOptions(args);
+  if (positionals.length) fail('reload takes no arguments');
+  const results: Record<string, unknown> = {};
+  const failures: string[] = [];
+  for (const node of client.nodes) {
+    const answer = await request(client, node, 'POST', '/admin/reload');
+    if (answer.status === 200) results[node] = answer.body;
+    else failures.push(describeError(node, answer, client));
+  }
+  print(results);
+  if (failures.length) throw new RequestFailed(failures.join('\n'));
+}
+
 // ---- main ------------------------------------------------------------------------------
 
 const commands: Record<string, (args: string[]) => Promise<void>> = {
@@ -236,6 +254,7 @@ const commands: Record<string, (args: string[]) => Promise<void>> = {
   members,
   transfer,
   snapshot,
+  reload,
   // Loaded on use: the certificate library stays out of serve's start.
   certs: async (args) => (await import('./cli/certs.js')).certs(args),
 };

@@ -346,7 +346,8 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
 
   /**
    * Rotates this member's TLS material without a restart (RaftNode.reloadTls): the given
-   * `tls`, or the files of the `tls` option read again. New connections use it.
+   * `tls`, or the files of the `tls` option read again. New connections use it; those made
+   * before are closed 10 s later and made again with it.
    */
   reloadTls(tls?: TlsOptions): void {
     this.node.reloadTls(tls);

@@ -24,6 +24,8 @@ export interface AdminSource {
   ): unknown;
   /** A Store's RaftNode, which emits `leader` (the Store itself re-emits only `role`). */
   readonly node?: AdminSource;
+  /** A RaftNode's member transport (with TLS): its certificate's end of validity is shown. */
+  readonly transport?: { readonly material: { readonly notAfter: number } } | null;
 }
 
 export interface AdminOptions {
@@ -73,6 +75,10 @@ export interface AdminStatus extends Omit<RaftNodeStatus, 'members'> {
   members: AdminMember[];
   /** Newest first. */
   leaderChanges: LeaderChange[];
+  /** When this node's member certificate stops being valid (ms since the epoch); null without TLS. */
+  certificateNotAfter: number | null;
+  /** True when that is less than 30 days away: the page warns to rotate it. */
+  certificateExpiring: boolean;
 }
 
 /** A request handler: true when it answered the request, false to let the app handle it. */
@@ -102,7 +108,9 @@ export function adminHandler(
   const guard = auth === undefined || auth instanceof HttpAuth ? auth : new HttpAuth(auth);
   const leaderSource = store.node ?? store;
   const history = new LeaderHistory(safeStatus(store), historySize);
-  const status = (): AdminStatus => adminStatus(store.status(), Date.now(), history.newestFirst());
+  const notAfter = () => (store.node ?? store).transport?.material.notAfter ?? null;
+  const status = (): AdminStatus =>
+    adminStatus(store.status(), Date.now(), history.newestFirst(), notAfter());
   const streams = new EventStreams(status, intervalMs);
   let closed = false;
 

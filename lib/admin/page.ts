@@ -45,6 +45,9 @@ ol { margin: 0; padding-left: 1.4rem; }
 ol li { padding: .15rem 0; font-variant-numeric: tabular-nums; }
 .muted { color: var(--muted); }
 .error { color: var(--bad); }
+.banner { margin: .8rem 0 0; padding: .55rem .8rem; border-radius: 6px; font-weight: 600; color: #fff; }
+.banner.bad { background: var(--bad); }
+.banner.warn { background: var(--warn); }
 `;
 
 // Runs in the browser. Builds every node with textContent: no markup from data.
@@ -74,6 +77,7 @@ function render(s) {
   fact("last", s.lastIndex);
   fact("snapshot", s.snapshot.index ? s.snapshot.index + " (term " + s.snapshot.term + ")" : "none yet");
   fact("updated", time(s.time));
+  banners(s);
 
   const rows = s.members.map((m) => {
     const tr = el("tr");
@@ -106,6 +110,16 @@ function render(s) {
   });
   $("changes").replaceChildren(...items);
   $("changes-empty").hidden = items.length > 0;
+}
+
+// Said loudly: members that anyone can talk to, and a certificate about to stop working.
+function banners(s) {
+  const out = [];
+  if (s.security === "insecure")
+    out.push(el("p", "INSECURE: members talk without TLS: anyone who reaches the raft port can join the cluster's traffic.", "banner bad"));
+  if (s.certificateExpiring)
+    out.push(el("p", "This node's certificate expires on " + new Date(s.certificateNotAfter).toISOString() + ": rotate it (new files, then SIGHUP or prevail reload).", "banner warn"));
+  $("banners").replaceChildren(...out);
 }
 
 function connection(text, cls) { const c = $("conn"); c.textContent = text; c.className = "conn " + cls; }
@@ -149,6 +163,7 @@ export function renderPage(basePath: string): {
 </head>
 <body>
 <header><h1>prevail admin</h1><span id="conn" class="conn">connecting\u2026</span></header>
+<div id="banners"></div>
 <section class="facts">
 ${facts.map(([id, label]) => `<div class="fact${id === 'self' || id === 'leader' ? ' wide' : ''}"><div class="k">${escapeHtml(label)}</div><div class="v" id="${escapeHtml(id)}">\u2026</div></div>`).join('\n')}
 </section>

@@ -4,6 +4,9 @@ import type { MemberRef } from '../core/errors.js';
 import type { RaftNodeStatus } from '../engine/types.js';
 import type { AdminMember, AdminStatus, LeaderChange } from './admin.js';
 
+/** A certificate closer than this to its end is flagged (certificateExpiring). */
+export const CERTIFICATE_WARNING_MS = 30 * 24 * 3600_000;
+
 /** The last `size` leader changes, from the leader known at the start. */
 export class LeaderHistory {
   private readonly changes: LeaderChange[] = [];
@@ -45,6 +48,7 @@ export function adminStatus(
   s: RaftNodeStatus,
   time: number,
   leaderChanges: LeaderChange[],
+  certificateNotAfter: number | null = null,
 ): AdminStatus {
   const isLeader = s.role === 'leader';
   const self = s.members.find((m) => m.id === s.id);
@@ -55,6 +59,9 @@ export function adminStatus(
     lagKnown: isLeader,
     members: s.members.map((m) => adminMember(s, m, isLeader)),
     leaderChanges,
+    certificateNotAfter,
+    certificateExpiring:
+      certificateNotAfter !== null && certificateNotAfter - time < CERTIFICATE_WARNING_MS,
   };
 }
 

@@ -17,6 +17,8 @@ const membersSecurity = {
 
 /** How long a SIGTERM'd serve may take to drain and close before it exits anyway. */
 const CLOSE_DEADLINE_MS = 30_000;
+/** A certificate closer than this to its end is warned about at start and on each reload. */
+const EXPIRY_WARNING_MS = 30 * 24 * 3600_000;
 
 export async function serve(args: string[]): Promise<void> {
   const options = serveOptions(args);
@@ -25,7 +27,36 @@ export async function serve(args: string[]): Promise<void> {
   console.log(
     `prevail: node ${id} serving ${service.url} (raft ${options.raftAddress}, data ${options.dataDir}, members ${membersSecurity[service.store.status().security]})`,
   );
+  warnIfExpiring(id, service.store.node.transport?.material.notAfter);
   exitWhenStopped(service, id);
+  process.on('SIGHUP', () => reloadOnSignal(service, id));
+}
+
+/**
+ * SIGHUP: the --ca/--cert/--key and --auth files read again and taken (rotation without a
+ * restart). A reload that fails keeps the old material and says why; the node serves on.
+ */
+function reloadOnSignal(service: Service, id: number): void {
+  try {
+    const { notAfter } = service.reload();
+    console.error(
+      `prevail: SIGHUP: node ${id} reloaded its certificates and auth settings${notAfter ? ` (certificate valid until ${notAfter})` : ''}`,
+    );
+    warnIfExpiring(id, notAfter === null ? undefined : Date.parse(notAfter));
+  } catch (err) {
+    const { code, message } = err as Error & { code?: string };
+    console.error(
+      `prevail: SIGHUP: node ${id} kept its old certificates and auth settings: ${code ?? 'error'}: ${message}`,
+    );
+  }
+}
+
+function warnIfExpiring(id: number, notAfter: number | undefined): void {
+  if (notAfter === undefined || notAfter - Date.now() > EXPIRY_WARNING_MS) return;
+  const days = Math.max(0, Math.floor((notAfter - Date.now()) / 86_400_000));
+  console.error(
+    `prevail: WARNING: node ${id}'s certificate expires on ${new Date(notAfter).toISOString()} (in ${days} days): rotate it (new files, then SIGHUP or prevail reload)`,
+  );
 }
 
 function parseServeArgs(args: string[]) {
@@ -78,7 +109,9 @@ function serveOptions(args: string[]): ServiceOptions {
     fail('--heartbeat must be below --election-timeout');
   const snapshotThreshold = positiveInt('--snapshot-threshold', values['snapshot-threshold']);
   const snapshotTrailing = positiveInt('--snapshot-trailing', values['snapshot-trailing']);
-  const tls = readTlsFiles({ ca: values.ca, cert: values.cert, key: values.key });
+  const paths = { ca: values.ca, cert: values.cert, key: values.key };
+  const tls = readTlsFiles(paths);
+  const authFile = values.auth;
   return {
     dataDir: values.data,
     id,
@@ -98,6 +131,10 @@ function serveOptions(args: string[]): ServiceOptions {
     ...(values.auth !== undefined ? { auth: readAuthFile(values.auth) } : {}),
     ...(tls ? { tls } : {}),
     ...(values.insecure ? { insecure: true } : {}),
+    reread: () => ({
+      tls: readTlsFiles(paths),
+      auth: authFile === undefined ? undefined : readAuthFile(authFile),
+    }),
   };
 }
 

@@ -65,6 +65,13 @@ export type PeerSocketHandler = (socket: TLSSocket, id: number) => void;
 // A connection that has not finished its TLS handshake (and, for raft, its address preamble)
 // by then is dropped: a stranger can't hold sockets open.
 const HANDSHAKE_TIMEOUT_MS = 5000;
+/**
+ * After a reload, the connections made with the old material are closed this long after it (the
+ * engine and the peer channel reconnect with the new): a replaced or revoked certificate, or a CA
+ * dropped from the bundle, stops being used within it. The wait lets a rolling rotation (and
+ * messages in flight) settle first.
+ */
+export const CYCLE_AFTER_RELOAD_MS = 10_000;
 // The raft preamble is a 1-byte length and the sender's raft address (host:port, ≤ 255 bytes).
 const MAX_PREAMBLE = 256;
 
@@ -88,6 +95,15 @@ function parseCert(pem: string, what: string): X509Certificate {
 }
 
 /**
+ * The CA certificates of `pem`: a bundle may hold several (during a move to a new CA, both the
+ * old and the new are trusted); X509Certificate reads only the first.
+ */
+function parseBundle(pem: string): X509Certificate[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g);
+  return (blocks ?? [pem]).map((block) => parseCert(block, 'ca'));
+}
+
+/**
  * Reads `tls` and checks it can work for member `id`: the certificate names this member, is
  * signed by the CA, is valid now, and the key is its key. PREVAIL_BAD_CERTIFICATE otherwise.
  */
@@ -96,7 +112,7 @@ export function loadMemberTls(tls: TlsOptions, id: number): MemberTls {
   const ca = pemOf(tls.ca, tls.caFile, 'ca');
   const cert = pemOf(tls.cert, tls.certFile, 'cert');
   const key = pemOf(tls.key, tls.keyFile, 'key');
-  const caCert = parseCert(ca, 'ca');
+  const cas = parseBundle(ca);
   const leaf = parseCert(cert, 'cert');
   const bad = (message: string) =>
     new PrevailError(ErrorCodes.BAD_CERTIFICATE, `tls: ${message}`, {
@@ -107,9 +123,9 @@ export function loadMemberTls(tls: TlsOptions, id: number): MemberTls {
     throw bad(
       `the certificate must name this member (${nodeUri(id)}), it names ${leaf.subjectAltName ?? 'nothing'}`,
     );
-  if (!leaf.checkIssued(caCert) || !leaf.verify(caCert.publicKey))
+  if (!cas.some((caCert) => leaf.checkIssued(caCert) && leaf.verify(caCert.publicKey)))
     throw bad(
-      `the certificate is not signed by the given CA (${caCert.subject.replace(/\n/g, ', ')})`,
+      `the certificate is not signed by the given CA (${cas.map((c) => c.subject.replace(/\n/g, ', ')).join('; ')})`,
     );
   const now = Date.now();
   const notAfter = Date.parse(leaf.validTo);
@@ -182,7 +198,10 @@ export class MemberTransport {
   #context: SecureContext;
   #server: TlsServer | null = null;
   #listening: Promise<void> | null = null;
-  #sockets = new Set<TLSSocket>();
+  // Each open connection, with the material generation (reloads so far) it was made with.
+  #sockets = new Map<TLSSocket, number>();
+  #generation = 0;
+  #cycleTimer: NodeJS.Timeout | null = null;
   #onPeer: PeerSocketHandler | null = null;
   #closed = false;
 
@@ -347,16 +366,22 @@ export class MemberTransport {
   }
 
   #track(socket: TLSSocket): void {
-    this.#sockets.add(socket);
+    this.#sockets.set(socket, this.#generation);
     socket.once('close', () => this.#sockets.delete(socket));
   }
 
   /**
-   * Takes new material (read again from the files when given as files): new connections use it,
-   * established ones keep theirs until they reconnect.
+   * Takes new material (read again from the files when given as files): new connections use it
+   * at once; those made before are closed `cycleAfterMs` later (CYCLE_AFTER_RELOAD_MS), so that
+   * nothing keeps trusting the old certificates, and the engine reconnects with the new.
    */
-  reload(material: MemberTls): void {
+  reload(material: MemberTls, cycleAfterMs = CYCLE_AFTER_RELOAD_MS): void {
     this.#material = material;
+    this.#generation++;
+    if (this.#cycleTimer) clearTimeout(this.#cycleTimer);
+    const generation = this.#generation;
+    this.#cycleTimer = setTimeout(() => this.#closeOlderThan(generation), cycleAfterMs);
+    this.#cycleTimer.unref();
     this.#context = this.#secureContext();
     this.#server?.setSecureContext({
       ca: material.ca,
@@ -366,9 +391,28 @@ export class MemberTransport {
     });
   }
 
+  /** How many open connections were made with material older than the current (a reload's). */
+  get staleConnections(): number {
+    let n = 0;
+    for (const g of this.#sockets.values()) if (g < this.#generation) n++;
+    return n;
+  }
+
+  #closeOlderThan(generation: number): void {
+    this.#cycleTimer = null;
+    let closed = 0;
+    for (const [socket, g] of this.#sockets)
+      if (g < generation) {
+        socket.destroy();
+        closed++;
+      }
+    debug('node %d: closed %d connections made before the TLS reload', this.id, closed);
+  }
+
   close(): Promise<void> {
     this.#closed = true;
-    for (const socket of this.#sockets) socket.destroy();
+    if (this.#cycleTimer) clearTimeout(this.#cycleTimer);
+    for (const socket of this.#sockets.keys()) socket.destroy();
     const server = this.#server;
     if (!server?.listening) return Promise.resolve();
     return new Promise((resolve) => server.close(() => resolve()));

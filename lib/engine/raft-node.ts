@@ -368,7 +368,8 @@ export class RaftNode<R = unknown> extends EventEmitter {
 
   /**
    * Takes new TLS material without a restart (rotation): `tls` if given, else the files of the
-   * `tls` option read again. New connections use it; established ones keep theirs. Throws
+   * `tls` option read again. New connections use it; established ones are closed 10 s later
+   * (the engine reconnects), so the old certificates stop being used. Throws
    * PREVAIL_BAD_CERTIFICATE (and keeps the old material) when the new one doesn't fit.
    */
   reloadTls(tls?: TlsOptions): void {

@@ -11,6 +11,8 @@ export const httpStatusOf: Readonly<Record<string, number>> = Object.freeze({
   [ErrorCodes.BAD_MEMBER]: 409,
   [ErrorCodes.MEMBERSHIP_BUSY]: 409,
   [ErrorCodes.UNIQUE_VIOLATION]: 409,
+  // A reload (POST /admin/reload) whose files don't fit: the node keeps its old ones.
+  [ErrorCodes.BAD_CERTIFICATE]: 422,
   [ErrorCodes.NOT_LEADER]: 503,
   [ErrorCodes.UNAVAILABLE]: 503,
   [ErrorCodes.NOT_READY]: 503,

@@ -18,7 +18,10 @@ export interface Lifecycle {
   closing: Promise<void> | null;
 }
 
-/** Who may ask (without `auth`: anyone), and HTTPS settings (without `tls`: plain HTTP). */
+/**
+ * Who may ask (without `auth`: anyone), and HTTPS settings (without `tls`: plain HTTP). Read on
+ * each request: a reload (reload.ts) swaps them in place.
+ */
 export interface Guard {
   auth?: HttpAuth | undefined;
   tls?: TlsMaterial | undefined;
@@ -28,12 +31,13 @@ export function createServiceServer(
   ctx: RouteContext,
   admin: AdminHandler,
   life: Lifecycle,
-  { auth, tls }: Guard = {},
+  guard: Guard = {},
 ): Server {
   const routes = serviceRoutes(ctx);
   const leaderHint = () => ctx.store.node.status().leader;
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     // Credentials before anything else, the admin page included: nothing is said to a stranger.
+    const auth = guard.auth;
     const refusal = auth?.check(req, permissionFor(req.method, pathOf(req.url), auth.health));
     if (refusal) {
       refuse(req, res, refusal);
@@ -55,7 +59,7 @@ export function createServiceServer(
       (err) => sendError(res, err, req, leaderHint, life.closing !== null),
     );
   };
-  const server = tls ? httpsServer(tls, onRequest) : createServer(onRequest);
+  const server = guard.tls ? httpsServer(guard.tls, onRequest) : createServer(onRequest);
   // A client that asks before sending its body (curl's `Expect: 100-continue`) gets the 413 at
   // once instead of a go-ahead when the declared length is over the limit.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {

@@ -1,4 +1,5 @@
-// This node's routes: its status, and the health checks a load balancer asks.
+// This node's routes: its status, the health checks a load balancer asks, and reloading its
+// certificates and auth settings.
 import { ErrorCodes, PrevailError } from '../core/errors.js';
 import { HttpError } from './http-errors.js';
 import type { RouteContext } from './routes.js';
@@ -18,7 +19,20 @@ export function status({ store, insecure }: RouteContext): unknown {
     health: store.health(),
     effects: s.effects, // the divergence detector's running hash at this node's applied index
     insecure: insecure === true,
+    security: s.security, // how members reach this node: 'tls', 'insecure' (plain TCP) or 'none'
+    certificateNotAfter: notAfterOf(store),
   };
+}
+
+/** When this node's member certificate stops being valid (ISO 8601), or null without TLS. */
+function notAfterOf(store: RouteContext['store']): string | null {
+  const notAfter = store.node.transport?.material.notAfter;
+  return notAfter === undefined ? null : new Date(notAfter).toISOString();
+}
+
+export function reload({ reload }: RouteContext): unknown {
+  if (!reload) throw new PrevailError(ErrorCodes.INVALID_STATE, 'this service cannot reload');
+  return reload();
 }
 
 export function healthLeader({ store }: RouteContext): [number, unknown] {

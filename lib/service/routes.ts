@@ -9,7 +9,7 @@ import { casKey, deleteKey, getKey, putKey } from './kv-routes.js';
 import type { KvStore } from './kv-schema.js';
 import { checkKey } from './kv-schema.js';
 import { addMember, removeMember, snapshot, transfer } from './member-routes.js';
-import { healthLeader, healthReady, status } from './node-routes.js';
+import { healthLeader, healthReady, reload, status } from './node-routes.js';
 
 /** What every route may use. */
 export interface RouteContext {
@@ -18,6 +18,8 @@ export interface RouteContext {
   readTimeoutMs: number;
   /** Serving beyond loopback without auth (ServiceOptions.insecure): said in /status. */
   insecure?: boolean;
+  /** The service's reload() (POST /admin/reload). */
+  reload?: () => unknown;
 }
 
 /** A handler's answer: [status, body], or just a body for 200. */
@@ -43,6 +45,7 @@ export function serviceRoutes(ctx: RouteContext): Route[] {
     ['DELETE', /^\/admin\/members\/([^/]+)$/, ([id]) => removeMember(ctx, id!)],
     ['POST', /^\/admin\/transfer$/, (_m, req) => transfer(ctx, req)],
     ['POST', /^\/admin\/snapshot$/, () => snapshot(ctx)],
+    ['POST', /^\/admin\/reload$/, () => reload(ctx)],
   ];
 }
 

@@ -8,6 +8,7 @@
 //   GET    /status, /health/leader, /health/ready
 //   POST   /admin/members { id, address, role? }, DELETE /admin/members/:id,
 //   POST   /admin/transfer { id? }, POST /admin/snapshot                  (leader only)
+//   POST   /admin/reload        the TLS material and auth settings read again (this node)
 //
 // With `auth`, each request needs a user with the permission its route needs (lib/core/auth.ts):
 // /kv reads `read`, /kv writes `write`, /health/* nothing (or `read`), the rest `admin`.
@@ -25,10 +26,12 @@ import { HttpAuth, isLoopback, type AuthOptions } from '../core/auth.js';
 import { debug } from '../core/diagnostics.js';
 import { invalid, type MemberRef } from '../core/errors.js';
 import type { TlsMaterial } from '../core/tls-files.js';
+import { reloader, type Reloaded, type ReloadSettings } from './reload.js';
 import type { RaftNodeOptions } from '../engine/options.js';
 import { open } from '../store.js';
 import { createServiceServer, drain, listen, type Lifecycle } from './http-server.js';
 import { kvSchema, type KvStore } from './kv-schema.js';
+import type { RouteContext } from './routes.js';
 
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
@@ -70,6 +73,12 @@ export interface ServiceOptions extends Pick<
   tls?: TlsMaterial;
   /** Allow an `httpAddress` other than loopback without `auth` (warned on stderr, and `insecure: true` in /status). */
   insecure?: boolean;
+  /**
+   * Where `reload()` (and POST /admin/reload) gets the TLS material and auth settings anew:
+   * `prevail serve` reads its --ca/--cert/--key and --auth files again. Without it, reload()
+   * is PREVAIL_INVALID_STATE.
+   */
+  reread?: () => ReloadSettings;
 }
 
 /**
@@ -84,6 +93,13 @@ export interface Service {
   url: string;
   /** Stops taking requests, lets those in progress finish (bounded), closes the store handing leadership over. Idempotent. */
   close(options?: { transferLeadership?: boolean }): Promise<void>;
+  /**
+   * Takes `options.reread()`'s settings: the members' TLS material (new member connections use
+   * it), the HTTPS certificate (new HTTP connections) and the auth settings (the next request).
+   * All or nothing: material that doesn't fit (PREVAIL_BAD_CERTIFICATE) or auth settings that
+   * don't parse leave every old one in place.
+   */
+  reload(): Reloaded;
 }
 
 /** Opens the store and serves the key-value API. Resolves once HTTP listens. */
@@ -111,9 +127,13 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const insecure = options.insecure === true;
   let server: Server;
   let url: string;
+  const guard = { auth, tls: options.tls };
+  let reload: () => Reloaded;
   try {
-    const ctx = { store, maxBody, readTimeoutMs, insecure };
-    server = createServiceServer(ctx, admin, life, { auth, tls: options.tls });
+    const ctx: RouteContext = { store, maxBody, readTimeoutMs, insecure };
+    server = createServiceServer(ctx, admin, life, guard);
+    reload = reloader(store, server, guard, options.reread);
+    ctx.reload = reload;
     url = await listen(server, host, port, options.tls ? 'https' : 'http');
   } catch (err) {
     admin.close();
@@ -138,6 +158,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
       })();
       return life.closing;
     },
+    reload,
   };
   if (stoppedEarly !== undefined) {
     await service.close({ transferLeadership: false });

@@ -3,6 +3,7 @@
 // is bounded; every child is killed by pid in stop().
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -430,22 +431,31 @@ export interface HttpAnswer<T = any> {
   headers: Headers;
 }
 
-/** One HTTP request to a node; the body is parsed as JSON when it is JSON. Bounded by `timeoutMs`. */
+/** What an https client needs: the CA(s) to verify nodes with, a client certificate if any. */
+export interface ClientTls {
+  ca: string;
+  cert?: string;
+  key?: string;
+}
+
+/**
+ * One HTTP request to a node; the body is parsed as JSON when it is JSON. Bounded by `timeoutMs`.
+ * An https URL is verified with `tls.ca` (and shows `tls.cert`, if given).
+ */
 export async function httpRequest<T = any>(
   url: string,
   method = 'GET',
   body?: string | Uint8Array | object,
   timeoutMs = 20_000,
+  tls?: ClientTls,
 ): Promise<HttpAnswer<T>> {
   const raw =
     body === undefined || typeof body === 'string' || body instanceof Uint8Array
       ? body
       : JSON.stringify(body);
-  const res = await fetch(url, {
-    method,
-    body: raw ?? null,
-    signal: AbortSignal.timeout(timeoutMs),
-  });
+  const res = url.startsWith('https:')
+    ? await httpsFetch(url, method, raw, timeoutMs, tls)
+    : await fetch(url, { method, body: raw ?? null, signal: AbortSignal.timeout(timeoutMs) });
   const text = await res.text();
   let parsed: unknown = text;
   try {
@@ -454,6 +464,36 @@ export async function httpRequest<T = any>(
     // not JSON
   }
   return { status: res.status, body: parsed as T, headers: res.headers };
+}
+
+// fetch() can't be given a CA without undici's Agent (not a dependency): node:https can.
+function httpsFetch(
+  url: string,
+  method: string,
+  body: string | Uint8Array | undefined,
+  timeoutMs: number,
+  tls: ClientTls | undefined,
+): Promise<{ status: number; headers: Headers; text(): Promise<string> }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      url,
+      { method, ...tls, agent: false, signal: AbortSignal.timeout(timeoutMs) },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const headers = new Headers();
+          for (const [k, v] of Object.entries(res.headers))
+            if (typeof v === 'string') headers.set(k, v);
+          const text = Buffer.concat(chunks).toString();
+          resolve({ status: res.statusCode!, headers, text: async () => text });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 /** A `prevail serve` child process. Its output is kept (and shown when it fails to start). */
@@ -465,6 +505,8 @@ export class ServeProcess {
   constructor(
     readonly spec: ServeSpec,
     args: string[],
+    /** With it, the node is asked over https (it serves HTTPS when given --ca/--cert/--key). */
+    readonly tls?: () => ClientTls,
   ) {
     this.child = spawn(
       process.execPath,
@@ -494,7 +536,7 @@ export class ServeProcess {
   }
 
   get url(): string {
-    return `http://${this.spec.http}`;
+    return `${this.tls ? 'https' : 'http'}://${this.spec.http}`;
   }
 
   get pid(): number {
@@ -511,7 +553,7 @@ export class ServeProcess {
     body?: string | Uint8Array | object,
     timeoutMs?: number,
   ): Promise<HttpAnswer<T>> {
-    return httpRequest<T>(`${this.url}${path}`, method, body, timeoutMs);
+    return httpRequest<T>(`${this.url}${path}`, method, body, timeoutMs, this.tls?.());
   }
 
   /** Waits (bounded) until the node answers GET /status. */
@@ -554,12 +596,24 @@ export class ServiceCluster extends Nodes<ServeSpec, ServeProcess> {
   /** Every process ever started, restarted ones included: stop() kills them all. */
   #spawned: ServeProcess[] = [];
 
-  constructor(readonly args: string[] = []) {
+  /**
+   * `args` go to every node, or are made per node id. With --ca among them the nodes serve
+   * HTTPS, and `clientTls` is what requests verify them with (read on each request: a test
+   * rotating CAs changes it).
+   */
+  constructor(
+    readonly args: string[] | ((id: number) => string[]) = [],
+    public clientTls?: ClientTls,
+  ) {
     super(tempDir('prevail-service-'));
   }
 
-  static async create(size: number, args: string[] = []): Promise<ServiceCluster> {
-    const cluster = new ServiceCluster(args);
+  static async create(
+    size: number,
+    args: string[] | ((id: number) => string[]) = [],
+    clientTls?: ClientTls,
+  ): Promise<ServiceCluster> {
+    const cluster = new ServiceCluster(args, clientTls);
     const ports = await freePorts(size * 2);
     cluster.specs = Array.from({ length: size }, (_, i) => ({
       id: i + 1,
@@ -583,15 +637,16 @@ export class ServiceCluster extends Nodes<ServeSpec, ServeProcess> {
   /** Starts (or restarts) node `id` and waits until it serves HTTP; with `--join` in `extra`, without --cluster. */
   async start(id: number, extra: string[] = []): Promise<ServeProcess> {
     const membership = extra.includes('--join') ? [] : ['--cluster', this.clusterFlag];
-    // The members' traffic is plain TCP here: these tests are about the HTTP API (the TLS
-    // cluster of `prevail serve` is tested in test/cluster/outsider.test.ts).
-    const security = this.args.includes('--ca') ? [] : ['--insecure'];
-    const node = new ServeProcess(this.spec(id), [
-      ...membership,
-      ...security,
-      ...this.args,
-      ...extra,
-    ]);
+    // Without --ca the members' traffic is plain TCP: most of these tests are about the HTTP API
+    // (with it, HTTPS and mutual TLS: test/cluster/rotation.test.ts).
+    const args = typeof this.args === 'function' ? this.args(id) : this.args;
+    const https = args.includes('--ca');
+    const security = https ? [] : ['--insecure'];
+    const node = new ServeProcess(
+      this.spec(id),
+      [...membership, ...security, ...args, ...extra],
+      https ? () => this.clientTls! : undefined,
+    );
     this.#spawned.push(node);
     this.nodes.set(id, node);
     await node.ready();

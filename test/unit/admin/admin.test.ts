@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 
 import { adminHandler, type AdminSource, type AdminStatus } from '../../../lib/admin/admin.js';
+import { adminStatus } from '../../../lib/admin/status.js';
 import { collection, defineSchema, open, type Store } from '../../../lib/store.js';
 import { freePorts, tempDir, waitFor } from '../../helpers/cluster.js';
 
@@ -174,6 +175,12 @@ describe('admin handler over HTTP', () => {
       expect(s.leaderChanges).toEqual([
         { time: expect.any(Number), term: s.term, leader: s.leader, initial: true },
       ]);
+      // A single node without tls opens no port: nothing to warn about.
+      expect(s).toMatchObject({
+        security: 'none',
+        certificateNotAfter: null,
+        certificateExpiring: false,
+      });
 
       for (const path of ['/admin', '/admin/']) {
         const page = await http(`${base}${path}`);
@@ -201,6 +208,18 @@ describe('admin handler over HTTP', () => {
     } finally {
       admin.close();
     }
+  });
+
+  test('status flags a certificate that expires within 30 days', () => {
+    const s = store.status();
+    const now = Date.now();
+    const day = 24 * 3600_000;
+    expect(adminStatus(s, now, [], now + 29 * day).certificateExpiring).toBe(true);
+    expect(adminStatus(s, now, [], now + 31 * day)).toMatchObject({
+      certificateNotAfter: now + 31 * day,
+      certificateExpiring: false,
+    });
+    expect(adminStatus({ ...s, security: 'insecure' }, now, []).security).toBe('insecure');
   });
 
   test('basePath: served where asked, validated', async () => {
@@ -486,6 +505,8 @@ describe('admin page in a browser', () => {
         { timeout: 15_000, polling: 100 },
       );
       expect(await page.textContent('#role')).toBe('follower');
+      // These members run --insecure: the page says so before anything else.
+      expect(await page.textContent('#banners')).toContain('INSECURE: members talk without TLS');
       expect(
         await page.$$eval('#members tr', (rows) =>
           rows.map((r) => (r as HTMLElement).dataset.memberId),
