@@ -103,6 +103,8 @@ function outcome(socket: Socket, timeoutMs = 10_000): Promise<'closed' | 'open'>
       clearTimeout(timer);
       resolve('closed');
     });
+    // Read (and drop) what the server sends: unread bytes would hold back the 'end' of its close.
+    socket.resume();
   }).finally(() => socket.destroy());
 }
 
