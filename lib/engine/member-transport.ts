@@ -62,6 +62,9 @@ export interface EngineStreams {
 /** Handles a verified peer-channel connection from member `id`. */
 export type PeerSocketHandler = (socket: TLSSocket, id: number) => void;
 
+/** Whether `id` is in this node's configuration now (the CA may sign ids that are not). */
+export type IsMember = (id: number) => boolean;
+
 // A connection that has not finished its TLS handshake (and, for raft, its address preamble)
 // by then is dropped: a stranger can't hold sockets open.
 const HANDSHAKE_TIMEOUT_MS = 5000;
@@ -203,12 +206,20 @@ export class MemberTransport {
   #generation = 0;
   #cycleTimer: NodeJS.Timeout | null = null;
   #onPeer: PeerSocketHandler | null = null;
+  #isMember: IsMember;
   #closed = false;
 
-  constructor(id: number, address: string, material: MemberTls, engine: EngineStreams) {
+  constructor(
+    id: number,
+    address: string,
+    material: MemberTls,
+    engine: EngineStreams,
+    isMember: IsMember = () => true,
+  ) {
     this.id = id;
     this.address = address;
     this.#engine = engine;
+    this.#isMember = isMember;
     this.#material = material;
     this.#context = this.#secureContext();
   }
@@ -256,6 +267,8 @@ export class MemberTransport {
     });
     server.on('connection', (tcp: Socket) => tcp.setNoDelay(true)); // before TLS wraps it
     server.on('secureConnection', (socket) => this.#accepted(socket));
+    // Node (20) only reports a failed or timed-out handshake here: it leaves the socket open (a
+    // client that ignores the alert, or never sends a byte, would hold it forever), so close it.
     server.on('tlsClientError', (err, socket) => {
       debug(
         'node %d: refused a connection from %s: %s',
@@ -263,6 +276,7 @@ export class MemberTransport {
         socket.remoteAddress,
         err.message,
       );
+      socket.destroy();
     });
     this.#server = server;
     return new Promise((resolve, reject) => {
@@ -283,12 +297,18 @@ export class MemberTransport {
     });
   }
 
-  // A connection whose certificate chain the CA signed: it must name a member; then its ALPN
-  // says whether the engine or the peer channel gets it.
+  // A connection whose certificate chain the CA signed: it must name a member of this node's
+  // configuration (a certificate for any other id, or for a removed member, would otherwise let
+  // its holder vote, lead or install a snapshot); then its ALPN says whether the engine or the
+  // peer channel gets it.
   #accepted(socket: TLSSocket): void {
     this.#track(socket);
     const id = memberIdOf(socket.getPeerCertificate());
     if (id === undefined || this.#closed) return void socket.destroy();
+    if (!this.#isMember(id)) {
+      debug('node %d: refused %d: not a member of its configuration', this.id, id);
+      return void socket.destroy();
+    }
     socket.setNoDelay(true);
     if (socket.alpnProtocol === ALPN_PEER) {
       if (!this.#onPeer) return void socket.destroy();

@@ -128,8 +128,21 @@ export class RaftNode<R = unknown> extends EventEmitter {
     });
     this.#tlsOptions = options.tlsOptions;
     if (options.tls)
-      this.#transport = new MemberTransport(this.id, this.address, options.tls, this.#engine);
+      this.#transport = new MemberTransport(
+        this.id,
+        this.address,
+        options.tls,
+        this.#engine,
+        (id) => this.#inConfiguration(id),
+      );
     this.#security = options.tls ? 'tls' : options.transport === 'tcp' ? 'insecure' : 'none';
+  }
+
+  // Whom the transport lets in: the members of the latest configuration (committed or not, as
+  // the engine uses it). A node that has none yet (joining) can't tell, and takes any member.
+  #inConfiguration(id: number): boolean {
+    const members = this.#engine.status().members ?? [];
+    return members.length === 0 || members.some((m) => m.id === id);
   }
 
   /** Validates the options, opens (or bootstraps) the data directory and starts the engine. */

@@ -321,13 +321,19 @@ export class Cluster extends Nodes<NodeSpec, NodeProcess> {
   // first use by lib/certs (one CA per cluster).
   async #tls(id: number): Promise<ReturnType<typeof tlsFiles> | undefined> {
     if (this.options.insecure) return undefined;
-    this.#ca ??= writeClusterCerts(this.certDir, []);
-    const ca = await this.#ca;
+    const ca = await this.authority();
     if (!this.#certified.has(id)) {
       this.#certified.add(id);
       await writeClusterCerts(this.certDir, [id], ca);
     }
     return tlsFiles(this.certDir, id);
+  }
+
+  /** The cluster's CA, to sign certificates of its own (an outsider's, a client's). */
+  async authority(): Promise<TestCa> {
+    if (this.options.insecure) throw new Error('an insecure cluster has no CA');
+    this.#ca ??= writeClusterCerts(this.certDir, []);
+    return this.#ca;
   }
 
   /** Where the members' certificates are (ca.pem, node-<id>.pem, node-<id>-key.pem). */

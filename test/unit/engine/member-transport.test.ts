@@ -1,0 +1,251 @@
+// The member transport's checks on its own (lib/engine/member-transport.ts), and the secure
+// defaults RaftNode.start holds a node to (issue 13): TLS material that can't work is refused
+// up front; a server that is not the member dialed is refused; an id the CA signed but the
+// configuration doesn't hold is refused; no cluster without TLS (or an explicit `insecure`).
+import { jest } from '@jest/globals';
+import { rmSync, writeFileSync } from 'node:fs';
+import { connect as tcpConnect } from 'node:net';
+import { join } from 'node:path';
+import { connect as tlsConnect, createServer as createTlsServer, type Server } from 'node:tls';
+
+import { RaftNode, type Fsm } from '../../../lib/index.js';
+import {
+  ALPN_RAFT,
+  MemberTransport,
+  loadMemberTls,
+  type EngineStreams,
+} from '../../../lib/engine/member-transport.js';
+import { freePorts, tempDir, waitFor } from '../../helpers/cluster.js';
+import { testCa, type TestCa, type TestCert } from '../../helpers/test-certs.js';
+
+let ca: TestCa;
+let member1: TestCert;
+let dir: string;
+
+beforeAll(async () => {
+  ca = await testCa();
+  member1 = await ca.node(1);
+  dir = tempDir('prevail-member-transport-');
+});
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('loadMemberTls refuses material that cannot work: PREVAIL_BAD_CERTIFICATE', () => {
+  const bad = { code: 'PREVAIL_BAD_CERTIFICATE' };
+
+  test('the certificate names another member', () => {
+    expect(() => loadMemberTls({ ca: ca.cert, ...member1 }, 2)).toThrow(
+      expect.objectContaining(bad),
+    );
+  });
+
+  test('the certificate is signed by another CA', async () => {
+    const other = await (await testCa('another CA')).node(1);
+    expect(() => loadMemberTls({ ca: ca.cert, ...other }, 1)).toThrow(expect.objectContaining(bad));
+  });
+
+  test('a client certificate, not a member one', async () => {
+    const client = await ca.client('x');
+    expect(() => loadMemberTls({ ca: ca.cert, ...client }, 1)).toThrow(
+      expect.objectContaining(bad),
+    );
+  });
+
+  test('the key is not the certificate’s', async () => {
+    const { key } = await ca.node(1);
+    expect(() => loadMemberTls({ ca: ca.cert, cert: member1.cert, key }, 1)).toThrow(
+      expect.objectContaining(bad),
+    );
+  });
+
+  test('a file that cannot be read, or is not PEM', () => {
+    const notPem = join(dir, 'not.pem');
+    writeFileSync(notPem, 'hello');
+    const files = (certFile: string) => ({
+      caFile: join(dir, 'ca.pem'),
+      certFile,
+      keyFile: join(dir, 'key.pem'),
+    });
+    writeFileSync(join(dir, 'ca.pem'), ca.cert);
+    writeFileSync(join(dir, 'key.pem'), member1.key);
+    expect(() => loadMemberTls(files(join(dir, 'missing.pem')), 1)).toThrow(
+      expect.objectContaining(bad),
+    );
+    expect(() => loadMemberTls(files(notPem), 1)).toThrow(expect.objectContaining(bad));
+  });
+
+  test('material that fits is read', () => {
+    expect(loadMemberTls({ ca: ca.cert, ...member1 }, 1)).toMatchObject({
+      notAfter: expect.any(Number) as number,
+    });
+  });
+});
+
+/** What the transport asks of the engine, recorded (no engine: the transport's checks alone). */
+function recordingEngine(calls: string[]): EngineStreams {
+  return {
+    accept: (id, address) => (calls.push(`accept ${id} ${address}`), -1),
+    connected: (token) => (calls.push(`connected ${token}`), -1),
+    connectFailed: (token) => void calls.push(`failed ${token}`),
+  };
+}
+
+/** A TLS server on a free port presenting `cert`, asking for nothing. */
+async function serverWith(cert: TestCert): Promise<{ server: Server; address: string }> {
+  const server = createTlsServer({ ...cert, ALPNProtocols: [ALPN_RAFT] }, (s) => s.destroy());
+  const [port] = await freePorts(1);
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { server, address: `127.0.0.1:${port}` };
+}
+
+describe('MemberTransport', () => {
+  test('dialing member 2 and reaching a server with member 3’s certificate: refused', async () => {
+    const calls: string[] = [];
+    const [port] = await freePorts(1);
+    const material = loadMemberTls({ ca: ca.cert, ...member1 }, 1);
+    const transport = new MemberTransport(1, `127.0.0.1:${port}`, material, recordingEngine(calls));
+    const impostor = await serverWith(await ca.node(3));
+    const genuine = await serverWith(await ca.node(2));
+    try {
+      transport.connect(7, 2, impostor.address);
+      await waitFor('the dial to end', () => calls.length > 0 || undefined);
+      transport.connect(8, 2, genuine.address);
+      await waitFor('the second dial to end', () => calls.length > 1 || undefined);
+      expect(calls).toEqual(['failed 7', 'connected 8']);
+    } finally {
+      await transport.close();
+      impostor.server.close();
+      genuine.server.close();
+    }
+  });
+
+  // Node leaves a socket open after its handshake timed out (it only reports it): the transport
+  // closes it, or a stranger could hold any number of them.
+  test('a connection that never starts its handshake is closed (handshake timeout, 5 s)', async () => {
+    const [port] = await freePorts(1);
+    const material = loadMemberTls({ ca: ca.cert, ...member1 }, 1);
+    const transport = new MemberTransport(1, `127.0.0.1:${port}`, material, recordingEngine([]));
+    await transport.listen();
+    try {
+      const socket = tcpConnect(port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      await new Promise((resolve) => socket.once('close', resolve));
+    } finally {
+      await transport.close();
+    }
+  }, 20_000);
+
+  test('an id the CA signed but the configuration does not hold gets no byte to the engine', async () => {
+    const calls: string[] = [];
+    const [port] = await freePorts(1);
+    const address = `127.0.0.1:${port}`;
+    const material = loadMemberTls({ ca: ca.cert, ...member1 }, 1);
+    const members = new Set([1, 2, 3]);
+    const transport = new MemberTransport(1, address, material, recordingEngine(calls), (id) =>
+      members.has(id),
+    );
+    await transport.listen();
+    const dialAs = async (id: number) => {
+      const socket = tlsConnect({
+        host: '127.0.0.1',
+        port,
+        ca: ca.cert,
+        ...(await ca.node(id)),
+        ALPNProtocols: [ALPN_RAFT],
+        checkServerIdentity: () => undefined,
+      });
+      socket.on('error', () => undefined);
+      socket.once('secureConnect', () => socket.write(Buffer.from('\x0b127.0.0.1:1')));
+      await new Promise((resolve) => socket.once('close', resolve));
+    };
+    try {
+      await dialAs(9); // closed by the transport
+      await dialAs(2); // handed to the engine (which says no: -1)
+      expect(calls).toEqual(['accept 2 127.0.0.1:1']);
+    } finally {
+      await transport.close();
+    }
+  });
+});
+
+// ---- secure defaults ----
+
+const fsm: Fsm<null> = {
+  apply: () => null,
+  snapshot: () => [],
+  restore: () => undefined,
+};
+
+describe('RaftNode.start: a cluster needs TLS, or insecure said out loud', () => {
+  const nodes: RaftNode<null>[] = [];
+  afterAll(async () => {
+    for (const node of nodes) await node.close();
+  });
+
+  async function spec(n: number) {
+    const [port, other] = await freePorts(2);
+    const dataDir = join(dir, `node-${n}`);
+    return {
+      id: 1,
+      address: `127.0.0.1:${port}`,
+      dataDir,
+      fsm,
+      other: `127.0.0.1:${other}`,
+    };
+  }
+
+  test('a configuration of more than one member, without tls or insecure → PREVAIL_TLS_REQUIRED', async () => {
+    const { other, ...options } = await spec(1);
+    await expect(
+      RaftNode.start({
+        ...options,
+        cluster: [
+          { id: 1, address: options.address },
+          { id: 2, address: other },
+        ],
+      }),
+    ).rejects.toMatchObject({ code: 'PREVAIL_TLS_REQUIRED' });
+  });
+
+  test('join without tls → PREVAIL_TLS_REQUIRED', async () => {
+    const { other: _other, ...options } = await spec(2);
+    await expect(RaftNode.start({ ...options, join: true })).rejects.toMatchObject({
+      code: 'PREVAIL_TLS_REQUIRED',
+    });
+  });
+
+  test('a default single node opens no port, and addMember on it → PREVAIL_TLS_REQUIRED', async () => {
+    const { other, ...options } = await spec(3);
+    const node = await RaftNode.start(options);
+    nodes.push(node);
+    expect(node.status().security).toBe('none');
+    const refused = await new Promise<string>((resolve) => {
+      const [host, port] = options.address.split(':');
+      const socket = tcpConnect(Number(port), host);
+      socket.once('connect', () => (socket.destroy(), resolve('connected')));
+      socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    });
+    expect(refused).toBe('ECONNREFUSED');
+    await waitFor('the node to lead', () => node.isLeader || undefined);
+    await expect(node.addMember({ id: 2, address: other })).rejects.toMatchObject({
+      code: 'PREVAIL_TLS_REQUIRED',
+    });
+  });
+
+  test('insecure: a PREVAIL_INSECURE process warning, and status().security "insecure"', async () => {
+    const { other: _other, ...options } = await spec(4);
+    // Called through: the warning is still emitted, the spy only sees it.
+    const warn = jest.spyOn(process, 'emitWarning');
+    try {
+      const node = await RaftNode.start({ ...options, insecure: true });
+      nodes.push(node);
+      expect(node.status().security).toBe('insecure');
+      expect(warn).toHaveBeenCalledWith(
+        expect.stringContaining('WITHOUT TLS'),
+        expect.objectContaining({ code: 'PREVAIL_INSECURE' }),
+      );
+    } finally {
+      warn.mockRestore();
+    }
+  });
+});
