@@ -449,6 +449,12 @@ describe('admin page in a browser', () => {
             clusterArg,
             '--http',
             `127.0.0.1:${ports[id + 2]}`,
+            // Chromium starting beside three nodes on two CPUs stalls them: at the 200 ms
+            // default an election could land between two looks at the page.
+            '--election-timeout',
+            '1000',
+            '--heartbeat',
+            '100',
           ]),
         );
       }
@@ -500,6 +506,9 @@ describe('admin page in a browser', () => {
         (expected) =>
           document.querySelectorAll('#members tr').length === 3 &&
           document.getElementById('leader')!.dataset.leaderId === String(expected) &&
+          document
+            .querySelector(`#members tr[data-member-id="${expected}"]`)
+            ?.textContent?.includes('leader') === true &&
           document.getElementById('conn')!.textContent === 'live',
         leaderId,
         { timeout: 15_000, polling: 100 },
