@@ -39,12 +39,12 @@ import {
   rmSync,
 } from 'node:fs';
 import { Agent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
-import { connect as netConnect } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+
+import { NoDelayHttpsAgent } from '../dist/core/tls-tcp.js';
 
 import {
   arg,
@@ -172,14 +172,6 @@ const jsonOf = (text) => {
 // ---------------------------------------------------------------- systems
 // A system starts a 3-member cluster and knows how to write to it and find its leader.
 // cluster = { members: [{ name, host, port, proc }], agentFor, stop() }.
-
-// An HTTPS agent whose TCP sockets have Nagle off, as node:http's have by default.
-class NoDelayHttpsAgent extends HttpsAgent {
-  createConnection(options, callback) {
-    const tcp = netConnect({ host: options.host, port: options.port, noDelay: true });
-    return super.createConnection({ ...options, socket: tcp }, callback);
-  }
-}
 
 // `prevail serve` nodes with --insecure, or (tls) with member mTLS from certificates made
 // once per run (which also makes their HTTP API HTTPS).

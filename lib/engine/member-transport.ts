@@ -8,7 +8,7 @@
 // on every Node build); the engine gets plain streams through native/stream_transport.h: one end
 // of a socketpair, the other piped to the TLS socket.
 import { X509Certificate } from 'node:crypto';
-import { Socket, connect as netConnect } from 'node:net';
+import { Socket } from 'node:net';
 import {
   connect as tlsConnect,
   createSecureContext,
@@ -24,6 +24,7 @@ import { parseAddress } from '../core/address.js';
 import { debug } from '../core/diagnostics.js';
 import { ErrorCodes, PrevailError, invalid } from '../core/errors.js';
 import { identityOf, nodeUri } from '../core/identity.js';
+import { acceptWithoutNagle, tcpForTls } from '../core/tls-tcp.js';
 
 /**
  * A member's TLS material: the cluster's CA certificate, this member's certificate (naming it
@@ -260,12 +261,9 @@ export class MemberTransport {
       rejectUnauthorized: true,
       ALPNProtocols: [ALPN_RAFT, ALPN_PEER],
       handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
-      // On the TCP socket itself: setNoDelay on a TLSSocket does not reach it, and Nagle's
-      // algorithm against delayed ACKs held small raft messages back (p50 commit 14 ms vs 4 ms).
-      noDelay: true,
       minVersion: 'TLSv1.3',
     });
-    server.on('connection', (tcp: Socket) => tcp.setNoDelay(true)); // before TLS wraps it
+    acceptWithoutNagle(server); // small raft messages must not wait (p50 commit 14 ms vs 4 ms)
     server.on('secureConnection', (socket) => this.#accepted(socket));
     // Node (20) only reports a failed or timed-out handshake here: it leaves the socket open (a
     // client that ignores the alert, or never sends a byte, would hold it forever), so close it.
@@ -309,7 +307,6 @@ export class MemberTransport {
       debug('node %d: refused %d: not a member of its configuration', this.id, id);
       return void socket.destroy();
     }
-    socket.setNoDelay(true);
     if (socket.alpnProtocol === ALPN_PEER) {
       if (!this.#onPeer) return void socket.destroy();
       return this.#onPeer(socket, id);
@@ -364,10 +361,8 @@ export class MemberTransport {
   #dial(address: string, protocol: string, id?: number): TLSSocket {
     if (this.#closed) throw new PrevailError(ErrorCodes.CLOSED, 'the transport is closed');
     const { host, port } = parseAddress(address, 'a member address');
-    // The TCP socket made here, with Nagle off (see #listen): tls.connect's own does not take it.
-    const tcp = netConnect({ host, port, noDelay: true });
     const socket = tlsConnect({
-      socket: tcp,
+      socket: tcpForTls(host, port),
       secureContext: this.#context,
       ALPNProtocols: [protocol],
       minVersion: 'TLSv1.3',
@@ -380,7 +375,6 @@ export class MemberTransport {
         return undefined;
       },
     });
-    socket.setNoDelay(true);
     this.#track(socket);
     return socket;
   }

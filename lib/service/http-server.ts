@@ -3,7 +3,7 @@
 // bounded drain on close.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { Socket } from 'node:net';
+import { acceptWithoutNagle } from '../core/tls-tcp.js';
 import type { AddressInfo } from 'node:net';
 
 import type { AdminHandler } from '../admin/admin.js';
@@ -85,9 +85,8 @@ function httpsServer(
       { ca, cert, key, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
       onRequest,
     );
-    // Nagle off on the TCP socket before TLS wraps it, as node:http does for plain HTTP: an
-    // answer's last small record must not wait for the client's delayed ACK.
-    server.on('connection', (tcp: Socket) => tcp.setNoDelay(true));
+    acceptWithoutNagle(server); // as node:http does for plain HTTP
+
     return server;
   } catch (err) {
     throw new PrevailError(

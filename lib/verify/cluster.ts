@@ -17,12 +17,13 @@ import {
   writeSync,
 } from 'node:fs';
 import { Agent as HttpAgent, request as httpRequest, type Agent } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { request as httpsRequest } from 'node:https';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { createCa, createClientCert, createNodeCert, writeCertFiles } from '../certs/index.js';
 import { freePort } from '../core/ports.js';
+import { NoDelayHttpsAgent } from '../core/tls-tcp.js';
 import type { NetnsNetwork } from './netns.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -74,7 +75,7 @@ let clientTls: { ca: string; cert: string; key: string } | undefined;
 /** A keep-alive agent of one socket for the nodes' scheme (https once a TLS cluster is up). */
 export function clientAgent(): Agent {
   const options = { keepAlive: true, maxSockets: 1 };
-  return clientTls ? new HttpsAgent(options) : new HttpAgent(options);
+  return clientTls ? new NoDelayHttpsAgent(options) : new HttpAgent(options);
 }
 
 /**
