@@ -58,9 +58,26 @@ export function loadTlsFiles(paths: TlsFiles): TlsFiles {
   const ca = readPem(paths.ca, 'certificate');
   const cert = readPem(paths.cert, 'certificate');
   const key = readPem(paths.key, 'private key');
-  if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key)))
-    throw badCertificate(paths.key, `${paths.key} is not the key of ${paths.cert}`);
+  checkKeyFits(cert, key, paths.key, paths.cert);
   return { ca, cert, key };
+}
+
+/**
+ * Throws PREVAIL_BAD_CERTIFICATE (`path`: the key's file, when given) unless `key` is the private
+ * key of `cert` (both PEM).
+ */
+export function checkKeyFits(cert: string, key: string, keyPath?: string, certPath?: string): void {
+  let fits: boolean;
+  try {
+    fits = new X509Certificate(cert).checkPrivateKey(createPrivateKey(key));
+  } catch (err) {
+    throw badCertificate(keyPath, `the key can't be read: ${(err as Error).message}`, err);
+  }
+  if (!fits)
+    throw badCertificate(
+      keyPath,
+      `${keyPath ?? 'the key'} is not the key of ${certPath ?? 'the certificate'}`,
+    );
 }
 
 /** One PEM file's text, checked to hold a certificate or a (unencrypted) private key. */

@@ -19,7 +19,7 @@ import {
   type TLSSocket,
 } from 'node:tls';
 
-import { readPem } from '../certs/files.js';
+import { checkKeyFits, readPem } from '../certs/files.js';
 import { parseAddress } from '../core/address.js';
 import { debug } from '../core/diagnostics.js';
 import { ErrorCodes, PrevailError, invalid } from '../core/errors.js';
@@ -135,15 +135,7 @@ export function loadMemberTls(tls: TlsOptions, id: number): MemberTls {
   const notAfter = Date.parse(leaf.validTo);
   if (Date.parse(leaf.validFrom) > now || notAfter < now)
     throw bad(`the certificate is not valid now (${leaf.validFrom} – ${leaf.validTo})`);
-  try {
-    createSecureContext({ cert, key }); // throws when the key is not the certificate's
-  } catch (err) {
-    throw new PrevailError(
-      ErrorCodes.BAD_CERTIFICATE,
-      `tls: the key does not fit the certificate: ${(err as Error).message}`,
-      { path: tls.keyFile, cause: err },
-    );
-  }
+  checkKeyFits(cert, key, tls.keyFile, tls.certFile);
   return { ca, cert, key, notAfter };
 }
 
