@@ -6,7 +6,8 @@ import { EventEmitter } from 'node:events';
 
 import { debug } from './core/diagnostics.js';
 import { freePort } from './core/ports.js';
-import { ErrorCodes, PrevailError } from './core/errors.js';
+import { ErrorCodes, PrevailError, isPrevailError } from './core/errors.js';
+import { holdingBack } from './cluster/activation.js';
 import { checkPlain } from './plain-data.js';
 import { RaftNode, type CloseOptions } from './engine/raft-node.js';
 import { defaults, type RaftNodeOptions } from './engine/options.js';
@@ -31,7 +32,7 @@ import {
 import { StateMachine } from './store/state-machine.js';
 import { scheduleData } from './store/schedules.js';
 import {
-  checkSchema,
+  toSchema,
   type ArgsOf,
   type Collections,
   type Commands,
@@ -100,9 +101,28 @@ export interface StoreOptions<C extends Collections, H extends Commands<C>>
   slowApplyMs?: number;
 }
 
+/** See Store.schemaStatus. */
+export interface SchemaStatus {
+  /** The schema version every replica applies commands under now. */
+  active: number;
+  /** Where each version became active (the log index of its activation). */
+  activations: { index: number; version: number }[];
+  /** The versions this node's code supports. */
+  code: { oldest: number; newest: number };
+  /** Each node's code range as it recorded it through the log (nodes of older builds are absent). */
+  nodes: { id: number; voter: boolean; oldest: number; newest: number; canRunActive: boolean }[];
+  /** Voters whose code keeps this code's newest version from activating. */
+  holdingBack: number[];
+  /** Versions whose automatic activation by this node failed (a migration threw); `store.activate()` retries. */
+  failed: { version: number; message: string }[];
+  /** The version a replay from this node's newest snapshot starts under. */
+  replayNeeds: number;
+}
+
 type StoreStatus = RaftNodeStatus & {
   capture: { baseIndex: number; tail: number; running: boolean };
   effects: { index: number; hash: string };
+  schema: SchemaStatus;
 };
 
 export class Store<C extends Collections, H extends Commands<C>> extends EventEmitter {
@@ -157,7 +177,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   static async open<C extends Collections, H extends Commands<C>>(
     options: StoreOptions<C, H>,
   ): Promise<Store<C, H>> {
-    checkSchema(options.schema);
+    toSchema(options.schema);
     const id = options.id ?? 1;
     const snapshotThreshold = options.snapshotThreshold ?? defaults.snapshotThreshold;
     const machine = new StateMachine<C, H>(options.schema, {
@@ -197,6 +217,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     });
     const link = await startLink(node, machine, options);
     store = new Store<C, H>(machine, node, link);
+    await link.settleAlone();
     return store;
   }
 
@@ -255,8 +276,83 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   ): Promise<{ index: number; result: unknown }> {
     // The name now; the args where they are encoded (NOT_PLAIN_DATA), on this node before
     // anything is appended or sent.
-    this.#machine.checkCommand(name);
-    return this.#link.propose({ type: 'command', name, args }, options);
+    this.#resolveCommand(name);
+    try {
+      return await this.#link.propose({ type: 'command', name, args }, options);
+    } catch (err) {
+      if (!isPrevailError(err, ErrorCodes.SCHEMA_CHANGED)) throw this.#namedHoldingBack(err);
+      // Committed just after an activation, under the version before: nothing was applied.
+      // Once this node has applied the activation, the command goes again under the new one.
+      await this.#link.waitApplied(err.index ?? 0, options.timeoutMs ?? 10_000, options.signal);
+      this.#resolveCommand(name);
+      return await this.#link.propose({ type: 'command', name, args }, options);
+    }
+  }
+
+  #resolveCommand(name: string): void {
+    try {
+      this.#machine.resolveCommand(name);
+    } catch (err) {
+      throw this.#namedHoldingBack(err);
+    }
+  }
+
+  // A command of a version not active yet: the error names the voters whose code lacks it.
+  #namedHoldingBack(err: unknown): unknown {
+    if (!isPrevailError(err, ErrorCodes.VERSION_NOT_ACTIVE) || err.version === undefined)
+      return err;
+    const voters = this.node
+      .status()
+      .members.filter((m) => m.role === 'voter')
+      .map((m) => m.id);
+    const behind = holdingBack(voters, this.#machine.schemaState().support, err.version);
+    err.holdingBack = behind;
+    err.message += behind.length
+      ? ` (held back by node${behind.length > 1 ? 's' : ''} ${behind.join(', ')})`
+      : ' (every voter supports it: it activates shortly)';
+    return err;
+  }
+
+  /**
+   * Activates schema version `version` (default: the newest every voter's code supports) at
+   * one log index on every replica; resolves with the active version. With the default
+   * `activation: 'auto'` the leader does this by itself. VERSION_NOT_ACTIVE names the voters
+   * whose code does not support it yet.
+   */
+  activate(version?: number, options: WriteOptions = {}): Promise<number> {
+    this.#outsideHandler('activate');
+    return this.#link.activate(version, options);
+  }
+
+  /**
+   * Schema versions: the active one (and where each was activated), this code's range, what
+   * each node recorded for its code, and the oldest version a replay from this node's
+   * snapshot needs (a version older than every node's `replayNeeds` can leave the code).
+   */
+  schemaStatus(): SchemaStatus {
+    const s = this.#machine.schemaState();
+    const voters = new Set(
+      this.node
+        .status()
+        .members.filter((m) => m.role === 'voter')
+        .map((m) => m.id),
+    );
+    const newest = s.code[1];
+    return {
+      active: s.active,
+      activations: s.activations.map(([index, version]) => ({ index, version })),
+      code: { oldest: s.code[0], newest },
+      nodes: [...s.support].map(([id, [oldest, newestOf]]) => ({
+        id,
+        voter: voters.has(id),
+        oldest,
+        newest: newestOf,
+        canRunActive: oldest <= s.active && s.active <= newestOf,
+      })),
+      holdingBack: newest > s.active ? holdingBack([...voters], s.support, newest) : [],
+      failed: [...this.#link.failedActivations].map(([version, message]) => ({ version, message })),
+      replayNeeds: this.#machine.replayVersion(),
+    };
   }
 
   // Called from inside a command handler, these start work that outlives the command, and a
@@ -391,7 +487,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     options: { every?: number; id?: string } & WriteOptions,
   ): Promise<string> {
     // The command and its arguments checked here, so the error names `args…`, not the schedule entry that carries them.
-    this.#machine.checkCommand(name);
+    this.#resolveCommand(name);
     checkPlain(args, 'args');
     const data = scheduleData(name, args, at, options);
     const r = await this.#link.propose({ type: 'system', kind: 'schedule', data }, options);
@@ -444,6 +540,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       ...this.node.status(),
       capture: this.#machine.capture.status(),
       effects: this.#machine.effects(),
+      schema: this.schemaStatus(),
     };
   }
 

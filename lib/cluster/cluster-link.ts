@@ -20,6 +20,8 @@ import { PeerClient, PeerServer, dialTcp, type Dial, type RequestHandler } from 
 import { applyPatches, patchesOf, patchesOfResult, type Patch } from '../plain-data.js';
 import type { RaftNode } from '../engine/raft-node.js';
 import { checkConsistency, type Consistency } from './consistency.js';
+import { activationTarget, checkActivation, sameRange, type Support } from './activation.js';
+import { isVersionRange } from '../store/versions.js';
 
 export type { Consistency } from './consistency.js';
 
@@ -64,6 +66,11 @@ export interface LinkOptions {
   forward?: boolean;
   /** Readiness: the most entries a ready node may be behind the leader's commit index. Default 1000. */
   readyMaxLag?: number;
+  /**
+   * `auto` (default): the leader activates the newest schema version once every voter's code
+   * supports it. `manual`: only `store.activate()` does (e.g. to keep a downgrade possible).
+   */
+  activation?: 'auto' | 'manual';
 }
 
 /** The replica's read-only queries the link answers from. */
@@ -76,8 +83,17 @@ export interface ReplicaQueries {
   /**
    * Throws for a request a peer may not forward: a command the schema does not define
    * (PREVAIL_UNKNOWN_COMMAND), a store request of another kind or shape than a follower sends.
+   * Gives the request as it is to be proposed (a command's alias resolved).
    */
-  checkForwarded(request: EntryBody): void;
+  checkForwarded(request: EntryBody): EntryBody;
+  /** The active schema version (commands are proposed under it). */
+  activeVersion(): number;
+  /** The replicated schema state and this code's range. */
+  schemaState(): {
+    readonly active: number;
+    readonly support: Support;
+    readonly code: readonly [number, number];
+  };
 }
 
 /** What the link works with: the node it proposes to, the replica it reads, the metrics it counts in. */
@@ -129,6 +145,9 @@ export class ClusterLink extends EventEmitter {
   readonly #metrics: StoreMetrics;
   readonly #forward: boolean;
   readonly #readyMaxLag: number;
+  readonly #autoActivate: boolean;
+  #activation: Promise<void> | null = null;
+  #failedActivations = new Map<number, string>();
   #server!: PeerServer;
   // How this node reaches peers' channels: TLS through the member transport, or plain TCP.
   #dial: Dial = dialTcp;
@@ -144,7 +163,7 @@ export class ClusterLink extends EventEmitter {
   #nextBarrier: Promise<number> | null = null;
   // Follower readiness: the leader's commit index and when we learned it.
   #leaderCommit: { index: number; at: number; leader: number } | null = null;
-  #announcing = false;
+  #announcing: Promise<unknown> | null = null; // an announcement in flight
   #lastCompare = 0;
   #diverged = new Set<number>(); // replicas already reported (once each)
 
@@ -155,11 +174,15 @@ export class ClusterLink extends EventEmitter {
     this.#metrics = parts.metrics;
     this.#forward = options.forward ?? true;
     this.#readyMaxLag = options.readyMaxLag ?? 1000;
+    this.#autoActivate = (options.activation ?? 'auto') === 'auto';
   }
 
   static async start(parts: LinkParts, options: LinkOptions = {}): Promise<ClusterLink> {
     if (options.forward !== undefined && typeof options.forward !== 'boolean') {
       throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'forward must be a boolean');
+    }
+    if (options.activation !== undefined && !['auto', 'manual'].includes(options.activation)) {
+      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, "activation must be 'auto' or 'manual'");
     }
     const link = new ClusterLink(parts, options);
     const node = parts.node;
@@ -257,15 +280,99 @@ export class ClusterLink extends EventEmitter {
     }
   }
 
-  // On this node only (the leader): the timestamp is this node's clock, carried in the entry.
+  // On this node only (the leader): the timestamp is this node's clock, carried in the entry;
+  // a command goes under the active schema version as of now (aliases resolved), an
+  // activation only once every voter supports it.
   #proposeHere(
     request: EntryBody,
     signal?: AbortSignal,
   ): Promise<{ index: number; result: unknown }> {
-    return this.#node.proposeWithIndex(
-      encodeProposal(request, Date.now()),
-      signal ? { signal } : {},
+    let body = request;
+    if (request.type === 'command') {
+      const name = (this.#replica.checkForwarded(request) as { name: string }).name;
+      body = { ...request, name, version: this.#replica.activeVersion() };
+    } else if (request.kind === 'activate')
+      checkActivation(this.#voters(), this.#replica.schemaState().support, versionOf(request));
+    return this.#node.proposeWithIndex(encodeProposal(body, Date.now()), signal ? { signal } : {});
+  }
+
+  #voters(): number[] {
+    return this.#node
+      .status()
+      .members.filter((m) => m.role === 'voter')
+      .map((m) => m.id);
+  }
+
+  /**
+   * Activates schema version `version` (default: the newest every voter supports) through
+   * the leader. VERSION_NOT_ACTIVE names the voters whose code lacks it.
+   */
+  async activate(version?: number, options: WriteOptions = {}): Promise<number> {
+    const schema = this.#replica.schemaState();
+    const target = version ?? activationTarget(this.#voters(), schema.support, schema.active);
+    if (target === null || target <= schema.active) return schema.active;
+    checkActivation(this.#voters(), schema.support, target);
+    const r = await this.propose(
+      { type: 'system', kind: 'activate', data: { version: target } },
+      options,
     );
+    return (r.result as { active: number }).active;
+  }
+
+  // The leader's part of schema versions: this node's code range recorded (with its channel,
+  // see #maintain), and with `activation: 'auto'`, the newest version all voters support activated.
+  // A version whose migration failed is not tried again by this process (it would fail the
+  // same way on every replica): the warning says why, `store.activate()` retries it.
+  #activateIfDue(): Promise<void> {
+    if (!this.#autoActivate) return Promise.resolve();
+    if (this.#activation) return this.#activation;
+    const schema = this.#replica.schemaState();
+    const target = activationTarget(this.#voters(), schema.support, schema.active);
+    if (target === null || target > schema.code[1] || this.#failedActivations.has(target))
+      return Promise.resolve();
+    this.#activation = this.activate(target)
+      .then(
+        () => undefined,
+        (err: unknown) => {
+          debug(
+            'node %d: activating schema version %d failed: %s',
+            this.#node.id,
+            target,
+            (err as Error).message,
+          );
+          if (!isPrevailError(err, ErrorCodes.MIGRATION_FAILED)) return;
+          this.#failedActivations.set(target, err.message);
+          process.emitWarning(err.message, { code: err.code });
+        },
+      )
+      .finally(() => {
+        this.#activation = null;
+      });
+    return this.#activation;
+  }
+
+  /** Versions whose activation by this node failed (their migration threw), with why. */
+  get failedActivations(): ReadonlyMap<number, string> {
+    return this.#failedActivations;
+  }
+
+  /**
+   * A lone voter (a single node) records its code's range and, with `activation: 'auto'`,
+   * activates its newest version before open() resolves: "start simple" runs the new code.
+   */
+  async settleAlone(timeoutMs = 5000): Promise<void> {
+    const id = this.#node.id;
+    const voters = this.#voters();
+    if (voters.length !== 1 || voters[0] !== id) return;
+    const deadline = performance.now() + timeoutMs;
+    while (this.#node.status().role !== 'leader') {
+      if (performance.now() >= deadline || this.#closed) return;
+      await sleep(5);
+    }
+    const code = this.#replica.schemaState().code;
+    if (!sameRange(this.#replica.schemaState().support.get(id), code))
+      await (this.#announcing ?? this.#announce(id, this.#server.address, code));
+    await this.#activateIfDue();
   }
 
   // A user command travels as 'propose' (its message unchanged since the first release); the
@@ -521,8 +628,10 @@ export class ClusterLink extends EventEmitter {
       return this.#proposeForwarded(forwardedBody(type, body));
     if (type === 'checkpoints') return this.#replica.checkpoints();
     if (type === 'announce') {
-      const { id, channel } = announcement(body, from, this.#node);
-      if (this.#replica.peers().get(id) !== channel) await this.#announce(id, channel);
+      const { id, channel, schema } = announcement(body, from, this.#node);
+      const recorded = this.#replica.schemaState().support.get(id);
+      if (this.#replica.peers().get(id) !== channel || (schema && !sameRange(recorded, schema)))
+        await this.#announce(id, channel, schema);
       return null;
     }
     if (type === 'readIndex') {
@@ -538,18 +647,18 @@ export class ClusterLink extends EventEmitter {
   async #proposeForwarded(
     request: EntryBody,
   ): Promise<{ index: number; result: unknown; x?: Patch[] }> {
-    this.#replica.checkForwarded(request);
-    const r = await this.#leased(() => this.#proposeHere(request));
+    const body = this.#replica.checkForwarded(request);
+    const r = await this.#leased(() => this.#proposeHere(body));
     this.#pushCommit();
     const rx = patchesOfResult(r.result);
     return rx?.length ? { ...r, x: rx } : r;
   }
 
-  // Proposes the replicated "node id's channel is at address" entry.
-  #announce(id: number, channel: string): Promise<unknown> {
-    return this.#node.propose(
-      encodeProposal({ type: 'system', kind: 'peer', data: { id, channel } }, Date.now()),
-    );
+  // Proposes the replicated "node id's channel is at address, its code supports these schema
+  // versions" entry. (Builds from before schema versions ignore `schema`.)
+  #announce(id: number, channel: string, schema?: readonly [number, number]): Promise<unknown> {
+    const data = schema ? { id, channel, schema: [...schema] } : { id, channel };
+    return this.#node.propose(encodeProposal({ type: 'system', kind: 'peer', data }, Date.now()));
   }
 
   // The asking follower will wait to apply an index that is committed here, but the engine
@@ -599,15 +708,20 @@ export class ClusterLink extends EventEmitter {
     // Our channel address must be in the replicated state: the leader proposes it itself,
     // followers get it recorded through the leader, so that whichever of them leads next is
     // reachable at once, without an announcement of its own first.
+    const code = this.#replica.schemaState().code;
+    const supportRecorded = sameRange(this.#replica.schemaState().support.get(node.id), code);
     const announced =
-      this.#announcing || this.#replica.peers().get(node.id) === this.#server.address;
+      this.#announcing !== null ||
+      (this.#replica.peers().get(node.id) === this.#server.address && supportRecorded);
     if (status.role === 'leader') {
       if (performance.now() - this.#lastCompare > 1000) {
         this.#lastCompare = performance.now();
         this.#compareReplicas();
       }
-      if (!announced && status.members.length > 1)
-        this.#trackAnnouncement(this.#announce(node.id, this.#server.address));
+      // A lone node records its code's range too (it has no channel to announce).
+      if (!announced && (status.members.length > 1 || !supportRecorded))
+        this.#trackAnnouncement(this.#announce(node.id, this.#server.address, code));
+      else if (announced) this.#activateIfDue();
       return;
     }
     const leader = node.leader;
@@ -617,7 +731,7 @@ export class ClusterLink extends EventEmitter {
       this.#trackAnnouncement(
         this.#client(channel).request(
           'announce',
-          { id: node.id, channel: this.#server.address },
+          { id: node.id, channel: this.#server.address, schema: [...code] },
           2000,
         ),
       );
@@ -632,13 +746,12 @@ export class ClusterLink extends EventEmitter {
   }
 
   #trackAnnouncement(done: Promise<unknown>): void {
-    this.#announcing = true;
-    done
+    this.#announcing = done
       .catch((err: unknown) =>
         debug('node %d: announcing its channel failed: %s', this.#node.id, (err as Error).message),
       )
       .finally(() => {
-        this.#announcing = false;
+        this.#announcing = null;
       });
   }
 
@@ -726,16 +839,32 @@ function announcement(
   body: unknown,
   from: number | undefined,
   node: RaftNode<unknown>,
-): { id: number; channel: string } {
-  const { id, channel } = (body ?? {}) as { id?: unknown; channel?: unknown };
+): { id: number; channel: string; schema?: [number, number] } {
+  const b = (body ?? {}) as { id?: unknown; channel?: unknown; schema?: unknown };
+  const { id, channel } = b;
   if (typeof id !== 'number' || typeof channel !== 'string')
     throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'announce needs { id, channel }');
-  if (from === undefined) return { id, channel };
+  const schema = versionRange(b.schema);
+  if (from === undefined) return { id, channel, ...(schema ? { schema } : {}) };
   const member = node.status().members.find((m) => m.id === from);
   if (id !== from || !member || channel !== member.address)
     throw new PrevailError(
       ErrorCodes.FORBIDDEN,
       `member ${from} may announce only itself at its own address (${member?.address ?? 'not a member'})`,
     );
-  return { id, channel };
+  return { id, channel, ...(schema ? { schema } : {}) };
 }
+
+// An announced code range [oldest, newest] of schema versions; absent from older builds.
+function versionRange(x: unknown): [number, number] | undefined {
+  if (x === undefined) return undefined;
+  if (!isVersionRange(x))
+    throw new PrevailError(
+      ErrorCodes.INVALID_ARGUMENT,
+      'announce: schema must be [oldest, newest]',
+    );
+  return [x[0], x[1]];
+}
+
+const versionOf = (request: EntryBody): number =>
+  ((request.type === 'system' ? request.data : null) as { version: number }).version;

@@ -69,6 +69,16 @@ export const ErrorCodes = {
   UNAUTHORIZED: 'PREVAIL_UNAUTHORIZED',
   /** The credentials are valid but lack the permission the request needs (`permission` names it). */
   FORBIDDEN: 'PREVAIL_FORBIDDEN',
+  /** A command (or index) of a schema version the cluster has not activated yet; `version` needs it, `holdingBack` names the voters whose code lacks it. */
+  VERSION_NOT_ACTIVE: 'PREVAIL_VERSION_NOT_ACTIVE',
+  /** This code can't apply the cluster's active schema version (it is older); `version` is the one it needs. */
+  SCHEMA_TOO_OLD: 'PREVAIL_SCHEMA_TOO_OLD',
+  /** This code no longer has the schema version the data still needs (it dropped it too soon); `version` names it. */
+  SCHEMA_TOO_NEW: 'PREVAIL_SCHEMA_TOO_NEW',
+  /** A command proposed under an older schema version was committed after a newer one became active: not applied (the store retries it once). */
+  SCHEMA_CHANGED: 'PREVAIL_SCHEMA_CHANGED',
+  /** Activating a schema version failed: its migration threw (nothing changed; `version` names it). */
+  MIGRATION_FAILED: 'PREVAIL_MIGRATION_FAILED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -96,6 +106,10 @@ export interface PrevailErrorFields {
   path?: string;
   /** For a failed file-system call: which call (`mkdir`, `open`, …). */
   syscall?: string;
+  /** For the schema-version errors: the version involved (needed, or not active yet). */
+  version?: number;
+  /** For VERSION_NOT_ACTIVE: the voters whose code does not support `version` yet (or never said). */
+  holdingBack?: number[];
   cause?: unknown;
 }
 
@@ -125,6 +139,8 @@ export class PrevailError extends Error {
     if (fields.file !== undefined) this.file = fields.file;
     if (fields.path !== undefined) this.path = fields.path;
     if (fields.syscall !== undefined) this.syscall = fields.syscall;
+    if (fields.version !== undefined) this.version = fields.version;
+    if (fields.holdingBack !== undefined) this.holdingBack = fields.holdingBack;
   }
 }
 

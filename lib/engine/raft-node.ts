@@ -75,6 +75,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
   #inflight = new Set<Promise<unknown>>();
   // Why this node stopped on its own: an entry it could not apply (see #onFatal).
   #failure: PrevailError | null = null;
+  #restoreRefusal: PrevailError | null = null;
   #role: NodeRole = 'unavailable';
   #leader: MemberRef | null = null;
   #term = 0;
@@ -116,7 +117,15 @@ export class RaftNode<R = unknown> extends EventEmitter {
         }
         return chunks;
       },
-      restore: (payload) => this.#fsm.restore(payload),
+      restore: (payload) => {
+        try {
+          this.#fsm.restore(payload);
+        } catch (err) {
+          // The store's own refusal (code too old for the data): kept to fail the start with.
+          if (isFatal(err)) this.#restoreRefusal = err as PrevailError;
+          throw err;
+        }
+      },
       state: (state, term, leaderId, leaderAddress) =>
         this.#onState(state, term, leaderId, leaderAddress),
       fatal: (error) => this.#onFatal(error),
@@ -204,7 +213,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
           { cause: error },
         );
       }
-      throw damagedFile(this.dataDir, error);
+      throw this.#restoreRefusal ?? damagedFile(this.dataDir, error);
     }
   }
 

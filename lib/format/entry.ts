@@ -25,15 +25,24 @@ export const packr = new Packr(packrOptions);
  * - 3 and 4: 1 and 2 with a fifth element, the patches that make args/data exact (-0,
  *   lone surrogates, byte arrays: plain-data.ts). Written only when there are patches, so
  *   older code refuses such an entry (PREVAIL_CORRUPT_ENTRY) instead of applying it wrong.
+ * - 5: a user command proposed under schema version 2 or later, `[5, name, args, timestamp,
+ *   patches, version]` (patches possibly empty). Version 1 commands keep formats 1 and 3, so
+ *   builds from before schema versions read them; those builds refuse format 5.
  */
-export const EntryFormat = { COMMAND: 1, SYSTEM: 2, COMMAND_EXACT: 3, SYSTEM_EXACT: 4 } as const;
+export const EntryFormat = {
+  COMMAND: 1,
+  SYSTEM: 2,
+  COMMAND_EXACT: 3,
+  SYSTEM_EXACT: 4,
+  COMMAND_VERSIONED: 5,
+} as const;
 
 /** The store's own entries, by kind (format 2 and 4). */
-export type SystemKind = 'peer' | 'schedule' | 'unschedule' | 'fire';
+export type SystemKind = 'peer' | 'schedule' | 'unschedule' | 'fire' | 'activate';
 
 /** What an entry carries: a user command, or one of the store's own entries with its kind. */
 export type EntryBody =
-  | { type: 'command'; name: string; args: unknown }
+  | { type: 'command'; name: string; args: unknown; version?: number }
   | { type: 'system'; kind: SystemKind; data: unknown };
 
 /**
@@ -41,7 +50,8 @@ export type EntryBody =
  * know stops rather than guess (PREVAIL_CORRUPT_ENTRY where it is applied).
  */
 export type StoreEntry = (
-  { type: 'command'; name: string; args: unknown } | { type: 'system'; kind: string; data: unknown }
+  | { type: 'command'; name: string; args: unknown; version: number }
+  | { type: 'system'; kind: string; data: unknown }
 ) & {
   /** One of EntryFormat. */
   format: number;
@@ -80,6 +90,9 @@ export function encodeEntry(body: EntryBody, proposedAt: number): Uint8Array {
   const system = body.type === 'system';
   const [name, args] = system ? [body.kind, body.data] : [body.name, body.args];
   const patches = checkPlain(args, 'args');
+  const version = system ? 1 : (body.version ?? 1);
+  if (version > 1)
+    return packr.pack([EntryFormat.COMMAND_VERSIONED, name, args, proposedAt, patches, version]);
   if (patches.length === 0)
     return packr.pack([system ? EntryFormat.SYSTEM : EntryFormat.COMMAND, name, args, proposedAt]);
   return packr.pack([
@@ -119,18 +132,33 @@ export function decodeEntry(payload: Uint8Array): StoreEntry | string {
   if (!Array.isArray(decoded) || typeof decoded[1] !== 'string') {
     return `it is not a store entry (${Array.isArray(decoded) ? `format ${JSON.stringify(decoded[0])}` : typeof decoded})`;
   }
-  const [format, name, rawArgs, proposedAt, patches] = decoded as [
+  const [format, name, rawArgs, proposedAt, patches, rawVersion] = decoded as [
     unknown,
     string,
     unknown,
     unknown,
     Patch[] | undefined,
+    unknown,
   ];
   const system = format === EntryFormat.SYSTEM || format === EntryFormat.SYSTEM_EXACT;
-  if (!system && format !== EntryFormat.COMMAND && format !== EntryFormat.COMMAND_EXACT)
+  const versioned = format === EntryFormat.COMMAND_VERSIONED;
+  if (
+    !system &&
+    !versioned &&
+    format !== EntryFormat.COMMAND &&
+    format !== EntryFormat.COMMAND_EXACT
+  )
     return `it is not a store entry (format ${JSON.stringify(format)})`;
+  const version = versioned ? rawVersion : 1;
+  if (versioned && !Array.isArray(patches)) return `its patches are not a list`;
+  if (!Number.isSafeInteger(version) || (version as number) < 1)
+    return `its schema version ${JSON.stringify(rawVersion)} is not a version`;
   let args = rawArgs;
-  if (format === EntryFormat.COMMAND_EXACT || format === EntryFormat.SYSTEM_EXACT) {
+  if (
+    format === EntryFormat.COMMAND_EXACT ||
+    format === EntryFormat.SYSTEM_EXACT ||
+    (versioned && Array.isArray(patches) && patches.length > 0)
+  ) {
     try {
       args = applyPatches(rawArgs, patches ?? []);
     } catch (err) {
@@ -143,5 +171,5 @@ export function decodeEntry(payload: Uint8Array): StoreEntry | string {
   };
   return system
     ? { type: 'system', kind: name, data: args, ...at }
-    : { type: 'command', name, args, ...at };
+    : { type: 'command', name, args, version: version as number, ...at };
 }

@@ -3,7 +3,7 @@
 //
 // A payload is frames, each `[u32 little-endian length][msgpack record]`, in this order:
 // - `meta`: { format, baseIndex, lastTimestamp, collections: { name: { version, nextId, size } },
-//   effects, peers, schedules, xs? } — the state's header as of baseIndex;
+//   effects, peers, schema?, schedules, xs? } — the state's header as of baseIndex;
 // - `objs`: { c: collection, shapes, items, values, x? } — objects as rows (objsFrame);
 // - `tail`: { entries: [index, term, payload][] } — the entries applied after the capture;
 // - `end`: { crcs } — each earlier frame's CRC-32 (verifySnapshot).
@@ -20,13 +20,21 @@ import { packr } from './entry.js';
  * - 3: objs frames may carry `x`, [item, patches] pairs, and meta `xs`, the schedules'
  *   patches (plain-data.ts). Written only when some value needs them, so older code
  *   refuses such a snapshot instead of restoring values that differ.
+ * - 4: as 3, with meta `schema` { active, activations, support } at an active schema version
+ *   above 1: written only then, so code from before schema versions refuses it (it would
+ *   apply later entries with the wrong handlers). Meta `schema` at version 1 is read by all.
  */
-export const SnapshotFormat = { MAPS: 1, ROWS: 2, EXACT: 3 } as const;
+export const SnapshotFormat = { MAPS: 1, ROWS: 2, EXACT: 3, VERSIONED: 4 } as const;
 /** The newest format this code reads. */
-export const SNAPSHOT_FORMAT_READ = SnapshotFormat.EXACT;
+export const SNAPSHOT_FORMAT_READ = SnapshotFormat.VERSIONED;
 
 /** The format a snapshot made of these frames must declare (see SnapshotFormat). */
-export function formatFor(frames: readonly Uint8Array[], metaPatches: boolean): number {
+export function formatFor(
+  frames: readonly Uint8Array[],
+  metaPatches: boolean,
+  versioned = false,
+): number {
+  if (versioned) return SnapshotFormat.VERSIONED;
   return metaPatches || frames.some((f) => patchedFrames.has(f))
     ? SnapshotFormat.EXACT
     : SnapshotFormat.ROWS;

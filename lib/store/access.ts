@@ -6,20 +6,24 @@ import type { Id } from '../sorted-index/index.js';
 import {
   addToIndex,
   indexReader,
-  makeIndex,
   removeFromIndex,
   type CollectionImpl,
+  type IndexImpl,
   type Undo,
 } from './collection.js';
 import { describeKey, sameKey } from './key-map.js';
 import { ObjectTable } from './object-table.js';
-import { indexBuilder, type CollectionDef, type Collections, type IndexDef } from './schema.js';
+import type { CollectionDef } from './schema.js';
+import { installIndexes, type Versions } from './versions.js';
 import { freezeStored, markExotic } from './stored.js';
 
-/** Empty tables for every collection of a schema, each at its first id. */
-export function makeCollections(collections: Collections): Map<string, CollectionImpl> {
+/**
+ * Empty tables for every collection of any version of a schema, each at its first id, with
+ * the indexes of the oldest version (the one a store that applied nothing runs).
+ */
+export function makeCollections(versions: Versions): Map<string, CollectionImpl> {
   const tables = new Map<string, CollectionImpl>();
-  for (const [name, spec] of Object.entries(collections)) {
+  for (const [name, spec] of versions.allCollections()) {
     const def = spec.def as CollectionDef<any, any>;
     const c: CollectionImpl = {
       name,
@@ -28,13 +32,12 @@ export function makeCollections(collections: Collections): Map<string, Collectio
       nextId: 1,
       overlays: new Set(),
       frames: [],
-      indexes: Object.entries(def.indexes ? def.indexes(indexBuilder) : {}).map(([iname, idef]) =>
-        makeIndex(iname, idef as IndexDef<any>),
-      ),
+      indexes: [],
     };
     if (def.migrate) c.migrate = def.migrate;
     tables.set(name, c);
   }
+  installIndexes(tables, versions.list[0]!);
   return tables;
 }
 
@@ -103,6 +106,7 @@ export function collectionAccess(
   writable: boolean,
   transaction: () => Undo[] | null,
   chunkSize: number,
+  indexNames: readonly string[],
 ): unknown {
   const mustWrite = (what: string) => {
     const undo = writable ? transaction() : null;
@@ -165,6 +169,23 @@ export function collectionAccess(
       return true;
     },
   };
-  for (const ix of c.indexes) access[ix.name] = indexReader(ix, c);
+  for (const name of indexNames) {
+    Object.defineProperty(access, name, { enumerable: true, get: () => readerOf(c, name) });
+  }
   return Object.freeze(access);
+}
+
+// The reader of the active version's index `name`: made once per index (a version that
+// redefines the index makes a new one).
+const readers = new WeakMap<IndexImpl, unknown>();
+function readerOf(c: CollectionImpl, name: string): unknown {
+  const ix = c.indexes.find((i) => i.name === name);
+  if (!ix)
+    throw new PrevailError(
+      ErrorCodes.VERSION_NOT_ACTIVE,
+      `${c.name}.${name}: this index belongs to a schema version that is not active`,
+    );
+  let reader = readers.get(ix);
+  if (reader === undefined) readers.set(ix, (reader = indexReader(ix, c)));
+  return reader;
 }

@@ -61,11 +61,16 @@ export function metaRecord(
     collections,
     effects: [...state.effects],
     peers: [...state.peers],
+    schema: {
+      active: state.schema.active,
+      activations: state.schema.activations.map((a) => [...a]),
+      support: [...state.schema.support].map(([id, range]) => [id, [...range]]),
+    },
     schedules,
     ...(xs.length ? { xs } : {}),
   };
   return (frames) => {
-    rec.format = formatFor(frames, xs.length > 0);
+    rec.format = formatFor(frames, xs.length > 0, rec.schema.active > 1);
     return frame(packr.pack(rec));
   };
 }

@@ -26,7 +26,10 @@ export interface CollectionImpl {
   version: number;
   migrate?: (obj: Record<string, unknown>, from: number) => unknown;
   objects: ObjectTable;
+  /** The indexes of the active schema version (versions.ts installIndexes). */
   indexes: IndexImpl[];
+  /** The definition `indexes` come from (another version's may differ). */
+  spec?: unknown;
   nextId: number;
   /**
    * Copy-on-write overlays: each keeps the version an object had when the overlay was

@@ -19,6 +19,7 @@ import { StringTable } from './key-map.js';
 import type { ReplicaState } from './state-machine.js';
 import { freezeStored, markExotic } from './stored.js';
 import { objectCount } from './capture.js';
+import { installIndexes, type Versions } from './versions.js';
 
 /** What a snapshot held besides the state itself. */
 export interface Restored {
@@ -60,6 +61,7 @@ export function restoreFrames(
   state: ReplicaState,
   frames: Uint8Array[],
   chunkSize: number,
+  versions: Versions,
 ): Restored {
   clearState(state);
   const started = performance.now();
@@ -75,7 +77,7 @@ export function restoreFrames(
   for (const framed of frames) {
     const rec = packr.unpack(framed.subarray(4)) as Rec;
     if (rec.t === 'meta') {
-      restoreMeta(state, rec, p);
+      restoreMeta(state, rec, p, versions);
       p.baseChunks.push(framed);
     } else if (rec.t === 'objs') {
       restoreObjects(state, rec, framed, chunkSize, p);
@@ -94,6 +96,20 @@ export function restoreFrames(
   return { baseIndex: p.baseIndex, baseChunks: p.migrated ? null : p.baseChunks, tail: p.tail };
 }
 
+// The schema state as of the snapshot (one from before schema versions ran version 1), and
+// the indexes of its active version. Code that can't run that version refuses it here.
+function restoreSchema(state: ReplicaState, saved: Rec['schema'], versions: Versions): void {
+  const active = Number.isSafeInteger(saved?.active) ? (saved.active as number) : 1;
+  versions.checkNotTooOld(active);
+  state.schema = {
+    active,
+    activations: Array.isArray(saved?.activations) ? saved.activations : [],
+    support: new Map(Array.isArray(saved?.support) ? saved.support : []),
+  };
+  const version = versions.get(active);
+  if (version) installIndexes(state.collections, version); // else: nothing here runs before a later activation
+}
+
 function clearState(state: ReplicaState): void {
   for (const c of state.collections.values()) {
     c.objects.clear();
@@ -104,7 +120,7 @@ function clearState(state: ReplicaState): void {
   state.lastTimestamp = 0;
 }
 
-function restoreMeta(state: ReplicaState, rec: Rec, p: Progress): void {
+function restoreMeta(state: ReplicaState, rec: Rec, p: Progress, versions: Versions): void {
   if (rec.format > SNAPSHOT_FORMAT_READ) {
     throw new PrevailError(
       ErrorCodes.SNAPSHOT_UNREADABLE,
@@ -120,6 +136,7 @@ function restoreMeta(state: ReplicaState, rec: Rec, p: Progress): void {
     rec.xs ? applyPatches(rec.schedules, rec.xs) : (rec.schedules ?? [])
   ) as Schedule[];
   state.schedules = new Map(schedules.map((s) => [s.id, { ...s, args: freezeDeep(s.args) }]));
+  restoreSchema(state, rec.schema, versions);
   for (const [name, info] of Object.entries(rec.collections as MetaCollections)) {
     const c = state.collections.get(name);
     if (!c)

@@ -60,6 +60,9 @@ export function checkForwardedSystem(kind: unknown, data: unknown): void {
   } else if (kind === 'fire') {
     if (!isId(d.id) || typeof d.due !== 'number')
       throw invalid('a forwarded fire needs a schedule id and a due time');
+  } else if (kind === 'activate') {
+    if (!Number.isSafeInteger(d.version) || (d.version as number) < 1)
+      throw invalid('a forwarded activation needs a schema version');
   } else {
     throw invalid(`peers can't forward store entries of kind ${JSON.stringify(kind)}`);
   }

@@ -106,20 +106,172 @@ export type Handler<C extends Collections> = (
 ) => unknown;
 export type Commands<C extends Collections> = Record<string, Handler<C>>;
 
-export interface Schema<C extends Collections, H extends Commands<C>> {
-  collections: C;
-  commands: H;
+/** Migrations into a version: per collection, each object (old shape) to its new shape. */
+export type Migrations<C extends Collections, M extends Collections> = {
+  readonly [K in keyof M & keyof C]?: (
+    obj: Stored<TypeOf<C[K]>>,
+    ctx: CommandContext,
+  ) => Omit<TypeOf<M[K]>, 'id'>;
+};
+type TypeOf<S> = S extends CollectionSpec<infer T, any> ? T : never;
+
+/** C with the collections of C2 added or replaced. */
+export type Merge<C, C2> = {
+  [K in keyof C | keyof C2]: K extends keyof C2 ? C2[K] : K extends keyof C ? C[K] : never;
+};
+
+/** What changes from one schema version to the next (see Schema.next). */
+export interface VersionChange<
+  C extends Collections,
+  H,
+  C2 extends Collections,
+  H2,
+  R extends keyof H,
+> {
+  /** Collections added, or replaced by a new definition (a new type, other indexes). */
+  collections?: C2;
+  /** Commands added, or whose handler changes (the previous one stays, for entries before activation). */
+  commands?: H2;
+  /** Commands no longer accepted from this version on (entries from before still apply). */
+  retire?: readonly R[];
+  /** Old names still accepted for a command: `{ pay: 'transfer' }` proposes `transfer`. */
+  aliases?: Readonly<Record<string, string>>;
+  /** Run at activation on every replica, object by object: the old shape to the new. */
+  migrate?: Migrations<C, Merge<C, C2>>;
+  /** Run at activation after the migrations, like a command handler (a change across collections). */
+  upgrade?: (state: StateOf<Merge<C, C2>>, ctx: CommandContext) => void;
 }
+
+/** One version of a schema as the state machine runs it: every table complete, not a diff. */
+export interface SchemaVersion {
+  readonly version: number;
+  readonly collections: Collections;
+  readonly commands: Record<string, Handler<any>>;
+  readonly aliases: Readonly<Record<string, string>>;
+  /** Names retired at or before this version. */
+  readonly retired: ReadonlySet<string>;
+  /** Migrations into this version (none for the first). */
+  readonly migrate: Readonly<Record<string, (obj: any, ctx: CommandContext) => unknown>>;
+  readonly upgrade?: (state: any, ctx: CommandContext) => void;
+}
+
+export interface Schema<C extends Collections, H extends Commands<C>> {
+  /** The newest version's collections. */
+  collections: C;
+  /** The newest version's commands. */
+  commands: H;
+  /** The newest version this code supports. */
+  readonly version: number;
+  /** Every version this code supports, oldest first: the code a replay may need. */
+  readonly versions: readonly SchemaVersion[];
+  /**
+   * The next version: commands added or changed, collections added or redefined, migrations
+   * run at its activation. The previous versions' handlers stay available (faithful replay).
+   */
+  next<
+    C2 extends Collections = Record<never, never>,
+    // The default (not an empty record) keeps the handlers' parameters typed from it.
+    H2 extends Commands<Merge<C, C2>> & SyncHandlers<H2> = Commands<Merge<C, C2>>,
+    R extends keyof H = never,
+  >(
+    change: VersionChange<C, H, C2, H2, R>,
+  ): Schema<Merge<C, C2>, Rehomed<Omit<H, R | keyof Given<H2>>, Merge<C, C2>> & Given<H2>>;
+}
+
+// The commands a change gives: none when it gives none (H2 is then its default, a record).
+type Given<H> = string extends keyof H ? Record<never, never> : H;
+
+/** Handlers kept from an older version, typed against the collections of the newer one. */
+export type Rehomed<H, C extends Collections> = {
+  [K in keyof H]: H[K] extends (state: any, args: infer A, ctx: any) => infer Res
+    ? (state: StateOf<C>, args: A, ctx: CommandContext) => Res
+    : never;
+};
 
 /**
  * Declares the state machine: collections and the commands that change them. Handlers
- * are typed from the collections; `store.propose` is typed from the handlers.
+ * are typed from the collections; `store.propose` is typed from the handlers. `version`
+ * (default 1) numbers it; `.next()` makes the versions after it.
  */
 export function defineSchema<
   C extends Collections,
   H extends Commands<C> & SyncHandlers<H>,
->(schema: { collections: C; commands: H }): Schema<C, H> {
-  for (const name of Object.keys(schema?.commands ?? {})) {
+>(schema: { collections: C; commands: H; version?: number }): Schema<C, H> {
+  const version = schema?.version ?? 1;
+  if (!Number.isSafeInteger(version) || version < 1)
+    throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, 'version must be an integer >= 1');
+  checkCommandNames(schema?.commands ?? {});
+  checkHandlers(schema?.commands ?? {});
+  return makeSchema([
+    {
+      version,
+      collections: schema.collections,
+      commands: { ...schema.commands },
+      aliases: {},
+      retired: new Set(),
+      migrate: {},
+    },
+  ]);
+}
+
+function makeSchema(versions: SchemaVersion[]): Schema<any, any> {
+  const newest = versions[versions.length - 1]!;
+  return {
+    collections: newest.collections,
+    commands: newest.commands,
+    version: newest.version,
+    versions,
+    next: (change) => makeSchema([...versions, nextVersion(newest, change)]),
+  };
+}
+
+// The complete tables of the version after `prev`, from what changes.
+function nextVersion(
+  prev: SchemaVersion,
+  change: VersionChange<any, any, any, any, any>,
+): SchemaVersion {
+  const added = change?.commands ?? {};
+  checkCommandNames(added);
+  checkHandlers(added);
+  const retire = new Set<string>((change?.retire ?? []) as string[]);
+  for (const name of retire) {
+    if (!(name in prev.commands))
+      throw new PrevailError(
+        ErrorCodes.INVALID_ARGUMENT,
+        `retire: ${JSON.stringify(name)} is not a command of version ${prev.version}`,
+      );
+  }
+  const commands = { ...prev.commands };
+  for (const name of retire) delete commands[name];
+  Object.assign(commands, added);
+  const collections = { ...prev.collections, ...(change?.collections ?? {}) };
+  const aliases = { ...prev.aliases, ...(change?.aliases ?? {}) } as Record<string, string>;
+  for (const [alias, target] of Object.entries(aliases)) {
+    if (!(target in commands) || alias in commands)
+      throw new PrevailError(
+        ErrorCodes.INVALID_ARGUMENT,
+        `alias ${JSON.stringify(alias)}: it must name a command of version ${prev.version + 1} and not be one`,
+      );
+  }
+  for (const name of Object.keys(change?.migrate ?? {})) {
+    if (!(name in collections))
+      throw new PrevailError(ErrorCodes.INVALID_ARGUMENT, `migrate: no collection ${name}`);
+  }
+  const retired = new Set([...prev.retired, ...retire]);
+  for (const name of Object.keys(commands)) retired.delete(name);
+  return {
+    version: prev.version + 1,
+    collections,
+    commands,
+    aliases,
+    retired,
+    migrate: { ...(change?.migrate ?? {}) } as SchemaVersion['migrate'],
+    ...(change?.upgrade ? { upgrade: change.upgrade } : {}),
+  };
+}
+
+function checkCommandNames(commands: Record<string, unknown>): void {
+  for (const name of Object.keys(commands)) {
     if (name.startsWith(SYSTEM_NAME_PREFIX)) {
       throw new PrevailError(
         ErrorCodes.INVALID_ARGUMENT,
@@ -127,8 +279,6 @@ export function defineSchema<
       );
     }
   }
-  checkHandlers(schema?.commands ?? {});
-  return schema;
 }
 
 /** Handlers whose return type is a promise (or any thenable) become `never`, so they don't type-check (any, never and unions other than of promises pass). */
@@ -218,8 +368,12 @@ export interface PersistentIndexReader<T> extends SortedIndexReader<T> {
   view(): SortedIndexReader<T>;
 }
 
-/** Refuses what is not a schema (one not made by defineSchema is checked here too). */
-export function checkSchema(schema: unknown): void {
+/**
+ * The schema as the store runs it: one made by defineSchema as it is, a plain
+ * `{ collections, commands }` as version 1 (its handlers checked the same way); anything
+ * else is refused.
+ */
+export function toSchema(schema: unknown): Schema<any, any> {
   const s = schema as Partial<Schema<Collections, Commands<Collections>>> | null | undefined;
   if (!s || typeof s.collections !== 'object' || typeof s.commands !== 'object') {
     throw new PrevailError(
@@ -227,5 +381,8 @@ export function checkSchema(schema: unknown): void {
       'schema must come from defineSchema({ collections, commands })',
     );
   }
-  checkHandlers(s.commands);
+  if (!Array.isArray(s.versions) || s.versions.length === 0)
+    return defineSchema({ collections: s.collections, commands: s.commands });
+  for (const v of s.versions) checkHandlers(v.commands);
+  return s as Schema<any, any>;
 }

@@ -44,14 +44,24 @@ import {
 } from './schedules.js';
 import {
   isThenable,
+  type CollectionWriter,
   type Collections,
   type CommandContext,
   type Commands,
+  type SchemaVersion,
+  toSchema,
   type Schema,
   type StateOf,
   type ViewOf,
 } from './schema.js';
 import { exoticPatches } from './stored.js';
+import {
+  installIndexes,
+  isVersionRange,
+  Versions,
+  versionAt,
+  type SchemaState,
+} from './versions.js';
 
 /** The state every replica holds alike, shared by the state machine, its capture and restore. */
 export interface ReplicaState {
@@ -66,6 +76,8 @@ export interface ReplicaState {
   peers: Map<number, string>;
   /** Scheduled commands by id. */
   schedules: Map<string, Schedule>;
+  /** The active schema version, its history, and what each node's code supports. */
+  schema: SchemaState;
 }
 
 export interface StateMachineOptions extends Partial<CaptureOptions> {
@@ -99,7 +111,7 @@ export class StateMachine<C extends Collections, H extends Commands<C>>
   readonly metrics: StoreMetrics;
   /** Told the applied index after every apply and restore (the cluster link's waits). */
   onApplied: ((index: number) => void) | null = null;
-  readonly #handlers: H;
+  readonly #versions: Versions;
   readonly #writers: StateOf<C>;
   readonly #id: number;
   readonly #slowApplyMs: number;
@@ -108,18 +120,19 @@ export class StateMachine<C extends Collections, H extends Commands<C>>
 
   constructor(schema: Schema<C, H>, options: StateMachineOptions = {}) {
     super();
-    this.#handlers = schema.commands;
+    this.#versions = new Versions(toSchema(schema).versions);
     this.#id = options.id ?? 1;
     this.#slowApplyMs = options.slowApplyMs ?? 50;
     this.metrics = options.metrics ?? new StoreMetrics();
     this.state = {
-      collections: makeCollections(schema.collections),
+      collections: makeCollections(this.#versions),
       lastTimestamp: 0,
       appliedIndex: 0,
       effects: initialEffects(),
       checkpoints: [],
       peers: new Map(),
       schedules: new Map(),
+      schema: this.#versions.initialState(),
     };
     const sliceSize = options.sliceSize ?? 2000;
     this.capture = new Capture(this.state, this, {
@@ -132,8 +145,9 @@ export class StateMachine<C extends Collections, H extends Commands<C>>
     const writers: Record<string, unknown> = {};
     const transaction = () => this.#tx;
     for (const [name, c] of this.state.collections) {
-      view[name] = collectionAccess(c, false, transaction, this.capture.chunkSize);
-      writers[name] = collectionAccess(c, true, transaction, this.capture.chunkSize);
+      const indexNames = this.#versions.indexNames(name);
+      view[name] = collectionAccess(c, false, transaction, this.capture.chunkSize, indexNames);
+      writers[name] = collectionAccess(c, true, transaction, this.capture.chunkSize, indexNames);
     }
     this.view = view as ViewOf<C>;
     this.#writers = writers as StateOf<C>;
@@ -163,7 +177,7 @@ export class StateMachine<C extends Collections, H extends Commands<C>>
     const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const frames = verifySnapshot(buf); // before anything is cleared: a damaged snapshot changes nothing
     this.capture.reset({ index: 0, chunks: [] });
-    const restored = restoreFrames(this.state, frames, this.capture.chunkSize);
+    const restored = restoreFrames(this.state, frames, this.capture.chunkSize, this.#versions);
     this.emit('schedules');
     // A migrated base is re-serialised at once, so later snapshots carry current versions.
     const chunks =
@@ -219,15 +233,34 @@ export class StateMachine<C extends Collections, H extends Commands<C>>
     return this.#tx !== null;
   }
 
-  checkCommand(name: string): void {
-    if (typeof this.#handlers[name] !== 'function')
-      throw new PrevailError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(name)}`);
+  /**
+   * The command a proposal of `name` runs under the active schema version (aliases resolved);
+   * throws UNKNOWN_COMMAND, or VERSION_NOT_ACTIVE for a command of a later version.
+   */
+  resolveCommand(name: string): string {
+    return this.#versions.resolve(name, this.state.schema.active);
   }
 
   /** Refuses what a peer may not have this node propose (see ClusterLink): only commands, and the store requests followers forward. */
-  checkForwarded(request: EntryBody): void {
-    if (request.type === 'command') this.checkCommand(request.name);
-    else checkForwardedSystem(request.kind, request.data);
+  checkForwarded(request: EntryBody): EntryBody {
+    if (request.type === 'command') return { ...request, name: this.resolveCommand(request.name) };
+    checkForwardedSystem(request.kind, request.data);
+    return request;
+  }
+
+  /** The active schema version: what proposals are encoded under. */
+  activeVersion(): number {
+    return this.state.schema.active;
+  }
+
+  /** The replicated schema state, and the range this code supports. */
+  schemaState(): Readonly<SchemaState> & { readonly code: readonly [number, number] } {
+    return { ...this.state.schema, code: [this.#versions.min, this.#versions.max] };
+  }
+
+  /** The schema version a replay from this node's newest snapshot starts under (the oldest its code still needs). */
+  replayVersion(): number {
+    return versionAt(this.state.schema, this.capture.status().baseIndex, this.#versions.min);
   }
 
   appliedIndex(): number {
@@ -285,7 +318,7 @@ export class StateMachine<C extends Collections, H extends Commands<C>>
       this.state.lastTimestamp = Math.max(this.state.lastTimestamp, entry.proposedAt);
       return entry.type === 'system'
         ? this.#runSystem(entry.kind, entry.data as any, index, term)
-        : this.#execute(entry.name, entry.args, index, term);
+        : this.#command(entry.name, entry.args, entry.version, index, term);
     } finally {
       if (index % CHECKPOINT_EVERY === 0) {
         this.state.checkpoints.push([index, hexOf(this.state.effects)]);
@@ -294,7 +327,27 @@ export class StateMachine<C extends Collections, H extends Commands<C>>
     }
   }
 
-  // Runs a user command's handler atomically (its changes are undone if it throws).
+  // A command entry runs with the handler of the version it was proposed under, which must
+  // be the active one: one proposed before an activation and committed after it is refused,
+  // on every replica alike (the proposer retries it under the new version).
+  #command(name: string, args: unknown, version: number, index: number, term: number): unknown {
+    const active = this.state.schema.active;
+    if (version < active)
+      throw new PrevailError(
+        ErrorCodes.SCHEMA_CHANGED,
+        `entry ${index}: ${JSON.stringify(name)} was proposed under schema version ${version}, and version ${active} became active before it was committed: not applied`,
+        { index, version: active },
+      );
+    if (version > active)
+      throw new PrevailError(
+        ErrorCodes.VERSION_NOT_ACTIVE,
+        `entry ${index}: ${JSON.stringify(name)} was proposed under schema version ${version}, which is not active (${active}): not applied`,
+        { index, version },
+      );
+    return this.#execute(name, args, index, term);
+  }
+
+  // Runs a user command's handler (of the active version) atomically: its changes are undone if it throws.
   #execute(
     name: string,
     args: unknown,
@@ -302,13 +355,7 @@ export class StateMachine<C extends Collections, H extends Commands<C>>
     term: number,
     scheduled?: { id: string; due: number },
   ): unknown {
-    const handler = this.#handlers[name];
-    if (typeof handler !== 'function') {
-      throw fatal(
-        ErrorCodes.UNKNOWN_COMMAND,
-        `entry ${index} names command ${JSON.stringify(name)}, which this code does not define; stopping rather than diverging`,
-      );
-    }
+    const handler = this.#versions.handler(name, this.state.schema.active, index);
     const undo: Undo[] = [];
     this.#tx = undo;
     try {
@@ -365,9 +412,13 @@ export class StateMachine<C extends Collections, H extends Commands<C>>
     switch (kind) {
       case 'peer':
         this.state.peers.set(data.id, data.channel);
+        if (isVersionRange(data.schema))
+          this.state.schema.support.set(data.id, [data.schema[0], data.schema[1]]);
         return undefined;
+      case 'activate':
+        return this.#activate(data?.version, index, term);
       case 'schedule': {
-        this.checkCommand((data as ScheduleData).name); // nothing changed yet
+        this.resolveCommand((data as ScheduleData).name); // nothing changed yet
         const id = addSchedule(this.state.schedules, data as ScheduleData, index);
         this.emit('schedules');
         return id;
@@ -385,6 +436,65 @@ export class StateMachine<C extends Collections, H extends Commands<C>>
           `entry ${index} is a store entry of unknown kind ${JSON.stringify(kind)}`,
         );
     }
+  }
+
+  // Activates schema version `target` at this entry, on every replica: each version's
+  // migrations, its indexes, its upgrade hook, in one undoable step (a migration that throws
+  // leaves the active version and every object as they were, on every replica alike).
+  #activate(target: unknown, index: number, term: number): { activated: boolean; active: number } {
+    const schema = this.state.schema;
+    const from = schema.active;
+    if (!Number.isSafeInteger(target) || (target as number) <= from)
+      return { activated: false, active: from };
+    foldNumber(this.state.effects, target as number);
+    // A store that never held an object starts at the target: nothing to migrate (and code
+    // without the versions before it can start a new cluster).
+    const fresh = schema.activations.length === 0 && this.#neverWritten();
+    const path = fresh ? [target as number] : range(from + 1, target as number);
+    const steps = path.map((v) => this.#versions.need(v, index)); // fatal before anything changes
+    const undo: Undo[] = [];
+    this.#tx = undo;
+    try {
+      for (const step of steps) this.#migrateTo(step, index, term, fresh);
+      this.#foldEffects(undo);
+    } catch (err) {
+      rollback(undo, this.capture.chunkSize);
+      const before = this.#versions.get(from);
+      if (before) installIndexes(this.state.collections, before);
+      if (isFatal(err)) throw err;
+      throw new PrevailError(
+        ErrorCodes.MIGRATION_FAILED,
+        `activating schema version ${String(target)} at entry ${index} failed, nothing changed: ${(err as Error)?.message ?? err}`,
+        { index, version: target as number, cause: err },
+      );
+    } finally {
+      this.#tx = null;
+    }
+    schema.active = target as number;
+    schema.activations.push([index, target as number]);
+    debug('node %d: schema version %d active from entry %d', this.#id, target, index);
+    this.emit('schema');
+    return { activated: true, active: schema.active };
+  }
+
+  #neverWritten(): boolean {
+    for (const c of this.state.collections.values()) if (c.nextId !== 1) return false;
+    return true;
+  }
+
+  #migrateTo(version: SchemaVersion, index: number, term: number, fresh: boolean): void {
+    if (fresh) return installIndexes(this.state.collections, version);
+    const ctx = this.#context(index, term);
+    const writers = this.#writers as Record<string, CollectionWriter<any>>;
+    for (const [name, migrate] of Object.entries(version.migrate)) {
+      const c = this.state.collections.get(name)!;
+      for (const obj of [...c.objects.values()])
+        writers[name]!.update(obj.id, (o) => migrate(o, ctx) as object);
+    }
+    installIndexes(this.state.collections, version); // keyed on the migrated objects
+    const result = version.upgrade?.(this.#writers, ctx);
+    if (isThenable(result))
+      throw refuseAsync(result, `upgrade to version ${version.version}`, index);
   }
 
   #fire(
@@ -429,6 +539,9 @@ export class StateMachine<C extends Collections, H extends Commands<C>>
       channels.slowApply.publish({ id: this.#id, index, durationMs, command: name });
   }
 }
+
+const range = (from: number, to: number): number[] =>
+  Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 // A handler returned a promise: it went on (or will) after this entry was applied, outside
 // the command. Refused the same way on every replica and on every replay: its changes are

@@ -208,12 +208,12 @@ describe('an entry this replica cannot apply', () => {
 
       await expect(open({ schema: older, dataDir: dir })).rejects.toMatchObject({
         code: 'PREVAIL_UNKNOWN_COMMAND',
-        index: 3,
+        index: 4, // after the configuration, the node's schema-support record and put
       });
       // Again (a supervisor's restart): the same coded rejection, nothing changed on disk.
       await expect(open({ schema: older, dataDir: dir })).rejects.toMatchObject({
         code: 'PREVAIL_UNKNOWN_COMMAND',
-        index: 3,
+        index: 4,
       });
 
       const fixed = await open({ schema: newer, dataDir: dir });
@@ -681,7 +681,7 @@ describe('prevail serve on an entry it cannot apply', () => {
         const exit = await serve.waitExit(20_000);
         expect(exit).toEqual({ code: 1, signal: null });
         expect(serve.output).toMatch(
-          /prevail serve: PREVAIL_UNKNOWN_COMMAND: entry 3 names command "extra"/,
+          /prevail serve: PREVAIL_UNKNOWN_COMMAND: entry 4 names command "extra"/,
         );
       }
     } finally {
