@@ -166,7 +166,7 @@ export class ClusterLink extends EventEmitter {
   // The leader's standing verdict (diverged replicas, until resynced) and its last round's.
   #standing = new Map<number, Diverged>();
   #published: PublishedVerdict | null = null;
-  #lastSplit = -1;
+  #lastSplit = ''; // which nodes disagreed how, as last reported (a lasting split is reported once)
   // Whether this replica diverged, as learned from the leader (or judged, on the leader).
   #self: Diverged | null = null;
   #lastVerdictFetch = 0;
@@ -752,10 +752,10 @@ export class ClusterLink extends EventEmitter {
     for (const d of added) this.emit('divergence', { ...d, leader } satisfies DivergenceInfo);
     // Its own entry, if the leader is the odd one, was reported just above.
     this.#self = selfVerdict(leader, this.#self, this.#published);
-    if (round.split && round.split.index > this.#lastSplit) {
-      this.#lastSplit = round.split.index;
+    const split = round.split && JSON.stringify(round.split.hashes.map((h) => h.nodes));
+    if (round.split && split !== this.#lastSplit)
       this.emit('split', { ...round.split, leader } satisfies SplitInfo);
-    }
+    this.#lastSplit = split ?? '';
   }
 
   /** The leader's standing verdict: its own on the leader, else as last fetched from the current leader; null when unknown. */

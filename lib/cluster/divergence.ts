@@ -1,7 +1,8 @@
 // The divergence detector's verdict, as pure functions (the link gathers the checkpoints and
 // publishes the result). Every replica keeps (index, effects hash) checkpoints; at an index
-// held by several, the hash that a majority of those reporting it agree on is the reference,
-// whoever leads. The effects hash is a running one: once a replica's history differs, every
+// held by several, the hash held by a majority of the members reporting (this round, at any
+// index: a lagging member that lacks the index still counts, so two of five never outvote
+// three) is the reference, whoever leads. The effects hash is a running one: once a replica's history differs, every
 // later checkpoint differs too, so agreeing again at a later index means its data was replaced
 // (a resync from the leader's snapshot), never that it healed by itself.
 
@@ -21,7 +22,7 @@ export interface Diverged {
   majority: number[];
 }
 
-/** Replicas whose hashes differ at `index` with no hash held by a majority of those reporting. */
+/** Every member reporting holds `index`, their hashes differ, and no hash is held by a majority. */
 export interface Split {
   index: number;
   hashes: { hash: string; nodes: number[] }[];
@@ -70,9 +71,11 @@ export function judge(reports: CheckpointReports): Verdict {
   let split: Split | null = null;
   for (const index of sharedIndices(reports)) {
     const groups = groupsAt(reports, index);
-    const total = [...groups.values()].reduce((n, g) => n + g.length, 0);
-    const top = [...groups].find(([, nodes]) => nodes.length * 2 > total);
+    const holding = [...groups.values()].reduce((n, g) => n + g.length, 0);
+    const top = [...groups].find(([, nodes]) => nodes.length * 2 > reports.size);
     if (!top) {
+      // Where some member lacks the index yet (lagging), it may still settle it: not a split.
+      if (holding < reports.size) continue;
       split = {
         index,
         hashes: [...groups]

@@ -100,8 +100,9 @@ describe('judge', () => {
           for (const [index, hash] of [...checkpoints].sort((a, b) => a[0] - b[0])) {
             const at = [...r.values()].flatMap((c) => c.filter(([i]) => i === index));
             if (at.length < 2) continue;
+            // A majority of the members reporting, not only of those holding the index.
             const top = ['x', 'y', 'z'].find(
-              (h) => at.filter(([, x]) => x === h).length * 2 > at.length,
+              (h) => at.filter(([, x]) => x === h).length * 2 > r.size,
             );
             if (top !== undefined) last = { agrees: hash === top };
           }
@@ -111,7 +112,8 @@ describe('judge', () => {
           if (named) {
             const at = [...r].filter(([, c]) => c.some(([i]) => i === named.index));
             expect(named.actual).not.toBe(named.expected);
-            expect(named.majority.length * 2).toBeGreaterThan(at.length);
+            expect(named.majority.length * 2).toBeGreaterThan(r.size);
+            expect(at.length).toBeGreaterThanOrEqual(named.majority.length + 1);
             for (const m of named.majority)
               expect(r.get(m)!.find(([i]) => i === named.index)![1]).toBe(named.expected);
           }
@@ -134,6 +136,37 @@ describe('judge', () => {
     const w = judge(reports({ 1: [[64, 'p']], 2: [[64, 'q']], 3: [[64, 'q']] }));
     expect(w.split).toBeNull();
     expect(w.diverged.map((d) => [d.node, d.majority])).toEqual([[1, [2, 3]]]);
+  });
+
+  test('a member that lacks the index yet counts: two of three agreeing decide, two differing wait', () => {
+    const lagging: [number, string][] = [[64, 'p']];
+    const v = judge(
+      reports({
+        1: [
+          [64, 'p'],
+          [128, 'p'],
+        ],
+        2: [
+          [64, 'p'],
+          [128, 'q'],
+        ],
+        3: lagging,
+      }),
+    );
+    expect(v).toEqual({
+      diverged: [],
+      agreed: new Map([
+        [1, 64],
+        [2, 64],
+        [3, 64],
+      ]),
+      split: null,
+    });
+    // Two of five agreeing at an index the other three lack is not a majority.
+    const five = judge(
+      reports({ 1: [[64, 'p']], 2: [[64, 'p']], 3: [[64, 'q']], 4: [[0, 'z']], 5: [[0, 'z']] }),
+    );
+    expect(five.diverged).toEqual([]);
   });
 
   test('a lone reporter, or no shared index, is no verdict', () => {
