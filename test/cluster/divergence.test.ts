@@ -106,6 +106,12 @@ describe('divergence: majority verdict, readiness, resync', () => {
       100,
     );
     expect(oddHealth).toMatchObject({ ready: false, diverged: { index: verdict.index, majority } });
+    // The service's GET /health/ready on it: 503, saying why.
+    const [status, body] =
+      await odd.call<[number, { code: string; message: string }]>('healthRoute');
+    expect([status, body.code]).toEqual([503, 'PREVAIL_NOT_READY']);
+    expect(body).toMatchObject({ diverged: { index: verdict.index, majority } });
+    expect(body.message).toMatch(/diverged from the majority/);
     expect(odd.events.find((e) => e.event === 'divergence')).toMatchObject({
       node: oddId,
       majority,
@@ -131,7 +137,10 @@ describe('divergence: majority verdict, readiness, resync', () => {
       async () => {
         const h = await back.call<Health>('health');
         const s = await leader.call<StoreStatus>('status');
-        return h.ready && h.diverged === null && s.divergence.diverged.length === 0;
+        const [status] = await back.call<[number]>('healthRoute');
+        return (
+          h.ready && h.diverged === null && s.divergence.diverged.length === 0 && status === 200
+        );
       },
       30_000,
       100,
@@ -155,6 +164,52 @@ describe('divergence: majority verdict, readiness, resync', () => {
       expect([n.spec.id, acked.filter(([k, v]) => keys.get(k) !== v)]).toEqual([n.spec.id, []]);
     }
   }, 180_000);
+});
+
+describe('divergence: the leader as the odd one', () => {
+  let cluster: Cluster;
+  const markers = tempDir('prevail-divergence-');
+  afterAll(async () => {
+    await cluster?.stop();
+    rmSync(markers, { recursive: true, force: true });
+  });
+
+  test('the majority outvotes the leader: it names itself, and it is the one not ready', async () => {
+    cluster = await Cluster.create(3, { ...timing, skewDir: markers }, fixtures.store);
+    const leader = await cluster.leader();
+    const followers = cluster.others(leader);
+    const majority = sorted(followers.map((n) => n.spec.id));
+    writeFileSync(join(markers, `odd-${leader.spec.id}`), '');
+    await leader.call<Write>('propose', { name: 'stamp', args: { key: 's', value: 'v' } });
+    await writeSome(leader, 'a', 140);
+    const named = await waitFor(
+      'the leader to name itself',
+      async () => {
+        const s = await leader.call<StoreStatus>('status');
+        return s.divergence.diverged[0];
+      },
+      20_000,
+      100,
+    );
+    expect(named).toMatchObject({ node: leader.spec.id, majority });
+    expect(leader.events.find((e) => e.event === 'divergence')).toMatchObject({
+      node: leader.spec.id,
+      majority,
+      judgedBy: leader.spec.id,
+    });
+    expect(await leader.call<Health>('health')).toMatchObject({
+      leader: true,
+      ready: false,
+      diverged: { majority },
+    });
+    for (const n of followers) {
+      await waitFor(`follower ${n.spec.id} to see the verdict`, async () => {
+        const s = await n.call<StoreStatus>('status');
+        return s.divergence.diverged[0]?.node === leader.spec.id;
+      });
+      expect(await n.call<Health>('health')).toMatchObject({ ready: true, diverged: null });
+    }
+  }, 120_000);
 });
 
 // The procedure of docs/operations.md, "When a replica diverges": a snapshot on the leader, the
