@@ -136,7 +136,7 @@ const LEASE_FRACTION = 0.9;
 
 /**
  * Events: 'divergence' (DivergenceInfo: on the leader once per diverged replica, on a replica
- * when it learns it diverged), 'split' (SplitInfo, on the leader, once per index).
+ * when it learns it diverged), 'split' (SplitInfo, on the leader, once per way the replicas split).
  * The applied index reaches it through onApplied().
  */
 export class ClusterLink extends EventEmitter {
@@ -685,7 +685,10 @@ export class ClusterLink extends EventEmitter {
           this.#learn(published);
         }
       },
-      () => undefined,
+      // A leader that doesn't answer it (an older build, mid-upgrade): ask again in 10 s, not 1.
+      () => {
+        this.#lastVerdictFetch = performance.now() + 9000;
+      },
     );
   }
 
