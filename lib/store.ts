@@ -16,11 +16,13 @@ import {
   ClusterLink,
   type DivergenceInfo,
   type Health,
+  type SplitInfo,
   type LinkOptions,
   type ReadOptions,
   type WriteOptions,
 } from './cluster/cluster-link.js';
 import type { TlsOptions } from './engine/member-transport.js';
+import type { Diverged, Split } from './cluster/divergence.js';
 import { StoreMetrics, channels, kMetrics, type MetricsSnapshot } from './metrics.js';
 import {
   LeaderJobs,
@@ -123,7 +125,20 @@ type StoreStatus = RaftNodeStatus & {
   capture: { baseIndex: number; tail: number; running: boolean };
   effects: { index: number; hash: string };
   schema: SchemaStatus;
+  divergence: DivergenceStatus;
 };
+
+/** The divergence detector's findings as this node knows them (docs/operations.md, "When a replica diverges"). */
+export interface DivergenceStatus {
+  /** This replica, when it diverged from the majority (not ready until resynced). */
+  self: Health['diverged'];
+  /** Whose verdict the rest is (the leader's), or null when none is known yet. */
+  leader: number | null;
+  /** The replicas that leader names as diverged. */
+  diverged: Diverged[];
+  /** Replicas that disagree with no majority among those reporting (the newest such index), or null. */
+  split: Split | null;
+}
 
 export class Store<C extends Collections, H extends Commands<C>> extends EventEmitter {
   readonly node: RaftNode<unknown>;
@@ -145,6 +160,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     this.#link = link;
     machine.onApplied = (index) => link.onApplied(index);
     link.on('divergence', (info: DivergenceInfo) => this.#diverged(info));
+    link.on('split', (info: SplitInfo) => this.#split(info));
     this.#jobs = new LeaderJobs<Store<C, H>>({
       node,
       store: this,
@@ -417,22 +433,41 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
     })().finally(() => process.nextTick(() => this.emit('error', err)));
   }
 
-  // A replica's effects differ from the leader's at the same index: some command is not
+  // A replica's effects differ from a majority's at the same index: some command is not
   // deterministic (Date.now(), Math.random(), I/O, iteration order of something unordered…).
+  // Reported on the leader for each diverged replica, and on the replica itself.
   #diverged(info: DivergenceInfo): void {
+    const who =
+      info.node === this.node.id ? `this replica (node ${info.node})` : `replica ${info.node}`;
     const err = new PrevailError(
       ErrorCodes.DIVERGED,
-      `replica ${info.node} diverged from the leader (node ${this.node.id}) by index ${info.index}: effects hash ${info.actual}, ` +
-        `leader ${info.expected}. A command handler is not deterministic.`,
+      `${who} diverged from the majority (nodes ${info.majority.join(', ')}) by index ${info.index}: ` +
+        `effects hash ${info.actual}, majority ${info.expected} (judged by leader ${info.leader}). ` +
+        'A command handler is not deterministic; the replica is not ready until resynced.',
       { index: info.index },
     );
+    this.#reportDivergence(err, info);
+  }
+
+  // Replicas disagree and no majority agrees on one hash: nobody can tell which is right.
+  #split(info: SplitInfo): void {
+    const nodes = info.hashes.flatMap((h) => h.nodes);
+    const err = new PrevailError(
+      ErrorCodes.DIVERGED,
+      `replicas ${nodes.join(', ')} disagree at index ${info.index} and no majority of them agrees: ` +
+        info.hashes.map((h) => `${h.hash} on ${h.nodes.join(', ')}`).join('; '),
+      { index: info.index },
+    );
+    this.#reportDivergence(err, { ...info, node: null, nodes, majority: [] });
+  }
+
+  #reportDivergence(err: PrevailError, info: object): void {
     process.emitWarning(err.message, { code: ErrorCodes.DIVERGED });
     if (channels.divergence.hasSubscribers)
       channels.divergence.publish({ id: this.node.id, ...info });
-    this.emit(
-      'divergence',
-      Object.assign(err, { node: info.node, expected: info.expected, actual: info.actual }),
-    );
+    // `leader` would read as PrevailError's leader hint: the judge is `judgedBy`.
+    const { leader, ...fields } = info as { leader: number };
+    this.emit('divergence', Object.assign(err, fields, { judgedBy: leader }));
   }
 
   // The engine's snapshot interval follows the state's size; the capture decides it (Capture.snapshotThreshold).
@@ -541,6 +576,17 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       capture: this.#machine.capture.status(),
       effects: this.#machine.effects(),
       schema: this.schemaStatus(),
+      divergence: this.#divergence(),
+    };
+  }
+
+  #divergence(): DivergenceStatus {
+    const v = this.#link.verdict();
+    return {
+      self: this.#link.health().diverged,
+      leader: v?.leader ?? null,
+      diverged: v?.diverged ?? [],
+      split: v?.split ?? null,
     };
   }
 

@@ -17,8 +17,8 @@
 // leads, a follower of the other build is run for a moment as scripts/mixed-cluster-scheduler.mjs
 // (the same service from its own build's dist/, over its data dir): its schedule() and
 // unschedule() are forwarded to the leader across builds, and the leader fires the schedule.
-// At the end every node must hold every acknowledged write, and all nodes the same
-// `effects` hash at the same applied index.
+// At the end every node must hold every acknowledged write, all nodes the same `effects`
+// hash at the same applied index, and no node's log a divergence alarm.
 //
 // Values include a lone surrogate (written as entry format 3) unless --plain-only: a build
 // older than format 3 refuses such an entry, which this run reports as a failure.
@@ -594,9 +594,21 @@ async function compareNodes() {
       `effects differ at applied index ${statuses[0].appliedIndex}: ${statuses.map((s, i) => `node ${i + 1} ${JSON.stringify(s.effects)}`).join('; ')}`,
     );
   for (const node of nodes.values()) await readBackEveryWrite(node);
+  noDivergenceAlarm();
   say(
     `all nodes at applied index ${statuses[0].appliedIndex}, effects equal, ${expected.size} keys read back from each`,
   );
+}
+
+// An upgrade done this way (every node applies the same entries) must raise no divergence
+// alarm: a node's log has none (older builds warn the same way, on stderr).
+function noDivergenceAlarm() {
+  for (const node of nodes.values()) {
+    const line = readFileSync(node.log, 'utf8')
+      .split('\n')
+      .find((l) => l.includes('PREVAIL_DIVERGED'));
+    if (line) throw new Mismatch(`node ${node.id} raised a divergence alarm: ${line}`);
+  }
 }
 
 async function readBackEveryWrite(node) {

@@ -13,7 +13,8 @@ import { LeaderHistory, adminStatus } from './status.js';
 
 /** What the handler needs: a Store or a RaftNode (anything with `status()` and their events). */
 export interface AdminSource {
-  status(): RaftNodeStatus;
+  /** A Store's status also carries `divergence` (the diverged members get a badge). */
+  status(): RaftNodeStatus & { divergence?: { diverged: readonly { node: number }[] } };
   on(
     event: 'role' | 'leader',
     listener: (e: { term: number; leader: MemberRef | null }) => void,
@@ -62,6 +63,8 @@ export interface AdminMember {
   lag?: number;
   leader: boolean;
   self: boolean;
+  /** The leader's divergence verdict names this member (a Store's page): not ready until resynced. */
+  diverged: boolean;
 }
 
 /** The document served at `${basePath}/status.json` and pushed on `${basePath}/events`. */

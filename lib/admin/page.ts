@@ -39,6 +39,7 @@ th { font-size: .75rem; text-transform: uppercase; letter-spacing: .04em; color:
 td.num, th.num { text-align: right; }
 .badge { display: inline-block; padding: 0 .45rem; border-radius: 4px; font-size: .8rem; border: 1px solid var(--line); margin-right: .3rem; }
 .badge.leader { color: var(--leader); border-color: var(--leader); font-weight: 600; }
+.badge.diverged { color: var(--bad); border-color: var(--bad); font-weight: 600; }
 .lag-some { color: var(--warn); font-weight: 600; }
 .note { color: var(--muted); margin: .4rem 0 0; }
 ol { margin: 0; padding-left: 1.4rem; }
@@ -88,6 +89,7 @@ function render(s) {
     roles.appendChild(el("span", m.role, "badge"));
     if (m.leader) roles.appendChild(el("span", "leader", "badge leader"));
     if (m.self) roles.appendChild(el("span", "this node", "badge"));
+    if (m.diverged) roles.appendChild(el("span", "diverged", "badge diverged"));
     tr.appendChild(roles);
     tr.appendChild(el("td", m.matchIndex === undefined ? "\\u2014" : m.matchIndex, "num"));
     const lag = m.lag === undefined ? "\\u2014" : m.lag;

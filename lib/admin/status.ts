@@ -45,19 +45,20 @@ export class LeaderHistory {
 }
 
 export function adminStatus(
-  s: RaftNodeStatus,
+  s: RaftNodeStatus & { divergence?: { diverged: readonly { node: number }[] } },
   time: number,
   leaderChanges: LeaderChange[],
   certificateNotAfter: number | null = null,
 ): AdminStatus {
   const isLeader = s.role === 'leader';
   const self = s.members.find((m) => m.id === s.id);
+  const diverged = new Set(s.divergence?.diverged.map((d) => d.node) ?? []);
   return {
     ...s,
     time,
     address: self?.address ?? '',
     lagKnown: isLeader,
-    members: s.members.map((m) => adminMember(s, m, isLeader)),
+    members: s.members.map((m) => adminMember(s, m, isLeader, diverged)),
     leaderChanges,
     certificateNotAfter,
     certificateExpiring:
@@ -69,6 +70,7 @@ function adminMember(
   s: RaftNodeStatus,
   m: RaftNodeStatus['members'][number],
   isLeader: boolean,
+  diverged: ReadonlySet<number>,
 ): AdminMember {
   const member: AdminMember = {
     id: m.id,
@@ -76,6 +78,7 @@ function adminMember(
     role: m.role,
     leader: m.id === s.leader?.id,
     self: m.id === s.id,
+    diverged: diverged.has(m.id),
   };
   if (isLeader && m.matchIndex !== undefined) {
     member.matchIndex = m.matchIndex;

@@ -22,6 +22,14 @@ import type { RaftNode } from '../engine/raft-node.js';
 import { checkConsistency, type Consistency } from './consistency.js';
 import { activationTarget, checkActivation, sameRange, type Support } from './activation.js';
 import { isVersionRange } from '../store/versions.js';
+import {
+  carryOver,
+  judge,
+  selfVerdict,
+  type Diverged,
+  type PublishedVerdict,
+  type Split,
+} from './divergence.js';
 
 export type { Consistency } from './consistency.js';
 
@@ -57,6 +65,11 @@ export interface Health {
   leaderCommitIndex: number | null;
   /** leaderCommitIndex − appliedIndex, or null when unknown. */
   lag: number | null;
+  /**
+   * This replica's effects differ from those a majority agrees on (from the first differing
+   * checkpoint): not ready until it is resynced. Null when not known to have diverged.
+   */
+  diverged: { index: number; expected: string; actual: string; majority: number[] } | null;
 }
 
 export interface LinkOptions {
@@ -103,12 +116,14 @@ export interface LinkParts {
   readonly metrics: StoreMetrics;
 }
 
-/** Seen on the leader: a replica's effects hash differs from its own at the same index. */
-export interface DivergenceInfo {
-  index: number;
-  node: number;
-  expected: string;
-  actual: string;
+/** A replica's effects hash differs from a majority's at the same index, as judged by `leader`. */
+export interface DivergenceInfo extends Diverged {
+  leader: number;
+}
+
+/** Replicas disagree at an index and no majority of those reporting agrees, as seen by `leader`. */
+export interface SplitInfo extends Split {
+  leader: number;
 }
 
 interface Waiter {
@@ -136,7 +151,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LEASE_FRACTION = 0.9;
 
 /**
- * Events: 'divergence' (DivergenceInfo, on the leader, once per replica).
+ * Events: 'divergence' (DivergenceInfo: on the leader once per diverged replica, on a replica
+ * when it learns it diverged), 'split' (SplitInfo, on the leader, once per way the replicas split).
  * The applied index reaches it through onApplied().
  */
 export class ClusterLink extends EventEmitter {
@@ -165,7 +181,18 @@ export class ClusterLink extends EventEmitter {
   #leaderCommit: { index: number; at: number; leader: number } | null = null;
   #announcing: Promise<unknown> | null = null; // an announcement in flight
   #lastCompare = 0;
-  #diverged = new Set<number>(); // replicas already reported (once each)
+  #comparing = false;
+  // The leader's standing verdict (diverged replicas, until resynced) and its last round's.
+  #standing = new Map<number, Diverged>();
+  #published: PublishedVerdict | null = null;
+  #lastSplit = ''; // which nodes disagreed how, as last reported (a lasting split is reported once)
+  // Whether this replica diverged, as learned from the leader (or judged, on the leader).
+  #self: Diverged | null = null;
+  #lastVerdictFetch = 0;
+  #fetched: PublishedVerdict | null = null; // a follower's copy of its leader's verdict
+  // 'divergence' goes over its own connection: a leader built before it knew the request
+  // closes the connection that asks (peer-channel.ts), which must not be the one forwarding writes.
+  #verdictClients = new Map<string, PeerClient>();
 
   private constructor(parts: LinkParts, options: LinkOptions) {
     super();
@@ -609,12 +636,19 @@ export class ClusterLink extends EventEmitter {
       leaderCommitIndex = this.#leaderCommit.index;
     }
     const lag = leaderCommitIndex === null ? null : Math.max(0, leaderCommitIndex - appliedIndex);
+    const d = this.#self;
     return {
       leader: s.role === 'leader',
-      ready: s.leader !== null && lag !== null && lag <= this.#readyMaxLag,
+      ready: s.leader !== null && lag !== null && lag <= this.#readyMaxLag && d === null,
       appliedIndex,
       leaderCommitIndex,
       lag,
+      diverged: d && {
+        index: d.index,
+        expected: d.expected,
+        actual: d.actual,
+        majority: [...d.majority],
+      },
     };
   }
 
@@ -627,6 +661,7 @@ export class ClusterLink extends EventEmitter {
     if (type === 'propose' || type === 'proposeSystem')
       return this.#proposeForwarded(forwardedBody(type, body));
     if (type === 'checkpoints') return this.#replica.checkpoints();
+    if (type === 'divergence') return this.#leads() ? this.#published : null;
     if (type === 'announce') {
       const { id, channel, schema } = announcement(body, from, this.#node);
       const recorded = this.#replica.schemaState().support.get(id);
@@ -743,6 +778,38 @@ export class ClusterLink extends EventEmitter {
         },
         () => undefined,
       );
+    if (performance.now() - this.#lastVerdictFetch > 1000) {
+      this.#lastVerdictFetch = performance.now();
+      this.#fetchVerdict(channel, leader.id);
+    }
+  }
+
+  // A follower learns the leader's verdict (from its current leader only) and whether it names it.
+  #fetchVerdict(channel: string, leader: number): void {
+    let c = this.#verdictClients.get(channel);
+    if (!c) {
+      c = new PeerClient(channel, this.#dial);
+      this.#verdictClients.set(channel, c);
+    }
+    c.request('divergence', null, 1000).then(
+      (v) => {
+        const published = v as PublishedVerdict | null;
+        if (published && published.leader === leader && this.#node.leader?.id === leader) {
+          this.#fetched = published;
+          this.#learn(published);
+        }
+      },
+      // A leader that doesn't answer it (an older build, mid-upgrade): ask again in 10 s, not 1.
+      () => {
+        this.#lastVerdictFetch = performance.now() + 9000;
+      },
+    );
+  }
+
+  #learn(published: PublishedVerdict): void {
+    const before = this.#self;
+    this.#self = selfVerdict(this.#node.id, before, published);
+    if (this.#self && !before) this.emit('divergence', { ...this.#self, leader: published.leader });
   }
 
   #trackAnnouncement(done: Promise<unknown>): void {
@@ -755,32 +822,63 @@ export class ClusterLink extends EventEmitter {
       });
   }
 
-  // The divergence detector, on the leader: each replica's recent checkpoints against ours.
+  // The divergence detector, on the leader: every member's recent checkpoints (ours too),
+  // judged by majority (divergence.ts), then published for the replicas to fetch.
   #compareReplicas(): void {
-    const mine = new Map(this.#replica.checkpoints());
-    if (mine.size === 0) return;
-    for (const [id, channel] of this.#replica.peers()) {
-      if (id === this.#node.id || this.#diverged.has(id)) continue;
-      this.#client(channel)
-        .request('checkpoints', null, 1000)
-        .then(
-          (theirs) => {
-            for (const [index, hash] of theirs as [number, string][]) {
-              const expected = mine.get(index);
-              if (expected !== undefined && expected !== hash && !this.#diverged.has(id)) {
-                this.#diverged.add(id);
-                this.emit('divergence', {
-                  index,
-                  node: id,
-                  expected,
-                  actual: hash,
-                } satisfies DivergenceInfo);
-              }
-            }
-          },
-          () => undefined,
-        );
-    }
+    if (this.#comparing) return;
+    this.#comparing = true;
+    this.#gatherCheckpoints()
+      .then((reports) => this.#judged(reports))
+      .catch((err: unknown) =>
+        debug('node %d: comparing replicas failed: %s', this.#node.id, (err as Error).message),
+      )
+      .finally(() => {
+        this.#comparing = false;
+      });
+  }
+
+  async #gatherCheckpoints(): Promise<Map<number, readonly (readonly [number, string])[]>> {
+    const self = this.#node.id;
+    const members = new Set(this.#node.status().members.map((m) => m.id));
+    const reports = new Map<number, readonly (readonly [number, string])[]>();
+    reports.set(self, [...this.#replica.checkpoints()]);
+    const asks = [...this.#replica.peers()]
+      .filter(([id]) => id !== self && members.has(id))
+      .map(async ([id, channel]) => {
+        const theirs = await this.#client(channel).request('checkpoints', null, 1000);
+        reports.set(id, theirs as [number, string][]);
+      });
+    await Promise.allSettled(asks);
+    return reports;
+  }
+
+  #judged(reports: Map<number, readonly (readonly [number, string])[]>): void {
+    if (this.#closed || !this.#leads()) return;
+    const leader = this.#node.id;
+    const members = new Set(this.#node.status().members.map((m) => m.id));
+    const round = judge(reports);
+    const { standing, added } = carryOver(this.#standing, round, members);
+    this.#standing = standing;
+    this.#published = {
+      leader,
+      diverged: [...standing.values()],
+      agreed: [...round.agreed],
+      split: round.split,
+    };
+    for (const d of added) this.emit('divergence', { ...d, leader } satisfies DivergenceInfo);
+    // Its own entry, if the leader is the odd one, was reported just above.
+    this.#self = selfVerdict(leader, this.#self, this.#published);
+    const split = round.split && JSON.stringify(round.split.hashes.map((h) => h.nodes));
+    if (round.split && split !== this.#lastSplit)
+      this.emit('split', { ...round.split, leader } satisfies SplitInfo);
+    this.#lastSplit = split ?? '';
+  }
+
+  /** The leader's standing verdict: its own on the leader, else as last fetched from the current leader; null when unknown. */
+  verdict(): PublishedVerdict | null {
+    if (this.#leads()) return this.#published;
+    const v = this.#fetched;
+    return v && v.leader === this.#node.leader?.id ? v : null;
   }
 
   /** Stops serving peers; waits for an index reject with CLOSED, or with `failure`'s code when the node stopped on one. */
@@ -804,6 +902,7 @@ export class ClusterLink extends EventEmitter {
       );
     }
     for (const c of this.#clients.values()) c.close();
+    for (const c of this.#verdictClients.values()) c.close();
     await this.#server.close();
   }
 }

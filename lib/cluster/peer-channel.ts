@@ -22,6 +22,7 @@ export const PEER_REQUESTS: ReadonlySet<string> = new Set([
   'propose',
   'proposeSystem',
   'checkpoints',
+  'divergence',
   'announce',
   'readIndex',
 ]);

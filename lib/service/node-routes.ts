@@ -18,6 +18,7 @@ export function status({ store, insecure }: RouteContext): unknown {
     snapshot: s.snapshot,
     health: store.health(),
     effects: s.effects, // the divergence detector's running hash at this node's applied index
+    divergence: s.divergence, // its verdict: this replica, and the replicas the leader names
     insecure: insecure === true,
     security: s.security, // how members reach this node: 'tls', 'insecure' (plain TCP) or 'none'
     certificateNotAfter: notAfterOf(store),
@@ -49,14 +50,18 @@ export function healthReady({ store }: RouteContext): [number, unknown] {
     appliedIndex: h.appliedIndex,
     leaderCommitIndex: h.leaderCommitIndex,
     lag: h.lag,
+    diverged: h.diverged,
   };
   if (h.ready) return [200, { ready: true, ...figures }];
-  throw new HttpError(
-    503,
-    ErrorCodes.NOT_READY,
-    h.leaderCommitIndex === null
-      ? 'not ready: no leader is known'
-      : `not ready: ${h.lag ?? '?'} entries behind the leader's commit index ${h.leaderCommitIndex}`,
-    { leader: store.node.status().leader, ...figures },
-  );
+  throw new HttpError(503, ErrorCodes.NOT_READY, notReadyBecause(h), {
+    leader: store.node.status().leader,
+    ...figures,
+  });
+}
+
+function notReadyBecause(h: ReturnType<RouteContext['store']['health']>): string {
+  if (h.diverged)
+    return `not ready: this replica diverged from the majority (nodes ${h.diverged.majority.join(', ')}) at index ${h.diverged.index}; resync it (docs/operations.md, "When a replica diverges")`;
+  if (h.leaderCommitIndex === null) return 'not ready: no leader is known';
+  return `not ready: ${h.lag ?? '?'} entries behind the leader's commit index ${h.leaderCommitIndex}`;
 }

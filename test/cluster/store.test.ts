@@ -22,6 +22,7 @@ interface Health {
   appliedIndex: number;
   leaderCommitIndex: number | null;
   lag: number | null;
+  diverged: { index: number; majority: number[] } | null;
 }
 
 const timing = { electionTimeoutMs: 1000, heartbeatMs: 100 };
@@ -323,7 +324,8 @@ describe('the divergence detector', () => {
     await cluster?.stop();
   });
 
-  test('a nondeterministic command is caught: the leader raises PREVAIL_DIVERGED naming the replica and the index', async () => {
+  // One odd replica against a majority, and its resync: test/cluster/divergence.test.ts.
+  test('a command nondeterministic on every replica is caught: no majority, PREVAIL_DIVERGED names all three', async () => {
     cluster = await Cluster.create(3, timing, fixtures.store);
     const leader = await cluster.leader();
     // Deterministic commands first: replicas agree, so no alarm.
@@ -347,9 +349,11 @@ describe('the divergence detector', () => {
       15_000,
       50,
     );
-    expect(alarm).toMatchObject({ code: 'PREVAIL_DIVERGED' });
-    expect(cluster.running().map((n) => n.spec.id)).toContain(alarm.node);
-    expect(alarm.node).not.toBe(leader.spec.id);
+    expect(alarm).toMatchObject({ code: 'PREVAIL_DIVERGED', node: null, majority: [] });
+    expect(alarm.nodes).toEqual([1, 2, 3]);
     expect(alarm.index as number).toBeGreaterThan(70);
+    // Nobody can tell which is right: no replica is marked diverged (all stay ready).
+    const health = await Promise.all(cluster.running().map((n) => n.call<Health>('health')));
+    expect(health.map((h) => h.diverged)).toEqual([null, null, null]);
   });
 });

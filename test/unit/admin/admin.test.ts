@@ -12,6 +12,7 @@ import { chromium, type Browser } from 'playwright-core';
 
 import { adminHandler, type AdminSource, type AdminStatus } from '../../../lib/admin/admin.js';
 import { adminStatus } from '../../../lib/admin/status.js';
+import { renderPage } from '../../../lib/admin/page.js';
 import { collection, defineSchema, open, type Store } from '../../../lib/store.js';
 import { freePorts, tempDir, waitFor } from '../../helpers/cluster.js';
 
@@ -165,6 +166,7 @@ describe('admin handler over HTTP', () => {
           role: 'voter',
           leader: true,
           self: true,
+          diverged: false,
           matchIndex: expect.any(Number),
           lag: expect.any(Number),
         },
@@ -220,6 +222,18 @@ describe('admin handler over HTTP', () => {
       certificateExpiring: false,
     });
     expect(adminStatus({ ...s, security: 'insecure' }, now, []).security).toBe('insecure');
+  });
+
+  test('status marks the members the leader\'s divergence verdict names (the page\'s "diverged" badge)', () => {
+    const s = store.status();
+    // A single node judges alone (leader: 1 once it has, null before): nothing to name.
+    expect(s.divergence).toMatchObject({ self: null, diverged: [], split: null });
+    expect(adminStatus(s, Date.now(), []).members.map((m) => m.diverged)).toEqual([false]);
+    const named = { ...s.divergence, leader: 1, diverged: [{ node: 1 }] };
+    expect(
+      adminStatus({ ...s, divergence: named }, Date.now(), []).members.map((m) => m.diverged),
+    ).toEqual([true]);
+    expect(renderPage('/admin').html).toContain('"diverged", "badge diverged"');
   });
 
   test('basePath: served where asked, validated', async () => {
