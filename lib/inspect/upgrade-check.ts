@@ -55,7 +55,7 @@ export async function upgradeCheck(
     if (old) restoreSnapshot(old, path, start.base);
   }
   const result = emptyResult(data, start, old !== null);
-  result.unknownCommands = unknownCommands(fresh, start.entries);
+  result.unknownCommands = unknownCommands(fresh, start.entries, start.baseIndex);
   replay(result, fresh, old, start.entries, recordedAfter(data, start.baseIndex));
   result.stateHash = fresh.stateHash();
   if (old && result.old) {
@@ -193,26 +193,27 @@ function emptyResult(data: DataDir, start: Start, withOld: boolean): UpgradeChec
 function unknownCommands(
   machine: Machine,
   entries: ReplayEntry[],
+  startIndex: number,
 ): UpgradeCheckResult['unknownCommands'] {
   const found = new Map<string, { name: string; count: number; firstIndex: number }>();
-  for (const e of entries) {
-    const entry = decodeEntry(e.payload);
-    if (typeof entry === 'string') continue; // the replay reports it (fatal)
-    const name =
-      entry.type === 'command'
-        ? entry.name
-        : entry.kind === 'schedule'
-          ? (entry.data as { name?: unknown })?.name
-          : undefined;
-    if (typeof name !== 'string') continue;
+  const check = (name: unknown, index: number) => {
+    if (typeof name !== 'string') return;
     try {
       machine.checkCommand(name);
     } catch (err) {
       if (!isPrevailError(err) || err.code !== ErrorCodes.UNKNOWN_COMMAND) throw err;
       const seen = found.get(name);
       if (seen) seen.count++;
-      else found.set(name, { name, count: 1, firstIndex: e.index });
+      else found.set(name, { name, count: 1, firstIndex: index });
     }
+  };
+  // Schedules the start snapshot holds fire commands too (counted at the start's index).
+  for (const s of machine.schedules()) check(s.name, startIndex);
+  for (const e of entries) {
+    const entry = decodeEntry(e.payload);
+    if (typeof entry === 'string') continue; // the replay reports it (fatal)
+    if (entry.type === 'command') check(entry.name, e.index);
+    else if (entry.kind === 'schedule') check((entry.data as { name?: unknown })?.name, e.index);
   }
   return [...found.values()];
 }
