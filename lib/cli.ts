@@ -24,6 +24,10 @@ Commands:
   reload                         have each --node read its certificates and --auth
                                  file again (as SIGHUP does)
   inspect DIR [options]          read a data dir offline (prevail inspect --help)
+  upgrade-check DIR --schema NEW.mjs [--old OLD.mjs] [--json]
+                                 replay a stopped node's data dir (or a copy) with new
+                                 code: unknown commands, handler errors, effects hashes
+                                 against the old code's (prevail upgrade-check --help)
   certs ca|node|client|show      create a CA, member and client certificates, or show
                                  one (prevail certs --help)
 
@@ -268,6 +272,10 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'inspect') {
     const { runInspect } = await import('./inspect/index.js');
     return runInspect(args, process.stdout, { defaultSchema: kvSchema });
+  }
+  if (command === 'upgrade-check') {
+    const { runUpgradeCheck } = await import('./inspect/index.js');
+    return runUpgradeCheck(args, process.stdout);
   }
   if (
     command === 'certs' &&

@@ -62,7 +62,8 @@ export {
   type AdminStatus,
   type LeaderChange,
 } from './admin/admin.js';
-export { inspectDataDir, runInspect } from './inspect/index.js';
+export { inspectDataDir, runInspect, upgradeCheck, runUpgradeCheck } from './inspect/index.js';
+export type { UpgradeCheckOptions, UpgradeCheckResult } from './inspect/index.js';
 export { kvSchema } from './service/kv-schema.js';
 export type { KvStore } from './service/kv-schema.js';
 export { startService } from './service/service.js';

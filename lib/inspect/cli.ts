@@ -23,7 +23,7 @@ export interface RunInspectOptions {
 const USAGE =
   'usage: prevail inspect DIR [--at N] [--from N] [--to N] [--json] [--schema path/to/module.mjs[#exportName]]\n';
 
-function toJson(value: unknown, space?: number): string {
+export function toJson(value: unknown, space?: number): string {
   return JSON.stringify(
     value,
     function (this: Record<string, unknown>, k: string, v: unknown) {
@@ -39,7 +39,7 @@ function toJson(value: unknown, space?: number): string {
   );
 }
 
-async function loadSchema(spec: string): Promise<Schema<any, any>> {
+export async function loadSchema(spec: string): Promise<Schema<any, any>> {
   const hash = spec.lastIndexOf('#');
   const path = hash > 0 ? spec.slice(0, hash) : spec;
   const exportName = hash > 0 ? spec.slice(hash + 1) : undefined;

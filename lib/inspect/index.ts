@@ -3,3 +3,6 @@
 export * from './results.js';
 export { inspectDataDir } from './inspect.js';
 export { runInspect, type RunInspectOptions, type Sink } from './cli.js';
+export { upgradeCheck, type UpgradeCheckOptions } from './upgrade-check.js';
+export type { UpgradeCheckResult, RecordedHash, Outcome } from './upgrade-results.js';
+export { runUpgradeCheck } from './upgrade-cli.js';

@@ -4,7 +4,7 @@
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
-import { ErrorCodes, PrevailError, isPrevailError, type ErrorCode } from '../core/errors.js';
+import { ErrorCodes, PrevailError } from '../core/errors.js';
 import { pidAlive } from '../core/processes.js';
 import type { Schema } from '../store/schema.js';
 import { StateMachine } from '../store/state-machine.js';
@@ -19,8 +19,6 @@ import {
 import {
   CLOSED_RE,
   DISK_FORMAT,
-  ENTRY_TYPES,
-  HEADER_SIZE,
   OPEN_RE,
   SNAPSHOT_META_RE,
   SNAPSHOT_RE,
@@ -37,6 +35,13 @@ import {
   unreadableSnapshot,
   type RawEntry,
 } from './readers.js';
+import {
+  applyReplayEntry,
+  entryHeader,
+  logCommands,
+  restoreSnapshot,
+  type Machine,
+} from './replay.js';
 
 /**
  * Reads a data dir (of a stopped node, or a copy) and describes it: snapshots, segments,
@@ -50,6 +55,27 @@ export async function inspectDataDir(
 ): Promise<InspectResult> {
   const { at, from, to, schema } = options;
   checkOptions(options);
+  const { root, result, raw, payloads } = await readDataDir(dir);
+  const lastKnown = Math.max(result.lastIndex, result.snapshots.at(-1)?.index ?? 0);
+  const listed = listEntries(root, raw, from ?? 0, to ?? Number.MAX_SAFE_INTEGER, result.entries);
+  result.configuration = configurationAt(root, raw, result.snapshots, at ?? lastKnown);
+  if (at !== undefined && schema) {
+    result.state = rebuildState({ root, at, schema, raw, lastKnown, payloads, listed, result });
+  }
+  return result;
+}
+
+/** What a data dir holds, read and checked: the result's files part, the log's entries, the snapshots' store payloads. */
+export interface DataDir {
+  root: string;
+  result: InspectResult;
+  /** The contiguous run of log entries on disk, in index order. */
+  raw: RawEntry[];
+  payloads: Map<InspectedSnapshot, Buffer>;
+}
+
+/** Reads a data dir's identity, lock, metadata, snapshots and segments (read-only). */
+export async function readDataDir(dir: string): Promise<DataDir> {
   const root = resolve(dir);
   const names = await listDataDir(root);
   const result = emptyResult(root);
@@ -62,13 +88,7 @@ export async function inspectDataDir(
   const payloads = await readSnapshots(root, files, live, result);
   const raw = await readSegments(root, files, live, result);
   checkLogBounds(raw, result);
-  const lastKnown = Math.max(result.lastIndex, result.snapshots.at(-1)?.index ?? 0);
-  const listed = listEntries(root, raw, from ?? 0, to ?? Number.MAX_SAFE_INTEGER, result.entries);
-  result.configuration = configurationAt(root, raw, result.snapshots, at ?? lastKnown);
-  if (at !== undefined && schema) {
-    result.state = rebuildState({ root, at, schema, raw, lastKnown, payloads, listed, result });
-  }
-  return result;
+  return { root, result, raw, payloads };
 }
 
 function checkOptions({ at, from, to, schema }: InspectOptions): void {
@@ -370,17 +390,6 @@ function listEntries(
   return listed;
 }
 
-function entryHeader(e: RawEntry): InspectedEntry {
-  return {
-    index: e.index,
-    term: e.term,
-    type: ENTRY_TYPES[e.type],
-    length: e.data.length,
-    file: e.file,
-    offset: e.offset,
-  };
-}
-
 function describeEntry(root: string, e: RawEntry): InspectedEntry {
   const entry = entryHeader(e);
   if (e.type === 1) decodeCommand(entry, e.data);
@@ -421,8 +430,6 @@ function configurationAt(
   return { index: snap.configurationIndex, source: snap.metaFile, members: snap.configuration };
 }
 
-type Machine = StateMachine<any, any>;
-
 interface Rebuild {
   root: string;
   at: number;
@@ -451,7 +458,7 @@ function rebuildState(r: Rebuild): InspectedState {
   const start = base ? base.index + 1 : 1;
   checkRebuildable(r, base, start);
   const machine = new StateMachine(schema); // no captures: nothing is written
-  if (base) restoreBase(machine, join(root, base.file), r.payloads.get(base)!);
+  if (base) restoreSnapshot(machine, join(root, base.file), r.payloads.get(base)!);
   const { applied, handlerErrors } = applyLog(machine, r, start);
   const collections: Record<string, unknown[]> = {};
   const view = machine.view as Record<string, { values(): IterableIterator<unknown> }>;
@@ -488,20 +495,6 @@ function checkRebuildable(
   );
 }
 
-function restoreBase(machine: Machine, path: string, payload: Buffer): void {
-  try {
-    machine.restore(payload);
-  } catch (err) {
-    if (isPrevailError(err))
-      throw new PrevailError(err.code, `${path}: ${err.message}`, { cause: err });
-    throw unreadableSnapshot(
-      path,
-      HEADER_SIZE,
-      `the store can't restore it: ${(err as Error).message}`,
-    );
-  }
-}
-
 /** Applies the command entries in start..at; a handler's error is noted on its listed entry. */
 function applyLog(
   machine: Machine,
@@ -510,9 +503,8 @@ function applyLog(
 ): { applied: number; handlerErrors: InspectedState['handlerErrors'] } {
   const handlerErrors: InspectedState['handlerErrors'] = [];
   let applied = 0;
-  for (const e of raw) {
-    if (e.index < start || e.index > at || e.type !== 1) continue;
-    const outcome = applyEntry(machine, root, e);
+  for (const e of logCommands(root, raw, start, at)) {
+    const outcome = applyReplayEntry(machine, e);
     applied++;
     if ('error' in outcome) {
       const message = (outcome.error as Error)?.message ?? String(outcome.error);
@@ -522,25 +514,4 @@ function applyLog(
     }
   }
   return { applied, handlerErrors };
-}
-
-function applyEntry(machine: Machine, root: string, e: RawEntry): { error?: unknown } {
-  const probe = entryHeader(e);
-  const payload = decodeCommand(probe, e.data);
-  if (!payload)
-    throw corrupt(
-      join(root, e.file),
-      e.offset,
-      `entry ${e.index} is not a prevail entry (no PVE1 framing)`,
-    );
-  try {
-    return machine.applyOutcome(payload, e.index, probe.framing!.term);
-  } catch (err) {
-    const code: ErrorCode = isPrevailError(err) ? err.code : ErrorCodes.CORRUPT_ENTRY;
-    throw new PrevailError(
-      code,
-      `${join(root, e.file)}: at byte ${e.offset}: ${(err as Error).message}`,
-      { index: e.index, cause: err },
-    );
-  }
 }

@@ -10,6 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
 import { decodeEntry, packr } from '../format/entry.js';
 import { splitFrames } from '../format/snapshot.js';
+import { hexOf } from '../store/effects.js';
 
 import {
   type InspectedEntry,
@@ -405,6 +406,7 @@ export function summariseStorePayload(payload: Buffer): InspectedSnapshot['store
           lastTimestamp: rec.lastTimestamp,
           collections,
           tailEntries: 0,
+          effects: Array.isArray(rec.effects) ? hexOf([rec.effects[0], rec.effects[1]]) : null,
         };
       } else if (rec?.t === 'objs') {
         const c = (summary.collections[rec.c] ??= { version: 0, nextId: 0, objects: 0 });

@@ -38,6 +38,8 @@ export interface InspectedSnapshot {
     collections: Record<string, { version: number; nextId: number; objects: number }>;
     /** Entries after the base capture carried in the snapshot (re-applied on restore). */
     tailEntries: number;
+    /** The divergence detector's effects hash as of `baseIndex` (hex); null in a snapshot from before it was kept. */
+    effects: string | null;
   } | null;
 }
 
