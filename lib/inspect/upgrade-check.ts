@@ -196,23 +196,19 @@ function unknownCommands(
   startIndex: number,
 ): UpgradeCheckResult['unknownCommands'] {
   const found = new Map<string, { name: string; count: number; firstIndex: number }>();
-  const check = (name: unknown, index: number) => {
-    if (typeof name !== 'string') return;
-    try {
-      machine.checkCommand(name);
-    } catch (err) {
-      if (!isPrevailError(err) || err.code !== ErrorCodes.UNKNOWN_COMMAND) throw err;
-      const seen = found.get(name);
-      if (seen) seen.count++;
-      else found.set(name, { name, count: 1, firstIndex: index });
-    }
+  // A command entry needs a handler under the version it was proposed in; a schedule, under any.
+  const check = (name: unknown, index: number, version?: number) => {
+    if (typeof name !== 'string' || machine.defines(name, version)) return;
+    const seen = found.get(name);
+    if (seen) seen.count++;
+    else found.set(name, { name, count: 1, firstIndex: index });
   };
   // Schedules the start snapshot holds fire commands too (counted at the start's index).
   for (const s of machine.schedules()) check(s.name, startIndex);
   for (const e of entries) {
     const entry = decodeEntry(e.payload);
     if (typeof entry === 'string') continue; // the replay reports it (fatal)
-    if (entry.type === 'command') check(entry.name, e.index);
+    if (entry.type === 'command') check(entry.name, e.index, entry.version);
     else if (entry.kind === 'schedule') check((entry.data as { name?: unknown })?.name, e.index);
   }
   return [...found.values()];

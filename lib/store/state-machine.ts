@@ -241,6 +241,11 @@ export class StateMachine<C extends Collections, H extends Commands<C>>
     return this.#versions.resolve(name, this.state.schema.active);
   }
 
+  /** Whether this code can apply a command `name` proposed under `version` (under any version when not given). */
+  defines(name: string, version?: number): boolean {
+    return this.#versions.defines(name, version);
+  }
+
   /** Refuses what a peer may not have this node propose (see ClusterLink): only commands, and the store requests followers forward. */
   checkForwarded(request: EntryBody): EntryBody {
     if (request.type === 'command') return { ...request, name: this.resolveCommand(request.name) };

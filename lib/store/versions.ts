@@ -37,6 +37,19 @@ export class Versions {
     return this.#byVersion.get(version);
   }
 
+  /** Whether this code has a handler for `name` under `version` (any version when not given). */
+  defines(name: string, version?: number): boolean {
+    const has = (v: SchemaVersion) =>
+      typeof (Object.hasOwn(v.commands, name)
+        ? v.commands[name]
+        : Object.hasOwn(v.aliases, name)
+          ? v.commands[v.aliases[name]!]
+          : undefined) === 'function';
+    if (version === undefined) return this.list.some(has);
+    const v = this.get(version);
+    return v !== undefined && has(v);
+  }
+
   /**
    * The replicated state of a store that has applied nothing: version 1 active, on every
    * replica whatever its code (data from before schema versions is version 1 too). Code
