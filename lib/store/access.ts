@@ -35,10 +35,23 @@ export function makeCollections(versions: Versions): Map<string, CollectionImpl>
       indexes: [],
     };
     if (def.migrate) c.migrate = def.migrate;
+    if (def.migrate || (def.version ?? 1) > 1) warnDeprecatedMigrate(name);
     tables.set(name, c);
   }
   installIndexes(tables, versions.list[0]!);
   return tables;
+}
+
+// Once per collection and process: the route works (data written with it opens) but a
+// replica's shapes depend on its snapshot's index, which schema versions don't.
+const warned = new Set<string>();
+function warnDeprecatedMigrate(collection: string): void {
+  if (warned.has(collection)) return;
+  warned.add(collection);
+  process.emitWarning(
+    `collection ${collection}: \`version\`/\`migrate\` on a collection is deprecated; use schema versions (defineSchema(...).next({ collections, migrate })), docs/guide.md "Deploying new code"`,
+    { code: 'PREVAIL_DEPRECATED' },
+  );
 }
 
 // The only place objects change: maps, indices and copy-on-write overlays. `chunkSize`:

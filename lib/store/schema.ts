@@ -30,11 +30,15 @@ export const indexBuilder: IndexBuilder<any> = {
 };
 
 export interface CollectionDef<T, I extends Record<string, IndexDef<T>>> {
-  /** Schema version of this collection's objects. Default 1. */
+  /**
+   * @deprecated Use schema versions (`defineSchema(...).next({ collections, migrate })`): this
+   * older route migrates only objects read from a snapshot, so a replica's shapes depended on
+   * where its snapshot was. Still read, to open data written with it. Default 1.
+   */
   version?: number;
   /** The indexes: `(ix) => ({ byEmail: ix.unique((u) => u.email), byAge: ix.sorted((u) => u.age) })`. */
   indexes?: (ix: IndexBuilder<T>) => I;
-  /** Upgrades an object written at `fromVersion` (from a snapshot) to `version`. Must be deterministic. */
+  /** @deprecated With `version` (see there): upgrades an object read from a snapshot written at `fromVersion`. */
   migrate?: (obj: Record<string, unknown>, fromVersion: number) => Omit<T, 'id'>;
 }
 

@@ -197,6 +197,31 @@ describe('a single node deploying new code', () => {
     expect(await a.propose('deposit', { id, amount: 10 })).toBe(15); // v2: the fee
   });
 
+  it('retries commands caught by an activation under the new version (each applied once, under one version)', async () => {
+    const dir = newDir();
+    const a = await openOn(dir, v2, { activation: 'manual' });
+    const id = (await a.propose('open', { owner: 'ann' })) as number;
+    // Deposits proposed while the activation is in flight: those encoded under version 1 but
+    // committed after it fail with SCHEMA_CHANGED inside, and the store proposes them again.
+    const deposits = Array.from({ length: 40 }, () =>
+      a.proposeWithIndex('deposit', { id, amount: 10 }),
+    );
+    const activated = a.activate(2);
+    const more = Array.from({ length: 40 }, () =>
+      a.proposeWithIndex('deposit', { id, amount: 10 }),
+    );
+    const results = await Promise.all([...deposits, ...more]);
+    expect(await activated).toBe(2);
+    const at = a.schemaStatus().activations.find((x) => x.version === 2)!.index;
+    const charged = results.filter((r) => r.index > at).length;
+    expect(charged).toBeGreaterThan(0);
+    // Every deposit applied exactly once: 10 each, less 1 for those after the activation.
+    expect(a.view.accounts.get(id)?.balance).toBe(80 * 10 - charged);
+    expect(new Set(results.map((r) => r.index)).size).toBe(80);
+    // Some were proposed twice (open, 80 deposits, the activation, and the retries).
+    expect(a.metrics().proposals).toBeGreaterThan(82);
+  });
+
   it('leaves everything as it was when a migration fails, on every reopen alike', async () => {
     const dir = newDir();
     const a = await openOn(dir, v1);
