@@ -3,6 +3,7 @@
 // new for the data, aliases and retirement, and snapshots at any point giving the same state.
 import { rmSync } from 'node:fs';
 
+import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 
 import { ErrorCodes } from '../../../lib/core/errors.js';
@@ -274,6 +275,43 @@ describe('a single node deploying new code', () => {
       currency: 'EUR',
     });
     expect(b.view.accounts.get(id)?.owner).toBe('ann');
+  });
+
+  it('gives the same state on reopen wherever snapshots and the activation fall (generated runs)', async () => {
+    const step = fc.oneof(
+      fc.record({ op: fc.constant('deposit' as const), amount: fc.integer({ min: 0, max: 99 }) }),
+      fc.record({ op: fc.constant('snapshot' as const) }),
+      fc.record({ op: fc.constant('reopen' as const) }),
+      fc.record({ op: fc.constant('activate' as const) }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 14 }), async (steps) => {
+        const dir = newDir();
+        let s = await openOn(dir, v2, { activation: 'manual' });
+        const id = (await s.propose('open', { owner: 'ann' })) as number;
+        let expected = 0;
+        for (const x of steps) {
+          if (x.op === 'deposit') {
+            const fee = s.schemaStatus().active === 2 ? 1 : 0;
+            await s.propose('deposit', { id, amount: x.amount });
+            expected += x.amount - fee;
+          } else if (x.op === 'snapshot') await s.snapshot();
+          else if (x.op === 'activate') await s.activate(2);
+          else {
+            await closeAll();
+            s = await openOn(dir, v2, { activation: 'manual' });
+          }
+          expect(s.view.accounts.get(id)?.balance).toBe(expected);
+        }
+        const live = { hash: s.status().effects.hash, state: [...s.view.accounts.values()] };
+        await closeAll();
+        const again = await openOn(dir, v2, { activation: 'manual' });
+        expect([...again.view.accounts.values()]).toEqual(live.state);
+        expect(again.status().effects.hash).toBe(live.hash);
+        await closeAll();
+      }),
+      { numRuns: 8 },
+    );
   });
 
   it('writes version 1 commands as before (older builds read them) and later ones with their version', () => {
