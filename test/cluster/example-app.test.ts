@@ -643,7 +643,7 @@ describe('example app', () => {
     const old = new AppProcess({ ...env, SCHEMA_VERSION: '1' });
     apps.push(old);
     await expect(old.ready).rejects.toThrow(/PREVAIL_SCHEMA_TOO_OLD/);
-    ({ app, url } = await startApp(env));
+    ({ url } = await startApp(env));
     expect(votesOf((await http(url, 'GET', oldIssue)).body)).toBe(2);
   });
 
