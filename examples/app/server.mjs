@@ -4,6 +4,8 @@
 //   node examples/app/server.mjs     PORT (3000), DATA_DIR (./data), RAFT_ADDRESS (127.0.0.1:7001)
 //   cluster mode (npm run cluster):  NODE_ID, CLUSTER, and TLS_DIR (the members' mutual TLS:
 //                                    ca.pem, node-<NODE_ID>.pem, node-<NODE_ID>-key.pem)
+//   SCHEMA_VERSION=1                 runs the app as first shipped (schema.mjs's v1), to try
+//                                    its upgrade: start it again without, and version 2 activates
 //
 // Every POST answers only after its command is committed to the log on disk, so what a
 // browser saw acknowledged survives kill -9. Reads are plain function calls on the store's
@@ -24,7 +26,7 @@ import { footer } from './data.mjs';
 import { send, sendError } from './http.mjs';
 import { startLeaderWork } from './jobs.mjs';
 import { handle, routes } from './routes.mjs';
-import { schema } from './schema.mjs';
+import { schema as newest, v1 } from './schema.mjs';
 
 export { BODY_LIMIT } from './http.mjs';
 
@@ -48,7 +50,10 @@ export async function startApp({
   staleAfterMs = 30 * 24 * 3600_000,
   staleCheckEveryMs = 60_000,
   digestEveryMs = 60_000,
+  // The code's newest schema version: 2 (the default), or 1 for the app as first shipped.
+  schemaVersion = newest.version,
 } = {}) {
+  const schema = schemaVersion === 1 ? v1 : newest;
   const store = await open({ schema, dataDir, address: raftAddress, id, cluster, tls });
   // The cluster's admin page, mounted as any app would (members, leader, lag, live).
   const admin = adminHandler(store);
@@ -144,6 +149,13 @@ if (isMain()) {
   const raftAddress =
     process.env.RAFT_ADDRESS || (cluster?.find((m) => m.id === id)?.address ?? '127.0.0.1:7001');
   const ms = (name) => (process.env[name] === undefined ? undefined : Number(process.env[name]));
+  const schemaVersion = ms('SCHEMA_VERSION');
+  if (schemaVersion !== undefined && schemaVersion !== 1 && schemaVersion !== 2) {
+    console.error(
+      `SCHEMA_VERSION must be 1 or 2, got ${JSON.stringify(process.env.SCHEMA_VERSION)}`,
+    );
+    process.exit(2);
+  }
   const tlsDir = process.env.TLS_DIR;
   const tls = tlsDir
     ? {
@@ -162,6 +174,7 @@ if (isMain()) {
     staleAfterMs: ms('STALE_AFTER_MS'),
     staleCheckEveryMs: ms('STALE_CHECK_EVERY_MS'),
     digestEveryMs: ms('DIGEST_EVERY_MS'),
+    schemaVersion,
   });
   console.log(`prevail issues listening on ${app.url}/ (data in ${dataDir})`);
   for (const signal of ['SIGINT', 'SIGTERM']) {

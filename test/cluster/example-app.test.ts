@@ -572,6 +572,81 @@ describe('example app', () => {
     );
   });
 
+  test('its own schema upgrade: a data dir of version 1 opens with version 2, which activates, migrates and takes votes; version 1 code is then refused', async () => {
+    const dataDir = tempDir('prevail-app-');
+    dirs.push(dataDir);
+    const [port, raftPort] = await freePorts(2);
+    const env = { PORT: String(port), DATA_DIR: dataDir, RAFT_ADDRESS: `127.0.0.1:${raftPort}` };
+    const schemaOf = async (base: string) =>
+      JSON.parse((await http(base, 'GET', '/admin/status.json')).body).schema as {
+        active: number;
+        code: { oldest: number; newest: number };
+        activations: { index: number; version: number }[];
+      };
+    const votesOf = (html: string) => {
+      const m = /<span class="votes">(\d+)<\/span>/.exec(html);
+      return m ? Number(m[1]) : null;
+    };
+    const footerVersion = (html: string) =>
+      Number(/<span class="schema-version">(\d+)<\/span>/.exec(html)?.[1]);
+
+    // The app as first shipped: version 1, no votes.
+    let { app, url } = await startApp({ ...env, SCHEMA_VERSION: '1' });
+    const post = (path: string, form: Record<string, string | number> = {}) =>
+      http(url, 'POST', path, form);
+    for (const handle of ['ada', 'grace'])
+      expect(
+        (await post('/users', { handle, name: handle, email: `${handle}@example.com` })).status,
+      ).toBe(303);
+    let r = await post('/issues', { title: 'Old issue', author: 'ada', priority: 2 });
+    expect(r.status).toBe(303);
+    const oldIssue = r.location!;
+    expect(await schemaOf(url)).toMatchObject({ active: 1, code: { oldest: 1, newest: 1 } });
+    r = await http(url, 'GET', oldIssue);
+    expect(votesOf(r.body)).toBeNull();
+    expect(footerVersion(r.body)).toBe(1);
+    app.child.kill('SIGTERM');
+    expect(await app.waitExit(15_000)).toEqual({ code: 0, signal: null });
+
+    // The new code: it replays version 1's entries, then activates version 2 at open (a single
+    // voter), whose migration gives the existing issue its voters.
+    ({ app, url } = await startApp(env));
+    const status = await schemaOf(url);
+    expect(status).toMatchObject({ active: 2, code: { oldest: 1, newest: 2 } });
+    expect(status.activations).toEqual([{ index: expect.any(Number), version: 2 }]);
+    r = await http(url, 'GET', oldIssue);
+    expect(votesOf(r.body)).toBe(0);
+    expect(footerVersion(r.body)).toBe(2);
+    r = await http(url, 'POST', `${oldIssue}/votes`, { voter: 'ada' });
+    expect(r).toMatchObject({ status: 303, location: `${oldIssue}#votes` });
+    r = await http(url, 'POST', `${oldIssue}/votes`, { voter: 'ada' });
+    expect(r.status).toBe(422);
+    expect(errorOf(r.body)).toBe('@ada has already voted for this issue.');
+    expect((await http(url, 'POST', `${oldIssue}/votes`, { voter: 'grace' })).status).toBe(303);
+    // an issue created under version 2 starts with no votes
+    r = await http(url, 'POST', '/issues', { title: 'New issue', author: 'grace', priority: 3 });
+    expect(r.status).toBe(303);
+    const newIssue = r.location!;
+    expect(votesOf((await http(url, 'GET', newIssue)).body)).toBe(0);
+    expect((await http(url, 'POST', `${newIssue}/votes`, { voter: 'ada' })).status).toBe(303);
+
+    // kill -9 and a restart replay both versions' entries to the same votes.
+    await app.kill();
+    ({ app, url } = await startApp(env));
+    expect((await schemaOf(url)).active).toBe(2);
+    expect(votesOf((await http(url, 'GET', oldIssue)).body)).toBe(2);
+    expect(votesOf((await http(url, 'GET', newIssue)).body)).toBe(1);
+    app.child.kill('SIGTERM');
+    expect(await app.waitExit(15_000)).toEqual({ code: 0, signal: null });
+
+    // Back to version 1's code after the activation: refused, the data dir left as it is.
+    const old = new AppProcess({ ...env, SCHEMA_VERSION: '1' });
+    apps.push(old);
+    await expect(old.ready).rejects.toThrow(/PREVAIL_SCHEMA_TOO_OLD/);
+    ({ url } = await startApp(env));
+    expect(votesOf((await http(url, 'GET', oldIssue)).body)).toBe(2);
+  });
+
   test('background work on the leader: a recurring schedule closes stale issues, a job records a digest', async () => {
     const dataDir = tempDir('prevail-app-');
     dirs.push(dataDir);
@@ -731,6 +806,18 @@ test('npm run cluster: 3 app nodes on mutual TLS; writes on any node; kill -9 of
     const answer = await plainRaftHello(raftBase + leader - 1);
     expect(answer.length === 0 || answer[0] === 0x15).toBe(true);
     const followers = [1, 2, 3].filter((id) => id !== leader);
+    // Every node runs the newest code: schema version 2 activates once all three recorded it.
+    await until('schema version 2 active on every node', async () =>
+      (
+        await Promise.all(
+          [1, 2, 3].map(
+            async (id) =>
+              JSON.parse((await http(url(id), 'GET', '/admin/status.json')).body).schema.active ===
+              2,
+          ),
+        )
+      ).every(Boolean),
+    );
     // A write on a follower (forwarded), visible on the other follower once it applied it.
     // Right after the election the follower may not know the leader's channel yet: it answers
     // 503 "Not available" (nothing saved), and a client tries again, as the page tells it to.
