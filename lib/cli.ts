@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `prevail` command: `serve` runs one node of the key-value service (lib/cli/serve.ts over
-// lib/service/); `status`, `members`, `transfer`, `snapshot` and `reload` talk to a running node over its
-// HTTP API; `certs` creates certificates (lib/cli/certs.ts over lib/certs/).
+// lib/service/); `status`, `members`, `transfer`, `snapshot`, `activate` and `reload` talk to a running
+// node over its HTTP API; `certs` creates certificates (lib/cli/certs.ts over lib/certs/).
 import { parseArgs } from 'node:util';
 
 import { fail, hostPort, positiveInt } from './cli/args.js';
@@ -21,6 +21,8 @@ Commands:
   members remove ID              remove a member
   transfer [ID]                  hand leadership to ID, or to the most up-to-date voter
   snapshot                       have the leader write a snapshot now
+  activate [VERSION]             activate schema version VERSION (default: the newest
+                                 every voter's code supports) on every replica
   reload                         have each --node read its certificates and --auth
                                  file again (as SIGHUP does)
   inspect DIR [options]          read a data dir offline (prevail inspect --help)
@@ -46,6 +48,9 @@ serve options:
   --snapshot-trailing N          entries kept after a snapshot (default 2048)
   --no-forward                   answer writes on a follower with 503 and the leader
                                  instead of forwarding them
+  --activation auto|manual       schema versions: the leader activates the newest every
+                                 voter supports (auto, default), or only prevail
+                                 activate does (manual)
   --max-body BYTES               largest request body (default 1048576)
   --auth FILE                    users, tokens and permissions (JSON; docs/operations.md)
   --ca FILE --cert FILE --key FILE
@@ -53,7 +58,7 @@ serve options:
                                  client certificates from the CA authenticate
   --insecure                     allow --http on a non-loopback address without --auth
 
-client options (status, members, transfer, snapshot, reload):
+client options (status, members, transfer, snapshot, activate, reload):
   --node URL[,URL...]            the node(s) to ask (default $PREVAIL_NODE or
                                  http://127.0.0.1:8001); leader-only commands try
                                  each in turn until the leader answers
@@ -194,6 +199,36 @@ async function status(args: string[]): Promise<void> {
   const answer = await request(client, node, 'GET', '/status');
   if (answer.status !== 200) throw new RequestFailed(describeError(node, answer, client));
   print(answer.body);
+  // Said apart from the JSON (stdout stays one document): what the schema versions wait on.
+  const line = schemaLine(answer.body?.schema);
+  if (line) console.error(line);
+}
+
+interface SchemaFacts {
+  active: number;
+  activations: { index: number; version: number }[];
+  code: { oldest: number; newest: number };
+  nodes: { id: number; oldest: number; newest: number; canRunActive: boolean }[];
+  holdingBack: number[];
+  failed: { version: number; message: string }[];
+}
+
+/** `prevail status`'s schema line: the active version, who holds the next back, who can't run it. */
+function schemaLine(s: SchemaFacts | undefined): string | null {
+  if (typeof s?.active !== 'number') return null; // a node of a build from before schema versions
+  const since = s.activations.filter((a) => a.version === s.active).at(-1);
+  const range = (r: { oldest: number; newest: number }) =>
+    r.oldest === r.newest ? `${r.oldest}` : `${r.oldest}-${r.newest}`;
+  const parts = [
+    `schema: version ${s.active} active ${since ? `since index ${since.index}` : 'from the start'}`,
+    `this node's code supports ${range(s.code)}`,
+  ];
+  if (s.holdingBack.length)
+    parts.push(`version ${s.code.newest} held back by node ${s.holdingBack.join(', ')}`);
+  for (const n of s.nodes.filter((x) => !x.canRunActive))
+    parts.push(`node ${n.id} (code ${range(n)}) can't run version ${s.active}`);
+  for (const f of s.failed) parts.push(`activating version ${f.version} failed: ${f.message}`);
+  return parts.join('; ');
 }
 
 async function members(args: string[]): Promise<void> {
@@ -229,6 +264,21 @@ async function transfer(args: string[]): Promise<void> {
   print(await onLeader(client, 'POST', '/admin/transfer', id === undefined ? {} : { id }));
 }
 
+/** Activates a schema version through the leader (any node forwards it); prints { active }. */
+async function activate(args: string[]): Promise<void> {
+  const { client, positionals } = clientOptions(args);
+  if (positionals.length > 1) fail('usage: prevail activate [VERSION]');
+  const version = positiveInt('VERSION', positionals[0]);
+  print(
+    await onLeader(
+      client,
+      'POST',
+      '/admin/schema/activate',
+      version === undefined ? {} : { version },
+    ),
+  );
+}
+
 async function snapshot(args: string[]): Promise<void> {
   const { client, positionals } = clientOptions(args);
   if (positionals.length) fail('snapshot takes no arguments');
@@ -258,6 +308,7 @@ const commands: Record<string, (args: string[]) => Promise<void>> = {
   members,
   transfer,
   snapshot,
+  activate,
   reload,
   // Loaded on use: the certificate library stays out of serve's start.
   certs: async (args) => (await import('./cli/certs.js')).certs(args),

@@ -62,6 +62,7 @@ export {
   type AdminStatus,
   type LeaderChange,
 } from './admin/admin.js';
+export type { AdminMemberSchema, AdminSchema } from './admin/schema.js';
 export { inspectDataDir, runInspect, upgradeCheck, runUpgradeCheck } from './inspect/index.js';
 export type { UpgradeCheckOptions, UpgradeCheckResult } from './inspect/index.js';
 export { kvSchema } from './service/kv-schema.js';

@@ -9,12 +9,19 @@ import type { MemberRef } from '../core/errors.js';
 import type { RaftNodeStatus } from '../engine/types.js';
 import { EventStreams } from './events.js';
 import { renderPage } from './page.js';
+import type { AdminMemberSchema, AdminSchema, AdminSchemaSource } from './schema.js';
 import { LeaderHistory, adminStatus } from './status.js';
 
 /** What the handler needs: a Store or a RaftNode (anything with `status()` and their events). */
 export interface AdminSource {
-  /** A Store's status also carries `divergence` (the diverged members get a badge). */
-  status(): RaftNodeStatus & { divergence?: { diverged: readonly { node: number }[] } };
+  /**
+   * A Store's status also carries `divergence` (the diverged members get a badge) and
+   * `schema` (schema versions: the Schema line, each member's code range and markers).
+   */
+  status(): RaftNodeStatus & {
+    divergence?: { diverged: readonly { node: number }[] };
+    schema?: AdminSchemaSource;
+  };
   on(
     event: 'role' | 'leader',
     listener: (e: { term: number; leader: MemberRef | null }) => void,
@@ -65,6 +72,8 @@ export interface AdminMember {
   self: boolean;
   /** The leader's divergence verdict names this member (a Store's page): not ready until resynced. */
   diverged: boolean;
+  /** Its schema versions (a Store's page): recorded code range, holding back, can't run the active version. */
+  schema?: AdminMemberSchema;
 }
 
 /** The document served at `${basePath}/status.json` and pushed on `${basePath}/events`. */
@@ -82,6 +91,8 @@ export interface AdminStatus extends Omit<RaftNodeStatus, 'members'> {
   certificateNotAfter: number | null;
   /** True when that is less than 30 days away: the page warns to rotate it. */
   certificateExpiring: boolean;
+  /** Schema versions (a Store's page; null for a RaftNode's). */
+  schema: AdminSchema | null;
 }
 
 /** A request handler: true when it answered the request, false to let the app handle it. */

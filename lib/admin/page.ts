@@ -40,6 +40,8 @@ td.num, th.num { text-align: right; }
 .badge { display: inline-block; padding: 0 .45rem; border-radius: 4px; font-size: .8rem; border: 1px solid var(--line); margin-right: .3rem; }
 .badge.leader { color: var(--leader); border-color: var(--leader); font-weight: 600; }
 .badge.diverged { color: var(--bad); border-color: var(--bad); font-weight: 600; }
+.badge.holds-back { color: var(--warn); border-color: var(--warn); font-weight: 600; }
+.badge.too-old { color: var(--bad); border-color: var(--bad); font-weight: 600; }
 .lag-some { color: var(--warn); font-weight: 600; }
 .note { color: var(--muted); margin: .4rem 0 0; }
 ol { margin: 0; padding-left: 1.4rem; }
@@ -78,6 +80,7 @@ function render(s) {
   fact("last", s.lastIndex);
   fact("snapshot", s.snapshot.index ? s.snapshot.index + " (term " + s.snapshot.term + ")" : "none yet");
   fact("updated", time(s.time));
+  fact("schema", schemaLine(s.schema));
   banners(s);
 
   const rows = s.members.map((m) => {
@@ -90,7 +93,9 @@ function render(s) {
     if (m.leader) roles.appendChild(el("span", "leader", "badge leader"));
     if (m.self) roles.appendChild(el("span", "this node", "badge"));
     if (m.diverged) roles.appendChild(el("span", "diverged", "badge diverged"));
+    schemaBadges(roles, m.schema);
     tr.appendChild(roles);
+    tr.appendChild(el("td", m.schema ? range(m.schema.code) : "\u2014"));
     tr.appendChild(el("td", m.matchIndex === undefined ? "\\u2014" : m.matchIndex, "num"));
     const lag = m.lag === undefined ? "\\u2014" : m.lag;
     tr.appendChild(el("td", lag, "num" + (m.lag > 0 ? " lag-some" : "")));
@@ -114,6 +119,20 @@ function render(s) {
   $("changes-empty").hidden = items.length > 0;
 }
 
+function range(c) { return c ? (c.oldest === c.newest ? "v" + c.oldest : "v" + c.oldest + "\u2013v" + c.newest) : "not recorded"; }
+function schemaLine(x) {
+  if (!x) return "\u2014";
+  return "v" + x.active + (x.activatedAt === null ? " (from the start)" : " (since index " + x.activatedAt + ")") +
+    "; this code " + range(x.code) + (x.heldBack ? "; v" + x.heldBack.version + " held back by node " + x.heldBack.by.join(", ") : "");
+}
+// A voter whose code lacks the newest version; a member whose code can't run the active one (it stops).
+function schemaBadges(td, x) {
+  if (!x) return;
+  if (x.holdsBack !== null) td.appendChild(el("span", "holds back v" + x.holdsBack, "badge holds-back"));
+  if (x.tooOld) td.appendChild(el("span", "too old", "badge too-old"));
+  if (x.tooNew) td.appendChild(el("span", "too new", "badge too-old"));
+}
+
 // Said loudly: members that anyone can talk to, and a certificate about to stop working.
 function banners(s) {
   const out = [];
@@ -121,6 +140,8 @@ function banners(s) {
     out.push(el("p", "INSECURE: members talk without TLS: anyone who reaches the raft port can join the cluster's traffic.", "banner bad"));
   if (s.certificateExpiring)
     out.push(el("p", "This node's certificate expires on " + new Date(s.certificateNotAfter).toISOString() + ": rotate it (new files, then SIGHUP or prevail reload).", "banner warn"));
+  for (const f of s.schema ? s.schema.failed : [])
+    out.push(el("p", "Activating schema version " + f.version + " failed: " + f.message + " (store.activate() or prevail activate retries it).", "banner bad"));
   $("banners").replaceChildren(...out);
 }
 
@@ -138,6 +159,8 @@ if (typeof EventSource === "function") {
 }
 `;
 
+const WIDE = new Set(['self', 'leader', 'schema']);
+
 export function renderPage(basePath: string): {
   html: string;
   scriptHash: string;
@@ -154,6 +177,7 @@ export function renderPage(basePath: string): {
     ['last', 'last log index'],
     ['snapshot', 'last snapshot'],
     ['updated', 'updated'],
+    ['schema', 'schema'],
   ];
   const html = `<!doctype html>
 <html lang="en">
@@ -167,11 +191,11 @@ export function renderPage(basePath: string): {
 <header><h1>prevail admin</h1><span id="conn" class="conn">connecting\u2026</span></header>
 <div id="banners"></div>
 <section class="facts">
-${facts.map(([id, label]) => `<div class="fact${id === 'self' || id === 'leader' ? ' wide' : ''}"><div class="k">${escapeHtml(label)}</div><div class="v" id="${escapeHtml(id)}">\u2026</div></div>`).join('\n')}
+${facts.map(([id, label]) => `<div class="fact${WIDE.has(id) ? ' wide' : ''}"><div class="k">${escapeHtml(label)}</div><div class="v" id="${escapeHtml(id)}">\u2026</div></div>`).join('\n')}
 </section>
 <h2>Members (<span id="member-count">0</span>)</h2>
 <table>
-<thead><tr><th>id</th><th>address</th><th>role</th><th class="num">match index</th><th class="num">lag</th></tr></thead>
+<thead><tr><th>id</th><th>address</th><th>role</th><th>schema code</th><th class="num">match index</th><th class="num">lag</th></tr></thead>
 <tbody id="members"></tbody>
 </table>
 <p class="note" id="lag-note"></p>

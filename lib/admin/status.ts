@@ -2,7 +2,8 @@
 // only), and the leader changes this node has seen.
 import type { MemberRef } from '../core/errors.js';
 import type { RaftNodeStatus } from '../engine/types.js';
-import type { AdminMember, AdminStatus, LeaderChange } from './admin.js';
+import type { AdminMember, AdminSource, AdminStatus, LeaderChange } from './admin.js';
+import { adminMemberSchema, adminSchema } from './schema.js';
 
 /** A certificate closer than this to its end is flagged (certificateExpiring). */
 export const CERTIFICATE_WARNING_MS = 30 * 24 * 3600_000;
@@ -45,7 +46,7 @@ export class LeaderHistory {
 }
 
 export function adminStatus(
-  s: RaftNodeStatus & { divergence?: { diverged: readonly { node: number }[] } },
+  s: ReturnType<AdminSource['status']>,
   time: number,
   leaderChanges: LeaderChange[],
   certificateNotAfter: number | null = null,
@@ -53,16 +54,22 @@ export function adminStatus(
   const isLeader = s.role === 'leader';
   const self = s.members.find((m) => m.id === s.id);
   const diverged = new Set(s.divergence?.diverged.map((d) => d.node) ?? []);
+  const schema = s.schema ? adminSchema(s.schema, s.members) : null;
   return {
     ...s,
     time,
     address: self?.address ?? '',
     lagKnown: isLeader,
-    members: s.members.map((m) => adminMember(s, m, isLeader, diverged)),
+    members: s.members.map((m) => {
+      const member = adminMember(s, m, isLeader, diverged);
+      if (schema && s.schema) member.schema = adminMemberSchema(schema, s.schema, m.id);
+      return member;
+    }),
     leaderChanges,
     certificateNotAfter,
     certificateExpiring:
       certificateNotAfter !== null && certificateNotAfter - time < CERTIFICATE_WARNING_MS,
+    schema,
   };
 }
 

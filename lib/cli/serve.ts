@@ -77,6 +77,7 @@ function parseServeArgs(args: string[]) {
       'snapshot-threshold': { type: 'string' },
       'snapshot-trailing': { type: 'string' },
       'no-forward': { type: 'boolean' },
+      activation: { type: 'string' },
       'max-body': { type: 'string' },
       auth: { type: 'string' },
       ca: { type: 'string' },
@@ -109,6 +110,9 @@ function serveOptions(args: string[]): ServiceOptions {
     fail('--heartbeat must be below --election-timeout');
   const snapshotThreshold = positiveInt('--snapshot-threshold', values['snapshot-threshold']);
   const snapshotTrailing = positiveInt('--snapshot-trailing', values['snapshot-trailing']);
+  const activation = values.activation ?? 'auto';
+  if (activation !== 'auto' && activation !== 'manual')
+    fail(`--activation must be auto or manual, got ${JSON.stringify(activation)}`);
   const paths = { ca: values.ca, cert: values.cert, key: values.key };
   const tls = readTlsFiles(paths);
   const authFile = values.auth;
@@ -125,6 +129,7 @@ function serveOptions(args: string[]): ServiceOptions {
     ...(snapshotThreshold !== undefined ? { snapshotThreshold } : {}),
     ...(snapshotTrailing !== undefined ? { snapshotTrailing } : {}),
     ...(values['no-forward'] ? { forward: false } : {}),
+    activation,
     ...(values['max-body'] !== undefined
       ? { maxBodyBytes: positiveInt('--max-body', values['max-body'])! }
       : {}),

@@ -11,6 +11,10 @@ export const httpStatusOf: Readonly<Record<string, number>> = Object.freeze({
   [ErrorCodes.BAD_MEMBER]: 409,
   [ErrorCodes.MEMBERSHIP_BUSY]: 409,
   [ErrorCodes.UNIQUE_VIOLATION]: 409,
+  // Schema versions (POST /admin/schema/activate): a voter's code lacks the version
+  // (`holdingBack` names them), or a migration threw; both leave the cluster as it was.
+  [ErrorCodes.VERSION_NOT_ACTIVE]: 409,
+  [ErrorCodes.MIGRATION_FAILED]: 409,
   // A reload (POST /admin/reload) whose files don't fit: the node keeps its old ones.
   [ErrorCodes.BAD_CERTIFICATE]: 422,
   [ErrorCodes.NOT_LEADER]: 503,
@@ -19,6 +23,11 @@ export const httpStatusOf: Readonly<Record<string, number>> = Object.freeze({
   [ErrorCodes.CLOSED]: 503,
   [ErrorCodes.LEADERSHIP_LOST]: 503,
   [ErrorCodes.TRANSFER_FAILED]: 503,
+  // This node's code can't apply the data's schema version: it has stopped (deploy other code).
+  [ErrorCodes.SCHEMA_TOO_OLD]: 503,
+  [ErrorCodes.SCHEMA_TOO_NEW]: 503,
+  // Committed just after an activation, under the version before: nothing applied, retry.
+  [ErrorCodes.SCHEMA_CHANGED]: 503,
   [ErrorCodes.TIMEOUT]: 504,
   [ErrorCodes.NO_SPACE]: 507,
 });

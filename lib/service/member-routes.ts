@@ -1,4 +1,5 @@
-// The leader-only routes: adding and removing members, handing leadership over, a snapshot now.
+// The leader-only routes: adding and removing members, handing leadership over, a snapshot now,
+// activating a schema version (the store forwards that one to the leader itself).
 import type { IncomingMessage } from 'node:http';
 
 import { ErrorCodes, PrevailError, invalid } from '../core/errors.js';
@@ -66,4 +67,24 @@ export async function transfer(
 export async function snapshot({ store }: RouteContext): Promise<unknown> {
   requireLeader(store, 'a snapshot on demand');
   return store.snapshot();
+}
+
+/**
+ * Activates a schema version: `version`, or the newest every voter's code supports. On a
+ * follower the store forwards it to the leader. VERSION_NOT_ACTIVE (409) names the voters
+ * holding it back; MIGRATION_FAILED (409) says which migration threw.
+ */
+export async function activate(
+  { store, maxBody }: RouteContext,
+  req: IncomingMessage,
+): Promise<unknown> {
+  const raw = await readBody(req, maxBody);
+  const body = raw.length === 0 ? {} : (parseJson(raw) as { version?: unknown } | null);
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    throw invalid('the body must be a JSON object { version? }');
+  const version = body.version ?? undefined;
+  if (version !== undefined && !(Number.isSafeInteger(version) && (version as number) >= 1))
+    throw invalid(`version must be a positive integer, got ${JSON.stringify(version)}`);
+  const active = await store.activate(version as number | undefined);
+  return { active };
 }

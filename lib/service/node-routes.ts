@@ -19,6 +19,7 @@ export function status({ store, insecure }: RouteContext): unknown {
     health: store.health(),
     effects: s.effects, // the divergence detector's running hash at this node's applied index
     divergence: s.divergence, // its verdict: this replica, and the replicas the leader names
+    schema: s.schema, // schema versions: the active one, this code's range, each node's, who holds back
     insecure: insecure === true,
     security: s.security, // how members reach this node: 'tls', 'insecure' (plain TCP) or 'none'
     certificateNotAfter: notAfterOf(store),

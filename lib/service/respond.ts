@@ -1,5 +1,5 @@
 // Writing the service's answers: JSON with its headers, and every error as
-// { "error": { code, message, leader?, mayHaveApplied? } } with its HTTP status.
+// { "error": { code, message, leader?, mayHaveApplied?, version?, holdingBack? } } with its HTTP status.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 import { isPrevailError, type MemberRef } from '../core/errors.js';
@@ -53,6 +53,9 @@ export function sendError(
     if (status === 503) error.leader = err.leader ?? leaderHint();
     else if (err.leader !== undefined) error.leader = err.leader;
     if (err.mayHaveApplied !== undefined) error.mayHaveApplied = err.mayHaveApplied;
+    // The schema-version errors: the version involved, and the voters holding it back.
+    if (err.version !== undefined) error.version = err.version;
+    if (err.holdingBack !== undefined) error.holdingBack = err.holdingBack;
     if (status === 500) console.error(`${req.method} ${req.url}:`, err);
     send(res, status, { error }, status === 503 ? { 'retry-after': '1' } : {}, closing);
     return;

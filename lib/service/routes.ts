@@ -1,6 +1,7 @@
 // The service's routing table, and the dispatch that runs the route a request names or answers
 // 405 (with Allow) or 404. Each route's handler lives with its concern: kv-routes.ts (the keys),
-// node-routes.ts (status and health), member-routes.ts (membership, transfer, snapshot).
+// node-routes.ts (status and health), member-routes.ts (membership, transfer, snapshot,
+// schema activation).
 import type { IncomingMessage } from 'node:http';
 
 import { ErrorCodes, invalid } from '../core/errors.js';
@@ -8,7 +9,7 @@ import { BAD_METHOD, HttpError } from './http-errors.js';
 import { casKey, deleteKey, getKey, putKey } from './kv-routes.js';
 import type { KvStore } from './kv-schema.js';
 import { checkKey } from './kv-schema.js';
-import { addMember, removeMember, snapshot, transfer } from './member-routes.js';
+import { activate, addMember, removeMember, snapshot, transfer } from './member-routes.js';
 import { healthLeader, healthReady, reload, status } from './node-routes.js';
 
 /** What every route may use. */
@@ -46,6 +47,7 @@ export function serviceRoutes(ctx: RouteContext): Route[] {
     ['POST', /^\/admin\/transfer$/, (_m, req) => transfer(ctx, req)],
     ['POST', /^\/admin\/snapshot$/, () => snapshot(ctx)],
     ['POST', /^\/admin\/reload$/, () => reload(ctx)],
+    ['POST', /^\/admin\/schema\/activate$/, (_m, req) => activate(ctx, req)],
   ];
 }
 

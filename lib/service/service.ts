@@ -9,6 +9,7 @@
 //   POST   /admin/members { id, address, role? }, DELETE /admin/members/:id,
 //   POST   /admin/transfer { id? }, POST /admin/snapshot                  (leader only)
 //   POST   /admin/reload        the TLS material and auth settings read again (this node)
+//   POST   /admin/schema/activate { version? }  a schema version activated (forwarded to the leader)
 //
 // With `auth`, each request needs a user with the permission its route needs (lib/core/auth.ts):
 // /kv reads `read`, /kv writes `write`, /health/* nothing (or `read`), the rest `admin`.
@@ -61,6 +62,8 @@ export interface ServiceOptions extends Pick<
   httpAddress?: string;
   /** Forward writes made on a follower to the leader. Default true; false answers 503 with the leader. */
   forward?: boolean;
+  /** Schema versions: the leader activates the newest all voters support ('auto', default), or only POST /admin/schema/activate does ('manual'). */
+  activation?: 'auto' | 'manual';
   /** Largest request body. Default 1 MiB; beyond it: 413. */
   maxBodyBytes?: number;
   /** How long a read may wait (for the leader, or for `minIndex`) before 504. Default 5000 ms. */
@@ -192,6 +195,7 @@ function storeOptions(options: ServiceOptions) {
     join: options.join,
     channelAddress: options.channelAddress,
     forward: options.forward,
+    activation: options.activation,
     electionTimeoutMs: options.electionTimeoutMs,
     heartbeatMs: options.heartbeatMs,
     snapshotThreshold: options.snapshotThreshold,

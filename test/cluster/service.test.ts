@@ -34,6 +34,8 @@ function expectError(answer: HttpAnswer, status: number, code: string): ErrorBod
   return (answer.body as ErrorBody).error;
 }
 
+type Member = { id: number; role: string };
+
 const kv = (key: string) => `/kv/${encodeURIComponent(key)}`;
 
 /** Waits (bounded) until `node` answers /health/ready with 200. */
@@ -233,6 +235,9 @@ describe('one node', () => {
       ['members', 'rename'],
       ['members', 'add', '4'],
       ['transfer', 'abc'],
+      ['activate', 'two'],
+      ['activate', '1', '2'],
+      ['serve', '--data', 'x', '--raft', '127.0.0.1:1', '--activation', 'sometimes'],
       ['status', '--node', 'http://[bad'],
     ]) {
       const r = await runCli(args);
@@ -405,6 +410,45 @@ describe('three nodes', () => {
           (await n.request('GET', `${kv('after-remove')}?consistency=stale`)).body.value === 'ok',
       );
     }
+  });
+
+  test('schema versions: activate through a follower answers the active version; prevail activate and the status line', async () => {
+    const leader = await cluster.leader();
+    const follower = cluster.others(leader)[0]!;
+    // Every voter's code has version 1 only, and it is active: nothing to do, the active version.
+    expect(await follower.request('POST', '/admin/schema/activate', {})).toMatchObject({
+      status: 200,
+      body: { active: 1 },
+    });
+    // Version 2 is in no voter's code: refused (forwarded or not) naming every voter (the
+    // members as the test before left them).
+    const voters = ((await follower.request('GET', '/status')).body.members as Member[])
+      .filter((m) => m.role === 'voter')
+      .map((m) => m.id)
+      .sort();
+    const refused = await follower.request('POST', '/admin/schema/activate', { version: 2 });
+    expect(expectError(refused, 409, 'PREVAIL_VERSION_NOT_ACTIVE')).toMatchObject({
+      version: 2,
+      holdingBack: voters,
+    });
+    const ok = await runCli(['activate', '--node', follower.url]);
+    expect({ code: ok.code, out: JSON.parse(ok.stdout) }).toEqual({ code: 0, out: { active: 1 } });
+    const no = await runCli(['activate', '2', '--node', follower.url]);
+    expect(no.code).toBe(1);
+    expect(no.stderr).toMatch(/PREVAIL_VERSION_NOT_ACTIVE: schema version 2 can't be activated/);
+    // Each voter recorded its code's range through the log (its peer announcement).
+    await waitFor('every voter recorded its code range', async () => {
+      const s = (await follower.request('GET', '/status')).body.schema as {
+        nodes: { id: number }[];
+      };
+      return voters.every((id) => s.nodes.some((n) => n.id === id));
+    });
+    const status = await runCli(['status', '--node', follower.url]);
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout).schema).toMatchObject({ active: 1, holdingBack: [] });
+    expect(status.stderr).toBe(
+      "schema: version 1 active from the start; this node's code supports 1\n",
+    );
   });
 
   test('--no-forward: a follower answers writes and leader-level reads with 503 and the leader', async () => {

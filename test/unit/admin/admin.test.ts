@@ -169,6 +169,7 @@ describe('admin handler over HTTP', () => {
           diverged: false,
           matchIndex: expect.any(Number),
           lag: expect.any(Number),
+          schema: { code: { oldest: 1, newest: 1 }, holdsBack: null, tooOld: false, tooNew: false },
         },
       ]);
       expect(s.members[0]!.lag).toBe(Math.max(0, s.commitIndex - s.members[0]!.matchIndex!));
@@ -234,6 +235,135 @@ describe('admin handler over HTTP', () => {
       adminStatus({ ...s, divergence: named }, Date.now(), []).members.map((m) => m.diverged),
     ).toEqual([true]);
     expect(renderPage('/admin').html).toContain('"diverged", "badge diverged"');
+  });
+
+  test("status: the schema line, and each member's code range and markers (holds back, too old, too new)", () => {
+    const s = store.status();
+    // The store's own: version 1 only, active from the start, its range recorded through the log.
+    expect(adminStatus(s, Date.now(), []).schema).toEqual({
+      active: 1,
+      activatedAt: null,
+      code: { oldest: 1, newest: 1 },
+      newest: 1,
+      heldBack: null,
+      failed: [],
+    });
+    expect(adminStatus(s, Date.now(), []).members[0]!.schema).toEqual({
+      code: { oldest: 1, newest: 1 },
+      holdsBack: null,
+      tooOld: false,
+      tooNew: false,
+    });
+    // Five members as a store on a mixed cluster sees them, version 2 active since index 7.
+    const members = [
+      { id: 1, address: 'a:1', role: 'voter' as const },
+      { id: 2, address: 'a:2', role: 'voter' as const },
+      { id: 3, address: 'a:3', role: 'voter' as const },
+      { id: 4, address: 'a:4', role: 'standby' as const },
+      { id: 5, address: 'a:5', role: 'voter' as const },
+    ];
+    const schemaOf = (active: number, nodes: [number, number, number][]) => ({
+      ...s.schema,
+      active,
+      activations: active > 1 ? [{ index: 7, version: active }] : [],
+      code: { oldest: 1, newest: 3 },
+      nodes: nodes.map(([id, oldest, newest]) => ({
+        id,
+        voter: true,
+        oldest,
+        newest,
+        canRunActive: oldest <= active && active <= newest,
+      })),
+      failed: [{ version: 3, message: 'migration accounts threw: boom' }],
+    });
+    // Node 3 never recorded a range; node 6 (newest 4) left the cluster: it does not count.
+    const mixed = adminStatus(
+      {
+        ...s,
+        members,
+        schema: schemaOf(2, [
+          [1, 1, 3],
+          [2, 1, 2],
+          [4, 1, 1],
+          [5, 3, 3],
+          [6, 1, 4],
+        ]),
+      },
+      Date.now(),
+      [],
+    );
+    expect(mixed.schema).toEqual({
+      active: 2,
+      activatedAt: 7,
+      code: { oldest: 1, newest: 3 },
+      newest: 3,
+      heldBack: { version: 3, by: [2, 3] },
+      failed: [{ version: 3, message: 'migration accounts threw: boom' }],
+    });
+    expect(mixed.members.map((m) => [m.id, m.schema])).toEqual([
+      [1, { code: { oldest: 1, newest: 3 }, holdsBack: null, tooOld: false, tooNew: false }],
+      [2, { code: { oldest: 1, newest: 2 }, holdsBack: 3, tooOld: false, tooNew: false }],
+      // Never recorded: a build from before schema versions runs version 1 only.
+      [3, { code: null, holdsBack: 3, tooOld: true, tooNew: false }],
+      // A standby holds nothing back, but can't run version 2.
+      [4, { code: { oldest: 1, newest: 1 }, holdsBack: null, tooOld: true, tooNew: false }],
+      [5, { code: { oldest: 3, newest: 3 }, holdsBack: null, tooOld: false, tooNew: true }],
+    ]);
+    // Once the newest version is active nothing is held back; version 1 code is too old.
+    const done = adminStatus(
+      {
+        ...s,
+        members: members.slice(0, 2),
+        schema: schemaOf(3, [
+          [1, 1, 3],
+          [2, 1, 2],
+        ]),
+      },
+      Date.now(),
+      [],
+    );
+    expect(done.schema).toMatchObject({ active: 3, activatedAt: 7, heldBack: null });
+    expect(done.members.map((m) => [m.schema!.holdsBack, m.schema!.tooOld])).toEqual([
+      [null, false],
+      [null, true],
+    ]);
+    const html = renderPage('/admin').html;
+    expect(html).toContain('"holds back v" + x.holdsBack, "badge holds-back"');
+    expect(html).toContain('"too old", "badge too-old"');
+    expect(html).toContain('"Activating schema version " + f.version + " failed: "');
+    expect(html).toContain('id="schema"');
+  });
+
+  test('status: a store of two schema versions shows the second active since its activation', async () => {
+    const v2 = schema.next({
+      collections: { notes: collection<{ text: string; by: string }>()() },
+      migrate: { notes: (n: { text: string }) => ({ ...n, by: 'nobody' }) },
+      commands: {},
+    });
+    const dir2 = tempDir('prevail-admin-v2-');
+    const s2 = await open({ schema: v2, dataDir: dir2 });
+    try {
+      const { schema: x, members } = adminStatus(s2.status(), Date.now(), []);
+      const activatedAt = s2.schemaStatus().activations.find((a) => a.version === 2)?.index;
+      expect(activatedAt).toEqual(expect.any(Number));
+      expect(x).toEqual({
+        active: 2,
+        activatedAt,
+        code: { oldest: 1, newest: 2 },
+        newest: 2,
+        heldBack: null,
+        failed: [],
+      });
+      expect(members[0]!.schema).toEqual({
+        code: { oldest: 1, newest: 2 },
+        holdsBack: null,
+        tooOld: false,
+        tooNew: false,
+      });
+    } finally {
+      await s2.close();
+      rmSync(dir2, { recursive: true, force: true });
+    }
   });
 
   test('basePath: served where asked, validated', async () => {
@@ -541,6 +671,11 @@ describe('admin page in a browser', () => {
       expect(await page.textContent(`#members tr[data-member-id="${followerId}"]`)).toContain(
         'this node',
       );
+      // The service's schema has one version, active from the start, recorded by every member.
+      expect(await page.textContent('#schema')).toBe('v1 (from the start); this code v1');
+      expect(
+        await page.$$eval('#members tr td:nth-child(4)', (tds) => tds.map((td) => td.textContent)),
+      ).toEqual(['v1', 'v1', 'v1']);
       // A follower knows no match indices: it says so and names the leader.
       expect(await page.textContent('#lag-note')).toContain(
         `node ${leaderId} (${cluster[leaderId - 1]!.address})`,
