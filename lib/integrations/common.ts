@@ -13,7 +13,6 @@ import { httpErrorOf, type HttpErrorAnswer } from '../service/http-errors.js';
 import type { Store } from '../store.js';
 
 // Any store, whatever its schema: the integrations only read, and name the leader.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyStore = Store<any, any>;
 
 /** A node:http handler to mount: true (or nothing) when it answered, false to pass the request on. */

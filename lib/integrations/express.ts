@@ -71,7 +71,7 @@ export function prevailErrors(options: PrevailErrorsOptions = {}) {
     const context = req.prevail ?? fallback;
     const answer = context ? context.errorAnswer(err) : httpErrorOf(err);
     if (!answer || res.headersSent) return next(err);
-    if (answer.status >= 500 && answer.status !== 503) console.error(`${req.method} ${req.url}:`, err);
+    if (answer.status === 500) console.error(`${req.method} ${req.url}:`, err);
     sendAnswer(res, answer);
   };
 }

@@ -56,7 +56,7 @@ export function replyPrevailError(
 ): boolean {
   const answer = request.prevail.errorAnswer(error);
   if (!answer) return false;
-  if (answer.status >= 500 && answer.status !== 503) request.log.error(error);
+  if (answer.status === 500) request.log.error(error);
   void reply
     .code(answer.status)
     .headers({ 'cache-control': 'no-store', ...answer.headers })
@@ -92,7 +92,8 @@ function mounted(mount: Mount): FastifyPluginAsync {
           sendAnswer(reply.raw, notFoundAnswer(request.raw));
       } catch (err) {
         request.log.error(err);
-        if (!reply.raw.headersSent) sendAnswer(reply.raw, request.prevail.errorAnswer(err) ?? internalAnswer());
+        if (!reply.raw.headersSent)
+          sendAnswer(reply.raw, request.prevail.errorAnswer(err) ?? internalAnswer());
         else reply.raw.destroy();
       }
     };
