@@ -11,10 +11,11 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import Fastify, { type FastifyInstance } from 'fastify';
 
 import type { Consistency, ReadOptions } from '../../../lib/cluster/cluster-link.js';
-import { ErrorCodes } from '../../../lib/core/errors.js';
+import { ErrorCodes, PrevailError } from '../../../lib/core/errors.js';
 import { prevail, prevailErrors } from '../../../lib/integrations/express.js';
 import { prevailPlugin } from '../../../lib/integrations/fastify.js';
 import type { MountOptions } from '../../../lib/integrations/common.js';
+import { httpErrorOf } from '../../../lib/service/http-errors.js';
 import { collection, defineSchema, open, type Store } from '../../../lib/store.js';
 import { freePorts, tempDir, waitFor } from '../../helpers/cluster.js';
 
@@ -359,5 +360,50 @@ describe('a follower of a 3-node cluster (forwarding off)', () => {
     expect(linearizable.body.error).toMatchObject({ code: ErrorCodes.NOT_LEADER, leader: { id } });
     const stale = await call(`${apps[i]!.url}/users/1?consistency=stale`);
     expect(stale).toMatchObject({ status: 200, body: { user: { name: 'Eve' } } });
+  });
+});
+
+describe('httpErrorOf (the one table) and the options', () => {
+  test('503s carry Retry-After and a leader; path only on a 400; other errors are not ours', () => {
+    const hint = { id: 2, address: '127.0.0.1:2' };
+    const closed = httpErrorOf(new PrevailError(ErrorCodes.CLOSED, 'closed'), () => hint);
+    expect(closed).toMatchObject({ status: 503, headers: { 'retry-after': '1' } });
+    expect(closed!.body.error).toEqual({
+      code: ErrorCodes.CLOSED,
+      message: 'closed',
+      leader: hint,
+    });
+    const plain = new PrevailError(ErrorCodes.NOT_PLAIN_DATA, 'a Map', { path: 'args.m' });
+    expect(httpErrorOf(plain)!.body.error).toMatchObject({ path: 'args.m' });
+    const io = new PrevailError(ErrorCodes.IO, 'disk', { path: '/srv/data/log' });
+    expect(httpErrorOf(io)).toMatchObject({ status: 500 });
+    expect(httpErrorOf(io)!.body.error.path).toBeUndefined();
+    const held = new PrevailError(ErrorCodes.VERSION_NOT_ACTIVE, 'v2', {
+      version: 2,
+      holdingBack: [3],
+    });
+    expect(httpErrorOf(held)).toMatchObject({
+      status: 409,
+      body: { error: { version: 2, holdingBack: [3] } },
+    });
+    expect(httpErrorOf(new Error('app'))).toBeNull();
+    expect(httpErrorOf({ code: 'ENOENT' })).toBeNull();
+  });
+
+  test('a mount without auth is refused (auth: null opens it deliberately)', async () => {
+    const dir = tempDir('prevail-fw-opts-');
+    const store = await open({ schema, dataDir: dir });
+    try {
+      expect(() => prevail({ store, mount: '/_prevail' })).toThrow(
+        expect.objectContaining({ code: ErrorCodes.INVALID_ARGUMENT }),
+      );
+      expect(() => prevail({ store, mount: 'no-slash', auth: null })).toThrow(
+        expect.objectContaining({ code: ErrorCodes.INVALID_ARGUMENT }),
+      );
+      prevail({ store, mount: '/_prevail', auth: null }).close();
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
