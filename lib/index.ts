@@ -69,6 +69,8 @@ export { kvSchema } from './service/kv-schema.js';
 export type { KvStore } from './service/kv-schema.js';
 export { startService } from './service/service.js';
 export type { Service, ServiceOptions } from './service/service.js';
+export { httpErrorOf, httpStatusOf } from './service/http-errors.js';
+export type { HttpErrorAnswer } from './service/http-errors.js';
 export type { AuthOptions, AuthUser, Permission } from './core/auth.js';
 export type { TlsMaterial } from './core/tls-files.js';
 export {
