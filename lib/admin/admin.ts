@@ -7,7 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { HttpAuth, sendRefusal, type AuthOptions } from '../core/auth.js';
 import type { MemberRef } from '../core/errors.js';
 import type { RaftNodeStatus } from '../engine/types.js';
-import type { HistogramSnapshot } from '../metrics.js';
+import { kMetrics, type StoreMetrics } from '../metrics.js';
 import { EventStreams } from './events.js';
 import { Monitor, type ChartData } from './monitor.js';
 import { renderPage } from './page.js';
@@ -35,7 +35,7 @@ export interface AdminSource {
   /** A Store's RaftNode, which emits `leader` (the Store itself re-emits only `role`). */
   readonly node?: AdminSource;
   /** A Store's metrics: the live chart's apply latency (without them it shows commits/s only). */
-  metrics?(): { applyMs: HistogramSnapshot };
+  readonly [kMetrics]?: StoreMetrics;
   /** A RaftNode's election timeout: the default of `downAfterMs` follows it. */
   readonly electionTimeoutMs?: number;
   /** A RaftNode's member transport (with TLS): its certificate's end of validity is shown. */
@@ -216,10 +216,11 @@ const CHART_TAIL = 5;
 function startMonitor(store: AdminSource, downAfterMs: number | undefined): Monitor {
   const node = store.node ?? store;
   const election = node.electionTimeoutMs ?? 0;
+  const metrics = store[kMetrics];
   const monitor = new Monitor(
     {
       status: () => node.status(),
-      ...(store.metrics ? { applyMs: () => store.metrics!().applyMs } : {}),
+      ...(metrics ? { applyMs: () => metrics.applyMs.snapshot() } : {}),
     },
     { downAfterMs: downAfterMs ?? Math.max(2000, 3 * election), intervalMs: 1000, points: 180 },
   );
