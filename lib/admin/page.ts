@@ -50,7 +50,7 @@ tr.down td { color: var(--muted); background: var(--panel); }
 .chart { margin: 0; background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: .45rem .7rem; width: 24rem; }
 .chart figcaption { font-size: .8rem; color: var(--muted); font-variant-numeric: tabular-nums; }
 .chart svg { display: block; width: 100%; height: 6rem; }
-.chart path { fill: none; stroke-width: 1.5; vector-effect: non-scaling-stroke; }
+.chart path { fill: none; stroke-width: 1.5; stroke-linecap: round; vector-effect: non-scaling-stroke; }
 .chart .axis { stroke: var(--line); stroke-width: 1; }
 .chart .commits { stroke: var(--leader); }
 .chart .p50 { stroke: var(--fg); }
@@ -154,10 +154,12 @@ function chart(c) {
   for (const p of points) if (p.time < newest - c.windowMs) series.delete(p.time);
   const shown = points.filter((p) => p.time >= newest - c.windowMs);
   const last = shown[shown.length - 1];
-  const commitsMax = plot(shown, newest, c, [["commitsPerSec", "line-commits"]]);
+  // The x axis spans what there is (a handler started a minute ago has a minute), 1 to 3 minutes.
+  const span = Math.min(c.windowMs, Math.max(60000, shown.length ? newest - shown[0].time : 0));
+  const commitsMax = plot(shown, newest, span, c, [["commitsPerSec", "line-commits"]]);
   $("max-commits").textContent = commitsMax + "/s";
   $("now-commits").textContent = last ? last.commitsPerSec + "/s now" : "";
-  const applyMax = plot(shown, newest, c, [["applyP50Ms", "line-p50"], ["applyP99Ms", "line-p99"]]);
+  const applyMax = plot(shown, newest, span, c, [["applyP50Ms", "line-p50"], ["applyP99Ms", "line-p99"]]);
   $("max-apply").textContent = applyMax + " ms";
   $("now-apply").textContent = !last ? "" : last.applyP50Ms === null ? "nothing applied now" : last.applyP50Ms + " / " + last.applyP99Ms + " ms now";
   $("chart-commits").dataset.points = String(shown.length);
@@ -165,20 +167,22 @@ function chart(c) {
 }
 // Draws each [field, path id] on a shared scale (from 0 to a round maximum, returned); a missing
 // value or a missed sample breaks the line.
-function plot(points, newest, c, lines) {
+function plot(points, newest, span, c, lines) {
   let max = 0;
   for (const p of points) for (const [f] of lines) if (p[f] !== null && p[f] > max) max = p[f];
   max = roundUp(max);
   for (const [f, id] of lines) {
-    let d = "", prev = null;
+    const runs = [];
+    let prev = null;
     for (const p of points) {
       if (p[f] === null) { prev = null; continue; }
-      const x = (W - ((newest - p.time) / c.windowMs) * W).toFixed(1);
-      const y = (H - 2 - (p[f] / max) * (H - 12)).toFixed(1);
-      d += (prev === null || p.time - prev > 2.5 * c.intervalMs ? "M" : "L") + x + " " + y + " ";
+      const xy = (W - ((newest - p.time) / span) * W).toFixed(1) + " " + (H - 2 - (p[f] / max) * (H - 12)).toFixed(1);
+      if (prev === null || p.time - prev > 2.5 * c.intervalMs) runs.push([xy]);
+      else runs[runs.length - 1].push(xy);
       prev = p.time;
     }
-    $(id).setAttribute("d", d.trim());
+    // A lone point is a short dash, else it would not show.
+    $(id).setAttribute("d", runs.map((r) => "M" + r.join(" L") + (r.length === 1 ? " h2" : "")).join(" "));
   }
   return max;
 }
@@ -281,7 +285,7 @@ ${facts.map(([id, label]) => `<div class="fact${WIDE.has(id) ? ' wide' : ''}"><d
 ${chartFigure('commits', 'commits/s', '<path id="line-commits" class="commits"/>')}
 ${chartFigure('apply', 'apply latency, <span class="key-p50">p50</span> / <span class="key-p99">p99</span>', '<path id="line-p50" class="p50"/><path id="line-p99" class="p99"/>')}
 </div>
-<p class="note">The last 3 minutes, a point a second: entries this node learned committed, and how long applying them took here.</p>
+<p class="note">Up to the last 3 minutes, a point a second: entries this node learned committed, and how long applying them took here.</p>
 <h2>Recent leader changes</h2>
 <p class="note" id="changes-empty">None seen yet.</p>
 <ol id="changes" reversed></ol>
