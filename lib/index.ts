@@ -63,6 +63,7 @@ export {
   type LeaderChange,
 } from './admin/admin.js';
 export type { AdminMemberSchema, AdminSchema } from './admin/schema.js';
+export type { ChartData, ChartPoint } from './admin/monitor.js';
 export { inspectDataDir, runInspect, upgradeCheck, runUpgradeCheck } from './inspect/index.js';
 export type { UpgradeCheckOptions, UpgradeCheckResult } from './inspect/index.js';
 export { kvSchema } from './service/kv-schema.js';

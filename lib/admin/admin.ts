@@ -7,7 +7,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { HttpAuth, sendRefusal, type AuthOptions } from '../core/auth.js';
 import type { MemberRef } from '../core/errors.js';
 import type { RaftNodeStatus } from '../engine/types.js';
+import { kMetrics, type StoreMetrics } from '../metrics.js';
 import { EventStreams } from './events.js';
+import { Monitor, type ChartData } from './monitor.js';
 import { renderPage } from './page.js';
 import type { AdminMemberSchema, AdminSchema, AdminSchemaSource } from './schema.js';
 import { LeaderHistory, adminStatus } from './status.js';
@@ -32,6 +34,10 @@ export interface AdminSource {
   ): unknown;
   /** A Store's RaftNode, which emits `leader` (the Store itself re-emits only `role`). */
   readonly node?: AdminSource;
+  /** A Store's metrics: the live chart's apply latency (without them it shows commits/s only). */
+  readonly [kMetrics]?: StoreMetrics;
+  /** A RaftNode's election timeout: the default of `downAfterMs` follows it. */
+  readonly electionTimeoutMs?: number;
   /** A RaftNode's member transport (with TLS): its certificate's end of validity is shown. */
   readonly transport?: { readonly material: { readonly notAfter: number } } | null;
 }
@@ -43,6 +49,11 @@ export interface AdminOptions {
   historySize?: number;
   /** How often the event stream pushes the status besides on role and leader changes. Default 500 ms. */
   intervalMs?: number;
+  /**
+   * On the leader, a member that has entries to take and acknowledges none for this long is
+   * marked down. Default: 3 election timeouts, at least 2000 ms.
+   */
+  downAfterMs?: number;
   /**
    * Who may see the page, status.json and the event stream: users with the `admin` permission
    * (bearer token or client certificate, as for the reference service). Default: anyone.
@@ -70,6 +81,11 @@ export interface AdminMember {
   lag?: number;
   leader: boolean;
   self: boolean;
+  /**
+   * On the leader: when this member stopped answering (ms since the epoch, this node's clock),
+   * null while it answers (and always on other nodes, which can't tell). See `downAfterMs`.
+   */
+  downSince: number | null;
   /** The leader's divergence verdict names this member (a Store's page): not ready until resynced. */
   diverged: boolean;
   /** Its schema versions (a Store's page): recorded code range, holding back, can't run the active version. */
@@ -93,6 +109,16 @@ export interface AdminStatus extends Omit<RaftNodeStatus, 'members'> {
   certificateExpiring: boolean;
   /** Schema versions (a Store's page; null for a RaftNode's). */
   schema: AdminSchema | null;
+  /**
+   * How long a member with entries to take must acknowledge none to be marked down (ms; null
+   * from `adminStatus` without a monitor).
+   */
+  downAfterMs: number | null;
+  /**
+   * The live chart: commits/s and apply latency per sampling interval, over the last minutes
+   * (the whole window in status.json and an event stream's first message, the newest few after).
+   */
+  chart: ChartData | null;
 }
 
 /** A request handler: true when it answered the request, false to let the app handle it. */
@@ -115,16 +141,24 @@ type Route = 'page' | 'json' | 'events';
  */
 export function adminHandler(
   store: AdminSource,
-  { basePath = '/admin', historySize = 50, intervalMs = 500, auth }: AdminOptions = {},
+  { basePath = '/admin', historySize = 50, intervalMs = 500, auth, downAfterMs }: AdminOptions = {},
 ): AdminHandler {
   if (basePath === '/') basePath = '';
   checkOptions(basePath, historySize, intervalMs);
+  if (downAfterMs !== undefined && !(downAfterMs > 0))
+    throw new TypeError(`downAfterMs must be positive, got ${downAfterMs}`);
   const guard = auth === undefined || auth instanceof HttpAuth ? auth : new HttpAuth(auth);
   const leaderSource = store.node ?? store;
   const history = new LeaderHistory(safeStatus(store), historySize);
   const notAfter = () => (store.node ?? store).transport?.material.notAfter ?? null;
-  const status = (): AdminStatus =>
-    adminStatus(store.status(), Date.now(), history.newestFirst(), notAfter());
+  const monitor = startMonitor(store, downAfterMs);
+  // The chart's whole window, or (`full` false: an event after a stream's first) its newest points.
+  const status = (full = true): AdminStatus => {
+    const s = store.status();
+    const time = Date.now();
+    const view = monitor.view(s, time, full ? undefined : CHART_TAIL);
+    return adminStatus(s, time, history.newestFirst(), notAfter(), view);
+  };
   const streams = new EventStreams(status, intervalMs);
   let closed = false;
 
@@ -163,15 +197,35 @@ export function adminHandler(
     return true;
   }) as AdminHandler;
 
-  handler.status = status;
+  handler.status = () => status();
   handler.close = () => {
     if (closed) return;
     closed = true;
     leaderSource.off('leader', onLeader);
     store.off('role', onRole);
+    monitor.stop();
     streams.endAll();
   };
   return handler;
+}
+
+/** Chart points sent with each event after a stream's first (the page merges them by time). */
+const CHART_TAIL = 5;
+
+/** Samples the node once a second, the last 3 minutes kept for the chart. */
+function startMonitor(store: AdminSource, downAfterMs: number | undefined): Monitor {
+  const node = store.node ?? store;
+  const election = node.electionTimeoutMs ?? 0;
+  const metrics = store[kMetrics];
+  const monitor = new Monitor(
+    {
+      status: () => node.status(),
+      ...(metrics ? { applyMs: () => metrics.applyMs.snapshot() } : {}),
+    },
+    { downAfterMs: downAfterMs ?? Math.max(2000, 3 * election), intervalMs: 1000, points: 180 },
+  );
+  monitor.start();
+  return monitor;
 }
 
 function checkOptions(basePath: string, historySize: number, intervalMs: number): void {

@@ -1,8 +1,9 @@
-// The admin page's status document: the node's status with per-member lag (known on the leader
-// only), and the leader changes this node has seen.
+// The admin page's status document: the node's status with per-member lag and down markers
+// (known on the leader only), the leader changes this node has seen, and the live chart's points.
 import type { MemberRef } from '../core/errors.js';
 import type { RaftNodeStatus } from '../engine/types.js';
 import type { AdminMember, AdminSource, AdminStatus, LeaderChange } from './admin.js';
+import type { MonitorView } from './monitor.js';
 import { adminMemberSchema, adminSchema } from './schema.js';
 
 /** A certificate closer than this to its end is flagged (certificateExpiring). */
@@ -50,6 +51,7 @@ export function adminStatus(
   time: number,
   leaderChanges: LeaderChange[],
   certificateNotAfter: number | null = null,
+  monitor: MonitorView | null = null,
 ): AdminStatus {
   const isLeader = s.role === 'leader';
   const self = s.members.find((m) => m.id === s.id);
@@ -62,6 +64,7 @@ export function adminStatus(
     lagKnown: isLeader,
     members: s.members.map((m) => {
       const member = adminMember(s, m, isLeader, diverged);
+      member.downSince = monitor?.down.get(m.id) ?? null;
       if (schema && s.schema) member.schema = adminMemberSchema(schema, s.schema, m.id);
       return member;
     }),
@@ -70,6 +73,8 @@ export function adminStatus(
     certificateExpiring:
       certificateNotAfter !== null && certificateNotAfter - time < CERTIFICATE_WARNING_MS,
     schema,
+    downAfterMs: monitor?.downAfterMs ?? null,
+    chart: monitor?.chart ?? null,
   };
 }
 
@@ -86,6 +91,7 @@ function adminMember(
     leader: m.id === s.leader?.id,
     self: m.id === s.id,
     diverged: diverged.has(m.id),
+    downSince: null,
   };
   if (isLeader && m.matchIndex !== undefined) {
     member.matchIndex = m.matchIndex;
