@@ -18,7 +18,8 @@
 # prebuilds/<platform>-<arch>/ has none, or when native/ or binding.gyp changed after it was
 # made. To ship more platforms, copy their prebuilds/<platform>-<arch>/ (made on such a
 # machine, docs/install.md) into prebuilds/ before running this. Prints the tarball's path
-# last, on stdout.
+# last, on stdout. (Making the prebuild moves build/Release/prevail.node out of the checkout,
+# as scripts/prebuild.sh says: npm run build:addon makes a source build again.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -51,10 +52,12 @@ out=$(cd "$out" && pwd)
 name=$(npm pack --silent --pack-destination "$out" 2>/dev/null | tail -n1)
 tarball=$out/$name
 [[ -f $tarball ]] || { echo "release: npm pack made no tarball" >&2; exit 1; }
+files=$(tar -tzf "$tarball")   # listed once: grep -q on a pipe would cut tar off (pipefail)
 for must in package/dist/cli.js package/dist/index.js package/dist/cjs/index.js "package/$prebuild"; do
-  tar -tzf "$tarball" | grep -q -x -F "$must" || { echo "release: $name lacks ${must#package/}" >&2; exit 1; }
+  grep -q -x -F "$must" <<<"$files" || { echo "release: $name lacks ${must#package/}" >&2; exit 1; }
 done
-echo "release: $name ($(stat -c %s "$tarball") bytes) with $(tar -tzf "$tarball" | grep -c '^package/prebuilds/.*\.node$') prebuild(s): $(tar -tzf "$tarball" | sed -n 's|^package/prebuilds/\([^/]*\)/.*|\1|p' | sort -u | paste -sd' ')" >&2
+platforms=$(sed -n 's|^package/prebuilds/\([^/]*\)/.*\.node$|\1|p' <<<"$files" | sort -u | paste -sd' ')
+echo "release: $name ($(stat -c %s "$tarball") bytes), prebuilds for: $platforms" >&2
 
 if [[ -n $check ]]; then
   work=$(mktemp -d "${TMPDIR:-/tmp}/prevail-release-check.XXXXXX")

@@ -7,7 +7,6 @@ import { join } from 'node:path';
 import {
   ServeProcess,
   ServiceCluster,
-  freePorts,
   runCli,
   waitFor,
   type HttpAnswer,
@@ -412,25 +411,26 @@ describe('three nodes', () => {
     expect(nobody.code).toBe(1);
     expect(nobody.stderr).toContain('PREVAIL_BAD_MEMBER: no member 9 (members: 1, 2, 3)');
 
-    // A member added at an address where nothing runs: added as a spare, said so, undone.
-    const [port] = await freePorts(1);
-    const lost = await runCli([
-      'members',
-      'add',
-      '5',
-      `127.0.0.1:${port}`,
-      '--timeout',
-      '20000',
-      '--node',
-      cluster.urls,
-    ]);
-    expect(lost.code).toBe(3);
-    expect(lost.stderr).toContain(
-      `added node 5 at 127.0.0.1:${port} as a spare, but it is not reachable yet`,
+    // A member added before its node runs: added as a spare, said so with what to do next;
+    // done (the node started, the same command again), it is a voter; then removed again.
+    const spec = await cluster.addSpec(5);
+    const add = ['members', 'add', '5', spec.address, '--timeout', '20000', '--node'];
+    const early = await runCli([...add, cluster.urls]);
+    expect(early.code).toBe(3);
+    expect(early.stderr).toContain(
+      `added node 5 at ${spec.address} as a spare, but it is not reachable yet`,
     );
-    expect(lost.stderr).toContain('prevail members remove 5');
+    expect(early.stderr).toContain(`prevail serve --id 5 --raft ${spec.address} --join`);
+    expect(early.stderr).toContain('prevail members remove 5');
+    const fifth = await cluster.start(5, ['--join', ...timing]);
+    const again = await runCli([...add, cluster.urls]);
+    expect({ code: again.code, stderr: again.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(JSON.parse(again.stdout).members).toContainEqual(
+      expect.objectContaining({ id: 5, role: 'voter' }),
+    );
     const undo = await runCli(['members', 'remove', '5', '--node', cluster.urls]);
     expect(undo.code).toBe(0);
+    await fifth.kill();
     expect((await leader.request('GET', '/status')).body.members).toHaveLength(3);
   });
 
