@@ -36,7 +36,14 @@ export async function addMember(
     throw invalid('the body must be a JSON object { id, address, role? }');
   const role = (body.role ?? 'voter') as MemberRole;
   requireLeader(store, 'adding a member');
-  await store.node.addMember({ id: body.id as number, address: body.address as string }, role);
+  // Added before but not reached then (it stayed a spare): adding it again at the same address
+  // gives it its role now, so `prevail members add` can simply be run again once it is up.
+  const known = store.node.status().members.find((m) => m.id === body.id);
+  if (known && known.address === body.address) {
+    if (known.role !== role) await store.node.assignRole(known.id, role);
+  } else {
+    await store.node.addMember({ id: body.id as number, address: body.address as string }, role);
+  }
   return { members: store.node.status().members };
 }
 
@@ -60,6 +67,20 @@ export async function transfer(
   const id = body.id ?? undefined;
   if (id !== undefined && typeof id !== 'number') throw invalid('id must be a number');
   requireLeader(store, 'a leadership transfer');
+  const s = store.node.status();
+  if (id === s.id) return { leader: s.leader, unchanged: true };
+  // Checked here, not left to the engine: its answer for these ("server ID is not valid") names
+  // neither the id nor the members there are.
+  const target = s.members.find((m) => m.id === id);
+  if (id !== undefined && target?.role !== 'voter') {
+    const voters = s.members.filter((m) => m.role === 'voter').map((m) => m.id);
+    throw new PrevailError(
+      ErrorCodes.BAD_MEMBER,
+      target
+        ? `member ${id} is a ${target.role}, and only a voter can lead (voters: ${voters.join(', ')})`
+        : `no member ${id} (members: ${s.members.map((m) => m.id).join(', ')})`,
+    );
+  }
   const leader = await store.node.transferLeadership(id);
   return { leader };
 }
