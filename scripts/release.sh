@@ -10,9 +10,8 @@
 #   bash scripts/release.sh [--out DIR] [--check]
 #
 #   --out DIR   where the tarball goes (default: release/, git-ignored as *.tgz)
-#   --check     then install it into an empty temp project with `npm install --ignore-scripts`
-#               (no install script, so no compiler and no source build can be used) and, from
-#               there, `import` and `require` it and open, write, close and reopen a store.
+#   --check     then run scripts/install-test.sh on it: installed into an empty project with no
+#               compiler on PATH, `import` and `require` open, write, close and reopen a store.
 #
 # The prebuild is made (scripts/prebuild.sh, which needs the source build's tools) when
 # prebuilds/<platform>-<arch>/ has none, or when native/ or binding.gyp changed after it was
@@ -22,7 +21,6 @@
 # as scripts/prebuild.sh says: npm run build:addon makes a source build again.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
 
 out=release
 check=
@@ -59,13 +57,6 @@ done
 platforms=$(sed -n 's|^package/prebuilds/\([^/]*\)/.*\.node$|\1|p' <<<"$files" | sort -u | paste -sd' ')
 echo "release: $name ($(stat -c %s "$tarball") bytes), prebuilds for: $platforms" >&2
 
-if [[ -n $check ]]; then
-  work=$(mktemp -d "${TMPDIR:-/tmp}/prevail-release-check.XXXXXX")
-  trap 'rm -rf "$work"' EXIT
-  printf '{ "name": "release-check", "private": true, "version": "1.0.0" }\n' >"$work/package.json"
-  (cd "$work" && npm install --ignore-scripts --no-audit --no-fund --prefer-offline --loglevel=error "$tarball" >&2)
-  [[ ! -e $work/node_modules/prevail/build ]] || { echo "release: the install built the addon" >&2; exit 1; }
-  node "$root/scripts/release-check.mjs" "$work" >&2
-  (cd "$work" && node node_modules/prevail/dist/cli.js --version >&2)
-fi
+# The same install test CI runs, on this tarball: no compiler, import and require, a store.
+if [[ -n $check ]]; then bash scripts/install-test.sh "$tarball" >&2; fi
 echo "$tarball"
