@@ -578,8 +578,9 @@ describe('example app', () => {
     dirs.push(dataDir);
     const [port, raftPort] = await freePorts(2);
     const env = { PORT: String(port), DATA_DIR: dataDir, RAFT_ADDRESS: `127.0.0.1:${raftPort}` };
+    // /status (the operations handler's, open on this loopback app) has store.schemaStatus().
     const schemaOf = async (base: string) =>
-      JSON.parse((await http(base, 'GET', '/admin/status.json')).body).schema as {
+      JSON.parse((await http(base, 'GET', '/status')).body).schema as {
         active: number;
         code: { oldest: number; newest: number };
         activations: { index: number; version: number }[];
