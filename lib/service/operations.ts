@@ -17,7 +17,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 import { adminHandler, type AdminHandler, type AdminOptions } from '../admin/admin.js';
-import { HttpAuth, type AuthOptions, type AuthRefusal, type Permission } from '../core/auth.js';
+import {
+  HttpAuth,
+  refusalBody,
+  type AuthOptions,
+  type AuthRefusal,
+  type Permission,
+} from '../core/auth.js';
 import { ErrorCodes, invalid } from '../core/errors.js';
 import type { Store } from '../store.js';
 import { DEFAULT_MAX_BODY_BYTES } from './body.js';
@@ -33,7 +39,6 @@ import {
   transfer,
 } from './member-routes.js';
 import { healthLeader, healthLive, healthReady, reload, status } from './node-routes.js';
-import { refusalBody } from '../core/auth.js';
 import { send, sendError } from './respond.js';
 import { dispatch, type Route } from './routes.js';
 
