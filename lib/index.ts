@@ -69,6 +69,8 @@ export type { UpgradeCheckOptions, UpgradeCheckResult } from './inspect/index.js
 export { kvSchema } from './service/kv-schema.js';
 export type { KvStore } from './service/kv-schema.js';
 export { startService } from './service/service.js';
+export { operationsHandler } from './service/operations.js';
+export type { OperationsHandler, OperationsOptions, OpsStore } from './service/operations.js';
 export type { Service, ServiceOptions } from './service/service.js';
 export { httpErrorOf, httpStatusOf } from './service/http-errors.js';
 export type { HttpErrorAnswer } from './service/http-errors.js';

@@ -124,6 +124,11 @@ export interface AdminStatus extends Omit<RaftNodeStatus, 'members'> {
 /** A request handler: true when it answered the request, false to let the app handle it. */
 export interface AdminHandler {
   (req: IncomingMessage, res: ServerResponse): boolean;
+  /**
+   * The same, for the request's path as the caller resolved it (the operations handler: the
+   * path it checked credentials for, from Express's `originalUrl` when mounted under a path).
+   */
+  answer(req: IncomingMessage, res: ServerResponse, path: string): boolean;
   /** The current status document. */
   status(): AdminStatus;
   /** Stops listening to the store and ends every open event stream (they would keep `server.close()` waiting). */
@@ -172,8 +177,8 @@ export function adminHandler(
 
   const page = renderPage(basePath);
   const headers = pageHeaders(page);
-  const handler = ((req: IncomingMessage, res: ServerResponse): boolean => {
-    const route = routeOf(pathOf(req.url), basePath);
+  const answer = (req: IncomingMessage, res: ServerResponse, path: string): boolean => {
+    const route = routeOf(path, basePath);
     if (!route) return false;
     const refusal = guard?.check(req, 'admin');
     if (refusal) {
@@ -195,8 +200,11 @@ export function adminHandler(
       startEvents(res, head || closed ? null : (r) => streams.add(req, r));
     }
     return true;
-  }) as AdminHandler;
+  };
+  const handler = ((req: IncomingMessage, res: ServerResponse): boolean =>
+    answer(req, res, pathOf(req.url))) as AdminHandler;
 
+  handler.answer = answer;
   handler.status = () => status();
   handler.close = () => {
     if (closed) return;

@@ -8,7 +8,8 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 
-import { consecutiveFreePorts, freePorts, tempDir } from '../helpers/cluster.js';
+import { consecutiveFreePorts, freePorts, runCli, tempDir, waitFor } from '../helpers/cluster.js';
+import { writeClusterCerts } from '../helpers/test-certs.js';
 
 const script = join(process.cwd(), 'examples', 'app', 'server.mjs');
 
@@ -577,8 +578,9 @@ describe('example app', () => {
     dirs.push(dataDir);
     const [port, raftPort] = await freePorts(2);
     const env = { PORT: String(port), DATA_DIR: dataDir, RAFT_ADDRESS: `127.0.0.1:${raftPort}` };
+    // /status (the operations handler's, open on this loopback app) has store.schemaStatus().
     const schemaOf = async (base: string) =>
-      JSON.parse((await http(base, 'GET', '/admin/status.json')).body).schema as {
+      JSON.parse((await http(base, 'GET', '/status')).body).schema as {
         active: number;
         code: { oldest: number; newest: number };
         activations: { index: number; version: number }[];
@@ -680,6 +682,81 @@ describe('example app', () => {
     expect(statusOf(page)).toBe('closed'); // closed by the scheduled closeStale
     expect(page).toMatch(/0 open, 1 closed, 1 people/); // the digest job saw it
   });
+
+  // The app mounts operationsHandler (with OPS_TOKEN): the CLI's commands work against it as
+  // against `prevail serve`, and without the token they are refused.
+  test('the prevail CLI against a 3-node app cluster: status, members, snapshot, transfer; refused without the token', async () => {
+    const certs = tempDir('prevail-app-ops-certs-');
+    dirs.push(certs);
+    await writeClusterCerts(certs, [1, 2, 3]);
+    const ports = await freePorts(6);
+    const spec = [1, 2, 3].map((id) => `${id}=127.0.0.1:${ports[2 + id]}`).join(',');
+    const TOKEN = 'app-ops-token-0123456789';
+    const urls = await Promise.all(
+      [1, 2, 3].map(async (id) => {
+        const dataDir = tempDir('prevail-app-ops-');
+        dirs.push(dataDir);
+        const env = { NODE_ID: String(id), CLUSTER: spec, TLS_DIR: certs, OPS_TOKEN: TOKEN };
+        return (await startApp({ ...env, PORT: String(ports[id - 1]), DATA_DIR: dataDir })).url;
+      }),
+    );
+    const leaderUrl = async () => {
+      for (const u of urls) if ((await http(u, 'GET', '/health/leader')).status === 200) return u;
+      return undefined;
+    };
+    await waitFor('a leader', leaderUrl, 60_000);
+    const all = urls.join(',');
+    const cli = (...args: string[]) => runCli([...args, '--token', TOKEN], 90_000);
+
+    const refused = await runCli(['status', '--node', urls[0]!]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('PREVAIL_UNAUTHORIZED');
+
+    const leader = (await leaderUrl())!;
+    const status = await cli('status', '--node', leader);
+    expect(status.code).toBe(0);
+    const s = JSON.parse(status.stdout);
+    expect(s).toMatchObject({ role: 'leader', cluster: { lagKnown: true } });
+    expect(s.cluster.members.map((m: { id: number }) => m.id)).toEqual([1, 2, 3]);
+
+    const snap = await cli('snapshot', '--node', all);
+    expect(snap.code).toBe(0);
+    expect(JSON.parse(snap.stdout).index).toBeGreaterThan(0);
+
+    const [sparePort] = await freePorts(1);
+    const added = await cli(
+      'members',
+      'add',
+      '4',
+      `127.0.0.1:${sparePort}`,
+      '--role',
+      'spare',
+      '--node',
+      all,
+    );
+    expect({ code: added.code, stderr: added.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(JSON.parse(added.stdout).members).toContainEqual(
+      expect.objectContaining({ id: 4, role: 'spare' }),
+    );
+    const removed = await cli('members', 'remove', '4', '--node', all);
+    expect(removed.code).toBe(0);
+    expect(JSON.parse(removed.stdout).members.map((m: { id: number }) => m.id)).toEqual([1, 2, 3]);
+
+    const oldLeader = Number(s.id);
+    const transfer = await cli('transfer', '--node', all);
+    expect({ code: transfer.code, stderr: transfer.stderr }).toEqual({ code: 0, stderr: '' });
+    const next = JSON.parse(transfer.stdout).leader.id;
+    expect(next).not.toBe(oldLeader);
+    expect([1, 2, 3]).toContain(next);
+    await waitFor(
+      'the new leader to answer /health/leader',
+      async () => {
+        const u = await leaderUrl();
+        return u === urls[next - 1];
+      },
+      60_000,
+    );
+  }, 300_000);
 
   test('limits and errors: 413, 415, 404, 405, and SIGTERM exits by itself', async () => {
     const dataDir = tempDir('prevail-app-');
