@@ -23,6 +23,11 @@ Commands:
   snapshot                       have the leader write a snapshot now
   reload                         have each --node read its certificates and --auth
                                  file again (as SIGHUP does)
+  backup --out DIR               have --node take a backup while it runs, and write
+                                 it into DIR (checked against its SHA-256)
+  restore BACKUP --data-dir DIR --id N --address HOST:PORT [--cluster "1=HOST:PORT,..."]
+                                 seed a new data dir from a backup: a single node, or
+                                 (with --cluster, the same on every member) a new cluster
   inspect DIR [options]          read a data dir offline (prevail inspect --help)
   upgrade-check DIR --schema NEW.mjs [--old OLD.mjs] [--json]
                                  replay a stopped node's data dir (or a copy) with new
@@ -53,7 +58,7 @@ serve options:
                                  client certificates from the CA authenticate
   --insecure                     allow --http on a non-loopback address without --auth
 
-client options (status, members, transfer, snapshot, reload):
+client options (status, members, transfer, snapshot, reload, backup):
   --node URL[,URL...]            the node(s) to ask (default $PREVAIL_NODE or
                                  http://127.0.0.1:8001); leader-only commands try
                                  each in turn until the leader answers
@@ -259,7 +264,9 @@ const commands: Record<string, (args: string[]) => Promise<void>> = {
   transfer,
   snapshot,
   reload,
-  // Loaded on use: the certificate library stays out of serve's start.
+  // Loaded on use: the backup and certificate code stays out of serve's start.
+  backup: async (args) => (await import('./cli/backup.js')).backupCommand(args, clientOptions),
+  restore: async (args) => (await import('./cli/backup.js')).restoreCommand(args),
   certs: async (args) => (await import('./cli/certs.js')).certs(args),
 };
 

@@ -10,6 +10,7 @@ import type { AdminHandler } from '../admin/admin.js';
 import { permissionFor, refusalBody, type AuthRefusal, type HttpAuth } from '../core/auth.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
 import type { TlsMaterial } from '../core/tls-files.js';
+import { FileAnswer } from './backup-route.js';
 import { send, sendError } from './respond.js';
 import { dispatch, serviceRoutes, type RouteContext } from './routes.js';
 
@@ -55,7 +56,10 @@ export function createServiceServer(
       if (life.closing) server.closeIdleConnections();
     });
     dispatch(routes, req, aborter.signal).then(
-      ([status, body]) => send(res, status, body, {}, life.closing !== null),
+      ([status, body]) =>
+        body instanceof FileAnswer
+          ? body.send(res)
+          : send(res, status, body, {}, life.closing !== null),
       (err) => sendError(res, err, req, leaderHint, life.closing !== null),
     );
   };

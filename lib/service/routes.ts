@@ -4,6 +4,7 @@
 import type { IncomingMessage } from 'node:http';
 
 import { ErrorCodes, invalid } from '../core/errors.js';
+import { backup } from './backup-route.js';
 import { BAD_METHOD, HttpError } from './http-errors.js';
 import { casKey, deleteKey, getKey, putKey } from './kv-routes.js';
 import type { KvStore } from './kv-schema.js';
@@ -46,6 +47,7 @@ export function serviceRoutes(ctx: RouteContext): Route[] {
     ['POST', /^\/admin\/transfer$/, (_m, req) => transfer(ctx, req)],
     ['POST', /^\/admin\/snapshot$/, () => snapshot(ctx)],
     ['POST', /^\/admin\/reload$/, () => reload(ctx)],
+    ['POST', /^\/admin\/backup$/, () => backup(ctx)],
   ];
 }
 
