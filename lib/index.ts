@@ -64,6 +64,13 @@ export {
 } from './admin/admin.js';
 export { inspectDataDir, runInspect, upgradeCheck, runUpgradeCheck } from './inspect/index.js';
 export type { UpgradeCheckOptions, UpgradeCheckResult } from './inspect/index.js';
+export { restoreBackup } from './backup/restore.js';
+export type { RestoreOptions, RestoreResult } from './backup/restore.js';
+export { verifyBackup, BACKUP_FORMAT } from './backup/format.js';
+export type { BackupHeader, BackupMember, VerifiedBackup } from './backup/format.js';
+export { DirectoryTarget } from './backup/target.js';
+export type { BackupTarget } from './backup/target.js';
+export type { BackupDestination, BackupResult } from './backup/take.js';
 export { kvSchema } from './service/kv-schema.js';
 export type { KvStore } from './service/kv-schema.js';
 export { startService } from './service/service.js';

@@ -28,8 +28,8 @@ export const PREFIX_BYTES = 12;
 export const DIGEST_BYTES = 32;
 /** A header is small (the configuration and a few numbers): anything larger is damage. */
 export const MAX_HEADER_BYTES = 1 << 20;
-// Frames this size or smaller are kept while read, so the last one (`end`, the CRC list) can be decoded.
-const KEEP_FRAME_BYTES = 16 << 20;
+// The `end` frame lists a CRC-32 per frame (at most 5 bytes each): anything larger is damage.
+const MAX_END_FRAME_BYTES = 64 << 20;
 
 /** A member of the configuration a backup was taken under. */
 export interface BackupMember {
@@ -196,15 +196,21 @@ async function readPayload(
   const end = start + header.payloadBytes;
   const computed: number[] = [];
   let meta: Buffer | null = null;
-  let last: Buffer | null = null;
+  let last: Buffer | null = null; // the end frame
   for (let frame = 0; reader.position < end; frame++) {
     const at = reader.position;
     if (end - at < 4) throw corrupt(name, at, 'payload ends inside a frame header');
     const lengthBytes = await reader.exact(4, 'a frame header');
     const len = lengthBytes.readUInt32LE(0);
     if (at + 4 + len > end) throw corrupt(name, at, `frame ${frame} runs past the payload`);
+    if (frame >= header.frames)
+      throw corrupt(name, at, `more frames than the ${header.frames} the header says`);
+    if (frame === header.frames - 1 && len > MAX_END_FRAME_BYTES)
+      throw corrupt(name, at, `the last frame has ${len} bytes: too large for a CRC list`);
     let crc = crc32(lengthBytes);
-    const keep = frame === 0 || len <= KEEP_FRAME_BYTES ? [lengthBytes] : null;
+    // Only the first (meta) and the last (end) are kept: copying every frame would make the
+    // whole payload garbage for the collector of a large heap.
+    const keep = frame === 0 || frame === header.frames - 1 ? [lengthBytes] : null;
     await sink?.(frame, lengthBytes);
     await reader.each(len, `frame ${frame}`, async (piece) => {
       crc = crc32(piece, crc);
@@ -212,8 +218,8 @@ async function readPayload(
       await sink?.(frame, piece);
     });
     computed.push(crc);
-    last = keep ? Buffer.concat(keep) : null;
-    if (frame === 0) meta = last;
+    if (keep && frame === 0) meta = Buffer.concat(keep);
+    if (keep && frame === header.frames - 1) last = Buffer.concat(keep);
   }
   if (computed.length !== header.frames)
     throw corrupt(

@@ -3,6 +3,7 @@
 // applied since (the engine snapshot's bytes) with the index, term and configuration that go
 // with them. Writing and hashing those happen afterwards, in batches between other work: the
 // frames are never changed once made, so writes keep flowing while the backup is written.
+import { debug } from '../core/diagnostics.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
 import { backupPieces, verifyBackup, type BackupHeader } from './format.js';
 import { DirectoryTarget, backupName, type BackupTarget } from './target.js';
@@ -62,6 +63,7 @@ export async function takeBackup(
   const target = toTarget(destination);
   const started = performance.now();
   await source.capture();
+  const captured = performance.now();
   const { frames, header } = source.now();
   const name = backupName(header.index, new Date(header.createdAt));
   let written: { sha256: string; bytes: number } | null = null;
@@ -72,6 +74,7 @@ export async function takeBackup(
     }),
   );
   const { sha256, bytes } = written!;
+  const wrote = performance.now();
   const check = await verifyBackup(target.read(name), target.describe(name));
   if (check.sha256 !== sha256)
     throw new PrevailError(
@@ -79,6 +82,14 @@ export async function takeBackup(
       `backup ${target.describe(name)} reads back with SHA-256 ${check.sha256}, written as ${sha256}`,
       { file: target.describe(name) },
     );
+  debug(
+    'backup at index %d: capture %d ms, write %d ms, read-back %d ms, %d bytes',
+    header.index,
+    Math.round(captured - started),
+    Math.round(wrote - captured),
+    Math.round(performance.now() - wrote),
+    bytes,
+  );
   return {
     name,
     file: target.describe(name),

@@ -40,12 +40,16 @@ export async function backupCommand(args: string[], clientOptions: ClientOptions
   const target = new DirectoryTarget(values.out);
   await target.write(name, res);
   const file = target.describe(name);
-  const checked = await verifyBackup(target.read(name), file);
-  if (checked.sha256 !== res.headers[BACKUP_HEADERS.sha256]) {
+  const sent = String(res.headers[BACKUP_HEADERS.sha256]);
+  const checked = await verifyBackup(target.read(name), file).catch(async (err: unknown) => {
+    await target.remove(name);
+    throw err;
+  });
+  if (checked.sha256 !== sent) {
     await target.remove(name);
     throw new PrevailError(
       ErrorCodes.BACKUP_CORRUPT,
-      `the backup ${node} sent reads as SHA-256 ${checked.sha256}, the node said ${String(res.headers[BACKUP_HEADERS.sha256])}: removed`,
+      `the backup ${node} sent reads as SHA-256 ${checked.sha256}, the node said ${sent}: removed`,
     );
   }
   const { index, term, nodeId, createdAt } = checked.header;
