@@ -7,8 +7,8 @@
 //
 // Writes: closed loop, `--concurrency` in flight, each an update of one random user (one
 // fsync'd log entry each, as in bench/store.js). Rows: "no backup" is `--duration` ms of that
-// load alone; "during backup" counts the writes that started while backup() ran. Prints a
-// table; no assertions.
+// load alone; "during backup" counts the writes that started while backup() ran, once with a
+// fresh capture (the default) and once with `capture: false`. Prints a table; no assertions.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -108,15 +108,20 @@ async function main() {
     await quiet.stop();
     rows.push(row('no backup', quiet.ops, q0, q1, quiet.loop.max / 1e6));
 
-    const busy = writeLoad(store);
-    await new Promise((r) => setTimeout(r, 500));
-    busy.loop.reset();
-    const b0 = performance.now();
-    const result = await store.backup(join(root, 'backups'));
-    const b1 = performance.now();
-    const loopMax = busy.loop.max / 1e6;
-    await busy.stop();
-    rows.push(row('during backup', busy.ops, b0, b1, loopMax));
+    const results = [];
+    for (const capture of [true, false]) {
+      const busy = writeLoad(store);
+      await new Promise((r) => setTimeout(r, 500));
+      busy.loop.reset();
+      const b0 = performance.now();
+      const result = await store.backup(join(root, `backups-${capture}`), { capture });
+      const b1 = performance.now();
+      const loopMax = busy.loop.max / 1e6;
+      await busy.stop();
+      rows.push(row(`during backup (capture: ${capture})`, busy.ops, b0, b1, loopMax));
+      results.push({ capture, ...result });
+    }
+    const result = results[0];
     const applied = store.status().appliedIndex;
     await store.close();
 
@@ -130,22 +135,24 @@ async function main() {
     const openMs = performance.now() - t;
     const restored = copy.view.users.size;
     await copy.close();
-    report({ result, rows, applied, restoreMs, openMs, restored });
+    report({ results, rows, applied, restoreMs, openMs, restored });
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
 }
 
-function report({ result, rows, applied, restoreMs, openMs, restored }) {
-  const mb = result.bytes / 1048576;
+function report({ results, rows, applied, restoreMs, openMs, restored }) {
   console.log(`\nbackup of ${fmtInt(N)} users, ${CONCURRENCY} writes in flight`);
+  for (const r of results) {
+    const mb = r.bytes / 1048576;
+    console.log(
+      `  backup (capture: ${r.capture}): ${fmtInt(r.durationMs)} ms, ${mb.toFixed(1)} MB ` +
+        `(${(mb / (r.durationMs / 1000)).toFixed(1)} MB/s), at index ${fmtInt(r.index)}`,
+    );
+  }
   console.log(
-    `  backup: ${fmtInt(result.durationMs)} ms, ${mb.toFixed(1)} MB ` +
-      `(${(mb / (result.durationMs / 1000)).toFixed(1)} MB/s), at index ${fmtInt(result.index)} ` +
-      `(applied ${fmtInt(applied)} when the load stopped)`,
-  );
-  console.log(
-    `  restore: seeding ${fmtInt(restoreMs)} ms, first open ${fmtInt(openMs)} ms, ${fmtInt(restored)} users\n`,
+    `  restore of the first: seeding ${fmtInt(restoreMs)} ms, first open ${fmtInt(openMs)} ms, ` +
+      `${fmtInt(restored)} users (applied ${fmtInt(applied)} when the load stopped)\n`,
   );
   console.log('| load | writes | writes/s | p50 ms | p99 ms | max ms | loop max ms |');
   console.log('|---|---:|---:|---:|---:|---:|---:|');

@@ -70,7 +70,7 @@ export { verifyBackup, BACKUP_FORMAT } from './backup/format.js';
 export type { BackupHeader, BackupMember, VerifiedBackup } from './backup/format.js';
 export { DirectoryTarget } from './backup/target.js';
 export type { BackupTarget } from './backup/target.js';
-export type { BackupDestination, BackupResult } from './backup/take.js';
+export type { BackupDestination, BackupOptions, BackupResult } from './backup/take.js';
 export { kvSchema } from './service/kv-schema.js';
 export type { KvStore } from './service/kv-schema.js';
 export { startService } from './service/service.js';

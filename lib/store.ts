@@ -35,6 +35,7 @@ import { StateMachine } from './store/state-machine.js';
 import {
   takeBackup,
   type BackupDestination,
+  type BackupOptions,
   type BackupResult,
   type BackupSource,
 } from './backup/take.js';
@@ -580,10 +581,11 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
    * Writes a backup of this node's state (leader or follower) to `destination`, a directory or
    * a BackupTarget, without stopping writes: a background capture, then the file written and
    * read back to check its SHA-256. Resolves with its name, index, term, size and checksum.
+   * `{ capture: false }` skips the capture (see BackupOptions).
    */
-  backup(destination: BackupDestination): Promise<BackupResult> {
+  backup(destination: BackupDestination, options?: BackupOptions): Promise<BackupResult> {
     this.#outsideHandler('backup');
-    return takeBackup(this.#backupSource(), destination);
+    return takeBackup(this.#backupSource(), destination, options);
   }
 
   // The state's bytes and the header that describes them, taken together in one synchronous step.

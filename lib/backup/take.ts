@@ -34,6 +34,16 @@ export interface BackupSource {
   now(): { frames: Uint8Array[]; header: Omit<BackupHeader, 'payloadBytes' | 'frames'> };
 }
 
+export interface BackupOptions {
+  /**
+   * Capture the state first (default true): the backup is then the state serialised now plus
+   * the few entries applied while that ran. false: the last background capture plus every entry
+   * since — what the engine's own snapshots hold — with nothing serialised (lighter on a busy
+   * node; the restored node replays that tail when it starts).
+   */
+  capture?: boolean;
+}
+
 /** A backup's destination: a directory's path, or a target. */
 export type BackupDestination = string | BackupTarget;
 
@@ -59,10 +69,11 @@ export function toTarget(destination: BackupDestination): BackupTarget {
 export async function takeBackup(
   source: BackupSource,
   destination: BackupDestination,
+  options: BackupOptions = {},
 ): Promise<BackupResult> {
   const target = toTarget(destination);
   const started = performance.now();
-  await source.capture();
+  if (options.capture !== false) await source.capture();
   const captured = performance.now();
   const { frames, header } = source.now();
   const name = backupName(header.index, new Date(header.createdAt));

@@ -94,6 +94,31 @@ test('a backup under write load restores to the state at its index', async () =>
   await again.close();
 }, 120_000);
 
+test('a backup without a fresh capture (the last one plus the entries since) restores the same state', async () => {
+  const store = await open({ schema, dataDir: join(root, 'src'), captureEvery: 50 });
+  for (let i = 0; i < 300; i++) await store.propose('put', { key: `k${i % 70}`, value: i });
+  await store.captureNow();
+  for (let i = 0; i < 20; i++) await store.propose('put', { key: `t${i}`, value: i }); // below captureEvery
+  const captured = store.status().capture;
+  expect(captured.tail).toBeGreaterThan(0); // entries after the last capture: the backup's tail
+  const r = await store.backup(join(root, 'backups'), { capture: false });
+  expect(store.status().capture.baseIndex).toBe(captured.baseIndex); // no capture was made for it
+  const hash = store.stateHash();
+  expect(r.index).toBe(store.status().appliedIndex);
+  await store.close();
+  const [port] = await freePorts(1);
+  const address = `127.0.0.1:${port}`;
+  const dataDir = join(root, 'restored');
+  await restoreBackup({ backup: r.file, dataDir, id: 1, address });
+  const copy = await open({ schema, dataDir, address });
+  try {
+    expect(copy.stateHash()).toBe(hash);
+    expect(copy.status().appliedIndex).toBe(r.index);
+  } finally {
+    await copy.close();
+  }
+});
+
 test('a backup destination must be a path or a target', async () => {
   const store = await open({ schema, dataDir: join(root, 'src') });
   try {
