@@ -112,3 +112,31 @@ test('prevail backup from a running node, prevail restore, and serve on the rest
   expect((await kv(copy, 'GET', 'later')).status).toBe(404);
   expect((await kv(copy, 'PUT', 'new', 'x')).status).toBe(200);
 }, 90_000);
+
+test('prevail backup and restore: bad usage exits 2', async () => {
+  for (const args of [
+    ['backup'],
+    ['backup', 'extra', '--out', root],
+    ['restore'],
+    ['restore', 'f.pvb', '--data-dir', root, '--id', 'one', '--address', '127.0.0.1:1'],
+    ['restore', 'f.pvb', '--data-dir', root, '--id', '1'],
+    ['restore', 'f.pvb', '--data-dir', root, '--id', '1', '--address', 'nowhere'],
+    ['restore', 'f.pvb', '--id', '1', '--address', '127.0.0.1:1'],
+    [
+      'restore',
+      'f.pvb',
+      '--data-dir',
+      root,
+      '--id',
+      '1',
+      '--address',
+      '127.0.0.1:1',
+      '--cluster',
+      '1=x',
+    ],
+  ]) {
+    const r = await runCli(args);
+    expect({ args, code: r.code }).toEqual({ args, code: 2 });
+    expect(r.stderr).toMatch(/prevail (backup|restore)/);
+  }
+});
