@@ -5,7 +5,7 @@
 // snapshot like from its own; every member of a new cluster is seeded from the same backup.
 import { readdirSync } from 'node:fs';
 import { open, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 
 import { ErrorCodes, PrevailError } from '../core/errors.js';
 import type { MemberRef } from '../core/errors.js';
@@ -62,6 +62,11 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
   const { read, name } = backupSource(options.backup);
   const checked = await verifyBackup(read(), name); // before anything is written
   const { index, term } = checked.header;
+  if (index < 1 || term < 1)
+    throw new PrevailError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `backup ${name} is of an empty state (index ${index}, term ${term}): start a new node instead`,
+    );
   const created = makeDirFresh(dataDir);
   const snapshot = `snapshot-${term}-${index}-1`;
   const written: string[] = [];
@@ -84,10 +89,8 @@ function backupSource(backup: RestoreOptions['backup']): {
   name: string;
 } {
   if (typeof backup === 'string') {
-    const slash = backup.lastIndexOf('/');
-    const target = new DirectoryTarget(slash < 0 ? '.' : backup.slice(0, slash) || '/');
-    const file = backup.slice(slash + 1);
-    return { read: () => target.read(file), name: backup };
+    const target = new DirectoryTarget(dirname(backup));
+    return { read: () => target.read(basename(backup)), name: backup };
   }
   if (!backup || typeof backup.target?.read !== 'function' || typeof backup.name !== 'string')
     throw new PrevailError(
