@@ -23,8 +23,10 @@ Commands:
   snapshot                       have the leader write a snapshot now
   reload                         have each --node read its certificates and --auth
                                  file again (as SIGHUP does)
-  backup --out DIR               have --node take a backup while it runs, and write
-                                 it into DIR (checked against its SHA-256)
+  backup --out DIR [--capture false]
+                                 have --node take a backup while it runs, and write
+                                 it into DIR (checked against its SHA-256); --capture
+                                 false: no fresh capture (the last one plus the log)
   restore BACKUP --data-dir DIR --id N --address HOST:PORT [--cluster "1=HOST:PORT,..."]
                                  seed a new data dir from a backup: a single node, or
                                  (with --cluster, the same on every member) a new cluster

@@ -23,13 +23,19 @@ export type ClientOptionsFn = (
   positionals: string[];
 };
 
-/** `prevail backup --node URL --out DIR`: prints what it wrote (JSON). */
+/** `prevail backup --node URL --out DIR [--capture false]`: prints what it wrote (JSON). */
 export async function backupCommand(args: string[], clientOptions: ClientOptionsFn): Promise<void> {
-  const { client, values, positionals } = clientOptions(args, { out: { type: 'string' } });
+  const { client, values, positionals } = clientOptions(args, {
+    out: { type: 'string' },
+    capture: { type: 'string' },
+  });
   if (positionals.length) fail('backup takes no arguments');
   if (!values.out) fail('--out DIR is required');
+  const capture = values.capture ?? 'true';
+  if (capture !== 'true' && capture !== 'false')
+    fail(`--capture must be true or false, got ${JSON.stringify(capture)}`);
   const node = client.nodes[0]!;
-  const res = await post(client, `${node}/admin/backup`);
+  const res = await post(client, `${node}/admin/backup?capture=${capture}`);
   if (res.statusCode !== 200) throw await answerError(node, res);
   const name = String(res.headers[BACKUP_HEADERS.name] ?? '');
   if (!BACKUP_NAME_RE.test(name))

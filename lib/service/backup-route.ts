@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 
 import { debug } from '../core/diagnostics.js';
+import { invalid } from '../core/errors.js';
 import type { RouteContext } from './routes.js';
 
 /** An answer that is a file, not JSON: the service streams it (see http-server.ts). */
@@ -41,11 +42,15 @@ export const BACKUP_HEADERS = {
   sha256: 'x-prevail-backup-sha256',
 } as const;
 
-export async function backup({ store }: RouteContext): Promise<FileAnswer> {
+/** `?capture=false`: the last capture plus the entries since (store.backup's `capture` option). */
+export async function backup({ store }: RouteContext, url: URL): Promise<FileAnswer> {
+  const capture = url.searchParams.get('capture');
+  if (capture !== null && capture !== 'true' && capture !== 'false')
+    throw invalid(`capture must be true or false, got ${JSON.stringify(capture)}`);
   const dir = await mkdtemp(join(tmpdir(), 'prevail-backup-'));
   const done = () => rm(dir, { recursive: true, force: true });
   try {
-    const r = await store.backup(dir);
+    const r = await store.backup(dir, { capture: capture !== 'false' });
     return new FileAnswer(
       r.file,
       r.bytes,

@@ -47,7 +47,7 @@ export function serviceRoutes(ctx: RouteContext): Route[] {
     ['POST', /^\/admin\/transfer$/, (_m, req) => transfer(ctx, req)],
     ['POST', /^\/admin\/snapshot$/, () => snapshot(ctx)],
     ['POST', /^\/admin\/reload$/, () => reload(ctx)],
-    ['POST', /^\/admin\/backup$/, () => backup(ctx)],
+    ['POST', /^\/admin\/backup$/, (_m, _req, url) => backup(ctx, url)],
   ];
 }
 

@@ -75,6 +75,20 @@ test('prevail backup from a running node, prevail restore, and serve on the rest
   const info = JSON.parse(taken.stdout) as { file: string; index: number; sha256: string };
   expect(readdirSync(out)).toEqual([info.file.split('/').pop()]);
   expect(info.index).toBeGreaterThanOrEqual(50);
+  // Without a fresh capture (the last one plus the entries since).
+  const light = await runCli([
+    'backup',
+    '--node',
+    source.url,
+    '--out',
+    join(root, 'light'),
+    '--token',
+    ADMIN,
+    '--capture',
+    'false',
+  ]);
+  expect(light.code).toBe(0);
+  expect(JSON.parse(light.stdout).index).toBeGreaterThanOrEqual(info.index);
   await kv(source, 'PUT', 'later', 'not in the backup');
 
   // A damaged copy: refused, nothing written.
@@ -117,6 +131,7 @@ test('prevail backup and restore: bad usage exits 2', async () => {
   for (const args of [
     ['backup'],
     ['backup', 'extra', '--out', root],
+    ['backup', '--out', root, '--capture', 'maybe'],
     ['restore'],
     ['restore', 'f.pvb', '--data-dir', root, '--id', 'one', '--address', '127.0.0.1:1'],
     ['restore', 'f.pvb', '--data-dir', root, '--id', '1'],
