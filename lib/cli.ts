@@ -1,26 +1,39 @@
 #!/usr/bin/env node
 // The `prevail` command: `serve` runs one node of the key-value service (lib/cli/serve.ts over
-// lib/service/); `status`, `members`, `transfer`, `snapshot` and `reload` talk to a running node over its
-// HTTP API; `certs` creates certificates (lib/cli/certs.ts over lib/certs/).
-import { parseArgs } from 'node:util';
+// lib/service/); `status`, `members`, `transfer`, `snapshot`, `activate` and `reload` talk to a running
+// node over its HTTP API; `certs` creates certificates (lib/cli/certs.ts over lib/certs/).
+import { readFileSync } from 'node:fs';
 
-import { fail, hostPort, positiveInt } from './cli/args.js';
-import { call, clientTls, type Transport } from './cli/http-client.js';
+import { fail, positiveInt } from './cli/args.js';
+import {
+  RequestFailed,
+  clientOptions,
+  describeError,
+  onLeader,
+  print,
+  request,
+} from './cli/client.js';
+import { addMember, listMembers, status } from './cli/cluster-view.js';
 import { serve } from './cli/serve.js';
-import { CERTS_USAGE, UsageError } from './cli/usage.js';
-import { ErrorCodes, isPrevailError } from './core/errors.js';
+import { CERTS_USAGE, COMMAND_USAGE, SERVE_USAGE, UsageError } from './cli/usage.js';
+import { isPrevailError } from './core/errors.js';
 import { kvSchema } from './service/kv-schema.js';
 
 const USAGE = `Usage: prevail <command> [options]
+       prevail <command> --help      that command's usage and options
+       prevail --version             this package's version
 
 Commands:
   serve                          run one node of the replicated key-value service
-  status                         print a node's status (JSON)
+  status                         a node's status (JSON); several nodes: a table
+  members                        list the members (a table; --json)
   members add ID HOST:PORT       add a member (it catches up as a non-voter, then votes)
       [--role voter|standby|spare]
   members remove ID              remove a member
   transfer [ID]                  hand leadership to ID, or to the most up-to-date voter
   snapshot                       have the leader write a snapshot now
+  activate [VERSION]             activate schema version VERSION (default: the newest
+                                 every voter's code supports) on every replica
   reload                         have each --node read its certificates and --auth
                                  file again (as SIGHUP does)
   backup --out DIR [--capture false]
@@ -38,202 +51,89 @@ Commands:
   certs ca|node|client|show      create a CA, member and client certificates, or show
                                  one (prevail certs --help)
 
-serve options:
-  --data DIR                     data directory (required; one node id per directory)
-  --id N                         this node's id (default 1)
-  --raft HOST:PORT               raft address (default: this id's entry in --cluster)
-  --http HOST:PORT               HTTP address (default 127.0.0.1:8001)
-  --channel HOST:PORT            peer channel for forwarded writes and reads (default:
-                                 the --raft host, any free port)
-  --cluster "1=HOST:PORT,2=..."  the initial members; read only when DIR is empty
-  --join                         start empty and wait to be added (prevail members add)
-  --election-timeout MS          default 200
-  --heartbeat MS                 default 40
-  --snapshot-threshold N         entries between snapshots (default 8192)
-  --snapshot-trailing N          entries kept after a snapshot (default 2048)
-  --no-forward                   answer writes on a follower with 503 and the leader
-                                 instead of forwarding them
-  --max-body BYTES               largest request body (default 1048576)
-  --auth FILE                    users, tokens and permissions (JSON; docs/operations.md)
-  --ca FILE --cert FILE --key FILE
-                                 serve HTTPS with this CA, certificate and key (PEM);
-                                 client certificates from the CA authenticate
-  --insecure                     allow --http on a non-loopback address without --auth
-
-client options (status, members, transfer, snapshot, reload, backup):
-  --node URL[,URL...]            the node(s) to ask (default $PREVAIL_NODE or
-                                 http://127.0.0.1:8001); leader-only commands try
-                                 each in turn until the leader answers
+client options (status, members, transfer, snapshot, activate, reload, backup):
+  --node URL[,URL...]            the node(s) to ask, repeated or a comma list (default
+                                 $PREVAIL_NODE or http://127.0.0.1:8001); leader-only
+                                 commands try each in turn until the leader answers
   --timeout MS                   give up after this long (default 60000)
   --token TOKEN                  bearer token (default $PREVAIL_TOKEN)
   --ca FILE                      CA to verify an https node with
   --cert FILE --key FILE         client certificate to authenticate with
 
-Exit status: 0 done, 1 the request or the node failed, 2 bad usage.
-SIGTERM or SIGINT stops serve gracefully (the leader hands over first) with status 0.
-SIGHUP makes serve read --ca/--cert/--key and --auth again; on a bad file it keeps the old.
+Exit status: 0 done, 1 the request or the node failed, 2 bad usage, 3 members add: added
+but the new member is not reachable yet.
+serve's options: prevail serve --help.
 `;
 
 // ---- client commands -------------------------------------------------------------------
 
-interface Client extends Transport {
-  nodes: string[];
+interface SchemaFacts {
+  active: number;
+  activations: { index: number; version: number }[];
+  code: { oldest: number; newest: number };
+  nodes: { id: number; oldest: number; newest: number; canRunActive: boolean }[];
+  holdingBack: number[];
+  failed: { version: number; message: string }[];
 }
 
-function clientOptions(args: string[], extra: Record<string, { type: 'string' }> = {}) {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    strict: true,
-    options: {
-      node: { type: 'string' },
-      timeout: { type: 'string' },
-      token: { type: 'string' },
-      ca: { type: 'string' },
-      cert: { type: 'string' },
-      key: { type: 'string' },
-      ...extra,
-    },
-  });
-  const nodes = (values.node ?? process.env.PREVAIL_NODE ?? 'http://127.0.0.1:8001')
-    .split(',')
-    .map((u) => u.trim())
-    .filter((u) => u !== '')
-    .map((u) => {
-      const withScheme = /^https?:\/\//.test(u) ? u : `http://${u}`;
-      try {
-        return new URL(withScheme).origin;
-      } catch {
-        return fail(`--node must be a URL such as http://127.0.0.1:8001, got ${JSON.stringify(u)}`);
-      }
-    });
-  if (nodes.length === 0) fail('--node is empty');
-  const token = (values.token as string | undefined) ?? process.env.PREVAIL_TOKEN;
-  const client: Client = {
-    nodes,
-    timeoutMs: positiveInt('--timeout', values.timeout as string | undefined, 60_000)!,
-    ...(token ? { token } : {}),
-    tls: clientTls(values as { ca?: string; cert?: string; key?: string }),
-  };
-  return { client, values: values as Record<string, string | undefined>, positionals };
-}
-
-class RequestFailed extends Error {
-  constructor(
-    message: string,
-    readonly body?: unknown,
-  ) {
-    super(message);
-  }
-}
-
-interface Answer {
-  status: number;
-  body: any;
-}
-
-async function request(
-  client: Client,
-  node: string,
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<Answer> {
-  let answer: { status: number; text: string };
-  try {
-    answer = await call(client, `${node}${path}`, method, body);
-  } catch (err) {
-    throw new RequestFailed(`${node}: ${method} ${path} failed: ${(err as Error).message}`);
-  }
-  const text = answer.text;
-  let parsed: unknown = text;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    // not JSON: keep the text
-  }
-  return { status: answer.status, body: parsed };
-}
-
-function describeError(node: string, answer: Answer, client?: Client): string {
-  const e = answer.body?.error;
-  if (!e) return `${node}: HTTP ${answer.status}`;
-  if (answer.status === 401)
-    return `${node}: ${e.code}: ${e.message}${client?.token ? '' : ' (give --token TOKEN, set PREVAIL_TOKEN, or --cert/--key for https)'}`;
-  const leader = e.leader
-    ? ` (the leader is node ${e.leader.id} at raft address ${e.leader.address})`
-    : '';
-  return `${node}: ${e.code}: ${e.message}${leader}`;
-}
-
-/** Sends a leader-only request to each node in turn until one answers other than NOT_LEADER. */
-async function onLeader(
-  client: Client,
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<unknown> {
-  const failures: string[] = [];
-  for (const node of client.nodes) {
-    let answer: Answer;
-    try {
-      answer = await request(client, node, method, path, body);
-    } catch (err) {
-      failures.push((err as Error).message);
-      continue;
-    }
-    if (answer.status === 200) return answer.body;
-    failures.push(describeError(node, answer, client));
-    const code = answer.body?.error?.code;
-    if (code !== ErrorCodes.NOT_LEADER && code !== ErrorCodes.UNAVAILABLE) break;
-  }
-  throw new RequestFailed(failures.join('\n'));
-}
-
-function print(value: unknown): void {
-  console.log(JSON.stringify(value, null, 2));
-}
-
-async function status(args: string[]): Promise<void> {
-  const { client, positionals } = clientOptions(args);
-  if (positionals.length) fail('status takes no arguments');
-  const node = client.nodes[0]!;
-  const answer = await request(client, node, 'GET', '/status');
-  if (answer.status !== 200) throw new RequestFailed(describeError(node, answer, client));
-  print(answer.body);
+/** `prevail status`'s schema line: the active version, who holds the next back, who can't run it. */
+function schemaLine(s: SchemaFacts | undefined): string | null {
+  if (typeof s?.active !== 'number') return null; // a node of a build from before schema versions
+  const since = s.activations.filter((a) => a.version === s.active).at(-1);
+  const range = (r: { oldest: number; newest: number }) =>
+    r.oldest === r.newest ? `${r.oldest}` : `${r.oldest}-${r.newest}`;
+  const parts = [
+    `schema: version ${s.active} active ${since ? `since index ${since.index}` : 'from the start'}`,
+    `this node's code supports ${range(s.code)}`,
+  ];
+  if (s.holdingBack.length)
+    parts.push(`version ${s.code.newest} held back by node ${s.holdingBack.join(', ')}`);
+  for (const n of s.nodes.filter((x) => !x.canRunActive))
+    parts.push(`node ${n.id} (code ${range(n)}) can't run version ${s.active}`);
+  for (const f of s.failed) parts.push(`activating version ${f.version} failed: ${f.message}`);
+  return parts.join('; ');
 }
 
 async function members(args: string[]): Promise<void> {
   const [sub, ...rest] = args;
-  if (sub === 'add') {
-    const { client, values, positionals } = clientOptions(rest, { role: { type: 'string' } });
-    if (positionals.length !== 2)
-      fail('usage: prevail members add ID HOST:PORT [--role voter|standby|spare]');
-    const role = values.role ?? 'voter';
-    if (!['voter', 'standby', 'spare'].includes(role))
-      fail(`--role must be voter, standby or spare, got ${JSON.stringify(role)}`);
-    const id = positiveInt('ID', positionals[0])!;
-    print(
-      await onLeader(client, 'POST', '/admin/members', {
-        id,
-        address: hostPort('HOST:PORT', positionals[1]!),
-        role,
-      }),
-    );
-  } else if (sub === 'remove') {
+  if (sub === 'add') return addMember(rest);
+  if (sub === 'remove') {
     const { client, positionals } = clientOptions(rest);
     if (positionals.length !== 1) fail('usage: prevail members remove ID');
     print(await onLeader(client, 'DELETE', `/admin/members/${positiveInt('ID', positionals[0])}`));
-  } else {
-    fail(`members needs add or remove, got ${JSON.stringify(sub ?? '')}`);
+    return;
   }
+  if (sub === undefined || sub.startsWith('-')) return listMembers(args);
+  fail(`members takes add, remove or no argument, got ${JSON.stringify(sub)}`);
 }
 
 async function transfer(args: string[]): Promise<void> {
   const { client, positionals } = clientOptions(args);
   if (positionals.length > 1) fail('usage: prevail transfer [ID]');
   const id = positiveInt('ID', positionals[0]);
-  print(await onLeader(client, 'POST', '/admin/transfer', id === undefined ? {} : { id }));
+  const answer = (await onLeader(
+    client,
+    'POST',
+    '/admin/transfer',
+    id === undefined ? {} : { id },
+  )) as { leader: { id: number }; unchanged?: boolean };
+  print(answer);
+  if (answer.unchanged) console.error(`prevail transfer: node ${answer.leader.id} already leads`);
+}
+
+/** Activates a schema version through the leader (any node forwards it); prints { active }. */
+async function activate(args: string[]): Promise<void> {
+  const { client, positionals } = clientOptions(args);
+  if (positionals.length > 1) fail('usage: prevail activate [VERSION]');
+  const version = positiveInt('VERSION', positionals[0]);
+  print(
+    await onLeader(
+      client,
+      'POST',
+      '/admin/schema/activate',
+      version === undefined ? {} : { version },
+    ),
+  );
 }
 
 async function snapshot(args: string[]): Promise<void> {
@@ -261,22 +161,46 @@ async function reload(args: string[]): Promise<void> {
 
 const commands: Record<string, (args: string[]) => Promise<void>> = {
   serve,
-  status,
+  status: (args) => status(args, schemaLine),
   members,
   transfer,
   snapshot,
+  activate,
   reload,
   // Loaded on use: the backup and certificate code stays out of serve's start.
-  backup: async (args) => (await import('./cli/backup.js')).backupCommand(args, clientOptions),
+  backup: async (args) => (await import('./cli/backup.js')).backupCommand(args),
   restore: async (args) => (await import('./cli/backup.js')).restoreCommand(args),
   certs: async (args) => (await import('./cli/certs.js')).certs(args),
 };
 
+/** `prevail <command> --help` (and `prevail help <command>`): that command's usage, else the global one. */
+function usageOf(command: string | undefined): string {
+  if (command === 'serve') return SERVE_USAGE;
+  if (command === 'certs') return CERTS_USAGE;
+  return (command !== undefined && COMMAND_USAGE[command]) || USAGE;
+}
+
+function version(): string {
+  // dist/cli.js → the package's own package.json.
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return `prevail ${pkg.version}\n`;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
-  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+  if (command === undefined || command === '--help' || command === '-h') {
     process.stdout.write(USAGE);
     return command === undefined ? 2 : 0;
+  }
+  if (command === 'help') {
+    process.stdout.write(usageOf(args[0]));
+    return 0;
+  }
+  if (command === '--version' || command === '-v' || command === 'version') {
+    process.stdout.write(version());
+    return 0;
   }
   if (command === 'inspect') {
     const { runInspect } = await import('./inspect/index.js');
@@ -286,22 +210,23 @@ async function main(argv: string[]): Promise<number> {
     const { runUpgradeCheck } = await import('./inspect/index.js');
     return runUpgradeCheck(args, process.stdout);
   }
-  if (
-    command === 'certs' &&
-    (args.length === 0 || args.includes('--help') || args.includes('-h'))
-  ) {
-    process.stdout.write(CERTS_USAGE);
-    return args.length === 0 ? 2 : 0;
-  }
-  if (args.includes('--help') || args.includes('-h')) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
   const run = commands[command];
   if (!run) {
     console.error(`prevail: unknown command ${JSON.stringify(command)}; see prevail --help`);
     return 2;
   }
+  if (args.includes('--help') || args.includes('-h') || (command === 'certs' && !args.length)) {
+    process.stdout.write(usageOf(command));
+    return args.length === 0 ? 2 : 0;
+  }
+  return runCommand(command, run, args);
+}
+
+async function runCommand(
+  command: string,
+  run: (args: string[]) => Promise<void>,
+  args: string[],
+): Promise<number> {
   try {
     await run(args);
     return 0;
@@ -311,12 +236,14 @@ async function main(argv: string[]): Promise<number> {
       err instanceof UsageError ||
       (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))
     ) {
-      console.error(`prevail ${command}: ${(err as Error).message}; see prevail --help`);
+      // The error, then the command's usage: what it takes instead.
+      console.error(`prevail ${command}: ${(err as Error).message}\n`);
+      process.stderr.write(usageOf(command));
       return 2;
     }
     if (err instanceof RequestFailed) {
       console.error(`prevail ${command}: ${err.message}`);
-      return 1;
+      return err.exitCode;
     }
     if (isPrevailError(err)) {
       console.error(`prevail ${command}: ${err.code}: ${err.message}`);

@@ -62,6 +62,8 @@ export {
   type AdminStatus,
   type LeaderChange,
 } from './admin/admin.js';
+export type { AdminMemberSchema, AdminSchema } from './admin/schema.js';
+export type { ChartData, ChartPoint } from './admin/monitor.js';
 export { inspectDataDir, runInspect, upgradeCheck, runUpgradeCheck } from './inspect/index.js';
 export type { UpgradeCheckOptions, UpgradeCheckResult } from './inspect/index.js';
 export { restoreBackup } from './backup/restore.js';
@@ -74,7 +76,11 @@ export type { BackupDestination, BackupOptions, BackupResult } from './backup/ta
 export { kvSchema } from './service/kv-schema.js';
 export type { KvStore } from './service/kv-schema.js';
 export { startService } from './service/service.js';
+export { operationsHandler } from './service/operations.js';
+export type { OperationsHandler, OperationsOptions, OpsStore } from './service/operations.js';
 export type { Service, ServiceOptions } from './service/service.js';
+export { httpErrorOf, httpStatusOf } from './service/http-errors.js';
+export type { HttpErrorAnswer } from './service/http-errors.js';
 export type { AuthOptions, AuthUser, Permission } from './core/auth.js';
 export type { TlsMaterial } from './core/tls-files.js';
 export {

@@ -54,6 +54,32 @@ export class Histogram {
   }
 }
 
+/** The observations `later` holds beyond `earlier` (two snapshots of one histogram, in order). */
+export function histogramDelta(
+  later: HistogramSnapshot,
+  earlier: HistogramSnapshot,
+): HistogramSnapshot {
+  return {
+    buckets: later.buckets.map((b, i) => ({
+      le: b.le,
+      count: b.count - (earlier.buckets[i]?.count ?? 0),
+    })),
+    count: later.count - earlier.count,
+    sumMs: later.sumMs - earlier.sumMs,
+  };
+}
+
+/**
+ * The bucket bound below which `q` of a snapshot's observations fall (Infinity beyond the last
+ * bound); null when it holds none.
+ */
+export function snapshotQuantile(h: HistogramSnapshot, q: number): number | null {
+  if (h.count <= 0) return null;
+  const target = q * h.count;
+  for (const b of h.buckets) if (b.count >= target) return b.le;
+  return Infinity;
+}
+
 /** Where a store keeps its StoreMetrics (for registerPrometheus; not part of the public API). */
 export const kMetrics: unique symbol = Symbol('prevail.metrics');
 

@@ -11,7 +11,8 @@
 #     the write back, from the prebuild; the time to first import/require is printed;
 #     the README's example runs as printed, and so does `npx prevail --help`.
 #
-# `npm run test:install`; .ci/run runs it after the test suite. KEEP=1 keeps the temp dir.
+# `npm run test:install` packs the checkout; `bash scripts/install-test.sh TARBALL` tests a given
+# tarball instead (scripts/release.sh --check; .ci/run, after the test suite). KEEP=1 keeps the temp dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -26,11 +27,14 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/prevail-install-test.XXXXXX")
 cleanup() { if [[ -n ${KEEP:-} ]]; then echo "install-test: kept $work"; else rm -rf "$work"; fi; }
 trap cleanup EXIT
 
-# ---- pack --------------------------------------------------------------------------------
-# prepack builds dist/ (ESM, CommonJS, declarations) first.
-tarball=$(npm pack --silent --pack-destination "$work" 2>/dev/null | tail -n1)
-tarball=$work/$tarball
-[[ -f $tarball ]] || { echo "install-test: npm pack made no tarball" >&2; exit 1; }
+# ---- pack (or take the tarball given: scripts/release.sh's) -------------------------------
+if [[ $# -gt 0 ]]; then
+  tarball=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+else
+  # prepack builds dist/ (ESM, CommonJS, declarations) first.
+  tarball=$work/$(npm pack --silent --pack-destination "$work" 2>/dev/null | tail -n1)
+fi
+[[ -f $tarball ]] || { echo "install-test: no tarball ($tarball)" >&2; exit 1; }
 npx --no-install publint run --strict "$tarball"
 # Are the types right for every resolution mode (node10, node16 from CJS and from ESM, bundler)?
 npx --no-install attw --format ascii --no-emoji "$tarball" | grep -v '^$'

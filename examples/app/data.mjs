@@ -12,6 +12,16 @@ export async function run(app, name, args) {
     if (err?.name === 'AppError') return { error: err };
     if (err?.code === ErrorCodes.UNIQUE_VIOLATION)
       return { error: { message: 'That is already taken.', field: null, status: 422 } };
+    if (err?.code === ErrorCodes.VERSION_NOT_ACTIVE) {
+      // A command of a schema version the cluster has not activated: some node still runs
+      // older code (a rolling upgrade in progress). Nothing was saved.
+      throw new HttpError(
+        503,
+        'Not available yet',
+        'This feature needs every server of the cluster to run the new version of the app; nothing was saved. Try again once the upgrade is done.',
+        { headers: { 'retry-after': '5' } },
+      );
+    }
     if (err?.mayHaveApplied) {
       throw new HttpError(
         503,
@@ -50,6 +60,7 @@ export function footer(app) {
     nodeId: s.id,
     role: s.role,
     appliedIndex: s.appliedIndex,
+    schemaVersion: s.schema.active,
     ttlMinutes: Math.round(app.closures.ttlMs / 60_000),
     digest: app.view.digests.values().next().value,
   });

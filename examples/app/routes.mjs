@@ -19,6 +19,11 @@ export function routes(app) {
       /^\/issues\/(\d{1,15})\/comments$/,
       ({ req, params }) => addComment(app, req, Number(params[0])),
     ],
+    [
+      'POST',
+      /^\/issues\/(\d{1,15})\/votes$/,
+      ({ req, params }) => addVote(app, req, Number(params[0])),
+    ],
     ['GET', /^\/users$/, () => usersList(app)],
     ['GET', /^\/users\/new$/, () => page('Join', views.userForm({ values: {} }))],
     ['POST', /^\/users$/, ({ req }) => createUser(app, req)],
@@ -100,7 +105,8 @@ async function createIssue(app, req) {
   return redirect(`/issues/${result.id}`);
 }
 
-function issueDetail(app, id, commentForm = { values: {} }, status = 200) {
+function issueDetail(app, id, forms = {}, status = 200) {
+  const { commentForm = { values: {} }, voteForm = { values: {} } } = forms;
   const issue = app.view.issues.get(id);
   if (!issue)
     throw new HttpError(404, 'Not found', `There is no issue #${id}; it may have been deleted.`, {
@@ -119,6 +125,8 @@ function issueDetail(app, id, commentForm = { values: {} }, status = 200) {
       comments,
       users: allUsers(app),
       commentForm,
+      voteForm,
+      voters: (issue.voterIds ?? []).map((uid) => userById(app, uid)),
       actions: issueActions(app, issue),
     }),
     status,
@@ -130,8 +138,18 @@ async function addComment(app, req, id) {
   const { result, error } = await run(app, 'addComment', { issueId: id, ...values });
   if (error?.status === 404)
     throw new HttpError(404, 'Not found', error.message, { links: [['/', 'All issues']] });
-  if (error) return issueDetail(app, id, { values, error }, error.status ?? 422);
+  if (error) return issueDetail(app, id, { commentForm: { values, error } }, error.status ?? 422);
   return redirect(`/issues/${id}#comment-${result.id}`);
+}
+
+// `vote` is new in schema version 2: until the cluster has activated it, run() answers 503.
+async function addVote(app, req, id) {
+  const values = pick(await readForm(req), ['voter']);
+  const { error } = await run(app, 'vote', { issueId: id, ...values });
+  if (error?.status === 404)
+    throw new HttpError(404, 'Not found', error.message, { links: [['/', 'All issues']] });
+  if (error) return issueDetail(app, id, { voteForm: { values, error } }, error.status ?? 422);
+  return redirect(`/issues/${id}#votes`);
 }
 
 // ---- people ------------------------------------------------------------------------

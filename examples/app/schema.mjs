@@ -3,6 +3,10 @@
 // validate their arguments, read and write only `state`, and take time from
 // ctx.timestamp (never Date.now()). A handler that throws changes nothing, and its error
 // reaches the proposer, which shows the message in the form.
+//
+// Two schema versions: `v1`, the app as first shipped, and `v2 = v1.next(…)`, which lets
+// people vote for issues (docs/guide.md, "Deploying new code"). The app opens the store with
+// the newest, `schema`; entries proposed under version 1 keep version 1's handlers on replay.
 import { collection, defineSchema } from '../../dist/index.js';
 
 /** A request the app refuses: the message is for the user; `status` is the HTTP status to answer with. */
@@ -122,7 +126,30 @@ function unchangedSince(issue, rev) {
   }
 }
 
-export const schema = defineSchema({
+// A new issue's fields as version 1 made them. Shared by both versions' createIssue: changing
+// what it returns would change version 1's too (replayed entries would then differ), which
+// is a new version's job; `prevail upgrade-check --old` catches such a change.
+function issueFields(state, args, ctx) {
+  const title = text(args.title, 'title', 'Title', { min: 3, max: LIMITS.title });
+  const body = text(args.body, 'body', 'Description', { max: LIMITS.body });
+  const author = userByHandle(state, args.author, 'author', 'Reporter');
+  const assignee = userByHandle(state, args.assignee, 'assignee', 'Assignee', {
+    optional: true,
+  });
+  return {
+    title,
+    body,
+    authorId: author.id,
+    assigneeId: assignee ? assignee.id : null,
+    priority: priority(args.priority),
+    status: 'open',
+    createdAt: ctx.timestamp,
+    updatedAt: ctx.timestamp,
+    rev: 1,
+  };
+}
+
+export const v1 = defineSchema({
   collections: { users, issues, comments, digests },
   commands: {
     createUser(state, args, ctx) {
@@ -149,23 +176,7 @@ export const schema = defineSchema({
     },
 
     createIssue(state, args, ctx) {
-      const title = text(args.title, 'title', 'Title', { min: 3, max: LIMITS.title });
-      const body = text(args.body, 'body', 'Description', { max: LIMITS.body });
-      const author = userByHandle(state, args.author, 'author', 'Reporter');
-      const assignee = userByHandle(state, args.assignee, 'assignee', 'Assignee', {
-        optional: true,
-      });
-      return state.issues.insert({
-        title,
-        body,
-        authorId: author.id,
-        assigneeId: assignee ? assignee.id : null,
-        priority: priority(args.priority),
-        status: 'open',
-        createdAt: ctx.timestamp,
-        updatedAt: ctx.timestamp,
-        rev: 1,
-      });
+      return state.issues.insert(issueFields(state, args, ctx));
     },
 
     /** Edits an issue as the form saw it: `rev` is the revision the form was made from. */
@@ -255,3 +266,31 @@ export const schema = defineSchema({
     },
   },
 });
+
+// Version 2: people vote for issues (+1), once each. Issues gain `voterIds` (the user ids who
+// voted): the migration gives every existing issue none, at activation, on every replica;
+// createIssue changes (new issues start with none) and `vote` is new. Before the cluster
+// activates version 2 (once every voter runs this code) it runs version 1: `vote` is refused
+// with PREVAIL_VERSION_NOT_ACTIVE and issues have no `voterIds` yet (views.mjs shows no votes).
+export const v2 = v1.next({
+  commands: {
+    createIssue(state, args, ctx) {
+      return state.issues.insert({ ...issueFields(state, args, ctx), voterIds: [] });
+    },
+
+    /** A vote is not an edit: it leaves `rev` and `updatedAt` (stale-closing) alone. */
+    vote(state, args) {
+      const issue = existingIssue(state, args.issueId);
+      const voter = userByHandle(state, args.voter, 'voter', 'Voter');
+      if (issue.voterIds.includes(voter.id))
+        throw new AppError(`@${voter.handle} has already voted for this issue.`, {
+          field: 'voter',
+        });
+      return state.issues.update(issue.id, { voterIds: [...issue.voterIds, voter.id] });
+    },
+  },
+  migrate: { issues: (issue) => ({ ...issue, voterIds: [] }) },
+});
+
+/** The newest version: what the app opens the store with. */
+export const schema = v2;

@@ -4,6 +4,13 @@
 //   node examples/app/server.mjs     PORT (3000), DATA_DIR (./data), RAFT_ADDRESS (127.0.0.1:7001)
 //   cluster mode (npm run cluster):  NODE_ID, CLUSTER, and TLS_DIR (the members' mutual TLS:
 //                                    ca.pem, node-<NODE_ID>.pem, node-<NODE_ID>-key.pem)
+//   SCHEMA_VERSION=1                 runs the app as first shipped (schema.mjs's v1), to try
+//                                    its upgrade: start it again without, and version 2 activates
+//   OPS_TOKEN, OPS_AUTH_FILE         who may use the operations routes (/status, /health,
+//                                    /admin…: what `prevail status|members|transfer|snapshot
+//                                    --node http://127.0.0.1:3000` asks): one admin token, or an
+//                                    auth file as `prevail serve --auth` takes. Without either
+//                                    they answer anyone, which only a loopback HTTP address allows
 //
 // Every POST answers only after its command is committed to the log on disk, so what a
 // browser saw acknowledged survives kill -9. Reads are plain function calls on the store's
@@ -13,18 +20,18 @@
 // a handler per page or form), list.mjs (the paged issue list), links.mjs (action links as
 // closures), http.mjs (responses, errors, forms), data.mjs (commands and lookups the pages
 // share), jobs.mjs (leader-only background work), views.mjs (HTML), schema.mjs (the state).
-import { realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { adminHandler, open } from '../../dist/index.js';
+import { open, operationsHandler } from '../../dist/index.js';
 import { ClosureRegistry } from './closures.mjs';
 import { footer } from './data.mjs';
 import { send, sendError } from './http.mjs';
 import { startLeaderWork } from './jobs.mjs';
 import { handle, routes } from './routes.mjs';
-import { schema } from './schema.mjs';
+import { schema as newest, v1 } from './schema.mjs';
 
 export { BODY_LIMIT } from './http.mjs';
 
@@ -48,10 +55,22 @@ export async function startApp({
   staleAfterMs = 30 * 24 * 3600_000,
   staleCheckEveryMs = 60_000,
   digestEveryMs = 60_000,
+  // The code's newest schema version: 2 (the default), or 1 for the app as first shipped.
+  schemaVersion = newest.version,
+  // Who may use the operations routes: { users: [{ name, token, permissions }] } (prevail
+  // serve's --auth format). Without it they answer anyone: allowed on a loopback host only.
+  auth = undefined,
 } = {}) {
+  const schema = schemaVersion === 1 ? v1 : newest;
+  if (!auth && !isLoopback(host))
+    throw new Error(
+      `serving on ${host}: give OPS_TOKEN or OPS_AUTH_FILE for the operations routes`,
+    );
   const store = await open({ schema, dataDir, address: raftAddress, id, cluster, tls });
-  // The cluster's admin page, mounted as any app would (members, leader, lag, live).
-  const admin = adminHandler(store);
+  // The operations handler, mounted as any app would: status, health checks, members,
+  // transfer, snapshot, schema activation and the admin page (members, leader, lag, live), so
+  // the prevail CLI works against this app as against `prevail serve`.
+  const admin = operationsHandler(store, auth ? { auth } : { insecure: true });
   startLeaderWork(store, { staleAfterMs, staleCheckEveryMs, digestEveryMs });
   const closures = new ClosureRegistry({ ttlMs: closureTtlMs, maxEntries: maxClosures });
   const app = { store, view: store.view, closures };
@@ -80,16 +99,32 @@ export async function startApp({
 function createAppServer(app, admin) {
   const table = routes(app);
   const pageFooter = () => footer(app);
-  const server = createServer((req, res) => {
-    if (admin(req, res)) return;
-    handle(app, table, req).then(
-      ({ response, headers }) => send(res, response, pageFooter, headers),
-      (err) => sendError(res, req, err, pageFooter),
-    );
-  });
+  const server = createServer((req, res) =>
+    // The operations routes are the handler's; every other path goes on to the app's own.
+    admin(req, res, () =>
+      handle(app, table, req).then(
+        ({ response, headers }) => send(res, response, pageFooter, headers),
+        (err) => sendError(res, req, err, pageFooter),
+      ),
+    ),
+  );
   server.headersTimeout = 20_000;
   server.requestTimeout = 60_000;
   return server;
+}
+
+function isLoopback(host) {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/** The operations routes' auth from the environment: OPS_AUTH_FILE, else OPS_TOKEN as one admin. */
+function authFromEnv() {
+  if (process.env.OPS_AUTH_FILE) return JSON.parse(readFileSync(process.env.OPS_AUTH_FILE, 'utf8'));
+  if (process.env.OPS_TOKEN)
+    return {
+      users: [{ name: 'ops', token: process.env.OPS_TOKEN, permissions: ['read', 'admin'] }],
+    };
+  return undefined;
 }
 
 function listen(server, port, host) {
@@ -144,6 +179,13 @@ if (isMain()) {
   const raftAddress =
     process.env.RAFT_ADDRESS || (cluster?.find((m) => m.id === id)?.address ?? '127.0.0.1:7001');
   const ms = (name) => (process.env[name] === undefined ? undefined : Number(process.env[name]));
+  const schemaVersion = ms('SCHEMA_VERSION');
+  if (schemaVersion !== undefined && schemaVersion !== 1 && schemaVersion !== 2) {
+    console.error(
+      `SCHEMA_VERSION must be 1 or 2, got ${JSON.stringify(process.env.SCHEMA_VERSION)}`,
+    );
+    process.exit(2);
+  }
   const tlsDir = process.env.TLS_DIR;
   const tls = tlsDir
     ? {
@@ -162,6 +204,8 @@ if (isMain()) {
     staleAfterMs: ms('STALE_AFTER_MS'),
     staleCheckEveryMs: ms('STALE_CHECK_EVERY_MS'),
     digestEveryMs: ms('DIGEST_EVERY_MS'),
+    schemaVersion,
+    auth: authFromEnv(),
   });
   console.log(`prevail issues listening on ${app.url}/ (data in ${dataDir})`);
   for (const signal of ['SIGINT', 'SIGTERM']) {

@@ -57,17 +57,18 @@ ${render(body)}
 </body></html>`;
 }
 
-export function footer({ nodeId, role, appliedIndex, ttlMinutes, digest }) {
+export function footer({ nodeId, role, appliedIndex, schemaVersion, ttlMinutes, digest }) {
   const counts = digest
     ? html` · digest ${when(digest.at)}:
         <span class="digest"
           >${digest.open} open, ${digest.closed} closed, ${digest.users} people</span
         >`
     : '';
-  return html`node ${nodeId} · ${role} · applied log index ${appliedIndex}${counts}. Every change is
-  a command in the Raft log, saved before the page answers. Action links (<code>/c/…</code>) are
-  closures held in this server process's memory: they work on this node only, for ${ttlMinutes}
-  minutes, and vanish when the server restarts.`;
+  return html`node ${nodeId} · ${role} · applied log index ${appliedIndex} · schema version
+    <span class="schema-version">${schemaVersion}</span>${counts}. Every change is a command in the
+    Raft log, saved before the page answers. Action links (<code>/c/…</code>) are closures held in
+    this server process's memory: they work on this node only, for ${ttlMinutes} minutes, and vanish
+    when the server restarts.`;
 }
 
 export const when = (ms) => `${new Date(ms).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
@@ -168,7 +169,17 @@ export function listPage({ rows, counts, query, link, prev, next, cursorGiven })
     </p>`;
 }
 
-export function issuePage({ issue, author, assignee, comments, actions, users, commentForm }) {
+export function issuePage({
+  issue,
+  author,
+  assignee,
+  comments,
+  actions,
+  users,
+  commentForm,
+  voteForm,
+  voters,
+}) {
   return html`<h1>#${issue.id} <span class="issue-title${issue.status === 'closed' ? ' closed' : ''}">${issue.title}</span></h1>
 <p class="muted">${issue.status} · priority <span class="p${issue.priority}">${priorityLabel(issue.priority)}</span> ·
 reported by ${userLink(author)} on ${when(issue.createdAt)} · assigned to ${userLink(assignee)}
@@ -179,6 +190,7 @@ ${issue.updatedAt !== issue.createdAt ? html` · updated ${when(issue.updatedAt)
 <a class="delete" href="${actions.delete}">Delete</a>
 </p>
 ${issue.body ? html`<div class="body">${issue.body}</div>` : html`<p class="muted">No description.</p>`}
+${issue.voterIds ? votes(issue, voters, users, voteForm) : ''}
 <h2>Comments (${comments.length})</h2>
 ${
   comments.length === 0
@@ -201,6 +213,24 @@ ${errorBox(commentForm.error)}
 ${commentForm.values.body ?? ''}</textarea></label>
 <button>Comment</button>
 </form>`;
+}
+
+// Votes (schema version 2): shown once the cluster has activated it (issues then have voterIds).
+function votes(issue, voters, users, form) {
+  return html`<h2 id="votes">Votes (<span class="votes">${voters.length}</span>)</h2>
+    <p class="muted">
+      ${voters.length ? voters.map((u, i) => html`${i ? ', ' : ''}${userLink(u)}`) : 'Nobody yet.'}
+    </p>
+    ${errorBox(form.error)}
+    <form method="post" action="/issues/${issue.id}/votes">
+      <label
+        >As
+        <select name="voter" ${invalid(form.error, 'voter')}>
+          ${userOptions(users, form.values.voter ?? '', { none: '— pick —' })}
+        </select></label
+      >
+      <button>+1</button>
+    </form>`;
 }
 
 /** The new-issue form (no `issue`) or the edit form of an issue (its action is a closure link). */

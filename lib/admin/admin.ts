@@ -7,14 +7,23 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { HttpAuth, sendRefusal, type AuthOptions } from '../core/auth.js';
 import type { MemberRef } from '../core/errors.js';
 import type { RaftNodeStatus } from '../engine/types.js';
+import { kMetrics, type StoreMetrics } from '../metrics.js';
 import { EventStreams } from './events.js';
+import { Monitor, type ChartData } from './monitor.js';
 import { renderPage } from './page.js';
+import type { AdminMemberSchema, AdminSchema, AdminSchemaSource } from './schema.js';
 import { LeaderHistory, adminStatus } from './status.js';
 
 /** What the handler needs: a Store or a RaftNode (anything with `status()` and their events). */
 export interface AdminSource {
-  /** A Store's status also carries `divergence` (the diverged members get a badge). */
-  status(): RaftNodeStatus & { divergence?: { diverged: readonly { node: number }[] } };
+  /**
+   * A Store's status also carries `divergence` (the diverged members get a badge) and
+   * `schema` (schema versions: the Schema line, each member's code range and markers).
+   */
+  status(): RaftNodeStatus & {
+    divergence?: { diverged: readonly { node: number }[] };
+    schema?: AdminSchemaSource;
+  };
   on(
     event: 'role' | 'leader',
     listener: (e: { term: number; leader: MemberRef | null }) => void,
@@ -25,6 +34,10 @@ export interface AdminSource {
   ): unknown;
   /** A Store's RaftNode, which emits `leader` (the Store itself re-emits only `role`). */
   readonly node?: AdminSource;
+  /** A Store's metrics: the live chart's apply latency (without them it shows commits/s only). */
+  readonly [kMetrics]?: StoreMetrics;
+  /** A RaftNode's election timeout: the default of `downAfterMs` follows it. */
+  readonly electionTimeoutMs?: number;
   /** A RaftNode's member transport (with TLS): its certificate's end of validity is shown. */
   readonly transport?: { readonly material: { readonly notAfter: number } } | null;
 }
@@ -36,6 +49,11 @@ export interface AdminOptions {
   historySize?: number;
   /** How often the event stream pushes the status besides on role and leader changes. Default 500 ms. */
   intervalMs?: number;
+  /**
+   * On the leader, a member that has entries to take and acknowledges none for this long is
+   * marked down. Default: 3 election timeouts, at least 2000 ms.
+   */
+  downAfterMs?: number;
   /**
    * Who may see the page, status.json and the event stream: users with the `admin` permission
    * (bearer token or client certificate, as for the reference service). Default: anyone.
@@ -63,8 +81,15 @@ export interface AdminMember {
   lag?: number;
   leader: boolean;
   self: boolean;
+  /**
+   * On the leader: when this member stopped answering (ms since the epoch, this node's clock),
+   * null while it answers (and always on other nodes, which can't tell). See `downAfterMs`.
+   */
+  downSince: number | null;
   /** The leader's divergence verdict names this member (a Store's page): not ready until resynced. */
   diverged: boolean;
+  /** Its schema versions (a Store's page): recorded code range, holding back, can't run the active version. */
+  schema?: AdminMemberSchema;
 }
 
 /** The document served at `${basePath}/status.json` and pushed on `${basePath}/events`. */
@@ -82,11 +107,28 @@ export interface AdminStatus extends Omit<RaftNodeStatus, 'members'> {
   certificateNotAfter: number | null;
   /** True when that is less than 30 days away: the page warns to rotate it. */
   certificateExpiring: boolean;
+  /** Schema versions (a Store's page; null for a RaftNode's). */
+  schema: AdminSchema | null;
+  /**
+   * How long a member with entries to take must acknowledge none to be marked down (ms; null
+   * from `adminStatus` without a monitor).
+   */
+  downAfterMs: number | null;
+  /**
+   * The live chart: commits/s and apply latency per sampling interval, over the last minutes
+   * (the whole window in status.json and an event stream's first message, the newest few after).
+   */
+  chart: ChartData | null;
 }
 
 /** A request handler: true when it answered the request, false to let the app handle it. */
 export interface AdminHandler {
   (req: IncomingMessage, res: ServerResponse): boolean;
+  /**
+   * The same, for the request's path as the caller resolved it (the operations handler: the
+   * path it checked credentials for, from Express's `originalUrl` when mounted under a path).
+   */
+  answer(req: IncomingMessage, res: ServerResponse, path: string): boolean;
   /** The current status document. */
   status(): AdminStatus;
   /** Stops listening to the store and ends every open event stream (they would keep `server.close()` waiting). */
@@ -104,16 +146,24 @@ type Route = 'page' | 'json' | 'events';
  */
 export function adminHandler(
   store: AdminSource,
-  { basePath = '/admin', historySize = 50, intervalMs = 500, auth }: AdminOptions = {},
+  { basePath = '/admin', historySize = 50, intervalMs = 500, auth, downAfterMs }: AdminOptions = {},
 ): AdminHandler {
   if (basePath === '/') basePath = '';
   checkOptions(basePath, historySize, intervalMs);
+  if (downAfterMs !== undefined && !(downAfterMs > 0))
+    throw new TypeError(`downAfterMs must be positive, got ${downAfterMs}`);
   const guard = auth === undefined || auth instanceof HttpAuth ? auth : new HttpAuth(auth);
   const leaderSource = store.node ?? store;
   const history = new LeaderHistory(safeStatus(store), historySize);
   const notAfter = () => (store.node ?? store).transport?.material.notAfter ?? null;
-  const status = (): AdminStatus =>
-    adminStatus(store.status(), Date.now(), history.newestFirst(), notAfter());
+  const monitor = startMonitor(store, downAfterMs);
+  // The chart's whole window, or (`full` false: an event after a stream's first) its newest points.
+  const status = (full = true): AdminStatus => {
+    const s = store.status();
+    const time = Date.now();
+    const view = monitor.view(s, time, full ? undefined : CHART_TAIL);
+    return adminStatus(s, time, history.newestFirst(), notAfter(), view);
+  };
   const streams = new EventStreams(status, intervalMs);
   let closed = false;
 
@@ -127,8 +177,8 @@ export function adminHandler(
 
   const page = renderPage(basePath);
   const headers = pageHeaders(page);
-  const handler = ((req: IncomingMessage, res: ServerResponse): boolean => {
-    const route = routeOf(pathOf(req.url), basePath);
+  const answer = (req: IncomingMessage, res: ServerResponse, path: string): boolean => {
+    const route = routeOf(path, basePath);
     if (!route) return false;
     const refusal = guard?.check(req, 'admin');
     if (refusal) {
@@ -150,17 +200,40 @@ export function adminHandler(
       startEvents(res, head || closed ? null : (r) => streams.add(req, r));
     }
     return true;
-  }) as AdminHandler;
+  };
+  const handler = ((req: IncomingMessage, res: ServerResponse): boolean =>
+    answer(req, res, pathOf(req.url))) as AdminHandler;
 
-  handler.status = status;
+  handler.answer = answer;
+  handler.status = () => status();
   handler.close = () => {
     if (closed) return;
     closed = true;
     leaderSource.off('leader', onLeader);
     store.off('role', onRole);
+    monitor.stop();
     streams.endAll();
   };
   return handler;
+}
+
+/** Chart points sent with each event after a stream's first (the page merges them by time). */
+const CHART_TAIL = 5;
+
+/** Samples the node once a second, the last 3 minutes kept for the chart. */
+function startMonitor(store: AdminSource, downAfterMs: number | undefined): Monitor {
+  const node = store.node ?? store;
+  const election = node.electionTimeoutMs ?? 0;
+  const metrics = store[kMetrics];
+  const monitor = new Monitor(
+    {
+      status: () => node.status(),
+      ...(metrics ? { applyMs: () => metrics.applyMs.snapshot() } : {}),
+    },
+    { downAfterMs: downAfterMs ?? Math.max(2000, 3 * election), intervalMs: 1000, points: 180 },
+  );
+  monitor.start();
+  return monitor;
 }
 
 function checkOptions(basePath: string, historySize: number, intervalMs: number): void {

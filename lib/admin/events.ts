@@ -1,5 +1,6 @@
 // The admin page's Server-Sent Events streams: the status pushed to every open stream on each
-// tick, and on role and leader changes.
+// tick, and on role and leader changes. A stream's first message is the full status; the later
+// ones carry only the chart's newest points (the page keeps the window itself).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 import type { AdminStatus } from './admin.js';
@@ -10,7 +11,7 @@ export class EventStreams {
   private pushQueued = false;
 
   constructor(
-    private readonly status: () => AdminStatus,
+    private readonly status: (full: boolean) => AdminStatus,
     private readonly intervalMs: number,
   ) {}
 
@@ -28,7 +29,7 @@ export class EventStreams {
     // The first status right away (the browser should not wait for the first tick).
     let data: string | null = null;
     try {
-      data = `data: ${JSON.stringify(this.status())}\n\n`;
+      data = `data: ${JSON.stringify(this.status(true))}\n\n`;
     } catch {
       /* the next tick reports the failure */
     }
@@ -57,7 +58,7 @@ export class EventStreams {
     if (this.clients.size === 0) return;
     let data: string;
     try {
-      data = `data: ${JSON.stringify(this.status())}\n\n`;
+      data = `data: ${JSON.stringify(this.status(false))}\n\n`;
     } catch (err) {
       data = `event: failure\ndata: ${JSON.stringify({ message: (err as Error)?.message ?? String(err) })}\n\n`;
     }

@@ -1,8 +1,10 @@
-// The admin page's status document: the node's status with per-member lag (known on the leader
-// only), and the leader changes this node has seen.
+// The admin page's status document: the node's status with per-member lag and down markers
+// (known on the leader only), the leader changes this node has seen, and the live chart's points.
 import type { MemberRef } from '../core/errors.js';
 import type { RaftNodeStatus } from '../engine/types.js';
-import type { AdminMember, AdminStatus, LeaderChange } from './admin.js';
+import type { AdminMember, AdminSource, AdminStatus, LeaderChange } from './admin.js';
+import type { MonitorView } from './monitor.js';
+import { adminMemberSchema, adminSchema } from './schema.js';
 
 /** A certificate closer than this to its end is flagged (certificateExpiring). */
 export const CERTIFICATE_WARNING_MS = 30 * 24 * 3600_000;
@@ -45,24 +47,34 @@ export class LeaderHistory {
 }
 
 export function adminStatus(
-  s: RaftNodeStatus & { divergence?: { diverged: readonly { node: number }[] } },
+  s: ReturnType<AdminSource['status']>,
   time: number,
   leaderChanges: LeaderChange[],
   certificateNotAfter: number | null = null,
+  monitor: MonitorView | null = null,
 ): AdminStatus {
   const isLeader = s.role === 'leader';
   const self = s.members.find((m) => m.id === s.id);
   const diverged = new Set(s.divergence?.diverged.map((d) => d.node) ?? []);
+  const schema = s.schema ? adminSchema(s.schema, s.members) : null;
   return {
     ...s,
     time,
     address: self?.address ?? '',
     lagKnown: isLeader,
-    members: s.members.map((m) => adminMember(s, m, isLeader, diverged)),
+    members: s.members.map((m) => {
+      const member = adminMember(s, m, isLeader, diverged);
+      member.downSince = monitor?.down.get(m.id) ?? null;
+      if (schema && s.schema) member.schema = adminMemberSchema(schema, s.schema, m.id);
+      return member;
+    }),
     leaderChanges,
     certificateNotAfter,
     certificateExpiring:
       certificateNotAfter !== null && certificateNotAfter - time < CERTIFICATE_WARNING_MS,
+    schema,
+    downAfterMs: monitor?.downAfterMs ?? null,
+    chart: monitor?.chart ?? null,
   };
 }
 
@@ -79,6 +91,7 @@ function adminMember(
     leader: m.id === s.leader?.id,
     self: m.id === s.id,
     diverged: diverged.has(m.id),
+    downSince: null,
   };
   if (isLeader && m.matchIndex !== undefined) {
     member.matchIndex = m.matchIndex;

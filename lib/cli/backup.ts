@@ -11,27 +11,18 @@ import { BACKUP_NAME_RE, DirectoryTarget } from '../backup/target.js';
 import { ErrorCodes, PrevailError, type ErrorCode } from '../core/errors.js';
 import { BACKUP_HEADERS } from '../service/backup-route.js';
 import { fail, hostPort, parseCluster, positiveInt } from './args.js';
+import { clientOptions } from './client.js';
 import type { Transport } from './http-client.js';
 
-/** What `prevail backup` needs of the shared client options (cli.ts's clientOptions). */
-export type ClientOptionsFn = (
-  args: string[],
-  extra: Record<string, { type: 'string' }>,
-) => {
-  client: Transport & { nodes: string[] };
-  values: Record<string, string | undefined>;
-  positionals: string[];
-};
-
 /** `prevail backup --node URL --out DIR [--capture false]`: prints what it wrote (JSON). */
-export async function backupCommand(args: string[], clientOptions: ClientOptionsFn): Promise<void> {
+export async function backupCommand(args: string[]): Promise<void> {
   const { client, values, positionals } = clientOptions(args, {
     out: { type: 'string' },
     capture: { type: 'string' },
   });
   if (positionals.length) fail('backup takes no arguments');
   if (!values.out) fail('--out DIR is required');
-  const capture = values.capture ?? 'true';
+  const capture = (values.capture as string | undefined) ?? 'true';
   if (capture !== 'true' && capture !== 'false')
     fail(`--capture must be true or false, got ${JSON.stringify(capture)}`);
   const node = client.nodes[0]!;
@@ -43,7 +34,7 @@ export async function backupCommand(args: string[], clientOptions: ClientOptions
       ErrorCodes.BACKUP_CORRUPT,
       `${node} sent a backup named ${JSON.stringify(name)}`,
     );
-  const target = new DirectoryTarget(values.out);
+  const target = new DirectoryTarget(values.out as string);
   await target.write(name, res);
   const file = target.describe(name);
   const sent = String(res.headers[BACKUP_HEADERS.sha256]);
@@ -107,7 +98,8 @@ function print(value: unknown): void {
 
 // The request with the client's token and TLS; the answer's stream (the backup, or an error).
 function post(client: Transport, url: string): Promise<IncomingMessage> {
-  const headers: Record<string, string> = {};
+  // The file itself, even where the app has a backup destination of its own (operations.ts).
+  const headers: Record<string, string> = { accept: 'application/octet-stream' };
   if (client.token !== undefined) headers.authorization = `Bearer ${client.token}`;
   const https = url.startsWith('https:');
   const options = {

@@ -8,6 +8,7 @@ import { invalid, type MemberRef } from '../core/errors.js';
 import { readTlsFiles } from '../core/tls-files.js';
 import { startService, type Service, type ServiceOptions } from '../service/service.js';
 import { fail, hostPort, parseCluster, positiveInt } from './args.js';
+import { logLeadership, watchMembership } from './serve-log.js';
 
 const membersSecurity = {
   tls: 'on mutual TLS',
@@ -28,7 +29,13 @@ export async function serve(args: string[]): Promise<void> {
     `prevail: node ${id} serving ${service.url} (raft ${options.raftAddress}, data ${options.dataDir}, members ${membersSecurity[service.store.status().security]})`,
   );
   warnIfExpiring(id, service.store.node.transport?.material.notAfter);
-  exitWhenStopped(service, id);
+  const leave = exitWhenStopped(service, id);
+  logLeadership(service, id);
+  // Removed from the configuration, a node serves nothing useful: it says so and exits 0.
+  watchMembership(service, id, options.electionTimeoutMs ?? 200, (line) => {
+    console.error(line);
+    leave();
+  });
   process.on('SIGHUP', () => reloadOnSignal(service, id));
 }
 
@@ -77,6 +84,7 @@ function parseServeArgs(args: string[]) {
       'snapshot-threshold': { type: 'string' },
       'snapshot-trailing': { type: 'string' },
       'no-forward': { type: 'boolean' },
+      activation: { type: 'string' },
       'max-body': { type: 'string' },
       auth: { type: 'string' },
       ca: { type: 'string' },
@@ -109,6 +117,9 @@ function serveOptions(args: string[]): ServiceOptions {
     fail('--heartbeat must be below --election-timeout');
   const snapshotThreshold = positiveInt('--snapshot-threshold', values['snapshot-threshold']);
   const snapshotTrailing = positiveInt('--snapshot-trailing', values['snapshot-trailing']);
+  const activation = values.activation ?? 'auto';
+  if (activation !== 'auto' && activation !== 'manual')
+    fail(`--activation must be auto or manual, got ${JSON.stringify(activation)}`);
   const paths = { ca: values.ca, cert: values.cert, key: values.key };
   const tls = readTlsFiles(paths);
   const authFile = values.auth;
@@ -125,6 +136,7 @@ function serveOptions(args: string[]): ServiceOptions {
     ...(snapshotThreshold !== undefined ? { snapshotThreshold } : {}),
     ...(snapshotTrailing !== undefined ? { snapshotTrailing } : {}),
     ...(values['no-forward'] ? { forward: false } : {}),
+    activation,
     ...(values['max-body'] !== undefined
       ? { maxBodyBytes: positiveInt('--max-body', values['max-body'])! }
       : {}),
@@ -174,8 +186,11 @@ function raftAddress(id: number, flag: string | undefined, cluster?: MemberRef[]
   return raft;
 }
 
-/** Closes the service and exits on SIGTERM or SIGINT (0), or when its store stops (1). */
-function exitWhenStopped(service: Service, id: number): void {
+/**
+ * Closes the service and exits on SIGTERM or SIGINT (0), or when its store stops (1). Returns
+ * the way out for a node removed from the cluster: closed (no leadership to hand over), exit 0.
+ */
+function exitWhenStopped(service: Service, id: number): () => void {
   let stopping = false;
   let failed = false; // the store stopped on an entry it can't apply: exit 1 whatever else happens
   const stop = (signal: string) => {
@@ -215,4 +230,13 @@ function exitWhenStopped(service: Service, id: number): void {
     setTimeout(() => process.exit(1), CLOSE_DEADLINE_MS).unref();
     service.close({ transferLeadership: false }).finally(() => process.exit(1));
   });
+  return () => {
+    if (stopping) return;
+    stopping = true;
+    setTimeout(() => process.exit(1), CLOSE_DEADLINE_MS).unref();
+    service.close({ transferLeadership: false }).then(
+      () => process.exit(failed ? 1 : 0),
+      () => process.exit(1),
+    );
+  };
 }

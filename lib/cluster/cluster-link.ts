@@ -70,6 +70,8 @@ export interface Health {
    * checkpoint): not ready until it is resynced. Null when not known to have diverged.
    */
   diverged: { index: number; expected: string; actual: string; majority: number[] } | null;
+  /** The schema version this replica applies commands under, and the versions this node's code supports. */
+  schema: { active: number; code: { oldest: number; newest: number } };
 }
 
 export interface LinkOptions {
@@ -637,6 +639,7 @@ export class ClusterLink extends EventEmitter {
     }
     const lag = leaderCommitIndex === null ? null : Math.max(0, leaderCommitIndex - appliedIndex);
     const d = this.#self;
+    const schema = this.#replica.schemaState();
     return {
       leader: s.role === 'leader',
       ready: s.leader !== null && lag !== null && lag <= this.#readyMaxLag && d === null,
@@ -648,6 +651,10 @@ export class ClusterLink extends EventEmitter {
         expected: d.expected,
         actual: d.actual,
         majority: [...d.majority],
+      },
+      schema: {
+        active: schema.active,
+        code: { oldest: schema.code[0], newest: schema.code[1] },
       },
     };
   }

@@ -1,5 +1,5 @@
-// POST /admin/backup: the node takes a backup (store.backup, into a temporary directory) and
-// streams the file back as the answer, with what it is in headers; the file is removed after.
+// POST /admin/backup answered with the file: the node takes a backup (store.backup, into a
+// temporary directory) and streams it, with what it is in headers; the file is removed after.
 import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
@@ -7,9 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 
+import type { BackupOptions, BackupResult } from '../backup/take.js';
 import { debug } from '../core/diagnostics.js';
-import { invalid } from '../core/errors.js';
-import type { RouteContext } from './routes.js';
 
 /** An answer that is a file, not JSON: the service streams it (see http-server.ts). */
 export class FileAnswer {
@@ -42,15 +41,15 @@ export const BACKUP_HEADERS = {
   sha256: 'x-prevail-backup-sha256',
 } as const;
 
-/** `?capture=false`: the last capture plus the entries since (store.backup's `capture` option). */
-export async function backup({ store }: RouteContext, url: URL): Promise<FileAnswer> {
-  const capture = url.searchParams.get('capture');
-  if (capture !== null && capture !== 'true' && capture !== 'false')
-    throw invalid(`capture must be true or false, got ${JSON.stringify(capture)}`);
+/** A backup into a temporary directory, as the answer (the directory is removed once it is sent). */
+export async function backupFile(
+  store: { backup(destination: string, options?: BackupOptions): Promise<BackupResult> },
+  options: BackupOptions,
+): Promise<FileAnswer> {
   const dir = await mkdtemp(join(tmpdir(), 'prevail-backup-'));
   const done = () => rm(dir, { recursive: true, force: true });
   try {
-    const r = await store.backup(dir, { capture: capture !== 'false' });
+    const r = await store.backup(dir, options);
     return new FileAnswer(
       r.file,
       r.bytes,

@@ -6,6 +6,9 @@ import { debug } from '../core/diagnostics.js';
 import { ErrorCodes, invalid, isPrevailError } from '../core/errors.js';
 import { HttpError } from './http-errors.js';
 
+/** The largest request body by default (ServiceOptions.maxBodyBytes, OperationsOptions.maxBodyBytes). */
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export function decodeUtf8(bytes: Buffer): string {
@@ -110,4 +113,23 @@ export function endAfterBody(res: ServerResponse, text: string): void {
   req.once('end', done);
   res.once('close', done);
   req.resume();
+}
+
+/**
+ * The JSON body, or undefined when there is none. A framework's body parser (express.json())
+ * may have read it already: then its `req.body` is taken as is.
+ */
+export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  const parsed = (req as { body?: unknown }).body;
+  if (parsed !== undefined && req.readableEnded) {
+    if (Buffer.isBuffer(parsed)) return parsed.length === 0 ? undefined : parseJson(parsed);
+    if (typeof parsed === 'string')
+      return parsed === '' ? undefined : parseJson(Buffer.from(parsed));
+    // express.json() leaves {} for a request without a body.
+    return typeof parsed === 'object' && parsed !== null && Object.keys(parsed).length === 0
+      ? undefined
+      : parsed;
+  }
+  const raw = await readBody(req, limit);
+  return raw.length === 0 ? undefined : parseJson(raw);
 }

@@ -1,18 +1,17 @@
-// The service's HTTP(S) server: each request checked against the auth settings, then to the
-// admin page or to a route, refused with 503 once the service is closing; listening; and the
-// bounded drain on close.
+// The service's HTTP(S) server: the operations handler's paths (status, health, admin) to it,
+// the rest checked against the auth settings and routed to the key routes, refused with 503
+// once the service is closing; listening; and the bounded drain on close.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { acceptWithoutNagle } from '../core/tls-tcp.js';
 import type { AddressInfo } from 'node:net';
 
-import type { AdminHandler } from '../admin/admin.js';
-import { permissionFor, refusalBody, type AuthRefusal, type HttpAuth } from '../core/auth.js';
+import { permissionFor, type HttpAuth } from '../core/auth.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
 import type { TlsMaterial } from '../core/tls-files.js';
-import { FileAnswer } from './backup-route.js';
+import { refuse, refuseClosing, type OperationsHandler } from './operations.js';
 import { send, sendError } from './respond.js';
-import { dispatch, serviceRoutes, type RouteContext } from './routes.js';
+import { dispatch, kvRoutes, type RouteContext } from './routes.js';
 
 /** Whether the service is closing, shared by its server and its close(). */
 export interface Lifecycle {
@@ -28,24 +27,23 @@ export interface Guard {
   tls?: TlsMaterial | undefined;
 }
 
+/** The server: `ops` (made on the same `guard` and `life`) first, then the key routes. */
 export function createServiceServer(
   ctx: RouteContext,
-  admin: AdminHandler,
+  ops: OperationsHandler,
   life: Lifecycle,
   guard: Guard = {},
 ): Server {
-  const routes = serviceRoutes(ctx);
+  const routes = kvRoutes(ctx);
   const leaderHint = () => ctx.store.node.status().leader;
-  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    // Credentials before anything else, the admin page included: nothing is said to a stranger.
+  const kv = (req: IncomingMessage, res: ServerResponse): void => {
+    // Credentials before anything else: nothing is said to a stranger.
     const auth = guard.auth;
     const refusal = auth?.check(req, permissionFor(req.method, pathOf(req.url), auth.health));
     if (refusal) {
       refuse(req, res, refusal);
       return;
     }
-    // The admin page (GET /admin, /admin/status.json, /admin/events) comes before the API routes.
-    if (admin(req, res)) return;
     if (life.closing) {
       refuseClosing(req, res);
       return;
@@ -56,12 +54,12 @@ export function createServiceServer(
       if (life.closing) server.closeIdleConnections();
     });
     dispatch(routes, req, aborter.signal).then(
-      ([status, body]) =>
-        body instanceof FileAnswer
-          ? body.send(res)
-          : send(res, status, body, {}, life.closing !== null),
+      ([status, body]) => send(res, status, body, {}, life.closing !== null),
       (err) => sendError(res, err, req, leaderHint, life.closing !== null),
     );
+  };
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    ops(req, res, () => kv(req, res));
   };
   const server = guard.tls ? httpsServer(guard.tls, onRequest) : createServer(onRequest);
   // A client that asks before sending its body (curl's `Expect: 100-continue`) gets the 413 at
@@ -110,28 +108,6 @@ function pathOf(url: string | undefined): string {
   }
 }
 
-/**
- * A 401 or 403. A request that came with a body is answered at once and the connection closed
- * once the body is discarded (bounded, as for a 413): the client sees the answer, not a reset,
- * and a stranger can't make this node read an unbounded body.
- */
-function refuse(req: IncomingMessage, res: ServerResponse, refusal: AuthRefusal): void {
-  const hasBody =
-    req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length']) > 0;
-  send(res, refusal.status, refusalBody(refusal), refusal.headers, hasBody);
-}
-
-function refuseClosing(req: IncomingMessage, res: ServerResponse): void {
-  req.resume();
-  send(
-    res,
-    503,
-    { error: { code: ErrorCodes.CLOSED, message: 'this node is shutting down', leader: null } },
-    { 'retry-after': '1' },
-    true,
-  );
-}
-
 /** Listens on host:port; resolves with the server's http(s)://host:port. */
 export async function listen(
   server: Server,
@@ -167,11 +143,11 @@ export async function listen(
  */
 export async function drain(
   server: Server,
-  admin: AdminHandler,
+  ops: { close(): void },
   drainTimeoutMs: number,
 ): Promise<void> {
   const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-  admin.close(); // its event streams would hold server.close() open
+  ops.close(); // the admin page's event streams would hold server.close() open
   server.closeIdleConnections();
   const force = setTimeout(() => server.closeAllConnections(), drainTimeoutMs);
   force.unref();

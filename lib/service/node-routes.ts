@@ -1,9 +1,17 @@
 // This node's routes: its status, the health checks a load balancer asks, and reloading its
 // certificates and auth settings.
+import { adminStatus } from '../admin/status.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
 import { HttpError } from './http-errors.js';
-import type { RouteContext } from './routes.js';
+import { NOT_AVAILABLE, type OpsContext, type OpsStore } from './operations.js';
 
+type RouteContext = OpsContext;
+
+/**
+ * This node's status, and `cluster`: the members as it sees them. On the leader each member has
+ * `matchIndex` and `lag`; a follower doesn't know them (`lagKnown: false`): ask the leader, or
+ * each node (`prevail status` with several --node puts the answers side by side).
+ */
 export function status({ store, insecure }: RouteContext): unknown {
   const s = store.status();
   return {
@@ -19,10 +27,21 @@ export function status({ store, insecure }: RouteContext): unknown {
     health: store.health(),
     effects: s.effects, // the divergence detector's running hash at this node's applied index
     divergence: s.divergence, // its verdict: this replica, and the replicas the leader names
+    schema: s.schema, // schema versions: the active one, this code's range, each node's, who holds back
     insecure: insecure === true,
     security: s.security, // how members reach this node: 'tls', 'insecure' (plain TCP) or 'none'
     certificateNotAfter: notAfterOf(store),
+    cluster: clusterView(store, s),
   };
+}
+
+/** The members with their role, leadership, lag (on the leader) and divergence: the admin page's facts. */
+export function clusterView(
+  store: OpsStore,
+  s: ReturnType<OpsStore['status']> = store.status(),
+): { lagKnown: boolean; members: unknown[] } {
+  const view = adminStatus(s, Date.now(), []);
+  return { lagKnown: view.lagKnown, members: view.members };
 }
 
 /** When this node's member certificate stops being valid (ISO 8601), or null without TLS. */
@@ -31,9 +50,21 @@ function notAfterOf(store: RouteContext['store']): string | null {
   return notAfter === undefined ? null : new Date(notAfter).toISOString();
 }
 
+/** POST /admin/reload: `prevail serve`'s; an app reloads its own settings its own way (501). */
 export function reload({ reload }: RouteContext): unknown {
-  if (!reload) throw new PrevailError(ErrorCodes.INVALID_STATE, 'this service cannot reload');
+  if (!reload)
+    throw new HttpError(
+      501,
+      NOT_AVAILABLE,
+      'this app does not reload its settings over HTTP (prevail serve does: POST /admin/reload)',
+    );
   return reload();
+}
+
+/** Liveness: this process answers and its store is open (CLOSED, 503, once it has stopped). */
+export function healthLive({ store }: RouteContext): unknown {
+  const h = store.health();
+  return { live: true, id: store.node.id, leader: h.leader, ready: h.ready };
 }
 
 export function healthLeader({ store }: RouteContext): [number, unknown] {

@@ -1,10 +1,10 @@
 // Writing the service's answers: JSON with its headers, and every error as
-// { "error": { code, message, leader?, mayHaveApplied? } } with its HTTP status.
+// { "error": { code, message, leader?, mayHaveApplied?, version?, holdingBack? } } with its HTTP status.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
-import { isPrevailError, type MemberRef } from '../core/errors.js';
+import type { MemberRef } from '../core/errors.js';
 import { endAfterBody } from './body.js';
-import { HttpError, httpStatusOf } from './http-errors.js';
+import { httpErrorOf } from './http-errors.js';
 
 /** Sends `body` as JSON; `closing` adds `connection: close` (the node is shutting down). */
 export function send(
@@ -41,20 +41,10 @@ export function sendError(
   leaderHint: () => MemberRef | null,
   closing: boolean,
 ): void {
-  if (err instanceof HttpError) {
-    const headers = err.status === 503 ? { 'retry-after': '1', ...err.headers } : err.headers;
-    const body = { error: { code: err.code, message: err.message, ...err.extra } };
-    send(res, err.status, body, headers, closing);
-    return;
-  }
-  if (isPrevailError(err)) {
-    const status = httpStatusOf[err.code] ?? 500;
-    const error: Record<string, unknown> = { code: err.code, message: err.message };
-    if (status === 503) error.leader = err.leader ?? leaderHint();
-    else if (err.leader !== undefined) error.leader = err.leader;
-    if (err.mayHaveApplied !== undefined) error.mayHaveApplied = err.mayHaveApplied;
-    if (status === 500) console.error(`${req.method} ${req.url}:`, err);
-    send(res, status, { error }, status === 503 ? { 'retry-after': '1' } : {}, closing);
+  const answer = httpErrorOf(err, leaderHint);
+  if (answer) {
+    if (answer.status === 500) console.error(`${req.method} ${req.url}:`, err);
+    send(res, answer.status, answer.body, answer.headers, closing);
     return;
   }
   // A command handler's own error (a bad argument that got past the checks above), or a bug.

@@ -5,10 +5,10 @@
 //   GET    /kv/:key?consistency=linearizable|lease|stale&minIndex=n      → 200 { value, index } | 404
 //   POST   /kv/:key/cas               { expect: string | null, value }    → 200 { index } | 409
 //   DELETE /kv/:key                                                       → 200 { index, deleted }
-//   GET    /status, /health/leader, /health/ready
-//   POST   /admin/members { id, address, role? }, DELETE /admin/members/:id,
-//   POST   /admin/transfer { id? }, POST /admin/snapshot                  (leader only)
-//   POST   /admin/reload        the TLS material and auth settings read again (this node)
+//   and the operations handler's routes (operations.ts): GET /status, /health, /health/leader,
+//   /health/ready, /admin/members; POST/DELETE /admin/members…, POST /admin/transfer,
+//   /admin/snapshot, /admin/backup, /admin/schema/activate, and POST /admin/reload (the TLS
+//   material and auth settings read again: this node); the admin page at /admin
 //
 // With `auth`, each request needs a user with the permission its route needs (lib/core/auth.ts):
 // /kv reads `read`, /kv writes `write`, /health/* nothing (or `read`), the rest `admin`.
@@ -17,10 +17,10 @@
 // Every error is JSON: { "error": { "code": "PREVAIL_…", "message": "…", leader?, mayHaveApplied? } }.
 //
 // This file holds the options and the lifecycle (open, listen, close, stop with the store);
-// routes.ts the routing table, respond.ts the answers, http-server.ts the server.
+// routes.ts the key routes, operations.ts the rest, respond.ts the answers, http-server.ts the
+// server.
 import type { Server } from 'node:http';
 
-import { adminHandler } from '../admin/admin.js';
 import { parseAddress } from '../core/address.js';
 import { HttpAuth, isLoopback, type AuthOptions } from '../core/auth.js';
 import { debug } from '../core/diagnostics.js';
@@ -29,11 +29,12 @@ import type { TlsMaterial } from '../core/tls-files.js';
 import { reloader, type Reloaded, type ReloadSettings } from './reload.js';
 import type { RaftNodeOptions } from '../engine/options.js';
 import { open } from '../store.js';
+import { DEFAULT_MAX_BODY_BYTES } from './body.js';
 import { createServiceServer, drain, listen, type Lifecycle } from './http-server.js';
 import { kvSchema, type KvStore } from './kv-schema.js';
-import type { RouteContext } from './routes.js';
+import { createOperations } from './operations.js';
 
-export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+export { DEFAULT_MAX_BODY_BYTES };
 
 /** The service's options; the engine's timings are RaftNodeOptions' (documented there). */
 export interface ServiceOptions extends Pick<
@@ -61,6 +62,8 @@ export interface ServiceOptions extends Pick<
   httpAddress?: string;
   /** Forward writes made on a follower to the leader. Default true; false answers 503 with the leader. */
   forward?: boolean;
+  /** Schema versions: the leader activates the newest all voters support ('auto', default), or only POST /admin/schema/activate does ('manual'). */
+  activation?: 'auto' | 'manual';
   /** Largest request body. Default 1 MiB; beyond it: 413. */
   maxBodyBytes?: number;
   /** How long a read may wait (for the leader, or for `minIndex`) before 504. Default 5000 ms. */
@@ -120,23 +123,28 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     service.close({ transferLeadership: false }).catch(() => undefined);
     if (store.listenerCount('error') === 1) throw err; // only this listener: nobody else will hear of it
   });
-  const admin = adminHandler(store, { basePath: '/admin' });
   const life: Lifecycle = { closing: null };
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const readTimeoutMs = options.readTimeoutMs ?? 5000;
-  const insecure = options.insecure === true;
-  let server: Server;
-  let url: string;
   const guard = { auth, tls: options.tls };
-  let reload: () => Reloaded;
+  let server: Server | undefined;
+  let url: string;
+  let reload: (() => Reloaded) | undefined;
+  const ops = createOperations(store, {
+    guard,
+    prefix: '',
+    maxBody,
+    insecure: options.insecure === true,
+    reload: () => reload!(),
+    closing: () => life.closing !== null,
+    onClosed: () => server?.closeIdleConnections(),
+  });
   try {
-    const ctx: RouteContext = { store, maxBody, readTimeoutMs, insecure };
-    server = createServiceServer(ctx, admin, life, guard);
+    server = createServiceServer({ store, maxBody, readTimeoutMs }, ops, life, guard);
     reload = reloader(store, server, guard, options.reread);
-    ctx.reload = reload;
     url = await listen(server, host, port, options.tls ? 'https' : 'http');
   } catch (err) {
-    admin.close();
+    ops.close();
     await store.close();
     throw err;
   }
@@ -144,11 +152,11 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
   service = {
     store,
-    server,
+    server: server!,
     url,
     close({ transferLeadership = true } = {}) {
       life.closing ??= (async () => {
-        await drain(server, admin, drainTimeoutMs);
+        await drain(server!, ops, drainTimeoutMs);
         debug(
           'service: HTTP closed; closing the store (transferLeadership %s)',
           transferLeadership,
@@ -192,6 +200,7 @@ function storeOptions(options: ServiceOptions) {
     join: options.join,
     channelAddress: options.channelAddress,
     forward: options.forward,
+    activation: options.activation,
     electionTimeoutMs: options.electionTimeoutMs,
     heartbeatMs: options.heartbeatMs,
     snapshotThreshold: options.snapshotThreshold,

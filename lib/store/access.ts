@@ -182,23 +182,29 @@ export function collectionAccess(
       return true;
     },
   };
+  const readers = indexReaders(c);
   for (const name of indexNames) {
-    Object.defineProperty(access, name, { enumerable: true, get: () => readerOf(c, name) });
+    Object.defineProperty(access, name, { enumerable: true, get: () => readers(name) });
   }
   return Object.freeze(access);
 }
 
-// The reader of the active version's index `name`: made once per index (a version that
-// redefines the index makes a new one).
-const readers = new WeakMap<IndexImpl, unknown>();
-function readerOf(c: CollectionImpl, name: string): unknown {
-  const ix = c.indexes.find((i) => i.name === name);
-  if (!ix)
-    throw new PrevailError(
-      ErrorCodes.VERSION_NOT_ACTIVE,
-      `${c.name}.${name}: this index belongs to a schema version that is not active`,
-    );
-  let reader = readers.get(ix);
-  if (reader === undefined) readers.set(ix, (reader = indexReader(ix, c)));
-  return reader;
+// The readers of the active version's indexes, by name: made again only when an activation
+// installs other indexes (handlers read them on every command: one map lookup).
+function indexReaders(c: CollectionImpl): (name: string) => unknown {
+  let madeFor: IndexImpl[] | null = null;
+  let byName = new Map<string, unknown>();
+  return (name) => {
+    if (madeFor !== c.indexes) {
+      madeFor = c.indexes;
+      byName = new Map(c.indexes.map((ix) => [ix.name, indexReader(ix, c)]));
+    }
+    const reader = byName.get(name);
+    if (reader === undefined)
+      throw new PrevailError(
+        ErrorCodes.VERSION_NOT_ACTIVE,
+        `${c.name}.${name}: this index belongs to a schema version that is not active`,
+      );
+    return reader;
+  };
 }

@@ -8,7 +8,8 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 
-import { consecutiveFreePorts, freePorts, tempDir } from '../helpers/cluster.js';
+import { consecutiveFreePorts, freePorts, runCli, tempDir, waitFor } from '../helpers/cluster.js';
+import { writeClusterCerts } from '../helpers/test-certs.js';
 
 const script = join(process.cwd(), 'examples', 'app', 'server.mjs');
 
@@ -572,6 +573,82 @@ describe('example app', () => {
     );
   });
 
+  test('its own schema upgrade: a data dir of version 1 opens with version 2, which activates, migrates and takes votes; version 1 code is then refused', async () => {
+    const dataDir = tempDir('prevail-app-');
+    dirs.push(dataDir);
+    const [port, raftPort] = await freePorts(2);
+    const env = { PORT: String(port), DATA_DIR: dataDir, RAFT_ADDRESS: `127.0.0.1:${raftPort}` };
+    // /status (the operations handler's, open on this loopback app) has store.schemaStatus().
+    const schemaOf = async (base: string) =>
+      JSON.parse((await http(base, 'GET', '/status')).body).schema as {
+        active: number;
+        code: { oldest: number; newest: number };
+        activations: { index: number; version: number }[];
+      };
+    const votesOf = (html: string) => {
+      const m = /<span class="votes">(\d+)<\/span>/.exec(html);
+      return m ? Number(m[1]) : null;
+    };
+    const footerVersion = (html: string) =>
+      Number(/<span class="schema-version">(\d+)<\/span>/.exec(html)?.[1]);
+
+    // The app as first shipped: version 1, no votes.
+    let { app, url } = await startApp({ ...env, SCHEMA_VERSION: '1' });
+    const post = (path: string, form: Record<string, string | number> = {}) =>
+      http(url, 'POST', path, form);
+    for (const handle of ['ada', 'grace'])
+      expect(
+        (await post('/users', { handle, name: handle, email: `${handle}@example.com` })).status,
+      ).toBe(303);
+    let r = await post('/issues', { title: 'Old issue', author: 'ada', priority: 2 });
+    expect(r.status).toBe(303);
+    const oldIssue = r.location!;
+    expect(await schemaOf(url)).toMatchObject({ active: 1, code: { oldest: 1, newest: 1 } });
+    r = await http(url, 'GET', oldIssue);
+    expect(votesOf(r.body)).toBeNull();
+    expect(footerVersion(r.body)).toBe(1);
+    app.child.kill('SIGTERM');
+    expect(await app.waitExit(15_000)).toEqual({ code: 0, signal: null });
+
+    // The new code: it replays version 1's entries, then activates version 2 at open (a single
+    // voter), whose migration gives the existing issue its voters.
+    ({ app, url } = await startApp(env));
+    const status = await schemaOf(url);
+    expect(status).toMatchObject({ active: 2, code: { oldest: 1, newest: 2 } });
+    expect(status.activations).toEqual([{ index: expect.any(Number), version: 2 }]);
+    r = await http(url, 'GET', oldIssue);
+    expect(votesOf(r.body)).toBe(0);
+    expect(footerVersion(r.body)).toBe(2);
+    r = await http(url, 'POST', `${oldIssue}/votes`, { voter: 'ada' });
+    expect(r).toMatchObject({ status: 303, location: `${oldIssue}#votes` });
+    r = await http(url, 'POST', `${oldIssue}/votes`, { voter: 'ada' });
+    expect(r.status).toBe(422);
+    expect(errorOf(r.body)).toBe('@ada has already voted for this issue.');
+    expect((await http(url, 'POST', `${oldIssue}/votes`, { voter: 'grace' })).status).toBe(303);
+    // an issue created under version 2 starts with no votes
+    r = await http(url, 'POST', '/issues', { title: 'New issue', author: 'grace', priority: 3 });
+    expect(r.status).toBe(303);
+    const newIssue = r.location!;
+    expect(votesOf((await http(url, 'GET', newIssue)).body)).toBe(0);
+    expect((await http(url, 'POST', `${newIssue}/votes`, { voter: 'ada' })).status).toBe(303);
+
+    // kill -9 and a restart replay both versions' entries to the same votes.
+    await app.kill();
+    ({ app, url } = await startApp(env));
+    expect((await schemaOf(url)).active).toBe(2);
+    expect(votesOf((await http(url, 'GET', oldIssue)).body)).toBe(2);
+    expect(votesOf((await http(url, 'GET', newIssue)).body)).toBe(1);
+    app.child.kill('SIGTERM');
+    expect(await app.waitExit(15_000)).toEqual({ code: 0, signal: null });
+
+    // Back to version 1's code after the activation: refused, the data dir left as it is.
+    const old = new AppProcess({ ...env, SCHEMA_VERSION: '1' });
+    apps.push(old);
+    await expect(old.ready).rejects.toThrow(/PREVAIL_SCHEMA_TOO_OLD/);
+    ({ url } = await startApp(env));
+    expect(votesOf((await http(url, 'GET', oldIssue)).body)).toBe(2);
+  });
+
   test('background work on the leader: a recurring schedule closes stale issues, a job records a digest', async () => {
     const dataDir = tempDir('prevail-app-');
     dirs.push(dataDir);
@@ -605,6 +682,81 @@ describe('example app', () => {
     expect(statusOf(page)).toBe('closed'); // closed by the scheduled closeStale
     expect(page).toMatch(/0 open, 1 closed, 1 people/); // the digest job saw it
   });
+
+  // The app mounts operationsHandler (with OPS_TOKEN): the CLI's commands work against it as
+  // against `prevail serve`, and without the token they are refused.
+  test('the prevail CLI against a 3-node app cluster: status, members, snapshot, transfer; refused without the token', async () => {
+    const certs = tempDir('prevail-app-ops-certs-');
+    dirs.push(certs);
+    await writeClusterCerts(certs, [1, 2, 3]);
+    const ports = await freePorts(6);
+    const spec = [1, 2, 3].map((id) => `${id}=127.0.0.1:${ports[2 + id]}`).join(',');
+    const TOKEN = 'app-ops-token-0123456789';
+    const urls = await Promise.all(
+      [1, 2, 3].map(async (id) => {
+        const dataDir = tempDir('prevail-app-ops-');
+        dirs.push(dataDir);
+        const env = { NODE_ID: String(id), CLUSTER: spec, TLS_DIR: certs, OPS_TOKEN: TOKEN };
+        return (await startApp({ ...env, PORT: String(ports[id - 1]), DATA_DIR: dataDir })).url;
+      }),
+    );
+    const leaderUrl = async () => {
+      for (const u of urls) if ((await http(u, 'GET', '/health/leader')).status === 200) return u;
+      return undefined;
+    };
+    await waitFor('a leader', leaderUrl, 60_000);
+    const all = urls.join(',');
+    const cli = (...args: string[]) => runCli([...args, '--token', TOKEN], 90_000);
+
+    const refused = await runCli(['status', '--node', urls[0]!]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('PREVAIL_UNAUTHORIZED');
+
+    const leader = (await leaderUrl())!;
+    const status = await cli('status', '--node', leader);
+    expect(status.code).toBe(0);
+    const s = JSON.parse(status.stdout);
+    expect(s).toMatchObject({ role: 'leader', cluster: { lagKnown: true } });
+    expect(s.cluster.members.map((m: { id: number }) => m.id)).toEqual([1, 2, 3]);
+
+    const snap = await cli('snapshot', '--node', all);
+    expect(snap.code).toBe(0);
+    expect(JSON.parse(snap.stdout).index).toBeGreaterThan(0);
+
+    const [sparePort] = await freePorts(1);
+    const added = await cli(
+      'members',
+      'add',
+      '4',
+      `127.0.0.1:${sparePort}`,
+      '--role',
+      'spare',
+      '--node',
+      all,
+    );
+    expect({ code: added.code, stderr: added.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(JSON.parse(added.stdout).members).toContainEqual(
+      expect.objectContaining({ id: 4, role: 'spare' }),
+    );
+    const removed = await cli('members', 'remove', '4', '--node', all);
+    expect(removed.code).toBe(0);
+    expect(JSON.parse(removed.stdout).members.map((m: { id: number }) => m.id)).toEqual([1, 2, 3]);
+
+    const oldLeader = Number(s.id);
+    const transfer = await cli('transfer', '--node', all);
+    expect({ code: transfer.code, stderr: transfer.stderr }).toEqual({ code: 0, stderr: '' });
+    const next = JSON.parse(transfer.stdout).leader.id;
+    expect(next).not.toBe(oldLeader);
+    expect([1, 2, 3]).toContain(next);
+    await waitFor(
+      'the new leader to answer /health/leader',
+      async () => {
+        const u = await leaderUrl();
+        return u === urls[next - 1];
+      },
+      60_000,
+    );
+  }, 300_000);
 
   test('limits and errors: 413, 415, 404, 405, and SIGTERM exits by itself', async () => {
     const dataDir = tempDir('prevail-app-');
@@ -731,6 +883,18 @@ test('npm run cluster: 3 app nodes on mutual TLS; writes on any node; kill -9 of
     const answer = await plainRaftHello(raftBase + leader - 1);
     expect(answer.length === 0 || answer[0] === 0x15).toBe(true);
     const followers = [1, 2, 3].filter((id) => id !== leader);
+    // Every node runs the newest code: schema version 2 activates once all three recorded it.
+    await until('schema version 2 active on every node', async () =>
+      (
+        await Promise.all(
+          [1, 2, 3].map(
+            async (id) =>
+              JSON.parse((await http(url(id), 'GET', '/admin/status.json')).body).schema.active ===
+              2,
+          ),
+        )
+      ).every(Boolean),
+    );
     // A write on a follower (forwarded), visible on the other follower once it applied it.
     // Right after the election the follower may not know the leader's channel yet: it answers
     // 503 "Not available" (nothing saved), and a client tries again, as the page tells it to.

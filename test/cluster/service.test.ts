@@ -1,7 +1,7 @@
 // The reference service (lib/service/) and the prevail CLI (lib/cli.ts), end to end: every
 // node is a real `node dist/cli.js serve` child process with its own data dir, on loopback
 // ports. Waits are bounded; nothing asserts on timing; every child is killed by pid in afterAll.
-import { cpSync, rmSync } from 'node:fs';
+import { cpSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 import {
@@ -33,6 +33,8 @@ function expectError(answer: HttpAnswer, status: number, code: string): ErrorBod
   expect(typeof (answer.body as ErrorBody).error.message).toBe('string');
   return (answer.body as ErrorBody).error;
 }
+
+type Member = { id: number; role: string };
 
 const kv = (key: string) => `/kv/${encodeURIComponent(key)}`;
 
@@ -233,6 +235,9 @@ describe('one node', () => {
       ['members', 'rename'],
       ['members', 'add', '4'],
       ['transfer', 'abc'],
+      ['activate', 'two'],
+      ['activate', '1', '2'],
+      ['serve', '--data', 'x', '--raft', '127.0.0.1:1', '--activation', 'sometimes'],
       ['status', '--node', 'http://[bad'],
     ]) {
       const r = await runCli(args);
@@ -240,6 +245,38 @@ describe('one node', () => {
       expect(r.stderr).toMatch(/prevail/);
     }
     expect((await runCli(['inspect'])).code).toBe(2);
+
+    const { version } = JSON.parse(readFileSync(join(process.cwd(), 'package.json'), 'utf8')) as {
+      version: string;
+    };
+    for (const flag of ['--version', '-v']) {
+      expect(await runCli([flag])).toMatchObject({ code: 0, stdout: `prevail ${version}\n` });
+    }
+    // Each subcommand's own help, on --help (status 0) and after a bad flag (status 2).
+    const helps: [string[], string][] = [
+      [['serve', '--help'], 'Usage: prevail serve --data DIR'],
+      [['status', '--help'], 'Usage: prevail status'],
+      [['members', '--help'], 'Usage: prevail members'],
+      [['members', 'add', '--help'], 'Usage: prevail members'],
+      [['transfer', '-h'], 'Usage: prevail transfer'],
+      [['help', 'snapshot'], 'Usage: prevail snapshot'],
+    ];
+    for (const [args, usage] of helps) {
+      const r = await runCli(args);
+      expect({ args, code: r.code, usage: r.stdout.startsWith(`${usage}`) }).toEqual({
+        args,
+        code: 0,
+        usage: true,
+      });
+    }
+    for (const [args, usage] of [
+      [['status', '--bogus'], 'Usage: prevail status'],
+      [['members', '--role', 'x'], 'Usage: prevail members'],
+      [['serve', '--bogus'], 'Usage: prevail serve'],
+    ] as const) {
+      const r = await runCli([...args]);
+      expect({ code: r.code, usage: r.stderr.includes(usage) }).toEqual({ code: 2, usage: true });
+    }
 
     const status = await runCli(['status', '--node', node.url]);
     expect(status.code).toBe(0);
@@ -261,6 +298,16 @@ describe('one node', () => {
     expect(remove.stderr).toContain('PREVAIL_BAD_MEMBER');
     const unreachable = await runCli(['status', '--node', 'http://127.0.0.1:1']);
     expect(unreachable.code).toBe(1);
+    // members with no arguments lists them; --json keeps JSON.
+    const list = await runCli(['members', '--node', node.url]);
+    expect(list.code).toBe(0);
+    expect(list.stdout.split('\n')[0]).toMatch(/^ID +ADDRESS +ROLE +STATE +LAG$/);
+    expect(list.stdout).toMatch(new RegExp(`^1 +${node.spec.address} +voter +leader +0$`, 'm'));
+    const json = await runCli(['members', '--json', '--node', node.url]);
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      leader: { id: 1 },
+      members: [{ id: 1, role: 'voter' }],
+    });
   });
 });
 
@@ -333,6 +380,60 @@ describe('three nodes', () => {
     expectError(await f2!.request('GET', kv('fwd')), 404, 'PREVAIL_NOT_FOUND');
   });
 
+  test('CLI: the cluster as one table, members listed, transfer refusals, an unreachable new member', async () => {
+    const leader = await cluster.leader();
+    const id = leader.spec.id;
+    const down = 'http://127.0.0.1:1';
+    const table = await runCli(['status', '--node', cluster.urls, '--node', down]);
+    expect(table.code).toBe(1); // one node did not answer
+    const lines = table.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^ID +ROLE +TERM +APPLIED +LAG +HEALTH +NODE$/);
+    expect(lines).toHaveLength(5);
+    expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^${id} +leader +\\d+ +\\d+ `)));
+    expect(lines.at(-1)).toMatch(/^\? +down .* down +http:\/\/127\.0\.0\.1:1$/);
+    expect(table.stderr).toContain(down);
+    const array = await runCli(['status', '--json', '--node', cluster.urls]);
+    expect(array.code).toBe(0);
+    const statuses = JSON.parse(array.stdout) as { id: number }[];
+    expect(statuses.map((x) => x.id).sort()).toEqual([1, 2, 3]);
+
+    const list = await runCli(['members', '--node', cluster.urls]);
+    expect(list.code).toBe(0);
+    expect(list.stdout).toMatch(new RegExp(`^${id} +\\S+ +voter +leader +0$`, 'm'));
+    for (const other of cluster.others(leader))
+      expect(list.stdout).toMatch(new RegExp(`^${other.spec.id} +\\S+ +voter +up +\\d+$`, 'm'));
+
+    // To the node that leads already: nothing to do. To no member: refused, naming the members.
+    const same = await runCli(['transfer', String(id), '--node', cluster.urls]);
+    expect(same.code).toBe(0);
+    expect(same.stderr).toContain(`node ${id} already leads`);
+    const nobody = await runCli(['transfer', '9', '--node', cluster.urls]);
+    expect(nobody.code).toBe(1);
+    expect(nobody.stderr).toContain('PREVAIL_BAD_MEMBER: no member 9 (members: 1, 2, 3)');
+
+    // A member added before its node runs: added as a spare, said so with what to do next;
+    // done (the node started, the same command again), it is a voter; then removed again.
+    const spec = await cluster.addSpec(5);
+    const add = ['members', 'add', '5', spec.address, '--timeout', '20000', '--node'];
+    const early = await runCli([...add, cluster.urls]);
+    expect(early.code).toBe(3);
+    expect(early.stderr).toContain(
+      `added node 5 at ${spec.address} as a spare, but it is not reachable yet`,
+    );
+    expect(early.stderr).toContain(`prevail serve --id 5 --raft ${spec.address} --join`);
+    expect(early.stderr).toContain('prevail members remove 5');
+    const fifth = await cluster.start(5, ['--join', ...timing]);
+    const again = await runCli([...add, cluster.urls]);
+    expect({ code: again.code, stderr: again.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(JSON.parse(again.stdout).members).toContainEqual(
+      expect.objectContaining({ id: 5, role: 'voter' }),
+    );
+    const undo = await runCli(['members', 'remove', '5', '--node', cluster.urls]);
+    expect(undo.code).toBe(0);
+    await fifth.kill();
+    expect((await leader.request('GET', '/status')).body.members).toHaveLength(3);
+  });
+
   test('CLI against the cluster: status, members add (join) and remove, transfer, snapshot', async () => {
     const leader = await cluster.leader();
     const follower = cluster.others(leader)[0]!;
@@ -383,6 +484,14 @@ describe('three nodes', () => {
       index,
     );
 
+    // serve logs leadership changes: node 4 took over, the old leader lost it.
+    expect(joiner.output).toContain(`prevail: node 4 leads (term`);
+    expect(leader.output).toContain(`prevail: node ${leader.spec.id} lost leadership`);
+
+    // Back to the first leader, then it is removed: it learns it, says so and exits 0.
+    expect((await runCli(['transfer', String(leader.spec.id), '--node', cluster.urls])).code).toBe(
+      0,
+    );
     const removed = await runCli([
       'members',
       'remove',
@@ -394,7 +503,8 @@ describe('three nodes', () => {
     expect(JSON.parse(removed.stdout).members.map((m: { id: number }) => m.id)).not.toContain(
       leader.spec.id,
     );
-    await leader.kill();
+    expect(await leader.waitExit(60_000)).toEqual({ code: 0, signal: null });
+    expect(leader.output).toContain(`prevail: node ${leader.spec.id} was removed from the cluster`);
     const survivors = cluster.running();
     expect(survivors).toHaveLength(3);
     expect((await joiner.request('PUT', kv('after-remove'), 'ok')).status).toBe(200);
@@ -405,6 +515,45 @@ describe('three nodes', () => {
           (await n.request('GET', `${kv('after-remove')}?consistency=stale`)).body.value === 'ok',
       );
     }
+  });
+
+  test('schema versions: activate through a follower answers the active version; prevail activate and the status line', async () => {
+    const leader = await cluster.leader();
+    const follower = cluster.others(leader)[0]!;
+    // Every voter's code has version 1 only, and it is active: nothing to do, the active version.
+    expect(await follower.request('POST', '/admin/schema/activate', {})).toMatchObject({
+      status: 200,
+      body: { active: 1 },
+    });
+    // Version 2 is in no voter's code: refused (forwarded or not) naming every voter (the
+    // members as the test before left them).
+    const voters = ((await follower.request('GET', '/status')).body.members as Member[])
+      .filter((m) => m.role === 'voter')
+      .map((m) => m.id)
+      .sort();
+    const refused = await follower.request('POST', '/admin/schema/activate', { version: 2 });
+    expect(expectError(refused, 409, 'PREVAIL_VERSION_NOT_ACTIVE')).toMatchObject({
+      version: 2,
+      holdingBack: voters,
+    });
+    const ok = await runCli(['activate', '--node', follower.url]);
+    expect({ code: ok.code, out: JSON.parse(ok.stdout) }).toEqual({ code: 0, out: { active: 1 } });
+    const no = await runCli(['activate', '2', '--node', follower.url]);
+    expect(no.code).toBe(1);
+    expect(no.stderr).toMatch(/PREVAIL_VERSION_NOT_ACTIVE: schema version 2 can't be activated/);
+    // Each voter recorded its code's range through the log (its peer announcement).
+    await waitFor('every voter recorded its code range', async () => {
+      const s = (await follower.request('GET', '/status')).body.schema as {
+        nodes: { id: number }[];
+      };
+      return voters.every((id) => s.nodes.some((n) => n.id === id));
+    });
+    const status = await runCli(['status', '--node', follower.url]);
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout).schema).toMatchObject({ active: 1, holdingBack: [] });
+    expect(status.stderr).toBe(
+      "schema: version 1 active from the start; this node's code supports 1\n",
+    );
   });
 
   test('--no-forward: a follower answers writes and leader-level reads with 503 and the leader', async () => {

@@ -10,10 +10,11 @@ import { join } from 'node:path';
 
 import { tlsFiles, writeClusterCerts, type TestCa } from './test-certs.js';
 
-/** The child-process programs: a bare RaftNode (default) or a Store (the object store). */
+/** The child-process programs: a bare RaftNode (default), a Store (the object store), or the rolling-upgrade test's bank (schema v1 or v2). */
 export const fixtures = {
   raftNode: join(process.cwd(), 'test', 'fixtures', 'node-process.mjs'),
   store: join(process.cwd(), 'test', 'fixtures', 'store-process.mjs'),
+  upgrade: join(process.cwd(), 'test', 'fixtures', 'upgrade-process.mjs'),
 };
 
 // Ports for nodes come from below the kernel's ephemeral range, so that a node restarted on

@@ -1,7 +1,8 @@
 // The admin page (lib/admin/): its JSON and SSE endpoints over plain HTTP against an
 // in-process store, then the page itself in Debian's chromium (driven by playwright-core)
 // on a 3-node cluster of the reference service (`node dist/cli.js serve`, which mounts it
-// at /admin), with the leader killed (-9) while the page watches.
+// at /admin), with the leader killed (-9) while the page watches, then marked down on the new
+// leader's page until it is started again.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { createServer, get, request, type IncomingMessage, type Server } from 'node:http';
@@ -21,6 +22,7 @@ import { freePorts, tempDir, waitFor } from '../../helpers/cluster.js';
 interface PageElement {
   dataset: Record<string, string | undefined>;
   textContent: string | null;
+  querySelector(selector: string): PageElement | null;
 }
 type HTMLElement = PageElement;
 declare const document: {
@@ -167,8 +169,10 @@ describe('admin handler over HTTP', () => {
           leader: true,
           self: true,
           diverged: false,
+          downSince: null,
           matchIndex: expect.any(Number),
           lag: expect.any(Number),
+          schema: { code: { oldest: 1, newest: 1 }, holdsBack: null, tooOld: false, tooNew: false },
         },
       ]);
       expect(s.members[0]!.lag).toBe(Math.max(0, s.commitIndex - s.members[0]!.matchIndex!));
@@ -212,6 +216,57 @@ describe('admin handler over HTTP', () => {
     }
   });
 
+  test('status.json carries the live chart; events after the first carry its newest points only', async () => {
+    const admin = adminHandler(store, { intervalMs: 100 });
+    const { server, base } = await listen(admin);
+    servers.push(server);
+    const stream = new EventStream(`${base}/admin/events`);
+    try {
+      expect(admin.status()).toMatchObject({
+        downAfterMs: 2000, // a lone node's default: 3 election timeouts of 200 ms, at least 2 s
+        chart: { intervalMs: 1000, windowMs: 180_000 },
+      });
+      // Entries applied here while the monitor samples once a second (commits and latencies).
+      const withApplies = await waitFor(
+        'six chart points, some with applies',
+        async () => {
+          await store.propose('add', { text: 'x' });
+          const s = JSON.parse((await http(`${base}/admin/status.json`)).body) as AdminStatus;
+          const points = s.chart!.points;
+          return points.length >= 6 && points.some((p) => p.applyP50Ms !== null) ? s : undefined;
+        },
+        30_000,
+        200,
+      );
+      const points = withApplies.chart!.points;
+      expect(points.some((p) => p.commitsPerSec > 0)).toBe(true);
+      for (const p of points) {
+        expect(p.commitsPerSec).toBeGreaterThanOrEqual(0);
+        if (p.applyP50Ms !== null) expect(p.applyP99Ms).toBeGreaterThanOrEqual(p.applyP50Ms);
+      }
+      expect(points.map((p) => p.time)).toEqual([...points.map((p) => p.time)].sort());
+      // The stream opened before there were points; one opened now starts with all of them.
+      expect(stream.messages[0]!.chart!.points).toEqual([]);
+      const late = new EventStream(`${base}/admin/events`);
+      try {
+        await waitFor('a few pushes', () => late.messages.length >= 3);
+      } finally {
+        late.close();
+      }
+      const [first, ...later] = late.messages;
+      expect(first!.chart!.points.length).toBeGreaterThanOrEqual(6);
+      for (const m of [...later, ...stream.messages.slice(1)])
+        expect(m.chart!.points.length).toBeLessThanOrEqual(5);
+      expect(stream.messages.some((m) => m.chart!.points.length > 0)).toBe(true);
+      // A lone node has no one to mark down.
+      expect(withApplies.members.map((m) => m.downSince)).toEqual([null]);
+    } finally {
+      stream.close();
+      admin.close();
+    }
+    expect(() => adminHandler(store, { downAfterMs: 0 })).toThrow(TypeError);
+  }, 60_000);
+
   test('status flags a certificate that expires within 30 days', () => {
     const s = store.status();
     const now = Date.now();
@@ -234,6 +289,135 @@ describe('admin handler over HTTP', () => {
       adminStatus({ ...s, divergence: named }, Date.now(), []).members.map((m) => m.diverged),
     ).toEqual([true]);
     expect(renderPage('/admin').html).toContain('"diverged", "badge diverged"');
+  });
+
+  test("status: the schema line, and each member's code range and markers (holds back, too old, too new)", () => {
+    const s = store.status();
+    // The store's own: version 1 only, active from the start, its range recorded through the log.
+    expect(adminStatus(s, Date.now(), []).schema).toEqual({
+      active: 1,
+      activatedAt: null,
+      code: { oldest: 1, newest: 1 },
+      newest: 1,
+      heldBack: null,
+      failed: [],
+    });
+    expect(adminStatus(s, Date.now(), []).members[0]!.schema).toEqual({
+      code: { oldest: 1, newest: 1 },
+      holdsBack: null,
+      tooOld: false,
+      tooNew: false,
+    });
+    // Five members as a store on a mixed cluster sees them, version 2 active since index 7.
+    const members = [
+      { id: 1, address: 'a:1', role: 'voter' as const },
+      { id: 2, address: 'a:2', role: 'voter' as const },
+      { id: 3, address: 'a:3', role: 'voter' as const },
+      { id: 4, address: 'a:4', role: 'standby' as const },
+      { id: 5, address: 'a:5', role: 'voter' as const },
+    ];
+    const schemaOf = (active: number, nodes: [number, number, number][]) => ({
+      ...s.schema,
+      active,
+      activations: active > 1 ? [{ index: 7, version: active }] : [],
+      code: { oldest: 1, newest: 3 },
+      nodes: nodes.map(([id, oldest, newest]) => ({
+        id,
+        voter: true,
+        oldest,
+        newest,
+        canRunActive: oldest <= active && active <= newest,
+      })),
+      failed: [{ version: 3, message: 'migration accounts threw: boom' }],
+    });
+    // Node 3 never recorded a range; node 6 (newest 4) left the cluster: it does not count.
+    const mixed = adminStatus(
+      {
+        ...s,
+        members,
+        schema: schemaOf(2, [
+          [1, 1, 3],
+          [2, 1, 2],
+          [4, 1, 1],
+          [5, 3, 3],
+          [6, 1, 4],
+        ]),
+      },
+      Date.now(),
+      [],
+    );
+    expect(mixed.schema).toEqual({
+      active: 2,
+      activatedAt: 7,
+      code: { oldest: 1, newest: 3 },
+      newest: 3,
+      heldBack: { version: 3, by: [2, 3] },
+      failed: [{ version: 3, message: 'migration accounts threw: boom' }],
+    });
+    expect(mixed.members.map((m) => [m.id, m.schema])).toEqual([
+      [1, { code: { oldest: 1, newest: 3 }, holdsBack: null, tooOld: false, tooNew: false }],
+      [2, { code: { oldest: 1, newest: 2 }, holdsBack: 3, tooOld: false, tooNew: false }],
+      // Never recorded: a build from before schema versions runs version 1 only.
+      [3, { code: null, holdsBack: 3, tooOld: true, tooNew: false }],
+      // A standby holds nothing back, but can't run version 2.
+      [4, { code: { oldest: 1, newest: 1 }, holdsBack: null, tooOld: true, tooNew: false }],
+      [5, { code: { oldest: 3, newest: 3 }, holdsBack: null, tooOld: false, tooNew: true }],
+    ]);
+    // Once the newest version is active nothing is held back; version 1 code is too old.
+    const done = adminStatus(
+      {
+        ...s,
+        members: members.slice(0, 2),
+        schema: schemaOf(3, [
+          [1, 1, 3],
+          [2, 1, 2],
+        ]),
+      },
+      Date.now(),
+      [],
+    );
+    expect(done.schema).toMatchObject({ active: 3, activatedAt: 7, heldBack: null });
+    expect(done.members.map((m) => [m.schema!.holdsBack, m.schema!.tooOld])).toEqual([
+      [null, false],
+      [null, true],
+    ]);
+    const html = renderPage('/admin').html;
+    expect(html).toContain('"holds back v" + x.holdsBack, "badge holds-back"');
+    expect(html).toContain('"too old", "badge too-old"');
+    expect(html).toContain('"Activating schema version " + f.version + " failed: "');
+    expect(html).toContain('id="schema"');
+  });
+
+  test('status: a store of two schema versions shows the second active since its activation', async () => {
+    const v2 = schema.next({
+      collections: { notes: collection<{ text: string; by: string }>()() },
+      migrate: { notes: (n: { text: string }) => ({ ...n, by: 'nobody' }) },
+      commands: {},
+    });
+    const dir2 = tempDir('prevail-admin-v2-');
+    const s2 = await open({ schema: v2, dataDir: dir2 });
+    try {
+      const { schema: x, members } = adminStatus(s2.status(), Date.now(), []);
+      const activatedAt = s2.schemaStatus().activations.find((a) => a.version === 2)?.index;
+      expect(activatedAt).toEqual(expect.any(Number));
+      expect(x).toEqual({
+        active: 2,
+        activatedAt,
+        code: { oldest: 1, newest: 2 },
+        newest: 2,
+        heldBack: null,
+        failed: [],
+      });
+      expect(members[0]!.schema).toEqual({
+        code: { oldest: 1, newest: 2 },
+        holdsBack: null,
+        tooOld: false,
+        tooNew: false,
+      });
+    } finally {
+      await s2.close();
+      rmSync(dir2, { recursive: true, force: true });
+    }
   });
 
   test('basePath: served where asked, validated', async () => {
@@ -444,7 +628,7 @@ class ServeNode {
 }
 
 describe('admin page in a browser', () => {
-  test("a follower's page shows the members and the leader, then the new leader after kill -9", async () => {
+  test("a follower's page shows the members and the leader, then the new leader after kill -9; the new leader's marks the old one down until it is back, and draws the chart", async () => {
     const root = tempDir('prevail-admin-cluster-');
     const ports = await freePorts(6);
     const cluster = [1, 2, 3].map((id) => ({ id, address: `127.0.0.1:${ports[id - 1]}` }));
@@ -452,7 +636,7 @@ describe('admin page in a browser', () => {
     let browser: Browser | undefined;
     try {
       const clusterArg = cluster.map((m) => `${m.id}=${m.address}`).join(',');
-      for (const { id } of cluster) {
+      const startNode = (id: number) =>
         nodes.set(
           id,
           new ServeNode(id, [
@@ -471,7 +655,7 @@ describe('admin page in a browser', () => {
             '100',
           ]),
         );
-      }
+      for (const { id } of cluster) startNode(id);
       const urls = new Map<number, string>();
       await Promise.all(
         [...nodes].map(async ([id, node]) => urls.set(id, `${await node.ready}/admin`)),
@@ -541,12 +725,18 @@ describe('admin page in a browser', () => {
       expect(await page.textContent(`#members tr[data-member-id="${followerId}"]`)).toContain(
         'this node',
       );
+      // The service's schema has one version, active from the start, recorded by every member.
+      expect(await page.textContent('#schema')).toBe('v1 (from the start); this code v1');
+      expect(
+        await page.$$eval('#members tr td:nth-child(4)', (tds) => tds.map((td) => td.textContent)),
+      ).toEqual(['v1', 'v1', 'v1']);
       // A follower knows no match indices: it says so and names the leader.
       expect(await page.textContent('#lag-note')).toContain(
         `node ${leaderId} (${cluster[leaderId - 1]!.address})`,
       );
       const changesBefore = await page.$$eval('#changes li', (items) => items.length);
 
+      const killedAt = Date.now();
       await nodes.get(leaderId)!.kill();
 
       // Bounded: polls the DOM until the page shows another leader and a new change naming it.
@@ -592,10 +782,63 @@ describe('admin page in a browser', () => {
         { timeout: 15_000, polling: 100 },
       );
       expect(await leaderPage.textContent('#lag-note')).toMatch(/^Lag = /);
+
+      // The killed member acknowledges nothing the new leader sends: its page marks it down
+      // (after 3 election timeouts, 3 s here), since a time after the kill; the others are up.
+      const downSince = (await (
+        await leaderPage.waitForFunction(
+          (dead) => {
+            const row = document.querySelector(`#members tr[data-member-id="${dead}"]`);
+            return row?.dataset.downSince ? Number(row.dataset.downSince) : undefined;
+          },
+          leaderId,
+          { timeout: 30_000, polling: 100 },
+        )
+      ).jsonValue()) as number;
+      expect(downSince).toBeGreaterThanOrEqual(killedAt - 1000);
+      expect(downSince).toBeLessThanOrEqual(Date.now());
+      expect(
+        await leaderPage.$$eval('#members tr.down', (rows) =>
+          rows.map((r) => (r as HTMLElement).dataset.memberId),
+        ),
+      ).toEqual([String(leaderId)]);
+      expect(
+        await leaderPage.textContent(`#members tr[data-member-id="${leaderId}"] .badge.down`),
+      ).toMatch(/^down since \d\d:\d\d:\d\d \(\d+s\)$/);
+      // The live chart: points since the node started, the writes among them.
+      await leaderPage.waitForFunction(
+        () =>
+          Number(document.getElementById('chart-commits')!.dataset.points) >= 3 &&
+          Number(document.getElementById('chart-apply')!.dataset.points) >= 1,
+        undefined,
+        { timeout: 15_000, polling: 100 },
+      );
+      expect(await leaderPage.getAttribute('#line-commits', 'd')).toMatch(/^M[\d.]+ [\d.]+ L/);
+      // Something drawn: a line, or a dash for a lone point.
+      expect(await leaderPage.getAttribute('#line-p50', 'd')).toMatch(/^M[\d.]+ [\d.]+ (L|h2)/);
+      expect(await leaderPage.textContent('#now-commits')).toMatch(/^[\d.]+\/s now$/);
       await leaderPage.screenshot({
         path: join(artifacts, 'admin-page-leader.png'),
         fullPage: true,
       });
+
+      // It comes back and takes the entries it missed: the marker goes.
+      startNode(leaderId);
+      await nodes.get(leaderId)!.ready;
+      await leaderPage.waitForFunction(
+        (back) => {
+          const row = document.querySelector(`#members tr[data-member-id="${back}"]`);
+          return (
+            document.getElementById('role')!.textContent === 'leader' &&
+            row !== null &&
+            row.dataset.downSince === undefined &&
+            Number(row.querySelector('td:nth-child(5)')?.textContent) > 0
+          );
+        },
+        leaderId,
+        { timeout: 30_000, polling: 100 },
+      );
+      expect(await leaderPage.$$eval('#members tr.down', (rows) => rows.length)).toBe(0);
 
       expect(pageErrors).toEqual([]);
     } finally {
@@ -603,5 +846,5 @@ describe('admin page in a browser', () => {
       await Promise.all([...nodes.values()].map((n) => n.kill()));
       rmSync(root, { recursive: true, force: true });
     }
-  }, 120_000);
+  }, 180_000);
 });

@@ -21,6 +21,8 @@ const ADMIN = 'admin-token-0123456789ab';
 const READ = 'reader-token-0123456789';
 
 const cli = join(process.cwd(), 'dist', 'cli.js');
+/** What `prevail status` says on stderr about a node of the service's one schema version. */
+const SCHEMA_LINE = "schema: version 1 active from the start; this node's code supports 1\n";
 const root = tempDir('prevail-auth-cli-');
 const started: ServeProcess[] = [];
 afterAll(async () => {
@@ -90,7 +92,8 @@ describe('serve --auth', () => {
       encoding: 'utf8',
       timeout: 30_000,
     });
-    expect({ code: out.status, stderr: out.stderr }).toEqual({ code: 0, stderr: '' });
+    // The JSON on stdout; on stderr only the schema line.
+    expect({ code: out.status, stderr: out.stderr }).toEqual({ code: 0, stderr: SCHEMA_LINE });
   });
 
   test('without a token: the 401 is said plainly, exit 1', async () => {
@@ -110,6 +113,14 @@ describe('serve --auth', () => {
     expect(out.stderr).toMatch(/PREVAIL_FORBIDDEN: user reader lacks the admin permission/);
     const ok = await runCli(['snapshot', '--node', node.url, '--token', ADMIN]);
     expect(ok.code).toBe(0);
+  });
+
+  test('activate: refused to a read-only token, done with an admin one', async () => {
+    const refused = await runCli(['activate', '--node', node.url, '--token', READ]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/PREVAIL_FORBIDDEN: user reader lacks the admin permission/);
+    const ok = await runCli(['activate', '1', '--node', node.url, '--token', ADMIN]);
+    expect({ code: ok.code, out: JSON.parse(ok.stdout) }).toEqual({ code: 0, out: { active: 1 } });
   });
 });
 
@@ -161,7 +172,7 @@ test('serve --ca/--cert/--key: the CLI over https with a client certificate', as
   const url = `https://${node.spec.http}`;
   const cert = ['--cert', file('alice.pem', alice.cert), '--key', file('alice.key', alice.key)];
   const out = await runCli(['status', '--node', url, '--ca', caPath, ...cert]);
-  expect({ code: out.code, stderr: out.stderr }).toEqual({ code: 0, stderr: '' });
+  expect({ code: out.code, stderr: out.stderr }).toEqual({ code: 0, stderr: SCHEMA_LINE });
   const untrusted = await runCli(['status', '--node', url, ...cert]);
   expect({ code: untrusted.code, stderr: untrusted.stderr }).toEqual({
     code: 1,
