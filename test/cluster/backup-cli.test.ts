@@ -127,7 +127,14 @@ test('prevail backup from a running node, prevail restore, and serve on the rest
   expect((await kv(copy, 'PUT', 'new', 'x')).status).toBe(200);
 }, 90_000);
 
-test('prevail backup and restore: bad usage exits 2', async () => {
+test('prevail backup and restore: their usage; bad usage exits 2', async () => {
+  for (const [args, usage] of [
+    [['backup', '--help'], 'Usage: prevail backup --out DIR'],
+    [['help', 'restore'], 'Usage: prevail restore BACKUP'],
+  ] as const) {
+    const r = await runCli([...args]);
+    expect({ code: r.code, usage: r.stdout.startsWith(usage) }).toEqual({ code: 0, usage: true });
+  }
   for (const args of [
     ['backup'],
     ['backup', 'extra', '--out', root],
