@@ -36,6 +36,13 @@ Commands:
                                  every voter's code supports) on every replica
   reload                         have each --node read its certificates and --auth
                                  file again (as SIGHUP does)
+  backup --out DIR [--capture false]
+                                 have --node take a backup while it runs, and write
+                                 it into DIR (checked against its SHA-256); --capture
+                                 false: no fresh capture (the last one plus the log)
+  restore BACKUP --data-dir DIR --id N --address HOST:PORT [--cluster "1=HOST:PORT,..."]
+                                 seed a new data dir from a backup: a single node, or
+                                 (with --cluster, the same on every member) a new cluster
   inspect DIR [options]          read a data dir offline (prevail inspect --help)
   upgrade-check DIR --schema NEW.mjs [--old OLD.mjs] [--json]
                                  replay a stopped node's data dir (or a copy) with new
@@ -44,7 +51,7 @@ Commands:
   certs ca|node|client|show      create a CA, member and client certificates, or show
                                  one (prevail certs --help)
 
-client options (status, members, transfer, snapshot, activate, reload):
+client options (status, members, transfer, snapshot, activate, reload, backup):
   --node URL[,URL...]            the node(s) to ask, repeated or a comma list (default
                                  $PREVAIL_NODE or http://127.0.0.1:8001); leader-only
                                  commands try each in turn until the leader answers
@@ -160,7 +167,9 @@ const commands: Record<string, (args: string[]) => Promise<void>> = {
   snapshot,
   activate,
   reload,
-  // Loaded on use: the certificate library stays out of serve's start.
+  // Loaded on use: the backup and certificate code stays out of serve's start.
+  backup: async (args) => (await import('./cli/backup.js')).backupCommand(args),
+  restore: async (args) => (await import('./cli/backup.js')).restoreCommand(args),
   certs: async (args) => (await import('./cli/certs.js')).certs(args),
 };
 

@@ -32,6 +32,13 @@ import {
   type Schedule,
 } from './jobs.js';
 import { StateMachine } from './store/state-machine.js';
+import {
+  takeBackup,
+  type BackupDestination,
+  type BackupOptions,
+  type BackupResult,
+  type BackupSource,
+} from './backup/take.js';
 import { scheduleData } from './store/schedules.js';
 import {
   toSchema,
@@ -568,6 +575,44 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   snapshot(): Promise<{ index: number; term: number }> {
     this.#outsideHandler('snapshot');
     return this.#machine.capture.start().then(() => this.node.snapshot());
+  }
+
+  /**
+   * Writes a backup of this node's state (leader or follower) to `destination`, a directory or
+   * a BackupTarget, without stopping writes: a background capture, then the file written and
+   * read back to check its SHA-256. Resolves with its name, index, term, size and checksum.
+   * `{ capture: false }` skips the capture (see BackupOptions).
+   */
+  backup(destination: BackupDestination, options?: BackupOptions): Promise<BackupResult> {
+    this.#outsideHandler('backup');
+    return takeBackup(this.#backupSource(), destination, options);
+  }
+
+  // The state's bytes and the header that describes them, taken together in one synchronous step.
+  #backupSource(): BackupSource {
+    const machine = this.#machine;
+    return {
+      capture: () => machine.capture.start(),
+      now: () => {
+        const s = this.node.status();
+        const schema = machine.schemaState();
+        const index = machine.appliedIndex();
+        const term =
+          machine.capture.lastTerm || (s.snapshot.index === index ? s.snapshot.term : s.term);
+        return {
+          frames: machine.capture.snapshotBytes(),
+          header: {
+            nodeId: this.node.id,
+            index,
+            term,
+            createdAt: new Date().toISOString(),
+            configuration: s.members.map(({ id, address, role }) => ({ id, address, role })),
+            schema: { active: schema.active, oldest: schema.code[0], newest: schema.code[1] },
+            effects: machine.effects(),
+          },
+        };
+      },
+    };
   }
 
   status(): StoreStatus {

@@ -93,6 +93,26 @@ Has each --node read its certificates and --auth file again (as SIGHUP does); fa
 one refuses (it keeps its old ones).
 
 ${CLIENT_OPTIONS}`,
+  backup: `Usage: prevail backup --out DIR [--capture false]
+
+Has the first --node (any node, leader or follower) take a backup while it keeps taking
+writes, and writes the file it streams into DIR (a temporary name, fsync, rename), checked
+against the SHA-256 the node sent. Prints { file, node, nodeId, index, term, createdAt,
+bytes, sha256 }. --capture false: no fresh capture (the node's last one plus the entries
+since: lighter on a busy node, a longer log for the restored node to replay).
+Give a large state a --timeout to match. Needs the admin permission.
+
+${CLIENT_OPTIONS}`,
+  restore: `Usage: prevail restore BACKUP --data-dir DIR --id N --address HOST:PORT
+                       [--cluster "1=HOST:PORT,2=HOST:PORT,..."]
+
+Seeds a new data dir (missing or empty) from a backup file, checked whole first, so that
+prevail serve --data DIR --id N --raft HOST:PORT starts with the backup's state at its
+index. --cluster: the new cluster's members (this node among them); seed every member
+from the same backup. Prints { dataDir, snapshot, index, term, members, from }.
+Exit status: 0 done, 1 a damaged backup (PREVAIL_BACKUP_CORRUPT) or a used data dir
+(PREVAIL_DATADIR_NOT_EMPTY), nothing written; 2 bad usage.
+`,
 };
 
 /** `prevail serve --help`. */

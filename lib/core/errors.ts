@@ -79,6 +79,10 @@ export const ErrorCodes = {
   SCHEMA_CHANGED: 'PREVAIL_SCHEMA_CHANGED',
   /** Activating a schema version failed: its migration threw (nothing changed; `version` names it). */
   MIGRATION_FAILED: 'PREVAIL_MIGRATION_FAILED',
+  /** A backup file is damaged, cut short, not a prevail backup, or of a format this code can't read (`file` names it). */
+  BACKUP_CORRUPT: 'PREVAIL_BACKUP_CORRUPT',
+  /** A restore was asked to seed a data dir that already holds files (it only seeds new ones). */
+  DATADIR_NOT_EMPTY: 'PREVAIL_DATADIR_NOT_EMPTY',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -175,7 +175,7 @@ function checkFsm<R>(fsm: Fsm<R>): Fsm<R> {
 }
 
 // Distinct ids and addresses; this node, if listed, at its own address. Copies just { id, address }.
-function checkCluster(cluster: MemberRef[], id: number, address: string): MemberRef[] {
+export function checkCluster(cluster: MemberRef[], id: number, address: string): MemberRef[] {
   if (!Array.isArray(cluster) || cluster.length === 0)
     throw invalid('cluster must be a non-empty array of { id, address }');
   const ids = new Set<number>();

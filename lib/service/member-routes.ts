@@ -7,6 +7,7 @@ import { ErrorCodes, PrevailError, invalid } from '../core/errors.js';
 import type { MemberRole } from '../engine/types.js';
 import { readJson } from './body.js';
 import { clusterView } from './node-routes.js';
+import { backupFile } from './backup-route.js';
 import { backupUnavailable, type OpsContext, type OpsStore } from './operations.js';
 
 // The addon already refuses membership changes on a non-leader (raft 0.22.1 would abort), with
@@ -141,17 +142,26 @@ export async function activate(
 }
 
 /**
- * A backup of this node's state (any node: the leader is not needed) to the destination the
- * app configured; the request can't name one, so an admin token can't write where it likes.
- * 501 PREVAIL_NOT_AVAILABLE without a destination, or on a build without store.backup().
+ * A backup of this node's state (any node: the leader is not needed). With a destination the
+ * app configured, written there (the request can't name one, so an admin token can't write
+ * where it likes), answered with store.backup()'s result. Without one, or when the client
+ * asks for the file (`accept: application/octet-stream`, as `prevail backup` does), the file
+ * itself is the answer. `?capture=false`: store.backup's `capture: false`.
  */
-export async function backup({ store, backup }: OpsContext): Promise<unknown> {
-  const take = (store as { backup?: (destination: unknown) => Promise<unknown> }).backup;
+export async function backup(
+  { store, backup }: OpsContext,
+  req: IncomingMessage,
+  url: URL,
+): Promise<unknown> {
+  const take = (store as { backup?: (destination: unknown, o?: object) => Promise<unknown> })
+    .backup;
   if (typeof take !== 'function')
     throw backupUnavailable('this build of prevail has no online backup (store.backup)');
-  if (!backup)
-    throw backupUnavailable(
-      'no backup destination is configured here (operationsHandler(store, { backup: { destination } }))',
-    );
-  return take.call(store, backup.destination);
+  const capture = url.searchParams.get('capture');
+  if (capture !== null && capture !== 'true' && capture !== 'false')
+    throw invalid(`capture must be true or false, got ${JSON.stringify(capture)}`);
+  const options = { capture: capture !== 'false' };
+  if (backup && !(req.headers.accept ?? '').includes('application/octet-stream'))
+    return take.call(store, backup.destination, options);
+  return backupFile(store, options);
 }

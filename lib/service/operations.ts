@@ -7,7 +7,8 @@
 //   POST   /admin/members { id, address, role? }, DELETE /admin/members/:id,
 //   POST   /admin/members/:id/role { role }, POST /admin/transfer { id? },
 //   POST   /admin/snapshot                    (leader only)
-//   POST   /admin/backup                      a backup to the destination the app configured
+//   POST   /admin/backup[?capture=false]      a backup: to the destination the app configured,
+//                                             else (or on accept: application/octet-stream) the file
 //   POST   /admin/schema/activate { version? }  (forwarded to the leader)
 //   POST   /admin/reload                      (`prevail serve` only: its files read again)
 //   GET    /admin, /admin/status.json, /admin/events   the admin page
@@ -26,6 +27,7 @@ import {
 } from '../core/auth.js';
 import { ErrorCodes, invalid } from '../core/errors.js';
 import type { Store } from '../store.js';
+import { FileAnswer } from './backup-route.js';
 import { DEFAULT_MAX_BODY_BYTES } from './body.js';
 import { HttpError } from './http-errors.js';
 import {
@@ -189,7 +191,8 @@ export function createOperations(store: OpsStore, settings: OpsSettings): Operat
     });
     const routed = new URL(`${path}${url.search}`, 'http://localhost');
     dispatch(routes, req, aborter.signal, routed).then(
-      ([status, body]) => send(res, status, body, {}, closing()),
+      ([status, body]) =>
+        body instanceof FileAnswer ? body.send(res) : send(res, status, body, {}, closing()),
       (err) => sendError(res, err, req, leaderHint, closing()),
     );
   };
@@ -212,7 +215,7 @@ function opsRoutes(ctx: OpsContext): Route[] {
     ['POST', /^\/admin\/members\/([^/]+)\/role$/, ([id], req) => assignRole(ctx, id!, req)],
     ['POST', /^\/admin\/transfer$/, (_m, req) => transfer(ctx, req)],
     ['POST', /^\/admin\/snapshot$/, () => snapshot(ctx)],
-    ['POST', /^\/admin\/backup$/, () => backup(ctx)],
+    ['POST', /^\/admin\/backup$/, (_m, req, url) => backup(ctx, req, url)],
     ['POST', /^\/admin\/reload$/, () => reload(ctx)],
     ['POST', /^\/admin\/schema\/activate$/, (_m, req) => activate(ctx, req)],
   ];

@@ -177,6 +177,8 @@ export class Capture {
   #generation = 0;
   #lastCaptureEnd = -Infinity;
   #interval: number;
+  // The term of the last entry applied (0 until one is, after a start).
+  #lastTerm = 0;
 
   /** `events` gets 'capture' ({ index, durationMs, serialised }) and 'captureError'. */
   constructor(state: ReplicaState, events: EventEmitter, options: CaptureOptions) {
@@ -192,6 +194,12 @@ export class Capture {
   /** Notes an entry being applied: it belongs to the tail until a capture covers it. */
   append(index: number, term: number, payload: Uint8Array): void {
     this.#tail.push(index, term, payload);
+    this.#lastTerm = term;
+  }
+
+  /** The term of the last entry applied, or 0 when none has been since the process started. */
+  get lastTerm(): number {
+    return this.#lastTerm;
   }
 
   /** Starts a background capture once the tail is long enough (none is running). */

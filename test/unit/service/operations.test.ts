@@ -6,7 +6,8 @@
 // already parsed all work.
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
+import { basename, join } from 'node:path';
 
 import {
   collection,
@@ -109,6 +110,20 @@ function call(base: string, method: string, path: string, token?: string, body?:
 }
 
 const code = (a: Answer) => ({ status: a.status, code: a.body?.error?.code });
+
+test('with a backup destination, POST /admin/backup writes there and answers what it wrote', async () => {
+  const destination = join(dir, '..', `${basename(dir)}-backups`);
+  const ops = handler({ auth: AUTH, backup: { destination } });
+  const base = await app((req, res, next) => ops(req, res, next));
+  try {
+    const r = await call(base, 'POST', '/admin/backup', ADMIN);
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ index: expect.any(Number), sha256: expect.any(String) });
+    expect(readdirSync(destination)).toEqual([r.body.name]);
+  } finally {
+    rmSync(destination, { recursive: true, force: true });
+  }
+});
 
 test('made without auth it refuses, unless insecure: true; a bad prefix is refused', () => {
   expect(() => operationsHandler(store)).toThrow(
@@ -219,10 +234,16 @@ describe('mounted at the root with auth', () => {
     expect((await call(base, 'POST', '/admin/schema/activate', ADMIN)).body).toEqual({
       active: 1,
     });
-    // No destination configured (and, on a build without it, no store.backup): 501.
-    expect(code(await call(base, 'POST', '/admin/backup', ADMIN))).toEqual({
-      status: 501,
-      code: 'PREVAIL_NOT_AVAILABLE',
+    // No destination configured: the answer is the backup file itself.
+    const file = await call(base, 'POST', '/admin/backup', ADMIN);
+    expect(file.status).toBe(200);
+    expect(file.headers['content-type']).toBe('application/octet-stream');
+    expect(file.headers['x-prevail-backup-sha256']).toMatch(/^[0-9a-f]{64}$/);
+    expect(Number(file.headers['x-prevail-backup-index'])).toBeGreaterThan(0);
+    expect(Number(file.headers['content-length'])).toBeGreaterThan(100);
+    expect(code(await call(base, 'POST', '/admin/backup?capture=maybe', ADMIN))).toEqual({
+      status: 400,
+      code: 'PREVAIL_INVALID_ARGUMENT',
     });
     // An app reloads its own settings; only prevail serve takes POST /admin/reload.
     expect(code(await call(base, 'POST', '/admin/reload', ADMIN))).toEqual({
