@@ -1,5 +1,6 @@
 // `prevail status` and `prevail members` (list and add): what the nodes given with --node say
 // about themselves and the configuration, as a table or JSON.
+import type { RaftNodeStatus } from '../engine/types.js';
 import { fail, hostPort, positiveInt } from './args.js';
 import {
   RequestFailed,
@@ -12,26 +13,16 @@ import {
   type Client,
 } from './client.js';
 
-interface MemberFacts {
-  id: number;
-  address: string;
-  role: string;
-  matchIndex?: number;
-}
+type MemberFacts = RaftNodeStatus['members'][number];
 
-/** The part of GET /status these commands read. */
-interface NodeStatus {
-  id: number;
-  role: string;
-  term: number;
-  leader: { id: number; address: string } | null;
-  commitIndex: number;
-  appliedIndex: number;
-  lastIndex: number;
-  members: MemberFacts[];
+/** The part of GET /status these commands read (the node's RaftNodeStatus, and the store's health and schema). */
+type NodeStatus = Pick<
+  RaftNodeStatus,
+  'id' | 'role' | 'term' | 'leader' | 'commitIndex' | 'appliedIndex' | 'lastIndex' | 'members'
+> & {
   health?: { ready: boolean; lag: number | null; diverged: unknown };
   schema?: unknown;
-}
+};
 
 type Asked = { node: string; status: NodeStatus } | { node: string; error: string };
 
