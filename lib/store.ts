@@ -581,10 +581,18 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
    * Writes a backup of this node's state (leader or follower) to `destination`, a directory or
    * a BackupTarget, without stopping writes: a background capture, then the file written and
    * read back to check its SHA-256. Resolves with its name, index, term, size and checksum.
-   * `{ capture: false }` skips the capture (see BackupOptions).
+   * `{ capture: false }` skips the capture; by default it first catches up with the leader's
+   * commit index, so it holds every write acknowledged before the call (see BackupOptions).
    */
-  backup(destination: BackupDestination, options?: BackupOptions): Promise<BackupResult> {
+  async backup(destination: BackupDestination, options?: BackupOptions): Promise<BackupResult> {
     this.#outsideHandler('backup');
+    const consistency = options?.consistency ?? 'linearizable';
+    if (consistency !== 'linearizable' && consistency !== 'stale')
+      throw new PrevailError(
+        ErrorCodes.INVALID_ARGUMENT,
+        "consistency must be 'linearizable' or 'stale'",
+      );
+    if (consistency === 'linearizable') await this.#link.read({ consistency });
     return takeBackup(this.#backupSource(), destination, options);
   }
 

@@ -42,6 +42,12 @@ export interface BackupOptions {
    * node; the restored node replays that tail when it starts).
    */
   capture?: boolean;
+  /**
+   * What the backup must hold (the store does this before capturing): `linearizable` (default)
+   * every write acknowledged anywhere before the call — on a follower it first waits to have
+   * applied the leader's commit index; `stale` this node's state as it is (no leader needed).
+   */
+  consistency?: 'linearizable' | 'stale';
 }
 
 /** A backup's destination: a directory's path, or a target. */
