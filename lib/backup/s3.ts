@@ -173,6 +173,14 @@ export class S3Target implements BackupTarget {
     await client.send(new sdk.DeleteObjectCommand({ Bucket: this.bucket, Key: this.#key(name) }));
   }
 
+  /** Closes the client's connections if the target made the client (one given is the caller's to close). */
+  destroy(): void {
+    if (this.#options.client || !this.#sdk) return;
+    void this.#sdk
+      .then(({ client }) => (client as { destroy?: () => void }).destroy?.())
+      .catch(() => undefined);
+  }
+
   describe(name: string): string {
     return `s3://${this.bucket}/${this.#key(name)}`;
   }
