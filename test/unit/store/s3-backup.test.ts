@@ -1,7 +1,8 @@
 // Backups in S3-compatible storage against a real server (s3rver, its own process on
 // 127.0.0.1): automatic backups with retention into a bucket under a prefix, then a node
 // restored from an object there holds the same state; a large backup goes up in parts.
-import { rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { cpSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { S3Client, PutObjectCommand } from '@aws-sdk/client-s3';
@@ -139,4 +140,22 @@ test('a target needs a bucket; s3:// URLs give bucket and prefix', () => {
   expect(() => S3Target.fromUrl('http://b1/x')).toThrow(
     expect.objectContaining({ code: ErrorCodes.INVALID_ARGUMENT }),
   );
+});
+
+test('without @aws-sdk/client-s3 installed, S3Target says which package it needs', () => {
+  // The built library copied where no node_modules can be found: the SDK's import fails for real.
+  const dir = join(root, 'no-sdk');
+  cpSync(join(process.cwd(), 'dist'), join(dir, 'dist'), { recursive: true });
+  writeFileSync(join(dir, 'package.json'), '{ "type": "module" }');
+  writeFileSync(
+    join(dir, 'try.mjs'),
+    `import { S3Target } from './dist/backup/s3.js';
+    try { await new S3Target({ bucket: 'b' }).list(); console.log('listed'); }
+    catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`,
+  );
+  const out = spawnSync(process.execPath, ['try.mjs'], { cwd: dir, encoding: 'utf8' });
+  expect(JSON.parse(out.stdout)).toEqual({
+    code: ErrorCodes.MISSING_DEPENDENCY,
+    message: expect.stringContaining('npm install @aws-sdk/client-s3'),
+  });
 });
