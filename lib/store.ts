@@ -39,6 +39,7 @@ import {
   type BackupResult,
   type BackupSource,
 } from './backup/take.js';
+import { autoBackup, type AutoBackupOptions } from './backup/auto.js';
 import { scheduleData } from './store/schedules.js';
 import {
   toSchema,
@@ -594,6 +595,16 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
       );
     if (consistency === 'linearizable') await this.#link.read({ consistency });
     return takeBackup(this.#backupSource(), destination, options);
+  }
+
+  /**
+   * Takes a backup every `everyMs` on the leader only (a leader job) into `target`, skipped
+   * when the applied index has not moved past the newest backup there, then deletes what
+   * `retention` lets go. Each round is a `'backup'` event (and on the `prevail:backup`
+   * channel); a failed round is reported and retried at the next interval. `stop()` ends it.
+   */
+  autoBackup(options: AutoBackupOptions): LeaderJobHandle {
+    return autoBackup(this, options);
   }
 
   // The state's bytes and the header that describes them, taken together in one synchronous step.

@@ -8,6 +8,7 @@ import { invalid, type MemberRef } from '../core/errors.js';
 import { readTlsFiles } from '../core/tls-files.js';
 import { startService, type Service, type ServiceOptions } from '../service/service.js';
 import { fail, hostPort, parseCluster, positiveInt } from './args.js';
+import { BACKUP_FLAGS, backupFlags, startBackups } from './serve-backup.js';
 import { logLeadership, watchMembership } from './serve-log.js';
 
 const membersSecurity = {
@@ -22,7 +23,9 @@ const CLOSE_DEADLINE_MS = 30_000;
 const EXPIRY_WARNING_MS = 30 * 24 * 3600_000;
 
 export async function serve(args: string[]): Promise<void> {
-  const options = serveOptions(args);
+  const values = parseServeArgs(args);
+  const options = serveOptions(values);
+  const backups = backupFlags(values);
   const id = options.id!;
   const service = await startService(options);
   console.log(
@@ -37,6 +40,7 @@ export async function serve(args: string[]): Promise<void> {
     leave();
   });
   process.on('SIGHUP', () => reloadOnSignal(service, id));
+  if (backups) startBackups(service, id, backups);
 }
 
 /**
@@ -91,6 +95,7 @@ function parseServeArgs(args: string[]) {
       cert: { type: 'string' },
       key: { type: 'string' },
       insecure: { type: 'boolean' },
+      ...BACKUP_FLAGS,
     },
   });
   if (positionals.length)
@@ -99,8 +104,7 @@ function parseServeArgs(args: string[]) {
 }
 
 /** The service's options from serve's flags, checked in the order the flags are documented. */
-function serveOptions(args: string[]): ServiceOptions {
-  const values = parseServeArgs(args);
+function serveOptions(values: ReturnType<typeof parseServeArgs>): ServiceOptions {
   if (!values.data) fail('serve needs --data DIR');
   const id = positiveInt('--id', values.id, 1)!;
   const cluster = values.cluster !== undefined ? parseCluster(values.cluster) : undefined;

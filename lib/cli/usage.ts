@@ -144,6 +144,14 @@ Options:
                                  serve HTTPS with this CA, certificate and key (PEM);
                                  client certificates from the CA authenticate
   --insecure                     allow --http on a non-loopback address without --auth
+  --backup-dir DIR               automatic backups on the leader into DIR, or
+  --backup-s3 s3://BUCKET/PREFIX into S3 (needs @aws-sdk/client-s3; credentials and
+                                 region from the AWS environment)
+  --backup-s3-endpoint URL       an S3-compatible service's URL (path-style)
+  --backup-every DURATION        how often: 30s, 15m, 1h (default), 1d; skipped when
+                                 nothing changed since the newest backup
+  --backup-keep last=N,daily=N,weekly=N
+                                 retention (default: keep every backup)
 
 It logs on stderr, a line each: leadership changes (node N leads term T, lost leadership,
 which node leads), a long time without a leader, and its own removal from the cluster.

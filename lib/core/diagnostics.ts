@@ -19,4 +19,6 @@ export const channels = {
   slowApply: diagnostics_channel.channel('prevail:slow-apply'),
   /** `{ id, node, index, expected, actual }` on the leader when a replica's effects hash differs from its own. */
   divergence: diagnostics_channel.channel('prevail:divergence'),
+  /** Each automatic backup round on the leader: `{ id, kind: 'taken' | 'skipped' | 'error', … }` (AutoBackupEvent). */
+  backup: diagnostics_channel.channel('prevail:backup'),
 };

@@ -83,6 +83,8 @@ export const ErrorCodes = {
   BACKUP_CORRUPT: 'PREVAIL_BACKUP_CORRUPT',
   /** A restore was asked to seed a data dir that already holds files (it only seeds new ones). */
   DATADIR_NOT_EMPTY: 'PREVAIL_DATADIR_NOT_EMPTY',
+  /** A feature needs an optional package that is not installed (the message names it and how to install it). */
+  MISSING_DEPENDENCY: 'PREVAIL_MISSING_DEPENDENCY',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

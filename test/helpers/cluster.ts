@@ -514,6 +514,8 @@ export class ServeProcess {
     args: string[],
     /** With it, the node is asked over https (it serves HTTPS when given --ca/--cert/--key). */
     readonly tls?: () => ClientTls,
+    /** Added to the environment the child inherits. */
+    env?: Record<string, string>,
   ) {
     this.child = spawn(
       process.execPath,
@@ -530,7 +532,7 @@ export class ServeProcess {
         spec.dataDir,
         ...args,
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      { stdio: ['ignore', 'pipe', 'pipe'], env: env ? { ...process.env, ...env } : undefined },
     );
     const keep = (chunk: Buffer) => {
       this.output += chunk.toString();
