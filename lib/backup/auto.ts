@@ -29,7 +29,8 @@ export interface AutoBackupHost<S> {
   readonly node: { readonly id: number };
   onLeader(job: LeaderJob<S>, options?: LeaderJobOptions): LeaderJobHandle;
   backup(destination: BackupTarget): Promise<BackupResult>;
-  status(): { appliedIndex: number };
+  /** `effects.index`: the store's last applied entry (what a backup's index is; the engine's own entries, such as read barriers, don't count). */
+  status(): { effects: { index: number } };
   emit(event: string, ...args: unknown[]): boolean;
 }
 
@@ -95,7 +96,7 @@ async function round<S>(
     (a, b) => (!a || b.index > a.index ? b : a),
     null,
   );
-  const index = store.status().appliedIndex;
+  const index = store.status().effects.index;
   if (newest && index <= newest.index) return { id, kind: 'skipped', index, newest: newest.name };
   const backup = await store.backup(target);
   const removed: string[] = [];

@@ -60,10 +60,10 @@ test('a backup each interval when the state changed, skipped when not, retention
   const job = store.autoBackup({ target: dir, everyMs: 50, retention: { keepLast: 2 } });
 
   const first = await rec.next('taken');
-  expect(first.kind === 'taken' && first.backup.index).toBe(store.status().appliedIndex);
+  expect(first.kind === 'taken' && first.backup.index).toBe(store.status().effects.index);
   // Nothing changed: the following rounds skip, naming the newest backup.
   const skipped = await rec.next('skipped');
-  expect(skipped).toMatchObject({ index: store.status().appliedIndex });
+  expect(skipped).toMatchObject({ index: store.status().effects.index });
   expect(readdirSync(dir).filter((n) => parseBackupName(n))).toHaveLength(1);
 
   // Each write is backed up at a later round; keepLast 2 deletes the older ones.
@@ -100,7 +100,7 @@ test('a failing target is reported each round and retried; the node keeps taking
   rmSync(dir);
   mkdirSync(dir);
   const ok = await rec.next('taken');
-  expect(ok.kind === 'taken' && ok.backup.index).toBe(store.status().appliedIndex);
+  expect(ok.kind === 'taken' && ok.backup.index).toBe(store.status().effects.index);
 });
 
 test('bad options are INVALID_ARGUMENT at once', async () => {
