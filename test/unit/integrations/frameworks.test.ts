@@ -16,6 +16,7 @@ import { prevail, prevailErrors } from '../../../lib/integrations/express.js';
 import { prevailPlugin } from '../../../lib/integrations/fastify.js';
 import type { MountOptions } from '../../../lib/integrations/common.js';
 import { httpErrorOf } from '../../../lib/service/http-errors.js';
+import { operationsHandler, type OperationsHandler } from '../../../lib/service/operations.js';
 import { collection, defineSchema, open, type Store } from '../../../lib/store.js';
 import { freePorts, tempDir, waitFor } from '../../helpers/cluster.js';
 
@@ -305,6 +306,40 @@ describe.each(frameworks)('%s with a mounted handler of its own', (framework, st
     const post = await call(`${app.url}/ops/ping`, 'POST', { any: 'body' }, ADMIN);
     expect(post).toMatchObject({ status: 200, body: 'pong POST' });
     expect((await call(`${app.url}/ops/other`, 'GET', undefined, ADMIN)).status).toBe(404);
+  });
+});
+
+// The package's operations handler in each framework: the mount authorises (admin), the handler
+// serves its routes under the mount's path.
+describe.each(frameworks)('%s with the operations handler mounted', (framework, start) => {
+  let dir: string;
+  let store: AppStore;
+  let app: Running;
+  let ops: OperationsHandler;
+
+  beforeAll(async () => {
+    dir = tempDir(`prevail-${framework}-ops-`);
+    store = await open({ schema, dataDir: dir });
+    ops = operationsHandler(store, { insecure: true, prefix: '/_prevail' });
+    app = await start(store, { path: '/_prevail', handler: ops });
+  });
+  afterAll(async () => {
+    await app?.close();
+    ops?.close();
+    await store?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('status, snapshot and the admin page answer under the mount, behind its auth', async () => {
+    expect((await call(`${app.url}/_prevail/status`)).status).toBe(401);
+    const status = await call(`${app.url}/_prevail/status`, 'GET', undefined, ADMIN);
+    expect(status).toMatchObject({ status: 200, body: { id: 1, role: 'leader' } });
+    await store.propose('addUser', { email: 'ops@example.com', name: 'ops' });
+    const snap = await call(`${app.url}/_prevail/admin/snapshot`, 'POST', {}, ADMIN);
+    expect(snap.status).toBe(200);
+    const page = await call(`${app.url}/_prevail/admin`, 'GET', undefined, ADMIN);
+    expect(page.status).toBe(200);
+    expect(String(page.body)).toContain('<html');
   });
 });
 
