@@ -328,11 +328,8 @@ async function checkAll(bank: Bank, activatedAt: number): Promise<void> {
   }
   checkDeposits(bank, activatedAt);
   console.log(
-    'SUMMARY',
-    bank.deposits.length,
-    activatedAt,
-    JSON.stringify([...bank.uncertain]),
-    bank.checkpoints.size,
+    `upgrade: ${bank.deposits.length} deposits acknowledged, version 2 active from index ${activatedAt}, ` +
+      `${bank.uncertain.size} writers with proposals cut off by a restart, ${bank.checkpoints.size} checkpoint indexes`,
   );
   // Replicas agree at every checkpoint index more than one of them reported.
   await bank.gatherCheckpoints();
