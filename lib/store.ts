@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { debug } from './core/diagnostics.js';
 import { freePort } from './core/ports.js';
 import { ErrorCodes, PrevailError, isPrevailError } from './core/errors.js';
-import { holdingBack } from './cluster/activation.js';
+import { holdingBack, votersOf } from './cluster/activation.js';
 import { checkPlain } from './plain-data.js';
 import { RaftNode, type CloseOptions } from './engine/raft-node.js';
 import { defaults, type RaftNodeOptions } from './engine/options.js';
@@ -325,10 +325,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
   #namedHoldingBack(err: unknown): unknown {
     if (!isPrevailError(err, ErrorCodes.VERSION_NOT_ACTIVE) || err.version === undefined)
       return err;
-    const voters = this.node
-      .status()
-      .members.filter((m) => m.role === 'voter')
-      .map((m) => m.id);
+    const voters = votersOf(this.node.status().members);
     const behind = holdingBack(voters, this.#machine.schemaState().support, err.version);
     err.holdingBack = behind;
     err.message += behind.length
@@ -355,12 +352,7 @@ export class Store<C extends Collections, H extends Commands<C>> extends EventEm
    */
   schemaStatus(): SchemaStatus {
     const s = this.#machine.schemaState();
-    const voters = new Set(
-      this.node
-        .status()
-        .members.filter((m) => m.role === 'voter')
-        .map((m) => m.id),
-    );
+    const voters = new Set(votersOf(this.node.status().members));
     const newest = s.code[1];
     return {
       active: s.active,

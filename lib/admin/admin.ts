@@ -303,7 +303,8 @@ function safeStatus(store: AdminSource): RaftNodeStatus | null {
   }
 }
 
-function pathOf(url: string | undefined): string {
+/** A request URL's path, without its query or fragment (as given: dot segments left as they are). */
+export function pathOf(url: string | undefined): string {
   if (!url) return '';
   const q = url.search(/[?#]/);
   return q < 0 ? url : url.slice(0, q);

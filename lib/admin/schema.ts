@@ -1,7 +1,7 @@
 // The admin page's schema facts (a Store's page): the active version and where it became
 // active, this code's range, each member's recorded range, who holds the newest version back,
 // who can't run the active one, and the activations that failed.
-import { holdingBack } from '../cluster/activation.js';
+import { holdingBack, votersOf } from '../cluster/activation.js';
 import type { Member } from '../engine/types.js';
 import type { SchemaStatus } from '../store.js';
 
@@ -42,7 +42,7 @@ export function adminSchema(s: AdminSchemaSource, members: readonly Member[]): A
   const recorded = s.nodes.filter((n) => memberIds.has(n.id));
   const newest = Math.max(s.code.newest, ...recorded.map((n) => n.newest));
   const activation = s.activations.filter((a) => a.version === s.active).at(-1);
-  const voters = members.filter((m) => m.role === 'voter').map((m) => m.id);
+  const voters = votersOf(members);
   const by = newest > s.active ? holdingBack(voters, supportOf(s), newest) : [];
   return {
     active: s.active,

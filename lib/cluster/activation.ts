@@ -3,6 +3,10 @@
 // name who holds a version back both ask here.
 import { ErrorCodes, PrevailError } from '../core/errors.js';
 
+/** The ids of the voters among `members` (those whose support an activation needs). */
+export const votersOf = (members: readonly { id: number; role: string }[]): number[] =>
+  members.filter((m) => m.role === 'voter').map((m) => m.id);
+
 /** A voter's id and the code range it recorded (undefined: it never said: an older build). */
 export type Support = ReadonlyMap<number, readonly [number, number]>;
 

@@ -20,7 +20,13 @@ import { PeerClient, PeerServer, dialTcp, type Dial, type RequestHandler } from 
 import { applyPatches, patchesOf, patchesOfResult, type Patch } from '../plain-data.js';
 import type { RaftNode } from '../engine/raft-node.js';
 import { checkConsistency, type Consistency } from './consistency.js';
-import { activationTarget, checkActivation, sameRange, type Support } from './activation.js';
+import {
+  activationTarget,
+  checkActivation,
+  sameRange,
+  votersOf,
+  type Support,
+} from './activation.js';
 import { isVersionRange } from '../store/versions.js';
 import {
   carryOver,
@@ -326,10 +332,7 @@ export class ClusterLink extends EventEmitter {
   }
 
   #voters(): number[] {
-    return this.#node
-      .status()
-      .members.filter((m) => m.role === 'voter')
-      .map((m) => m.id);
+    return votersOf(this.#node.status().members);
   }
 
   /**

@@ -4,7 +4,7 @@
 // lib/core/auth.ts. Neither framework is imported here: they are optional peers.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
-import { adminHandler } from '../admin/admin.js';
+import { adminHandler, pathOf } from '../admin/admin.js';
 import { checkConsistency, type Consistency } from '../cluster/consistency.js';
 import type { ReadOptions } from '../cluster/cluster-link.js';
 import { HttpAuth, sendRefusal, type AuthOptions } from '../core/auth.js';
@@ -150,10 +150,4 @@ export function notFoundAnswer(req: IncomingMessage): HttpErrorAnswer {
 export function internalAnswer(): HttpErrorAnswer {
   const message = 'the server failed on this request; the error is in its log';
   return { status: 500, headers: {}, body: { error: { code: 'PREVAIL_INTERNAL', message } } };
-}
-
-function pathOf(url: string | undefined): string {
-  if (!url) return '';
-  const q = url.search(/[?#]/);
-  return q < 0 ? url : url.slice(0, q);
 }

@@ -3,6 +3,7 @@
 // store forwards that one to the leader itself); a backup of this node's state.
 import type { IncomingMessage } from 'node:http';
 
+import { votersOf } from '../cluster/activation.js';
 import { ErrorCodes, PrevailError, invalid } from '../core/errors.js';
 import type { MemberRole } from '../engine/types.js';
 import { readJson } from './body.js';
@@ -105,7 +106,7 @@ export async function transfer(
   // neither the id nor the members there are.
   const target = s.members.find((m) => m.id === id);
   if (id !== undefined && target?.role !== 'voter') {
-    const voters = s.members.filter((m) => m.role === 'voter').map((m) => m.id);
+    const voters = votersOf(s.members);
     throw new PrevailError(
       ErrorCodes.BAD_MEMBER,
       target
