@@ -189,6 +189,7 @@ export class ClusterLink extends EventEmitter {
   #leaderCommit: { index: number; at: number; leader: number } | null = null;
   #announcing: Promise<unknown> | null = null; // an announcement in flight
   #lastCompare = 0;
+  #lastWarm = 0;
   #comparing = false;
   // The leader's standing verdict (diverged replicas, until resynced) and its last round's.
   #standing = new Map<number, Diverged>();
@@ -758,6 +759,10 @@ export class ClusterLink extends EventEmitter {
     const announced =
       this.#announcing !== null ||
       (this.#replica.peers().get(node.id) === this.#server.address && supportRecorded);
+    if (performance.now() - this.#lastWarm > 1000) {
+      this.#lastWarm = performance.now();
+      this.#warmChannels(status.members);
+    }
     if (status.role === 'leader') {
       if (performance.now() - this.#lastCompare > 1000) {
         this.#lastCompare = performance.now();
@@ -791,6 +796,16 @@ export class ClusterLink extends EventEmitter {
     if (performance.now() - this.#lastVerdictFetch > 1000) {
       this.#lastVerdictFetch = performance.now();
       this.#fetchVerdict(channel, leader.id);
+    }
+  }
+
+  // A connection to each other voter's channel, open before a write needs one: when a leader
+  // fails, the followers forward to the new one at once, without a TLS handshake first.
+  #warmChannels(members: readonly { id: number; role: string }[]): void {
+    const peers = this.#replica.peers();
+    for (const m of members) {
+      const channel = m.role === 'voter' && m.id !== this.#node.id ? peers.get(m.id) : undefined;
+      if (channel) this.#client(channel).warm();
     }
   }
 

@@ -101,12 +101,26 @@ function frameReader(socket: Socket, onFrame: (value: unknown) => void): void {
   });
 }
 
+/**
+ * Queues one frame. The frames of one event-loop turn leave together, in one write after its
+ * I/O callbacks (setImmediate): over TLS each write is a record of its own (an encryption, a
+ * syscall, a read callback on the other side), and under load a follower forwards, and a leader
+ * answers, many requests per turn (docs/benchmarks.md, "TLS between members").
+ */
 function writeFrame(socket: Socket, value: unknown): void {
-  const body = packr.pack(value);
-  const header = Buffer.allocUnsafe(4);
-  header.writeUInt32BE(body.length, 0);
-  socket.write(header);
-  socket.write(body);
+  const frame = packr.pack(value);
+  const bytes = Buffer.allocUnsafe(4 + frame.length);
+  bytes.writeUInt32BE(frame.length, 0);
+  frame.copy(bytes, 4);
+  if (socket.writableCorked === 0) {
+    socket.cork();
+    setImmediate(uncork, socket);
+  }
+  socket.write(bytes);
+}
+
+function uncork(socket: Socket): void {
+  socket.uncork();
 }
 
 function answer(socket: Socket, id: number, type: string, result: unknown): void {
@@ -269,6 +283,16 @@ export class PeerClient {
       if (this.#connected) send();
       else this.#unsent.push(send);
     });
+  }
+
+  /** Opens the connection now if it is not open (a failed one is tried again on the next call). */
+  warm(): void {
+    if (this.#closed) return;
+    try {
+      this.#ensure();
+    } catch {
+      // an address that doesn't parse: a request to it says so
+    }
   }
 
   #ensure(): Socket {

@@ -1,0 +1,80 @@
+// The peer channel's client on its own (lib/cluster/peer-channel.ts), over real TCP on
+// 127.0.0.1: the frames of one event-loop turn leave in one write (over TLS a write is a
+// record, an encryption and a syscall), every answer still reaches its own request, and
+// warm() opens the connection before a request needs it.
+import { createServer, type Server, type Socket } from 'node:net';
+
+import { PeerClient, PeerServer, dialTcp } from '../../../lib/cluster/peer-channel.js';
+import { freePorts, waitFor } from '../../helpers/cluster.js';
+
+// A dial whose sockets count the writes that reach the kernel (a corked batch is one _writev).
+function countingDial(counts: { writes: number }) {
+  return (address: string): Socket => {
+    const socket = dialTcp(address);
+    const write = socket._write.bind(socket);
+    const writev = socket._writev!.bind(socket);
+    socket._write = (...args: Parameters<Socket['_write']>) => {
+      counts.writes++;
+      write(...args);
+    };
+    socket._writev = (...args: Parameters<NonNullable<Socket['_writev']>>) => {
+      counts.writes++;
+      writev(...args);
+    };
+    return socket;
+  };
+}
+
+describe('PeerClient', () => {
+  let server: PeerServer;
+  beforeAll(async () => {
+    server = await PeerServer.listen('127.0.0.1:0', (type, body) =>
+      Promise.resolve({ type, body }),
+    );
+  });
+  afterAll(() => server.close());
+
+  test('40 requests made in one turn leave in one write, and each gets its own answer', async () => {
+    const counts = { writes: 0 };
+    const client = new PeerClient(server.address, countingDial(counts));
+    try {
+      await client.request('commitIndex', 'hello', 5000); // connected
+      counts.writes = 0;
+      const answers = await Promise.all(
+        Array.from({ length: 40 }, (_, i) => client.request('readIndex', { i }, 5000)),
+      );
+      expect(answers).toEqual(
+        Array.from({ length: 40 }, (_, i) => ({ type: 'readIndex', body: { i } })),
+      );
+      expect(counts.writes).toBe(1);
+    } finally {
+      client.close();
+    }
+  });
+
+  test('warm() connects before any request; against nothing listening it throws nothing', async () => {
+    const [port, deadPort] = await freePorts(2);
+    const accepted: Socket[] = [];
+    const plain: Server = createServer((socket) => accepted.push(socket));
+    await new Promise<void>((resolve) => plain.listen(port, '127.0.0.1', resolve));
+    const client = new PeerClient(`127.0.0.1:${port}`);
+    const nowhere = new PeerClient(`127.0.0.1:${deadPort}`);
+    try {
+      client.warm();
+      await waitFor('the connection', () => accepted.length === 1 || undefined);
+      client.warm(); // already open: no second connection
+      nowhere.warm();
+      nowhere.warm();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(accepted).toHaveLength(1);
+      await expect(nowhere.request('commitIndex', null, 1000)).rejects.toMatchObject({
+        code: 'PREVAIL_UNAVAILABLE',
+      });
+    } finally {
+      client.close();
+      nowhere.close();
+      for (const s of accepted) s.destroy();
+      plain.close();
+    }
+  });
+});
