@@ -66,6 +66,9 @@ export type PeerSocketHandler = (socket: TLSSocket, id: number) => void;
 /** Whether `id` is in this node's configuration now (the CA may sign ids that are not). */
 export type IsMember = (id: number) => boolean;
 
+/** The members of this node's configuration now, to keep a spare connection to each. */
+export type Members = () => readonly { id: number; address: string }[];
+
 // A connection that has not finished its TLS handshake (and, for raft, its address preamble)
 // by then is dropped: a stranger can't hold sockets open.
 const HANDSHAKE_TIMEOUT_MS = 5000;
@@ -78,6 +81,22 @@ const HANDSHAKE_TIMEOUT_MS = 5000;
 export const CYCLE_AFTER_RELOAD_MS = 10_000;
 // The raft preamble is a 1-byte length and the sender's raft address (host:port, ≤ 255 bytes).
 const MAX_PREAMBLE = 256;
+/**
+ * Spares (see MemberTransport.#warm): checked this often; one that could not be made is tried
+ * again this long after; one unused this long is made anew, so that a spare the network
+ * silently lost is not the one an election gets.
+ */
+const SPARE_CHECK_MS = 1000;
+const SPARE_RETRY_MS = 1000;
+const SPARE_MAX_AGE_MS = 60_000;
+
+/** A raft connection made before the engine asks for it: handshake done, preamble sent. */
+interface Spare {
+  address: string;
+  socket: TLSSocket;
+  ready: boolean;
+  madeAt: number;
+}
 
 function pemOf(value: string | Buffer | undefined, file: string | undefined, what: string): string {
   if (value !== undefined && file !== undefined)
@@ -200,6 +219,10 @@ export class MemberTransport {
   #cycleTimer: NodeJS.Timeout | null = null;
   #onPeer: PeerSocketHandler | null = null;
   #isMember: IsMember;
+  #members: Members;
+  #spares = new Map<number, Spare>();
+  #spareRetryAt = new Map<number, number>();
+  #warmTimer: NodeJS.Timeout | null = null;
   #closed = false;
 
   constructor(
@@ -208,11 +231,13 @@ export class MemberTransport {
     material: MemberTls,
     engine: EngineStreams,
     isMember: IsMember = () => true,
+    members: Members = () => [],
   ) {
     this.id = id;
     this.address = address;
     this.#engine = engine;
     this.#isMember = isMember;
+    this.#members = members;
     this.#material = material;
     this.#context = this.#secureContext();
   }
@@ -282,6 +307,9 @@ export class MemberTransport {
       });
       server.listen(port, host, () => {
         debug('node %d: listening (mutual TLS) on %s', this.id, this.address);
+        this.#warmTimer = setInterval(() => this.#warm(), SPARE_CHECK_MS);
+        this.#warmTimer.unref();
+        setImmediate(() => this.#warm());
         resolve();
       });
     });
@@ -316,6 +344,15 @@ export class MemberTransport {
 
   /** The engine asks for a connection to member `id` at `address` (its `token` answers). */
   connect(token: number, id: number, address: string): void {
+    const spare = this.#takeSpare(id, address);
+    debug('node %d: connecting to %d at %s%s', this.id, id, address, spare ? ' (a spare)' : '');
+    if (spare) {
+      const fd = this.#engine.connected(token);
+      if (fd < 0) return void spare.destroy();
+      bridge(spare, fd);
+      setImmediate(() => this.#warm());
+      return;
+    }
     let settled = false;
     const fail = (why: string) => {
       if (settled) return;
@@ -341,6 +378,71 @@ export class MemberTransport {
       socket.write(preamble(this.address));
       bridge(socket, fd);
     });
+  }
+
+  /** How many spare raft connections are ready now (one per other member at most). */
+  get spareConnections(): number {
+    let n = 0;
+    for (const spare of this.#spares.values()) if (spare.ready) n++;
+    return n;
+  }
+
+  // Spares: a raft connection to each other member, made before the engine asks for one. The
+  // engine connects on its first message to a member, and followers send each other none until
+  // an election: a candidate's RequestVote, and the vote coming back, would each wait for a TLS
+  // handshake on a loaded machine (and meanwhile the other follower times out too: a split
+  // vote). With a spare, connect() is a socketpair. An older build's acceptor takes a spare as
+  // any connection whose messages come later.
+  #warm(): void {
+    if (this.#closed) return;
+    const now = Date.now();
+    const members = this.#members().filter((m) => m.id !== this.id);
+    for (const id of this.#spares.keys())
+      if (!members.some((m) => m.id === id)) this.#dropSpare(id);
+    for (const { id, address } of members) {
+      const spare = this.#spares.get(id);
+      if (spare && spare.address === address && now - spare.madeAt < SPARE_MAX_AGE_MS) continue;
+      if (spare) this.#dropSpare(id);
+      if ((this.#spareRetryAt.get(id) ?? 0) > now) continue;
+      this.#makeSpare(id, address);
+    }
+  }
+
+  #makeSpare(id: number, address: string): void {
+    let socket: TLSSocket;
+    try {
+      socket = this.#dial(address, ALPN_RAFT, id);
+    } catch {
+      return; // closed, or an address that doesn't parse (the engine's own connect says why)
+    }
+    const spare: Spare = { address, socket, ready: false, madeAt: Date.now() };
+    this.#spares.set(id, spare);
+    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy());
+    socket.once('secureConnect', () => {
+      socket.setTimeout(0);
+      socket.write(preamble(this.address));
+      spare.ready = true;
+    });
+    socket.on('error', () => undefined); // a member that is down: 'close' follows
+    socket.once('close', () => {
+      if (this.#spares.get(id) !== spare) return; // taken, or dropped
+      this.#spares.delete(id);
+      this.#spareRetryAt.set(id, Date.now() + SPARE_RETRY_MS);
+    });
+  }
+
+  // The spare to member `id`, if one is ready at `address` (it is the caller's from now on).
+  #takeSpare(id: number, address: string): TLSSocket | null {
+    const spare = this.#spares.get(id);
+    if (!spare?.ready || spare.address !== address || spare.socket.destroyed) return null;
+    this.#spares.delete(id);
+    return spare.socket;
+  }
+
+  #dropSpare(id: number): void {
+    const spare = this.#spares.get(id);
+    this.#spares.delete(id);
+    spare?.socket.destroy();
   }
 
   /** A peer-channel connection to the member at `address` (any member: the channel checks who asks). */
@@ -389,6 +491,10 @@ export class MemberTransport {
     this.#cycleTimer = setTimeout(() => this.#closeOlderThan(generation), cycleAfterMs);
     this.#cycleTimer.unref();
     this.#context = this.#secureContext();
+    // Spares are idle: made again at once with the new material.
+    for (const id of [...this.#spares.keys()]) this.#dropSpare(id);
+    this.#spareRetryAt.clear();
+    if (this.#warmTimer) setImmediate(() => this.#warm());
     this.#server?.setSecureContext({
       ca: material.ca,
       cert: material.cert,
@@ -418,6 +524,7 @@ export class MemberTransport {
   close(): Promise<void> {
     this.#closed = true;
     if (this.#cycleTimer) clearTimeout(this.#cycleTimer);
+    if (this.#warmTimer) clearInterval(this.#warmTimer);
     for (const socket of this.#sockets.keys()) socket.destroy();
     const server = this.#server;
     if (!server?.listening) return Promise.resolve();

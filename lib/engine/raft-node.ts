@@ -143,6 +143,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
         options.tls,
         this.#engine,
         (id) => this.#inConfiguration(id),
+        () => this.#engine.status().members ?? [],
       );
     this.#security = options.tls ? 'tls' : options.transport === 'tcp' ? 'insecure' : 'none';
   }

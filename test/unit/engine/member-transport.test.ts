@@ -168,6 +168,97 @@ describe('MemberTransport', () => {
   });
 });
 
+describe('MemberTransport spares: a raft connection to each member before the engine asks', () => {
+  // A member's port that keeps what it is sent: every connection and the bytes on it.
+  async function listeningMember(cert: TestCert) {
+    const connections: Buffer[][] = []; // verified (TLS) connections
+    let dials = 0; // TCP connections
+    const server = createTlsServer(
+      { ...cert, ca: ca.cert, requestCert: true, ALPNProtocols: [ALPN_RAFT] },
+      (socket) => {
+        const bytes: Buffer[] = [];
+        connections.push(bytes);
+        socket.on('data', (chunk: Buffer) => bytes.push(chunk));
+        socket.on('error', () => undefined);
+      },
+    );
+    server.on('connection', () => dials++);
+    server.on('tlsClientError', () => undefined);
+    const [port] = await freePorts(1);
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    return { server, address: `127.0.0.1:${port}`, connections, dials: () => dials };
+  }
+
+  test('made once listening, preamble sent; connect() takes it at once and a new one follows', async () => {
+    const calls: string[] = [];
+    const [port] = await freePorts(1);
+    const address = `127.0.0.1:${port}`;
+    const member2 = await listeningMember(await ca.node(2));
+    const material = loadMemberTls({ ca: ca.cert, ...member1 }, 1);
+    const members = [
+      { id: 1, address },
+      { id: 2, address: member2.address },
+    ];
+    const transport = new MemberTransport(
+      1,
+      address,
+      material,
+      recordingEngine(calls),
+      () => true,
+      () => members,
+    );
+    try {
+      expect(transport.spareConnections).toBe(0); // nothing before it listens
+      await transport.listen();
+      await waitFor('a spare to member 2', () => transport.spareConnections === 1 || undefined);
+      await waitFor('its preamble', () => member2.connections[0]?.length || undefined);
+      expect(Buffer.concat(member2.connections[0]!).toString('latin1')).toBe(
+        String.fromCharCode(address.length) + address,
+      );
+      // No dial: the engine has its connection before connect() returns.
+      transport.connect(5, 2, member2.address);
+      expect(calls).toEqual(['connected 5']);
+      expect(transport.spareConnections).toBe(0);
+      await waitFor('the next spare', () => member2.connections.length === 2 || undefined);
+      await waitFor('it ready', () => transport.spareConnections === 1 || undefined);
+      // A member leaving the configuration loses its spare.
+      members.pop();
+      await waitFor('the spare dropped', () => transport.spareConnections === 0 || undefined);
+    } finally {
+      await transport.close();
+      member2.server.close();
+    }
+  });
+
+  test('a member whose certificate names another id gets no spare; connect() dials and fails', async () => {
+    const calls: string[] = [];
+    const [port] = await freePorts(1);
+    const address = `127.0.0.1:${port}`;
+    const impostor = await listeningMember(await ca.node(3));
+    const material = loadMemberTls({ ca: ca.cert, ...member1 }, 1);
+    const transport = new MemberTransport(
+      1,
+      address,
+      material,
+      recordingEngine(calls),
+      () => true,
+      () => [{ id: 2, address: impostor.address }],
+    );
+    try {
+      await transport.listen();
+      await waitFor('two spare attempts (one retried)', () => impostor.dials() >= 2 || undefined);
+      expect(transport.spareConnections).toBe(0);
+      expect(impostor.connections.every((bytes) => bytes.length === 0)).toBe(true); // no preamble
+      transport.connect(6, 2, impostor.address);
+      await waitFor('the dial to end', () => calls.length > 0 || undefined);
+      expect(calls).toEqual(['failed 6']);
+    } finally {
+      await transport.close();
+      impostor.server.close();
+    }
+  });
+});
+
 // ---- secure defaults ----
 
 const fsm: Fsm<null> = {
