@@ -141,6 +141,11 @@ class Engine : public Napi::ObjectWrap<Engine> {
   uv_loop_t* loop_ = nullptr;
   struct raft raft_ {};
   struct raft_io io_ {};
+  // The disk backend's own start(), called by StartWithTick with the period we choose.
+  int (*uv_start_)(struct raft_io*, unsigned, raft_io_tick_cb, raft_io_recv_cb) = nullptr;
+  unsigned tick_ms_ = 0;
+  static int StartWithTick(struct raft_io* io, unsigned, raft_io_tick_cb tick,
+                           raft_io_recv_cb recv);
   struct raft_uv_transport transport_ {};
   // Used instead of the engine's TCP transport when start() is given transport: 'streams'.
   StreamTransport streams_;

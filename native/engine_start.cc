@@ -76,7 +76,22 @@ std::optional<Engine::StartFailure> Engine::InitIo(const StartOptions& options) 
   // On by default: it renames a corrupt segment corrupt-… and starts on the log without it,
   // silently shorter than what was acknowledged. A damaged segment must fail the start.
   raft_uv_set_auto_recovery(&io_, false);
+  uv_start_ = io_.start;
+  tick_ms_ = options.tick_ms;
+  io_.start = StartWithTick;
   return std::nullopt;
+}
+
+// The engine starts its backend with one timer whose period is the heartbeat, and checks every
+// timeout only when it fires: randomized election timeouts then expire in heartbeat steps (40 ms
+// of a 200–400 ms range: 5 slots), and two followers of a failed leader often start elections
+// in the same slot, a split vote that costs another 200–400 ms. A shorter period (tickMs,
+// lib/engine/options.ts) spreads them out; a tick costs a timer callback that finds nothing due.
+int Engine::StartWithTick(struct raft_io* io, unsigned, raft_io_tick_cb tick,
+                          raft_io_recv_cb recv) {
+  auto* raft = static_cast<struct raft*>(io->data);
+  auto* engine = static_cast<Engine*>(raft->data);
+  return engine->uv_start_(io, engine->tick_ms_, tick, recv);
 }
 
 std::optional<Engine::StartFailure> Engine::InitRaft(const StartOptions& options) {

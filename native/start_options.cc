@@ -48,6 +48,9 @@ StartOptions ReadStartOptions(Napi::Env env, Napi::Object options) {
   out.data_dir = String(options, "dataDir");
   out.election_timeout_ms = static_cast<unsigned>(Number(options, "electionTimeoutMs"));
   out.heartbeat_ms = static_cast<unsigned>(Number(options, "heartbeatMs"));
+  out.tick_ms = static_cast<unsigned>(Number(options, "tickMs"));
+  if (out.tick_ms == 0 || out.tick_ms > out.heartbeat_ms)
+    throw BadOption(env, "tickMs", "a number of ms from 1 to heartbeatMs");
   out.snapshot_threshold = static_cast<unsigned>(Number(options, "snapshotThreshold"));
   out.snapshot_trailing = static_cast<unsigned>(Number(options, "snapshotTrailing"));
   out.max_inflight_entries = static_cast<unsigned>(Number(options, "maxInflightEntries"));

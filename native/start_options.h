@@ -21,6 +21,7 @@ struct StartOptions {
   std::string data_dir;
   unsigned election_timeout_ms;
   unsigned heartbeat_ms;
+  unsigned tick_ms;  // how often the engine checks its timers (see Engine::StartWithTick)
   unsigned snapshot_threshold;
   unsigned snapshot_trailing;
   unsigned max_inflight_entries;

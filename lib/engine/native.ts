@@ -42,6 +42,8 @@ export interface NativeStartOptions {
   dataDir: string;
   electionTimeoutMs: number;
   heartbeatMs: number;
+  /** How often the engine checks its timers (1..heartbeatMs; tickPeriodMs in options.ts). */
+  tickMs: number;
   snapshotThreshold: number;
   snapshotTrailing: number;
   maxInflightEntries: number;

@@ -88,7 +88,19 @@ export type ValidOptions<R = unknown> = Required<
   tlsOptions: TlsOptions | null;
   /** The engine's: its own TCP with `insecure`, else connections made in JS (TLS, or none). */
   transport: 'tcp' | 'streams';
+  /** How often the engine checks its timers: tickPeriodMs(). */
+  tickMs: number;
 };
+
+/**
+ * The engine's timer period: a twentieth of the election timeout, at most the heartbeat. The
+ * engine would tick at the heartbeat and see a randomized election timeout expire only on a tick
+ * (40 ms steps of a 200–400 ms range by default): the followers of a failed leader often started
+ * their elections in the same step, a split vote and another round (native/engine_start.cc).
+ */
+export function tickPeriodMs(electionTimeoutMs: number, heartbeatMs: number): number {
+  return Math.max(1, Math.min(heartbeatMs, Math.floor(electionTimeoutMs / 20)));
+}
 
 /** The error for a cluster asked for without TLS and without `insecure`. */
 export function tlsRequired(what: string): PrevailError {
@@ -158,6 +170,7 @@ export function validateOptions<R>(options: RaftNodeOptions<R>): ValidOptions<R>
     tls,
     tlsOptions: options.tls ?? null,
     transport: insecure ? 'tcp' : 'streams',
+    tickMs: tickPeriodMs(electionTimeoutMs, heartbeatMs),
   };
 }
 

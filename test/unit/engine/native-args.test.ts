@@ -67,6 +67,7 @@ function startOptions(
     dataDir,
     electionTimeoutMs: 1000,
     heartbeatMs: 100,
+    tickMs: 50,
     snapshotThreshold: 64,
     snapshotTrailing: 16,
     maxInflightEntries: 64,
@@ -117,6 +118,9 @@ describe('native Engine arguments', () => {
       { bootstrap: [{ id: 1 }] },
       { transport: 'udp' },
       { transport: undefined },
+      { tickMs: 0 },
+      { tickMs: 101 }, // above the heartbeat
+      { tickMs: undefined },
     ]) {
       await expectInvalid(new addon.Engine(callbacks), 'start', [{ ...options, ...bad }]);
     }

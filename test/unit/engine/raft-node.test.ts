@@ -5,6 +5,7 @@ import { join } from 'node:path';
 
 import { RaftNode, versions, type Fsm } from '../../../lib/index.js';
 import { addon } from '../../../lib/engine/native.js';
+import { tickPeriodMs, validateOptions } from '../../../lib/engine/options.js';
 import { freePorts, tempDir, waitFor } from '../../helpers/cluster.js';
 
 /** A test FSM: a log of every applied command with a running hash; throws on demand. */
@@ -260,6 +261,17 @@ describe('RaftNode, single node', () => {
     node = await start(fsm);
     await node.propose(bytes(1));
     await expect(inner).rejects.toMatchObject({ code: 'PREVAIL_REENTRANT' });
+  });
+
+  // The engine sees a randomized election timeout expire only on a tick: at the heartbeat
+  // (40 ms) the followers of a failed leader often started elections in the same tick.
+  test('the engine ticks at a twentieth of the election timeout, at most the heartbeat', () => {
+    expect(tickPeriodMs(200, 40)).toBe(10);
+    expect(tickPeriodMs(1000, 100)).toBe(50);
+    expect(tickPeriodMs(1000, 20)).toBe(20);
+    expect(tickPeriodMs(10, 2)).toBe(1);
+    const fsm: Fsm<null> = { apply: () => null, snapshot: () => [], restore: () => undefined };
+    expect(validateOptions({ id: 1, address, dataDir: dir, fsm }).tickMs).toBe(10); // defaults 200 / 40
   });
 
   describe('bad input gets a coded error', () => {
