@@ -13,6 +13,7 @@
 //                                                  (leader: the leader-only diagnostic rows)
 //   node bench/service.js --repeat=3               each throughput level N times, interleaved; medians
 //   node bench/service.js --tls --concurrency=16,64 --repeat=3 --runs=10 --skip=leader
+//   node bench/service.js --tls=members …   the same with the API on plain HTTP (serve --plain-http)
 //        what TLS costs: `prevail serve` with member mTLS (--ca/--cert/--key, which also make
 //        its HTTP API HTTPS; the load generator then speaks HTTPS with the CA) against the
 //        same with --insecure, side by side; no etcd, no rolling restart
@@ -87,7 +88,9 @@ const warmupMs = Number(arg('warmup') ?? (quick ? 500 : 1000));
 const runs = Number(arg('runs') ?? (quick ? 5 : 20));
 const failoverConcurrency = Number(arg('failover-concurrency') ?? 4);
 const repeat = Number(arg('repeat') ?? 1);
-const tlsMode = Boolean(arg('tls'));
+// --tls: members on mTLS and the API on HTTPS; --tls=members: members on mTLS, the API on plain
+// HTTP (serve --plain-http), which tells the members' share of the cost from the API's.
+const tlsMode = arg('tls') ? (arg('tls') === 'members' ? 'members' : 'all') : null;
 const fsyncMs = quick ? 700 : 2000;
 const VALUE_BYTES = 100;
 // During failover: a fresh write goes to a survivor every PROBE_EVERY_MS (alternating).
@@ -173,15 +176,15 @@ const jsonOf = (text) => {
 // A system starts a 3-member cluster and knows how to write to it and find its leader.
 // cluster = { members: [{ name, host, port, proc }], agentFor, stop() }.
 
-// `prevail serve` nodes with --insecure, or (tls) with member mTLS from certificates made
-// once per run (which also makes their HTTP API HTTPS).
+// `prevail serve` nodes with --insecure, or with member mTLS from certificates made once per
+// run: tls 'all' also makes their HTTP API HTTPS, tls 'members' keeps it plain (--plain-http).
 const makePrevail = (tls) => ({
-  name: tls ? 'prevail-tls' : 'prevail',
+  name: tls === 'members' ? 'prevail-mtls' : tls ? 'prevail-tls' : 'prevail',
   defaults: 'election timeout 200 ms, heartbeat 40 ms (`prevail serve` defaults)',
   certs: null,
 
   agent() {
-    return tls
+    return tls === 'all'
       ? new NoDelayHttpsAgent({ keepAlive: true, ca: this.certs.ca })
       : new Agent({ keepAlive: true });
   },
@@ -221,7 +224,12 @@ const makePrevail = (tls) => ({
         m.dataDir,
         '--cluster',
         clusterArg,
-        ...(tls ? memberTlsArgs(this.certs.files(m.id)) : ['--insecure']),
+        ...(tls
+          ? [
+              ...memberTlsArgs(this.certs.files(m.id)),
+              ...(tls === 'members' ? ['--plain-http'] : []),
+            ]
+          : ['--insecure']),
       ];
       m.proc = startProcess(process.execPath, m.args, join(dir, `n${m.id}.log`));
     }
@@ -269,8 +277,8 @@ const makePrevail = (tls) => ({
     return i;
   },
 });
-const prevail = makePrevail(false);
-const prevailTls = makePrevail(true);
+const prevail = makePrevail(null);
+const prevailTls = makePrevail(tlsMode ?? 'all');
 const memberTlsArgs = (f) => ['--ca', f.caFile, '--cert', f.certFile, '--key', f.keyFile];
 
 const etcd = {
@@ -804,7 +812,7 @@ async function main() {
     out.push('');
   }
   // The ratio column and lines: the first system against the second, side by side.
-  const [subject, base] = tlsMode ? ['prevail-tls', 'prevail'] : ['prevail', 'etcd'];
+  const [subject, base] = tlsMode ? [prevailTls.name, 'prevail'] : ['prevail', 'etcd'];
   const at = (name, c, target = 'all') =>
     tput.find((r) => r.system === name && r.concurrency === c && r.target === target);
   const table = (target, title) => {

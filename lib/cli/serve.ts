@@ -95,6 +95,7 @@ function parseServeArgs(args: string[]) {
       cert: { type: 'string' },
       key: { type: 'string' },
       insecure: { type: 'boolean' },
+      'plain-http': { type: 'boolean' },
       ...BACKUP_FLAGS,
     },
   });
@@ -147,6 +148,7 @@ function serveOptions(values: ReturnType<typeof parseServeArgs>): ServiceOptions
     ...(values.auth !== undefined ? { auth: readAuthFile(values.auth) } : {}),
     ...(tls ? { tls } : {}),
     ...(values.insecure ? { insecure: true } : {}),
+    ...(values['plain-http'] ? { plainHttp: true } : {}),
     reread: () => ({
       tls: readTlsFiles(paths),
       auth: authFile === undefined ? undefined : readAuthFile(authFile),

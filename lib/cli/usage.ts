@@ -141,8 +141,12 @@ Options:
   --max-body BYTES               largest request body (default 1048576)
   --auth FILE                    users, tokens and permissions (JSON; docs/operations.md)
   --ca FILE --cert FILE --key FILE
-                                 serve HTTPS with this CA, certificate and key (PEM);
-                                 client certificates from the CA authenticate
+                                 mutual TLS between members with this CA, node
+                                 certificate and key (PEM), and HTTPS for the API
+                                 (client certificates from the CA authenticate)
+  --plain-http                   with --cert: the API on plain HTTP, for a TLS-terminating
+                                 proxy on this machine (a loopback --http only); members
+                                 stay on mutual TLS
   --insecure                     allow --http on a non-loopback address without --auth
   --backup-dir DIR               automatic backups on the leader into DIR, or
   --backup-s3 s3://BUCKET/PREFIX into S3 (needs @aws-sdk/client-s3; credentials and

@@ -40,21 +40,25 @@ export function reloader(
     const auth = fresh.auth === undefined ? undefined : new HttpAuth(fresh.auth);
     let notAfter: number | null = null;
     if (fresh.tls) {
-      if (!guard.tls)
+      // HTTPS, members on mTLS, or both (plainHttp: members only).
+      const https = guard.tls !== undefined;
+      if (!https && !store.node.transport)
         throw new PrevailError(
           ErrorCodes.INVALID_STATE,
           'this service started without TLS: restart it to turn TLS on',
         );
       notAfter = leafNotAfter(fresh.tls.cert);
       const { ca, cert, key } = fresh.tls;
-      const https = { ca, cert, key, minVersion: 'TLSv1.2' as const };
-      checkContext(https);
+      const context = { ca, cert, key, minVersion: 'TLSv1.2' as const };
+      if (https) checkContext(context);
       // The members' side checks the certificate names this node and the CA signed it, and
       // keeps the old material when it doesn't: it goes before any change, so a refusal
       // changes nothing.
       if (store.node.transport) store.reloadTls(fresh.tls);
-      (server as unknown as HttpsServer).setSecureContext(https);
-      guard.tls = fresh.tls;
+      if (https) {
+        (server as unknown as HttpsServer).setSecureContext(context);
+        guard.tls = fresh.tls;
+      }
     }
     if (auth) guard.auth = auth;
     return {

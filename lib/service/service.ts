@@ -74,6 +74,12 @@ export interface ServiceOptions extends Pick<
   auth?: AuthOptions;
   /** Serve HTTPS with this CA, certificate and key (PEM); client certificates from the CA naming a user authenticate as it. */
   tls?: TlsMaterial;
+  /**
+   * With `tls`: the members still use it, but the HTTP API is plain HTTP, for a proxy on this
+   * machine that terminates TLS (nginx, envoy). Only on a loopback `httpAddress`: elsewhere
+   * tokens and data would cross the network in the clear (PREVAIL_INVALID_ARGUMENT).
+   */
+  plainHttp?: boolean;
   /** Allow an `httpAddress` other than loopback without `auth` (warned on stderr, and `insecure: true` in /status). */
   insecure?: boolean;
   /**
@@ -92,7 +98,7 @@ export interface ServiceOptions extends Pick<
 export interface Service {
   store: KvStore;
   server: Server;
-  /** http://host:port, or https:// with `tls` */
+  /** http://host:port, or https:// with `tls` (and without `plainHttp`) */
   url: string;
   /** Stops taking requests, lets those in progress finish (bounded), closes the store handing leadership over. Idempotent. */
   close(options?: { transferLeadership?: boolean }): Promise<void>;
@@ -110,6 +116,10 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const { host, port } = parseAddress(options.httpAddress ?? '127.0.0.1:0', 'the HTTP address');
   const auth = options.auth === undefined ? undefined : new HttpAuth(options.auth);
   checkExposure(host, auth, options.insecure === true);
+  if (options.plainHttp && !isLoopback(host))
+    throw invalid(
+      `plainHttp serves the HTTP API unencrypted, and ${host} is reachable from other machines: bind a loopback address behind a TLS-terminating proxy, or serve HTTPS`,
+    );
   const store = await open({ schema: kvSchema, ...storeOptions(options) });
   // When the store stops (see Service), so does the service.
   let service: Service | undefined;
@@ -126,7 +136,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const life: Lifecycle = { closing: null };
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const readTimeoutMs = options.readTimeoutMs ?? 5000;
-  const guard = { auth, tls: options.tls };
+  const guard = { auth, tls: options.plainHttp ? undefined : options.tls };
   let server: Server | undefined;
   let url: string;
   let reload: (() => Reloaded) | undefined;
@@ -142,7 +152,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   try {
     server = createServiceServer({ store, maxBody, readTimeoutMs }, ops, life, guard);
     reload = reloader(store, server, guard, options.reread);
-    url = await listen(server, host, port, options.tls ? 'https' : 'http');
+    url = await listen(server, host, port, guard.tls ? 'https' : 'http');
   } catch (err) {
     ops.close();
     await store.close();

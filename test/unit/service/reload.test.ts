@@ -113,6 +113,37 @@ test('a service not told where to read its settings again cannot reload', async 
   }
 });
 
+// Members on mTLS behind a TLS-terminating proxy: the API speaks plain HTTP, on loopback only.
+test('plainHttp: the API on plain HTTP, the members on TLS (reloadable); refused off loopback', async () => {
+  const dir = tempDir('prevail-reload-plain-http-');
+  const tls = { ca: ca.cert, ...(await ca.node(1)) };
+  const proxied = await startService({
+    dataDir: dir,
+    tls,
+    plainHttp: true,
+    reread: () => ({ tls }),
+  });
+  try {
+    expect(proxied.url).toMatch(/^http:\/\/127\.0\.0\.1:/);
+    const status = (await (await fetch(`${proxied.url}/status`)).json()) as { security: string };
+    expect(status.security).toBe('tls');
+    expect(proxied.reload()).toMatchObject({ reloaded: true, notAfter: expect.any(String) });
+    expect(proxied.store.node.transport?.staleConnections).toBe(0);
+  } finally {
+    await proxied.close({ transferLeadership: false });
+    rmSync(dir, { recursive: true, force: true });
+  }
+  await expect(
+    startService({
+      dataDir: tempDir('prevail-reload-plain-http-'),
+      tls,
+      plainHttp: true,
+      httpAddress: '0.0.0.0:0',
+      auth: authWith(OLD),
+    }),
+  ).rejects.toMatchObject({ code: 'PREVAIL_INVALID_ARGUMENT' });
+});
+
 test('prevail serve warns of a certificate that expires within 30 days', async () => {
   const dir = tempDir('prevail-reload-expiring-');
   const { cert, key } = await ca.node(1, { days: 10 });
