@@ -93,13 +93,20 @@ export type ValidOptions<R = unknown> = Required<
 };
 
 /**
- * The engine's timer period: a twentieth of the election timeout, at most the heartbeat. The
- * engine would tick at the heartbeat and see a randomized election timeout expire only on a tick
- * (40 ms steps of a 200–400 ms range by default): the followers of a failed leader often started
- * their elections in the same step, a split vote and another round (native/engine_start.cc).
+ * The engine's timer period: about a twentieth of the election timeout, at most the heartbeat.
+ * The engine would tick at the heartbeat and see a randomized election timeout expire only on a
+ * tick (40 ms steps of a 200–400 ms range by default): the followers of a failed leader often
+ * started their elections on the same step, a split vote and another round
+ * (native/engine_start.cc). Each node also stretches its period by a random 0–50 %
+ * (`random()` in [0, 1)): nodes started together would otherwise tick in phase forever.
  */
-export function tickPeriodMs(electionTimeoutMs: number, heartbeatMs: number): number {
-  return Math.max(1, Math.min(heartbeatMs, Math.floor(electionTimeoutMs / 20)));
+export function tickPeriodMs(
+  electionTimeoutMs: number,
+  heartbeatMs: number,
+  random: () => number = Math.random,
+): number {
+  const base = electionTimeoutMs / 20;
+  return Math.max(1, Math.min(heartbeatMs, Math.round(base * (1 + random() / 2))));
 }
 
 /** The error for a cluster asked for without TLS and without `insecure`. */

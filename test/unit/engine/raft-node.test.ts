@@ -265,13 +265,18 @@ describe('RaftNode, single node', () => {
 
   // The engine sees a randomized election timeout expire only on a tick: at the heartbeat
   // (40 ms) the followers of a failed leader often started elections in the same tick.
-  test('the engine ticks at a twentieth of the election timeout, at most the heartbeat', () => {
-    expect(tickPeriodMs(200, 40)).toBe(10);
-    expect(tickPeriodMs(1000, 100)).toBe(50);
-    expect(tickPeriodMs(1000, 20)).toBe(20);
-    expect(tickPeriodMs(10, 2)).toBe(1);
+  test('the engine ticks every twentieth of the election timeout (+0–50 %), at most the heartbeat', () => {
+    expect(tickPeriodMs(200, 40, () => 0)).toBe(10);
+    expect(tickPeriodMs(200, 40, () => 0.999)).toBe(15);
+    expect(tickPeriodMs(1000, 100, () => 0.5)).toBe(63);
+    expect(tickPeriodMs(1000, 20, () => 0)).toBe(20);
+    expect(tickPeriodMs(10, 2, () => 0)).toBe(1);
     const fsm: Fsm<null> = { apply: () => null, snapshot: () => [], restore: () => undefined };
-    expect(validateOptions({ id: 1, address, dataDir: dir, fsm }).tickMs).toBe(10); // defaults 200 / 40
+    const periods = new Set<number>();
+    for (let i = 0; i < 50; i++)
+      periods.add(validateOptions({ id: 1, address, dataDir: dir, fsm }).tickMs); // 200 / 40
+    expect([...periods].every((p) => p >= 10 && p <= 15)).toBe(true);
+    expect(periods.size).toBeGreaterThan(1); // nodes started together don't tick in phase
   });
 
   describe('bad input gets a coded error', () => {
