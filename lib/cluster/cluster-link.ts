@@ -156,6 +156,8 @@ const isOlderPeer = (err: unknown, type: string) =>
   err.message === `unknown peer request ${type}`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Requests waiting for a leader look again at least this often (see #leaderChange). */
+const LEADER_POLL_MS = 25;
 const LEASE_FRACTION = 0.9;
 
 /**
@@ -190,6 +192,7 @@ export class ClusterLink extends EventEmitter {
   #announcing: Promise<unknown> | null = null; // an announcement in flight
   #lastCompare = 0;
   #lastWarm = 0;
+  #leaderWait: Promise<void> | null = null; // see #leaderChange
   #comparing = false;
   // The leader's standing verdict (diverged replicas, until resynced) and its last round's.
   #standing = new Map<number, Diverged>();
@@ -299,7 +302,7 @@ export class ClusterLink extends EventEmitter {
             isPrevailError(err, ErrorCodes.CLOSED)) &&
             !(err as PrevailError).mayHaveApplied);
         if (!retry || performance.now() >= deadline) throw err;
-        await sleep(10);
+        await this.#leaderChange(channel, deadline);
         continue;
       }
       // Read-your-writes on this node: settle once the entry is applied here too.
@@ -732,8 +735,41 @@ export class ClusterLink extends EventEmitter {
           { leader, mayHaveApplied: false },
         );
       }
-      await sleep(10);
+      await this.#leaderChange(undefined, deadline);
     }
+  }
+
+  /**
+   * Resolves when the leader may have changed: at once if its channel is no longer `failed` (the
+   * one a forward just failed on), else at the node's next 'leader' or 'role' event, or after
+   * LEADER_POLL_MS (a leader's channel address arrives in an entry, not an event), or at the
+   * deadline. Every request waiting shares one timer and one listener: during an election a
+   * survivor holds every write sent to it, and each polling on its own every 10 ms (a propose
+   * attempt, a dial to the dead leader) kept its event loop busy enough to delay the election's
+   * own messages (split votes, docs/benchmarks.md).
+   */
+  #leaderChange(failed: string | undefined, deadline: number): Promise<void> {
+    const leader = this.#node.leader;
+    const channel =
+      leader && leader.id !== this.#node.id ? this.#replica.peers().get(leader.id) : undefined;
+    if (failed !== undefined && channel !== undefined && channel !== failed)
+      return Promise.resolve();
+    this.#leaderWait ??= new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#node.off('leader', done);
+        this.#node.off('role', done);
+        this.#leaderWait = null;
+        resolve();
+      };
+      const timer = setTimeout(done, LEADER_POLL_MS);
+      this.#node.on('leader', done);
+      this.#node.on('role', done);
+    });
+    const left = deadline - performance.now();
+    return left < LEADER_POLL_MS
+      ? Promise.race([this.#leaderWait, sleep(Math.max(0, left))]).then(() => undefined)
+      : this.#leaderWait;
   }
 
   #client(address: string): PeerClient {
