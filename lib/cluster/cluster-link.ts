@@ -725,8 +725,7 @@ export class ClusterLink extends EventEmitter {
         throw new PrevailError(ErrorCodes.ABORTED, 'aborted', { cause: signal.reason });
       if (this.#closed) throw new PrevailError(ErrorCodes.CLOSED, 'the store is closed');
       const leader = this.#node.leader;
-      const channel =
-        leader && leader.id !== this.#node.id ? this.#replica.peers().get(leader.id) : undefined;
+      const channel = this.#leaderChannelNow();
       if (channel) return channel;
       if (performance.now() >= deadline) {
         throw new PrevailError(
@@ -739,6 +738,12 @@ export class ClusterLink extends EventEmitter {
     }
   }
 
+  // The channel of the leader this node knows, when that is another node and it has one recorded.
+  #leaderChannelNow(): string | undefined {
+    const leader = this.#node.leader;
+    return leader && leader.id !== this.#node.id ? this.#replica.peers().get(leader.id) : undefined;
+  }
+
   /**
    * Resolves when the leader may have changed: at once if its channel is no longer `failed` (the
    * one a forward just failed on), else at the node's next 'leader' or 'role' event, or after
@@ -749,9 +754,7 @@ export class ClusterLink extends EventEmitter {
    * own messages (split votes, docs/benchmarks.md).
    */
   #leaderChange(failed: string | undefined, deadline: number): Promise<void> {
-    const leader = this.#node.leader;
-    const channel =
-      leader && leader.id !== this.#node.id ? this.#replica.peers().get(leader.id) : undefined;
+    const channel = this.#leaderChannelNow();
     if (failed !== undefined && channel !== undefined && channel !== failed)
       return Promise.resolve();
     this.#leaderWait ??= new Promise<void>((resolve) => {
@@ -837,10 +840,10 @@ export class ClusterLink extends EventEmitter {
 
   // A connection to each other voter's channel, open before a write needs one: when a leader
   // fails, the followers forward to the new one at once, without a TLS handshake first.
-  #warmChannels(members: readonly { id: number; role: string }[]): void {
+  #warmChannels(members: Parameters<typeof votersOf>[0]): void {
     const peers = this.#replica.peers();
-    for (const m of members) {
-      const channel = m.role === 'voter' && m.id !== this.#node.id ? peers.get(m.id) : undefined;
+    for (const id of votersOf(members)) {
+      const channel = id !== this.#node.id ? peers.get(id) : undefined;
       if (channel) this.#client(channel).warm();
     }
   }

@@ -362,22 +362,31 @@ export class MemberTransport {
     };
     let socket: TLSSocket;
     try {
-      socket = this.#dial(address, ALPN_RAFT, id);
+      socket = this.#dialRaft(id, address);
     } catch (err) {
       return fail((err as Error).message);
     }
-    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy(new Error('handshake timed out')));
     socket.once('error', (err) => fail(err.message));
     socket.once('close', () => fail('closed'));
     socket.once('secureConnect', () => {
-      socket.setTimeout(0);
       if (settled) return;
       settled = true;
       const fd = this.#engine.connected(token);
       if (fd < 0) return void socket.destroy();
-      socket.write(preamble(this.address));
       bridge(socket, fd);
     });
+  }
+
+  // A Raft connection to member `id`: dropped if its handshake takes over HANDSHAKE_TIMEOUT_MS,
+  // its preamble sent once the handshake is done (before any other 'secureConnect' listener runs).
+  #dialRaft(id: number, address: string): TLSSocket {
+    const socket = this.#dial(address, ALPN_RAFT, id);
+    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy(new Error('handshake timed out')));
+    socket.once('secureConnect', () => {
+      socket.setTimeout(0);
+      socket.write(preamble(this.address));
+    });
+    return socket;
   }
 
   /** How many spare raft connections are ready now (one per other member at most). */
@@ -411,16 +420,13 @@ export class MemberTransport {
   #makeSpare(id: number, address: string): void {
     let socket: TLSSocket;
     try {
-      socket = this.#dial(address, ALPN_RAFT, id);
+      socket = this.#dialRaft(id, address);
     } catch {
       return; // closed, or an address that doesn't parse (the engine's own connect says why)
     }
     const spare: Spare = { address, socket, ready: false, madeAt: Date.now() };
     this.#spares.set(id, spare);
-    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy());
     socket.once('secureConnect', () => {
-      socket.setTimeout(0);
-      socket.write(preamble(this.address));
       spare.ready = true;
     });
     socket.on('error', () => undefined); // a member that is down: 'close' follows
