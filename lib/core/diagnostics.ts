@@ -21,4 +21,10 @@ export const channels = {
   divergence: diagnostics_channel.channel('prevail:divergence'),
   /** Each automatic backup round on the leader: `{ id, kind: 'taken' | 'skipped' | 'error', … }` (AutoBackupEvent). */
   backup: diagnostics_channel.channel('prevail:backup'),
+  /**
+   * `{ port: 'members' | 'http', host, reason: 'host-busy' | 'busy' | 'rate' }` when a TLS port
+   * closes a connection before its handshake: too many handshakes in progress from its host or
+   * from everyone, or its host opens connections too fast (core/handshake-gate.ts).
+   */
+  refusedConnection: diagnostics_channel.channel('prevail:connection-refused'),
 };

@@ -25,6 +25,7 @@ import { debug } from '../core/diagnostics.js';
 import { ErrorCodes, PrevailError, invalid } from '../core/errors.js';
 import { identityOf, nodeUri } from '../core/identity.js';
 import { acceptWithoutNagle, tcpForTls } from '../core/tls-tcp.js';
+import { gateHandshakes, MEMBER_PORT_LIMITS, type HandshakeGate } from '../core/handshake-gate.js';
 
 /**
  * A member's TLS material: the cluster's CA certificate, this member's certificate (naming it
@@ -223,6 +224,7 @@ export class MemberTransport {
   #spares = new Map<number, Spare>();
   #spareRetryAt = new Map<number, number>();
   #warmTimer: NodeJS.Timeout | null = null;
+  #gate: HandshakeGate | null = null;
   #closed = false;
 
   constructor(
@@ -281,6 +283,7 @@ export class MemberTransport {
       minVersion: 'TLSv1.3',
     });
     acceptWithoutNagle(server); // small raft messages must not wait (p50 commit 14 ms vs 4 ms)
+    this.#gate = gateHandshakes(server, MEMBER_PORT_LIMITS, 'members');
     server.on('secureConnection', (socket) => this.#accepted(socket));
     // Node (20) only reports a failed or timed-out handshake here: it leaves the socket open (a
     // client that ignores the alert, or never sends a byte, would hold it forever), so close it.
@@ -387,6 +390,11 @@ export class MemberTransport {
       socket.write(preamble(this.address));
     });
     return socket;
+  }
+
+  /** Connections to the members' port still in their TLS handshake (core/handshake-gate.ts bounds them). */
+  get handshakesInProgress(): number {
+    return this.#gate?.pending ?? 0;
   }
 
   /** How many spare raft connections are ready now (one per other member at most). */

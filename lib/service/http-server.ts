@@ -4,6 +4,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { acceptWithoutNagle } from '../core/tls-tcp.js';
+import { API_PORT_LIMITS, gateHandshakes } from '../core/handshake-gate.js';
 import type { AddressInfo } from 'node:net';
 
 import { permissionFor, type HttpAuth } from '../core/auth.js';
@@ -73,6 +74,10 @@ export function createServiceServer(
   return server;
 }
 
+// Node's default is 120 s: a connection that never finishes its handshake would hold one of the
+// gate's places (and a descriptor) that long.
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
 /**
  * An HTTPS server that asks for a client certificate but lets a connection without one (or
  * with one it can't verify) through: a bearer token may still authenticate it, and
@@ -84,10 +89,19 @@ function httpsServer(
 ): Server {
   try {
     const server = createHttpsServer(
-      { ca, cert, key, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
+      {
+        ca,
+        cert,
+        key,
+        requestCert: true,
+        rejectUnauthorized: false,
+        minVersion: 'TLSv1.2',
+        handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+      },
       onRequest,
     );
     acceptWithoutNagle(server); // as node:http does for plain HTTP
+    gateHandshakes(server, API_PORT_LIMITS, 'http');
 
     return server;
   } catch (err) {

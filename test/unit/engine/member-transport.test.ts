@@ -135,6 +135,33 @@ describe('MemberTransport', () => {
     }
   }, 20_000);
 
+  // Each silent connection holds a descriptor until the handshake timeout: past 32 from one host
+  // they are closed at once (core/handshake-gate.ts), so one host can't exhaust the node's.
+  test('40 silent connections from one host: 32 wait for their handshake, 8 are closed at once', async () => {
+    const [port] = await freePorts(1);
+    const material = loadMemberTls({ ca: ca.cert, ...member1 }, 1);
+    const transport = new MemberTransport(1, `127.0.0.1:${port}`, material, recordingEngine([]));
+    await transport.listen();
+    const sockets = Array.from({ length: 40 }, () => tcpConnect(port, '127.0.0.1'));
+    let closed = 0;
+    for (const s of sockets) {
+      s.on('error', () => undefined);
+      s.once('close', () => closed++);
+    }
+    try {
+      await waitFor('8 closed', () => closed >= 8 || undefined);
+      expect({ closed, inHandshake: transport.handshakesInProgress }).toEqual({
+        closed: 8,
+        inHandshake: 32,
+      });
+      for (const s of sockets) s.destroy();
+      await waitFor('none in handshake', () => transport.handshakesInProgress === 0 || undefined);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await transport.close();
+    }
+  }, 20_000);
+
   test('an id the CA signed but the configuration does not hold gets no byte to the engine', async () => {
     const calls: string[] = [];
     const [port] = await freePorts(1);
