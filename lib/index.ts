@@ -93,13 +93,18 @@ export {
   createClientCert,
   createNodeCert,
   describeCert,
+  describeCrl,
   loadTlsFiles,
+  revoke,
   writeCertFiles,
+  writeCrlFile,
 } from './certs/index.js';
 export type {
   CaOptions,
   CertAndKey,
   CertDescription,
   ClientCertOptions,
+  CrlDescription,
+  RevokedCert,
   NodeCertOptions,
 } from './certs/index.js';

@@ -161,7 +161,7 @@ async function issue(ca: CertAndKey, leaf: Leaf): Promise<CertAndKey> {
 }
 
 /** The CA certificate parsed, and its key imported for signing (ECDSA on any curve, or RSA). */
-async function caSigner(X: X509Module, ca: CertAndKey) {
+export async function caSigner(X: X509Module, ca: CertAndKey) {
   const bad = (message: string, cause?: unknown) =>
     new PrevailError(ErrorCodes.BAD_CERTIFICATE, message, cause ? { cause } : {});
   let checked: X509Certificate;

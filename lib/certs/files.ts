@@ -141,6 +141,18 @@ export function writeCertFiles(
   return paths;
 }
 
+/** Where `prevail certs revoke` keeps the CA's revocation list in `dir`. */
+export function crlPath(dir: string): string {
+  return join(dir, 'crl.pem');
+}
+
+/** Writes `dir`/crl.pem (mode 0644) in one rename, as writeCertFiles does. */
+export function writeCrlFile(dir: string, pem: string): string {
+  const path = crlPath(dir);
+  replaceFile(path, pem, 0o644);
+  return path;
+}
+
 /** Whether either of `<base>.pem`, `<base>-key.pem` exists in `dir`. */
 export function certFilesExist(dir: string, base: string): boolean {
   const paths = certPaths(dir, base);

@@ -17,9 +17,12 @@ export {
   type Leaf,
   type NodeCertOptions,
 } from './create.js';
+export { describeCrl, readCrl, revoke, type CrlDescription, type RevokedCert } from './crl.js';
 export {
   certFilesExist,
   certPaths,
+  crlPath,
+  writeCrlFile,
   describeCert,
   loadTlsFiles,
   readPem,

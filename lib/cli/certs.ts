@@ -1,5 +1,7 @@
 // `prevail certs`: creates a CA, member and client certificates in a directory, and shows what a
 // certificate names. The work is lib/certs; here are the flags, the file names and the output.
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import {
@@ -9,10 +11,14 @@ import {
   createCa,
   createClientCert,
   createNodeCert,
+  crlPath,
   describeCert,
+  describeCrl,
   nodeLeaf,
   readPem,
+  revoke,
   writeCertFiles,
+  writeCrlFile,
   type CertAndKey,
 } from '../certs/index.js';
 import { ErrorCodes, isPrevailError } from '../core/errors.js';
@@ -49,14 +55,15 @@ function needDir(sub: string, values: Values): string {
 export async function certs(args: string[]): Promise<void> {
   const [sub, ...rest] = args;
   const { values, positionals } = parseCertsArgs(rest);
-  if (sub !== 'show' && positionals.length)
+  if (sub !== 'show' && sub !== 'revoke' && positionals.length)
     fail(`certs ${sub} takes no arguments, got ${JSON.stringify(positionals.join(' '))}`);
   try {
     if (sub === 'ca') await ca(values);
     else if (sub === 'node') await node(values);
     else if (sub === 'client') await client(values);
+    else if (sub === 'revoke') await revokeCerts(values, positionals);
     else if (sub === 'show') show(values, positionals);
-    else fail(`certs needs ca, node, client or show, got ${JSON.stringify(sub ?? '')}`);
+    else fail(`certs needs ca, node, client, revoke or show, got ${JSON.stringify(sub ?? '')}`);
   } catch (err) {
     // The library's argument checks (an id out of range, a malformed host) are bad usage here.
     if (isPrevailError(err, ErrorCodes.INVALID_ARGUMENT)) throw new UsageError(err.message);
@@ -107,6 +114,26 @@ async function client(values: Values): Promise<void> {
   report(writeCertFiles(dir, `client-${values.name}`, pair), pair);
 }
 
+async function revokeCerts(values: Values, positionals: string[]): Promise<void> {
+  only('revoke', values, ['dir']);
+  const dir = needDir('revoke', values);
+  if (!positionals.length) fail('certs revoke needs the certificate file(s) to revoke');
+  const certs = positionals.map((file) => readPem(file, 'certificate'));
+  const ca = readCa(dir);
+  const path = crlPath(dir);
+  const previous = existsSync(path) ? readFileSync(path, 'utf8') : undefined;
+  const { crl, added } = await revoke(ca, certs, previous);
+  writeCrlFile(dir, crl);
+  positionals.forEach((file, i) => {
+    const d = describeCert(certs[i]!);
+    console.log(`revoked ${file} (${d.subject.replace(/\n/g, ', ')})`);
+  });
+  const total = describeCrl(crl, ca.cert).revoked.length;
+  console.log(
+    `wrote ${path} (${total} revoked, ${added.length} new): give it to every node (--crl) and send each SIGHUP`,
+  );
+}
+
 function readCa(dir: string): CertAndKey {
   const paths = certPaths(dir, 'ca');
   return { cert: readPem(paths.cert, 'certificate'), key: readPem(paths.key, 'private key') };
@@ -119,9 +146,10 @@ function report(paths: { cert: string; key: string }, pair: CertAndKey): void {
 }
 
 function show(values: Values, positionals: string[]): void {
-  only('show', values, []);
+  only('show', values, ['dir']);
   if (positionals.length !== 1) fail('usage: prevail certs show FILE');
   const file = positionals[0]!;
+  if (/-----BEGIN X509 CRL-----/.test(readFileText(file))) return showCrl(file, values.dir);
   const d = describeCert(readPem(file, 'certificate'));
   const identity = !d.identity
     ? d.ca
@@ -148,4 +176,24 @@ function show(values: Values, positionals: string[]): void {
     ['sha256', d.fingerprint256],
   ];
   for (const [label, value] of lines) console.log(`${label.padEnd(11)}${value}`);
+}
+
+function readFileText(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return ''; // readPem names the file and the reason
+  }
+}
+
+/** A CRL's entries, checked against the CA beside it (or in --dir). */
+function showCrl(file: string, dir: string | undefined): void {
+  const ca = readPem(certPaths(dir ?? dirname(file), 'ca').cert, 'certificate');
+  const d = describeCrl(readFileSync(file, 'utf8'), ca, file);
+  console.log(`${'file'.padEnd(11)}${file}`);
+  console.log(`${'issuer'.padEnd(11)}${d.issuer}`);
+  console.log(`${'updated'.padEnd(11)}${d.thisUpdate.toISOString()}`);
+  console.log(`${'valid to'.padEnd(11)}${d.nextUpdate?.toISOString() ?? '(no next update)'}`);
+  console.log(`${'revoked'.padEnd(11)}${d.revoked.length}`);
+  for (const r of d.revoked) console.log(`  serial ${r.serial} since ${r.revokedAt.toISOString()}`);
 }

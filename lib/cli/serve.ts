@@ -44,7 +44,7 @@ export async function serve(args: string[]): Promise<void> {
 }
 
 /**
- * SIGHUP: the --ca/--cert/--key and --auth files read again and taken (rotation without a
+ * SIGHUP: the --ca/--cert/--key/--crl and --auth files read again and taken (rotation without a
  * restart). A reload that fails keeps the old material and says why; the node serves on.
  */
 function reloadOnSignal(service: Service, id: number): void {
@@ -94,6 +94,7 @@ function parseServeArgs(args: string[]) {
       ca: { type: 'string' },
       cert: { type: 'string' },
       key: { type: 'string' },
+      crl: { type: 'string' },
       insecure: { type: 'boolean' },
       'plain-http': { type: 'boolean' },
       ...BACKUP_FLAGS,
@@ -125,7 +126,7 @@ function serveOptions(values: ReturnType<typeof parseServeArgs>): ServiceOptions
   const activation = values.activation ?? 'auto';
   if (activation !== 'auto' && activation !== 'manual')
     fail(`--activation must be auto or manual, got ${JSON.stringify(activation)}`);
-  const paths = { ca: values.ca, cert: values.cert, key: values.key };
+  const paths = { ca: values.ca, cert: values.cert, key: values.key, crl: values.crl };
   const tls = readTlsFiles(paths);
   const authFile = values.auth;
   return {

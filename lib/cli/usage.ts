@@ -22,8 +22,14 @@ Commands:
   client --dir DIR --name NAME [--days D]
         an HTTP API client's certificate: DIR/client-NAME.pem, DIR/client-NAME-key.pem
         (default 365 days; NAME is 1-64 letters, digits, '.', '_', '-')
+  revoke --dir DIR FILE...
+        add the certificates FILE... (signed by DIR/ca.pem) to the CA's revocation list
+        DIR/crl.pem, signed with DIR/ca-key.pem (made when missing; earlier entries kept;
+        valid until the CA expires). Give the list to every node (serve --crl DIR/crl.pem)
+        and send each SIGHUP: connections made with a revoked certificate are closed
   show FILE
-        print who a certificate names, its validity and its SHA-256 fingerprint
+        print who a certificate names, its validity and its SHA-256 fingerprint; with a
+        CRL (crl.pem), the certificates it revokes
 
 Exit status: 0 done, 1 a file could not be read or written, 2 bad usage.
 `;
@@ -144,6 +150,8 @@ Options:
                                  mutual TLS between members with this CA, node
                                  certificate and key (PEM), and HTTPS for the API
                                  (client certificates from the CA authenticate)
+  --crl FILE                     with --ca: refuse the certificates this revocation list
+                                 (prevail certs revoke) names, on both ports
   --plain-http                   with --cert: the API on plain HTTP, for a TLS-terminating
                                  proxy on this machine (a loopback --http only); members
                                  stay on mutual TLS
@@ -164,5 +172,5 @@ it again only after emptying its data dir, with --join, and prevail members add.
 
 Exit status: 0 stopped by SIGTERM or SIGINT (the leader hands over first) or removed from
 the cluster, 1 it could not start or its store stopped on an entry it can't apply, 2 bad
-usage. SIGHUP makes it read --ca/--cert/--key and --auth again; on a bad file it keeps the old.
+usage. SIGHUP makes it read --ca/--cert/--key/--crl and --auth again; on a bad file it keeps the old.
 `;

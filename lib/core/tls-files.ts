@@ -1,5 +1,6 @@
-// The TLS settings named by `--ca`, `--cert` and `--key`: read once, here, for both the HTTP API
-// (ServiceOptions.tls) and the cluster's transport, which take the same three files.
+// The TLS settings named by `--ca`, `--cert`, `--key` (and `--crl`): read once, here, for both the
+// HTTP API (ServiceOptions.tls) and the cluster's transport, which take the same files.
+import { describeCrl, readCrl } from '../certs/crl.js';
 import { loadTlsFiles } from '../certs/files.js';
 import { ErrorCodes, PrevailError } from './errors.js';
 
@@ -8,12 +9,15 @@ export interface TlsMaterial {
   ca: string | Buffer;
   cert: string | Buffer;
   key: string | Buffer;
+  /** A revocation list from the CA (PEM): the certificates it names are refused. */
+  crl?: string | Buffer | undefined;
 }
 
 export interface TlsPaths {
   ca?: string;
   cert?: string;
   key?: string;
+  crl?: string | undefined;
 }
 
 /**
@@ -22,11 +26,21 @@ export interface TlsPaths {
  */
 export function readTlsFiles(paths: TlsPaths): TlsMaterial | undefined {
   const named = (['ca', 'cert', 'key'] as const).filter((k) => paths[k] !== undefined);
+  if (named.length === 0 && paths.crl !== undefined)
+    throw new PrevailError(ErrorCodes.BAD_CERTIFICATE, '--crl needs --ca, --cert and --key');
   if (named.length === 0) return undefined;
   if (named.length !== 3)
     throw new PrevailError(
       ErrorCodes.BAD_CERTIFICATE,
       `TLS needs all of --ca, --cert and --key; got only ${named.map((k) => `--${k}`).join(', ')}`,
     );
-  return loadTlsFiles({ ca: paths.ca!, cert: paths.cert!, key: paths.key! });
+  const files = loadTlsFiles({ ca: paths.ca!, cert: paths.cert!, key: paths.key! });
+  return paths.crl === undefined ? files : { ...files, crl: readCrl(paths.crl, files.ca) };
+}
+
+/** The serials `material`'s revocation list names (as serialKey() writes them). */
+export function revokedSerials(material: TlsMaterial): Set<string> {
+  if (material.crl === undefined) return new Set();
+  const ca = material.ca.toString();
+  return new Set(describeCrl(material.crl.toString(), ca).revoked.map((r) => r.serial));
 }

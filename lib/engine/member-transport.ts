@@ -15,10 +15,12 @@ import {
   createServer as createTlsServer,
   type PeerCertificate,
   type SecureContext,
+  type SecureContextOptions,
   type Server as TlsServer,
   type TLSSocket,
 } from 'node:tls';
 
+import { describeCrl, readCrl } from '../certs/crl.js';
 import { checkKeyFits, readPem } from '../certs/files.js';
 import { parseAddress } from '../core/address.js';
 import { debug } from '../core/diagnostics.js';
@@ -39,6 +41,13 @@ export interface TlsOptions {
   caFile?: string;
   certFile?: string;
   keyFile?: string;
+  /**
+   * A revocation list signed by the CA (`prevail certs revoke` makes one), or its file: peers
+   * whose certificates it names are refused, in both directions. Checked when read: one from
+   * another CA, or past its nextUpdate, would refuse every peer, so it is PREVAIL_BAD_CERTIFICATE.
+   */
+  crl?: string | Buffer;
+  crlFile?: string;
 }
 
 /** The material once read and checked: PEM text. */
@@ -48,6 +57,8 @@ export interface MemberTls {
   key: string;
   /** The leaf's last day of validity (ms since the epoch), to warn before it comes. */
   notAfter: number;
+  /** The revocation list, when given. */
+  crl?: string;
 }
 
 /** ALPN names of the two protocols on a member's port. */
@@ -156,7 +167,25 @@ export function loadMemberTls(tls: TlsOptions, id: number): MemberTls {
   if (Date.parse(leaf.validFrom) > now || notAfter < now)
     throw bad(`the certificate is not valid now (${leaf.validFrom} – ${leaf.validTo})`);
   checkKeyFits(cert, key, tls.keyFile, tls.certFile);
-  return { ca, cert, key, notAfter };
+  const crl = crlOf(tls, ca);
+  return { ca, cert, key, notAfter, ...(crl !== undefined ? { crl } : {}) };
+}
+
+/** The revocation list of `tls`, checked against the CA bundle `ca`; undefined without one. */
+function crlOf(tls: TlsOptions, ca: string): string | undefined {
+  if (tls.crl !== undefined && tls.crlFile !== undefined)
+    throw invalid('tls: give crl or crlFile, not both');
+  if (tls.crlFile !== undefined) return readCrl(tls.crlFile, ca);
+  if (tls.crl === undefined) return undefined;
+  const text = Buffer.isBuffer(tls.crl) ? tls.crl.toString('utf8') : tls.crl;
+  if (typeof text !== 'string') throw invalid('tls: crl must be PEM text');
+  describeCrl(text, ca);
+  return text;
+}
+
+/** Both sides' TLS settings from the material: TLS 1.3, and the revocation list when there is one. */
+function contextOptions({ ca, cert, key, crl }: MemberTls): SecureContextOptions {
+  return { ca, cert, key, minVersion: 'TLSv1.3', ...(crl !== undefined ? { crl } : {}) };
 }
 
 /** The member id a verified peer certificate names, or undefined (a client's, or none). */
@@ -253,8 +282,7 @@ export class MemberTransport {
   }
 
   #secureContext(): SecureContext {
-    const { ca, cert, key } = this.#material;
-    return createSecureContext({ ca, cert, key, minVersion: 'TLSv1.3' });
+    return createSecureContext(contextOptions(this.#material));
   }
 
   /** Where verified peer-channel connections go (the cluster link sets it). */
@@ -270,17 +298,13 @@ export class MemberTransport {
 
   #listen(): Promise<void> {
     const { host, port } = parseAddress(this.address, 'the raft address');
-    const { ca, cert, key } = this.#material;
     // Not `secureContext`: a server given one presents no certificate (Node 20).
     const server = createTlsServer({
-      ca,
-      cert,
-      key,
+      ...contextOptions(this.#material),
       requestCert: true,
       rejectUnauthorized: true,
       ALPNProtocols: [ALPN_RAFT, ALPN_PEER],
       handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
-      minVersion: 'TLSv1.3',
     });
     acceptWithoutNagle(server); // small raft messages must not wait (p50 commit 14 ms vs 4 ms)
     this.#gate = gateHandshakes(server, MEMBER_PORT_LIMITS, 'members');
@@ -509,12 +533,7 @@ export class MemberTransport {
     for (const id of [...this.#spares.keys()]) this.#dropSpare(id);
     this.#spareRetryAt.clear();
     if (this.#warmTimer) setImmediate(() => this.#warm());
-    this.#server?.setSecureContext({
-      ca: material.ca,
-      cert: material.cert,
-      key: material.key,
-      minVersion: 'TLSv1.3',
-    });
+    this.#server?.setSecureContext(contextOptions(material));
   }
 
   /** How many open connections were made with material older than the current (a reload's). */

@@ -6,9 +6,11 @@ import { createServer as createHttpsServer } from 'node:https';
 import { acceptWithoutNagle } from '../core/tls-tcp.js';
 import { API_PORT_LIMITS, gateHandshakes } from '../core/handshake-gate.js';
 import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 
 import { permissionFor, type HttpAuth } from '../core/auth.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
+import { serialKey } from '../certs/crl.js';
 import type { TlsMaterial } from '../core/tls-files.js';
 import { refuse, refuseClosing, type OperationsHandler } from './operations.js';
 import { send, sendError } from './respond.js';
@@ -74,6 +76,26 @@ export function createServiceServer(
   return server;
 }
 
+// The HTTPS servers' connections, for closeRevoked().
+const connections = new WeakMap<Server, Set<TLSSocket>>();
+
+/**
+ * Closes `server`'s connections whose client certificate has a serial in `revoked`: a reload
+ * that revokes a certificate must not leave a keep-alive connection made with it open.
+ */
+export function closeRevoked(server: Server, revoked: ReadonlySet<string>): number {
+  let closed = 0;
+  for (const socket of connections.get(server) ?? []) {
+    // null once the socket is gone
+    const serial = socket.authorized ? socket.getPeerCertificate()?.serialNumber : undefined;
+    if (serial !== undefined && revoked.has(serialKey(serial))) {
+      socket.destroy();
+      closed++;
+    }
+  }
+  return closed;
+}
+
 // Node's default is 120 s: a connection that never finishes its handshake would hold one of the
 // gate's places (and a descriptor) that long.
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -84,7 +106,7 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
  * HttpAuth trusts a certificate only when `socket.authorized`.
  */
 function httpsServer(
-  { ca, cert, key }: TlsMaterial,
+  { ca, cert, key, crl }: TlsMaterial,
   onRequest: (req: IncomingMessage, res: ServerResponse) => void,
 ): Server {
   try {
@@ -97,11 +119,18 @@ function httpsServer(
         rejectUnauthorized: false,
         minVersion: 'TLSv1.2',
         handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+        ...(crl !== undefined ? { crl } : {}),
       },
       onRequest,
     );
     acceptWithoutNagle(server); // as node:http does for plain HTTP
     gateHandshakes(server, API_PORT_LIMITS, 'http');
+    const open = new Set<TLSSocket>();
+    server.on('secureConnection', (socket: TLSSocket) => {
+      open.add(socket);
+      socket.once('close', () => open.delete(socket));
+    });
+    connections.set(server, open);
 
     return server;
   } catch (err) {

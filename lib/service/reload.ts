@@ -7,9 +7,9 @@ import { createSecureContext, type SecureContextOptions } from 'node:tls';
 
 import { HttpAuth, type AuthOptions } from '../core/auth.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
-import type { TlsMaterial } from '../core/tls-files.js';
+import { revokedSerials, type TlsMaterial } from '../core/tls-files.js';
 import type { KvStore } from './kv-schema.js';
-import type { Guard } from './http-server.js';
+import { closeRevoked, type Guard } from './http-server.js';
 
 /** What a reload takes: the settings given (those left out stay as they are). */
 export interface ReloadSettings {
@@ -48,8 +48,14 @@ export function reloader(
           'this service started without TLS: restart it to turn TLS on',
         );
       notAfter = leafNotAfter(fresh.tls.cert);
-      const { ca, cert, key } = fresh.tls;
-      const context = { ca, cert, key, minVersion: 'TLSv1.2' as const };
+      const { ca, cert, key, crl } = fresh.tls;
+      const context = {
+        ca,
+        cert,
+        key,
+        minVersion: 'TLSv1.2' as const,
+        ...(crl !== undefined ? { crl } : {}),
+      };
       if (https) checkContext(context);
       // The members' side checks the certificate names this node and the CA signed it, and
       // keeps the old material when it doesn't: it goes before any change, so a refusal
@@ -58,6 +64,7 @@ export function reloader(
       if (https) {
         (server as unknown as HttpsServer).setSecureContext(context);
         guard.tls = fresh.tls;
+        closeRevoked(server, revokedSerials(fresh.tls));
       }
     }
     if (auth) guard.auth = auth;

@@ -91,6 +91,61 @@ test('show prints identity, validity and fingerprint', async () => {
   expect(key.stderr).toMatch(/PREVAIL_BAD_CERTIFICATE/);
 });
 
+test('revoke adds to DIR/crl.pem (0644, earlier entries kept); show lists it; serve --crl checks it', async () => {
+  await ok('ca', '--dir', dir);
+  await ok('node', '--dir', dir, '--id', '2');
+  await ok('client', '--dir', dir, '--name', 'ops');
+  const first = await ok('revoke', '--dir', dir, join(dir, 'node-2.pem'));
+  expect(first).toMatch(/\(1 revoked, 1 new\)/);
+  expect(mode('crl.pem')).toBe(0o644);
+  const second = await ok(
+    'revoke',
+    '--dir',
+    dir,
+    join(dir, 'client-ops.pem'),
+    join(dir, 'node-2.pem'),
+  );
+  expect(second).toMatch(/\(2 revoked, 1 new\)/);
+  const shown = await ok('show', join(dir, 'crl.pem'));
+  const serials = ['node-2.pem', 'client-ops.pem'].map((f) =>
+    new X509Certificate(read(f)).serialNumber.toLowerCase().replace(/^0+/, ''),
+  );
+  for (const serial of serials) expect(shown).toContain(`serial ${serial} since`);
+  // A certificate of another CA can't be revoked by this one: nothing written.
+  const other = join(dir, 'other');
+  await ok('ca', '--dir', other);
+  await ok('node', '--dir', other, '--id', '2');
+  const before = read('crl.pem');
+  const refused = await certs('revoke', '--dir', dir, join(other, 'node-2.pem'));
+  expect(refused.code).toBe(1);
+  expect(refused.stderr).toMatch(/PREVAIL_BAD_CERTIFICATE: .*not signed by this CA/);
+  expect(read('crl.pem')).toBe(before);
+  // serve refuses a list that is not its CA's before it opens anything.
+  await ok('revoke', '--dir', other, join(other, 'node-2.pem'));
+  await ok('node', '--dir', dir, '--id', '1');
+  const serve = await runCli([
+    'serve',
+    '--id',
+    '1',
+    '--data',
+    join(dir, 'data'),
+    '--http',
+    '127.0.0.1:0',
+    '--raft',
+    '127.0.0.1:7999',
+    '--ca',
+    join(dir, 'ca.pem'),
+    '--cert',
+    join(dir, 'node-1.pem'),
+    '--key',
+    join(dir, 'node-1-key.pem'),
+    '--crl',
+    join(other, 'crl.pem'),
+  ]);
+  expect(serve.code).toBe(1);
+  expect(serve.stderr).toMatch(/PREVAIL_BAD_CERTIFICATE: .*not signed by the CA/);
+});
+
 test('bad usage exits 2 and writes nothing; a missing CA exits 1', async () => {
   for (const args of [
     ['node', '--dir', dir],

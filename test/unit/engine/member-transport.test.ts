@@ -8,6 +8,7 @@ import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect, createServer as createTlsServer, type Server } from 'node:tls';
 
+import { revoke } from '../../../lib/certs/index.js';
 import { RaftNode, type Fsm } from '../../../lib/index.js';
 import {
   ALPN_RAFT,
@@ -161,6 +162,40 @@ describe('MemberTransport', () => {
       await transport.close();
     }
   }, 20_000);
+
+  test('a revoked member (crl) gets no byte to the engine, and is not dialed either', async () => {
+    const calls: string[] = [];
+    const [port] = await freePorts(1);
+    const node2 = await ca.node(2);
+    const { crl } = await revoke(ca, [node2.cert]);
+    const material = loadMemberTls({ ca: ca.cert, ...member1, crl }, 1);
+    const transport = new MemberTransport(1, `127.0.0.1:${port}`, material, recordingEngine(calls));
+    await transport.listen();
+    const revoked = await serverWith(node2);
+    const dialAs = async (cert: TestCert) => {
+      const socket = tlsConnect({
+        host: '127.0.0.1',
+        port,
+        ca: ca.cert,
+        ...cert,
+        ALPNProtocols: [ALPN_RAFT],
+        checkServerIdentity: () => undefined,
+      });
+      socket.on('error', () => undefined);
+      socket.once('secureConnect', () => socket.write(Buffer.from('\x0b127.0.0.1:1')));
+      await new Promise((resolve) => socket.once('close', resolve));
+    };
+    try {
+      await dialAs(node2); // refused in the handshake
+      await dialAs(await ca.node(3)); // handed to the engine (which says no: -1)
+      transport.connect(5, 2, revoked.address);
+      await waitFor('the dial to the revoked member to end', () => calls.length > 1 || undefined);
+      expect(calls).toEqual(['accept 3 127.0.0.1:1', 'failed 5']);
+    } finally {
+      await transport.close();
+      revoked.server.close();
+    }
+  });
 
   test('an id the CA signed but the configuration does not hold gets no byte to the engine', async () => {
     const calls: string[] = [];

@@ -2,9 +2,11 @@
 // /admin/reload): a real service in this process on HTTPS, its settings "read again" from what
 // the test hands it; and `prevail serve` warning of a certificate that expires within 30 days.
 import { rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:https';
+import { Agent, request } from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 
+import { revoke } from '../../../lib/certs/index.js';
 import { startService, type Service } from '../../../lib/index.js';
 import type { ReloadSettings } from '../../../lib/service/reload.js';
 import { ServiceCluster, tempDir, waitFor } from '../../helpers/cluster.js';
@@ -98,6 +100,43 @@ test('a reload that does not fit changes nothing: a certificate for another memb
   // Neither the tokens nor the certificate changed, and the node serves on.
   expect((await call('GET', '/status', OLD)).status).toBe(401);
   expect((await call('PUT', '/kv/k', NEW)).status).toBe(200);
+});
+
+// A revoked client certificate: refused on new connections, and the keep-alive connection made
+// with it before the reload is closed (it would otherwise go on being that user).
+test('a reload with a revocation list closes the revoked client’s connection and refuses it after', async () => {
+  const ops = await ca.client('ops');
+  const leaf = await ca.node(1);
+  fresh = { tls: { ca: ca.cert, ...leaf }, auth: authWith(NEW) };
+  service.reload();
+  const agent = new Agent({ keepAlive: true, ca: ca.cert, ...ops });
+  const get = () =>
+    new Promise<{ status: number; socket: TLSSocket }>((resolve, reject) => {
+      const req = request(`${service.url}/status`, { agent, timeout: 20_000 }, (res) => {
+        const socket = res.socket as TLSSocket;
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode!, socket }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  try {
+    const before = await get();
+    expect(before.status).toBe(200); // the certificate names user ops
+    const closed = new Promise((resolve) => before.socket.once('close', resolve));
+    const { crl } = await revoke(ca, [ops.cert]);
+    fresh = { tls: { ca: ca.cert, ...leaf, crl }, auth: authWith(NEW) };
+    service.reload();
+    await closed;
+    // A new connection: the handshake goes through (the API lets a token try), but the
+    // certificate authenticates no one.
+    expect((await get()).status).toBe(401);
+    expect((await call('GET', '/status', NEW)).status).toBe(200);
+  } finally {
+    agent.destroy();
+    fresh = { tls: { ca: ca.cert, ...leaf }, auth: authWith(NEW) };
+    service.reload();
+  }
 });
 
 test('a service not told where to read its settings again cannot reload', async () => {

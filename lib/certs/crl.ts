@@ -1,0 +1,202 @@
+// Certificate revocation lists: `prevail certs revoke` adds certificates to the CA's list, and
+// every TLS side of a member (its port, its dials, the HTTPS API) given the list refuses them.
+// A list is checked before it is used: one from another CA, or past its nextUpdate, would make
+// OpenSSL refuse every peer ("unable to get certificate CRL", "CRL has expired"), so it is
+// refused up front with PREVAIL_BAD_CERTIFICATE instead.
+import { createPublicKey, verify, webcrypto, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+
+import { ErrorCodes, PrevailError } from '../core/errors.js';
+import { describeCert } from './files.js';
+import { caSigner, type CertAndKey } from './create.js';
+import { x509 } from './x509.js';
+
+/** A certificate serial as lists are compared: hex, lower case, no leading zeros. */
+export function serialKey(hex: string): string {
+  return hex.toLowerCase().replace(/^0+(?=.)/, '');
+}
+
+export interface RevokedCert {
+  /** Hex, lower case, no leading zeros (serialKey). */
+  serial: string;
+  revokedAt: Date;
+}
+
+export interface CrlDescription {
+  issuer: string;
+  thisUpdate: Date;
+  nextUpdate: Date | undefined;
+  revoked: RevokedCert[];
+}
+
+const CRL_BLOCK = /-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----/;
+
+function bad(message: string, path?: string, cause?: unknown): PrevailError {
+  return new PrevailError(ErrorCodes.BAD_CERTIFICATE, message, {
+    ...(path !== undefined ? { path } : {}),
+    ...(cause !== undefined ? { cause } : {}),
+  });
+}
+
+/**
+ * A new list: `previous`'s entries (a list from the same CA) and the certificates `certs` (PEM,
+ * each signed by `ca`), signed by `ca`. Valid until the CA itself expires: a list past its
+ * nextUpdate would shut every connection out. Returns the PEM and the serials it added.
+ */
+export async function revoke(
+  ca: CertAndKey,
+  certs: string[],
+  previous?: string,
+): Promise<{ crl: string; added: string[] }> {
+  const X = x509();
+  const signer = await caSigner(X, ca);
+  const caCert = new X509Certificate(ca.cert);
+  const entries = new Map<string, Date>();
+  if (previous !== undefined)
+    for (const r of describeCrl(previous, ca.cert).revoked) entries.set(r.serial, r.revokedAt);
+  const added: string[] = [];
+  const now = new Date();
+  for (const pem of certs) {
+    const cert = new X509Certificate(pem);
+    if (!cert.checkIssued(caCert) || !cert.verify(caCert.publicKey))
+      throw bad(`${describeCert(pem).subject} is not signed by this CA: its list can't revoke it`);
+    const serial = serialKey(cert.serialNumber);
+    if (!entries.has(serial)) added.push(serial);
+    entries.set(serial, entries.get(serial) ?? now);
+  }
+  const crl = await X.X509CrlGenerator.create(
+    {
+      issuer: signer.cert.subjectName,
+      thisUpdate: now,
+      nextUpdate: new Date(caCert.validTo),
+      entries: [...entries].map(([serial, revocationDate]) => ({
+        serialNumber: serial.length % 2 ? `0${serial}` : serial, // whole bytes
+        revocationDate,
+      })),
+      signingKey: signer.key,
+      signingAlgorithm: signer.algorithm,
+    },
+    webcrypto,
+  );
+  return { crl: crlPem(crl.rawData), added };
+}
+
+/** PEM under the label OpenSSL reads a CRL by (x509's own writer says `CRL`). */
+function crlPem(der: ArrayBuffer): string {
+  const lines =
+    Buffer.from(der)
+      .toString('base64')
+      .match(/.{1,64}/g) ?? [];
+  return `-----BEGIN X509 CRL-----\n${lines.join('\n')}\n-----END X509 CRL-----\n`;
+}
+
+/**
+ * Reads a list and checks it against the CA bundle `caPem`: signed by one of its certificates
+ * and not past its nextUpdate. PREVAIL_BAD_CERTIFICATE (with `path`) otherwise.
+ */
+export function readCrl(path: string, caPem: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw bad(`can't read CRL file ${path}: ${reason}`, path, err);
+  }
+  describeCrl(text, caPem, path);
+  return text;
+}
+
+/** What a list holds, once checked as readCrl checks it. */
+export function describeCrl(pem: string, caPem: string, path?: string): CrlDescription {
+  const block = CRL_BLOCK.exec(pem)?.[0];
+  if (!block) throw bad(`${path ?? 'the CRL'} is not a PEM CRL (no X509 CRL block)`, path);
+  const X = x509();
+  let crl: InstanceType<typeof X.X509Crl>;
+  try {
+    crl = new X.X509Crl(block);
+  } catch (err) {
+    throw bad(`${path ?? 'the CRL'} is not a PEM CRL (${(err as Error).message})`, path, err);
+  }
+  const cas = caPem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (!cas.some((ca) => signedBy(crl.rawData, hashOf(crl), ca)))
+    throw bad(
+      `${path ?? 'the CRL'} (issuer ${crl.issuer}) is not signed by the CA: with it every peer would be refused`,
+      path,
+    );
+  if (crl.nextUpdate !== undefined && crl.nextUpdate.getTime() <= Date.now())
+    throw bad(
+      `${path ?? 'the CRL'} expired on ${crl.nextUpdate.toISOString()}: with it every peer would be refused; make a new one (prevail certs revoke)`,
+      path,
+    );
+  return {
+    issuer: crl.issuer,
+    thisUpdate: crl.thisUpdate,
+    nextUpdate: crl.nextUpdate,
+    revoked: crl.entries.map((e) => ({
+      serial: serialKey(e.serialNumber),
+      revokedAt: e.revocationDate,
+    })),
+  };
+}
+
+/** The list's signature hash ('SHA-256'), or '' when its algorithm is one x509 can't name. */
+function hashOf(crl: { signatureAlgorithm: { hash?: { name?: unknown } } }): string {
+  try {
+    const name = crl.signatureAlgorithm.hash?.name;
+    return typeof name === 'string' ? name : '';
+  } catch {
+    return '';
+  }
+}
+
+/** Whether the DER CertificateList `der` carries a valid signature by `caPem`'s key. */
+function signedBy(der: ArrayBuffer, hash: string, caPem: string): boolean {
+  const parts = certificateListParts(Buffer.from(der));
+  if (!parts || !/^SHA-(256|384|512)$/.test(hash)) return false;
+  try {
+    const key = createPublicKey(caPem);
+    return verify(hash.replace('-', '').toLowerCase(), parts.tbs, key, parts.signature);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The signed part and the signature of a DER CertificateList (RFC 5280 §5.1: SEQUENCE {
+ * tbsCertList SEQUENCE, signatureAlgorithm SEQUENCE, signatureValue BIT STRING }), or null.
+ */
+export function certificateListParts(der: Buffer): { tbs: Buffer; signature: Buffer } | null {
+  const outer = derElement(der, 0);
+  if (!outer || outer.tag !== 0x30) return null;
+  const tbs = derElement(der, outer.contentStart);
+  if (!tbs || tbs.tag !== 0x30) return null;
+  const algorithm = derElement(der, tbs.end);
+  if (!algorithm || algorithm.tag !== 0x30) return null;
+  const bits = derElement(der, algorithm.end);
+  if (!bits || bits.tag !== 0x03 || bits.end !== outer.end || der[bits.contentStart] !== 0)
+    return null;
+  return {
+    tbs: der.subarray(tbs.start, tbs.end),
+    signature: der.subarray(bits.contentStart + 1, bits.end),
+  };
+}
+
+/** One DER element at `at`: its tag and where it, and its content, start and end; null if it overruns. */
+function derElement(
+  der: Buffer,
+  at: number,
+): { tag: number; start: number; contentStart: number; end: number } | null {
+  if (at + 2 > der.length) return null;
+  const tag = der[at]!;
+  let length = der[at + 1]!;
+  let contentStart = at + 2;
+  if (length & 0x80) {
+    const bytes = length & 0x7f;
+    if (bytes === 0 || bytes > 4 || contentStart + bytes > der.length) return null;
+    length = 0;
+    for (let i = 0; i < bytes; i++) length = length * 256 + der[contentStart + i]!;
+    contentStart += bytes;
+  }
+  const end = contentStart + length;
+  return end > der.length ? null : { tag, start: at, contentStart, end };
+}
