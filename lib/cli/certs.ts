@@ -117,7 +117,6 @@ async function client(values: Values): Promise<void> {
 async function revokeCerts(values: Values, positionals: string[]): Promise<void> {
   only('revoke', values, ['dir']);
   const dir = needDir('revoke', values);
-  if (!positionals.length) fail('certs revoke needs the certificate file(s) to revoke');
   const certs = positionals.map((file) => readPem(file, 'certificate'));
   const ca = readCa(dir);
   const path = crlPath(dir);
@@ -128,6 +127,7 @@ async function revokeCerts(values: Values, positionals: string[]): Promise<void>
     const d = describeCert(certs[i]!);
     console.log(`revoked ${file} (${d.subject.replace(/\n/g, ', ')})`);
   });
+  // With no FILE: the list as it is, or an empty one, for nodes to start with (--crl).
   const total = describeCrl(crl, ca.cert).revoked.length;
   console.log(
     `wrote ${path} (${total} revoked, ${added.length} new): give it to every node (--crl) and send each SIGHUP`,

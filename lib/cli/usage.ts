@@ -22,10 +22,10 @@ Commands:
   client --dir DIR --name NAME [--days D]
         an HTTP API client's certificate: DIR/client-NAME.pem, DIR/client-NAME-key.pem
         (default 365 days; NAME is 1-64 letters, digits, '.', '_', '-')
-  revoke --dir DIR FILE...
+  revoke --dir DIR [FILE...]
         add the certificates FILE... (signed by DIR/ca.pem) to the CA's revocation list
         DIR/crl.pem, signed with DIR/ca-key.pem (made when missing; earlier entries kept;
-        valid until the CA expires). Give the list to every node (serve --crl DIR/crl.pem)
+        valid until the CA expires); with no FILE, an empty list to start nodes with. Give the list to every node (serve --crl DIR/crl.pem)
         and send each SIGHUP: connections made with a revoked certificate are closed
   show FILE
         print who a certificate names, its validity and its SHA-256 fingerprint; with a

@@ -95,6 +95,7 @@ test('revoke adds to DIR/crl.pem (0644, earlier entries kept); show lists it; se
   await ok('ca', '--dir', dir);
   await ok('node', '--dir', dir, '--id', '2');
   await ok('client', '--dir', dir, '--name', 'ops');
+  expect(await ok('revoke', '--dir', dir)).toMatch(/\(0 revoked, 0 new\)/); // a list to start with
   const first = await ok('revoke', '--dir', dir, join(dir, 'node-2.pem'));
   expect(first).toMatch(/\(1 revoked, 1 new\)/);
   expect(mode('crl.pem')).toBe(0o644);
