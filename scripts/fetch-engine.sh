@@ -19,7 +19,7 @@ third=$root/third_party
 dest=$third/raft
 cache=$third/cache
 # The stamp names the version and our patch level, so a checkout with an older unpack re-unpacks.
-stamp=$dest/.prevail-engine-$RAFT_VERSION-p6
+stamp=$dest/.prevail-engine-$RAFT_VERSION-p7
 
 if [[ -f $stamp && -z ${RAFT_FORCE:-} ]]; then
   echo "engine: raft $RAFT_VERSION already unpacked in $dest"
@@ -742,6 +742,33 @@ replace_once "$dest.tmp/src/uv_recv.c" \
     }
 }
 ' || { echo "engine: could not apply the receive fix (p6, close)" >&2; exit 1; }
+# p7 (issue 13, failover time; docs/engine-patches.md): a pre-candidate that refuses another's
+# pre-vote because its own log is more up to date starts its pre-election again at once. The
+# other is campaigning, so it no longer has a leader and would now grant the pre-vote it
+# refused a moment ago "while it had a leader"; without this, the one node that can win waits
+# out a whole new randomized election timeout (200–400 ms by default) after the old leader's
+# death.
+replace_once "$dest.tmp/src/recv_request_vote.c" \
+'    electionVote(r, args, &result->vote_granted);
+
+reply:
+' \
+'    electionVote(r, args, &result->vote_granted);
+
+    /* prevail p7: a pre-vote refused for a less up-to-date log, while we are a
+     * pre-candidate. The requester is campaigning too, so it has no leader any
+     * more: our own pre-vote, which it may have refused while it still had
+     * one, would be granted now. Ask again at once rather than after a whole
+     * new election timeout. Only a less up-to-date server can trigger this,
+     * so two servers never trigger each other. */
+    if (args->pre_vote && !result->vote_granted &&
+        r->state == RAFT_CANDIDATE && r->candidate_state.in_pre_vote) {
+        infof("remote pre-candidate is behind -> restart pre-election");
+        electionStart(r);
+    }
+
+reply:
+' || { echo "engine: could not apply the pre-election fix (p7)" >&2; exit 1; }
 mv "$dest.tmp" "$dest"
 touch "$stamp"
 echo "engine: raft $RAFT_VERSION unpacked in $dest"
