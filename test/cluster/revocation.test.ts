@@ -6,8 +6,9 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { ServiceCluster, runCli, tempDir, waitFor, type ServeProcess } from '../helpers/cluster.js';
+import { ServiceCluster, runCli, tempDir, waitFor } from '../helpers/cluster.js';
 import { testCa } from '../helpers/test-certs.js';
+import { startWriteLoad } from '../helpers/write-load.js';
 
 const IDS = [1, 2, 3];
 const REVOKED = 3;
@@ -53,30 +54,9 @@ test('a revoked leader is cut off, the others go on; with a new certificate it c
     await waitFor('node 3 to lead', async () => (await c.leader(20_000)).spec.id === REVOKED);
   }
 
-  // The load: writes through nodes 1 and 2 only (node 3 will be cut off), retried while there
-  // is no leader; only acknowledged ones are recorded.
-  let stop = false;
-  const acked = new Map<string, string>();
-  const failed: string[] = [];
-  const put = async (node: ServeProcess, key: string, value: string): Promise<void> => {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const r = await node
-        .request('PUT', `/kv/${key}`, value, 5000)
-        .catch((err: Error) => ({ status: 0, body: err.message }));
-      if (r.status === 200) return void acked.set(key, value);
-      if ((r.status >= 400 && r.status < 500) || Date.now() > deadline)
-        return void failed.push(`${key}: ${r.status} ${JSON.stringify(r.body)}`);
-      await sleep(50);
-    }
-  };
-  const writers = [1, 2].map(async (id) => {
-    for (let n = 0; !stop; n++) await put(c.node(id), `w${id}-${n}`, `v${n}`);
-  });
-  const progress = async (count = 30) => {
-    const target = acked.size + count;
-    await waitFor(`${count} more acknowledged writes`, () => acked.size >= target, 40_000);
-  };
+  // The load: writes through nodes 1 and 2 only (node 3 will be cut off).
+  const load = startWriteLoad((w) => c.node(w + 1), 2);
+  const progress = (count?: number) => load.progress(count, 40_000);
 
   try {
     await progress();
@@ -109,15 +89,10 @@ test('a revoked leader is cut off, the others go on; with a new certificate it c
       40_000,
     );
   } finally {
-    stop = true;
-    await Promise.all(writers);
+    await load.stop();
   }
 
-  expect(failed).toEqual([]);
-  const leader = await c.leader(20_000);
-  for (const [key, value] of acked) {
-    const r = await leader.request('GET', `/kv/${key}?consistency=linearizable`);
-    expect([key, r.status, r.body.value]).toEqual([key, 200, value]);
-  }
-  console.log(`revocation: ${acked.size} writes acknowledged`);
+  expect(load.failed).toEqual([]);
+  await load.expectAllPresent(await c.leader(20_000));
+  console.log(`revocation: ${load.acked.size} writes acknowledged`);
 }, 180_000);

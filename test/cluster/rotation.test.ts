@@ -10,6 +10,7 @@ import { join } from 'node:path';
 
 import { ServiceCluster, runCli, tempDir, waitFor, type ServeProcess } from '../helpers/cluster.js';
 import { testCa, type TestCa } from '../helpers/test-certs.js';
+import { startWriteLoad } from '../helpers/write-load.js';
 
 const IDS = [1, 2, 3];
 const WRITERS = 3;
@@ -48,36 +49,12 @@ describe('certificate rotation under write load (prevail serve, 3 nodes, mutual 
     expect(c.node(1).url).toMatch(/^https:/);
     await c.leader(20_000);
 
-    // The load: writers put sequential keys through random running nodes (followers forward),
-    // retrying what fails transiently (a node restarting, a connection cut, no leader yet).
-    let stop = false;
-    const acked = new Map<string, string>();
-    const failed: string[] = [];
-    let retries = 0;
-    const put = async (key: string, value: string): Promise<void> => {
-      const deadline = Date.now() + 30_000;
-      for (;;) {
-        const nodes = c.running();
-        const node = nodes[Math.floor(Math.random() * nodes.length)]!;
-        const r = await node
-          .request('PUT', `/kv/${key}`, value, 5000)
-          .catch((err: Error) => ({ status: 0, body: err.message }));
-        if (r.status === 200) return void acked.set(key, value);
-        // 4xx is a refusal, not a transient failure: fail the test.
-        if ((r.status >= 400 && r.status < 500) || Date.now() > deadline)
-          return void failed.push(`${key}: ${r.status} ${JSON.stringify(r.body)}`);
-        retries++;
-        await sleep(50);
-      }
-    };
-    const writers = Array.from({ length: WRITERS }, async (_, w) => {
-      for (let n = 0; !stop; n++) await put(`w${w}-${n}`, `v${n}`);
-    });
-    /** Waits (bounded) until `count` more writes have been acknowledged. */
-    const progress = async (count = 30) => {
-      const target = acked.size + count;
-      await waitFor(`${count} more acknowledged writes`, () => acked.size >= target, 30_000);
-    };
+    // The load: writers put through random running nodes (followers forward).
+    const load = startWriteLoad(() => {
+      const nodes = c.running();
+      return nodes[Math.floor(Math.random() * nodes.length)]!;
+    }, WRITERS);
+    const progress = (count?: number) => load.progress(count);
     const said = (node: ServeProcess, text: string) => node.output.split(text).length - 1;
     /** SIGHUP node `id` and wait (bounded) until it says it reloaded. */
     const sighup = async (id: number) => {
@@ -167,20 +144,18 @@ describe('certificate rotation under write load (prevail serve, 3 nodes, mutual 
       expect((await node3.request('GET', '/status')).status).toBe(200);
       await progress();
     } finally {
-      stop = true;
-      await Promise.all(writers);
+      await load.stop();
     }
 
-    expect(failed).toEqual([]);
+    expect(load.failed).toEqual([]);
     // Every acknowledged write is there, with its value (linearizable reads on the leader).
     const leader = await c.leader(20_000);
-    for (const [key, value] of acked) {
-      const r = await leader.request('GET', `/kv/${key}?consistency=linearizable`);
-      expect([key, r.status, r.body.value]).toEqual([key, 200, value]);
-    }
+    await load.expectAllPresent(leader);
     const statuses = await Promise.all(c.running().map((n) => n.request('GET', '/status')));
     expect(statuses.map((s) => s.body.security)).toEqual(['tls', 'tls', 'tls']);
     expect(new Set(statuses.map((s) => s.body.leader?.id)).size).toBe(1);
-    console.log(`rotation: ${acked.size} writes acknowledged, ${retries} transient retries`);
+    console.log(
+      `rotation: ${load.acked.size} writes acknowledged, ${load.retries()} transient retries`,
+    );
   }, 240_000);
 });

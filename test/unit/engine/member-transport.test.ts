@@ -99,6 +99,21 @@ async function serverWith(cert: TestCert): Promise<{ server: Server; address: st
   return { server, address: `127.0.0.1:${port}` };
 }
 
+/** A raft connection to 127.0.0.1:`port` presenting `cert`, preamble sent; resolves once it closes. */
+async function dialRaftAs(port: number, cert: TestCert): Promise<void> {
+  const socket = tlsConnect({
+    host: '127.0.0.1',
+    port,
+    ca: ca.cert,
+    ...cert,
+    ALPNProtocols: [ALPN_RAFT],
+    checkServerIdentity: () => undefined,
+  });
+  socket.on('error', () => undefined);
+  socket.once('secureConnect', () => socket.write(Buffer.from('\x0b127.0.0.1:1')));
+  await new Promise((resolve) => socket.once('close', resolve));
+}
+
 describe('MemberTransport', () => {
   test('dialing member 2 and reaching a server with member 3’s certificate: refused', async () => {
     const calls: string[] = [];
@@ -172,19 +187,7 @@ describe('MemberTransport', () => {
     const transport = new MemberTransport(1, `127.0.0.1:${port}`, material, recordingEngine(calls));
     await transport.listen();
     const revoked = await serverWith(node2);
-    const dialAs = async (cert: TestCert) => {
-      const socket = tlsConnect({
-        host: '127.0.0.1',
-        port,
-        ca: ca.cert,
-        ...cert,
-        ALPNProtocols: [ALPN_RAFT],
-        checkServerIdentity: () => undefined,
-      });
-      socket.on('error', () => undefined);
-      socket.once('secureConnect', () => socket.write(Buffer.from('\x0b127.0.0.1:1')));
-      await new Promise((resolve) => socket.once('close', resolve));
-    };
+    const dialAs = (cert: TestCert) => dialRaftAs(port!, cert);
     try {
       await dialAs(node2); // refused in the handshake
       await dialAs(await ca.node(3)); // handed to the engine (which says no: -1)
@@ -207,19 +210,7 @@ describe('MemberTransport', () => {
       members.has(id),
     );
     await transport.listen();
-    const dialAs = async (id: number) => {
-      const socket = tlsConnect({
-        host: '127.0.0.1',
-        port,
-        ca: ca.cert,
-        ...(await ca.node(id)),
-        ALPNProtocols: [ALPN_RAFT],
-        checkServerIdentity: () => undefined,
-      });
-      socket.on('error', () => undefined);
-      socket.once('secureConnect', () => socket.write(Buffer.from('\x0b127.0.0.1:1')));
-      await new Promise((resolve) => socket.once('close', resolve));
-    };
+    const dialAs = async (id: number) => dialRaftAs(port!, await ca.node(id));
     try {
       await dialAs(9); // closed by the transport
       await dialAs(2); // handed to the engine (which says no: -1)
