@@ -94,6 +94,7 @@ export {
   createNodeCert,
   describeCert,
   describeCrl,
+  describeCrls,
   loadTlsFiles,
   revoke,
   writeCertFiles,

@@ -29,8 +29,6 @@ export interface CrlDescription {
   revoked: RevokedCert[];
 }
 
-const CRL_BLOCK = /-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----/;
-
 function bad(message: string, path?: string, cause?: unknown): PrevailError {
   return new PrevailError(ErrorCodes.BAD_CERTIFICATE, message, {
     ...(path !== undefined ? { path } : {}),
@@ -91,8 +89,8 @@ function crlPem(der: ArrayBuffer): string {
 }
 
 /**
- * Reads a list and checks it against the CA bundle `caPem`: signed by one of its certificates
- * and not past its nextUpdate. PREVAIL_BAD_CERTIFICATE (with `path`) otherwise.
+ * Reads a file of lists and checks it against the CA bundle `caPem` (describeCrls).
+ * PREVAIL_BAD_CERTIFICATE (with `path`) when it can't be read or doesn't pass.
  */
 export function readCrl(path: string, caPem: string): string {
   let text: string;
@@ -102,14 +100,53 @@ export function readCrl(path: string, caPem: string): string {
     const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw bad(`can't read CRL file ${path}: ${reason}`, path, err);
   }
-  describeCrl(text, caPem, path);
+  describeCrls(text, caPem, path);
   return text;
 }
 
-/** What a list holds, once checked as readCrl checks it. */
+/** The PEM blocks of the lists in `pem`, one per CA (what Node's `crl` option takes). */
+export function crlBlocks(pem: string | Buffer): string[] {
+  return pem.toString().match(CRL_BLOCKS) ?? [];
+}
+
+/**
+ * Every list in `pem`, each checked as describeCrl checks it, and one for each CA of the bundle
+ * `caPem`: OpenSSL, given lists, refuses a certificate whose issuer has none ("unable to get
+ * certificate CRL"), so during a move between CAs the file holds both CAs' lists.
+ */
+export function describeCrls(pem: string, caPem: string, path?: string): CrlDescription[] {
+  const blocks = crlBlocks(pem);
+  if (!blocks.length) throw bad(`${path ?? 'the CRL'} is not a PEM CRL (no X509 CRL block)`, path);
+  const cas = caBlocks(caPem);
+  const checked = blocks.map((block) => checkList(block, cas, path));
+  const uncovered = cas.filter((_, i) => !checked.some((c) => c.signer === i));
+  if (uncovered.length)
+    throw bad(
+      `${path ?? 'the CRL'} has no list from ${uncovered.map((ca) => new X509Certificate(ca).subject.replace(/\n/g, ', ')).join('; ')}: every certificate that CA signed would be refused; add its crl.pem (prevail certs revoke --dir <its dir>)`,
+      path,
+    );
+  return checked.map((c) => c.description);
+}
+
+/** The first list in `pem`, checked: signed by a CA of the bundle `caPem`, not past its nextUpdate. */
 export function describeCrl(pem: string, caPem: string, path?: string): CrlDescription {
-  const block = CRL_BLOCK.exec(pem)?.[0];
+  const block = crlBlocks(pem)[0];
   if (!block) throw bad(`${path ?? 'the CRL'} is not a PEM CRL (no X509 CRL block)`, path);
+  return checkList(block, caBlocks(caPem), path).description;
+}
+
+const CRL_BLOCKS = /-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----/g;
+
+function caBlocks(caPem: string): string[] {
+  return caPem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+}
+
+/** One list checked against the CAs `cas`; `signer` is the index of the CA that signed it. */
+function checkList(
+  block: string,
+  cas: string[],
+  path: string | undefined,
+): { description: CrlDescription; signer: number } {
   const X = x509();
   let crl: InstanceType<typeof X.X509Crl>;
   try {
@@ -117,8 +154,8 @@ export function describeCrl(pem: string, caPem: string, path?: string): CrlDescr
   } catch (err) {
     throw bad(`${path ?? 'the CRL'} is not a PEM CRL (${(err as Error).message})`, path, err);
   }
-  const cas = caPem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
-  if (!cas.some((ca) => signedBy(crl.rawData, hashOf(crl), ca)))
+  const signer = cas.findIndex((ca) => signedBy(crl.rawData, hashOf(crl), ca));
+  if (signer < 0)
     throw bad(
       `${path ?? 'the CRL'} (issuer ${crl.issuer}) is not signed by the CA: with it every peer would be refused`,
       path,
@@ -128,7 +165,7 @@ export function describeCrl(pem: string, caPem: string, path?: string): CrlDescr
       `${path ?? 'the CRL'} expired on ${crl.nextUpdate.toISOString()}: with it every peer would be refused; make a new one (prevail certs revoke)`,
       path,
     );
-  return {
+  const description = {
     issuer: crl.issuer,
     thisUpdate: crl.thisUpdate,
     nextUpdate: crl.nextUpdate,
@@ -137,6 +174,7 @@ export function describeCrl(pem: string, caPem: string, path?: string): CrlDescr
       revokedAt: e.revocationDate,
     })),
   };
+  return { description, signer };
 }
 
 /** The list's signature hash ('SHA-256'), or '' when its algorithm is one x509 can't name. */

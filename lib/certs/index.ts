@@ -17,7 +17,15 @@ export {
   type Leaf,
   type NodeCertOptions,
 } from './create.js';
-export { describeCrl, readCrl, revoke, type CrlDescription, type RevokedCert } from './crl.js';
+export {
+  crlBlocks,
+  describeCrl,
+  describeCrls,
+  readCrl,
+  revoke,
+  type CrlDescription,
+  type RevokedCert,
+} from './crl.js';
 export {
   certFilesExist,
   certPaths,

@@ -14,6 +14,7 @@ import {
   crlPath,
   describeCert,
   describeCrl,
+  describeCrls,
   nodeLeaf,
   readPem,
   revoke,
@@ -186,14 +187,20 @@ function readFileText(file: string): string {
   }
 }
 
-/** A CRL's entries, checked against the CA beside it (or in --dir). */
+/**
+ * A CRL file's lists (one per CA), each checked against the CA beside it (or in --dir, or given
+ * as a bundle there): the file as a node given it with --crl and that --ca would take it.
+ */
 function showCrl(file: string, dir: string | undefined): void {
   const ca = readPem(certPaths(dir ?? dirname(file), 'ca').cert, 'certificate');
-  const d = describeCrl(readFileSync(file, 'utf8'), ca, file);
+  const lists = describeCrls(readFileSync(file, 'utf8'), ca, file);
   console.log(`${'file'.padEnd(11)}${file}`);
-  console.log(`${'issuer'.padEnd(11)}${d.issuer}`);
-  console.log(`${'updated'.padEnd(11)}${d.thisUpdate.toISOString()}`);
-  console.log(`${'valid to'.padEnd(11)}${d.nextUpdate?.toISOString() ?? '(no next update)'}`);
-  console.log(`${'revoked'.padEnd(11)}${d.revoked.length}`);
-  for (const r of d.revoked) console.log(`  serial ${r.serial} since ${r.revokedAt.toISOString()}`);
+  for (const d of lists) {
+    console.log(`${'issuer'.padEnd(11)}${d.issuer}`);
+    console.log(`${'updated'.padEnd(11)}${d.thisUpdate.toISOString()}`);
+    console.log(`${'valid to'.padEnd(11)}${d.nextUpdate?.toISOString() ?? '(no next update)'}`);
+    console.log(`${'revoked'.padEnd(11)}${d.revoked.length}`);
+    for (const r of d.revoked)
+      console.log(`  serial ${r.serial} since ${r.revokedAt.toISOString()}`);
+  }
 }

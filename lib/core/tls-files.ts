@@ -1,6 +1,6 @@
 // The TLS settings named by `--ca`, `--cert`, `--key` (and `--crl`): read once, here, for both the
 // HTTP API (ServiceOptions.tls) and the cluster's transport, which take the same files.
-import { describeCrl, readCrl } from '../certs/crl.js';
+import { describeCrls, readCrl } from '../certs/crl.js';
 import { loadTlsFiles } from '../certs/files.js';
 import { ErrorCodes, PrevailError } from './errors.js';
 
@@ -42,5 +42,6 @@ export function readTlsFiles(paths: TlsPaths): TlsMaterial | undefined {
 export function revokedSerials(material: TlsMaterial): Set<string> {
   if (material.crl === undefined) return new Set();
   const ca = material.ca.toString();
-  return new Set(describeCrl(material.crl.toString(), ca).revoked.map((r) => r.serial));
+  const lists = describeCrls(material.crl.toString(), ca);
+  return new Set(lists.flatMap((list) => list.revoked.map((r) => r.serial)));
 }

@@ -20,7 +20,7 @@ import {
   type TLSSocket,
 } from 'node:tls';
 
-import { describeCrl, readCrl } from '../certs/crl.js';
+import { crlBlocks, describeCrls, readCrl } from '../certs/crl.js';
 import { checkKeyFits, readPem } from '../certs/files.js';
 import { parseAddress } from '../core/address.js';
 import { debug } from '../core/diagnostics.js';
@@ -179,13 +179,19 @@ function crlOf(tls: TlsOptions, ca: string): string | undefined {
   if (tls.crl === undefined) return undefined;
   const text = Buffer.isBuffer(tls.crl) ? tls.crl.toString('utf8') : tls.crl;
   if (typeof text !== 'string') throw invalid('tls: crl must be PEM text');
-  describeCrl(text, ca);
+  describeCrls(text, ca);
   return text;
 }
 
-/** Both sides' TLS settings from the material: TLS 1.3, and the revocation list when there is one. */
+/** Both sides' TLS settings from the material: TLS 1.3, and the revocation lists when given (one per CA). */
 function contextOptions({ ca, cert, key, crl }: MemberTls): SecureContextOptions {
-  return { ca, cert, key, minVersion: 'TLSv1.3', ...(crl !== undefined ? { crl } : {}) };
+  return {
+    ca,
+    cert,
+    key,
+    minVersion: 'TLSv1.3',
+    ...(crl !== undefined ? { crl: crlBlocks(crl) } : {}),
+  };
 }
 
 /** The member id a verified peer certificate names, or undefined (a client's, or none). */

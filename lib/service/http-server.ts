@@ -10,7 +10,7 @@ import type { TLSSocket } from 'node:tls';
 
 import { permissionFor, type HttpAuth } from '../core/auth.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
-import { serialKey } from '../certs/crl.js';
+import { crlBlocks, serialKey } from '../certs/crl.js';
 import type { TlsMaterial } from '../core/tls-files.js';
 import { refuse, refuseClosing, type OperationsHandler } from './operations.js';
 import { send, sendError } from './respond.js';
@@ -119,7 +119,7 @@ function httpsServer(
         rejectUnauthorized: false,
         minVersion: 'TLSv1.2',
         handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
-        ...(crl !== undefined ? { crl } : {}),
+        ...(crl !== undefined ? { crl: crlBlocks(crl) } : {}),
       },
       onRequest,
     );

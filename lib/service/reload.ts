@@ -7,6 +7,7 @@ import { createSecureContext, type SecureContextOptions } from 'node:tls';
 
 import { HttpAuth, type AuthOptions } from '../core/auth.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
+import { crlBlocks } from '../certs/crl.js';
 import { revokedSerials, type TlsMaterial } from '../core/tls-files.js';
 import type { KvStore } from './kv-schema.js';
 import { closeRevoked, type Guard } from './http-server.js';
@@ -54,7 +55,7 @@ export function reloader(
         cert,
         key,
         minVersion: 'TLSv1.2' as const,
-        ...(crl !== undefined ? { crl } : {}),
+        ...(crl !== undefined ? { crl: crlBlocks(crl) } : {}),
       };
       if (https) checkContext(context);
       // The members' side checks the certificate names this node and the CA signed it, and

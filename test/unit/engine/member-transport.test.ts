@@ -100,11 +100,11 @@ async function serverWith(cert: TestCert): Promise<{ server: Server; address: st
 }
 
 /** A raft connection to 127.0.0.1:`port` presenting `cert`, preamble sent; resolves once it closes. */
-async function dialRaftAs(port: number, cert: TestCert): Promise<void> {
+async function dialRaftAs(port: number, cert: TestCert, trust = ca.cert): Promise<void> {
   const socket = tlsConnect({
     host: '127.0.0.1',
     port,
-    ca: ca.cert,
+    ca: trust,
     ...cert,
     ALPNProtocols: [ALPN_RAFT],
     checkServerIdentity: () => undefined,
@@ -197,6 +197,35 @@ describe('MemberTransport', () => {
     } finally {
       await transport.close();
       revoked.server.close();
+    }
+  });
+
+  // During a move to a new CA both are trusted (a bundle): OpenSSL, given lists, refuses any
+  // certificate whose issuer has none, so the file must hold a list per CA.
+  test('a CA bundle: a list for each CA is required; with both, each CA’s revoked member is refused', async () => {
+    const other = await testCa('the next CA');
+    const bundle = `${ca.cert.trim()}\n${other.cert.trim()}\n`;
+    const node2 = await ca.node(2);
+    const node3 = await other.node(3);
+    const node4 = await other.node(4);
+    const ours = (await revoke(ca, [node2.cert])).crl;
+    expect(() => loadMemberTls({ ca: bundle, ...member1, crl: ours }, 1)).toThrow(
+      expect.objectContaining({
+        code: 'PREVAIL_BAD_CERTIFICATE',
+        message: expect.stringMatching(/no list from CN=the next CA/),
+      }),
+    );
+    const both = `${ours.trim()}\n${(await revoke(other, [node4.cert])).crl}`;
+    const calls: string[] = [];
+    const [port] = await freePorts(1);
+    const material = loadMemberTls({ ca: bundle, ...member1, crl: both }, 1);
+    const transport = new MemberTransport(1, `127.0.0.1:${port}`, material, recordingEngine(calls));
+    await transport.listen();
+    try {
+      for (const cert of [node2, node3, node4]) await dialRaftAs(port!, cert, bundle);
+      expect(calls).toEqual(['accept 3 127.0.0.1:1']);
+    } finally {
+      await transport.close();
     }
   });
 
