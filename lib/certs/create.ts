@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 
 import { ErrorCodes, invalid, PrevailError } from '../core/errors.js';
 import { clientUri, isClientName, nodeUri } from '../core/identity.js';
+import { describeCrl, serialKey } from './crl.js';
 import { x509, type X509Module } from './x509.js';
 
 /** A certificate and its private key, both PEM (the key PKCS#8). */
@@ -160,8 +161,62 @@ async function issue(ca: CertAndKey, leaf: Leaf): Promise<CertAndKey> {
   return { cert: cert.toString('pem'), key: pkcs8Pem(keys.privateKey) };
 }
 
+/**
+ * A new list: `previous`'s entries (a list from the same CA) and the certificates `certs` (PEM,
+ * each signed by `ca`), signed by `ca`. Valid until the CA itself expires: a list past its
+ * nextUpdate would shut every connection out. Returns the PEM and the serials it added.
+ */
+export async function revoke(
+  ca: CertAndKey,
+  certs: string[],
+  previous?: string,
+): Promise<{ crl: string; added: string[] }> {
+  const X = x509();
+  const signer = await caSigner(X, ca);
+  const caCert = new X509Certificate(ca.cert);
+  const entries = new Map<string, Date>();
+  if (previous !== undefined)
+    for (const r of describeCrl(previous, ca.cert).revoked) entries.set(r.serial, r.revokedAt);
+  const added: string[] = [];
+  const now = new Date();
+  for (const pem of certs) {
+    const cert = new X509Certificate(pem);
+    if (!cert.checkIssued(caCert) || !cert.verify(caCert.publicKey))
+      throw new PrevailError(
+        ErrorCodes.BAD_CERTIFICATE,
+        `${cert.subject.replace(/\n/g, ', ')} is not signed by this CA: its list can't revoke it`,
+      );
+    const serial = serialKey(cert.serialNumber);
+    if (!entries.has(serial)) added.push(serial);
+    entries.set(serial, entries.get(serial) ?? now);
+  }
+  const crl = await X.X509CrlGenerator.create(
+    {
+      issuer: signer.cert.subjectName,
+      thisUpdate: now,
+      nextUpdate: new Date(caCert.validTo),
+      entries: [...entries].map(([serial, revocationDate]) => ({
+        serialNumber: serial.length % 2 ? `0${serial}` : serial, // whole bytes
+        revocationDate,
+      })),
+      signingKey: signer.key,
+      signingAlgorithm: signer.algorithm,
+    },
+    webcrypto,
+  );
+  return { crl: crlPem(crl.rawData), added };
+}
+
+/** PEM under the label OpenSSL reads a CRL by (x509's own writer says `CRL`). */
+function crlPem(der: ArrayBuffer): string {
+  const lines =
+    Buffer.from(der)
+      .toString('base64')
+      .match(/.{1,64}/g) ?? [];
+  return `-----BEGIN X509 CRL-----\n${lines.join('\n')}\n-----END X509 CRL-----\n`;
+}
 /** The CA certificate parsed, and its key imported for signing (ECDSA on any curve, or RSA). */
-export async function caSigner(X: X509Module, ca: CertAndKey) {
+async function caSigner(X: X509Module, ca: CertAndKey) {
   const bad = (message: string, cause?: unknown) =>
     new PrevailError(ErrorCodes.BAD_CERTIFICATE, message, cause ? { cause } : {});
   let checked: X509Certificate;

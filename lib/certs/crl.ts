@@ -3,12 +3,10 @@
 // A list is checked before it is used: one from another CA, or past its nextUpdate, would make
 // OpenSSL refuse every peer ("unable to get certificate CRL", "CRL has expired"), so it is
 // refused up front with PREVAIL_BAD_CERTIFICATE instead.
-import { createPublicKey, verify, webcrypto, X509Certificate } from 'node:crypto';
+import { createPublicKey, verify, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
 import { ErrorCodes, PrevailError } from '../core/errors.js';
-import { describeCert } from './files.js';
-import { caSigner, type CertAndKey } from './create.js';
 import { x509 } from './x509.js';
 
 /** A certificate serial as lists are compared: hex, lower case, no leading zeros. */
@@ -34,58 +32,6 @@ function bad(message: string, path?: string, cause?: unknown): PrevailError {
     ...(path !== undefined ? { path } : {}),
     ...(cause !== undefined ? { cause } : {}),
   });
-}
-
-/**
- * A new list: `previous`'s entries (a list from the same CA) and the certificates `certs` (PEM,
- * each signed by `ca`), signed by `ca`. Valid until the CA itself expires: a list past its
- * nextUpdate would shut every connection out. Returns the PEM and the serials it added.
- */
-export async function revoke(
-  ca: CertAndKey,
-  certs: string[],
-  previous?: string,
-): Promise<{ crl: string; added: string[] }> {
-  const X = x509();
-  const signer = await caSigner(X, ca);
-  const caCert = new X509Certificate(ca.cert);
-  const entries = new Map<string, Date>();
-  if (previous !== undefined)
-    for (const r of describeCrl(previous, ca.cert).revoked) entries.set(r.serial, r.revokedAt);
-  const added: string[] = [];
-  const now = new Date();
-  for (const pem of certs) {
-    const cert = new X509Certificate(pem);
-    if (!cert.checkIssued(caCert) || !cert.verify(caCert.publicKey))
-      throw bad(`${describeCert(pem).subject} is not signed by this CA: its list can't revoke it`);
-    const serial = serialKey(cert.serialNumber);
-    if (!entries.has(serial)) added.push(serial);
-    entries.set(serial, entries.get(serial) ?? now);
-  }
-  const crl = await X.X509CrlGenerator.create(
-    {
-      issuer: signer.cert.subjectName,
-      thisUpdate: now,
-      nextUpdate: new Date(caCert.validTo),
-      entries: [...entries].map(([serial, revocationDate]) => ({
-        serialNumber: serial.length % 2 ? `0${serial}` : serial, // whole bytes
-        revocationDate,
-      })),
-      signingKey: signer.key,
-      signingAlgorithm: signer.algorithm,
-    },
-    webcrypto,
-  );
-  return { crl: crlPem(crl.rawData), added };
-}
-
-/** PEM under the label OpenSSL reads a CRL by (x509's own writer says `CRL`). */
-function crlPem(der: ArrayBuffer): string {
-  const lines =
-    Buffer.from(der)
-      .toString('base64')
-      .match(/.{1,64}/g) ?? [];
-  return `-----BEGIN X509 CRL-----\n${lines.join('\n')}\n-----END X509 CRL-----\n`;
 }
 
 /**

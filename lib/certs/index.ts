@@ -11,6 +11,7 @@ export {
   DEFAULT_HOSTS,
   LEAF_DAYS,
   nodeLeaf,
+  revoke,
   type CaOptions,
   type CertAndKey,
   type ClientCertOptions,
@@ -22,7 +23,6 @@ export {
   describeCrl,
   describeCrls,
   readCrl,
-  revoke,
   type CrlDescription,
   type RevokedCert,
 } from './crl.js';

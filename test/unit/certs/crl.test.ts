@@ -1,7 +1,7 @@
 // Revocation lists (lib/certs/crl.ts): what revoke() makes, what describeCrl() refuses (a list
 // that would shut every peer out: another CA's, an expired one, a damaged one), and what a real
 // TLS handshake in this process does with one: a revoked member or client is refused.
-import { webcrypto } from 'node:crypto';
+import { createPrivateKey, webcrypto } from 'node:crypto';
 import { connect, createServer, type TLSSocket } from 'node:tls';
 
 import fc from 'fast-check';
@@ -15,7 +15,6 @@ import {
   type CertAndKey,
 } from '../../../lib/certs/index.js';
 import { certificateListParts, serialKey } from '../../../lib/certs/crl.js';
-import { caSigner } from '../../../lib/certs/create.js';
 import { x509 as loadX509 } from '../../../lib/certs/x509.js';
 import { loadMemberTls } from '../../../lib/engine/member-transport.js';
 
@@ -68,14 +67,21 @@ describe('describeCrl refuses a list that would refuse every peer', () => {
 
   test('past its nextUpdate', async () => {
     const X = loadX509();
-    const signer = await caSigner(X, ca);
+    const der = createPrivateKey(ca.key).export({ type: 'pkcs8', format: 'der' });
+    const signingKey = await webcrypto.subtle.importKey(
+      'pkcs8',
+      der,
+      { name: 'ECDSA', namedCurve: 'P-256' },
+      false,
+      ['sign'],
+    );
     const old = await X.X509CrlGenerator.create(
       {
-        issuer: signer.cert.subjectName,
+        issuer: new X.X509Certificate(ca.cert).subjectName,
         thisUpdate: new Date(Date.now() - 2 * 86_400_000),
         nextUpdate: new Date(Date.now() - 86_400_000),
-        signingKey: signer.key,
-        signingAlgorithm: signer.algorithm,
+        signingKey,
+        signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
       },
       webcrypto,
     );
