@@ -20,7 +20,7 @@ import {
   type TLSSocket,
 } from 'node:tls';
 
-import { crlBlocks, describeCrls, readCrl } from '../certs/crl.js';
+import { crlBlocks, describeCrls, readCrl, type CrlDescription } from '../certs/crl.js';
 import { checkKeyFits, readPem } from '../certs/files.js';
 import { parseAddress } from '../core/address.js';
 import { debug } from '../core/diagnostics.js';
@@ -57,8 +57,10 @@ export interface MemberTls {
   key: string;
   /** The leaf's last day of validity (ms since the epoch), to warn before it comes. */
   notAfter: number;
-  /** The revocation list, when given. */
+  /** The revocation lists (one per CA), when given. */
   crl?: string;
+  /** What they hold, for status pages: certificates listed, and when the first list lapses. */
+  revocation?: { revoked: number; nextUpdate: number | null };
 }
 
 /** ALPN names of the two protocols on a member's port. */
@@ -168,7 +170,16 @@ export function loadMemberTls(tls: TlsOptions, id: number): MemberTls {
     throw bad(`the certificate is not valid now (${leaf.validFrom} – ${leaf.validTo})`);
   checkKeyFits(cert, key, tls.keyFile, tls.certFile);
   const crl = crlOf(tls, ca);
-  return { ca, cert, key, notAfter, ...(crl !== undefined ? { crl } : {}) };
+  if (crl === undefined) return { ca, cert, key, notAfter };
+  return { ca, cert, key, notAfter, crl, revocation: revocationOf(describeCrls(crl, ca)) };
+}
+
+function revocationOf(lists: CrlDescription[]): MemberTls['revocation'] {
+  const updates = lists.flatMap((l) => (l.nextUpdate ? [l.nextUpdate.getTime()] : []));
+  return {
+    revoked: lists.reduce((n, l) => n + l.revoked.length, 0),
+    nextUpdate: updates.length ? Math.min(...updates) : null,
+  };
 }
 
 /** The revocation list of `tls`, checked against the CA bundle `ca`; undefined without one. */

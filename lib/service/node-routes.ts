@@ -31,6 +31,7 @@ export function status({ store, insecure }: RouteContext): unknown {
     insecure: insecure === true,
     security: s.security, // how members reach this node: 'tls', 'insecure' (plain TCP) or 'none'
     certificateNotAfter: notAfterOf(store),
+    revocation: revocationOf(store),
     cluster: clusterView(store, s),
   };
 }
@@ -48,6 +49,16 @@ export function clusterView(
 function notAfterOf(store: RouteContext['store']): string | null {
   const notAfter = store.node.transport?.material.notAfter;
   return notAfter === undefined ? null : new Date(notAfter).toISOString();
+}
+
+/** The revocation lists this node's members' TLS uses: `{ revoked, nextUpdate }`, or null without. */
+function revocationOf(store: RouteContext['store']): unknown {
+  const r = store.node.transport?.material.revocation;
+  if (r === undefined) return null;
+  return {
+    revoked: r.revoked,
+    nextUpdate: r.nextUpdate === null ? null : new Date(r.nextUpdate).toISOString(),
+  };
 }
 
 /** POST /admin/reload: `prevail serve`'s; an app reloads its own settings its own way (501). */
