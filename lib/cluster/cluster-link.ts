@@ -289,6 +289,12 @@ export class ClusterLink extends EventEmitter {
         if (!this.#forward || !isPrevailError(err, ErrorCodes.NOT_LEADER)) throw err;
       }
       const channel = await this.#leaderChannel(deadline, signal);
+      if (channel === null) {
+        // This node leads now: propose here, after a turn of the loop (never a tight loop
+        // should the engine and the role disagree for a moment).
+        await new Promise((resolve) => setImmediate(resolve));
+        continue;
+      }
       this.#metrics.forwarded++;
       let reply: { index: number; result: unknown };
       try {
@@ -507,6 +513,7 @@ export class ClusterLink extends EventEmitter {
       );
     }
     const channel = await this.#leaderChannel(deadline, signal);
+    if (channel === null) return this.#leaderReadIndex(consistency);
     return (await this.#client(channel).request(
       'readIndex',
       { consistency },
@@ -718,12 +725,15 @@ export class ClusterLink extends EventEmitter {
     this.#coalescedBarrier().catch(() => undefined);
   }
 
-  // The leader's channel address, waiting (bounded) while there is no leader or it has not announced itself yet.
-  async #leaderChannel(deadline: number, signal?: AbortSignal): Promise<string> {
+  // The leader's channel address, waiting (bounded) while there is no leader or it has not
+  // announced itself yet; null once this node leads: a request that waited through an election
+  // this node won is done here (before, it waited for a channel of its own until its deadline).
+  async #leaderChannel(deadline: number, signal?: AbortSignal): Promise<string | null> {
     for (;;) {
       if (signal?.aborted)
         throw new PrevailError(ErrorCodes.ABORTED, 'aborted', { cause: signal.reason });
       if (this.#closed) throw new PrevailError(ErrorCodes.CLOSED, 'the store is closed');
+      if (this.#leads()) return null;
       const leader = this.#node.leader;
       const channel = this.#leaderChannelNow();
       if (channel) return channel;

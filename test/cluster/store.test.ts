@@ -206,6 +206,28 @@ describe('a store cluster (3 processes)', () => {
     await cluster.start(old.spec.id);
   });
 
+  // A write sent to a survivor waits through the election; when that survivor is the one that
+  // wins, the write is done there. (It used to wait for a leader's channel other than its own
+  // until its deadline, and fail with PREVAIL_UNAVAILABLE "leader N is not reachable yet".)
+  test('kill -9 of the leader: writes sent to both survivors at once are both done, on the winner too', async () => {
+    const old = leader;
+    await old.kill();
+    const survivors = cluster.others(old);
+    const outcomes = await Promise.all(
+      survivors.map((n, i) =>
+        n.call<{ ok?: unknown; error?: { code: string; message: string } }>(
+          'propose',
+          { name: 'put', args: { key: `after-kill-${i}`, value: 'v' }, timeoutMs: 8000 },
+          20_000,
+        ),
+      ),
+    );
+    leader = await cluster.leader(15_000);
+    expect(outcomes.map((o) => o.error ?? 'ok')).toEqual(['ok', 'ok']);
+    await cluster.start(old.spec.id);
+    await forwardingReady(cluster.others(leader)[0]!);
+  });
+
   test("a paused old leader can't serve a stale linearizable or lease read after it resumes", async () => {
     leader = await cluster.leader(15_000);
     const before = await leader.call<Write>('propose', {
