@@ -386,23 +386,31 @@ async function writeThroughEveryNode(tag) {
   }
 }
 
-/** Makes `target` the leader (the current leader transfers to it), bounded. */
+/**
+ * Makes `target` the leader (the current leader transfers to it), bounded. An election may move
+ * the lead while the transfer is asked for: to `target` (the goal), or to a third node, which
+ * is then asked in turn.
+ */
 async function transferTo(target) {
-  const leader = await waitLeader('before a transfer');
-  if (leader === target) return;
-  // An election may hand `target` the lead while the transfer is retried: that is the goal.
-  const a = await callUntilDone(
-    leader,
-    'POST',
-    '/admin/transfer',
-    { id: target.id },
-    `transfer to ${target.id}`,
-    (answer) => answer.body?.error?.leader?.id === target.id,
-  );
-  if (a.status !== 200 && a.body?.error?.leader?.id !== target.id)
-    throw new Mismatch(
-      `transfer to node ${target.id} refused: ${a.status} ${JSON.stringify(a.body)}`,
+  const deadline = Date.now() + 40_000;
+  for (;;) {
+    const leader = await waitLeader('before a transfer');
+    if (leader === target) return;
+    const a = await callUntilDone(
+      leader,
+      'POST',
+      '/admin/transfer',
+      { id: target.id },
+      `transfer to ${target.id}`,
+      (answer) => answer.body?.error?.code === 'PREVAIL_NOT_LEADER',
     );
+    if (a.status === 200 || a.body?.error?.leader?.id === target.id) break;
+    if (a.body?.error?.code !== 'PREVAIL_NOT_LEADER' || Date.now() > deadline)
+      throw new Mismatch(
+        `transfer to node ${target.id} refused: ${a.status} ${JSON.stringify(a.body)}`,
+      );
+    say(`  node ${leader.id} no longer leads: asking the new leader`);
+  }
   await waitLeader(`node ${target.id} after a transfer`, (n) => n === target);
 }
 
