@@ -58,6 +58,8 @@ export function reloader(
         ...(crl !== undefined ? { crl: crlBlocks(crl) } : {}),
       };
       if (https) checkContext(context);
+      // Checked (one list per CA, each signed by it) before anything changes.
+      const revoked = revokedSerials(fresh.tls);
       // The members' side checks the certificate names this node and the CA signed it, and
       // keeps the old material when it doesn't: it goes before any change, so a refusal
       // changes nothing.
@@ -65,7 +67,7 @@ export function reloader(
       if (https) {
         (server as unknown as HttpsServer).setSecureContext(context);
         guard.tls = fresh.tls;
-        closeRevoked(server, revokedSerials(fresh.tls));
+        closeRevoked(server, revoked);
       }
     }
     if (auth) guard.auth = auth;

@@ -136,6 +136,16 @@ test('a reload with a revocation list closes the revoked client’s connection a
       status: 200,
       body: { revocation: { revoked: 1, nextUpdate: expect.stringMatching(/^\d{4}-/) } },
     });
+    // A list from another CA would refuse every peer: refused, and nothing changes.
+    const stranger = await testCa('a stranger CA');
+    fresh = {
+      tls: { ca: ca.cert, ...leaf, crl: (await revoke(stranger, [])).crl },
+      auth: authWith(OLD),
+    };
+    expect(() => service.reload()).toThrow(
+      expect.objectContaining({ code: 'PREVAIL_BAD_CERTIFICATE' }),
+    );
+    expect((await call('GET', '/status', NEW)).status).toBe(200); // NEW still the token
   } finally {
     agent.destroy();
     fresh = { tls: { ca: ca.cert, ...leaf }, auth: authWith(NEW) };
