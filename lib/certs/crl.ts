@@ -39,15 +39,19 @@ function bad(message: string, path?: string, cause?: unknown): PrevailError {
  * PREVAIL_BAD_CERTIFICATE (with `path`) when it can't be read or doesn't pass.
  */
 export function readCrl(path: string, caPem: string): string {
-  let text: string;
+  const text = readCrlText(path);
+  describeCrls(text, caPem, path);
+  return text;
+}
+
+/** A CRL file's text, unchecked; PREVAIL_BAD_CERTIFICATE (with `path`) when it can't be read. */
+export function readCrlText(path: string): string {
   try {
-    text = readFileSync(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (err) {
     const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw bad(`can't read CRL file ${path}: ${reason}`, path, err);
   }
-  describeCrls(text, caPem, path);
-  return text;
 }
 
 /** The PEM blocks of the lists in `pem`, one per CA (what Node's `crl` option takes). */

@@ -20,7 +20,7 @@ import {
   type TLSSocket,
 } from 'node:tls';
 
-import { crlBlocks, describeCrls, readCrl, type CrlDescription } from '../certs/crl.js';
+import { crlBlocks, describeCrls, readCrlText, type CrlDescription } from '../certs/crl.js';
 import { checkKeyFits, readPem } from '../certs/files.js';
 import { parseAddress } from '../core/address.js';
 import { debug } from '../core/diagnostics.js';
@@ -169,9 +169,10 @@ export function loadMemberTls(tls: TlsOptions, id: number): MemberTls {
   if (Date.parse(leaf.validFrom) > now || notAfter < now)
     throw bad(`the certificate is not valid now (${leaf.validFrom} – ${leaf.validTo})`);
   checkKeyFits(cert, key, tls.keyFile, tls.certFile);
-  const crl = crlOf(tls, ca);
+  const crl = crlOf(tls);
   if (crl === undefined) return { ca, cert, key, notAfter };
-  return { ca, cert, key, notAfter, crl, revocation: revocationOf(describeCrls(crl, ca)) };
+  const lists = describeCrls(crl, ca, tls.crlFile);
+  return { ca, cert, key, notAfter, crl, revocation: revocationOf(lists) };
 }
 
 function revocationOf(lists: CrlDescription[]): MemberTls['revocation'] {
@@ -182,15 +183,14 @@ function revocationOf(lists: CrlDescription[]): MemberTls['revocation'] {
   };
 }
 
-/** The revocation list of `tls`, checked against the CA bundle `ca`; undefined without one. */
-function crlOf(tls: TlsOptions, ca: string): string | undefined {
+/** The revocation lists' text of `tls` (checked by the caller, once); undefined without. */
+function crlOf(tls: TlsOptions): string | undefined {
   if (tls.crl !== undefined && tls.crlFile !== undefined)
     throw invalid('tls: give crl or crlFile, not both');
-  if (tls.crlFile !== undefined) return readCrl(tls.crlFile, ca);
+  if (tls.crlFile !== undefined) return readCrlText(tls.crlFile);
   if (tls.crl === undefined) return undefined;
   const text = Buffer.isBuffer(tls.crl) ? tls.crl.toString('utf8') : tls.crl;
   if (typeof text !== 'string') throw invalid('tls: crl must be PEM text');
-  describeCrls(text, ca);
   return text;
 }
 

@@ -6,7 +6,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { acceptWithoutNagle } from '../core/tls-tcp.js';
 import { API_PORT_LIMITS, gateHandshakes } from '../core/handshake-gate.js';
 import type { AddressInfo } from 'node:net';
-import type { TLSSocket } from 'node:tls';
+import type { SecureContextOptions, TLSSocket } from 'node:tls';
 
 import { permissionFor, type HttpAuth } from '../core/auth.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
@@ -96,6 +96,17 @@ export function closeRevoked(server: Server, revoked: ReadonlySet<string>): numb
   return closed;
 }
 
+/** The HTTPS API's TLS settings from `material`, at start and on a reload (setSecureContext). */
+export function apiContextOptions({ ca, cert, key, crl }: TlsMaterial): SecureContextOptions {
+  return {
+    ca,
+    cert,
+    key,
+    minVersion: 'TLSv1.2',
+    ...(crl !== undefined ? { crl: crlBlocks(crl) } : {}),
+  };
+}
+
 // Node's default is 120 s: a connection that never finishes its handshake would hold one of the
 // gate's places (and a descriptor) that long.
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -106,20 +117,16 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
  * HttpAuth trusts a certificate only when `socket.authorized`.
  */
 function httpsServer(
-  { ca, cert, key, crl }: TlsMaterial,
+  material: TlsMaterial,
   onRequest: (req: IncomingMessage, res: ServerResponse) => void,
 ): Server {
   try {
     const server = createHttpsServer(
       {
-        ca,
-        cert,
-        key,
+        ...apiContextOptions(material),
         requestCert: true,
         rejectUnauthorized: false,
-        minVersion: 'TLSv1.2',
         handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
-        ...(crl !== undefined ? { crl: crlBlocks(crl) } : {}),
       },
       onRequest,
     );

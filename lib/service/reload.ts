@@ -7,10 +7,9 @@ import { createSecureContext, type SecureContextOptions } from 'node:tls';
 
 import { HttpAuth, type AuthOptions } from '../core/auth.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
-import { crlBlocks } from '../certs/crl.js';
 import { revokedSerials, type TlsMaterial } from '../core/tls-files.js';
 import type { KvStore } from './kv-schema.js';
-import { closeRevoked, type Guard } from './http-server.js';
+import { apiContextOptions, closeRevoked, type Guard } from './http-server.js';
 
 /** What a reload takes: the settings given (those left out stay as they are). */
 export interface ReloadSettings {
@@ -49,14 +48,7 @@ export function reloader(
           'this service started without TLS: restart it to turn TLS on',
         );
       notAfter = leafNotAfter(fresh.tls.cert);
-      const { ca, cert, key, crl } = fresh.tls;
-      const context = {
-        ca,
-        cert,
-        key,
-        minVersion: 'TLSv1.2' as const,
-        ...(crl !== undefined ? { crl: crlBlocks(crl) } : {}),
-      };
+      const context = apiContextOptions(fresh.tls);
       if (https) checkContext(context);
       // Checked (one list per CA, each signed by it) before anything changes.
       const revoked = revokedSerials(fresh.tls);
