@@ -150,7 +150,8 @@ function show(values: Values, positionals: string[]): void {
   only('show', values, ['dir']);
   if (positionals.length !== 1) fail('usage: prevail certs show FILE');
   const file = positionals[0]!;
-  if (/-----BEGIN X509 CRL-----/.test(readFileText(file))) return showCrl(file, values.dir);
+  const text = readFileText(file);
+  if (/-----BEGIN X509 CRL-----/.test(text)) return showCrl(file, text, values.dir);
   const d = describeCert(readPem(file, 'certificate'));
   const identity = !d.identity
     ? d.ca
@@ -191,9 +192,9 @@ function readFileText(file: string): string {
  * A CRL file's lists (one per CA), each checked against the CA beside it (or in --dir, or given
  * as a bundle there): the file as a node given it with --crl and that --ca would take it.
  */
-function showCrl(file: string, dir: string | undefined): void {
+function showCrl(file: string, text: string, dir: string | undefined): void {
   const ca = readPem(certPaths(dir ?? dirname(file), 'ca').cert, 'certificate');
-  const lists = describeCrls(readFileSync(file, 'utf8'), ca, file);
+  const lists = describeCrls(text, ca, file);
   console.log(`${'file'.padEnd(11)}${file}`);
   for (const d of lists) {
     console.log(`${'issuer'.padEnd(11)}${d.issuer}`);
