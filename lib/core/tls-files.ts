@@ -1,6 +1,8 @@
 // The TLS settings named by `--ca`, `--cert`, `--key` (and `--crl`): read once, here, for both the
 // HTTP API (ServiceOptions.tls) and the cluster's transport, which take the same files.
-import { describeCrls, readCrl } from '../certs/crl.js';
+import type { SecureContextOptions } from 'node:tls';
+
+import { crlBlocks, describeCrls, readCrl } from '../certs/crl.js';
 import { loadTlsFiles } from '../certs/files.js';
 import { ErrorCodes, PrevailError } from './errors.js';
 
@@ -44,4 +46,12 @@ export function revokedSerials(material: TlsMaterial): Set<string> {
   const ca = material.ca.toString();
   const lists = describeCrls(material.crl.toString(), ca);
   return new Set(lists.flatMap((list) => list.revoked.map((r) => r.serial)));
+}
+
+/** Node's TLS settings for `material` (the revocation lists as Node takes them: one per CA). */
+export function contextOptions(
+  { ca, cert, key, crl }: TlsMaterial,
+  minVersion: 'TLSv1.2' | 'TLSv1.3',
+): SecureContextOptions {
+  return { ca, cert, key, minVersion, ...(crl !== undefined ? { crl: crlBlocks(crl) } : {}) };
 }

@@ -20,7 +20,8 @@ import {
   type TLSSocket,
 } from 'node:tls';
 
-import { crlBlocks, describeCrls, readCrlText, type CrlDescription } from '../certs/crl.js';
+import { describeCrls, readCrlText, type CrlDescription } from '../certs/crl.js';
+import { contextOptions } from '../core/tls-files.js';
 import { checkKeyFits, readPem } from '../certs/files.js';
 import { parseAddress } from '../core/address.js';
 import { debug } from '../core/diagnostics.js';
@@ -194,15 +195,9 @@ function crlOf(tls: TlsOptions): string | undefined {
   return text;
 }
 
-/** Both sides' TLS settings from the material: TLS 1.3, and the revocation lists when given (one per CA). */
-function contextOptions({ ca, cert, key, crl }: MemberTls): SecureContextOptions {
-  return {
-    ca,
-    cert,
-    key,
-    minVersion: 'TLSv1.3',
-    ...(crl !== undefined ? { crl: crlBlocks(crl) } : {}),
-  };
+/** Both sides' TLS settings from the material: TLS 1.3, and the revocation lists when given. */
+function memberContextOptions(material: MemberTls): SecureContextOptions {
+  return contextOptions(material, 'TLSv1.3');
 }
 
 /** The member id a verified peer certificate names, or undefined (a client's, or none). */
@@ -299,7 +294,7 @@ export class MemberTransport {
   }
 
   #secureContext(): SecureContext {
-    return createSecureContext(contextOptions(this.#material));
+    return createSecureContext(memberContextOptions(this.#material));
   }
 
   /** Where verified peer-channel connections go (the cluster link sets it). */
@@ -317,7 +312,7 @@ export class MemberTransport {
     const { host, port } = parseAddress(this.address, 'the raft address');
     // Not `secureContext`: a server given one presents no certificate (Node 20).
     const server = createTlsServer({
-      ...contextOptions(this.#material),
+      ...memberContextOptions(this.#material),
       requestCert: true,
       rejectUnauthorized: true,
       ALPNProtocols: [ALPN_RAFT, ALPN_PEER],
@@ -550,7 +545,7 @@ export class MemberTransport {
     for (const id of [...this.#spares.keys()]) this.#dropSpare(id);
     this.#spareRetryAt.clear();
     if (this.#warmTimer) setImmediate(() => this.#warm());
-    this.#server?.setSecureContext(contextOptions(material));
+    this.#server?.setSecureContext(memberContextOptions(material));
   }
 
   /** How many open connections were made with material older than the current (a reload's). */

@@ -10,8 +10,8 @@ import type { SecureContextOptions, TLSSocket } from 'node:tls';
 
 import { permissionFor, type HttpAuth } from '../core/auth.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
-import { crlBlocks, serialKey } from '../certs/crl.js';
-import type { TlsMaterial } from '../core/tls-files.js';
+import { serialKey } from '../certs/crl.js';
+import { contextOptions, type TlsMaterial } from '../core/tls-files.js';
 import { refuse, refuseClosing, type OperationsHandler } from './operations.js';
 import { send, sendError } from './respond.js';
 import { dispatch, kvRoutes, type RouteContext } from './routes.js';
@@ -97,14 +97,8 @@ export function closeRevoked(server: Server, revoked: ReadonlySet<string>): numb
 }
 
 /** The HTTPS API's TLS settings from `material`, at start and on a reload (setSecureContext). */
-export function apiContextOptions({ ca, cert, key, crl }: TlsMaterial): SecureContextOptions {
-  return {
-    ca,
-    cert,
-    key,
-    minVersion: 'TLSv1.2',
-    ...(crl !== undefined ? { crl: crlBlocks(crl) } : {}),
-  };
+export function apiContextOptions(material: TlsMaterial): SecureContextOptions {
+  return contextOptions(material, 'TLSv1.2');
 }
 
 // Node's default is 120 s: a connection that never finishes its handshake would hold one of the
