@@ -19,7 +19,7 @@ third=$root/third_party
 dest=$third/raft
 cache=$third/cache
 # The stamp names the version and our patch level, so a checkout with an older unpack re-unpacks.
-stamp=$dest/.prevail-engine-$RAFT_VERSION-p7
+stamp=$dest/.prevail-engine-$RAFT_VERSION-p9
 
 if [[ -f $stamp && -z ${RAFT_FORCE:-} ]]; then
   echo "engine: raft $RAFT_VERSION already unpacked in $dest"
@@ -769,6 +769,91 @@ reply:
 
 reply:
 ' || { echo "engine: could not apply the pre-election fix (p7)" >&2; exit 1; }
+# p8 (issue 13, failover time; docs/engine-patches.md): a follower keeps refusing (pre-)votes
+# "while it has a leader" only for the minimum election timeout after it last heard from that
+# leader, as the Raft thesis (section 4.2.3) says, not until its own randomized timer fires.
+# Before, the first follower to time out after a leader died was refused by the other until
+# the other's timer fired too: failover took the later of two randomized timeouts, not the
+# earlier one.
+replace_once "$dest.tmp/src/recv_request_vote.c" \
+'    has_leader =
+        r->state == RAFT_LEADER ||
+        (r->state == RAFT_FOLLOWER && r->follower_state.current_leader.id != 0);
+' \
+'    /* prevail p8: "within the minimum election timeout of hearing from a
+     * current leader", as quoted above; not until our own randomized timer
+     * fires, which made the first server to time out wait for the last. */
+    has_leader =
+        r->state == RAFT_LEADER ||
+        (r->state == RAFT_FOLLOWER &&
+         r->follower_state.current_leader.id != 0 &&
+         r->now - r->election_timer_start < r->election_timeout);
+' || { echo "engine: could not apply the leader-stickiness fix (p8)" >&2; exit 1; }
+# p9 (issue 13, failover time; docs/engine-patches.md): two pre-candidates with equal logs each
+# granted the other's pre-vote, so both became candidates, each voted for itself and the
+# election was lost by both (a split vote: another whole randomized timeout). Within the first
+# election timeout of its campaign, a pre-candidate now refuses the pre-vote of a higher id with
+# a log equal to its own, and asks for its own pre-votes again; the higher id grants those.
+# After that first timeout it grants as before, so a lower id that cannot win (a partial
+# partition) does not stop a higher one for long.
+replace_once "$dest.tmp/include/raft.h" \
+'            bool in_pre_vote;            /* True in pre-vote phase. */
+#if !defined(RAFT__LEGACY_no)
+            uint64_t reserved[8]; /* Future use */
+#endif
+        } candidate_state;
+' \
+'            bool in_pre_vote;            /* True in pre-vote phase. */
+            union {
+                raft_time campaign_start; /* When it left the follower state. */
+#if !defined(RAFT__LEGACY_no)
+                uint64_t reserved[8]; /* Future use */
+#endif
+            };
+        } candidate_state;
+' || { echo "engine: could not apply the split-vote fix (p9, state)" >&2; exit 1; }
+replace_once "$dest.tmp/src/convert.c" \
+'    r->candidate_state.in_pre_vote = disrupt_leader ? false : r->pre_vote;
+' \
+'    r->candidate_state.in_pre_vote = disrupt_leader ? false : r->pre_vote;
+    r->candidate_state.campaign_start = r->now; /* prevail p9 */
+' || { echo "engine: could not apply the split-vote fix (p9, start)" >&2; exit 1; }
+replace_once "$dest.tmp/src/recv_request_vote.c" \
+'#include "tracing.h"
+' \
+'#include "tracing.h"
+#include "trail.h"
+' || { echo "engine: could not apply the split-vote fix (p9, include)" >&2; exit 1; }
+replace_once "$dest.tmp/src/recv_request_vote.c" \
+'    if (!args->pre_vote) {
+        assert(r->current_term == args->term);
+    }
+
+' \
+'    if (!args->pre_vote) {
+        assert(r->current_term == args->term);
+    }
+
+    /* prevail p9: two pre-candidates with equal logs would each grant the
+     * other a pre-vote, then both stand, each votes for itself and neither
+     * wins (a split vote, lost for a whole new election timeout). Break the
+     * tie by id: refuse a higher id with an equal log and ask for our own
+     * pre-votes again, which it grants. Only in the first election timeout of
+     * our campaign, so that a lower id which cannot win does not hold back a
+     * higher one that can. Pre-votes change no term and no vote: safety is
+     * untouched. */
+    if (args->pre_vote && r->state == RAFT_CANDIDATE &&
+        r->candidate_state.in_pre_vote && args->candidate_id > r->id &&
+        args->last_log_index == TrailLastIndex(&r->trail) &&
+        args->last_log_term == TrailLastTerm(&r->trail) &&
+        r->now - r->candidate_state.campaign_start < r->election_timeout) {
+        infof("remote pre-candidate has an equal log and a higher id -> "
+              "reject, restart pre-election");
+        electionStart(r);
+        goto reply;
+    }
+
+' || { echo "engine: could not apply the split-vote fix (p9, tie)" >&2; exit 1; }
 mv "$dest.tmp" "$dest"
 touch "$stamp"
 echo "engine: raft $RAFT_VERSION unpacked in $dest"

@@ -1,28 +1,44 @@
-// Engine patch p7 (docs/engine-patches.md): a pre-candidate that refuses another's pre-vote for
-// a less up-to-date log asks for its own pre-votes again at once, instead of after a whole new
-// election timeout. One real node (member 1, insecure transport, a 4 s election timeout) in a
-// configuration of three; members 2 and 3 are played here over TCP in the engine's wire format.
-// Member 1 campaigns, 2 and 3 refuse (they "still have a leader"); then 3 asks member 1 for a
-// pre-vote with an empty log, as a follower that missed the last entries does once its own
-// timer fires. Member 1 must ask 2 and 3 again well before its next election timeout could.
+// Engine patches p7, p8 and p9 (docs/engine-patches.md): how fast a cluster elects a new leader
+// once the old one is gone. One real node (insecure transport, a 4 s election timeout) in a
+// configuration of three; the two other members are played here over TCP in the engine's wire
+// format, so that each test can put the real node exactly in the state a patch is about.
+// - p7: a pre-candidate that refuses another's pre-vote for a less up-to-date log asks for its
+//   own pre-votes again at once, instead of after a whole new election timeout.
+// - p8: a follower refuses votes "because it has a leader" only for an election timeout after
+//   it last heard from that leader, not until its own randomized timer fires.
+// - p9: of two pre-candidates with equal logs, the lower id refuses the higher's pre-vote (and
+//   asks again), so the two don't both stand and split the vote; only early in its campaign.
 import { createServer, connect, type Server, type Socket } from 'node:net';
 
 import { Cluster, fixtures, freePorts, type NodeProcess } from '../helpers/cluster.js';
-import { REQUEST_VOTE, handshake, requestVote, requestVoteResult } from '../helpers/raft-wire.js';
+import {
+  APPEND_ENTRIES_RESULT,
+  REQUEST_VOTE,
+  REQUEST_VOTE_RESULT,
+  appendEntries,
+  handshake,
+  requestVote,
+  requestVoteResult,
+} from '../helpers/raft-wire.js';
 
 const ELECTION_TIMEOUT_MS = 4000;
 const PRE_VOTE = 2; // RequestVote flags: bit 1
 
+/** What the real node sent to a fake member. */
 interface Seen {
-  from: number; // which fake member received it
+  to: number; // which fake member received it
+  type: number;
   term: bigint;
+  at: number;
+  /** RequestVote: the candidate's last log entry, and whether it is a pre-vote. */
   lastIndex: bigint;
   lastTerm: bigint;
   preVote: boolean;
-  at: number;
+  /** RequestVoteResult: whether the vote was granted. */
+  granted: boolean;
 }
 
-/** A fake member: accepts the node's connections and records the RequestVotes on them. */
+/** A fake member: accepts the real node's connections and records what it sends. */
 function fakeMember(id: number, port: number, seen: Seen[]): Promise<Server> {
   const server = createServer((socket) => {
     let buf = Buffer.alloc(0);
@@ -43,21 +59,26 @@ function fakeMember(id: number, port: number, seen: Seen[]): Promise<Server> {
         if (buf.length < 16) return;
         const headerLength = Number(buf.readBigUInt64LE(8));
         if (buf.length < 16 + headerLength) return;
-        const header = buf.subarray(16, 16 + headerLength);
-        if (buf[0] === REQUEST_VOTE)
-          seen.push({
-            from: id,
-            term: header.readBigUInt64LE(0),
-            lastIndex: header.readBigUInt64LE(16),
-            lastTerm: header.readBigUInt64LE(24),
-            preVote: (header.readBigUInt64LE(32) & BigInt(PRE_VOTE)) !== 0n,
-            at: performance.now(),
-          });
-        buf = buf.subarray(16 + headerLength); // a candidate sends no payloads
+        seen.push(decode(id, buf[0]!, buf.subarray(16, 16 + headerLength)));
+        buf = buf.subarray(16 + headerLength); // votes and results carry no payload
       }
     });
   });
   return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve(server)));
+}
+
+function decode(to: number, type: number, header: Buffer): Seen {
+  const word = (i: number) => (header.length >= 8 * (i + 1) ? header.readBigUInt64LE(8 * i) : 0n);
+  return {
+    to,
+    type,
+    term: word(0),
+    at: performance.now(),
+    lastIndex: type === REQUEST_VOTE ? word(2) : 0n,
+    lastTerm: type === REQUEST_VOTE ? word(3) : 0n,
+    preVote: type === REQUEST_VOTE && (word(4) & BigInt(PRE_VOTE)) !== 0n,
+    granted: type === REQUEST_VOTE_RESULT && word(1) !== 0n,
+  };
 }
 
 /** A connection to `node` as member `id`, handshake sent. */
@@ -82,30 +103,57 @@ async function until<T>(what: string, f: () => T | undefined, timeoutMs: number)
   }
 }
 
-let cluster: Cluster | undefined;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const clusters: Cluster[] = [];
 const servers: Server[] = [];
 const sockets: Socket[] = [];
 afterAll(async () => {
   for (const s of sockets) s.destroy();
   for (const s of servers) s.close();
-  await cluster?.stop();
+  await Promise.all(clusters.map((c) => c.stop()));
 });
 
-test('a pre-candidate refusing a behind pre-candidate asks for its pre-votes again at once', async () => {
-  const [p1, p2, p3] = await freePorts(3);
-  const address = (port: number) => `127.0.0.1:${port}`;
+const address = (port: number) => `127.0.0.1:${port}`;
+
+/**
+ * Starts real member `real` of members 1–3; the other two are fakes that record what it sends
+ * them in `seen`. Returns the node and a function that dials it as a fake member.
+ */
+async function oneRealNode(real: number) {
+  const ports = await freePorts(3);
   const seen: Seen[] = [];
-  servers.push(await fakeMember(2, p2!, seen), await fakeMember(3, p3!, seen));
-  cluster = new Cluster(
+  for (const id of [1, 2, 3].filter((id) => id !== real))
+    servers.push(await fakeMember(id, ports[id - 1]!, seen));
+  const cluster = new Cluster(
     { insecure: true, electionTimeoutMs: ELECTION_TIMEOUT_MS, heartbeatMs: 400 },
     fixtures.raftNode,
   );
-  cluster.specs = [1, 2, 3].map((id, i) => ({
+  clusters.push(cluster);
+  cluster.specs = [1, 2, 3].map((id) => ({
     id,
-    address: address([p1!, p2!, p3!][i]!),
-    dataDir: `${cluster!.root}/n${id}`,
+    address: address(ports[id - 1]!),
+    dataDir: `${cluster.root}/n${id}`,
   }));
-  const node = await cluster.start(1);
+  const node = await cluster.start(real);
+  const as = async (id: number) => {
+    const socket = await dialAs(node, id, address(ports[id - 1]!));
+    sockets.push(socket);
+    return socket;
+  };
+  return { node, seen, as };
+}
+
+/** The next RequestVoteResult the real node sends to fake member `to` after index `from`. */
+const resultTo = (seen: Seen[], to: number, from: number) =>
+  until(
+    `a vote result to ${to}`,
+    () => seen.slice(from).find((s) => s.type === REQUEST_VOTE_RESULT && s.to === to),
+    ELECTION_TIMEOUT_MS,
+  );
+
+test('p7: a pre-candidate refusing a behind pre-candidate asks for its pre-votes again at once', async () => {
+  const { seen, as } = await oneRealNode(1);
 
   // Its first pre-election, after its election timeout (4–8 s): pre-votes to 2 and 3.
   const first = await until(
@@ -115,9 +163,8 @@ test('a pre-candidate refusing a behind pre-candidate asks for its pre-votes aga
   );
   expect(first.lastIndex).toBeGreaterThan(0n); // the bootstrap configuration entry
   // 2 and 3 refuse it: each still has a leader (as followers do until their own timer fires).
-  const as2 = await dialAs(node, 2, address(p2!));
-  const as3 = await dialAs(node, 3, address(p3!));
-  sockets.push(as2, as3);
+  const as2 = await as(2);
+  const as3 = await as(3);
   as2.write(requestVoteResult(first.term, 0, true));
   as3.write(requestVoteResult(first.term, 0, true));
   // Then 3's own timer fires: it asks for a pre-vote with a log behind member 1's (empty).
@@ -138,4 +185,81 @@ test('a pre-candidate refusing a behind pre-candidate asks for its pre-votes aga
     term: first.term,
     lastIndex: first.lastIndex,
   });
+}, 60_000);
+
+test('p8: a follower grants a pre-vote once its leader has been silent for an election timeout', async () => {
+  // Member 1 is a follower of (fake) leader 2, whose heartbeats then stop. Member 3 asks for a
+  // pre-vote at once (refused: 1 has a leader) and again 4.6 s later, past the election timeout
+  // but, most times, before 1's own randomized timer (4–8 s) fires. Unpatched, 1 kept refusing
+  // until that timer fired. When the timer did fire first, the answer proves nothing (1 has no
+  // leader then): the round is repeated.
+  const { seen, as } = await oneRealNode(1);
+  const as2 = await as(2);
+  const as3 = await as(3);
+  const term = 2n;
+  for (let attempt = 1; ; attempt++) {
+    // 2 leads `term`, 1's log (the bootstrap entry, index 1 of term 1) matches it.
+    const beat = seen.length;
+    as2.write(appendEntries({ term, prevIndex: 1, prevTerm: 1, commit: 1 }));
+    const heard = await until(
+      'the heartbeat result',
+      () => seen.slice(beat).find((s) => s.type === APPEND_ENTRIES_RESULT && s.term === term),
+      ELECTION_TIMEOUT_MS,
+    );
+    const early = seen.length;
+    as3.write(requestVote(term + 1n, 3, 1, 1, PRE_VOTE));
+    expect((await resultTo(seen, 3, early)).granted).toBe(false);
+
+    await sleep(heard.at + ELECTION_TIMEOUT_MS + 600 - performance.now());
+    const late = seen.length;
+    as3.write(requestVote(term + 1n, 3, 1, 1, PRE_VOTE));
+    const answer = await resultTo(seen, 3, late);
+    const campaigned = seen.slice(beat).some((s) => s.type === REQUEST_VOTE && s.at <= answer.at);
+    if (!campaigned) {
+      expect(answer.granted).toBe(true);
+      return;
+    }
+    // A pre-election changes no term: the next heartbeat of `term` makes 1 a follower again.
+    if (attempt === 6) throw new Error('member 1 campaigned before every late pre-vote');
+  }
+}, 120_000);
+
+test('p9: of two pre-candidates with equal logs, the lower id refuses the higher early in its campaign', async () => {
+  // Member 2 is real. Once it campaigns (no leader ever), members 1 and 3 ask it for pre-votes
+  // with a log equal to its own, as a pre-candidate does when both timers fire together.
+  const { seen, as } = await oneRealNode(2);
+  const first = await until(
+    'the first pre-vote',
+    () => seen.find((s) => s.preVote),
+    4 * ELECTION_TIMEOUT_MS,
+  );
+  const as1 = await as(1);
+  const as3 = await as(3);
+  const equal = (id: number) =>
+    requestVote(first.term, id, first.lastIndex, first.lastTerm, PRE_VOTE);
+
+  // 3 is refused, and 2 asks for its own pre-votes again at once.
+  let from = seen.length;
+  as3.write(equal(3));
+  expect((await resultTo(seen, 3, from)).granted).toBe(false);
+  const again = await until(
+    'a second pre-vote',
+    () => seen.slice(from).find((s) => s.preVote),
+    ELECTION_TIMEOUT_MS / 2,
+  );
+  expect({ term: again.term, lastIndex: again.lastIndex }).toEqual({
+    term: first.term,
+    lastIndex: first.lastIndex,
+  });
+  // 1, a lower id, is granted.
+  from = seen.length;
+  as1.write(equal(1));
+  expect((await resultTo(seen, 1, from)).granted).toBe(true);
+
+  // An election timeout into its campaign, 2 grants 3 too: a lower id that cannot win (here:
+  // no one answers it) must not hold back a higher one for longer than that.
+  await sleep(first.at + ELECTION_TIMEOUT_MS + 600 - performance.now());
+  from = seen.length;
+  as3.write(equal(3));
+  expect((await resultTo(seen, 3, from)).granted).toBe(true);
 }, 60_000);
