@@ -151,13 +151,25 @@ export function isLoopback(host: string): boolean {
   return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
 }
 
+/**
+ * Each connection's client name (null: its certificate names no client). Read once per
+ * connection: getPeerCertificate() builds a whole object (~30 µs here), and a connection's
+ * certificate cannot change, since renegotiation is off (core/tls-files.ts contextOptions).
+ */
+const clientNames = new WeakMap<object, string | null>();
+
 /** The client a verified certificate names; undefined without one (or for a member's). */
 function clientNameOf(req: IncomingMessage): string | undefined {
   const socket = req.socket as Partial<TLSSocket>;
   if (socket.authorized !== true || typeof socket.getPeerCertificate !== 'function')
     return undefined;
-  const identity = identityOf(socket.getPeerCertificate().subjectaltname);
-  return identity?.kind === 'client' ? identity.name : undefined;
+  let name = clientNames.get(socket);
+  if (name === undefined) {
+    const identity = identityOf(socket.getPeerCertificate().subjectaltname);
+    name = identity?.kind === 'client' ? identity.name : null;
+    clientNames.set(socket, name);
+  }
+  return name ?? undefined;
 }
 
 function checkUser(user: AuthUser, i: number): User {

@@ -1,5 +1,6 @@
 // The TLS settings named by `--ca`, `--cert`, `--key` (and `--crl`): read once, here, for both the
 // HTTP API (ServiceOptions.tls) and the cluster's transport, which take the same files.
+import { constants } from 'node:crypto';
 import type { SecureContextOptions } from 'node:tls';
 
 import { crlBlocks, describeCrls, readCrl } from '../certs/crl.js';
@@ -48,10 +49,22 @@ export function revokedSerials(material: TlsMaterial): Set<string> {
   return new Set(lists.flatMap((list) => list.revoked.map((r) => r.serial)));
 }
 
-/** Node's TLS settings for `material` (the revocation lists as Node takes them: one per CA). */
+/**
+ * Node's TLS settings for `material` (the revocation lists as Node takes them: one per CA).
+ * TLS 1.2 renegotiation is off: a connection then keeps the client certificate it was made
+ * with, so its identity is read once per connection (core/auth.ts), and a client cannot make
+ * the server redo a handshake's work on demand. TLS 1.3 has no renegotiation.
+ */
 export function contextOptions(
   { ca, cert, key, crl }: TlsMaterial,
   minVersion: 'TLSv1.2' | 'TLSv1.3',
 ): SecureContextOptions {
-  return { ca, cert, key, minVersion, ...(crl !== undefined ? { crl: crlBlocks(crl) } : {}) };
+  return {
+    ca,
+    cert,
+    key,
+    minVersion,
+    secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
+    ...(crl !== undefined ? { crl: crlBlocks(crl) } : {}),
+  };
 }
