@@ -3,6 +3,7 @@
 // up front; a server that is not the member dialed is refused; an id the CA signed but the
 // configuration doesn't hold is refused; no cluster without TLS (or an explicit `insecure`).
 import { jest } from '@jest/globals';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { rmSync, writeFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
@@ -177,6 +178,40 @@ describe('MemberTransport', () => {
       await transport.close();
     }
   }, 20_000);
+
+  // New connections from one host are also bounded per second (32, burst 64): one host can't
+  // make the node start handshakes as fast as it can connect. One connection at a time, each
+  // closed once accepted, until the first refused for the rate.
+  test('connections from one host past 64 at once plus 32 a second are closed (rate)', async () => {
+    const [port] = await freePorts(1);
+    const material = loadMemberTls({ ca: ca.cert, ...member1 }, 1);
+    const transport = new MemberTransport(1, `127.0.0.1:${port}`, material, recordingEngine([]));
+    await transport.listen();
+    const reasons: string[] = [];
+    const onRefused = (message: unknown) => reasons.push((message as { reason: string }).reason);
+    subscribe('prevail:connection-refused', onRefused);
+    const started = performance.now();
+    let opened = 0;
+    try {
+      while (!reasons.includes('rate') && opened < 2000) {
+        const socket = tcpConnect(port!, '127.0.0.1');
+        socket.on('error', () => undefined);
+        await new Promise((resolve) => socket.once('connect', resolve));
+        socket.destroy();
+        await new Promise((resolve) => socket.once('close', resolve));
+        opened++;
+      }
+      const seconds = (performance.now() - started) / 1000;
+      await waitFor('the last refusal to be reported', () => reasons.length > 0 || undefined);
+      const admitted = opened - reasons.length;
+      expect(reasons).toContain('rate');
+      expect(admitted).toBeGreaterThanOrEqual(64); // the burst
+      expect(admitted).toBeLessThanOrEqual(64 + Math.ceil(32 * seconds) + 1);
+    } finally {
+      unsubscribe('prevail:connection-refused', onRefused);
+      await transport.close();
+    }
+  }, 60_000);
 
   test('a revoked member (crl) gets no byte to the engine, and is not dialed either', async () => {
     const calls: string[] = [];
