@@ -43,6 +43,7 @@ export function clientOptions(args: string[], extra: Extra = {}) {
       ca: { type: 'string' },
       cert: { type: 'string' },
       key: { type: 'string' },
+      crl: { type: 'string' },
       ...extra,
     },
   });
@@ -51,7 +52,7 @@ export function clientOptions(args: string[], extra: Extra = {}) {
     nodes: nodeUrls(values.node as string[] | undefined),
     timeoutMs: positiveInt('--timeout', values.timeout as string | undefined, 60_000)!,
     ...(token ? { token } : {}),
-    tls: clientTls(values as { ca?: string; cert?: string; key?: string }),
+    tls: clientTls(values as { ca?: string; cert?: string; key?: string; crl?: string }),
   };
   return {
     client,

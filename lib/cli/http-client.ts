@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 
+import { crlBlocks, readCrl } from '../certs/crl.js';
 import type { TlsPaths } from '../core/tls-files.js';
 import { fail } from './args.js';
 
@@ -11,8 +12,11 @@ export interface Transport {
   timeoutMs: number;
   /** Sent as `Authorization: Bearer <token>`. */
   token?: string | undefined;
-  /** For https URLs: the CA (else the system's), the client certificate and key (else none). */
-  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+  /**
+   * For https URLs: the CA (else the system's), the client certificate and key (else none),
+   * and the CA's revocation lists (a node whose certificate they name is refused).
+   */
+  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer; crl?: string[] };
 }
 
 /** The status and text of the answer; rejects with a one-line reason when there is none. */
@@ -51,7 +55,7 @@ export function call(
   });
 }
 
-/** --ca, --cert, --key as a client's TLS options (any of them; the files read now). */
+/** --ca, --cert, --key, --crl as a client's TLS options (any of them; the files read now). */
 export function clientTls(paths: TlsPaths): Transport['tls'] {
   const read = (flag: string, path: string | undefined) => {
     if (path === undefined) return undefined;
@@ -66,7 +70,26 @@ export function clientTls(paths: TlsPaths): Transport['tls'] {
   const ca = read('--ca', paths.ca);
   const cert = read('--cert', paths.cert);
   const key = read('--key', paths.key);
-  return { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) };
+  const crl = paths.crl === undefined ? undefined : checkedCrl(paths.crl, ca);
+  return {
+    ...(ca ? { ca } : {}),
+    ...(cert ? { cert } : {}),
+    ...(key ? { key } : {}),
+    ...(crl ? { crl } : {}),
+  };
+}
+
+/**
+ * The lists of a --crl file, checked as `serve --crl` checks them (signed by a CA of --ca, not
+ * expired, one per CA): a bad list would make every node look revoked, or none.
+ */
+function checkedCrl(path: string, ca: Buffer | undefined): string[] {
+  if (ca === undefined) return fail('--crl needs --ca: the lists are checked against the CA');
+  try {
+    return crlBlocks(readCrl(path, ca.toString()));
+  } catch (err) {
+    return fail(`--crl ${path}: ${(err as Error).message}`);
+  }
 }
 
 function reason(err: Error & { code?: string }): Error {

@@ -43,6 +43,8 @@ const CLIENT_OPTIONS = `Options:
   --ca FILE             CA to verify an https node with
   --cert FILE --key FILE
                         client certificate to authenticate with
+  --crl FILE            with --ca: refuse a node whose certificate this revocation list
+                        names (prevail certs revoke)
 `;
 
 /** `prevail <command> --help`, for the commands whose help is not their own module's. */
