@@ -156,7 +156,8 @@ async function nodeChild(spec) {
     lastSched = sc;
   }, 10);
 
-  const store = await open({ schema, dataDir, id, address, cluster, ...options });
+  // insecure: the engine's own TCP, as in bench/failover.js: this measures stalls, not TLS.
+  const store = await open({ schema, dataDir, id, address, cluster, insecure: true, ...options });
   const send = (msg) => process.send?.(msg);
   store.on('role', (e) => {
     events.push({
