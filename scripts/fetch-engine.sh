@@ -19,7 +19,7 @@ third=$root/third_party
 dest=$third/raft
 cache=$third/cache
 # The stamp names the version and our patch level, so a checkout with an older unpack re-unpacks.
-stamp=$dest/.prevail-engine-$RAFT_VERSION-p9
+stamp=$dest/.prevail-engine-$RAFT_VERSION-p8
 
 if [[ -f $stamp && -z ${RAFT_FORCE:-} ]]; then
   echo "engine: raft $RAFT_VERSION already unpacked in $dest"
@@ -769,27 +769,7 @@ reply:
 
 reply:
 ' || { echo "engine: could not apply the pre-election fix (p7)" >&2; exit 1; }
-# p8 (issue 13, failover time; docs/engine-patches.md): a follower keeps refusing (pre-)votes
-# "while it has a leader" only for the minimum election timeout after it last heard from that
-# leader, as the Raft thesis (section 4.2.3) says, not until its own randomized timer fires.
-# Before, the first follower to time out after a leader died was refused by the other until
-# the other's timer fired too: failover took the later of two randomized timeouts, not the
-# earlier one.
-replace_once "$dest.tmp/src/recv_request_vote.c" \
-'    has_leader =
-        r->state == RAFT_LEADER ||
-        (r->state == RAFT_FOLLOWER && r->follower_state.current_leader.id != 0);
-' \
-'    /* prevail p8: "within the minimum election timeout of hearing from a
-     * current leader", as quoted above; not until our own randomized timer
-     * fires, which made the first server to time out wait for the last. */
-    has_leader =
-        r->state == RAFT_LEADER ||
-        (r->state == RAFT_FOLLOWER &&
-         r->follower_state.current_leader.id != 0 &&
-         r->now - r->election_timer_start < r->election_timeout);
-' || { echo "engine: could not apply the leader-stickiness fix (p8)" >&2; exit 1; }
-# p9 (issue 13, failover time; docs/engine-patches.md): two pre-candidates with equal logs each
+# p8 (issue 13, failover time; docs/engine-patches.md): two pre-candidates with equal logs each
 # granted the other's pre-vote, so both became candidates, each voted for itself and the
 # election was lost by both (a split vote: another whole randomized timeout). Within the first
 # election timeout of its campaign, a pre-candidate now refuses the pre-vote of a higher id with
@@ -811,19 +791,19 @@ replace_once "$dest.tmp/include/raft.h" \
 #endif
             };
         } candidate_state;
-' || { echo "engine: could not apply the split-vote fix (p9, state)" >&2; exit 1; }
+' || { echo "engine: could not apply the split-vote fix (p8, state)" >&2; exit 1; }
 replace_once "$dest.tmp/src/convert.c" \
 '    r->candidate_state.in_pre_vote = disrupt_leader ? false : r->pre_vote;
 ' \
 '    r->candidate_state.in_pre_vote = disrupt_leader ? false : r->pre_vote;
-    r->candidate_state.campaign_start = r->now; /* prevail p9 */
-' || { echo "engine: could not apply the split-vote fix (p9, start)" >&2; exit 1; }
+    r->candidate_state.campaign_start = r->now; /* prevail p8 */
+' || { echo "engine: could not apply the split-vote fix (p8, start)" >&2; exit 1; }
 replace_once "$dest.tmp/src/recv_request_vote.c" \
 '#include "tracing.h"
 ' \
 '#include "tracing.h"
 #include "trail.h"
-' || { echo "engine: could not apply the split-vote fix (p9, include)" >&2; exit 1; }
+' || { echo "engine: could not apply the split-vote fix (p8, include)" >&2; exit 1; }
 replace_once "$dest.tmp/src/recv_request_vote.c" \
 '    if (!args->pre_vote) {
         assert(r->current_term == args->term);
@@ -834,7 +814,7 @@ replace_once "$dest.tmp/src/recv_request_vote.c" \
         assert(r->current_term == args->term);
     }
 
-    /* prevail p9: two pre-candidates with equal logs would each grant the
+    /* prevail p8: two pre-candidates with equal logs would each grant the
      * other a pre-vote, then both stand, each votes for itself and neither
      * wins (a split vote, lost for a whole new election timeout). Break the
      * tie by id: refuse a higher id with an equal log and ask for our own
@@ -853,7 +833,7 @@ replace_once "$dest.tmp/src/recv_request_vote.c" \
         goto reply;
     }
 
-' || { echo "engine: could not apply the split-vote fix (p9, tie)" >&2; exit 1; }
+' || { echo "engine: could not apply the split-vote fix (p8, tie)" >&2; exit 1; }
 mv "$dest.tmp" "$dest"
 touch "$stamp"
 echo "engine: raft $RAFT_VERSION unpacked in $dest"
