@@ -277,6 +277,10 @@ export class PeerClient {
       const pending: Pending = { resolve, reject, sent: false, timer };
       this.#pending.set(id, pending);
       const send = () => {
+        // The peer has closed the connection (its FIN is read; a killed leader's is): a write
+        // now fails (EPIPE) and nothing leaves. Left unsent, the request fails with the
+        // 'close' that follows as not sent, so the forwarder may send it to the next leader.
+        if (socket.writableEnded || socket.destroyed) return;
         pending.sent = true;
         writeFrame(socket, [id, type, body]);
       };

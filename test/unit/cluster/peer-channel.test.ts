@@ -52,6 +52,48 @@ describe('PeerClient', () => {
     }
   });
 
+  // A leader killed with SIGKILL: its kernel closes the connection (FIN), and a request made
+  // before this side's socket is closed used to be written after the FIN (EPIPE, nothing sent)
+  // yet fail as "dropped before the answer" (mayHaveApplied), which the forwarder won't retry.
+  test('a request made after the peer closed the connection fails as not sent, and nothing leaves', async () => {
+    const [port] = await freePorts(1);
+    let received = 0;
+    const closing: Server = createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on('data', (chunk: Buffer) => (received += chunk.length));
+      socket.end(); // FIN at once; this side keeps reading
+    });
+    await new Promise<void>((resolve) => closing.listen(port, '127.0.0.1', resolve));
+    // Asked once this side has ended too (Node ends it soon after the peer's FIN is read), before
+    // the socket closes: the moment a write fails with EPIPE.
+    let ask: () => void = () => undefined;
+    const asked = new Promise<{ answer: Promise<unknown> }>((resolve) => {
+      ask = () => resolve({ answer: client.request('propose', { k: 1 }, 5000) });
+    });
+    let endedHere = false;
+    const client = new PeerClient(`127.0.0.1:${port}`, (address) => {
+      const socket = dialTcp(address);
+      socket.once('end', () =>
+        setImmediate(() => {
+          endedHere = socket.writableEnded;
+          ask();
+        }),
+      );
+      return socket;
+    });
+    try {
+      client.warm();
+      expect(endedHere).toBe(false);
+      await expect((await asked).answer).rejects.toMatchObject({
+        code: 'PREVAIL_UNAVAILABLE',
+        mayHaveApplied: false,
+      });
+      expect({ endedHere, received }).toEqual({ endedHere: true, received: 0 });
+    } finally {
+      client.close();
+      closing.close();
+    }
+  });
+
   test('warm() connects before any request; against nothing listening it throws nothing', async () => {
     const [port, deadPort] = await freePorts(2);
     const accepted: Socket[] = [];
