@@ -140,6 +140,10 @@ async function oneRealNode(real: number) {
   return { node, seen, as };
 }
 
+/** The next pre-vote request the real node sends after index `from` of `seen`. */
+const preVoteAfter = (seen: Seen[], from: number, what: string, timeoutMs: number) =>
+  until(what, () => seen.slice(from).find((s) => s.preVote), timeoutMs);
+
 /** The next RequestVoteResult the real node sends to fake member `to` after index `from`. */
 const resultTo = (seen: Seen[], to: number, from: number) =>
   until(
@@ -152,11 +156,7 @@ test('p7: a pre-candidate refusing a behind pre-candidate asks for its pre-votes
   const { seen, as } = await oneRealNode(1);
 
   // Its first pre-election, after its election timeout (4–8 s): pre-votes to 2 and 3.
-  const first = await until(
-    'the first pre-vote',
-    () => seen.find((s) => s.preVote),
-    4 * ELECTION_TIMEOUT_MS,
-  );
+  const first = await preVoteAfter(seen, 0, 'the first pre-vote', 4 * ELECTION_TIMEOUT_MS);
   expect(first.lastIndex).toBeGreaterThan(0n); // the bootstrap configuration entry
   // 2 and 3 refuse it: each still has a leader (as followers do until their own timer fires).
   const as2 = await as(2);
@@ -170,11 +170,7 @@ test('p7: a pre-candidate refusing a behind pre-candidate asks for its pre-votes
 
   // Member 1 refuses it (its log is ahead), and asks 2 and 3 again at once: long before its
   // next election timeout (at least 4 s after its first pre-vote) could make it.
-  const again = await until(
-    'a second pre-vote',
-    () => seen.slice(before).find((s) => s.preVote),
-    2 * ELECTION_TIMEOUT_MS,
-  );
+  const again = await preVoteAfter(seen, before, 'a second pre-vote', 2 * ELECTION_TIMEOUT_MS);
   expect(again.at - asked).toBeLessThan(ELECTION_TIMEOUT_MS / 2);
   expect(again.at - first.at).toBeLessThan(ELECTION_TIMEOUT_MS);
   expect({ term: again.term, lastIndex: again.lastIndex }).toEqual({
@@ -187,11 +183,7 @@ test('p8: of two pre-candidates with equal logs, the lower id refuses the higher
   // Member 2 is real. Once it campaigns (no leader ever), members 1 and 3 ask it for pre-votes
   // with a log equal to its own, as a pre-candidate does when both timers fire together.
   const { seen, as } = await oneRealNode(2);
-  const first = await until(
-    'the first pre-vote',
-    () => seen.find((s) => s.preVote),
-    4 * ELECTION_TIMEOUT_MS,
-  );
+  const first = await preVoteAfter(seen, 0, 'the first pre-vote', 4 * ELECTION_TIMEOUT_MS);
   const as1 = await as(1);
   const as3 = await as(3);
   const equal = (id: number) =>
@@ -201,11 +193,7 @@ test('p8: of two pre-candidates with equal logs, the lower id refuses the higher
   let from = seen.length;
   as3.write(equal(3));
   expect((await resultTo(seen, 3, from)).granted).toBe(false);
-  const again = await until(
-    'a second pre-vote',
-    () => seen.slice(from).find((s) => s.preVote),
-    ELECTION_TIMEOUT_MS / 2,
-  );
+  const again = await preVoteAfter(seen, from, 'a second pre-vote', ELECTION_TIMEOUT_MS / 2);
   expect({ term: again.term, lastIndex: again.lastIndex }).toEqual({
     term: first.term,
     lastIndex: first.lastIndex,
