@@ -289,7 +289,7 @@ function startEvents(res: ServerResponse, stream: ((res: ServerResponse) => void
     'Content-Type': 'text/event-stream; charset=utf-8',
     'Cache-Control': 'no-store',
     'X-Accel-Buffering': 'no',
-    Connection: 'keep-alive',
+    ...(res.req.httpVersionMajor === 2 ? {} : { Connection: 'keep-alive' }), // none in HTTP/2
   });
   if (stream) stream(res);
   else res.end();

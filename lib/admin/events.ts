@@ -17,8 +17,12 @@ export class EventStreams {
 
   /** Starts a stream on a response whose headers are written. */
   add(req: IncomingMessage, res: ServerResponse): void {
-    req.socket.setNoDelay(true);
-    req.socket.setTimeout(0);
+    if (req.httpVersionMajor < 2) {
+      // HTTP/2 streams share their connection: its settings are the server's, and its idle
+      // timeout does not fire while events flow.
+      req.socket.setNoDelay(true);
+      req.socket.setTimeout(0);
+    }
     res.write('retry: 1000\n\n');
     this.clients.add(res);
     res.once('close', () => this.remove(res));

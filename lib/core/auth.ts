@@ -4,6 +4,7 @@
 // call `HttpAuth.check`) and the one place tokens are compared.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 
 import { ErrorCodes, invalid } from './errors.js';
@@ -160,7 +161,7 @@ const clientNames = new WeakMap<object, string | null>();
 
 /** The client a verified certificate names; undefined without one (or for a member's). */
 function clientNameOf(req: IncomingMessage): string | undefined {
-  const socket = req.socket as Partial<TLSSocket>;
+  const socket = connectionOf(req);
   if (socket.authorized !== true || typeof socket.getPeerCertificate !== 'function')
     return undefined;
   let name = clientNames.get(socket);
@@ -170,6 +171,15 @@ function clientNameOf(req: IncomingMessage): string | undefined {
     clientNames.set(socket, name);
   }
   return name ?? undefined;
+}
+
+/**
+ * The request's TLS connection. An HTTP/2 request's `socket` is a proxy made for that request;
+ * its session's is made once, so the cache above holds per connection for both protocols.
+ */
+function connectionOf(req: IncomingMessage): Partial<TLSSocket> {
+  const session = (req as unknown as Partial<Http2ServerRequest>).stream?.session;
+  return (session?.socket ?? req.socket) as Partial<TLSSocket>;
 }
 
 function checkUser(user: AuthUser, i: number): User {

@@ -1,8 +1,19 @@
 // The service's HTTP(S) server: the operations handler's paths (status, health, admin) to it,
 // the rest checked against the auth settings and routed to the key routes, refused with 503
 // once the service is closing; listening; and the bounded drain on close.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+// HTTPS speaks HTTP/2 and HTTP/1.1 on one port (ALPN). HTTP/2 is there for its cost: a client
+// with many requests in flight sends them over one connection, and the answers ready in one
+// event-loop turn leave in one TLS record instead of one record (an encryption, a write, a
+// wake-up on each side) per answer (docs/benchmarks.md, "HTTP/2").
+import { createServer, Server, type IncomingMessage, type ServerResponse } from 'node:http';
+import {
+  constants as http2,
+  createSecureServer,
+  type Http2ServerResponse,
+  type Http2SecureServer,
+  type Http2ServerRequest,
+  type Http2Session,
+} from 'node:http2';
 import { acceptWithoutNagle } from '../core/tls-tcp.js';
 import { API_PORT_LIMITS, gateHandshakes } from '../core/handshake-gate.js';
 import type { AddressInfo } from 'node:net';
@@ -30,13 +41,16 @@ export interface Guard {
   tls?: TlsMaterial | undefined;
 }
 
+/** node:http's server for plain HTTP; for HTTPS, node:http2's, which also speaks HTTP/1.1. */
+export type ServiceServer = Server | Http2SecureServer;
+
 /** The server: `ops` (made on the same `guard` and `life`) first, then the key routes. */
 export function createServiceServer(
   ctx: RouteContext,
   ops: OperationsHandler,
   life: Lifecycle,
   guard: Guard = {},
-): Server {
+): ServiceServer {
   const routes = kvRoutes(ctx);
   const leaderHint = () => ctx.store.node.status().leader;
   const kv = (req: IncomingMessage, res: ServerResponse): void => {
@@ -54,7 +68,7 @@ export function createServiceServer(
     const aborter = new AbortController();
     res.once('close', () => {
       if (!res.writableFinished) aborter.abort(new Error('the client went away'));
-      if (life.closing) server.closeIdleConnections();
+      if (life.closing) closeIdleConnections(server);
     });
     dispatch(routes, req, aborter.signal).then(
       ([status, body]) => send(res, status, body, {}, life.closing !== null),
@@ -62,6 +76,7 @@ export function createServiceServer(
     );
   };
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    if (req.httpVersionMajor === 2) boundHttp2Request(req as unknown as Http2ServerRequest);
     ops(req, res, () => kv(req, res));
   };
   const server = guard.tls ? httpsServer(guard.tls, onRequest) : createServer(onRequest);
@@ -71,21 +86,32 @@ export function createServiceServer(
     if (!(Number(req.headers['content-length']) > ctx.maxBody)) res.writeContinue();
     onRequest(req, res);
   });
-  server.headersTimeout = 20_000;
-  server.requestTimeout = 120_000;
+  // HTTP/1.1's bounds on a slow client (node:http2's server applies them to its HTTP/1.1
+  // connections); HTTP/2 requests get the same bound in boundHttp2Request.
+  Object.assign(server, { headersTimeout: 20_000, requestTimeout: REQUEST_TIMEOUT_MS });
   return server;
 }
 
-// The HTTPS servers' connections, for closeRevoked().
-const connections = new WeakMap<Server, Set<TLSSocket>>();
+/** How long a client has to send a whole request (headers and body). */
+const REQUEST_TIMEOUT_MS = 120_000;
+
+/**
+ * The HTTPS servers' connections (HTTP/1.1 and HTTP/2 alike), for closeRevoked() and the end of
+ * a drain, and their HTTP/2 sessions, which a drain asks to finish (GOAWAY).
+ */
+interface OpenConnections {
+  sockets: Set<TLSSocket>;
+  sessions: Set<Http2Session>;
+}
+const connections = new WeakMap<ServiceServer, OpenConnections>();
 
 /**
  * Closes `server`'s connections whose client certificate has a serial in `revoked`: a reload
  * that revokes a certificate must not leave a keep-alive connection made with it open.
  */
-export function closeRevoked(server: Server, revoked: ReadonlySet<string>): number {
+export function closeRevoked(server: ServiceServer, revoked: ReadonlySet<string>): number {
   let closed = 0;
-  for (const socket of connections.get(server) ?? []) {
+  for (const socket of connections.get(server)?.sockets ?? []) {
     // null once the socket is gone
     const serial = socket.authorized ? socket.getPeerCertificate()?.serialNumber : undefined;
     if (serial !== undefined && revoked.has(serialKey(serial))) {
@@ -106,33 +132,51 @@ export function apiContextOptions(material: TlsMaterial): SecureContextOptions {
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
- * An HTTPS server that asks for a client certificate but lets a connection without one (or
- * with one it can't verify) through: a bearer token may still authenticate it, and
- * HttpAuth trusts a certificate only when `socket.authorized`.
+ * HTTP/2's limits. Requests in progress on one connection: what a client gets in flight over
+ * one connection (it may open more), and what one connection can make this node hold. An
+ * HTTP/2 connection with no traffic is closed (GOAWAY) after HTTP2_IDLE_MS, as HTTP/1.1's
+ * keep-alive connections are after 5 s: a client reconnects when it needs to.
+ */
+const HTTP2_MAX_STREAMS = 128;
+const HTTP2_IDLE_MS = 30_000;
+
+/**
+ * An HTTPS server, HTTP/2 or HTTP/1.1 as the client chooses (ALPN), that asks for a client
+ * certificate but lets a connection without one (or with one it can't verify) through: a
+ * bearer token may still authenticate it, and HttpAuth trusts a certificate only when
+ * `socket.authorized`. The handlers take HTTP/2 requests through node:http2's compatibility
+ * API (Http2ServerRequest/Response), which has what they use of IncomingMessage and
+ * ServerResponse.
  */
 function httpsServer(
   material: TlsMaterial,
   onRequest: (req: IncomingMessage, res: ServerResponse) => void,
-): Server {
+): ServiceServer {
   try {
-    const server = createHttpsServer(
+    const server = createSecureServer(
       {
         ...apiContextOptions(material),
+        allowHTTP1: true,
         requestCert: true,
         rejectUnauthorized: false,
         handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+        settings: { maxConcurrentStreams: HTTP2_MAX_STREAMS },
       },
-      onRequest,
-    );
+      onRequest as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void,
+    ) as unknown as Http2SecureServer;
     acceptWithoutNagle(server); // as node:http does for plain HTTP
     gateHandshakes(server, API_PORT_LIMITS, 'http');
-    const open = new Set<TLSSocket>();
+    const open: OpenConnections = { sockets: new Set(), sessions: new Set() };
     server.on('secureConnection', (socket: TLSSocket) => {
-      open.add(socket);
-      socket.once('close', () => open.delete(socket));
+      open.sockets.add(socket);
+      socket.once('close', () => open.sockets.delete(socket));
+    });
+    server.on('session', (session: Http2Session) => {
+      open.sessions.add(session);
+      session.once('close', () => open.sessions.delete(session));
+      session.setTimeout(HTTP2_IDLE_MS, () => session.close());
     });
     connections.set(server, open);
-
     return server;
   } catch (err) {
     throw new PrevailError(
@@ -141,6 +185,22 @@ function httpsServer(
       { cause: err },
     );
   }
+}
+
+/**
+ * HTTP/1.1's requestTimeout for an HTTP/2 request: a stream whose request has not ended
+ * REQUEST_TIMEOUT_MS after its headers is cancelled (RST_STREAM), so a client can't hold its
+ * streams open by sending a body a byte at a time.
+ */
+function boundHttp2Request(req: Http2ServerRequest): void {
+  if (req.complete) return;
+  const timer = setTimeout(() => {
+    if (!req.stream.destroyed) req.stream.close(http2.NGHTTP2_CANCEL);
+  }, REQUEST_TIMEOUT_MS);
+  timer.unref();
+  const done = () => clearTimeout(timer);
+  req.once('end', done);
+  req.stream.once('close', done);
 }
 
 /** The path as dispatch() routes it (dot segments resolved: `/kv/../status` is /status). */
@@ -152,9 +212,17 @@ function pathOf(url: string | undefined): string {
   }
 }
 
+/**
+ * Closes the HTTP/1.1 connections with no request in progress. node:http2's server has this too
+ * (for its HTTP/1.1 connections), though its type does not say so.
+ */
+export function closeIdleConnections(server: ServiceServer): void {
+  (server as Server).closeIdleConnections();
+}
+
 /** Listens on host:port; resolves with the server's http(s)://host:port. */
 export async function listen(
-  server: Server,
+  server: ServiceServer,
   host: string,
   port: number,
   scheme: 'http' | 'https' = 'http',
@@ -186,14 +254,20 @@ export async function listen(
  * are acknowledged only once applied); whatever is still open after `drainTimeoutMs` is cut.
  */
 export async function drain(
-  server: Server,
+  server: ServiceServer,
   ops: { close(): void },
   drainTimeoutMs: number,
 ): Promise<void> {
   const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
   ops.close(); // the admin page's event streams would hold server.close() open
-  server.closeIdleConnections();
-  const force = setTimeout(() => server.closeAllConnections(), drainTimeoutMs);
+  closeIdleConnections(server); // HTTP/1.1
+  const open = connections.get(server);
+  // HTTP/2: GOAWAY; a session closes once its requests in progress are answered.
+  for (const session of open?.sessions ?? []) session.close();
+  const force = setTimeout(() => {
+    if (server instanceof Server) server.closeAllConnections();
+    for (const socket of open?.sockets ?? []) socket.destroy();
+  }, drainTimeoutMs);
   force.unref();
   await stopped;
   clearTimeout(force);

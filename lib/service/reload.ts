@@ -1,7 +1,5 @@
 // Reloading a running service's secrets (SIGHUP, POST /admin/reload): the members' TLS material,
 // the HTTPS certificate and the auth settings, all read again and checked before any is taken.
-import type { Server } from 'node:http';
-import type { Server as HttpsServer } from 'node:https';
 import { X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
 
@@ -9,7 +7,7 @@ import { HttpAuth, type AuthOptions } from '../core/auth.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
 import { revokedSerials, type TlsMaterial } from '../core/tls-files.js';
 import type { KvStore } from './kv-schema.js';
-import { apiContextOptions, closeRevoked, type Guard } from './http-server.js';
+import { apiContextOptions, closeRevoked, type Guard, type ServiceServer } from './http-server.js';
 
 /** What a reload takes: the settings given (those left out stay as they are). */
 export interface ReloadSettings {
@@ -26,7 +24,7 @@ export interface Reloaded {
 /** The service's reload(): reads `reread()`, checks everything, then swaps it in. */
 export function reloader(
   store: KvStore,
-  server: Server,
+  server: ServiceServer,
   guard: Guard,
   reread: (() => ReloadSettings) | undefined,
 ): () => Reloaded {
@@ -57,7 +55,7 @@ export function reloader(
       // changes nothing.
       if (store.node.transport) store.reloadTls(fresh.tls);
       if (https) {
-        (server as unknown as HttpsServer).setSecureContext(context);
+        (server as Extract<ServiceServer, { setSecureContext: unknown }>).setSecureContext(context);
         guard.tls = fresh.tls;
         closeRevoked(server, revoked);
       }

@@ -19,7 +19,6 @@
 // This file holds the options and the lifecycle (open, listen, close, stop with the store);
 // routes.ts the key routes, operations.ts the rest, respond.ts the answers, http-server.ts the
 // server.
-import type { Server } from 'node:http';
 
 import { parseAddress } from '../core/address.js';
 import { HttpAuth, isLoopback, type AuthOptions } from '../core/auth.js';
@@ -30,7 +29,14 @@ import { reloader, type Reloaded, type ReloadSettings } from './reload.js';
 import type { RaftNodeOptions } from '../engine/options.js';
 import { open } from '../store.js';
 import { DEFAULT_MAX_BODY_BYTES } from './body.js';
-import { createServiceServer, drain, listen, type Lifecycle } from './http-server.js';
+import {
+  closeIdleConnections,
+  createServiceServer,
+  drain,
+  listen,
+  type Lifecycle,
+  type ServiceServer,
+} from './http-server.js';
 import { kvSchema, type KvStore } from './kv-schema.js';
 import { createOperations } from './operations.js';
 
@@ -97,7 +103,8 @@ export interface ServiceOptions extends Pick<
  */
 export interface Service {
   store: KvStore;
-  server: Server;
+  /** node:http's server; with HTTPS, node:http2's (HTTP/2 and HTTP/1.1, by ALPN) */
+  server: ServiceServer;
   /** http://host:port, or https:// with `tls` (and without `plainHttp`) */
   url: string;
   /** Stops taking requests, lets those in progress finish (bounded), closes the store handing leadership over. Idempotent. */
@@ -137,7 +144,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const readTimeoutMs = options.readTimeoutMs ?? 5000;
   const guard = { auth, tls: options.plainHttp ? undefined : options.tls };
-  let server: Server | undefined;
+  let server: ServiceServer | undefined;
   let url: string;
   let reload: (() => Reloaded) | undefined;
   const ops = createOperations(store, {
@@ -147,7 +154,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     insecure: options.insecure === true,
     reload: () => reload!(),
     closing: () => life.closing !== null,
-    onClosed: () => server?.closeIdleConnections(),
+    onClosed: () => server && closeIdleConnections(server),
   });
   try {
     server = createServiceServer({ store, maxBody, readTimeoutMs }, ops, life, guard);

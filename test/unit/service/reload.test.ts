@@ -2,6 +2,7 @@
 // /admin/reload): a real service in this process on HTTPS, its settings "read again" from what
 // the test hands it; and `prevail serve` warning of a certificate that expires within 30 days.
 import { rmSync, writeFileSync } from 'node:fs';
+import { connect as http2Connect } from 'node:http2';
 import { Agent, request } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
@@ -103,7 +104,8 @@ test('a reload that does not fit changes nothing: a certificate for another memb
 });
 
 // A revoked client certificate: refused on new connections, and the keep-alive connection made
-// with it before the reload is closed (it would otherwise go on being that user).
+// with it before the reload is closed (it would otherwise go on being that user), over
+// HTTP/1.1 and HTTP/2.
 test('a reload with a revocation list closes the revoked client’s connection and refuses it after', async () => {
   const ops = await ca.client('ops');
   const leaf = await ca.node(1);
@@ -120,14 +122,27 @@ test('a reload with a revocation list closes the revoked client’s connection a
       req.on('error', reject);
       req.end();
     });
+  // The same over HTTP/2: the session's connection is closed too.
+  const session = http2Connect(service.url, { ca: ca.cert, ...ops });
+  session.on('error', () => undefined);
   try {
     const before = await get();
     expect(before.status).toBe(200); // the certificate names user ops
     const closed = new Promise((resolve) => before.socket.once('close', resolve));
+    const h2status = await new Promise((resolve, reject) => {
+      const stream = session.request({ ':path': '/status' });
+      stream.once('response', (h) => resolve(h[':status']));
+      stream.once('error', reject);
+      stream.resume();
+      stream.end();
+    });
+    expect(h2status).toBe(200);
+    const h2closed = new Promise((resolve) => session.once('close', resolve));
     const { crl } = await revoke(ca, [ops.cert]);
     fresh = { tls: { ca: ca.cert, ...leaf, crl }, auth: authWith(NEW) };
     service.reload();
     await closed;
+    await h2closed;
     // A new connection: the handshake goes through (the API lets a token try), but the
     // certificate authenticates no one.
     expect((await get()).status).toBe(401);
@@ -148,6 +163,7 @@ test('a reload with a revocation list closes the revoked client’s connection a
     expect((await call('GET', '/status', NEW)).status).toBe(200); // NEW still the token
   } finally {
     agent.destroy();
+    session.destroy();
     fresh = { tls: { ca: ca.cert, ...leaf }, auth: authWith(NEW) };
     service.reload();
   }

@@ -1,0 +1,256 @@
+// HTTP/2 on the HTTPS API: the same port speaks HTTP/2 and HTTP/1.1 (ALPN); over HTTP/2 every
+// request is authenticated as over HTTP/1.1 (the connection's client certificate, or the
+// request's token); many requests share one connection; bad frames close that connection and
+// nothing else; closing the service
+// lets a request in progress finish and sends GOAWAY instead of waiting out the drain timeout.
+// A real service in this process, real TLS on 127.0.0.1, node:http2's client.
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
+import { request } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
+
+import { startService, type Service, type ServiceOptions } from '../../../lib/index.js';
+import { tempDir, waitFor } from '../../helpers/cluster.js';
+import { testCa, type TestCa, type TestCert } from '../../helpers/test-certs.js';
+
+const ADMIN = 'admin-token-0123456789ab';
+const MAX_BODY = 64 * 1024;
+
+let ca: TestCa;
+let serverCert: TestCert;
+let alice: TestCert;
+let service: Service;
+const dirs: string[] = [];
+
+async function serve(extra: Partial<ServiceOptions> = {}): Promise<Service> {
+  const dataDir = tempDir('prevail-http2-');
+  dirs.push(dataDir);
+  const started = await startService({
+    dataDir,
+    tls: { ca: ca.cert, cert: serverCert.cert, key: serverCert.key },
+    maxBodyBytes: MAX_BODY,
+    auth: {
+      users: [
+        { name: 'alice', permissions: ['read', 'write'] },
+        { name: 'ops', token: ADMIN, permissions: ['read', 'write', 'admin'] },
+      ],
+    },
+    ...extra,
+  });
+  await waitFor('a leader', async () => started.store.node.status().role === 'leader');
+  return started;
+}
+
+beforeAll(async () => {
+  ca = await testCa('cluster CA');
+  serverCert = await ca.node(1);
+  alice = await ca.client('alice');
+  service = await serve({
+    reread: () => ({ tls: { ca: ca.cert, cert: serverCert.cert, key: serverCert.key } }),
+  });
+});
+afterAll(async () => {
+  await service?.close({ transferLeadership: false });
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+const sessions: ClientHttp2Session[] = [];
+afterEach(() => {
+  for (const s of sessions.splice(0)) s.destroy();
+});
+
+/** An HTTP/2 connection to `to`, with `cert` when given. */
+async function session(to: Service, cert?: TestCert): Promise<ClientHttp2Session> {
+  const s = http2Connect(to.url, { ca: ca.cert, ...(cert ?? {}) });
+  sessions.push(s);
+  s.on('error', () => undefined); // each request reports its own failure
+  await new Promise<void>((resolve, reject) => {
+    s.once('remoteSettings', () => resolve()); // connected, and the server's settings are in
+    s.once('error', reject);
+  });
+  return s;
+}
+
+interface Answer {
+  status: number;
+  headers: Record<string, unknown>;
+  body: any;
+}
+
+/** One request on `s`; the body is sent in `parts` (with `between` run after the first). */
+function call(
+  s: ClientHttp2Session,
+  method: string,
+  path: string,
+  opts: { token?: string; body?: Buffer | string; between?: () => Promise<void> } = {},
+): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const body = opts.body === undefined ? undefined : Buffer.from(opts.body);
+    const stream = s.request({
+      ':method': method,
+      ':path': path,
+      ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+      ...(body ? { 'content-length': body.length } : {}),
+    });
+    let headers: Record<string, unknown> = {};
+    let text = '';
+    stream.on('response', (h) => (headers = h));
+    stream.on('data', (c: Buffer) => (text += c.toString()));
+    stream.on('end', () =>
+      resolve({
+        status: Number(headers[':status']),
+        headers,
+        body: text ? JSON.parse(text) : null,
+      }),
+    );
+    stream.on('error', reject);
+    stream.on('close', () => {
+      if (!stream.readableEnded) reject(new Error(`stream closed (code ${stream.rstCode})`));
+    });
+    if (!body) stream.end();
+    else if (!opts.between) stream.end(body);
+    else {
+      const half = body.length >> 1;
+      stream.write(body.subarray(0, half));
+      opts.between().then(() => stream.end(body.subarray(half)), reject);
+    }
+  });
+}
+
+/** An HTTP/1.1 request over TLS; resolves its status and HTTP version. */
+function http1(path: string): Promise<{ status: number; version: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${service.url}${path}`, { ca: ca.cert, ...alice }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode!, version: res.httpVersion }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('one port speaks HTTP/2 and HTTP/1.1 (ALPN), before and after a reload', async () => {
+  for (let round = 0; round < 2; round++) {
+    const s = await session(service, alice);
+    expect((s.socket as unknown as { alpnProtocol: string }).alpnProtocol).toBe('h2');
+    expect(s.remoteSettings.maxConcurrentStreams).toBe(128);
+    expect((await call(s, 'PUT', '/kv/alpn', { body: 'v' })).status).toBe(200);
+    expect(await http1('/kv/alpn')).toEqual({ status: 200, version: '1.1' });
+    service.reload();
+  }
+});
+
+test('every HTTP/2 request is authenticated: the certificate, a token, or 401', async () => {
+  const withCert = await session(service, alice);
+  const anonymous = await session(service);
+  expect((await call(withCert, 'PUT', '/kv/a', { body: 'va' })).status).toBe(200);
+  const got = await call(withCert, 'GET', '/kv/a');
+  expect({ status: got.status, value: got.body.value }).toEqual({ status: 200, value: 'va' });
+  expect((await call(withCert, 'GET', '/status')).status).toBe(403); // alice has no admin
+  const refused = await call(anonymous, 'PUT', '/kv/a', { body: 'x' });
+  expect({ status: refused.status, code: refused.body.error.code }).toEqual({
+    status: 401,
+    code: 'PREVAIL_UNAUTHORIZED',
+  });
+  // Requests on one connection are each judged: the token decides for the one that has it.
+  expect((await call(anonymous, 'GET', '/status', { token: ADMIN })).status).toBe(200);
+  expect((await call(anonymous, 'GET', '/kv/a')).status).toBe(401);
+  expect((await call(withCert, 'GET', '/kv/a', { token: 'wrong-token-0123456789' })).status).toBe(
+    401,
+  );
+  expect((await call(anonymous, 'GET', '/kv/a')).body).toEqual(refused.body);
+});
+
+test('64 writes in flight on one connection are all applied, each answered with its index', async () => {
+  const s = await session(service, alice);
+  const keys = Array.from({ length: 64 }, (_, i) => `many-${i}`);
+  const answers = await Promise.all(keys.map((k) => call(s, 'PUT', `/kv/${k}`, { body: k })));
+  expect(answers.map((a) => a.status)).toEqual(keys.map(() => 200));
+  expect(new Set(answers.map((a) => a.body.index)).size).toBe(64);
+  const reads = await Promise.all(keys.map((k) => call(s, 'GET', `/kv/${k}`)));
+  expect(reads.map((r) => r.body.value)).toEqual(keys);
+});
+
+test('a body over the limit: 413 on that stream, no connection header, the connection goes on', async () => {
+  const s = await session(service, alice);
+  const big = await call(s, 'PUT', '/kv/big', { body: Buffer.alloc(MAX_BODY + 1, 1) });
+  expect({ status: big.status, code: big.body.error.code }).toEqual({
+    status: 413,
+    code: 'PREVAIL_TOO_LARGE',
+  });
+  expect(big.headers.connection).toBeUndefined();
+  expect((await call(s, 'PUT', '/kv/small', { body: 'ok' })).status).toBe(200);
+  expect((await call(s, 'GET', '/kv/big')).status).toBe(404);
+});
+
+test('bytes that are not HTTP/2 close that connection; the service and its data are unharmed', async () => {
+  const { port } = new URL(service.url);
+  const preface = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+  for (let i = 0; i < 24; i++) {
+    // Random bytes alone, and random frames after a valid preface.
+    const garbage = randomBytes(1 + ((i * 97) % 3000));
+    const bytes = i % 2 === 0 ? garbage : Buffer.concat([preface, garbage]);
+    const socket = tlsConnect({
+      host: '127.0.0.1',
+      port: Number(port),
+      ca: ca.cert,
+      ALPNProtocols: ['h2'],
+      checkServerIdentity: () => undefined,
+    });
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+    expect(socket.alpnProtocol).toBe('h2');
+    socket.resume();
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.end(bytes);
+    await closed;
+  }
+  const s = await session(service, alice);
+  expect((await call(s, 'GET', '/kv/a')).body.value).toBe('va');
+  expect((await call(s, 'PUT', '/kv/after-garbage', { body: 'v' })).status).toBe(200);
+});
+
+// Without GOAWAY the open connections would hold close() for the whole drain timeout, far past
+// this test's.
+test('close(): a request in progress on HTTP/2 is answered, then GOAWAY; no wait for the drain timeout', async () => {
+  const closing = await serve({ drainTimeoutMs: 600_000 });
+  const s = await session(closing, alice);
+  const idle = await session(closing, alice);
+  expect((await call(idle, 'GET', '/kv/none')).status).toBe(404);
+  const goaway = new Promise<void>((resolve) => idle.once('goaway', () => resolve()));
+  let closed: Promise<void> | undefined;
+  const answer = await call(s, 'PUT', '/kv/in-flight', {
+    body: 'in flight',
+    between: async () => {
+      // The server has read every frame sent before the ping's answer: the request is in
+      // progress (a stream it had not seen would be refused by the GOAWAY, safely retried).
+      await new Promise<void>((resolve) => s.ping(() => resolve()));
+      closed = closing.close({ transferLeadership: false });
+      await goaway; // the drain has begun; the rest of the body arrives after it
+    },
+  });
+  expect(answer.status).toBe(200);
+  await closed;
+}, 30_000);
+
+test("the admin page's event stream over HTTP/2: its first status, then more, on one stream", async () => {
+  const s = await session(service);
+  const stream = s.request({ ':path': '/admin/events', authorization: `Bearer ${ADMIN}` });
+  const headers = await new Promise<Record<string, unknown>>((resolve) =>
+    stream.once('response', resolve),
+  );
+  expect({ status: headers[':status'], type: headers['content-type'] }).toEqual({
+    status: 200,
+    type: 'text/event-stream; charset=utf-8',
+  });
+  let text = '';
+  await new Promise<void>((resolve) =>
+    stream.on('data', (c: Buffer) => {
+      text += c.toString();
+      if (text.split('data: ').length > 2) resolve(); // two messages
+    }),
+  );
+  expect(typeof JSON.parse(text.split('data: ')[1]!.split('\n')[0]!).time).toBe('number');
+  stream.close();
+});
