@@ -14,10 +14,14 @@ import {
 } from 'node:fs';
 import { request } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { connect as http2Connect } from 'node:http2';
+import { connect as tlsConnect } from 'node:tls';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+
+import { tcpForTls } from '../dist/core/tls-tcp.js';
 
 // ---------------------------------------------------------------- options
 const argv = process.argv.slice(2);
@@ -296,6 +300,9 @@ export function httpRequest(
   agent,
   { host, port, method = 'GET', path, headers = {}, body, timeoutMs = 10_000 },
 ) {
+  if (agent instanceof Http2Agent) {
+    return agent.request({ host, port, method, path, headers, body, timeoutMs });
+  }
   return new Promise((resolve, reject) => {
     const allHeaders =
       body === undefined ? headers : { 'content-length': Buffer.byteLength(body), ...headers };
@@ -322,6 +329,74 @@ export function httpRequest(
     });
     req.end(body);
   });
+}
+
+// HTTP/2 over TLS (ALPN h2): one session per host:port, made on first use and again after it
+// closes, every request a stream on it. Takes the place of an https.Agent in httpRequest().
+export class Http2Agent {
+  #sessions = new Map();
+  constructor({ ca }) {
+    this.ca = ca;
+  }
+
+  #session(host, port) {
+    const key = `${host}:${port}`;
+    let session = this.#sessions.get(key);
+    if (!session || session.closed || session.destroyed) {
+      // Nagle off, as for every TLS connection prevail makes (lib/core/tls-tcp.ts).
+      const socket = () =>
+        tlsConnect({ socket: tcpForTls(host, port), host, ca: this.ca, ALPNProtocols: ['h2'] });
+      session = http2Connect(`https://${host}:${port}`, { createConnection: socket });
+      session.on('error', () => {}); // each stream reports its own failure
+      session.once(
+        'close',
+        () => this.#sessions.get(key) === session && this.#sessions.delete(key),
+      );
+      this.#sessions.set(key, session);
+    }
+    return session;
+  }
+
+  request({ host, port, method, path, headers, body, timeoutMs }) {
+    return new Promise((resolve, reject) => {
+      const allHeaders = { ':method': method, ':path': path, ...headers };
+      if (body !== undefined) allHeaders['content-length'] = Buffer.byteLength(body);
+      let stream;
+      try {
+        stream = this.#session(host, port).request(allHeaders);
+      } catch (err) {
+        reject(err);
+        return;
+      }
+      const timer = setTimeout(
+        () => stream.close(0x8), // CANCEL
+        timeoutMs,
+      );
+      let status = 0;
+      const chunks = [];
+      stream.once('response', (h) => (status = h[':status']));
+      stream.on('data', (c) => chunks.push(c));
+      stream.once('end', () => {
+        clearTimeout(timer);
+        resolve({ status, body: Buffer.concat(chunks).toString() });
+      });
+      stream.once('close', () => {
+        clearTimeout(timer);
+        if (!stream.readableEnded)
+          reject(new Error(`${method} ${path}: stream closed (${stream.rstCode})`));
+      });
+      stream.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      stream.end(body);
+    });
+  }
+
+  destroy() {
+    for (const s of this.#sessions.values()) s.destroy();
+    this.#sessions.clear();
+  }
 }
 
 // ---------------------------------------------------------------- statistics
