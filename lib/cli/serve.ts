@@ -97,6 +97,7 @@ function parseServeArgs(args: string[]) {
       crl: { type: 'string' },
       insecure: { type: 'boolean' },
       'plain-http': { type: 'boolean' },
+      'no-http2': { type: 'boolean' },
       ...BACKUP_FLAGS,
     },
   });
@@ -150,6 +151,7 @@ function serveOptions(values: ReturnType<typeof parseServeArgs>): ServiceOptions
     ...(tls ? { tls } : {}),
     ...(values.insecure ? { insecure: true } : {}),
     ...(values['plain-http'] ? { plainHttp: true } : {}),
+    ...(values['no-http2'] ? { http2: false } : {}),
     reread: () => ({
       tls: readTlsFiles(paths),
       auth: authFile === undefined ? undefined : readAuthFile(authFile),

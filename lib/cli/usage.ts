@@ -157,6 +157,8 @@ Options:
   --plain-http                   with --cert: the API on plain HTTP, for a TLS-terminating
                                  proxy on this machine (a loopback --http only); members
                                  stay on mutual TLS
+  --no-http2                     with --cert: HTTPS on HTTP/1.1 only (default: HTTP/2 and
+                                 HTTP/1.1, by ALPN, on a Node with the HTTP/2 fixes)
   --insecure                     allow --http on a non-loopback address without --auth
   --backup-dir DIR               automatic backups on the leader into DIR, or
   --backup-s3 s3://BUCKET/PREFIX into S3 (needs @aws-sdk/client-s3; credentials and

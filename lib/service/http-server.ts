@@ -1,7 +1,7 @@
 // The service's HTTP(S) server: the operations handler's paths (status, health, admin) to it,
 // the rest checked against the auth settings and routed to the key routes, refused with 503
 // once the service is closing; listening; and the bounded drain on close.
-// HTTPS speaks HTTP/2 and HTTP/1.1 on one port (ALPN). HTTP/2 is there for its cost: a client
+// HTTPS speaks HTTP/2 and HTTP/1.1 on one port (ALPN) unless told not to. HTTP/2 is there for its cost: a client
 // with many requests in flight sends them over one connection, and the answers ready in one
 // event-loop turn leave in one TLS record instead of one record (an encryption, a write, a
 // wake-up on each side) per answer (docs/benchmarks.md, "HTTP/2").
@@ -14,6 +14,7 @@ import {
   type Http2ServerRequest,
   type Http2Session,
 } from 'node:http2';
+import { createServer as createHttpsServer } from 'node:https';
 import { acceptWithoutNagle } from '../core/tls-tcp.js';
 import { API_PORT_LIMITS, gateHandshakes } from '../core/handshake-gate.js';
 import type { AddressInfo } from 'node:net';
@@ -44,12 +45,16 @@ export interface Guard {
 /** node:http's server for plain HTTP; for HTTPS, node:http2's, which also speaks HTTP/1.1. */
 export type ServiceServer = Server | Http2SecureServer;
 
-/** The server: `ops` (made on the same `guard` and `life`) first, then the key routes. */
+/**
+ * The server: `ops` (made on the same `guard` and `life`) first, then the key routes. With
+ * `guard.tls`, HTTPS: HTTP/2 and HTTP/1.1 when `http2`, else HTTP/1.1 only.
+ */
 export function createServiceServer(
   ctx: RouteContext,
   ops: OperationsHandler,
   life: Lifecycle,
   guard: Guard = {},
+  { http2: withHttp2 = false }: { http2?: boolean } = {},
 ): ServiceServer {
   const routes = kvRoutes(ctx);
   const leaderHint = () => ctx.store.node.status().leader;
@@ -79,7 +84,7 @@ export function createServiceServer(
     if (req.httpVersionMajor === 2) boundHttp2Request(req as unknown as Http2ServerRequest);
     ops(req, res, () => kv(req, res));
   };
-  const server = guard.tls ? httpsServer(guard.tls, onRequest) : createServer(onRequest);
+  const server = guard.tls ? httpsServer(guard.tls, onRequest, withHttp2) : createServer(onRequest);
   // A client that asks before sending its body (curl's `Expect: 100-continue`) gets the 413 at
   // once instead of a go-ahead when the declared length is over the limit.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
@@ -151,19 +156,25 @@ const HTTP2_IDLE_MS = 30_000;
 function httpsServer(
   material: TlsMaterial,
   onRequest: (req: IncomingMessage, res: ServerResponse) => void,
+  withHttp2: boolean,
 ): ServiceServer {
   try {
-    const server = createSecureServer(
-      {
-        ...apiContextOptions(material),
-        allowHTTP1: true,
-        requestCert: true,
-        rejectUnauthorized: false,
-        handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
-        settings: { maxConcurrentStreams: HTTP2_MAX_STREAMS },
-      },
-      onRequest as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void,
-    ) as unknown as Http2SecureServer;
+    const options = {
+      ...apiContextOptions(material),
+      requestCert: true,
+      rejectUnauthorized: false,
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+    };
+    const server = withHttp2
+      ? (createSecureServer(
+          {
+            ...options,
+            allowHTTP1: true,
+            settings: { maxConcurrentStreams: HTTP2_MAX_STREAMS },
+          },
+          onRequest as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void,
+        ) as unknown as Http2SecureServer)
+      : createHttpsServer(options, onRequest);
     acceptWithoutNagle(server); // as node:http does for plain HTTP
     gateHandshakes(server, API_PORT_LIMITS, 'http');
     const open: OpenConnections = { sockets: new Set(), sessions: new Set() };
@@ -185,6 +196,45 @@ function httpsServer(
       { cause: err },
     );
   }
+}
+
+/**
+ * Whether the service serves HTTP/2: as `asked`, else where Node has the HTTP/2 fixes (saying
+ * on stderr, once, why it does not).
+ */
+export function http2Wanted(asked: boolean | undefined, version = process.versions.node): boolean {
+  if (asked !== undefined) return asked;
+  if (hasHttp2Fixes(version)) return true;
+  if (!http2Refused) {
+    http2Refused = true;
+    console.warn(
+      `prevail: HTTPS serves HTTP/1.1 only: Node ${version} lacks HTTP/2 security fixes (20.20.2, 22.22.2, 24.14.1 or 25.8.2 has them)`,
+    );
+  }
+  return false;
+}
+let http2Refused = false;
+
+/**
+ * The first release of each Node line with the HTTP/2 fixes of the March 2026 security release
+ * (CVE-2026-21714, a memory leak a client drives with WINDOW_UPDATE frames), and with them the
+ * earlier ones (stream-reset and CONTINUATION floods). Lines not listed before 26 are end of
+ * life without them.
+ */
+const HTTP2_FIXED: Record<number, [number, number]> = {
+  20: [20, 2],
+  22: [22, 2],
+  24: [14, 1],
+  25: [8, 2],
+};
+
+/** Whether Node `version` (major.minor.patch) has the HTTP/2 fixes above. */
+export function hasHttp2Fixes(version: string): boolean {
+  const [major, minor, patch] = version.split('.').map(Number) as [number, number, number];
+  if (major >= 26) return true;
+  const fixed = HTTP2_FIXED[major];
+  if (!fixed) return false;
+  return minor > fixed[0] || (minor === fixed[0] && patch >= fixed[1]);
 }
 
 /**

@@ -32,6 +32,7 @@ import { DEFAULT_MAX_BODY_BYTES } from './body.js';
 import {
   closeIdleConnections,
   createServiceServer,
+  http2Wanted,
   drain,
   listen,
   type Lifecycle,
@@ -86,6 +87,12 @@ export interface ServiceOptions extends Pick<
    * tokens and data would cross the network in the clear (PREVAIL_INVALID_ARGUMENT).
    */
   plainHttp?: boolean;
+  /**
+   * With `tls`: serve HTTP/2 beside HTTP/1.1 (ALPN). Default: true on a Node release with the
+   * HTTP/2 security fixes of March 2026 (20.20.2, 22.22.2, 24.14.1, 25.8.2 or later), else false
+   * (HTTP/1.1 only, said once on stderr). false: HTTP/1.1 only.
+   */
+  http2?: boolean;
   /** Allow an `httpAddress` other than loopback without `auth` (warned on stderr, and `insecure: true` in /status). */
   insecure?: boolean;
   /**
@@ -157,7 +164,9 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     onClosed: () => server && closeIdleConnections(server),
   });
   try {
-    server = createServiceServer({ store, maxBody, readTimeoutMs }, ops, life, guard);
+    server = createServiceServer({ store, maxBody, readTimeoutMs }, ops, life, guard, {
+      http2: guard.tls !== undefined && http2Wanted(options.http2),
+    });
     reload = reloader(store, server, guard, options.reread);
     url = await listen(server, host, port, guard.tls ? 'https' : 'http');
   } catch (err) {

@@ -10,9 +10,18 @@ import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { request } from 'node:https';
 import { connect as tlsConnect } from 'node:tls';
 
+import { jest } from '@jest/globals';
+
 import { startService, type Service, type ServiceOptions } from '../../../lib/index.js';
-import { tempDir, waitFor } from '../../helpers/cluster.js';
-import { testCa, type TestCa, type TestCert } from '../../helpers/test-certs.js';
+import { hasHttp2Fixes, http2Wanted } from '../../../lib/service/http-server.js';
+import { freePorts, ServeProcess, tempDir, waitFor } from '../../helpers/cluster.js';
+import {
+  testCa,
+  tlsFiles,
+  writeClusterCerts,
+  type TestCa,
+  type TestCert,
+} from '../../helpers/test-certs.js';
 
 const ADMIN = 'admin-token-0123456789ab';
 const MAX_BODY = 64 * 1024;
@@ -254,3 +263,91 @@ test("the admin page's event stream over HTTP/2: its first status, then more, on
   expect(typeof JSON.parse(text.split('data: ')[1]!.split('\n')[0]!).time).toBe('number');
   stream.close();
 });
+
+test('http2: false serves HTTP/1.1 only: an HTTP/2-only client gets no connection', async () => {
+  const h1only = await serve({ http2: false });
+  try {
+    const failed = await new Promise<Error | null>((resolve) => {
+      const s = http2Connect(h1only.url, { ca: ca.cert, ...alice });
+      sessions.push(s);
+      s.once('error', resolve);
+      s.once('close', () => resolve(null));
+      s.once('remoteSettings', () => resolve(null)); // an HTTP/2 session: the failure
+    });
+    expect(failed).toEqual(
+      expect.objectContaining({ code: 'ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL' }),
+    );
+    const answer = await new Promise<{ status: number; version: string }>((resolve, reject) => {
+      const req = request(`${h1only.url}/kv/x`, { ca: ca.cert, ...alice }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode!, version: res.httpVersion }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(answer).toEqual({ status: 404, version: '1.1' });
+  } finally {
+    await h1only.close({ transferLeadership: false });
+  }
+});
+
+test.each([
+  ['20.20.1', false],
+  ['20.20.2', true],
+  ['20.21.0', true],
+  ['21.7.3', false],
+  ['22.22.1', false],
+  ['22.22.2', true],
+  ['22.23.0', true],
+  ['23.11.1', false],
+  ['24.14.0', false],
+  ['24.14.1', true],
+  ['25.8.2', true],
+  ['26.0.0', true],
+  ['18.20.8', false],
+])('Node %s has the HTTP/2 fixes: %s; by default HTTP/2 is served only there', (version, fixed) => {
+  expect(hasHttp2Fixes(version)).toBe(fixed);
+  const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+  try {
+    expect(http2Wanted(undefined, version)).toBe(fixed);
+    expect(http2Wanted(false, version)).toBe(false);
+    expect(http2Wanted(true, version)).toBe(true);
+  } finally {
+    warn.mockRestore();
+  }
+});
+
+test('prevail serve --no-http2: HTTPS on HTTP/1.1 only; without it, HTTP/2 too', async () => {
+  const certDir = tempDir('prevail-http2-certs-');
+  dirs.push(certDir);
+  await writeClusterCerts(certDir, [1], ca);
+  const files = tlsFiles(certDir, 1);
+  const tlsArgs = ['--ca', files.caFile, '--cert', files.certFile, '--key', files.keyFile];
+  for (const [flags, alpn] of [
+    [['--no-http2'], 'ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL'],
+    [[], 'h2'],
+  ] as const) {
+    const [raftPort, httpPort] = await freePorts(2);
+    const dataDir = tempDir('prevail-http2-serve-');
+    dirs.push(dataDir);
+    const node = new ServeProcess(
+      { id: 1, address: `127.0.0.1:${raftPort}`, http: `127.0.0.1:${httpPort}`, dataDir },
+      [...tlsArgs, ...flags],
+      () => ({ ca: ca.cert }),
+    );
+    try {
+      await node.ready();
+      const got = await new Promise<string>((resolve) => {
+        const s = http2Connect(node.url, { ca: ca.cert });
+        sessions.push(s);
+        s.once('error', (err: NodeJS.ErrnoException) => resolve(String(err.code)));
+        s.once('connect', () => resolve(String(s.alpnProtocol)));
+      });
+      expect(got).toBe(alpn);
+      expect((await node.request('GET', '/status')).status).toBe(200); // HTTP/1.1 either way
+      expect(node.output).not.toMatch(/Warning/);
+    } finally {
+      await node.kill();
+    }
+  }
+}, 60_000);
