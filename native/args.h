@@ -12,7 +12,8 @@ enum class ArgType {
   kUint,  // a non-negative integer a double holds exactly (an id, a count)
   kString,
   kObject,
-  kBytes,  // a Uint8Array (a Buffer is one)
+  kBytes,       // a Uint8Array (a Buffer is one)
+  kBytesArray,  // a non-empty Array of Uint8Array
 };
 
 struct Param {
@@ -31,6 +32,9 @@ struct Signature {
 std::optional<Napi::Error> ArgumentError(const Napi::CallbackInfo& info, const Signature& sig);
 
 bool IsUint(Napi::Value value);
+
+// Whether `value` is a non-empty Array of Uint8Array.
+bool IsBytesArray(Napi::Value value);
 
 // The bytes of a Uint8Array, or false if `value` is not one.
 bool GetBytes(Napi::Value value, const uint8_t** data, size_t* len);
