@@ -13,11 +13,11 @@
 //                                                  (leader: the leader-only diagnostic rows)
 //   node bench/service.js --repeat=3               each throughput level N times, interleaved; medians
 //   node bench/service.js --tls --concurrency=16,64 --repeat=3 --runs=10 --skip=leader
-//   node bench/service.js --tls=http1 …     the same, the load generator on HTTP/1.1 over TLS
+//   node bench/service.js --tls=http2 …     the same, the load generator on HTTP/2 over TLS
 //   node bench/service.js --tls=members …   the same with the API on plain HTTP (serve --plain-http)
 //        what TLS costs: `prevail serve` with member mTLS (--ca/--cert/--key, which also make
-//        its HTTP API HTTPS; the load generator then speaks HTTP/2 over TLS with the CA, one
-//        connection per node, or HTTP/1.1 with --tls=http1) against the same with --insecure
+//        its HTTP API HTTPS; the load generator then speaks HTTP/1.1 over TLS with the CA, or
+//        HTTP/2 with --tls=http2, one connection per node) against the same with --insecure
 //        (HTTP/1.1), side by side; no etcd, no rolling restart
 //
 // Needs dist/ (npx tsc -p .) and, for the etcd rows, etcd on the PATH
@@ -80,7 +80,7 @@ if (arg('help')) {
   console.log(
     'usage: node bench/service.js [--quick] [--concurrency=1,16,64,256] [--duration=ms] [--warmup=ms]\n' +
       '       [--runs=20] [--failover-concurrency=4] [--skip=throughput,leader,failover,fsync,etcd,prevail]\n' +
-      '       [--repeat=1] [--tls[=http1|members]]',
+      '       [--repeat=1] [--tls[=http2|members]]',
   );
   process.exit(0);
 }
@@ -91,14 +91,14 @@ const warmupMs = Number(arg('warmup') ?? (quick ? 500 : 1000));
 const runs = Number(arg('runs') ?? (quick ? 5 : 20));
 const failoverConcurrency = Number(arg('failover-concurrency') ?? 4);
 const repeat = Number(arg('repeat') ?? 1);
-// --tls: members on mTLS and the API on HTTPS, the load generator speaking HTTP/2 (one
-// connection per node, as an HTTP/2 client does); --tls=http1: the same with the generator on
-// HTTP/1.1 (a keep-alive connection per request in flight); --tls=members: members on mTLS, the
-// API on plain HTTP (serve --plain-http), which tells the members' share of the cost from the API's.
-const TLS_MODES = { true: 'all', http1: 'http1', members: 'members' };
+// --tls: members on mTLS and the API on HTTPS, the load generator on HTTP/1.1 (a keep-alive
+// connection per request in flight, as against the plain cluster); --tls=http2: the same with
+// the generator on HTTP/2 (one connection per node); --tls=members: members on mTLS, the API on
+// plain HTTP (serve --plain-http), which tells the members' share of the cost from the API's.
+const TLS_MODES = { true: 'all', http2: 'http2', members: 'members' };
 const tlsMode = arg('tls') ? TLS_MODES[arg('tls')] : null;
 if (tlsMode === undefined)
-  throw new Error(`--tls=${arg('tls')}: expected --tls, --tls=http1 or --tls=members`);
+  throw new Error(`--tls=${arg('tls')}: expected --tls, --tls=http2 or --tls=members`);
 const fsyncMs = quick ? 700 : 2000;
 const VALUE_BYTES = 100;
 // During failover: a fresh write goes to a survivor every PROBE_EVERY_MS (alternating).
@@ -185,18 +185,18 @@ const jsonOf = (text) => {
 // cluster = { members: [{ name, host, port, proc }], agentFor, stop() }.
 
 // `prevail serve` nodes with --insecure, or with member mTLS from certificates made once per
-// run: tls 'all' and 'http1' also make their HTTP API HTTPS (HTTP/2 and HTTP/1.1 on one port;
-// the generator speaks HTTP/2 for 'all', HTTP/1.1 for 'http1'), tls 'members' keeps it plain
+// run: tls 'all' and 'http2' also make their HTTP API HTTPS (HTTP/2 and HTTP/1.1 on one port;
+// the generator speaks HTTP/1.1 for 'all', HTTP/2 for 'http2'), tls 'members' keeps it plain
 // (--plain-http).
-const PREVAIL_NAMES = { all: 'prevail-tls', http1: 'prevail-tls-http1', members: 'prevail-mtls' };
+const PREVAIL_NAMES = { all: 'prevail-tls', http2: 'prevail-tls-h2', members: 'prevail-mtls' };
 const makePrevail = (tls) => ({
   name: tls ? PREVAIL_NAMES[tls] : 'prevail',
   defaults: 'election timeout 200 ms, heartbeat 40 ms (`prevail serve` defaults)',
   certs: null,
 
   agent() {
-    if (tls === 'all') return new Http2Agent({ ca: this.certs.ca });
-    return tls === 'http1'
+    if (tls === 'http2') return new Http2Agent({ ca: this.certs.ca });
+    return tls === 'all'
       ? new NoDelayHttpsAgent({ keepAlive: true, ca: this.certs.ca })
       : new Agent({ keepAlive: true });
   },
