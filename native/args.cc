@@ -17,7 +17,6 @@ bool Fits(Napi::Value value, ArgType type) {
     case ArgType::kString: return value.IsString();
     case ArgType::kObject: return value.IsObject();
     case ArgType::kBytes: return GetBytes(value, &data, &len);
-    case ArgType::kBytesArray: return IsBytesArray(value);
   }
   return false;
 }
@@ -52,16 +51,6 @@ bool GetBytes(Napi::Value value, const uint8_t** data, size_t* len) {
   *data = bytes.Data();
   *len = bytes.ByteLength();
   return true;
-}
-
-bool IsBytesArray(Napi::Value value) {
-  if (!value.IsArray()) return false;
-  auto array = value.As<Napi::Array>();
-  const uint8_t* data;
-  size_t len;
-  for (uint32_t i = 0; i < array.Length(); i++)
-    if (!GetBytes(array.Get(i), &data, &len)) return false;
-  return array.Length() > 0;
 }
 
 }  // namespace prevail

@@ -12,8 +12,7 @@ enum class ArgType {
   kUint,  // a non-negative integer a double holds exactly (an id, a count)
   kString,
   kObject,
-  kBytes,       // a Uint8Array (a Buffer is one)
-  kBytesArray,  // a non-empty Array of Uint8Array
+  kBytes,  // a Uint8Array (a Buffer is one)
 };
 
 struct Param {
@@ -32,9 +31,6 @@ struct Signature {
 std::optional<Napi::Error> ArgumentError(const Napi::CallbackInfo& info, const Signature& sig);
 
 bool IsUint(Napi::Value value);
-
-// Whether `value` is a non-empty Array of Uint8Array.
-bool IsBytesArray(Napi::Value value);
 
 // The bytes of a Uint8Array, or false if `value` is not one.
 bool GetBytes(Napi::Value value, const uint8_t** data, size_t* len);

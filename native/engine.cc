@@ -18,7 +18,6 @@ constexpr bool kSync = false;
 // The parameters of the JS methods, each with the message for an argument that does not fit.
 constexpr Param kOptions{ArgType::kObject, "start() needs an options object"};
 constexpr Param kCommand{ArgType::kBytes, "a command must be a Uint8Array"};
-constexpr Param kCommands{ArgType::kBytesArray, "commands must be a non-empty array of Uint8Array"};
 constexpr Param kId{ArgType::kUint, "a member id must be a non-negative integer"};
 constexpr Param kAddress{ArgType::kString, "a member address must be a string"};
 constexpr Param kRole{ArgType::kString, "a role must be a string"};
@@ -28,9 +27,6 @@ constexpr Param kToken{ArgType::kUint, "a connect token must be a non-negative i
 // The signatures of the JS methods, as lib/engine/native.ts declares them (NativeEngine).
 constexpr Signature kStart{"start", kAsync, 1, {kOptions}};
 constexpr Signature kApply{"apply", kAsync, 1, {kCommand}};
-// Not async: it returns an array of promises (one per command), and a call that does not fit
-// throws (only the library's own batching calls it).
-constexpr Signature kApplyBatch{"applyBatch", kSync, 1, {kCommands}};
 constexpr Signature kBarrier{"barrier", kAsync, 0, {}};
 constexpr Signature kAdd{"add", kAsync, 2, {kId, kAddress}};
 constexpr Signature kAssign{"assign", kAsync, 2, {kId, kRole}};
@@ -42,9 +38,6 @@ constexpr Signature kClose{"close", kAsync, 0, {}};
 constexpr Signature kAccept{"accept", kSync, 2, {kId, kAddress}};
 constexpr Signature kConnected{"connected", kSync, 1, {kToken}};
 constexpr Signature kConnectFailed{"connectFailed", kSync, 1, {kToken}};
-
-// Commands larger than this can't be framed (the entry's length is a u32).
-constexpr size_t kMaxCommand = UINT32_MAX - 64;
 
 raft_id UintArg(const Napi::CallbackInfo& info, size_t i) {
   return static_cast<raft_id>(info[i].As<Napi::Number>().DoubleValue());
@@ -58,7 +51,6 @@ Napi::Function Engine::Define(Napi::Env env) {
                      {
                          Method<&Engine::Start, kStart>(),
                          Method<&Engine::Apply, kApply>(),
-                         Method<&Engine::ApplyBatch, kApplyBatch>(),
                          Method<&Engine::Barrier, kBarrier>(),
                          Method<&Engine::Add, kAdd>(),
                          Method<&Engine::Assign, kAssign>(),
@@ -182,7 +174,7 @@ Napi::Value Engine::Apply(const Napi::CallbackInfo& info) {
   const uint8_t* data;
   size_t len;
   GetBytes(info[0], &data, &len);
-  if (len > kMaxCommand) {
+  if (len > UINT32_MAX - 64) {
     return prevail::Rejected(
         env, CodedError(env, Code::kTooLarge, "a command must be smaller than 4 GiB"));
   }
@@ -198,69 +190,6 @@ Napi::Value Engine::Apply(const Napi::CallbackInfo& info) {
     if (!request->fired) pending_[request->index] = request.get();
   }
   return Submitted(std::move(request), rv, "apply");
-}
-
-// applyBatch(commands): a promise per command, as apply() gives, for commands submitted to the
-// engine at once (engine patch p9): one append and one AppendEntries per follower for all of
-// them instead of one each. Each keeps its own index, in the order given.
-Napi::Value Engine::ApplyBatch(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto commands = info[0].As<Napi::Array>();
-  const uint32_t n = commands.Length();
-  auto promises = Napi::Array::New(env, n);
-  std::vector<std::unique_ptr<ApplyRequest>> requests;  // those that go to the engine
-  std::vector<struct raft_buffer> payloads;             // their commands, not yet framed
-  size_t total = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    auto request = NewRequest<ApplyRequest>(env, this);
-    promises.Set(i, request->deferred.Promise());
-    const uint8_t* data;
-    size_t len;
-    GetBytes(commands.Get(i), &data, &len);
-    if (!Usable(env, request->deferred)) continue;
-    if (len > kMaxCommand) {
-      request->deferred.Reject(
-          CodedError(env, Code::kTooLarge, "a command must be smaller than 4 GiB").Value());
-      continue;
-    }
-    payloads.push_back({const_cast<uint8_t*>(data), len});
-    total += EntrySize(len);
-    requests.push_back(std::move(request));
-  }
-  if (!requests.empty()) SubmitBatch(env, requests, payloads, total);
-  return promises;
-}
-
-// Frames `payloads` into one allocation (the engine frees it as one batch) and submits them;
-// each request is the engine's once submitted, else rejected.
-void Engine::SubmitBatch(Napi::Env env, std::vector<std::unique_ptr<ApplyRequest>>& requests,
-                         const std::vector<struct raft_buffer>& payloads, size_t total) {
-  const size_t m = requests.size();
-  RaftPtr<uint8_t> block = RaftAlloc<uint8_t>(total);
-  std::vector<struct raft_buffer> entries(m);
-  std::vector<struct raft_apply*> reqs(m);
-  int rv = block ? 0 : RAFT_NOMEM;
-  size_t offset = 0;
-  for (size_t k = 0; rv == 0 && k < m; k++) {
-    const size_t size = EntrySize(payloads[k].len);
-    EncodeEntry(block.get() + offset, static_cast<const uint8_t*>(payloads[k].base),
-                payloads[k].len, raft_current_term(&raft_));
-    entries[k] = {block.get() + offset, size};
-    reqs[k] = &requests[k]->req;
-    offset += size;
-  }
-  if (rv == 0)
-    rv = raft_apply_batch(&raft_, reqs.data(), entries.data(), unsigned(m), &ApplyRequest::Cb);
-  if (rv != 0) {
-    for (auto& request : requests) request->deferred.Reject(EngineError(env, rv, "apply").Value());
-    return;
-  }
-  block.release();  // the engine's now
-  for (auto& request : requests) {
-    request->index = request->req.index;
-    if (!request->fired) pending_[request->index] = request.get();
-    request.release();  // the engine holds it until its callback
-  }
 }
 
 Napi::Value Engine::Barrier(const Napi::CallbackInfo& info) {

@@ -69,7 +69,6 @@ class Engine : public Napi::ObjectWrap<Engine> {
   // JS methods (engine.cc, and Start in engine_start.cc).
   Napi::Value Start(const Napi::CallbackInfo& info);
   Napi::Value Apply(const Napi::CallbackInfo& info);
-  Napi::Value ApplyBatch(const Napi::CallbackInfo& info);
   Napi::Value Barrier(const Napi::CallbackInfo& info);
   Napi::Value Add(const Napi::CallbackInfo& info);
   Napi::Value Assign(const Napi::CallbackInfo& info);
@@ -85,8 +84,6 @@ class Engine : public Napi::ObjectWrap<Engine> {
   void ReportConnects();
 
   bool Usable(Napi::Env env, Napi::Promise::Deferred& deferred);
-  void SubmitBatch(Napi::Env env, std::vector<std::unique_ptr<ApplyRequest>>& requests,
-                   const std::vector<struct raft_buffer>& payloads, size_t total);
   // Usable, and this node leads: the engine asserts leadership in membership changes.
   bool UsableAsLeader(Napi::Env env, Napi::Promise::Deferred& deferred);
   // The promise of `request`, which the engine accepted if `rv` is 0 (and now owns).

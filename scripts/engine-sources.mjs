@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const src = join(root, 'third_party', 'raft', 'src');
-if (!existsSync(join(root, 'third_party', 'raft', '.prevail-engine-0.22.1-p9'))) {
+if (!existsSync(join(root, 'third_party', 'raft', '.prevail-engine-0.22.1-p8'))) {
   // gyp reads our stdout as the source list: send the fetch's output to stderr.
   execFileSync('bash', [join(root, 'scripts', 'fetch-engine.sh')], { stdio: ['ignore', 2, 2] });
 }

@@ -19,7 +19,7 @@ third=$root/third_party
 dest=$third/raft
 cache=$third/cache
 # The stamp names the version and our patch level, so a checkout with an older unpack re-unpacks.
-stamp=$dest/.prevail-engine-$RAFT_VERSION-p9
+stamp=$dest/.prevail-engine-$RAFT_VERSION-p8
 
 if [[ -f $stamp && -z ${RAFT_FORCE:-} ]]; then
   echo "engine: raft $RAFT_VERSION already unpacked in $dest"
@@ -834,96 +834,6 @@ replace_once "$dest.tmp/src/recv_request_vote.c" \
     }
 
 ' || { echo "engine: could not apply the split-vote fix (p8, tie)" >&2; exit 1; }
-# p9 (issue 13, the cost of TLS between members; docs/engine-patches.md): raft_apply takes one
-# entry (it asserts n == 1), and each call is a disk write request and an AppendEntries to every
-# follower. raft_apply_batch submits n commands at once, each with its own request (its own
-# index, its own callback), in one batch: one append, one AppendEntries per follower. The
-# entries' memory is one allocation starting at bufs[0].base, as the legacy layer frees only the
-# first entry's batch when it copies them into its log.
-replace_once "$dest.tmp/include/raft.h" \
-'RAFT_API int raft_apply(struct raft *r,
-                        struct raft_apply *req,
-                        const struct raft_buffer bufs[],
-                        const unsigned n,
-                        raft_apply_cb cb);
-' \
-'RAFT_API int raft_apply(struct raft *r,
-                        struct raft_apply *req,
-                        const struct raft_buffer bufs[],
-                        const unsigned n,
-                        raft_apply_cb cb);
-
-/**
- * prevail p9: propose @n commands at once, each with its own request: reqs[i]
- * gets the index of bufs[i] and its own callback. One append and one
- * AppendEntries per follower for all of them. The memory of the commands must be one
- * raft_malloc allocation starting at bufs[0].base (the others point into it);
- * on success the library owns it, as for raft_apply.
- */
-RAFT_API int raft_apply_batch(struct raft *r,
-                              struct raft_apply *reqs[],
-                              const struct raft_buffer bufs[],
-                              const unsigned n,
-                              raft_apply_cb cb);
-' || { echo "engine: could not apply the batch apply (p9, header)" >&2; exit 1; }
-replace_once "$dest.tmp/src/legacy.c" \
-'int raft_barrier(struct raft *r, struct raft_barrier *req, raft_barrier_cb cb)
-{' \
-'/* prevail p9: raft_apply for n commands in one submission (see raft.h). */
-int raft_apply_batch(struct raft *r,
-                     struct raft_apply *reqs[],
-                     const struct raft_buffer bufs[],
-                     const unsigned n,
-                     raft_apply_cb cb)
-{
-    raft_index index;
-    struct raft_event event;
-    struct raft_entry *entries;
-    unsigned i;
-    int rv;
-
-    assert(r != NULL);
-    assert(reqs != NULL);
-    assert(bufs != NULL);
-    assert(n > 0);
-
-    entries = raft_malloc(n * sizeof *entries);
-    if (entries == NULL) {
-        return RAFT_NOMEM;
-    }
-
-    /* Index of the first entry being appended. */
-    index = logLastIndex(r->legacy.log) + 1;
-    for (i = 0; i < n; i++) {
-        reqs[i]->type = RAFT_COMMAND;
-        reqs[i]->index = index + i;
-        reqs[i]->cb = cb;
-        entries[i].type = RAFT_COMMAND;
-        entries[i].term = r->current_term;
-        entries[i].buf = bufs[i];
-        entries[i].batch = bufs[0].base; /* one allocation for all */
-    }
-
-    event.time = r->io->time(r->io);
-    event.type = RAFT_SUBMIT;
-    event.submit.entries = entries;
-    event.submit.n = n;
-
-    rv = LegacyForwardToRaftIo(r, &event);
-    raft_free(entries);
-    if (rv != 0) {
-        return rv;
-    }
-
-    for (i = 0; i < n; i++) {
-        QUEUE_PUSH(&r->legacy.pending, &reqs[i]->queue);
-    }
-
-    return 0;
-}
-
-int raft_barrier(struct raft *r, struct raft_barrier *req, raft_barrier_cb cb)
-{' || { echo "engine: could not apply the batch apply (p9, legacy)" >&2; exit 1; }
 mv "$dest.tmp" "$dest"
 touch "$stamp"
 echo "engine: raft $RAFT_VERSION unpacked in $dest"

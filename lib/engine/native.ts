@@ -56,12 +56,6 @@ export interface NativeStartOptions {
 export interface NativeEngine {
   start(options: NativeStartOptions): Promise<void>;
   apply(command: Uint8Array): Promise<[index: number, result: unknown]>;
-  /**
-   * apply() for several commands submitted at once (engine patch p9: one append, one
-   * AppendEntries per follower), a promise each, their indexes in the order given. Throws
-   * PREVAIL_INVALID_ARGUMENT unless given a non-empty array of Uint8Array.
-   */
-  applyBatch(commands: Uint8Array[]): Promise<[index: number, result: unknown]>[];
   barrier(): Promise<number>;
   add(id: number, address: string): Promise<void>;
   assign(id: number, role: string): Promise<void>;

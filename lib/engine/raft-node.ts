@@ -285,15 +285,7 @@ export class RaftNode<R = unknown> extends EventEmitter {
         }),
       );
     }
-    // The engine refuses a request made from inside apply(); a queued one would reach it later.
-    if (this.#applying)
-      return Promise.reject(
-        new PrevailError(
-          ErrorCodes.REENTRANT,
-          'a request was made from inside apply(); apply must be synchronous and self-contained',
-        ),
-      );
-    const applied = this.#submit(command).then(
+    const applied = this.#engine.apply(command).then(
       ([index, value]) => {
         if (value instanceof ApplyFailure) throw value.error;
         return { index, result: value as R };
@@ -329,7 +321,6 @@ export class RaftNode<R = unknown> extends EventEmitter {
    */
   barrier(): Promise<number> {
     if (this.#closing) return Promise.reject(this.#closedError());
-    this.#flush();
     return this.#call(this.#engine.barrier());
   }
 
@@ -446,7 +437,6 @@ export class RaftNode<R = unknown> extends EventEmitter {
     checkRole(role);
     if (this.#security === 'none') throw tlsRequired('adding a member');
     await this.#transport?.listen();
-    this.#flush();
     await this.#call(this.#engine.add(member.id, member.address));
     if (role !== 'spare') await this.assignRole(member.id, role);
   }
@@ -454,14 +444,12 @@ export class RaftNode<R = unknown> extends EventEmitter {
   /** Changes a member's role (leader only); promoting to voter waits for catch-up. */
   async assignRole(id: number, role: MemberRole): Promise<void> {
     checkPositiveInt('id', id);
-    this.#flush();
     await this.#call(this.#engine.assign(id, checkRole(role)));
   }
 
   /** Removes a member from the configuration (leader only). */
   async removeMember(id: number): Promise<void> {
     checkPositiveInt('id', id);
-    this.#flush();
     await this.#call(this.#engine.remove(id));
   }
 
@@ -525,7 +513,6 @@ export class RaftNode<R = unknown> extends EventEmitter {
     }
     if (this.#markTimer) clearInterval(this.#markTimer);
     this.#writeMark(); // while the engine still answers status()
-    this.#flush();
     await this.#engine.close().catch((err: unknown) => {
       throw fromNative(err);
     });
@@ -540,7 +527,6 @@ export class RaftNode<R = unknown> extends EventEmitter {
   async #transfer(id: number): Promise<number> {
     let timer: NodeJS.Timeout | undefined;
     const timeoutMs = this.electionTimeoutMs * 4;
-    this.#flush();
     try {
       return await Promise.race([
         this.#call(this.#engine.transfer(id)),
@@ -577,56 +563,8 @@ export class RaftNode<R = unknown> extends EventEmitter {
     p.then(done, done);
   }
 
-  /**
-   * Queues a command for the engine. The commands proposed in one event-loop turn (the HTTP
-   * requests read in it, a peer's forwarded writes) go to the engine together, from the check
-   * phase right after that turn's I/O: one append and one AppendEntries per follower for all
-   * of them instead of one each. Between members on TLS every message crosses the JS thread
-   * twice on each side, so fewer messages is most of what the members' TLS costs
-   * (docs/benchmarks.md). Each command keeps its own index, in the order proposed.
-   */
-  #submit(command: Uint8Array): Promise<[index: number, result: unknown]> {
-    return new Promise((resolve, reject) => {
-      if (this.#queued.length === 0) setImmediate(this.#flush);
-      this.#queued.push({ command, resolve, reject });
-    });
-  }
-
-  #queued: {
-    command: Uint8Array;
-    resolve: (answer: [number, unknown]) => void;
-    reject: (err: unknown) => void;
-  }[] = [];
-
-  /**
-   * Submits the queued commands now. Also called before every other request to the engine, so
-   * that a barrier, a transfer or a membership change comes after the commands proposed
-   * before it, as when each command was submitted at once.
-   */
-  readonly #flush = (): void => {
-    const queued = this.#queued;
-    if (queued.length === 0) return;
-    this.#queued = [];
-    if (queued.length === 1) {
-      const [one] = queued as [(typeof queued)[0]];
-      this.#engine.apply(one.command).then(one.resolve, one.reject);
-      return;
-    }
-    let answers: Promise<[number, unknown]>[];
-    try {
-      answers = this.#engine.applyBatch(queued.map((q) => q.command));
-    } catch (err) {
-      for (const q of queued) q.reject(err);
-      return;
-    }
-    answers.forEach((answer, i) => answer.then(queued[i]!.resolve, queued[i]!.reject));
-  };
-
-  #applying = false;
-
   #apply(payload: Buffer, index: number, term: number, mine: boolean): unknown {
     this.#appliedMark = index;
-    this.#applying = true;
     try {
       return this.#fsm.apply(payload, { index, term });
     } catch (err) {
@@ -640,8 +578,6 @@ export class RaftNode<R = unknown> extends EventEmitter {
       if (!mine)
         debug('node %d: apply threw at index %d: %s', this.id, index, (err as Error)?.message);
       return mine ? new ApplyFailure(err) : undefined;
-    } finally {
-      this.#applying = false;
     }
   }
 

@@ -9,7 +9,7 @@ import {
   type NativeEngine,
   type NativeStartOptions,
 } from '../../../lib/engine/native.js';
-import { freePorts, tempDir, waitFor } from '../../helpers/cluster.js';
+import { freePorts, tempDir } from '../../helpers/cluster.js';
 
 type Raw = Record<string, (...args: unknown[]) => unknown>;
 
@@ -53,12 +53,6 @@ const badSyncCalls: [string, unknown[]][] = [
   ['connected', ['token']],
   ['connected', [-1]],
   ['connectFailed', [{}]],
-  ['applyBatch', []],
-  ['applyBatch', [[]]],
-  ['applyBatch', [new Uint8Array(1)]],
-  ['applyBatch', [['text']]],
-  ['applyBatch', [[new Uint8Array(1), 7]]],
-  ['applyBatch', [[new Uint8Array(1)], 'extra']],
 ];
 
 /** Start options that fit, for a node at `address` in `dataDir`; `extra` overrides. */
@@ -163,52 +157,6 @@ describe('native Engine arguments', () => {
         engine.start(startOptions('127.0.0.1:1', dir, { transport: 'streams' })),
       ).rejects.toMatchObject({ code: ErrorCodes.ENGINE });
     } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-
-  // Engine patch p9 (raft_apply_batch): commands submitted at once, each its own request.
-  test('applyBatch: each command its own index, in order, its own result; persisted as given', async () => {
-    const dir = tempDir();
-    const address = `127.0.0.1:${(await freePorts(1))[0]}`;
-    const seen: [index: number, payload: string][] = [];
-    let leading!: () => void;
-    const leader = new Promise<void>((resolve) => (leading = resolve));
-    const recording: NativeCallbacks = {
-      ...callbacks,
-      apply: (payload, index) => {
-        seen.push([index, Buffer.from(payload).toString()]);
-        return `result of ${Buffer.from(payload).toString()}`;
-      },
-      state: (state) => state === 'leader' && leading(),
-    };
-    const commands = ['a', 'bb', 'c'.repeat(1000), '', 'dddd'].map((t) => Buffer.from(t));
-    const first = new addon.Engine(recording);
-    try {
-      await first.start(startOptions(address, dir, { bootstrap: [{ id: 1, address }] }));
-      await leader;
-      const answers = await Promise.all(first.applyBatch(commands));
-      const base = answers[0]![0];
-      expect(answers).toEqual(commands.map((c, i) => [base + i, `result of ${c}`]));
-      expect(seen.slice(-5)).toEqual(commands.map((c, i) => [base + i, c.toString()]));
-      await first.close();
-      // After close: each refused, none applied.
-      const refused = await Promise.allSettled(first.applyBatch(commands.slice(0, 2)));
-      expect(refused.map((r) => r.status === 'rejected' && r.reason.code)).toEqual([
-        ErrorCodes.CLOSED,
-        ErrorCodes.CLOSED,
-      ]);
-      // Replayed from disk on a restart: the same commands at the same indexes.
-      seen.length = 0;
-      const second = new addon.Engine(recording);
-      await second.start(startOptions(address, dir));
-      await waitFor('the replay', () => seen.filter(([i]) => i >= base).length >= commands.length);
-      expect(seen.filter(([i]) => i >= base)).toEqual(
-        commands.map((c, i) => [base + i, c.toString()]),
-      );
-      await second.close();
-    } finally {
-      await first.close().catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
     }
   });

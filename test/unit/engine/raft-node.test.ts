@@ -247,33 +247,6 @@ describe('RaftNode, single node', () => {
     await expect(node.propose(bytes(1), { signal: live.signal })).resolves.toBeDefined();
   });
 
-  // Proposals of one event-loop turn reach the engine together (applyBatch, engine patch p9).
-  test('commands proposed in one turn: applied in order, each its own index and result; a failing one fails alone; replayed the same', async () => {
-    const fsm = new RecordingFsm();
-    const node = await start(fsm);
-    const commands = Array.from({ length: 50 }, (_, i) =>
-      i === 17 ? new Uint8Array([0xff, 0, 0]) : bytes(1 + (i % 7), i),
-    );
-    const settled = await Promise.allSettled(commands.map((c) => node.proposeWithIndex(c)));
-    const refused = settled[17]!;
-    expect(refused.status === 'rejected' && refused.reason.message).toBe('handler refused');
-    const done = settled.filter((r) => r.status === 'fulfilled').map((r) => r.value);
-    const indexes = done.map((d) => d.index);
-    expect(indexes).toEqual([...indexes].sort((a, b) => a - b));
-    expect(new Set(indexes).size).toBe(49);
-    expect(indexes.at(-1)! - indexes[0]!).toBe(49); // the refused one took an index too
-    expect(done.map((d) => d.result)).toEqual(
-      commands.filter((_, i) => i !== 17).map((c, i) => ({ index: indexes[i], length: c.length })),
-    );
-    expect(fsm.payloads.slice(-49)).toEqual(commands.filter((_, i) => i !== 17));
-    const hash = fsm.hash;
-    await node.close();
-    open.splice(open.indexOf(node), 1);
-    const replayed = new RecordingFsm();
-    await start(replayed);
-    await waitFor('the replay', () => replayed.hash === hash);
-  });
-
   test('proposing from inside apply is refused with PREVAIL_REENTRANT', async () => {
     let node!: RaftNode<unknown>;
     let inner: Promise<unknown> | undefined;
