@@ -1,10 +1,11 @@
 // The service's HTTP(S) server: the operations handler's paths (status, health, admin) to it,
 // the rest checked against the auth settings and routed to the key routes, refused with 503
 // once the service is closing; listening; and the bounded drain on close.
-// HTTPS speaks HTTP/2 and HTTP/1.1 on one port (ALPN) unless told not to. HTTP/2 is there for its cost: a client
-// with many requests in flight sends them over one connection, and the answers ready in one
-// event-loop turn leave in one TLS record instead of one record (an encryption, a write, a
-// wake-up on each side) per answer (docs/benchmarks.md, "HTTP/2").
+// HTTPS speaks HTTP/2 and HTTP/1.1 on one port (ALPN) unless told not to. HTTP/2 is there for
+// its cost: a client with many requests in flight sends them over one connection, and the
+// answers ready in one event-loop turn leave in one TLS record instead of one record (an
+// encryption, a write, a wake-up on each side) per answer (docs/benchmarks.md, "HTTP/2 on the
+// HTTPS API").
 import { createServer, Server, type IncomingMessage, type ServerResponse } from 'node:http';
 import {
   constants as http2,
