@@ -127,15 +127,29 @@ function call(
   });
 }
 
-/** An HTTP/1.1 request over TLS; resolves its status and HTTP version. */
-function http1(path: string): Promise<{ status: number; version: string }> {
+/** An HTTP/1.1 request over TLS (to `base`, the shared service's by default); resolves its status and HTTP version. */
+function http1(path: string, base = service.url): Promise<{ status: number; version: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(`${service.url}${path}`, { ca: ca.cert, ...alice }, (res) => {
+    const req = request(`${base}${path}`, { ca: ca.cert, ...alice }, (res) => {
       res.resume();
       res.on('end', () => resolve({ status: res.statusCode!, version: res.httpVersion }));
     });
     req.on('error', reject);
     req.end();
+  });
+}
+
+/**
+ * What an HTTP/2-only client gets from `url`: the protocol agreed (ALPN), once the server's
+ * settings are in, or the code of the error that ended the attempt.
+ */
+function negotiated(url: string, cert?: TestCert): Promise<string> {
+  return new Promise((resolve) => {
+    const s = http2Connect(url, { ca: ca.cert, ...(cert ?? {}) });
+    sessions.push(s);
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(String(err.code)));
+    s.once('close', () => resolve('closed'));
+    s.once('remoteSettings', () => resolve(String(s.alpnProtocol)));
   });
 }
 
@@ -267,25 +281,8 @@ test("the admin page's event stream over HTTP/2: its first status, then more, on
 test('http2: false serves HTTP/1.1 only: an HTTP/2-only client gets no connection', async () => {
   const h1only = await serve({ http2: false });
   try {
-    const failed = await new Promise<Error | null>((resolve) => {
-      const s = http2Connect(h1only.url, { ca: ca.cert, ...alice });
-      sessions.push(s);
-      s.once('error', resolve);
-      s.once('close', () => resolve(null));
-      s.once('remoteSettings', () => resolve(null)); // an HTTP/2 session: the failure
-    });
-    expect(failed).toEqual(
-      expect.objectContaining({ code: 'ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL' }),
-    );
-    const answer = await new Promise<{ status: number; version: string }>((resolve, reject) => {
-      const req = request(`${h1only.url}/kv/x`, { ca: ca.cert, ...alice }, (res) => {
-        res.resume();
-        res.on('end', () => resolve({ status: res.statusCode!, version: res.httpVersion }));
-      });
-      req.on('error', reject);
-      req.end();
-    });
-    expect(answer).toEqual({ status: 404, version: '1.1' });
+    expect(await negotiated(h1only.url, alice)).toBe('ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL');
+    expect(await http1('/kv/x', h1only.url)).toEqual({ status: 404, version: '1.1' });
   } finally {
     await h1only.close({ transferLeadership: false });
   }
@@ -337,13 +334,7 @@ test('prevail serve --no-http2: HTTPS on HTTP/1.1 only; without it, HTTP/2 too',
     );
     try {
       await node.ready();
-      const got = await new Promise<string>((resolve) => {
-        const s = http2Connect(node.url, { ca: ca.cert });
-        sessions.push(s);
-        s.once('error', (err: NodeJS.ErrnoException) => resolve(String(err.code)));
-        s.once('connect', () => resolve(String(s.alpnProtocol)));
-      });
-      expect(got).toBe(alpn);
+      expect(await negotiated(node.url)).toBe(alpn);
       expect((await node.request('GET', '/status')).status).toBe(200); // HTTP/1.1 either way
       expect(node.output).not.toMatch(/Warning/);
     } finally {
