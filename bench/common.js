@@ -14,7 +14,7 @@ import {
 } from 'node:fs';
 import { request } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { connect as http2Connect } from 'node:http2';
+import { connect as http2Connect, constants as http2 } from 'node:http2';
 import { connect as tlsConnect } from 'node:tls';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -368,10 +368,7 @@ export class Http2Agent {
         reject(err);
         return;
       }
-      const timer = setTimeout(
-        () => stream.close(0x8), // CANCEL
-        timeoutMs,
-      );
+      const timer = setTimeout(() => stream.close(http2.NGHTTP2_CANCEL), timeoutMs);
       let status = 0;
       const chunks = [];
       stream.once('response', (h) => (status = h[':status']));

@@ -6,7 +6,7 @@
 // answers ready in one event-loop turn leave in one TLS record instead of one record (an
 // encryption, a write, a wake-up on each side) per answer (docs/benchmarks.md, "HTTP/2 on the
 // HTTPS API").
-import { createServer, Server, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import {
   constants as http2,
   createSecureServer,
@@ -315,9 +315,10 @@ export async function drain(
   const open = connections.get(server);
   // HTTP/2: GOAWAY; a session closes once its requests in progress are answered.
   for (const session of open?.sessions ?? []) session.close();
+  // An HTTPS server's connections are all in `open` (node:http2's has no closeAllConnections).
   const force = setTimeout(() => {
-    if (server instanceof Server) server.closeAllConnections();
-    for (const socket of open?.sockets ?? []) socket.destroy();
+    if (open) for (const socket of open.sockets) socket.destroy();
+    else (server as Server).closeAllConnections();
   }, drainTimeoutMs);
   force.unref();
   await stopped;

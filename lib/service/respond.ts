@@ -26,7 +26,8 @@ export function send(
     ...(closing ? { connection: 'close' } : {}),
     ...headers,
   };
-  // HTTP/2 has no such header (it closes with GOAWAY): node:http2 would drop it with a warning.
+  // HTTP/2 has no such header: a connection closes with GOAWAY, and an answer ends its stream
+  // alone, so it ends at once (no body to drain first). node:http2 would drop it with a warning.
   if (res.req.httpVersionMajor === 2) delete all.connection;
   res.writeHead(status, all);
   // Closing the connection while the client is still sending would reset it, and the client
