@@ -257,6 +257,35 @@ test('close(): a request in progress on HTTP/2 is answered, then GOAWAY; no wait
   await closed;
 }, 30_000);
 
+// A client that never finishes its request must not hold close() past the drain timeout: its
+// connection is cut, over either protocol.
+test('close(): requests never finished, over HTTP/2 and HTTP/1.1, are cut at the drain timeout', async () => {
+  const stuck = await serve({ drainTimeoutMs: 300 });
+  const h1seen = new Promise<void>((resolve) =>
+    stuck.server.on('request', (req: { httpVersionMajor: number }) => {
+      if (req.httpVersionMajor === 1) resolve();
+    }),
+  );
+  const s = await session(stuck, alice);
+  const stream = s.request({ ':method': 'PUT', ':path': '/kv/stuck', 'content-length': 10 });
+  stream.on('error', () => undefined);
+  stream.write('half');
+  const h2cut = new Promise((resolve) => stream.once('close', resolve));
+  const h1 = request(`${stuck.url}/kv/stuck`, {
+    method: 'PUT',
+    ca: ca.cert,
+    ...alice,
+    headers: { 'content-length': 10 },
+  });
+  const h1cut = new Promise((resolve) => h1.once('error', resolve));
+  h1.write('half');
+  await new Promise<void>((resolve) => s.ping(() => resolve())); // the server has the stream
+  await h1seen;
+  await stuck.close({ transferLeadership: false });
+  await h2cut;
+  await h1cut;
+}, 30_000);
+
 test("the admin page's event stream over HTTP/2: its first status, then more, on one stream", async () => {
   const s = await session(service);
   const stream = s.request({ ':path': '/admin/events', authorization: `Bearer ${ADMIN}` });
