@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { request } from 'node:https';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 
 import { jest } from '@jest/globals';
 
@@ -153,6 +153,20 @@ function negotiated(url: string, cert?: TestCert): Promise<string> {
   });
 }
 
+/** A TLS connection to `to` that agreed on HTTP/2, for a test to write raw bytes on. */
+async function rawHttp2(to: Service): Promise<TLSSocket> {
+  const socket = tlsConnect({
+    host: '127.0.0.1',
+    port: Number(new URL(to.url).port),
+    ca: ca.cert,
+    ALPNProtocols: ['h2'],
+    checkServerIdentity: () => undefined,
+  });
+  socket.on('error', () => undefined);
+  await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+  return socket;
+}
+
 test('one port speaks HTTP/2 and HTTP/1.1 (ALPN), before and after a reload', async () => {
   for (let round = 0; round < 2; round++) {
     const s = await session(service, alice);
@@ -208,21 +222,12 @@ test('a body over the limit: 413 on that stream, no connection header, the conne
 });
 
 test('bytes that are not HTTP/2 close that connection; the service and its data are unharmed', async () => {
-  const { port } = new URL(service.url);
   const preface = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
   for (let i = 0; i < 24; i++) {
     // Random bytes alone, and random frames after a valid preface.
     const garbage = randomBytes(1 + ((i * 97) % 3000));
     const bytes = i % 2 === 0 ? garbage : Buffer.concat([preface, garbage]);
-    const socket = tlsConnect({
-      host: '127.0.0.1',
-      port: Number(port),
-      ca: ca.cert,
-      ALPNProtocols: ['h2'],
-      checkServerIdentity: () => undefined,
-    });
-    socket.on('error', () => undefined);
-    await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+    const socket = await rawHttp2(service);
     expect(socket.alpnProtocol).toBe('h2');
     socket.resume();
     const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
@@ -285,6 +290,59 @@ test('close(): requests never finished, over HTTP/2 and HTTP/1.1, are cut at the
   await h2cut;
   await h1cut;
 }, 30_000);
+
+// A client that ignores the advertised limit: 200 requests at once on one connection, as raw
+// frames (node:http2's client would queue them). Past 128 in progress they are refused, and
+// the service serves the next client.
+test('a client that opens more streams than allowed gets the extra refused; the service goes on', async () => {
+  const socket = await rawHttp2(service);
+  const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
+    const head = Buffer.alloc(9);
+    head.writeUIntBE(payload.length, 0, 3);
+    head[3] = type;
+    head[4] = flags;
+    head.writeUInt32BE(stream, 5);
+    return Buffer.concat([head, payload]);
+  };
+  // HEADERS, END_STREAM | END_HEADERS: GET / over https from HPACK's static table, and
+  // :authority localhost (a literal with the table's name), which a request must have.
+  const get = Buffer.concat([
+    Buffer.from([0x82, 0x84, 0x87, 0x01, 0x09]),
+    Buffer.from('localhost'),
+  ]);
+  const streams = Array.from({ length: 200 }, (_, i) => 2 * i + 1);
+  socket.write(
+    Buffer.concat([
+      Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
+      frame(4, 0, 0, Buffer.alloc(0)), // SETTINGS
+      ...streams.map((id) => frame(1, 0x5, id, get)),
+    ]),
+  );
+  const answered = new Set<number>();
+  const refused = new Set<number>();
+  let pending = Buffer.alloc(0);
+  const REFUSED_STREAM = 7;
+  await new Promise<void>((resolve) => {
+    socket.on('close', () => resolve());
+    socket.on('data', (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 9 && pending.length >= 9 + pending.readUIntBE(0, 3)) {
+        const length = pending.readUIntBE(0, 3);
+        const [type, id] = [pending[3]!, pending.readUInt32BE(5) & 0x7fffffff];
+        if (type === 1) answered.add(id);
+        if (type === 3 && pending.readUInt32BE(9) === REFUSED_STREAM) refused.add(id);
+        pending = pending.subarray(9 + length);
+      }
+      if (answered.size + refused.size === streams.length) resolve();
+    });
+  });
+  socket.destroy();
+  expect(refused.size).toBeGreaterThan(0);
+  expect(answered.size).toBeLessThanOrEqual(128);
+  const s = await session(service, alice);
+  expect((await call(s, 'PUT', '/kv/after-flood', { body: 'v' })).status).toBe(200);
+  expect((await call(s, 'GET', '/kv/after-flood')).body.value).toBe('v');
+});
 
 test("the admin page's event stream over HTTP/2: its first status, then more, on one stream", async () => {
   const s = await session(service);
