@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 
 import { debug } from '../core/diagnostics.js';
 import { ErrorCodes, invalid, isPrevailError } from '../core/errors.js';
-import { HttpError } from './http-errors.js';
+import { CLIENT_CLOSED, HttpError } from './http-errors.js';
 
 /** The largest request body by default (ServiceOptions.maxBodyBytes, OperationsOptions.maxBodyBytes). */
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
@@ -63,10 +63,26 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       reject(tooLarge());
     };
     const onEnd = () => resolve(Buffer.concat(chunks, size));
+    // A client that goes away mid-body: HTTP/1.1 reports an 'error' (ECONNRESET), an HTTP/2
+    // stream reset only 'close' (and its request calls itself `complete`). Either way nothing
+    // was proposed and nobody hears an answer. After 'end' these settle nothing.
+    const onGone = (cause?: Error) => reject(clientClosed(size, cause));
     req.on('data', onData);
     req.once('end', onEnd);
-    req.once('error', reject);
+    req.once('error', onGone);
+    req.once('close', () => onGone());
   });
+}
+
+function clientClosed(received: number, cause?: Error): HttpError {
+  const err = new HttpError(
+    499,
+    CLIENT_CLOSED,
+    `the client closed the request after ${received} bytes of its body`,
+    { received },
+  );
+  if (cause) err.cause = cause;
+  return err;
 }
 
 /**

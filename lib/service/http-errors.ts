@@ -51,6 +51,11 @@ export const RETRY_AFTER_SECONDS = 1;
 
 /** The code of a refused compare-and-set (409). Not a library error, so not in ErrorCodes. */
 export const CAS_CONFLICT = 'PREVAIL_CAS_CONFLICT';
+/**
+ * A client that closed its request before the body arrived (readBody). No answer can reach it;
+ * the service logs it at debug level only: nothing was proposed, nothing is wrong here.
+ */
+export const CLIENT_CLOSED = 'PREVAIL_CLIENT_CLOSED';
 /** A method the route doesn't take (405). */
 export const BAD_METHOD = 'PREVAIL_METHOD_NOT_ALLOWED';
 

@@ -2,9 +2,10 @@
 // { "error": { code, message, leader?, mayHaveApplied?, version?, holdingBack? } } with its HTTP status.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
+import { debug } from '../core/diagnostics.js';
 import type { MemberRef } from '../core/errors.js';
 import { endAfterBody } from './body.js';
-import { httpErrorOf } from './http-errors.js';
+import { CLIENT_CLOSED, HttpError, httpErrorOf } from './http-errors.js';
 
 /** Sends `body` as JSON; `closing` adds `connection: close` (the node is shutting down). */
 export function send(
@@ -44,6 +45,11 @@ export function sendError(
   leaderHint: () => MemberRef | null,
   closing: boolean,
 ): void {
+  if (err instanceof HttpError && err.code === CLIENT_CLOSED) {
+    debug('%s %s: %s', req.method, req.url, err.message);
+    res.destroy();
+    return;
+  }
   const answer = httpErrorOf(err, leaderHint);
   if (answer) {
     if (answer.status === 500) console.error(`${req.method} ${req.url}:`, err);

@@ -2,7 +2,8 @@
 // the documented 413 JSON error and `Connection: close`, never with a reset connection: with
 // fetch (undici), curl, and a raw socket that sends its whole body before reading; a declared
 // Content-Length over the limit is answered before any body byte is sent, a chunked body as soon
-// as it passes the limit. Afterwards the node still answers health checks and takes writes.
+// as it passes the limit. Afterwards the node still answers health checks and takes writes. A
+// client that goes away before its body is whole writes nothing and is no error of the server's.
 // Real `node dist/cli.js serve` child process (npm run build:ts first); every wait is bounded.
 import { spawn, spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
@@ -325,6 +326,29 @@ describe('a body over the limit on prevail serve', () => {
     expect(answer.error).toBeNull();
     expectTooLarge(answer);
     await expectHealthy('after-raw-chunked');
+  });
+
+  test('a client that goes away mid-body: nothing written, no internal error logged, the node goes on', async () => {
+    const before = node.output.length;
+    const { host, port } = parseAddress(node.spec.http);
+    for (const [method, path] of [
+      ['PUT', '/kv/gone'],
+      ['POST', '/kv/gone/cas'],
+    ]) {
+      const socket = connect(port, host);
+      socket.on('error', () => undefined);
+      await new Promise<void>((resolve) => socket.once('connect', resolve));
+      // 10 of the 1000 bytes promised, then a reset: the body never arrives.
+      socket.write(
+        `${method} ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      socket.resetAndDestroy();
+    }
+    await expectHealthy('after-gone');
+    expect((await closing('GET', '/kv/gone')).status).toBe(404);
+    // Before: "PUT /kv/gone: Error: aborted" with a stack, as if the server had failed.
+    expect(node.output.slice(before)).toBe('');
   });
 
   (curlInstalled ? test : test.skip)(
