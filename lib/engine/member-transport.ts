@@ -146,10 +146,7 @@ function parseBundle(pem: string): X509Certificate[] {
  * signed by the CA, is valid now, and the key is its key. PREVAIL_BAD_CERTIFICATE otherwise.
  */
 export function loadMemberTls(tls: TlsOptions, id: number): MemberTls {
-  if (typeof tls !== 'object' || tls === null) throw invalid('tls must be an object');
-  const ca = pemOf(tls.ca, tls.caFile, 'ca');
-  const cert = pemOf(tls.cert, tls.certFile, 'cert');
-  const key = pemOf(tls.key, tls.keyFile, 'key');
+  const { ca, cert, key, crl } = tlsTextOf(tls);
   const cas = parseBundle(ca);
   const leaf = parseCert(cert, 'cert');
   const bad = (message: string) =>
@@ -170,10 +167,28 @@ export function loadMemberTls(tls: TlsOptions, id: number): MemberTls {
   if (Date.parse(leaf.validFrom) > now || notAfter < now)
     throw bad(`the certificate is not valid now (${leaf.validFrom} – ${leaf.validTo})`);
   checkKeyFits(cert, key, tls.keyFile, tls.certFile);
-  const crl = crlOf(tls);
   if (crl === undefined) return { ca, cert, key, notAfter };
   const lists = describeCrls(crl, ca, tls.crlFile);
   return { ca, cert, key, notAfter, crl, revocation: revocationOf(lists) };
+}
+
+/**
+ * The PEM text of `tls`: each of ca, cert, key (and crl, when given) as text, read from its file
+ * when given as one. Giving neither, or both, is PREVAIL_INVALID_ARGUMENT; an unreadable file is
+ * PREVAIL_BAD_CERTIFICATE. Nothing is checked beyond that (loadMemberTls does, for a member).
+ */
+export function tlsTextOf(tls: TlsOptions): {
+  ca: string;
+  cert: string;
+  key: string;
+  crl?: string;
+} {
+  if (typeof tls !== 'object' || tls === null) throw invalid('tls must be an object');
+  const ca = pemOf(tls.ca, tls.caFile, 'ca');
+  const cert = pemOf(tls.cert, tls.certFile, 'cert');
+  const key = pemOf(tls.key, tls.keyFile, 'key');
+  const crl = crlOf(tls);
+  return crl === undefined ? { ca, cert, key } : { ca, cert, key, crl };
 }
 
 function revocationOf(lists: CrlDescription[]): MemberTls['revocation'] {

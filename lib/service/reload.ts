@@ -5,13 +5,15 @@ import { createSecureContext, type SecureContextOptions } from 'node:tls';
 
 import { HttpAuth, type AuthOptions } from '../core/auth.js';
 import { ErrorCodes, PrevailError } from '../core/errors.js';
-import { revokedSerials, type TlsMaterial } from '../core/tls-files.js';
+import { revokedSerials } from '../core/tls-files.js';
+import { tlsTextOf, type TlsOptions } from '../engine/member-transport.js';
 import type { KvStore } from './kv-schema.js';
 import { apiContextOptions, closeRevoked, type Guard, type ServiceServer } from './http-server.js';
 
 /** What a reload takes: the settings given (those left out stay as they are). */
 export interface ReloadSettings {
-  tls?: TlsMaterial | undefined;
+  /** PEM text, or the files to read it from (as ServiceOptions.tls). */
+  tls?: TlsOptions | undefined;
   auth?: AuthOptions | undefined;
 }
 
@@ -37,7 +39,8 @@ export function reloader(
     const fresh = reread();
     const auth = fresh.auth === undefined ? undefined : new HttpAuth(fresh.auth);
     let notAfter: number | null = null;
-    if (fresh.tls) {
+    const tls = fresh.tls === undefined ? undefined : tlsTextOf(fresh.tls);
+    if (tls) {
       // HTTPS, members on mTLS, or both (plainHttp: members only).
       const https = guard.tls !== undefined;
       if (!https && !store.node.transport)
@@ -45,18 +48,18 @@ export function reloader(
           ErrorCodes.INVALID_STATE,
           'this service started without TLS: restart it to turn TLS on',
         );
-      notAfter = leafNotAfter(fresh.tls.cert);
-      const context = apiContextOptions(fresh.tls);
+      notAfter = leafNotAfter(tls.cert);
+      const context = apiContextOptions(tls);
       if (https) checkContext(context);
       // Checked (one list per CA, each signed by it) before anything changes.
-      const revoked = revokedSerials(fresh.tls);
+      const revoked = revokedSerials(tls);
       // The members' side checks the certificate names this node and the CA signed it, and
       // keeps the old material when it doesn't: it goes before any change, so a refusal
       // changes nothing.
-      if (store.node.transport) store.reloadTls(fresh.tls);
+      if (store.node.transport) store.reloadTls(tls);
       if (https) {
         (server as Extract<ServiceServer, { setSecureContext: unknown }>).setSecureContext(context);
-        guard.tls = fresh.tls;
+        guard.tls = tls;
         closeRevoked(server, revoked);
       }
     }

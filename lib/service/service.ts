@@ -24,7 +24,7 @@ import { parseAddress } from '../core/address.js';
 import { HttpAuth, isLoopback, type AuthOptions } from '../core/auth.js';
 import { debug } from '../core/diagnostics.js';
 import { invalid, type MemberRef } from '../core/errors.js';
-import type { TlsMaterial } from '../core/tls-files.js';
+import { tlsTextOf, type TlsOptions } from '../engine/member-transport.js';
 import { reloader, type Reloaded, type ReloadSettings } from './reload.js';
 import type { RaftNodeOptions } from '../engine/options.js';
 import { open } from '../store.js';
@@ -79,8 +79,12 @@ export interface ServiceOptions extends Pick<
   drainTimeoutMs?: number;
   /** Who may do what (users, their tokens and permissions). Without it, anyone who reaches `httpAddress` may do anything. */
   auth?: AuthOptions;
-  /** Serve HTTPS with this CA, certificate and key (PEM); client certificates from the CA naming a user authenticate as it. */
-  tls?: TlsMaterial;
+  /**
+   * Serve HTTPS with this CA, certificate and key (PEM text, or `caFile`, `certFile`, `keyFile`
+   * to read it from, and `crl`/`crlFile`); client certificates from the CA naming a user
+   * authenticate as it. The members of a cluster use the same material.
+   */
+  tls?: TlsOptions;
   /**
    * With `tls`: the members still use it, but the HTTP API is plain HTTP, for a proxy on this
    * machine that terminates TLS (nginx, envoy). Only on a loopback `httpAddress`: elsewhere
@@ -134,6 +138,9 @@ export async function startService(options: ServiceOptions): Promise<Service> {
     throw invalid(
       `plainHttp serves the HTTP API unencrypted, and ${host} is reachable from other machines: bind a loopback address behind a TLS-terminating proxy, or serve HTTPS`,
     );
+  // Read (from files, when named) before anything starts: unreadable material changes nothing.
+  const httpTls =
+    options.plainHttp || options.tls === undefined ? undefined : tlsTextOf(options.tls);
   const store = await open({ schema: kvSchema, ...storeOptions(options) });
   // When the store stops (see Service), so does the service.
   let service: Service | undefined;
@@ -150,7 +157,7 @@ export async function startService(options: ServiceOptions): Promise<Service> {
   const life: Lifecycle = { closing: null };
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const readTimeoutMs = options.readTimeoutMs ?? 5000;
-  const guard = { auth, tls: options.plainHttp ? undefined : options.tls };
+  const guard = { auth, tls: httpTls };
   let server: ServiceServer | undefined;
   let url: string;
   let reload: (() => Reloaded) | undefined;

@@ -6,7 +6,11 @@
 // A real service in this process, real TLS on 127.0.0.1, node:http2's client.
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
+import {
+  connect as http2Connect,
+  constants as http2Constants,
+  type ClientHttp2Session,
+} from 'node:http2';
 import { request } from 'node:https';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 
@@ -153,13 +157,14 @@ function negotiated(url: string, cert?: TestCert): Promise<string> {
   });
 }
 
-/** A TLS connection to `to` that agreed on HTTP/2, for a test to write raw bytes on. */
-async function rawHttp2(to: Service): Promise<TLSSocket> {
+/** A TLS connection to `to` that agreed on `protocol` (with `cert` when given), for a test to write raw bytes on. */
+async function rawHttp2(to: Service, protocol = 'h2', cert?: TestCert): Promise<TLSSocket> {
   const socket = tlsConnect({
     host: '127.0.0.1',
     port: Number(new URL(to.url).port),
     ca: ca.cert,
-    ALPNProtocols: ['h2'],
+    ...cert,
+    ALPNProtocols: [protocol],
     checkServerIdentity: () => undefined,
   });
   socket.on('error', () => undefined);
@@ -219,6 +224,47 @@ test('a body over the limit: 413 on that stream, no connection header, the conne
   expect(big.headers.connection).toBeUndefined();
   expect((await call(s, 'PUT', '/kv/small', { body: 'ok' })).status).toBe(200);
   expect((await call(s, 'GET', '/kv/big')).status).toBe(404);
+});
+
+test('a client gone mid-body, over HTTP/2 and HTTP/1.1: nothing written, nothing logged, the rest goes on', async () => {
+  const logged = jest.spyOn(console, 'error').mockImplementation(() => undefined);
+  try {
+    const s = await session(service, alice);
+    // HTTP/2: 10 of 1000 bytes, then the stream is reset; the connection stays.
+    const stream = s.request({ ':method': 'PUT', ':path': '/kv/reset', 'content-length': 1000 });
+    stream.on('error', () => undefined);
+    stream.write(Buffer.alloc(10, 1));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    stream.close(http2Constants.NGHTTP2_CANCEL);
+    // HTTP/1.1 on the same port: the same, then the connection is reset.
+    const socket = await rawHttp2(service, 'http/1.1', alice);
+    socket.write('PUT /kv/gone HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    socket.destroy();
+    expect((await call(s, 'PUT', '/kv/after-reset', { body: 'v' })).status).toBe(200);
+    for (const key of ['reset', 'gone'])
+      expect((await call(s, 'GET', `/kv/${key}`)).status).toBe(404);
+    expect(logged).not.toHaveBeenCalled();
+  } finally {
+    logged.mockRestore();
+  }
+});
+
+test('tls as files (caFile, certFile, keyFile) serves HTTPS with them; without a certificate, refused before anything starts', async () => {
+  const dir = tempDir('prevail-http2-files-');
+  dirs.push(dir);
+  await writeClusterCerts(dir, [1], ca);
+  // Before, only the members read the files: the HTTPS port had no certificate, every handshake failed.
+  const fromFiles = await serve({ tls: tlsFiles(dir, 1) });
+  try {
+    expect(await http1('/health/leader', fromFiles.url)).toEqual({ status: 200, version: '1.1' });
+    const s = await session(fromFiles, alice);
+    expect((await call(s, 'GET', '/health/leader')).status).toBe(200);
+  } finally {
+    await fromFiles.close({ transferLeadership: false });
+  }
+  const { certFile: _cert, ...noCert } = tlsFiles(dir, 1);
+  await expect(serve({ tls: noCert })).rejects.toMatchObject({ code: 'PREVAIL_INVALID_ARGUMENT' });
 });
 
 test('bytes that are not HTTP/2 close that connection; the service and its data are unharmed', async () => {
