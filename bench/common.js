@@ -431,13 +431,14 @@ export function medianRows(rows, key) {
     for (const [field, v] of Object.entries(list[0])) {
       if (typeof v !== 'number') continue;
       const sorted = list.map((r) => r[field]).sort((a, b) => a - b);
-      merged[field] = field === 'failed' ? sorted.reduce((a, b) => a + b, 0) : median(sorted);
+      merged[field] = field === 'failed' ? sorted.reduce((a, b) => a + b, 0) : medianOf(sorted);
     }
     return merged;
   });
 }
 
-const median = (sorted) =>
+/** The median of numbers sorted ascending. */
+export const medianOf = (sorted) =>
   sorted.length % 2
     ? sorted[(sorted.length - 1) / 2]
     : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;

@@ -62,6 +62,7 @@ import {
   Http2Agent,
   killChild,
   killChildren,
+  medianOf,
   medianRows,
   percentile,
   processCpuMs,
@@ -504,7 +505,7 @@ async function benchThroughput(systems) {
           errors.length = 0;
           const r = await writeLoad(s, cluster, targets, c, durationMs, errors);
           checkRunning(cluster.members, `${s.name} @${c}`);
-          rows.push({ system: s.name, target, concurrency: c, ...r });
+          rows.push({ system: s.name, target, concurrency: c, level, ...r });
           progress(
             `${s.name} @${c} (${target === 'leader' ? 'leader only' : 'round-robin'}): ${Math.round(r.opsPerSec)} writes/s, ` +
               `p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms${r.failed ? `, ${r.failed} failed (${errors[0]})` : ''}`,
@@ -515,7 +516,25 @@ async function benchThroughput(systems) {
   } finally {
     for (const cluster of clusters.values()) await stopCluster(cluster);
   }
-  return medianRows(rows, (r) => `${r.system} ${r.target} ${r.concurrency}`);
+  const medians = medianRows(rows, (r) => `${r.system} ${r.target} ${r.concurrency}`);
+  return { medians, rows };
+}
+
+/**
+ * The subject / base writes/s ratio of each repeat at concurrency `c`: the two systems ran back
+ * to back within one level, so drift of the machine over minutes cancels within a pair, which a
+ * ratio of the two medians (each over the whole section) does not do.
+ */
+function pairedRatios(rows, subject, base, c, target) {
+  const levels = new Map();
+  for (const r of rows) {
+    if (r.concurrency !== c || r.target !== target) continue;
+    if (!levels.has(r.level)) levels.set(r.level, {});
+    levels.get(r.level)[r.system] = r.opsPerSec;
+  }
+  return [...levels.values()]
+    .filter((pair) => pair[subject] !== undefined && pair[base] !== undefined)
+    .map((pair) => pair[subject] / pair[base]);
 }
 
 // ---------------------------------------------------------------- failover
@@ -808,7 +827,9 @@ async function main() {
     label: 'fdatasync append',
   };
   const appendStart = skip.has('fsync') ? undefined : fsyncAppend(anchor);
-  const tput = skip.has('throughput') ? [] : await benchThroughput(systems);
+  const { medians: tput, rows: tputRows } = skip.has('throughput')
+    ? { medians: [], rows: [] }
+    : await benchThroughput(systems);
   const failover = skip.has('failover') ? [] : await benchFailover(systems);
   const rolling =
     tlsMode || skip.has('rolling') || !systems.includes(prevail) ? null : await benchRolling();
@@ -923,6 +944,12 @@ async function main() {
         `- concurrency ${c}: ${subject} / ${base} writes/s = ${fmtRatio(p.opsPerSec / e.opsPerSec)}, ` +
           `p50 ${base} / ${subject} = ${fmtRatio(e.p50 / p.p50)}, p99 ${base} / ${subject} = ${fmtRatio(e.p99 / p.p99)}`,
       );
+      const paired = pairedRatios(tputRows, subject, base, c, 'all').sort((a, b) => a - b);
+      if (paired.length > 1)
+        ratios.push(
+          `  - each repeat's pair (run back to back), sorted: ${paired.map(fmtRatio).join(', ')}; ` +
+            `median ${fmtRatio(medianOf(paired))}`,
+        );
     }
   }
   for (const c of concurrencies) {
