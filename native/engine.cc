@@ -33,6 +33,7 @@ constexpr Signature kAssign{"assign", kAsync, 2, {kId, kRole}};
 constexpr Signature kRemove{"remove", kAsync, 1, {kId}};
 constexpr Signature kTransfer{"transfer", kAsync, 1, {kId}};  // 0: any voter
 constexpr Signature kStatus{"status", kSync, 0, {}};
+constexpr Signature kRefusesCommands{"refusesCommands", kSync, 0, {}};
 constexpr Signature kSetSnapshotThreshold{"setSnapshotThreshold", kSync, 1, {kEntries}};
 constexpr Signature kClose{"close", kAsync, 0, {}};
 constexpr Signature kAccept{"accept", kSync, 2, {kId, kAddress}};
@@ -57,6 +58,7 @@ Napi::Function Engine::Define(Napi::Env env) {
                          Method<&Engine::Remove, kRemove>(),
                          Method<&Engine::Transfer, kTransfer>(),
                          Method<&Engine::Status, kStatus>(),
+                         Method<&Engine::RefusesCommands, kRefusesCommands>(),
                          Method<&Engine::SetSnapshotThreshold, kSetSnapshotThreshold>(),
                          Method<&Engine::Close, kClose>(),
                          Method<&Engine::Accept, kAccept>(),
@@ -251,6 +253,15 @@ Napi::Value Engine::Status(const Napi::CallbackInfo& info) {
   auto out = Napi::Object::New(env);
   out.Set("state", Napi::String::New(env, closed_ ? "closed" : closing_ ? "closing" : "unstarted"));
   return out;
+}
+
+// Whether apply() would be refused with NOT_LEADER now, and fail no other way: the engine runs,
+// is not inside apply(), and does not lead or is handing leadership over (raft_apply's own test,
+// ClientSubmit's). A follower that forwards asks this first, and builds no entry to be refused.
+Napi::Value Engine::RefusesCommands(const Napi::CallbackInfo& info) {
+  if (!started_ || closing_ || in_fsm_) return Napi::Boolean::New(info.Env(), false);
+  const bool leads = raft_state(&raft_) == RAFT_LEADER && raft_transferee(&raft_) == 0;
+  return Napi::Boolean::New(info.Env(), !leads);
 }
 
 Napi::Value Engine::Close(const Napi::CallbackInfo& info) {

@@ -280,13 +280,18 @@ export class ClusterLink extends EventEmitter {
     const deadline = performance.now() + timeoutMs;
     const signal = options.signal;
     for (;;) {
-      // Always try here first: the engine refuses at once (nothing appended) if this node
-      // doesn't lead, and its view is fresher than the role events this process has seen.
-      try {
-        return await this.#leased(() => this.#proposeHere(request, signal));
-      } catch (err) {
-        // Not the leader after all: nothing was appended, so forwarding it is safe.
-        if (!this.#forward || !isPrevailError(err, ErrorCodes.NOT_LEADER)) throw err;
+      // Here first, unless the engine says it would refuse: its view is fresher than the role
+      // events this process has seen. Checked first all the same, so a bad command fails here
+      // as on the leader; a follower that forwards then skips building an entry (and two
+      // errors) only for the engine to refuse it.
+      const body = this.#checkedHere(request);
+      if (!this.#forward || !this.#node.refusesProposals) {
+        try {
+          return await this.#leased(() => this.#proposeChecked(body, signal));
+        } catch (err) {
+          // Not the leader after all: nothing was appended, so forwarding it is safe.
+          if (!this.#forward || !isPrevailError(err, ErrorCodes.NOT_LEADER)) throw err;
+        }
       }
       const channel = await this.#leaderChannel(deadline, signal);
       if (channel === null) {
@@ -332,12 +337,24 @@ export class ClusterLink extends EventEmitter {
     request: EntryBody,
     signal?: AbortSignal,
   ): Promise<{ index: number; result: unknown }> {
-    let body = request;
+    return this.#proposeChecked(this.#checkedHere(request), signal);
+  }
+
+  // `request` as this node would propose it, or what is wrong with it (as the leader would say).
+  #checkedHere(request: EntryBody): EntryBody {
     if (request.type === 'command') {
       const name = (this.#replica.checkForwarded(request) as { name: string }).name;
-      body = { ...request, name, version: this.#replica.activeVersion() };
-    } else if (request.kind === 'activate')
+      return { ...request, name, version: this.#replica.activeVersion() };
+    }
+    if (request.kind === 'activate')
       checkActivation(this.#voters(), this.#replica.schemaState().support, versionOf(request));
+    return request;
+  }
+
+  #proposeChecked(
+    body: EntryBody,
+    signal?: AbortSignal,
+  ): Promise<{ index: number; result: unknown }> {
     return this.#node.proposeWithIndex(encodeProposal(body, Date.now()), signal ? { signal } : {});
   }
 

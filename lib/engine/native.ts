@@ -62,6 +62,8 @@ export interface NativeEngine {
   remove(id: number): Promise<void>;
   transfer(id: number): Promise<number>;
   status(): NativeStatus;
+  /** Whether apply() would now be refused with NOT_LEADER and nothing else (running, not inside apply, not leading or handing over). */
+  refusesCommands(): boolean;
   setSnapshotThreshold(n: number): void;
   close(): Promise<void>;
   /** Streams transport: hands the engine a verified connection from member `id`; returns JS's end (an fd) or a negative libuv error. */

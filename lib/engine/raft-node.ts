@@ -428,6 +428,15 @@ export class RaftNode<R = unknown> extends EventEmitter {
   }
 
   /**
+   * Whether a proposal here would now be refused with PREVAIL_NOT_LEADER and fail no other
+   * way (open, not stopped, and the engine neither leads nor is handing leadership over): the
+   * engine's own test, on this thread, so it holds for a proposal made before the next await.
+   */
+  get refusesProposals(): boolean {
+    return !this.#closing && this.#failure === null && this.#engine.refusesCommands();
+  }
+
+  /**
    * Adds a member (leader only). It joins as a spare, then (for `voter` or `standby`)
    * is promoted once it has caught up with the log, so it never votes while behind.
    */

@@ -421,3 +421,59 @@ describe('RaftNode, single node', () => {
     });
   });
 });
+
+describe('RaftNode.refusesProposals', () => {
+  // A follower that forwards asks this instead of proposing only to be refused: it must say
+  // true exactly when propose() would fail with PREVAIL_NOT_LEADER, and with nothing else.
+  test('true on a follower (whose propose gets NOT_LEADER); false on the leader, inside apply, and once closed', async () => {
+    const dirs = [tempDir(), tempDir()];
+    const ports = await freePorts(2);
+    const cluster = ports.map((p, i) => ({ id: i + 1, address: `127.0.0.1:${p}` }));
+    const seenInApply: boolean[] = [];
+    const followerFsm = new RecordingFsm();
+    const fsms = [new RecordingFsm(), followerFsm];
+    // Each node's FSM notes what its node says from inside apply (REENTRANT there, not NOT_LEADER).
+    const watching = fsms.map((fsm, i) => ({
+      apply: (command: Uint8Array, meta: { index: number; term: number }) => {
+        if (nodes[i] && command[0] === 7) seenInApply.push(nodes[i].refusesProposals);
+        return fsm.apply(command, meta);
+      },
+      snapshot: () => fsm.snapshot(),
+      restore: (data: Uint8Array) => fsm.restore(data),
+    }));
+    const nodes: RaftNode<unknown>[] = [];
+    try {
+      nodes.push(
+        ...(await Promise.all(
+          cluster.map((m, i) =>
+            RaftNode.start({
+              id: m.id,
+              address: m.address,
+              dataDir: dirs[i]!,
+              fsm: watching[i]!,
+              cluster,
+              insecure: true,
+            }),
+          ),
+        )),
+      );
+      const leader = await waitFor('a leader', () => nodes.find((n) => n.isLeader), 20_000);
+      const follower = nodes.find((n) => n !== leader)!;
+      expect(leader.refusesProposals).toBe(false);
+      expect(follower.refusesProposals).toBe(true);
+      await expect(follower.propose(bytes(2, 7))).rejects.toMatchObject({
+        code: 'PREVAIL_NOT_LEADER',
+      });
+      await leader.propose(bytes(2, 7));
+      await waitFor('the follower applied it', () => (followerFsm.count === 1 ? true : undefined));
+      // Both nodes applied the entry; neither said "refuses" from inside apply.
+      expect(seenInApply).toEqual([false, false]);
+      await follower.close();
+      expect(follower.refusesProposals).toBe(false);
+      await expect(follower.propose(bytes(2, 7))).rejects.toMatchObject({ code: 'PREVAIL_CLOSED' });
+    } finally {
+      for (const n of nodes) await n.close().catch(() => undefined);
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
