@@ -51,24 +51,30 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    // Settled once: 'close' follows every request, and an error made for nothing costs a
+    // stack trace on each.
+    let settled = false;
+    const settle = (outcome: () => void) => {
+      if (settled) return;
+      settled = true;
+      req.off('data', onData);
+      outcome();
+    };
     const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (size <= limit) {
         chunks.push(chunk);
         return;
       }
-      req.off('data', onData);
-      req.off('end', onEnd);
       chunks.length = 0;
-      reject(tooLarge());
+      settle(() => reject(tooLarge()));
     };
-    const onEnd = () => resolve(Buffer.concat(chunks, size));
     // A client that goes away mid-body: HTTP/1.1 reports an 'error' (ECONNRESET), an HTTP/2
     // stream reset only 'close' (and its request calls itself `complete`). Either way nothing
-    // was proposed and nobody hears an answer. After 'end' these settle nothing.
-    const onGone = (cause?: Error) => reject(clientClosed(size, cause));
+    // was proposed and nobody hears an answer.
+    const onGone = (cause?: Error) => settle(() => reject(clientClosed(size, cause)));
     req.on('data', onData);
-    req.once('end', onEnd);
+    req.once('end', () => settle(() => resolve(Buffer.concat(chunks, size))));
     req.once('error', onGone);
     req.once('close', () => onGone());
   });
