@@ -34,6 +34,7 @@ constexpr Signature kRemove{"remove", kAsync, 1, {kId}};
 constexpr Signature kTransfer{"transfer", kAsync, 1, {kId}};  // 0: any voter
 constexpr Signature kStatus{"status", kSync, 0, {}};
 constexpr Signature kRefusesCommands{"refusesCommands", kSync, 0, {}};
+constexpr Signature kLeads{"leads", kSync, 0, {}};
 constexpr Signature kSetSnapshotThreshold{"setSnapshotThreshold", kSync, 1, {kEntries}};
 constexpr Signature kClose{"close", kAsync, 0, {}};
 constexpr Signature kAccept{"accept", kSync, 2, {kId, kAddress}};
@@ -59,6 +60,7 @@ Napi::Function Engine::Define(Napi::Env env) {
                          Method<&Engine::Transfer, kTransfer>(),
                          Method<&Engine::Status, kStatus>(),
                          Method<&Engine::RefusesCommands, kRefusesCommands>(),
+                         Method<&Engine::Leads, kLeads>(),
                          Method<&Engine::SetSnapshotThreshold, kSetSnapshotThreshold>(),
                          Method<&Engine::Close, kClose>(),
                          Method<&Engine::Accept, kAccept>(),
@@ -262,6 +264,12 @@ Napi::Value Engine::RefusesCommands(const Napi::CallbackInfo& info) {
   if (!started_ || closing_ || in_fsm_) return Napi::Boolean::New(info.Env(), false);
   const bool leads = raft_state(&raft_) == RAFT_LEADER && raft_transferee(&raft_) == 0;
   return Napi::Boolean::New(info.Env(), !leads);
+}
+
+// Whether the engine is the leader now: status().role === 'leader', without building a status.
+Napi::Value Engine::Leads(const Napi::CallbackInfo& info) {
+  const bool running = started_ && !closing_;
+  return Napi::Boolean::New(info.Env(), running && raft_state(&raft_) == RAFT_LEADER);
 }
 
 Napi::Value Engine::Close(const Napi::CallbackInfo& info) {

@@ -76,6 +76,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value Transfer(const Napi::CallbackInfo& info);
   Napi::Value Status(const Napi::CallbackInfo& info);
   Napi::Value RefusesCommands(const Napi::CallbackInfo& info);
+  Napi::Value Leads(const Napi::CallbackInfo& info);
   Napi::Value SetSnapshotThreshold(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   // The stream transport's JS side (stream_transport.h), in engine_streams.cc.

@@ -651,7 +651,7 @@ export class ClusterLink extends EventEmitter {
 
   // The engine's own view (the 'role' events this process has handled may lag it).
   #leads(): boolean {
-    return this.#node.status().role === 'leader';
+    return this.#node.leadsNow;
   }
 
   // ---- health --------------------------------------------------------------------------

@@ -64,6 +64,8 @@ export interface NativeEngine {
   status(): NativeStatus;
   /** Whether apply() would now be refused with NOT_LEADER and nothing else (running, not inside apply, not leading or handing over). */
   refusesCommands(): boolean;
+  /** Whether the engine leads now (status().role === 'leader', without building a status). */
+  leads(): boolean;
   setSnapshotThreshold(n: number): void;
   close(): Promise<void>;
   /** Streams transport: hands the engine a verified connection from member `id`; returns JS's end (an fd) or a negative libuv error. */

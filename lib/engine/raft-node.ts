@@ -427,6 +427,11 @@ export class RaftNode<R = unknown> extends EventEmitter {
     return this.#role === 'leader';
   }
 
+  /** Whether the engine leads now: `status().role === 'leader'`, cheaply (the 'role' events may lag it). */
+  get leadsNow(): boolean {
+    return this.#engine.leads();
+  }
+
   /**
    * Whether a proposal here would now be refused with PREVAIL_NOT_LEADER and fail no other
    * way (open, not stopped, and the engine neither leads nor is handing leadership over): the

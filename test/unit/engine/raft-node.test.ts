@@ -422,7 +422,7 @@ describe('RaftNode, single node', () => {
   });
 });
 
-describe('RaftNode.refusesProposals', () => {
+describe('RaftNode.refusesProposals and leadsNow', () => {
   // A follower that forwards asks this instead of proposing only to be refused: it must say
   // true exactly when propose() would fail with PREVAIL_NOT_LEADER, and with nothing else.
   test('true on a follower (whose propose gets NOT_LEADER); false on the leader, inside apply, and once closed', async () => {
@@ -430,8 +430,7 @@ describe('RaftNode.refusesProposals', () => {
     const ports = await freePorts(2);
     const cluster = ports.map((p, i) => ({ id: i + 1, address: `127.0.0.1:${p}` }));
     const seenInApply: boolean[] = [];
-    const followerFsm = new RecordingFsm();
-    const fsms = [new RecordingFsm(), followerFsm];
+    const fsms = [new RecordingFsm(), new RecordingFsm()];
     // Each node's FSM notes what its node says from inside apply (REENTRANT there, not NOT_LEADER).
     const watching = fsms.map((fsm, i) => ({
       apply: (command: Uint8Array, meta: { index: number; term: number }) => {
@@ -461,15 +460,18 @@ describe('RaftNode.refusesProposals', () => {
       const follower = nodes.find((n) => n !== leader)!;
       expect(leader.refusesProposals).toBe(false);
       expect(follower.refusesProposals).toBe(true);
+      // leadsNow is status().role === 'leader', without building a status.
+      expect([leader.leadsNow, follower.leadsNow]).toEqual([true, false]);
+      expect(leader.status().role).toBe('leader');
       await expect(follower.propose(bytes(2, 7))).rejects.toMatchObject({
         code: 'PREVAIL_NOT_LEADER',
       });
       await leader.propose(bytes(2, 7));
-      await waitFor('the follower applied it', () => (followerFsm.count === 1 ? true : undefined));
+      await waitFor('both applied it', () => (seenInApply.length === 2 ? true : undefined));
       // Both nodes applied the entry; neither said "refuses" from inside apply.
       expect(seenInApply).toEqual([false, false]);
       await follower.close();
-      expect(follower.refusesProposals).toBe(false);
+      expect([follower.refusesProposals, follower.leadsNow]).toEqual([false, false]);
       await expect(follower.propose(bytes(2, 7))).rejects.toMatchObject({ code: 'PREVAIL_CLOSED' });
     } finally {
       for (const n of nodes) await n.close().catch(() => undefined);
